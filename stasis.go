@@ -4,16 +4,23 @@
 // command; the command is a thin layer over Dump, Restore and Check.
 package stasis
 
-import "log/slog"
+import (
+	"log/slog"
+
+	"github.com/stasis-cr/stasis/internal/dump"
+	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/restore"
+)
 
 // DumpOptions selects what Dump checkpoints and what happens to the tree
 // afterwards. Field names follow criu's long flag names.
 type DumpOptions struct {
 	Pid          int    // -t/--tree: root of the tree to dump
 	ImagesDir    string // -D/--images-dir: created if missing, must not hold a dump
-	WorkDir      string // -W/--work-dir: logs and stats; defaults to ImagesDir
-	LeaveRunning bool   // -R: the tree continues untouched after the dump
-	LeaveStopped bool   // -s: the tree is left stopped (SIGSTOP) after the dump
+	WorkDir      string // -W/--work-dir: stats-dump and logs; defaults to ImagesDir
+	LeaveRunning bool   // -R/--leave-running: the tree continues untouched
+	LeaveStopped bool   // -s/--leave-stopped: the tree is left stopped (SIGSTOP)
+	ShellJob     bool   // -j/--shell-job: the tree's session leader is outside it
 	Log          *slog.Logger
 }
 
@@ -22,5 +29,35 @@ type RestoreOptions struct {
 	ImagesDir string // -D/--images-dir
 	WorkDir   string // -W/--work-dir
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
+	ShellJob  bool   // -j/--shell-job: restore into the caller's session
 	Log       *slog.Logger
 }
+
+// Restored is a restored process tree, running on its own.
+type Restored = restore.Restored
+
+// Dump checkpoints the tree rooted at opts.Pid. On failure the tree is
+// left running exactly as it was.
+func Dump(opts DumpOptions) error {
+	return dump.Dump(dump.Options{
+		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
+		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
+		ShellJob: opts.ShellJob, Log: opts.Log,
+	})
+}
+
+// Restore restores a checkpoint and returns once the tree runs. The root
+// task is a child of the calling process: Restored.Wait reaps it. On
+// failure no task of the tree is left behind.
+func Restore(opts RestoreOptions) (*Restored, error) {
+	return restore.Restore(restore.Options{
+		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
+		ShellJob: opts.ShellJob, Log: opts.Log,
+	})
+}
+
+// Feature is one kernel feature stasis relies on, as probed on this host.
+type Feature = kerndat.Feature
+
+// Check probes the kernel features stasis relies on.
+func Check() []Feature { return kerndat.Probe() }

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 
 	"github.com/spf13/cobra"
+
+	"github.com/stasis-cr/stasis/internal/restore"
 )
 
 // exitError carries an exit status out of a subcommand without printing an
@@ -43,7 +45,14 @@ func newRoot() *cobra.Command {
 }
 
 func main() {
-	err := newRoot().Execute()
+	if len(os.Args) > 1 && os.Args[1] == restore.PuppetArg {
+		// Only ever exec'ed under ptrace by restore and never run; exit
+		// if someone starts it by hand.
+		os.Exit(2)
+	}
+	root := newRoot()
+	root.SetArgs(normalizeArgs(os.Args[1:]))
+	err := root.Execute()
 	if err == nil {
 		return
 	}

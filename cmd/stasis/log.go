@@ -1,0 +1,50 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/spf13/pflag"
+)
+
+// logFlags are criu's -v[N] and -o FILE.
+type logFlags struct {
+	verbosity int
+	file      string
+}
+
+func (l *logFlags) register(fs *pflag.FlagSet) {
+	fs.CountVarP(&l.verbosity, "verbosity", "v", "log verbosity: -v (errors) to -v4 (debug), as criu")
+	fs.StringVarP(&l.file, "log-file", "o", "", "write the log to FILE (relative to the work dir, as criu)")
+}
+
+// open returns a logger and a closer. criu's levels: 0 none, 1 errors,
+// 2 warnings (default), 3 info, 4 debug.
+func (l *logFlags) open(workDir string) (*slog.Logger, func(), error) {
+	level := slog.LevelWarn
+	switch {
+	case l.verbosity >= 4:
+		level = slog.LevelDebug
+	case l.verbosity == 3:
+		level = slog.LevelInfo
+	case l.verbosity == 1:
+		level = slog.LevelError
+	}
+	var w io.Writer = os.Stderr
+	closer := func() {}
+	if l.file != "" {
+		path := l.file
+		if workDir != "" && path[0] != '/' {
+			path = workDir + "/" + path
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, nil, fmt.Errorf("open log file: %w", err)
+		}
+		w = f
+		closer = func() { f.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closer, nil
+}

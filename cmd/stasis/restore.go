@@ -1,0 +1,61 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/stasis-cr/stasis"
+)
+
+func init() { subcommands = append(subcommands, newRestoreCmd) }
+
+func newRestoreCmd() *cobra.Command {
+	var o stasis.RestoreOptions
+	var lf logFlags
+	var detach bool
+	cmd := &cobra.Command{
+		Use:   "restore -D DIR",
+		Short: "restore a process tree from an images directory",
+		Long: "Restore the tree with its original PIDs. Without -d, stasis waits for the\n" +
+			"restored tree and exits with the exit status of its root, as criu does.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := rejectUnimplemented(cmd); err != nil {
+				return err
+			}
+			if o.ImagesDir == "" {
+				o.ImagesDir = "."
+			}
+			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			o.Log = log
+			r, err := stasis.Restore(o)
+			if err != nil {
+				log.Error("restore failed", "err", err)
+				return err
+			}
+			if detach {
+				return nil
+			}
+			code, err := r.Wait()
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVarP(&o.ImagesDir, "images-dir", "D", "", "directory with the image files")
+	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
+	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
+	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
+	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")
+	lf.register(f)
+	addUnimplemented(f, restoreUnimplemented)
+	return cmd
+}

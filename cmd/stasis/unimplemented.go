@@ -1,0 +1,64 @@
+package main
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// criu flags stasis knows but does not implement yet. They are accepted by
+// the parser so that the error can say exactly that, instead of failing
+// as unknown or, worse, being ignored.
+var (
+	commonUnimplemented = []string{
+		"tcp-established", "tcp-close", "ext-unix-sk", "file-locks", "link-remap",
+		"ghost-limit", "external", "inherit-fd", "manage-cgroups", "cgroup-root",
+		"evasive-devices", "network-lock", "lazy-pages", "page-server", "address", "port",
+		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
+		"enable-external-masters", "freeze-cgroup", "timeout", "skip-in-flight",
+		"file-validation", "lsm-profile", "lsm-mount-context", "pidns",
+	}
+	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
+)
+
+func addUnimplemented(f *pflag.FlagSet, names []string) {
+	for _, n := range names {
+		f.String(n, "", "not implemented yet")
+		f.Lookup(n).NoOptDefVal = "true"
+		f.Lookup(n).Hidden = true
+	}
+}
+
+func rejectUnimplemented(cmd *cobra.Command) error {
+	var set []string
+	cmd.Flags().Visit(func(fl *pflag.Flag) {
+		if fl.Usage == "not implemented yet" {
+			set = append(set, "--"+fl.Name)
+		}
+	})
+	if len(set) > 0 {
+		return fmt.Errorf("%s: criu option %s is not implemented in stasis yet", cmd.Name(), strings.Join(set, ", "))
+	}
+	return nil
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// verbosityArg matches criu's -vN, which pflag's count flags do not parse.
+var verbosityArg = regexp.MustCompile(`^-v([0-9])$`)
+
+// normalizeArgs rewrites criu spellings pflag cannot parse.
+func normalizeArgs(args []string) []string {
+	out := make([]string, 0, len(args))
+	for _, a := range args {
+		if m := verbosityArg.FindStringSubmatch(a); m != nil {
+			a = "--verbosity=" + m[1]
+		}
+		out = append(out, a)
+	}
+	return out
+}

@@ -1,0 +1,297 @@
+package core
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/regs"
+)
+
+// Task states of task_core_entry.task_state (criu/include/pstree.h).
+const (
+	TaskAlive   = 1
+	TaskDead    = 2
+	TaskStopped = 3
+	TaskZombie  = 6
+)
+
+const (
+	sigMax         = 64
+	kernelSigaSize = 32 // struct sigaction as the kernel sees it
+	rlimNlimits    = 16
+	prGetTidAddr   = 40
+)
+
+// Dumped holds what Dump collected beside the image entry.
+type Dumped struct {
+	Core *criucore.CoreEntry
+	// Regs are the registers of the stop as they must be restored in the
+	// same process (-R): the image gets a copy fixed up for a new one.
+	Regs unix.PtraceRegs
+}
+
+// Dump collects the state of the stopped single-threaded task t. st and
+// status are its parsed /proc stat and status; stopSig is the signal of a
+// task that was group-stopped when seized (0 if it was running).
+func Dump(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, stopSig unix.Signal) (*criucore.CoreEntry, error) {
+	pid := t.Tid
+	xstate, err := ptrace.GetXState(pid)
+	if err != nil {
+		return nil, err
+	}
+	r := t.Base
+	regs.FixRestart(&r)
+	ti, err := regs.ToImage(&r, xstate)
+	if err != nil {
+		return nil, fmt.Errorf("registers of pid %d: %w", pid, err)
+	}
+	blocked, err := ptrace.GetSigmask(pid)
+	if err != nil {
+		return nil, err
+	}
+	tc := &criucore.TaskCoreEntry{
+		TaskState:   proto.Uint32(TaskAlive),
+		ExitCode:    proto.Uint32(0),
+		Flags:       proto.Uint32(st.Flags),
+		BlkSigset:   proto.Uint64(blocked),
+		Comm:        proto.String(st.Comm),
+	}
+	if stopSig != 0 {
+		tc.TaskState = proto.Uint32(TaskStopped)
+		tc.StopSigno = proto.Uint32(uint32(stopSig))
+	}
+	th := &criucore.ThreadCoreEntry{
+		BlkSigset:   proto.Uint64(blocked),
+		Comm:        proto.String(st.Comm),
+		SchedNice:   proto.Int32(int32(st.Nice)),
+		SchedPolicy: proto.Uint32(st.Policy),
+		SchedPrio:   proto.Uint32(st.RtPriority),
+		SeccompMode: criucore.SeccompMode_disabled.Enum(),
+	}
+
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{"personality", func() error {
+			p, err := t.Call("personality", unix.SYS_PERSONALITY, 0xffffffff)
+			tc.Personality = proto.Uint32(uint32(p))
+			return err
+		}},
+		{"sigactions", func() error { return dumpSigactions(t, s, tc) }},
+		{"itimers", func() error { return dumpItimers(t, s, tc) }},
+		{"rlimits", func() error { return dumpRlimits(pid, tc) }},
+		{"pending signals", func() error {
+			shared, err := ptrace.PeekSiginfo(pid, true)
+			if err != nil {
+				return err
+			}
+			private, err := ptrace.PeekSiginfo(pid, false)
+			if err != nil {
+				return err
+			}
+			tc.SignalsS = sigQueue(shared)
+			th.SignalsP = sigQueue(private)
+			return nil
+		}},
+		{"robust list", func() error {
+			var head, size uint64
+			_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(pid), uintptrOf(&head), uintptrOf(&size))
+			if e != 0 {
+				return e
+			}
+			th.FutexRla, th.FutexRlaLen = proto.Uint64(head), proto.Uint32(uint32(size))
+			return nil
+		}},
+		{"clear_child_tid", func() error {
+			if _, err := t.Call("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddr, s.Addr); err != nil {
+				return err
+			}
+			b, err := s.Get(0, 8)
+			ti.ClearTidAddr = proto.Uint64(binary.LittleEndian.Uint64(b))
+			return err
+		}},
+		{"sigaltstack", func() error {
+			if _, err := t.Call("sigaltstack", unix.SYS_SIGALTSTACK, 0, s.Addr); err != nil {
+				return err
+			}
+			b, err := s.Get(0, 24)
+			if err != nil {
+				return err
+			}
+			le := binary.LittleEndian
+			th.Sas = &criucore.ThreadSasEntry{
+				SsSp:    proto.Uint64(le.Uint64(b[0:])),
+				SsFlags: proto.Uint32(le.Uint32(b[8:])),
+				SsSize:  proto.Uint64(le.Uint64(b[16:])),
+			}
+			return nil
+		}},
+		{"pdeath_signal", func() error {
+			if _, err := t.Call("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, s.Addr); err != nil {
+				return err
+			}
+			b, err := s.Get(0, 4)
+			th.PdeathSig = proto.Uint32(binary.LittleEndian.Uint32(b))
+			return err
+		}},
+		{"child_subreaper", func() error {
+			if _, err := t.Call("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, s.Addr); err != nil {
+				return err
+			}
+			b, err := s.Get(0, 4)
+			tc.ChildSubreaper = proto.Bool(binary.LittleEndian.Uint32(b) != 0)
+			return err
+		}},
+		{"rseq", func() error {
+			c, err := ptrace.GetRseqConfig(pid)
+			if err != nil {
+				return err
+			}
+			if c.Pointer != 0 {
+				th.RseqEntry = &rseq.RseqEntry{
+					RseqAbiPointer: proto.Uint64(c.Pointer),
+					RseqAbiSize:    proto.Uint32(c.Size),
+					Signature:      proto.Uint32(c.Signature),
+				}
+			}
+			return nil
+		}},
+		{"credentials", func() error {
+			c, err := dumpCreds(t, s, status)
+			th.Creds = c
+			return err
+		}},
+		{"oom_score_adj", func() error {
+			v, err := readProcInt(pid, "oom_score_adj")
+			tc.OomScoreAdj = proto.Int32(int32(v))
+			return err
+		}},
+		{"loginuid", func() error {
+			v, err := readProcInt(pid, "loginuid")
+			tc.Loginuid = proto.Uint32(uint32(v))
+			return err
+		}},
+	}
+	for _, step := range steps {
+		if err := step.fn(); err != nil {
+			return nil, fmt.Errorf("dump %s of pid %d: %w", step.name, pid, err)
+		}
+	}
+	return &criucore.CoreEntry{
+		Mtype:      criucore.CoreEntry_X86_64.Enum(),
+		ThreadInfo: ti,
+		Tc:         tc,
+		ThreadCore: th,
+	}, nil
+}
+
+func dumpSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+	for sig := 1; sig <= sigMax; sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		if _, err := t.Call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), 0, s.Addr, 8); err != nil {
+			return fmt.Errorf("signal %d: %w", sig, err)
+		}
+		b, err := s.Get(0, kernelSigaSize)
+		if err != nil {
+			return err
+		}
+		le := binary.LittleEndian
+		tc.Sigactions = append(tc.Sigactions, &criu_sa.SaEntry{
+			Sigaction: proto.Uint64(le.Uint64(b[0:])),
+			Flags:     proto.Uint64(le.Uint64(b[8:])),
+			Restorer:  proto.Uint64(le.Uint64(b[16:])),
+			Mask:      proto.Uint64(le.Uint64(b[24:])),
+		})
+	}
+	return nil
+}
+
+func dumpItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+	var it [3]*timer.ItimerEntry
+	for which := 0; which < 3; which++ {
+		if _, err := t.Call("getitimer", unix.SYS_GETITIMER, uint64(which), s.Addr); err != nil {
+			return err
+		}
+		b, err := s.Get(0, 32)
+		if err != nil {
+			return err
+		}
+		le := binary.LittleEndian
+		// struct itimerval: it_interval then it_value, each {sec, usec}.
+		it[which] = &timer.ItimerEntry{
+			Isec:  proto.Uint64(le.Uint64(b[0:])),
+			Iusec: proto.Uint64(le.Uint64(b[8:])),
+			Vsec:  proto.Uint64(le.Uint64(b[16:])),
+			Vusec: proto.Uint64(le.Uint64(b[24:])),
+		}
+	}
+	tc.Timers = &timer.TaskTimersEntry{Real: it[0], Virt: it[1], Prof: it[2]}
+	return nil
+}
+
+func dumpRlimits(pid int, tc *criucore.TaskCoreEntry) error {
+	rl := &criucore.TaskRlimitsEntry{}
+	for res := 0; res < rlimNlimits; res++ {
+		var old unix.Rlimit
+		if err := unix.Prlimit(pid, res, nil, &old); err != nil {
+			return fmt.Errorf("prlimit %d: %w", res, err)
+		}
+		rl.Rlimits = append(rl.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(old.Cur), Max: proto.Uint64(old.Max)})
+	}
+	tc.Rlimits = rl
+	return nil
+}
+
+func dumpCreds(t *ptrace.Task, s *ptrace.Scratch, st *proc.Status) (*creds.CredsEntry, error) {
+	sb, err := t.Call("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	if err != nil {
+		return nil, err
+	}
+	caps := func(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
+	return &creds.CredsEntry{
+		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
+		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
+		CapInh: caps(st.CapInh), CapPrm: caps(st.CapPrm), CapEff: caps(st.CapEff), CapBnd: caps(st.CapBnd), CapAmb: caps(st.CapAmb),
+		Secbits:    proto.Uint32(uint32(sb)),
+		Groups:     st.Groups,
+		NoNewPrivs: proto.Uint32(uint32(st.NoNewPrivs)),
+	}, nil
+}
+
+func sigQueue(infos [][]byte) *siginfo.SignalQueueEntry {
+	if len(infos) == 0 {
+		return nil
+	}
+	q := &siginfo.SignalQueueEntry{}
+	for _, si := range infos {
+		q.Signals = append(q.Signals, &siginfo.SiginfoEntry{Siginfo: si})
+	}
+	return q
+}
+
+func readProcInt(pid int, name string) (int64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + name)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimSpace(string(bytes.TrimSpace(b))), 10, 64)
+}

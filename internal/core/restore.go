@@ -1,0 +1,309 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"strconv"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/regs"
+)
+
+// Validate checks that a core entry holds what Restore needs, so that a
+// damaged image is refused before any task is created.
+func Validate(ce *criucore.CoreEntry) error {
+	switch {
+	case ce.GetMtype() != criucore.CoreEntry_X86_64:
+		return fmt.Errorf("architecture %v is not x86_64", ce.GetMtype())
+	case ce.GetThreadInfo().GetGpregs() == nil || ce.GetThreadInfo().GetFpregs() == nil:
+		return fmt.Errorf("no registers")
+	case ce.GetTc() == nil:
+		return fmt.Errorf("no task_core")
+	case len(ce.GetTc().GetSigactions()) > sigMax:
+		return fmt.Errorf("%d sigactions", len(ce.GetTc().GetSigactions()))
+	case len(ce.GetTc().GetRlimits().GetRlimits()) > rlimNlimits:
+		return fmt.Errorf("%d rlimits", len(ce.GetTc().GetRlimits().GetRlimits()))
+	}
+	for _, si := range append(ce.GetTc().GetSignalsS().GetSignals(), ce.GetThreadCore().GetSignalsP().GetSignals()...) {
+		if len(si.GetSiginfo()) != ptrace.SiginfoSize {
+			return fmt.Errorf("siginfo of %d bytes", len(si.GetSiginfo()))
+		}
+	}
+	return nil
+}
+
+// Restore sets the task state of ce inside t, whose memory is already in
+// place. Registers and the blocked mask come last, in Finish.
+func Restore(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
+	tc, th := ce.GetTc(), ce.GetThreadCore()
+	pid := t.Tid
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{"sigactions", func() error { return restoreSigactions(t, s, tc) }},
+		{"personality", func() error {
+			_, err := t.Call("personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality()))
+			return err
+		}},
+		{"rlimits", func() error {
+			for res, rl := range tc.GetRlimits().GetRlimits() {
+				lim := unix.Rlimit{Cur: rl.GetCur(), Max: rl.GetMax()}
+				if err := unix.Prlimit(pid, res, &lim, nil); err != nil {
+					return fmt.Errorf("resource %d to %d/%d: %w", res, lim.Cur, lim.Max, err)
+				}
+			}
+			return nil
+		}},
+		{"itimers", func() error { return restoreItimers(t, s, tc) }},
+		{"sigaltstack", func() error {
+			sas := th.GetSas()
+			if sas == nil || sas.GetSsFlags()&unix.SS_DISABLE != 0 {
+				return nil
+			}
+			b := make([]byte, 24)
+			le := binary.LittleEndian
+			le.PutUint64(b[0:], sas.GetSsSp())
+			le.PutUint32(b[8:], sas.GetSsFlags()&^unix.SS_ONSTACK)
+			le.PutUint64(b[16:], sas.GetSsSize())
+			a, err := s.Put(0, b)
+			if err != nil {
+				return err
+			}
+			_, err = t.Call("sigaltstack", unix.SYS_SIGALTSTACK, a, 0)
+			return err
+		}},
+		{"robust list", func() error {
+			if th.GetFutexRla() == 0 {
+				return nil
+			}
+			_, err := t.Call("set_robust_list", unix.SYS_SET_ROBUST_LIST, th.GetFutexRla(), uint64(th.GetFutexRlaLen()))
+			return err
+		}},
+		{"clear_child_tid", func() error {
+			_, err := t.Call("set_tid_address", unix.SYS_SET_TID_ADDRESS, ce.GetThreadInfo().GetClearTidAddr())
+			return err
+		}},
+		{"rseq", func() error {
+			r := th.GetRseqEntry()
+			if r == nil || r.GetRseqAbiPointer() == 0 {
+				return nil
+			}
+			_, err := t.Call("rseq", unix.SYS_RSEQ, r.GetRseqAbiPointer(), uint64(r.GetRseqAbiSize()), 0, uint64(r.GetSignature()))
+			return err
+		}},
+		{"pdeath_signal", func() error {
+			_, err := t.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig()))
+			return err
+		}},
+		{"child_subreaper", func() error {
+			if !tc.GetChildSubreaper() {
+				return nil
+			}
+			_, err := t.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
+			return err
+		}},
+		{"comm", func() error {
+			name := th.GetComm()
+			if name == "" {
+				name = tc.GetComm()
+			}
+			b := make([]byte, 16)
+			copy(b[:15], name)
+			a, err := s.Put(0, b)
+			if err != nil {
+				return err
+			}
+			_, err = t.Call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, a)
+			return err
+		}},
+		{"scheduling", func() error {
+			if th.SchedNice != nil {
+				if err := unix.Setpriority(unix.PRIO_PROCESS, pid, int(th.GetSchedNice())); err != nil {
+					return err
+				}
+			}
+			if p := th.GetSchedPolicy(); p != 0 {
+				param := []byte{0, 0, 0, 0}
+				binary.LittleEndian.PutUint32(param, th.GetSchedPrio())
+				a, err := s.Put(0, param)
+				if err != nil {
+					return err
+				}
+				_, err = t.Call("sched_setscheduler", unix.SYS_SCHED_SETSCHEDULER, 0, uint64(p), a)
+				return err
+			}
+			return nil
+		}},
+		{"oom_score_adj", func() error {
+			if tc.OomScoreAdj == nil {
+				return nil
+			}
+			return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0)
+		}},
+		{"pending signals", func() error { return restorePending(t, s, ce) }},
+		{"credentials", func() error { return restoreCreds(t, s, th) }},
+	}
+	for _, step := range steps {
+		if err := step.fn(); err != nil {
+			return fmt.Errorf("restore %s of pid %d: %w", step.name, pid, err)
+		}
+	}
+	return nil
+}
+
+func restoreSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+	i := 0
+	for sig := 1; sig <= sigMax && i < len(tc.GetSigactions()); sig++ {
+		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		sa := tc.GetSigactions()[i]
+		i++
+		b := make([]byte, kernelSigaSize)
+		le := binary.LittleEndian
+		le.PutUint64(b[0:], sa.GetSigaction())
+		le.PutUint64(b[8:], sa.GetFlags())
+		le.PutUint64(b[16:], sa.GetRestorer())
+		le.PutUint64(b[24:], sa.GetMask())
+		a, err := s.Put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := t.Call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), a, 0, 8); err != nil {
+			return fmt.Errorf("signal %d: %w", sig, err)
+		}
+	}
+	return nil
+}
+
+func restoreItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+	tm := tc.GetTimers()
+	if tm == nil {
+		return nil
+	}
+	for which, it := range []interface {
+		GetIsec() uint64
+		GetIusec() uint64
+		GetVsec() uint64
+		GetVusec() uint64
+	}{tm.GetReal(), tm.GetVirt(), tm.GetProf()} {
+		if it.GetVsec() == 0 && it.GetVusec() == 0 {
+			continue // disarmed
+		}
+		b := make([]byte, 32)
+		le := binary.LittleEndian
+		le.PutUint64(b[0:], it.GetIsec())
+		le.PutUint64(b[8:], it.GetIusec())
+		le.PutUint64(b[16:], it.GetVsec())
+		le.PutUint64(b[24:], it.GetVusec())
+		a, err := s.Put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := t.Call("setitimer", unix.SYS_SETITIMER, uint64(which), a, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restorePending queues the dumped signals again. The task sends them to
+// itself (injected), which is the only way the kernel accepts a siginfo
+// with si_code >= 0; all signals are blocked meanwhile so that none is
+// delivered before the task runs on its own registers.
+func restorePending(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
+	shared := ce.GetTc().GetSignalsS().GetSignals()
+	private := ce.GetThreadCore().GetSignalsP().GetSignals()
+	if len(shared)+len(private) == 0 {
+		return nil
+	}
+	if err := ptrace.SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		return err
+	}
+	queue := func(si []byte, tgkill bool) error {
+		sig := uint64(binary.LittleEndian.Uint32(si[0:]))
+		a, err := s.Put(0, si)
+		if err != nil {
+			return err
+		}
+		if tgkill {
+			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.Tid), uint64(t.Tid), sig, a)
+		} else {
+			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(t.Tid), sig, a)
+		}
+		if err != nil {
+			return fmt.Errorf("signal %d: %w", sig, err)
+		}
+		return nil
+	}
+	for _, si := range shared {
+		if err := queue(si.GetSiginfo(), false); err != nil {
+			return err
+		}
+	}
+	for _, si := range private {
+		if err := queue(si.GetSiginfo(), true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreCreds switches the task to the dumped user and groups. It runs
+// last among the injected steps: after it, the task may no longer be
+// allowed what stasis still needs to do inside it.
+func restoreCreds(t *ptrace.Task, s *ptrace.Scratch, th *criucore.ThreadCoreEntry) error {
+	c := th.GetCreds()
+	if c == nil {
+		return nil
+	}
+	if len(c.GetGroups()) > 0 || c.GetGid() != 0 {
+		b := make([]byte, 4*len(c.GetGroups())+4)
+		for i, g := range c.GetGroups() {
+			binary.LittleEndian.PutUint32(b[4*i:], g)
+		}
+		a, err := s.Put(0, b)
+		if err != nil {
+			return err
+		}
+		if _, err := t.Call("setgroups", unix.SYS_SETGROUPS, uint64(len(c.GetGroups())), a); err != nil {
+			return err
+		}
+	}
+	if _, err := t.Call("setresgid", unix.SYS_SETRESGID, uint64(c.GetGid()), uint64(c.GetEgid()), uint64(c.GetSgid())); err != nil {
+		return err
+	}
+	if _, err := t.Call("setfsgid", unix.SYS_SETFSGID, uint64(c.GetFsgid())); err != nil {
+		return err
+	}
+	if _, err := t.Call("setresuid", unix.SYS_SETRESUID, uint64(c.GetUid()), uint64(c.GetEuid()), uint64(c.GetSuid())); err != nil {
+		return err
+	}
+	if _, err := t.Call("setfsuid", unix.SYS_SETFSUID, uint64(c.GetFsuid())); err != nil {
+		return err
+	}
+	if c.GetNoNewPrivs() != 0 {
+		if _, err := t.Call("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// FinalRegs returns the registers and XSAVE area the task resumes with.
+func FinalRegs(tid int, ce *criucore.CoreEntry) (unix.PtraceRegs, []byte, error) {
+	tmpl, err := ptrace.GetXState(tid)
+	if err != nil {
+		return unix.PtraceRegs{}, nil, err
+	}
+	r, xs, err := regs.FromImage(ce.GetThreadInfo(), tmpl)
+	if err != nil {
+		return r, nil, fmt.Errorf("registers of pid %d: %w", tid, err)
+	}
+	return r, xs, nil
+}

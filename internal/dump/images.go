@@ -1,0 +1,149 @@
+package dump
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
+)
+
+// ImgVersion is CRTOOLS_IMAGES_V1_1, the only version criu 4.x accepts.
+const ImgVersion = 2
+
+func objIDs(id uint32) *criucore.TaskKobjIdsEntry {
+	u := proto.Uint32
+	return &criucore.TaskKobjIdsEntry{
+		VmId: u(id), FilesId: u(id), FsId: u(id), SighandId: u(id),
+		PidNsId: u(rootObjID), NetNsId: u(rootObjID), IpcNsId: u(rootObjID), UtsNsId: u(rootObjID),
+		MntNsId: u(rootObjID), UserNsId: u(rootObjID), CgroupNsId: u(rootObjID), TimeNsId: u(rootObjID),
+	}
+}
+
+// writeImages writes every image of the dump. inventory.img goes last:
+// its presence marks a complete dump.
+func (d *dumper) writeImages() error {
+	t := d.root
+	w := func(name string, m ...proto.Message) error { return d.dir.Write(name, m...) }
+	pid := t.pid
+	steps := []func() error{
+		func() error {
+			return w("pstree.img", &pstree.PstreeEntry{
+				Pid:     proto.Uint32(uint32(pid)),
+				Ppid:    proto.Uint32(0),
+				Pgid:    proto.Uint32(uint32(t.stat.Pgrp)),
+				Sid:     proto.Uint32(uint32(t.stat.Session)),
+				Threads: []uint32{uint32(pid)},
+			})
+		},
+		func() error { return w(fmt.Sprintf("core-%d.img", pid), t.core) },
+		func() error { return w(fmt.Sprintf("ids-%d.img", pid), objIDs(taskObjID)) },
+		func() error { return w(fmt.Sprintf("mm-%d.img", pid), t.mm) },
+		func() error {
+			return w(fmt.Sprintf("fs-%d.img", pid), &fs.FsEntry{
+				CwdId: proto.Uint32(t.cwdID), RootId: proto.Uint32(t.rootID), Umask: proto.Uint32(t.status.Umask),
+			})
+		},
+		func() error {
+			ms := make([]proto.Message, len(t.fds))
+			for i, e := range t.fds {
+				ms[i] = e
+			}
+			return w(fmt.Sprintf("fdinfo-%d.img", taskObjID), ms...)
+		},
+		func() error {
+			ms := make([]proto.Message, len(d.files.Files))
+			for i, e := range d.files.Files {
+				ms[i] = e
+			}
+			return w("files.img", ms...)
+		},
+		func() error { return w("seccomp.img", &seccomp.SeccompEntry{}) },
+		func() error {
+			var mono, boot unix.Timespec
+			_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)
+			_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot)
+			return w("timens-0.img", &timens.TimensEntry{
+				Monotonic: &timens.Timespec{TvSec: proto.Uint64(uint64(mono.Sec)), TvNsec: proto.Uint64(uint64(mono.Nsec))},
+				Boottime:  &timens.Timespec{TvSec: proto.Uint64(uint64(boot.Sec)), TvNsec: proto.Uint64(uint64(boot.Nsec))},
+			})
+		},
+		func() error { return w("inventory.img", d.inventory()) },
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return fmt.Errorf("write images to %s: %w", d.dir.Path, err)
+		}
+	}
+	d.stats.end = time.Now()
+	return d.writeStats()
+}
+
+func (d *dumper) inventory() *inventory.InventoryEntry {
+	id := make([]byte, 16)
+	_, _ = rand.Read(id)
+	return &inventory.InventoryEntry{
+		ImgVersion:     proto.Uint32(ImgVersion),
+		FdinfoPerId:    proto.Bool(true),
+		NsPerId:        proto.Bool(true),
+		RootIds:        objIDs(rootObjID),
+		RootCgSet:      proto.Uint32(1),
+		Lsmtype:        hostLSM().Enum(),
+		PluginsEntry:   &inventory.PluginsEntry{},
+		DumpCriuRunId:  proto.String(hex.EncodeToString(id)),
+	}
+}
+
+func hostLSM() inventory.Lsmtype {
+	if _, err := os.Stat("/sys/kernel/security/apparmor"); err == nil {
+		return inventory.Lsmtype_APPARMOR
+	}
+	if _, err := os.Stat("/sys/fs/selinux/enforce"); err == nil {
+		return inventory.Lsmtype_SELINUX
+	}
+	return inventory.Lsmtype_NO_LSM
+}
+
+// writeStats writes stats-dump into the work dir, where podman and
+// checkpointctl read it.
+func (d *dumper) writeStats() error {
+	work := d.opts.WorkDir
+	if work == "" {
+		work = d.dir.Path
+	}
+	s := d.stats
+	us := func(a, b time.Time) *uint32 { return proto.Uint32(uint32(b.Sub(a).Microseconds())) }
+	e := &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
+		FreezingTime:       us(s.start, s.frozen),
+		FrozenTime:         us(s.frozen, s.end),
+		MemdumpTime:        us(s.memStart, s.memEnd),
+		MemwriteTime:       us(s.memStart, s.memEnd),
+		PagesScanned:       proto.Uint64(s.pagesScanned),
+		PagesSkippedParent: proto.Uint64(0),
+		PagesWritten:       proto.Uint64(s.pagesWritten),
+	}}
+	wd, err := images.Open(work)
+	if err != nil {
+		if err := os.MkdirAll(work, 0o755); err != nil {
+			return err
+		}
+		if wd, err = images.Open(filepath.Clean(work)); err != nil {
+			return err
+		}
+	}
+	return wd.Write("stats-dump", e)
+}
+

@@ -1,0 +1,8 @@
+// Package files owns open files: the file table written to files.img
+// (one FileEntry per open file description, also referenced by mappings,
+// the exe link and cwd/root) and each task's fd table (fdinfo-N.img).
+// Dump classifies every fd of a task by what it refers to; a kind stasis
+// cannot restore yet is refused with an error naming the pid, fd, kind and
+// target, before anything else happens to the task. Restore opens each
+// file again in stasis; package restore passes it into the task.
+package files

@@ -1,0 +1,204 @@
+package mem
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"os"
+	"sync"
+	"unsafe"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/ptrace"
+)
+
+// PageSize is the x86_64 base page size.
+const PageSize = 4096
+
+// pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+const (
+	pmePresent  = 1 << 63
+	pmeSwap     = 1 << 62
+	pmeFile     = 1 << 61 // file page or shared anon
+	pmePFNMask  = 1<<55 - 1
+	peParent    = 1 // pagemap_entry.flags PE_PARENT
+	peLazy      = 2
+	PEPresent   = 4 // PE_PRESENT: the pages are in pages-N.img
+	copyChunk   = 16 << 20
+)
+
+// Run is a range of pages to save.
+type Run struct {
+	Addr  uint64
+	Pages uint64
+}
+
+// zeroPFN is the frame of the kernel's shared zero page: private pages
+// that map it were only read, never written, and need no saving (as in
+// criu). 0 if it cannot be determined.
+var zeroPFN = sync.OnceValue(func() uint64 {
+	b, err := unix.Mmap(-1, 0, PageSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return 0
+	}
+	defer unix.Munmap(b)
+	_ = *(*byte)(unsafe.Pointer(&b[0])) // fault the zero page in
+	f, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var e [8]byte
+	if _, err := f.ReadAt(e[:], int64(uintptr(unsafe.Pointer(&b[0]))/PageSize*8)); err != nil {
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(e[:])
+	if v&pmePresent == 0 {
+		return 0
+	}
+	return v & pmePFNMask
+})
+
+// PageRuns returns the pages of a that must be saved: every present or
+// swapped page of an anonymous mapping, and of a private file mapping only
+// the pages it copied on write (the rest comes back from the file).
+func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
+	if !a.Dumpable() {
+		return nil, nil
+	}
+	n := (a.End() - a.Start()) / PageSize
+	buf := make([]byte, n*8)
+	if _, err := pagemapFile.ReadAt(buf, int64(a.Start()/PageSize*8)); err != nil {
+		return nil, fmt.Errorf("read pagemap for %#x-%#x: %w", a.Start(), a.End(), err)
+	}
+	filePrivate := a.Has(FilePrivate)
+	anonShared := a.Has(AnonShared)
+	zero := zeroPFN()
+	var runs []Run
+	for i := uint64(0); i < n; i++ {
+		pme := binary.LittleEndian.Uint64(buf[i*8:])
+		keep := pme&(pmePresent|pmeSwap) != 0
+		if keep && filePrivate && pme&pmeFile != 0 {
+			keep = false // still the file's own page
+		}
+		if keep && !anonShared && zero != 0 && pme&pmePresent != 0 && pme&pmePFNMask == zero {
+			keep = false
+		}
+		if !keep {
+			continue
+		}
+		addr := a.Start() + i*PageSize
+		if l := len(runs); l > 0 && runs[l-1].Addr+runs[l-1].Pages*PageSize == addr {
+			runs[l-1].Pages++
+		} else {
+			runs = append(runs, Run{Addr: addr, Pages: 1})
+		}
+	}
+	return runs, nil
+}
+
+// DumpStats are the figures of one page dump.
+type DumpStats struct {
+	PagesScanned uint64
+	PagesWritten uint64
+}
+
+// DumpPages saves the pages of every dumpable area of pid into w and
+// returns the pagemap entries describing them, in address order. The
+// copy out of the task (process_vm_readv) and the write to the image run
+// concurrently on two alternating buffers.
+func DumpPages(pid int, areas []*Area, w io.Writer) ([]*pagemap.PagemapEntry, DumpStats, error) {
+	var st DumpStats
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, st, err
+	}
+	defer pm.Close()
+	var runs []Run
+	for _, a := range areas {
+		if a.Dumpable() {
+			st.PagesScanned += (a.End() - a.Start()) / PageSize
+		}
+		r, err := PageRuns(pm, a)
+		if err != nil {
+			return nil, st, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		runs = append(runs, r...)
+	}
+	entries := make([]*pagemap.PagemapEntry, 0, len(runs))
+	for _, r := range runs {
+		entries = append(entries, &pagemap.PagemapEntry{
+			Vaddr:         proto.Uint64(r.Addr),
+			CompatNrPages: proto.Uint32(0),
+			NrPages:       proto.Uint64(r.Pages),
+			Flags:         proto.Uint32(PEPresent),
+		})
+		st.PagesWritten += r.Pages
+	}
+	if err := copyRuns(runs, w, func(ios []ptrace.VMIO) error { return ptrace.ReadvMem(pid, ios) }); err != nil {
+		return nil, st, fmt.Errorf("dump pages of pid %d: %w", pid, err)
+	}
+	return entries, st, nil
+}
+
+// copyRuns streams the runs through fixed buffers: fill reads a batch from
+// the task while the previous batch is written.
+func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
+	type batch struct {
+		buf []byte
+		n   int
+	}
+	free := make(chan []byte, 2)
+	free <- make([]byte, copyChunk)
+	free <- make([]byte, copyChunk)
+	full := make(chan batch, 2)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(full)
+		buf := <-free
+		var ios []ptrace.VMIO
+		off := 0
+		flush := func() bool {
+			if off == 0 {
+				return true
+			}
+			if err := fill(ios); err != nil {
+				errc <- err
+				return false
+			}
+			full <- batch{buf, off}
+			buf, ios, off = <-free, ios[:0], 0
+			return true
+		}
+		for _, r := range runs {
+			addr, left := r.Addr, r.Pages*PageSize
+			for left > 0 {
+				n := min(left, uint64(len(buf)-off))
+				ios = append(ios, ptrace.VMIO{Remote: addr, Local: buf[off : off+int(n)]})
+				off += int(n)
+				addr += n
+				left -= n
+				if off == len(buf) && !flush() {
+					return
+				}
+			}
+		}
+		if flush() {
+			errc <- nil
+		}
+	}()
+	var werr error
+	for b := range full {
+		if werr == nil {
+			_, werr = w.Write(b.buf[:b.n])
+		}
+		free <- b.buf
+	}
+	if err := <-errc; err != nil {
+		return err
+	}
+	return werr
+}

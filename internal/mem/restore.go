@@ -1,0 +1,230 @@
+package mem
+
+import (
+	"fmt"
+	"os"
+	"sort"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/ptrace"
+)
+
+// Mappable reports whether restore creates the VMA itself with mmap; the
+// vDSO is placed by the kernel (arch_prctl) and vsyscall/uprobes belong
+// to the kernel.
+func Mappable(e *vma.VmaEntry) bool {
+	return e.GetStatus()&AreaRegular != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
+}
+
+// FileOpener returns an fd, valid in the puppet, of the file mapped by e;
+// MapAreas closes it after the mmap.
+type FileOpener func(e *vma.VmaEntry) (int, error)
+
+// MapAreas re-creates every mappable VMA of the image at its address in
+// the task t, whose address space must be empty at those addresses.
+// Areas that get pages from the image are mapped writable (process_vm_writev
+// cannot write read-only memory); Protect sets the final protection.
+func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages map[uint64]bool, open FileOpener) error {
+	for _, e := range vmas {
+		if !Mappable(e) {
+			continue
+		}
+		p := uint64(e.GetProt())
+		if withPages[e.GetStart()] {
+			p |= unix.PROT_READ | unix.PROT_WRITE
+		}
+		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
+		fd := ^uint64(0)
+		if e.GetStatus()&(FilePrivate|FileShared) != 0 {
+			f, err := open(e)
+			if err != nil {
+				return fmt.Errorf("map vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+			}
+			fd = uint64(f)
+		} else {
+			flags |= unix.MAP_ANONYMOUS
+		}
+		r, err := t.Syscall(unix.SYS_MMAP, e.GetStart(), e.GetEnd()-e.GetStart(), p, flags, fd, e.GetPgoff())
+		if err != nil {
+			return fmt.Errorf("mmap vma %#x-%#x prot %#x flags %#x in pid %d: %w", e.GetStart(), e.GetEnd(), p, flags, t.Tid, err)
+		}
+		if r != e.GetStart() {
+			return fmt.Errorf("mmap vma %#x-%#x in pid %d landed at %#x", e.GetStart(), e.GetEnd(), t.Tid, r)
+		}
+		if fd != ^uint64(0) {
+			if _, err := t.Call("close", unix.SYS_CLOSE, fd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Protect gives every VMA its dumped protection and madvise advice.
+func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, withPages map[uint64]bool) error {
+	for _, e := range vmas {
+		if !Mappable(e) {
+			continue
+		}
+		if withPages[e.GetStart()] && e.GetProt() != unix.PROT_READ|unix.PROT_WRITE {
+			if _, err := t.Call("mprotect", unix.SYS_MPROTECT, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(e.GetProt())); err != nil {
+				return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+			}
+		}
+		for adv := 0; adv < 64; adv++ {
+			if e.GetMadv()&(1<<adv) == 0 {
+				continue
+			}
+			if _, err := t.Call("madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)); err != nil {
+				return fmt.Errorf("vma %#x-%#x advice %d: %w", e.GetStart(), e.GetEnd(), adv, err)
+			}
+		}
+	}
+	return nil
+}
+
+// PagedAreas returns the start addresses of the VMAs that receive pages
+// from the image, and checks that every pagemap entry lies inside one
+// mappable, dumpable VMA. bad(i, err) builds the error for entry i.
+func PagedAreas(vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, bad func(i int, err error) error) (map[uint64]bool, error) {
+	sorted := make([]*vma.VmaEntry, 0, len(vmas))
+	for _, e := range vmas {
+		if Mappable(e) {
+			sorted = append(sorted, e)
+		}
+	}
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].GetStart() < sorted[j].GetStart() })
+	paged := map[uint64]bool{}
+	for i, pe := range entries {
+		start := pe.GetVaddr()
+		n := NrPages(pe)
+		end := start + n*PageSize
+		if start%PageSize != 0 || n == 0 || end < start {
+			return nil, bad(i, fmt.Errorf("bad range %#x + %d pages", start, n))
+		}
+		k := sort.Search(len(sorted), func(k int) bool { return sorted[k].GetEnd() > start })
+		if k == len(sorted) || sorted[k].GetStart() > start || sorted[k].GetEnd() < end {
+			return nil, bad(i, fmt.Errorf("pages %#x-%#x are outside every mapping of the image", start, end))
+		}
+		if sorted[k].GetStatus()&FileShared != 0 {
+			return nil, bad(i, fmt.Errorf("pages %#x-%#x belong to a shared file mapping", start, end))
+		}
+		paged[sorted[k].GetStart()] = true
+	}
+	return paged, nil
+}
+
+// NrPages is the page count of a pagemap entry, reading old images'
+// compat_nr_pages when nr_pages is absent (as criu does).
+func NrPages(pe *pagemap.PagemapEntry) uint64 {
+	if pe.NrPages != nil {
+		return pe.GetNrPages()
+	}
+	return uint64(pe.GetCompatNrPages())
+}
+
+// HasData reports whether the entry's pages are stored in the pages image.
+func HasData(pe *pagemap.PagemapEntry) bool {
+	if pe.Flags == nil {
+		return !pe.GetInParent()
+	}
+	return pe.GetFlags()&PEPresent != 0
+}
+
+// FillPages copies the pages of the image into pid's memory. The pages
+// file is mapped and written with process_vm_writev in large batches;
+// want is the number of bytes the pagemap says the file holds.
+func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File) error {
+	var want int64
+	for _, pe := range entries {
+		if HasData(pe) {
+			want += int64(NrPages(pe) * PageSize)
+		}
+	}
+	if want == 0 {
+		return nil
+	}
+	fi, err := pages.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < want {
+		return fmt.Errorf("%s is truncated: pagemap needs %d bytes, file has %d: %w", fi.Name(), want, fi.Size(), ErrTruncatedPages)
+	}
+	data, err := unix.Mmap(int(pages.Fd()), 0, int(want), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
+	if err != nil {
+		return fmt.Errorf("map %s: %w", fi.Name(), err)
+	}
+	defer unix.Munmap(data)
+	ios := make([]ptrace.VMIO, 0, len(entries))
+	var off uint64
+	for _, pe := range entries {
+		if !HasData(pe) {
+			continue
+		}
+		n := NrPages(pe) * PageSize
+		ios = append(ios, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
+		off += n
+	}
+	return writeParallel(pid, ios)
+}
+
+// ErrTruncatedPages is wrapped when a pages image is shorter than its
+// pagemap says.
+var ErrTruncatedPages = fmt.Errorf("pages image truncated")
+
+// writeParallel splits the writes into chunks handled by a few
+// goroutines: process_vm_writev needs no ptrace stop, and the page-fault
+// work on the target side scales with CPUs.
+func writeParallel(pid int, ios []ptrace.VMIO) error {
+	const chunk = 64 << 20
+	var parts [][]ptrace.VMIO
+	var cur []ptrace.VMIO
+	size := 0
+	for _, io := range ios {
+		for len(io.Local) > 0 {
+			n := min(len(io.Local), chunk-size)
+			cur = append(cur, ptrace.VMIO{Remote: io.Remote, Local: io.Local[:n]})
+			io.Remote += uint64(n)
+			io.Local = io.Local[n:]
+			size += n
+			if size == chunk {
+				parts, cur, size = append(parts, cur), nil, 0
+			}
+		}
+	}
+	if len(cur) > 0 {
+		parts = append(parts, cur)
+	}
+	workers := min(len(parts), 4)
+	work := make(chan []ptrace.VMIO)
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			var first error
+			for p := range work {
+				if first == nil {
+					first = ptrace.WritevMem(pid, p)
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, p := range parts {
+		work <- p
+	}
+	close(work)
+	var first error
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("fill memory of pid %d: %w", pid, first)
+	}
+	return nil
+}

@@ -1,0 +1,173 @@
+package mem
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/proc"
+)
+
+// VMA status bits of vma_entry.status (criu/include/image.h).
+const (
+	AreaRegular  = 1 << 0
+	AreaStack    = 1 << 1
+	AreaVsyscall = 1 << 2
+	AreaVDSO     = 1 << 3
+	AreaHeap     = 1 << 5
+	FilePrivate  = 1 << 6
+	FileShared   = 1 << 7
+	AnonShared   = 1 << 8
+	AnonPrivate  = 1 << 9
+	AreaSysVIPC  = 1 << 10
+	AreaSocket   = 1 << 11
+	AreaVVAR     = 1 << 12
+	AreaAIORing  = 1 << 13
+	AreaMemfd    = 1 << 14
+	AreaUprobes  = 1 << 17
+)
+
+// madvise advice recorded in vma_entry.madv as 1<<MADV_*, keyed by the
+// smaps VmFlags mnemonic that shows it (fs/proc/task_mmu.c).
+var madvByVmFlag = map[string]int{
+	"rr": unix.MADV_RANDOM,
+	"sr": unix.MADV_SEQUENTIAL,
+	"dc": unix.MADV_DONTFORK,
+	"dd": unix.MADV_DONTDUMP,
+	"mg": unix.MADV_MERGEABLE,
+	"hg": unix.MADV_HUGEPAGE,
+	"nh": unix.MADV_NOHUGEPAGE,
+	"wf": unix.MADV_WIPEONFORK,
+}
+
+// Area is one VMA of a dumped task with what the dump needs beside the
+// image entry: the path of a file mapping.
+type Area struct {
+	E    *vma.VmaEntry
+	Path string // file mappings only
+	Dev  uint64 // device and inode of the mapped file, from /proc/PID/map_files
+	Ino  uint64
+}
+
+func (a *Area) Has(status uint32) bool { return a.E.GetStatus()&status != 0 }
+func (a *Area) Start() uint64         { return a.E.GetStart() }
+func (a *Area) End() uint64           { return a.E.GetEnd() }
+
+// ErrUnsupportedVMA is wrapped by errors about mappings stasis cannot
+// checkpoint yet.
+var ErrUnsupportedVMA = fmt.Errorf("mapping not supported")
+
+// Classify turns the smaps of pid into areas. File mappings are checked
+// against /proc/PID/map_files so that the path in the image is the file
+// that is really mapped.
+func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
+	areas := make([]*Area, 0, len(vmas))
+	for _, v := range vmas {
+		e := &vma.VmaEntry{
+			Start:  proto.Uint64(v.Start),
+			End:    proto.Uint64(v.End),
+			Pgoff:  proto.Uint64(v.Offset),
+			Shmid:  proto.Uint64(0),
+			Fd:     proto.Int64(-1),
+			Prot:   proto.Uint32(prot(v)),
+			Flags:  proto.Uint32(0),
+			Status: proto.Uint32(0),
+		}
+		a := &Area{E: e}
+		flags := uint32(unix.MAP_PRIVATE)
+		if v.Shared {
+			flags = unix.MAP_SHARED
+		}
+		status := uint32(AreaRegular)
+		switch {
+		case v.Path == "[vsyscall]":
+			status = AreaVsyscall
+		case v.Path == "[vdso]":
+			status |= AreaVDSO
+		case v.Path == "[vvar]" || v.Path == "[vvar_vclock]":
+			status |= AreaVVAR
+		case v.Path == "[uprobes]":
+			status = AreaUprobes
+		case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")):
+			flags |= unix.MAP_ANONYMOUS
+			if v.Shared {
+				status |= AnonShared
+			} else {
+				status |= AnonPrivate
+			}
+			if v.Path == "[heap]" {
+				status |= AreaHeap
+			}
+		case v.Inode != 0 && strings.HasPrefix(v.Path, "/"):
+			if v.Deleted {
+				return nil, fmt.Errorf("vma %#x-%#x of pid %d maps deleted file %s: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
+			}
+			if v.Shared {
+				status |= FileShared
+			} else {
+				status |= FilePrivate
+			}
+			a.Path = v.Path
+			var st unix.Stat_t
+			mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+			if err := unix.Stat(mf, &st); err != nil {
+				return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s): %w", v.Start, v.End, pid, v.Path, err)
+			}
+			a.Dev, a.Ino = st.Dev, st.Ino
+			if st.Ino != v.Inode {
+				return nil, fmt.Errorf("vma %#x-%#x of pid %d: %s was replaced on disk (inode %d, mapped %d): %w", v.Start, v.End, pid, v.Path, st.Ino, v.Inode, ErrUnsupportedVMA)
+			}
+		default:
+			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%q, inode %d): %w", v.Start, v.End, pid, v.Path, v.Inode, ErrUnsupportedVMA)
+		}
+		if v.HasFlag("gd") {
+			flags |= unix.MAP_GROWSDOWN
+			status |= AreaStack
+		}
+		if v.HasFlag("nr") {
+			flags |= unix.MAP_NORESERVE
+		}
+		if v.HasFlag("io") || v.HasFlag("pf") {
+			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
+		}
+		var madv uint64
+		for f, adv := range madvByVmFlag {
+			if v.HasFlag(f) {
+				madv |= 1 << adv
+			}
+		}
+		if madv != 0 {
+			e.Madv = proto.Uint64(madv)
+		}
+		e.Flags = proto.Uint32(flags)
+		e.Status = proto.Uint32(status)
+		areas = append(areas, a)
+	}
+	return areas, nil
+}
+
+func prot(v proc.VMA) uint32 {
+	var p uint32
+	if v.Read {
+		p |= unix.PROT_READ
+	}
+	if v.Write {
+		p |= unix.PROT_WRITE
+	}
+	if v.Exec {
+		p |= unix.PROT_EXEC
+	}
+	return p
+}
+
+// Dumpable reports whether the area's own pages may need saving.
+func (a *Area) Dumpable() bool {
+	s := a.E.GetStatus()
+	if s&AreaRegular == 0 || s&(AreaVDSO|AreaVVAR|FileShared) != 0 {
+		return false
+	}
+	return true
+}

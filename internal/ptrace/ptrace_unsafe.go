@@ -1,0 +1,198 @@
+package ptrace
+
+import (
+	"fmt"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Requests missing from x/sys/unix (include/uapi/linux/ptrace.h).
+const (
+	reqGetSigmask     = 0x420a
+	reqSetSigmask     = 0x420b
+	reqPeekSiginfo    = 0x4209
+	reqGetRseqConfig  = 0x420f
+	ntPRStatus        = 1     // NT_PRSTATUS
+	ntX86XState       = 0x202 // NT_X86_XSTATE
+	peekSiginfoShared = 1     // PTRACE_PEEKSIGINFO_SHARED
+)
+
+// SiginfoSize is sizeof(siginfo_t) on x86_64.
+const SiginfoSize = 128
+
+func ptrace(req int, pid int, addr, data uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+func ptraceRet(req int, pid int, addr, data uintptr) (int, error) {
+	r, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(r), nil
+}
+
+// GetRegs reads the general purpose registers of tid.
+func GetRegs(tid int) (unix.PtraceRegs, error) {
+	var r unix.PtraceRegs
+	if err := ptrace(unix.PTRACE_GETREGS, tid, 0, uintptr(unsafe.Pointer(&r))); err != nil {
+		return r, fmt.Errorf("ptrace getregs %d: %w", tid, err)
+	}
+	return r, nil
+}
+
+// SetRegs writes the general purpose registers of tid.
+func SetRegs(tid int, r *unix.PtraceRegs) error {
+	if err := ptrace(unix.PTRACE_SETREGS, tid, 0, uintptr(unsafe.Pointer(r))); err != nil {
+		return fmt.Errorf("ptrace setregs %d: %w", tid, err)
+	}
+	return nil
+}
+
+// GetXState returns the task's XSAVE area in the standard (non-compacted)
+// user ABI layout. The kernel trims the buffer to the CPU's size.
+func GetXState(tid int) ([]byte, error) {
+	buf := make([]byte, 16<<10)
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptrace(unix.PTRACE_GETREGSET, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+		return nil, fmt.Errorf("ptrace getregset xstate %d: %w", tid, err)
+	}
+	return buf[:iov.Len], nil
+}
+
+// SetXState writes an XSAVE area obtained from GetXState (possibly edited).
+func SetXState(tid int, buf []byte) error {
+	iov := unix.Iovec{Base: &buf[0]}
+	iov.SetLen(len(buf))
+	if err := ptrace(unix.PTRACE_SETREGSET, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+		return fmt.Errorf("ptrace setregset xstate %d: %w", tid, err)
+	}
+	return nil
+}
+
+// GetSigmask returns the blocked signal mask of tid (bit n-1 = signal n).
+func GetSigmask(tid int) (uint64, error) {
+	var m uint64
+	if err := ptrace(reqGetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+		return 0, fmt.Errorf("ptrace getsigmask %d: %w", tid, err)
+	}
+	return m, nil
+}
+
+// SetSigmask replaces the blocked signal mask of tid.
+func SetSigmask(tid int, m uint64) error {
+	if err := ptrace(reqSetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+		return fmt.Errorf("ptrace setsigmask %d: %w", tid, err)
+	}
+	return nil
+}
+
+// PeekSiginfo returns the queued signals of tid without dequeuing them:
+// the thread's private queue, or the process-wide one if shared.
+func PeekSiginfo(tid int, shared bool) ([][]byte, error) {
+	type peekArgs struct {
+		off   uint64
+		flags uint32
+		nr    int32
+	}
+	var out [][]byte
+	buf := make([]byte, 32*SiginfoSize)
+	for {
+		a := peekArgs{off: uint64(len(out)), nr: 32}
+		if shared {
+			a.flags = peekSiginfoShared
+		}
+		n, err := ptraceRet(reqPeekSiginfo, tid, uintptr(unsafe.Pointer(&a)), uintptr(unsafe.Pointer(&buf[0])))
+		if err != nil {
+			return nil, fmt.Errorf("ptrace peeksiginfo %d: %w", tid, err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+		for i := 0; i < n; i++ {
+			out = append(out, append([]byte(nil), buf[i*SiginfoSize:(i+1)*SiginfoSize]...))
+		}
+	}
+}
+
+// RseqConfig is the rseq registration of a thread
+// (struct ptrace_rseq_configuration).
+type RseqConfig struct {
+	Pointer   uint64
+	Size      uint32
+	Signature uint32
+	Flags     uint32
+	_         uint32
+}
+
+// GetRseqConfig returns the rseq area registered by tid (Pointer 0: none).
+func GetRseqConfig(tid int) (RseqConfig, error) {
+	var c RseqConfig
+	if err := ptrace(reqGetRseqConfig, tid, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c))); err != nil {
+		return c, fmt.Errorf("ptrace get_rseq_configuration %d: %w", tid, err)
+	}
+	return c, nil
+}
+
+// Seize attaches to tid without stopping it.
+func Seize(tid int, options int) error {
+	if err := ptrace(unix.PTRACE_SEIZE, tid, 0, uintptr(options)); err != nil {
+		return fmt.Errorf("ptrace seize %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Interrupt asks a seized tid to enter a group-stop-like event stop.
+func Interrupt(tid int) error {
+	if err := ptrace(unix.PTRACE_INTERRUPT, tid, 0, 0); err != nil {
+		return fmt.Errorf("ptrace interrupt %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Detach lets tid run on, delivering sig (0 for none).
+func Detach(tid int, sig int) error {
+	if err := ptrace(unix.PTRACE_DETACH, tid, 0, uintptr(sig)); err != nil {
+		return fmt.Errorf("ptrace detach %d: %w", tid, err)
+	}
+	return nil
+}
+
+// SetOptions sets PTRACE_O_* options of tid.
+func SetOptions(tid int, options int) error {
+	if err := ptrace(unix.PTRACE_SETOPTIONS, tid, 0, uintptr(options)); err != nil {
+		return fmt.Errorf("ptrace setoptions %d: %w", tid, err)
+	}
+	return nil
+}
+
+func singleStep(tid int, sig int) error {
+	if err := ptrace(unix.PTRACE_SINGLESTEP, tid, 0, uintptr(sig)); err != nil {
+		return fmt.Errorf("ptrace singlestep %d: %w", tid, err)
+	}
+	return nil
+}
+
+// Cont resumes tid, delivering sig (0 for none).
+func Cont(tid int, sig int) error {
+	if err := ptrace(unix.PTRACE_CONT, tid, 0, uintptr(sig)); err != nil {
+		return fmt.Errorf("ptrace cont %d: %w", tid, err)
+	}
+	return nil
+}
+
+// GetEventMsg returns the message of the last ptrace event stop of tid
+// (the new pid for PTRACE_EVENT_FORK/CLONE).
+func GetEventMsg(tid int) (uint64, error) {
+	var m uint64
+	if err := ptrace(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&m))); err != nil {
+		return 0, fmt.Errorf("ptrace geteventmsg %d: %w", tid, err)
+	}
+	return m, nil
+}

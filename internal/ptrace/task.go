@@ -1,0 +1,193 @@
+package ptrace
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrExited is returned when a tracee died while stasis waited for it.
+var ErrExited = errors.New("task exited")
+
+// Stop describes why a tracee stopped.
+type Stop struct {
+	Signal unix.Signal // stop signal (SIGTRAP for traps and events)
+	Event  int         // PTRACE_EVENT_* in status>>16, 0 for none
+}
+
+// Wait waits for tid to stop and reports the stop. A tracee that exits or
+// is killed instead yields ErrExited.
+func Wait(tid int) (Stop, error) {
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return Stop{}, fmt.Errorf("wait4 %d: %w", tid, err)
+		}
+		break
+	}
+	switch {
+	case ws.Exited():
+		return Stop{}, fmt.Errorf("pid %d exited with status %d: %w", tid, ws.ExitStatus(), ErrExited)
+	case ws.Signaled():
+		return Stop{}, fmt.Errorf("pid %d killed by %v: %w", tid, ws.Signal(), ErrExited)
+	case ws.Stopped():
+		return Stop{Signal: ws.StopSignal(), Event: int(ws) >> 16}, nil
+	}
+	return Stop{}, fmt.Errorf("wait4 %d: unexpected status %#x", tid, int(ws))
+}
+
+// eventStop is PTRACE_EVENT_STOP: the stop PTRACE_INTERRUPT and group
+// stops produce for a seized tracee.
+const eventStop = 128
+
+// Task is one stopped tracee thread into which system calls can be
+// injected. Base holds the registers every injection starts from: the
+// task's own registers at the stop, so that nothing else changes.
+type Task struct {
+	Tid       int
+	SyscallIP uint64          // address of a `syscall` instruction in the tracee
+	Base      unix.PtraceRegs // registers at the stop, restored by Restore
+	// Signals that arrived (and were dequeued) while stasis held the task;
+	// they are delivered again when the task is let go.
+	Signals []unix.Signal
+	// Forked holds pids reported by PTRACE_EVENT_FORK/CLONE during the last
+	// injected call (the puppet's clone3).
+	Forked []int
+}
+
+// SeizeAndStop attaches to tid and brings it into a ptrace stop. It returns
+// the stop signal: a task that was already group-stopped reports the
+// signal that stopped it (SIGSTOP, SIGTSTP, ...), otherwise SIGTRAP.
+func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
+	if err := Seize(tid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
+		return nil, 0, err
+	}
+	if err := Interrupt(tid); err != nil {
+		_ = Detach(tid, 0)
+		return nil, 0, err
+	}
+	t := &Task{Tid: tid}
+	for {
+		st, err := Wait(tid)
+		if err != nil {
+			return nil, 0, err
+		}
+		if st.Event == eventStop {
+			regs, err := GetRegs(tid)
+			if err != nil {
+				_ = Detach(tid, 0)
+				return nil, 0, err
+			}
+			t.Base = regs
+			return t, st.Signal, nil
+		}
+		// A signal-delivery stop that came before the interrupt: the
+		// signal is dequeued now; remember it and go on to the event stop.
+		t.Signals = append(t.Signals, st.Signal)
+		if err := Cont(tid, 0); err != nil {
+			return nil, 0, err
+		}
+	}
+}
+
+// Attached wraps a tracee that is already in a ptrace stop (a fresh child
+// auto-attached through PTRACE_O_TRACEFORK, or the exec stop of a
+// PTRACE_TRACEME child).
+func Attached(tid int, syscallIP uint64) (*Task, error) {
+	regs, err := GetRegs(tid)
+	if err != nil {
+		return nil, err
+	}
+	return &Task{Tid: tid, SyscallIP: syscallIP, Base: regs}, nil
+}
+
+// Syscall injects system call nr with up to six arguments into the stopped
+// task and returns its raw result. Errors from the call itself come back as
+// unix.Errno; other errors mean the injection failed.
+func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
+	if t.SyscallIP == 0 {
+		return 0, fmt.Errorf("inject syscall %d into %d: no syscall instruction known", nr, t.Tid)
+	}
+	regs := t.Base
+	regs.Rip = t.SyscallIP
+	regs.Rax = uint64(nr)
+	// orig_rax = -1 keeps the kernel's syscall-restart logic off the
+	// injected call, whatever the task was doing when it stopped.
+	regs.Orig_rax = ^uint64(0)
+	a := [6]uint64{}
+	copy(a[:], args)
+	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	if err := SetRegs(t.Tid, &regs); err != nil {
+		return 0, err
+	}
+	t.Forked = t.Forked[:0]
+	for {
+		if err := singleStep(t.Tid, 0); err != nil {
+			return 0, err
+		}
+		st, err := Wait(t.Tid)
+		if err != nil {
+			return 0, fmt.Errorf("inject syscall %d: %w", nr, err)
+		}
+		switch {
+		case st.Signal == unix.SIGTRAP && st.Event == 0:
+			out, err := GetRegs(t.Tid)
+			if err != nil {
+				return 0, err
+			}
+			if out.Rip != t.SyscallIP+2 {
+				return 0, fmt.Errorf("inject syscall %d into %d: stopped at %#x, not after the syscall", nr, t.Tid, out.Rip)
+			}
+			if r := int64(out.Rax); r < 0 && r >= -4095 {
+				return out.Rax, unix.Errno(-r)
+			}
+			return out.Rax, nil
+		case st.Event == unix.PTRACE_EVENT_FORK || st.Event == unix.PTRACE_EVENT_CLONE || st.Event == unix.PTRACE_EVENT_VFORK:
+			// The trap is reported before the call returns: record the
+			// new task and step again to finish the call.
+			msg, err := GetEventMsg(t.Tid)
+			if err != nil {
+				return 0, err
+			}
+			t.Forked = append(t.Forked, int(msg))
+		case st.Event != 0:
+			// An event stop (group stop of a seized task): nothing to
+			// deliver, step on.
+		default:
+			t.Signals = append(t.Signals, st.Signal)
+		}
+	}
+}
+
+// Call is Syscall for calls whose result must be non-negative; the error
+// names the call.
+func (t *Task) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
+	r, err := t.Syscall(nr, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%s in pid %d: %w", name, t.Tid, err)
+	}
+	return r, nil
+}
+
+// Restore puts the registers of the stop back.
+func (t *Task) Restore() error { return SetRegs(t.Tid, &t.Base) }
+
+// FindSyscallInsn returns the address of a `syscall` (0f 05) byte pair in
+// the given range of the task's memory (its [vdso] always has one).
+func FindSyscallInsn(pid int, start, end uint64) (uint64, error) {
+	buf := make([]byte, end-start)
+	if err := ReadMem(pid, start, buf); err != nil {
+		return 0, fmt.Errorf("read vdso of pid %d: %w", pid, err)
+	}
+	for i := 0; i+1 < len(buf); i++ {
+		if buf[i] == 0x0f && buf[i+1] == 0x05 {
+			return start + uint64(i), nil
+		}
+	}
+	return 0, fmt.Errorf("no syscall instruction in %#x-%#x of pid %d", start, end, pid)
+}

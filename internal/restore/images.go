@@ -1,0 +1,222 @@
+package restore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+
+	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/mem"
+)
+
+// ErrBadImage is wrapped by errors about images that are inconsistent
+// although each decodes.
+var ErrBadImage = errors.New("inconsistent image")
+
+// taskImages is everything the images say about one task.
+type taskImages struct {
+	pstree   *pstree.PstreeEntry
+	core     *criucore.CoreEntry
+	ids      *criucore.TaskKobjIdsEntry
+	mm       *mm.MmEntry
+	pagesID  uint32
+	pagemap  []*pagemap.PagemapEntry
+	paged    map[uint64]bool // VMA starts that receive pages
+	fs       *fs.FsEntry
+	fds      []*fdinfo.FdinfoEntry
+	pagesLen int64
+}
+
+type imageSet struct {
+	dir   *images.Dir
+	inv   *inventory.InventoryEntry
+	files map[uint32]*fdinfo.FileEntry
+	root  *taskImages
+}
+
+func bad(file string, format string, args ...any) error {
+	return &images.Error{File: file, Offset: -1, Err: fmt.Errorf("%w: %s", ErrBadImage, fmt.Sprintf(format, args...))}
+}
+
+// readImages reads and cross-checks every image before anything is
+// created, so that a damaged dump fails without side effects.
+func readImages(path string) (*imageSet, error) {
+	dir, err := images.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}}
+	s.inv = &inventory.InventoryEntry{}
+	if err := dir.ReadOne("inventory.img", s.inv); err != nil {
+		return nil, err
+	}
+	if v := s.inv.GetImgVersion(); v != 2 {
+		return nil, bad("inventory.img", "image version %d, want 2 (CRIU 4.x)", v)
+	}
+	if !s.inv.GetFdinfoPerId() {
+		return nil, bad("inventory.img", "images without fdinfo_per_id are too old")
+	}
+	trees, err := images.ReadAll(dir, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	if len(trees) == 0 {
+		return nil, bad("pstree.img", "no task")
+	}
+	if len(trees) > 1 || len(trees[0].GetThreads()) > 1 {
+		return nil, fmt.Errorf("images in %s hold %d processes and %d threads: process trees and threads are not supported yet",
+			path, len(trees), len(trees[0].GetThreads()))
+	}
+	files, err := images.ReadAll(dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		s.files[f.GetId()] = f
+	}
+	if s.root, err = s.readTask(trees[0]); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
+	pid := pe.GetPid()
+	if pid == 0 {
+		return nil, bad("pstree.img", "pid 0")
+	}
+	ti := &taskImages{pstree: pe}
+	d := s.dir
+	name := func(kind string) string { return fmt.Sprintf("%s-%d.img", kind, pid) }
+	ti.core = &criucore.CoreEntry{}
+	if err := d.ReadOne(name("core"), ti.core); err != nil {
+		return nil, err
+	}
+	if err := core.Validate(ti.core); err != nil {
+		return nil, bad(name("core"), "%v", err)
+	}
+	ti.ids = &criucore.TaskKobjIdsEntry{}
+	if err := d.ReadOne(name("ids"), ti.ids); err != nil {
+		return nil, err
+	}
+	ti.mm = &mm.MmEntry{}
+	if err := d.ReadOne(name("mm"), ti.mm); err != nil {
+		return nil, err
+	}
+	if err := s.checkMM(name("mm"), ti.mm); err != nil {
+		return nil, err
+	}
+	if err := s.readPagemap(name("pagemap"), ti); err != nil {
+		return nil, err
+	}
+	ti.fs = &fs.FsEntry{}
+	if err := d.ReadOne(name("fs"), ti.fs); err != nil {
+		return nil, err
+	}
+	for _, id := range []uint32{ti.fs.GetCwdId(), ti.fs.GetRootId()} {
+		if s.files[id] == nil {
+			return nil, bad(name("fs"), "file id %d is not in files.img", id)
+		}
+	}
+	fdName := fmt.Sprintf("fdinfo-%d.img", ti.ids.GetFilesId())
+	fds, err := images.ReadAll(d, fdName, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	for _, fd := range fds {
+		if s.files[fd.GetId()] == nil {
+			return nil, bad(fdName, "fd %d refers to file id %d, not in files.img", fd.GetFd(), fd.GetId())
+		}
+		if fd.GetFd() > 1<<20 {
+			return nil, bad(fdName, "fd number %d", fd.GetFd())
+		}
+	}
+	ti.fds = fds
+	return ti, nil
+}
+
+func (s *imageSet) checkMM(file string, m *mm.MmEntry) error {
+	if s.files[m.GetExeFileId()] == nil {
+		return bad(file, "exe file id %d is not in files.img", m.GetExeFileId())
+	}
+	var prevEnd uint64
+	for i, v := range m.GetVmas() {
+		if v.GetStart() >= v.GetEnd() || v.GetStart()%mem.PageSize != 0 || v.GetEnd()%mem.PageSize != 0 || v.GetStart() < prevEnd {
+			return bad(file, "vma %d: bad range %#x-%#x", i, v.GetStart(), v.GetEnd())
+		}
+		prevEnd = v.GetEnd()
+		if v.GetStatus()&(mem.FilePrivate|mem.FileShared) != 0 && s.files[uint32(v.GetShmid())] == nil {
+			return bad(file, "vma %d maps file id %d, not in files.img", i, v.GetShmid())
+		}
+	}
+	if len(m.GetMmSavedAuxv())%2 != 0 || len(m.GetMmSavedAuxv()) > 2*64 {
+		return bad(file, "auxv of %d words", len(m.GetMmSavedAuxv()))
+	}
+	return nil
+}
+
+func (s *imageSet) readPagemap(file string, ti *taskImages) error {
+	r, err := s.dir.NewReader(file)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	head := &pagemap.PagemapHead{}
+	if err := r.Next(head); err != nil {
+		if errors.Is(err, io.EOF) {
+			return bad(file, "no pagemap head")
+		}
+		return err
+	}
+	ti.pagesID = head.GetPagesId()
+	var offsets []int64
+	for {
+		off := r.Offset()
+		pe := &pagemap.PagemapEntry{}
+		if err := r.Next(pe); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return err
+		}
+		ti.pagemap = append(ti.pagemap, pe)
+		offsets = append(offsets, off)
+		if mem.HasData(pe) {
+			ti.pagesLen += int64(mem.NrPages(pe) * mem.PageSize)
+		}
+	}
+	ti.paged, err = mem.PagedAreas(ti.mm.GetVmas(), ti.pagemap, func(i int, err error) error {
+		return &images.Error{File: file, Offset: offsets[i], Err: fmt.Errorf("%w: entry %d: %v", ErrBadImage, i, err)}
+	})
+	if err != nil {
+		return err
+	}
+	pages := fmt.Sprintf("pages-%d.img", ti.pagesID)
+	f, err := s.dir.OpenRaw(pages)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < ti.pagesLen {
+		return &images.Error{File: pages, Offset: fi.Size(), Err: fmt.Errorf("%w: %s needs %d bytes of pages, file ends at %d", images.ErrTruncated, file, ti.pagesLen, fi.Size())}
+	}
+	return nil
+}
+
+func (s *imageSet) openPages(ti *taskImages) (*os.File, error) {
+	return s.dir.OpenRaw(fmt.Sprintf("pages-%d.img", ti.pagesID))
+}

@@ -1,0 +1,160 @@
+package restore
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/ptrace"
+)
+
+// PuppetArg is the argument the puppet is exec'ed with. The puppet never
+// runs a single instruction of its own: it is stopped at the exec and
+// only executes injected system calls. cmd/stasis exits at once if it
+// ever sees this argument, in case it was run by hand.
+const PuppetArg = "__stasis_puppet"
+
+// puppet is the helper process the restored tasks are cloned from.
+type puppet struct {
+	cmd     *exec.Cmd
+	tr      *ptrace.Task
+	scratch *ptrace.Scratch
+}
+
+// ptrace options for everything created during a restore: new tasks are
+// traced from birth, and all of them die if stasis dies (no half-restored
+// process can survive a crash of the restorer).
+const restoreOpts = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
+	unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE
+
+func startPuppet() (*puppet, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("start puppet: %w", err)
+	}
+	cmd := exec.Command(self, PuppetArg)
+	cmd.SysProcAttr = &unix.SysProcAttr{Ptrace: true, Pdeathsig: unix.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start puppet %s: %w", self, err)
+	}
+	p := &puppet{cmd: cmd}
+	pid := cmd.Process.Pid
+	st, err := ptrace.Wait(pid)
+	if err != nil {
+		p.kill()
+		return nil, fmt.Errorf("start puppet: %w", err)
+	}
+	if st.Signal != unix.SIGTRAP {
+		p.kill()
+		return nil, fmt.Errorf("start puppet: stopped by %v, not the exec trap", st.Signal)
+	}
+	if err := ptrace.SetOptions(pid, restoreOpts); err != nil {
+		p.kill()
+		return nil, err
+	}
+	vdso, err := findVDSO(pid)
+	if err != nil {
+		p.kill()
+		return nil, err
+	}
+	ip, err := ptrace.FindSyscallInsn(pid, vdso.Start, vdso.End)
+	if err != nil {
+		p.kill()
+		return nil, err
+	}
+	if p.tr, err = ptrace.Attached(pid, ip); err != nil {
+		p.kill()
+		return nil, err
+	}
+	if p.scratch, err = ptrace.MapScratch(p.tr, 0, 4096); err != nil {
+		p.kill()
+		return nil, err
+	}
+	return p, nil
+}
+
+func findVDSO(pid int) (proc.VMA, error) {
+	vmas, err := proc.ReadMaps(pid)
+	if err != nil {
+		return proc.VMA{}, err
+	}
+	for _, v := range vmas {
+		if v.Path == "[vdso]" {
+			return v, nil
+		}
+	}
+	return proc.VMA{}, fmt.Errorf("pid %d has no [vdso]", pid)
+}
+
+// ErrPidInUse is wrapped when a PID of the image is taken on this host.
+var ErrPidInUse = errors.New("pid already in use")
+
+// clone creates a child of stasis (CLONE_PARENT: the puppet's parent)
+// with exactly the given pid and returns it stopped and traced.
+func (p *puppet) clone(pid int) (*ptrace.Task, error) {
+	const cloneArgsSize = 88
+	args := make([]byte, cloneArgsSize+8)
+	le := binary.LittleEndian
+	setTid := p.scratch.Addr + cloneArgsSize
+	le.PutUint64(args[0:], unix.CLONE_PARENT)     // flags
+	le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal
+	le.PutUint64(args[64:], setTid)               // set_tid
+	le.PutUint64(args[72:], 1)                    // set_tid_size
+	le.PutUint32(args[cloneArgsSize:], uint32(pid))
+	a, err := p.scratch.Put(0, args)
+	if err != nil {
+		return nil, err
+	}
+	r, err := p.tr.Syscall(unix.SYS_CLONE3, a, cloneArgsSize)
+	if err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create pid %d: %w", pid, ErrPidInUse)
+		}
+		return nil, fmt.Errorf("create pid %d with clone3: %w", pid, err)
+	}
+	if int(r) != pid {
+		return nil, fmt.Errorf("clone3 for pid %d returned %d", pid, r)
+	}
+	st, err := ptrace.Wait(pid)
+	if err != nil {
+		return nil, fmt.Errorf("new task %d: %w", pid, err)
+	}
+	if st.Signal != unix.SIGSTOP {
+		kill(pid)
+		return nil, fmt.Errorf("new task %d stopped by %v, not SIGSTOP", pid, st.Signal)
+	}
+	t, err := ptrace.Attached(pid, p.tr.SyscallIP)
+	if err != nil {
+		kill(pid)
+		return nil, err
+	}
+	return t, nil
+}
+
+func (p *puppet) kill() {
+	if p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// kill ends a task created by the restore and reaps it: stasis is both
+// its tracer and (CLONE_PARENT) its parent.
+func kill(pid int) {
+	_ = unix.Kill(pid, unix.SIGKILL)
+	var ws unix.WaitStatus
+	for {
+		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || ws.Exited() || ws.Signaled() {
+			return
+		}
+	}
+}
