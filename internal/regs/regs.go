@@ -98,8 +98,13 @@ func FromImage(ti *x86.ThreadInfoX86, tmpl []byte) (unix.PtraceRegs, []byte, err
 	}
 	r := gpFromImage(ti.GetGpregs())
 	buf := make([]byte, len(tmpl))
-	copy(buf[swReservedOff:legacySize], tmpl[swReservedOff:legacySize])
 	fp := ti.GetFpregs()
+	if err := put32(buf[416:legacySize], fp.GetPadding()); err != nil {
+		return r, nil, fmt.Errorf("fxsave padding: %w", err)
+	}
+	// The software-reserved bytes describe this kernel's xsave format to
+	// itself: take them from the target, not from the image.
+	copy(buf[swReservedOff:legacySize], tmpl[swReservedOff:legacySize])
 	le := binary.LittleEndian
 	le.PutUint16(buf[0:], uint16(fp.GetCwd()))
 	le.PutUint16(buf[2:], uint16(fp.GetSwd()))

@@ -45,7 +45,7 @@ type imageSet struct {
 }
 
 func bad(file string, format string, args ...any) error {
-	return &images.Error{File: file, Offset: -1, Err: fmt.Errorf("%w: %s", ErrBadImage, fmt.Sprintf(format, args...))}
+	return fmt.Errorf("image %s: %w: %s", file, ErrBadImage, fmt.Sprintf(format, args...))
 }
 
 // readImages reads and cross-checks every image before anything is
