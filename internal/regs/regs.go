@@ -242,21 +242,39 @@ const (
 	errRestartNoIntr     = 513
 	errRestartNoHand     = 514
 	errRestartRestartBlk = 516
-	sysRestartSyscall    = 219
+	sysNanosleep         = 35
+	sysClockNanosleep    = 230
+	timerAbstime         = 1
 )
 
 // FixRestart rewrites the registers of a thread stopped inside an
 // interrupted system call so that they are valid in a new process: the
 // call is re-executed from the start (rip back over the 2-byte syscall
-// instruction, rax = the call number). An interrupted sleep
-// (-ERESTART_RESTARTBLOCK) is also re-executed: its kernel restart block
-// does not survive into a new process, so restart_syscall would only
-// return -EINTR there. orig_rax is set to -1 so that the kernel's
-// syscall-exit path does not apply restart logic to the new registers.
+// instruction, rax = the call number). orig_rax is set to -1 so that the
+// kernel's syscall-exit path does not apply restart logic to the new
+// registers.
+//
+// An interrupted sleep (-ERESTART_RESTARTBLOCK) cannot use restart_syscall
+// as in the same process: the kernel's restart block, which holds the
+// deadline, does not survive into a new one. It is re-executed instead,
+// and so that it still ends when it should, a relative sleep that passed
+// a "remaining" buffer sleeps for what the kernel wrote there when the
+// stop interrupted it: the request pointer is pointed at that buffer
+// (memory is dumped after this, with the remaining time in it). A
+// relative sleep without such a buffer restarts its full interval, as in
+// criu; an absolute one (TIMER_ABSTIME) keeps its deadline.
 func FixRestart(r *unix.PtraceRegs) {
 	if int64(r.Orig_rax) >= 0 {
 		switch -int64(r.Rax) {
-		case errRestartSys, errRestartNoIntr, errRestartNoHand, errRestartRestartBlk:
+		case errRestartRestartBlk:
+			switch {
+			case r.Orig_rax == sysNanosleep && r.Rsi != 0:
+				r.Rdi = r.Rsi
+			case r.Orig_rax == sysClockNanosleep && r.Rsi&timerAbstime == 0 && r.R10 != 0:
+				r.Rdx = r.R10
+			}
+			fallthrough
+		case errRestartSys, errRestartNoIntr, errRestartNoHand:
 			r.Rax = r.Orig_rax
 			r.Rip -= 2
 		}

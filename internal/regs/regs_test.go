@@ -15,6 +15,7 @@ func TestFixRestart(t *testing.T) {
 	}{
 		{"read ERESTARTSYS", unix.PtraceRegs{Orig_rax: 0, Rax: neg(512), Rip: 0x1002}, 0, 0x1000},
 		{"nanosleep ERESTART_RESTARTBLOCK", unix.PtraceRegs{Orig_rax: 230, Rax: neg(516), Rip: 0x2002}, 230, 0x2000},
+		{"nanosleep without rem", unix.PtraceRegs{Orig_rax: 35, Rax: neg(516), Rip: 0x2002, Rdi: 0x10}, 35, 0x2000},
 		{"ERESTARTNOHAND", unix.PtraceRegs{Orig_rax: 7, Rax: neg(514), Rip: 0x3002}, 7, 0x3000},
 		{"finished call", unix.PtraceRegs{Orig_rax: 1, Rax: 5, Rip: 0x4002}, 5, 0x4002},
 		{"user code", unix.PtraceRegs{Orig_rax: ^uint64(0), Rax: neg(512), Rip: 0x5000}, neg(512), 0x5000},
@@ -24,6 +25,24 @@ func TestFixRestart(t *testing.T) {
 		if r.Rax != tc.wantRax || r.Rip != tc.wantRip || r.Orig_rax != ^uint64(0) {
 			t.Errorf("%s: rax %#x rip %#x orig %#x, want rax %#x rip %#x orig -1", tc.name, r.Rax, r.Rip, r.Orig_rax, tc.wantRax, tc.wantRip)
 		}
+	}
+}
+
+func TestFixRestartSleepRemaining(t *testing.T) {
+	r := unix.PtraceRegs{Orig_rax: 230, Rax: neg(516), Rip: 0x2002, Rdi: 1, Rsi: 0, Rdx: 0x100, R10: 0x200}
+	FixRestart(&r)
+	if r.Rdx != 0x200 {
+		t.Errorf("relative clock_nanosleep: req %#x, want the rem buffer 0x200", r.Rdx)
+	}
+	r = unix.PtraceRegs{Orig_rax: 230, Rax: neg(516), Rip: 0x2002, Rdi: 1, Rsi: timerAbstime, Rdx: 0x100, R10: 0x200}
+	FixRestart(&r)
+	if r.Rdx != 0x100 {
+		t.Errorf("absolute clock_nanosleep: req %#x, want it unchanged", r.Rdx)
+	}
+	r = unix.PtraceRegs{Orig_rax: 35, Rax: neg(516), Rip: 0x2002, Rdi: 0x100, Rsi: 0x200}
+	FixRestart(&r)
+	if r.Rdi != 0x200 {
+		t.Errorf("nanosleep: req %#x, want the rem buffer 0x200", r.Rdi)
 	}
 }
 
