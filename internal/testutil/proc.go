@@ -1,0 +1,300 @@
+package testutil
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// RequireRoot skips the test unless it runs as root: checkpoint and restore
+// need ptrace of any process, clone3 with set_tid and /proc of every task.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: stasis ptraces other processes and restores PIDs with clone3(set_tid)")
+	}
+}
+
+// BecomeSubreaper makes the test process the child subreaper, so that a task
+// restored with `restore -d` is re-parented to it and can be waited for.
+func BecomeSubreaper() error {
+	return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+}
+
+// Stat holds the fields of /proc/PID/stat that the tests look at.
+type Stat struct {
+	Comm  string
+	State byte // R, S, D, T, t, Z, ...
+	PPid  int
+}
+
+// ReadStat parses /proc/PID/stat; comm may hold spaces and parentheses, so
+// the fields after it are found from the last ')'.
+func ReadStat(pid int) (Stat, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return Stat{}, err
+	}
+	s := string(b)
+	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || close < open {
+		return Stat{}, fmt.Errorf("/proc/%d/stat: malformed %q", pid, s)
+	}
+	f := strings.Fields(s[close+1:])
+	if len(f) < 2 {
+		return Stat{}, fmt.Errorf("/proc/%d/stat: malformed %q", pid, s)
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	return Stat{Comm: s[open+1 : close], State: f[0][0], PPid: ppid}, nil
+}
+
+// StatField is field n (1-based, as in proc(5)) of /proc/PID/stat.
+func StatField(pid, n int) (string, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", err
+	}
+	s := string(b)
+	close := strings.LastIndexByte(s, ')')
+	f := strings.Fields(s[close+1:]) // field 3 onwards
+	if n < 3 || n-3 >= len(f) {
+		return "", fmt.Errorf("/proc/%d/stat has no field %d", pid, n)
+	}
+	return f[n-3], nil
+}
+
+// Status is /proc/PID/status as a map ("State" -> "S (sleeping)").
+func Status(pid int) (map[string]string, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	m := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok {
+			m[k] = strings.TrimSpace(v)
+		}
+	}
+	return m, sc.Err()
+}
+
+// ProcessAlive reports whether PID is a live (not zombie) task.
+func ProcessAlive(pid int) bool {
+	st, err := ReadStat(pid)
+	return err == nil && st.State != 'Z' && st.State != 'X'
+}
+
+// Exists reports whether any task, zombie included, holds PID.
+func Exists(pid int) bool {
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err == nil
+}
+
+// Comm is /proc/PID/comm without the newline, or "" if the task is gone.
+func Comm(pid int) string {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// CurrentSyscall is the number of the syscall PID is blocked in, from
+// /proc/PID/syscall, or -1 when it runs in user space.
+func CurrentSyscall(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/syscall", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 || f[0] == "running" {
+		return -1, nil
+	}
+	return strconv.Atoi(f[0])
+}
+
+// WaitFor polls cond every 10 ms until it holds; after timeout it fails the
+// test with "timed out after D waiting for WHAT".
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// AssertNoTask fails the test if a task (zombies included) holds PID, after
+// a 1 s grace period for the kernel to finish tearing it down.
+func AssertNoTask(t testing.TB, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(time.Second)
+	for Exists(pid) {
+		if time.Now().After(deadline) {
+			st, _ := ReadStat(pid)
+			t.Errorf("pid %d is still held by a task (comm %q, state %c, ppid %d)", pid, st.Comm, st.State, st.PPid)
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// AssertRunning fails the test unless PID is alive, not stopped and not
+// traced: the state a failed dump must leave its target in.
+func AssertRunning(t testing.TB, pid int) {
+	t.Helper()
+	var last string
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		st, err := Status(pid)
+		if err != nil {
+			t.Fatalf("pid %d is gone: %v", pid, err)
+		}
+		state := st["State"]
+		last = fmt.Sprintf("state %q, TracerPid %s", state, st["TracerPid"])
+		if st["TracerPid"] == "0" && state != "" && !strings.ContainsAny(state[:1], "ZXTt") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("pid %d is not running untouched: %s", pid, last)
+}
+
+// Children lists the tasks whose parent is PID (zombies included).
+func Children(pid int) []int {
+	var kids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		n, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if st, err := ReadStat(n); err == nil && st.PPid == pid {
+			kids = append(kids, n)
+		}
+	}
+	return kids
+}
+
+// checkNoNewChildren fails the test if the test process has children that
+// were not in before (a failed restore left a task behind, re-parented to us
+// as subreaper); it kills and reaps them so that they hold no PID.
+func checkNoNewChildren(t testing.TB, before []int) {
+	t.Helper()
+	var stray []int
+	deadline := time.Now().Add(time.Second)
+	for {
+		stray = stray[:0]
+		for _, k := range Children(os.Getpid()) {
+			if !slices.Contains(before, k) {
+				stray = append(stray, k)
+			}
+		}
+		if len(stray) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, k := range stray {
+		st, _ := ReadStat(k)
+		t.Errorf("task left behind: pid %d (comm %q, state %c)", k, st.Comm, st.State)
+		unix.Kill(k, unix.SIGKILL)
+		var ws unix.WaitStatus
+		unix.Wait4(k, &ws, unix.WALL, nil)
+	}
+}
+
+// FreePID returns a PID that no task holds now, from the top of the range
+// where the kernel rarely allocates.
+func FreePID(t testing.TB) int {
+	t.Helper()
+	max := 32768
+	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			max = n
+		}
+	}
+	for pid := max - 1; pid > max/2; pid-- {
+		if !Exists(pid) {
+			return pid
+		}
+	}
+	t.Fatal("no free pid")
+	return 0
+}
+
+// MapsLine is one line of /proc/PID/maps without the device column, which
+// is the same file anyway when the inode and path match.
+type MapsLine struct {
+	Range, Perms, Offset, Inode, Path string
+}
+
+func (m MapsLine) String() string {
+	return fmt.Sprintf("%s %s %s %s %s", m.Range, m.Perms, m.Offset, m.Inode, m.Path)
+}
+
+// Maps parses /proc/PID/maps.
+func Maps(pid int) ([]MapsLine, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	var out []MapsLine
+	for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 5 {
+			return nil, fmt.Errorf("/proc/%d/maps: malformed line %q", pid, l)
+		}
+		m := MapsLine{Range: f[0], Perms: f[1], Offset: f[2], Inode: f[4]}
+		if len(f) > 5 {
+			m.Path = strings.Join(f[5:], " ")
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// ReadCounter reads the fixed-width counter a counter victim (or the python
+// counter) keeps at the start of its status file.
+func ReadCounter(t testing.TB, path string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read counter: %v", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		t.Fatalf("counter file %s holds %q: %v", path, b, err)
+	}
+	return n
+}
+
+// tail returns the last n lines of a file, for failure messages.
+func tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "(" + filepath.Base(path) + " was not written)"
+		}
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = append([]string{fmt.Sprintf("... (%d lines before)", len(lines)-n)}, lines[len(lines)-n:]...)
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,131 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// victimCase runs one victim without any dump: the harness-side steps that
+// the e2e tests do around a dump (signals to send) are done here too.
+type victimCase struct {
+	label  string // subtest name, default name
+	name   string
+	args   func(t *testing.T) []string
+	before func(t *testing.T, v *testutil.Victim) // where a test would dump
+}
+
+func victimCases() []victimCase {
+	noArgs := func(*testing.T) []string { return nil }
+	return []victimCase{
+		{name: "mem", args: func(*testing.T) []string { return []string{"16"} }},
+		{name: "fpu", args: func(t *testing.T) []string { return []string{fpuMode(t)} }},
+		{name: "signals", args: func(*testing.T) []string { return []string{strconv.Itoa(os.Getpid())} },
+			before: func(t *testing.T, v *testutil.Victim) { sendPendingUSR2(t, v); sendUSR1(t, v) }},
+		{name: "files", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
+		{name: "clock", args: noArgs},
+		{name: "counter", args: func(t *testing.T) []string { return []string{filepath.Join(t.TempDir(), "count")} }},
+		{label: "fdkind-io_uring", name: "fdkind", args: func(*testing.T) []string { return []string{"io_uring"} }},
+		{label: "fdkind-eventfd", name: "fdkind", args: func(*testing.T) []string { return []string{"eventfd"} }},
+		{label: "fdkind-unix", name: "fdkind", args: func(*testing.T) []string { return []string{"unix"} }},
+	}
+}
+
+// TestVictimsSelfCheck runs every victim without a dump: ready, then SIGTERM
+// must give exit 0. It proves the harness and the victims, not stasis.
+func TestVictimsSelfCheck(t *testing.T) {
+	for _, c := range victimCases() {
+		if c.label == "" {
+			c.label = c.name
+		}
+		t.Run(c.label, func(t *testing.T) {
+			args := c.args(t)
+			v := testutil.StartVictim(t, c.name, args...)
+			v.WaitReady(t)
+			if c.before != nil {
+				c.before(t, v)
+			}
+			time.Sleep(50 * time.Millisecond)
+			v.TermAndCheck(t)
+		})
+	}
+}
+
+// TestVictimsDetectLoss changes a victim's state behind its back the way a
+// faulty restore could, and requires the victim to notice: a victim that
+// cannot fail proves nothing.
+func TestVictimsDetectLoss(t *testing.T) {
+	t.Run("mem", func(t *testing.T) {
+		v := testutil.StartVictim(t, "mem", "16")
+		v.WaitReady(t)
+		log, _ := os.ReadFile(v.Log)
+		m := regexp.MustCompile(`anonymous at (0x[0-9a-f]+)`).FindSubmatch(log)
+		if m == nil {
+			t.Fatalf("victim did not log its region address\n%s", log)
+		}
+		addr, _ := strconv.ParseUint(string(m[1]), 0, 64)
+		mem, err := os.OpenFile(filepath.Join("/proc", strconv.Itoa(v.Pid), "mem"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mem.Close()
+		if _, err := mem.WriteAt([]byte("lost!"), int64(addr+5*4096+8)); err != nil {
+			t.Fatal(err)
+		}
+		expectDetected(t, v, "FAIL: anonymous mmap region")
+	})
+	t.Run("fpu", func(t *testing.T) {
+		v := testutil.StartVictim(t, "fpu", fpuMode(t))
+		v.WaitReady(t)
+		flipXMM3(t, v.Pid)
+		// The loop notices by itself and exits 1, no SIGTERM needed.
+		if code := v.Wait(t, 5*time.Second); code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", code, v.LogTail())
+		}
+		assertLog(t, v, "FAIL: register xmm3 changed")
+	})
+	t.Run("signals", func(t *testing.T) {
+		v := testutil.StartVictim(t, "signals", strconv.Itoa(os.Getpid()))
+		v.WaitReady(t)
+		// No SIGUSR2 pending and no SIGUSR1 handled: as if both were lost.
+		expectDetected(t, v, "FAIL: SIGUSR2 is not pending any more", "FAIL: SIGUSR1 handler never ran")
+	})
+	t.Run("files", func(t *testing.T) {
+		dir := t.TempDir()
+		v := testutil.StartVictim(t, "files", dir)
+		v.WaitReady(t)
+		f, err := os.OpenFile(filepath.Join(dir, "r.txt"), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.WriteAt([]byte("XXXX"), 1500)
+		f.Close()
+		expectDetected(t, v, "FAIL: r.txt read through fd 100")
+	})
+}
+
+func expectDetected(t *testing.T, v *testutil.Victim, want ...string) {
+	t.Helper()
+	v.Signal(t, 15)
+	if code := v.Wait(t, 10*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", code, v.LogTail())
+	}
+	assertLog(t, v, want...)
+}
+
+func assertLog(t *testing.T, v *testutil.Victim, want ...string) {
+	t.Helper()
+	log, _ := os.ReadFile(v.Log)
+	for _, w := range want {
+		if !bytes.Contains(log, []byte(w)) {
+			t.Errorf("victim log lacks %q\n%s", w, strings.TrimSpace(string(log)))
+		}
+	}
+}
