@@ -38,6 +38,8 @@ func (l *logFlags) open(workDir string) (*slog.Logger, func(), error) {
 		path := l.file
 		if workDir != "" && path[0] != '/' {
 			path = workDir + "/" + path
+			// The images dir may not exist yet: dump creates it.
+			_ = os.MkdirAll(workDir, 0o755)
 		}
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
 		if err != nil {

@@ -13,6 +13,12 @@ import (
 	"github.com/stasis-cr/stasis/internal/regs"
 )
 
+// sigaltstack flags (include/uapi/linux/signal.h), missing from x/sys.
+const (
+	ssOnstack = 1
+	ssDisable = 2
+)
+
 // Validate checks that a core entry holds what Restore needs, so that a
 // damaged image is refused before any task is created.
 func Validate(ce *criucore.CoreEntry) error {
@@ -62,13 +68,13 @@ func Restore(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
 		{"itimers", func() error { return restoreItimers(t, s, tc) }},
 		{"sigaltstack", func() error {
 			sas := th.GetSas()
-			if sas == nil || sas.GetSsFlags()&unix.SS_DISABLE != 0 {
+			if sas == nil || sas.GetSsFlags()&ssDisable != 0 {
 				return nil
 			}
 			b := make([]byte, 24)
 			le := binary.LittleEndian
 			le.PutUint64(b[0:], sas.GetSsSp())
-			le.PutUint32(b[8:], sas.GetSsFlags()&^unix.SS_ONSTACK)
+			le.PutUint32(b[8:], sas.GetSsFlags()&^ssOnstack)
 			le.PutUint64(b[16:], sas.GetSsSize())
 			a, err := s.Put(0, b)
 			if err != nil {

@@ -81,6 +81,10 @@ func (d *dumper) writeImages() error {
 				Boottime:  &timens.Timespec{TvSec: proto.Uint64(uint64(boot.Sec)), TvNsec: proto.Uint64(uint64(boot.Nsec))},
 			})
 		},
+		func() error {
+			d.stats.end = time.Now()
+			return d.writeStats()
+		},
 		func() error { return w("inventory.img", d.inventory()) },
 	}
 	for _, s := range steps {
@@ -88,8 +92,7 @@ func (d *dumper) writeImages() error {
 			return fmt.Errorf("write images to %s: %w", d.dir.Path, err)
 		}
 	}
-	d.stats.end = time.Now()
-	return d.writeStats()
+	return nil
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {
@@ -134,6 +137,7 @@ func (d *dumper) writeStats() error {
 		PagesScanned:       proto.Uint64(s.pagesScanned),
 		PagesSkippedParent: proto.Uint64(0),
 		PagesWritten:       proto.Uint64(s.pagesWritten),
+		PagesLazy:          proto.Uint64(0),
 	}}
 	wd, err := images.Open(work)
 	if err != nil {

@@ -130,7 +130,7 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 		if v.HasFlag("nr") {
 			flags |= unix.MAP_NORESERVE
 		}
-		if v.HasFlag("io") || v.HasFlag("pf") {
+		if status&(AreaVDSO|AreaVVAR) == 0 && (v.HasFlag("io") || v.HasFlag("pf")) {
 			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
 		}
 		var madv uint64

@@ -94,14 +94,16 @@ func findVDSO(pid int) (proc.VMA, error) {
 // ErrPidInUse is wrapped when a PID of the image is taken on this host.
 var ErrPidInUse = errors.New("pid already in use")
 
-// clone creates a child of stasis (CLONE_PARENT: the puppet's parent)
-// with exactly the given pid and returns it stopped and traced.
+// clone creates a child of the puppet with exactly the given pid and
+// returns it stopped and traced. (CLONE_PARENT would make it a child of
+// stasis directly, but the kernel allows it only with exit_signal 0, and
+// the task's real parent must get SIGCHLD; stasis is a child subreaper
+// instead, and adopts the task when the puppet is killed.)
 func (p *puppet) clone(pid int) (*ptrace.Task, error) {
 	const cloneArgsSize = 88
 	args := make([]byte, cloneArgsSize+8)
 	le := binary.LittleEndian
 	setTid := p.scratch.Addr + cloneArgsSize
-	le.PutUint64(args[0:], unix.CLONE_PARENT)     // flags
 	le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal
 	le.PutUint64(args[64:], setTid)               // set_tid
 	le.PutUint64(args[72:], 1)                    // set_tid_size
@@ -143,8 +145,8 @@ func (p *puppet) kill() {
 	}
 }
 
-// kill ends a task created by the restore and reaps it: stasis is both
-// its tracer and (CLONE_PARENT) its parent.
+// kill ends a task created by the restore and reaps it: stasis is its
+// tracer and, once the puppet is gone, its parent (child subreaper).
 func kill(pid int) {
 	_ = unix.Kill(pid, unix.SIGKILL)
 	var ws unix.WaitStatus

@@ -87,6 +87,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 			r.rollback()
 		}
 	}()
+	// The restored root becomes a child of stasis when the puppet it was
+	// cloned from is gone, so that restore can wait for it.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return nil, fmt.Errorf("become child subreaper: %w", err)
+	}
 	if r.puppet, err = startPuppet(); err != nil {
 		return nil, err
 	}
@@ -98,12 +103,12 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	r.tasks = append(r.tasks, t)
+	r.puppet.kill()
+	r.puppet = nil
 	tr := &taskRestorer{r: r, t: t, img: root}
 	if err := tr.restore(); err != nil {
 		return nil, err
 	}
-	r.puppet.kill()
-	r.puppet = nil
 	r.tasks = nil
 	if r.opts.PidFile != "" {
 		if err := os.WriteFile(r.opts.PidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
