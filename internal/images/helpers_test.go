@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	bpfmap_data "github.com/checkpoint-restore/go-criu/v8/crit/images/bpfmap-data"
+	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	ipc_msg "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-msg"
 	ipc_sem "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-sem"
 	ipc_shm "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-shm"
