@@ -32,7 +32,9 @@ func newDumpCmd() *cobra.Command {
 			defer closeLog()
 			o.Log = log
 			if err := stasis.Dump(o); err != nil {
-				log.Error("dump failed", "err", err)
+				if lf.file != "" {
+					log.Error("dump failed", "err", err)
+				}
 				return err
 			}
 			return nil

@@ -33,7 +33,9 @@ func newRestoreCmd() *cobra.Command {
 			o.Log = log
 			r, err := stasis.Restore(o)
 			if err != nil {
-				log.Error("restore failed", "err", err)
+				if lf.file != "" {
+					log.Error("restore failed", "err", err)
+				}
 				return err
 			}
 			if detach {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -86,6 +87,7 @@ func (d *dumper) writeImages() error {
 			return d.writeStats()
 		},
 		func() error { return w("inventory.img", d.inventory()) },
+		func() error { return checksum.Write(d.dir.Path) },
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {

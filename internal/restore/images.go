@@ -14,6 +14,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
+	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
@@ -53,6 +54,11 @@ func bad(file string, format string, args ...any) error {
 func readImages(path string) (*imageSet, error) {
 	dir, err := images.Open(path)
 	if err != nil {
+		return nil, err
+	}
+	// A manifest written by stasis at dump time catches damage the framing
+	// cannot see (a flipped register or page byte still decodes).
+	if err := checksum.Verify(path); err != nil {
 		return nil, err
 	}
 	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}}
