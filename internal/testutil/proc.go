@@ -269,18 +269,24 @@ func Maps(pid int) ([]MapsLine, error) {
 }
 
 // ReadCounter reads the fixed-width counter a counter victim (or the python
-// counter) keeps at the start of its status file.
+// counter) keeps at the start of its status file. A read racing with the
+// writer's pwrite is retried.
 func ReadCounter(t testing.TB, path string) uint64 {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read counter: %v", err)
+	var last string
+	for i := 0; i < 10; i++ {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("read counter: %v", err)
+		}
+		last = string(b)
+		if n, err := strconv.ParseUint(strings.TrimSpace(last), 10, 64); err == nil {
+			return n
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
-	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	if err != nil {
-		t.Fatalf("counter file %s holds %q: %v", path, b, err)
-	}
-	return n
+	t.Fatalf("counter file %s holds %q", path, last)
+	return 0
 }
 
 // tail returns the last n lines of a file, for failure messages.

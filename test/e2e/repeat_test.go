@@ -1,0 +1,85 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// counterVictim starts a counter victim and returns it with its status file.
+func counterVictim(t *testing.T) (*testutil.Victim, string) {
+	t.Helper()
+	status := filepath.Join(t.TempDir(), "count")
+	v := testutil.StartVictim(t, "counter", status)
+	v.WaitReady(t)
+	return v, status
+}
+
+// resetCounterFile overwrites the status file with 0 (same size, so that the
+// restore does not see a changed file), to tell fresh writes from stale ones.
+func resetCounterFile(t *testing.T, status string) {
+	t.Helper()
+	if err := os.WriteFile(status, []byte("                   0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// expectCountingFrom waits until the restored counter writes values above
+// from, and checks it resumed from there (no reset, no jump).
+func expectCountingFrom(t *testing.T, status string, from uint64) {
+	t.Helper()
+	start := time.Now()
+	var n uint64
+	testutil.WaitFor(t, 5*time.Second, "the restored counter to advance", func() bool {
+		n = testutil.ReadCounter(t, status)
+		return n > from
+	})
+	// 10 ms per step: anything far above means it did not resume from the dump.
+	if limit := from + uint64(time.Since(start)/(10*time.Millisecond)) + 50; n > limit {
+		t.Errorf("counter is %d after the restore, want it to resume from %d (at most %d)", n, from, limit)
+	}
+	t.Logf("counter resumed: %d -> %d", from, n)
+}
+
+// TestDumpRestoreTwice: dump -> restore -> dump -> restore of one process;
+// the second generation is restored in the foreground, so stasis restore's
+// exit code is the victim's.
+func TestDumpRestoreTwice(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, status := counterVictim(t)
+	for gen := 1; gen <= 2; gen++ {
+		dir := t.TempDir()
+		testutil.Dump(t, v.Pid, dir)
+		v.Reap(t)
+		at := testutil.ReadCounter(t, status)
+		resetCounterFile(t, status)
+		if gen == 1 {
+			testutil.RestoreDetached(t, dir, v)
+		} else {
+			testutil.Restore(t, dir, v)
+		}
+		expectCountingFrom(t, status, at)
+	}
+	v.TermAndCheck(t)
+}
+
+// TestRestoreTwiceFromOneDump: the same images restore a second time after
+// the first restored process has exited.
+func TestRestoreTwiceFromOneDump(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, status := counterVictim(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	at := testutil.ReadCounter(t, status)
+	for i := 1; i <= 2; i++ {
+		resetCounterFile(t, status)
+		testutil.RestoreDetached(t, dir, v)
+		expectCountingFrom(t, status, at)
+		v.TermAndCheck(t)
+		testutil.AssertNoTask(t, v.Pid)
+	}
+}
