@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -131,9 +132,21 @@ func (r *restorer) rollback() {
 	}
 }
 
+// zombieWait bounds how long restore waits for the parent of a killed
+// process (often init) to reap it: the zombie keeps the pid until then.
+const zombieWait = 5 * time.Second
+
 func checkPidFree(pid int) error {
-	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
-		return pidInUse(pid)
+	deadline := time.Now().Add(zombieWait)
+	for {
+		st, err := proc.ReadStat(pid)
+		if err != nil {
+			break // no such task
+		}
+		if st.State != 'Z' || time.Now().After(deadline) {
+			return pidInUse(pid)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	max, err := os.ReadFile("/proc/sys/kernel/pid_max")
 	if err == nil {
