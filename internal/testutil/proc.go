@@ -304,3 +304,25 @@ func tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// CloseInheritedFDs marks every fd above 2 of the test process close-on-exec,
+// so that victims get exactly stdin, stdout and stderr: an fd the test binary
+// inherited from its caller (a CI runner's pipe, say) would otherwise end up
+// in every victim, and the dump would have to deal with it.
+func CloseInheritedFDs() error {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil || fd <= 2 {
+			continue
+		}
+		// The fd ReadDir itself used is closed by now: EBADF is fine.
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, unix.FD_CLOEXEC); err != nil && err != unix.EBADF {
+			return fmt.Errorf("fd %d: %w", fd, err)
+		}
+	}
+	return nil
+}

@@ -19,6 +19,10 @@ func TestMain(m *testing.M) {
 
 func run(m *testing.M) int {
 	defer testutil.RemoveBuilds()
+	if err := testutil.CloseInheritedFDs(); err != nil {
+		fmt.Fprintln(os.Stderr, "close inherited fds:", err)
+		return 1
+	}
 	if _, err := testutil.BuildStasis(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
