@@ -1,0 +1,239 @@
+package kerndat
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/proc"
+)
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the probes measure what a root stasis can do")
+	}
+}
+
+func TestProbeTable(t *testing.T) {
+	seen := map[string]bool{}
+	for _, g := range groups {
+		for _, n := range g.names {
+			if seen[n] {
+				t.Errorf("feature %q listed twice", n)
+			}
+			seen[n] = true
+			if info[n].impact == "" {
+				t.Errorf("feature %q has no impact text", n)
+			}
+		}
+	}
+	if len(info) != len(seen) {
+		t.Errorf("info has %d entries for %d features", len(info), len(seen))
+	}
+	fs := Probe()
+	if len(fs) != len(seen) {
+		t.Fatalf("Probe returned %d features, want %d", len(fs), len(seen))
+	}
+	for _, f := range fs {
+		if f.Detail == "" || f.Impact == "" || f.Impact != info[f.Name].impact || f.Required != info[f.Name].required {
+			t.Errorf("%+v", f)
+		}
+	}
+}
+
+// TestProbeThisKernel pins what the development VM and CI machines (6.18,
+// root, no CAP_SYS_RESOURCE, no soft-dirty) offer: every required feature
+// must be found there, so a probe that breaks shows up here.
+func TestProbeThisKernel(t *testing.T) {
+	requireRoot(t)
+	for _, f := range Probe() {
+		t.Logf("%-5v %-26s %s", f.OK, f.Name, f.Detail)
+		if f.Required && !f.OK {
+			t.Errorf("required %s missing: %s", f.Name, f.Detail)
+		}
+	}
+	var uname unix.Utsname
+	unix.Uname(&uname)
+	if !strings.HasPrefix(unix.ByteSliceToString(uname.Release[:]), "6.18") {
+		t.Skip("the expectations below are for the 6.18 VM")
+	}
+	for name, want := range map[string]bool{
+		PtraceRseq: true, PtraceSuspendSeccomp: true, PtraceSeccompFilter: true, MapVDSO: true,
+		FdinfoMntID: true, PagemapScan: true, SoftDirty: false, Userfaultfd: true, UffdWPAsync: true,
+		UffdNonCoop: true, TimeNamespace: true, PidMax: true,
+	} {
+		if f, _ := Lookup(name); f.OK != want {
+			t.Errorf("%s: OK=%v, want %v (%s)", name, f.OK, want, f.Detail)
+		}
+	}
+	if f, _ := Lookup(Clone3SetTID); f.Detail != "EEXIST on a used pid" {
+		t.Errorf("clone3: %s", f.Detail)
+	}
+	if f, _ := Lookup(PtraceXstate); !strings.HasPrefix(f.Detail, "2432 bytes") {
+		t.Logf("xstate size differs from the 2432 bytes measured on the AMD EPYC VM: %s", f.Detail)
+	}
+}
+
+func TestProbeCached(t *testing.T) {
+	a := Probe()
+	t0 := time.Now()
+	b := Probe()
+	if d := time.Since(t0); d > 10*time.Millisecond {
+		t.Errorf("second Probe took %v", d)
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			t.Errorf("%v != %v", a[i], b[i])
+		}
+	}
+}
+
+// TestProbesLeaveNoTrace: no child (the ptrace tracee, a clone3 that
+// should never happen) is left, and no thread of ours creates children in
+// the time namespace the probe made.
+func TestProbesLeaveNoTrace(t *testing.T) {
+	Probe()
+	var ws unix.WaitStatus
+	if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil); err != unix.ECHILD {
+		t.Errorf("wait4 after the probes: pid %d, %v: a child is left", pid, err)
+	}
+	own, err := os.Readlink("/proc/self/ns/time")
+	if err != nil {
+		t.Skip(err)
+	}
+	tasks, err := proc.Tasks(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tid := range tasks {
+		p := filepath.Join("/proc/self/task", strconv.Itoa(tid), "ns/time_for_children")
+		if l, err := os.Readlink(p); err == nil && l != own {
+			t.Errorf("thread %d (pid %d): time_for_children %s, want %s", tid, os.Getpid(), l, own)
+		}
+	}
+}
+
+func TestRequire(t *testing.T) {
+	requireRoot(t)
+	if err := Require(Clone3SetTID); err != nil {
+		t.Errorf("Require(clone3): %v", err)
+	}
+	err := Require("no such feature")
+	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), "no such feature") {
+		t.Errorf("unknown feature: %v", err)
+	}
+	// soft-dirty is absent on the 6.18 VM; elsewhere pick any missing one.
+	for _, f := range Probe() {
+		if f.OK {
+			continue
+		}
+		err := Require(f.Name)
+		if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), f.Name) || !strings.Contains(err.Error(), f.Impact) {
+			t.Errorf("Require(%s) = %v", f.Name, err)
+		}
+		return
+	}
+}
+
+func TestVDSOLayout(t *testing.T) {
+	const p = 4096
+	vma := func(start, pages uint64, path string) proc.VMA {
+		return proc.VMA{Start: start, End: start + pages*p, Path: path, Read: true}
+	}
+	l, err := vdsoLayout([]proc.VMA{vma(0x1000, 1, "/x"), vma(0x10000, 4, "[vvar]"), vma(0x14000, 2, "[vvar_vclock]"), vma(0x16000, 2, "[vdso]"), vma(0x20000, 1, "[stack]")}, p)
+	if err != nil || l != (VDSOLayout{VvarPages: 4, VvarVclockPages: 2, VdsoPages: 2, VdsoStart: 0x16000, VvarStart: 0x10000, VdsoOffset: 0x6000}) {
+		t.Errorf("6.18 layout: %+v %v", l, err)
+	}
+	l, err = vdsoLayout([]proc.VMA{vma(0x10000, 4, "[vvar]"), vma(0x14000, 2, "[vdso]")}, p)
+	if err != nil || l.VvarVclockPages != 0 || l.VdsoOffset != 0x4000 {
+		t.Errorf("pre-6.13 layout: %+v %v", l, err)
+	}
+	for name, vmas := range map[string][]proc.VMA{
+		"no vdso":    {vma(0x10000, 4, "[vvar]")},
+		"no vvar":    {vma(0x16000, 2, "[vdso]")},
+		"gap":        {vma(0x10000, 4, "[vvar]"), vma(0x15000, 2, "[vdso]")},
+		"vdso first": {vma(0x16000, 2, "[vdso]"), vma(0x18000, 4, "[vvar]")},
+		"file named [vdso]": {vma(0x10000, 4, "[vvar]"), func() proc.VMA {
+			v := vma(0x14000, 2, "[vdso]")
+			v.Inode = 7
+			return v
+		}()},
+	} {
+		if _, err := vdsoLayout(vmas, p); !errors.Is(err, ErrNotSupported) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestHostVDSO(t *testing.T) {
+	l, err := HostVDSO()
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := uint64(os.Getpagesize())
+	if l.VdsoOffset != uint64(l.VvarPages+l.VvarVclockPages)*page || l.VdsoPages == 0 || l.VdsoStart-l.VvarStart != l.VdsoOffset {
+		t.Errorf("%+v", l)
+	}
+	t.Logf("%s", l)
+}
+
+func TestCRIUFeatures(t *testing.T) {
+	requireRoot(t)
+	names := CRIUFeatureNames()
+	if len(names) == 0 {
+		t.Fatal("no names")
+	}
+	for _, n := range names {
+		ok, detail, known := CRIUFeature(n)
+		if !known || detail == "" {
+			t.Errorf("%s: known %v, detail %q", n, known, detail)
+		}
+		t.Logf("%-16s %v  %s", n, ok, detail)
+	}
+	if _, _, known := CRIUFeature("aio_remap"); known {
+		t.Error("aio_remap should be unknown")
+	}
+	// On the 6.18 VM soft-dirty is off but PAGEMAP_SCAN + WP_ASYNC track writes.
+	sd, _ := Lookup(SoftDirty)
+	scan, _ := Lookup(PagemapScan)
+	wp, _ := Lookup(UffdWPAsync)
+	if ok, _, _ := CRIUFeature("mem_dirty_track"); ok != (sd.OK || scan.OK && wp.OK) {
+		t.Errorf("mem_dirty_track %v", ok)
+	}
+}
+
+func TestThrowawayThread(t *testing.T) {
+	for i := 0; i < 200; i++ {
+		var tid int
+		got := onThrowawayThread(func() { tid = unix.Gettid() })
+		if tid == os.Getpid() || got != tid {
+			t.Fatalf("fn ran on thread %d (pid %d), reported %d", tid, os.Getpid(), got)
+		}
+	}
+}
+
+// TestProbesRepeat runs the probes that fork or trace again, uncached: they
+// must give the same answer each time and leave no child behind.
+func TestProbesRepeat(t *testing.T) {
+	requireRoot(t)
+	for i := 0; i < 5; i++ {
+		for _, fs := range [][]Feature{probePtrace(), probeClone3(), probeTimeNS(), probeUffd(), probePagemap()} {
+			for _, f := range fs {
+				if want, _ := Lookup(f.Name); f.OK != want.OK {
+					t.Errorf("run %d: %s OK=%v, first run %v (%s)", i, f.Name, f.OK, want.OK, f.Detail)
+				}
+			}
+		}
+	}
+	var ws unix.WaitStatus
+	if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WALL, nil); err != unix.ECHILD {
+		t.Errorf("wait4: pid %d, %v: a child is left", pid, err)
+	}
+}
