@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/stasis-cr/stasis"
+	"github.com/stasis-cr/stasis/internal/kerndat"
+)
+
+func init() { subcommands = append(subcommands, newCheckCmd) }
+
+type checkOptions struct {
+	feature           string
+	all, extra, exper bool
+}
+
+func newCheckCmd() *cobra.Command {
+	var o checkOptions
+	var lf logFlags
+	cmd := &cobra.Command{
+		Use:   "check [--feature NAME]",
+		Short: "check that the kernel has what checkpoint/restore needs",
+		Long: `Probe the kernel features stasis uses and print one line per feature:
+"ok", "MISSING" (required: dump or restore cannot work) or "no" (optional),
+its name, what was measured and, when absent, what does not work without it.
+Exits 1 if a required feature is missing; otherwise prints "Looks good."
+Every probe always runs, so --all, --extra and --experimental change nothing.
+
+--feature NAME answers criu's "criu check --feature NAME" (for example
+mem_dirty_track, uffd, uffd-noncoop, pidfd_store, clone3_set_tid,
+get_rseq_conf, can_map_vdso, timens) or one of the names printed by
+stasis check: "NAME is supported" and exit 0, or exit 1.
+--feature list prints the names.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, closeLog, err := lf.open("")
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			out := cmd.OutOrStdout()
+			if o.feature != "" {
+				return checkFeature(out, cmd.ErrOrStderr(), o.feature)
+			}
+			fs := stasis.Check()
+			for _, f := range fs {
+				log.Info("kernel feature", "name", f.Name, "ok", f.OK, "detail", f.Detail, "required", f.Required)
+			}
+			if !printCheck(out, fs) {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.feature, "feature", "", "check one feature by its criu or stasis name; \"list\" lists them")
+	f.BoolVar(&o.all, "all", false, "accepted for criu compatibility: every probe always runs")
+	f.BoolVar(&o.extra, "extra", false, "accepted for criu compatibility: every probe always runs")
+	f.BoolVar(&o.exper, "experimental", false, "accepted for criu compatibility: every probe always runs")
+	lf.register(f)
+	return cmd
+}
+
+// printCheck writes the report and says whether every required feature is
+// there.
+func printCheck(w io.Writer, fs []kerndat.Feature) bool {
+	width := 0
+	for _, f := range fs {
+		width = max(width, len(f.Name))
+	}
+	good := true
+	for _, f := range fs {
+		status, tail := "ok", ""
+		if !f.OK {
+			status, tail = "no", " -> "+f.Impact
+			if f.Required {
+				status, good = "MISSING", false
+			}
+		}
+		fmt.Fprintf(w, "%-7s %-*s  %s%s\n", status, width, f.Name, f.Detail, tail)
+	}
+	if good {
+		fmt.Fprintln(w, "Looks good.")
+	} else {
+		fmt.Fprintln(w, "Does not look good.")
+	}
+	return good
+}
+
+func checkFeature(out, errw io.Writer, name string) error {
+	if name == "list" {
+		names := kerndat.CRIUFeatureNames()
+		for _, f := range stasis.Check() {
+			names = append(names, f.Name)
+		}
+		fmt.Fprintln(out, strings.Join(names, ", "))
+		return nil
+	}
+	supported, detail, known := kerndat.CRIUFeature(name)
+	if !known {
+		f, ok := kerndat.Lookup(name)
+		if !ok {
+			fmt.Fprintf(errw, "Unknown feature %s\n", name)
+			return exitError{1}
+		}
+		supported, detail = f.OK, f.Detail
+		if !f.OK {
+			detail += " -> " + f.Impact
+		}
+	}
+	if !supported {
+		fmt.Fprintf(out, "%s is not supported: %s\n", name, detail)
+		return exitError{1}
+	}
+	fmt.Fprintf(out, "%s is supported\n", name)
+	return nil
+}
