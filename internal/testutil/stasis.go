@@ -193,7 +193,7 @@ func CritDecodeAll(t testing.TB, dir string) {
 	for _, f := range images(t, dir) {
 		out, err := exec.Command(crit, "decode", "-i", f).CombinedOutput()
 		if err != nil {
-			t.Errorf("crit decode -i %s: %v\n%s", filepath.Base(f), err, tail2(out, 20))
+			t.Errorf("crit decode -i %s: %v\n%s", filepath.Base(f), err, lastLines(string(out), 20))
 		}
 	}
 }
@@ -213,7 +213,7 @@ func ShowAll(t testing.TB, dir string) {
 			Entries []json.RawMessage `json:"entries"`
 		}
 		if err := json.Unmarshal([]byte(r.Stdout), &img); err != nil {
-			t.Errorf("show %s: not JSON: %v\n%s", filepath.Base(f), err, tail2([]byte(r.Stdout), 10))
+			t.Errorf("show %s: not JSON: %v\n%s", filepath.Base(f), err, lastLines(r.Stdout, 10))
 			continue
 		}
 		if img.Magic == "" || len(img.Entries) == 0 {
@@ -227,12 +227,4 @@ func CheckImages(t testing.TB, dir string) {
 	t.Helper()
 	ShowAll(t, dir)
 	CritDecodeAll(t, dir)
-}
-
-func tail2(b []byte, n int) string {
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -194,6 +193,7 @@ func (v *Victim) cleanup() {
 func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 	t.Helper()
 	v.expectEnded(t)
+	before := Children(os.Getpid())
 	log := logFile(t, "restore")
 	pidfile := log + ".pid"
 	args := append([]string{"restore", "-D", dir, "--pidfile", pidfile, "-v4", "-o", log}, extra...)
@@ -217,6 +217,7 @@ func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 		case code := <-exited:
 			v.done = true
 			r := Result{Args: args, Code: code, Stdout: stdout.String(), Stderr: v.rstderr.String(), Took: time.Since(start), Log: log}
+			checkNoNewChildren(t, before)
 			t.Fatalf("restore of pid %d ended before the task was back\n%s\n%s", v.Pid, r, v.LogTail())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -236,12 +237,14 @@ func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 func RestoreDetached(t testing.TB, dir string, v *Victim, extra ...string) {
 	t.Helper()
 	v.expectEnded(t)
+	before := Children(os.Getpid())
 	log := logFile(t, "restore")
 	pidfile := log + ".pid"
 	args := append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "-v4", "-o", log}, extra...)
 	r := Run(t, 25*time.Second, args...)
 	r.Log = log
 	if r.Code != 0 {
+		checkNoNewChildren(t, before)
 		t.Fatalf("restore -d of pid %d failed\n%s\n%s", v.Pid, r, v.LogTail())
 	}
 	v.restore, v.done, v.exited = nil, false, make(chan int, 1)
@@ -320,6 +323,3 @@ func killAndReap(pid int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
-
-// String names the victim in messages.
-func (v *Victim) String() string { return fmt.Sprintf("%s[%d]", v.Comm, v.Pid) }
