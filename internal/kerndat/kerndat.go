@@ -1,13 +1,9 @@
 package kerndat
 
 import (
-	"errors"
 	"fmt"
 	"sync"
 )
-
-// ErrNotSupported is wrapped by every error about a missing kernel feature.
-var ErrNotSupported = errors.New("not supported")
 
 // Feature is the result of one probe.
 type Feature struct {

@@ -24,6 +24,8 @@ func seed(f *testing.F, patterns ...string) {
 
 func FuzzParseMaps(f *testing.F) {
 	seed(f, "*.maps")
+	f.Add([]byte("7f-80 r-xs 1000 103:1f 12                                                /a b (deleted)\n"))
+	f.Add([]byte("ffffffffff600000-ffffffffff601000 --xp 00000000 00:00 0                  [vsyscall]\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		vmas, err := ParseMaps(bytes.NewReader(b))
 		if err != nil {
@@ -43,6 +45,7 @@ func FuzzParseMaps(f *testing.F) {
 func FuzzParseSmaps(f *testing.F) {
 	seed(f, "*.smaps")
 	f.Add([]byte("7f-80 r--p 0 00:00 0\nRss: 4 kB\nVmFlags: rd\n"))
+	f.Add([]byte("7f-80 rw-p 0 00:00 0 [stack]\nSize: 4 kB\nRss: 4 kB\nVmFlags: rd wr mr mw me gd ac\n7f-90 r--p 0 00:00 0\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		vmas, err := ParseSmaps(bytes.NewReader(b))
 		if err == nil {

@@ -19,7 +19,9 @@ type VMA struct {
 	// (spaces kept), "[heap]", "[stack]", "[vdso]", "[vvar]",
 	// "[vvar_vclock]", "[vsyscall]", "[anon:NAME]", "/memfd:NAME",
 	// "/dev/zero" for shared anonymous memory, or "" for private anonymous
-	// memory. A trailing " (deleted)" is removed and sets Deleted.
+	// memory. A trailing " (deleted)" is removed and sets Deleted; a live
+	// file whose name really ends in " (deleted)" looks the same here, so
+	// check map_files or stat the path where it matters.
 	Path    string
 	Deleted bool
 	VmFlags []string // smaps only: the two-letter flags ("rd", "gd", "uw", ...)

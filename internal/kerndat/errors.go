@@ -1,0 +1,6 @@
+package kerndat
+
+import "errors"
+
+// ErrNotSupported is wrapped by every error about a missing kernel feature.
+var ErrNotSupported = errors.New("not supported")
