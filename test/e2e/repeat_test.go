@@ -9,12 +9,16 @@ import (
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
-// counterVictim starts a counter victim and returns it with its status file.
+// counterVictim starts a counter victim and returns it with its status file
+// once it has counted to 20, so that a reset to 0 cannot pass for progress.
 func counterVictim(t *testing.T) (*testutil.Victim, string) {
 	t.Helper()
 	status := filepath.Join(t.TempDir(), "count")
 	v := testutil.StartVictim(t, "counter", status)
 	v.WaitReady(t)
+	testutil.WaitFor(t, 5*time.Second, "the counter to reach 20", func() bool {
+		return testutil.ReadCounter(t, status) >= 20
+	})
 	return v, status
 }
 
@@ -28,13 +32,17 @@ func resetCounterFile(t *testing.T, status string) {
 }
 
 // expectCountingFrom waits until the restored counter writes values above
-// from, and checks it resumed from there (no reset, no jump).
+// from (the status file was reset to 0), and checks it resumed from there:
+// no value in 1..from (a reset), no jump far ahead.
 func expectCountingFrom(t *testing.T, status string, from uint64) {
 	t.Helper()
 	start := time.Now()
 	var n uint64
 	testutil.WaitFor(t, 5*time.Second, "the restored counter to advance", func() bool {
 		n = testutil.ReadCounter(t, status)
+		if n != 0 && n <= from {
+			t.Fatalf("the restored counter wrote %d, dumped at %d: it started over", n, from)
+		}
 		return n > from
 	})
 	// 10 ms per step: anything far above means it did not resume from the dump.
