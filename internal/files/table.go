@@ -29,10 +29,37 @@ type Table struct {
 	Files  []*fdinfo.FileEntry
 	nextID uint32
 	paths  map[string]uint32 // path-only entries (mappings), shared
+	// open descriptions seen so far, by device and inode, to find fds
+	// that share one (dup, fork): they must share it again after restore.
+	descs map[[2]uint64][]desc
+}
+
+// desc is one fd already in the table.
+type desc struct {
+	pid, fd int
+	id      uint32
 }
 
 // NewTable returns an empty table.
-func NewTable() *Table { return &Table{nextID: 1, paths: map[string]uint32{}} }
+func NewTable() *Table {
+	return &Table{nextID: 1, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{}}
+}
+
+// shared returns the id of an fd already recorded that refers to the same
+// open file description as fd of pid, as kcmp(KCMP_FILE) tells.
+func (t *Table) shared(pid, fd int, st *unix.Stat_t) (uint32, bool, error) {
+	key := [2]uint64{st.Dev, st.Ino}
+	for _, d := range t.descs[key] {
+		same, err := sameFile(pid, fd, d.pid, d.fd)
+		if err != nil {
+			return 0, false, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, d.fd, d.pid, err)
+		}
+		if same {
+			return d.id, true, nil
+		}
+	}
+	return 0, false, nil
+}
 
 func (t *Table) add(fe *fdinfo.FileEntry) uint32 {
 	id := t.nextID
@@ -145,7 +172,15 @@ func (t *Table) dumpFd(pid, fd int) (*fdinfo.FdinfoEntry, error) {
 	if strings.HasSuffix(target, " (deleted)") {
 		return nil, fmt.Errorf("fd %d of pid %d is an unlinked file (%s): %w", fd, pid, target, ErrUnsupported)
 	}
-	id := t.add(regEntry(target, fi.Flags&^unix.O_CLOEXEC, fi.Pos, &st))
+	id, dup, err := t.shared(pid, fd, &st)
+	if err != nil {
+		return nil, err
+	}
+	if !dup {
+		id = t.add(regEntry(target, fi.Flags&^unix.O_CLOEXEC, fi.Pos, &st))
+		key := [2]uint64{st.Dev, st.Ino}
+		t.descs[key] = append(t.descs[key], desc{pid: pid, fd: fd, id: id})
+	}
 	var fdFlags uint32
 	if fi.Flags&unix.O_CLOEXEC != 0 {
 		fdFlags = unix.FD_CLOEXEC
