@@ -8,8 +8,8 @@ import (
 	"strconv"
 	"strings"
 
-	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
@@ -66,11 +66,11 @@ func Dump(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status,
 		return nil, err
 	}
 	tc := &criucore.TaskCoreEntry{
-		TaskState:   proto.Uint32(TaskAlive),
-		ExitCode:    proto.Uint32(0),
-		Flags:       proto.Uint32(st.Flags),
-		BlkSigset:   proto.Uint64(blocked),
-		Comm:        proto.String(st.Comm),
+		TaskState: proto.Uint32(TaskAlive),
+		ExitCode:  proto.Uint32(0),
+		Flags:     proto.Uint32(st.Flags),
+		BlkSigset: proto.Uint64(blocked),
+		Comm:      proto.String(st.Comm),
 	}
 	if stopSig != 0 {
 		tc.TaskState = proto.Uint32(TaskStopped)

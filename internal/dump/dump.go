@@ -36,10 +36,10 @@ type Options struct {
 
 // Sentinel errors of refused dumps.
 var (
-	ErrNoProcess     = errors.New("no such process")
-	ErrKernelThread  = errors.New("is a kernel thread")
-	ErrSelf          = errors.New("is stasis itself")
-	ErrNotSupported  = errors.New("not supported yet")
+	ErrNoProcess      = errors.New("no such process")
+	ErrKernelThread   = errors.New("is a kernel thread")
+	ErrSelf           = errors.New("is stasis itself")
+	ErrNotSupported   = errors.New("not supported yet")
 	ErrSessionOutside = errors.New("session outside the dumped tree")
 )
 
@@ -85,7 +85,7 @@ type dumper struct {
 
 type statsTimes struct {
 	start, frozen, memStart, memEnd, end time.Time
-	pagesScanned, pagesWritten          uint64
+	pagesScanned, pagesWritten           uint64
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir.

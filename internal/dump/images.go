@@ -101,14 +101,14 @@ func (d *dumper) inventory() *inventory.InventoryEntry {
 	id := make([]byte, 16)
 	_, _ = rand.Read(id)
 	return &inventory.InventoryEntry{
-		ImgVersion:     proto.Uint32(ImgVersion),
-		FdinfoPerId:    proto.Bool(true),
-		NsPerId:        proto.Bool(true),
-		RootIds:        objIDs(rootObjID),
-		RootCgSet:      proto.Uint32(1),
-		Lsmtype:        hostLSM().Enum(),
-		PluginsEntry:   &inventory.PluginsEntry{},
-		DumpCriuRunId:  proto.String(hex.EncodeToString(id)),
+		ImgVersion:    proto.Uint32(ImgVersion),
+		FdinfoPerId:   proto.Bool(true),
+		NsPerId:       proto.Bool(true),
+		RootIds:       objIDs(rootObjID),
+		RootCgSet:     proto.Uint32(1),
+		Lsmtype:       hostLSM().Enum(),
+		PluginsEntry:  &inventory.PluginsEntry{},
+		DumpCriuRunId: proto.String(hex.EncodeToString(id)),
 	}
 }
 
@@ -152,4 +152,3 @@ func (d *dumper) writeStats() error {
 	}
 	return wd.Write("stats-dump", e)
 }
-

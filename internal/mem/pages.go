@@ -20,14 +20,14 @@ const PageSize = 4096
 
 // pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
 const (
-	pmePresent  = 1 << 63
-	pmeSwap     = 1 << 62
-	pmeFile     = 1 << 61 // file page or shared anon
-	pmePFNMask  = 1<<55 - 1
-	peParent    = 1 // pagemap_entry.flags PE_PARENT
-	peLazy      = 2
-	PEPresent   = 4 // PE_PRESENT: the pages are in pages-N.img
-	copyChunk   = 16 << 20
+	pmePresent = 1 << 63
+	pmeSwap    = 1 << 62
+	pmeFile    = 1 << 61 // file page or shared anon
+	pmePFNMask = 1<<55 - 1
+	peParent   = 1 // pagemap_entry.flags PE_PARENT
+	peLazy     = 2
+	PEPresent  = 4 // PE_PRESENT: the pages are in pages-N.img
+	copyChunk  = 16 << 20
 )
 
 // Run is a range of pages to save.

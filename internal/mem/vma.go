@@ -53,8 +53,8 @@ type Area struct {
 }
 
 func (a *Area) Has(status uint32) bool { return a.E.GetStatus()&status != 0 }
-func (a *Area) Start() uint64         { return a.E.GetStart() }
-func (a *Area) End() uint64           { return a.E.GetEnd() }
+func (a *Area) Start() uint64          { return a.E.GetStart() }
+func (a *Area) End() uint64            { return a.E.GetEnd() }
 
 // ErrUnsupportedVMA is wrapped by errors about mappings stasis cannot
 // checkpoint yet.

@@ -22,9 +22,9 @@ const (
 	// stackGap keeps the scratch mapping clear of a growsdown stack's
 	// guard gap (stack_guard_gap is 256 pages).
 	stackGap         = 1 << 20
-	archMapVDSO64    = 0x2003 // ARCH_MAP_VDSO_64, asm/prctl.h
-	prSetMMMap       = 14     // PR_SET_MM_MAP, linux/prctl.h
-	prctlMMMapSize   = 104    // sizeof(struct prctl_mm_map)
+	archMapVDSO64    = 0x2003         // ARCH_MAP_VDSO_64, asm/prctl.h
+	prSetMMMap       = 14             // PR_SET_MM_MAP, linux/prctl.h
+	prctlMMMapSize   = 104            // sizeof(struct prctl_mm_map)
 	syscallTrapBytes = "\x0f\x05\xcc" // syscall; int3
 )
 
