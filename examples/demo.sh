@@ -7,7 +7,16 @@ stasis=bin/stasis
 work=$(mktemp -d /tmp/stasis-demo.XXXXXX)
 gcc -O2 -o "$work/counter" examples/counter.c
 
-setsid "$work/counter" "$work/counter.log" </dev/null >/dev/null 2>&1 &
+# Start it in its own session with nothing open but /dev/null: stasis
+# refuses fds it cannot restore yet (such as a pipe inherited from a CI
+# runner) and sessions whose leader is not dumped (see -j).
+(
+	for fd in /proc/self/fd/*; do
+		n=${fd##*/}
+		[ "$n" -gt 2 ] 2>/dev/null && eval "exec $n>&-" 2>/dev/null || true
+	done
+	exec setsid "$work/counter" "$work/counter.log" </dev/null >/dev/null 2>&1
+) &
 pid=$!
 sleep 1
 echo "== counter running as pid $pid:"; tail -n 2 "$work/counter.log"
@@ -22,6 +31,6 @@ sleep 1
 echo "== stasis restore -D $work/images -d"
 $stasis restore -D "$work/images" -d --pidfile "$work/pid" -v4 -o restore.log
 sleep 1
-echo "== restored as pid $(cat "$work/pid"); the counter carried on:"; tail -n 3 "$work/counter.log"
+echo "== restored as pid $(cat "$work/pid"); the counter carried on from where it was:"; tail -n 6 "$work/counter.log"
 kill "$(cat "$work/pid")"
 echo "== demo done (files in $work)"
