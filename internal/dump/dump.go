@@ -169,6 +169,9 @@ func (d *dumper) seize() error {
 	pid := d.opts.Pid
 	tr, stopSig, err := ptrace.SeizeAndStop(pid)
 	if err != nil {
+		if st, serr := proc.ReadStatus(pid); serr == nil && st.TracerPid != 0 {
+			return fmt.Errorf("seize pid %d: it is traced by pid %d (a debugger or another dump): %w", pid, st.TracerPid, err)
+		}
 		return fmt.Errorf("seize pid %d: %w", pid, err)
 	}
 	t := &task{pid: pid, tr: tr, stopSig: stopSig}
