@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
@@ -259,22 +258,6 @@ func dumpRlimits(pid int, tc *criucore.TaskCoreEntry) error {
 	}
 	tc.Rlimits = rl
 	return nil
-}
-
-func dumpCreds(t *ptrace.Task, s *ptrace.Scratch, st *proc.Status) (*creds.CredsEntry, error) {
-	sb, err := t.Call("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
-	if err != nil {
-		return nil, err
-	}
-	caps := func(v uint64) []uint32 { return []uint32{uint32(v), uint32(v >> 32)} }
-	return &creds.CredsEntry{
-		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
-		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
-		CapInh: caps(st.CapInh), CapPrm: caps(st.CapPrm), CapEff: caps(st.CapEff), CapBnd: caps(st.CapBnd), CapAmb: caps(st.CapAmb),
-		Secbits:    proto.Uint32(uint32(sb)),
-		Groups:     st.Groups,
-		NoNewPrivs: proto.Uint32(uint32(st.NoNewPrivs)),
-	}, nil
 }
 
 func sigQueue(infos [][]byte) *siginfo.SignalQueueEntry {

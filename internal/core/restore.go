@@ -260,47 +260,6 @@ func restorePending(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) e
 	return nil
 }
 
-// restoreCreds switches the task to the dumped user and groups. It runs
-// last among the injected steps: after it, the task may no longer be
-// allowed what stasis still needs to do inside it.
-func restoreCreds(t *ptrace.Task, s *ptrace.Scratch, th *criucore.ThreadCoreEntry) error {
-	c := th.GetCreds()
-	if c == nil {
-		return nil
-	}
-	if len(c.GetGroups()) > 0 || c.GetGid() != 0 {
-		b := make([]byte, 4*len(c.GetGroups())+4)
-		for i, g := range c.GetGroups() {
-			binary.LittleEndian.PutUint32(b[4*i:], g)
-		}
-		a, err := s.Put(0, b)
-		if err != nil {
-			return err
-		}
-		if _, err := t.Call("setgroups", unix.SYS_SETGROUPS, uint64(len(c.GetGroups())), a); err != nil {
-			return err
-		}
-	}
-	if _, err := t.Call("setresgid", unix.SYS_SETRESGID, uint64(c.GetGid()), uint64(c.GetEgid()), uint64(c.GetSgid())); err != nil {
-		return err
-	}
-	if _, err := t.Call("setfsgid", unix.SYS_SETFSGID, uint64(c.GetFsgid())); err != nil {
-		return err
-	}
-	if _, err := t.Call("setresuid", unix.SYS_SETRESUID, uint64(c.GetUid()), uint64(c.GetEuid()), uint64(c.GetSuid())); err != nil {
-		return err
-	}
-	if _, err := t.Call("setfsuid", unix.SYS_SETFSUID, uint64(c.GetFsuid())); err != nil {
-		return err
-	}
-	if c.GetNoNewPrivs() != 0 {
-		if _, err := t.Call("prctl(PR_SET_NO_NEW_PRIVS)", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // FinalRegs returns the registers and XSAVE area the task resumes with.
 func FinalRegs(tid int, ce *criucore.CoreEntry) (unix.PtraceRegs, []byte, error) {
 	tmpl, err := ptrace.GetXState(tid)
