@@ -37,53 +37,32 @@ const (
 	prGetTidAddr   = 40
 )
 
-// Dumped holds what Dump collected beside the image entry.
-type Dumped struct {
-	Core *criucore.CoreEntry
-	// Regs are the registers of the stop as they must be restored in the
-	// same process (-R): the image gets a copy fixed up for a new one.
-	Regs unix.PtraceRegs
+// StateOf maps a /proc state letter and the stop signal of a seized task
+// to criu's task_state.
+func StateOf(stopSig unix.Signal) uint32 {
+	if stopSig != 0 {
+		return TaskStopped
+	}
+	return TaskAlive
 }
 
-// Dump collects the state of the stopped single-threaded task t. st and
-// status are its parsed /proc stat and status; stopSig is the signal of a
-// task that was group-stopped when seized (0 if it was running).
-func Dump(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, stopSig unix.Signal) (*criucore.CoreEntry, error) {
+// DumpProcess collects the process-wide state of a stopped process through
+// its thread t (any thread; stasis uses the leader): signal handlers,
+// itimers, rlimits, shared pending signals, personality and prctl bits.
+// blocked is the leader's blocked mask at seize time (criu keeps it in
+// task_core too).
+func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, stopSig unix.Signal, blocked uint64) (*criucore.TaskCoreEntry, error) {
 	pid := t.Tid
-	xstate, err := ptrace.GetXState(pid)
-	if err != nil {
-		return nil, err
-	}
-	r := t.Base
-	regs.FixRestart(&r)
-	ti, err := regs.ToImage(&r, xstate)
-	if err != nil {
-		return nil, fmt.Errorf("registers of pid %d: %w", pid, err)
-	}
-	blocked, err := ptrace.GetSigmask(pid)
-	if err != nil {
-		return nil, err
-	}
 	tc := &criucore.TaskCoreEntry{
-		TaskState: proto.Uint32(TaskAlive),
+		TaskState: proto.Uint32(StateOf(stopSig)),
 		ExitCode:  proto.Uint32(0),
 		Flags:     proto.Uint32(st.Flags),
 		BlkSigset: proto.Uint64(blocked),
 		Comm:      proto.String(st.Comm),
 	}
 	if stopSig != 0 {
-		tc.TaskState = proto.Uint32(TaskStopped)
 		tc.StopSigno = proto.Uint32(uint32(stopSig))
 	}
-	th := &criucore.ThreadCoreEntry{
-		BlkSigset:   proto.Uint64(blocked),
-		Comm:        proto.String(st.Comm),
-		SchedNice:   proto.Int32(int32(st.Nice)),
-		SchedPolicy: proto.Uint32(st.Policy),
-		SchedPrio:   proto.Uint32(st.RtPriority),
-		SeccompMode: criucore.SeccompMode_disabled.Enum(),
-	}
-
 	steps := []struct {
 		name string
 		fn   func() error
@@ -96,22 +75,75 @@ func Dump(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status,
 		{"sigactions", func() error { return dumpSigactions(t, s, tc) }},
 		{"itimers", func() error { return dumpItimers(t, s, tc) }},
 		{"rlimits", func() error { return dumpRlimits(pid, tc) }},
-		{"pending signals", func() error {
+		{"shared pending signals", func() error {
 			shared, err := ptrace.PeekSiginfo(pid, true)
-			if err != nil {
-				return err
-			}
-			private, err := ptrace.PeekSiginfo(pid, false)
-			if err != nil {
-				return err
-			}
 			tc.SignalsS = sigQueue(shared)
+			return err
+		}},
+		{"child_subreaper", func() error {
+			if _, err := t.Call("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, s.Addr); err != nil {
+				return err
+			}
+			b, err := s.Get(0, 4)
+			tc.ChildSubreaper = proto.Bool(binary.LittleEndian.Uint32(b) != 0)
+			return err
+		}},
+		{"oom_score_adj", func() error {
+			v, err := readProcInt(pid, "oom_score_adj")
+			tc.OomScoreAdj = proto.Int32(int32(v))
+			return err
+		}},
+		{"loginuid", func() error {
+			v, err := readProcInt(pid, "loginuid")
+			tc.Loginuid = proto.Uint32(uint32(v))
+			return err
+		}},
+	}
+	for _, step := range steps {
+		if err := step.fn(); err != nil {
+			return nil, fmt.Errorf("dump %s of pid %d: %w", step.name, pid, err)
+		}
+	}
+	return tc, nil
+}
+
+// DumpThread collects the state of one stopped thread: registers, blocked
+// mask and private pending signals, and what each thread has of its own
+// (robust list, clear_child_tid, sigaltstack, rseq, credentials, name,
+// scheduling). st and status are the thread's /proc/TID files; blocked is
+// its mask at seize time (stasis blocks everything while it works).
+func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, blocked uint64) (*criucore.CoreEntry, error) {
+	tid := t.Tid
+	xstate, err := ptrace.GetXState(tid)
+	if err != nil {
+		return nil, err
+	}
+	r := t.Base
+	regs.FixRestart(&r)
+	ti, err := regs.ToImage(&r, xstate)
+	if err != nil {
+		return nil, fmt.Errorf("registers of tid %d: %w", tid, err)
+	}
+	th := &criucore.ThreadCoreEntry{
+		BlkSigset:   proto.Uint64(blocked),
+		Comm:        proto.String(st.Comm),
+		SchedNice:   proto.Int32(int32(st.Nice)),
+		SchedPolicy: proto.Uint32(st.Policy),
+		SchedPrio:   proto.Uint32(st.RtPriority),
+		SeccompMode: criucore.SeccompMode_disabled.Enum(),
+	}
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
+		{"pending signals", func() error {
+			private, err := ptrace.PeekSiginfo(tid, false)
 			th.SignalsP = sigQueue(private)
-			return nil
+			return err
 		}},
 		{"robust list", func() error {
 			var head, size uint64
-			_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(pid), uintptrOf(&head), uintptrOf(&size))
+			_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptrOf(&head), uintptrOf(&size))
 			if e != 0 {
 				return e
 			}
@@ -150,16 +182,8 @@ func Dump(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status,
 			th.PdeathSig = proto.Uint32(binary.LittleEndian.Uint32(b))
 			return err
 		}},
-		{"child_subreaper", func() error {
-			if _, err := t.Call("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, s.Addr); err != nil {
-				return err
-			}
-			b, err := s.Get(0, 4)
-			tc.ChildSubreaper = proto.Bool(binary.LittleEndian.Uint32(b) != 0)
-			return err
-		}},
 		{"rseq", func() error {
-			c, err := ptrace.GetRseqConfig(pid)
+			c, err := ptrace.GetRseqConfig(tid)
 			if err != nil {
 				return err
 			}
@@ -177,26 +201,15 @@ func Dump(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status,
 			th.Creds = c
 			return err
 		}},
-		{"oom_score_adj", func() error {
-			v, err := readProcInt(pid, "oom_score_adj")
-			tc.OomScoreAdj = proto.Int32(int32(v))
-			return err
-		}},
-		{"loginuid", func() error {
-			v, err := readProcInt(pid, "loginuid")
-			tc.Loginuid = proto.Uint32(uint32(v))
-			return err
-		}},
 	}
 	for _, step := range steps {
 		if err := step.fn(); err != nil {
-			return nil, fmt.Errorf("dump %s of pid %d: %w", step.name, pid, err)
+			return nil, fmt.Errorf("dump %s of tid %d: %w", step.name, tid, err)
 		}
 	}
 	return &criucore.CoreEntry{
 		Mtype:      criucore.CoreEntry_X86_64.Enum(),
 		ThreadInfo: ti,
-		Tc:         tc,
 		ThreadCore: th,
 	}, nil
 }

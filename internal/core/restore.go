@@ -9,6 +9,8 @@ import (
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"golang.org/x/sys/unix"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
+
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/regs"
 )
@@ -18,6 +20,28 @@ const (
 	ssOnstack = 1
 	ssDisable = 2
 )
+
+// ValidateThread checks the core entry of a thread that is not the leader.
+func ValidateThread(ce *criucore.CoreEntry) error {
+	switch {
+	case ce.GetMtype() != criucore.CoreEntry_X86_64:
+		return fmt.Errorf("architecture %v is not x86_64", ce.GetMtype())
+	case ce.GetThreadInfo().GetGpregs() == nil || ce.GetThreadInfo().GetFpregs() == nil:
+		return fmt.Errorf("no registers")
+	case ce.GetThreadCore() == nil:
+		return fmt.Errorf("no thread_core")
+	}
+	return checkSiginfo(ce.GetThreadCore().GetSignalsP().GetSignals())
+}
+
+func checkSiginfo(q []*siginfo.SiginfoEntry) error {
+	for _, si := range q {
+		if len(si.GetSiginfo()) != ptrace.SiginfoSize {
+			return fmt.Errorf("siginfo of %d bytes", len(si.GetSiginfo()))
+		}
+	}
+	return nil
+}
 
 // Validate checks that a core entry holds what Restore needs, so that a
 // damaged image is refused before any task is created.
@@ -34,18 +58,13 @@ func Validate(ce *criucore.CoreEntry) error {
 	case len(ce.GetTc().GetRlimits().GetRlimits()) > rlimNlimits:
 		return fmt.Errorf("%d rlimits", len(ce.GetTc().GetRlimits().GetRlimits()))
 	}
-	for _, si := range append(ce.GetTc().GetSignalsS().GetSignals(), ce.GetThreadCore().GetSignalsP().GetSignals()...) {
-		if len(si.GetSiginfo()) != ptrace.SiginfoSize {
-			return fmt.Errorf("siginfo of %d bytes", len(si.GetSiginfo()))
-		}
-	}
-	return nil
+	return checkSiginfo(append(ce.GetTc().GetSignalsS().GetSignals(), ce.GetThreadCore().GetSignalsP().GetSignals()...))
 }
 
-// Restore sets the task state of ce inside t, whose memory is already in
-// place. Registers and the blocked mask come last, in Finish.
-func Restore(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
-	tc, th := ce.GetTc(), ce.GetThreadCore()
+// RestoreProcess sets the process-wide state of tc through thread t of
+// the restored process: signal handlers, personality, rlimits, itimers,
+// prctl bits and the shared pending signals. Its memory must be in place.
+func RestoreProcess(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
 	pid := t.Tid
 	steps := []struct {
 		name string
@@ -66,6 +85,41 @@ func Restore(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
 			return nil
 		}},
 		{"itimers", func() error { return restoreItimers(t, s, tc) }},
+		{"child_subreaper", func() error {
+			if !tc.GetChildSubreaper() {
+				return nil
+			}
+			_, err := t.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
+			return err
+		}},
+		{"oom_score_adj", func() error {
+			if tc.OomScoreAdj == nil {
+				return nil
+			}
+			return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0)
+		}},
+		{"shared pending signals", func() error { return queueSignals(t, s, tc.GetSignalsS().GetSignals(), false) }},
+	}
+	for _, step := range steps {
+		if err := step.fn(); err != nil {
+			return fmt.Errorf("restore %s of pid %d: %w", step.name, pid, err)
+		}
+	}
+	return nil
+}
+
+// RestoreThread sets what one thread has of its own (ce is its core
+// entry): sigaltstack, robust list, clear_child_tid, rseq, pdeath signal,
+// name, scheduling and its private pending signals. Credentials come later
+// (RestoreCreds), registers last (FinalRegs).
+func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
+	pid := t.Tid
+	th := ce.GetThreadCore()
+	tc := ce.GetTc()
+	steps := []struct {
+		name string
+		fn   func() error
+	}{
 		{"sigaltstack", func() error {
 			sas := th.GetSas()
 			if sas == nil || sas.GetSsFlags()&ssDisable != 0 {
@@ -106,13 +160,6 @@ func Restore(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
 			_, err := t.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig()))
 			return err
 		}},
-		{"child_subreaper", func() error {
-			if !tc.GetChildSubreaper() {
-				return nil
-			}
-			_, err := t.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
-			return err
-		}},
 		{"comm", func() error {
 			name := th.GetComm()
 			if name == "" {
@@ -145,19 +192,22 @@ func Restore(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
 			}
 			return nil
 		}},
-		{"oom_score_adj", func() error {
-			if tc.OomScoreAdj == nil {
-				return nil
-			}
-			return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0)
-		}},
-		{"pending signals", func() error { return restorePending(t, s, ce) }},
-		{"credentials", func() error { return restoreCreds(t, s, th) }},
+		{"pending signals", func() error { return queueSignals(t, s, th.GetSignalsP().GetSignals(), true) }},
 	}
 	for _, step := range steps {
 		if err := step.fn(); err != nil {
-			return fmt.Errorf("restore %s of pid %d: %w", step.name, pid, err)
+			return fmt.Errorf("restore %s of tid %d: %w", step.name, pid, err)
 		}
+	}
+	return nil
+}
+
+// RestoreCreds switches thread t to the credentials of its image. It is
+// the last injected step of a thread but seccomp: after it the thread may
+// no longer be allowed what stasis still does inside it.
+func RestoreCreds(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
+	if err := restoreCreds(t, s, ce.GetThreadCore()); err != nil {
+		return fmt.Errorf("restore credentials of tid %d: %w", t.Tid, err)
 	}
 	return nil
 }
@@ -218,43 +268,31 @@ func restoreItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 	return nil
 }
 
-// restorePending queues the dumped signals again. The task sends them to
+// queueSignals queues dumped signals again. The thread sends them to
 // itself (injected), which is the only way the kernel accepts a siginfo
 // with si_code >= 0; all signals are blocked meanwhile so that none is
-// delivered before the task runs on its own registers.
-func restorePending(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
-	shared := ce.GetTc().GetSignalsS().GetSignals()
-	private := ce.GetThreadCore().GetSignalsP().GetSignals()
-	if len(shared)+len(private) == 0 {
+// delivered before the thread runs on its own registers.
+func queueSignals(t *ptrace.Task, s *ptrace.Scratch, infos []*siginfo.SiginfoEntry, thread bool) error {
+	if len(infos) == 0 {
 		return nil
 	}
 	if err := ptrace.SetSigmask(t.Tid, ^uint64(0)); err != nil {
 		return err
 	}
-	queue := func(si []byte, tgkill bool) error {
+	for _, e := range infos {
+		si := e.GetSiginfo()
 		sig := uint64(binary.LittleEndian.Uint32(si[0:]))
 		a, err := s.Put(0, si)
 		if err != nil {
 			return err
 		}
-		if tgkill {
-			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.Tid), uint64(t.Tid), sig, a)
+		if thread {
+			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.Tgid()), uint64(t.Tid), sig, a)
 		} else {
-			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(t.Tid), sig, a)
+			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(t.Tgid()), sig, a)
 		}
 		if err != nil {
 			return fmt.Errorf("signal %d: %w", sig, err)
-		}
-		return nil
-	}
-	for _, si := range shared {
-		if err := queue(si.GetSiginfo(), false); err != nil {
-			return err
-		}
-	}
-	for _, si := range private {
-		if err := queue(si.GetSiginfo(), true); err != nil {
-			return err
 		}
 	}
 	return nil

@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
@@ -50,36 +48,16 @@ const pfKthread = 0x00200000
 // and gives its own objects (inventory root_ids) the first ids.
 const (
 	rootObjID = 1
-	taskObjID = 2
-	pagesID   = 1
 )
-
-// task is everything collected about one task of the tree.
-type task struct {
-	pid     int
-	tr      *ptrace.Task
-	stopSig unix.Signal // group-stop signal at seize time, 0 if it ran
-	blocked uint64      // blocked mask at seize time
-	scratch *ptrace.Scratch
-
-	stat   *proc.Stat
-	status *proc.Status
-	smaps  []proc.VMA
-
-	core   *criucore.CoreEntry
-	mm     *mm.MmEntry
-	areas  []*mem.Area
-	fds    []*fdinfo.FdinfoEntry
-	cwdID  uint32
-	rootID uint32
-}
 
 type dumper struct {
 	opts  Options
 	log   *slog.Logger
 	dir   *images.Dir
 	files *files.Table
-	root  *task
+	root  *process
+	all   []*process // every process seized, parents first
+	ids   idAlloc
 	stats statsTimes
 }
 
@@ -93,7 +71,9 @@ func Dump(opts Options) error {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &dumper{opts: opts, log: opts.Log, files: files.NewTable()}
+	d := &dumper{opts: opts, log: opts.Log, files: files.NewTable(),
+		// inventory's root_ids, stasis' own objects, take the first ids.
+		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
 	return ptrace.RunLocked(d.run)
 }
 
@@ -105,22 +85,25 @@ func (d *dumper) run() (err error) {
 	if d.dir, err = images.Create(d.opts.ImagesDir); err != nil {
 		return err
 	}
-	if err := d.seize(); err != nil {
-		return err
-	}
 	defer func() {
 		if err != nil {
 			d.log.Error("dump failed, resuming the tree", "err", err)
 			if rerr := d.resume(); rerr != nil {
-				err = fmt.Errorf("%w (and resuming pid %d failed: %v)", err, d.root.pid, rerr)
+				err = fmt.Errorf("%w (and resuming the tree failed: %v)", err, rerr)
 			}
 		}
 	}()
+	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
+		return err
+	}
+	d.stats.frozen = time.Now()
+	d.log.Info("tree seized", "processes", len(d.all), "pid", d.opts.Pid)
 	phases := []struct {
 		name string
-		fn   func(*task) error
+		fn   func(*process) error
 	}{
-		{"check tree", d.checkTree},
+		{"check", d.check},
+		{"ids", d.dumpIDs},
 		{"task state", d.dumpCore},
 		{"files", d.dumpFiles},
 		{"memory layout", d.dumpMM},
@@ -128,9 +111,14 @@ func (d *dumper) run() (err error) {
 		{"pages", d.dumpPages},
 	}
 	for _, ph := range phases {
-		d.log.Debug("dump phase", "phase", ph.name, "pid", d.root.pid)
-		if err := ph.fn(d.root); err != nil {
-			return err
+		for _, p := range d.all {
+			if p.zombie {
+				continue
+			}
+			d.log.Debug("dump phase", "phase", ph.name, "pid", p.pid)
+			if err := ph.fn(p); err != nil {
+				return err
+			}
 		}
 	}
 	if err := d.writeImages(); err != nil {
@@ -165,89 +153,56 @@ func (d *dumper) checkTarget() error {
 	return nil
 }
 
-func (d *dumper) seize() error {
-	pid := d.opts.Pid
-	tr, stopSig, err := ptrace.SeizeAndStop(pid)
-	if err != nil {
-		if st, serr := proc.ReadStatus(pid); serr == nil && st.TracerPid != 0 {
-			return fmt.Errorf("seize pid %d: it is traced by pid %d (a debugger or another dump): %w", pid, st.TracerPid, err)
-		}
-		return fmt.Errorf("seize pid %d: %w", pid, err)
-	}
-	t := &task{pid: pid, tr: tr, stopSig: stopSig}
-	if stopSig == unix.SIGTRAP {
-		t.stopSig = 0
-	}
-	d.root = t
-	d.stats.frozen = time.Now()
-	// Block every signal while stasis works inside the task so that none
-	// is delivered into an injected call; the mask is put back on resume.
-	if t.blocked, err = ptrace.GetSigmask(pid); err != nil {
-		return d.releaseOnError(err)
-	}
-	if err := ptrace.SetSigmask(pid, ^uint64(0)); err != nil {
-		return d.releaseOnError(err)
-	}
-	return nil
-}
-
-func (d *dumper) releaseOnError(err error) error {
-	if rerr := d.resume(); rerr != nil {
-		return fmt.Errorf("%w (and resuming failed: %v)", err, rerr)
-	}
-	return err
-}
-
-// checkTree reads the task's /proc state and refuses what this version
-// cannot restore, naming it.
-func (d *dumper) checkTree(t *task) error {
+// check reads each process's /proc state and refuses what this version
+// cannot restore, naming it, before anything else happens to the tree.
+func (d *dumper) check(p *process) error {
 	var err error
-	if t.stat, err = proc.ReadStat(t.pid); err != nil {
+	if p.stat, err = proc.ReadStat(p.pid); err != nil {
 		return err
 	}
-	if t.status, err = proc.ReadStatus(t.pid); err != nil {
+	if p.status, err = proc.ReadStatus(p.pid); err != nil {
 		return err
 	}
-	if t.status.Threads > 1 {
-		return fmt.Errorf("pid %d (%s) has %d threads: multithreaded processes are %w", t.pid, t.stat.Comm, t.status.Threads, ErrNotSupported)
-	}
-	kids, err := proc.Children(t.pid, t.pid)
-	if err != nil {
-		return err
-	}
-	if len(kids) > 0 {
-		return fmt.Errorf("pid %d (%s) has child %d: process trees are %w", t.pid, t.stat.Comm, kids[0], ErrNotSupported)
-	}
-	if t.status.Seccomp != 0 {
-		return fmt.Errorf("pid %d (%s) runs under seccomp mode %d: seccomp is %w", t.pid, t.stat.Comm, t.status.Seccomp, ErrNotSupported)
-	}
-	if t.stat.Session != t.pid && !d.opts.ShellJob {
+	if p == d.root && p.stat.Session != p.pid && !d.opts.ShellJob && !d.inTree(p.stat.Session) {
 		return fmt.Errorf("pid %d (%s) belongs to session %d, whose leader is not dumped: %w (use -j/--shell-job to restore it into the session of `stasis restore`)",
-			t.pid, t.stat.Comm, t.stat.Session, ErrSessionOutside)
+			p.pid, p.stat.Comm, p.stat.Session, ErrSessionOutside)
 	}
-	if err := checkNamespaces(t.pid); err != nil {
+	if err := checkNamespaces(p.pid); err != nil {
 		return err
 	}
-	if t.smaps, err = proc.ReadSmaps(t.pid); err != nil {
+	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
 		return err
 	}
-	if t.areas, err = mem.Classify(t.pid, t.smaps); err != nil {
+	if p.areas, err = mem.Classify(p.pid, p.smaps); err != nil {
 		return err
 	}
-	// Injections go through a syscall instruction of the task's vDSO, and
-	// their pointer arguments through a scratch mapping of its own.
-	for _, a := range t.areas {
+	// Injections go through a syscall instruction of the process's vDSO,
+	// and their pointer arguments through a scratch mapping of its own.
+	var ip uint64
+	for _, a := range p.areas {
 		if a.Has(mem.AreaVDSO) {
-			if t.tr.SyscallIP, err = ptrace.FindSyscallInsn(t.pid, a.Start(), a.End()); err != nil {
+			if ip, err = ptrace.FindSyscallInsn(p.pid, a.Start(), a.End()); err != nil {
 				return err
 			}
 		}
 	}
-	if t.tr.SyscallIP == 0 {
-		return fmt.Errorf("pid %d has no [vdso] to inject system calls through: %w", t.pid, ErrNotSupported)
+	if ip == 0 {
+		return fmt.Errorf("pid %d has no [vdso] to inject system calls through: %w", p.pid, ErrNotSupported)
 	}
-	t.scratch, err = ptrace.MapScratch(t.tr, 0, 4*mem.PageSize)
+	for _, th := range p.threads {
+		th.tr.SyscallIP = ip
+	}
+	p.scratch, err = ptrace.MapScratch(p.leader().tr, 0, 4*mem.PageSize)
 	return err
+}
+
+func (d *dumper) inTree(pid int) bool {
+	for _, p := range d.all {
+		if p.pid == pid {
+			return true
+		}
+	}
+	return false
 }
 
 // checkNamespaces refuses a task that lives in namespaces other than
@@ -268,78 +223,91 @@ func checkNamespaces(pid int) error {
 	return nil
 }
 
-func (d *dumper) dumpCore(t *task) error {
+func (d *dumper) dumpCore(p *process) error {
+	l := p.leader()
 	var err error
-	t.core, err = core.Dump(t.tr, t.scratch, t.stat, t.status, t.stopSig)
-	if err != nil {
+	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, l.stopSig, l.blocked); err != nil {
 		return err
 	}
-	// The blocked mask was replaced while seized; record the real one.
-	t.core.Tc.BlkSigset = proto.Uint64(t.blocked)
-	t.core.ThreadCore.BlkSigset = proto.Uint64(t.blocked)
-	return nil
-}
-
-func (d *dumper) dumpFiles(t *task) error {
-	var err error
-	if t.fds, err = d.files.DumpFds(t.pid); err != nil {
-		return err
-	}
-	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", t.pid))
-	if err != nil {
-		return fmt.Errorf("cwd of pid %d: %w", t.pid, err)
-	}
-	if t.cwdID, err = d.files.AddPath(cwd, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		return fmt.Errorf("cwd of pid %d: %w", t.pid, err)
-	}
-	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", t.pid))
-	if err != nil {
-		return fmt.Errorf("root of pid %d: %w", t.pid, err)
-	}
-	if t.rootID, err = d.files.AddPath(root, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		return fmt.Errorf("root of pid %d: %w", t.pid, err)
+	for _, th := range p.threads {
+		st, status := p.stat, p.status
+		if th.tid != p.pid {
+			if st, err = proc.ReadStat(th.tid); err != nil {
+				return err
+			}
+			if status, err = proc.ReadStatus(th.tid); err != nil {
+				return err
+			}
+		}
+		if th.core, err = core.DumpThread(th.tr, p.scratch, st, status, th.blocked); err != nil {
+			return err
+		}
 	}
 	return nil
 }
 
-func (d *dumper) dumpMM(t *task) error {
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", t.pid))
+func (d *dumper) dumpFiles(p *process) error {
+	var err error
+	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
+		return err
+	}
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", p.pid))
 	if err != nil {
-		return fmt.Errorf("exe of pid %d: %w", t.pid, err)
+		return fmt.Errorf("cwd of pid %d: %w", p.pid, err)
+	}
+	if p.cwdID, err = d.files.AddPath(cwd, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+		return fmt.Errorf("cwd of pid %d: %w", p.pid, err)
+	}
+	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", p.pid))
+	if err != nil {
+		return fmt.Errorf("root of pid %d: %w", p.pid, err)
+	}
+	if p.rootID, err = d.files.AddPath(root, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+		return fmt.Errorf("root of pid %d: %w", p.pid, err)
+	}
+	return nil
+}
+
+func (d *dumper) dumpMM(p *process) error {
+	t := p.leader().tr
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
+	if err != nil {
+		return fmt.Errorf("exe of pid %d: %w", p.pid, err)
 	}
 	exeID, err := d.files.AddPath(exe, unix.O_RDONLY)
 	if err != nil {
-		return fmt.Errorf("exe of pid %d: %w", t.pid, err)
+		return fmt.Errorf("exe of pid %d: %w", p.pid, err)
 	}
-	auxv, err := proc.ReadAuxv(t.pid)
+	auxv, err := proc.ReadAuxv(p.pid)
 	if err != nil {
 		return err
 	}
-	dumpable, err := t.tr.Call("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
+	dumpable, err := t.Call("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	if err != nil {
 		return err
 	}
-	brk, err := t.tr.Call("brk", unix.SYS_BRK, 0)
+	brk, err := t.Call("brk", unix.SYS_BRK, 0)
 	if err != nil {
 		return err
 	}
+	st := p.stat
 	m := &mm.MmEntry{
-		MmStartCode:  proto.Uint64(t.stat.StartCode),
-		MmEndCode:    proto.Uint64(t.stat.EndCode),
-		MmStartData:  proto.Uint64(t.stat.StartData),
-		MmEndData:    proto.Uint64(t.stat.EndData),
-		MmStartStack: proto.Uint64(t.stat.StartStack),
-		MmStartBrk:   proto.Uint64(t.stat.StartBrk),
+		MmStartCode:  proto.Uint64(st.StartCode),
+		MmEndCode:    proto.Uint64(st.EndCode),
+		MmStartData:  proto.Uint64(st.StartData),
+		MmEndData:    proto.Uint64(st.EndData),
+		MmStartStack: proto.Uint64(st.StartStack),
+		MmStartBrk:   proto.Uint64(st.StartBrk),
 		MmBrk:        proto.Uint64(brk),
-		MmArgStart:   proto.Uint64(t.stat.ArgStart),
-		MmArgEnd:     proto.Uint64(t.stat.ArgEnd),
-		MmEnvStart:   proto.Uint64(t.stat.EnvStart),
-		MmEnvEnd:     proto.Uint64(t.stat.EnvEnd),
+		MmArgStart:   proto.Uint64(st.ArgStart),
+		MmArgEnd:     proto.Uint64(st.ArgEnd),
+		MmEnvStart:   proto.Uint64(st.EnvStart),
+		MmEnvEnd:     proto.Uint64(st.EnvEnd),
 		ExeFileId:    proto.Uint32(exeID),
 		MmSavedAuxv:  auxv,
 		Dumpable:     proto.Int32(int32(dumpable)),
 	}
-	for _, a := range t.areas {
+	for _, a := range p.areas {
 		if a.Path != "" {
 			flags := uint32(unix.O_RDONLY)
 			if a.Has(mem.FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {
@@ -347,33 +315,36 @@ func (d *dumper) dumpMM(t *task) error {
 			}
 			id, err := d.files.AddPath(a.Path, flags)
 			if err != nil {
-				return fmt.Errorf("vma %#x-%#x of pid %d: %w", a.Start(), a.End(), t.pid, err)
+				return fmt.Errorf("vma %#x-%#x of pid %d: %w", a.Start(), a.End(), p.pid, err)
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
 			a.E.Fdflags = proto.Uint32(flags)
 		}
 		m.Vmas = append(m.Vmas, a.E)
 	}
-	t.mm = m
+	p.mm = m
 	return nil
 }
 
-func (d *dumper) unmapScratch(t *task) error {
-	if t.scratch == nil {
+func (d *dumper) unmapScratch(p *process) error {
+	if p.scratch == nil {
 		return nil
 	}
-	err := t.scratch.Unmap(t.tr)
-	t.scratch = nil
+	err := p.scratch.Unmap(p.leader().tr)
+	p.scratch = nil
 	return err
 }
 
-func (d *dumper) dumpPages(t *task) error {
-	d.stats.memStart = time.Now()
-	f, err := d.dir.CreateRaw(pagesName(pagesID))
+func (d *dumper) dumpPages(p *process) error {
+	if d.stats.memStart.IsZero() {
+		d.stats.memStart = time.Now()
+	}
+	p.pagesID = d.ids.next("pages")
+	f, err := d.dir.CreateRaw(pagesName(p.pagesID))
 	if err != nil {
 		return err
 	}
-	entries, st, err := mem.DumpPages(t.pid, t.areas, f)
+	entries, st, err := mem.DumpPages(p.pid, p.areas, f)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -383,11 +354,11 @@ func (d *dumper) dumpPages(t *task) error {
 	d.stats.memEnd = time.Now()
 	d.stats.pagesScanned += st.PagesScanned
 	d.stats.pagesWritten += st.PagesWritten
-	ents := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(pagesID)}}
+	ents := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
 	for _, e := range entries {
 		ents = append(ents, e)
 	}
-	return d.dir.Write(fmt.Sprintf("pagemap-%d.img", t.pid), ents...)
+	return d.dir.Write(fmt.Sprintf("pagemap-%d.img", p.pid), ents...)
 }
 
 func pagesName(id int) string { return "pages-" + strconv.Itoa(id) + ".img" }
@@ -395,61 +366,76 @@ func pagesName(id int) string { return "pages-" + strconv.Itoa(id) + ".img" }
 // finish lets the tree go the way the options ask: killed (the default),
 // left running (-R) or left stopped (-s).
 func (d *dumper) finish() error {
-	t := d.root
-	if !d.opts.LeaveRunning && !d.opts.LeaveStopped {
-		if err := unix.Kill(t.pid, unix.SIGKILL); err != nil {
-			return fmt.Errorf("kill dumped pid %d: %w", t.pid, err)
-		}
-		// The tracer sees the death first; the parent reaps it after.
-		for {
-			if _, err := ptrace.Wait(t.pid); err != nil {
-				break
-			}
-			_ = ptrace.Cont(t.pid, 0)
-		}
-		d.log.Info("dump done, tree killed", "pid", t.pid)
-		return nil
+	if d.opts.LeaveRunning || d.opts.LeaveStopped {
+		return d.resume()
 	}
-	return d.resume()
+	// Kill leaves first would let parents see SIGCHLD; killing the root
+	// first is what criu does and what a user expects: the tree is gone.
+	for _, p := range d.all {
+		if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
+			return fmt.Errorf("kill dumped pid %d: %w", p.pid, err)
+		}
+	}
+	// The tracer sees each death first; parents reap after.
+	for _, p := range d.all {
+		for _, th := range p.threads {
+			for {
+				if _, err := ptrace.Wait(th.tid); err != nil {
+					break
+				}
+				_ = ptrace.Cont(th.tid, 0)
+			}
+		}
+	}
+	d.log.Info("dump done, tree killed", "pid", d.opts.Pid, "processes", len(d.all))
+	return nil
 }
 
-// resume puts the task back as it was at seize time and detaches, on
-// success with -R/-s and on every failure path.
+// resume puts every seized thread back as it was and detaches, on success
+// with -R/-s and on every failure path.
 func (d *dumper) resume() error {
-	t := d.root
-	if t == nil {
-		return nil
-	}
 	var errs []error
-	if t.scratch != nil {
-		if err := t.scratch.Unmap(t.tr); err != nil {
-			errs = append(errs, err)
+	for _, p := range d.all {
+		if p.scratch != nil {
+			if err := p.scratch.Unmap(p.leader().tr); err != nil {
+				errs = append(errs, err)
+			}
+			p.scratch = nil
 		}
-		t.scratch = nil
+		for _, th := range p.threads {
+			if err := d.resumeThread(th); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	}
-	if err := t.tr.Restore(); err != nil {
+	d.all = nil
+	return errors.Join(errs...)
+}
+
+func (d *dumper) resumeThread(th *thread) error {
+	var errs []error
+	if err := th.tr.Restore(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := ptrace.SetSigmask(t.pid, t.blocked); err != nil {
+	if err := ptrace.SetSigmask(th.tid, th.blocked); err != nil {
 		errs = append(errs, err)
 	}
 	sig := 0
 	switch {
 	case d.opts.LeaveStopped:
 		sig = int(unix.SIGSTOP)
-	case t.stopSig != 0:
-		sig = int(t.stopSig)
+	case th.stopSig != 0:
+		sig = int(th.stopSig)
 	}
-	if err := ptrace.Detach(t.pid, sig); err != nil {
+	if err := ptrace.Detach(th.tid, sig); err != nil {
 		errs = append(errs, err)
 	}
-	// Signals that arrived while the task was held were dequeued by the
+	// Signals that arrived while the thread was held were dequeued by the
 	// stops; send them again.
-	for _, s := range t.tr.Signals {
+	for _, s := range th.tr.Signals {
 		if s != unix.SIGTRAP {
-			_ = unix.Tgkill(t.pid, t.pid, s)
+			_ = unix.Tgkill(th.tr.Tgid(), th.tid, s)
 		}
 	}
-	d.root = nil
 	return errors.Join(errs...)
 }

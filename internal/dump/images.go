@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
+	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -34,36 +35,19 @@ func objIDs(id uint32) *criucore.TaskKobjIdsEntry {
 	}
 }
 
-// writeImages writes every image of the dump. inventory.img goes last:
-// its presence marks a complete dump.
+// writeImages writes every image of the dump. inventory.img goes last
+// but the checksums: its presence marks a complete dump.
 func (d *dumper) writeImages() error {
-	t := d.root
 	w := func(name string, m ...proto.Message) error { return d.dir.Write(name, m...) }
-	pid := t.pid
 	steps := []func() error{
+		d.writePstree,
 		func() error {
-			return w("pstree.img", &pstree.PstreeEntry{
-				Pid:     proto.Uint32(uint32(pid)),
-				Ppid:    proto.Uint32(0),
-				Pgid:    proto.Uint32(uint32(t.stat.Pgrp)),
-				Sid:     proto.Uint32(uint32(t.stat.Session)),
-				Threads: []uint32{uint32(pid)},
-			})
-		},
-		func() error { return w(fmt.Sprintf("core-%d.img", pid), t.core) },
-		func() error { return w(fmt.Sprintf("ids-%d.img", pid), objIDs(taskObjID)) },
-		func() error { return w(fmt.Sprintf("mm-%d.img", pid), t.mm) },
-		func() error {
-			return w(fmt.Sprintf("fs-%d.img", pid), &fs.FsEntry{
-				CwdId: proto.Uint32(t.cwdID), RootId: proto.Uint32(t.rootID), Umask: proto.Uint32(t.status.Umask),
-			})
-		},
-		func() error {
-			ms := make([]proto.Message, len(t.fds))
-			for i, e := range t.fds {
-				ms[i] = e
+			for _, p := range d.all {
+				if err := d.writeProcess(p); err != nil {
+					return err
+				}
 			}
-			return w(fmt.Sprintf("fdinfo-%d.img", taskObjID), ms...)
+			return nil
 		},
 		func() error {
 			ms := make([]proto.Message, len(d.files.Files))
@@ -92,6 +76,78 @@ func (d *dumper) writeImages() error {
 	for _, s := range steps {
 		if err := s(); err != nil {
 			return fmt.Errorf("write images to %s: %w", d.dir.Path, err)
+		}
+	}
+	return nil
+}
+
+// writePstree lists every process, parents first, with its threads.
+func (d *dumper) writePstree() error {
+	ents := make([]proto.Message, 0, len(d.all))
+	for _, p := range d.all {
+		ppid := 0
+		if p.parent != nil {
+			ppid = p.parent.pid
+		}
+		e := &pstree.PstreeEntry{
+			Pid:  proto.Uint32(uint32(p.pid)),
+			Ppid: proto.Uint32(uint32(ppid)),
+			Pgid: proto.Uint32(uint32(p.stat.Pgrp)),
+			Sid:  proto.Uint32(uint32(p.stat.Session)),
+		}
+		if p.zombie {
+			e.Threads = []uint32{uint32(p.pid)}
+		}
+		for _, th := range p.threads {
+			e.Threads = append(e.Threads, uint32(th.tid))
+		}
+		ents = append(ents, e)
+	}
+	return d.dir.Write("pstree.img", ents...)
+}
+
+// writeProcess writes the per-process and per-thread images of p.
+func (d *dumper) writeProcess(p *process) error {
+	w := func(name string, m ...proto.Message) error { return d.dir.Write(name, m...) }
+	if p.zombie {
+		return w(fmt.Sprintf("core-%d.img", p.pid), &criucore.CoreEntry{
+			Mtype: criucore.CoreEntry_X86_64.Enum(),
+			Tc: &criucore.TaskCoreEntry{
+				TaskState:   proto.Uint32(core.TaskDead),
+				ExitCode:    proto.Uint32(uint32(p.exitCode)),
+				Personality: proto.Uint32(0),
+				Flags:       proto.Uint32(0),
+				BlkSigset:   proto.Uint64(0),
+				Comm:        proto.String(p.stat.Comm),
+			},
+		})
+	}
+	for _, th := range p.threads {
+		c := th.core
+		if th.tid == p.pid {
+			c.Tc = p.tc
+		}
+		if err := w(fmt.Sprintf("core-%d.img", th.tid), c); err != nil {
+			return err
+		}
+	}
+	fds := make([]proto.Message, len(p.fds))
+	for i, e := range p.fds {
+		fds[i] = e
+	}
+	steps := []func() error{
+		func() error { return w(fmt.Sprintf("ids-%d.img", p.pid), p.ids) },
+		func() error { return w(fmt.Sprintf("mm-%d.img", p.pid), p.mm) },
+		func() error {
+			return w(fmt.Sprintf("fs-%d.img", p.pid), &fs.FsEntry{
+				CwdId: proto.Uint32(p.cwdID), RootId: proto.Uint32(p.rootID), Umask: proto.Uint32(p.status.Umask),
+			})
+		},
+		func() error { return w(fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId()), fds...) },
+	}
+	for _, s := range steps {
+		if err := s(); err != nil {
+			return err
 		}
 	}
 	return nil

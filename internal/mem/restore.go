@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"sort"
@@ -24,10 +25,11 @@ func Mappable(e *vma.VmaEntry) bool {
 type FileOpener func(e *vma.VmaEntry) (int, error)
 
 // MapAreas re-creates every mappable VMA of the image at its address in
-// the task t, whose address space must be empty at those addresses.
-// Areas that get pages from the image are mapped writable (process_vm_writev
-// cannot write read-only memory); Protect sets the final protection.
-func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages map[uint64]bool, open FileOpener) error {
+// the task t, except those in kept (inherited from the parent as they
+// are). Areas that get pages from the image are made writable
+// (process_vm_writev cannot write read-only memory); Protect sets the
+// final protection.
+func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bool, open FileOpener) error {
 	for _, e := range vmas {
 		if !Mappable(e) {
 			continue
@@ -35,6 +37,14 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages map[uint64]bool, o
 		p := uint64(e.GetProt())
 		if withPages[e.GetStart()] {
 			p |= unix.PROT_READ | unix.PROT_WRITE
+		}
+		if kept[e.GetStart()] {
+			if withPages[e.GetStart()] {
+				if _, err := t.Call("mprotect", unix.SYS_MPROTECT, e.GetStart(), e.GetEnd()-e.GetStart(), p); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+				}
+			}
+			continue
 		}
 		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
 		fd := ^uint64(0)
@@ -63,27 +73,57 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages map[uint64]bool, o
 	return nil
 }
 
-// Protect gives every VMA its dumped protection and madvise advice.
-func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, withPages map[uint64]bool) error {
+// Protect gives every VMA its dumped protection and madvise advice, and
+// drops from kept private VMAs the pages the image does not have: they
+// came from the parent, and the task had never made them its own.
+func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, withPages, kept map[uint64]bool) error {
 	for _, e := range vmas {
 		if !Mappable(e) {
 			continue
 		}
-		if withPages[e.GetStart()] && e.GetProt() != unix.PROT_READ|unix.PROT_WRITE {
-			if _, err := t.Call("mprotect", unix.SYS_MPROTECT, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(e.GetProt())); err != nil {
-				return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+		start, size := e.GetStart(), e.GetEnd()-e.GetStart()
+		if kept[start] && e.GetFlags()&unix.MAP_PRIVATE != 0 {
+			for _, gap := range gaps(start, e.GetEnd(), entries) {
+				if _, err := t.Call("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, gap[0], gap[1]-gap[0], unix.MADV_DONTNEED); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", start, e.GetEnd(), err)
+				}
+			}
+		}
+		if kept[start] || withPages[start] && e.GetProt() != unix.PROT_READ|unix.PROT_WRITE {
+			if _, err := t.Call("mprotect", unix.SYS_MPROTECT, start, size, uint64(e.GetProt())); err != nil {
+				return fmt.Errorf("vma %#x-%#x: %w", start, e.GetEnd(), err)
 			}
 		}
 		for adv := 0; adv < 64; adv++ {
 			if e.GetMadv()&(1<<adv) == 0 {
 				continue
 			}
-			if _, err := t.Call("madvise", unix.SYS_MADVISE, e.GetStart(), e.GetEnd()-e.GetStart(), uint64(adv)); err != nil {
-				return fmt.Errorf("vma %#x-%#x advice %d: %w", e.GetStart(), e.GetEnd(), adv, err)
+			if _, err := t.Call("madvise", unix.SYS_MADVISE, start, size, uint64(adv)); err != nil {
+				return fmt.Errorf("vma %#x-%#x advice %d: %w", start, e.GetEnd(), adv, err)
 			}
 		}
 	}
 	return nil
+}
+
+// gaps returns the parts of [start, end) that no pagemap entry covers.
+func gaps(start, end uint64, entries []*pagemap.PagemapEntry) [][2]uint64 {
+	var out [][2]uint64
+	at := start
+	for _, pe := range entries {
+		lo, hi := pe.GetVaddr(), pe.GetVaddr()+NrPages(pe)*PageSize
+		if hi <= at || lo >= end {
+			continue
+		}
+		if lo > at {
+			out = append(out, [2]uint64{at, lo})
+		}
+		at = max(at, hi)
+	}
+	if at < end {
+		out = append(out, [2]uint64{at, end})
+	}
+	return out
 }
 
 // PagedAreas returns the start addresses of the VMAs that receive pages
@@ -135,9 +175,11 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 }
 
 // FillPages copies the pages of the image into pid's memory. The pages
-// file is mapped and written with process_vm_writev in large batches;
-// want is the number of bytes the pagemap says the file holds.
-func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File) error {
+// file is mapped and written with process_vm_writev in large batches.
+// Pages inside kept VMAs (inherited from the parent) are compared with
+// what the task has and written only where they differ, so that pages
+// still shared with the parent stay shared.
+func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool) error {
 	var want int64
 	for _, pe := range entries {
 		if HasData(pe) {
@@ -159,17 +201,78 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File) error {
 		return fmt.Errorf("map %s: %w", fi.Name(), err)
 	}
 	defer unix.Munmap(data)
+	inKept := keptLookup(vmas, kept)
 	ios := make([]ptrace.VMIO, 0, len(entries))
+	var cmp []ptrace.VMIO
 	var off uint64
 	for _, pe := range entries {
 		if !HasData(pe) {
 			continue
 		}
 		n := NrPages(pe) * PageSize
-		ios = append(ios, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
+		io := ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]}
 		off += n
+		if inKept(pe.GetVaddr()) {
+			cmp = append(cmp, io)
+		} else {
+			ios = append(ios, io)
+		}
 	}
-	return writeParallel(pid, ios)
+	diff, err := differing(pid, cmp)
+	if err != nil {
+		return err
+	}
+	return writeParallel(pid, append(ios, diff...))
+}
+
+func keptLookup(vmas []*vma.VmaEntry, kept map[uint64]bool) func(uint64) bool {
+	if len(kept) == 0 {
+		return func(uint64) bool { return false }
+	}
+	var ranges [][2]uint64
+	for _, e := range vmas {
+		if kept[e.GetStart()] {
+			ranges = append(ranges, [2]uint64{e.GetStart(), e.GetEnd()})
+		}
+	}
+	return func(a uint64) bool {
+		for _, r := range ranges {
+			if a >= r[0] && a < r[1] {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// differing reads the task's current pages for each range and returns the
+// runs of pages whose content differs from the image's.
+func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
+	var out []ptrace.VMIO
+	buf := make([]byte, 1<<20)
+	for _, io := range ios {
+		for done := 0; done < len(io.Local); {
+			n := min(len(buf), len(io.Local)-done)
+			if err := ptrace.ReadMem(pid, io.Remote+uint64(done), buf[:n]); err != nil {
+				return nil, fmt.Errorf("compare inherited memory of pid %d: %w", pid, err)
+			}
+			for p := 0; p < n; p += PageSize {
+				img := io.Local[done+p : done+p+PageSize]
+				if bytes.Equal(buf[p:p+PageSize], img) {
+					continue
+				}
+				addr := io.Remote + uint64(done+p)
+				if l := len(out); l > 0 && out[l-1].Remote >= io.Remote && out[l-1].Remote+uint64(len(out[l-1].Local)) == addr {
+					last := &out[l-1]
+					last.Local = io.Local[int(last.Remote-io.Remote) : done+p+PageSize]
+					continue
+				}
+				out = append(out, ptrace.VMIO{Remote: addr, Local: img})
+			}
+			done += n
+		}
+	}
+	return out, nil
 }
 
 // ErrTruncatedPages is wrapped when a pages image is shorter than its

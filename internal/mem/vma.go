@@ -94,7 +94,15 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 		case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")):
 			flags |= unix.MAP_ANONYMOUS
 			if v.Shared {
+				// The shmem object's inode names it: processes mapping
+				// the same one share it (criu's shmid).
 				status |= AnonShared
+				var st unix.Stat_t
+				mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+				if err := unix.Stat(mf, &st); err != nil {
+					return nil, fmt.Errorf("vma %#x-%#x of pid %d (shared anonymous): %w", v.Start, v.End, pid, err)
+				}
+				e.Shmid = proto.Uint64(st.Ino)
 			} else {
 				status |= AnonPrivate
 			}
@@ -161,6 +169,24 @@ func prot(v proc.VMA) uint32 {
 		p |= unix.PROT_EXEC
 	}
 	return p
+}
+
+// SameOrigin reports whether two VMA entries (of a parent's and a child's
+// image) describe the same mapping, as fork makes it: same range, kind,
+// flags, file (as sameFile tells for two file ids) or shmem object, and
+// offset. Protection and advice may differ.
+func SameOrigin(a, b *vma.VmaEntry, sameFile func(a, b uint32) bool) bool {
+	if a.GetStart() != b.GetStart() || a.GetEnd() != b.GetEnd() || a.GetStatus() != b.GetStatus() ||
+		a.GetFlags() != b.GetFlags() || a.GetPgoff() != b.GetPgoff() {
+		return false
+	}
+	switch {
+	case a.GetStatus()&(FilePrivate|FileShared) != 0:
+		return sameFile(uint32(a.GetShmid()), uint32(b.GetShmid()))
+	case a.GetStatus()&AnonShared != 0:
+		return a.GetShmid() == b.GetShmid()
+	}
+	return true
 }
 
 // Dumpable reports whether the area's own pages may need saving.

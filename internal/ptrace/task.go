@@ -50,6 +50,7 @@ const eventStop = 128
 // task's own registers at the stop, so that nothing else changes.
 type Task struct {
 	Tid       int
+	Leader    int             // thread group id (the pid), 0 if Tid is the leader
 	SyscallIP uint64          // address of a `syscall` instruction in the tracee
 	Base      unix.PtraceRegs // registers at the stop, restored by Restore
 	// Signals that arrived (and were dequeued) while stasis held the task;
@@ -58,6 +59,14 @@ type Task struct {
 	// Forked holds pids reported by PTRACE_EVENT_FORK/CLONE during the last
 	// injected call (the puppet's clone3).
 	Forked []int
+}
+
+// Tgid returns the pid of the process the thread belongs to.
+func (t *Task) Tgid() int {
+	if t.Leader != 0 {
+		return t.Leader
+	}
+	return t.Tid
 }
 
 // SeizeAndStop attaches to tid and brings it into a ptrace stop. It returns
@@ -190,4 +199,40 @@ func FindSyscallInsn(pid int, start, end uint64) (uint64, error) {
 		}
 	}
 	return 0, fmt.Errorf("no syscall instruction in %#x-%#x of pid %d", start, end, pid)
+}
+
+// InjectExit makes the stopped thread t call exit_group(code) and waits
+// until the tracer has seen it exit. The task then stays a zombie for its
+// real parent to reap.
+func InjectExit(t *Task, code uint64) error {
+	regs := t.Base
+	regs.Rip = t.SyscallIP
+	regs.Rax = unix.SYS_EXIT_GROUP
+	regs.Orig_rax = ^uint64(0)
+	regs.Rdi = code
+	if err := SetRegs(t.Tid, &regs); err != nil {
+		return err
+	}
+	return ContUntilExit(t.Tid, 0)
+}
+
+// ContUntilExit resumes tid (delivering sig) until it exits.
+func ContUntilExit(tid int, sig unix.Signal) error {
+	for {
+		if err := Cont(tid, int(sig)); err != nil {
+			return err
+		}
+		st, err := Wait(tid)
+		if errors.Is(err, ErrExited) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// A fatal signal comes back as its delivery stop first; deliver it.
+		sig = 0
+		if st.Event == 0 && st.Signal != unix.SIGTRAP && st.Signal != unix.SIGSTOP {
+			sig = st.Signal
+		}
+	}
 }

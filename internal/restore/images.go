@@ -24,10 +24,12 @@ import (
 // although each decodes.
 var ErrBadImage = errors.New("inconsistent image")
 
-// taskImages is everything the images say about one task.
+// taskImages is everything the images say about one process, and its
+// place in the tree as restore builds it.
 type taskImages struct {
 	pstree   *pstree.PstreeEntry
-	core     *criucore.CoreEntry
+	core     *criucore.CoreEntry   // the leader's, with task_core
+	threads  []*criucore.CoreEntry // every thread's but the leader's, in pstree order
 	ids      *criucore.TaskKobjIdsEntry
 	mm       *mm.MmEntry
 	pagesID  uint32
@@ -36,6 +38,34 @@ type taskImages struct {
 	fs       *fs.FsEntry
 	fds      []*fdinfo.FdinfoEntry
 	pagesLen int64
+
+	// The tree as restore creates it. It is the dumped tree, except that
+	// a session or group whose leader had exited gets a helper task with
+	// the leader's pid, which creates the members and then exits.
+	parent   *taskImages
+	children []*taskImages
+	zombie   bool
+	helper   bool
+}
+
+func (ti *taskImages) pid() int  { return int(ti.pstree.GetPid()) }
+func (ti *taskImages) sid() int  { return int(ti.pstree.GetSid()) }
+func (ti *taskImages) pgid() int { return int(ti.pstree.GetPgid()) }
+
+// live reports whether the process runs after the restore.
+func (ti *taskImages) live() bool { return !ti.zombie && !ti.helper }
+
+// walk calls f for ti and its descendants, parents first.
+func (ti *taskImages) walk(f func(*taskImages) error) error {
+	if err := f(ti); err != nil {
+		return err
+	}
+	for _, c := range ti.children {
+		if err := c.walk(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 type imageSet struct {
@@ -43,6 +73,7 @@ type imageSet struct {
 	inv   *inventory.InventoryEntry
 	files map[uint32]*fdinfo.FileEntry
 	root  *taskImages
+	all   []*taskImages // pstree order, parents first; helpers not included
 }
 
 func bad(file string, format string, args ...any) error {
@@ -79,10 +110,6 @@ func readImages(path string) (*imageSet, error) {
 	if len(trees) == 0 {
 		return nil, bad("pstree.img", "no task")
 	}
-	if len(trees) > 1 || len(trees[0].GetThreads()) > 1 {
-		return nil, fmt.Errorf("images in %s hold %d processes and %d threads: process trees and threads are not supported yet",
-			path, len(trees), len(trees[0].GetThreads()))
-	}
 	files, err := images.ReadAll(dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	if err != nil {
 		return nil, err
@@ -90,8 +117,30 @@ func readImages(path string) (*imageSet, error) {
 	for _, f := range files {
 		s.files[f.GetId()] = f
 	}
-	if s.root, err = s.readTask(trees[0]); err != nil {
-		return nil, err
+	byPid := map[int]*taskImages{}
+	for i, pe := range trees {
+		ti, err := s.readTask(pe)
+		if err != nil {
+			return nil, err
+		}
+		if byPid[ti.pid()] != nil {
+			return nil, bad("pstree.img", "pid %d listed twice", ti.pid())
+		}
+		byPid[ti.pid()] = ti
+		s.all = append(s.all, ti)
+		if i == 0 {
+			s.root = ti
+			continue
+		}
+		parent := byPid[int(pe.GetPpid())]
+		if parent == nil {
+			return nil, bad("pstree.img", "pid %d: parent %d is not listed before it", ti.pid(), pe.GetPpid())
+		}
+		if parent.zombie {
+			return nil, bad("pstree.img", "pid %d: parent %d is a zombie", ti.pid(), pe.GetPpid())
+		}
+		ti.parent = parent
+		parent.children = append(parent.children, ti)
 	}
 	return s, nil
 }
@@ -108,8 +157,33 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	if err := d.ReadOne(name("core"), ti.core); err != nil {
 		return nil, err
 	}
+	if ti.core.GetTc() == nil {
+		return nil, bad(name("core"), "no task_core in the core of a process")
+	}
+	switch ti.core.GetTc().GetTaskState() {
+	case core.TaskDead, core.TaskZombie:
+		ti.zombie = true
+		return ti, nil
+	case core.TaskAlive, core.TaskStopped:
+	default:
+		return nil, bad(name("core"), "task state %d", ti.core.GetTc().GetTaskState())
+	}
+	if len(pe.GetThreads()) == 0 || pe.GetThreads()[0] != pid {
+		return nil, bad("pstree.img", "pid %d: its thread list does not start with itself", pid)
+	}
 	if err := core.Validate(ti.core); err != nil {
 		return nil, bad(name("core"), "%v", err)
+	}
+	for _, tid := range pe.GetThreads()[1:] {
+		f := fmt.Sprintf("core-%d.img", tid)
+		c := &criucore.CoreEntry{}
+		if err := d.ReadOne(f, c); err != nil {
+			return nil, err
+		}
+		if err := core.ValidateThread(c); err != nil {
+			return nil, bad(f, "%v", err)
+		}
+		ti.threads = append(ti.threads, c)
 	}
 	ti.ids = &criucore.TaskKobjIdsEntry{}
 	if err := d.ReadOne(name("ids"), ti.ids); err != nil {
@@ -221,6 +295,15 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 		return &images.Error{File: pages, Offset: fi.Size(), Err: fmt.Errorf("%w: %s needs %d bytes of pages, file ends at %d", images.ErrTruncated, file, ti.pagesLen, fi.Size())}
 	}
 	return nil
+}
+
+// sameFile reports whether two file ids of files.img name the same file.
+func (s *imageSet) sameFile(a, b uint32) bool {
+	if a == b {
+		return true
+	}
+	fa, fb := s.files[a].GetReg(), s.files[b].GetReg()
+	return fa != nil && fb != nil && fa.GetName() == fb.GetName()
 }
 
 func (s *imageSet) openPages(ti *taskImages) (*os.File, error) {

@@ -1,7 +1,6 @@
 package restore
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -100,42 +99,7 @@ var ErrPidInUse = errors.New("pid already in use")
 // the task's real parent must get SIGCHLD; stasis is a child subreaper
 // instead, and adopts the task when the puppet is killed.)
 func (p *puppet) clone(pid int) (*ptrace.Task, error) {
-	const cloneArgsSize = 88
-	args := make([]byte, cloneArgsSize+8)
-	le := binary.LittleEndian
-	setTid := p.scratch.Addr + cloneArgsSize
-	le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal
-	le.PutUint64(args[64:], setTid)               // set_tid
-	le.PutUint64(args[72:], 1)                    // set_tid_size
-	le.PutUint32(args[cloneArgsSize:], uint32(pid))
-	a, err := p.scratch.Put(0, args)
-	if err != nil {
-		return nil, err
-	}
-	r, err := p.tr.Syscall(unix.SYS_CLONE3, a, cloneArgsSize)
-	if err != nil {
-		if errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("create pid %d: %w", pid, ErrPidInUse)
-		}
-		return nil, fmt.Errorf("create pid %d with clone3: %w", pid, err)
-	}
-	if int(r) != pid {
-		return nil, fmt.Errorf("clone3 for pid %d returned %d", pid, r)
-	}
-	st, err := ptrace.Wait(pid)
-	if err != nil {
-		return nil, fmt.Errorf("new task %d: %w", pid, err)
-	}
-	if st.Signal != unix.SIGSTOP {
-		kill(pid)
-		return nil, fmt.Errorf("new task %d stopped by %v, not SIGSTOP", pid, st.Signal)
-	}
-	t, err := ptrace.Attached(pid, p.tr.SyscallIP)
-	if err != nil {
-		kill(pid)
-		return nil, err
-	}
-	return t, nil
+	return cloneWithPid(p.tr, p.scratch, pid, 0)
 }
 
 func (p *puppet) kill() {

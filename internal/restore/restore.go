@@ -51,11 +51,12 @@ func (r *Restored) Wait() (int, error) {
 }
 
 type restorer struct {
-	opts   Options
-	log    *slog.Logger
-	imgs   *imageSet
-	puppet *puppet
-	tasks  []*ptrace.Task // created so far, killed on failure
+	opts        Options
+	log         *slog.Logger
+	imgs        *imageSet
+	puppet      *puppet
+	scratchBase uint64
+	procs       []*taskRestorer // every process created, parents first
 }
 
 // Restore restores the checkpoint in opts.ImagesDir and returns once the
@@ -78,39 +79,48 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
 	}
-	root := r.imgs.root
-	pid := int(root.pstree.GetPid())
-	if err := checkPidFree(pid); err != nil {
+	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
+	}
+	for _, pid := range r.imgs.allPids() {
+		if err := checkPidFree(pid); err != nil {
+			return nil, err
+		}
 	}
 	defer func() {
 		if err != nil {
 			r.rollback()
 		}
-	}()
-	// The restored root becomes a child of stasis when the puppet it was
-	// cloned from is gone, so that restore can wait for it.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		return nil, fmt.Errorf("become child subreaper: %w", err)
-	}
-	if r.puppet, err = startPuppet(); err != nil {
-		return nil, err
-	}
-	t, err := r.puppet.clone(pid)
-	if err != nil {
-		if errors.Is(err, ErrPidInUse) {
-			return nil, pidInUse(pid)
+		for _, tr := range r.procs {
+			tr.closeFiles()
 		}
+	}()
+	if err := r.createTree(); err != nil {
 		return nil, err
 	}
-	r.tasks = append(r.tasks, t)
-	r.puppet.kill()
-	r.puppet = nil
-	tr := &taskRestorer{r: r, t: t, img: root}
-	if err := tr.restore(); err != nil {
-		return nil, err
+	// Then each phase for every process, parents first.
+	phases := []struct {
+		name string
+		fn   func(*taskRestorer) error
+	}{
+		{"process groups", (*taskRestorer).joinGroup},
+		{"threads", (*taskRestorer).createThreads},
+		{"files", (*taskRestorer).restoreFiles},
+		{"exits", (*taskRestorer).exitIfDead},
+		{"task state", (*taskRestorer).restoreState},
+		{"credentials", (*taskRestorer).restoreCreds},
+		{"resume", (*taskRestorer).resume},
 	}
-	r.tasks = nil
+	for _, ph := range phases {
+		for _, tr := range r.procs {
+			r.log.Debug("restore phase", "phase", ph.name, "pid", tr.t.Tid)
+			if err := ph.fn(tr); err != nil {
+				return nil, fmt.Errorf("restore pid %d: %s: %w", tr.t.Tid, ph.name, err)
+			}
+		}
+	}
+	pid := r.imgs.root.pid()
+	r.procs = nil
 	if r.opts.PidFile != "" {
 		if err := os.WriteFile(r.opts.PidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 			return &Restored{Pid: pid}, fmt.Errorf("write pidfile: %w", err)
@@ -120,12 +130,67 @@ func (r *restorer) run() (_ *Restored, err error) {
 	return &Restored{Pid: pid}, nil
 }
 
-// rollback kills everything the restore created.
-func (r *restorer) rollback() {
-	for _, t := range r.tasks {
-		kill(t.Tid)
+// createTree creates every process with its pid, parents before children,
+// each from its real parent so that parent, session and group relations
+// are the kernel's own. A process gets its memory before its children are
+// cloned from it, so that they inherit it copy-on-write as they did.
+func (r *restorer) createTree() error {
+	// The root becomes a child of stasis when the puppet it was cloned
+	// from is gone, so that restore can wait for it.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("become child subreaper: %w", err)
 	}
-	r.tasks = nil
+	var err error
+	if r.puppet, err = startPuppet(); err != nil {
+		return err
+	}
+	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.tr.Tid); err != nil {
+		return err
+	}
+	root := r.imgs.root
+	t, err := r.puppet.clone(root.pid())
+	if err != nil {
+		if errors.Is(err, ErrPidInUse) {
+			return pidInUse(root.pid())
+		}
+		return err
+	}
+	tr := r.newTaskRestorer(t, root)
+	via := r.puppet.tr.SyscallIP
+	r.puppet.kill()
+	r.puppet = nil
+	if err := tr.mapScratch(via); err != nil {
+		return err
+	}
+	return tr.create()
+}
+
+// rollback kills everything the restore created and waits until none of
+// it exists any more: stasis reaps each task as its tracer, and as the
+// subreaper that the orphaned zombies of the tree end up with.
+func (r *restorer) rollback() {
+	var tids []int
+	for _, tr := range r.procs {
+		_ = unix.Kill(tr.t.Tid, unix.SIGKILL)
+		tids = append(tids, tr.t.Tid)
+		for _, t := range tr.threads {
+			tids = append(tids, t.Tid)
+		}
+	}
+	deadline := time.Now().Add(zombieWait)
+	for _, tid := range tids {
+		for time.Now().Before(deadline) {
+			var ws unix.WaitStatus
+			_, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
+			if err == unix.ECHILD {
+				if _, serr := os.Stat(fmt.Sprintf("/proc/%d", tid)); serr != nil {
+					break // gone
+				}
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	r.procs = nil
 	if r.puppet != nil {
 		r.puppet.kill()
 		r.puppet = nil

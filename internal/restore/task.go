@@ -6,10 +6,10 @@ import (
 	"os"
 	"sort"
 
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -28,86 +28,63 @@ const (
 	syscallTrapBytes = "\x0f\x05\xcc" // syscall; int3
 )
 
-// taskRestorer turns one freshly cloned task into its image.
+// taskRestorer turns one freshly cloned process into its image.
 type taskRestorer struct {
-	r     *restorer
-	t     *ptrace.Task
-	img   *taskImages
-	base  uint64          // scratch mapping: syscall instruction at base
-	s     *ptrace.Scratch // data part of the scratch mapping
-	pidfd uint64          // pidfd of stasis inside the task
-	open  map[uint32]*os.File
+	r       *restorer
+	t       *ptrace.Task   // the leader
+	threads []*ptrace.Task // the other threads, in the order of img.threads
+	img     *taskImages
+	s       *ptrace.Scratch // data part of the scratch mapping
+	pidfd   uint64          // pidfd of stasis inside the task
+	open    map[uint32]*os.File
 }
 
-func (tr *taskRestorer) restore() error {
-	tr.open = map[uint32]*os.File{}
-	defer func() {
-		for _, f := range tr.open {
-			f.Close()
-		}
-	}()
-	phases := []struct {
-		name string
-		fn   func() error
-	}{
-		{"scratch", tr.setupScratch},
-		{"empty address space", tr.emptyAddressSpace},
-		{"fd channel", tr.openChannel},
-		{"memory", tr.restoreMemory},
-		{"vdso", tr.restoreVDSO},
-		{"mm", tr.restoreMM},
-		{"fs", tr.restoreFS},
-		{"fds", tr.restoreFds},
-		{"session", tr.restoreSession},
-		{"close fd channel", tr.closeChannel},
-		{"task state", func() error { return core.Restore(tr.t, tr.s, tr.img.core) }},
-		{"registers", tr.resume},
-	}
-	for _, ph := range phases {
-		tr.r.log.Debug("restore phase", "phase", ph.name, "pid", tr.t.Tid)
-		if err := ph.fn(); err != nil {
-			return fmt.Errorf("restore pid %d: %s: %w", tr.t.Tid, ph.name, err)
-		}
-	}
-	return nil
+func (r *restorer) newTaskRestorer(t *ptrace.Task, img *taskImages) *taskRestorer {
+	t.SyscallIP = r.scratchBase
+	tr := &taskRestorer{r: r, t: t, img: img, open: map[uint32]*os.File{},
+		s: &ptrace.Scratch{Pid: t.Tid, Addr: r.scratchBase + mem.PageSize, Size: scratchSize - mem.PageSize}}
+	r.procs = append(r.procs, tr)
+	return tr
 }
 
-// setupScratch maps the page stasis injects through (and passes pointer
-// arguments in) at an address that is free both in the puppet-inherited
-// layout and in the image's, so that it survives until the very end.
-func (tr *taskRestorer) setupScratch() error {
-	if err := ptrace.SetSigmask(tr.t.Tid, ^uint64(0)); err != nil {
-		return err
+func (tr *taskRestorer) closeFiles() {
+	for _, f := range tr.open {
+		f.Close()
 	}
-	cur, err := proc.ReadMaps(tr.t.Tid)
+	tr.open = nil
+}
+
+// allThreads returns the leader and the other threads with their images.
+func (tr *taskRestorer) allThreads() ([]*ptrace.Task, []*criucore.CoreEntry) {
+	return append([]*ptrace.Task{tr.t}, tr.threads...), append([]*criucore.CoreEntry{tr.img.core}, tr.img.threads...)
+}
+
+// scratchHole finds an address range free in every process of the image
+// (and in the puppet), where each task keeps its injection page until the
+// end: children inherit it from their parent.
+func scratchHole(s *imageSet, puppetPid int) (uint64, error) {
+	cur, err := proc.ReadMaps(puppetPid)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var busy [][2]uint64
 	for _, v := range cur {
 		busy = append(busy, [2]uint64{v.Start, v.End})
 	}
-	for _, v := range tr.img.mm.GetVmas() {
-		lo := v.GetStart()
-		if v.GetFlags()&unix.MAP_GROWSDOWN != 0 && lo > stackGap {
-			lo -= stackGap
+	for _, ti := range s.all {
+		for _, v := range ti.mm.GetVmas() {
+			lo := v.GetStart()
+			if v.GetFlags()&unix.MAP_GROWSDOWN != 0 && lo > stackGap {
+				lo -= stackGap
+			}
+			busy = append(busy, [2]uint64{lo, v.GetEnd()})
 		}
-		busy = append(busy, [2]uint64{lo, v.GetEnd()})
 	}
 	base, ok := findHole(busy, scratchSize)
 	if !ok {
-		return fmt.Errorf("no free address range for %d bytes of scratch memory", scratchSize)
+		return 0, fmt.Errorf("no free address range for %d bytes of scratch memory", scratchSize)
 	}
-	if _, err := ptrace.MapScratch(tr.t, base, scratchSize); err != nil {
-		return err
-	}
-	if err := ptrace.WriteMem(tr.t.Tid, base, []byte(syscallTrapBytes)); err != nil {
-		return err
-	}
-	tr.base = base
-	tr.t.SyscallIP = base
-	tr.s = &ptrace.Scratch{Pid: tr.t.Tid, Addr: base + mem.PageSize, Size: scratchSize - mem.PageSize}
-	return nil
+	return base, nil
 }
 
 // findHole returns the lowest address above 4 GiB (or failing that above
@@ -134,23 +111,36 @@ func findHole(busy [][2]uint64, size uint64) (uint64, bool) {
 	return 0, false
 }
 
-// emptyAddressSpace unmaps everything the task inherited from the puppet
-// but the scratch page ([vsyscall] cannot be unmapped and is the same in
-// every process).
+// mapScratch creates the injection page in the root task (children
+// inherit it): syscall; int3 at its start, pointer arguments after.
+func (tr *taskRestorer) mapScratch(via uint64) error {
+	tr.t.SyscallIP = via
+	if _, err := ptrace.MapScratch(tr.t, tr.r.scratchBase, scratchSize); err != nil {
+		return err
+	}
+	if err := ptrace.WriteMem(tr.t.Tid, tr.r.scratchBase, []byte(syscallTrapBytes)); err != nil {
+		return err
+	}
+	tr.t.SyscallIP = tr.r.scratchBase
+	return nil
+}
+
+// emptyAddressSpace unmaps everything the root task inherited from the
+// puppet but the scratch page ([vsyscall] cannot be unmapped and is the
+// same in every process), and closes the puppet's fds.
 func (tr *taskRestorer) emptyAddressSpace() error {
 	cur, err := proc.ReadMaps(tr.t.Tid)
 	if err != nil {
 		return err
 	}
 	for _, v := range cur {
-		if v.Start == tr.base || v.Path == "[vsyscall]" {
+		if v.Start == tr.r.scratchBase || v.Path == "[vsyscall]" {
 			continue
 		}
 		if _, err := tr.t.Call("munmap", unix.SYS_MUNMAP, v.Start, v.End-v.Start); err != nil {
 			return fmt.Errorf("%#x-%#x (%s): %w", v.Start, v.End, v.Path, err)
 		}
 	}
-	// The puppet's own fds (stasis' stdio) must not leak into the task.
 	_, err = tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0)
 	return err
 }
@@ -183,7 +173,11 @@ func (tr *taskRestorer) openChannel() error {
 }
 
 func (tr *taskRestorer) closeChannel() error {
+	if tr.pidfd == 0 {
+		return nil
+	}
 	_, err := tr.t.Call("close", unix.SYS_CLOSE, tr.pidfd)
+	tr.pidfd = 0
 	return err
 }
 
@@ -207,6 +201,11 @@ func (tr *taskRestorer) file(id uint32) (*os.File, error) {
 // pass puts a copy of the file with the given id into the task and
 // returns its fd number there (the lowest free one, close-on-exec).
 func (tr *taskRestorer) pass(id uint32) (uint64, error) {
+	if tr.pidfd == 0 {
+		if err := tr.openChannel(); err != nil {
+			return 0, err
+		}
+	}
 	f, err := tr.file(id)
 	if err != nil {
 		return 0, err
@@ -214,13 +213,32 @@ func (tr *taskRestorer) pass(id uint32) (uint64, error) {
 	return tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, tr.pidfd, uint64(f.Fd()), 0)
 }
 
-func (tr *taskRestorer) restoreMemory() error {
+// restoreMemory gives the task its image's address space. The root
+// starts from an empty one. A child starts from a copy of its parent's
+// (it was cloned from it): mappings that are the same in both images are
+// kept, so that pages still shared copy-on-write stay shared, and only the
+// child's pages that differ are written.
+func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 	vmas := tr.img.mm.GetVmas()
+	var kept map[uint64]bool
+	if parent == nil || !parent.live() {
+		if err := tr.emptyAddressSpace(); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if kept, err = tr.keepInherited(parent); err != nil {
+			return err
+		}
+	}
 	open := func(e *vma.VmaEntry) (int, error) {
 		fd, err := tr.pass(uint32(e.GetShmid()))
 		return int(fd), err
 	}
-	if err := mem.MapAreas(tr.t, vmas, tr.img.paged, open); err != nil {
+	if err := mem.MapAreas(tr.t, vmas, tr.img.paged, kept, open); err != nil {
+		return err
+	}
+	if err := tr.closeChannel(); err != nil {
 		return err
 	}
 	pages, err := tr.r.imgs.openPages(tr.img)
@@ -228,19 +246,55 @@ func (tr *taskRestorer) restoreMemory() error {
 		return err
 	}
 	defer pages.Close()
-	if err := mem.FillPages(tr.t.Tid, tr.img.pagemap, pages); err != nil {
+	if err := mem.FillPages(tr.t.Tid, tr.img.pagemap, pages, vmas, kept); err != nil {
 		return fmt.Errorf("%s: %w", pages.Name(), err)
 	}
-	return mem.Protect(tr.t, vmas, tr.img.paged)
+	if err := mem.Protect(tr.t, vmas, tr.img.pagemap, tr.img.paged, kept); err != nil {
+		return err
+	}
+	return tr.restoreVDSO(kept)
 }
 
-// restoreVDSO asks the kernel for a vDSO at the address the image had it,
-// so that code which cached vDSO pointers (glibc does, at startup) keeps
-// working. The layout of vvar/vvar_vclock/vdso must match this kernel's.
-func (tr *taskRestorer) restoreVDSO() error {
+// keepInherited unmaps what the task inherited from its parent but does
+// not have itself, and returns the start addresses of the VMAs it keeps.
+func (tr *taskRestorer) keepInherited(parent *taskImages) (map[uint64]bool, error) {
+	cur, err := proc.ReadMaps(tr.t.Tid)
+	if err != nil {
+		return nil, err
+	}
+	find := func(vs []*vma.VmaEntry, start, end uint64) *vma.VmaEntry {
+		for _, v := range vs {
+			if v.GetStart() == start && v.GetEnd() == end {
+				return v
+			}
+		}
+		return nil
+	}
+	kept := map[uint64]bool{}
+	for _, c := range cur {
+		if c.Start == tr.r.scratchBase || c.Path == "[vsyscall]" {
+			continue
+		}
+		mine := find(tr.img.mm.GetVmas(), c.Start, c.End)
+		theirs := find(parent.mm.GetVmas(), c.Start, c.End)
+		if mine != nil && theirs != nil && mem.SameOrigin(mine, theirs, tr.r.imgs.sameFile) {
+			kept[c.Start] = true
+			continue
+		}
+		if _, err := tr.t.Call("munmap", unix.SYS_MUNMAP, c.Start, c.End-c.Start); err != nil {
+			return nil, fmt.Errorf("%#x-%#x (%s): %w", c.Start, c.End, c.Path, err)
+		}
+	}
+	return kept, nil
+}
+
+func (tr *taskRestorer) restoreVDSO(kept map[uint64]bool) error {
 	var img []proc.VMA
 	for _, v := range tr.img.mm.GetVmas() {
 		if v.GetStatus()&(mem.AreaVDSO|mem.AreaVVAR) != 0 {
+			if kept[v.GetStart()] {
+				return nil // inherited from the parent, already in place
+			}
 			img = append(img, proc.VMA{Start: v.GetStart(), End: v.GetEnd()})
 		}
 	}
@@ -303,9 +357,16 @@ func (tr *taskRestorer) restoreMM() error {
 	if err != nil {
 		return err
 	}
-	exe, err := tr.pass(m.GetExeFileId())
-	if err != nil {
-		return fmt.Errorf("exe: %w", err)
+	// The exe link can change only while the old exe is not mapped; a
+	// child that kept its parent's mappings keeps its exe link too.
+	exe := ^uint64(0)
+	cur, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", tr.t.Tid))
+	if cur != tr.r.imgs.files[m.GetExeFileId()].GetReg().GetName() {
+		fd, err := tr.pass(m.GetExeFileId())
+		if err != nil {
+			return fmt.Errorf("exe: %w", err)
+		}
+		exe = fd
 	}
 	b := make([]byte, prctlMMMapSize)
 	le := binary.LittleEndian
@@ -325,8 +386,10 @@ func (tr *taskRestorer) restoreMM() error {
 	if _, err := tr.t.Call("prctl(PR_SET_MM, PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, prSetMMMap, a, prctlMMMapSize); err != nil {
 		return err
 	}
-	if _, err := tr.t.Call("close", unix.SYS_CLOSE, exe); err != nil {
-		return err
+	if exe != ^uint64(0) {
+		if _, err := tr.t.Call("close", unix.SYS_CLOSE, exe); err != nil {
+			return err
+		}
 	}
 	if d := m.GetDumpable(); m.Dumpable != nil && d != 1 {
 		if _, err := tr.t.Call("prctl(PR_SET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_SET_DUMPABLE, uint64(d)); err != nil {
@@ -405,53 +468,3 @@ func (tr *taskRestorer) restoreFds() error {
 	return nil
 }
 
-// restoreSession makes the task lead its session or group again. A task
-// whose session is outside the tree (dumped with --shell-job) joins the
-// session of `stasis restore`.
-func (tr *taskRestorer) restoreSession() error {
-	pid := uint64(tr.t.Tid)
-	pe := tr.img.pstree
-	switch {
-	case uint64(pe.GetSid()) == pid:
-		_, err := tr.t.Call("setsid", unix.SYS_SETSID)
-		return err
-	case uint64(pe.GetPgid()) == pid:
-		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
-		return err
-	case !tr.r.opts.ShellJob:
-		return fmt.Errorf("session %d of pid %d is not in the images: %w (restore with -j/--shell-job)", pe.GetSid(), pid, ErrBadImage)
-	}
-	return nil
-}
-
-// resume drops the scratch mapping and lets the task run on its own
-// registers. The munmap is the last injected call: it is stepped from the
-// scratch page itself, and the trap after it comes before the CPU fetches
-// anything from the now unmapped page; at that stop the registers are
-// replaced by the image's.
-func (tr *taskRestorer) resume() error {
-	regs, xstate, err := core.FinalRegs(tr.t.Tid, tr.img.core)
-	if err != nil {
-		return err
-	}
-	if _, err := tr.t.Call("munmap scratch", unix.SYS_MUNMAP, tr.base, scratchSize); err != nil {
-		return err
-	}
-	if err := ptrace.SetRegs(tr.t.Tid, &regs); err != nil {
-		return err
-	}
-	if err := ptrace.SetXState(tr.t.Tid, xstate); err != nil {
-		return err
-	}
-	if err := ptrace.SetSigmask(tr.t.Tid, tr.img.core.GetTc().GetBlkSigset()); err != nil {
-		return err
-	}
-	sig := 0
-	if tr.img.core.GetTc().GetTaskState() == core.TaskStopped {
-		sig = int(unix.SIGSTOP)
-		if s := tr.img.core.GetTc().GetStopSigno(); s != 0 {
-			sig = int(s)
-		}
-	}
-	return ptrace.Detach(tr.t.Tid, sig)
-}

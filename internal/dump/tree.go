@@ -1,0 +1,183 @@
+package dump
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/ptrace"
+)
+
+// process is one process of the dumped tree with all that was collected
+// about it.
+type process struct {
+	pid      int
+	parent   *process
+	children []*process
+	threads  []*thread // threads[0] is the leader
+	zombie   bool
+	exitCode int // zombies: the wait status their parent will get
+
+	stat    *proc.Stat
+	status  *proc.Status
+	smaps   []proc.VMA
+	scratch *ptrace.Scratch
+	ids     *criucore.TaskKobjIdsEntry
+
+	tc      *criucore.TaskCoreEntry
+	mm      *mm.MmEntry
+	areas   []*mem.Area
+	fds     []*fdinfo.FdinfoEntry
+	cwdID   uint32
+	rootID  uint32
+	pagesID int
+}
+
+// thread is one seized thread.
+type thread struct {
+	tid     int
+	tr      *ptrace.Task
+	stopSig unix.Signal // group-stop signal at seize time, 0 if it ran
+	blocked uint64      // blocked mask at seize time
+	core    *criucore.CoreEntry
+}
+
+func (p *process) leader() *thread { return p.threads[0] }
+
+// walk calls f for p and every descendant, parents first.
+func (p *process) walk(f func(*process) error) error {
+	if err := f(p); err != nil {
+		return err
+	}
+	for _, c := range p.children {
+		if err := c.walk(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// errGone marks a task that exited while it was being seized.
+var errGone = errors.New("task exited during seize")
+
+// seizeProcess stops every thread of pid. Threads may be created while
+// stasis seizes the others: the thread list is read again until a pass
+// finds no new thread, at which point all of them are stopped and none can
+// appear any more. A thread that exits meanwhile is simply not there.
+func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
+	p := &process{pid: pid, parent: parent}
+	st, err := proc.ReadStat(pid)
+	if err != nil {
+		return nil, errGone
+	}
+	if st.State == 'Z' {
+		p.zombie, p.stat = true, st
+		p.exitCode = st.ExitCode
+		return p, nil
+	}
+	seized := map[int]bool{}
+	for {
+		tids, err := proc.Tasks(pid)
+		if err != nil {
+			return p, d.unlessGone(p, err)
+		}
+		fresh := 0
+		for _, tid := range tids {
+			if seized[tid] {
+				continue
+			}
+			tr, sig, err := ptrace.SeizeAndStop(tid)
+			if err != nil {
+				if errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited) {
+					continue // the thread exited first
+				}
+				if tid == pid && errors.Is(err, unix.EPERM) {
+					if st, serr := proc.ReadStatus(pid); serr == nil && st.TracerPid != 0 {
+						return p, fmt.Errorf("seize pid %d: it is traced by pid %d (a debugger or another dump): %w", pid, st.TracerPid, err)
+					}
+				}
+				return p, fmt.Errorf("seize tid %d of pid %d: %w", tid, pid, err)
+			}
+			seized[tid] = true
+			fresh++
+			tr.Leader = pid
+			th := &thread{tid: tid, tr: tr, stopSig: sig}
+			if sig == unix.SIGTRAP {
+				th.stopSig = 0
+			}
+			p.threads = append(p.threads, th)
+			// Block every signal while stasis works in the thread so that
+			// none is delivered into an injected call; put back on resume.
+			if th.blocked, err = ptrace.GetSigmask(tid); err != nil {
+				return p, err
+			}
+			if err := ptrace.SetSigmask(tid, ^uint64(0)); err != nil {
+				return p, err
+			}
+		}
+		if fresh == 0 {
+			break
+		}
+	}
+	if len(p.threads) == 0 || p.threads[0].tid != pid {
+		sort.Slice(p.threads, func(i, j int) bool { return p.threads[i].tid == pid })
+		if len(p.threads) == 0 || p.threads[0].tid != pid {
+			return p, fmt.Errorf("pid %d: its main thread has exited while other threads run: %w", pid, ErrNotSupported)
+		}
+	}
+	// Threads that are not the leader, in tid order, as criu lists them.
+	rest := p.threads[1:]
+	sort.Slice(rest, func(i, j int) bool { return rest[i].tid < rest[j].tid })
+	return p, nil
+}
+
+func (d *dumper) unlessGone(p *process, err error) error {
+	if _, serr := proc.ReadStat(p.pid); serr != nil {
+		return errGone
+	}
+	return err
+}
+
+// seizeTree stops the whole tree: a process is stopped before its children
+// are listed, so that its set of children is final when read.
+func (d *dumper) seizeTree(pid int, parent *process) (*process, error) {
+	p, err := d.seizeProcess(pid, parent)
+	if p != nil && len(p.threads) > 0 || p != nil && p.zombie {
+		d.all = append(d.all, p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if p.zombie {
+		return p, nil
+	}
+	var kids []int
+	for _, th := range p.threads {
+		c, err := proc.Children(pid, th.tid)
+		if err != nil {
+			return nil, err
+		}
+		kids = append(kids, c...)
+	}
+	sort.Ints(kids)
+	for _, k := range kids {
+		c, err := d.seizeTree(k, p)
+		if errors.Is(err, errGone) {
+			// Reaped between listing and seizing: its parent is stopped,
+			// so only a kill from outside can do that.
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.children = append(p.children, c)
+	}
+	return p, nil
+}

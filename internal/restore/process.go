@@ -1,0 +1,284 @@
+package restore
+
+import (
+	"fmt"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/ptrace"
+)
+
+// create turns the freshly cloned task into its image's process as far as
+// its children need it (memory, session, group leadership), then creates
+// the children from it.
+func (tr *taskRestorer) create() error {
+	if err := ptrace.SetSigmask(tr.t.Tid, ^uint64(0)); err != nil {
+		return err
+	}
+	img := tr.img
+	if img.live() {
+		steps := []struct {
+			name string
+			fn   func() error
+		}{
+			{"memory", func() error { return tr.restoreMemory(img.parent) }},
+			{"mm", tr.restoreMM},
+			{"subreaper", tr.earlySubreaper},
+		}
+		for _, s := range steps {
+			if err := s.fn(); err != nil {
+				return fmt.Errorf("restore pid %d: %s: %w", tr.t.Tid, s.name, err)
+			}
+		}
+	}
+	if err := tr.leadSessionOrGroup(); err != nil {
+		return fmt.Errorf("restore pid %d: session: %w", tr.t.Tid, err)
+	}
+	for _, c := range img.children {
+		t, err := cloneWithPid(tr.t, tr.s, c.pid(), 0)
+		if err != nil {
+			if err2 := checkPidFree(c.pid()); err2 != nil {
+				return err2
+			}
+			return err
+		}
+		if err := tr.r.newTaskRestorer(t, c).create(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// earlySubreaper sets child_subreaper before the rest of the task state:
+// helpers exit before the tree runs, and their children must then go to
+// the subreaper they went to originally.
+func (tr *taskRestorer) earlySubreaper() error {
+	if !tr.img.core.GetTc().GetChildSubreaper() {
+		return nil
+	}
+	_, err := tr.t.Call("prctl(PR_SET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_SET_CHILD_SUBREAPER, 1)
+	return err
+}
+
+// leadSessionOrGroup starts the task's own session or group: children
+// created after this inherit them.
+func (tr *taskRestorer) leadSessionOrGroup() error {
+	pid := tr.t.Tid
+	switch {
+	case tr.img.sid() == pid:
+		_, err := tr.t.Call("setsid", unix.SYS_SETSID)
+		return err
+	case tr.img.pgid() == pid:
+		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
+		return err
+	}
+	return nil
+}
+
+// joinGroup moves the task into its image's process group, which exists
+// by now: its leader (or helper) was created during createTree.
+func (tr *taskRestorer) joinGroup() error {
+	pid, pgid := tr.t.Tid, tr.img.pgid()
+	if pgid == pid || tr.img.sid() == pid {
+		return nil
+	}
+	cur, err := unix.Getpgid(pid)
+	if err != nil {
+		return err
+	}
+	if cur == pgid {
+		return nil
+	}
+	if tr.img == tr.r.imgs.root && tr.r.opts.ShellJob {
+		return nil // stays in the group of `stasis restore`
+	}
+	if _, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
+		return fmt.Errorf("join group %d: %w", pgid, err)
+	}
+	return nil
+}
+
+// createThreads creates the other threads of the process with their tids.
+func (tr *taskRestorer) createThreads() error {
+	if !tr.img.live() {
+		return nil
+	}
+	for _, tid := range tr.img.pstree.GetThreads()[1:] {
+		t, err := cloneWithPid(tr.t, tr.s, int(tid), threadFlags)
+		if err != nil {
+			return err
+		}
+		tr.threads = append(tr.threads, t)
+	}
+	return nil
+}
+
+// restoreFiles gives the process its root, cwd, umask and fds.
+func (tr *taskRestorer) restoreFiles() error {
+	if !tr.img.live() {
+		return nil
+	}
+	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.closeChannel} {
+		if err := step(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// exitIfDead ends zombies with their exit status, which their parent
+// will collect, and helpers, which their parent reaps right away.
+func (tr *taskRestorer) exitIfDead() error {
+	switch {
+	case tr.img.zombie:
+		return tr.die(tr.img.core.GetTc().GetExitCode())
+	case tr.img.helper:
+		if err := tr.die(0); err != nil {
+			return err
+		}
+		parent := tr.r.proc(tr.img.parent)
+		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.t.Tid), 0, unix.WALL, 0); err != nil {
+			return err
+		}
+		return parent.dropSIGCHLD()
+	}
+	return nil
+}
+
+// die makes the task exit with the given wait status: exit code in bits
+// 8-15, or a signal in bits 0-6.
+func (tr *taskRestorer) die(status uint32) error {
+	pid := tr.t.Tid
+	if sig := unix.Signal(status & 0x7f); sig != 0 {
+		if err := ptrace.SetSigmask(pid, 0); err != nil {
+			return err
+		}
+		if err := unix.Kill(pid, sig); err != nil {
+			return err
+		}
+		return ptrace.ContUntilExit(pid, sig)
+	}
+	return ptrace.InjectExit(tr.t, uint64(status>>8&0xff))
+}
+
+// dropSIGCHLD consumes the SIGCHLDs that restore's own helpers caused.
+func (tr *taskRestorer) dropSIGCHLD() error {
+	set := []byte{0, 0, 0, 0, 0, 0, 0, 0}
+	set[(unix.SIGCHLD-1)/8] = 1 << ((unix.SIGCHLD - 1) % 8)
+	a, err := tr.s.Put(0, append(set, make([]byte, 16)...)) // sigset, then a zero timespec
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := tr.t.Syscall(unix.SYS_RT_SIGTIMEDWAIT, a, 0, a+8, 8); err != nil {
+			return nil // EAGAIN: none left
+		}
+	}
+}
+
+// restoreState sets the process-wide and per-thread state.
+func (tr *taskRestorer) restoreState() error {
+	if !tr.img.live() {
+		return nil
+	}
+	if err := core.RestoreProcess(tr.t, tr.s, tr.img.core.GetTc()); err != nil {
+		return err
+	}
+	ts, cores := tr.allThreads()
+	for i, t := range ts {
+		if err := core.RestoreThread(t, tr.s, cores[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restoreCreds switches every thread to its credentials: the last
+// injected calls but the final munmap.
+func (tr *taskRestorer) restoreCreds() error {
+	if !tr.img.live() {
+		return nil
+	}
+	ts, cores := tr.allThreads()
+	for i, t := range ts {
+		if err := core.RestoreCreds(t, tr.s, cores[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// resume drops the scratch mapping and lets every thread run on its own
+// registers. The munmap is the last injected call: it is stepped from the
+// scratch page itself, and the trap after it comes before the CPU fetches
+// anything from the now unmapped page; at that stop the leader's
+// registers are replaced by the image's. The other threads are stopped
+// elsewhere and just get theirs.
+func (tr *taskRestorer) resume() error {
+	if !tr.img.live() {
+		return nil
+	}
+	ts, cores := tr.allThreads()
+	type final struct {
+		regs   unix.PtraceRegs
+		xstate []byte
+	}
+	finals := make([]final, len(ts))
+	for i, t := range ts {
+		r, xs, err := core.FinalRegs(t.Tid, cores[i])
+		if err != nil {
+			return err
+		}
+		finals[i] = final{r, xs}
+	}
+	if _, err := tr.t.Call("munmap scratch", unix.SYS_MUNMAP, tr.r.scratchBase, scratchSize); err != nil {
+		return err
+	}
+	for i, t := range ts {
+		if err := ptrace.SetRegs(t.Tid, &finals[i].regs); err != nil {
+			return err
+		}
+		if err := ptrace.SetXState(t.Tid, finals[i].xstate); err != nil {
+			return err
+		}
+		if err := ptrace.SetSigmask(t.Tid, threadMask(cores[i])); err != nil {
+			return err
+		}
+	}
+	sig := 0
+	if tc := tr.img.core.GetTc(); tc.GetTaskState() == core.TaskStopped {
+		sig = int(unix.SIGSTOP)
+		if s := tc.GetStopSigno(); s != 0 {
+			sig = int(s)
+		}
+	}
+	for i := len(ts) - 1; i >= 0; i-- {
+		s := 0
+		if i == 0 {
+			s = sig
+		}
+		if err := ptrace.Detach(ts[i].Tid, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func threadMask(ce *criucore.CoreEntry) uint64 {
+	if th := ce.GetThreadCore(); th != nil && th.BlkSigset != nil {
+		return th.GetBlkSigset()
+	}
+	return ce.GetTc().GetBlkSigset()
+}
+
+// proc returns the restorer of a process image.
+func (r *restorer) proc(img *taskImages) *taskRestorer {
+	for _, tr := range r.procs {
+		if tr.img == img {
+			return tr
+		}
+	}
+	return nil
+}
