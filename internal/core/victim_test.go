@@ -128,8 +128,9 @@ func (v *victim) wait(t *testing.T, c byte) syscall.WaitStatus {
 	return v.cmd.ProcessState.Sys().(syscall.WaitStatus)
 }
 
-// held is a victim seized and stopped, with every signal blocked (as the
-// dump and restore do) and a scratch mapping for pointer arguments.
+// held is a victim seized and stopped, with seccomp suspended and every
+// signal blocked (as the dump and restore do), and a scratch mapping for
+// pointer arguments.
 type held struct {
 	t    *ptrace.Task
 	s    *ptrace.Scratch
@@ -142,6 +143,11 @@ func hold(pid int) (*held, error) {
 		return nil, err
 	}
 	h := &held{t: t}
+	// As the dump and restore must: a task in seccomp strict mode is
+	// killed by the first injected mmap, and a filter can deny any call.
+	if err := ptrace.SetOptions(pid, unix.PTRACE_O_TRACESYSGOOD|unix.PTRACE_O_SUSPEND_SECCOMP); err != nil {
+		return nil, err
+	}
 	if h.mask, err = ptrace.GetSigmask(pid); err != nil {
 		return nil, err
 	}
