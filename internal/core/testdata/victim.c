@@ -250,10 +250,11 @@ int main(int argc, char **argv)
 		snprintf(line, sizeof(line), "ready %d\n", child);
 		say(line);
 	} else {
+		/* strict mode still allows the write of "ready" */
+		if (!strcmp(argv[1], "strict") && prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0))
+			die("PR_SET_SECCOMP strict");
 		say("ready\n");
 	}
-	if (!strcmp(argv[1], "strict") && prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT, 0, 0, 0))
-		die("PR_SET_SECCOMP strict");
 	serve();
 	return 0;
 }
