@@ -2,6 +2,9 @@ package core
 
 import (
 	"bytes"
+	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 
@@ -10,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -68,15 +72,20 @@ func TestSeccompFilter(t *testing.T) {
 		t.Errorf("newer filter dumped with flags %#x, want LOG", want[1].flags)
 	}
 
-	// Through the image encoding, for proto2 field presence (prev).
-	b, err := proto.Marshal(st.Entry())
+	// Through seccomp.img, for proto2 field presence (prev), and through
+	// crit, which must read what criu would.
+	dir, err := images.Create(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	img := &seccomp.SeccompEntry{}
-	if err := proto.Unmarshal(b, img); err != nil {
+	if err := dir.Write("seccomp.img", st.Entry()); err != nil {
 		t.Fatal(err)
 	}
+	img := &seccomp.SeccompEntry{}
+	if err := dir.ReadOne("seccomp.img", img); err != nil {
+		t.Fatal(err)
+	}
+	critCheckSeccomp(t, filepath.Join(dir.Path, "seccomp.img"), st)
 
 	dst := startVictim(t, "target")
 	withHeld(t, dst.pid, func(h *held) error {
@@ -109,6 +118,42 @@ func TestSeccompFilter(t *testing.T) {
 	}
 	if a := dst.ask(t, 'u'); a != "uname -1 1" {
 		t.Errorf("restored task's uname: %q, want EPERM from the older filter", a)
+	}
+}
+
+// critCheckSeccomp decodes seccomp.img with Debian's crit and compares
+// the chain links and flags.
+func critCheckSeccomp(t *testing.T, path string, st *SeccompTable) {
+	t.Helper()
+	if _, err := exec.LookPath("crit"); err != nil {
+		t.Log("crit not on PATH (Debian package criu): no cross-check")
+		return
+	}
+	out, err := exec.Command("crit", "decode", "-i", path).Output()
+	if err != nil {
+		t.Fatalf("crit decode -i %s: %v", path, err)
+	}
+	var img struct {
+		Magic   string
+		Entries []struct {
+			SeccompFilters []struct {
+				Filter string
+				Prev   *uint32
+				Flags  uint32
+			} `json:"seccomp_filters"`
+		}
+	}
+	if err := json.Unmarshal(out, &img); err != nil {
+		t.Fatalf("crit output: %v\n%s", err, out)
+	}
+	if img.Magic != "SECCOMP" || len(img.Entries) != 1 || len(img.Entries[0].SeccompFilters) != len(st.Filters) {
+		t.Fatalf("crit reads %s", out)
+	}
+	for i, f := range img.Entries[0].SeccompFilters {
+		want := st.Filters[i]
+		if (f.Prev == nil) != (want.Prev == nil) || (f.Prev != nil && *f.Prev != want.GetPrev()) || f.Flags != want.GetFlags() || f.Filter == "" {
+			t.Errorf("crit: filter %d: %+v, want prev %v flags %#x", i, f, want.Prev, want.GetFlags())
+		}
 	}
 }
 
