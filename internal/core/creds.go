@@ -22,7 +22,6 @@ import (
 const (
 	secbitNoSetuidFixup = 1 << 2 // SECBIT_NO_SETUID_FIXUP, include/uapi/linux/securebits.h
 	capU32s             = 2      // _LINUX_CAPABILITY_U32S_3, include/uapi/linux/capability.h
-	capSetpcap          = 8      // CAP_SETPCAP
 	noID                = 0xffffffff
 )
 
@@ -57,8 +56,9 @@ type credState struct {
 }
 
 // restoreCreds gives one thread the credentials of its creds_entry. It
-// runs last among the injected steps: after it, the thread may no longer
-// be allowed what stasis still needs to do inside it.
+// runs last among the injected steps (but see RestoreSeccomp): after it,
+// the thread may no longer be allowed what stasis still needs to do
+// inside it.
 //
 // Order (criu's restore_creds, plus ambient caps):
 //  1. groups, while the thread still has CAP_SETGID;
@@ -240,7 +240,6 @@ func restoreAmbient(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur 
 			return err
 		}
 		cur.inh = inh
-		cur.amb &= cur.prm & inh
 	}
 	if _, err := t.Call("prctl(PR_CAP_AMBIENT_CLEAR_ALL)", unix.SYS_PRCTL, unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil {
 		return err
