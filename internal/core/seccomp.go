@@ -196,7 +196,7 @@ func readSeccompChain(tid int) ([]seccompFilter, error) {
 	buf := make([]byte, bpfMaxInsns*sockFilterSize)
 	var chain []seccompFilter
 	for i := 0; ; i++ {
-		n, err := ptraceRet(unix.PTRACE_SECCOMP_GET_FILTER, tid, uintptr(i), uintptrOf(&buf[0]))
+		n, err := seccompPtrace(unix.PTRACE_SECCOMP_GET_FILTER, tid, uintptr(i), uintptrOf(&buf[0]))
 		if errors.Is(err, unix.ENOENT) {
 			break
 		}
@@ -223,7 +223,7 @@ func readSeccompChain(tid int) ([]seccompFilter, error) {
 // the kernel keeps them (SECCOMP_FILTER_FLAG_LOG).
 func seccompFlags(tid, i int) (uint32, error) {
 	md := struct{ filterOff, flags uint64 }{filterOff: uint64(i)}
-	_, err := ptraceRet(unix.PTRACE_SECCOMP_GET_METADATA, tid, 16, uintptrOf(&md))
+	_, err := seccompPtrace(unix.PTRACE_SECCOMP_GET_METADATA, tid, 16, uintptrOf(&md))
 	if errors.Is(err, unix.EIO) { // kernel without the request
 		return 0, nil
 	}
@@ -233,7 +233,7 @@ func seccompFlags(tid, i int) (uint32, error) {
 	return uint32(md.flags), nil
 }
 
-func ptraceRet(req int, tid int, addr, data uintptr) (int, error) {
+func seccompPtrace(req int, tid int, addr, data uintptr) (int, error) {
 	r, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
 	if e != 0 {
 		return 0, e
