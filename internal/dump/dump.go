@@ -376,9 +376,11 @@ func (d *dumper) finish() error {
 			return fmt.Errorf("kill dumped pid %d: %w", p.pid, err)
 		}
 	}
-	// The tracer sees each death first; parents reap after.
+	// The tracer sees each death first; parents reap after. A leader's
+	// exit is reported only once its other threads are gone: them first.
 	for _, p := range d.all {
-		for _, th := range p.threads {
+		for i := len(p.threads) - 1; i >= 0; i-- {
+			th := p.threads[i]
 			for {
 				if _, err := ptrace.Wait(th.tid); err != nil {
 					break
