@@ -109,7 +109,9 @@ int main(int argc, char **argv)
 			die("child %d (pid %d) did not start", i, kids[i]);
 		}
 	}
-	say("cowtree: %ld MiB shared by pid %d and %d children", mib, getpid(), n);
+	say("cowtree: %ld MiB at %p shared by pid %d and %d children", mib, (void *)region, getpid(), n);
+	for (int i = 0; i < n; i++)
+		say("cowtree: child cow-%d is pid %d", i, kids[i]);
 	victim_ready(argv[1]);
 
 	victim_wait();

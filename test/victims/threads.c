@@ -21,8 +21,9 @@
  *                         interrupted wait must be restarted, not failed);
  *       i%4 == 1  SLEEP   nanosleep loop (20 ms, 200 ms when N > 200);
  *       i%4 == 2  SPIN    (first 4 of them; the others SLEEP) an inline-asm
- *                         loop holding per-thread values in r12-r14 and xmm8,
- *                         compared every iteration;
+ *                         loop holding per-thread values in r12-r14, xmm3 and
+ *                         xmm8, compared every iteration (it returns to C
+ *                         for a 2 ms sleep every ~2^20 iterations);
  *       i%4 == 3  TIMED   FUTEX_WAIT with a 20 ms (200 ms) timeout, looping.
  * Worker 0 holds a robust mutex (PTHREAD_MUTEX_ROBUST) that it never unlocks:
  * when it exits after the check, the kernel walks its robust list and the
@@ -128,7 +129,7 @@ static void on_usr1(int sig)
 }
 
 /*
- * spin_regs holds a, b and a^b in r12-r14 and (a, b) in xmm8 for up to
+ * spin_regs holds a, b and a^b in r12-r14, (a, b) in xmm8 and b in xmm3 for up to
  * 2^20 iterations, counting in *count, until *stop is set; it returns 1 as
  * soon as one of them changed.
  */
@@ -144,6 +145,7 @@ static int spin_regs(uint64_t a, uint64_t b, volatile uint64_t *count, volatile 
 		"movq %[a], %%xmm8\n\t"
 		"movq %[b], %%xmm9\n\t"
 		"punpcklqdq %%xmm9, %%xmm8\n\t"
+		"movq %[b], %%xmm3\n\t"
 		"pxor %%xmm9, %%xmm9\n\t"
 		"mov $0x100000, %%ecx\n\t"
 		"1:\n\t"
@@ -163,6 +165,9 @@ static int spin_regs(uint64_t a, uint64_t b, volatile uint64_t *count, volatile 
 		"movq %%xmm9, %%rax\n\t"
 		"cmp %[b], %%rax\n\t"
 		"jne 2f\n\t"
+		"movq %%xmm3, %%rax\n\t"
+		"cmp %[b], %%rax\n\t"
+		"jne 2f\n\t"
 		"pause\n\t"
 		"cmpl $0, (%[stop])\n\t"
 		"jne 3f\n\t"
@@ -176,7 +181,7 @@ static int spin_regs(uint64_t a, uint64_t b, volatile uint64_t *count, volatile 
 		"4:\n\t"
 		: "=&a"(ret)
 		: [a] "r"(a), [b] "r"(b), [cnt] "r"(count), [stop] "r"(stop)
-		: "rcx", "r12", "r13", "r14", "xmm8", "xmm9", "memory", "cc");
+		: "rcx", "r12", "r13", "r14", "xmm3", "xmm8", "xmm9", "memory", "cc");
 	return (int)ret;
 }
 
@@ -323,7 +328,7 @@ static void *worker(void *arg)
 	if (t->kind != SPIN && mine != t->count)
 		tfail(t, "its counter is %llu, its slot says %llu", (unsigned long long)mine, (unsigned long long)t->count);
 	if (t->regfail)
-		tfail(t, "a register (r12-r14 or xmm8) changed while it spun");
+		tfail(t, "a register (r12-r14, xmm3 or xmm8) changed while it spun");
 	if (t->eintr)
 		tfail(t, "FUTEX_WAIT returned EINTR %d time(s) with no signal for it: the interrupted wait was not restarted",
 		      t->eintr);
@@ -483,6 +488,9 @@ int main(int argc, char **argv)
 	if (n != nthreads + 1)
 		die("/proc/self/status says Threads: %d, want %d", n, nthreads + 1);
 	say("threads: %d workers ready (pid %d)", nthreads, getpid());
+	for (int i = 0; i < nthreads; i++)
+		if (ths[i].kind == SPIN)
+			say("threads: worker %d spins as tid %d", i, ths[i].tid);
 	victim_ready(argv[1]);
 
 	victim_wait();

@@ -511,8 +511,8 @@ int main(int argc, char **argv)
 		die("Z1 (pid %d) is not a zombie after 5 s", hdr->z1_pid);
 	record();
 	check_shape();
-	say("tree: R %d, 20 members, zombies %d %d, leaderless group D %d, session E %d%s", getpid(), hdr->z1_pid,
-	    hdr->z2_pid, hdr->d_pid, hdr->e_pid, mfdata ? ", memfd" : "");
+	say("tree: R %d, 20 members, zombies %d %d, leaderless group D %d, session E %d%s; shared region at %p",
+	    getpid(), hdr->z1_pid, hdr->z2_pid, hdr->d_pid, hdr->e_pid, mfdata ? ", memfd" : "", (void *)hdr);
 	setup_done = 1;
 	victim_ready(argv[1]);
 

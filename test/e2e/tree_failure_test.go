@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// TestDumpDuringChurn: dumps of a process that creates and joins threads
+// without pause, or forks and reaps children without pause, race with
+// clone() and exit(). Each of 3 dumps must either succeed with a consistent
+// tree (every parent of the images in the images, a core image for every
+// thread) that restores and goes on churning, or fail cleanly (exit 1 with
+// an error) with the tree running untouched: not stopped, not traced, still
+// churning. The victim finally checks that no thread or child ever saw a
+// wrong tid, parent, argument or memory, and that none is left (churn.c).
+func TestDumpDuringChurn(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, mode := range []string{"threads", "forks"} {
+		t.Run(mode, func(t *testing.T) {
+			status := filepath.Join(t.TempDir(), "cycles")
+			v := testutil.StartVictim(t, "churn", status, mode)
+			killForkingTree(t, v)
+			v.WaitReady(t)
+			progress := func(what string) {
+				t.Helper()
+				n := testutil.ReadCounter(t, status)
+				testutil.WaitFor(t, 5*time.Second, what, func() bool { return testutil.ReadCounter(t, status) > n+10 })
+			}
+			var ok, failed int
+			for i := 0; i < 3; i++ {
+				dir := t.TempDir()
+				r := testutil.Run(t, 25*time.Second, "dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "-v4", "-o", filepath.Join(t.TempDir(), "dump.log"))
+				if r.Code != 0 {
+					if r.Code != 1 || !strings.HasPrefix(r.Stderr, "Error: ") {
+						t.Fatalf("dump %d: want exit 0, or 1 with an error\n%s", i, r)
+					}
+					failed++
+					t.Logf("dump %d failed: %s", i, strings.TrimSpace(r.Stderr))
+					testutil.AssertRunning(t, v.Pid)
+					assertUntouched(t, v.Pid)
+					progress("the victim to churn on after the failed dump")
+					continue
+				}
+				ok++
+				pids := checkChurnImages(t, dir, v.Pid)
+				t.Logf("dump %d: %d process(es) in %v", i, len(pids), r.Took.Round(time.Millisecond))
+				v.Reap(t)
+				testutil.ReapTasks(t, pids[1:])
+				testutil.RestoreDetached(t, dir, v)
+				progress("the restored victim to churn on")
+			}
+			t.Logf("%s: %d dump(s) succeeded, %d failed cleanly", mode, ok, failed)
+			v.TermAndCheck(t)
+		})
+	}
+}
+
+// checkChurnImages checks the tree in pstree.img: the root first, every
+// other process's parent among them, a core image for every thread. It
+// returns the pids.
+func checkChurnImages(t *testing.T, dir string, root int) []int {
+	t.Helper()
+	es := testutil.ImageTree(t, dir)
+	if len(es) == 0 || int(es[0].GetPid()) != root {
+		t.Fatalf("pstree.img does not start with the root %d: %v", root, es)
+	}
+	in := map[uint32]bool{}
+	var pids []int
+	for _, e := range es {
+		in[e.GetPid()] = true
+		pids = append(pids, int(e.GetPid()))
+	}
+	for _, e := range es[1:] {
+		if !in[e.GetPpid()] {
+			t.Errorf("pstree.img: pid %d has parent %d, which is not in the images", e.GetPid(), e.GetPpid())
+		}
+	}
+	for _, e := range es {
+		if len(e.GetThreads()) == 0 {
+			t.Errorf("pstree.img: pid %d has no threads", e.GetPid())
+		}
+		for _, tid := range e.GetThreads() {
+			if _, err := os.Stat(filepath.Join(dir, fmt.Sprintf("core-%d.img", tid))); err != nil {
+				t.Errorf("thread %d of pid %d: %v", tid, e.GetPid(), err)
+			}
+		}
+	}
+	return pids
+}
+
+// TestRestoreTreeFailsHalfway: a restore of the 20-process tree that fails
+// late, on the 10th process of pstree.img, leaves no task behind: no pid of
+// the tree (nor the leaders' pids that helpers take) is held afterwards and
+// the test process got no stray child. stasis's checksum manifest is
+// removed first (it would refuse the damaged images up front). Damages: the
+// 10th process's core image truncated to 0 bytes; its cs register set to 0;
+// one of its file mappings pointing at a file id that does not exist. The
+// intact images then restore and pass.
+func TestRestoreTreeFailsHalfway(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, tree := startTreeVictim(t, "tree")
+	leaderD := logPid(t, v, `leaderless group D ([0-9]+)`)
+	leaderE := logPid(t, v, `session E ([0-9]+)`)
+	good := t.TempDir()
+	dumpTree(t, v, tree, good)
+	pids := testutil.ImagePids(t, good)
+	if len(pids) < 10 {
+		t.Fatalf("pstree.img has %d processes", len(pids))
+	}
+	tenth := pids[9]
+	core, mmImg := fmt.Sprintf("core-%d.img", tenth), fmt.Sprintf("mm-%d.img", tenth)
+	t.Logf("damaging the images of pid %d, the 10th of %v", tenth, pids)
+
+	damages := []struct {
+		name  string
+		apply func(t *testing.T, dir string)
+		names []string // the message names one of these
+	}{
+		{"core-truncated", func(t *testing.T, dir string) {
+			if err := os.Truncate(fileOf(dir, core), 0); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{core}},
+		{"core-cs-0", func(t *testing.T, dir string) {
+			d, err := images.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := &criu_core.CoreEntry{}
+			if err := d.ReadOne(core, c); err != nil {
+				t.Fatal(err)
+			}
+			regs := c.GetThreadInfo().GetGpregs()
+			if regs == nil {
+				t.Fatalf("%s has no gpregs", core)
+			}
+			regs.Cs = proto.Uint64(0)
+			if err := d.Write(core, c); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{strconv.Itoa(tenth), core}},
+		{"mm-bad-file-id", func(t *testing.T, dir string) {
+			d, err := images.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := &mm.MmEntry{}
+			if err := d.ReadOne(mmImg, m); err != nil {
+				t.Fatal(err)
+			}
+			changed := false
+			for _, vma := range m.GetVmas() {
+				if vma.GetStatus()&(mem.FilePrivate|mem.FileShared) != 0 {
+					vma.Shmid = proto.Uint64(0x7ffffff0)
+					changed = true
+					break
+				}
+			}
+			if !changed {
+				t.Fatalf("%s has no file mapping", mmImg)
+			}
+			if err := d.Write(mmImg, m); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{strconv.Itoa(tenth), mmImg}},
+	}
+	for _, dmg := range damages {
+		t.Run(dmg.name, func(t *testing.T) {
+			dir := imageDirNoChecksums(t, good)
+			dmg.apply(t, dir)
+			msg := testutil.RestoreFail(t, dir)
+			assertAny(t, msg, dmg.names...)
+			assertTreeGone(t, tree, leaderD, leaderE)
+		})
+	}
+
+	t.Log("restoring the intact images")
+	restoreTree(t, good, v, tree)
+	v.TermAndCheck(t)
+	assertTreeGone(t, tree, leaderD, leaderE)
+}
