@@ -2,7 +2,9 @@ package dump
 
 import (
 	"errors"
+
 	"fmt"
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"log/slog"
 	"os"
 	"strconv"
@@ -51,14 +53,15 @@ const (
 )
 
 type dumper struct {
-	opts  Options
-	log   *slog.Logger
-	dir   *images.Dir
-	files *files.Table
-	root  *process
-	all   []*process // every process seized, parents first
-	ids   idAlloc
-	stats statsTimes
+	opts    Options
+	log     *slog.Logger
+	dir     *images.Dir
+	files   *files.Table
+	root    *process
+	all     []*process // every process seized, parents first
+	ids     idAlloc
+	seccomp core.SeccompTable
+	stats   statsTimes
 }
 
 type statsTimes struct {
@@ -229,7 +232,14 @@ func (d *dumper) dumpCore(p *process) error {
 	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, l.stopSig, l.blocked); err != nil {
 		return err
 	}
-	for _, th := range p.threads {
+	if p.tc.Timers != nil {
+		if p.tc.Timers.Posix, err = core.DumpPosixTimers(l.tr, p.scratch); err != nil {
+			return err
+		}
+	}
+	tids := make([]int, len(p.threads))
+	modes := make([]int, len(p.threads))
+	for i, th := range p.threads {
 		st, status := p.stat, p.status
 		if th.tid != p.pid {
 			if st, err = proc.ReadStat(th.tid); err != nil {
@@ -241,6 +251,17 @@ func (d *dumper) dumpCore(p *process) error {
 		}
 		if th.core, err = core.DumpThread(th.tr, p.scratch, st, status, th.blocked); err != nil {
 			return err
+		}
+		tids[i], modes[i] = th.tid, status.Seccomp
+	}
+	smodes, filters, err := d.seccomp.DumpProcess(tids, modes)
+	if err != nil {
+		return fmt.Errorf("seccomp of pid %d: %w", p.pid, err)
+	}
+	for i, th := range p.threads {
+		th.core.ThreadCore.SeccompMode = smodes[i].Enum()
+		if smodes[i] == criucore.SeccompMode_filter {
+			th.core.ThreadCore.SeccompFilter = proto.Uint32(filters[i])
 		}
 	}
 	return nil

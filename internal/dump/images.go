@@ -12,7 +12,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 	"golang.org/x/sys/unix"
@@ -56,7 +55,7 @@ func (d *dumper) writeImages() error {
 			}
 			return w("files.img", ms...)
 		},
-		func() error { return w("seccomp.img", &seccomp.SeccompEntry{}) },
+		func() error { return w("seccomp.img", d.seccomp.Entry()) },
 		func() error {
 			var mono, boot unix.Timespec
 			_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)

@@ -1,8 +1,10 @@
 package ptrace
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -72,8 +74,15 @@ func (t *Task) Tgid() int {
 // SeizeAndStop attaches to tid and brings it into a ptrace stop. It returns
 // the stop signal: a task that was already group-stopped reports the
 // signal that stopped it (SIGSTOP, SIGTSTP, ...), otherwise SIGTRAP.
+//
+// A thread under seccomp is seized with PTRACE_O_SUSPEND_SECCOMP: its
+// filter must not see (and may deny or kill on) the calls stasis injects.
 func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
-	if err := Seize(tid, unix.PTRACE_O_TRACESYSGOOD); err != nil {
+	opts := unix.PTRACE_O_TRACESYSGOOD
+	if underSeccomp(tid) {
+		opts |= unix.PTRACE_O_SUSPEND_SECCOMP
+	}
+	if err := Seize(tid, opts); err != nil {
 		return nil, 0, err
 	}
 	if err := Interrupt(tid); err != nil {
@@ -235,4 +244,14 @@ func ContUntilExit(tid int, sig unix.Signal) error {
 			sig = st.Signal
 		}
 	}
+}
+
+// underSeccomp reads the Seccomp: line of /proc/TID/status.
+func underSeccomp(tid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
+	if err != nil {
+		return false
+	}
+	i := bytes.Index(b, []byte("\nSeccomp:\t"))
+	return i >= 0 && len(b) > i+10 && b[i+10] != '0'
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
@@ -72,8 +73,9 @@ type imageSet struct {
 	dir   *images.Dir
 	inv   *inventory.InventoryEntry
 	files map[uint32]*fdinfo.FileEntry
-	root  *taskImages
-	all   []*taskImages // pstree order, parents first; helpers not included
+	root    *taskImages
+	all     []*taskImages // pstree order, parents first; helpers not included
+	seccomp []*seccomp.SeccompFilter
 }
 
 func bad(file string, format string, args ...any) error {
@@ -116,6 +118,13 @@ func readImages(path string) (*imageSet, error) {
 	}
 	for _, f := range files {
 		s.files[f.GetId()] = f
+	}
+	if dir.Has("seccomp.img") {
+		se := &seccomp.SeccompEntry{}
+		if err := dir.ReadOne("seccomp.img", se); err != nil {
+			return nil, err
+		}
+		s.seccomp = se.GetSeccompFilters()
 	}
 	byPid := map[int]*taskImages{}
 	for i, pe := range trees {
@@ -174,6 +183,9 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	if err := core.Validate(ti.core); err != nil {
 		return nil, bad(name("core"), "%v", err)
 	}
+	if err := core.ValidatePosixTimers(ti.core.GetTc().GetTimers().GetPosix()); err != nil {
+		return nil, bad(name("core"), "%v", err)
+	}
 	for _, tid := range pe.GetThreads()[1:] {
 		f := fmt.Sprintf("core-%d.img", tid)
 		c := &criucore.CoreEntry{}
@@ -184,6 +196,12 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 			return nil, bad(f, "%v", err)
 		}
 		ti.threads = append(ti.threads, c)
+	}
+	for _, c := range append([]*criucore.CoreEntry{ti.core}, ti.threads...) {
+		th := c.GetThreadCore()
+		if _, err := core.SeccompChain(s.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
+			return nil, bad("seccomp.img", "pid %d: %v", pid, err)
+		}
 	}
 	ti.ids = &criucore.TaskKobjIdsEntry{}
 	if err := d.ReadOne(name("ids"), ti.ids); err != nil {

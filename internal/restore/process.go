@@ -192,16 +192,26 @@ func (tr *taskRestorer) restoreState() error {
 			return err
 		}
 	}
-	return nil
+	// Timers run from the moment they are created: as late as possible.
+	return core.RestorePosixTimers(tr.t, tr.s, tr.img.core.GetTc().GetTimers().GetPosix())
 }
 
-// restoreCreds switches every thread to its credentials: the last
-// injected calls but the final munmap.
+// restoreCreds installs every thread's seccomp filters (the leader first:
+// a filter installed with TSYNC reaches the others), while the thread is
+// still allowed to, then switches it to its credentials: the last
+// injected calls but the final munmap. Every restored task is traced with
+// PTRACE_O_SUSPEND_SECCOMP, so the filters do not see those calls.
 func (tr *taskRestorer) restoreCreds() error {
 	if !tr.img.live() {
 		return nil
 	}
 	ts, cores := tr.allThreads()
+	for i, t := range ts {
+		th := cores[i].GetThreadCore()
+		if err := core.RestoreSeccomp(t, tr.s, tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
+			return fmt.Errorf("tid %d: %w", t.Tid, err)
+		}
+	}
 	for i, t := range ts {
 		if err := core.RestoreCreds(t, tr.s, cores[i]); err != nil {
 			return err

@@ -28,8 +28,10 @@ type puppet struct {
 // ptrace options for everything created during a restore: new tasks are
 // traced from birth, and all of them die if stasis dies (no half-restored
 // process can survive a crash of the restorer).
+// Seccomp filters installed during the restore must not see the calls
+// stasis injects after them.
 const restoreOpts = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
-	unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE
+	unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_SUSPEND_SECCOMP
 
 func startPuppet() (*puppet, error) {
 	self, err := os.Executable()
