@@ -74,7 +74,7 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, stopSig unix.
 		}},
 		{"sigactions", func() error { return dumpSigactions(t, s, tc) }},
 		{"itimers", func() error { return dumpItimers(t, s, tc) }},
-		{"rlimits", func() error { return dumpRlimits(pid, tc) }},
+		{"rlimits", func() error { return dumpRlimits(t, s, tc) }},
 		{"shared pending signals", func() error {
 			shared, err := ptrace.PeekSiginfo(pid, true)
 			tc.SignalsS = sigQueue(shared)
@@ -260,14 +260,23 @@ func dumpItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) 
 	return nil
 }
 
-func dumpRlimits(pid int, tc *criucore.TaskCoreEntry) error {
+// dumpRlimits asks the process itself (injected prlimit64 on pid 0):
+// reading another process's limits needs CAP_SYS_RESOURCE or the same
+// uids, and stasis has neither for a process that dropped privileges.
+func dumpRlimits(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
 	rl := &criucore.TaskRlimitsEntry{}
 	for res := 0; res < rlimNlimits; res++ {
-		var old unix.Rlimit
-		if err := unix.Prlimit(pid, res, nil, &old); err != nil {
-			return fmt.Errorf("prlimit %d: %w", res, err)
+		if _, err := t.Call("prlimit64", unix.SYS_PRLIMIT64, 0, uint64(res), 0, s.Addr); err != nil {
+			return fmt.Errorf("resource %d: %w", res, err)
 		}
-		rl.Rlimits = append(rl.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(old.Cur), Max: proto.Uint64(old.Max)})
+		b, err := s.Get(0, 16)
+		if err != nil {
+			return err
+		}
+		rl.Rlimits = append(rl.Rlimits, &rlimit.RlimitEntry{
+			Cur: proto.Uint64(binary.LittleEndian.Uint64(b[0:])),
+			Max: proto.Uint64(binary.LittleEndian.Uint64(b[8:])),
+		})
 	}
 	tc.Rlimits = rl
 	return nil

@@ -91,7 +91,10 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 			status |= AreaVVAR
 		case v.Path == "[uprobes]":
 			status = AreaUprobes
-		case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")):
+		case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")),
+			// MAP_SHARED|MAP_ANONYMOUS memory is a shmem file the kernel
+			// names after /dev/zero.
+			v.Shared && v.Deleted && v.Path == "/dev/zero":
 			flags |= unix.MAP_ANONYMOUS
 			if v.Shared {
 				// The shmem object's inode names it: processes mapping

@@ -23,7 +23,7 @@ func (tr *taskRestorer) create() error {
 			name string
 			fn   func() error
 		}{
-			{"memory", func() error { return tr.restoreMemory(img.parent) }},
+			{"memory", func() error { return tr.restoreMemory(memoryParent(img)) }},
 			{"mm", tr.restoreMM},
 			{"subreaper", tr.earlySubreaper},
 		}
@@ -49,6 +49,17 @@ func (tr *taskRestorer) create() error {
 		}
 	}
 	return nil
+}
+
+// memoryParent returns the image whose address space a new task starts
+// with: its parent's, or for a task created under a helper, that of the
+// helper's nearest live ancestor (helpers change nothing in memory).
+func memoryParent(img *taskImages) *taskImages {
+	p := img.parent
+	for p != nil && p.helper {
+		p = p.parent
+	}
+	return p
 }
 
 // earlySubreaper sets child_subreaper before the rest of the task state:
@@ -133,6 +144,16 @@ func (tr *taskRestorer) restoreFiles() error {
 func (tr *taskRestorer) exitIfDead() error {
 	switch {
 	case tr.img.zombie:
+		// A zombie keeps only its name, pid, ids and exit status.
+		name := make([]byte, 16)
+		copy(name[:15], tr.img.core.GetTc().GetComm())
+		a, err := tr.s.Put(0, name)
+		if err != nil {
+			return err
+		}
+		if _, err := tr.t.Call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
+			return err
+		}
 		return tr.die(tr.img.core.GetTc().GetExitCode())
 	case tr.img.helper:
 		if err := tr.die(0); err != nil {
