@@ -20,7 +20,7 @@ import (
 
 // TestDumpDuringChurn: dumps of a process that creates and joins threads
 // without pause, or forks and reaps children without pause, race with
-// clone() and exit(). Each of 3 dumps must either succeed with a consistent
+// clone() and exit(). Each of 5 dumps must either succeed with a consistent
 // tree (every parent of the images in the images, a core image for every
 // thread) that restores and goes on churning, or fail cleanly (exit 1 with
 // an error) with the tree running untouched: not stopped, not traced, still
@@ -40,7 +40,7 @@ func TestDumpDuringChurn(t *testing.T) {
 				testutil.WaitFor(t, 5*time.Second, what, func() bool { return testutil.ReadCounter(t, status) > n+10 })
 			}
 			var ok, failed int
-			for i := 0; i < 3; i++ {
+			for i := 0; i < 5; i++ {
 				dir := t.TempDir()
 				r := testutil.Run(t, 25*time.Second, "dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "-v4", "-o", filepath.Join(t.TempDir(), "dump.log"))
 				if r.Code != 0 {

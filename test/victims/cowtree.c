@@ -13,6 +13,8 @@
  * if /proc shows it as its own live child) and reaps them; each child checks
  * its pid, its parent, the whole shared region (reading: no copy) and its own
  * 64 KiB, and exits 0 or 1. The root exits 0 only if all are 0.
+ * A child whose parent changes, and a root orphaned to init in the pid
+ * namespace it started in (the harness was killed), exit 1 at once.
  */
 #include "victim.h"
 #include <sys/mman.h>
@@ -57,6 +59,33 @@ static int own_child(int pid)
 	return p && sscanf(p + 1, " %c %d", &state, &ppid) == 2 && ppid == getpid() && state != 'Z';
 }
 
+/*
+ * A tree must not outlive a harness that was killed (a test timeout skips
+ * every cleanup). The root's parent turns into init of its own pid
+ * namespace only then: it is the test process (a subreaper) or stasis
+ * restore otherwise, and in a copy restored into a new pid namespace the
+ * namespace differs from the one recorded at start. Members leave when
+ * their parent changes.
+ */
+static char start_pidns[64];
+
+static void remember_pidns(void)
+{
+	if (readlink("/proc/self/ns/pid", start_pidns, sizeof(start_pidns) - 1) < 0)
+		start_pidns[0] = 0;
+}
+
+static int harness_gone(void)
+{
+	char now[64] = "";
+
+	if (getppid() != 1 || !start_pidns[0])
+		return 0;
+	if (readlink("/proc/self/ns/pid", now, sizeof(now) - 1) < 0)
+		return 0;
+	return strcmp(now, start_pidns) == 0;
+}
+
 static void __attribute__((noreturn)) child(int i, pid_t parent)
 {
 	char name[16];
@@ -66,7 +95,13 @@ static void __attribute__((noreturn)) child(int i, pid_t parent)
 	fill(own, OWN_WORDS, 300 + i);
 	snprintf(name, sizeof(name), "cow-%d", i);
 	prctl(PR_SET_NAME, name);
-	victim_wait();
+	while (!got_term) {
+		if (getppid() != parent) {
+			fail("%s: its parent changed from %d to %d before the check: leaving", name, parent, getppid());
+			exit(1);
+		}
+		sleep_ms(10);
+	}
 	if (getppid() != parent)
 		fail("%s: getppid() is %d, want %d", name, getppid(), parent);
 	check_fill("shared copy-on-write region", region, words, 21);
@@ -85,6 +120,7 @@ int main(int argc, char **argv)
 	if (mib < 1 || n < 1 || n > MAXKIDS)
 		die("bad MIB or N");
 	victim_init();
+	remember_pidns();
 	words = (size_t)mib << 20 >> 3;
 	region = mmap(NULL, words * 8, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (region == MAP_FAILED)
@@ -114,7 +150,13 @@ int main(int argc, char **argv)
 		say("cowtree: child cow-%d is pid %d", i, kids[i]);
 	victim_ready(argv[1]);
 
-	victim_wait();
+	while (!got_term) {
+		if (harness_gone()) {
+			fail("orphaned (parent is init): the harness is gone, leaving");
+			exit(1);
+		}
+		sleep_ms(10);
+	}
 	check_fill("shared copy-on-write region (root)", region, words, 21);
 	for (int i = 0; i < n; i++)
 		if (own_child(kids[i]))

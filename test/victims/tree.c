@@ -49,6 +49,11 @@
  * every report, and exits 0 only if all 20 members reported PASS with the
  * right token and every child ended with status 0. A member woken by SIGTERM
  * that does not see the check phase in the shared region reports so.
+ *
+ * A member whose parent changes before the check (its parent died) prints
+ * a FAIL line and exits 1; R exits 1 if it finds itself orphaned to init in
+ * the pid namespace it started in (the harness was killed): a killed test
+ * leaves no tree behind.
  */
 #include "victim.h"
 #include <sys/mman.h>
@@ -176,6 +181,33 @@ static int own_child(int pid)
 }
 
 static void member(int idx);
+
+/*
+ * A tree must not outlive a harness that was killed (a test timeout skips
+ * every cleanup). The root's parent turns into init of its own pid
+ * namespace only then: it is the test process (a subreaper) or stasis
+ * restore otherwise, and in a copy restored into a new pid namespace the
+ * namespace differs from the one recorded at start. Members leave when
+ * their parent changes.
+ */
+static char start_pidns[64];
+
+static void remember_pidns(void)
+{
+	if (readlink("/proc/self/ns/pid", start_pidns, sizeof(start_pidns) - 1) < 0)
+		start_pidns[0] = 0;
+}
+
+static int harness_gone(void)
+{
+	char now[64] = "";
+
+	if (getppid() != 1 || !start_pidns[0])
+		return 0;
+	if (readlink("/proc/self/ns/pid", now, sizeof(now) - 1) < 0)
+		return 0;
+	return strcmp(now, start_pidns) == 0;
+}
 
 /*
  * R's setup may fail (die) with members already running: they would outlive
@@ -327,8 +359,13 @@ static void term_children(void)
 /* member_loop waits for the check phase, checks, reports and exits. */
 static void __attribute__((noreturn)) member_loop(void)
 {
-	while (!load(&hdr->phase) && !got_term)
+	while (!load(&hdr->phase) && !got_term) {
+		if (getppid() != hdr->slot[me].ppid) {
+			MFAIL("its parent changed from %d to %d before the check: leaving", hdr->slot[me].ppid, (int)getppid());
+			exit(1);
+		}
 		sleep_ms(10);
+	}
 	for (int i = 0; i < 200 && !load(&hdr->phase); i++)
 		sleep_ms(10);
 	if (!load(&hdr->phase))
@@ -458,6 +495,7 @@ int main(int argc, char **argv)
 	if (argc < 2)
 		die("usage: tree READY [memfd]");
 	victim_init();
+	remember_pidns();
 	me = R;
 	if (getsid(0) != getpid() || getpgid(0) != getpid())
 		die("R must be a session leader (started with setsid)");
@@ -516,7 +554,13 @@ int main(int argc, char **argv)
 	setup_done = 1;
 	victim_ready(argv[1]);
 
-	victim_wait();
+	while (!got_term) {
+		if (harness_gone()) {
+			MFAIL("orphaned (parent is init): the harness is gone, leaving");
+			exit(1);
+		}
+		sleep_ms(10);
+	}
 	store(&hdr->phase, 1);
 	term_children();
 	check_member();
