@@ -235,23 +235,32 @@ func WaitTree(t testing.TB, root int, want []Task, byNSPid bool, timeout time.Du
 // Track makes the test kill pids when it ends, through pidfds opened now
 // (a pid reused by then is left alone), and reap those of them that end up
 // as zombie children of the test process (orphans re-parented to it, the
-// subreaper). Pids in noReap are killed but never waited for: pass there a
-// pid whose exit status another helper collects (a Victim's current
-// incarnation, a stasis process), since reaping it would steal it.
+// subreaper). A tracked process that is gone by then may have come back
+// under the same pid (a restore): a task holding the pid with the same comm
+// and started after Track is killed too. Pids in noReap are killed but
+// never waited for: pass there a pid whose exit status another helper
+// collects (a Victim's current incarnation, a stasis process), since
+// reaping it would steal it.
 func Track(t testing.TB, pids []int, noReap ...int) {
 	t.Helper()
-	type tracked struct{ pid, fd int }
+	type tracked struct {
+		pid, fd int
+		comm    string
+	}
+	since := bootTicks()
 	var ts []tracked
 	for _, pid := range append(slices.Clone(noReap), pids...) {
 		fd, err := unix.PidfdOpen(pid, 0)
 		if err != nil {
 			continue // already gone
 		}
-		ts = append(ts, tracked{pid, fd})
+		ts = append(ts, tracked{pid, fd, Comm(pid)})
 	}
 	t.Cleanup(func() {
 		for _, x := range ts {
-			unix.PidfdSendSignal(x.fd, unix.SIGKILL, nil, 0)
+			if unix.PidfdSendSignal(x.fd, unix.SIGKILL, nil, 0) != nil {
+				killIncarnation(x.pid, x.comm, since)
+			}
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for _, x := range ts {
@@ -261,6 +270,33 @@ func Track(t testing.TB, pids []int, noReap ...int) {
 			unix.Close(x.fd)
 		}
 	})
+}
+
+// bootTicks is now in the unit of /proc/PID/stat's starttime: clock ticks
+// (USER_HZ, 100 on Linux) since boot.
+func bootTicks() uint64 {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return uint64(ts.Sec)*100 + uint64(ts.Nsec)/10000000
+}
+
+// killIncarnation kills the task holding pid if its comm is comm and it
+// started at or after since (ticks since boot): a later incarnation of a
+// tracked process. The pidfd is opened before the check, so the pid cannot
+// be recycled between the check and the kill.
+func killIncarnation(pid int, comm string, since uint64) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return
+	}
+	defer unix.Close(fd)
+	start, err := StatField(pid, 22)
+	if err != nil {
+		return
+	}
+	if n, err := strconv.ParseUint(start, 10, 64); err == nil && n+1 >= since && Comm(pid) == comm {
+		unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
+	}
 }
 
 // TrackTree tracks (see Track) every task of root's tree; root itself is

@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -229,5 +230,59 @@ func TestNSCopyHarness(t *testing.T) {
 	unix.Kill(c.HostPid, unix.SIGTERM)
 	if code := c.Wait(t, 5*time.Second); code != 7 {
 		t.Errorf("fake restore exited %d, want the copy's 7", code)
+	}
+}
+
+// TestTrackKillsLaterIncarnation: a tracked process that is gone and whose
+// pid now holds a process with the same comm started after Track (what a
+// restore brings back) is killed by Track's cleanup.
+func TestTrackKillsLaterIncarnation(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (ns_last_pid)")
+	}
+	c1 := exec.Command("sleep", "30")
+	if err := c1.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := c1.Process.Pid
+	var c2 *exec.Cmd
+	t.Run("tracked", func(t *testing.T) {
+		Track(t, nil, pid)
+		c1.Process.Kill()
+		c1.Wait()
+		// Bring the pid back the way a restore does, by asking for it.
+		for i := 0; i < 20 && c2 == nil; i++ {
+			if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
+				t.Skipf("ns_last_pid: %v", err)
+			}
+			c := exec.Command("sleep", "30")
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			if c.Process.Pid == pid {
+				c2 = c
+			} else {
+				c.Process.Kill()
+				c.Wait()
+			}
+		}
+		if c2 == nil {
+			t.Skip("could not get the pid back (other processes fork meanwhile)")
+		}
+	})
+	if c2 == nil {
+		return
+	}
+	done := make(chan error, 1)
+	go func() { done <- c2.Wait() }()
+	select {
+	case <-done:
+		if ws := c2.ProcessState.Sys().(syscall.WaitStatus); !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+			t.Errorf("the later incarnation ended with %v, want SIGKILL", ws)
+		}
+	case <-time.After(3 * time.Second):
+		c2.Process.Kill()
+		<-done
+		t.Errorf("Track's cleanup did not kill the later incarnation of pid %d", pid)
 	}
 }
