@@ -23,6 +23,7 @@ const (
 	pmePresent = 1 << 63
 	pmeSwap    = 1 << 62
 	pmeFile    = 1 << 61 // file page or shared anon
+	pmeExcl    = 1 << 56 // page mapped by this process only
 	pmePFNMask = 1<<55 - 1
 	peParent   = 1 // pagemap_entry.flags PE_PARENT
 	peLazy     = 2
@@ -34,6 +35,9 @@ const (
 type Run struct {
 	Addr  uint64
 	Pages uint64
+	// Shared: some page of the run is mapped by other processes too
+	// (copy-on-write after fork); it must be read without pinning.
+	Shared bool
 }
 
 // zeroPFN is the frame of the kernel's shared zero page: private pages
@@ -91,13 +95,27 @@ func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
 			continue
 		}
 		addr := a.Start() + i*PageSize
-		if l := len(runs); l > 0 && runs[l-1].Addr+runs[l-1].Pages*PageSize == addr {
+		shared := pme&pmePresent != 0 && pme&pmeExcl == 0
+		if l := len(runs); l > 0 && runs[l-1].Addr+runs[l-1].Pages*PageSize == addr && runs[l-1].Shared == shared {
 			runs[l-1].Pages++
 		} else {
-			runs = append(runs, Run{Addr: addr, Pages: 1})
+			runs = append(runs, Run{Addr: addr, Pages: 1, Shared: shared})
 		}
 	}
 	return runs, nil
+}
+
+// mergeRuns joins adjacent runs that differ only in how they are read.
+func mergeRuns(runs []Run) []Run {
+	var out []Run
+	for _, r := range runs {
+		if l := len(out); l > 0 && out[l-1].Addr+out[l-1].Pages*PageSize == r.Addr {
+			out[l-1].Pages += r.Pages
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // DumpStats are the figures of one page dump.
@@ -118,6 +136,7 @@ func DumpPages(pid int, areas []*Area, w io.Writer) ([]*pagemap.PagemapEntry, Du
 	}
 	defer pm.Close()
 	var runs []Run
+	var entries []*pagemap.PagemapEntry
 	for _, a := range areas {
 		if a.Dumpable() {
 			st.PagesScanned += (a.End() - a.Start()) / PageSize
@@ -127,16 +146,16 @@ func DumpPages(pid int, areas []*Area, w io.Writer) ([]*pagemap.PagemapEntry, Du
 			return nil, st, fmt.Errorf("pid %d: %w", pid, err)
 		}
 		runs = append(runs, r...)
-	}
-	entries := make([]*pagemap.PagemapEntry, 0, len(runs))
-	for _, r := range runs {
-		entries = append(entries, &pagemap.PagemapEntry{
-			Vaddr:         proto.Uint64(r.Addr),
-			CompatNrPages: proto.Uint32(0),
-			NrPages:       proto.Uint64(r.Pages),
-			Flags:         proto.Uint32(PEPresent),
-		})
-		st.PagesWritten += r.Pages
+		// An entry never crosses a VMA: restore checks each lies in one.
+		for _, m := range mergeRuns(r) {
+			entries = append(entries, &pagemap.PagemapEntry{
+				Vaddr:         proto.Uint64(m.Addr),
+				CompatNrPages: proto.Uint32(0),
+				NrPages:       proto.Uint64(m.Pages),
+				Flags:         proto.Uint32(PEPresent),
+			})
+			st.PagesWritten += m.Pages
+		}
 	}
 	if err := copyRuns(runs, w, func(ios []ptrace.VMIO) error { return ptrace.ReadvMem(pid, ios) }); err != nil {
 		return nil, st, fmt.Errorf("dump pages of pid %d: %w", pid, err)
@@ -177,7 +196,7 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 			addr, left := r.Addr, r.Pages*PageSize
 			for left > 0 {
 				n := min(left, uint64(len(buf)-off))
-				ios = append(ios, ptrace.VMIO{Remote: addr, Local: buf[off : off+int(n)]})
+				ios = append(ios, ptrace.VMIO{Remote: addr, Local: buf[off : off+int(n)], NoPin: r.Shared})
 				off += int(n)
 				addr += n
 				left -= n

@@ -179,7 +179,8 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 // Pages inside kept VMAs (inherited from the parent) are compared with
 // what the task has and written only where they differ, so that pages
 // still shared with the parent stay shared.
-func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool) error {
+func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool) (FillStats, error) {
+	var st FillStats
 	var want int64
 	for _, pe := range entries {
 		if HasData(pe) {
@@ -187,18 +188,18 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 		}
 	}
 	if want == 0 {
-		return nil
+		return st, nil
 	}
 	fi, err := pages.Stat()
 	if err != nil {
-		return err
+		return st, err
 	}
 	if fi.Size() < want {
-		return fmt.Errorf("%s is truncated: pagemap needs %d bytes, file has %d: %w", fi.Name(), want, fi.Size(), ErrTruncatedPages)
+		return st, fmt.Errorf("%s is truncated: pagemap needs %d bytes, file has %d: %w", fi.Name(), want, fi.Size(), ErrTruncatedPages)
 	}
 	data, err := unix.Mmap(int(pages.Fd()), 0, int(want), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
 	if err != nil {
-		return fmt.Errorf("map %s: %w", fi.Name(), err)
+		return st, fmt.Errorf("map %s: %w", fi.Name(), err)
 	}
 	defer unix.Munmap(data)
 	inKept := keptLookup(vmas, kept)
@@ -220,9 +221,27 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 	}
 	diff, err := differing(pid, cmp)
 	if err != nil {
-		return err
+		return st, err
 	}
-	return writeParallel(pid, append(ios, diff...))
+	ios = append(ios, diff...)
+	for _, io := range cmp {
+		st.Compared += uint64(len(io.Local) / PageSize)
+	}
+	for _, io := range ios {
+		st.Restored += uint64(len(io.Local) / PageSize)
+	}
+	st.SkippedCOW = st.Compared
+	for _, io := range diff {
+		st.SkippedCOW -= uint64(len(io.Local) / PageSize)
+	}
+	return st, writeParallel(pid, ios)
+}
+
+// FillStats counts pages as criu's stats-restore does.
+type FillStats struct {
+	Compared   uint64 // pages of inherited mappings compared with the image
+	SkippedCOW uint64 // of those, equal: left shared with the parent
+	Restored   uint64 // pages written
 }
 
 func keptLookup(vmas []*vma.VmaEntry, kept map[uint64]bool) func(uint64) bool {
@@ -253,7 +272,7 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	for _, io := range ios {
 		for done := 0; done < len(io.Local); {
 			n := min(len(buf), len(io.Local)-done)
-			if err := ptrace.ReadMem(pid, io.Remote+uint64(done), buf[:n]); err != nil {
+			if err := ptrace.ReadMemNoPin(pid, io.Remote+uint64(done), buf[:n]); err != nil {
 				return nil, fmt.Errorf("compare inherited memory of pid %d: %w", pid, err)
 			}
 			for p := 0; p < n; p += PageSize {

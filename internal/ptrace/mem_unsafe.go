@@ -70,6 +70,17 @@ func procMemIO(pid int, addr uint64, buf []byte, write bool) error {
 type VMIO struct {
 	Remote uint64
 	Local  []byte
+	// NoPin reads through /proc/PID/mem instead of process_vm_readv. The
+	// latter pins pages (FOLL_PIN), and the kernel unshares - copies - an
+	// anonymous page still shared copy-on-write with another process
+	// before pinning it: a dump or compare would duplicate the memory of
+	// a forked tree.
+	NoPin bool
+}
+
+// ReadMemNoPin reads like ReadMem without pinning (see VMIO.NoPin).
+func ReadMemNoPin(pid int, addr uint64, buf []byte) error {
+	return procMemIO(pid, addr, buf, false)
 }
 
 // ReadvMem reads many ranges with as few process_vm_readv calls as
@@ -82,6 +93,19 @@ func WritevMem(pid int, ios []VMIO) error { return vmIO(pid, ios, true) }
 const iovMax = 1024
 
 func vmIO(pid int, ios []VMIO, write bool) error {
+	if !write {
+		pinned := ios[:0:0]
+		for _, io := range ios {
+			if !io.NoPin {
+				pinned = append(pinned, io)
+				continue
+			}
+			if err := ReadMemNoPin(pid, io.Remote, io.Local); err != nil {
+				return err
+			}
+		}
+		ios = pinned
+	}
 	for len(ios) > 0 {
 		n := min(len(ios), iovMax)
 		batch := ios[:n]

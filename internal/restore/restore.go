@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
@@ -57,6 +58,18 @@ type restorer struct {
 	puppet      *puppet
 	scratchBase uint64
 	procs       []*taskRestorer // every process created, parents first
+	stats       restoreStats
+}
+
+type restoreStats struct {
+	mem.FillStats
+	start, forked time.Time
+}
+
+func (s *restoreStats) add(f mem.FillStats) {
+	s.Compared += f.Compared
+	s.SkippedCOW += f.SkippedCOW
+	s.Restored += f.Restored
 }
 
 // Restore restores the checkpoint in opts.ImagesDir and returns once the

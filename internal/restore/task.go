@@ -246,9 +246,12 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 		return err
 	}
 	defer pages.Close()
-	if err := mem.FillPages(tr.t.Tid, tr.img.pagemap, pages, vmas, kept); err != nil {
+	st, err := mem.FillPages(tr.t.Tid, tr.img.pagemap, pages, vmas, kept)
+	if err != nil {
 		return fmt.Errorf("%s: %w", pages.Name(), err)
 	}
+	tr.r.stats.add(st)
+	tr.r.log.Debug("pages restored", "pid", tr.t.Tid, "written", st.Restored, "compared", st.Compared, "shared", st.SkippedCOW)
 	if err := mem.Protect(tr.t, vmas, tr.img.pagemap, tr.img.paged, kept); err != nil {
 		return err
 	}
@@ -256,38 +259,79 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 }
 
 // keepInherited unmaps what the task inherited from its parent but does
-// not have itself, and returns the start addresses of the VMAs it keeps.
+// not have itself, and returns the start addresses of the VMAs it keeps:
+// those with the same range and origin in both images. The kernel may have
+// merged adjacent mappings in the restored parent, so what is unmapped is
+// computed in address ranges, not in the parent's current VMAs.
 func (tr *taskRestorer) keepInherited(parent *taskImages) (map[uint64]bool, error) {
 	cur, err := proc.ReadMaps(tr.t.Tid)
 	if err != nil {
 		return nil, err
 	}
-	find := func(vs []*vma.VmaEntry, start, end uint64) *vma.VmaEntry {
-		for _, v := range vs {
-			if v.GetStart() == start && v.GetEnd() == end {
-				return v
+	mapped := func(start, end uint64) bool {
+		for _, c := range cur {
+			if c.Start <= start && start < c.End {
+				start = c.End
+			}
+			if start >= end {
+				return true
 			}
 		}
-		return nil
+		return start >= end
+	}
+	theirs := map[uint64]*vma.VmaEntry{}
+	for _, v := range parent.mm.GetVmas() {
+		theirs[v.GetStart()] = v
 	}
 	kept := map[uint64]bool{}
+	var keep [][2]uint64
+	for _, mine := range tr.img.mm.GetVmas() {
+		t := theirs[mine.GetStart()]
+		if t != nil && t.GetEnd() == mine.GetEnd() && mem.SameOrigin(mine, t, tr.r.imgs.sameFile) && mapped(mine.GetStart(), mine.GetEnd()) {
+			kept[mine.GetStart()] = true
+			keep = append(keep, [2]uint64{mine.GetStart(), mine.GetEnd()})
+		}
+	}
+	tr.r.log.Debug("inherited mappings kept", "pid", tr.t.Tid, "kept", len(kept), "vmas", len(tr.img.mm.GetVmas()))
+	keep = append(keep, [2]uint64{tr.r.scratchBase, tr.r.scratchBase + scratchSize})
 	for _, c := range cur {
-		if c.Start == tr.r.scratchBase || c.Path == "[vsyscall]" {
+		if c.Path == "[vsyscall]" {
 			continue
 		}
-		mine := find(tr.img.mm.GetVmas(), c.Start, c.End)
-		theirs := find(parent.mm.GetVmas(), c.Start, c.End)
-		if mine != nil && theirs != nil && mem.SameOrigin(mine, theirs, tr.r.imgs.sameFile) {
-			kept[c.Start] = true
-			continue
-		}
-		if _, err := tr.t.Call("munmap", unix.SYS_MUNMAP, c.Start, c.End-c.Start); err != nil {
-			return nil, fmt.Errorf("%#x-%#x (%s): %w", c.Start, c.End, c.Path, err)
+		for _, g := range uncovered(c.Start, c.End, keep) {
+			if _, err := tr.t.Call("munmap", unix.SYS_MUNMAP, g[0], g[1]-g[0]); err != nil {
+				return nil, fmt.Errorf("%#x-%#x (%s): %w", g[0], g[1], c.Path, err)
+			}
 		}
 	}
 	return kept, nil
 }
 
+// uncovered returns the parts of [start, end) outside every range of keep.
+func uncovered(start, end uint64, keep [][2]uint64) [][2]uint64 {
+	out := [][2]uint64{{start, end}}
+	for _, k := range keep {
+		var next [][2]uint64
+		for _, r := range out {
+			if k[1] <= r[0] || k[0] >= r[1] {
+				next = append(next, r)
+				continue
+			}
+			if r[0] < k[0] {
+				next = append(next, [2]uint64{r[0], k[0]})
+			}
+			if k[1] < r[1] {
+				next = append(next, [2]uint64{k[1], r[1]})
+			}
+		}
+		out = next
+	}
+	return out
+}
+
+// restoreVDSO asks the kernel for a vDSO at the address the image had it,
+// so that code which cached vDSO pointers (glibc does, at startup) keeps
+// working. The layout of vvar/vvar_vclock/vdso must match this kernel's.
 func (tr *taskRestorer) restoreVDSO(kept map[uint64]bool) error {
 	var img []proc.VMA
 	for _, v := range tr.img.mm.GetVmas() {
