@@ -315,6 +315,17 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 	return nil
 }
 
+// maxFd is the highest fd number of any task of the image.
+func (s *imageSet) maxFd() int {
+	m := 2
+	for _, ti := range s.all {
+		for _, fd := range ti.fds {
+			m = max(m, int(fd.GetFd()))
+		}
+	}
+	return m
+}
+
 // sameFile reports whether two file ids of files.img name the same file.
 func (s *imageSet) sameFile(a, b uint32) bool {
 	if a == b {

@@ -79,6 +79,26 @@ func startPuppet() (*puppet, error) {
 	return p, nil
 }
 
+// openChannel gives the puppet a pidfd of stasis at fd number fd. Every
+// task is cloned from the puppet or from another task and inherits it:
+// through it a task takes the files stasis opens for it (pidfd_getfd).
+// Opening it here, in stasis' own pid namespace, is what makes it work
+// for tasks restored into a new one, where stasis has no pid to open.
+func (p *puppet) openChannel(fd int) error {
+	pfd, err := p.tr.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+	if err != nil {
+		return err
+	}
+	if int(pfd) == fd {
+		return nil
+	}
+	if _, err := p.tr.Call("dup2", unix.SYS_DUP2, pfd, uint64(fd)); err != nil {
+		return fmt.Errorf("move channel to fd %d: %w", fd, err)
+	}
+	_, err = p.tr.Call("close", unix.SYS_CLOSE, pfd)
+	return err
+}
+
 func findVDSO(pid int) (proc.VMA, error) {
 	vmas, err := proc.ReadMaps(pid)
 	if err != nil {

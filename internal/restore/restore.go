@@ -59,6 +59,9 @@ type restorer struct {
 	scratchBase uint64
 	procs       []*taskRestorer // every process created, parents first
 	stats       restoreStats
+	// channelFd is the fd number of the pidfd of stasis in every task,
+	// above every fd number of the image (see puppet.openChannel).
+	channelFd int
 }
 
 type restoreStats struct {
@@ -158,6 +161,10 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.tr.Tid); err != nil {
+		return err
+	}
+	r.channelFd = r.imgs.maxFd() + 1
+	if err := r.puppet.openChannel(r.channelFd); err != nil {
 		return err
 	}
 	root := r.imgs.root

@@ -35,7 +35,6 @@ type taskRestorer struct {
 	threads []*ptrace.Task // the other threads, in the order of img.threads
 	img     *taskImages
 	s       *ptrace.Scratch // data part of the scratch mapping
-	pidfd   uint64          // pidfd of stasis inside the task
 	open    map[uint32]*os.File
 }
 
@@ -127,7 +126,7 @@ func (tr *taskRestorer) mapScratch(via uint64) error {
 
 // emptyAddressSpace unmaps everything the root task inherited from the
 // puppet but the scratch page ([vsyscall] cannot be unmapped and is the
-// same in every process), and closes the puppet's fds.
+// same in every process), and closes the puppet's fds but the channel.
 func (tr *taskRestorer) emptyAddressSpace() error {
 	cur, err := proc.ReadMaps(tr.t.Tid)
 	if err != nil {
@@ -141,43 +140,18 @@ func (tr *taskRestorer) emptyAddressSpace() error {
 			return fmt.Errorf("%#x-%#x (%s): %w", v.Start, v.End, v.Path, err)
 		}
 	}
-	_, err = tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ^uint64(0)>>32, 0)
+	ch := uint64(tr.r.channelFd)
+	if _, err := tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ch-1, 0); err != nil {
+		return err
+	}
+	_, err = tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, ch+1, ^uint64(0)>>32, 0)
 	return err
 }
 
-// openChannel gives the task a pidfd of stasis, through which it takes
-// the files stasis opens for it (pidfd_getfd), placed above every fd
-// number of the image.
-func (tr *taskRestorer) openChannel() error {
-	fd, err := tr.t.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
-	if err != nil {
-		return err
-	}
-	high := uint64(0)
-	for _, f := range tr.img.fds {
-		high = max(high, uint64(f.GetFd())+1)
-	}
-	if fd >= high {
-		tr.pidfd = fd
-		return nil
-	}
-	nfd, err := tr.t.Call("fcntl(F_DUPFD_CLOEXEC)", unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, high)
-	if err != nil {
-		return err
-	}
-	if _, err := tr.t.Call("close", unix.SYS_CLOSE, fd); err != nil {
-		return err
-	}
-	tr.pidfd = nfd
-	return nil
-}
-
+// closeChannel closes the task's pidfd of stasis once it has all its
+// files (see restorer.channelFd).
 func (tr *taskRestorer) closeChannel() error {
-	if tr.pidfd == 0 {
-		return nil
-	}
-	_, err := tr.t.Call("close", unix.SYS_CLOSE, tr.pidfd)
-	tr.pidfd = 0
+	_, err := tr.t.Call("close channel", unix.SYS_CLOSE, uint64(tr.r.channelFd))
 	return err
 }
 
@@ -201,16 +175,11 @@ func (tr *taskRestorer) file(id uint32) (*os.File, error) {
 // pass puts a copy of the file with the given id into the task and
 // returns its fd number there (the lowest free one, close-on-exec).
 func (tr *taskRestorer) pass(id uint32) (uint64, error) {
-	if tr.pidfd == 0 {
-		if err := tr.openChannel(); err != nil {
-			return 0, err
-		}
-	}
 	f, err := tr.file(id)
 	if err != nil {
 		return 0, err
 	}
-	return tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, tr.pidfd, uint64(f.Fd()), 0)
+	return tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(f.Fd()), 0)
 }
 
 // restoreMemory gives the task its image's address space. The root
@@ -236,9 +205,6 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 		return int(fd), err
 	}
 	if err := mem.MapAreas(tr.t, vmas, tr.img.paged, kept, open); err != nil {
-		return err
-	}
-	if err := tr.closeChannel(); err != nil {
 		return err
 	}
 	pages, err := tr.r.imgs.openPages(tr.img)
