@@ -1,0 +1,204 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/eventpoll"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
+)
+
+// DumpEpoll returns the entry of an epoll fd with one EventpollTfdEntry per
+// watched item, as criu 4 writes them (inside the EventpollFileEntry, not
+// in the old eventpoll-tfd.img).
+//
+// An item names its target by the fd number it was added with, and the
+// restore adds it again by that number inside the task. So each item's
+// target must still be that fd of pid: kcmp(KCMP_EPOLL_TFD) checks it. An
+// item whose fd was closed (the file living on in a dup or in another
+// task) or reused for another file is refused with ErrUnsupported.
+func DumpEpoll(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, error) {
+	items, err := parseEpollItems(fi)
+	if err != nil {
+		return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): %w", fd, pid, err)
+	}
+	// Items are printed in the order of the kernel's tree, the order in
+	// which kcmp counts items registered under the same number.
+	seen := map[uint32]int{}
+	for _, it := range items {
+		tfd := it.GetTfd()
+		toff := seen[tfd]
+		seen[tfd]++
+		same, err := epollTargetIs(pid, fd, int(tfd), toff)
+		switch {
+		case errors.Is(err, unix.EBADF):
+			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches fd %d, closed since (its file lives on elsewhere): %w",
+				fd, pid, tfd, ErrUnsupported)
+		case err != nil:
+			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): compare item %d with fd %d: %w",
+				fd, pid, tfd, tfd, os.NewSyscallError("kcmp KCMP_EPOLL_TFD", err))
+		case !same:
+			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches a file added as fd %d, which is now another file: %w",
+				fd, pid, tfd, ErrUnsupported)
+		}
+		it.Id = proto.Uint32(id)
+	}
+	return &fdinfo.FileEntry{
+		Type: fdinfo.FdTypes_EVENTPOLL.Enum(),
+		Id:   proto.Uint32(id),
+		Epfd: &eventpoll.EventpollFileEntry{
+			Id:    proto.Uint32(id),
+			Flags: proto.Uint32(anonFlags(fi)),
+			Fown:  anonFown(),
+			Tfd:   items,
+		},
+	}, nil
+}
+
+// parseEpollItems reads the items of an epoll fdinfo, one line each
+// (ep_show_fdinfo, fs/eventpoll.c):
+//
+//	tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x
+//
+// tfd, events and data are required; pos, ino and sdev (Linux 3.16+) are
+// kept when present. Id is left unset.
+func parseEpollItems(fi *proc.Fdinfo) ([]*eventpoll.EventpollTfdEntry, error) {
+	var items []*eventpoll.EventpollTfdEntry
+	for _, line := range fi.Lines {
+		key, _, _ := strings.Cut(line, ":")
+		if strings.TrimSpace(key) != "tfd" {
+			continue
+		}
+		f, err := epollFields(line)
+		if err != nil {
+			return nil, err
+		}
+		it := &eventpoll.EventpollTfdEntry{}
+		for _, k := range []string{"tfd", "events", "data"} {
+			if _, ok := f[k]; !ok {
+				return nil, malformed("epoll item %q has no %s", line, k)
+			}
+		}
+		tfd, err := strconv.ParseUint(f["tfd"], 10, 31)
+		if err != nil {
+			return nil, malformed("epoll item %q: bad tfd", line)
+		}
+		ev, err := strconv.ParseUint(f["events"], 16, 32)
+		if err != nil {
+			return nil, malformed("epoll item %q: bad events", line)
+		}
+		data, err := strconv.ParseUint(f["data"], 16, 64)
+		if err != nil {
+			return nil, malformed("epoll item %q: bad data", line)
+		}
+		it.Tfd, it.Events, it.Data = proto.Uint32(uint32(tfd)), proto.Uint32(uint32(ev)), proto.Uint64(data)
+		if v, ok := f["pos"]; ok {
+			// loff_t, printed signed; keep the bits.
+			p, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, malformed("epoll item %q: bad pos", line)
+			}
+			it.Pos = proto.Uint64(uint64(p))
+		}
+		if v, ok := f["ino"]; ok {
+			ino, err := strconv.ParseUint(v, 16, 64)
+			if err != nil {
+				return nil, malformed("epoll item %q: bad ino", line)
+			}
+			it.Inode = proto.Uint64(ino)
+		}
+		if v, ok := f["sdev"]; ok {
+			dev, err := strconv.ParseUint(v, 16, 32)
+			if err != nil {
+				return nil, malformed("epoll item %q: bad sdev", line)
+			}
+			it.Dev = proto.Uint32(uint32(dev))
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// epollFields splits an item line into its "key: value" and "key:value"
+// pairs.
+func epollFields(line string) (map[string]string, error) {
+	f := map[string]string{}
+	toks := strings.Fields(line)
+	for i := 0; i < len(toks); i++ {
+		k, v, ok := strings.Cut(toks[i], ":")
+		if !ok || k == "" {
+			return nil, malformed("epoll item %q: stray %q", line, toks[i])
+		}
+		if v == "" {
+			if i+1 == len(toks) {
+				return nil, malformed("epoll item %q: no value for %s", line, k)
+			}
+			i++
+			v = toks[i]
+		}
+		if _, dup := f[k]; dup {
+			return nil, malformed("epoll item %q: %s twice", line, k)
+		}
+		f[k] = v
+	}
+	return f, nil
+}
+
+// OpenEpoll creates an empty epoll fd with the flags of the entry. Its
+// items are added later, inside the task, once every fd they name is in
+// place: see EpollTargets.
+func OpenEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
+	e := fe.GetEpfd()
+	if fe.GetType() != fdinfo.FdTypes_EVENTPOLL || e == nil {
+		return nil, notKind(fe, "an epoll")
+	}
+	for _, t := range e.GetTfd() {
+		if t.GetTfd() > math.MaxInt32 {
+			return nil, fmt.Errorf("reopen epoll file id %d: item fd %d: %w", fe.GetId(), t.GetTfd(), images.ErrCorrupt)
+		}
+	}
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("reopen epoll file id %d: %w", fe.GetId(), os.NewSyscallError("epoll_create1", err))
+	}
+	f := newAnonFile(fd, "anon_inode:[eventpoll]")
+	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reopen epoll file id %d: %w", fe.GetId(), err)
+	}
+	return f, nil
+}
+
+// EpollTarget is one item of an epoll fd: the task's fd number it was
+// added with, and its epoll_event.
+type EpollTarget struct {
+	Fd     int
+	Events uint32
+	Data   uint64
+}
+
+// EpollTargets lists the items of an epoll entry in image order, for
+// epoll_ctl(epfd, EPOLL_CTL_ADD, Fd, &{Events, Data}) inside the task,
+// after every fd of the task is at its number. Events keeps the flag bits
+// (EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE, EPOLLWAKEUP) and the
+// EPOLLERR|EPOLLHUP the kernel adds. It is nil for any other entry.
+func EpollTargets(fe *fdinfo.FileEntry) []EpollTarget {
+	e := fe.GetEpfd()
+	if fe.GetType() != fdinfo.FdTypes_EVENTPOLL || e == nil {
+		return nil
+	}
+	out := make([]EpollTarget, 0, len(e.GetTfd()))
+	for _, t := range e.GetTfd() {
+		out = append(out, EpollTarget{Fd: int(t.GetTfd()), Events: t.GetEvents(), Data: t.GetData()})
+	}
+	return out
+}
