@@ -30,6 +30,7 @@ type RestoreOptions struct {
 	WorkDir   string // -W/--work-dir
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
 	ShellJob  bool   // -j/--shell-job: restore into the caller's session
+	PidNS     bool   // --pidns: restore into a new pid namespace with the original pids
 	Log       *slog.Logger
 }
 
@@ -52,7 +53,7 @@ func Dump(opts DumpOptions) error {
 func Restore(opts RestoreOptions) (*Restored, error) {
 	return restore.Restore(restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, Log: opts.Log,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Log: opts.Log,
 	})
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -49,6 +50,13 @@ func main() {
 		// Only ever exec'ed under ptrace by restore and never run; exit
 		// if someone starts it by hand.
 		os.Exit(2)
+	}
+	if len(os.Args) == 3 && os.Args[1] == restore.InitArg {
+		root, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			os.Exit(2)
+		}
+		os.Exit(restore.RunInit(root))
 	}
 	root := newRoot()
 	root.SetArgs(normalizeArgs(os.Args[1:]))

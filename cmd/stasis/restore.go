@@ -57,6 +57,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")
+	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

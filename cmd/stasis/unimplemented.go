@@ -19,7 +19,7 @@ var (
 		"evasive-devices", "network-lock", "lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
 		"enable-external-masters", "freeze-cgroup", "timeout", "skip-in-flight",
-		"file-validation", "lsm-profile", "lsm-mount-context", "pidns",
+		"file-validation", "lsm-profile", "lsm-mount-context",
 	}
 	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)

@@ -287,9 +287,9 @@ func queueSignals(t *ptrace.Task, s *ptrace.Scratch, infos []*siginfo.SiginfoEnt
 			return err
 		}
 		if thread {
-			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.Tgid()), uint64(t.Tid), sig, a)
+			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.VTgid()), uint64(t.VTid()), sig, a)
 		} else {
-			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(t.Tgid()), sig, a)
+			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(t.VTgid()), sig, a)
 		}
 		if err != nil {
 			return fmt.Errorf("signal %d: %w", sig, err)

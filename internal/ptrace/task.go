@@ -51,10 +51,14 @@ const eventStop = 128
 // injected. Base holds the registers every injection starts from: the
 // task's own registers at the stop, so that nothing else changes.
 type Task struct {
-	Tid       int
-	Leader    int             // thread group id (the pid), 0 if Tid is the leader
-	SyscallIP uint64          // address of a `syscall` instruction in the tracee
-	Base      unix.PtraceRegs // registers at the stop, restored by Restore
+	Tid    int
+	Leader int // thread group id (the pid), 0 if Tid is the leader
+	// NsTid and NsLeader are the ids as the task sees them, in its own pid
+	// namespace, for the injected calls that take ids; 0 means the same as
+	// Tid and Leader (the task is in stasis' pid namespace).
+	NsTid, NsLeader int
+	SyscallIP       uint64          // address of a `syscall` instruction in the tracee
+	Base            unix.PtraceRegs // registers at the stop, restored by Restore
 	// Signals that arrived (and were dequeued) while stasis held the task;
 	// they are delivered again when the task is let go.
 	Signals []unix.Signal
@@ -69,6 +73,25 @@ func (t *Task) Tgid() int {
 		return t.Leader
 	}
 	return t.Tid
+}
+
+// VTid is the thread's id in its own pid namespace.
+func (t *Task) VTid() int {
+	if t.NsTid != 0 {
+		return t.NsTid
+	}
+	return t.Tid
+}
+
+// VTgid is the process's pid in its own pid namespace.
+func (t *Task) VTgid() int {
+	if t.NsLeader != 0 {
+		return t.NsLeader
+	}
+	if t.NsTid != 0 && t.Leader == 0 {
+		return t.NsTid
+	}
+	return t.Tgid()
 }
 
 // SeizeAndStop attaches to tid and brings it into a ptrace stop. It returns
@@ -254,4 +277,40 @@ func underSeccomp(tid int) bool {
 	}
 	i := bytes.Index(b, []byte("\nSeccomp:\t"))
 	return i >= 0 && len(b) > i+10 && b[i+10] != '0'
+}
+
+// InjectExec makes the stopped thread t call execve(path, argv, envp) with
+// pointers into its memory, and returns once the new program is loaded
+// and stopped at its first instruction (the SIGTRAP a traced exec sends).
+func InjectExec(t *Task, path, argv, envp uint64) error {
+	regs := t.Base
+	regs.Rip = t.SyscallIP
+	regs.Rax = unix.SYS_EXECVE
+	regs.Orig_rax = ^uint64(0)
+	regs.Rdi, regs.Rsi, regs.Rdx = path, argv, envp
+	if err := SetRegs(t.Tid, &regs); err != nil {
+		return err
+	}
+	if err := Cont(t.Tid, 0); err != nil {
+		return err
+	}
+	for {
+		st, err := Wait(t.Tid)
+		if err != nil {
+			return fmt.Errorf("exec in pid %d: %w", t.Tid, err)
+		}
+		if st.Signal == unix.SIGTRAP {
+			r, err := GetRegs(t.Tid)
+			if err != nil {
+				return err
+			}
+			if r.Rip == t.SyscallIP+2 && int64(r.Rax) < 0 {
+				return fmt.Errorf("exec in pid %d: %w", t.Tid, unix.Errno(-int64(r.Rax)))
+			}
+			return nil
+		}
+		if err := Cont(t.Tid, 0); err != nil {
+			return err
+		}
+	}
 }

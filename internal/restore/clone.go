@@ -17,7 +17,10 @@ const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLON
 // cloneWithPid injects clone3 into t to create a task with exactly the
 // given pid (a process, or with threadFlags a thread of t's process), and
 // returns the new task stopped and traced: every task created during a
-// restore is traced from birth (PTRACE_O_TRACEFORK/TRACECLONE).
+// restore is traced from birth (PTRACE_O_TRACEFORK/TRACECLONE). The pid is
+// the one the task has in its own pid namespace (with CLONE_NEWPID, the
+// new one); the kernel reports its pid in stasis' namespace in the ptrace
+// event, and that is what stasis uses to trace it.
 func cloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*ptrace.Task, error) {
 	const cloneArgsSize = 88 // struct clone_args up to set_tid_size
 	args := make([]byte, cloneArgsSize+8)
@@ -40,24 +43,34 @@ func cloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*pt
 		}
 		return nil, fmt.Errorf("create pid %d with clone3 in pid %d: %w", pid, t.Tid, err)
 	}
-	if int(r) != pid {
+	if flags&unix.CLONE_NEWPID == 0 && int(r) != pid {
 		return nil, fmt.Errorf("clone3 for pid %d returned %d", pid, r)
 	}
-	st, err := ptrace.Wait(pid)
+	if len(t.Forked) != 1 {
+		return nil, fmt.Errorf("clone3 for pid %d: no ptrace event for the new task", pid)
+	}
+	host := t.Forked[0]
+	st, err := ptrace.Wait(host)
 	if err != nil {
 		return nil, fmt.Errorf("new task %d: %w", pid, err)
 	}
 	if st.Signal != unix.SIGSTOP {
-		kill(pid)
+		kill(host)
 		return nil, fmt.Errorf("new task %d stopped by %v, not SIGSTOP", pid, st.Signal)
 	}
-	nt, err := ptrace.Attached(pid, t.SyscallIP)
+	nt, err := ptrace.Attached(host, t.SyscallIP)
 	if err != nil {
-		kill(pid)
+		kill(host)
 		return nil, err
+	}
+	if host != pid {
+		nt.NsTid = pid
 	}
 	if flags&unix.CLONE_THREAD != 0 {
 		nt.Leader = t.Tgid()
+		if t.VTgid() != t.Tgid() {
+			nt.NsLeader = t.VTgid()
+		}
 	}
 	return nt, nil
 }

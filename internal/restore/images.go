@@ -70,9 +70,9 @@ func (ti *taskImages) walk(f func(*taskImages) error) error {
 }
 
 type imageSet struct {
-	dir   *images.Dir
-	inv   *inventory.InventoryEntry
-	files map[uint32]*fdinfo.FileEntry
+	dir     *images.Dir
+	inv     *inventory.InventoryEntry
+	files   map[uint32]*fdinfo.FileEntry
 	root    *taskImages
 	all     []*taskImages // pstree order, parents first; helpers not included
 	seccomp []*seccomp.SeccompFilter

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
@@ -39,8 +40,8 @@ func (tr *taskRestorer) create() error {
 	for _, c := range img.children {
 		t, err := cloneWithPid(tr.t, tr.s, c.pid(), 0)
 		if err != nil {
-			if err2 := checkPidFree(c.pid()); err2 != nil {
-				return err2
+			if errors.Is(err, ErrPidInUse) {
+				return pidInUse(c.pid())
 			}
 			return err
 		}
@@ -76,7 +77,7 @@ func (tr *taskRestorer) earlySubreaper() error {
 // leadSessionOrGroup starts the task's own session or group: children
 // created after this inherit them.
 func (tr *taskRestorer) leadSessionOrGroup() error {
-	pid := tr.t.Tid
+	pid := tr.img.pid()
 	switch {
 	case tr.img.sid() == pid:
 		_, err := tr.t.Call("setsid", unix.SYS_SETSID)
@@ -91,15 +92,15 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 // joinGroup moves the task into its image's process group, which exists
 // by now: its leader (or helper) was created during createTree.
 func (tr *taskRestorer) joinGroup() error {
-	pid, pgid := tr.t.Tid, tr.img.pgid()
+	pid, pgid := tr.img.pid(), tr.img.pgid()
 	if pgid == pid || tr.img.sid() == pid {
 		return nil
 	}
-	cur, err := unix.Getpgid(pid)
+	cur, err := tr.t.Call("getpgid", unix.SYS_GETPGID, 0)
 	if err != nil {
 		return err
 	}
-	if cur == pgid {
+	if int(cur) == pgid {
 		return nil
 	}
 	if tr.img == tr.r.imgs.root && tr.r.opts.ShellJob {
@@ -160,7 +161,7 @@ func (tr *taskRestorer) exitIfDead() error {
 			return err
 		}
 		parent := tr.r.proc(tr.img.parent)
-		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.t.Tid), 0, unix.WALL, 0); err != nil {
+		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.img.pid()), 0, unix.WALL, 0); err != nil {
 			return err
 		}
 		return parent.dropSIGCHLD()

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,12 +22,17 @@ type Options struct {
 	WorkDir   string
 	PidFile   string
 	ShellJob  bool
-	Log       *slog.Logger
+	// PidNS restores the tree into a new pid namespace, where every task
+	// gets its original pid whatever this host uses. A small init (stasis
+	// itself) is the namespace's pid 1 and the root's parent.
+	PidNS bool
+	Log   *slog.Logger
 }
 
 // Restored is a restored tree that runs on its own.
 type Restored struct {
-	Pid int // pid of the root task (host view)
+	Pid     int // pid of the root task (host view)
+	waitPid int // the child of stasis whose exit reports the root's
 }
 
 // Wait waits for the restored root to exit and returns its exit code,
@@ -34,8 +40,12 @@ type Restored struct {
 // of the restoring process, so only that process can wait for it.
 func (r *Restored) Wait() (int, error) {
 	var ws unix.WaitStatus
+	pid := r.Pid
+	if r.waitPid != 0 {
+		pid = r.waitPid
+	}
 	for {
-		_, err := unix.Wait4(r.Pid, &ws, 0, nil)
+		_, err := unix.Wait4(pid, &ws, 0, nil)
 		if err == unix.EINTR {
 			continue
 		}
@@ -58,7 +68,10 @@ type restorer struct {
 	puppet      *puppet
 	scratchBase uint64
 	procs       []*taskRestorer // every process created, parents first
-	stats       restoreStats
+	init        *ptrace.Task    // pid 1 of the new pid namespace (PidNS)
+	// puppet0Scratch is the puppet's scratch mapping, which init inherits.
+	puppet0Scratch ptrace.Scratch
+	stats          restoreStats
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
@@ -98,9 +111,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
 	}
-	for _, pid := range r.imgs.allPids() {
-		if err := checkPidFree(pid); err != nil {
-			return nil, err
+	if !r.opts.PidNS {
+		for _, pid := range r.imgs.allPids() {
+			if err := checkPidFree(pid); err != nil {
+				return nil, err
+			}
 		}
 	}
 	defer func() {
@@ -135,15 +150,22 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
-	pid := r.imgs.root.pid()
+	res := &Restored{Pid: r.procs[0].t.Tid}
+	if r.init != nil {
+		if err := r.startInit(); err != nil {
+			return nil, err
+		}
+		res.waitPid = r.init.Tid
+	}
 	r.procs = nil
+	r.init = nil
 	if r.opts.PidFile != "" {
-		if err := os.WriteFile(r.opts.PidFile, []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
-			return &Restored{Pid: pid}, fmt.Errorf("write pidfile: %w", err)
+		if err := os.WriteFile(r.opts.PidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
+			return res, fmt.Errorf("write pidfile: %w", err)
 		}
 	}
-	r.log.Info("restore done", "pid", pid)
-	return &Restored{Pid: pid}, nil
+	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.pid())
+	return res, nil
 }
 
 // createTree creates every process with its pid, parents before children,
@@ -168,7 +190,15 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	root := r.imgs.root
-	t, err := r.puppet.clone(root.pid())
+	from := r.puppet.tr
+	if r.opts.PidNS {
+		if r.init, err = cloneWithPid(r.puppet.tr, r.puppet.scratch, 1, unix.CLONE_NEWPID); err != nil {
+			return fmt.Errorf("create a pid namespace: %w", err)
+		}
+		from = r.init
+	}
+	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.scratch.Addr, Size: r.puppet.scratch.Size}
+	t, err := cloneWithPid(from, scratch, root.pid(), 0)
 	if err != nil {
 		if errors.Is(err, ErrPidInUse) {
 			return pidInUse(root.pid())
@@ -177,6 +207,7 @@ func (r *restorer) createTree() error {
 	}
 	tr := r.newTaskRestorer(t, root)
 	via := r.puppet.tr.SyscallIP
+	r.puppet0Scratch = *r.puppet.scratch
 	r.puppet.kill()
 	r.puppet = nil
 	if err := tr.mapScratch(via); err != nil {
@@ -190,6 +221,12 @@ func (r *restorer) createTree() error {
 // subreaper that the orphaned zombies of the tree end up with.
 func (r *restorer) rollback() {
 	var tids []int
+	if r.init != nil {
+		// Killing a namespace's init kills every task in it.
+		_ = unix.Kill(r.init.Tid, unix.SIGKILL)
+		tids = append(tids, r.init.Tid)
+		r.init = nil
+	}
 	for _, tr := range r.procs {
 		_ = unix.Kill(tr.t.Tid, unix.SIGKILL)
 		tids = append(tids, tr.t.Tid)
@@ -214,6 +251,70 @@ func (r *restorer) rollback() {
 	if r.puppet != nil {
 		r.puppet.kill()
 		r.puppet = nil
+	}
+}
+
+// InitArg is the argument of the init stasis runs as pid 1 of a pid
+// namespace it restores into (see RunInit).
+const InitArg = "__stasis_init"
+
+// startInit turns the namespace's pid 1, a clone of the puppet, into
+// stasis' init: an exec of stasis itself that reaps orphans and exits
+// with the root's status when the root exits.
+func (r *restorer) startInit() error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	t := r.init
+	if _, err := t.Call("close channel", unix.SYS_CLOSE, uint64(r.channelFd)); err != nil {
+		return err
+	}
+	s := &ptrace.Scratch{Pid: t.Tid, Addr: r.puppet0Scratch.Addr, Size: r.puppet0Scratch.Size}
+	strs := []string{self, InitArg, strconv.Itoa(r.imgs.root.pid())}
+	var blob []byte
+	var ptrs []uint64
+	for _, str := range strs {
+		ptrs = append(ptrs, s.Addr+uint64(len(blob)))
+		blob = append(blob, str...)
+		blob = append(blob, 0)
+	}
+	argvOff := (uint64(len(blob)) + 7) &^ 7
+	blob = append(blob, make([]byte, argvOff-uint64(len(blob)))...)
+	for _, p := range append(ptrs, 0) {
+		blob = binary.LittleEndian.AppendUint64(blob, p)
+	}
+	if _, err := s.Put(0, blob); err != nil {
+		return err
+	}
+	argv := s.Addr + argvOff
+	envp := argv + uint64(8*len(strs)) // the NULL that ends argv
+	if err := ptrace.InjectExec(t, ptrs[0], argv, envp); err != nil {
+		return err
+	}
+	return ptrace.Detach(t.Tid, 0)
+}
+
+// RunInit is the main of stasis' init in a restored pid namespace: it
+// reaps every child and, when the restored root (pid root in the
+// namespace) exits, exits with the same status, which `stasis restore`
+// reports.
+func RunInit(root int) int {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, 0, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return 0
+		}
+		if pid == root {
+			if ws.Signaled() {
+				return 128 + int(ws.Signal())
+			}
+			return ws.ExitStatus()
+		}
 	}
 }
 

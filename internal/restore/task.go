@@ -477,4 +477,3 @@ func (tr *taskRestorer) restoreFds() error {
 	}
 	return nil
 }
-
