@@ -12,6 +12,16 @@ import (
 // and offset. The offset lives in the open file description, so the fd
 // passed into the task shares it.
 func Open(fe *fdinfo.FileEntry) (*os.File, error) {
+	switch fe.GetType() {
+	case fdinfo.FdTypes_EVENTFD:
+		return OpenEventfd(fe)
+	case fdinfo.FdTypes_EVENTPOLL:
+		return OpenEpoll(fe)
+	case fdinfo.FdTypes_SIGNALFD:
+		return OpenSignalfd(fe)
+	case fdinfo.FdTypes_TIMERFD:
+		return OpenTimerfd(fe)
+	}
 	if fe.GetType() != fdinfo.FdTypes_REG || fe.GetReg() == nil {
 		return nil, fmt.Errorf("file id %d of type %v: %w", fe.GetId(), fe.GetType(), ErrUnsupported)
 	}

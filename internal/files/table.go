@@ -61,6 +61,8 @@ func (t *Table) shared(pid, fd int, st *unix.Stat_t) (uint32, bool, error) {
 	return 0, false, nil
 }
 
+// add gives fe the next id. Kind dumpers that are told the id in advance
+// (t.nextID) have already put it in their sub-message.
 func (t *Table) add(fe *fdinfo.FileEntry) uint32 {
 	id := t.nextID
 	t.nextID++
@@ -152,10 +154,30 @@ func (t *Table) dumpFd(pid, fd int) (*fdinfo.FdinfoEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fd %d of pid %d: %w", fd, pid, err)
 	}
-	if kind := Kind(target); kind != "" {
-		return nil, fmt.Errorf("fd %d of pid %d is %s (%s): %w", fd, pid, kind, target, ErrUnsupported)
-	}
 	var st unix.Stat_t
+	if kind := Kind(target); kind != "" {
+		dumper, typ := anonKinds[kind].dump, anonKinds[kind].typ
+		if dumper == nil {
+			return nil, fmt.Errorf("fd %d of pid %d is %s (%s): %w", fd, pid, kind, target, ErrUnsupported)
+		}
+		if err := unix.Stat(link, &st); err != nil {
+			return nil, fmt.Errorf("fd %d of pid %d (%s): %w", fd, pid, target, err)
+		}
+		id, dup, err := t.shared(pid, fd, &st)
+		if err != nil {
+			return nil, err
+		}
+		if !dup {
+			fe, err := dumper(pid, fd, t.nextID, fi)
+			if err != nil {
+				return nil, fmt.Errorf("fd %d of pid %d (%s): %w", fd, pid, kind, err)
+			}
+			id = t.add(fe)
+			key := [2]uint64{st.Dev, st.Ino}
+			t.descs[key] = append(t.descs[key], desc{pid: pid, fd: fd, id: id})
+		}
+		return fdEntry(fd, id, fi.Flags, typ), nil
+	}
 	if err := unix.Stat(link, &st); err != nil {
 		return nil, fmt.Errorf("fd %d of pid %d (%s): %w", fd, pid, target, err)
 	}
@@ -181,16 +203,31 @@ func (t *Table) dumpFd(pid, fd int) (*fdinfo.FdinfoEntry, error) {
 		key := [2]uint64{st.Dev, st.Ino}
 		t.descs[key] = append(t.descs[key], desc{pid: pid, fd: fd, id: id})
 	}
+	return fdEntry(fd, id, fi.Flags, fdinfo.FdTypes_REG), nil
+}
+
+// anonKinds are the anon-inode fd kinds stasis dumps, by Kind name.
+var anonKinds = map[string]struct {
+	dump func(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, error)
+	typ  fdinfo.FdTypes
+}{
+	"eventfd":   {DumpEventfd, fdinfo.FdTypes_EVENTFD},
+	"eventpoll": {DumpEpoll, fdinfo.FdTypes_EVENTPOLL},
+	"signalfd":  {DumpSignalfd, fdinfo.FdTypes_SIGNALFD},
+	"timerfd":   {DumpTimerfd, fdinfo.FdTypes_TIMERFD},
+}
+
+func fdEntry(fd int, id, openFlags uint32, typ fdinfo.FdTypes) *fdinfo.FdinfoEntry {
 	var fdFlags uint32
-	if fi.Flags&unix.O_CLOEXEC != 0 {
+	if openFlags&unix.O_CLOEXEC != 0 {
 		fdFlags = unix.FD_CLOEXEC
 	}
 	return &fdinfo.FdinfoEntry{
 		Id:    proto.Uint32(id),
 		Flags: proto.Uint32(fdFlags),
-		Type:  fdinfo.FdTypes_REG.Enum(),
+		Type:  typ.Enum(),
 		Fd:    proto.Uint32(uint32(fd)),
-	}, nil
+	}
 }
 
 // Kind names the kind of an fd whose /proc/PID/fd link is target when it

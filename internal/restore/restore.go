@@ -72,6 +72,8 @@ type restorer struct {
 	// puppet0Scratch is the puppet's scratch mapping, which init inherits.
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
+	open        map[uint32]*os.File // files.img ids opened in stasis, shared by all tasks
+	epollDone   map[uint32]bool     // epoll file ids whose items are added
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
@@ -94,7 +96,7 @@ func Restore(opts Options) (*Restored, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &restorer{opts: opts, log: opts.Log}
+	r := &restorer{opts: opts, log: opts.Log, open: map[uint32]*os.File{}, epollDone: map[uint32]bool{}}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
 		var err error
@@ -122,8 +124,8 @@ func (r *restorer) run() (_ *Restored, err error) {
 		if err != nil {
 			r.rollback()
 		}
-		for _, tr := range r.procs {
-			tr.closeFiles()
+		for _, f := range r.open {
+			f.Close()
 		}
 	}()
 	if err := r.createTree(); err != nil {

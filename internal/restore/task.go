@@ -35,23 +35,16 @@ type taskRestorer struct {
 	threads []*ptrace.Task // the other threads, in the order of img.threads
 	img     *taskImages
 	s       *ptrace.Scratch // data part of the scratch mapping
-	open    map[uint32]*os.File
 }
 
 func (r *restorer) newTaskRestorer(t *ptrace.Task, img *taskImages) *taskRestorer {
 	t.SyscallIP = r.scratchBase
-	tr := &taskRestorer{r: r, t: t, img: img, open: map[uint32]*os.File{},
+	tr := &taskRestorer{r: r, t: t, img: img,
 		s: &ptrace.Scratch{Pid: t.Tid, Addr: r.scratchBase + mem.PageSize, Size: scratchSize - mem.PageSize}}
 	r.procs = append(r.procs, tr)
 	return tr
 }
 
-func (tr *taskRestorer) closeFiles() {
-	for _, f := range tr.open {
-		f.Close()
-	}
-	tr.open = nil
-}
 
 // allThreads returns the leader and the other threads with their images.
 func (tr *taskRestorer) allThreads() ([]*ptrace.Task, []*criucore.CoreEntry) {
@@ -155,9 +148,11 @@ func (tr *taskRestorer) closeChannel() error {
 	return err
 }
 
-// file opens (once) the file with the given id of files.img in stasis.
+// file opens (once for the whole tree) the file with the given id of
+// files.img in stasis: fds of any task with the same id share that one
+// open file description, as they did when dumped.
 func (tr *taskRestorer) file(id uint32) (*os.File, error) {
-	if f, ok := tr.open[id]; ok {
+	if f, ok := tr.r.open[id]; ok {
 		return f, nil
 	}
 	fe := tr.r.imgs.files[id]
@@ -168,7 +163,7 @@ func (tr *taskRestorer) file(id uint32) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	tr.open[id] = f
+	tr.r.open[id] = f
 	return f, nil
 }
 
@@ -473,6 +468,34 @@ func (tr *taskRestorer) restoreFds() error {
 		}
 		if _, err := tr.t.Call("close", unix.SYS_CLOSE, tmp); err != nil {
 			return err
+		}
+	}
+	return tr.restoreEpollTargets()
+}
+
+// restoreEpollTargets adds the items of the task's epoll fds, now that
+// every fd is at its number: the kernel keys an item by the fd number it
+// was added with. An epoll shared by several tasks is filled once, by the
+// first of them (the numbers are that task's, as when it was dumped).
+func (tr *taskRestorer) restoreEpollTargets() error {
+	for _, fe := range tr.img.fds {
+		file := tr.r.imgs.files[fe.GetId()]
+		targets := files.EpollTargets(file)
+		if len(targets) == 0 || tr.r.epollDone[fe.GetId()] {
+			continue
+		}
+		tr.r.epollDone[fe.GetId()] = true
+		for _, tg := range targets {
+			ev := make([]byte, 12) // struct epoll_event is packed on x86_64
+			binary.LittleEndian.PutUint32(ev[0:], tg.Events)
+			binary.LittleEndian.PutUint64(ev[4:], tg.Data)
+			a, err := tr.s.Put(0, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := tr.t.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(fe.GetFd()), unix.EPOLL_CTL_ADD, uint64(tg.Fd), a); err != nil {
+				return fmt.Errorf("epoll fd %d: add fd %d: %w", fe.GetFd(), tg.Fd, err)
+			}
 		}
 	}
 	return nil
