@@ -329,7 +329,13 @@ func (d *dumper) dumpMM(p *process) error {
 		Dumpable:     proto.Int32(int32(dumpable)),
 	}
 	for _, a := range p.areas {
-		if a.Path != "" {
+		if a.Memfd {
+			id, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
+			if err != nil {
+				return err
+			}
+			a.E.Shmid = proto.Uint64(uint64(id))
+		} else if a.Path != "" {
 			flags := uint32(unix.O_RDONLY)
 			if a.Has(mem.FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {
 				flags = unix.O_RDWR

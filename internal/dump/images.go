@@ -48,6 +48,7 @@ func (d *dumper) writeImages() error {
 			}
 			return nil
 		},
+		func() error { return d.files.WriteMemfds(d.dir, func() int { return d.ids.next("pages") }) },
 		func() error {
 			ms := make([]proto.Message, len(d.files.Files))
 			for i, e := range d.files.Files {

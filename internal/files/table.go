@@ -32,6 +32,8 @@ type Table struct {
 	// open descriptions seen so far, by device and inode, to find fds
 	// that share one (dup, fork): they must share it again after restore.
 	descs map[[2]uint64][]desc
+	// memfds seen mapped, by inode
+	memfds map[uint64]*memfdFile
 }
 
 // desc is one fd already in the table.
@@ -42,7 +44,7 @@ type desc struct {
 
 // NewTable returns an empty table.
 func NewTable() *Table {
-	return &Table{nextID: 1, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{}}
+	return &Table{nextID: 1, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{}, memfds: map[uint64]*memfdFile{}}
 }
 
 // shared returns the id of an fd already recorded that refers to the same

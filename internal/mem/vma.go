@@ -46,8 +46,9 @@ var madvByVmFlag = map[string]int{
 // Area is one VMA of a dumped task with what the dump needs beside the
 // image entry: the path of a file mapping.
 type Area struct {
-	E    *vma.VmaEntry
-	Path string // file mappings only
+	E     *vma.VmaEntry
+	Path  string // file mappings only
+	Memfd bool   // Path is a memfd ("/memfd:NAME")
 	Dev  uint64 // device and inode of the mapped file, from /proc/PID/map_files
 	Ino  uint64
 }
@@ -112,6 +113,13 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 			if v.Path == "[heap]" {
 				status |= AreaHeap
 			}
+		case v.Deleted && strings.HasPrefix(v.Path, "/memfd:"):
+			if v.Shared {
+				status |= FileShared | AreaMemfd
+			} else {
+				status |= FilePrivate | AreaMemfd
+			}
+			a.Path, a.Memfd = v.Path, true
 		case v.Inode != 0 && strings.HasPrefix(v.Path, "/"):
 			if v.Deleted {
 				return nil, fmt.Errorf("vma %#x-%#x of pid %d maps deleted file %s: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)

@@ -10,6 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
@@ -76,6 +77,7 @@ type imageSet struct {
 	root    *taskImages
 	all     []*taskImages // pstree order, parents first; helpers not included
 	seccomp []*seccomp.SeccompFilter
+	memfds  map[uint32]*memfd.MemfdInodeEntry // by inode_id
 }
 
 func bad(file string, format string, args ...any) error {
@@ -118,6 +120,21 @@ func readImages(path string) (*imageSet, error) {
 	}
 	for _, f := range files {
 		s.files[f.GetId()] = f
+	}
+	s.memfds = map[uint32]*memfd.MemfdInodeEntry{}
+	if dir.Has("memfd.img") {
+		inodes, err := images.ReadAll(dir, "memfd.img", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} })
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range inodes {
+			s.memfds[uint32(m.GetInodeId())] = m
+		}
+	}
+	for _, f := range s.files {
+		if f.GetType() == fdinfo.FdTypes_MEMFD && s.memfds[f.GetMemfd().GetInodeId()] == nil {
+			return nil, bad("files.img", "memfd file id %d refers to inode %d, not in memfd.img", f.GetId(), f.GetMemfd().GetInodeId())
+		}
 	}
 	if dir.Has("seccomp.img") {
 		se := &seccomp.SeccompEntry{}

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
@@ -159,7 +160,13 @@ func (tr *taskRestorer) file(id uint32) (*os.File, error) {
 	if fe == nil {
 		return nil, fmt.Errorf("file id %d is not in files.img", id)
 	}
-	f, err := files.Open(fe)
+	var f *os.File
+	var err error
+	if fe.GetType() == fdinfo.FdTypes_MEMFD {
+		f, err = files.OpenMemfd(tr.r.imgs.memfds[fe.GetMemfd().GetInodeId()], tr.r.imgs.dir)
+	} else {
+		f, err = files.Open(fe)
+	}
 	if err != nil {
 		return nil, err
 	}
