@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -348,4 +350,50 @@ func armTimer(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEntry) erro
 	}
 	_, err = t.Call("timer_settime", unix.SYS_TIMER_SETTIME, uint64(pt.GetItId()), 0, a, 0)
 	return err
+}
+
+// siCodeTimer is SI_TIMER (include/uapi/asm-generic/siginfo.h).
+const siCodeTimer = -2
+
+// HandOverTimerSignals prepares the pending signal of each periodic POSIX
+// timer for restore. Such a signal is the timer's own preallocated one:
+// while it stays pending the kernel counts further expirations as
+// overruns, and reports them in si_overrun when it is delivered. A copy
+// queued by stasis would be a plain signal beside it, never counting. So
+// the copy is dropped from the queues (tc's shared one and the threads'
+// own in cores), and the timer is armed to expire at once: the kernel
+// queues its own signal again, which then counts overruns from the
+// restore on (those from before the dump are lost: the kernel does not
+// show them). Entries are changed in place.
+func HandOverTimerSignals(tc *criucore.TaskCoreEntry, cores []*criucore.CoreEntry) {
+	periodic := map[int32]*timer.PosixTimerEntry{}
+	for _, pt := range tc.GetTimers().GetPosix() {
+		if pt.GetIsec() != 0 || pt.GetInsec() != 0 {
+			periodic[int32(pt.GetItId())] = pt
+		}
+	}
+	if len(periodic) == 0 {
+		return
+	}
+	drop := func(q *siginfo.SignalQueueEntry) {
+		if q == nil {
+			return
+		}
+		kept := q.Signals[:0]
+		for _, e := range q.Signals {
+			si := e.GetSiginfo()
+			code := int32(binary.LittleEndian.Uint32(si[8:]))
+			id := int32(binary.LittleEndian.Uint32(si[16:]))
+			if pt := periodic[id]; code == siCodeTimer && pt != nil {
+				pt.Vsec, pt.Vnsec = proto.Uint64(0), proto.Uint64(1)
+				continue
+			}
+			kept = append(kept, e)
+		}
+		q.Signals = kept
+	}
+	drop(tc.GetSignalsS())
+	for _, c := range cores {
+		drop(c.GetThreadCore().GetSignalsP())
+	}
 }

@@ -205,6 +205,8 @@ func (tr *taskRestorer) restoreState() error {
 	if !tr.img.live() {
 		return nil
 	}
+	_, cores := tr.allThreads()
+	core.HandOverTimerSignals(tr.img.core.GetTc(), cores)
 	if err := core.RestoreProcess(tr.t, tr.s, tr.img.core.GetTc()); err != nil {
 		return err
 	}
