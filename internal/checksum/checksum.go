@@ -46,14 +46,20 @@ func covered(name string) bool {
 	return strings.HasSuffix(name, ".img")
 }
 
+// PagesBlock is the block size of big files' sums.
+const PagesBlock = 1 << 20
+
 func blockFor(size int64) int64 {
-	if size > 1<<20 {
-		return 1 << 20
+	if size > PagesBlock {
+		return PagesBlock
 	}
 	return 4096
 }
 
-func sumFile(path string) (*Sum, error) {
+func sumFile(path string) (*Sum, error) { return sumFileBlocks(path, 0) }
+
+// sumFileBlocks sums path in blocks of block bytes (0: by its size).
+func sumFileBlocks(path string, block int64) (*Sum, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -63,7 +69,10 @@ func sumFile(path string) (*Sum, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Sum{Size: fi.Size(), Block: blockFor(fi.Size())}
+	if block <= 0 {
+		block = blockFor(fi.Size())
+	}
+	s := &Sum{Size: fi.Size(), Block: block}
 	buf := make([]byte, s.Block)
 	for {
 		n, err := io.ReadFull(f, buf)
@@ -79,8 +88,51 @@ func sumFile(path string) (*Sum, error) {
 	}
 }
 
-// Write computes and writes the manifest of every image file in dir.
-func Write(dir string) error {
+// Hasher computes a file's Sum while it is written, so that the big
+// pages images need not be read again.
+type Hasher struct {
+	w     io.Writer
+	sum   Sum
+	block []byte
+}
+
+// NewHasher returns a writer that passes everything to w and sums it in
+// blocks of block bytes (1 MiB suits pages images).
+func NewHasher(w io.Writer, block int64) *Hasher {
+	return &Hasher{w: w, sum: Sum{Block: block}}
+}
+
+func (h *Hasher) Write(p []byte) (int, error) {
+	n, err := h.w.Write(p)
+	h.sum.Size += int64(n)
+	for q := p[:n]; len(q) > 0; {
+		take := min(len(q), int(h.sum.Block)-len(h.block))
+		if len(h.block) == 0 && take == int(h.sum.Block) {
+			h.sum.CRC = append(h.sum.CRC, crc32.Checksum(q[:take], table))
+		} else {
+			h.block = append(h.block, q[:take]...)
+			if len(h.block) == int(h.sum.Block) {
+				h.sum.CRC = append(h.sum.CRC, crc32.Checksum(h.block, table))
+				h.block = h.block[:0]
+			}
+		}
+		q = q[take:]
+	}
+	return n, err
+}
+
+// Sum returns the sum of everything written.
+func (h *Hasher) Sum() *Sum {
+	s := h.sum
+	if len(h.block) > 0 {
+		s.CRC = append(append([]uint32(nil), s.CRC...), crc32.Checksum(h.block, table))
+	}
+	return &s
+}
+
+// Write computes and writes the manifest of every image file in dir;
+// known holds sums already computed while writing (see Hasher).
+func Write(dir string, known map[string]*Sum) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return err
@@ -88,6 +140,10 @@ func Write(dir string) error {
 	m := &Manifest{Version: 1, Files: map[string]*Sum{}}
 	for _, e := range ents {
 		if !e.Type().IsRegular() || !covered(e.Name()) {
+			continue
+		}
+		if s := known[e.Name()]; s != nil {
+			m.Files[e.Name()] = s
 			continue
 		}
 		s, err := sumFile(filepath.Join(dir, e.Name()))
@@ -128,10 +184,10 @@ func Verify(dir string) error {
 	sort.Strings(names)
 	for _, n := range names {
 		want := m.Files[n]
-		if strings.ContainsRune(n, '/') || want == nil || want.Block <= 0 {
+		if strings.ContainsRune(n, '/') || want == nil || want.Block <= 0 || want.Block > 64<<20 {
 			return fmt.Errorf("%s lists a bad entry %q: %w", FileName, n, ErrMismatch)
 		}
-		got, err := sumFile(filepath.Join(dir, n))
+		got, err := sumFileBlocks(filepath.Join(dir, n), want.Block)
 		if err != nil {
 			return fmt.Errorf("image %s: %w", n, err)
 		}

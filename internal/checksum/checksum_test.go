@@ -18,7 +18,7 @@ func TestVerifyFindsFlippedByte(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "core-1.img"), small, 0o644)
 	os.WriteFile(filepath.Join(dir, "pages-1.img"), big, 0o644)
 	os.WriteFile(filepath.Join(dir, "dump.log"), []byte("log"), 0o644)
-	if err := Write(dir); err != nil {
+	if err := Write(dir, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := Verify(dir); err != nil {
@@ -38,6 +38,35 @@ func TestVerifyFindsFlippedByte(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "core-1.img"), small[:9000], 0o644)
 	if err := Verify(dir); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "core-1.img") {
 		t.Fatalf("truncated core: %v", err)
+	}
+}
+
+func TestHasherMatchesFile(t *testing.T) {
+	dir := t.TempDir()
+	data := make([]byte, 5<<20+123)
+	for i := range data {
+		data[i] = byte(i * 31)
+	}
+	f, _ := os.Create(filepath.Join(dir, "pages-1.img"))
+	h := NewHasher(f, PagesBlock)
+	for _, n := range []int{10, 1 << 20, 3<<20 + 5, len(data)} {
+		chunk := data[:min(n, len(data))]
+		data = data[len(chunk):]
+		h.Write(chunk)
+	}
+	f.Close()
+	want, err := sumFile(filepath.Join(dir, "pages-1.img"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := h.Sum()
+	if got.Size != want.Size || len(got.CRC) != len(want.CRC) {
+		t.Fatalf("hasher %d bytes %d blocks, file %d bytes %d blocks", got.Size, len(got.CRC), want.Size, len(want.CRC))
+	}
+	for i := range got.CRC {
+		if got.CRC[i] != want.CRC[i] {
+			t.Fatalf("block %d differs", i)
+		}
 	}
 }
 

@@ -51,7 +51,7 @@ func StateOf(stopSig unix.Signal) uint32 {
 // itimers, rlimits, shared pending signals, personality and prctl bits.
 // blocked is the leader's blocked mask at seize time (criu keeps it in
 // task_core too).
-func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, stopSig unix.Signal, blocked uint64) (*criucore.TaskCoreEntry, error) {
+func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, stopSig unix.Signal, blocked uint64) (*criucore.TaskCoreEntry, error) {
 	pid := t.Tid
 	tc := &criucore.TaskCoreEntry{
 		TaskState: proto.Uint32(StateOf(stopSig)),
@@ -72,9 +72,9 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, stopSig unix.
 			tc.Personality = proto.Uint32(uint32(p))
 			return err
 		}},
-		{"sigactions", func() error { return dumpSigactions(t, s, tc) }},
+		{"sigactions", func() error { return dumpSigactions(t, s, tc, status.SigIgn|status.SigCgt) }},
 		{"itimers", func() error { return dumpItimers(t, s, tc) }},
-		{"rlimits", func() error { return dumpRlimits(t, s, tc) }},
+		{"rlimits", func() error { return dumpRlimits(pid, tc) }},
 		{"shared pending signals", func() error {
 			shared, err := ptrace.PeekSiginfo(pid, true)
 			tc.SignalsS = sigQueue(shared)
@@ -214,9 +214,19 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 	}, nil
 }
 
-func dumpSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+// dumpSigactions records every handler but SIGKILL's and SIGSTOP's, in
+// criu's order. Only signals that are caught or ignored (SigCgt, SigIgn)
+// and SIGCHLD (SA_NOCLDWAIT/SA_NOCLDSTOP matter with SIG_DFL) are asked
+// with an injected rt_sigaction: the others are at their defaults, and
+// each injection costs tens of microseconds.
+func dumpSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry, handled uint64) error {
 	for sig := 1; sig <= sigMax; sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
+			continue
+		}
+		if handled&(1<<(sig-1)) == 0 && sig != int(unix.SIGCHLD) {
+			zero := proto.Uint64(0)
+			tc.Sigactions = append(tc.Sigactions, &criu_sa.SaEntry{Sigaction: zero, Flags: zero, Restorer: zero, Mask: zero})
 			continue
 		}
 		if _, err := t.Call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), 0, s.Addr, 8); err != nil {
@@ -260,23 +270,20 @@ func dumpItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) 
 	return nil
 }
 
-// dumpRlimits asks the process itself (injected prlimit64 on pid 0):
-// reading another process's limits needs CAP_SYS_RESOURCE or the same
-// uids, and stasis has neither for a process that dropped privileges.
-func dumpRlimits(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+// dumpRlimits reads /proc/PID/limits: prlimit on another process needs
+// CAP_SYS_RESOURCE or the same uids, and stasis has neither for a process
+// that dropped privileges.
+func dumpRlimits(pid int, tc *criucore.TaskCoreEntry) error {
+	lims, err := proc.ReadLimits(pid)
+	if err != nil {
+		return err
+	}
+	if len(lims) != rlimNlimits {
+		return fmt.Errorf("/proc/%d/limits lists %d limits, want %d", pid, len(lims), rlimNlimits)
+	}
 	rl := &criucore.TaskRlimitsEntry{}
-	for res := 0; res < rlimNlimits; res++ {
-		if _, err := t.Call("prlimit64", unix.SYS_PRLIMIT64, 0, uint64(res), 0, s.Addr); err != nil {
-			return fmt.Errorf("resource %d: %w", res, err)
-		}
-		b, err := s.Get(0, 16)
-		if err != nil {
-			return err
-		}
-		rl.Rlimits = append(rl.Rlimits, &rlimit.RlimitEntry{
-			Cur: proto.Uint64(binary.LittleEndian.Uint64(b[0:])),
-			Max: proto.Uint64(binary.LittleEndian.Uint64(b[8:])),
-		})
+	for _, l := range lims {
+		rl.Rlimits = append(rl.Rlimits, &rlimit.RlimitEntry{Cur: proto.Uint64(l.Cur), Max: proto.Uint64(l.Max)})
 	}
 	tc.Rlimits = rl
 	return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
 
+	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/regs"
 )
@@ -212,7 +213,14 @@ func RestoreCreds(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) err
 	return nil
 }
 
+// restoreSigactions sets every handler of the image. One at its default
+// needs no call when the task's is at its default too (not ignored: a
+// restored task inherits SIG_IGN dispositions from stasis through exec).
 func restoreSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+	st, err := proc.ReadStatus(t.Tid)
+	if err != nil {
+		return err
+	}
 	i := 0
 	for sig := 1; sig <= sigMax && i < len(tc.GetSigactions()); sig++ {
 		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
@@ -220,6 +228,9 @@ func restoreSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreE
 		}
 		sa := tc.GetSigactions()[i]
 		i++
+		if sa.GetSigaction()|sa.GetFlags()|sa.GetRestorer()|sa.GetMask() == 0 && st.SigIgn&(1<<(sig-1)) == 0 {
+			continue
+		}
 		b := make([]byte, kernelSigaSize)
 		le := binary.LittleEndian
 		le.PutUint64(b[0:], sa.GetSigaction())

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
@@ -61,6 +62,7 @@ type dumper struct {
 	all     []*process // every process seized, parents first
 	ids     idAlloc
 	seccomp core.SeccompTable
+	sums    map[string]*checksum.Sum // computed while writing
 	stats   statsTimes
 }
 
@@ -74,7 +76,7 @@ func Dump(opts Options) error {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &dumper{opts: opts, log: opts.Log, files: files.NewTable(),
+	d := &dumper{opts: opts, log: opts.Log, files: files.NewTable(), sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
 	return ptrace.RunLocked(d.run)
@@ -124,9 +126,11 @@ func (d *dumper) run() (err error) {
 			}
 		}
 	}
+	d.log.Debug("dump phase", "phase", "images")
 	if err := d.writeImages(); err != nil {
 		return err
 	}
+	d.log.Debug("dump phase", "phase", "finish")
 	return d.finish()
 }
 
@@ -229,7 +233,7 @@ func checkNamespaces(pid int) error {
 func (d *dumper) dumpCore(p *process) error {
 	l := p.leader()
 	var err error
-	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, l.stopSig, l.blocked); err != nil {
+	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, p.status, l.stopSig, l.blocked); err != nil {
 		return err
 	}
 	if p.tc.Timers != nil {
@@ -371,7 +375,9 @@ func (d *dumper) dumpPages(p *process) error {
 	if err != nil {
 		return err
 	}
-	entries, st, err := mem.DumpPages(p.pid, p.areas, f)
+	h := checksum.NewHasher(f, checksum.PagesBlock)
+	entries, st, err := mem.DumpPages(p.pid, p.areas, h)
+	d.sums[pagesName(p.pagesID)] = h.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

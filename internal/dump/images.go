@@ -71,7 +71,7 @@ func (d *dumper) writeImages() error {
 			return d.writeStats()
 		},
 		func() error { return w("inventory.img", d.inventory()) },
-		func() error { return checksum.Write(d.dir.Path) },
+		func() error { return checksum.Write(d.dir.Path, d.sums) },
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {

@@ -170,9 +170,19 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 		buf []byte
 		n   int
 	}
+	// Buffers no bigger than the dump: a small process should not pay
+	// for allocating (and collecting) 32 MiB.
+	var total uint64
+	for _, r := range runs {
+		total += r.Pages * PageSize
+	}
+	size := int(min(total, copyChunk))
+	if size == 0 {
+		return nil
+	}
 	free := make(chan []byte, 2)
-	free <- make([]byte, copyChunk)
-	free <- make([]byte, copyChunk)
+	free <- make([]byte, size)
+	free <- make([]byte, size)
 	full := make(chan batch, 2)
 	errc := make(chan error, 1)
 	go func() {
