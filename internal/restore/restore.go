@@ -9,8 +9,11 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -107,6 +110,7 @@ func Restore(opts Options) (*Restored, error) {
 }
 
 func (r *restorer) run() (_ *Restored, err error) {
+	r.stats.start = time.Now()
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
 	}
@@ -131,6 +135,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.createTree(); err != nil {
 		return nil, err
 	}
+	r.stats.forked = time.Now()
 	// Then each phase for every process, parents first.
 	phases := []struct {
 		name string
@@ -161,6 +166,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	r.procs = nil
 	r.init = nil
+	if err := r.writeStats(); err != nil {
+		r.log.Warn("stats-restore not written", "err", err)
+	}
 	if r.opts.PidFile != "" {
 		if err := os.WriteFile(r.opts.PidFile, []byte(strconv.Itoa(res.Pid)+"\n"), 0o644); err != nil {
 			return res, fmt.Errorf("write pidfile: %w", err)
@@ -351,4 +359,25 @@ func pidInUse(pid int) error {
 		who = fmt.Sprintf(" (held by %s, state %c)", st.Comm, st.State)
 	}
 	return fmt.Errorf("restore pid %d: %w%s", pid, ErrPidInUse, who)
+}
+
+// writeStats writes stats-restore into the work dir, as criu does (podman
+// and checkpointctl read it).
+func (r *restorer) writeStats() error {
+	work := r.opts.WorkDir
+	if work == "" {
+		work = r.opts.ImagesDir
+	}
+	d, err := images.Open(work)
+	if err != nil {
+		return err
+	}
+	st := r.stats
+	return d.Write("stats-restore", &stats.StatsEntry{Restore: &stats.RestoreStatsEntry{
+		PagesCompared:   proto.Uint64(st.Compared),
+		PagesSkippedCow: proto.Uint64(st.SkippedCOW),
+		ForkingTime:     proto.Uint32(uint32(st.forked.Sub(st.start).Microseconds())),
+		RestoreTime:     proto.Uint32(uint32(time.Since(st.start).Microseconds())),
+		PagesRestored:   proto.Uint64(st.Restored),
+	}})
 }
