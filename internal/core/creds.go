@@ -361,3 +361,48 @@ func restoreCredSideEffects(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEnt
 	}
 	return err
 }
+
+// CredCache holds the credentials the threads of one restored process
+// start with: they are all clones of its leader made before any credential
+// changed, so they are read once, from the leader.
+type CredCache struct{ cur *credState }
+
+// RestoreCredsCached is RestoreCreds for the threads of one process, in
+// order, leader first: a thread whose image credentials are the ones it
+// already has (the common case: nothing dropped) costs no injected call.
+func RestoreCredsCached(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry, cache *CredCache) error {
+	c := ce.GetThreadCore().GetCreds()
+	if c == nil {
+		return nil
+	}
+	if cache.cur == nil {
+		cur, err := readCredState(t, s)
+		if err != nil {
+			return fmt.Errorf("credentials of tid %d: %w", t.Tid, err)
+		}
+		cache.cur = cur
+	}
+	if sameCreds(c, cache.cur) {
+		return nil
+	}
+	return RestoreCreds(t, s, ce)
+}
+
+func sameCreds(c *creds.CredsEntry, cur *credState) bool {
+	caps := func(w []uint32) uint64 {
+		var v uint64
+		for i, x := range w {
+			if i < 2 {
+				v |= uint64(x) << (32 * i)
+			}
+		}
+		return v
+	}
+	return slices.Equal(c.GetGroups(), cur.groups) &&
+		[4]uint32{c.GetUid(), c.GetEuid(), c.GetSuid(), c.GetFsuid()} == cur.uid &&
+		[4]uint32{c.GetGid(), c.GetEgid(), c.GetSgid(), c.GetFsgid()} == cur.gid &&
+		caps(c.GetCapEff()) == cur.eff && caps(c.GetCapPrm()) == cur.prm &&
+		caps(c.GetCapInh()) == cur.inh && caps(c.GetCapAmb()) == cur.amb &&
+		caps(c.GetCapBnd()) == cur.bnd && uint64(c.GetSecbits()) == cur.secbits &&
+		(c.GetNoNewPrivs() != 0) == cur.noNewPrivs
+}

@@ -158,6 +158,9 @@ func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) er
 			return err
 		}},
 		{"pdeath_signal", func() error {
+			if th.GetPdeathSig() == 0 {
+				return nil // a new task has none
+			}
 			_, err := t.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig()))
 			return err
 		}},

@@ -41,6 +41,7 @@ func (d *dumper) writeImages() error {
 	steps := []func() error{
 		d.writePstree,
 		func() error {
+			d.log.Debug("dump phase", "phase", "process images")
 			for _, p := range d.all {
 				if err := d.writeProcess(p); err != nil {
 					return err
@@ -71,7 +72,10 @@ func (d *dumper) writeImages() error {
 			return d.writeStats()
 		},
 		func() error { return w("inventory.img", d.inventory()) },
-		func() error { return checksum.Write(d.dir.Path, d.sums) },
+		func() error {
+			d.log.Debug("dump phase", "phase", "checksums")
+			return checksum.Write(d.dir.Path, d.sums)
+		},
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
@@ -122,14 +126,16 @@ func (d *dumper) writeProcess(p *process) error {
 			},
 		})
 	}
-	for _, th := range p.threads {
+	cores := make([]image, len(p.threads))
+	for i, th := range p.threads {
 		c := th.core
 		if th.tid == p.pid {
 			c.Tc = p.tc
 		}
-		if err := w(fmt.Sprintf("core-%d.img", th.tid), c); err != nil {
-			return err
-		}
+		cores[i] = image{fmt.Sprintf("core-%d.img", th.tid), c}
+	}
+	if err := d.writeParallel(cores); err != nil {
+		return err
 	}
 	fds := make([]proto.Message, len(p.fds))
 	for i, e := range p.fds {
@@ -207,4 +213,40 @@ func (d *dumper) writeStats() error {
 		}
 	}
 	return wd.Write("stats-dump", e)
+}
+
+type image struct {
+	name string
+	msg  proto.Message
+}
+
+// writeParallel writes many single-entry images (a core image per
+// thread: ten thousand for a big process) on a few goroutines: each is a
+// create, a write and a rename, bound by file system latency.
+func (d *dumper) writeParallel(imgs []image) error {
+	const workers = 4
+	jobs := make(chan image)
+	errs := make(chan error, workers)
+	for w := 0; w < workers; w++ {
+		go func() {
+			var first error
+			for im := range jobs {
+				if first == nil {
+					first = d.dir.Write(im.name, im.msg)
+				}
+			}
+			errs <- first
+		}()
+	}
+	for _, im := range imgs {
+		jobs <- im
+	}
+	close(jobs)
+	var first error
+	for w := 0; w < workers; w++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }

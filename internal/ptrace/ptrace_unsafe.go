@@ -21,8 +21,11 @@ const (
 // SiginfoSize is sizeof(siginfo_t) on x86_64.
 const SiginfoSize = 128
 
+// ptrace requests never block: they are raw syscalls, so that the Go
+// scheduler does not hand the tracer's P to another thread on each of
+// the thousands a dump makes.
 func ptrace(req int, pid int, addr, data uintptr) error {
-	_, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	_, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
 	if e != 0 {
 		return e
 	}
@@ -30,7 +33,7 @@ func ptrace(req int, pid int, addr, data uintptr) error {
 }
 
 func ptraceRet(req int, pid int, addr, data uintptr) (int, error) {
-	r, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+	r, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -195,4 +198,17 @@ func GetEventMsg(tid int) (uint64, error) {
 		return 0, fmt.Errorf("ptrace geteventmsg %d: %w", tid, err)
 	}
 	return m, nil
+}
+
+// wait4 waits for a ptrace stop. The stops stasis waits for come within
+// microseconds (a single-stepped system call), so a raw syscall, which
+// keeps the Go runtime out of it, is cheaper than a scheduler hand-off;
+// a stop that takes long (an injected call that blocks) just holds the
+// tracer's thread, which nothing else uses.
+func wait4(pid int, ws *unix.WaitStatus, options int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_WAIT4, uintptr(pid), uintptr(unsafe.Pointer(ws)), uintptr(options), 0, 0, 0)
+	if e != 0 {
+		return int(r), e
+	}
+	return int(r), nil
 }

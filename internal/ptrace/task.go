@@ -23,7 +23,7 @@ type Stop struct {
 func Wait(tid int) (Stop, error) {
 	var ws unix.WaitStatus
 	for {
-		_, err := unix.Wait4(tid, &ws, unix.WALL, nil)
+		_, err := wait4(tid, &ws, unix.WALL)
 		if err == unix.EINTR {
 			continue
 		}

@@ -236,8 +236,9 @@ func (tr *taskRestorer) restoreCreds() error {
 			return fmt.Errorf("tid %d: %w", t.Tid, err)
 		}
 	}
+	var cache core.CredCache
 	for i, t := range ts {
-		if err := core.RestoreCreds(t, tr.s, cores[i]); err != nil {
+		if err := core.RestoreCredsCached(t, tr.s, cores[i], &cache); err != nil {
 			return err
 		}
 	}
