@@ -8,7 +8,7 @@ build:
 	$(GO) build -trimpath -o bin/stasis ./cmd/stasis
 
 # Build, then checkpoint and restore a sample program (needs root).
-demo: build
+demo:
 	./examples/demo.sh
 
 # Every test: unit, fuzz seeds and end-to-end (needs root, gcc, crit).

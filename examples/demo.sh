@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 stasis=bin/stasis
+CGO_ENABLED=0 go build -trimpath -o "$stasis" ./cmd/stasis
+command -v gcc >/dev/null || { echo "demo: gcc is needed to build the sample program (apt-get install gcc)" >&2; exit 1; }
 work=$(mktemp -d /tmp/stasis-demo.XXXXXX)
 gcc -O2 -o "$work/counter" examples/counter.c
 
