@@ -37,9 +37,9 @@ const (
 	prGetTidAddr   = 40
 )
 
-// StateOf maps a /proc state letter and the stop signal of a seized task
+// stateOf maps a /proc state letter and the stop signal of a seized task
 // to criu's task_state.
-func StateOf(stopSig unix.Signal) uint32 {
+func stateOf(stopSig unix.Signal) uint32 {
 	if stopSig != 0 {
 		return TaskStopped
 	}
@@ -54,7 +54,7 @@ func StateOf(stopSig unix.Signal) uint32 {
 func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, stopSig unix.Signal, blocked uint64) (*criucore.TaskCoreEntry, error) {
 	pid := t.Tid
 	tc := &criucore.TaskCoreEntry{
-		TaskState: proto.Uint32(StateOf(stopSig)),
+		TaskState: proto.Uint32(stateOf(stopSig)),
 		ExitCode:  proto.Uint32(0),
 		Flags:     proto.Uint32(st.Flags),
 		BlkSigset: proto.Uint64(blocked),

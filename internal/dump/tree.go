@@ -51,19 +51,6 @@ type thread struct {
 
 func (p *process) leader() *thread { return p.threads[0] }
 
-// walk calls f for p and every descendant, parents first.
-func (p *process) walk(f func(*process) error) error {
-	if err := f(p); err != nil {
-		return err
-	}
-	for _, c := range p.children {
-		if err := c.walk(f); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // errGone marks a task that exited while it was being seized.
 var errGone = errors.New("task exited during seize")
 

@@ -110,16 +110,6 @@ func (t *Table) AddPath(path string, flags uint32) (uint32, error) {
 	return id, nil
 }
 
-// Lookup returns the entry with the given id.
-func (t *Table) Lookup(id uint32) *fdinfo.FileEntry {
-	for _, f := range t.Files {
-		if f.GetId() == id {
-			return f
-		}
-	}
-	return nil
-}
-
 // DumpFds records every fd of pid and returns its fd table.
 func (t *Table) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)

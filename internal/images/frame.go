@@ -2,7 +2,6 @@ package images
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -414,6 +413,3 @@ func (fr *frameReader) expectEOF() error {
 }
 
 // decodeBytes is Decode over a byte slice (tests, encoder self-checks).
-func decodeBytes(b []byte, name string) (*Image, error) {
-	return Decode(bytes.NewReader(b), name)
-}

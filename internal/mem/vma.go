@@ -49,8 +49,8 @@ type Area struct {
 	E     *vma.VmaEntry
 	Path  string // file mappings only
 	Memfd bool   // Path is a memfd ("/memfd:NAME")
-	Dev  uint64 // device and inode of the mapped file, from /proc/PID/map_files
-	Ino  uint64
+	Dev   uint64 // device and inode of the mapped file, from /proc/PID/map_files
+	Ino   uint64
 }
 
 func (a *Area) Has(status uint32) bool { return a.E.GetStatus()&status != 0 }

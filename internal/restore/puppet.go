@@ -115,15 +115,6 @@ func findVDSO(pid int) (proc.VMA, error) {
 // ErrPidInUse is wrapped when a PID of the image is taken on this host.
 var ErrPidInUse = errors.New("pid already in use")
 
-// clone creates a child of the puppet with exactly the given pid and
-// returns it stopped and traced. (CLONE_PARENT would make it a child of
-// stasis directly, but the kernel allows it only with exit_signal 0, and
-// the task's real parent must get SIGCHLD; stasis is a child subreaper
-// instead, and adopts the task when the puppet is killed.)
-func (p *puppet) clone(pid int) (*ptrace.Task, error) {
-	return cloneWithPid(p.tr, p.scratch, pid, 0)
-}
-
 func (p *puppet) kill() {
 	if p.cmd.Process != nil {
 		_ = p.cmd.Process.Kill()

@@ -75,8 +75,8 @@ type restorer struct {
 	// puppet0Scratch is the puppet's scratch mapping, which init inherits.
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
-	open        map[uint32]*os.File // files.img ids opened in stasis, shared by all tasks
-	epollDone   map[uint32]bool     // epoll file ids whose items are added
+	open           map[uint32]*os.File // files.img ids opened in stasis, shared by all tasks
+	epollDone      map[uint32]bool     // epoll file ids whose items are added
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int

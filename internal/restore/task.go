@@ -46,7 +46,6 @@ func (r *restorer) newTaskRestorer(t *ptrace.Task, img *taskImages) *taskRestore
 	return tr
 }
 
-
 // allThreads returns the leader and the other threads with their images.
 func (tr *taskRestorer) allThreads() ([]*ptrace.Task, []*criucore.CoreEntry) {
 	return append([]*ptrace.Task{tr.t}, tr.threads...), append([]*criucore.CoreEntry{tr.img.core}, tr.img.threads...)

@@ -63,6 +63,10 @@ func pattern(seed, i uint64) uint64 {
 	return x ^ (x >> 32)
 }
 
+// junk is a package variable so that the garbage made in it is really
+// allocated, not optimized away.
+var junk [][]byte
+
 func main() {
 	if len(os.Args) < 3 {
 		setupFail("usage: gocounter READY STATUS_FILE")
@@ -177,7 +181,7 @@ func main() {
 			break
 		}
 	}
-	junk := make([][]byte, 0, 64)
+	// Garbage for the collector to find after the restore.
 	for i := 0; i < 64; i++ {
 		junk = append(junk, make([]byte, 256<<10))
 	}
