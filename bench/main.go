@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -32,14 +33,21 @@ const (
 )
 
 type config struct {
-	dir     string
-	size    int64
-	runs    int
-	warmup  int
-	stasis  string
-	profile bool
-	keep    bool
+	dir       string
+	size      int64
+	runs      int
+	warmup    int
+	stasis    string
+	profile   bool
+	keep      bool
+	only      map[string]bool // groups to run
+	threads   []int           // thread counts of the threads group
+	treeProcs int
+	treeMem   int64
 }
+
+// groups are the victims bench can measure, in the order they run.
+var groups = []string{"tiny", "big", "threads", "tree"}
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == puppetArg {
@@ -56,12 +64,45 @@ func main() {
 	flag.IntVar(&c.runs, "runs", 3, "repetitions of each measurement")
 	flag.IntVar(&c.warmup, "warmup", 1, "unmeasured dump+restore cycles per victim before the measured ones")
 	flag.StringVar(&c.stasis, "stasis", "", "stasis binary to measure (default: build ./cmd/stasis of this module)")
-	flag.BoolVar(&c.profile, "profile", true, "also time the engine's phases in-process (stasis.Dump/Restore with a µs phase log)")
+	flag.BoolVar(&c.profile, "profile", true, "also time the engine's phases: in-process for tiny and big (stasis.Dump/Restore with a µs phase log), from the commands' -v4 logs for threads and tree")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temp dirs")
+	only := flag.String("only", strings.Join(groups, ","), "groups to measure, comma-separated: "+strings.Join(groups, ", "))
+	threads := flag.String("threads", "1000,10000", "thread counts of the threads group, comma-separated")
+	flag.IntVar(&c.treeProcs, "tree-procs", 50, "processes of the tree group")
+	treeMem := flag.String("tree-mem", "64MiB", "memory of each process of the tree group")
 	flag.Parse()
 	var err error
 	if c.size, err = parseSize(size); err != nil || c.size < pageSize {
 		fmt.Fprintf(os.Stderr, "bench: bad -size %q\n", size)
+		os.Exit(2)
+	}
+	c.only = map[string]bool{}
+	for _, g := range strings.Split(*only, ",") {
+		if g = strings.TrimSpace(g); g == "" {
+			continue
+		}
+		if !slices.Contains(groups, g) {
+			fmt.Fprintf(os.Stderr, "bench: -only: unknown group %q (groups: %s)\n", g, strings.Join(groups, ", "))
+			os.Exit(2)
+		}
+		c.only[g] = true
+	}
+	if len(c.only) == 0 {
+		fmt.Fprintln(os.Stderr, "bench: -only selects no group")
+		os.Exit(2)
+	}
+	for _, t := range strings.Split(*threads, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(t))
+		if err != nil || n < 1 {
+			fmt.Fprintf(os.Stderr, "bench: bad -threads %q\n", *threads)
+			os.Exit(2)
+		}
+		c.threads = append(c.threads, n)
+	}
+	slices.Sort(c.threads)
+	c.threads = slices.Compact(c.threads)
+	if c.treeMem, err = parseSize(*treeMem); err != nil || c.treeMem < pageSize || c.treeProcs < 1 {
+		fmt.Fprintf(os.Stderr, "bench: bad -tree-procs %d / -tree-mem %q\n", c.treeProcs, *treeMem)
 		os.Exit(2)
 	}
 	if c.warmup < 0 {
@@ -123,6 +164,38 @@ func run(c config) error {
 	if err != nil {
 		return err
 	}
+	var scale []scaleCase
+	var room []string // how many threads the machine allows, for the header
+	if c.only["threads"] {
+		bin, err := buildC(tmp, "victim_threads", threadsSource, "-pthread")
+		if err != nil {
+			return err
+		}
+		for _, n := range c.threads {
+			sc := scaleCase{group: "threads", label: fmtCount(n) + " threads", key: fmt.Sprintf("threads%d", n),
+				bin: bin, args: []string{strconv.Itoa(n), strconv.Itoa(threadStack)}, procs: 1, threads: n}
+			why, lims := threadRoom(n)
+			sc.skip = why
+			if len(room) == 0 {
+				room = append(room, lims)
+			}
+			if why == "" {
+				room = append(room, sc.label+": fit")
+			} else {
+				room = append(room, sc.label+": DO NOT FIT: "+why)
+			}
+			scale = append(scale, sc)
+		}
+	}
+	if c.only["tree"] {
+		bin, err := buildC(tmp, "victim_tree", treeSource)
+		if err != nil {
+			return err
+		}
+		scale = append(scale, scaleCase{group: "tree", label: fmt.Sprintf("tree %d x %s", c.treeProcs, fmtSize(c.treeMem)),
+			key: "tree", bin: bin, args: []string{strconv.Itoa(c.treeProcs), strconv.FormatInt(c.treeMem, 10)},
+			procs: c.treeProcs, memEach: c.treeMem})
+	}
 	stasisBin, built := c.stasis, ""
 	if stasisBin == "" {
 		if stasisBin, built, err = buildStasis(tmp); err != nil {
@@ -134,25 +207,36 @@ func run(c config) error {
 
 	progress("sampling CPU load of other processes")
 	busyBefore := cpuBusy(time.Second)
-	lim, err := measureLimits(imgRoot, c.size, c.runs)
-	if err != nil {
-		return err
+	var lim limits
+	if c.only["big"] || c.only["tree"] {
+		if lim, err = measureLimits(imgRoot, c.size, c.runs); err != nil {
+			return err
+		}
 	}
-	b := &bencher{stasis: stasisBin, victim: victimBin, tmp: tmp, imgRoot: imgRoot, runs: c.runs, warmup: c.warmup}
-	tiny, err := b.measure("tiny", 0)
-	if err != nil {
-		return err
+	b := &bencher{stasis: stasisBin, victim: victimBin, tmp: tmp, imgRoot: imgRoot, runs: c.runs, warmup: c.warmup,
+		logProfile: c.profile}
+	var cases []caseResult
+	type basic struct {
+		name string
+		size int64
 	}
-	big, err := b.measure("big", c.size)
-	if err != nil {
-		return err
+	var basics []basic
+	if c.only["tiny"] {
+		basics = append(basics, basic{"tiny", 0})
+	}
+	if c.only["big"] {
+		basics = append(basics, basic{"big", c.size})
+	}
+	for _, k := range basics {
+		r, err := b.measure(k.name, k.size)
+		if err != nil {
+			return err
+		}
+		cases = append(cases, r)
 	}
 	var prof []profile
 	if c.profile {
-		for _, k := range []struct {
-			name string
-			size int64
-		}{{"tiny", 0}, {"big", c.size}} {
+		for _, k := range basics {
 			p, err := b.profile(k.name, k.size)
 			if err != nil {
 				return err
@@ -160,14 +244,25 @@ func run(c config) error {
 			prof = append(prof, p)
 		}
 	}
+	var scaled []caseResult
+	for _, sc := range scale {
+		r, err := b.measureScale(sc)
+		if err != nil {
+			return err
+		}
+		scaled = append(scaled, r)
+	}
 
 	busyAfter := cpuBusy(time.Second)
 	progress("done")
-	printHeader(c, imgRoot, stasisBin, built, busyBefore, busyAfter)
-	printLimits(lim, c.size, c.runs)
-	printResults(lim, c.size, c.runs, c.warmup, tiny, big)
+	printHeader(c, imgRoot, stasisBin, built, busyBefore, busyAfter, room)
+	if c.only["big"] || c.only["tree"] {
+		printLimits(lim, c.size, c.runs)
+	}
+	printResults(lim, c.runs, c.warmup, append(cases, scaled...)...)
 	if c.profile {
-		printProfile(prof, []caseResult{tiny, big}, c.runs)
+		printProfile(prof, cases, c.runs)
+		printScaleProfile(scaled, c.runs)
 	}
 	return nil
 }
@@ -208,6 +303,7 @@ func buildStasis(tmp string) (bin, version string, err error) {
 type bencher struct {
 	stasis, victim, tmp, imgRoot string
 	runs, warmup                 int
+	logProfile                   bool // scaling groups: run the commands with -v4 -o LOG and cut their phases
 }
 
 // sample is one dump + restore of one fresh victim.
@@ -216,12 +312,23 @@ type sample struct {
 	restoreRet time.Duration // wall time of stasis restore -d
 	restoreRun time.Duration // until the restored victim answered a signal
 	imgBytes   int64         // du of the images dir
+	tasks      int           // scaling groups: tasks found back after the restore
 }
 
 type caseResult struct {
 	name    string
-	size    int64
+	size    int64 // memory of the victim (all its processes)
 	samples []sample
+
+	// Scaling groups.
+	group   string // "threads" or "tree"; "" for tiny and big
+	label   string
+	procs   int
+	threads int
+	memEach int64
+	skip    string // why the machine cannot run it
+	retries int    // runs started again: a pid was taken between dump and restore
+	phases  []phaseRun
 }
 
 func (b *bencher) measure(name string, size int64) (caseResult, error) {
