@@ -174,15 +174,16 @@ func (b *bencher) profileOnce(name string, size int64, i int) (dump, restore []s
 		"tree seized":            "(tree seized)",
 		"dump done, tree killed": "return",
 	})
-	// stats-dump's memdump_time splits the last phase: page copy and
-	// write, then the other images, the checksum manifest and the kill.
+	// stats-dump's memdump_time splits the pages phase: page copy and
+	// write, then the rest of it (the engine now logs the other images,
+	// the checksum manifest and the kill as phases of their own).
 	var st stats.StatsEntry
 	if dir, err := images.Open(imgs); err == nil && dir.ReadOne("stats-dump", &st) == nil {
 		mem := time.Duration(st.GetDump().GetMemdumpTime()) * time.Microsecond
 		for k, s := range dump {
 			if s.name == "pages" && mem <= s.d {
 				rest := []span{{"pages: read memory + write pages img", mem},
-					{"pagemap, other images, checksum manifest, kill", s.d - mem}}
+					{"pages: the rest of the phase (after memdump_time)", s.d - mem}}
 				dump = append(dump[:k], append(rest, dump[k+1:]...)...)
 				break
 			}
