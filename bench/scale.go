@@ -693,7 +693,7 @@ var restoreNames = map[string]string{
 	msFilled1:                 "memory fill of the root: 1% -> 99% resident",
 	msFilled:                  "99% resident -> next engine record",
 	"inherited mappings kept": "child: unmap what it does not keep, map areas, fill pages (to 'pages restored')",
-	"pages restored":          "after 'pages restored': mprotect, vDSO, mm, session (+ clone3 of the next child, read its maps)",
+	"pages restored":          "after 'pages restored': mem.Protect (mprotect, madvise), vDSO, mm, session (+ clone3 of the next child)",
 	"restore done":            "return: exit",
 }
 
