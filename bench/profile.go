@@ -131,6 +131,7 @@ type profile struct {
 	dump     [][]span // per run
 	restore  [][]span
 	checksum []time.Duration // checksum.Verify of the images dir, alone
+	failed   []string        // runs that failed and were repeated, with the error
 }
 
 // profile runs dump and restore in-process, through the library the
@@ -141,6 +142,14 @@ func (b *bencher) profile(name string, size int64) (profile, error) {
 	for i := range b.runs {
 		progress("profile of the %s victim (%s): run %d of %d", name, fmtSize(size), i+1, b.runs)
 		d, r, c, err := b.profileOnce(name, size, i)
+		for try := 1; err != nil && try < 3; try++ {
+			// An in-process dump or restore fails now and then where the
+			// command does not (an engine bug to find): say so, in the
+			// output too, and repeat the run rather than lose the others.
+			progress("  profile run %d failed, repeating it: %v", i+1, err)
+			p.failed = append(p.failed, fmt.Sprintf("run %d: %v", i+1, err))
+			d, r, c, err = b.profileOnce(name, size, i)
+		}
 		if err != nil {
 			return p, fmt.Errorf("profile of the %s victim, run %d: %w", name, i+1, err)
 		}

@@ -379,6 +379,9 @@ func printProfile(profs []profile, cli []caseResult, runs int) {
 		}
 		_, sum := minMedian(p.checksum)
 		fmt.Printf("  checksum.Verify of this images dir alone: %s (inside restore's start; dump's manifest re-reads the same bytes)\n", fmtDur(sum))
+		for _, f := range p.failed {
+			fmt.Printf("  FAILED and repeated: %s\n", f)
+		}
 	}
 }
 
