@@ -142,10 +142,9 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 			return err
 		}},
 		{"robust list", func() error {
-			var head, size uint64
-			_, _, e := unix.Syscall(unix.SYS_GET_ROBUST_LIST, uintptr(tid), uintptrOf(&head), uintptrOf(&size))
-			if e != 0 {
-				return e
+			head, size, err := getRobustList(tid)
+			if err != nil {
+				return err
 			}
 			th.FutexRla, th.FutexRlaLen = proto.Uint64(head), proto.Uint32(uint32(size))
 			return nil

@@ -196,7 +196,7 @@ func readSeccompChain(tid int) ([]seccompFilter, error) {
 	buf := make([]byte, bpfMaxInsns*sockFilterSize)
 	var chain []seccompFilter
 	for i := 0; ; i++ {
-		n, err := seccompPtrace(unix.PTRACE_SECCOMP_GET_FILTER, tid, uintptr(i), uintptrOf(&buf[0]))
+		n, err := seccompGetFilter(tid, i, buf)
 		if errors.Is(err, unix.ENOENT) {
 			break
 		}
@@ -222,8 +222,8 @@ func readSeccompChain(tid int) ([]seccompFilter, error) {
 // seccompFlags returns the flags the filter was installed with, as far as
 // the kernel keeps them (SECCOMP_FILTER_FLAG_LOG).
 func seccompFlags(tid, i int) (uint32, error) {
-	md := struct{ filterOff, flags uint64 }{filterOff: uint64(i)}
-	_, err := seccompPtrace(unix.PTRACE_SECCOMP_GET_METADATA, tid, 16, uintptrOf(&md))
+	md := seccompMetadata{filterOff: uint64(i)}
+	err := seccompGetMetadata(tid, &md)
 	if errors.Is(err, unix.EIO) { // kernel without the request
 		return 0, nil
 	}
@@ -231,14 +231,6 @@ func seccompFlags(tid, i int) (uint32, error) {
 		return 0, fmt.Errorf("seccomp filter %d of tid %d: ptrace(PTRACE_SECCOMP_GET_METADATA): %w", i, tid, err)
 	}
 	return uint32(md.flags), nil
-}
-
-func seccompPtrace(req int, tid int, addr, data uintptr) (int, error) {
-	r, _, e := unix.Syscall6(unix.SYS_PTRACE, uintptr(req), uintptr(tid), addr, data, 0, 0)
-	if e != 0 {
-		return 0, e
-	}
-	return int(r), nil
 }
 
 // SeccompChain returns the filters of a thread in the order they must be

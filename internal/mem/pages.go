@@ -5,11 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sync"
-	"unsafe"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -39,32 +36,6 @@ type Run struct {
 	// (copy-on-write after fork); it must be read without pinning.
 	Shared bool
 }
-
-// zeroPFN is the frame of the kernel's shared zero page: private pages
-// that map it were only read, never written, and need no saving (as in
-// criu). 0 if it cannot be determined.
-var zeroPFN = sync.OnceValue(func() uint64 {
-	b, err := unix.Mmap(-1, 0, PageSize, unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return 0
-	}
-	defer unix.Munmap(b)
-	_ = *(*byte)(unsafe.Pointer(&b[0])) // fault the zero page in
-	f, err := os.Open("/proc/self/pagemap")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	var e [8]byte
-	if _, err := f.ReadAt(e[:], int64(uintptr(unsafe.Pointer(&b[0]))/PageSize*8)); err != nil {
-		return 0
-	}
-	v := binary.LittleEndian.Uint64(e[:])
-	if v&pmePresent == 0 {
-		return 0
-	}
-	return v & pmePFNMask
-})
 
 // PageRuns returns the pages of a that must be saved: every present or
 // swapped page of an anonymous mapping, and of a private file mapping only

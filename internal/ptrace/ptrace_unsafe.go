@@ -23,7 +23,9 @@ const SiginfoSize = 128
 
 // ptrace requests never block: they are raw syscalls, so that the Go
 // scheduler does not hand the tracer's P to another thread on each of
-// the thousands a dump makes.
+// the thousands a dump makes. Pointer arguments stay unsafe.Pointer until
+// the syscall expression itself: converted to uintptr earlier, a stack
+// variable could move (stack growth) before the kernel writes to it.
 func ptrace(req int, pid int, addr, data uintptr) error {
 	_, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
 	if e != 0 {
@@ -32,8 +34,19 @@ func ptrace(req int, pid int, addr, data uintptr) error {
 	return nil
 }
 
-func ptraceRet(req int, pid int, addr, data uintptr) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, data, 0, 0)
+// ptracePtr is ptrace with a pointer as data.
+func ptracePtr(req int, pid int, addr uintptr, data unsafe.Pointer) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, uintptr(data), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// ptracePtrs is ptrace with pointers as addr and data; it returns the
+// request's result.
+func ptracePtrs(req int, pid int, addr, data unsafe.Pointer) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), uintptr(addr), uintptr(data), 0, 0)
 	if e != 0 {
 		return 0, e
 	}
@@ -43,7 +56,7 @@ func ptraceRet(req int, pid int, addr, data uintptr) (int, error) {
 // GetRegs reads the general purpose registers of tid.
 func GetRegs(tid int) (unix.PtraceRegs, error) {
 	var r unix.PtraceRegs
-	if err := ptrace(unix.PTRACE_GETREGS, tid, 0, uintptr(unsafe.Pointer(&r))); err != nil {
+	if err := ptracePtr(unix.PTRACE_GETREGS, tid, 0, unsafe.Pointer(&r)); err != nil {
 		return r, fmt.Errorf("ptrace getregs %d: %w", tid, err)
 	}
 	return r, nil
@@ -51,7 +64,7 @@ func GetRegs(tid int) (unix.PtraceRegs, error) {
 
 // SetRegs writes the general purpose registers of tid.
 func SetRegs(tid int, r *unix.PtraceRegs) error {
-	if err := ptrace(unix.PTRACE_SETREGS, tid, 0, uintptr(unsafe.Pointer(r))); err != nil {
+	if err := ptracePtr(unix.PTRACE_SETREGS, tid, 0, unsafe.Pointer(r)); err != nil {
 		return fmt.Errorf("ptrace setregs %d: %w", tid, err)
 	}
 	return nil
@@ -63,7 +76,7 @@ func GetXState(tid int) ([]byte, error) {
 	buf := make([]byte, 16<<10)
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := ptrace(unix.PTRACE_GETREGSET, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+	if err := ptracePtr(unix.PTRACE_GETREGSET, tid, ntX86XState, unsafe.Pointer(&iov)); err != nil {
 		return nil, fmt.Errorf("ptrace getregset xstate %d: %w", tid, err)
 	}
 	return buf[:iov.Len], nil
@@ -73,7 +86,7 @@ func GetXState(tid int) ([]byte, error) {
 func SetXState(tid int, buf []byte) error {
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := ptrace(unix.PTRACE_SETREGSET, tid, ntX86XState, uintptr(unsafe.Pointer(&iov))); err != nil {
+	if err := ptracePtr(unix.PTRACE_SETREGSET, tid, ntX86XState, unsafe.Pointer(&iov)); err != nil {
 		return fmt.Errorf("ptrace setregset xstate %d: %w", tid, err)
 	}
 	return nil
@@ -82,7 +95,7 @@ func SetXState(tid int, buf []byte) error {
 // GetSigmask returns the blocked signal mask of tid (bit n-1 = signal n).
 func GetSigmask(tid int) (uint64, error) {
 	var m uint64
-	if err := ptrace(reqGetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptracePtr(reqGetSigmask, tid, 8, unsafe.Pointer(&m)); err != nil {
 		return 0, fmt.Errorf("ptrace getsigmask %d: %w", tid, err)
 	}
 	return m, nil
@@ -90,7 +103,7 @@ func GetSigmask(tid int) (uint64, error) {
 
 // SetSigmask replaces the blocked signal mask of tid.
 func SetSigmask(tid int, m uint64) error {
-	if err := ptrace(reqSetSigmask, tid, 8, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptracePtr(reqSetSigmask, tid, 8, unsafe.Pointer(&m)); err != nil {
 		return fmt.Errorf("ptrace setsigmask %d: %w", tid, err)
 	}
 	return nil
@@ -111,7 +124,7 @@ func PeekSiginfo(tid int, shared bool) ([][]byte, error) {
 		if shared {
 			a.flags = peekSiginfoShared
 		}
-		n, err := ptraceRet(reqPeekSiginfo, tid, uintptr(unsafe.Pointer(&a)), uintptr(unsafe.Pointer(&buf[0])))
+		n, err := ptracePtrs(reqPeekSiginfo, tid, unsafe.Pointer(&a), unsafe.Pointer(&buf[0]))
 		if err != nil {
 			return nil, fmt.Errorf("ptrace peeksiginfo %d: %w", tid, err)
 		}
@@ -137,7 +150,7 @@ type RseqConfig struct {
 // GetRseqConfig returns the rseq area registered by tid (Pointer 0: none).
 func GetRseqConfig(tid int) (RseqConfig, error) {
 	var c RseqConfig
-	if err := ptrace(reqGetRseqConfig, tid, unsafe.Sizeof(c), uintptr(unsafe.Pointer(&c))); err != nil {
+	if err := ptracePtr(reqGetRseqConfig, tid, unsafe.Sizeof(c), unsafe.Pointer(&c)); err != nil {
 		return c, fmt.Errorf("ptrace get_rseq_configuration %d: %w", tid, err)
 	}
 	return c, nil
@@ -194,7 +207,7 @@ func Cont(tid int, sig int) error {
 // (the new pid for PTRACE_EVENT_FORK/CLONE).
 func GetEventMsg(tid int) (uint64, error) {
 	var m uint64
-	if err := ptrace(unix.PTRACE_GETEVENTMSG, tid, 0, uintptr(unsafe.Pointer(&m))); err != nil {
+	if err := ptracePtr(unix.PTRACE_GETEVENTMSG, tid, 0, unsafe.Pointer(&m)); err != nil {
 		return 0, fmt.Errorf("ptrace geteventmsg %d: %w", tid, err)
 	}
 	return m, nil
