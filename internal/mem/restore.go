@@ -94,16 +94,40 @@ func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEnt
 				return fmt.Errorf("vma %#x-%#x: %w", start, e.GetEnd(), err)
 			}
 		}
-		for adv := 0; adv < 64; adv++ {
-			if e.GetMadv()&(1<<adv) == 0 {
+	}
+	return adviseAll(t, vmas)
+}
+
+// adviseAll applies each VMA's madvise advice. Adjacent VMAs with the
+// same advice take one call: a process with thousands of threads has
+// thousands of stacks and guard pages, all with the same advice.
+func adviseAll(t *ptrace.Task, vmas []*vma.VmaEntry) error {
+	var start, end, madv uint64
+	flush := func() error {
+		for adv := 0; adv < 64 && end > start; adv++ {
+			if madv&(1<<adv) == 0 {
 				continue
 			}
-			if _, err := t.Call("madvise", unix.SYS_MADVISE, start, size, uint64(adv)); err != nil {
-				return fmt.Errorf("vma %#x-%#x advice %d: %w", start, e.GetEnd(), adv, err)
+			if _, err := t.Call("madvise", unix.SYS_MADVISE, start, end-start, uint64(adv)); err != nil {
+				return fmt.Errorf("vmas %#x-%#x advice %d: %w", start, end, adv, err)
 			}
 		}
+		return nil
 	}
-	return nil
+	for _, e := range vmas {
+		if !Mappable(e) || e.GetMadv() == 0 {
+			continue
+		}
+		if e.GetStart() == end && e.GetMadv() == madv {
+			end = e.GetEnd()
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		start, end, madv = e.GetStart(), e.GetEnd(), e.GetMadv()
+	}
+	return flush()
 }
 
 // gaps returns the parts of [start, end) that no pagemap entry covers.
