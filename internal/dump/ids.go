@@ -4,8 +4,9 @@ import (
 	"fmt"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // idAlloc numbers kernel objects of each kind from 1, as criu does.
@@ -17,22 +18,6 @@ func (a *idAlloc) next(kind string) int {
 	}
 	(*a)[kind]++
 	return (*a)[kind]
-}
-
-// kcmp types (include/uapi/linux/kcmp.h).
-const (
-	kcmpVM      = 1
-	kcmpFiles   = 2
-	kcmpFS      = 3
-	kcmpSighand = 4
-)
-
-func kcmp(pid1, pid2, typ int) (bool, error) {
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), 0, 0, 0)
-	if e != 0 {
-		return false, e
-	}
-	return r == 0, nil
 }
 
 // dumpIDs numbers the kernel objects of p. Processes of a tree normally
@@ -50,8 +35,8 @@ func (d *dumper) dumpIDs(p *process) error {
 		for _, k := range []struct {
 			typ  int
 			name string
-		}{{kcmpVM, "memory"}, {kcmpFiles, "fd table"}, {kcmpFS, "fs info"}, {kcmpSighand, "signal handlers"}} {
-			same, err := kcmp(p.pid, other.pid, k.typ)
+		}{{linux.KcmpVM, "memory"}, {linux.KcmpFiles, "fd table"}, {linux.KcmpFS, "fs info"}, {linux.KcmpSighand, "signal handlers"}} {
+			same, err := linux.Kcmp(p.pid, other.pid, k.typ, 0, 0)
 			if err != nil {
 				return fmt.Errorf("compare pid %d with pid %d: %w", p.pid, other.pid, err)
 			}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -52,7 +53,7 @@ func NewTable() *Table {
 func (t *Table) shared(pid, fd int, st *unix.Stat_t) (uint32, bool, error) {
 	key := [2]uint64{st.Dev, st.Ino}
 	for _, d := range t.descs[key] {
-		same, err := sameFile(pid, fd, d.pid, d.fd)
+		same, err := linux.Kcmp(pid, d.pid, linux.KcmpFile, fd, d.fd)
 		if err != nil {
 			return 0, false, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, d.fd, d.pid, err)
 		}

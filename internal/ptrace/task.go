@@ -1,12 +1,12 @@
 package ptrace
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/proc"
 )
 
 // ErrExited is returned when a tracee died while stasis waited for it.
@@ -269,14 +269,10 @@ func ContUntilExit(tid int, sig unix.Signal) error {
 	}
 }
 
-// underSeccomp reads the Seccomp: line of /proc/TID/status.
+// underSeccomp reports whether the thread runs under seccomp.
 func underSeccomp(tid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", tid))
-	if err != nil {
-		return false
-	}
-	i := bytes.Index(b, []byte("\nSeccomp:\t"))
-	return i >= 0 && len(b) > i+10 && b[i+10] != '0'
+	st, err := proc.ReadStatus(tid)
+	return err == nil && st.Seccomp != 0
 }
 
 // InjectExec makes the stopped thread t call execve(path, argv, envp) with

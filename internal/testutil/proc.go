@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"github.com/stasis-cr/stasis/internal/proc"
+
 	"bufio"
 	"errors"
 	"fmt"
@@ -40,21 +42,11 @@ type Stat struct {
 // ReadStat parses /proc/PID/stat; comm may hold spaces and parentheses, so
 // the fields after it are found from the last ')'.
 func ReadStat(pid int) (Stat, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return Stat{}, err
 	}
-	s := string(b)
-	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || close < open {
-		return Stat{}, fmt.Errorf("/proc/%d/stat: malformed %q", pid, s)
-	}
-	f := strings.Fields(s[close+1:])
-	if len(f) < 2 {
-		return Stat{}, fmt.Errorf("/proc/%d/stat: malformed %q", pid, s)
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	return Stat{Comm: s[open+1 : close], State: f[0][0], PPid: ppid}, nil
+	return Stat{Comm: st.Comm, State: st.State, PPid: st.PPid}, nil
 }
 
 // StatField is field n (1-based, as in proc(5)) of /proc/PID/stat.

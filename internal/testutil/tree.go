@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"github.com/stasis-cr/stasis/internal/proc"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,26 +43,14 @@ func (t Task) String() string {
 
 // readTask reads /proc/PID/stat and the NSpid line of /proc/PID/status.
 func readTask(pid int) (Task, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	st, err := proc.ReadStat(pid)
 	if err != nil {
 		return Task{}, err
 	}
-	s := string(b)
-	open, close := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || close < open {
-		return Task{}, fmt.Errorf("/proc/%d/stat: malformed %q", pid, s)
-	}
-	f := strings.Fields(s[close+1:]) // field 3 (state) onwards
-	if len(f) < 18 {
-		return Task{}, fmt.Errorf("/proc/%d/stat: malformed %q", pid, s)
-	}
-	num := func(i int) int { n, _ := strconv.Atoi(f[i]); return n }
-	t := Task{Pid: pid, State: f[0][0], PPid: num(1), Pgid: num(2), Sid: num(3), Threads: num(17),
-		Comm: s[open+1 : close], NSPid: pid}
-	if st, err := Status(pid); err == nil {
-		if ns := strings.Fields(st["NSpid"]); len(ns) > 0 {
-			t.NSPid, _ = strconv.Atoi(ns[len(ns)-1])
-		}
+	t := Task{Pid: pid, State: st.State, PPid: st.PPid, Pgid: st.Pgrp, Sid: st.Session,
+		Threads: st.NumThreads, Comm: st.Comm, NSPid: pid}
+	if status, err := proc.ReadStatus(pid); err == nil && len(status.NSpid) > 0 {
+		t.NSPid = status.NSpid[len(status.NSpid)-1]
 	}
 	return t, nil
 }
