@@ -76,9 +76,10 @@ func Dump(opts Options) error {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &dumper{opts: opts, log: opts.Log, files: files.NewTable(), sums: map[string]*checksum.Sum{},
+	d := &dumper{opts: opts, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
+	d.files = files.NewTable(func() int { return d.ids.next("pages") })
 	return ptrace.RunLocked(d.run)
 }
 

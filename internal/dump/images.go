@@ -49,14 +49,7 @@ func (d *dumper) writeImages() error {
 			}
 			return nil
 		},
-		func() error { return d.files.WriteMemfds(d.dir, func() int { return d.ids.next("pages") }) },
-		func() error {
-			ms := make([]proto.Message, len(d.files.Files))
-			for i, e := range d.files.Files {
-				ms[i] = e
-			}
-			return w("files.img", ms...)
-		},
+		func() error { return d.files.WriteImages(d.dir) },
 		func() error { return w("seccomp.img", d.seccomp.Entry()) },
 		func() error {
 			var mono, boot unix.Timespec

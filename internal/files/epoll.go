@@ -17,6 +17,12 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
+func init() {
+	register(&kind{name: "eventpoll", typ: fdinfo.FdTypes_EVENTPOLL,
+		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEpoll(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEpoll(fe) }})
+}
+
 // DumpEpoll returns the entry of an epoll fd with one EventpollTfdEntry per
 // watched item, as criu 4 writes them (inside the EventpollFileEntry, not
 // in the old eventpoll-tfd.img).

@@ -17,6 +17,12 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
+func init() {
+	register(&kind{name: "eventfd", typ: fdinfo.FdTypes_EVENTFD,
+		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEventfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEventfd(fe) }})
+}
+
 // This file also holds what the anon-inode kinds (eventfd, eventpoll,
 // signalfd, timerfd) share: flags, fown and the wrapping of a new fd.
 

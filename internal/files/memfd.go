@@ -17,6 +17,19 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
+func init() {
+	register(&kind{name: "memfd", typ: fdinfo.FdTypes_MEMFD, write: writeMemfds, open: openMemfdFile})
+}
+
+// openMemfdFile opens the memfd of a MEMFD entry.
+func openMemfdFile(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+	inode := r.Memfds[fe.GetMemfd().GetInodeId()]
+	if inode == nil {
+		return nil, fmt.Errorf("memfd file id %d: inode %d is not in memfd.img: %w", fe.GetId(), fe.GetMemfd().GetInodeId(), images.ErrCorrupt)
+	}
+	return OpenMemfd(inode, r.Dir)
+}
+
 // memfdFile is a memfd the dump saw mapped, by inode.
 type memfdFile struct {
 	entry  *memfd.MemfdInodeEntry
@@ -72,17 +85,17 @@ func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (uint32
 	return m.fileID, nil
 }
 
-// WriteMemfds writes memfd.img and the content of every memfd: the data
+// writeMemfds writes memfd.img and the content of every memfd: the data
 // parts of the file (holes stay holes) as pagemap-shmem-SHMID.img entries
-// with their pages in pages-N.img, N from nextPagesID.
-func (t *Table) WriteMemfds(dir *images.Dir, nextPagesID func() int) error {
+// with their pages in pages-N.img, N from t.PagesID.
+func writeMemfds(t *Table, dir *images.Dir) error {
 	if len(t.memfds) == 0 {
 		return nil
 	}
 	var inodes []proto.Message
 	for _, m := range t.memfds {
 		inodes = append(inodes, m.entry)
-		if err := writeMemfdPages(dir, m, nextPagesID()); err != nil {
+		if err := writeMemfdPages(dir, m, t.PagesID()); err != nil {
 			return fmt.Errorf("memfd %q: %w", m.entry.GetName(), err)
 		}
 	}

@@ -14,6 +14,12 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
+func init() {
+	register(&kind{name: "signalfd", typ: fdinfo.FdTypes_SIGNALFD,
+		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpSignalfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenSignalfd(fe) }})
+}
+
 // DumpSignalfd returns the entry of a signalfd: the signals it accepts.
 // Pending signals belong to the task, not to the signalfd, and are dumped
 // with it.

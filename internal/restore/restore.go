@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -75,8 +76,8 @@ type restorer struct {
 	// puppet0Scratch is the puppet's scratch mapping, which init inherits.
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
-	open           map[uint32]*os.File // files.img ids opened in stasis, shared by all tasks
-	epollDone      map[uint32]bool     // epoll file ids whose items are added
+	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
+	epollDone      map[uint32]bool // epoll file ids whose items are added
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
@@ -99,7 +100,7 @@ func Restore(opts Options) (*Restored, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	r := &restorer{opts: opts, log: opts.Log, open: map[uint32]*os.File{}, epollDone: map[uint32]bool{}}
+	r := &restorer{opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
 		var err error
@@ -117,6 +118,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
 	}
+	r.files = files.NewRestorer(r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	if !r.opts.PidNS {
 		for _, pid := range r.imgs.allPids() {
 			if err := checkPidFree(pid); err != nil {
@@ -128,8 +130,8 @@ func (r *restorer) run() (_ *Restored, err error) {
 		if err != nil {
 			r.rollback()
 		}
-		for _, f := range r.open {
-			f.Close()
+		if cerr := r.files.Close(); cerr != nil {
+			r.log.Warn("closing restored files", "err", cerr)
 		}
 	}()
 	if err := r.createTree(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"sort"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
@@ -148,35 +147,10 @@ func (tr *taskRestorer) closeChannel() error {
 	return err
 }
 
-// file opens (once for the whole tree) the file with the given id of
-// files.img in stasis: fds of any task with the same id share that one
-// open file description, as they did when dumped.
-func (tr *taskRestorer) file(id uint32) (*os.File, error) {
-	if f, ok := tr.r.open[id]; ok {
-		return f, nil
-	}
-	fe := tr.r.imgs.files[id]
-	if fe == nil {
-		return nil, fmt.Errorf("file id %d is not in files.img", id)
-	}
-	var f *os.File
-	var err error
-	if fe.GetType() == fdinfo.FdTypes_MEMFD {
-		f, err = files.OpenMemfd(tr.r.imgs.memfds[fe.GetMemfd().GetInodeId()], tr.r.imgs.dir)
-	} else {
-		f, err = files.Open(fe)
-	}
-	if err != nil {
-		return nil, err
-	}
-	tr.r.open[id] = f
-	return f, nil
-}
-
 // pass puts a copy of the file with the given id into the task and
 // returns its fd number there (the lowest free one, close-on-exec).
 func (tr *taskRestorer) pass(id uint32) (uint64, error) {
-	f, err := tr.file(id)
+	f, err := tr.r.files.Open(id)
 	if err != nil {
 		return 0, err
 	}

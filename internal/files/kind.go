@@ -1,0 +1,117 @@
+package files
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
+)
+
+// A kind is one kind of open file (criu's fd_types): how an fd of it is
+// dumped into a FileEntry and how that entry is opened again, side by
+// side. Each kind's file registers itself from init, so that a new kind
+// touches no other file.
+type kind struct {
+	name string         // as kindOf names it, and as errors say it
+	typ  fdinfo.FdTypes // its FileEntry type and fdinfo type
+	// dump returns the entry of fd, whose id is fd.ID.
+	dump func(t *Table, fd *Fd) (*fdinfo.FileEntry, error)
+	// write, if set, writes the kind's own images once every fd of the
+	// tree is dumped (the tree is still frozen).
+	write func(t *Table, dir *images.Dir) error
+	// open opens an entry again in stasis; the tasks get copies.
+	open func(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error)
+}
+
+var (
+	kindsByName = map[string]*kind{}
+	kindsByType = map[fdinfo.FdTypes]*kind{}
+	kindOrder   []*kind // registration order, for write
+)
+
+func register(k *kind) {
+	if kindsByName[k.name] != nil || kindsByType[k.typ] != nil {
+		panic("files: kind registered twice: " + k.name)
+	}
+	kindsByName[k.name] = k
+	kindsByType[k.typ] = k
+	kindOrder = append(kindOrder, k)
+}
+
+// Fd is one fd being dumped.
+type Fd struct {
+	Pid, Num int
+	Target   string       // its /proc/PID/fd link
+	Info     *proc.Fdinfo // its /proc/PID/fdinfo
+	Stat     unix.Stat_t  // stat of the file it refers to
+	ID       uint32       // the id its entry gets
+}
+
+// Path is the fd's magic link, which opens the same file.
+func (f *Fd) Path() string { return fmt.Sprintf("/proc/%d/fd/%d", f.Pid, f.Num) }
+
+// Flags is the file's status flags without close-on-exec, which criu
+// keeps in the fd table (fdinfo-N.img), not in the file.
+func (f *Fd) Flags() uint32 { return f.Info.Flags &^ unix.O_CLOEXEC }
+
+func (f *Fd) String() string { return fmt.Sprintf("fd %d of pid %d", f.Num, f.Pid) }
+
+// UnsupportedError is the error of an fd of a kind stasis cannot
+// checkpoint: "fd 42 of pid 123 is io_uring: not supported".
+type UnsupportedError struct {
+	Pid, Fd int
+	Kind    string
+	Target  string
+	Hint    string // what the user can do, if anything
+}
+
+func (e *UnsupportedError) Error() string {
+	s := fmt.Sprintf("fd %d of pid %d is %s: not supported (%s)", e.Fd, e.Pid, e.Kind, e.Target)
+	if e.Hint != "" {
+		s += "; " + e.Hint
+	}
+	return s
+}
+
+func (e *UnsupportedError) Is(target error) bool { return target == ErrUnsupported }
+
+// memMajor is the major number of /dev/null, /dev/zero, /dev/full,
+// /dev/random and /dev/urandom; criu dumps these as regular files.
+const memMajor = 1
+
+// kindOf names the kind of an fd from its /proc/PID/fd link and its stat.
+func kindOf(target string, st *unix.Stat_t) string {
+	switch {
+	case strings.HasPrefix(target, "pipe:"):
+		return "pipe"
+	case strings.HasPrefix(target, "socket:"):
+		return "socket"
+	case strings.HasPrefix(target, "anon_inode:"):
+		return strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
+	case strings.HasPrefix(target, "/memfd:"):
+		return "memfd"
+	case !strings.HasPrefix(target, "/"):
+		return "unknown object"
+	}
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR:
+		return "reg"
+	case unix.S_IFIFO:
+		return "fifo"
+	case unix.S_IFCHR:
+		if unix.Major(st.Rdev) == memMajor {
+			return "reg"
+		}
+		return fmt.Sprintf("character device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFBLK:
+		return fmt.Sprintf("block device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+	case unix.S_IFSOCK:
+		return "socket"
+	}
+	return fmt.Sprintf("file of mode %#o", st.Mode&unix.S_IFMT)
+}

@@ -1,0 +1,82 @@
+package files
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
+
+	"github.com/stasis-cr/stasis/internal/images"
+)
+
+// Restorer opens the files of a dump's files.img in stasis, each once:
+// the fds of every task with the same file id get copies of that one open
+// file description, as they shared it when dumped.
+type Restorer struct {
+	Dir    *images.Dir
+	Files  map[uint32]*fdinfo.FileEntry      // files.img by id
+	Memfds map[uint32]*memfd.MemfdInodeEntry // memfd.img by inode id
+	open   map[uint32]*os.File
+	state  map[string]any // per-kind state, see stateOf
+	// done run when the restore ends, success or not (a ghost file made
+	// to be opened is unlinked again, ...), last registered first.
+	done []func() error
+}
+
+// NewRestorer returns a Restorer of the files of a dump.
+func NewRestorer(dir *images.Dir, files map[uint32]*fdinfo.FileEntry, memfds map[uint32]*memfd.MemfdInodeEntry) *Restorer {
+	return &Restorer{Dir: dir, Files: files, Memfds: memfds, open: map[uint32]*os.File{}, state: map[string]any{}}
+}
+
+// Open returns the file with the given id, opened again in stasis the
+// first time it is asked for. The caller must not close it.
+func (r *Restorer) Open(id uint32) (*os.File, error) {
+	if f, ok := r.open[id]; ok {
+		return f, nil
+	}
+	fe := r.Files[id]
+	if fe == nil {
+		return nil, fmt.Errorf("file id %d is not in files.img", id)
+	}
+	k := kindsByType[fe.GetType()]
+	if k == nil || k.open == nil {
+		return nil, fmt.Errorf("file id %d of type %v: %w", id, fe.GetType(), ErrUnsupported)
+	}
+	f, err := k.open(r, fe)
+	if err != nil {
+		return nil, err
+	}
+	r.open[id] = f
+	return f, nil
+}
+
+// onDone registers fn to run when the restore ends.
+func (r *Restorer) onDone(fn func() error) { r.done = append(r.done, fn) }
+
+// Close closes every file stasis opened (the tasks keep their copies)
+// and runs what kinds registered to run at the end.
+func (r *Restorer) Close() error {
+	var errs []error
+	for _, f := range r.open {
+		f.Close()
+	}
+	r.open = map[uint32]*os.File{}
+	for i := len(r.done) - 1; i >= 0; i-- {
+		errs = append(errs, r.done[i]())
+	}
+	r.done = nil
+	return errors.Join(errs...)
+}
+
+// stateOf returns the state a kind keeps in m (a Table's or a Restorer's)
+// under key, made by mk the first time.
+func stateOf[T any](m map[string]any, key string, mk func() *T) *T {
+	if v, ok := m[key]; ok {
+		return v.(*T)
+	}
+	v := mk()
+	m[key] = v
+	return v
+}
