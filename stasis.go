@@ -8,6 +8,7 @@ import (
 	"log/slog"
 
 	"github.com/stasis-cr/stasis/internal/dump"
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/restore"
 )
@@ -21,8 +22,22 @@ type DumpOptions struct {
 	LeaveRunning bool   // -R/--leave-running: the tree continues untouched
 	LeaveStopped bool   // -s/--leave-stopped: the tree is left stopped (SIGSTOP)
 	ShellJob     bool   // -j/--shell-job: the tree's session leader is outside it
-	Log          *slog.Logger
+	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
+	Files FileDumpOptions
+	Log   *slog.Logger
 }
+
+// FileDumpOptions are the options about the files of a dump.
+type FileDumpOptions = files.DumpOptions
+
+// FileRestoreOptions are the options about the files of a restore.
+type FileRestoreOptions = files.RestoreOptions
+
+// InheritFd is one --inherit-fd fd[N]:KEY of a restore.
+type InheritFd = files.InheritFd
+
+// ParseInheritFd parses criu's --inherit-fd fd[N]:KEY.
+func ParseInheritFd(s string) (InheritFd, error) { return files.ParseInheritFd(s) }
 
 // RestoreOptions selects how Restore brings an image directory back.
 type RestoreOptions struct {
@@ -31,7 +46,9 @@ type RestoreOptions struct {
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
 	ShellJob  bool   // -j/--shell-job: restore into the caller's session
 	PidNS     bool   // --pidns: restore into a new pid namespace with the original pids
-	Log       *slog.Logger
+	// Files: --inherit-fd, -l/--file-locks, --file-validation.
+	Files FileRestoreOptions
+	Log   *slog.Logger
 }
 
 // Restored is a restored process tree, running on its own.
@@ -43,7 +60,7 @@ func Dump(opts DumpOptions) error {
 	return dump.Dump(dump.Options{
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
-		ShellJob: opts.ShellJob, Log: opts.Log,
+		ShellJob: opts.ShellJob, Files: opts.Files, Log: opts.Log,
 	})
 }
 
@@ -53,7 +70,7 @@ func Dump(opts DumpOptions) error {
 func Restore(opts RestoreOptions) (*Restored, error) {
 	return restore.Restore(restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Log: opts.Log,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Files: opts.Files, Log: opts.Log,
 	})
 }
 

@@ -11,6 +11,7 @@ func init() { subcommands = append(subcommands, newDumpCmd) }
 func newDumpCmd() *cobra.Command {
 	var o stasis.DumpOptions
 	var lf logFlags
+	var ghostLimit string
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -24,6 +25,13 @@ func newDumpCmd() *cobra.Command {
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
+			}
+			if ghostLimit != "" {
+				n, err := parseSize(ghostLimit)
+				if err != nil {
+					return errorf("dump: --ghost-limit: %v", err)
+				}
+				o.Files.GhostLimit = n
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
@@ -47,6 +55,10 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVarP(&o.LeaveRunning, "leave-running", "R", false, "leave the tree running after the dump")
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell: its session leader is outside it")
+	f.StringVar(&ghostLimit, "ghost-limit", "", "largest unlinked open file copied into the images (size, K/M/G suffixes; default 64M)")
+	f.BoolVar(&o.Files.LinkRemap, "link-remap", false, "link unlinked open files under a new name instead of copying them")
+	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "dump file locks (flock, POSIX and OFD locks)")
+	f.StringArrayVar(&o.Files.External, "external", nil, "an object outside the tree the dump accepts, e.g. pipe:[INO] (repeatable)")
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

@@ -12,6 +12,7 @@ func newRestoreCmd() *cobra.Command {
 	var o stasis.RestoreOptions
 	var lf logFlags
 	var detach bool
+	var inherit []string
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -24,6 +25,13 @@ func newRestoreCmd() *cobra.Command {
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
+			}
+			for _, a := range inherit {
+				in, err := stasis.ParseInheritFd(a)
+				if err != nil {
+					return errorf("restore: %v", err)
+				}
+				o.Files.InheritFds = append(o.Files.InheritFds, in)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
@@ -57,6 +65,9 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")
+	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: stasis' fd N takes the place of the dumped object KEY, e.g. fd[3]:pipe:[1234] (repeatable)")
+	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "restore file locks")
+	f.StringVar(&o.Files.FileValidation, "file-validation", "filesize", "how reopened files are checked to be the dumped ones: filesize or buildid")
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)

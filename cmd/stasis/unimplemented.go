@@ -2,7 +2,9 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -14,12 +16,11 @@ import (
 // as unknown or, worse, being ignored.
 var (
 	commonUnimplemented = []string{
-		"tcp-established", "tcp-close", "ext-unix-sk", "file-locks", "link-remap",
-		"ghost-limit", "external", "inherit-fd", "manage-cgroups", "cgroup-root",
+		"tcp-established", "tcp-close", "ext-unix-sk", "manage-cgroups", "cgroup-root",
 		"evasive-devices", "network-lock", "lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
 		"enable-external-masters", "freeze-cgroup", "timeout", "skip-in-flight",
-		"file-validation", "lsm-profile", "lsm-mount-context",
+		"lsm-profile", "lsm-mount-context",
 	}
 	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
@@ -61,4 +62,26 @@ func normalizeArgs(args []string) []string {
 		out = append(out, a)
 	}
 	return out
+}
+
+// parseSize parses a size as criu does: a number with an optional K, M or
+// G suffix (powers of 1024).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	}
+	if mult != 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("bad size %q: want a number with an optional K, M or G suffix", s)
+	}
+	return n * mult, nil
 }

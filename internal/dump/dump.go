@@ -32,6 +32,7 @@ type Options struct {
 	LeaveRunning bool
 	LeaveStopped bool
 	ShellJob     bool
+	Files        files.DumpOptions
 	Log          *slog.Logger
 }
 
@@ -79,7 +80,7 @@ func Dump(opts Options) error {
 	d := &dumper{opts: opts, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
-	d.files = files.NewTable(func() int { return d.ids.next("pages") })
+	d.files = files.NewTable(opts.Files, func() int { return d.ids.next("pages") })
 	return ptrace.RunLocked(d.run)
 }
 

@@ -18,6 +18,7 @@ type Restorer struct {
 	Dir    *images.Dir
 	Files  map[uint32]*fdinfo.FileEntry      // files.img by id
 	Memfds map[uint32]*memfd.MemfdInodeEntry // memfd.img by inode id
+	Opts   RestoreOptions
 	open   map[uint32]*os.File
 	state  map[string]any // per-kind state, see stateOf
 	// done run when the restore ends, success or not (a ghost file made
@@ -26,8 +27,8 @@ type Restorer struct {
 }
 
 // NewRestorer returns a Restorer of the files of a dump.
-func NewRestorer(dir *images.Dir, files map[uint32]*fdinfo.FileEntry, memfds map[uint32]*memfd.MemfdInodeEntry) *Restorer {
-	return &Restorer{Dir: dir, Files: files, Memfds: memfds, open: map[uint32]*os.File{}, state: map[string]any{}}
+func NewRestorer(opts RestoreOptions, dir *images.Dir, files map[uint32]*fdinfo.FileEntry, memfds map[uint32]*memfd.MemfdInodeEntry) *Restorer {
+	return &Restorer{Opts: opts, Dir: dir, Files: files, Memfds: memfds, open: map[uint32]*os.File{}, state: map[string]any{}}
 }
 
 // Open returns the file with the given id, opened again in stasis the

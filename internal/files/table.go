@@ -33,6 +33,7 @@ type Table struct {
 	state  map[string]any // per-kind state, see stateOf
 	// PagesID hands out the N of pages-N.img, shared with memory.
 	PagesID func() int
+	Opts    DumpOptions
 }
 
 // desc is one fd already in the table.
@@ -42,8 +43,11 @@ type desc struct {
 }
 
 // NewTable returns an empty table.
-func NewTable(pagesID func() int) *Table {
-	return &Table{nextID: 1, PagesID: pagesID, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{},
+func NewTable(opts DumpOptions, pagesID func() int) *Table {
+	if opts.GhostLimit == 0 {
+		opts.GhostLimit = DefaultGhostLimit
+	}
+	return &Table{nextID: 1, PagesID: pagesID, Opts: opts, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{},
 		memfds: map[uint64]*memfdFile{}, state: map[string]any{}}
 }
 

@@ -30,6 +30,7 @@ type Options struct {
 	// gets its original pid whatever this host uses. A small init (stasis
 	// itself) is the namespace's pid 1 and the root's parent.
 	PidNS bool
+	Files files.RestoreOptions
 	Log   *slog.Logger
 }
 
@@ -118,7 +119,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
 	}
-	r.files = files.NewRestorer(r.imgs.dir, r.imgs.files, r.imgs.memfds)
+	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	if !r.opts.PidNS {
 		for _, pid := range r.imgs.allPids() {
 			if err := checkPidFree(pid); err != nil {

@@ -1,0 +1,67 @@
+package files
+
+import (
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+)
+
+// DumpOptions are criu's options about the files of a dump.
+type DumpOptions struct {
+	// GhostLimit is the largest unlinked-but-open file whose content is
+	// copied into the images (--ghost-limit); 0 means DefaultGhostLimit.
+	GhostLimit int64
+	// LinkRemap: an unlinked file is linked again under a new name
+	// instead of being copied (--link-remap).
+	LinkRemap bool
+	// FileLocks dumps file locks (-l/--file-locks); without it a locked
+	// file is an error.
+	FileLocks bool
+	// External lists objects outside the tree the dump must accept
+	// (--external), e.g. "pipe:[1234]": a pipe whose other end is not in
+	// the tree. The restore gets it back with --inherit-fd.
+	External []string
+}
+
+// DefaultGhostLimit is larger than criu's 1 MiB: real programs keep
+// unlinked temporary files of a few MiB open (compilers, databases).
+const DefaultGhostLimit = 64 << 20
+
+// RestoreOptions are criu's options about the files of a restore.
+type RestoreOptions struct {
+	// InheritFds are files of stasis that take the place of the dumped
+	// objects they are keyed by (--inherit-fd fd[N]:KEY, KEY as
+	// "pipe:[1234]", the link target of the dumped fd).
+	InheritFds []InheritFd
+	// FileLocks restores file locks (-l/--file-locks).
+	FileLocks bool
+	// FileValidation is how a reopened file is checked to be the dumped
+	// one (--file-validation): "filesize" (the default) or "buildid".
+	FileValidation string
+}
+
+// InheritFd is one --inherit-fd: stasis' fd Fd stands for the object Key.
+type InheritFd struct {
+	Key string
+	Fd  int
+}
+
+var inheritFdArg = regexp.MustCompile(`^fd\[([0-9]+)\]:(.+)$`)
+
+// ParseInheritFd parses criu's --inherit-fd fd[N]:KEY and checks that
+// fd N is open in stasis.
+func ParseInheritFd(s string) (InheritFd, error) {
+	m := inheritFdArg.FindStringSubmatch(s)
+	if m == nil {
+		return InheritFd{}, fmt.Errorf("--inherit-fd %q: want fd[N]:KEY, e.g. fd[3]:pipe:[1234]", s)
+	}
+	fd, err := strconv.Atoi(m[1])
+	if err != nil {
+		return InheritFd{}, fmt.Errorf("--inherit-fd %q: %w", s, err)
+	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/self/fd/%d", fd)); err != nil {
+		return InheritFd{}, fmt.Errorf("--inherit-fd %q: fd %d is not open in stasis", s, fd)
+	}
+	return InheritFd{Key: m[2], Fd: fd}, nil
+}
