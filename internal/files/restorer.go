@@ -7,6 +7,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
+	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/images"
 )
@@ -80,4 +81,24 @@ func stateOf[T any](m map[string]any, key string, mk func() *T) *T {
 	v := mk()
 	m[key] = v
 	return v
+}
+
+// inherited returns a new file on the open file description stasis was
+// given for key (--inherit-fd fd[N]:KEY), if any.
+func (r *Restorer) inherited(key string) (*os.File, bool) {
+	for _, in := range r.Opts.InheritFds {
+		if in.Key == key {
+			fd, err := unix.FcntlInt(uintptr(in.Fd), unix.F_DUPFD_CLOEXEC, 0)
+			if err != nil {
+				return nil, false
+			}
+			// Wrap it blocking (see reopenFifo), then put its flags back.
+			fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+			anonSetfl(fd, uint32(fl)&^unix.O_NONBLOCK)
+			f := newAnonFile(fd, key)
+			anonSetfl(fd, uint32(fl))
+			return f, true
+		}
+	}
+	return nil, false
 }

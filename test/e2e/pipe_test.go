@@ -1,0 +1,24 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// TestPipes: pipes inside the tree keep their buffered bytes (150000 of
+// them in a 256 KiB pipe, written in many small writes), their capacity,
+// their ends' flags, dup'ed and reopened descriptions, EOF and EPIPE
+// states; a child streaming lines to its parent through a pipe goes on
+// without a lost or doubled byte (pipe.c checks all of it from inside).
+func TestPipes(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := testutil.StartVictim(t, "pipe")
+	v.WaitReady(t)
+	tree := testutil.MustTree(t, v.Pid)
+	dir := t.TempDir()
+	dumpTree(t, v, tree, dir)
+	testutil.CheckImages(t, dir)
+	restoreTree(t, dir, v, tree)
+	v.TermAndCheck(t)
+}
