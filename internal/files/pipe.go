@@ -212,7 +212,7 @@ func newPipe(r *Restorer, id uint32, d *pipeData) (*pipeEnds, error) {
 	p.end[0] = os.NewFile(uintptr(fds[0]), fmt.Sprintf("pipe:[%d] read end", id))
 	p.end[1] = os.NewFile(uintptr(fds[1]), fmt.Sprintf("pipe:[%d] write end", id))
 	if d != nil {
-		if err := d.fill(p.end[1]); err != nil {
+		if err := d.fill(int(p.end[1].Fd())); err != nil {
 			p.close()
 			return nil, fmt.Errorf("pipe:[%d]: %w", id, err)
 		}

@@ -77,14 +77,14 @@ func (r fdReader) Read(p []byte) (int, error) {
 }
 
 // fill gives the write end w of a new pipe the capacity and the data.
-func (d *pipeData) fill(w *os.File) error {
+func (d *pipeData) fill(w int) error {
 	if d.size > 0 {
-		if _, err := unix.FcntlInt(w.Fd(), unix.F_SETPIPE_SZ, d.size); err != nil {
+		if _, err := unix.FcntlInt(uintptr(w), unix.F_SETPIPE_SZ, d.size); err != nil {
 			return fmt.Errorf("capacity of %d bytes (more than /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE): %w",
 				d.size, os.NewSyscallError("fcntl F_SETPIPE_SZ", err))
 		}
 	}
-	size, err := unix.FcntlInt(w.Fd(), unix.F_GETPIPE_SZ, 0)
+	size, err := unix.FcntlInt(uintptr(w), unix.F_GETPIPE_SZ, 0)
 	if err != nil {
 		return os.NewSyscallError("fcntl F_GETPIPE_SZ", err)
 	}
@@ -93,7 +93,7 @@ func (d *pipeData) fill(w *os.File) error {
 		return fmt.Errorf("%d buffered bytes do not fit its capacity of %d", len(d.bytes), size)
 	}
 	for b := d.bytes; len(b) > 0; {
-		n, err := unix.Write(int(w.Fd()), b)
+		n, err := unix.Write(w, b)
 		if err != nil {
 			return fmt.Errorf("refill %d buffered bytes: %w", len(d.bytes), os.NewSyscallError("write", err))
 		}

@@ -67,17 +67,22 @@ func (t *Table) shared(pid, fd int, st *unix.Stat_t) (uint32, bool, error) {
 	return 0, false, nil
 }
 
-// add gives fe the next id. Kind dumpers that are told the id in advance
-// (Fd.ID) have already put it in their sub-message.
+// add gives fe the next id.
 func (t *Table) add(fe *fdinfo.FileEntry) uint32 {
 	id := t.nextID
 	t.nextID++
+	t.put(fe, id)
+	return id
+}
+
+// put records fe with an id reserved before. Kind dumpers are told the
+// id in advance (Fd.ID) and have already put it in their sub-message.
+func (t *Table) put(fe *fdinfo.FileEntry, id uint32) {
 	fe.Id = proto.Uint32(id)
 	if fe.Reg != nil {
 		fe.Reg.Id = proto.Uint32(id)
 	}
 	t.Files = append(t.Files, fe)
-	return id
 }
 
 // DumpFds records every fd of pid and returns its fd table.
@@ -129,7 +134,10 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 		return nil, err
 	}
 	if !dup {
+		// Reserved first: a kind may add entries of its own (a FIFO's
+		// path) while it dumps this one.
 		fd.ID = t.nextID
+		t.nextID++
 		fe, err := k.dump(t, fd)
 		if err != nil {
 			var ue *UnsupportedError
@@ -138,7 +146,8 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 			}
 			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
 		}
-		id = t.add(fe)
+		id = fd.ID
+		t.put(fe, id)
 		key := [2]uint64{fd.Stat.Dev, fd.Stat.Ino}
 		t.descs[key] = append(t.descs[key], desc{pid: pid, fd: num, id: id})
 	}

@@ -22,3 +22,18 @@ func TestPipes(t *testing.T) {
 	restoreTree(t, dir, v, tree)
 	v.TermAndCheck(t)
 }
+
+// TestFIFOs: named pipes opened read-only, write-only and read-write keep
+// their buffered data, capacity and flags, and are still the FIFOs at
+// their paths (fifo.c).
+func TestFIFOs(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := testutil.StartVictim(t, "fifo", t.TempDir())
+	v.WaitReady(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v)
+	v.TermAndCheck(t)
+}

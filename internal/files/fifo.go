@@ -1,0 +1,125 @@
+package files
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fifo"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
+)
+
+// FIFOs (named pipes): as criu, a FIFO entry points at a regular-file
+// entry with the FIFO's path and the fd's flags (regf_id), and the bytes
+// buffered in it go once per FIFO to fifo-data.img. The restore opens
+// the FIFO O_RDWR first and keeps that open until the end: an open for
+// reading or writing alone then never blocks for the other side, and the
+// refilled buffer lives while the tasks' own opens come.
+
+func init() {
+	register(&kind{name: "fifo", typ: fdinfo.FdTypes_FIFO, dump: dumpFifo, write: writeFifos, open: openFifo})
+}
+
+type fifoDump struct {
+	data  map[uint64]*pipeData
+	order []uint64
+}
+
+func (t *Table) fifos() *fifoDump {
+	return stateOf(t.state, "fifo", func() *fifoDump { return &fifoDump{data: map[uint64]*pipeData{}} })
+}
+
+func dumpFifo(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
+	if strings.HasSuffix(fd.Target, " (deleted)") {
+		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "an unlinked FIFO", Target: fd.Target}
+	}
+	f := t.fifos()
+	ino := fd.Stat.Ino
+	if _, ok := f.data[ino]; !ok {
+		d, err := readPipeData(fd)
+		if err != nil {
+			return nil, err
+		}
+		f.data[ino] = d
+		f.order = append(f.order, ino)
+	}
+	regID := t.add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
+	return &fdinfo.FileEntry{
+		Type: fdinfo.FdTypes_FIFO.Enum(),
+		Fifo: &fifo.FifoEntry{
+			Id:     proto.Uint32(fd.ID),
+			PipeId: proto.Uint32(uint32(ino)),
+			RegfId: proto.Uint32(regID),
+		},
+	}, nil
+}
+
+func writeFifos(t *Table, dir *images.Dir) error {
+	f := t.fifos()
+	if len(f.order) == 0 {
+		return nil
+	}
+	return writePipeData(dir, "fifo-data.img", f.order, f.data)
+}
+
+type fifoRestore struct {
+	data    map[uint32]*pipeData // fifo-data.img
+	anchors map[uint32]int       // the O_RDWR open of each FIFO, by pipe_id
+}
+
+func openFifo(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+	fi := fe.GetFifo()
+	if fi == nil {
+		return nil, notKind(fe, "a FIFO")
+	}
+	reg := r.Files[fi.GetRegfId()].GetReg()
+	if reg == nil {
+		return nil, fmt.Errorf("FIFO file id %d: its path entry %d is not a regular-file entry of files.img: %w", fe.GetId(), fi.GetRegfId(), images.ErrCorrupt)
+	}
+	path := reg.GetName()
+	st := stateOf(r.state, "fifo", func() *fifoRestore { return &fifoRestore{anchors: map[uint32]int{}} })
+	if st.data == nil {
+		var err error
+		if st.data, err = readPipeDataImage(r.Dir, "fifo-data.img"); err != nil {
+			return nil, err
+		}
+	}
+	if _, ok := st.anchors[fi.GetPipeId()]; !ok {
+		anchor, err := anchorFifo(path, st.data[fi.GetPipeId()])
+		if err != nil {
+			return nil, err
+		}
+		st.anchors[fi.GetPipeId()] = anchor
+		r.onDone(func() error { return unix.Close(anchor) })
+	}
+	f, err := reopenFifo(path, reg.GetFlags())
+	if err != nil {
+		return nil, fmt.Errorf("FIFO %s: %w", path, err)
+	}
+	return f, nil
+}
+
+// anchorFifo opens the FIFO at path O_RDWR and puts its dumped capacity
+// and data back.
+func anchorFifo(path string, d *pipeData) (int, error) {
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("FIFO %s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+		unix.Close(fd)
+		return -1, fmt.Errorf("%s was a FIFO when dumped and is not one now", path)
+	}
+	if d != nil {
+		if err := d.fill(fd); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("FIFO %s: %w", path, err)
+		}
+	}
+	return fd, nil
+}
