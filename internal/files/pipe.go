@@ -33,19 +33,17 @@ type pipeDump struct {
 	data    map[uint64]*pipeData // by inode, in first-seen order:
 	order   []uint64
 	holders map[uint64]*Fd // one fd of the tree holding it, for errors
-	pids    map[int]bool   // the processes of the tree that hold pipes
 }
 
 func (t *Table) pipes() *pipeDump {
 	return stateOf(t.state, "pipe", func() *pipeDump {
-		return &pipeDump{data: map[uint64]*pipeData{}, holders: map[uint64]*Fd{}, pids: map[int]bool{}}
+		return &pipeDump{data: map[uint64]*pipeData{}, holders: map[uint64]*Fd{}}
 	})
 }
 
 func dumpPipe(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	p := t.pipes()
 	ino := fd.Stat.Ino
-	p.pids[fd.Pid] = true
 	if _, ok := p.data[ino]; !ok {
 		d, err := readPipeData(fd)
 		if err != nil {
@@ -73,7 +71,7 @@ func writePipes(t *Table, dir *images.Dir) error {
 	if len(p.order) == 0 {
 		return nil
 	}
-	if err := p.checkOutside(t.Opts.External); err != nil {
+	if err := p.checkOutside(t.pids, t.Opts.External); err != nil {
 		return err
 	}
 	return writePipeData(dir, "pipes-data.img", p.order, p.data)
@@ -85,7 +83,7 @@ func writePipes(t *Table, dir *images.Dir) error {
 // connected to the outside process, and each side would see the other
 // vanish. The user must say what to do with it (--external and, at
 // restore, --inherit-fd), as for criu's external resources.
-func (p *pipeDump) checkOutside(external []string) error {
+func (p *pipeDump) checkOutside(tree map[int]bool, external []string) error {
 	want := map[string]uint64{}
 	for _, ino := range p.order {
 		key := pipeKey(ino)
@@ -96,6 +94,7 @@ func (p *pipeDump) checkOutside(external []string) error {
 	if len(want) == 0 {
 		return nil
 	}
+	// /proc lists processes, not threads: threads share the fd table.
 	procs, err := os.ReadDir("/proc")
 	if err != nil {
 		return err
@@ -103,7 +102,7 @@ func (p *pipeDump) checkOutside(external []string) error {
 	self := os.Getpid()
 	for _, e := range procs {
 		pid, err := strconv.Atoi(e.Name())
-		if err != nil || p.pids[pid] || pid == self {
+		if err != nil || tree[pid] || pid == self {
 			continue
 		}
 		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
@@ -112,7 +111,7 @@ func (p *pipeDump) checkOutside(external []string) error {
 			if err != nil {
 				continue // gone, or closed meanwhile
 			}
-			if ino, ok := want[target]; ok && !p.inTree(pid) {
+			if ino, ok := want[target]; ok {
 				h := p.holders[ino]
 				return fmt.Errorf("%s (fd %d of pid %d) is also open as fd %s of pid %d (%s), outside the dumped tree: "+
 					"dump the tree that holds both, or dump with --external %s and restore with --inherit-fd fd[N]:%s",
@@ -121,22 +120,6 @@ func (p *pipeDump) checkOutside(external []string) error {
 		}
 	}
 	return nil
-}
-
-// inTree reports whether pid shares the fd table of a process of the
-// tree that holds pipes: the threads of those processes.
-func (p *pipeDump) inTree(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Tgid:"); ok {
-			tgid, _ := strconv.Atoi(strings.TrimSpace(v))
-			return p.pids[tgid]
-		}
-	}
-	return false
 }
 
 func comm(pid int) string {

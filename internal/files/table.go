@@ -31,6 +31,7 @@ type Table struct {
 	// memfds seen mapped, by inode
 	memfds map[uint64]*memfdFile
 	state  map[string]any // per-kind state, see stateOf
+	pids   map[int]bool   // the processes whose fds are in the table
 	// PagesID hands out the N of pages-N.img, shared with memory.
 	PagesID func() int
 	Opts    DumpOptions
@@ -48,7 +49,7 @@ func NewTable(opts DumpOptions, pagesID func() int) *Table {
 		opts.GhostLimit = DefaultGhostLimit
 	}
 	return &Table{nextID: 1, PagesID: pagesID, Opts: opts, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{},
-		memfds: map[uint64]*memfdFile{}, state: map[string]any{}}
+		memfds: map[uint64]*memfdFile{}, state: map[string]any{}, pids: map[int]bool{}}
 }
 
 // shared returns the id of an fd already recorded that refers to the same
@@ -87,6 +88,7 @@ func (t *Table) put(fe *fdinfo.FileEntry, id uint32) {
 
 // DumpFds records every fd of pid and returns its fd table.
 func (t *Table) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
+	t.pids[pid] = true
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	ents, err := os.ReadDir(dir)
 	if err != nil {
