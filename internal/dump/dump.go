@@ -86,6 +86,9 @@ func Dump(opts Options) error {
 
 func (d *dumper) run() (err error) {
 	d.stats.start = time.Now()
+	if err := d.opts.Files.Check(); err != nil {
+		return err
+	}
 	if err := d.checkTarget(); err != nil {
 		return err
 	}

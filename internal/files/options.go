@@ -24,6 +24,29 @@ type DumpOptions struct {
 	External []string
 }
 
+// externalKinds are the --external objects stasis knows, by prefix.
+var externalKinds = []*regexp.Regexp{
+	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
+}
+
+// Check refuses options the dump cannot honour, before anything is
+// frozen.
+func (o DumpOptions) Check() error {
+	for _, e := range o.External {
+		known := false
+		for _, re := range externalKinds {
+			known = known || re.MatchString(e)
+		}
+		if !known {
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd) only so far", e)
+		}
+	}
+	if o.GhostLimit < 0 {
+		return fmt.Errorf("--ghost-limit %d: must not be negative", o.GhostLimit)
+	}
+	return nil
+}
+
 // DefaultGhostLimit is larger than criu's 1 MiB: real programs keep
 // unlinked temporary files of a few MiB open (compilers, databases).
 const DefaultGhostLimit = 64 << 20

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
@@ -41,6 +42,13 @@ func (r *Restorer) Open(id uint32) (*os.File, error) {
 	fe := r.Files[id]
 	if fe == nil {
 		return nil, fmt.Errorf("file id %d is not in files.img", id)
+	}
+	if reg := fe.GetReg(); reg != nil && fe.GetType() == fdinfo.FdTypes_REG {
+		// criu's keys of files are paths relative to the root.
+		if f, ok := r.inherited(strings.TrimPrefix(reg.GetName(), "/")); ok {
+			r.open[id] = f
+			return f, nil
+		}
 	}
 	k := kindsByType[fe.GetType()]
 	if k == nil || k.open == nil {
@@ -84,10 +92,11 @@ func stateOf[T any](m map[string]any, key string, mk func() *T) *T {
 }
 
 // inherited returns a new file on the open file description stasis was
-// given for key (--inherit-fd fd[N]:KEY), if any.
+// given for key (--inherit-fd fd[N]:KEY), if any: "pipe:[INO]", or a
+// file's path (with or without its leading slash, as criu).
 func (r *Restorer) inherited(key string) (*os.File, bool) {
 	for _, in := range r.Opts.InheritFds {
-		if in.Key == key {
+		if in.Key == key || strings.TrimPrefix(in.Key, "/") == key {
 			fd, err := unix.FcntlInt(uintptr(in.Fd), unix.F_DUPFD_CLOEXEC, 0)
 			if err != nil {
 				return nil, false

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -99,4 +100,37 @@ func TestPipeOutsideTree(t *testing.T) {
 		}
 	}
 	t.Fatal("no PASS from the restored victim")
+}
+
+// TestInheritFdFile: --inherit-fd fd[3]:PATH makes the restored task use
+// the file stasis got as fd 3 instead of reopening PATH: the counter goes
+// on in that other file, and PATH is left alone.
+func TestInheritFdFile(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, status := counterVictim(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	before, _ := os.ReadFile(status)
+	other := filepath.Join(t.TempDir(), "other")
+	if err := os.WriteFile(other, []byte("                   0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(other, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rs := exec.Command(testutil.StasisBin(t), "restore", "-D", dir, "-d", "--inherit-fd", "fd[3]:"+strings.TrimPrefix(status, "/"))
+	rs.ExtraFiles = []*os.File{f}
+	if out, err := rs.CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	testutil.Track(t, []int{v.Pid})
+	testutil.WaitFor(t, 5*time.Second, "the counter to go on in the inherited file", func() bool {
+		return testutil.ReadCounter(t, other) > 20
+	})
+	if after, _ := os.ReadFile(status); string(after) != string(before) {
+		t.Errorf("the dumped file changed after the restore: %q -> %q", before, after)
+	}
 }
