@@ -37,3 +37,14 @@ func TestFIFOs(t *testing.T) {
 	testutil.RestoreDetached(t, dir, v)
 	v.TermAndCheck(t)
 }
+
+// TestPipesLeaveRunning: copying the buffers does not consume them: after
+// a dump with -R the original tree still has every byte (pipe.c checks).
+func TestPipesLeaveRunning(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := testutil.StartVictim(t, "pipe")
+	v.WaitReady(t)
+	testutil.Track(t, testutil.Pids(testutil.MustTree(t, v.Pid))[1:])
+	testutil.Dump(t, v.Pid, t.TempDir(), "-R")
+	v.TermAndCheck(t)
+}
