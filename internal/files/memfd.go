@@ -1,14 +1,16 @@
 package files
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
@@ -18,53 +20,43 @@ import (
 )
 
 func init() {
-	register(&kind{name: "memfd", typ: fdinfo.FdTypes_MEMFD, write: writeMemfds, open: openMemfdFile})
+	register(&kind{name: "memfd", typ: fdinfo.FdTypes_MEMFD, dump: dumpMemfd, write: writeMemfds, open: openMemfdFile})
 }
 
-// openMemfdFile opens the memfd of a MEMFD entry.
-func openMemfdFile(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
-	inode := r.Memfds[fe.GetMemfd().GetInodeId()]
-	if inode == nil {
-		return nil, fmt.Errorf("memfd file id %d: inode %d is not in memfd.img: %w", fe.GetId(), fe.GetMemfd().GetInodeId(), images.ErrCorrupt)
-	}
-	return OpenMemfd(inode, r.Dir)
-}
+// A memfd is dumped as criu does: one MemfdInodeEntry in memfd.img per
+// memfd (name, size, mode, owner, seals; its content in
+// pagemap-shmem-SHMID.img), and one MEMFD FileEntry per open file
+// description (flags, offset), for an fd as for the mappings. Its fds and
+// its mappings share the inode entry and so, after restore, one memfd.
 
-// memfdFile is a memfd the dump saw mapped, by inode.
+// memfdFile is a memfd seen by the dump, by inode.
 type memfdFile struct {
-	entry  *memfd.MemfdInodeEntry
-	fileID uint32
-	src    string // /proc/PID/map_files/... of one mapping, to read it
+	entry *memfd.MemfdInodeEntry
+	src   string // a /proc path that opens it, to read its content
+	// mapIDs are the file entries of its mappings, by open flags.
+	mapIDs map[uint32]uint32
 }
 
 const pageSize = 4096
 
-// AddMemfdMapping records the memfd mapped at [start, end) of pid and
-// returns the id of its file entry (type MEMFD): criu's representation, a
-// memfd_file_entry pointing at a memfd_inode_entry in memfd.img whose
-// content is stored as shmem pages (pagemap-shmem-SHMID.img). All
-// mappings of one memfd share one entry and so, after restore, one memfd.
-func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (uint32, error) {
-	src := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, start, end)
-	var st unix.Stat_t
-	if err := unix.Stat(src, &st); err != nil {
-		return 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
-	}
+// memfdInode returns the memfd whose stat is st, recorded the first time
+// it is seen (through src, an fd or map_files link of a frozen task).
+func (t *Table) memfdInode(src, name string, st *unix.Stat_t) (*memfdFile, error) {
 	if m := t.memfds[st.Ino]; m != nil {
-		return m.fileID, nil
+		return m, nil
 	}
 	f, err := os.Open(src)
 	if err != nil {
-		return 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
+		return nil, err
 	}
 	seals, err := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0)
 	f.Close()
 	if err != nil {
-		seals = 0 // created without MFD_ALLOW_SEALING: F_SEAL_SEAL only
+		return nil, fmt.Errorf("memfd %q: %w", name, os.NewSyscallError("fcntl F_GET_SEALS", err))
 	}
 	inodeID := uint32(len(t.memfds) + 1)
-	m := &memfdFile{src: src, entry: &memfd.MemfdInodeEntry{
-		Name:    proto.String(strings.TrimPrefix(path, "/memfd:")),
+	m := &memfdFile{src: src, mapIDs: map[uint32]uint32{}, entry: &memfd.MemfdInodeEntry{
+		Name:    proto.String(name),
 		Uid:     proto.Uint32(st.Uid),
 		Gid:     proto.Uint32(st.Gid),
 		Size:    proto.Uint64(uint64(st.Size)),
@@ -73,16 +65,60 @@ func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (uint32
 		InodeId: proto.Uint64(uint64(inodeID)),
 		Mode:    proto.Uint32(st.Mode),
 	}}
-	m.fileID = t.add(&fdinfo.FileEntry{
-		Type: fdinfo.FdTypes_MEMFD.Enum(),
-		Memfd: &memfd.MemfdFileEntry{
-			Flags: proto.Uint32(unix.O_RDWR), Pos: proto.Uint64(0), InodeId: proto.Uint32(inodeID),
-			Fown: &fown.FownEntry{Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0), PidType: proto.Uint32(0), Pid: proto.Uint32(0)},
-		},
-	})
-	t.Files[len(t.Files)-1].Memfd.Id = proto.Uint32(m.fileID)
 	t.memfds[st.Ino] = m
-	return m.fileID, nil
+	return m, nil
+}
+
+func memfdEntry(id, inodeID, flags uint32, pos uint64) *fdinfo.FileEntry {
+	return &fdinfo.FileEntry{
+		Type: fdinfo.FdTypes_MEMFD.Enum(),
+		Id:   proto.Uint32(id),
+		Memfd: &memfd.MemfdFileEntry{
+			Id: proto.Uint32(id), Flags: proto.Uint32(flags), Pos: proto.Uint64(pos),
+			InodeId: proto.Uint32(inodeID), Fown: anonFown(),
+		},
+	}
+}
+
+// dumpMemfd returns the entry of an fd on a memfd: its own flags and
+// offset, pointing at the memfd's inode entry.
+func dumpMemfd(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
+	name := strings.TrimSuffix(strings.TrimPrefix(fd.Target, "/memfd:"), " (deleted)")
+	m, err := t.memfdInode(fd.Path(), name, &fd.Stat)
+	if err != nil {
+		return nil, err
+	}
+	return memfdEntry(fd.ID, uint32(m.entry.GetInodeId()), fd.Flags(), fd.Info.Pos), nil
+}
+
+// AddMemfdMapping records the memfd mapped at [start, end) of pid and
+// returns the id of the file entry the VMA maps. All mappings of one memfd
+// share one entry. It is opened read-only when the memfd is write-sealed:
+// the task's shared mappings then cannot be writable, and the restored
+// ones must not be either (a mapping of a writable file counts as
+// writable, and F_SEAL_WRITE cannot be added while one exists); a private
+// mapping may still be written, as it may from a read-only file.
+func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (uint32, error) {
+	src := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, start, end)
+	var st unix.Stat_t
+	if err := unix.Stat(src, &st); err != nil {
+		return 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
+	}
+	m, err := t.memfdInode(src, strings.TrimPrefix(path, "/memfd:"), &st)
+	if err != nil {
+		return 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
+	}
+	flags := uint32(unix.O_RDWR)
+	if m.entry.GetSeals()&unix.F_SEAL_WRITE != 0 {
+		flags = unix.O_RDONLY
+	}
+	if id, ok := m.mapIDs[flags]; ok {
+		return id, nil
+	}
+	id := t.nextID
+	t.add(memfdEntry(id, uint32(m.entry.GetInodeId()), flags, 0))
+	m.mapIDs[flags] = id
+	return id, nil
 }
 
 // writeMemfds writes memfd.img and the content of every memfd: the data
@@ -92,8 +128,13 @@ func writeMemfds(t *Table, dir *images.Dir) error {
 	if len(t.memfds) == 0 {
 		return nil
 	}
-	var inodes []proto.Message
+	byID := make([]*memfdFile, 0, len(t.memfds))
 	for _, m := range t.memfds {
+		byID = append(byID, m)
+	}
+	slices.SortFunc(byID, func(a, b *memfdFile) int { return cmp.Compare(a.entry.GetInodeId(), b.entry.GetInodeId()) })
+	var inodes []proto.Message
+	for _, m := range byID {
 		inodes = append(inodes, m.entry)
 		if err := writeMemfdPages(dir, m, t.PagesID()); err != nil {
 			return fmt.Errorf("memfd %q: %w", m.entry.GetName(), err)
@@ -142,31 +183,134 @@ func writeMemfdPages(dir *images.Dir, m *memfdFile, pagesID int) error {
 	return dir.Write(fmt.Sprintf("pagemap-shmem-%d.img", m.entry.GetShmid()), ents...)
 }
 
-// OpenMemfd creates the memfd of inode in stasis with its name, size,
-// content (from pagemap-shmem-SHMID.img) and seals.
-func OpenMemfd(inode *memfd.MemfdInodeEntry, dir *images.Dir) (*os.File, error) {
-	fd, err := unix.MemfdCreate(inode.GetName(), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+// memfdRestore is the restore's state of memfds: each inode's memfd,
+// created once in stasis; every file entry on it is a reopen of it.
+type memfdRestore struct {
+	inodes map[uint32]*os.File
+}
+
+// openMemfdFile opens a MEMFD entry: a new open file description of its
+// memfd (reopened through /proc/self/fd, as criu does) with the entry's
+// flags and offset.
+func openMemfdFile(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+	e := fe.GetMemfd()
+	if fe.GetType() != fdinfo.FdTypes_MEMFD || e == nil {
+		return nil, notKind(fe, "a memfd")
+	}
+	inode := r.Memfds[e.GetInodeId()]
+	if inode == nil {
+		return nil, fmt.Errorf("memfd file id %d: inode %d is not in memfd.img: %w", fe.GetId(), e.GetInodeId(), images.ErrCorrupt)
+	}
+	m, err := r.memfdInode(inode)
+	if err != nil {
+		return nil, fmt.Errorf("memfd file id %d: %w", fe.GetId(), err)
+	}
+	// As for regular files: a damaged image must not truncate.
+	flags := int(e.GetFlags()) &^ (unix.O_CLOEXEC | unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_NOCTTY)
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", m.Fd()), flags|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("memfd file id %d: reopen memfd %q with flags %#o: %w", fe.GetId(), inode.GetName(), flags, err)
+	}
+	if pos := e.GetPos(); pos != 0 {
+		if pos > math.MaxInt64 {
+			f.Close()
+			return nil, fmt.Errorf("memfd file id %d: offset %d: %w", fe.GetId(), pos, images.ErrCorrupt)
+		}
+		if _, err := unix.Seek(int(f.Fd()), int64(pos), io.SeekStart); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("memfd file id %d: seek memfd %q to %d: %w", fe.GetId(), inode.GetName(), pos, err)
+		}
+	}
+	return f, nil
+}
+
+// memfdInode returns the memfd of inode, created the first time.
+func (r *Restorer) memfdInode(inode *memfd.MemfdInodeEntry) (*os.File, error) {
+	st := stateOf(r.state, "memfd", func() *memfdRestore {
+		s := &memfdRestore{inodes: map[uint32]*os.File{}}
+		r.onDone(func() error {
+			for _, f := range s.inodes {
+				f.Close()
+			}
+			return nil
+		})
+		r.beforeRun(func() error { return s.seal(r.Memfds) })
+		return s
+	})
+	id := uint32(inode.GetInodeId())
+	if f := st.inodes[id]; f != nil {
+		return f, nil
+	}
+	f, err := createMemfd(inode, r.Dir)
+	if err != nil {
+		return nil, err
+	}
+	st.inodes[id] = f
+	return f, nil
+}
+
+// createMemfd creates the memfd of inode in stasis with its name, size,
+// content (from pagemap-shmem-SHMID.img), owner and mode; its seals come
+// later (seal).
+func createMemfd(inode *memfd.MemfdInodeEntry, dir *images.Dir) (*os.File, error) {
+	flags := unix.MFD_CLOEXEC
+	// A memfd made without MFD_ALLOW_SEALING shows F_SEAL_SEAL alone; one
+	// made with it can be given its seals.
+	if inode.GetSeals() != unix.F_SEAL_SEAL {
+		flags |= unix.MFD_ALLOW_SEALING
+	}
+	fd, err := unix.MemfdCreate(inode.GetName(), flags)
 	if err != nil {
 		return nil, fmt.Errorf("memfd_create %q: %w", inode.GetName(), err)
 	}
 	f := os.NewFile(uintptr(fd), "memfd:"+inode.GetName())
-	if err := f.Truncate(int64(inode.GetSize())); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := fillMemfd(f, inode, dir); err != nil {
+	fail := func(err error) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("memfd %q: %w", inode.GetName(), err)
 	}
-	// Write seals would forbid the writable shared mappings the tasks
-	// still have to create: only the others are restored.
-	if s := int(inode.GetSeals()) &^ (unix.F_SEAL_WRITE | unix.F_SEAL_FUTURE_WRITE); s != 0 {
-		if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, s); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("memfd %q seals %#x: %w", inode.GetName(), s, err)
+	if inode.GetSize() > math.MaxInt64 {
+		return fail(fmt.Errorf("size %d: %w", inode.GetSize(), images.ErrCorrupt))
+	}
+	if err := f.Truncate(int64(inode.GetSize())); err != nil {
+		return fail(err)
+	}
+	if err := fillMemfd(f, inode, dir); err != nil {
+		return fail(err)
+	}
+	if err := f.Chown(int(inode.GetUid()), int(inode.GetGid())); err != nil {
+		return fail(err)
+	}
+	// Images of criu before the mode field have none: keep memfd_create's.
+	if inode.Mode != nil {
+		if err := unix.Fchmod(fd, inode.GetMode()&07777); err != nil {
+			return fail(os.NewSyscallError("fchmod", err))
 		}
 	}
 	return f, nil
+}
+
+// seal gives every memfd its seals, once every task has its mappings and
+// fds and before any of them runs. Not earlier: F_SEAL_WRITE forbids the
+// writable shared mappings a F_SEAL_FUTURE_WRITE memfd may have, and
+// F_SEAL_FUTURE_WRITE forbids making them; the tasks map memfds in the
+// memory phase, before the files phase. Not later: a task must never see
+// its memfd unsealed.
+func (s *memfdRestore) seal(inodes map[uint32]*memfd.MemfdInodeEntry) error {
+	for id, f := range s.inodes {
+		inode := inodes[id]
+		seals := int(inode.GetSeals())
+		if seals == 0 || seals == unix.F_SEAL_SEAL {
+			continue // none, or F_SEAL_SEAL alone: created without sealing
+		}
+		if _, err := unix.FcntlInt(f.Fd(), unix.F_ADD_SEALS, seals); err != nil {
+			hint := ""
+			if errors.Is(err, unix.EBUSY) {
+				hint = " (a writable shared mapping of it exists)"
+			}
+			return fmt.Errorf("memfd %q: add seals %#x%s: %w", inode.GetName(), seals, hint, os.NewSyscallError("fcntl F_ADD_SEALS", err))
+		}
+	}
+	return nil
 }
 
 func fillMemfd(f *os.File, inode *memfd.MemfdInodeEntry, dir *images.Dir) error {

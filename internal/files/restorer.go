@@ -26,6 +26,9 @@ type Restorer struct {
 	// done run when the restore ends, success or not (a ghost file made
 	// to be opened is unlinked again, ...), last registered first.
 	done []func() error
+	// final run once every task has its memory and its fds, before any
+	// task runs (memfd seals).
+	final []func() error
 }
 
 // NewRestorer returns a Restorer of the files of a dump.
@@ -64,6 +67,22 @@ func (r *Restorer) Open(id uint32) (*os.File, error) {
 
 // onDone registers fn to run when the restore ends.
 func (r *Restorer) onDone(fn func() error) { r.done = append(r.done, fn) }
+
+// beforeRun registers fn to run in Finish.
+func (r *Restorer) beforeRun(fn func() error) { r.final = append(r.final, fn) }
+
+// Finish completes the files once every task has its mappings and its
+// fds, before any task runs: what cannot be done while they are being
+// made (memfd seals forbid writable mappings).
+func (r *Restorer) Finish() error {
+	for _, fn := range r.final {
+		if err := fn(); err != nil {
+			return err
+		}
+	}
+	r.final = nil
+	return nil
+}
 
 // Close closes every file stasis opened (the tasks keep their copies)
 // and runs what kinds registered to run at the end.

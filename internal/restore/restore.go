@@ -143,16 +143,26 @@ func (r *restorer) run() (_ *Restored, err error) {
 	phases := []struct {
 		name string
 		fn   func(*taskRestorer) error
+		once func() error // instead of fn: once for the whole tree
 	}{
-		{"process groups", (*taskRestorer).joinGroup},
-		{"threads", (*taskRestorer).createThreads},
-		{"files", (*taskRestorer).restoreFiles},
-		{"exits", (*taskRestorer).exitIfDead},
-		{"task state", (*taskRestorer).restoreState},
-		{"credentials", (*taskRestorer).restoreCreds},
-		{"resume", (*taskRestorer).resume},
+		{name: "process groups", fn: (*taskRestorer).joinGroup},
+		{name: "threads", fn: (*taskRestorer).createThreads},
+		{name: "files", fn: (*taskRestorer).restoreFiles},
+		// Every mapping and fd is in place: memfds can be sealed.
+		{name: "finish files", once: r.files.Finish},
+		{name: "exits", fn: (*taskRestorer).exitIfDead},
+		{name: "task state", fn: (*taskRestorer).restoreState},
+		{name: "credentials", fn: (*taskRestorer).restoreCreds},
+		{name: "resume", fn: (*taskRestorer).resume},
 	}
 	for _, ph := range phases {
+		if ph.once != nil {
+			r.log.Debug("restore phase", "phase", ph.name)
+			if err := ph.once(); err != nil {
+				return nil, fmt.Errorf("restore: %s: %w", ph.name, err)
+			}
+			continue
+		}
 		for _, tr := range r.procs {
 			r.log.Debug("restore phase", "phase", ph.name, "pid", tr.t.Tid)
 			if err := ph.fn(tr); err != nil {
