@@ -18,7 +18,10 @@ import (
 // touches no other file.
 type kind struct {
 	name string         // as kindOf names it, and as errors say it
-	typ  fdinfo.FdTypes // its FileEntry type and fdinfo type
+	typ  fdinfo.FdTypes // the FileEntry type it opens
+	// A kind of fd may give entries of several types (a socket is a unix,
+	// inet, netlink or packet one): then one kind with only name and dump
+	// and one per type with only typ and open are registered.
 	// dump returns the entry of fd, whose id is fd.ID.
 	dump func(t *Table, fd *Fd) (*fdinfo.FileEntry, error)
 	// write, if set, writes the kind's own images once every fd of the
@@ -35,11 +38,18 @@ var (
 )
 
 func register(k *kind) {
-	if kindsByName[k.name] != nil || kindsByType[k.typ] != nil {
-		panic("files: kind registered twice: " + k.name)
+	if k.name != "" {
+		if kindsByName[k.name] != nil {
+			panic("files: kind registered twice: " + k.name)
+		}
+		kindsByName[k.name] = k
 	}
-	kindsByName[k.name] = k
-	kindsByType[k.typ] = k
+	if k.open != nil {
+		if kindsByType[k.typ] != nil {
+			panic("files: type registered twice: " + k.typ.String())
+		}
+		kindsByType[k.typ] = k
+	}
 	kindOrder = append(kindOrder, k)
 }
 

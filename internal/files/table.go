@@ -41,6 +41,7 @@ type Table struct {
 type desc struct {
 	pid, fd int
 	id      uint32
+	typ     fdinfo.FdTypes
 }
 
 // NewTable returns an empty table.
@@ -54,18 +55,18 @@ func NewTable(opts DumpOptions, pagesID func() int) *Table {
 
 // shared returns the id of an fd already recorded that refers to the same
 // open file description as fd of pid, as kcmp(KCMP_FILE) tells.
-func (t *Table) shared(pid, fd int, st *unix.Stat_t) (uint32, bool, error) {
+func (t *Table) shared(pid, fd int, st *unix.Stat_t) (desc, bool, error) {
 	key := [2]uint64{st.Dev, st.Ino}
 	for _, d := range t.descs[key] {
 		same, err := linux.Kcmp(pid, d.pid, linux.KcmpFile, fd, d.fd)
 		if err != nil {
-			return 0, false, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, d.fd, d.pid, err)
+			return desc{}, false, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, d.fd, d.pid, err)
 		}
 		if same {
-			return d.id, true, nil
+			return d, true, nil
 		}
 	}
-	return 0, false, nil
+	return desc{}, false, nil
 }
 
 // add gives fe the next id.
@@ -131,7 +132,7 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 	if k == nil || k.dump == nil {
 		return nil, &UnsupportedError{Pid: pid, Fd: num, Kind: name, Target: fd.Target}
 	}
-	id, dup, err := t.shared(pid, num, &fd.Stat)
+	d, dup, err := t.shared(pid, num, &fd.Stat)
 	if err != nil {
 		return nil, err
 	}
@@ -148,12 +149,12 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 			}
 			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
 		}
-		id = fd.ID
-		t.put(fe, id)
+		t.put(fe, fd.ID)
+		d = desc{pid: pid, fd: num, id: fd.ID, typ: fe.GetType()}
 		key := [2]uint64{fd.Stat.Dev, fd.Stat.Ino}
-		t.descs[key] = append(t.descs[key], desc{pid: pid, fd: num, id: id})
+		t.descs[key] = append(t.descs[key], d)
 	}
-	return fdEntry(num, id, fd.Info.Flags, k.typ), nil
+	return fdEntry(num, d.id, fd.Info.Flags, d.typ), nil
 }
 
 // WriteImages writes files.img and the images of every kind that has
