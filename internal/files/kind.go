@@ -125,3 +125,21 @@ func kindOf(target string, st *unix.Stat_t) string {
 	}
 	return fmt.Sprintf("file of mode %#o", st.Mode&unix.S_IFMT)
 }
+
+// Dup returns a copy of the fd in stasis (pidfd_getfd): the same open
+// file description, for calls only a holder can make (getsockopt, recv
+// with MSG_PEEK, ioctl). It is a raw fd, kept out of the runtime's
+// poller; the caller closes it with unix.Close. The task's fd is not
+// touched.
+func (f *Fd) Dup() (int, error) {
+	pidfd, err := unix.PidfdOpen(f.Pid, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", f, os.NewSyscallError("pidfd_open", err))
+	}
+	defer unix.Close(pidfd)
+	nfd, err := unix.PidfdGetfd(pidfd, f.Num, 0)
+	if err != nil {
+		return -1, fmt.Errorf("%s: %w", f, os.NewSyscallError("pidfd_getfd", err))
+	}
+	return nfd, nil
+}
