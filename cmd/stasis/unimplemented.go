@@ -16,10 +16,10 @@ import (
 // as unknown or, worse, being ignored.
 var (
 	commonUnimplemented = []string{
-		"tcp-established", "tcp-close", "ext-unix-sk", "manage-cgroups", "cgroup-root",
+		"manage-cgroups", "cgroup-root",
 		"evasive-devices", "network-lock", "lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
-		"enable-external-masters", "freeze-cgroup", "timeout", "skip-in-flight",
+		"enable-external-masters", "freeze-cgroup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
 	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)

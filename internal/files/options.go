@@ -2,6 +2,7 @@ package files
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"regexp"
 	"strconv"
@@ -18,6 +19,19 @@ type DumpOptions struct {
 	// FileLocks dumps file locks (-l/--file-locks); without it a locked
 	// file is an error.
 	FileLocks bool
+	// ExtUnixSk accepts unix sockets connected to a peer outside the
+	// tree (-x/--ext-unix-sk); criu takes only datagram ones.
+	ExtUnixSk bool
+	// TCPEstablished dumps established TCP connections with TCP_REPAIR
+	// (--tcp-established); without it they are an error.
+	TCPEstablished bool
+	// SkipInFlight skips TCP connections not yet accepted (criu's
+	// --skip-in-flight).
+	SkipInFlight bool
+	// OnConnection, if set, is called with each established TCP
+	// connection before its state is read: the network lock drops its
+	// packets from then on, so that nothing changes under the dump.
+	OnConnection func(Conn) error
 	// External lists objects outside the tree the dump must accept
 	// (--external), e.g. "pipe:[1234]": a pipe whose other end is not in
 	// the tree. The restore gets it back with --inherit-fd.
@@ -57,11 +71,22 @@ type RestoreOptions struct {
 	// objects they are keyed by (--inherit-fd fd[N]:KEY, KEY as
 	// "pipe:[1234]", the link target of the dumped fd).
 	InheritFds []InheritFd
+	// TCPEstablished restores established TCP connections
+	// (--tcp-established); TCPClose restores them closed (--tcp-close).
+	TCPEstablished, TCPClose bool
+	// ExtUnixSk: unix sockets whose peer was outside the tree
+	// (-x/--ext-unix-sk) are connected again to that peer's address.
+	ExtUnixSk bool
 	// FileLocks restores file locks (-l/--file-locks).
 	FileLocks bool
 	// FileValidation is how a reopened file is checked to be the dumped
 	// one (--file-validation): "filesize" (the default) or "buildid".
 	FileValidation string
+}
+
+// Conn is one TCP connection of the tree, as the network lock needs it.
+type Conn struct {
+	Local, Remote netip.AddrPort
 }
 
 // InheritFd is one --inherit-fd: stasis' fd Fd stands for the object Key.
