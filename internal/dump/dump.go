@@ -98,6 +98,7 @@ func (d *dumper) run() (err error) {
 	defer func() {
 		if err != nil {
 			d.log.Error("dump failed, resuming the tree", "err", err)
+			d.files.RemoveLinkRemaps()
 			if rerr := d.resume(); rerr != nil {
 				err = fmt.Errorf("%w (and resuming the tree failed: %v)", err, rerr)
 			}
@@ -300,11 +301,7 @@ func (d *dumper) dumpFiles(p *process) error {
 
 func (d *dumper) dumpMM(p *process) error {
 	t := p.leader().tr
-	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", p.pid))
-	if err != nil {
-		return fmt.Errorf("exe of pid %d: %w", p.pid, err)
-	}
-	exeID, err := d.files.AddPath(exe, unix.O_RDONLY)
+	exeID, err := d.files.AddLink(fmt.Sprintf("/proc/%d/exe", p.pid), unix.O_RDONLY)
 	if err != nil {
 		return fmt.Errorf("exe of pid %d: %w", p.pid, err)
 	}
@@ -349,7 +346,7 @@ func (d *dumper) dumpMM(p *process) error {
 			if a.Has(mem.FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {
 				flags = unix.O_RDWR
 			}
-			id, err := d.files.AddPath(a.Path, flags)
+			id, err := d.files.AddLink(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, a.Start(), a.End()), flags)
 			if err != nil {
 				return fmt.Errorf("vma %#x-%#x of pid %d: %w", a.Start(), a.End(), p.pid, err)
 			}

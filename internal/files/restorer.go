@@ -29,6 +29,11 @@ type Restorer struct {
 	// final run once every task has its memory and its fds, before any
 	// task runs (memfd seals).
 	final []func() error
+	// succeeded run, before done, only if Succeeded was called: what
+	// must survive a failed restore so that it can be tried again (the
+	// links of --link-remap).
+	succeeded []func() error
+	success   bool
 }
 
 // NewRestorer returns a Restorer of the files of a dump.
@@ -83,6 +88,11 @@ func (r *Restorer) Finish() error {
 	r.final = nil
 	return nil
 }
+// onSuccess registers fn to run when the restore ends well.
+func (r *Restorer) onSuccess(fn func() error) { r.succeeded = append(r.succeeded, fn) }
+
+// Succeeded tells the Restorer that the restore succeeded, before Close.
+func (r *Restorer) Succeeded() { r.success = true }
 
 // Close closes every file stasis opened (the tasks keep their copies)
 // and runs what kinds registered to run at the end.
@@ -92,6 +102,12 @@ func (r *Restorer) Close() error {
 		f.Close()
 	}
 	r.open = map[uint32]*os.File{}
+	if r.success {
+		for _, fn := range r.succeeded {
+			errs = append(errs, fn())
+		}
+	}
+	r.succeeded = nil
 	for i := len(r.done) - 1; i >= 0; i-- {
 		errs = append(errs, r.done[i]())
 	}

@@ -121,9 +121,9 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 			}
 			a.Path, a.Memfd = v.Path, true
 		case v.Inode != 0 && strings.HasPrefix(v.Path, "/"):
-			if v.Deleted {
-				return nil, fmt.Errorf("vma %#x-%#x of pid %d maps deleted file %s: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
-			}
+			// A deleted file (a binary replaced while it runs, a temporary
+			// file) is mapped by its map_files link: package files makes
+			// it a ghost file.
 			if v.Shared {
 				status |= FileShared
 			} else {

@@ -130,6 +130,8 @@ func (r *restorer) run() (_ *Restored, err error) {
 	defer func() {
 		if err != nil {
 			r.rollback()
+		} else {
+			r.files.Succeeded()
 		}
 		if cerr := r.files.Close(); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
