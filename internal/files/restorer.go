@@ -88,6 +88,7 @@ func (r *Restorer) Finish() error {
 	r.final = nil
 	return nil
 }
+
 // onSuccess registers fn to run when the restore ends well.
 func (r *Restorer) onSuccess(fn func() error) { r.succeeded = append(r.succeeded, fn) }
 
