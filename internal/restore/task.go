@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
@@ -343,10 +344,11 @@ func (tr *taskRestorer) restoreMM() error {
 		return err
 	}
 	// The exe link can change only while the old exe is not mapped; a
-	// child that kept its parent's mappings keeps its exe link too.
+	// child that kept its parent's mappings keeps its exe link too (a
+	// binary deleted while it ran is restored unlinked again).
 	exe := ^uint64(0)
 	cur, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", tr.t.Tid))
-	if cur != tr.r.imgs.files[m.GetExeFileId()].GetReg().GetName() {
+	if strings.TrimSuffix(cur, " (deleted)") != tr.r.imgs.files[m.GetExeFileId()].GetReg().GetName() {
 		fd, err := tr.pass(m.GetExeFileId())
 		if err != nil {
 			return fmt.Errorf("exe: %w", err)

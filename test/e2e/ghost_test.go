@@ -69,8 +69,9 @@ func TestGhostFiles(t *testing.T) {
 }
 
 // TestGhostDeletedExe: a program whose binary was deleted while it runs
-// (as when a package upgrade replaces it) is dumped with its binary as a
-// ghost, and /proc/self/exe says "(deleted)" again after the restore.
+// (as when a package upgrade replaces it), and a child it forked, are
+// dumped with the binary as one ghost, and /proc/self/exe says
+// "(deleted)" again in both after the restore.
 func TestGhostDeletedExe(t *testing.T) {
 	testutil.RequireRoot(t)
 	work := t.TempDir()
@@ -86,12 +87,15 @@ func TestGhostDeletedExe(t *testing.T) {
 	v := testutil.StartProgram(t, prog, ready, work, "exe")
 	v.Ready = ready
 	v.WaitReady(t)
+	children := testutil.Pids(testutil.MustTree(t, v.Pid))[1:]
+	testutil.Track(t, children)
 	if err := os.Remove(prog); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir)
 	v.Reap(t)
+	testutil.ReapTasks(t, children)
 	if n, _ := imagesSize(t, dir, "ghost-file-*.img"); n != 1 {
 		t.Errorf("%d ghost images, want 1 (the binary, shared by the exe link and its mappings)", n)
 	}

@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 
 #define GIB (1024L * 1024 * 1024)
 #define SMALL 10000
@@ -416,15 +417,48 @@ static void check_dirfd(void)
 			fail("dir: e%d read %d times", i, seen[i]);
 }
 
-/* exe: run from a copy that the test deletes: nothing to set up here. */
-static void check_exe(void)
+/*
+ * exe: run from a copy that the test deletes, with a child forked from it
+ * (which keeps the parent's mappings of the deleted binary).
+ */
+static pid_t exe_child;
+static void check_exe_link(const char *who)
 {
 	char target[4096];
 	ssize_t n = readlink("/proc/self/exe", target, sizeof(target) - 1);
 
 	target[n < 0 ? 0 : n] = 0;
 	if (!strstr(target, " (deleted)"))
-		fail("/proc/self/exe is %s, want a deleted file", target);
+		fail("%s: /proc/self/exe is %s, want a deleted file", who, target);
+}
+
+static void setup_exe(void)
+{
+	pid_t parent = getpid();
+
+	exe_child = fork();
+	if (exe_child < 0)
+		die("fork: %s", strerror(errno));
+	if (exe_child == 0) {
+		while (!got_term && getppid() == parent)
+			sleep_ms(10);
+		if (getppid() != parent) {
+			fail("exe child: its parent changed");
+			_exit(1);
+		}
+		check_exe_link("exe child");
+		_exit(victim_failures ? 1 : 0);
+	}
+}
+
+static void check_exe(void)
+{
+	int status;
+
+	check_exe_link("exe");
+	kill(exe_child, SIGTERM);
+	if (waitpid(exe_child, &status, 0) != exe_child || !WIFEXITED(status) || WEXITSTATUS(status))
+		fail("exe child %d: status %#x", exe_child, status);
 }
 
 static const struct {
@@ -439,7 +473,7 @@ static const struct {
 	{ "flags", setup_flags, check_flags },
 	{ "procsys", setup_procsys, check_procsys },
 	{ "dirfd", setup_dirfd, check_dirfd },
-	{ "exe", NULL, check_exe },
+	{ "exe", setup_exe, check_exe },
 };
 #define NSCEN (sizeof(scenarios) / sizeof(scenarios[0]))
 
