@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"testing"
+	"time"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -20,6 +21,7 @@ func TestPipes(t *testing.T) {
 	dumpTree(t, v, tree, dir)
 	testutil.CheckImages(t, dir)
 	restoreTree(t, dir, v, tree)
+	time.Sleep(50 * time.Millisecond) // let the stream go on
 	v.TermAndCheck(t)
 }
 
@@ -46,5 +48,6 @@ func TestPipesLeaveRunning(t *testing.T) {
 	v.WaitReady(t)
 	testutil.Track(t, testutil.Pids(testutil.MustTree(t, v.Pid))[1:])
 	testutil.Dump(t, v.Pid, t.TempDir(), "-R")
+	time.Sleep(50 * time.Millisecond) // let the stream go on
 	v.TermAndCheck(t)
 }
