@@ -194,16 +194,27 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if fe.GetType() != fdinfo.FdTypes_FANOTIFY || e == nil {
 		return nil, notKind(fe, "a fanotify")
 	}
-	// FAN_NONBLOCK is a status flag, set with the others below.
-	flags := uint(e.GetFaflags())&^unix.FAN_NONBLOCK | unix.FAN_CLOEXEC
+	flags := uint(e.GetFaflags()) | unix.FAN_CLOEXEC
 	fd, err := unix.FanotifyInit(flags, uint(e.GetEvflags()))
 	if err != nil {
 		return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(),
 			os.NewSyscallError(fmt.Sprintf("fanotify_init(%#x, %#x)", flags, e.GetEvflags()), err))
 	}
+	// FAN_NONBLOCK stays in the group's flags, as dumped, but the file
+	// must be blocking when wrapped (newAnonFile); anonSetfl sets the
+	// entry's status flags afterwards.
+	if flags&unix.FAN_NONBLOCK != 0 {
+		if err := clearNonblock(fd); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(), err)
+		}
+	}
 	f := newAnonFile(fd, "anon_inode:[fanotify]")
-	for i, m := range e.GetMark() {
-		if err := addFanotifyMark(fd, m); err != nil {
+	// Added oldest first: fdinfo lists the newest first, and shows them in
+	// the same order again.
+	marks := e.GetMark()
+	for i := len(marks) - 1; i >= 0; i-- {
+		if err := addFanotifyMark(fd, marks[i]); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("reopen fanotify file id %d: mark %d: %w", fe.GetId(), i, err)
 		}
@@ -213,6 +224,17 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(), err)
 	}
 	return f, nil
+}
+
+func clearNonblock(fd int) error {
+	fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl F_GETFL", err)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl&^unix.O_NONBLOCK); err != nil {
+		return os.NewSyscallError("fcntl F_SETFL", err)
+	}
+	return nil
 }
 
 // addFanotifyMark adds mark m to fanotify fd: its mask, then its ignored

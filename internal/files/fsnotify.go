@@ -179,6 +179,9 @@ func watcheePath(sdev uint32, ino uint64, h *fh.FhEntry) (string, error) {
 // very inode, if the restore runs where the dump ran), else by the path
 // the dump found for it. The error says why both failed.
 func openWatchee(sdev uint32, ino uint64, h *fh.FhEntry) (*os.File, error) {
+	if _, err := handleOf(h); err != nil {
+		return nil, err
+	}
 	f, herr := openHandle(sdev, h)
 	if herr == nil {
 		return f, nil
