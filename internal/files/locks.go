@@ -1,0 +1,304 @@
+package files
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	filelock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
+)
+
+// File locks (-l/--file-locks): flock(2), POSIX record locks and OFD
+// locks, in criu's filelocks.img, one file_lock_entry per lock held by
+// the tree: flag (the kind), type (F_RDLCK or F_WRLCK), the pid and fd
+// of a holder, start and len (0: to the end of the file), as criu 4.x
+// writes them (criu/file-lock.c).
+//
+// Who owns a lock decides how it comes back. A POSIX lock belongs to a
+// process (its file table): the restored task must take it itself, with
+// an fcntl injected in it once its fds are in place (restore/locks.go).
+// flock and OFD locks belong to an open file description, which the
+// restored task shares with the file stasis opened (Restorer.Open): stasis
+// takes them on its own copy, and the lock stays with the description
+// when stasis closes it.
+
+// filelocksImg is criu's image of the file locks of the whole tree.
+const filelocksImg = "filelocks.img"
+
+// The flag of a file_lock_entry (FL_* in criu/include/file-lock.h).
+const (
+	flPosix = 1
+	flFlock = 2
+	flOFD   = 4
+	flLease = 8
+)
+
+func init() {
+	// File locks are no kind of fd, but their image is written with the
+	// images of the kinds, once every fd of the tree is dumped. FdTypes
+	// UND is no type a files.img entry may have, so nothing opens this.
+	register(&kind{name: "file locks", typ: fdinfo.FdTypes_UND, write: writeLocks})
+}
+
+// lockDump is the dump state: the locks found so far, and the ones
+// already recorded, as a lock shows in the fdinfo of every fd that
+// shares its open file description.
+type lockDump struct {
+	entries []*filelock.FileLockEntry
+	seen    map[lockKey]bool
+}
+
+// lockKey names one lock: its owner (a pid for POSIX locks, 0 for the
+// others, which the file id names), the file, its kind, type and range.
+type lockKey struct {
+	pid        int
+	file       uint32
+	kind       proc.LockKind
+	write      bool
+	start, end int64
+}
+
+// DumpLocks records the locks held through the fds of pid, whose fd table
+// DumpFds returned. Without -l/--file-locks a lock is an error that says
+// so: the tree is then left running with its locks.
+func (t *Table) DumpLocks(pid int, fds []*fdinfo.FdinfoEntry) error {
+	st := stateOf(t.state, "file locks", func() *lockDump { return &lockDump{seen: map[lockKey]bool{}} })
+	for _, e := range fds {
+		fd := int(e.GetFd())
+		fi, err := proc.ReadFdinfo(pid, fd)
+		if err != nil {
+			return fmt.Errorf("locks of fd %d of pid %d: %w", fd, pid, err)
+		}
+		locks, err := proc.FdinfoLocks(fi)
+		if err != nil {
+			return fmt.Errorf("locks of fd %d of pid %d: %w", fd, pid, err)
+		}
+		for _, l := range locks {
+			if err := st.add(t, pid, fd, e.GetId(), l); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (st *lockDump) add(t *Table, pid, fd int, id uint32, l proc.Lock) error {
+	var flag uint32
+	switch l.Kind {
+	case proc.LockPosix:
+		flag = flPosix
+	case proc.LockFlock:
+		flag = flFlock
+	case proc.LockOFD:
+		flag = flOFD
+	default:
+		return &UnsupportedError{Pid: pid, Fd: fd, Kind: "locked by a " + string(l.Kind), Target: fdTarget(pid, fd)}
+	}
+	if !t.Opts.FileLocks {
+		return fmt.Errorf("pid %d holds %s on %s (fd %d): dump with -l/--file-locks to checkpoint file locks",
+			pid, describeLock(flag, l.Write, l.Start, l.Len()), fdTarget(pid, fd), fd)
+	}
+	key := lockKey{file: id, kind: l.Kind, write: l.Write, start: l.Start, end: l.End}
+	if l.Kind == proc.LockPosix {
+		key.pid = pid
+	}
+	if st.seen[key] {
+		return nil
+	}
+	st.seen[key] = true
+	typ := uint32(unix.F_RDLCK)
+	if l.Write {
+		typ = unix.F_WRLCK
+	}
+	st.entries = append(st.entries, &filelock.FileLockEntry{
+		Flag:  proto.Uint32(flag),
+		Type:  proto.Uint32(typ),
+		Pid:   proto.Int32(int32(pid)),
+		Fd:    proto.Int32(int32(fd)),
+		Start: proto.Int64(l.Start),
+		Len:   proto.Int64(l.Len()),
+	})
+	return nil
+}
+
+func fdTarget(pid, fd int) string {
+	s, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+	if err != nil {
+		return "?"
+	}
+	return s
+}
+
+func writeLocks(t *Table, dir *images.Dir) error {
+	st, ok := t.state["file locks"].(*lockDump)
+	if !ok || len(st.entries) == 0 {
+		return nil
+	}
+	ms := make([]proto.Message, len(st.entries))
+	for i, e := range st.entries {
+		ms[i] = e
+	}
+	return dir.Write(filelocksImg, ms...)
+}
+
+// describeLock says what a lock is, for errors: "a POSIX write lock
+// (bytes 20-29)", "an flock read lock", "an OFD read lock (bytes 50-EOF)".
+func describeLock(flag uint32, write bool, start, length int64) string {
+	mode := "read"
+	if write {
+		mode = "write"
+	}
+	switch flag {
+	case flFlock:
+		return "an flock " + mode + " lock"
+	case flPosix, flOFD:
+		name := "a POSIX"
+		if flag == flOFD {
+			name = "an OFD"
+		}
+		end := "EOF"
+		if length > 0 {
+			end = fmt.Sprint(start + length - 1)
+		}
+		return fmt.Sprintf("%s %s lock (bytes %d-%s)", name, mode, start, end)
+	}
+	return fmt.Sprintf("a lock of flag %d", flag)
+}
+
+// DescribeLock says what the lock of an entry is, for errors.
+func DescribeLock(e *filelock.FileLockEntry) string {
+	return describeLock(e.GetFlag(), e.GetType() == unix.F_WRLCK, e.GetStart(), e.GetLen())
+}
+
+// lockRestore is the restore state: the locks of the image by pid.
+type lockRestore struct {
+	byPid map[int][]*filelock.FileLockEntry
+	err   error
+}
+
+// LocksOf returns the file locks pid held when dumped. The first call
+// reads filelocks.img and refuses it if the restore is without
+// -l/--file-locks, or if an entry is not one stasis can take again.
+func (r *Restorer) LocksOf(pid int) ([]*filelock.FileLockEntry, error) {
+	st := stateOf(r.state, "file locks", func() *lockRestore {
+		st := &lockRestore{}
+		st.byPid, st.err = r.readLocks()
+		return st
+	})
+	if st.err != nil {
+		return nil, st.err
+	}
+	return st.byPid[pid], nil
+}
+
+func (r *Restorer) readLocks() (map[int][]*filelock.FileLockEntry, error) {
+	if !r.Dir.Has(filelocksImg) {
+		return nil, nil
+	}
+	ents, err := images.ReadAll(r.Dir, filelocksImg, func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	if len(ents) > 0 && !r.Opts.FileLocks {
+		e := ents[0]
+		return nil, fmt.Errorf("the images hold %d file lock(s), the first %s of pid %d on fd %d: restore with -l/--file-locks to take them again",
+			len(ents), DescribeLock(e), e.GetPid(), e.GetFd())
+	}
+	byPid := map[int][]*filelock.FileLockEntry{}
+	for i, e := range ents {
+		if err := checkLockEntry(e); err != nil {
+			return nil, fmt.Errorf("%s entry %d: %w: %w", filelocksImg, i, err, images.ErrCorrupt)
+		}
+		byPid[int(e.GetPid())] = append(byPid[int(e.GetPid())], e)
+	}
+	return byPid, nil
+}
+
+// checkLockEntry refuses what this restore cannot take again: leases,
+// criu's old LOCK_MAND flocks, unlock entries, negative ranges.
+func checkLockEntry(e *filelock.FileLockEntry) error {
+	switch e.GetFlag() {
+	case flPosix, flFlock, flOFD:
+	case flLease:
+		return fmt.Errorf("a lease of pid %d on fd %d: leases are %w", e.GetPid(), e.GetFd(), ErrUnsupported)
+	default:
+		return fmt.Errorf("unknown lock flag %d", e.GetFlag())
+	}
+	if t := e.GetType(); t != unix.F_RDLCK && t != unix.F_WRLCK {
+		return fmt.Errorf("lock of pid %d on fd %d has type %#x, want F_RDLCK or F_WRLCK", e.GetPid(), e.GetFd(), t)
+	}
+	if e.GetPid() <= 0 || e.GetFd() < 0 || e.GetStart() < 0 || e.GetLen() < 0 {
+		return fmt.Errorf("lock of pid %d on fd %d at %d len %d is out of range", e.GetPid(), e.GetFd(), e.GetStart(), e.GetLen())
+	}
+	return nil
+}
+
+// IsPosixLock tells a lock the process itself must take (see
+// PosixLockArg) from one that belongs to the open file (see LockFile).
+func IsPosixLock(e *filelock.FileLockEntry) bool { return e.GetFlag() == flPosix }
+
+// flockSize is sizeof(struct flock) on x86_64: short l_type, short
+// l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad).
+const flockSize = 32
+
+// PosixLockArg is the struct flock of fcntl(fd, F_SETLK, arg) that takes
+// the POSIX lock of e again, for a task to call.
+func PosixLockArg(e *filelock.FileLockEntry) []byte {
+	b := make([]byte, flockSize)
+	binary.LittleEndian.PutUint16(b[0:], uint16(e.GetType()))
+	binary.LittleEndian.PutUint16(b[2:], unix.SEEK_SET)
+	binary.LittleEndian.PutUint64(b[8:], uint64(e.GetStart()))
+	binary.LittleEndian.PutUint64(b[16:], uint64(e.GetLen()))
+	return b
+}
+
+// LockFile takes the flock or OFD lock of e on the file of id, which
+// stasis opened and whose open file description the task shares. It
+// never waits: a lock another process took since the dump is an error,
+// not a hang.
+func (r *Restorer) LockFile(id uint32, e *filelock.FileLockEntry) error {
+	f, err := r.Open(id)
+	if err != nil {
+		return err
+	}
+	switch e.GetFlag() {
+	case flFlock:
+		how := unix.LOCK_SH
+		if e.GetType() == unix.F_WRLCK {
+			how = unix.LOCK_EX
+		}
+		err = unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		err = os.NewSyscallError("flock", err)
+	case flOFD:
+		fl := unix.Flock_t{Type: int16(e.GetType()), Whence: unix.SEEK_SET, Start: e.GetStart(), Len: e.GetLen()}
+		err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &fl)
+		err = os.NewSyscallError("fcntl(F_OFD_SETLK)", err)
+	default:
+		return fmt.Errorf("%s is not a lock of an open file", DescribeLock(e))
+	}
+	return LockError(e, r.Files[id], err)
+}
+
+// LockError is the error of taking the lock of e on the file of fe again,
+// nil if err is.
+func LockError(e *filelock.FileLockEntry, fe *fdinfo.FileEntry, err error) error {
+	if err == nil {
+		return nil
+	}
+	name := fmt.Sprintf("file id %d", fe.GetId())
+	if fe.GetReg() != nil {
+		name = fe.GetReg().GetName()
+	}
+	msg := fmt.Sprintf("take %s of pid %d on %s (fd %d) again", DescribeLock(e), e.GetPid(), name, e.GetFd())
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
+		return fmt.Errorf("%s: another process holds a conflicting lock now: %w", msg, err)
+	}
+	return fmt.Errorf("%s: %w", msg, err)
+}
