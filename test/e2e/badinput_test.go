@@ -104,17 +104,20 @@ func TestDumpBadInput(t *testing.T) {
 		v.TermAndCheck(t)
 	})
 
-	// io_uring is not something stasis means to support soon (criu does
-	// not either): the dump must fail on it.
-	t.Run("fd-io_uring", func(t *testing.T) {
-		v := testutil.StartVictim(t, "fdkind", "io_uring")
-		v.WaitReady(t)
-		msg := testutil.DumpFail(t, v.Pid, t.TempDir())
-		assertNamesPID(t, msg, v.Pid)
-		testutil.AssertContains(t, msg, "fd 42", "io_uring")
-		testutil.AssertRunning(t, v.Pid)
-		v.TermAndCheck(t)
-	})
+	// Kinds stasis does not support (nor does criu, but for bpf maps): the
+	// dump must fail naming the pid, the fd and the kind as /proc names
+	// it, and leave the victim running with its fd still working.
+	for _, kind := range []string{"io_uring", "userfaultfd", "perf_event", "bpf-map", "pidfd"} {
+		t.Run("fd-"+kind, func(t *testing.T) {
+			v := testutil.StartVictim(t, "fdkind", kind)
+			v.WaitReady(t)
+			msg := testutil.DumpFail(t, v.Pid, t.TempDir())
+			assertNamesPID(t, msg, v.Pid)
+			testutil.AssertContains(t, msg, fmt.Sprintf("fd 42 of pid %d is %s: not supported", v.Pid, kind))
+			testutil.AssertRunning(t, v.Pid)
+			v.TermAndCheck(t)
+		})
+	}
 
 	// eventfd and unix sockets are on the roadmap: until supported the dump
 	// must fail like io_uring; once supported, the state must come back.

@@ -33,6 +33,10 @@ func victimCases() []victimCase {
 		{name: "clock", args: noArgs},
 		{name: "counter", args: func(t *testing.T) []string { return []string{filepath.Join(t.TempDir(), "count")} }},
 		{label: "fdkind-io_uring", name: "fdkind", args: func(*testing.T) []string { return []string{"io_uring"} }},
+		{label: "fdkind-userfaultfd", name: "fdkind", args: func(*testing.T) []string { return []string{"userfaultfd"} }},
+		{label: "fdkind-perf_event", name: "fdkind", args: func(*testing.T) []string { return []string{"perf_event"} }},
+		{label: "fdkind-bpf-map", name: "fdkind", args: func(*testing.T) []string { return []string{"bpf-map"} }},
+		{label: "fdkind-pidfd", name: "fdkind", args: func(*testing.T) []string { return []string{"pidfd"} }},
 		{label: "fdkind-eventfd", name: "fdkind", args: func(*testing.T) []string { return []string{"eventfd"} }},
 		{label: "fdkind-unix", name: "fdkind", args: func(*testing.T) []string { return []string{"unix"} }},
 	}
