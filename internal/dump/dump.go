@@ -427,6 +427,9 @@ func (d *dumper) finish() error {
 			}
 		}
 	}
+	if err := d.files.Finish(true); err != nil {
+		d.log.Warn("releasing the dumped sockets", "err", err)
+	}
 	d.log.Info("dump done, tree killed", "pid", d.opts.Pid, "processes", len(d.all))
 	return nil
 }
@@ -434,7 +437,8 @@ func (d *dumper) finish() error {
 // resume puts every seized thread back as it was and detaches, on success
 // with -R/-s and on every failure path.
 func (d *dumper) resume() error {
-	var errs []error
+	// Connections held in repair mode go on before their tasks do.
+	errs := []error{d.files.Finish(false)}
 	for _, p := range d.all {
 		if p.scratch != nil {
 			if err := p.scratch.Unmap(p.leader().tr); err != nil {

@@ -32,6 +32,8 @@ type Table struct {
 	memfds map[uint64]*memfdFile
 	state  map[string]any // per-kind state, see stateOf
 	pids   map[int]bool   // the processes whose fds are in the table
+	// finish run once the tree is killed or goes on (see Finish).
+	finish []func(killed bool) error
 	// PagesID hands out the N of pages-N.img, shared with memory.
 	PagesID func() int
 	Opts    DumpOptions
@@ -172,6 +174,21 @@ func (t *Table) WriteImages(dir *images.Dir) error {
 		ms[i] = e
 	}
 	return dir.Write("files.img", ms...)
+}
+
+// atFinish registers fn to run in Finish.
+func (t *Table) atFinish(fn func(killed bool) error) { t.finish = append(t.finish, fn) }
+
+// Finish lets go of what the dump holds in the tree's files once the
+// tree is killed (killed) or resumed (-R, -s, a failed dump): TCP
+// connections held in repair mode. The dump calls it on every path.
+func (t *Table) Finish(killed bool) error {
+	var errs []error
+	for _, fn := range t.finish {
+		errs = append(errs, fn(killed))
+	}
+	t.finish = nil
+	return errors.Join(errs...)
 }
 
 func fdEntry(fd int, id, openFlags uint32, typ fdinfo.FdTypes) *fdinfo.FdinfoEntry {

@@ -1,0 +1,245 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// The streams of tcpsrv.c: little-endian u32 sequence numbers, xor 0x5a
+// for what the server sends.
+func tcpPat(i uint64, salt byte) byte { return byte(uint32(i/4)>>(8*(i%4))) ^ salt }
+
+const (
+	tcpRxTotal = 1 << 20  // the test sends
+	tcpTxTotal = 48 << 20 // the server sends: more than both buffers hold
+	tcpPhaseA  = 256 << 10
+	tcpPhaseB  = 16384 // sent while the server does not read: its receive queue at dump
+	// The server reads again once it has written this much: more than
+	// its send buffer and the client's receive buffer hold (4 + 6 MiB).
+	tcpResumeTx = 24 << 20
+)
+
+// freePort returns a TCP (and UDP) port free on addr now.
+func freePort(t *testing.T, addr string) int {
+	t.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// tcpClient is the test's end of a tcpsrv connection: it checks every
+// byte the server sends and sends its own stream.
+type tcpClient struct {
+	c      *net.TCPConn
+	rx, tx uint64
+}
+
+func dialTCPServer(t *testing.T, addr string, port int) *tcpClient {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &tcpClient{c: c.(*net.TCPConn)}
+}
+
+// read reads and checks the server's stream until it has n bytes in all
+// (or EOF, if n is 0).
+func (tc *tcpClient) read(n uint64) error {
+	buf := make([]byte, 1<<16)
+	tc.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for n == 0 || tc.rx < n {
+		want := len(buf)
+		if n != 0 {
+			want = int(min(uint64(want), n-tc.rx))
+		}
+		k, err := tc.c.Read(buf[:want])
+		for i := 0; i < k; i++ {
+			if buf[i] != tcpPat(tc.rx+uint64(i), 0x5a) {
+				return fmt.Errorf("byte %d from the server is %#x, want %#x", tc.rx+uint64(i), buf[i], tcpPat(tc.rx+uint64(i), 0x5a))
+			}
+		}
+		tc.rx += uint64(k)
+		if errors.Is(err, io.EOF) && n == 0 {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read after %d bytes: %w", tc.rx, err)
+		}
+	}
+	return nil
+}
+
+func (tc *tcpClient) write(n uint64) error {
+	buf := make([]byte, n)
+	for i := range buf {
+		buf[i] = tcpPat(tc.tx+uint64(i), 0)
+	}
+	tc.c.SetWriteDeadline(time.Now().Add(30 * time.Second))
+	k, err := tc.c.Write(buf)
+	tc.tx += uint64(k)
+	return err
+}
+
+// outq is what the client's kernel holds not yet acknowledged.
+func (tc *tcpClient) outq(t *testing.T) int {
+	rc, err := tc.c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCOUTQ) })
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return n
+}
+
+// startTCPServer starts tcpsrv and streams both ways until phase A is
+// done; then the client stops reading: the server's writes block, it
+// stops reading, and the client's next 16 KiB stay in its receive queue.
+// It returns once the connection is quiet (everything the client sent
+// acknowledged): a dump must find data in both of the server's queues.
+func startTCPServer(t *testing.T, addr string) (*testutil.Victim, *tcpClient, int) {
+	port := freePort(t, addr)
+	v := testutil.StartVictim(t, "tcpsrv", addr, strconv.Itoa(port), strconv.Itoa(tcpRxTotal), strconv.Itoa(tcpTxTotal),
+		strconv.Itoa(tcpPhaseA), strconv.Itoa(tcpResumeTx))
+	v.WaitReady(t)
+	tc := dialTCPServer(t, addr, port)
+	werr := make(chan error, 1)
+	go func() { werr <- tc.write(tcpPhaseA) }()
+	if err := tc.read(tcpPhaseA); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // the server fills every buffer on its way and blocks
+	if err := tc.write(tcpPhaseB); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the server's kernel acknowledges the client's bytes", func() bool { return tc.outq(t) == 0 })
+	time.Sleep(100 * time.Millisecond)
+	return v, tc, port
+}
+
+// finishStream resumes both streams to their ends: the client must get
+// every byte of the server once and in order, then EOF, with no reset.
+func finishStream(t *testing.T, tc *tcpClient) {
+	t.Helper()
+	rerr := make(chan error, 1)
+	go func() { rerr <- tc.read(0) }()
+	if err := tc.write(tcpRxTotal - tc.tx); err != nil {
+		t.Fatalf("client write after %d bytes: %v", tc.tx, err)
+	}
+	if err := tc.c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rerr; err != nil {
+		t.Fatal(err)
+	}
+	if tc.rx != tcpTxTotal {
+		t.Fatalf("client got %d bytes then EOF, want %d", tc.rx, tcpTxTotal)
+	}
+}
+
+// TestTCPEstablished: a server with a connection streaming both ways is
+// dumped with --tcp-established (killed) and restored: the client sees
+// every byte once and in order and no reset, the data the server had
+// queued (sent and unacknowledged, and never sent) and the client's bytes
+// it had not read yet arrive, the listener shares its port with the
+// connection again, and the server checks its side (tcpsrv.c).
+func TestTCPEstablished(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, addr := range []string{"127.0.0.1", "::1"} {
+		t.Run(addr, func(t *testing.T) {
+			v, tc, port := startTCPServer(t, addr)
+			dir := t.TempDir()
+			testutil.Dump(t, v.Pid, dir, "--tcp-established")
+			v.Reap(t)
+			testutil.CheckImages(t, dir)
+			checkStreamImage(t, dir)
+			// The client's end is untouched by the dump and the kill: a
+			// reset would show here.
+			if n := tc.outq(t); n != 0 {
+				t.Fatalf("client has %d bytes unacknowledged after the kill", n)
+			}
+			msg := testutil.RestoreFail(t, dir)
+			testutil.AssertContains(t, msg, "--tcp-established", net.JoinHostPort(addr, strconv.Itoa(port)))
+			testutil.RestoreDetached(t, dir, v, "--tcp-established")
+			finishStream(t, tc)
+			v.TermAndCheck(t)
+		})
+	}
+}
+
+// checkStreamImage: the dump found data in both queues of the server's
+// connection, some of it never sent.
+func checkStreamImage(t *testing.T, dir string) {
+	t.Helper()
+	d, err := images.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "tcp-stream-*.img"))
+	if len(names) != 1 {
+		t.Fatalf("tcp-stream images: %v, want one", names)
+	}
+	names[0] = filepath.Base(names[0])
+	es, err := images.ReadAll(d, names[0], func() *tcp_stream.TcpStreamEntry { return &tcp_stream.TcpStreamEntry{} })
+	if err != nil || len(es) != 1 {
+		t.Fatalf("%s: %v entries, %v", names[0], len(es), err)
+	}
+	e := es[0]
+	t.Logf("%s: inq %d, outq %d (unsent %d), mss %d, wscale %d/%d, options %#x", names[0], e.GetInqLen(), e.GetOutqLen(),
+		e.GetUnsqLen(), e.GetMssClamp(), e.GetSndWscale(), e.GetRcvWscale(), e.GetOptMask())
+	if e.GetInqLen() != tcpPhaseB {
+		t.Errorf("receive queue %d bytes at dump, want the client's last %d", e.GetInqLen(), tcpPhaseB)
+	}
+	if e.GetOutqLen() == 0 || e.GetUnsqLen() == 0 {
+		t.Errorf("send queue %d bytes (%d never sent) at dump: the test wants both", e.GetOutqLen(), e.GetUnsqLen())
+	}
+}
+
+// TestTCPEstablishedRefused: without --tcp-established the dump fails
+// naming the connection, the process and the flag, and leaves the server
+// running with the connection working.
+func TestTCPEstablishedRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, tc, port := startTCPServer(t, "127.0.0.1")
+	msg := testutil.DumpFail(t, v.Pid, t.TempDir())
+	local := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)).String()
+	testutil.AssertContains(t, msg, "--tcp-established", local, tc.c.LocalAddr().String(), strconv.Itoa(v.Pid))
+	finishStream(t, tc)
+	v.TermAndCheck(t)
+}
+
+// TestTCPEstablishedLeaveRunning: a dump with -R leaves the connection out
+// of repair mode: it goes on with every byte.
+func TestTCPEstablishedLeaveRunning(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, tc, _ := startTCPServer(t, "127.0.0.1")
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir, "--tcp-established", "-R")
+	checkStreamImage(t, dir)
+	finishStream(t, tc)
+	v.TermAndCheck(t)
+}
