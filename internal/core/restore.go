@@ -262,15 +262,23 @@ func restoreItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 		GetVsec() uint64
 		GetVusec() uint64
 	}{tm.GetReal(), tm.GetVirt(), tm.GetProf()} {
-		if it.GetVsec() == 0 && it.GetVusec() == 0 {
-			continue // disarmed
+		vsec, vusec := it.GetVsec(), it.GetVusec()
+		if vsec == 0 && vusec == 0 {
+			if it.GetIsec() == 0 && it.GetIusec() == 0 {
+				continue // disarmed
+			}
+			// A periodic timer that expired with its signal still pending
+			// reads 0: the kernel re-arms it only when the signal is
+			// dequeued. A zero value would disarm it; run it one interval
+			// from now, as criu does.
+			vsec, vusec = it.GetIsec(), it.GetIusec()
 		}
 		b := make([]byte, 32)
 		le := binary.LittleEndian
 		le.PutUint64(b[0:], it.GetIsec())
 		le.PutUint64(b[8:], it.GetIusec())
-		le.PutUint64(b[16:], it.GetVsec())
-		le.PutUint64(b[24:], it.GetVusec())
+		le.PutUint64(b[16:], vsec)
+		le.PutUint64(b[24:], vusec)
 		a, err := s.Put(0, b)
 		if err != nil {
 			return err
