@@ -41,7 +41,11 @@ func dumpFanotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		return nil, err
 	}
 	e.Id, e.Flags, e.Fown = proto.Uint32(fd.ID), proto.Uint32(anonFlags(fd.Info)), anonFown()
-	var mounts []proc.Mount
+	self, err := selfMounts()
+	if err != nil {
+		return nil, err
+	}
+	var mounts []proc.Mount // the task's
 	for _, m := range e.Mark {
 		m.Id = proto.Uint32(fd.ID)
 		if p := m.GetMask() & fanotifyPermEvents; p != 0 {
@@ -56,7 +60,7 @@ func dumpFanotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 					Hint: fmt.Sprintf("a mark is on a file (device %s, inode %d) of a filesystem without file handles",
 						kdevString(m.GetSDev()), ie.GetIIno())}
 			}
-			path, err := watcheePath(m.GetSDev(), ie.GetIIno(), ie.FHandle)
+			path, err := watcheePath(self, m.GetSDev(), ie.GetIIno(), ie.FHandle)
 			if err != nil {
 				return nil, fmt.Errorf("mark on device %s, inode %d: %w", kdevString(m.GetSDev()), ie.GetIIno(), err)
 			}
@@ -210,11 +214,16 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		}
 	}
 	f := newAnonFile(fd, "anon_inode:[fanotify]")
+	mounts, err := selfMounts()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(), err)
+	}
 	// Added oldest first: fdinfo lists the newest first, and shows them in
 	// the same order again.
 	marks := e.GetMark()
 	for i := len(marks) - 1; i >= 0; i-- {
-		if err := addFanotifyMark(fd, marks[i]); err != nil {
+		if err := addFanotifyMark(fd, mounts, marks[i]); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("reopen fanotify file id %d: mark %d: %w", fe.GetId(), i, err)
 		}
@@ -240,7 +249,7 @@ func clearNonblock(fd int) error {
 // addFanotifyMark adds mark m to fanotify fd: its mask, then its ignored
 // mask, each with the mark flags it was given (the ignore flags only with
 // the ignored mask).
-func addFanotifyMark(fd int, m *fsnotify.FanotifyMarkEntry) error {
+func addFanotifyMark(fd int, mounts []proc.Mount, m *fsnotify.FanotifyMarkEntry) error {
 	if m.GetMflags()&^fanotifyMarkFlags != 0 {
 		return fmt.Errorf("mark flags %#x: %w", m.GetMflags(), images.ErrCorrupt)
 	}
@@ -256,12 +265,12 @@ func addFanotifyMark(fd int, m *fsnotify.FanotifyMarkEntry) error {
 			return fmt.Errorf("inode mark without a file handle: %w", images.ErrCorrupt)
 		}
 		var err error
-		if target, err = openWatchee(m.GetSDev(), ie.GetIIno(), ie.GetFHandle()); err != nil {
+		if target, err = openWatchee(mounts, m.GetSDev(), ie.GetIIno(), ie.GetFHandle()); err != nil {
 			return err
 		}
 	case fsnotify.MarkType_MOUNT:
 		var err error
-		if target, err = openMountMark(m.GetMe()); err != nil {
+		if target, err = openMountMark(mounts, m.GetMe()); err != nil {
 			return err
 		}
 		flags |= unix.FAN_MARK_MOUNT
@@ -292,13 +301,9 @@ func addFanotifyMark(fd int, m *fsnotify.FanotifyMarkEntry) error {
 // the dump saw, or, in an image without one (criu with a mount
 // namespace), by its mount id in stasis' own namespace. It must still be
 // a mount point.
-func openMountMark(me *fsnotify.FanotifyMountMarkEntry) (*os.File, error) {
+func openMountMark(mounts []proc.Mount, me *fsnotify.FanotifyMountMarkEntry) (*os.File, error) {
 	path := me.GetPath()
 	if path == "" {
-		mounts, err := proc.ReadMountinfo(os.Getpid())
-		if err != nil {
-			return nil, err
-		}
 		mnt := findMount(mounts, me.GetMntId())
 		if mnt == nil {
 			return nil, fmt.Errorf("mount %d of a mount mark is gone", me.GetMntId())

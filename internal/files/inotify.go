@@ -44,6 +44,10 @@ func dumpInotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	if err != nil {
 		return nil, err
 	}
+	mounts, err := selfMounts()
+	if err != nil {
+		return nil, err
+	}
 	for _, w := range wds {
 		w.Id = proto.Uint32(fd.ID)
 		if w.FHandle == nil {
@@ -51,7 +55,7 @@ func dumpInotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 				Hint: fmt.Sprintf("watch %d is on a file (device %s, inode %d) of a filesystem without file handles",
 					w.GetWd(), kdevString(w.GetSDev()), w.GetIIno())}
 		}
-		path, err := watcheePath(w.GetSDev(), w.GetIIno(), w.FHandle)
+		path, err := watcheePath(mounts, w.GetSDev(), w.GetIIno(), w.FHandle)
 		if err != nil {
 			return nil, fmt.Errorf("watch %d on device %s, inode %d: %w", w.GetWd(), kdevString(w.GetSDev()), w.GetIIno(), err)
 		}
@@ -130,10 +134,15 @@ func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), os.NewSyscallError("inotify_init1", err))
 	}
 	f := newAnonFile(fd, "anon_inode:inotify")
+	mounts, err := selfMounts()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
+	}
 	wds := slices.Clone(e.GetWd())
 	slices.SortFunc(wds, func(a, b *fsnotify.InotifyWdEntry) int { return int(a.GetWd()) - int(b.GetWd()) })
 	for _, w := range wds {
-		if err := addInotifyWatch(fd, w); err != nil {
+		if err := addInotifyWatch(fd, mounts, w); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
 		}
@@ -149,7 +158,7 @@ func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 // chosen by INOTIFY_IOC_SETNEXTWD, not by criu's old loop of adding and
 // removing watches until the counter reaches it, which would queue an
 // IN_IGNORED event for the program per removed watch.
-func addInotifyWatch(fd int, w *fsnotify.InotifyWdEntry) error {
+func addInotifyWatch(fd int, mounts []proc.Mount, w *fsnotify.InotifyWdEntry) error {
 	wd := w.GetWd()
 	if wd == 0 || wd > math.MaxInt32 {
 		return fmt.Errorf("watch with wd %d: %w", wd, images.ErrCorrupt)
@@ -157,7 +166,7 @@ func addInotifyWatch(fd int, w *fsnotify.InotifyWdEntry) error {
 	if w.GetFHandle() == nil {
 		return fmt.Errorf("watch %d has no file handle: %w", wd, images.ErrCorrupt)
 	}
-	target, err := openWatchee(w.GetSDev(), w.GetIIno(), w.GetFHandle())
+	target, err := openWatchee(mounts, w.GetSDev(), w.GetIIno(), w.GetFHandle())
 	if err != nil {
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}
