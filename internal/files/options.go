@@ -41,6 +41,7 @@ type DumpOptions struct {
 // externalKinds are the --external objects stasis knows, by prefix.
 var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
+	regexp.MustCompile(`^unix\[[0-9]+\]$`), // a unix socket of the tree by inode, whose peer is outside
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -52,7 +53,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd) and unix[INO] (a unix socket's inode) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {
