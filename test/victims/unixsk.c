@@ -4,6 +4,7 @@
  *   unixsk READY all DIR
  *   unixsk READY outside-stream PATH    stream socket connected to PATH (fd 30)
  *   unixsk READY outside-dgram PATH     datagram socket connected to PATH (fd 30)
+ *   unixsk READY scm -                  stream pair 10/11, fd 1 queued on 11 (SCM_RIGHTS)
  *
  * all:
  * - fds 10/11 stream socketpair: 10 sent "s1-hello" + 100000 pattern bytes,
@@ -20,6 +21,8 @@
  * - fds 23/24 stream pair, 24 held by a child (23 closed there): each end
  *   has a message from the other queued; the child checks its own.
  * outside-*: the socket is still connected: the test reads what it sends.
+ * scm: a queue holding an fd (not supported): the message and the fd must
+ * still be there after a failed dump.
  */
 #include "victim.h"
 #include <poll.h>
@@ -351,6 +354,28 @@ static void check_all(void)
 		fail("child %d: status %#x", child, status);
 }
 
+static void check_scm(void)
+{
+	char buf[8], c[CMSG_SPACE(sizeof(int) * 4)];
+	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof(c) };
+	struct cmsghdr *ch;
+	struct stat a, b;
+	int fd = -1;
+	ssize_t n = recvmsg(11, &mh, MSG_DONTWAIT);
+
+	if (n != 2 || memcmp(buf, "fd", 2)) {
+		fail("fd 11: recvmsg gives %zd bytes, want \"fd\"", n);
+		return;
+	}
+	for (ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch))
+		if (ch->cmsg_type == SCM_RIGHTS && ch->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(ch), sizeof(int));
+	if (fd < 0 || fstat(fd, &a) || fstat(1, &b) || a.st_ino != b.st_ino)
+		fail("fd 11: the fd passed with the message is lost or another file");
+	expect_empty(11);
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 4)
@@ -370,6 +395,20 @@ int main(int argc, char **argv)
 		if (connect(30, (struct sockaddr *)&a, al))
 			die("connect to %s: %s", argv[3], strerror(errno));
 		send_all(30, "before", 6);
+	} else if (!strcmp(mode, "scm")) {
+		char c[CMSG_SPACE(sizeof(int))];
+		struct iovec iov = { .iov_base = "fd", .iov_len = 2 };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof(c) };
+		struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+		int one = 1;
+
+		ch->cmsg_level = SOL_SOCKET;
+		ch->cmsg_type = SCM_RIGHTS;
+		ch->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(ch), &one, sizeof(int));
+		pair(SOCK_STREAM, 10, 11);
+		if (sendmsg(10, &mh, 0) != 2)
+			die("sendmsg SCM_RIGHTS: %s", strerror(errno));
 	} else {
 		die("unknown mode %s", mode);
 	}
@@ -379,6 +418,8 @@ int main(int argc, char **argv)
 
 	if (outside && send(30, "after", 5, MSG_NOSIGNAL) != 5)
 		fail("fd 30: send after the restore: %s", strerror(errno));
+	else if (!strcmp(mode, "scm"))
+		check_scm();
 	else if (!outside)
 		check_all();
 	victim_finish();
