@@ -30,10 +30,7 @@ const (
 	unixDiagShutdown  = 6
 	unixDiagReqLen    = 24 // struct unix_diag_req
 	unixDiagMsgLen    = 16 // struct unix_diag_msg
-	sockDiagByFamily  = 20 // SOCK_DIAG_BY_FAMILY
-	tcpEstablished    = 1  // sk_state values unix sockets share with TCP
-	tcpClose          = 7
-	tcpListen         = 10
+	sockDiagByFamily  = 20 // SOCK_DIAG_BY_FAMILY (unix sockets' states are TCP's: inetsk.go)
 	unixDiagAllStates = 0xffffffff
 )
 
