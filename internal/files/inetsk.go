@@ -293,7 +293,7 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 	switch {
 	case ie.GetType() == unix.SOCK_DGRAM:
 		if ends.bound {
-			if err := bindInet(fd, ie, ends, false); err != nil {
+			if err := bindInet(fd, ie, ends); err != nil {
 				return err
 			}
 		}
@@ -303,7 +303,7 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 			}
 		}
 	case ie.GetState() == tcpListen:
-		if err := bindInet(fd, ie, ends, true); err != nil {
+		if err := bindInet(fd, ie, ends); err != nil {
 			return err
 		}
 		if err := unix.Listen(fd, int(ie.GetBacklog())); err != nil {
@@ -311,7 +311,7 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 		}
 	case ie.GetState() == tcpClose:
 		if ends.bound {
-			if err := bindInet(fd, ie, ends, false); err != nil {
+			if err := bindInet(fd, ie, ends); err != nil {
 				return err
 			}
 		}
@@ -330,13 +330,13 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 
 // bindInet binds fd to the entry's local address. An address that is
 // not (yet) on this host, as after a migration, is taken with
-// IP_FREEBIND. force takes the port even if a connection restored
-// before holds it (a listener and its accepted connections share their
-// port; the kernel refuses that to a socket without SO_REUSEADDR once the
-// connection exists): SO_REUSEADDR is on for the bind only.
-func bindInet(fd int, ie *sk_inet.InetSkEntry, ends *inetEnds, force bool) error {
+// IP_FREEBIND. SO_REUSEADDR is on for the bind only, as criu does: the
+// old socket may have left TIME_WAIT connections on its port, and a
+// listener shares its port with the connections it accepted; a socket
+// that holds the port for real (another listener) still makes it fail.
+func bindInet(fd int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
 	reuse := ie.GetOpts().GetReuseaddr()
-	if force && !reuse {
+	if !reuse {
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 			return os.NewSyscallError("setsockopt SO_REUSEADDR", err)
 		}
@@ -353,7 +353,7 @@ func bindInet(fd int, ie *sk_inet.InetSkEntry, ends *inetEnds, force bool) error
 	}
 	switch {
 	case err == unix.EADDRINUSE:
-		return fmt.Errorf("bind to %s: %w: another socket holds that address now; free it and restore again", ends.local, err)
+		return fmt.Errorf("bind to %s: %w: another socket holds it now (or, for a socket without SO_REUSEADDR, connections it left in TIME_WAIT, for up to 60 s); free it and restore again", ends.local, err)
 	case err != nil:
 		return fmt.Errorf("bind to %s: %w", ends.local, os.NewSyscallError("bind", err))
 	}
