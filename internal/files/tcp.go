@@ -438,7 +438,7 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 	}
 	// In repair mode the port is taken even if a listener of the tree
 	// holds it (sk_reuse = SK_FORCE_REUSE).
-	if err := bindInet(fd, ie, ends, false); err != nil {
+	if err := bindInet(fd, ie, ends); err != nil {
 		return err
 	}
 	outqSeq := e.GetOutqSeq()
