@@ -160,3 +160,18 @@ func TestInetRestorePortTaken(t *testing.T) {
 	askAll(t, p)
 	v.TermAndCheck(t)
 }
+
+// TestNetlinkSockets: NETLINK_ROUTE sockets keep their port id, groups,
+// options and flags, an unbound one stays unbound, and both still talk to
+// the kernel (netlink.c).
+func TestNetlinkSockets(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := testutil.StartVictim(t, "netlink")
+	v.WaitReady(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v)
+	v.TermAndCheck(t)
+}
