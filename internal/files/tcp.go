@@ -346,8 +346,9 @@ func writeTCPStreams(t *Table, dir *images.Dir) error {
 			return err
 		}
 		w.Write(s.e)
-		w.WriteExtra(s.inq)
-		w.WriteExtra(s.outq)
+		if len(s.inq)+len(s.outq) > 0 {
+			w.WriteExtra(append(s.inq[:len(s.inq):len(s.inq)], s.outq...))
+		}
 		if err := w.Close(); err != nil {
 			return err
 		}

@@ -243,3 +243,64 @@ func TestTCPEstablishedLeaveRunning(t *testing.T) {
 	finishStream(t, tc)
 	v.TermAndCheck(t)
 }
+
+// TestTCPClose: restored with --tcp-close, the connection comes back
+// closed, as criu's: the server reads EOF and its writes fail (EPIPE), the
+// listener works; nothing hangs. tcpsrv.c reports what it lost.
+func TestTCPClose(t *testing.T) {
+	testutil.RequireRoot(t)
+	v, _, port := startTCPServer(t, "127.0.0.1")
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir, "--tcp-established")
+	v.Reap(t)
+	testutil.RestoreDetached(t, dir, v, "--tcp-close")
+	c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 5*time.Second)
+	if err != nil {
+		t.Fatalf("the listener does not take connections after --tcp-close: %v", err)
+	}
+	c.Close()
+	time.Sleep(200 * time.Millisecond)
+	v.Signal(t, unix.SIGTERM)
+	if code := v.Wait(t, 15*time.Second); code != 1 {
+		t.Fatalf("tcpsrv exited %d, want 1 (its connection closed)\n%s", code, v.LogTail())
+	}
+	testutil.AssertContains(t, v.LogTail(), "eof 1", "Broken pipe")
+}
+
+// TestTCPHalfClosed: a connection the server has shut down for writing
+// (FIN sent and acknowledged: FIN_WAIT2) is restored half-closed: the
+// client goes on sending and the server reads every byte; the client
+// sees EOF once and nothing after it.
+func TestTCPHalfClosed(t *testing.T) {
+	testutil.RequireRoot(t)
+	port := freePort(t, "127.0.0.1")
+	const tx = 65536
+	v := testutil.StartVictim(t, "tcpsrv", "127.0.0.1", strconv.Itoa(port), strconv.Itoa(tcpRxTotal), strconv.Itoa(tx),
+		strconv.Itoa(tcpRxTotal), "0")
+	v.WaitReady(t)
+	tc := dialTCPServer(t, "127.0.0.1", port)
+	if err := tc.read(0); err != nil || tc.rx != tx {
+		t.Fatalf("read %d bytes then %v, want %d then EOF", tc.rx, err, tx)
+	}
+	if err := tc.write(tcpPhaseA); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the server acknowledges the client's bytes", func() bool { return tc.outq(t) == 0 })
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir, "--tcp-established")
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v, "--tcp-established")
+	if err := tc.write(tcpRxTotal - tc.tx); err != nil {
+		t.Fatalf("client write after %d bytes: %v", tc.tx, err)
+	}
+	if err := tc.c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	tc.c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := tc.c.Read(make([]byte, 16)); n != 0 || err != io.EOF {
+		t.Fatalf("after EOF the client reads %d bytes, %v; want EOF again", n, err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	v.TermAndCheck(t)
+}
