@@ -63,8 +63,8 @@ func lockProblems(t *testing.T, dir string, pid int) []string {
 	if fl := getlk(f, unix.F_GETLK, unix.F_WRLCK, 0, 100); fl.Type != unix.F_RDLCK || int(fl.Pid) != pid || fl.Start != 0 || fl.Len != 100 {
 		out = append(out, fmt.Sprintf("posix: bytes 0-99: %+v, want a read lock of pid %d", fl, pid))
 	}
-	if fl := getlk(f, unix.F_GETLK, unix.F_WRLCK, 100, 3996); fl.Type != unix.F_UNLCK {
-		out = append(out, fmt.Sprintf("posix: bytes 100-4095 are locked: %+v", fl))
+	if fl := getlk(f, unix.F_GETLK, unix.F_WRLCK, 100, 900); fl.Type != unix.F_UNLCK {
+		out = append(out, fmt.Sprintf("posix: bytes 100-999 are locked: %+v", fl))
 	}
 	if fl := getlk(f, unix.F_GETLK, unix.F_RDLCK, 1<<40, 1); fl.Type != unix.F_WRLCK || int(fl.Pid) != pid || fl.Start != 4096 || fl.Len != 0 {
 		out = append(out, fmt.Sprintf("posix: byte 2^40: %+v, want the write lock 4096-EOF of pid %d", fl, pid))
@@ -139,6 +139,69 @@ func checkLockImage(t *testing.T, dir string, pid int) {
 	sort.Strings(want)
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("filelocks.img:\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestFileLocksTree: locks go back to their holders in a tree. The child
+// shares the parent's flock (one entry, the parent's) and holds its own
+// POSIX lock, which must be the child's again (F_GETLK names its pid); it
+// was blocked in F_SETLKW for a lock the parent refuses, and after the
+// restore it waits again (it must see EINTR at SIGTERM, not the lock).
+func TestFileLocksTree(t *testing.T) {
+	testutil.RequireRoot(t)
+	work := t.TempDir()
+	v, tree := startTreeVictim(t, "locks", work, "tree")
+	if len(tree) != 2 {
+		t.Fatalf("want the victim and its child, got\n%s", testutil.FormatTree(tree))
+	}
+	child := tree[1].Pid
+	requireLocksHeld(t, work, v.Pid, "before the dump")
+	requireChildLock(t, work, child, "before the dump")
+	dir := t.TempDir()
+	dumpTree(t, v, tree, dir, "-l")
+	testutil.CheckImages(t, dir)
+	d, err := images.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ents, err := images.ReadAll(d, "filelocks.img", func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var childLocks []string
+	for _, e := range ents {
+		if int(e.GetPid()) == child {
+			childLocks = append(childLocks, fmt.Sprintf("flag %d type %d fd %d start %d len %d", e.GetFlag(), e.GetType(), e.GetFd(), e.GetStart(), e.GetLen()))
+		}
+	}
+	if want := "[flag 1 type 1 fd 52 start 1000 len 100]"; len(ents) != 6 || fmt.Sprint(childLocks) != want {
+		t.Errorf("filelocks.img: %d entries, the child's %v; want 6, the child's %s", len(ents), childLocks, want)
+	}
+	testutil.RestoreDetached(t, dir, v, "-l")
+	got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
+	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
+	requireLocksHeld(t, work, v.Pid, "after the restore")
+	requireChildLock(t, work, child, "after the restore")
+	testutil.WaitFor(t, 5*time.Second, "the child to wait in fcntl again", func() bool {
+		nr, err := testutil.CurrentSyscall(child)
+		return err == nil && nr == unix.SYS_FCNTL
+	})
+	v.TermAndCheck(t)
+}
+
+func requireChildLock(t *testing.T, dir string, child int, when string) {
+	t.Helper()
+	f, err := os.Open(filepath.Join(dir, "posix"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fl := unix.Flock_t{Type: unix.F_RDLCK, Whence: unix.SEEK_SET, Start: 1000, Len: 100}
+	if err := unix.FcntlFlock(f.Fd(), unix.F_GETLK, &fl); err != nil {
+		t.Fatal(err)
+	}
+	if fl.Type != unix.F_WRLCK || int(fl.Pid) != child || fl.Start != 1000 || fl.Len != 100 {
+		t.Errorf("%s: bytes 1000-1099: %+v, want the write lock of the child %d", when, fl, child)
 	}
 }
 

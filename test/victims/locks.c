@@ -10,6 +10,15 @@
  * - fd 53: DIR/ofd (O_RDWR), OFD write lock on bytes 10-19; fd 54 is a dup
  *   of it (the lock belongs to the open file, not to one fd).
  *
+ * With "tree", a child (comm locks-child) shares all these open files: the
+ * flock of fd 50 is its too, but it holds its own POSIX write lock on bytes
+ * 1000-1099 of DIR/posix, and then blocks in F_SETLKW for a write lock on
+ * bytes 0-99, which the parent's read lock refuses: a waiter, no lock. It
+ * is READY once the child sleeps in that fcntl. After SIGTERM the parent
+ * checks the child's lock (owned by the child's pid), then wakes it with
+ * SIGTERM: its fcntl must fail with EINTR (still waiting, never granted),
+ * its fdinfo show its lock and the shared flock.
+ *
  * On SIGTERM it checks, from the inside, that it still holds all of them:
  * the "lock:" lines of its own fdinfo, other open files of its own (flock
  * and OFD locks conflict between open files, even of one process), and a
@@ -18,6 +27,7 @@
  */
 #include "victim.h"
 #include <sys/file.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 
 static void open_at(const char *dir, const char *name, int flags, int target)
@@ -33,6 +43,8 @@ static void open_at(const char *dir, const char *name, int flags, int target)
 		die("dup2 %s to %d: %s", p, target, strerror(errno));
 	close(fd);
 }
+
+static pid_t child;
 
 static void posix_lock(int fd, int cmd, short type, off_t start, off_t len)
 {
@@ -133,8 +145,8 @@ static void check_posix(void)
 			fail("child: no POSIX read lock of pid %d on bytes 0-99 (owner %d)", parent, owner);
 		if (conflict(52, F_GETLK, F_RDLCK, 0, 100, NULL) != F_UNLCK)
 			fail("child: bytes 0-99 refuse a read lock: the read lock became a write lock");
-		if (conflict(52, F_GETLK, F_WRLCK, 100, 3996, NULL) != F_UNLCK)
-			fail("child: bytes 100-4095 are locked");
+		if (conflict(52, F_GETLK, F_WRLCK, 100, 900, NULL) != F_UNLCK)
+			fail("child: bytes 100-999 are locked");
 		if (conflict(52, F_GETLK, F_RDLCK, 1 << 30, 1, &owner) != F_WRLCK || owner != parent)
 			fail("child: no POSIX write lock of pid %d up to EOF (owner %d)", parent, owner);
 		if (conflict(52, F_GETLK, F_RDLCK, 4096, 1, &owner) != F_WRLCK)
@@ -145,6 +157,62 @@ static void check_posix(void)
 	}
 	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status))
 		fail("the POSIX locks are not seen from another process (child status %#x)", status);
+}
+
+/* waiter is the child of "tree": it holds a POSIX lock, then waits for one. */
+static __attribute__((noreturn)) void waiter(void)
+{
+	struct flock fl = { .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 100 };
+	pid_t self = getpid();
+
+	prctl(PR_SET_NAME, "locks-child");
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	posix_lock(52, F_SETLK, F_WRLCK, 1000, 100);
+	if (fcntl(52, F_SETLKW, &fl) == 0)
+		fail("locks-child: got a write lock on bytes 0-99 while its parent holds a read lock");
+	else if (errno != EINTR)
+		fail("locks-child: F_SETLKW failed with %s, want EINTR (SIGTERM)", strerror(errno));
+	if (!got_term)
+		fail("locks-child: F_SETLKW returned before SIGTERM");
+	if (getpid() != self)
+		fail("locks-child: getpid() = %d, was %d", getpid(), self);
+	fdinfo_has(52, "POSIX", "WRITE", "1000-1099");
+	fdinfo_has(50, "FLOCK", "WRITE", "0-EOF");
+	_exit(victim_failures ? 1 : 0);
+}
+
+/* wait_blocked waits until the child sleeps in fcntl (72 on x86_64). */
+static void wait_blocked(void)
+{
+	char p[64], buf[64];
+
+	snprintf(p, sizeof(p), "/proc/%d/syscall", child);
+	for (int i = 0; i < 500; i++) {
+		int f = open(p, O_RDONLY), n;
+
+		if (f < 0)
+			die("open %s: %s", p, strerror(errno));
+		n = read(f, buf, sizeof(buf) - 1);
+		close(f);
+		buf[n > 0 ? n : 0] = 0;
+		if (!strncmp(buf, "72 ", 3))
+			return;
+		sleep_ms(10);
+	}
+	die("the child %d does not block in fcntl(F_SETLKW): %s", child, buf);
+}
+
+static void check_child(void)
+{
+	pid_t owner = 0;
+	int status = 0;
+
+	if (conflict(52, F_GETLK, F_RDLCK, 1000, 100, &owner) != F_WRLCK || owner != child)
+		fail("no POSIX write lock of the child %d on bytes 1000-1099 (owner %d)", child, owner);
+	if (kill(child, SIGTERM))
+		fail("kill child %d: %s", child, strerror(errno));
+	if (waitpid(child, &status, 0) != child || !WIFEXITED(status) || WEXITSTATUS(status))
+		fail("the child %d failed its checks (status %#x)", child, status);
 }
 
 static void check_ofd(void)
@@ -169,9 +237,10 @@ static void check_ofd(void)
 int main(int argc, char **argv)
 {
 	if (argc < 3)
-		die("usage: locks READY DIR");
+		die("usage: locks READY DIR [tree]");
 	victim_init();
 	const char *dir = argv[2];
+	int tree = argc > 3 && !strcmp(argv[3], "tree");
 
 	open_at(dir, "flock-ex", O_RDWR, 50);
 	open_at(dir, "flock-sh", O_RDONLY, 51);
@@ -186,6 +255,14 @@ int main(int argc, char **argv)
 	posix_lock(53, F_OFD_SETLK, F_WRLCK, 10, 10);
 	if (dup2(53, 54) != 54)
 		die("dup2 53 54: %s", strerror(errno));
+	if (tree) {
+		child = fork();
+		if (child < 0)
+			die("fork: %s", strerror(errno));
+		if (child == 0)
+			waiter();
+		wait_blocked();
+	}
 
 	victim_ready(argv[1]);
 	victim_wait();
@@ -200,5 +277,7 @@ int main(int argc, char **argv)
 	check_flock(51, 0);
 	check_posix();
 	check_ofd();
+	if (tree)
+		check_child();
 	victim_finish();
 }

@@ -1,0 +1,216 @@
+package files
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	filelock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
+)
+
+// lockedFile opens a temp file three times: a (flock LOCK_EX, POSIX read
+// lock on bytes 0-4 and write lock from 100 to EOF), b a dup of a, c
+// another open file with an OFD write lock on bytes 10-19. release closes
+// them (once; it also runs at the end of the test).
+func lockedFile(t *testing.T) (path string, a, b, c int, release func()) {
+	t.Helper()
+	path = filepath.Join(t.TempDir(), "locked")
+	if err := os.WriteFile(path, make([]byte, 200), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var fds []int
+	release = func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		fds = nil
+	}
+	t.Cleanup(release)
+	open := func() int {
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fds = append(fds, fd)
+		return fd
+	}
+	a, c = open(), open()
+	b, err := unix.Dup(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fds = append(fds, b)
+	if err := unix.Flock(a, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []unix.Flock_t{{Type: unix.F_RDLCK, Start: 0, Len: 5}, {Type: unix.F_WRLCK, Start: 100, Len: 0}} {
+		if err := unix.FcntlFlock(uintptr(a), unix.F_SETLK, &l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ofd := unix.Flock_t{Type: unix.F_WRLCK, Start: 10, Len: 10}
+	if err := unix.FcntlFlock(uintptr(c), unix.F_OFD_SETLK, &ofd); err != nil {
+		t.Fatal(err)
+	}
+	return path, a, b, c, release
+}
+
+func dumpLocks(t *testing.T, opts DumpOptions, fds ...int) (*images.Dir, []*fdinfo.FdinfoEntry, error) {
+	t.Helper()
+	tab := NewTable(opts, func() int { return 1 })
+	var ents []*fdinfo.FdinfoEntry
+	for _, fd := range fds {
+		e, err := tab.dumpFd(os.Getpid(), fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ents = append(ents, e)
+	}
+	if err := tab.DumpLocks(os.Getpid(), ents); err != nil {
+		return nil, ents, err
+	}
+	dir, err := images.Create(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.WriteImages(dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir, ents, nil
+}
+
+func TestLocksDumpRefusedWithoutFlag(t *testing.T) {
+	path, a, b, c, _ := lockedFile(t)
+	_, _, err := dumpLocks(t, DumpOptions{}, a, b, c)
+	if err == nil {
+		t.Fatal("locks dumped without -l")
+	}
+	for _, want := range []string{"holds an flock write lock on " + path, "-l/--file-locks"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+}
+
+func TestLocksRoundTrip(t *testing.T) {
+	path, a, b, c, release := lockedFile(t)
+	dir, ents, err := dumpLocks(t, DumpOptions{FileLocks: true}, a, b, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := images.ReadAll(dir, filelocksImg, func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var descr []string
+	for _, e := range got {
+		descr = append(descr, DescribeLock(e))
+	}
+	// The dup b shows a's locks again: recorded once.
+	want := []string{"an flock write lock", "a POSIX read lock (bytes 0-4)", "a POSIX write lock (bytes 100-EOF)", "an OFD write lock (bytes 10-19)"}
+	if strings.Join(descr, ", ") != strings.Join(want, ", ") {
+		t.Fatalf("filelocks.img holds %q, want %q", descr, want)
+	}
+
+	files := map[uint32]*fdinfo.FileEntry{}
+	fes, err := images.ReadAll(dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fe := range fes {
+		files[fe.GetId()] = fe
+	}
+	if _, err := NewRestorer(RestoreOptions{}, dir, files, nil).LocksOf(os.Getpid()); err == nil || !strings.Contains(err.Error(), "-l/--file-locks") {
+		t.Errorf("restore without -l: %v", err)
+	}
+	r := NewRestorer(RestoreOptions{FileLocks: true}, dir, files, nil)
+	locks, err := r.LocksOf(os.Getpid())
+	if err != nil || len(locks) != 4 {
+		t.Fatalf("LocksOf: %d locks, %v", len(locks), err)
+	}
+	// The dumped ones go away with the files; the restorer takes the
+	// flock and the OFD lock on its own open files.
+	release()
+	ids := map[int32]uint32{}
+	for _, e := range ents {
+		ids[int32(e.GetFd())] = e.GetId()
+	}
+	for _, l := range locks {
+		if !IsPosixLock(l) {
+			if err := r.LockFile(ids[l.GetFd()], l); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	other, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(other)
+	if err := unix.Flock(other, unix.LOCK_SH|unix.LOCK_NB); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Errorf("flock of another open file: %v, want EWOULDBLOCK", err)
+	}
+	fl := unix.Flock_t{Type: unix.F_RDLCK, Start: 0, Len: 0}
+	if err := unix.FcntlFlock(uintptr(other), unix.F_OFD_GETLK, &fl); err != nil || fl.Type != unix.F_WRLCK || fl.Start != 10 || fl.Len != 10 {
+		t.Errorf("F_OFD_GETLK: %+v, %v", fl, err)
+	}
+	// Taken again while held: an error that names the lock and file.
+	err = r.LockFile(ids[int32(c)], &filelock.FileLockEntry{Flag: proto.Uint32(flFlock), Type: proto.Uint32(unix.F_WRLCK), Pid: proto.Int32(1), Fd: proto.Int32(int32(c))})
+	if err == nil || !strings.Contains(err.Error(), "another process holds a conflicting lock") || !strings.Contains(err.Error(), path) {
+		t.Errorf("conflicting flock: %v", err)
+	}
+	r.Close()
+	if err := unix.Flock(other, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Errorf("the restorer's locks outlive it: %v", err)
+	}
+}
+
+func TestLocksBadImage(t *testing.T) {
+	good := func() *filelock.FileLockEntry {
+		return &filelock.FileLockEntry{Flag: proto.Uint32(flPosix), Type: proto.Uint32(unix.F_RDLCK), Pid: proto.Int32(10),
+			Fd: proto.Int32(3), Start: proto.Int64(0), Len: proto.Int64(0)}
+	}
+	for name, damage := range map[string]func(*filelock.FileLockEntry){
+		"lease":          func(e *filelock.FileLockEntry) { e.Flag = proto.Uint32(flLease) },
+		"unknown flag":   func(e *filelock.FileLockEntry) { e.Flag = proto.Uint32(3) },
+		"unlock type":    func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(unix.F_UNLCK) },
+		"LOCK_MAND":      func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(32 | 64) },
+		"negative start": func(e *filelock.FileLockEntry) { e.Start = proto.Int64(-1) },
+		"negative len":   func(e *filelock.FileLockEntry) { e.Len = proto.Int64(-5) },
+		"pid 0":          func(e *filelock.FileLockEntry) { e.Pid = proto.Int32(0) },
+		"negative fd":    func(e *filelock.FileLockEntry) { e.Fd = proto.Int32(-1) },
+	} {
+		dir, err := images.Create(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := good()
+		damage(e)
+		if err := dir.Write(filelocksImg, good(), e); err != nil {
+			t.Fatal(err)
+		}
+		_, err = NewRestorer(RestoreOptions{FileLocks: true}, dir, nil, nil).LocksOf(10)
+		if !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "entry 1") {
+			t.Errorf("%s: %v, want a corrupt-image error naming entry 1", name, err)
+		}
+	}
+}
+
+func TestPosixLockArg(t *testing.T) {
+	b := PosixLockArg(&filelock.FileLockEntry{Type: proto.Uint32(unix.F_WRLCK), Start: proto.Int64(4096), Len: proto.Int64(0x1234)})
+	if len(b) != 32 {
+		t.Fatalf("struct flock is %d bytes, want 32", len(b))
+	}
+	le := binary.LittleEndian
+	if le.Uint16(b[0:]) != unix.F_WRLCK || le.Uint16(b[2:]) != unix.SEEK_SET || le.Uint64(b[8:]) != 4096 || le.Uint64(b[16:]) != 0x1234 || le.Uint32(b[24:]) != 0 {
+		t.Errorf("struct flock %x", b)
+	}
+}
