@@ -98,6 +98,13 @@ func sndFinSent(state uint32) bool {
 	return state == tcpFinWait1 || state == tcpFinWait2 || state == tcpClosing || state == tcpLastAck
 }
 
+// rcvFinGot: states in which the peer's FIN has arrived (criu's
+// RCVQ_FIRST_FIN and RCVQ_SECOND_FIN); it counts in inq_seq, not in the
+// queue's bytes.
+func rcvFinGot(state uint32) bool {
+	return state == tcpCloseWait || state == tcpLastAck || state == tcpClosing
+}
+
 // tcpDump is the TCP state of a dump: the streams to write and stasis'
 // copies of the sockets in repair mode.
 type tcpDump struct {
@@ -193,12 +200,6 @@ func dumpTCPStream(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry, ends *inet
 	state := s.state
 	if !isTCPConn(state) {
 		return fmt.Errorf("%s went to state %s while being dumped; retry", conn, tcpStateName(state))
-	}
-	if state == tcpCloseWait || state == tcpLastAck || state == tcpClosing {
-		// Restoring it needs the peer's FIN injected into the new
-		// socket with a raw packet (criu's send_fin); not done yet.
-		return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
-			Kind: fmt.Sprintf("%s, closed by the peer (%s)", conn, tcpStateName(state))}
 	}
 	ie.State = proto.Uint32(state)
 	st.streams = append(st.streams, tcpStream{ino: ie.GetIno(), e: s.e, inq: s.inq, outq: s.outq})
@@ -428,9 +429,6 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 		return err
 	}
 	state := ie.GetState()
-	if state != tcpEstablished && state != tcpFinWait1 && state != tcpFinWait2 {
-		return fmt.Errorf("TCP state %s: not supported", tcpStateName(state))
-	}
 	if e.GetUnsqLen() > e.GetOutqLen() {
 		return fmt.Errorf("%s: unsent %d bytes of %d queued: %w", tcpStreamImage(ie.GetIno()), e.GetUnsqLen(), e.GetOutqLen(), images.ErrCorrupt)
 	}
@@ -446,7 +444,11 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 	if sndFinSent(state) {
 		outqSeq-- // the FIN is queued again by shutdown below
 	}
-	if err := setQueueSeq(fd, tcpRecvQueue, e.GetInqSeq()-e.GetInqLen()); err != nil {
+	inqSeq := e.GetInqSeq()
+	if rcvFinGot(state) {
+		inqSeq-- // the peer's FIN comes again from sendPeerFin below
+	}
+	if err := setQueueSeq(fd, tcpRecvQueue, inqSeq-e.GetInqLen()); err != nil {
 		return err
 	}
 	if err := setQueueSeq(fd, tcpSendQueue, outqSeq-e.GetOutqLen()); err != nil {
@@ -489,8 +491,12 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 	if err := fillQueue(fd, tcpSendQueue, sent); err != nil {
 		return fmt.Errorf("refill send queue (%d bytes): %w", len(sent), err)
 	}
+	rcvWnd, rcvWup := e.GetRcvWnd(), e.GetRcvWup()
+	if rcvFinGot(state) {
+		rcvWnd, rcvWup = rcvWnd+1, rcvWup-1 // as before the FIN came in
+	}
 	var w [20]byte
-	for i, v := range []uint32{e.GetSndWl1(), e.GetSndWnd(), e.GetMaxWindow(), e.GetRcvWnd(), e.GetRcvWup()} {
+	for i, v := range []uint32{e.GetSndWl1(), e.GetSndWnd(), e.GetMaxWindow(), rcvWnd, rcvWup} {
 		binary.NativeEndian.PutUint32(w[4*i:], v)
 	}
 	if e.SndWnd != nil {
@@ -498,15 +504,29 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 			return os.NewSyscallError("setsockopt TCP_REPAIR_WINDOW", err)
 		}
 	}
-	if sndFinSent(state) {
-		// Queued as sent: the peer has it (FIN_WAIT2) or gets it again
-		// with the retransmission (FIN_WAIT1); its ACK, if it was lost
-		// with the old socket, comes again then too.
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
-			return os.NewSyscallError("setsockopt TCP_REPAIR_QUEUE", err)
+	// The FINs in the order they came: ours first in FIN_WAIT1/2 and
+	// CLOSING, the peer's first in CLOSE_WAIT and LAST_ACK.
+	if state == tcpFinWait1 || state == tcpFinWait2 || state == tcpClosing {
+		if err := queueOwnFin(fd); err != nil {
+			return err
 		}
-		if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
-			return os.NewSyscallError("shutdown SHUT_WR in repair mode", err)
+	}
+	if rcvFinGot(state) {
+		win := uint16(min(e.GetSndWnd()>>e.GetSndWscale(), 0xffff))
+		if err := sendPeerFin(ends.local, ends.remote, inqSeq, outqSeq-e.GetOutqLen(), win); err != nil {
+			return err
+		}
+		want := uint32(tcpCloseWait)
+		if state == tcpClosing {
+			want = tcpClosing
+		}
+		if err := waitTCPState(fd, want); err != nil {
+			return fmt.Errorf("the peer's FIN sent again: %w", err)
+		}
+	}
+	if state == tcpLastAck {
+		if err := queueOwnFin(fd); err != nil {
+			return err
 		}
 	}
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
@@ -534,6 +554,38 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 		return nil
 	})
 	return nil
+}
+
+// queueOwnFin puts this side's FIN back as sent: the peer has it
+// (FIN_WAIT2) or gets it again with the retransmission (FIN_WAIT1,
+// CLOSING, LAST_ACK); an ACK of it lost with the old socket comes again
+// then too.
+func queueOwnFin(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
+		return os.NewSyscallError("setsockopt TCP_REPAIR_QUEUE", err)
+	}
+	if err := unix.Shutdown(fd, unix.SHUT_WR); err != nil {
+		return os.NewSyscallError("shutdown SHUT_WR in repair mode", err)
+	}
+	return nil
+}
+
+// waitTCPState waits for the stack to take a segment sent to the socket.
+func waitTCPState(fd int, want uint32) error {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		info, err := getTCPInfo(fd)
+		if err != nil {
+			return err
+		}
+		if info.state == want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("state %s, want %s", tcpStateName(info.state), tcpStateName(want))
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 // finishTCPConn ends repair mode on a restored connection, just before

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 	"golang.org/x/sys/unix"
 
@@ -48,6 +49,8 @@ func freePort(t *testing.T, addr string) int {
 type tcpClient struct {
 	c      *net.TCPConn
 	rx, tx uint64
+	closed bool // CloseWrite done
+	total  uint64
 }
 
 func dialTCPServer(t *testing.T, addr string, port int) *tcpClient {
@@ -57,7 +60,7 @@ func dialTCPServer(t *testing.T, addr string, port int) *tcpClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return &tcpClient{c: c.(*net.TCPConn)}
+	return &tcpClient{c: c.(*net.TCPConn), total: tcpRxTotal}
 }
 
 // read reads and checks the server's stream until it has n bytes in all
@@ -119,11 +122,20 @@ func (tc *tcpClient) outq(t *testing.T) int {
 // It returns once the connection is quiet (everything the client sent
 // acknowledged): a dump must find data in both of the server's queues.
 func startTCPServer(t *testing.T, addr string) (*testutil.Victim, *tcpClient, int) {
+	return startTCPServerRx(t, addr, tcpRxTotal)
+}
+
+// startTCPServerRx is startTCPServer with the client sending rxTotal
+// bytes in all: if that is all phases A and B send, the client shuts its
+// side down too before it returns (the server is then in CLOSE_WAIT, its
+// receive queue holding phase B's bytes and the FIN).
+func startTCPServerRx(t *testing.T, addr string, rxTotal int) (*testutil.Victim, *tcpClient, int) {
 	port := freePort(t, addr)
-	v := testutil.StartVictim(t, "tcpsrv", addr, strconv.Itoa(port), strconv.Itoa(tcpRxTotal), strconv.Itoa(tcpTxTotal),
+	v := testutil.StartVictim(t, "tcpsrv", addr, strconv.Itoa(port), strconv.Itoa(rxTotal), strconv.Itoa(tcpTxTotal),
 		strconv.Itoa(tcpPhaseA), strconv.Itoa(tcpResumeTx))
 	v.WaitReady(t)
 	tc := dialTCPServer(t, addr, port)
+	tc.total = uint64(rxTotal)
 	werr := make(chan error, 1)
 	go func() { werr <- tc.write(tcpPhaseA) }()
 	if err := tc.read(tcpPhaseA); err != nil {
@@ -136,6 +148,12 @@ func startTCPServer(t *testing.T, addr string) (*testutil.Victim, *tcpClient, in
 	if err := tc.write(tcpPhaseB); err != nil {
 		t.Fatal(err)
 	}
+	if tc.tx == uint64(rxTotal) {
+		if err := tc.c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		tc.closed = true
+	}
 	testutil.WaitFor(t, 5*time.Second, "the server's kernel acknowledges the client's bytes", func() bool { return tc.outq(t) == 0 })
 	time.Sleep(100 * time.Millisecond)
 	return v, tc, port
@@ -147,11 +165,13 @@ func finishStream(t *testing.T, tc *tcpClient) {
 	t.Helper()
 	rerr := make(chan error, 1)
 	go func() { rerr <- tc.read(0) }()
-	if err := tc.write(tcpRxTotal - tc.tx); err != nil {
-		t.Fatalf("client write after %d bytes: %v", tc.tx, err)
-	}
-	if err := tc.c.CloseWrite(); err != nil {
-		t.Fatal(err)
+	if !tc.closed {
+		if err := tc.write(tc.total - tc.tx); err != nil {
+			t.Fatalf("client write after %d bytes: %v", tc.tx, err)
+		}
+		if err := tc.c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := <-rerr; err != nil {
 		t.Fatal(err)
@@ -303,4 +323,48 @@ func TestTCPHalfClosed(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond)
 	v.TermAndCheck(t)
+}
+
+// TestTCPPeerClosed: a connection the client has shut down (the server in
+// CLOSE_WAIT, the client's last bytes and its FIN not read yet) comes back
+// with both: the server reads every byte then EOF, and goes on writing
+// its stream to the client, which gets all of it.
+func TestTCPPeerClosed(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, addr := range []string{"127.0.0.1", "::1"} {
+		t.Run(addr, func(t *testing.T) {
+			v, tc, _ := startTCPServerRx(t, addr, tcpPhaseA+tcpPhaseB)
+			dir := t.TempDir()
+			testutil.Dump(t, v.Pid, dir, "--tcp-established")
+			v.Reap(t)
+			testutil.CheckImages(t, dir)
+			checkStreamImage(t, dir)
+			if st := connState(t, dir); st != 8 {
+				t.Fatalf("connection dumped in TCP state %d, want 8 (CLOSE_WAIT)", st)
+			}
+			testutil.RestoreDetached(t, dir, v, "--tcp-established")
+			finishStream(t, tc)
+			v.TermAndCheck(t)
+		})
+	}
+}
+
+// connState is the TCP state of the one connection of a dump.
+func connState(t *testing.T, dir string) uint32 {
+	t.Helper()
+	d, err := images.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fes, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fe := range fes {
+		if isk := fe.GetIsk(); isk != nil && isk.GetDstPort() != 0 {
+			return isk.GetState()
+		}
+	}
+	t.Fatal("no TCP connection in files.img")
+	return 0
 }
