@@ -21,7 +21,9 @@ type kind struct {
 	typ  fdinfo.FdTypes // the FileEntry type it opens
 	// A kind of fd may give entries of several types (a socket is a unix,
 	// inet, netlink or packet one): then one kind with only name and dump
-	// and one per type with only typ and open are registered.
+	// and one per type with only typ and open are registered. A kind with
+	// only write keeps an image about the tree's files as a whole (file
+	// locks).
 	// dump returns the entry of fd, whose id is fd.ID.
 	dump func(t *Table, fd *Fd) (*fdinfo.FileEntry, error)
 	// write, if set, writes the kind's own images once every fd of the

@@ -44,7 +44,7 @@ func init() {
 	// File locks are no kind of fd, but their image is written with the
 	// images of the kinds, once every fd of the tree is dumped. FdTypes
 	// UND is no type a files.img entry may have, so nothing opens this.
-	register(&kind{name: "file locks", typ: fdinfo.FdTypes_UND, write: writeLocks})
+	register(&kind{write: writeLocks})
 }
 
 // lockDump is the dump state: the locks found so far, and the ones
