@@ -323,3 +323,16 @@ func killAndReap(pid int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// DumpRestore is the round trip most tests make: dump v into a fresh
+// images dir (which kills it), reap it, decode every image with both
+// decoders, restore with -d. It returns the images dir.
+func DumpRestore(t testing.TB, v *Victim, dumpArgs ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	Dump(t, v.Pid, dir, dumpArgs...)
+	v.Reap(t)
+	CheckImages(t, dir)
+	RestoreDetached(t, dir, v)
+	return dir
+}

@@ -23,11 +23,7 @@ func TestAnonFds(t *testing.T) {
 	v.WaitReady(t)
 	// Let the periodic timer expire unread a few times before the dump.
 	time.Sleep(120 * time.Millisecond)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	v.Signal(t, unix.SIGUSR1)
 	testutil.WaitFor(t, 2*time.Second, "SIGUSR1 pending in ShdPnd", func() bool {
 		st, err := testutil.Status(v.Pid)

@@ -18,11 +18,7 @@ func TestFiles(t *testing.T) {
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "files", work)
 	v.WaitReady(t)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	v.TermAndCheck(t)
 
 	m, err := os.ReadFile(filepath.Join(work, "m.bin"))

@@ -17,11 +17,7 @@ func TestFPURegisters(t *testing.T) {
 	v := testutil.StartVictim(t, "fpu", mode)
 	v.WaitReady(t)
 	time.Sleep(200 * time.Millisecond)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 
 	// Let it spin: a lost register ends it with exit 1 at once.
 	time.Sleep(300 * time.Millisecond)

@@ -18,11 +18,7 @@ func TestInotify(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "inotify", t.TempDir())
 	v.WaitReady(t)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	v.TermAndCheck(t)
 }
 
@@ -35,11 +31,7 @@ func TestFanotify(t *testing.T) {
 	mnt := fanotifyMount(t)
 	v := testutil.StartVictim(t, "fanotify", t.TempDir(), mnt)
 	v.WaitReady(t)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	v.TermAndCheck(t)
 }
 

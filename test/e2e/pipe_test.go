@@ -32,11 +32,7 @@ func TestFIFOs(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "fifo", t.TempDir())
 	v.WaitReady(t)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	v.TermAndCheck(t)
 }
 

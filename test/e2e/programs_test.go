@@ -45,11 +45,7 @@ func TestSleep(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartProgram(t, program(t, "sleep"), "1000")
 	waitSleeping(t, v.Pid)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 
 	time.Sleep(300 * time.Millisecond)
 	if !testutil.ProcessAlive(v.Pid) {
@@ -168,11 +164,7 @@ func TestTailFollow(t *testing.T) {
 		})
 	}
 	waitLog("line 1 before the dump")
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 
 	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {

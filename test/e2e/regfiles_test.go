@@ -18,11 +18,7 @@ func TestRegFileFlags(t *testing.T) {
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghost", work, "flags", "procsys", "dirfd")
 	v.WaitReady(t)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	v.TermAndCheck(t)
 }
 

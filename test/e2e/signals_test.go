@@ -21,11 +21,7 @@ func TestSignals(t *testing.T) {
 	v := testutil.StartVictim(t, "signals", strconv.Itoa(os.Getpid()))
 	v.WaitReady(t)
 	sendPendingUSR2(t, v)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 
 	st, err := testutil.Status(v.Pid)
 	if err != nil {

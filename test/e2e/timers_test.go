@@ -19,11 +19,7 @@ func TestTimers(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "timers")
 	v.WaitReady(t)
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir)
-	v.Reap(t)
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
+	testutil.DumpRestore(t, v)
 	time.Sleep(1500 * time.Millisecond)
 	if !testutil.ProcessAlive(v.Pid) {
 		t.Fatalf("the restored timers victim ended by itself: exit %d\n%s", v.Wait(t, time.Second), v.LogTail())
