@@ -1,0 +1,64 @@
+package netlock
+
+import (
+	"encoding/binary"
+	"fmt"
+	"iter"
+	"net/netip"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"golang.org/x/sys/unix"
+)
+
+// TCP states of a connection whose packets the lock drops
+// (include/net/tcp_states.h): not listening, not closed.
+const (
+	tcpClose  = 7
+	tcpListen = 10
+)
+
+// ConnsOf reads the connections to lock from the entries of files.img:
+// the TCP sockets (INETSK entries) that have a peer, by criu's fields
+// family, proto, state, src_addr/src_port (the local end) and
+// dst_addr/dst_port (the peer). A restore reads them there, so that it
+// locks and unlocks the right ones on any host.
+func ConnsOf(entries iter.Seq[*fdinfo.FileEntry]) ([]Conn, error) {
+	var conns []Conn
+	for fe := range entries {
+		ie := fe.GetIsk()
+		if fe.GetType() != fdinfo.FdTypes_INETSK || ie == nil || ie.GetProto() != unix.IPPROTO_TCP {
+			continue
+		}
+		if st := ie.GetState(); st == tcpClose || st == tcpListen || ie.GetDstPort() == 0 {
+			continue
+		}
+		local, err := addrPort(ie.GetFamily(), ie.GetSrcAddr(), ie.GetSrcPort())
+		if err != nil {
+			return nil, fmt.Errorf("files.img: inet socket id %d: local address: %w", fe.GetId(), err)
+		}
+		remote, err := addrPort(ie.GetFamily(), ie.GetDstAddr(), ie.GetDstPort())
+		if err != nil {
+			return nil, fmt.Errorf("files.img: inet socket id %d: peer address: %w", fe.GetId(), err)
+		}
+		conns = append(conns, Conn{Local: local, Remote: remote})
+	}
+	return conns, nil
+}
+
+// addrPort decodes criu's address words: the bytes of the address in
+// network order, read as host-order (little-endian) u32s.
+func addrPort(family uint32, words []uint32, port uint32) (netip.AddrPort, error) {
+	n := map[uint32]int{unix.AF_INET: 1, unix.AF_INET6: 4}[family]
+	if n == 0 {
+		return netip.AddrPort{}, fmt.Errorf("family %d is not inet", family)
+	}
+	if len(words) != n || port > 0xffff {
+		return netip.AddrPort{}, fmt.Errorf("%d address words and port %d for family %d: corrupt entry", len(words), port, family)
+	}
+	b := make([]byte, 0, 16)
+	for _, w := range words {
+		b = binary.LittleEndian.AppendUint32(b, w)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return netip.AddrPortFrom(a, uint16(port)), nil
+}

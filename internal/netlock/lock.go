@@ -1,0 +1,209 @@
+package netlock
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/google/nftables"
+)
+
+// Mode is criu's --network-lock: how the connections are locked.
+type Mode string
+
+const (
+	// Nftables locks with a table of stasis' own (the default).
+	Nftables Mode = "nftables"
+	// Skip does not lock: the user keeps the peers quiet some other way.
+	Skip Mode = "skip"
+)
+
+// ParseMode parses --network-lock; "" is the default, nftables.
+func ParseMode(s string) (Mode, error) {
+	switch Mode(s) {
+	case "", Nftables:
+		return Nftables, nil
+	case Skip:
+		return Skip, nil
+	case "iptables":
+		return "", fmt.Errorf("--network-lock iptables: stasis locks with nftables only (through netlink, no binary needed); use --network-lock nftables, or skip")
+	}
+	return "", fmt.Errorf("--network-lock %q: want nftables or skip", s)
+}
+
+// Conn is one TCP connection, seen from the tree's side.
+type Conn struct {
+	Local, Remote netip.AddrPort
+}
+
+func (c Conn) String() string { return c.Local.String() + " -> " + c.Remote.String() }
+
+// TableName is the name of the persistent lock of the tree whose root
+// has pid (its pid in the images): "inet stasis-PID".
+func TableName(pid int) string { return fmt.Sprintf("stasis-%d", pid) }
+
+// Lock is the lock of one tree's connections, held by this stasis.
+// The zero of a skipped lock is a nil *Lock, whose methods do nothing.
+type Lock struct {
+	pid   int
+	log   *slog.Logger
+	nft   *nftables.Conn // lasting: its socket owns the table
+	table *ruleset       // the table owned by this stasis, once a connection is locked
+	conns []Conn
+	// persisted: the connections are in the persistent table, and the
+	// owned one is gone.
+	persisted bool
+}
+
+// New returns the lock of the tree whose root has pid, in stasis'
+// network namespace, or nil for mode Skip. Nothing is locked (and no
+// netlink socket opened) before the first Add.
+func New(mode Mode, pid int, log *slog.Logger) *Lock {
+	if mode == Skip {
+		return nil
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Lock{pid: pid, log: log}
+}
+
+// Add drops the packets of c from now on.
+func (l *Lock) Add(c Conn) error {
+	if l == nil {
+		return nil
+	}
+	if l.persisted {
+		return fmt.Errorf("network lock of pid %d: connection %s added after the lock was made persistent", l.pid, c)
+	}
+	if l.table == nil {
+		if err := l.open(); err != nil {
+			return err
+		}
+	}
+	if err := l.table.add(l.nft, c); err != nil {
+		return fmt.Errorf("network lock %s: lock connection %s: %w", l.table.name, c, err)
+	}
+	l.conns = append(l.conns, c)
+	l.log.Debug("connection locked", "conn", c.String(), "table", l.table.name)
+	return nil
+}
+
+// open creates the table this stasis owns: the kernel deletes it with
+// the netlink socket, that is when stasis exits, whatever the way.
+func (l *Lock) open() error {
+	name := fmt.Sprintf("%s-by-%d", TableName(l.pid), os.Getpid())
+	owner, err := dialOwner()
+	if err != nil {
+		return fmt.Errorf("network lock %s: %w", name, err)
+	}
+	t := newRuleset(name)
+	if err := createOwnedTable(owner.nl, name); err != nil {
+		owner.nft.CloseLasting()
+		return fmt.Errorf("network lock %s: %w (run with --network-lock skip to dump without it)", name, err)
+	}
+	err = t.build(owner.nft, nil)
+	if err == nil {
+		err = owner.nft.Flush()
+	}
+	if err != nil {
+		owner.nft.CloseLasting()
+		return fmt.Errorf("network lock %s: create its sets and chains: %w", name, err)
+	}
+	l.nft, l.table = owner.nft, t
+	return nil
+}
+
+// Persist makes the lock outlive stasis: the table "stasis-PID" takes
+// the place of the owned one in one transaction, so that no packet gets
+// through in between. A lock left there by an earlier dump of the same
+// pid is replaced. Without connections, there is nothing to keep.
+func (l *Lock) Persist() error {
+	if l == nil || l.table == nil || l.persisted {
+		return nil
+	}
+	p := newRuleset(TableName(l.pid))
+	err := p.replace(l.nft, l.conns)
+	if err == nil {
+		l.nft.DelTable(l.table.table)
+		err = l.nft.Flush()
+	}
+	if err != nil {
+		return fmt.Errorf("network lock: make it persistent as table inet %s: %w", p.name, err)
+	}
+	l.persisted = true
+	l.log.Info("network locked until the restore", "table", "inet "+p.name, "connections", len(l.conns))
+	return l.close()
+}
+
+// Release lets the connections' packets through again, unless Persist
+// made the lock outlive stasis. It is called once the tree runs again
+// (its sockets out of repair mode) or is gone.
+func (l *Lock) Release() error {
+	if l == nil || l.nft == nil {
+		return nil
+	}
+	l.nft.DelTable(l.table.table)
+	err := l.nft.Flush()
+	if err != nil {
+		err = fmt.Errorf("network lock: delete table inet %s: %w (it goes with stasis anyway)", l.table.name, err)
+	}
+	if l.conns != nil {
+		l.log.Info("network unlocked", "connections", len(l.conns))
+	}
+	return errors.Join(err, l.close())
+}
+
+func (l *Lock) close() error {
+	err := l.nft.CloseLasting()
+	l.nft = nil
+	return err
+}
+
+// Unlock deletes the persistent lock of the tree whose root had pid, if
+// there is one: the restore calls it once the restored connections run,
+// or once it has failed (their peers should get resets then).
+func Unlock(pid int) error {
+	name := TableName(pid)
+	nft, err := nftables.New()
+	if err != nil {
+		return fmt.Errorf("network unlock %s: %w", name, err)
+	}
+	tables, err := nft.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return fmt.Errorf("network unlock: list nftables tables: %w", err)
+	}
+	for _, t := range tables {
+		if t.Name == name {
+			nft.DelTable(t)
+			if err := nft.Flush(); err != nil {
+				return fmt.Errorf("network unlock: delete table inet %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Tables lists the lock tables of this network namespace (persistent and
+// held by a running stasis), for tests and diagnostics.
+func Tables(nft *nftables.Conn) ([]string, error) {
+	if nft == nil {
+		var err error
+		if nft, err = nftables.New(); err != nil {
+			return nil, err
+		}
+	}
+	tables, err := nft.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, fmt.Errorf("list nftables tables: %w", err)
+	}
+	var names []string
+	for _, t := range tables {
+		if isLockTable(t.Name) {
+			names = append(names, t.Name)
+		}
+	}
+	return names, nil
+}
