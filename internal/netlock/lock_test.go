@@ -284,7 +284,6 @@ func TestParseMode(t *testing.T) {
 	}
 }
 
-
 // helperEnv makes the test binary a process that locks a connection in
 // a network namespace of its own and waits to be killed.
 const helperEnv = "NETLOCK_TEST_HELPER"
