@@ -5,11 +5,13 @@
 package stasis
 
 import (
+	"fmt"
 	"log/slog"
 
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/restore"
 )
 
@@ -22,6 +24,10 @@ type DumpOptions struct {
 	LeaveRunning bool   // -R/--leave-running: the tree continues untouched
 	LeaveStopped bool   // -s/--leave-stopped: the tree is left stopped (SIGSTOP)
 	ShellJob     bool   // -j/--shell-job: the tree's session leader is outside it
+	// NetworkLock (--network-lock): "nftables" (the default, also "") drops
+	// the packets of the tree's TCP connections until they are restored;
+	// "skip" does not.
+	NetworkLock string
 	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
 	Files FileDumpOptions
 	Log   *slog.Logger
@@ -46,6 +52,10 @@ type RestoreOptions struct {
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
 	ShellJob  bool   // -j/--shell-job: restore into the caller's session
 	PidNS     bool   // --pidns: restore into a new pid namespace with the original pids
+	// NetworkLock (--network-lock): "nftables" (the default, also "") locks
+	// the connections during the restore and removes the dump's lock once
+	// they run; "skip" touches no lock.
+	NetworkLock string
 	// Files: --inherit-fd, -l/--file-locks, --file-validation.
 	Files FileRestoreOptions
 	Log   *slog.Logger
@@ -57,10 +67,14 @@ type Restored = restore.Restored
 // Dump checkpoints the tree rooted at opts.Pid. On failure the tree is
 // left running exactly as it was.
 func Dump(opts DumpOptions) error {
+	lock, err := netlock.ParseMode(opts.NetworkLock)
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
 	return dump.Dump(dump.Options{
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
-		ShellJob: opts.ShellJob, Files: opts.Files, Log: opts.Log,
+		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
 	})
 }
 
@@ -68,9 +82,13 @@ func Dump(opts DumpOptions) error {
 // task is a child of the calling process: Restored.Wait reaps it. On
 // failure no task of the tree is left behind.
 func Restore(opts RestoreOptions) (*Restored, error) {
+	lock, err := netlock.ParseMode(opts.NetworkLock)
+	if err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	return restore.Restore(restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Files: opts.Files, Log: opts.Log,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
 	})
 }
 

@@ -62,6 +62,7 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVar(&o.Files.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
 	f.BoolVar(&o.Files.SkipInFlight, "skip-in-flight", false, "skip TCP connections not yet accepted")
 	f.StringArrayVar(&o.Files.External, "external", nil, "an object outside the tree the dump accepts, e.g. pipe:[INO] (repeatable)")
+	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

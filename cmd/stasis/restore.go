@@ -72,6 +72,7 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.Files.TCPClose, "tcp-close", false, "restore established TCP connections closed")
 	f.StringVar(&o.Files.FileValidation, "file-validation", "filesize", "how reopened files are checked to be the dumped ones: filesize or buildid")
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
+	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

@@ -20,6 +20,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
@@ -32,8 +33,11 @@ type Options struct {
 	LeaveRunning bool
 	LeaveStopped bool
 	ShellJob     bool
-	Files        files.DumpOptions
-	Log          *slog.Logger
+	// NetworkLock drops the packets of the tree's TCP connections from
+	// the moment each is dumped until the restore (see netlock).
+	NetworkLock netlock.Mode
+	Files       files.DumpOptions
+	Log         *slog.Logger
 }
 
 // Sentinel errors of refused dumps.
@@ -63,6 +67,7 @@ type dumper struct {
 	all     []*process // every process seized, parents first
 	ids     idAlloc
 	seccomp core.SeccompTable
+	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
 	stats   statsTimes
 }
@@ -80,12 +85,21 @@ func Dump(opts Options) error {
 	d := &dumper{opts: opts, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
+	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
+		opts.Files.OnConnection = func(c files.Conn) error { return d.lock.Add(netlock.Conn(c)) }
+	}
 	d.files = files.NewTable(opts.Files, func() int { return d.ids.next("pages") })
 	return ptrace.RunLocked(d.run)
 }
 
 func (d *dumper) run() (err error) {
 	d.stats.start = time.Now()
+	// First deferred, so last run: once the tree is resumed or killed.
+	defer func() {
+		if lerr := d.lock.Release(); lerr != nil {
+			d.log.Warn("network unlock", "err", lerr)
+		}
+	}()
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}
@@ -404,6 +418,13 @@ func pagesName(id int) string { return "pages-" + strconv.Itoa(id) + ".img" }
 // finish lets the tree go the way the options ask: killed (the default),
 // left running (-R) or left stopped (-s).
 func (d *dumper) finish() error {
+	// A tree that does not go on keeps its connections locked until the
+	// restore: the lock outlives stasis from here.
+	if !d.opts.LeaveRunning {
+		if err := d.lock.Persist(); err != nil {
+			return err
+		}
+	}
 	if d.opts.LeaveRunning || d.opts.LeaveStopped {
 		return d.resume()
 	}

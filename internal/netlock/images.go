@@ -2,8 +2,10 @@ package netlock
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"iter"
+	"log/slog"
 	"net/netip"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -61,4 +63,40 @@ func addrPort(family uint32, words []uint32, port uint32) (netip.AddrPort, error
 	}
 	a, _ := netip.AddrFromSlice(b)
 	return netip.AddrPortFrom(a, uint16(port)), nil
+}
+
+// ForRestore locks, for the duration of a restore, the connections of
+// the images of the tree whose root had pid: on another host, nothing
+// drops their packets before this lock. Unlock removes it with the
+// dump's persistent one.
+func ForRestore(mode Mode, pid int, entries iter.Seq[*fdinfo.FileEntry], log *slog.Logger) (*Lock, error) {
+	l := New(mode, pid, log)
+	if l == nil {
+		return nil, nil
+	}
+	conns, err := ConnsOf(entries)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range conns {
+		if err := l.Add(c); err != nil {
+			return nil, errors.Join(err, l.Release())
+		}
+	}
+	return l, nil
+}
+
+// Unlock ends a restore's lock: this stasis' table and the persistent
+// one of the dump. It runs once the restored sockets have left repair
+// mode and the tasks run, or once the restore has failed and killed
+// them (their peers get resets then, as they should).
+func (l *Lock) Unlock() error {
+	if l == nil || l.conns == nil {
+		return nil
+	}
+	err := Unlock(l.pid)
+	if err != nil {
+		err = fmt.Errorf("%w; the connections of pid %d stay locked: remove the lock with `nft delete table inet %s`", err, l.pid, TableName(l.pid))
+	}
+	return errors.Join(err, l.Release())
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
@@ -30,8 +32,11 @@ type Options struct {
 	// gets its original pid whatever this host uses. A small init (stasis
 	// itself) is the namespace's pid 1 and the root's parent.
 	PidNS bool
-	Files files.RestoreOptions
-	Log   *slog.Logger
+	// NetworkLock locks the tree's TCP connections while it is restored
+	// and unlocks them (with the dump's lock) once it runs.
+	NetworkLock netlock.Mode
+	Files       files.RestoreOptions
+	Log         *slog.Logger
 }
 
 // Restored is a restored tree that runs on its own.
@@ -127,6 +132,17 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
+	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), maps.Values(r.imgs.files), r.log)
+	if err != nil {
+		return nil, err
+	}
+	// Last: after the rollback, or once the tasks run with their sockets
+	// out of repair mode (criu's network_unlock).
+	defer func() {
+		if uerr := lock.Unlock(); uerr != nil {
+			r.log.Error("network unlock", "err", uerr)
+		}
+	}()
 	defer func() {
 		if err != nil {
 			r.rollback()
