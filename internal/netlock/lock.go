@@ -102,7 +102,7 @@ func (l *Lock) open() error {
 	t := newRuleset(name)
 	if err := createOwnedTable(owner.nl, name); err != nil {
 		owner.nft.CloseLasting()
-		return fmt.Errorf("network lock %s: %w (run with --network-lock skip to dump without it)", name, err)
+		return fmt.Errorf("network lock %s: %w (--network-lock skip goes without the lock)", name, err)
 	}
 	err = t.build(owner.nft, nil)
 	if err == nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/netlock"
@@ -20,9 +21,9 @@ import (
 // locksOf lists the nftables lock tables of the tree whose root is pid:
 // the persistent "stasis-PID" and those of a running stasis,
 // "stasis-PID-by-SELF". Other tests may lock other pids meanwhile.
-func locksOf(t *testing.T, pid int) []string {
+func locksOf(t *testing.T, nft *nftables.Conn, pid int) []string {
 	t.Helper()
-	all, err := netlock.Tables(nil)
+	all, err := netlock.Tables(nft)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,14 +39,14 @@ func locksOf(t *testing.T, pid int) []string {
 
 func requireNoLock(t *testing.T, pid int, when string) {
 	t.Helper()
-	if l := locksOf(t, pid); len(l) != 0 {
+	if l := locksOf(t, nil, pid); len(l) != 0 {
 		t.Fatalf("lock tables %v left %s", l, when)
 	}
 }
 
 func requirePersistentLock(t *testing.T, pid int) {
 	t.Helper()
-	if l := locksOf(t, pid); !slices.Equal(l, []string{netlock.TableName(pid)}) {
+	if l := locksOf(t, nil, pid); !slices.Equal(l, []string{netlock.TableName(pid)}) {
 		t.Fatalf("lock tables after the dump: %v, want [%s]", l, netlock.TableName(pid))
 	}
 }
@@ -186,12 +187,12 @@ func TestNetworkLockKilledDump(t *testing.T) {
 	defer cmd.Process.Kill()
 	own := netlock.TableName(v.Pid) + "-by-" + strconv.Itoa(cmd.Process.Pid)
 	testutil.WaitFor(t, 10*time.Second, "the dump locks the connection", func() bool {
-		return slices.Contains(locksOf(t, v.Pid), own)
+		return slices.Contains(locksOf(t, nil, v.Pid), own)
 	})
 	time.Sleep(200 * time.Millisecond) // into the pages, blocked on the FIFO
 	cmd.Process.Signal(syscall.SIGKILL)
 	cmd.Wait()
 	testutil.WaitFor(t, 2*time.Second, "the lock goes with the killed stasis", func() bool {
-		return len(locksOf(t, v.Pid)) == 0
+		return len(locksOf(t, nil, v.Pid)) == 0
 	})
 }
