@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/netlock"
 )
 
 // The peer's FIN of a half-closed connection (CLOSE_WAIT, LAST_ACK,
@@ -66,6 +68,10 @@ func sendPeerFin(local, remote netip.AddrPort, seq, ack uint32, win uint16) erro
 		return fmt.Errorf("send the peer's FIN: %w", os.NewSyscallError("socket SOCK_RAW", err))
 	}
 	defer unix.Close(fd)
+	// The network lock drops the peer's packets, but not this one.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, netlock.SoccrMark); err != nil {
+		return fmt.Errorf("send the peer's FIN: %w", os.NewSyscallError("setsockopt SO_MARK", err))
+	}
 	if err := unix.Sendto(fd, pkt, 0, sa); err != nil {
 		return fmt.Errorf("send the peer's FIN: %w", os.NewSyscallError("sendto", err))
 	}

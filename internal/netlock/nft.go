@@ -20,6 +20,11 @@ const nftTableFOwner = 0x2
 // (-300), conntrack (-200) and every filter (0).
 const lockPriority nftables.ChainPriority = -350
 
+// SoccrMark is criu's SOCCR_MARK: packets that stasis itself sends to a
+// locked connection (the peer's FIN replayed from a raw socket, see
+// internal/files/tcpfin.go) carry it (SO_MARK) and pass the lock.
+const SoccrMark = 0xC114
+
 // nftReg32 is NFT_REG32_00, the first 32-bit register: a concatenated
 // key is loaded into consecutive ones, each field padded to 4 bytes.
 const nftReg32 = 8
@@ -86,7 +91,7 @@ func (r *ruleset) build(nft *nftables.Conn, conns []Conn) error {
 	return nil
 }
 
-// dropExprs is "meta nfproto F meta l4proto tcp LOCAL-ADDR . LOCAL-PORT
+// dropExprs is "meta mark != SoccrMark meta nfproto F meta l4proto tcp LOCAL-ADDR . LOCAL-PORT
 // . PEER-ADDR . PEER-PORT @set drop". The addresses of an IP header are
 // the source at saddrOff and the destination right after it; the ports
 // are the first two fields of the TCP header.
@@ -100,6 +105,8 @@ func dropExprs(set *nftables.Set, nfproto byte, saddrOff, alen uint32, local, pe
 		reg += alen/4 + 1
 	}
 	return append(append([]expr.Any{
+		&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binary.NativeEndian.AppendUint32(nil, SoccrMark)},
 		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
