@@ -132,7 +132,7 @@ func tcpDumpOf(t *Table) *tcpDump {
 }
 
 func init() {
-	register(&kind{name: "tcp-stream", write: writeTCPStreams})
+	register(&kind{write: writeTCPStreams})
 }
 
 func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
