@@ -262,7 +262,7 @@ http {
 	}
 }
 `, work, port, html))
-	v := testutil.StartProgram(t, program(t, "nginx"), "-p", work, "-c", conf, "-e", filepath.Join(work, "error.log"))
+	v := testutil.StartProgram(t, sbinProgram(t, "nginx"), "-p", work, "-c", conf, "-e", filepath.Join(work, "error.log"))
 	waitListening(t, v, port)
 	testutil.WaitFor(t, 10*time.Second, "nginx to have its worker", func() bool {
 		ts, err := testutil.Tree(v.Pid)
@@ -301,6 +301,15 @@ http {
 		b, _ := os.ReadFile(filepath.Join(work, "access.log"))
 		return bytes.Count(b, []byte("\n")) == 6
 	})
+}
+
+// sbinProgram is program for a daemon installed in /usr/sbin, which a
+// user's PATH may lack.
+func sbinProgram(t *testing.T, name string) string {
+	if p := "/usr/sbin/" + name; fileExists(p) {
+		return p
+	}
+	return program(t, name)
 }
 
 // readTail is the end of a log file, for failure messages.
