@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"time"
 
@@ -488,6 +489,19 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 	if sndFinSent(state) {
 		sent, unsent = outq, nil
 	}
+	// The original socket held the whole queue within its send buffer,
+	// but in buffers of its own sizes: refilled here, the same bytes may
+	// take more of it (the skbs' truesize), the dumped sndbuf falls a few
+	// KiB short and the unsent bytes could only wait, after repair, for
+	// the peer to open its window, which an idle client never does. The
+	// buffer grows for the refill and gets its size back in finishTCPConn:
+	// the writer then waits for the peer, as it did.
+	var buf *sndbuf
+	if len(outq) > 0 {
+		if buf, err = growSndbuf(fd, len(outq)); err != nil {
+			return err
+		}
+	}
 	if err := fillQueue(fd, tcpSendQueue, sent); err != nil {
 		return fmt.Errorf("refill send queue (%d bytes): %w", len(sent), err)
 	}
@@ -548,7 +562,7 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 			return nil
 		}
 		done = true
-		if err := finishTCPConn(keep, ie, unsent); err != nil {
+		if err := finishTCPConn(keep, ie, unsent, buf); err != nil {
 			return fmt.Errorf("TCP connection %s -> %s: %w", ends.local, ends.remote, err)
 		}
 		return nil
@@ -590,8 +604,9 @@ func waitTCPState(fd int, want uint32) error {
 
 // finishTCPConn ends repair mode on a restored connection, just before
 // its tasks run: the options that push data, SO_REUSEADDR (cleared by
-// leaving repair mode), then the data never sent.
-func finishTCPConn(fd int, ie *sk_inet.InetSkEntry, unsent []byte) error {
+// leaving repair mode), then the data never sent, and the send buffer's
+// size as dumped if it grew for the refill (buf).
+func finishTCPConn(fd int, ie *sk_inet.InetSkEntry, unsent []byte, buf *sndbuf) error {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR off", err)
 	}
@@ -622,6 +637,46 @@ func finishTCPConn(fd int, ie *sk_inet.InetSkEntry, unsent []byte) error {
 			return fmt.Errorf("queue %d bytes never sent: %w", len(unsent), os.NewSyscallError("send", err))
 		}
 		unsent = unsent[n:]
+	}
+	if buf != nil {
+		return buf.restore(fd)
+	}
+	return nil
+}
+
+// sndbuf is a socket's send buffer size and SO_BUF_LOCK, to set back.
+type sndbuf struct{ size, lock int }
+
+// growSndbuf makes room for n more bytes (twice that, for the skbs'
+// overhead) in the send buffer of fd and returns what it was.
+func growSndbuf(fd, n int) (*sndbuf, error) {
+	size, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF)
+	if err != nil {
+		return nil, os.NewSyscallError("getsockopt SO_SNDBUF", err)
+	}
+	lock, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, soBufLock)
+	if err != nil {
+		lock = -1 // a kernel before 5.14: SO_SNDBUFFORCE below locks it, as restoreSockOpts did
+	}
+	// The kernel doubles the value (and caps it at INT_MAX).
+	want := min(int64(size)+2*int64(n), math.MaxInt32) / 2
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, int(want)); err != nil {
+		return nil, fmt.Errorf("grow the send buffer to refill %d bytes: %w", n, os.NewSyscallError("setsockopt SO_SNDBUFFORCE", err))
+	}
+	return &sndbuf{size: size, lock: lock}, nil
+}
+
+// restore sets the send buffer back to what growSndbuf found. Bytes
+// queued beyond it stay: they go out as the peer acknowledges, and the
+// writer waits until the queue is below the size again.
+func (b *sndbuf) restore(fd int) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, b.size/2); err != nil {
+		return fmt.Errorf("set the send buffer back to %d bytes: %w", b.size, os.NewSyscallError("setsockopt SO_SNDBUFFORCE", err))
+	}
+	if b.lock >= 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, soBufLock, b.lock); err != nil {
+			return os.NewSyscallError("setsockopt SO_BUF_LOCK", err)
+		}
 	}
 	return nil
 }
