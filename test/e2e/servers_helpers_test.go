@@ -186,43 +186,70 @@ func newRESP(c net.Conn) *resp { return &resp{c: c, br: bufio.NewReader(c)} }
 // text, a bulk string's bytes, "(nil)" for a null bulk; an error reply is
 // an error.
 func (r *resp) do(args ...string) (string, error) {
+	if err := r.send(args...); err != nil {
+		return "", err
+	}
+	return r.reply(args[0], 10*time.Second)
+}
+
+// send sends a command without waiting for its reply.
+func (r *resp) send(args ...string) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "*%d\r\n", len(args))
 	for _, a := range args {
 		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
 	}
-	r.c.SetDeadline(time.Now().Add(10 * time.Second))
+	r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(r.c, b.String()); err != nil {
-		return "", fmt.Errorf("%s: send: %w", args[0], err)
+		return fmt.Errorf("%s: send: %w", args[0], err)
 	}
+	return nil
+}
+
+// reply reads the reply to the command cmd; an array is its elements
+// joined by spaces.
+func (r *resp) reply(cmd string, timeout time.Duration) (string, error) {
+	r.c.SetReadDeadline(time.Now().Add(timeout))
 	line, err := r.br.ReadString('\n')
 	if err != nil {
-		return "", fmt.Errorf("%s: read the reply: %w", args[0], err)
+		return "", fmt.Errorf("%s: read the reply: %w", cmd, err)
 	}
 	line = strings.TrimSuffix(line, "\r\n")
 	if line == "" {
-		return "", fmt.Errorf("%s: empty reply line", args[0])
+		return "", fmt.Errorf("%s: empty reply line", cmd)
 	}
 	switch line[0] {
 	case '+', ':':
 		return line[1:], nil
 	case '-':
-		return "", fmt.Errorf("%s: server error %q", args[0], line[1:])
+		return "", fmt.Errorf("%s: server error %q", cmd, line[1:])
 	case '$':
 		n, err := strconv.Atoi(line[1:])
 		if err != nil {
-			return "", fmt.Errorf("%s: bad bulk length %q", args[0], line)
+			return "", fmt.Errorf("%s: bad bulk length %q", cmd, line)
 		}
 		if n < 0 {
 			return "(nil)", nil
 		}
 		buf := make([]byte, n+2)
 		if _, err := io.ReadFull(r.br, buf); err != nil {
-			return "", fmt.Errorf("%s: read %d bulk bytes: %w", args[0], n, err)
+			return "", fmt.Errorf("%s: read %d bulk bytes: %w", cmd, n, err)
 		}
 		return string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n < 0 {
+			return "(nil)", err
+		}
+		elems := make([]string, n)
+		for i := range elems {
+			if elems[i], err = r.reply(cmd, timeout); err != nil {
+				return "", err
+			}
+		}
+		return strings.Join(elems, " "), nil
 	}
-	return "", fmt.Errorf("%s: reply %q not handled by this client", args[0], line)
+	return "", fmt.Errorf("%s: reply %q not handled by this client", cmd, line)
 }
 
 // must is do that fails the test on error.

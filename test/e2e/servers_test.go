@@ -17,6 +17,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // Real servers, each with a client that keeps its connection across the
@@ -27,8 +28,10 @@ import (
 // sent to a port nobody holds would be answered by a reset.
 
 // serverRoundTrip dumps the tree of v with its connections, checks the
-// images, restores it and returns the restored tree; it logs the figures.
-func serverRoundTrip(t *testing.T, v *testutil.Victim) []testutil.Task {
+// images, restores it and returns the bytes the server's connections had
+// in their send queues at the dump and the restored tree; it logs the
+// figures.
+func serverRoundTrip(t *testing.T, v *testutil.Victim) (int, []testutil.Task) {
 	t.Helper()
 	tree := testutil.TrackTree(t, v.Pid)
 	t.Logf("server tree:\n%s", testutil.FormatTree(tree))
@@ -38,14 +41,14 @@ func serverRoundTrip(t *testing.T, v *testutil.Victim) []testutil.Task {
 	testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 	size := dirSize(t, dir)
 	testutil.CheckImages(t, dir)
-	logStreams(t, dir)
+	outq := logStreams(t, dir)
 	start := time.Now()
 	testutil.RestoreDetached(t, dir, v, "--tcp-established")
 	got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
 	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 	t.Logf("%d process(es), %d thread(s): dump %v, restore %v, images %.1f MiB",
 		len(tree), threadCount(tree), r.Took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), float64(size)/(1<<20))
-	return got
+	return outq, got
 }
 
 func threadCount(tree []testutil.Task) int {
@@ -102,15 +105,20 @@ func TestServerPythonHTTP(t *testing.T) {
 	if d.total != size {
 		t.Fatalf("Content-Length %d, want %d", d.total, size)
 	}
-	if err := d.read(32<<20, 5*time.Millisecond); err != nil {
-		t.Fatal(err)
+	// Twice: the second dump is of the restored server, its connection
+	// the one the first restore repaired.
+	for _, at := range []int64{32 << 20, 96 << 20} {
+		if err := d.read(at, 5*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		// The client stops reading: the server fills both socket
+		// buffers and blocks in its write.
+		time.Sleep(500 * time.Millisecond)
+		if outq, _ := serverRoundTrip(t, v); outq == 0 {
+			t.Errorf("the server had nothing queued to the client at the dump, %d MiB into the download: not mid-way", at>>20)
+		}
 	}
-	// The client stops reading: the server fills both socket buffers and
-	// blocks in its write.
-	time.Sleep(500 * time.Millisecond)
 	at := d.got
-	serverRoundTrip(t, v)
-
 	start := time.Now()
 	if err := d.read(-1, time.Millisecond); err != nil {
 		t.Fatal(err)
@@ -121,7 +129,7 @@ func TestServerPythonHTTP(t *testing.T) {
 	if got := d.h.Sum(nil); !bytes.Equal(got, want[:]) {
 		t.Fatalf("sha256 of the download %x, want the file's %x", got, want)
 	}
-	t.Logf("download: %d MiB read before the dump, the other %d MiB after the restore in %v, sha256 matches",
+	t.Logf("download: %d MiB read before the last dump, the other %d MiB after its restore in %v, sha256 matches",
 		at>>20, (size-at)>>20, time.Since(start).Round(time.Millisecond))
 
 	// http.server speaks HTTP/1.0: one request per connection.
@@ -173,6 +181,15 @@ databases 2
 	r.must(t, "HSET", "hash", "f1", "v1", "f2", "v2")
 	r.must(t, "INCRBY", "counter", "41")
 	r.must(t, "SET", "later", "x", "EX", "3600")
+	// A second client blocks in BLPOP across the checkpoint: redis keeps
+	// it in its list of blocked clients, the client just waits.
+	blocked := newRESP(dialServer(t, port))
+	if err := blocked.send("BLPOP", "queue", "0"); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "redis to count a blocked client", func() bool {
+		return strings.Contains(r.must(t, "INFO", "clients"), "blocked_clients:1")
+	})
 
 	serverRoundTrip(t, v)
 
@@ -218,6 +235,22 @@ databases 2
 	n.must(t, "SET", "after", "restore")
 	if got := r.must(t, "GET", "after"); got != "restore" {
 		t.Errorf("the kept connection does not see the new connection's key: %q", got)
+	}
+	n.must(t, "RPUSH", "queue", "job-1")
+	if got, err := blocked.reply("BLPOP", 5*time.Second); err != nil || got != "queue job-1" {
+		t.Errorf("the client blocked in BLPOP across the checkpoint got %q, %v; want queue job-1", got, err)
+	}
+
+	// The restored server forks: BGSAVE writes the data set from a child.
+	r.must(t, "BGSAVE")
+	testutil.WaitFor(t, 20*time.Second, "the restored redis's BGSAVE child to finish", func() bool {
+		return strings.Contains(r.must(t, "INFO", "persistence"), "rdb_bgsave_in_progress:0")
+	})
+	if info := r.must(t, "INFO", "persistence"); !strings.Contains(info, "rdb_last_bgsave_status:ok") {
+		t.Errorf("BGSAVE after the restore failed:\n%s\n%s", info, v.LogTail())
+	}
+	if st, err := os.Stat(filepath.Join(work, "dump.rdb")); err != nil || st.Size() == 0 {
+		t.Errorf("dump.rdb after BGSAVE: %v", err)
 	}
 }
 
@@ -284,7 +317,7 @@ http {
 	get("/a.txt", page("a"))
 	get("/b.txt", page("b"))
 
-	serverRoundTrip(t, v)
+	_, tree := serverRoundTrip(t, v)
 
 	get("/b.txt", page("b"))
 	if err := os.WriteFile(filepath.Join(html, "c.txt"), []byte(page("c")), 0o644); err != nil {
@@ -301,6 +334,29 @@ http {
 		b, _ := os.ReadFile(filepath.Join(work, "access.log"))
 		return bytes.Count(b, []byte("\n")) == 6
 	})
+
+	// The restored master still commands its worker over their
+	// socketpair: a reload (SIGHUP) starts a new worker and the old one
+	// closes its idle keep-alive connection cleanly (EOF, no reset) and
+	// exits; a graceful stop (SIGQUIT) ends the master with 0.
+	old := tree[1].Pid
+	v.Signal(t, unix.SIGHUP)
+	testutil.WaitFor(t, 10*time.Second, "nginx to replace its worker after SIGHUP", func() bool {
+		ts, err := testutil.Tree(v.Pid)
+		return err == nil && len(ts) == 2 && ts[1].Pid != old && !ts[1].Zombie()
+	})
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if k, err := br.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the kept connection after the reload: read %d bytes, %v; want EOF from the old worker", k, err)
+	}
+	n = dialServer(t, port)
+	if body, err := httpGet(n, bufio.NewReader(n), "/a.txt"); err != nil || body != page("a") {
+		t.Fatalf("a new connection after the reload: %d bytes, %v\n%s", len(body), err, readTail(filepath.Join(work, "error.log")))
+	}
+	v.Signal(t, unix.SIGQUIT)
+	if code := v.Wait(t, 15*time.Second); code != 0 {
+		t.Errorf("nginx exited with %d after SIGQUIT, want 0\n%s", code, readTail(filepath.Join(work, "error.log")))
+	}
 }
 
 // sbinProgram is program for a daemon installed in /usr/sbin, which a
