@@ -82,11 +82,10 @@ func dumpInet(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	switch {
 	case typ == unix.SOCK_STREAM && proto_ == unix.IPPROTO_TCP:
 	case typ == unix.SOCK_DGRAM && (proto_ == unix.IPPROTO_UDP || proto_ == unix.IPPROTO_UDPLITE):
+	case typ == unix.SOCK_RAW: // rawsk.go
 	default:
-		// criu takes raw sockets only with their icmp filters and
-		// header options; stasis not yet.
 		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
-			Kind: fmt.Sprintf("an %s socket of type %d, protocol %d (raw, SCTP, ...)", ver, typ, proto_)}
+			Kind: fmt.Sprintf("an %s socket of type %d, protocol %d (SCTP, ICMP datagram, ...)", ver, typ, proto_)}
 	}
 	local, err := unix.Getsockname(sk)
 	if err != nil {
@@ -127,6 +126,10 @@ func dumpInet(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	}
 	if typ == unix.SOCK_STREAM {
 		if err := dumpTCP(t, fd, sk, ie); err != nil {
+			return nil, err
+		}
+	} else if typ == unix.SOCK_RAW {
+		if err := dumpRaw(fd, sk, ie); err != nil {
 			return nil, err
 		}
 	} else {
@@ -275,11 +278,16 @@ func inetName(ie *sk_inet.InetSkEntry) string {
 	if ie.GetType() == unix.SOCK_STREAM {
 		return ver + " TCP"
 	}
+	if ie.GetType() == unix.SOCK_RAW {
+		return fmt.Sprintf("%s raw (protocol %d)", ver, ie.GetProto())
+	}
 	return ver + " UDP"
 }
 
 func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
-	if ie.GetFamily() == unix.AF_INET6 {
+	// A raw socket is bound to its protocol from the start, and the
+	// kernel takes IPV6_V6ONLY only from unbound sockets.
+	if ie.GetFamily() == unix.AF_INET6 && ie.GetType() != unix.SOCK_RAW {
 		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, boolInt(ie.GetV6Only())); err != nil {
 			return os.NewSyscallError("setsockopt IPV6_V6ONLY", err)
 		}
@@ -291,6 +299,10 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 		return err
 	}
 	switch {
+	case ie.GetType() == unix.SOCK_RAW:
+		if err := restoreRaw(fd, ie, ends); err != nil {
+			return err
+		}
 	case ie.GetType() == unix.SOCK_DGRAM:
 		if ends.bound {
 			if err := bindInet(fd, ie, ends); err != nil {
@@ -495,6 +507,9 @@ func dumpSockOpts(sk int) (*sk_opts.SkOptsEntry, error) {
 	if dev, err := unix.GetsockoptString(sk, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" {
 		o.SoBoundDev = proto.String(dev)
 	}
+	if o.SoFilter, err = dumpSockFilter(sk); err != nil {
+		return nil, err
+	}
 	return o, nil
 }
 
@@ -571,5 +586,6 @@ func restoreSockOpts(fd int, o *sk_opts.SkOptsEntry) error {
 			errs = append(errs, fmt.Errorf("bind to device %s: %w", dev, err))
 		}
 	}
+	errs = append(errs, restoreSockFilter(fd, o.GetSoFilter()))
 	return errors.Join(errs...)
 }

@@ -56,27 +56,43 @@ type unixDiag struct {
 
 // readUnixDiag lists every unix socket of stasis' network namespace.
 func readUnixDiag() (map[uint32]*unixDiag, error) {
-	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
-	if err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", os.NewSyscallError("socket", err))
-	}
-	defer unix.Close(s)
-	req := make([]byte, unix.NLMSG_HDRLEN+unixDiagReqLen)
+	r := make([]byte, unixDiagReqLen)
 	ne := binary.NativeEndian
-	ne.PutUint32(req[0:], uint32(len(req)))
-	ne.PutUint16(req[4:], sockDiagByFamily)
-	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
-	ne.PutUint32(req[8:], 1) // seq
-	r := req[unix.NLMSG_HDRLEN:]
 	r[0] = unix.AF_UNIX
 	ne.PutUint32(r[4:], unixDiagAllStates)
 	ne.PutUint32(r[12:], udiagShowName|udiagShowVFS|udiagShowPeer|udiagShowIcons|udiagShowRqlen)
 	ne.PutUint32(r[16:], 0xffffffff) // no cookie
 	ne.PutUint32(r[20:], 0xffffffff)
-	if err := unix.Sendto(s, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return nil, fmt.Errorf("sock_diag: %w", os.NewSyscallError("sendto", err))
-	}
 	out := map[uint32]*unixDiag{}
+	err := sockDiagDump("unix sockets", r, func(b []byte) error {
+		d, err := parseUnixDiag(b)
+		if err != nil {
+			return err
+		}
+		out[d.Ino] = d
+		return nil
+	})
+	return out, err
+}
+
+// sockDiagDump sends a sock_diag dump request of what (its family's
+// request struct) and calls fn with the payload of each answer.
+func sockDiagDump(what string, req []byte, fn func([]byte) error) error {
+	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		return fmt.Errorf("sock_diag: %w", os.NewSyscallError("socket", err))
+	}
+	defer unix.Close(s)
+	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))
+	ne := binary.NativeEndian
+	ne.PutUint32(msg[0:], uint32(len(msg)))
+	ne.PutUint16(msg[4:], sockDiagByFamily)
+	ne.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
+	ne.PutUint32(msg[8:], 1) // seq
+	copy(msg[unix.NLMSG_HDRLEN:], req)
+	if err := unix.Sendto(s, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("sock_diag: %w", os.NewSyscallError("sendto", err))
+	}
 	buf := make([]byte, 1<<16)
 	for {
 		n, _, err := unix.Recvfrom(s, buf, 0)
@@ -84,29 +100,27 @@ func readUnixDiag() (map[uint32]*unixDiag, error) {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			return nil, fmt.Errorf("sock_diag: %w", os.NewSyscallError("recvfrom", err))
+			return fmt.Errorf("sock_diag: %w", os.NewSyscallError("recvfrom", err))
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
-			return nil, fmt.Errorf("sock_diag: %w", err)
+			return fmt.Errorf("sock_diag: %w", err)
 		}
 		for _, m := range msgs {
 			switch m.Header.Type {
 			case unix.NLMSG_DONE:
-				return out, nil
+				return nil
 			case unix.NLMSG_ERROR:
 				if len(m.Data) >= 4 {
 					if e := int32(ne.Uint32(m.Data)); e != 0 {
-						return nil, fmt.Errorf("sock_diag of unix sockets: %w", unix.Errno(-e))
+						return fmt.Errorf("sock_diag of %s: %w", what, unix.Errno(-e))
 					}
 				}
-				return nil, fmt.Errorf("sock_diag of unix sockets: malformed error message")
+				return fmt.Errorf("sock_diag of %s: malformed error message", what)
 			case sockDiagByFamily:
-				d, err := parseUnixDiag(m.Data)
-				if err != nil {
-					return nil, err
+				if err := fn(m.Data); err != nil {
+					return err
 				}
-				out[d.Ino] = d
 			}
 		}
 	}
