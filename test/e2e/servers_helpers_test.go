@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,6 +40,37 @@ func waitListening(t *testing.T, v *testutil.Victim, port int) {
 		c.Close()
 		return true
 	})
+	// The probe must not wait in the accept queue at a dump: a listener
+	// with connections not yet accepted is refused without
+	// --skip-in-flight (nginx's master listens before its worker runs).
+	testutil.WaitFor(t, 10*time.Second, "the server to accept the probe on "+addr, func() bool {
+		return acceptQueue(t, port) == 0
+	})
+}
+
+// acceptQueue is the number of connections waiting to be accepted by the
+// IPv4 TCP listener on port: the rx_queue of its /proc/net/tcp line.
+func acceptQueue(t *testing.T, port int) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[3] != "0A" || !strings.HasSuffix(f[1], suffix) {
+			continue
+		}
+		_, rx, _ := strings.Cut(f[4], ":")
+		n, err := strconv.ParseInt(rx, 16, 64)
+		if err != nil {
+			t.Fatalf("/proc/net/tcp: %q", line)
+		}
+		return int(n)
+	}
+	t.Fatalf("/proc/net/tcp lists no listener on port %d", port)
+	return 0
 }
 
 // dialServer connects to 127.0.0.1:port; the test closes the connection.
@@ -100,6 +132,9 @@ type download struct {
 	got    int64
 	h      hash.Hash
 	chunks int
+	// For a test that reads in another goroutine.
+	progress atomic.Int64 // = got
+	maxGap   time.Duration
 }
 
 // startDownload sends GET path on c and reads the response head.
@@ -132,9 +167,12 @@ func (d *download) read(n int64, pause time.Duration) error {
 	buf := make([]byte, 64<<10)
 	for d.got < n {
 		d.c.SetDeadline(time.Now().Add(30 * time.Second))
+		start := time.Now()
 		k, err := d.body.Read(buf[:min(int64(len(buf)), n-d.got)])
+		d.maxGap = max(d.maxGap, time.Since(start))
 		d.h.Write(buf[:k])
 		d.got += int64(k)
+		d.progress.Store(d.got)
 		if err != nil && (err != io.EOF || d.got < n) {
 			return fmt.Errorf("download: read after %d of %d bytes: %w", d.got, d.total, err)
 		}
@@ -270,4 +308,63 @@ func writeConfig(t *testing.T, dir, name, text string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// busyClient makes one request after another on a connection of its own,
+// from before the dump until after the restore: the network lock drops
+// what it sends while the server is frozen or gone, and the peer's
+// retransmissions reach the restored socket, never a reset.
+type busyClient struct {
+	n      atomic.Int64 // requests done
+	maxGap atomic.Int64 // the longest request, in ns: the client's stall
+	stop   chan struct{}
+	done   chan error
+}
+
+// startBusy runs do(0), do(1), ... until end; do checks its reply.
+func startBusy(do func(i int64) error) *busyClient {
+	b := &busyClient{stop: make(chan struct{}), done: make(chan error, 1)}
+	go func() {
+		for i := int64(0); ; i++ {
+			select {
+			case <-b.stop:
+				b.done <- nil
+				return
+			default:
+			}
+			start := time.Now()
+			if err := do(i); err != nil {
+				b.done <- fmt.Errorf("request %d: %w", i, err)
+				return
+			}
+			if gap := int64(time.Since(start)); gap > b.maxGap.Load() {
+				b.maxGap.Store(gap)
+			}
+			b.n.Add(1)
+		}
+	}()
+	return b
+}
+
+// end waits until the client has made 10 more requests than at (a count
+// taken once the server was back), stops it and fails the test if a
+// request failed.
+func (b *busyClient) end(t *testing.T, at int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for b.n.Load() < at+10 && time.Now().Before(deadline) {
+		select {
+		case err := <-b.done:
+			t.Fatalf("the busy client: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	close(b.stop)
+	if err := <-b.done; err != nil {
+		t.Fatalf("the busy client: %v", err)
+	}
+	if n := b.n.Load(); n < at+10 {
+		t.Fatalf("the busy client made %d requests in all, %d at the restore: stuck after it", n, at)
+	}
+	t.Logf("busy client: %d requests, the longest took %v", b.n.Load(), time.Duration(b.maxGap.Load()).Round(time.Millisecond))
 }

@@ -20,12 +20,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Real servers, each with a client that keeps its connection across the
-// checkpoint: the server's tree is dumped with --tcp-established (and so
-// killed), restored with --tcp-established, and the client goes on on the
-// same connection as if nothing happened. Without a network lock the
-// client stays idle from the dump to the end of the restore: a segment
-// sent to a port nobody holds would be answered by a reset.
+// Real servers, each with clients that keep their connections across
+// the checkpoint: the server's tree is dumped with --tcp-established (and
+// so killed), restored with --tcp-established, and the clients go on on
+// the same connections as if nothing happened. One client of each server
+// is idle from the dump to the end of the restore, another keeps making
+// requests all along: the network lock (on by default) drops its
+// segments while the server is gone, so that they are retransmitted to
+// the restored socket instead of being answered by a reset.
 
 // serverRoundTrip dumps the tree of v with its connections, checks the
 // images, restores it and returns the bytes the server's connections had
@@ -40,14 +42,16 @@ func serverRoundTrip(t *testing.T, v *testutil.Victim) (int, []testutil.Task) {
 	v.Reap(t)
 	testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 	size := dirSize(t, dir)
-	testutil.CheckImages(t, dir)
 	outq := logStreams(t, dir)
 	start := time.Now()
 	testutil.RestoreDetached(t, dir, v, "--tcp-established")
 	got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
 	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
+	took := time.Since(start)
+	// After the restore: busy clients wait for the server meanwhile.
+	testutil.CheckImages(t, dir)
 	t.Logf("%d process(es), %d thread(s): dump %v, restore %v, images %.1f MiB",
-		len(tree), threadCount(tree), r.Took.Round(time.Millisecond), time.Since(start).Round(time.Millisecond), float64(size)/(1<<20))
+		len(tree), threadCount(tree), r.Took.Round(time.Millisecond), took.Round(time.Millisecond), float64(size)/(1<<20))
 	return outq, got
 }
 
@@ -105,22 +109,25 @@ func TestServerPythonHTTP(t *testing.T) {
 	if d.total != size {
 		t.Fatalf("Content-Length %d, want %d", d.total, size)
 	}
-	// Twice: the second dump is of the restored server, its connection
-	// the one the first restore repaired.
-	for _, at := range []int64{32 << 20, 96 << 20} {
-		if err := d.read(at, 5*time.Millisecond); err != nil {
-			t.Fatal(err)
-		}
-		// The client stops reading: the server fills both socket
-		// buffers and blocks in its write.
-		time.Sleep(500 * time.Millisecond)
-		if outq, _ := serverRoundTrip(t, v); outq == 0 {
-			t.Errorf("the server had nothing queued to the client at the dump, %d MiB into the download: not mid-way", at>>20)
-		}
+	// First the client stops reading at 32 MiB: the server fills both
+	// socket buffers and blocks in its write; it is dumped so.
+	if err := d.read(32<<20, 5*time.Millisecond); err != nil {
+		t.Fatal(err)
 	}
-	at := d.got
+	time.Sleep(500 * time.Millisecond)
+	if outq, _ := serverRoundTrip(t, v); outq == 0 {
+		t.Errorf("the server had nothing queued to the client at the dump, 32 MiB into the download: not mid-way")
+	}
+	// Then the client reads on, 1 MiB every 20 ms, through a second dump
+	// (of the restored server, its connection the one the first restore
+	// repaired) and restore.
+	rerr := make(chan error, 1)
+	go func() { rerr <- d.read(-1, 20*time.Millisecond) }()
+	testutil.WaitFor(t, 20*time.Second, "the download to pass 64 MiB", func() bool { return d.progress.Load() >= 64<<20 })
+	serverRoundTrip(t, v)
+	at := d.progress.Load()
 	start := time.Now()
-	if err := d.read(-1, time.Millisecond); err != nil {
+	if err := <-rerr; err != nil {
 		t.Fatal(err)
 	}
 	if d.got != size {
@@ -129,8 +136,8 @@ func TestServerPythonHTTP(t *testing.T) {
 	if got := d.h.Sum(nil); !bytes.Equal(got, want[:]) {
 		t.Fatalf("sha256 of the download %x, want the file's %x", got, want)
 	}
-	t.Logf("download: %d MiB read before the last dump, the other %d MiB after its restore in %v, sha256 matches",
-		at>>20, (size-at)>>20, time.Since(start).Round(time.Millisecond))
+	t.Logf("download: %d MiB read when the second restore ended, the other %d MiB in %v, sha256 matches; the longest read took %v",
+		at>>20, (size-at)>>20, time.Since(start).Round(time.Millisecond), d.maxGap.Round(time.Millisecond))
 
 	// http.server speaks HTTP/1.0: one request per connection.
 	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/hello.txt", port))
@@ -190,8 +197,18 @@ databases 2
 	testutil.WaitFor(t, 5*time.Second, "redis to count a blocked client", func() bool {
 		return strings.Contains(r.must(t, "INFO", "clients"), "blocked_clients:1")
 	})
+	// A third one INCRs all along: every reply is the one before plus 1.
+	q := newRESP(dialServer(t, port))
+	busy := startBusy(func(i int64) error {
+		got, err := q.do("INCR", "ticks")
+		if err == nil && got != strconv.FormatInt(i+1, 10) {
+			err = fmt.Errorf("INCR ticks replied %s, want %d", got, i+1)
+		}
+		return err
+	})
 
 	serverRoundTrip(t, v)
+	busy.end(t, busy.n.Load())
 
 	// The same connection, the same client.
 	if got := r.must(t, "CLIENT", "ID"); got != id {
@@ -226,8 +243,8 @@ databases 2
 	if got := n.must(t, "PING"); got != "PONG" {
 		t.Errorf("PING on a new connection: %q", got)
 	}
-	if got := n.must(t, "DBSIZE"); got != strconv.Itoa(keys+5) {
-		t.Errorf("DBSIZE on a new connection: %s, want %d", got, keys+5)
+	if got := n.must(t, "DBSIZE"); got != strconv.Itoa(keys+6) {
+		t.Errorf("DBSIZE on a new connection: %s, want %d", got, keys+6)
 	}
 	if got := n.must(t, "GET", "counter"); got != "42" {
 		t.Errorf("GET counter on a new connection: %s, want 42", got)
@@ -289,6 +306,7 @@ http {
 	uwsgi_temp_path %[1]s/uwsgi;
 	scgi_temp_path %[1]s/scgi;
 	keepalive_timeout 300s;
+	keepalive_requests 1000000;
 	server {
 		listen 127.0.0.1:%[2]d;
 		root %[3]s;
@@ -316,8 +334,20 @@ http {
 	}
 	get("/a.txt", page("a"))
 	get("/b.txt", page("b"))
+	// A second keep-alive connection requests all along.
+	q := dialServer(t, port)
+	qr := bufio.NewReader(q)
+	busy := startBusy(func(i int64) error {
+		body, err := httpGet(q, qr, "/a.txt")
+		if err == nil && body != page("a") {
+			err = fmt.Errorf("GET /a.txt: %d bytes, want %d", len(body), len(page("a")))
+		}
+		return err
+	})
 
 	_, tree := serverRoundTrip(t, v)
+	busy.end(t, busy.n.Load())
+	nbusy := busy.n.Load()
 
 	get("/b.txt", page("b"))
 	if err := os.WriteFile(filepath.Join(html, "c.txt"), []byte(page("c")), 0o644); err != nil {
@@ -330,9 +360,9 @@ http {
 	if body, err := httpGet(n, bufio.NewReader(n), "/c.txt"); err != nil || body != page("c") {
 		t.Fatalf("a new connection after the restore: %d bytes, %v", len(body), err)
 	}
-	testutil.WaitFor(t, 5*time.Second, "the access log to list the 6 requests", func() bool {
+	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("the access log to list the %d requests", 6+nbusy), func() bool {
 		b, _ := os.ReadFile(filepath.Join(work, "access.log"))
-		return bytes.Count(b, []byte("\n")) == 6
+		return bytes.Count(b, []byte("\n")) == 6+int(nbusy)
 	})
 
 	// The restored master still commands its worker over their
