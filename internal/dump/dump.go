@@ -88,6 +88,7 @@ func Dump(opts Options) error {
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
 		opts.Files.OnConnection = func(c files.Conn) error { return d.lock.Add(netlock.Conn(c)) }
 	}
+	opts.Files.ShellJob = opts.ShellJob
 	d.files = files.NewTable(opts.Files, func() int { return d.ids.next("pages") })
 	return ptrace.RunLocked(d.run)
 }

@@ -119,6 +119,9 @@ func kindOf(target string, st *unix.Stat_t) string {
 		if unix.Major(st.Rdev) == memMajor {
 			return "reg"
 		}
+		if isTty(st.Rdev) {
+			return "tty"
+		}
 		return fmt.Sprintf("character device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	case unix.S_IFBLK:
 		return fmt.Sprintf("block device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))

@@ -36,12 +36,16 @@ type DumpOptions struct {
 	// (--external), e.g. "pipe:[1234]": a pipe whose other end is not in
 	// the tree. The restore gets it back with --inherit-fd.
 	External []string
+	// ShellJob accepts a terminal whose master is outside the tree (the
+	// one a shell job was started from; -j/--shell-job).
+	ShellJob bool
 }
 
 // externalKinds are the --external objects stasis knows, by prefix.
 var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
 	regexp.MustCompile(`^unix\[[0-9]+\]$`), // a unix socket of the tree by inode, whose peer is outside
+	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -53,7 +57,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd) and unix[INO] (a unix socket's inode) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode) and tty[RDEV:DEV] (a terminal's device numbers, hex) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {
@@ -83,6 +87,9 @@ type RestoreOptions struct {
 	// FileValidation is how a reopened file is checked to be the dumped
 	// one (--file-validation): "filesize" (the default) or "buildid".
 	FileValidation string
+	// ShellJob gives the terminal of stasis to a pty slave whose master
+	// was outside the tree (-j/--shell-job).
+	ShellJob bool
 }
 
 // Conn is one TCP connection of the tree, as the network lock needs it.

@@ -16,7 +16,8 @@ type Stat struct {
 	PPid    int    // (4)
 	Pgrp    int    // (5)
 	Session int    // (6)
-	TtyNr   int    // (7)
+	TtyNr   int    // (7) the controlling terminal's device
+	Tpgid   int    // (8) its foreground process group, -1 if none
 	Flags   uint32 // (9) PF_* flags
 
 	StartCode, EndCode, StartStack uint64 // (26) (27) (28); 0 without ptrace-read access
@@ -73,6 +74,7 @@ func ParseStat(r io.Reader) (*Stat, error) {
 	st.Pgrp = p.int(5)
 	st.Session = p.int(6)
 	st.TtyNr = p.int(7)
+	st.Tpgid = p.int(8)
 	st.Flags = uint32(p.uint(9, 32))
 	st.Priority = p.int(18)
 	st.Nice = p.int(19)

@@ -87,6 +87,11 @@ type restorer struct {
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
+	// undoTerminal gives stasis' terminal back after a failed -j restore
+	// (see foregroundOwnTerminal); winchGroup is told to redraw after a
+	// good one.
+	undoTerminal func()
+	winchGroup   int
 }
 
 type restoreStats struct {
@@ -106,6 +111,7 @@ func Restore(opts Options) (*Restored, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
+	opts.Files.ShellJob = opts.ShellJob
 	r := &restorer{opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
@@ -164,6 +170,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		once func() error // instead of fn: once for the whole tree
 	}{
 		{name: "process groups", fn: (*taskRestorer).joinGroup},
+		{name: "controlling terminals", once: r.restoreCttys},
 		{name: "threads", fn: (*taskRestorer).createThreads},
 		{name: "files", fn: (*taskRestorer).restoreFiles},
 		// Every mapping and fd is in place: memfds can be sealed.
@@ -188,6 +195,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
+	r.redrawForeground()
 	res := &Restored{Pid: r.procs[0].t.Tid}
 	if r.init != nil {
 		if err := r.startInit(); err != nil {
@@ -261,6 +269,9 @@ func (r *restorer) createTree() error {
 // it exists any more: stasis reaps each task as its tracer, and as the
 // subreaper that the orphaned zombies of the tree end up with.
 func (r *restorer) rollback() {
+	if r.undoTerminal != nil {
+		r.undoTerminal()
+	}
 	var tids []int
 	if r.init != nil {
 		// Killing a namespace's init kills every task in it.

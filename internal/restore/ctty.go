@@ -1,0 +1,138 @@
+package restore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"os/signal"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/files"
+)
+
+// Controlling terminals. A session gets its terminal back from its
+// leader, which alone may take it (TIOCSCTTY, after setsid, which created
+// it without one), and then gives the foreground to the group that had
+// it (TIOCSPGRP): a shell's job control depends on both. With -j the tree
+// lives in the session of stasis restore, whose terminal stasis hands to
+// the group that was in the foreground, with the termios it had.
+
+// restoreCttys runs once every process group exists and before any fd
+// is given (each task still has its channel to stasis).
+func (r *restorer) restoreCttys() error {
+	cttys, err := r.files.Cttys()
+	if err != nil {
+		return err
+	}
+	for _, c := range cttys {
+		if c.Own {
+			if err := r.foregroundOwnTerminal(c); err != nil {
+				return err
+			}
+			continue
+		}
+		leader := r.procByPid(c.Sid)
+		if leader == nil {
+			r.log.Warn("terminal restored without its session: the session leader is not in the images", "tty", c.Name, "sid", c.Sid)
+			continue
+		}
+		if err := leader.takeCtty(c); err != nil {
+			return fmt.Errorf("%s as the controlling terminal of session %d: %w", c.Name, c.Sid, err)
+		}
+	}
+	return nil
+}
+
+// takeCtty makes c the controlling terminal of the task's session, with
+// its foreground group.
+func (tr *taskRestorer) takeCtty(c files.Ctty) error {
+	fd, err := tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(c.File.Fd()), 0)
+	if err != nil {
+		return err
+	}
+	if _, err := tr.t.Call("ioctl(TIOCSCTTY)", unix.SYS_IOCTL, fd, unix.TIOCSCTTY, 0); err != nil {
+		return err
+	}
+	if c.Pgrp > 0 && c.Pgrp != c.Sid {
+		a, err := tr.s.Put(0, binary.NativeEndian.AppendUint32(nil, uint32(c.Pgrp)))
+		if err != nil {
+			return err
+		}
+		if _, err := tr.t.Call("ioctl(TIOCSPGRP)", unix.SYS_IOCTL, fd, unix.TIOCSPGRP, a); err != nil {
+			return fmt.Errorf("foreground group %d: %w", c.Pgrp, err)
+		}
+	}
+	_, err = tr.t.Call("close", unix.SYS_CLOSE, fd)
+	return err
+}
+
+// foregroundOwnTerminal gives stasis' terminal (-j) the termios the
+// tree's terminal had and its foreground group, if that group is in the
+// tree: the job that was in the foreground (an editor, the shell) reads
+// the keyboard again. A failed restore takes both back.
+func (r *restorer) foregroundOwnTerminal(c files.Ctty) error {
+	fd := int(c.File.Fd())
+	if !r.groupInTree(c.Pgrp) {
+		return nil
+	}
+	oldTio, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return fmt.Errorf("-j: termios of %s: %w", c.File.Name(), err)
+	}
+	oldFg, err := unix.IoctlGetInt(fd, unix.TIOCGPGRP)
+	if err != nil {
+		// Not stasis' controlling terminal: its fds just point to it.
+		r.log.Warn("-j: the terminal of stasis is not its controlling terminal: the foreground is left alone", "tty", c.File.Name(), "err", err)
+		return nil
+	}
+	tio, err := r.files.ShellJobTermios(c)
+	if err != nil {
+		return err
+	}
+	if tio != nil {
+		if err := unix.IoctlSetTermios(fd, unix.TCSETS, tio); err != nil {
+			return fmt.Errorf("-j: set termios of %s: %w", c.File.Name(), err)
+		}
+	}
+	r.undoTerminal = func() {
+		// stasis is no longer in the foreground: without ignoring
+		// SIGTTOU, taking the terminal back would stop it.
+		signal.Ignore(unix.SIGTTOU)
+		defer signal.Reset(unix.SIGTTOU)
+		_ = unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, oldFg)
+		_ = unix.IoctlSetTermios(fd, unix.TCSETS, oldTio)
+	}
+	if err := unix.IoctlSetPointerInt(fd, unix.TIOCSPGRP, c.Pgrp); err != nil {
+		return fmt.Errorf("-j: give %s to group %d: %w", c.File.Name(), c.Pgrp, os.NewSyscallError("ioctl TIOCSPGRP", err))
+	}
+	r.winchGroup = c.Pgrp
+	return nil
+}
+
+// redrawForeground sends SIGWINCH to the foreground group of a shell
+// job once it runs: the terminal it now has may not have its old size,
+// and full-screen programs redraw on it.
+func (r *restorer) redrawForeground() {
+	if r.winchGroup > 0 {
+		_ = unix.Kill(-r.winchGroup, unix.SIGWINCH)
+	}
+}
+
+func (r *restorer) groupInTree(pgid int) bool {
+	for _, tr := range r.procs {
+		if tr.img.pgid() == pgid && !tr.img.zombie {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *restorer) procByPid(pid int) *taskRestorer {
+	for _, tr := range r.procs {
+		if tr.img.pid() == pid {
+			return tr
+		}
+	}
+	return nil
+}
