@@ -44,7 +44,7 @@ type DumpOptions struct {
 // externalKinds are the --external objects stasis knows, by prefix.
 var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
-	regexp.MustCompile(`^unix\[[0-9]+\]$`), // a unix socket of the tree by inode, whose peer is outside
+	regexp.MustCompile(`^unix\[[0-9]+\]$`),             // a unix socket of the tree by inode, whose peer is outside
 	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
 }
 
