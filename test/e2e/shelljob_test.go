@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// tmuxServer is a tmux server of the test's own (its own socket), whose
+// panes the tests type into and look at as a person would.
+type tmuxServer struct {
+	t    *testing.T
+	sock string
+}
+
+func startTmux(t *testing.T) *tmuxServer {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatal("tmux is not installed (.ci/run installs it)")
+	}
+	s := &tmuxServer{t: t, sock: filepath.Join(t.TempDir(), "tmux.sock")}
+	s.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "120", "-y", "40", "env PS1='outer$ ' bash --norc --noprofile -i")
+	t.Cleanup(func() { exec.Command("tmux", "-S", s.sock, "kill-server").Run() })
+	return s
+}
+
+func (s *tmuxServer) run(args ...string) string {
+	s.t.Helper()
+	out, err := exec.Command("tmux", append([]string{"-S", s.sock}, args...)...).CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("tmux %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// newPane opens a window running an interactive bash and returns its pane.
+func (s *tmuxServer) newPane() string {
+	return s.run("new-window", "-t", "t", "-P", "-F", "#{pane_id}", "env PS1='outer$ ' bash --norc --noprofile -i")
+}
+
+func (s *tmuxServer) firstPane() string { return s.run("list-panes", "-t", "t:0", "-F", "#{pane_id}") }
+
+// typeLine types text and Enter.
+func (s *tmuxServer) typeLine(pane, text string) {
+	s.run("send-keys", "-t", pane, "-l", text)
+	s.run("send-keys", "-t", pane, "Enter")
+}
+
+func (s *tmuxServer) keys(pane string, keys ...string) {
+	s.run(append([]string{"send-keys", "-t", pane}, keys...)...)
+}
+
+func (s *tmuxServer) screen(pane string) string { return s.run("capture-pane", "-p", "-t", pane) }
+
+// waitScreen waits until the pane shows want.
+func (s *tmuxServer) waitScreen(pane, want string, timeout time.Duration) string {
+	s.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		sc := s.screen(pane)
+		if strings.Contains(sc, want) {
+			return sc
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("pane %s does not show %q after %v; it shows:\n%s", pane, want, timeout, sc)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *tmuxServer) panePid(pane string) int {
+	pid, err := strconv.Atoi(s.run("display", "-p", "-t", pane, "#{pane_pid}"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return pid
+}
+
+// childOf waits for the single child of pid running comm.
+func childOf(t *testing.T, pid int, comm string) int {
+	t.Helper()
+	var found int
+	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("a %s child of pid %d", comm, pid), func() bool {
+		for _, c := range testutil.Children(pid) {
+			if testutil.Comm(c) == comm {
+				found = c
+				return true
+			}
+		}
+		return false
+	})
+	return found
+}
+
+// TestShellJob: an interactive bash started in one tmux pane, with a job
+// stopped by Ctrl-Z and vim in the foreground editing an unsaved file, is
+// dumped with -j and restored with -j in another pane: vim shows the
+// unsaved text and saves it, the job is still stopped and `fg` resumes it,
+// the shell keeps its variables and history.
+func TestShellJob(t *testing.T) {
+	testutil.RequireRoot(t)
+	vim, err := exec.LookPath("vim.basic")
+	if err != nil {
+		t.Fatal("vim.basic is not installed (.ci/run installs package vim)")
+	}
+	work := t.TempDir()
+	file := filepath.Join(work, "notes.txt")
+	tm := startTmux(t)
+	p1 := tm.firstPane()
+	outer := tm.panePid(p1)
+	tm.typeLine(p1, "bash --norc --noprofile -i")
+	bash := childOf(t, outer, "bash")
+	tm.typeLine(p1, "PS1='inner$ '; MARK=kept-$((6*7)); echo history-marker-1")
+	tm.waitScreen(p1, "history-marker-1", 5*time.Second)
+	tm.typeLine(p1, "sleep 1000")
+	sleep := childOf(t, bash, "sleep")
+	tm.keys(p1, "C-z")
+	tm.waitScreen(p1, "Stopped", 5*time.Second)
+	tm.typeLine(p1, vim+" -u NONE -N -n "+file)
+	vimPid := childOf(t, bash, "vim.basic")
+	time.Sleep(300 * time.Millisecond)
+	tm.keys(p1, "i")
+	tm.run("send-keys", "-t", p1, "-l", "unsaved text 12345")
+	tm.keys(p1, "Escape")
+	tm.waitScreen(p1, "unsaved text 12345", 5*time.Second)
+	testutil.WaitFor(t, 5*time.Second, "vim to leave insert mode", func() bool { return !strings.Contains(tm.screen(p1), "-- INSERT --") })
+
+	dir := t.TempDir()
+	if out := testutil.DumpFail(t, bash, dir); true {
+		testutil.AssertContains(t, out, "-j/--shell-job")
+	}
+	testutil.Dump(t, bash, dir, "-j")
+	testutil.CheckImages(t, dir)
+	tm.waitScreen(p1, "outer$", 5*time.Second) // the outer shell is back
+	reapGone(t, bash, sleep, vimPid)
+
+	// Without -j the restore says what is missing and leaves nothing.
+	testutil.AssertContains(t, testutil.RestoreFail(t, dir), "-j/--shell-job")
+
+	p2 := tm.newPane()
+	tm.waitScreen(p2, "outer$", 5*time.Second)
+	log := filepath.Join(work, "restore.log")
+	tm.typeLine(p2, fmt.Sprintf("%s restore -j -D %s -v4 -o %s; echo restore-exit=$?", testutil.StasisBin(t), dir, log))
+	testutil.WaitFor(t, 10*time.Second, "the restored bash", func() bool { return testutil.Exists(bash) })
+	time.Sleep(300 * time.Millisecond)
+	tm.keys(p2, "C-l") // a person redraws the screen of the editor
+	if sc := tm.waitScreen(p2, "unsaved text 12345", 5*time.Second); strings.Contains(sc, "restore-exit") {
+		t.Fatalf("stasis restore ended:\n%s\nlog:\n%s", sc, readFile(log))
+	}
+	if st, _ := testutil.ReadStat(sleep); st.State != 'T' {
+		t.Errorf("the stopped job runs after the restore: state %q", st.State)
+	}
+	tm.typeLine(p2, ":wq")
+	testutil.WaitFor(t, 5*time.Second, "vim to save "+file, func() bool {
+		b, _ := os.ReadFile(file)
+		return string(b) == "unsaved text 12345\n"
+	})
+	tm.waitScreen(p2, "inner$", 5*time.Second)
+	// The history line of MARK shows only if the history was kept: it was
+	// typed in the other pane.
+	tm.typeLine(p2, "echo mark=$MARK; history | grep -m1 MARK; jobs")
+	sc := tm.waitScreen(p2, "mark=kept-42", 5*time.Second)
+	if !strings.Contains(sc, "MARK=kept-$((6*7))") {
+		t.Errorf("the history of the shell is lost:\n%s", sc)
+	}
+	if !strings.Contains(sc, "Stopped") || !strings.Contains(sc, "sleep 1000") {
+		t.Errorf("jobs does not list the stopped sleep:\n%s", sc)
+	}
+	tm.typeLine(p2, "fg")
+	testutil.WaitFor(t, 5*time.Second, "fg to resume sleep", func() bool {
+		st, err := testutil.ReadStat(sleep)
+		return err == nil && st.State == 'S'
+	})
+	tm.keys(p2, "C-c")
+	testutil.WaitFor(t, 5*time.Second, "Ctrl-C to end sleep", func() bool { return !testutil.Exists(sleep) })
+	tm.typeLine(p2, "exit 7")
+	tm.waitScreen(p2, "restore-exit=7", 5*time.Second) // stasis restore exits as the shell did
+}
+
+// reapGone waits until the killed tasks are gone, reaping those that
+// were orphaned to the test process (the subreaper).
+func reapGone(t *testing.T, pids ...int) {
+	t.Helper()
+	testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("pids %v to be gone", pids), func() bool {
+		for _, pid := range pids {
+			var ws unix.WaitStatus
+			unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+			if testutil.Exists(pid) {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func readFile(p string) string {
+	b, _ := os.ReadFile(p)
+	return string(b)
+}
