@@ -231,7 +231,7 @@ func TestParseStat(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := &Stat{
-		Pid: 13283, Comm: "sleep", State: 'S', PPid: 13242, Pgrp: 13241, Session: 2976, TtyNr: 0,
+		Pid: 13283, Comm: "sleep", State: 'S', PPid: 13242, Pgrp: 13241, Session: 2976, TtyNr: 0, Tpgid: -1,
 		Flags: 4194304, Priority: 20, Nice: 0, NumThreads: 1, StartTime: 98446,
 		StartCode: 94006149459968, EndCode: 94006149477897, StartStack: 140728960574928,
 		RtPriority: 0, Policy: 0,
