@@ -167,8 +167,11 @@ func TestShellJob(t *testing.T) {
 	tm.waitScreen(p2, "inner$", 5*time.Second)
 	// The history line of MARK shows only if the history was kept: it was
 	// typed in the other pane.
-	tm.typeLine(p2, "echo mark=$MARK; history | grep -m1 MARK; jobs")
-	sc := tm.waitScreen(p2, "mark=kept-42", 5*time.Second)
+	tm.typeLine(p2, "echo mark=$MARK; history | grep -m1 MARK; jobs; echo end-$((1+1))")
+	sc := tm.waitScreen(p2, "end-2", 5*time.Second)
+	if !strings.Contains(sc, "mark=kept-42") {
+		t.Errorf("the variables of the shell are lost:\n%s", sc)
+	}
 	if !strings.Contains(sc, "MARK=kept-$((6*7))") {
 		t.Errorf("the history of the shell is lost:\n%s", sc)
 	}
