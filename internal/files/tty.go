@@ -471,8 +471,9 @@ type ttyRestore struct {
 
 // ptyPair is a pty pair made again, with its index.
 type ptyPair struct {
-	index  int
-	master *os.File
+	index     int
+	master    *os.File
+	handedOut bool // master is the file of its entry
 }
 
 func (r *Restorer) ttys() (*ttyRestore, error) {
@@ -561,6 +562,7 @@ func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 			if err := anonSetfl(int(p.master.Fd()), flags); err != nil {
 				return nil, err
 			}
+			p.handedOut = true // Restorer.Close closes it
 			return p.master, nil
 		}
 		return p.openSlave(flags)
@@ -650,7 +652,12 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 		}
 	}
 	p := &ptyPair{index: index, master: newAnonFile(master, "/dev/ptmx")}
-	r.onDone(func() error { return p.master.Close() })
+	r.onDone(func() error {
+		if p.handedOut {
+			return nil
+		}
+		return p.master.Close()
+	})
 	if err := p.setup(r, s); err != nil {
 		p.master.Close()
 		return nil, fmt.Errorf("make pty %d: %w", index, err)

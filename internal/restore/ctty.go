@@ -18,14 +18,47 @@ import (
 // lives in the session of stasis restore, whose terminal stasis hands to
 // the group that was in the foreground, with the termios it had.
 
-// restoreCttys runs once every process group exists and before any fd
-// is given (each task still has its channel to stasis).
-func (r *restorer) restoreCttys() error {
-	cttys, err := r.files.Cttys()
+// cttys returns the controlling terminals of the images' sessions,
+// read once.
+func (r *restorer) cttys() ([]files.Ctty, error) {
+	if r.cttyList == nil {
+		l, err := r.files.Cttys()
+		if err != nil {
+			return nil, err
+		}
+		r.cttyList = append(l, files.Ctty{}) // never nil again; the last is a stop
+	}
+	return r.cttyList[:len(r.cttyList)-1], nil
+}
+
+// takeCtty makes the session the task has just started (setsid) take its
+// terminal, before any child is cloned from it: a process has a
+// controlling terminal only if it took it or was forked from one that had.
+func (tr *taskRestorer) takeCtty() error {
+	cs, err := tr.r.cttys()
 	if err != nil {
 		return err
 	}
-	for _, c := range cttys {
+	for _, c := range cs {
+		if c.Own || c.Sid != tr.img.pid() {
+			continue
+		}
+		if err := tr.cttyIoctl(c, unix.TIOCSCTTY, 0); err != nil {
+			return fmt.Errorf("%s as the controlling terminal of session %d: %w", c.Name, c.Sid, err)
+		}
+	}
+	return nil
+}
+
+// restoreCttys gives each terminal its foreground group, once every
+// process group exists and before any fd is given (each task still has
+// its channel to stasis).
+func (r *restorer) restoreCttys() error {
+	cs, err := r.cttys()
+	if err != nil {
+		return err
+	}
+	for _, c := range cs {
 		if c.Own {
 			if err := r.foregroundOwnTerminal(c); err != nil {
 				return err
@@ -37,31 +70,30 @@ func (r *restorer) restoreCttys() error {
 			r.log.Warn("terminal restored without its session: the session leader is not in the images", "tty", c.Name, "sid", c.Sid)
 			continue
 		}
-		if err := leader.takeCtty(c); err != nil {
-			return fmt.Errorf("%s as the controlling terminal of session %d: %w", c.Name, c.Sid, err)
+		if c.Pgrp <= 0 || c.Pgrp == c.Sid {
+			continue
+		}
+		a, err := leader.s.Put(0, binary.NativeEndian.AppendUint32(nil, uint32(c.Pgrp)))
+		if err != nil {
+			return err
+		}
+		if err := leader.cttyIoctl(c, unix.TIOCSPGRP, a); err != nil {
+			return fmt.Errorf("%s: foreground group %d of session %d: %w", c.Name, c.Pgrp, c.Sid, err)
 		}
 	}
 	return nil
 }
 
-// takeCtty makes c the controlling terminal of the task's session, with
-// its foreground group.
-func (tr *taskRestorer) takeCtty(c files.Ctty) error {
+// cttyIoctl makes an ioctl on terminal c from inside the task, through a
+// copy of stasis' file of it.
+func (tr *taskRestorer) cttyIoctl(c files.Ctty, req, arg uint64) error {
 	fd, err := tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(c.File.Fd()), 0)
 	if err != nil {
 		return err
 	}
-	if _, err := tr.t.Call("ioctl(TIOCSCTTY)", unix.SYS_IOCTL, fd, unix.TIOCSCTTY, 0); err != nil {
+	if _, err := tr.t.Call(fmt.Sprintf("ioctl(%#x)", req), unix.SYS_IOCTL, fd, req, arg); err != nil {
+		tr.t.Call("close", unix.SYS_CLOSE, fd)
 		return err
-	}
-	if c.Pgrp > 0 && c.Pgrp != c.Sid {
-		a, err := tr.s.Put(0, binary.NativeEndian.AppendUint32(nil, uint32(c.Pgrp)))
-		if err != nil {
-			return err
-		}
-		if _, err := tr.t.Call("ioctl(TIOCSPGRP)", unix.SYS_IOCTL, fd, unix.TIOCSPGRP, a); err != nil {
-			return fmt.Errorf("foreground group %d: %w", c.Pgrp, err)
-		}
 	}
 	_, err = tr.t.Call("close", unix.SYS_CLOSE, fd)
 	return err

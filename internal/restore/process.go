@@ -80,8 +80,10 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 	pid := tr.img.pid()
 	switch {
 	case tr.img.sid() == pid:
-		_, err := tr.t.Call("setsid", unix.SYS_SETSID)
-		return err
+		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
+			return err
+		}
+		return tr.takeCtty()
 	case tr.img.pgid() == pid:
 		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
 		return err

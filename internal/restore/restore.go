@@ -92,6 +92,7 @@ type restorer struct {
 	// good one.
 	undoTerminal func()
 	winchGroup   int
+	cttyList     []files.Ctty // see cttys
 }
 
 type restoreStats struct {
