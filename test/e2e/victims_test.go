@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -39,6 +41,9 @@ func victimCases() []victimCase {
 		{label: "fdkind-pidfd", name: "fdkind", args: func(*testing.T) []string { return []string{"pidfd"} }},
 		{label: "fdkind-eventfd", name: "fdkind", args: func(*testing.T) []string { return []string{"eventfd"} }},
 		{label: "fdkind-unix", name: "fdkind", args: func(*testing.T) []string { return []string{"unix"} }},
+		{name: "pipe", args: noArgs},
+		{name: "fifo", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
+		{name: "sharedfd", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 	}
 }
 
@@ -112,6 +117,44 @@ func TestVictimsDetectLoss(t *testing.T) {
 		f.WriteAt([]byte("XXXX"), 1500)
 		f.Close()
 		expectDetected(t, v, "FAIL: r.txt read through fd 100")
+	})
+	t.Run("pipe", func(t *testing.T) {
+		v := testutil.StartVictim(t, "pipe")
+		v.WaitReady(t)
+		// Take one byte out of the big pipe, as a lossy refill would.
+		f, err := os.OpenFile(filepath.Join("/proc", strconv.Itoa(v.Pid), "fd", "50"), os.O_RDONLY|unix.O_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := make([]byte, 1)
+		if _, err := unix.Read(int(f.Fd()), b); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		expectDetected(t, v, "FAIL: big pipe: 149999 bytes buffered")
+	})
+	t.Run("sharedfd", func(t *testing.T) {
+		dir := t.TempDir()
+		v := testutil.StartVictim(t, "sharedfd", dir)
+		v.WaitReady(t)
+		// Move the shared offset behind the victim's back.
+		f, err := os.OpenFile(filepath.Join("/proc", strconv.Itoa(v.Pid), "fd", "80"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close() // a new description: must not matter
+		fd, err := unix.PidfdOpen(v.Pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		nfd, err := unix.PidfdGetfd(fd, 80, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Seek(nfd, 2, 0)
+		unix.Close(nfd)
+		expectDetected(t, v, "FAIL: offset of fd 80 is 2, want 8")
 	})
 }
 
