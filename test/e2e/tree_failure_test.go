@@ -192,3 +192,41 @@ func TestRestoreTreeFailsHalfway(t *testing.T) {
 	v.TermAndCheck(t)
 	assertTreeGone(t, tree, leaderD, leaderE)
 }
+
+// TestRestoreThreadsFailsLate: a restore of a multithreaded process that
+// fails after its threads exist (a file it holds was removed meanwhile)
+// reaps every task and returns at once: waiting for a leader before its
+// threads would spend the whole zombie deadline and leave the leader to
+// the test process as a zombie.
+func TestRestoreThreadsFailsLate(t *testing.T) {
+	testutil.RequireRoot(t)
+	held := filepath.Join(t.TempDir(), "held")
+	if err := os.WriteFile(held, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ready := filepath.Join(t.TempDir(), "ready")
+	script := `import threading, time, sys
+f = open(sys.argv[1])
+for _ in range(3):
+    threading.Thread(target=time.sleep, args=(1000,), daemon=True).start()
+open(sys.argv[2], "w").close()
+time.sleep(1000)
+`
+	v := testutil.StartProgram(t, program(t, "python3"), "-c", script, held, ready)
+	v.Ready = ready
+	v.WaitReady(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	if err := os.Remove(held); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	msg := testutil.RestoreFail(t, dir)
+	testutil.AssertContains(t, msg, held)
+	t.Logf("restore failed: %s", msg)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the failed restore took %v: the rollback waited for a leader before its threads", took)
+	}
+	testutil.AssertNoTask(t, v.Pid)
+}
