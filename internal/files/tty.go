@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/tty"
@@ -666,7 +667,8 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 	return p, nil
 }
 
-// ptsHolder names a process holding /dev/pts/N, for errors.
+// ptsHolder names a process holding pty index, by its slave or its
+// master (which alone keeps the index taken), for errors.
 func ptsHolder(index int) string {
 	want := fmt.Sprintf("/dev/pts/%d", index)
 	ents, _ := os.ReadDir("/proc")
@@ -677,7 +679,7 @@ func ptsHolder(index int) string {
 		}
 		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		for _, f := range fds {
-			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, f.Name())); l == want {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, f.Name())); l == want || isPtmx(l) && ptmxIndex(pid, f.Name()) == index {
 				st, _ := proc.ReadStat(pid)
 				if st != nil {
 					return fmt.Sprintf("held by pid %d, %s", pid, st.Comm)
@@ -687,6 +689,25 @@ func ptsHolder(index int) string {
 		}
 	}
 	return "held by a process of another pid or mount namespace"
+}
+
+func isPtmx(link string) bool { return link == "/dev/ptmx" || link == "/dev/pts/ptmx" }
+
+// ptmxIndex is the pty index of a master another process holds, from the
+// "tty-index:" line of its fdinfo, or -1.
+func ptmxIndex(pid int, fd string) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "tty-index:"); ok {
+			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // openSlave opens the slave of the pair (TIOCGPTPEER: no path lookup, so

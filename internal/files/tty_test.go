@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -284,5 +285,25 @@ func TestTtyBadImages(t *testing.T) {
 	r := ttyImages(t, RestoreOptions{ShellJob: true}, 8, []*tty.TtyInfoEntry{shortTermios})
 	if _, err := r.ShellJobTermios(Ctty{Sid: 7}); !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "termios with 2 control characters") {
 		t.Errorf("a short termios of a shell job: %v", err)
+	}
+}
+
+// TestPtsHolder: the holder of a pty index is found by its master too
+// (fdinfo's tty-index), which alone keeps the index taken.
+func TestPtsHolder(t *testing.T) {
+	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0) // no slave open
+	if err != nil {
+		t.Skipf("no pty: %v", err)
+	}
+	defer unix.Close(m)
+	index, err := unix.IoctlGetInt(m, unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := ptmxIndex(os.Getpid(), strconv.Itoa(m)); n != index {
+		t.Errorf("ptmxIndex of fd %d = %d, want %d", m, n, index)
+	}
+	if h := ptsHolder(index); !strings.Contains(h, "held by pid "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("ptsHolder(%d) = %q, want this process", index, h)
 	}
 }

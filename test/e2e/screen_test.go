@@ -11,8 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/tty"
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -75,6 +77,13 @@ func TestScreen(t *testing.T) {
 	testutil.CheckImages(t, dir)
 	reapGone(t, daemon, bash, top)
 
+	// While another process holds the pty index the session had, the
+	// restore names the holder and leaves nothing behind.
+	index := ptyIndexOf(t, dir)
+	hold := holdPty(t, index)
+	testutil.AssertContains(t, testutil.RestoreFail(t, dir), fmt.Sprintf("/dev/pts/%d is in use", index), fmt.Sprintf("held by pid %d", os.Getpid()))
+	unix.Close(hold)
+
 	log := filepath.Join(t.TempDir(), "restore.log")
 	if r := testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "-v4", "-o", log); r.Code != 0 {
 		t.Fatalf("restore: %s\n%s", r, readFile(log))
@@ -133,4 +142,61 @@ func endTree(t *testing.T, pids ...*int) {
 		}
 	}
 	reapGone(t, live...)
+}
+
+// ptyIndexOf is the index of the one pty pair of a dump.
+func ptyIndexOf(t *testing.T, dir string) int {
+	t.Helper()
+	d, err := images.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	infos, err := images.ReadAll(d, "tty-info.img", func() *tty.TtyInfoEntry { return &tty.TtyInfoEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	index := -1
+	for _, e := range infos {
+		if e.GetPty() != nil {
+			if index >= 0 && int(e.GetPty().GetIndex()) != index {
+				t.Fatalf("more than one pty in %s: %v", dir, infos)
+			}
+			index = int(e.GetPty().GetIndex())
+		}
+	}
+	if index < 0 {
+		t.Fatalf("no pty in %s", dir)
+	}
+	return index
+}
+
+// holdPty opens /dev/ptmx until it gets pty index (a new pair takes the
+// lowest free index) and returns that master; it fails if index is taken.
+func holdPty(t *testing.T, index int) int {
+	t.Helper()
+	var extra []int
+	defer func() {
+		for _, fd := range extra {
+			unix.Close(fd)
+		}
+	}()
+	for {
+		fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
+		switch {
+		case err != nil:
+			unix.Close(fd)
+			t.Fatal(err)
+		case n == index:
+			t.Cleanup(func() { unix.Close(fd) })
+			return fd
+		case n > index:
+			unix.Close(fd)
+			t.Fatalf("pty %d was taken on this host before the restore", index)
+		}
+		extra = append(extra, fd)
+	}
 }

@@ -137,7 +137,13 @@ UseDNS no
 	}
 	testutil.WaitFor(t, 5*time.Second, "the counter", func() bool { return last() >= 3 })
 
+	// Without --tcp-established the dump names the flag and the session
+	// goes on untouched.
 	dir := t.TempDir()
+	testutil.AssertContains(t, testutil.DumpFail(t, conn, filepath.Join(work, "refused")), "--tcp-established")
+	n := last()
+	testutil.WaitFor(t, 5*time.Second, "the counter to go on after the refused dump", func() bool { return last() > n })
+
 	testutil.Dump(t, conn, dir, "--tcp-established")
 	testutil.CheckImages(t, dir)
 	before := last()
@@ -147,6 +153,10 @@ UseDNS no
 	if n := last(); n != before {
 		t.Fatalf("the counter moved from %d to %d while the session was dumped", before, n)
 	}
+
+	// Without --tcp-established the restore names the flag and leaves
+	// nothing behind; the lock still holds the connection.
+	testutil.AssertContains(t, testutil.RestoreFail(t, dir), "--tcp-established")
 
 	log := filepath.Join(work, "restore.log")
 	r := testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--tcp-established", "-v4", "-o", log)
