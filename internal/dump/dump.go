@@ -297,9 +297,6 @@ func (d *dumper) dumpFiles(p *process) error {
 	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
 		return err
 	}
-	if err := d.files.DumpLocks(p.pid, p.fds); err != nil {
-		return err
-	}
 	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", p.pid))
 	if err != nil {
 		return fmt.Errorf("cwd of pid %d: %w", p.pid, err)

@@ -65,25 +65,18 @@ type lockKey struct {
 	start, end int64
 }
 
-// DumpLocks records the locks held through the fds of pid, whose fd table
-// DumpFds returned. Without -l/--file-locks a lock is an error that says
-// so: the tree is then left running with its locks.
-func (t *Table) DumpLocks(pid int, fds []*fdinfo.FdinfoEntry) error {
+// dumpLocks records the locks the fdinfo of fd lists: those taken through
+// its open file description (flock, OFD) and the POSIX ones of its
+// process on that file. id is the fd's file id.
+func (t *Table) dumpLocks(fd *Fd, id uint32) error {
 	st := stateOf(t.state, "file locks", func() *lockDump { return &lockDump{seen: map[lockKey]bool{}} })
-	for _, e := range fds {
-		fd := int(e.GetFd())
-		fi, err := proc.ReadFdinfo(pid, fd)
-		if err != nil {
-			return fmt.Errorf("locks of fd %d of pid %d: %w", fd, pid, err)
-		}
-		locks, err := proc.FdinfoLocks(fi)
-		if err != nil {
-			return fmt.Errorf("locks of fd %d of pid %d: %w", fd, pid, err)
-		}
-		for _, l := range locks {
-			if err := st.add(t, pid, fd, e.GetId(), l); err != nil {
-				return err
-			}
+	locks, err := proc.FdinfoLocks(fd.Info)
+	if err != nil {
+		return fmt.Errorf("locks of %s: %w", fd, err)
+	}
+	for _, l := range locks {
+		if err := st.add(t, fd.Pid, fd.Num, id, l); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -70,12 +70,9 @@ func dumpLocks(t *testing.T, opts DumpOptions, fds ...int) (*images.Dir, []*fdin
 	for _, fd := range fds {
 		e, err := tab.dumpFd(os.Getpid(), fd)
 		if err != nil {
-			t.Fatal(err)
+			return nil, ents, err // a lock refused
 		}
 		ents = append(ents, e)
-	}
-	if err := tab.DumpLocks(os.Getpid(), ents); err != nil {
-		return nil, ents, err
 	}
 	dir, err := images.Create(t.TempDir())
 	if err != nil {

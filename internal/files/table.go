@@ -156,6 +156,9 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 		key := [2]uint64{fd.Stat.Dev, fd.Stat.Ino}
 		t.descs[key] = append(t.descs[key], d)
 	}
+	if err := t.dumpLocks(fd, d.id); err != nil {
+		return nil, err
+	}
 	return fdEntry(num, d.id, fd.Info.Flags, d.typ), nil
 }
 
