@@ -24,46 +24,28 @@ func init() {
 	register(&kind{name: "fifo", typ: fdinfo.FdTypes_FIFO, dump: dumpFifo, write: writeFifos, open: openFifo})
 }
 
-type fifoDump struct {
-	data  map[uint64]*pipeData
-	order []uint64
-}
-
-func (t *Table) fifos() *fifoDump {
-	return stateOf(t.state, "fifo", func() *fifoDump { return &fifoDump{data: map[uint64]*pipeData{}} })
-}
-
 func dumpFifo(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	if strings.HasSuffix(fd.Target, " (deleted)") {
 		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "an unlinked FIFO", Target: fd.Target}
 	}
-	f := t.fifos()
-	ino := fd.Stat.Ino
-	if _, ok := f.data[ino]; !ok {
-		d, err := readPipeData(fd)
-		if err != nil {
-			return nil, err
-		}
-		f.data[ino] = d
-		f.order = append(f.order, ino)
+	if err := t.fifos().record(fd); err != nil {
+		return nil, err
 	}
 	regID := t.add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_FIFO.Enum(),
 		Fifo: &fifo.FifoEntry{
 			Id:     proto.Uint32(fd.ID),
-			PipeId: proto.Uint32(uint32(ino)),
+			PipeId: proto.Uint32(uint32(fd.Stat.Ino)),
 			RegfId: proto.Uint32(regID),
 		},
 	}, nil
 }
 
+func (t *Table) fifos() *pipeBuffers { return stateOf(t.state, "fifo", newPipeBuffers) }
+
 func writeFifos(t *Table, dir *images.Dir) error {
-	f := t.fifos()
-	if len(f.order) == 0 {
-		return nil
-	}
-	return writePipeData(dir, "fifo-data.img", f.order, f.data)
+	return t.fifos().write(dir, "fifo-data.img")
 }
 
 type fifoRestore struct {

@@ -27,37 +27,19 @@ func init() {
 	register(&kind{name: "pipe", typ: fdinfo.FdTypes_PIPE, dump: dumpPipe, write: writePipes, open: openPipe})
 }
 
-// pipeDump is the dump state of the pipes: their data, and the holder of
-// each, to find pipes also held outside the tree.
-type pipeDump struct {
-	data    map[uint64]*pipeData // by inode, in first-seen order:
-	order   []uint64
-	holders map[uint64]*Fd // one fd of the tree holding it, for errors
-}
-
-func (t *Table) pipes() *pipeDump {
-	return stateOf(t.state, "pipe", func() *pipeDump {
-		return &pipeDump{data: map[uint64]*pipeData{}, holders: map[uint64]*Fd{}}
-	})
+func (t *Table) pipes() *pipeBuffers {
+	return stateOf(t.state, "pipe", newPipeBuffers)
 }
 
 func dumpPipe(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
-	p := t.pipes()
-	ino := fd.Stat.Ino
-	if _, ok := p.data[ino]; !ok {
-		d, err := readPipeData(fd)
-		if err != nil {
-			return nil, err
-		}
-		p.data[ino] = d
-		p.order = append(p.order, ino)
-		p.holders[ino] = fd
+	if err := t.pipes().record(fd); err != nil {
+		return nil, err
 	}
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_PIPE.Enum(),
 		Pipe: &pipe.PipeEntry{
 			Id:     proto.Uint32(fd.ID),
-			PipeId: proto.Uint32(uint32(ino)),
+			PipeId: proto.Uint32(uint32(fd.Stat.Ino)),
 			Flags:  proto.Uint32(fd.Flags()),
 			Fown:   anonFown(),
 		},
@@ -68,13 +50,10 @@ func dumpPipe(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 // pipes-data.img.
 func writePipes(t *Table, dir *images.Dir) error {
 	p := t.pipes()
-	if len(p.order) == 0 {
-		return nil
-	}
-	if err := p.checkOutside(t.pids, t.Opts.External); err != nil {
+	if err := checkOutside(p, t.pids, t.Opts.External); err != nil {
 		return err
 	}
-	return writePipeData(dir, "pipes-data.img", p.order, p.data)
+	return p.write(dir, "pipes-data.img")
 }
 
 // checkOutside looks for the tree's pipes in the fd tables of every other
@@ -83,7 +62,7 @@ func writePipes(t *Table, dir *images.Dir) error {
 // connected to the outside process, and each side would see the other
 // vanish. The user must say what to do with it (--external and, at
 // restore, --inherit-fd), as for criu's external resources.
-func (p *pipeDump) checkOutside(tree map[int]bool, external []string) error {
+func checkOutside(p *pipeBuffers, tree map[int]bool, external []string) error {
 	want := map[string]uint64{}
 	for _, ino := range p.order {
 		key := pipeKey(ino)

@@ -54,7 +54,8 @@ func TestPipeDataRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writePipeData(dir, "pipes-data.img", []uint64{7, 9}, map[uint64]*pipeData{7: d, 9: {size: 4096}}); err != nil {
+	bufs := &pipeBuffers{order: []uint64{7, 9}, data: map[uint64]*pipeData{7: d, 9: {size: 4096}}}
+	if err := bufs.write(dir, "pipes-data.img"); err != nil {
 		t.Fatal(err)
 	}
 	back, err := readPipeDataImage(dir, "pipes-data.img")

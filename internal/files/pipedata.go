@@ -21,6 +21,34 @@ type pipeData struct {
 	bytes []byte // buffered, unread
 }
 
+// pipeBuffers are the buffers of the pipes (or FIFOs) of a dump, one per
+// inode, copied from the first fd seen on each.
+type pipeBuffers struct {
+	data    map[uint64]*pipeData
+	order   []uint64       // inodes in first-seen order
+	holders map[uint64]*Fd // the fd each was copied from, for errors
+}
+
+func newPipeBuffers() *pipeBuffers {
+	return &pipeBuffers{data: map[uint64]*pipeData{}, holders: map[uint64]*Fd{}}
+}
+
+// record copies the buffer of fd's pipe, once per pipe.
+func (b *pipeBuffers) record(fd *Fd) error {
+	ino := fd.Stat.Ino
+	if _, ok := b.data[ino]; ok {
+		return nil
+	}
+	d, err := readPipeData(fd)
+	if err != nil {
+		return err
+	}
+	b.data[ino] = d
+	b.order = append(b.order, ino)
+	b.holders[ino] = fd
+	return nil
+}
+
 // readPipeData copies what is buffered in the pipe or FIFO of fd without
 // consuming it: the pipe is opened again for reading through the fd's
 // magic link (the task keeps its own description untouched) and tee(2)
@@ -102,15 +130,19 @@ func (d *pipeData) fill(w int) error {
 	return nil
 }
 
-// writePipeData writes pipes-data.img or fifo-data.img: one entry per
-// pipe, by inode in order, with its buffered bytes as extra data.
-func writePipeData(dir *images.Dir, name string, order []uint64, data map[uint64]*pipeData) error {
+// write writes pipes-data.img or fifo-data.img: one entry per pipe, in
+// first-seen order, with its buffered bytes as extra data. Nothing is
+// written for a dump without pipes.
+func (b *pipeBuffers) write(dir *images.Dir, name string) error {
+	if len(b.order) == 0 {
+		return nil
+	}
 	w, err := dir.NewWriter(name)
 	if err != nil {
 		return err
 	}
-	for _, ino := range order {
-		d := data[ino]
+	for _, ino := range b.order {
+		d := b.data[ino]
 		w.Write(&pipe_data.PipeDataEntry{
 			PipeId: proto.Uint32(uint32(ino)),
 			Bytes:  proto.Uint32(uint32(len(d.bytes))),
