@@ -3,10 +3,7 @@ package files
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pipe"
@@ -73,37 +70,21 @@ func checkOutside(p *pipeBuffers, tree map[int]bool, external []string) error {
 	if len(want) == 0 {
 		return nil
 	}
-	// /proc lists processes, not threads: threads share the fd table.
-	procs, err := os.ReadDir("/proc")
-	if err != nil {
-		return err
-	}
-	self := os.Getpid()
-	for _, e := range procs {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || tree[pid] || pid == self {
-			continue
+	var found string
+	h, ok := findHolder(func(pid int) bool { return tree[pid] || notSelf(pid) }, func(_ int, _, target string) bool {
+		if _, ok := want[target]; ok {
+			found = target
+			return true
 		}
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		for _, l := range fds {
-			target, err := os.Readlink(l)
-			if err != nil {
-				continue // gone, or closed meanwhile
-			}
-			if ino, ok := want[target]; ok {
-				h := p.holders[ino]
-				return fmt.Errorf("%s (fd %d of pid %d) is also open as fd %s of pid %d (%s), outside the dumped tree: "+
-					"dump the tree that holds both, or dump with --external %s and restore with --inherit-fd fd[N]:%s",
-					target, h.Num, h.Pid, filepath.Base(l), pid, comm(pid), target, target)
-			}
-		}
+		return false
+	})
+	if !ok {
+		return nil
 	}
-	return nil
-}
-
-func comm(pid int) string {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
-	return strings.TrimSpace(string(b))
+	in := p.holders[want[found]]
+	return fmt.Errorf("%s (fd %d of pid %d) is also open as %s, outside the dumped tree: "+
+		"dump the tree that holds both, or dump with --external %s and restore with --inherit-fd fd[N]:%s",
+		found, in.Num, in.Pid, h, found, found)
 }
 
 func pipeKey(ino uint64) string { return fmt.Sprintf("pipe:[%d]", ino) }

@@ -671,24 +671,13 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 // master (which alone keeps the index taken), for errors.
 func ptsHolder(index int) string {
 	want := fmt.Sprintf("/dev/pts/%d", index)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-		for _, f := range fds {
-			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, f.Name())); l == want || isPtmx(l) && ptmxIndex(pid, f.Name()) == index {
-				st, _ := proc.ReadStat(pid)
-				if st != nil {
-					return fmt.Sprintf("held by pid %d, %s", pid, st.Comm)
-				}
-				return fmt.Sprintf("held by pid %d", pid)
-			}
-		}
+	h, ok := findHolder(nil, func(pid int, fd, target string) bool {
+		return target == want || isPtmx(target) && ptmxIndex(pid, fd) == index
+	})
+	if !ok {
+		return "held by a process of another pid or mount namespace"
 	}
-	return "held by a process of another pid or mount namespace"
+	return fmt.Sprintf("held by pid %d, %s", h.pid, h.comm())
 }
 
 func isPtmx(link string) bool { return link == "/dev/ptmx" || link == "/dev/pts/ptmx" }

@@ -433,19 +433,8 @@ func unixTypeName(typ uint8) string {
 // fd N of pid P (comm)", or "" if none is found.
 func holderOf(ino uint32) string {
 	want := fmt.Sprintf("socket:[%d]", ino)
-	procs, _ := os.ReadDir("/proc")
-	self := os.Getpid()
-	for _, e := range procs {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == self {
-			continue
-		}
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		for _, l := range fds {
-			if target, err := os.Readlink(l); err == nil && target == want {
-				return fmt.Sprintf(" held by fd %s of pid %d (%s)", filepath.Base(l), pid, comm(pid))
-			}
-		}
+	if h, ok := findHolder(notSelf, func(_ int, _, target string) bool { return target == want }); ok {
+		return " held by " + h.String()
 	}
 	return ""
 }
