@@ -7,7 +7,6 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/tty"
@@ -685,16 +684,16 @@ func isPtmx(link string) bool { return link == "/dev/ptmx" || link == "/dev/pts/
 // ptmxIndex is the pty index of a master another process holds, from the
 // "tty-index:" line of its fdinfo, or -1.
 func ptmxIndex(pid int, fd string) int {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, fd))
+	n, err := strconv.Atoi(fd)
 	if err != nil {
 		return -1
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "tty-index:"); ok {
-			if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
-				return n
-			}
-		}
+	fi, err := proc.ReadFdinfo(pid, n)
+	if err != nil {
+		return -1
+	}
+	if v, err := strconv.Atoi(fi.Extra["tty-index"]); err == nil {
+		return v
 	}
 	return -1
 }
