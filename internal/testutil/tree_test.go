@@ -37,13 +37,18 @@ func waitTreeSize(t *testing.T, root, n int) []Task {
 	WaitFor(t, 5*time.Second, "the tree to have its tasks", func() bool {
 		var err error
 		ts, err = Tree(root)
-		zombies := 0
+		// Every live task must have exec'd sleep already: a tree caught
+		// between fork and exec changes under the test.
+		zombies, sleeping := 0, 0
 		for _, x := range ts {
-			if x.Zombie() {
+			switch {
+			case x.Zombie():
 				zombies++
+			case x.Comm == "sleep":
+				sleeping++
 			}
 		}
-		return err == nil && len(ts) == n && zombies == 1 && ts[0].Comm == "sleep"
+		return err == nil && len(ts) == n && zombies == 1 && sleeping == n-1
 	})
 	return ts
 }
