@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -82,8 +83,8 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 			}
 			tr, sig, err := ptrace.SeizeAndStop(tid)
 			if err != nil {
-				if errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited) {
-					continue // the thread exited first
+				if errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.EPERM) && exited(tid) {
+					continue // the thread exited first (an exiting task refuses PTRACE_SEIZE with EPERM)
 				}
 				if tid == pid && errors.Is(err, unix.EPERM) {
 					if st, serr := proc.ReadStatus(pid); serr == nil && st.TracerPid != 0 {
@@ -113,7 +114,13 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 			break
 		}
 	}
-	if len(p.threads) == 0 || p.threads[0].tid != pid {
+	if len(p.threads) == 0 {
+		// Every thread exited before it could be seized: the process is in
+		// exit_group and about to become a zombie of its (stopped) parent,
+		// or gone if that parent reaps automatically.
+		return d.exiting(p)
+	}
+	if p.threads[0].tid != pid {
 		sort.Slice(p.threads, func(i, j int) bool { return p.threads[i].tid == pid })
 		if len(p.threads) == 0 || p.threads[0].tid != pid {
 			return p, fmt.Errorf("pid %d: its main thread has exited while other threads run: %w", pid, ErrNotSupported)
@@ -123,6 +130,30 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 	rest := p.threads[1:]
 	sort.Slice(rest, func(i, j int) bool { return rest[i].tid < rest[j].tid })
 	return p, nil
+}
+
+// exited tells whether thread tid is dead or a zombie.
+func exited(tid int) bool {
+	st, err := proc.ReadStat(tid)
+	return err != nil || st.State == 'Z' || st.State == 'X'
+}
+
+// exiting waits for a process caught in exit to become a zombie, which
+// takes the kernel no more than the time to release its memory.
+func (d *dumper) exiting(p *process) (*process, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := proc.ReadStat(p.pid)
+		if err != nil || st.State == 'X' {
+			return nil, errGone
+		}
+		if st.State == 'Z' {
+			p.zombie, p.stat, p.exitCode = true, st, st.ExitCode
+			return p, nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return p, fmt.Errorf("pid %d: no thread could be stopped and it did not become a zombie within 5s", p.pid)
 }
 
 func (d *dumper) unlessGone(p *process, err error) error {

@@ -5,7 +5,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -20,12 +19,13 @@ import (
 
 // TestDumpDuringChurn: dumps of a process that creates and joins threads
 // without pause, or forks and reaps children without pause, race with
-// clone() and exit(). Each of 5 dumps must either succeed with a consistent
-// tree (every parent of the images in the images, a core image for every
-// thread) that restores and goes on churning, or fail cleanly (exit 1 with
-// an error) with the tree running untouched: not stopped, not traced, still
-// churning. The victim finally checks that no thread or child ever saw a
-// wrong tid, parent, argument or memory, and that none is left (churn.c).
+// clone() and exit(). Each of 10 dumps must succeed with a consistent tree
+// (every parent of the images in the images, a core image for every thread)
+// that restores and goes on churning: a thread or child caught in exit is
+// left out or dumped as the zombie it becomes (a seize of an exiting task
+// fails with ESRCH or EPERM). The victim finally checks that no thread or
+// child ever saw a wrong tid, parent, argument or memory, and that none is
+// left (churn.c).
 func TestDumpDuringChurn(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, mode := range []string{"threads", "forks"} {
@@ -39,22 +39,12 @@ func TestDumpDuringChurn(t *testing.T) {
 				n := testutil.ReadCounter(t, status)
 				testutil.WaitFor(t, 5*time.Second, what, func() bool { return testutil.ReadCounter(t, status) > n+10 })
 			}
-			var ok, failed int
-			for i := 0; i < 5; i++ {
+			for i := 0; i < 10; i++ {
 				dir := t.TempDir()
 				r := testutil.Run(t, 25*time.Second, "dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "-v4", "-o", filepath.Join(t.TempDir(), "dump.log"))
 				if r.Code != 0 {
-					if r.Code != 1 || !strings.HasPrefix(r.Stderr, "Error: ") {
-						t.Fatalf("dump %d: want exit 0, or 1 with an error\n%s", i, r)
-					}
-					failed++
-					t.Logf("dump %d failed: %s", i, strings.TrimSpace(r.Stderr))
-					testutil.AssertRunning(t, v.Pid)
-					assertUntouched(t, v.Pid)
-					progress("the victim to churn on after the failed dump")
-					continue
+					t.Fatalf("dump %d of a churning tree failed\n%s", i, r)
 				}
-				ok++
 				pids := checkChurnImages(t, dir, v.Pid)
 				t.Logf("dump %d: %d process(es) in %v", i, len(pids), r.Took.Round(time.Millisecond))
 				v.Reap(t)
@@ -62,7 +52,6 @@ func TestDumpDuringChurn(t *testing.T) {
 				testutil.RestoreDetached(t, dir, v)
 				progress("the restored victim to churn on")
 			}
-			t.Logf("%s: %d dump(s) succeeded, %d failed cleanly", mode, ok, failed)
 			v.TermAndCheck(t)
 		})
 	}
