@@ -297,11 +297,9 @@ func (d *dumper) dumpFiles(p *process) error {
 	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
 		return err
 	}
-	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", p.pid))
-	if err != nil {
-		return fmt.Errorf("cwd of pid %d: %w", p.pid, err)
-	}
-	if p.cwdID, err = d.files.AddPath(cwd, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+	// Through the magic link: a cwd in a removed directory (a shell in a
+	// deleted build directory) is a ghost directory, as in criu.
+	if p.cwdID, err = d.files.AddLink(fmt.Sprintf("/proc/%d/cwd", p.pid), unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
 		return fmt.Errorf("cwd of pid %d: %w", p.pid, err)
 	}
 	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", p.pid))

@@ -3,7 +3,6 @@ package files
 import (
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fifo"
@@ -18,20 +17,26 @@ import (
 // buffered in it go once per FIFO to fifo-data.img. The restore opens
 // the FIFO O_RDWR first and keeps that open until the end: an open for
 // reading or writing alone then never blocks for the other side, and the
-// refilled buffer lives while the tasks' own opens come.
+// refilled buffer lives while the tasks' own opens come. An unlinked FIFO
+// is a ghost of its path entry (remap.go): made again with mknod, filled,
+// opened under its old name and unlinked again.
 
 func init() {
 	register(&kind{name: "fifo", typ: fdinfo.FdTypes_FIFO, dump: dumpFifo, write: writeFifos, open: openFifo})
 }
 
 func dumpFifo(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
-	if strings.HasSuffix(fd.Target, " (deleted)") {
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "an unlinked FIFO", Target: fd.Target}
-	}
 	if err := t.fifos().record(fd); err != nil {
 		return nil, err
 	}
-	regID := t.add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
+	name, gone := unlinked(fd.Target, &fd.Stat)
+	if gone {
+		// The remap is of the path entry, which gets the next id.
+		if err := t.remapUnlinked(t.nextID, fd.Path(), name, &fd.Stat); err != nil {
+			return nil, err
+		}
+	}
+	regID := t.add(regEntry(name, fd.Flags(), 0, &fd.Stat))
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_FIFO.Enum(),
 		Fifo: &fifo.FifoEntry{
@@ -62,7 +67,14 @@ func openFifo(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if reg == nil {
 		return nil, fmt.Errorf("FIFO file id %d: its path entry %d is not a regular-file entry of files.img: %w", fe.GetId(), fi.GetRegfId(), images.ErrCorrupt)
 	}
-	path := reg.GetName()
+	name := reg.GetName()
+	path, remapped, err := r.remapped(r.Files[fi.GetRegfId()])
+	if err != nil {
+		return nil, err
+	}
+	if !remapped {
+		path = name
+	}
 	st := stateOf(r.state, "fifo", func() *fifoRestore { return &fifoRestore{anchors: map[uint32]int{}} })
 	if st.data == nil {
 		var err error
@@ -78,9 +90,9 @@ func openFifo(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		st.anchors[fi.GetPipeId()] = anchor
 		r.onDone(func() error { return unix.Close(anchor) })
 	}
-	f, err := reopenFifo(path, reg.GetFlags())
+	f, err := openAs(path, name, func(p string) (*os.File, error) { return reopenFifo(p, reg.GetFlags()) })
 	if err != nil {
-		return nil, fmt.Errorf("FIFO %s: %w", path, err)
+		return nil, fmt.Errorf("FIFO %s: %w", name, err)
 	}
 	return f, nil
 }

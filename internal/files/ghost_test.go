@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
 )
@@ -57,7 +59,7 @@ func TestGhostRoundTrip(t *testing.T) {
 	}
 	r := NewRestorer(RestoreOptions{}, rdir, nil, nil)
 	os.Remove(src)
-	p, err := r.createGhost(0x1a, src)
+	p, _, err := r.createGhost(0x1a, &regfile.RegFileEntry{Name: proto.String(src)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +93,7 @@ func TestGhostRoundTrip(t *testing.T) {
 		t.Errorf("hole at 50 MiB: %v", err)
 	}
 	// A second restore of the same images must not find the first one's file.
-	if _, err := r.createGhost(0x1a, src); err == nil {
+	if _, _, err := r.createGhost(0x1a, &regfile.RegFileEntry{Name: proto.String(src)}); err == nil {
 		t.Error("a ghost file already there was overwritten")
 	}
 }

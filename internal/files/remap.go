@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,11 +69,16 @@ func unlinked(target string, st *unix.Stat_t) (string, bool) {
 // /proc/PID/map_files/..., /proc/PID/exe), name the name it had.
 func (t *Table) remapUnlinked(id uint32, src, name string, st *unix.Stat_t) error {
 	rd := remapsOf(t)
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return fmt.Errorf("%s is an unlinked %s: only unlinked regular files can be restored: %w", name, modeName(st.Mode), ErrUnsupported)
+	reg := st.Mode&unix.S_IFMT == unix.S_IFREG
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFIFO, unix.S_IFCHR, unix.S_IFBLK:
+	default:
+		return fmt.Errorf("%s is an unlinked %s: only unlinked regular files, directories, FIFOs and device nodes can be restored: %w", name, modeName(st.Mode), ErrUnsupported)
 	}
 	key := [2]uint64{st.Dev, st.Ino}
-	if t.Opts.LinkRemap {
+	// A node with no name left cannot be linked again (only an O_TMPFILE
+	// file can): it is a ghost, --link-remap or not, as in criu.
+	if t.Opts.LinkRemap && (reg || st.Nlink != 0) {
 		l, err := rd.link(src, name, st)
 		if err == nil {
 			rd.pending = append(rd.pending, pendingLink{orig: id, link: l})
@@ -92,7 +98,8 @@ func (t *Table) remapUnlinked(id uint32, src, name string, st *unix.Stat_t) erro
 	g := rd.ghosts[key]
 	if g == nil {
 		// Only the data is copied: a sparse file is judged by its blocks.
-		if data := min(st.Blocks*512, st.Size); data > t.Opts.GhostLimit {
+		// A node has none (a FIFO's buffer is not in the file system).
+		if data := min(st.Blocks*512, st.Size); reg && data > t.Opts.GhostLimit {
 			return fmt.Errorf("unlinked file %s holds %d bytes of data (size %d), over the ghost file limit of %d bytes: raise --ghost-limit, or use --link-remap if the file was made with O_TMPFILE",
 				name, data, st.Size, t.Opts.GhostLimit)
 		}
@@ -225,12 +232,18 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 		if p, ok := rr.ghosts[e.GetRemapId()]; ok {
 			return p, true, nil
 		}
-		p, err := r.createGhost(e.GetRemapId(), name)
+		p, made, err := r.createGhost(e.GetRemapId(), fe.GetReg())
 		if err != nil {
 			return "", false, fmt.Errorf("file id %d (%s): ghost file %d: %w", fe.GetId(), name, e.GetRemapId(), err)
 		}
 		rr.ghosts[e.GetRemapId()] = p
-		r.onDone(func() error { return os.Remove(p) })
+		r.onDone(func() error {
+			var errs []error
+			for _, m := range made {
+				errs = append(errs, os.Remove(m))
+			}
+			return errors.Join(errs...)
+		})
 		return p, true, nil
 	case remap.RemapType_LINKED:
 		lf := r.Files[e.GetRemapId()].GetReg()
@@ -249,8 +262,13 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 
 // openAs opens the file at path under the name it had (or, if that name
 // is taken, NAME.cr_link, as criu does) and removes that name again, so
-// that the open file shows "NAME (deleted)" as it did when dumped.
-func openAs(path, name string, open func(string) (*os.File, error)) (*os.File, error) {
+// that the open file shows "NAME (deleted)" as it did when dumped. A
+// directory cannot be linked: a ghost one is made at its name already
+// (makeGhostDir).
+func openAs[F io.Closer](path, name string, open func(string) (F, error)) (F, error) {
+	if path == name {
+		return open(path)
+	}
 	for _, tmp := range []string{name, name + ".cr_link"} {
 		err := unix.Linkat(unix.AT_FDCWD, path, unix.AT_FDCWD, tmp, 0)
 		if errors.Is(err, unix.EEXIST) {
@@ -262,7 +280,8 @@ func openAs(path, name string, open func(string) (*os.File, error)) (*os.File, e
 		f, err := open(tmp)
 		if rerr := os.Remove(tmp); rerr != nil && err == nil {
 			f.Close()
-			return nil, rerr
+			var zero F
+			return zero, rerr
 		}
 		return f, err
 	}

@@ -44,6 +44,7 @@ func victimCases() []victimCase {
 		{name: "pipe", args: noArgs},
 		{name: "fifo", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "sharedfd", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
+		{name: "ghostnode", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 	}
 }
 
