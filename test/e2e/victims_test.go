@@ -157,6 +157,30 @@ func TestVictimsDetectLoss(t *testing.T) {
 		unix.Close(nfd)
 		expectDetected(t, v, "FAIL: offset of fd 80 is 2, want 8")
 	})
+	t.Run("ghostnode", func(t *testing.T) {
+		v := testutil.StartVictim(t, "ghostnode", t.TempDir())
+		v.WaitReady(t)
+		// One byte out of the unlinked FIFO, and another mode on the
+		// unlinked /dev/zero node, through copies of its fds.
+		fd, err := unix.PidfdOpen(v.Pid, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		rd, err := unix.PidfdGetfd(fd, 41, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Read(rd, make([]byte, 1))
+		unix.Close(rd)
+		zero, err := unix.PidfdGetfd(fd, 45, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Fchmod(zero, 0o600)
+		unix.Close(zero)
+		expectDetected(t, v, "FAIL: FIFO: read 2999 bytes, want 3000", "FAIL: fd 45 (zero): mode 020600")
+	})
 }
 
 func expectDetected(t *testing.T, v *testutil.Victim, want ...string) {
