@@ -5,6 +5,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	ghostfile "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -47,4 +52,79 @@ func TestGhostNodes(t *testing.T) {
 	testutil.RestoreDetached(t, dir, v)
 	noNodesLeft(t, work)
 	v.TermAndCheck(t)
+}
+
+// TestGhostNodeBadImage: a ghost entry whose mode is no file that can be
+// made again (a socket), or a device ghost without its device number,
+// fails the restore with an error naming the ghost image and the offset;
+// no task and no ghost (not even the directories made before it) is left,
+// and the intact images then restore.
+func TestGhostNodeBadImage(t *testing.T) {
+	testutil.RequireRoot(t)
+	work := t.TempDir()
+	v := testutil.StartVictim(t, "ghostnode", work)
+	v.WaitReady(t)
+	good := t.TempDir()
+	testutil.Dump(t, v.Pid, good)
+	v.Reap(t)
+	// The ghost of the /dev/zero node, the last fd the victim opened.
+	var zero string
+	names, _ := filepath.Glob(filepath.Join(good, "ghost-file-*.img"))
+	for _, p := range names {
+		if ge := readGhost(t, p); ge.GetMode()&unix.S_IFMT == unix.S_IFCHR && unix.Minor(uint64(ge.GetRdev())) == 5 {
+			zero = filepath.Base(p)
+		}
+	}
+	if zero == "" {
+		t.Fatalf("no ghost image of a character device 1:5 among %v", names)
+	}
+	for _, c := range []struct {
+		name   string
+		damage func(ge *ghostfile.GhostFileEntry)
+		want   string
+	}{
+		{"socket-mode", func(ge *ghostfile.GhostFileEntry) { ge.Mode = proto.Uint32(unix.S_IFSOCK | 0o620) }, "mode 0140620"},
+		{"no-rdev", func(ge *ghostfile.GhostFileEntry) { ge.Rdev = nil }, "without its device number"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			// Without the checksums, as criu's images: the decoder must see it.
+			dir := copyDir(t, good, isCriuFile)
+			p := filepath.Join(dir, zero)
+			ge := readGhost(t, p)
+			c.damage(ge)
+			os.Remove(p)
+			d, err := images.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Write(zero, ge); err != nil {
+				t.Fatal(err)
+			}
+			msg := testutil.RestoreFail(t, dir)
+			testutil.AssertContains(t, msg, zero, "offset 8", c.want, "fd 45", "/zero")
+			testutil.AssertNoTask(t, v.Pid)
+			noNodesLeft(t, work)
+		})
+	}
+	testutil.RestoreDetached(t, copyDir(t, good, isCriuFile), v)
+	noNodesLeft(t, work)
+	v.TermAndCheck(t)
+}
+
+func readGhost(t *testing.T, path string) *ghostfile.GhostFileEntry {
+	t.Helper()
+	d, err := images.Open(filepath.Dir(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := d.NewReader(filepath.Base(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	ge := &ghostfile.GhostFileEntry{}
+	if err := r.Next(ge); err != nil {
+		t.Fatal(err)
+	}
+	return ge
 }
