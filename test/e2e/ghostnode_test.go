@@ -1,9 +1,12 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	ghostfile "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	"golang.org/x/sys/unix"
@@ -127,4 +130,89 @@ func readGhost(t *testing.T, path string) *ghostfile.GhostFileEntry {
 		t.Fatal(err)
 	}
 	return ge
+}
+
+// bashDeletedCwd is a shell in a deleted build directory, reading its
+// input from an unlinked FIFO at fd 3: on SIGUSR1 it writes to OUT.N
+// what pwd, $PWD, its /proc cwd link, /bin/pwd (getcwd) and relative
+// opens give, and each line it reads goes to OUT.lines.
+const bashDeletedCwd = `set -u
+work=$1 out=$2
+mkdir "$work/build" && cd "$work/build" && rmdir "$work/build" || exit 9
+mkfifo "$work/input" && exec 3<>"$work/input" && rm "$work/input" || exit 9
+report() {
+	{ pwd; echo "PWD=$PWD"; readlink /proc/$$/cwd; /bin/pwd; cat nofile; echo x > newfile
+	  readlink /proc/$$/fd/3; } > "$out.$1" 2>&1
+}
+n=1
+trap 'report $n; n=$((n+1))' USR1
+echo ready > "$out.ready"
+while :; do
+	if read -u 3 line; then echo "got $line" >> "$out.lines"; fi
+done
+`
+
+// TestGhostBashDeletedCwd: bash whose cwd was removed under it and whose
+// input is an unlinked FIFO is dumped and restored: pwd still prints what
+// bash thinks, everything else about its cwd says what it said before
+// the dump ("(deleted)", getcwd failing, ENOENT for relative names), and
+// a line written into the FIFO through /proc after the restore is read.
+func TestGhostBashDeletedCwd(t *testing.T) {
+	testutil.RequireRoot(t)
+	work := t.TempDir()
+	out := filepath.Join(t.TempDir(), "out")
+	script := filepath.Join(t.TempDir(), "deleted-cwd.sh")
+	if err := os.WriteFile(script, []byte(bashDeletedCwd), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v := testutil.StartProgram(t, program(t, "bash"), script, work, out)
+	killForkingTree(t, v)
+	testutil.WaitFor(t, 5*time.Second, "bash to be ready", func() bool { return fileExists(out + ".ready") })
+	feed := func(line string) {
+		t.Helper()
+		f, err := os.OpenFile(fmt.Sprintf("/proc/%d/fd/3", v.Pid), os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteString(line + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 5*time.Second, "bash to read "+line, func() bool {
+			b, _ := os.ReadFile(out + ".lines")
+			return strings.Contains(string(b), "got "+line+"\n")
+		})
+	}
+	report := func(n int) string {
+		t.Helper()
+		v.Signal(t, unix.SIGUSR1)
+		p := fmt.Sprintf("%s.%d", out, n)
+		var b []byte
+		testutil.WaitFor(t, 5*time.Second, "bash to report to "+p, func() bool {
+			b, _ = os.ReadFile(p)
+			return strings.Contains(string(b), "(deleted)\n") && strings.Count(string(b), "\n") >= 7
+		})
+		return string(b)
+	}
+	feed("before")
+	before := report(1)
+	build := filepath.Join(work, "build")
+	for _, want := range []string{build + "\n", "PWD=" + build + "\n", build + " (deleted)\n", filepath.Join(work, "input") + " (deleted)\n", "nofile: No such file or directory"} {
+		if !strings.Contains(before, want) {
+			t.Fatalf("before the dump bash reports\n%s\nwithout %q", before, want)
+		}
+	}
+	// Dump while bash waits in read, with no child.
+	testutil.WaitFor(t, 5*time.Second, "bash alone", func() bool { return len(testutil.Children(v.Pid)) == 0 })
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v)
+	noNodesLeft(t, work)
+	feed("after")
+	if after := report(2); after != before {
+		t.Errorf("bash reports after the restore\n%s\nand before the dump\n%s", after, before)
+	}
+	testutil.AssertRunning(t, v.Pid)
 }
