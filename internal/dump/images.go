@@ -49,6 +49,7 @@ func (d *dumper) writeImages() error {
 			}
 			return nil
 		},
+		d.dumpShmem,
 		func() error { return d.files.WriteImages(d.dir) },
 		func() error { return w("seccomp.img", d.seccomp.Entry()) },
 		func() error {

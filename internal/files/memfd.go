@@ -12,11 +12,11 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/mem"
 )
 
 func init() {
@@ -36,8 +36,6 @@ type memfdFile struct {
 	// mapIDs are the file entries of its mappings, by open flags.
 	mapIDs map[uint32]uint32
 }
-
-const pageSize = 4096
 
 // memfdInode returns the memfd whose stat is st, recorded the first time
 // it is seen (through src, an fd or map_files link of a frozen task).
@@ -149,38 +147,7 @@ func writeMemfdPages(dir *images.Dir, m *memfdFile, pagesID int) error {
 		return err
 	}
 	defer f.Close()
-	out, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	ents := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(pagesID))}}
-	size := int64(m.entry.GetSize())
-	for off := int64(0); off < size; {
-		data, err := unix.Seek(int(f.Fd()), off, unix.SEEK_DATA)
-		if err != nil {
-			break // ENXIO: no data after off
-		}
-		hole, err := unix.Seek(int(f.Fd()), data, unix.SEEK_HOLE)
-		if err != nil {
-			return err
-		}
-		lo := data &^ (pageSize - 1)
-		hi := min((hole+pageSize-1)&^(pageSize-1), (size+pageSize-1)&^(pageSize-1))
-		buf := make([]byte, hi-lo)
-		if _, err := f.ReadAt(buf, lo); err != nil && !errors.Is(err, io.EOF) {
-			return err
-		}
-		if _, err := out.Write(buf); err != nil {
-			return err
-		}
-		ents = append(ents, &pagemap.PagemapEntry{
-			Vaddr: proto.Uint64(uint64(lo)), CompatNrPages: proto.Uint32(0),
-			NrPages: proto.Uint64(uint64(hi-lo) / pageSize), Flags: proto.Uint32(4),
-		})
-		off = hi
-	}
-	return dir.Write(fmt.Sprintf("pagemap-shmem-%d.img", m.entry.GetShmid()), ents...)
+	return mem.DumpShmem(dir, f, int64(m.entry.GetSize()), uint64(m.entry.GetShmid()), pagesID)
 }
 
 // memfdRestore is the restore's state of memfds: each inode's memfd,
@@ -314,44 +281,5 @@ func (s *memfdRestore) seal(inodes map[uint32]*memfd.MemfdInodeEntry) error {
 }
 
 func fillMemfd(f *os.File, inode *memfd.MemfdInodeEntry, dir *images.Dir) error {
-	name := fmt.Sprintf("pagemap-shmem-%d.img", inode.GetShmid())
-	if !dir.Has(name) {
-		return nil
-	}
-	r, err := dir.NewReader(name)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	head := &pagemap.PagemapHead{}
-	if err := r.Next(head); err != nil {
-		return err
-	}
-	pages, err := dir.OpenRaw(fmt.Sprintf("pages-%d.img", head.GetPagesId()))
-	if err != nil {
-		return err
-	}
-	defer pages.Close()
-	var off int64
-	for {
-		pe := &pagemap.PagemapEntry{}
-		if err := r.Next(pe); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		n := int64(pe.GetNrPages()) * pageSize
-		if pe.GetVaddr()+uint64(n) > inode.GetSize()+pageSize {
-			return fmt.Errorf("%s: pages at %#x beyond the memfd's %d bytes: %w", name, pe.GetVaddr(), inode.GetSize(), images.ErrCorrupt)
-		}
-		buf := make([]byte, n)
-		if _, err := pages.ReadAt(buf, off); err != nil {
-			return fmt.Errorf("pages-%d.img at offset %d: %w", head.GetPagesId(), off, err)
-		}
-		if _, err := f.WriteAt(buf[:min(n, int64(inode.GetSize())-int64(pe.GetVaddr()))], int64(pe.GetVaddr())); err != nil {
-			return err
-		}
-		off += n
-	}
+	return mem.FillShmem(dir, uint64(inode.GetShmid()), int64(inode.GetSize()), f)
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/mem"
 )
 
 // memfdRoundTrip dumps fd of this process into a new image dir and returns
@@ -57,13 +58,13 @@ func newMemfd(t *testing.T, name string, seals int) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Close(fd) })
-	if err := unix.Ftruncate(fd, 16*pageSize); err != nil {
+	if err := unix.Ftruncate(fd, 16*mem.PageSize); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := unix.Pwrite(fd, []byte("head"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := unix.Pwrite(fd, []byte("tail"), 10*pageSize+7); err != nil {
+	if _, err := unix.Pwrite(fd, []byte("tail"), 10*mem.PageSize+7); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := unix.Seek(fd, 333, 0); err != nil {
@@ -95,15 +96,15 @@ func TestMemfdRoundTrip(t *testing.T) {
 		t.Errorf("offset %d, want 333", pos)
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != 16*pageSize {
-		t.Errorf("size %d (%v), want %d", st.Size, err, 16*pageSize)
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || st.Size != 16*mem.PageSize {
+		t.Errorf("size %d (%v), want %d", st.Size, err, 16*mem.PageSize)
 	}
 	buf := make([]byte, 4)
-	if _, err := unix.Pread(int(f.Fd()), buf, 10*pageSize+7); err != nil || string(buf) != "tail" {
-		t.Errorf("content at %d: %q %v", 10*pageSize+7, buf, err)
+	if _, err := unix.Pread(int(f.Fd()), buf, 10*mem.PageSize+7); err != nil || string(buf) != "tail" {
+		t.Errorf("content at %d: %q %v", 10*mem.PageSize+7, buf, err)
 	}
-	if h, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE); err != nil || h != pageSize {
-		t.Errorf("first hole at %d (%v), want %d", h, err, pageSize)
+	if h, err := unix.Seek(int(f.Fd()), 0, unix.SEEK_HOLE); err != nil || h != mem.PageSize {
+		t.Errorf("first hole at %d (%v), want %d", h, err, mem.PageSize)
 	}
 	if s, _ := unix.FcntlInt(f.Fd(), unix.F_GET_SEALS, 0); s != 0 {
 		t.Errorf("seals %#x before Finish: the tasks could not map it writable", s)
@@ -127,7 +128,7 @@ func TestMemfdSealBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The image's fd is read-write: a writable mapping of it is possible.
-	m, err := unix.Mmap(int(f.Fd()), 0, pageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	m, err := unix.Mmap(int(f.Fd()), 0, mem.PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -50,7 +50,6 @@ func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
 		return nil, fmt.Errorf("read pagemap for %#x-%#x: %w", a.Start(), a.End(), err)
 	}
 	filePrivate := a.Has(FilePrivate)
-	anonShared := a.Has(AnonShared)
 	zero := zeroPFN()
 	var runs []Run
 	for i := uint64(0); i < n; i++ {
@@ -59,7 +58,7 @@ func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
 		if keep && filePrivate && pme&pmeFile != 0 {
 			keep = false // still the file's own page
 		}
-		if keep && !anonShared && zero != 0 && pme&pmePresent != 0 && pme&pmePFNMask == zero {
+		if keep && zero != 0 && pme&pmePresent != 0 && pme&pmePFNMask == zero {
 			keep = false
 		}
 		if !keep {

@@ -20,8 +20,8 @@ func Mappable(e *vma.VmaEntry) bool {
 	return e.GetStatus()&AreaRegular != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
 }
 
-// FileOpener returns an fd, valid in the puppet, of the file mapped by e;
-// MapAreas closes it after the mmap.
+// FileOpener returns an fd, valid in the task, of the file (or shared
+// memory object) mapped by e; MapAreas closes it after the mmap.
 type FileOpener func(e *vma.VmaEntry) (int, error)
 
 // MapAreas re-creates every mappable VMA of the image at its address in
@@ -46,14 +46,23 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]b
 			}
 			continue
 		}
+		if e.GetStatus()&AreaSysVIPC != 0 {
+			if err := attachSysv(t, vmas, e); err != nil {
+				return fmt.Errorf("pid %d: %w", t.Tid, err)
+			}
+			continue
+		}
 		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
 		fd := ^uint64(0)
-		if e.GetStatus()&(FilePrivate|FileShared) != 0 {
+		if e.GetStatus()&(FilePrivate|FileShared|AnonShared) != 0 {
+			// Shared anonymous memory too is mapped from its object's
+			// file, so that every mapping of it shares it again.
 			f, err := open(e)
 			if err != nil {
 				return fmt.Errorf("map vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
 			}
 			fd = uint64(f)
+			flags &^= unix.MAP_ANONYMOUS
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}

@@ -83,6 +83,7 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 			flags = unix.MAP_SHARED
 		}
 		status := uint32(AreaRegular)
+		shmid, sysv := sysvSegment(pid, v)
 		switch {
 		case v.Path == "[vsyscall]":
 			status = AreaVsyscall
@@ -113,6 +114,16 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 			if v.Path == "[heap]" {
 				status |= AreaHeap
 			}
+		case sysv:
+			var prev *Area
+			if len(areas) > 0 {
+				prev = areas[len(areas)-1]
+			}
+			if err := checkSysvDump(pid, v, shmid, prev); err != nil {
+				return nil, err
+			}
+			status |= AreaSysVIPC
+			e.Shmid = proto.Uint64(shmid)
 		case v.Deleted && strings.HasPrefix(v.Path, "/memfd:"):
 			if v.Shared {
 				status |= FileShared | AreaMemfd
@@ -194,16 +205,17 @@ func SameOrigin(a, b *vma.VmaEntry, sameFile func(a, b uint32) bool) bool {
 	switch {
 	case a.GetStatus()&(FilePrivate|FileShared) != 0:
 		return sameFile(uint32(a.GetShmid()), uint32(b.GetShmid()))
-	case a.GetStatus()&AnonShared != 0:
+	case a.GetStatus()&(AnonShared|AreaSysVIPC) != 0:
 		return a.GetShmid() == b.GetShmid()
 	}
 	return true
 }
 
-// Dumpable reports whether the area's own pages may need saving.
+// Dumpable reports whether the area's own pages may need saving: not
+// those of a shared mapping, which belong to its file or shmem object.
 func (a *Area) Dumpable() bool {
 	s := a.E.GetStatus()
-	if s&AreaRegular == 0 || s&(AreaVDSO|AreaVVAR|FileShared) != 0 {
+	if s&AreaRegular == 0 || s&(AreaVDSO|AreaVVAR|FileShared|AnonShared|AreaSysVIPC) != 0 {
 		return false
 	}
 	return true

@@ -78,6 +78,9 @@ type imageSet struct {
 	all     []*taskImages // pstree order, parents first; helpers not included
 	seccomp []*seccomp.SeccompFilter
 	memfds  map[uint32]*memfd.MemfdInodeEntry // by inode_id
+	// shmemSize is the size of each shared anonymous memory object, by
+	// shmid: the furthest any of its mappings reaches into it.
+	shmemSize map[uint64]int64
 }
 
 func bad(file string, format string, args ...any) error {
@@ -96,7 +99,7 @@ func readImages(path string) (*imageSet, error) {
 	if err := checksum.Verify(path); err != nil {
 		return nil, err
 	}
-	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}}
+	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}, shmemSize: map[uint64]int64{}}
 	s.inv = &inventory.InventoryEntry{}
 	if err := dir.ReadOne("inventory.img", s.inv); err != nil {
 		return nil, err
@@ -272,6 +275,13 @@ func (s *imageSet) checkMM(file string, m *mm.MmEntry) error {
 		prevEnd = v.GetEnd()
 		if v.GetStatus()&(mem.FilePrivate|mem.FileShared) != 0 && s.files[uint32(v.GetShmid())] == nil {
 			return bad(file, "vma %d maps file id %d, not in files.img", i, v.GetShmid())
+		}
+		if v.GetStatus()&mem.AnonShared != 0 {
+			if v.GetPgoff()%mem.PageSize != 0 || v.GetPgoff() > 1<<46 {
+				return bad(file, "vma %d: shared memory offset %#x", i, v.GetPgoff())
+			}
+			id := v.GetShmid()
+			s.shmemSize[id] = max(s.shmemSize[id], int64(v.GetPgoff()+v.GetEnd()-v.GetStart()))
 		}
 	}
 	if len(m.GetMmSavedAuxv())%2 != 0 || len(m.GetMmSavedAuxv()) > 2*64 {

@@ -155,6 +155,11 @@ func (tr *taskRestorer) pass(id uint32) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
+	return tr.passFile(f)
+}
+
+// passFile puts a copy of stasis' file f into the task, as pass does.
+func (tr *taskRestorer) passFile(f *os.File) (uint64, error) {
 	return tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(f.Fd()), 0)
 }
 
@@ -177,6 +182,14 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 		}
 	}
 	open := func(e *vma.VmaEntry) (int, error) {
+		if e.GetStatus()&mem.AnonShared != 0 {
+			f, err := tr.r.shmem.open(tr.r.imgs, e.GetShmid())
+			if err != nil {
+				return 0, err
+			}
+			fd, err := tr.passFile(f)
+			return int(fd), err
+		}
 		fd, err := tr.pass(uint32(e.GetShmid()))
 		return int(fd), err
 	}

@@ -45,6 +45,8 @@ func victimCases() []victimCase {
 		{name: "fifo", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "sharedfd", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "ghostnode", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
+		{name: "shmem", args: func(t *testing.T) []string { return nil }},
+		{name: "shmem", label: "shmem-sysv", args: func(t *testing.T) []string { return []string{"sysv"} }},
 	}
 }
 
