@@ -29,7 +29,7 @@ func dumpFifo(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	if err := t.fifos().record(fd); err != nil {
 		return nil, err
 	}
-	name, gone := unlinked(fd.Target, &fd.Stat)
+	name, gone := t.unlinked(fd.Target, &fd.Stat)
 	if gone {
 		// The remap is of the path entry, which gets the next id.
 		if err := t.remapUnlinked(t.nextID, fd.Path(), name, &fd.Stat); err != nil {

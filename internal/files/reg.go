@@ -77,7 +77,7 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 	if err := unix.Stat(src, &st); err != nil {
 		return 0, fmt.Errorf("stat %s (%s): %w", src, target, err)
 	}
-	name, gone := unlinked(target, &st)
+	name, gone := t.unlinked(target, &st)
 	key := strconv.FormatUint(uint64(flags), 8) + ":" + name
 	if gone {
 		key = fmt.Sprintf("%o:unlinked %d:%d", flags, st.Dev, st.Ino)
@@ -103,7 +103,7 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 }
 
 func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
-	name, gone := unlinked(fd.Target, &fd.Stat)
+	name, gone := t.unlinked(fd.Target, &fd.Stat)
 	if gone {
 		if err := t.remapUnlinked(fd.ID, fd.Path(), name, &fd.Stat); err != nil {
 			return nil, err

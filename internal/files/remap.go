@@ -56,12 +56,53 @@ func remapsOf(t *Table) *remapDump {
 	})
 }
 
-// unlinked reports whether a file reached through the magic link src
-// (whose target is target, stat st) lost its name, and returns the name
-// it had.
+// unlinked reports whether a file reached through a magic link (whose
+// target is target, stat st) lost its name, and returns the name it had.
 func unlinked(target string, st *unix.Stat_t) (string, bool) {
 	name, deleted := strings.CutSuffix(target, deletedSuffix)
 	return name, deleted || st.Nlink == 0
+}
+
+// unlinked is the package's unlinked, except that without --link-remap a
+// file that lost the name it was opened by but has another one in the
+// same directory is taken as that file under its other name, instead of
+// an error: glibc's sem_open maps a temporary file, links it under the
+// semaphore's name and unlinks the temporary one, so every process using
+// a named POSIX semaphore (Python's multiprocessing with spawn or
+// forkserver) maps such a file, which criu refuses without --link-remap.
+// The restored fd or mapping shows the other name.
+func (t *Table) unlinked(target string, st *unix.Stat_t) (string, bool) {
+	name, gone := unlinked(target, st)
+	if gone && st.Nlink > 0 && !t.Opts.LinkRemap {
+		if other, ok := otherName(filepath.Dir(name), st); ok {
+			return other, false
+		}
+	}
+	return name, gone
+}
+
+// otherName looks in dir for a name of the file whose stat is st.
+func otherName(dir string, st *unix.Stat_t) (string, bool) {
+	f, err := os.Open(dir)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	const most = 100000 // a bigger directory is not searched to the end
+	for seen := 0; seen < most; {
+		names, err := f.Readdirnames(1024)
+		for _, n := range names {
+			var o unix.Stat_t
+			if unix.Fstatat(int(f.Fd()), n, &o, unix.AT_SYMLINK_NOFOLLOW) == nil && o.Dev == st.Dev && o.Ino == st.Ino {
+				return filepath.Join(dir, n), true
+			}
+		}
+		seen += len(names)
+		if err != nil {
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // remapUnlinked records how the unlinked file of entry id is found again

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -106,34 +108,90 @@ func TestGhostDeletedExe(t *testing.T) {
 }
 
 // TestLinkRemap: a file unlinked by the name it was opened by but still
-// linked elsewhere needs --link-remap (the dump says so and leaves the
-// victim running); with it, the file is linked again as link_remap.N at
-// dump time and the restored fd writes into the same inode as the other
-// name. An O_TMPFILE file is linked too; an unlinked file with no name
-// left falls back to a ghost. The links are gone after the restore.
+// linked elsewhere. Without --link-remap, a name of it in the same
+// directory is found and the file is reopened by that name (the fd now
+// shows other.txt); the victim's fd still writes into the same inode.
+// With --link-remap, as in criu, the file is linked again as link_remap.N
+// at dump time and reopened under its old name, unlinked again. An
+// O_TMPFILE file is linked too; an unlinked file with no name left falls
+// back to a ghost. The links are gone after the restore.
 func TestLinkRemap(t *testing.T) {
 	testutil.RequireRoot(t)
-	work := t.TempDir()
-	v := testutil.StartVictim(t, "ghost", work, "linked", "small")
-	v.WaitReady(t)
-	msg := testutil.DumpFail(t, v.Pid, t.TempDir())
-	testutil.AssertContains(t, msg, "orig.txt", "other link", "--link-remap")
-	testutil.AssertRunning(t, v.Pid)
+	t.Run("other-name", func(t *testing.T) {
+		work := t.TempDir()
+		v := testutil.StartVictim(t, "ghost", work, "linked")
+		v.WaitReady(t)
+		dir := t.TempDir()
+		testutil.Dump(t, v.Pid, dir)
+		v.Reap(t)
+		testutil.CheckImages(t, dir)
+		if n, _ := imagesSize(t, dir, "ghost-file-*.img"); n != 0 {
+			t.Errorf("%d ghost images, want none: orig.txt is other.txt", n)
+		}
+		testutil.RestoreDetached(t, dir, v)
+		if got := fdTargets(t, v.Pid); !slices.Contains(got, filepath.Join(work, "other.txt")) {
+			t.Errorf("the restored fds are %q, want one on other.txt", got)
+		}
+		noLeftovers(t, work)
+		v.TermAndCheck(t)
+	})
+	t.Run("link-remap", func(t *testing.T) {
+		work := t.TempDir()
+		v := testutil.StartVictim(t, "ghost", work, "linked", "small")
+		v.WaitReady(t)
+		dir := t.TempDir()
+		testutil.Dump(t, v.Pid, dir, "--link-remap")
+		v.Reap(t)
+		links, _ := filepath.Glob(filepath.Join(work, "link_remap.*"))
+		if len(links) != 2 {
+			t.Errorf("link remaps %v, want 2 (orig.txt and the O_TMPFILE file)", links)
+		}
+		if n, _ := imagesSize(t, dir, "ghost-file-*.img"); n != 1 {
+			t.Errorf("%d ghost images, want 1 (small.txt has no name to link from)", n)
+		}
+		testutil.CheckImages(t, dir)
+		testutil.RestoreDetached(t, dir, v)
+		if got := fdTargets(t, v.Pid); !slices.Contains(got, filepath.Join(work, "orig.txt")+" (deleted)") {
+			t.Errorf("the restored fds are %q, want one on orig.txt (deleted)", got)
+		}
+		noLeftovers(t, work)
+		v.TermAndCheck(t)
+	})
+	t.Run("elsewhere", func(t *testing.T) {
+		// The other name is in another directory: not searched, so the
+		// dump asks for --link-remap and leaves the victim running.
+		work := t.TempDir()
+		v := testutil.StartVictim(t, "ghost", work, "linked")
+		v.WaitReady(t)
+		other := filepath.Join(t.TempDir(), "moved.txt")
+		if err := os.Rename(filepath.Join(work, "other.txt"), other); err != nil {
+			t.Fatal(err)
+		}
+		msg := testutil.DumpFail(t, v.Pid, t.TempDir())
+		testutil.AssertContains(t, msg, "orig.txt", "other link", "--link-remap")
+		testutil.AssertRunning(t, v.Pid)
+		if err := os.Rename(other, filepath.Join(work, "other.txt")); err != nil {
+			t.Fatal(err)
+		}
+		v.TermAndCheck(t)
+	})
+}
 
-	dir := t.TempDir()
-	testutil.Dump(t, v.Pid, dir, "--link-remap")
-	v.Reap(t)
-	links, _ := filepath.Glob(filepath.Join(work, "link_remap.*"))
-	if len(links) != 2 {
-		t.Errorf("link remaps %v, want 2 (orig.txt and the O_TMPFILE file)", links)
+// fdTargets returns the targets of pid's fds.
+func fdTargets(t *testing.T, pid int) []string {
+	t.Helper()
+	fdDir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n, _ := imagesSize(t, dir, "ghost-file-*.img"); n != 1 {
-		t.Errorf("%d ghost images, want 1 (small.txt has no name to link from)", n)
+	var out []string
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(fdDir, e.Name())); err == nil {
+			out = append(out, l)
+		}
 	}
-	testutil.CheckImages(t, dir)
-	testutil.RestoreDetached(t, dir, v)
-	noLeftovers(t, work)
-	v.TermAndCheck(t)
+	return out
 }
 
 // TestGhostLimit: a 2 MiB unlinked file over --ghost-limit 1M fails the

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -100,4 +101,82 @@ func goUSR1(t *testing.T, v *testutil.Victim, n int) {
 	testutil.WaitFor(t, 3*time.Second, "the Go victim to log "+strings.TrimSpace(want), func() bool {
 		return countIn(v, want) == 1
 	})
+}
+
+const pythonPool = `
+import multiprocessing as mp, os, signal, sys
+
+def square(x):
+    return x * x
+
+def main():
+    method, status, ready = sys.argv[1:4]
+    mp.set_start_method(method)
+    # With spawn and forkserver the lock is a named POSIX semaphore (a
+    # file of /dev/shm that glibc mapped under a temporary name), the
+    # value lives in multiprocessing's shared heap.
+    lock = mp.Lock()
+    done = mp.Value("q", 0)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
+    fd = os.open(status, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    with mp.Pool(2) as pool:
+        i = 0
+        while not stop:
+            r = pool.map(square, range(i, i + 8))
+            if r != [x * x for x in range(i, i + 8)]:
+                print("FAIL: pool.map from %d = %r" % (i, r), file=sys.stderr, flush=True)
+                os._exit(1)
+            with lock:
+                done.value += 1
+            i += 1
+            os.pwrite(fd, b"%20d\n" % i, 0)
+            if i == 1:
+                open(ready, "w").close()
+        pool.close()
+        pool.join()
+    if done.value != i:
+        print("FAIL: shared value %d, want %d" % (done.value, i), file=sys.stderr, flush=True)
+        os._exit(1)
+    print("PASS after %d rounds" % i, flush=True)
+    os._exit(0)
+
+if __name__ == "__main__":
+    main()
+`
+
+// TestPythonMultiprocessing: python3 multiprocessing with each start
+// method: a Pool of 2 workers (with spawn and forkserver, a
+// resource_tracker and a forkserver process too, talking over pipes and
+// unix sockets), a Lock (a named POSIX semaphore, mapped by every process
+// under the temporary name glibc gave it before linking it under its
+// real one) and a Value in the shared heap. The tree goes on computing
+// after the restore; on SIGTERM it joins its pool and checks that every
+// round's result and increment is there.
+func TestPythonMultiprocessing(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, method := range []string{"fork", "spawn", "forkserver"} {
+		t.Run(method, func(t *testing.T) {
+			work := t.TempDir()
+			script, status, ready := filepath.Join(work, "pool.py"), filepath.Join(work, "rounds"), filepath.Join(work, "ready")
+			if err := os.WriteFile(script, []byte(pythonPool), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			v := testutil.StartProgram(t, program(t, "python3"), script, method, status, ready)
+			v.Ready = ready
+			v.WaitReady(t)
+			// The pool's workers exist before the first round ends.
+			tree := testutil.MustTree(t, v.Pid)
+			t.Logf("tree:\n%s", testutil.FormatTree(tree))
+			dir := t.TempDir()
+			dumpTree(t, v, tree, dir)
+			at := testutil.ReadCounter(t, status)
+			testutil.CheckImages(t, dir)
+			restoreTree(t, dir, v, tree)
+			testutil.WaitFor(t, 10*time.Second, "the pool to compute 20 more rounds", func() bool {
+				return testutil.ReadCounter(t, status) >= at+20
+			})
+			v.TermAndCheck(t)
+		})
+	}
 }
