@@ -2,10 +2,13 @@ package files
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
+	ghostfile "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -124,5 +127,132 @@ func TestCheckSize(t *testing.T) {
 		if got := checkSize(c.flags); got != c.want {
 			t.Errorf("checkSize(%#o) = %v", c.flags, got)
 		}
+	}
+}
+
+// TestGhostNodesRoundTrip: a FIFO, a character device and a directory
+// whose parent is gone too are written as ghost entries without content
+// and made again (mknod at NAME.cr.ID.ghost, mkdir at NAME with the lost
+// parent) with their type, rdev, mode, owner and mtime; a directory whose
+// name is taken now is made beside it.
+func TestGhostNodesRoundTrip(t *testing.T) {
+	work := t.TempDir()
+	imgs := t.TempDir()
+	dir, err := images.Create(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtime := []unix.Timespec{{Sec: 1e9}, {Sec: 1e9}}
+	nodes := []struct {
+		name string
+		mode uint32
+		rdev int
+		want string // where the ghost is made, relative to work
+	}{
+		{"fifo", unix.S_IFIFO | 0o640, 0, "fifo.cr.1.ghost"},
+		{"null", unix.S_IFCHR | 0o620, int(unix.Mkdev(1, 3)), "null.cr.2.ghost"},
+		{"gone/dir", unix.S_IFDIR | 0o751, 0, "gone/dir"},
+		{"taken", unix.S_IFDIR | 0o700, 0, "taken.cr.4.ghost"},
+	}
+	sts := make([]unix.Stat_t, len(nodes))
+	if err := os.Mkdir(filepath.Join(work, "gone"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range nodes {
+		p := filepath.Join(work, n.name)
+		if n.mode&unix.S_IFMT == unix.S_IFDIR {
+			err = unix.Mkdir(p, n.mode&0o777)
+		} else {
+			err = unix.Mknod(p, n.mode, n.rdev)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		unix.Chmod(p, n.mode&0o777)
+		unix.Chown(p, 1234, 5678)
+		unix.UtimesNano(p, mtime)
+		if err := unix.Stat(p, &sts[i]); err != nil {
+			t.Fatal(err)
+		}
+		g := &ghost{id: uint32(i + 1), src: "/nonexistent: a node is never opened", name: p, st: sts[i]}
+		if err := g.write(dir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, n := range []string{"gone/dir", "gone", "fifo", "null"} {
+		if err := os.Remove(filepath.Join(work, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdir, err := images.Open(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := NewRestorer(RestoreOptions{}, rdir, nil, nil)
+	for i, n := range nodes {
+		name := filepath.Join(work, n.name)
+		p, made, err := r.createGhost(uint32(i+1), &regfile.RegFileEntry{Name: proto.String(name), Mode: proto.Uint32(n.mode)})
+		if err != nil {
+			t.Fatalf("%s: %v", n.name, err)
+		}
+		if p != filepath.Join(work, n.want) {
+			t.Errorf("%s: ghost made as %s, want %s", n.name, p, n.want)
+		}
+		var got unix.Stat_t
+		if err := unix.Stat(p, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Mode != sts[i].Mode || got.Rdev != sts[i].Rdev || got.Uid != 1234 || got.Gid != 5678 || got.Mtim.Sec != 1e9 {
+			t.Errorf("%s: ghost mode %#o rdev %#x owner %d:%d mtime %d, want %#o %#x 1234:5678 %d", n.name, got.Mode, got.Rdev, got.Uid, got.Gid, got.Mtim.Sec, sts[i].Mode, sts[i].Rdev, int64(1e9))
+		}
+		for _, m := range made {
+			if err := os.Remove(m); err != nil {
+				t.Errorf("%s: remove %s: %v", n.name, m, err)
+			}
+		}
+	}
+	ents, _ := os.ReadDir(work)
+	if len(ents) != 1 || ents[0].Name() != "taken" {
+		t.Errorf("left in the work dir: %v (want only taken)", ents)
+	}
+}
+
+// TestGhostBadMode: a ghost entry of a mode that cannot be made, a device
+// without rdev, or of another type than its path entry is refused with
+// the image and offset named, and nothing is made.
+func TestGhostBadMode(t *testing.T) {
+	work := t.TempDir()
+	imgs := t.TempDir()
+	dir, err := images.Create(imgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := []struct {
+		ge   *ghostfile.GhostFileEntry
+		mode uint32 // of the path entry
+		want string
+	}{
+		{&ghostfile.GhostFileEntry{Mode: proto.Uint32(unix.S_IFSOCK | 0o600)}, unix.S_IFSOCK | 0o600, "mode 0140600"},
+		{&ghostfile.GhostFileEntry{Mode: proto.Uint32(unix.S_IFLNK | 0o777)}, unix.S_IFLNK | 0o777, "mode 0120777"},
+		{&ghostfile.GhostFileEntry{Mode: proto.Uint32(unix.S_IFCHR | 0o600)}, unix.S_IFCHR | 0o600, "without its device number"},
+		{&ghostfile.GhostFileEntry{Mode: proto.Uint32(unix.S_IFIFO | 0o600)}, unix.S_IFDIR | 0o700, "a ghost fifo for"},
+		{&ghostfile.GhostFileEntry{Mode: proto.Uint32(0o1000000 | unix.S_IFIFO)}, unix.S_IFIFO, "bits beyond"},
+	}
+	for i, b := range bad {
+		b.ge.Uid, b.ge.Gid = proto.Uint32(0), proto.Uint32(0)
+		if err := dir.Write(ghostName(uint32(i+1)), b.ge); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rdir, _ := images.Open(imgs)
+	r := NewRestorer(RestoreOptions{}, rdir, nil, nil)
+	for i, b := range bad {
+		_, _, err := r.createGhost(uint32(i+1), &regfile.RegFileEntry{Name: proto.String(filepath.Join(work, "x")), Mode: proto.Uint32(b.mode)})
+		if err == nil || !strings.Contains(err.Error(), ghostName(uint32(i+1))+" at offset 8") || !strings.Contains(err.Error(), b.want) || !errors.Is(err, images.ErrCorrupt) {
+			t.Errorf("ghost %d: %v, want an error naming %s at offset 8: %s", i+1, err, ghostName(uint32(i+1)), b.want)
+		}
+	}
+	if ents, _ := os.ReadDir(work); len(ents) != 0 {
+		t.Errorf("bad ghosts made %v", ents)
 	}
 }
