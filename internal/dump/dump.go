@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -66,6 +67,7 @@ type dumper struct {
 	root    *process
 	all     []*process // every process seized, parents first
 	ids     idAlloc
+	kobjs   []linux.KcmpSet[int] // processes by object, see dumpIDs
 	seccomp core.SeccompTable
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing

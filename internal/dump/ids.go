@@ -20,30 +20,33 @@ func (a *idAlloc) next(kind string) int {
 	return (*a)[kind]
 }
 
+// sharedObjs are the kernel objects a process may not share with another
+// (see dumpIDs), each kept as a kcmp-ordered set of the processes seen.
+var sharedObjs = []struct {
+	typ  int
+	name string
+}{{linux.KcmpVM, "memory"}, {linux.KcmpFiles, "fd table"}, {linux.KcmpFS, "fs info"}, {linux.KcmpSighand, "signal handlers"}}
+
 // dumpIDs numbers the kernel objects of p. Processes of a tree normally
 // each have their own; ones shared between processes (clone without
 // CLONE_THREAD but with CLONE_VM, CLONE_FILES, CLONE_FS or
 // CLONE_SIGHAND, as vfork does for a moment) are refused.
 func (d *dumper) dumpIDs(p *process) error {
-	for _, other := range d.all {
-		if other == p {
-			break
+	if d.kobjs == nil {
+		d.kobjs = make([]linux.KcmpSet[int], len(sharedObjs))
+		for i, k := range sharedObjs {
+			d.kobjs[i].Type = k.typ
 		}
-		if other.zombie {
-			continue
+	}
+	for i, k := range sharedObjs {
+		other, at, found, err := d.kobjs[i].Find(p.pid, 0)
+		if err != nil {
+			return fmt.Errorf("compare the %s of pid %d with the other processes': %w", k.name, p.pid, err)
 		}
-		for _, k := range []struct {
-			typ  int
-			name string
-		}{{linux.KcmpVM, "memory"}, {linux.KcmpFiles, "fd table"}, {linux.KcmpFS, "fs info"}, {linux.KcmpSighand, "signal handlers"}} {
-			same, err := linux.Kcmp(p.pid, other.pid, k.typ, 0, 0)
-			if err != nil {
-				return fmt.Errorf("compare pid %d with pid %d: %w", p.pid, other.pid, err)
-			}
-			if same {
-				return fmt.Errorf("pid %d shares its %s with pid %d (clone without CLONE_THREAD, or vfork in progress): %w", p.pid, k.name, other.pid, ErrNotSupported)
-			}
+		if found {
+			return fmt.Errorf("pid %d shares its %s with pid %d (clone without CLONE_THREAD, or vfork in progress): %w", p.pid, k.name, other, ErrNotSupported)
 		}
+		d.kobjs[i].Insert(at, p.pid, 0, p.pid)
 	}
 	u := func(kind string) *uint32 { return proto.Uint32(uint32(d.ids.next(kind))) }
 	root := uint32(rootObjID)

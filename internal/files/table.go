@@ -27,7 +27,7 @@ type Table struct {
 	paths  map[string]uint32 // path-only entries (mappings), shared
 	// open descriptions seen so far, by device and inode, to find fds
 	// that share one (dup, fork): they must share it again after restore.
-	descs map[[2]uint64][]desc
+	descs map[[2]uint64]*linux.KcmpSet[desc]
 	// memfds seen mapped, by inode
 	memfds map[uint64]*memfdFile
 	state  map[string]any // per-kind state, see stateOf
@@ -39,11 +39,10 @@ type Table struct {
 	Opts    DumpOptions
 }
 
-// desc is one fd already in the table.
+// desc is the entry of an open file description already in the table.
 type desc struct {
-	pid, fd int
-	id      uint32
-	typ     fdinfo.FdTypes
+	id  uint32
+	typ fdinfo.FdTypes
 }
 
 // NewTable returns an empty table.
@@ -51,24 +50,25 @@ func NewTable(opts DumpOptions, pagesID func() int) *Table {
 	if opts.GhostLimit == 0 {
 		opts.GhostLimit = DefaultGhostLimit
 	}
-	return &Table{nextID: 1, PagesID: pagesID, Opts: opts, paths: map[string]uint32{}, descs: map[[2]uint64][]desc{},
+	return &Table{nextID: 1, PagesID: pagesID, Opts: opts, paths: map[string]uint32{}, descs: map[[2]uint64]*linux.KcmpSet[desc]{},
 		memfds: map[uint64]*memfdFile{}, state: map[string]any{}, pids: map[int]bool{}}
 }
 
-// shared returns the id of an fd already recorded that refers to the same
-// open file description as fd of pid, as kcmp(KCMP_FILE) tells.
-func (t *Table) shared(pid, fd int, st *unix.Stat_t) (desc, bool, error) {
+// shared returns the fd already recorded that refers to the same open
+// file description as fd of pid, as kcmp(KCMP_FILE) tells, or else a
+// function that records fd as the first of its description.
+func (t *Table) shared(pid, fd int, st *unix.Stat_t) (desc, bool, func(desc), error) {
 	key := [2]uint64{st.Dev, st.Ino}
-	for _, d := range t.descs[key] {
-		same, err := linux.Kcmp(pid, d.pid, linux.KcmpFile, fd, d.fd)
-		if err != nil {
-			return desc{}, false, fmt.Errorf("compare fd %d of pid %d with fd %d of pid %d: %w", fd, pid, d.fd, d.pid, err)
-		}
-		if same {
-			return d, true, nil
-		}
+	set := t.descs[key]
+	if set == nil {
+		set = &linux.KcmpSet[desc]{Type: linux.KcmpFile}
+		t.descs[key] = set
 	}
-	return desc{}, false, nil
+	d, at, found, err := set.Find(pid, fd)
+	if err != nil {
+		return desc{}, false, nil, fmt.Errorf("compare fd %d of pid %d with the fds of its file: %w", fd, pid, err)
+	}
+	return d, found, func(d desc) { set.Insert(at, pid, fd, d) }, nil
 }
 
 // add gives fe the next id.
@@ -134,7 +134,7 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 	if k == nil || k.dump == nil {
 		return nil, &UnsupportedError{Pid: pid, Fd: num, Kind: name, Target: fd.Target}
 	}
-	d, dup, err := t.shared(pid, num, &fd.Stat)
+	d, dup, record, err := t.shared(pid, num, &fd.Stat)
 	if err != nil {
 		return nil, err
 	}
@@ -152,9 +152,8 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
 		}
 		t.put(fe, fd.ID)
-		d = desc{pid: pid, fd: num, id: fd.ID, typ: fe.GetType()}
-		key := [2]uint64{fd.Stat.Dev, fd.Stat.Ino}
-		t.descs[key] = append(t.descs[key], d)
+		d = desc{id: fd.ID, typ: fe.GetType()}
+		record(d)
 	}
 	if err := t.dumpLocks(fd, d.id); err != nil {
 		return nil, err
