@@ -57,7 +57,7 @@
 
 static const gid_t want_groups[] = { 4000, 4001, 65534 };
 static int last_cap;
-static volatile int thread_check;
+static volatile int thread_check, thread_named;
 static volatile int thread_failures = -1;
 static int child_pid;
 
@@ -206,10 +206,30 @@ static void *thread_main(void *arg)
 {
 	(void)arg;
 	prctl(PR_SET_NAME, "creds-thread");
+	thread_named = 1;
 	while (!thread_check)
 		sleep_ms(10);
 	thread_failures = check_creds("thread");
 	return NULL;
+}
+
+/* wait_comm waits until process pid is named name. */
+static void wait_comm(int pid, const char *name)
+{
+	char path[64], buf[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+	for (int i = 0; i < 500; i++) {
+		int fd = open(path, O_RDONLY | O_CLOEXEC);
+		int n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+
+		if (fd >= 0)
+			close(fd);
+		if (n > 0 && (buf[n - 1] = 0, !strcmp(buf, name)))
+			return;
+		sleep_ms(10);
+	}
+	die("pid %d is not named %s after 5 s", pid, name);
 }
 
 static void __attribute__((noreturn)) child_main(void)
@@ -318,6 +338,11 @@ int main(int argc, char **argv)
 		die("the setup did not give the state it checks");
 	say("creds: pid %d, child %d: uid 65534/65534/2000 fs 2000, gid 65534/3000/3001 fs 3001, cap_net_bind_service, 2 filters",
 	    getpid(), child_pid);
+	/* READY once the thread and the child have their names: a tree seen
+	 * before is not the one dumped. */
+	while (!thread_named)
+		sleep_ms(1);
+	wait_comm(child_pid, "creds-child");
 	victim_ready(argv[1]);
 
 	victim_wait();
