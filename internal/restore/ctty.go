@@ -31,6 +31,29 @@ func (r *restorer) cttys() ([]files.Ctty, error) {
 	return r.cttyList[:len(r.cttyList)-1], nil
 }
 
+// joinsOwnSession tells whether the session sid of the images is joined
+// to the session of stasis restore instead of being started again: with
+// -j, a shell that led the session of the terminal it ran on (a terminal
+// window's shell, dumped with its jobs) cannot lead a session on the
+// terminal of stasis restore, which belongs to stasis' session; it comes
+// back as a job of that session, leading its own process group, with its
+// jobs' groups beside it, and the group that had the foreground gets it.
+func (r *restorer) joinsOwnSession(sid int) (bool, error) {
+	if !r.opts.ShellJob {
+		return false, nil
+	}
+	cs, err := r.cttys()
+	if err != nil {
+		return false, err
+	}
+	for _, c := range cs {
+		if c.Own && c.Sid == sid {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
 // takeCtty makes the session the task has just started (setsid) take its
 // terminal, before any child is cloned from it: a process has a
 // controlling terminal only if it took it or was forked from one that had.

@@ -78,8 +78,12 @@ func (tr *taskRestorer) earlySubreaper() error {
 // created after this inherit them.
 func (tr *taskRestorer) leadSessionOrGroup() error {
 	pid := tr.img.pid()
+	joins, err := tr.r.joinsOwnSession(pid)
+	if err != nil {
+		return err
+	}
 	switch {
-	case tr.img.sid() == pid:
+	case tr.img.sid() == pid && !joins:
 		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}

@@ -189,6 +189,54 @@ func TestShellJob(t *testing.T) {
 	tm.waitScreen(p2, "restore-exit=7", 5*time.Second) // stasis restore exits as the shell did
 }
 
+// TestShellJobWindowShell: the shell of a terminal window itself - the
+// leader of the terminal's session - with `seq | less` in the foreground,
+// dumped with -j and restored with -j in another window. It cannot lead a
+// session on the terminal of stasis restore (that session is the other
+// window's shell's); it comes back as a job there, leading its own group,
+// with less's group in the foreground: less pages on, q gives the prompt
+// back to the restored shell, which kept its variables, and its exit
+// status is the one stasis restore exits with.
+func TestShellJobWindowShell(t *testing.T) {
+	testutil.RequireRoot(t)
+	tm := startTmux(t)
+	p1 := tm.firstPane()
+	p2 := tm.newPane() // the server lives on once p1's shell is dumped
+	shell := tm.panePid(p1)
+	tm.typeLine(p1, "MARK=kept-$((6*7)); seq 100000 | less")
+	tm.waitScreen(p1, "\n39\n", 5*time.Second)
+	less := childOf(t, shell, "less")
+	tm.keys(p1, "Space")
+	tm.waitScreen(p1, "78", 5*time.Second)
+	tree := testutil.MustTree(t, shell)
+
+	dir := t.TempDir()
+	testutil.AssertContains(t, testutil.DumpFail(t, shell, dir), "-j/--shell-job")
+	testutil.Dump(t, shell, dir, "-j")
+	testutil.CheckImages(t, dir)
+	reapGone(t, testutil.Pids(tree)...)
+
+	tm.waitScreen(p2, "outer$", 5*time.Second)
+	log := filepath.Join(t.TempDir(), "restore.log")
+	tm.typeLine(p2, fmt.Sprintf("%s restore -j -D %s -v4 -o %s; echo restore-exit=$?", testutil.StasisBin(t), dir, log))
+	testutil.WaitFor(t, 10*time.Second, "the restored less", func() bool { return testutil.Exists(less) })
+	tm.keys(p2, "Space")
+	if sc := tm.waitScreen(p2, "117", 5*time.Second); strings.Contains(sc, "restore-exit") {
+		t.Fatalf("stasis restore ended:\n%s\nlog:\n%s", sc, readFile(log))
+	}
+	if pgid, err := unix.Getpgid(shell); err != nil || pgid != shell {
+		t.Errorf("the restored shell's group is %d (%v), want its own", pgid, err)
+	}
+	tm.keys(p2, "q")
+	tm.typeLine(p2, "echo mark=$MARK; echo end-$((1+1))")
+	sc := tm.waitScreen(p2, "end-2", 5*time.Second)
+	if !strings.Contains(sc, "mark=kept-42") {
+		t.Errorf("the restored shell lost its variable:\n%s", sc)
+	}
+	tm.typeLine(p2, "exit 3")
+	tm.waitScreen(p2, "restore-exit=3", 5*time.Second)
+}
+
 // reapGone waits until the killed tasks are gone, reaping those that
 // were orphaned to the test process (the subreaper).
 func reapGone(t *testing.T, pids ...int) {
