@@ -47,13 +47,7 @@ func TestSharedAnonMemory(t *testing.T) {
 // The segment lives in the kernel: once it is gone, the restore fails
 // clearly and leaves nothing.
 func TestSysVSharedMemory(t *testing.T) {
-	testutil.RequireRoot(t)
-	v := testutil.StartVictim(t, "shmem", "sysv")
-	v.WaitReady(t)
-	shmid := victimShmid(t, v)
-	tree := testutil.MustTree(t, v.Pid)
-	dir := t.TempDir()
-	dumpTree(t, v, tree, dir)
+	v, shmid, tree, dir := dumpSysvVictim(t)
 	testutil.CheckImages(t, dir)
 	if !hasSysvVMA(t, dir, v.Pid, shmid) {
 		t.Errorf("mm-%d.img has no VMA_AREA_SYSVIPC vma of segment %d", v.Pid, shmid)
@@ -63,6 +57,19 @@ func TestSysVSharedMemory(t *testing.T) {
 }
 
 func TestSysVSharedMemoryGone(t *testing.T) {
+	_, shmid, tree, dir := dumpSysvVictim(t)
+	if _, err := unix.SysvShmCtl(shmid, unix.IPC_RMID, nil); err != nil {
+		t.Fatalf("remove segment %d: %v", shmid, err)
+	}
+	msg := testutil.RestoreFail(t, dir)
+	testutil.AssertContains(t, msg, "System V shared memory segment "+strconv.Itoa(shmid), "restore on the host that has it")
+	assertTreeGone(t, tree)
+}
+
+// dumpSysvVictim dumps the shmem victim with its System V segment and
+// returns it, the segment's id, its tree and the images.
+func dumpSysvVictim(t *testing.T) (*testutil.Victim, int, []testutil.Task, string) {
+	t.Helper()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "shmem", "sysv")
 	v.WaitReady(t)
@@ -70,12 +77,7 @@ func TestSysVSharedMemoryGone(t *testing.T) {
 	tree := testutil.MustTree(t, v.Pid)
 	dir := t.TempDir()
 	dumpTree(t, v, tree, dir)
-	if _, err := unix.SysvShmCtl(shmid, unix.IPC_RMID, nil); err != nil {
-		t.Fatalf("remove segment %d: %v", shmid, err)
-	}
-	msg := testutil.RestoreFail(t, dir)
-	testutil.AssertContains(t, msg, "System V shared memory segment "+strconv.Itoa(shmid), "restore on the host that has it")
-	assertTreeGone(t, tree)
+	return v, shmid, tree, dir
 }
 
 // TestSysVSharedMemoryRemoved: a segment marked IPC_RMID goes with its
