@@ -34,6 +34,10 @@ type Restorer struct {
 	// links of --link-remap).
 	succeeded []func() error
 	success   bool
+	// OpenCtty opens /dev/tty with flags as a process of session sid
+	// does: the session's controlling terminal, as only a member of the
+	// session can open it. Set by the restore, which has the tasks.
+	OpenCtty func(sid int, flags int) (*os.File, error)
 }
 
 // NewRestorer returns a Restorer of the files of a dump.

@@ -567,7 +567,14 @@ func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 		}
 		return p.openSlave(flags)
 	case tty.TtyType_CTTY:
-		// /dev/tty is the session's terminal: a new open of it.
+		// /dev/tty is the session's terminal: a new open of /dev/tty by
+		// a member of the session, so that the fd is /dev/tty again (it
+		// follows the session: it fails once the session loses its
+		// terminal, as the dumped one would).
+		if r.OpenCtty != nil && info.GetSid() != 0 {
+			fl := int(flags&^unix.O_CREAT) &^ unix.O_CLOEXEC
+			return r.OpenCtty(int(info.GetSid()), fl)
+		}
 		for _, id := range slices.Sorted(maps.Keys(s.infos)) {
 			e := s.infos[id]
 			if e.GetType() == tty.TtyType_PTY && id&1 == 0 && e.GetSid() == info.GetSid() && info.GetSid() != 0 {

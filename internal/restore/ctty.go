@@ -191,3 +191,36 @@ func (r *restorer) procByPid(pid int) *taskRestorer {
 	}
 	return nil
 }
+
+// openCtty opens /dev/tty as a task of session sid, which has the
+// session's terminal by now (files.Restorer.OpenCtty), and takes the file
+// into stasis.
+func (r *restorer) openCtty(sid, flags int) (*os.File, error) {
+	var tr *taskRestorer
+	for _, p := range r.procs {
+		if p.img.sid() == sid && p.img.live() {
+			tr = p
+			break
+		}
+	}
+	if tr == nil {
+		return nil, fmt.Errorf("/dev/tty of session %d: no process of the session is restored", sid)
+	}
+	path, err := tr.s.Put(0, []byte("/dev/tty\x00"))
+	if err != nil {
+		return nil, err
+	}
+	const atFdcwd = ^uint64(99) // AT_FDCWD, -100
+	fd, err := tr.t.Call("openat(/dev/tty)", unix.SYS_OPENAT, atFdcwd, path, uint64(flags|unix.O_CLOEXEC), 0)
+	if err != nil {
+		return nil, fmt.Errorf("open /dev/tty in pid %d (session %d): %w", tr.t.Tid, sid, err)
+	}
+	nfd, err := (&files.Fd{Pid: tr.t.Tid, Num: int(fd)}).Dup()
+	if _, cerr := tr.t.Call("close", unix.SYS_CLOSE, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), "/dev/tty"), nil
+}

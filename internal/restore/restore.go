@@ -133,6 +133,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
+	r.files.OpenCtty = r.openCtty
 	if !r.opts.PidNS {
 		for _, pid := range r.imgs.allPids() {
 			if err := checkPidFree(pid); err != nil {

@@ -40,7 +40,8 @@ func TestScreen(t *testing.T) {
 	if err := os.Chmod(sdir, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	env := append(os.Environ(), "SCREENDIR="+sdir, "PS1=win$ ", "TERM=xterm")
+	// The shell's history in a file of the test's, not ~/.bash_history.
+	env := append(os.Environ(), "SCREENDIR="+sdir, "PS1=win$ ", "TERM=xterm", "HISTFILE="+filepath.Join(t.TempDir(), "bash_history"))
 	screen := func(args ...string) {
 		t.Helper()
 		cmd := exec.Command("timeout", append([]string{"10", "screen"}, args...)...)

@@ -18,8 +18,9 @@ import (
 // tmuxServer is a tmux server of the test's own (its own socket), whose
 // panes the tests type into and look at as a person would.
 type tmuxServer struct {
-	t    *testing.T
-	sock string
+	t     *testing.T
+	sock  string
+	shell string // the command of a window: an interactive bash
 }
 
 func startTmux(t *testing.T) *tmuxServer {
@@ -27,8 +28,12 @@ func startTmux(t *testing.T) *tmuxServer {
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Fatal("tmux is not installed (.ci/run installs it)")
 	}
-	s := &tmuxServer{t: t, sock: filepath.Join(t.TempDir(), "tmux.sock")}
-	s.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "120", "-y", "40", "env PS1='outer$ ' bash --norc --noprofile -i")
+	dir := t.TempDir()
+	// The shells keep their history in a file of the test (bash loads
+	// ~/.bash_history otherwise, and writes it when it exits).
+	s := &tmuxServer{t: t, sock: filepath.Join(dir, "tmux.sock"),
+		shell: fmt.Sprintf("env PS1='outer$ ' HISTFILE=%s bash --norc --noprofile -i", filepath.Join(dir, "bash_history"))}
+	s.run("-f", "/dev/null", "new-session", "-d", "-s", "t", "-x", "120", "-y", "40", s.shell)
 	t.Cleanup(func() { exec.Command("tmux", "-S", s.sock, "kill-server").Run() })
 	return s
 }
@@ -44,7 +49,7 @@ func (s *tmuxServer) run(args ...string) string {
 
 // newPane opens a window running an interactive bash and returns its pane.
 func (s *tmuxServer) newPane() string {
-	return s.run("new-window", "-t", "t", "-P", "-F", "#{pane_id}", "env PS1='outer$ ' bash --norc --noprofile -i")
+	return s.run("new-window", "-t", "t", "-P", "-F", "#{pane_id}", s.shell)
 }
 
 func (s *tmuxServer) firstPane() string { return s.run("list-panes", "-t", "t:0", "-F", "#{pane_id}") }
@@ -195,15 +200,16 @@ func TestShellJob(t *testing.T) {
 // session on the terminal of stasis restore (that session is the other
 // window's shell's); it comes back as a job there, leading its own group,
 // with less's group in the foreground: less pages on, q gives the prompt
-// back to the restored shell, which kept its variables, and its exit
-// status is the one stasis restore exits with.
+// back to the restored shell, which kept its variables and its fd on
+// /dev/tty (still /dev/tty, now the new terminal), and its exit status is
+// the one stasis restore exits with.
 func TestShellJobWindowShell(t *testing.T) {
 	testutil.RequireRoot(t)
 	tm := startTmux(t)
 	p1 := tm.firstPane()
 	p2 := tm.newPane() // the server lives on once p1's shell is dumped
 	shell := tm.panePid(p1)
-	tm.typeLine(p1, "MARK=kept-$((6*7)); seq 100000 | less")
+	tm.typeLine(p1, "MARK=kept-$((6*7)); exec 7<>/dev/tty; seq 100000 | less")
 	tm.waitScreen(p1, "\n39\n", 5*time.Second)
 	less := childOf(t, shell, "less")
 	tm.keys(p1, "Space")
@@ -227,11 +233,18 @@ func TestShellJobWindowShell(t *testing.T) {
 	if pgid, err := unix.Getpgid(shell); err != nil || pgid != shell {
 		t.Errorf("the restored shell's group is %d (%v), want its own", pgid, err)
 	}
+	// fd 7 is /dev/tty again: the terminal of the session it is in now.
+	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/7", shell)); err != nil || l != "/dev/tty" {
+		t.Errorf("the shell's fd 7 is %q (%v), want /dev/tty", l, err)
+	}
 	tm.keys(p2, "q")
-	tm.typeLine(p2, "echo mark=$MARK; echo end-$((1+1))")
+	tm.typeLine(p2, "echo mark=$MARK; echo via-$((2+3))-dev-tty >&7; echo end-$((1+1))")
 	sc := tm.waitScreen(p2, "end-2", 5*time.Second)
 	if !strings.Contains(sc, "mark=kept-42") {
 		t.Errorf("the restored shell lost its variable:\n%s", sc)
+	}
+	if !strings.Contains(sc, "via-5-dev-tty") {
+		t.Errorf("a write to /dev/tty does not show on the terminal:\n%s", sc)
 	}
 	tm.typeLine(p2, "exit 3")
 	tm.waitScreen(p2, "restore-exit=3", 5*time.Second)

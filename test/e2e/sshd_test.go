@@ -99,7 +99,7 @@ UseDNS no
 	p := tm.firstPane()
 	tm.waitScreen(p, "outer$", 5*time.Second)
 	outer := tm.panePid(p)
-	tm.typeLine(p, fmt.Sprintf("ssh -tt -i %s -p %d -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1 'env PS1=se\"\"ss\\>\\  bash --norc --noprofile -i'", userKey, port))
+	tm.typeLine(p, fmt.Sprintf("ssh -tt -i %s -p %d -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1 'env PS1=se\"\"ss\\>\\  HISTFILE=/dev/null bash --norc --noprofile -i'", userKey, port))
 	tm.waitScreen(p, "\nsess>", 10*time.Second) // capture-pane trims the trailing blank
 	// The shell on the pty is the one bash under the listener; the root of
 	// the session's tree is the per-connection sshd above it, a child of
