@@ -44,6 +44,13 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]b
 					return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
 				}
 			}
+			// A fork does not pass memory locks on: a child that
+			// locked an inherited mapping itself locks it again.
+			if e.GetFlags()&unix.MAP_LOCKED != 0 {
+				if _, err := t.Call("mlock", unix.SYS_MLOCK, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+				}
+			}
 			continue
 		}
 		if e.GetStatus()&AreaSysVIPC != 0 {

@@ -160,6 +160,9 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 		if v.HasFlag("nr") {
 			flags |= unix.MAP_NORESERVE
 		}
+		if v.HasFlag("lo") {
+			flags |= unix.MAP_LOCKED // mlock'ed, as criu records it
+		}
 		if status&(AreaVDSO|AreaVVAR) == 0 && (v.HasFlag("io") || v.HasFlag("pf")) {
 			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
 		}

@@ -11,7 +11,8 @@
  *   malloc), patterned; malloc must still work after the restore;
  * - a 64 KiB array on the main stack;
  * - .data (an initialised global array, rewritten at run time, so its pages
- *   are private copies of the executable's pages) and .bss.
+ *   are private copies of the executable's pages) and .bss;
+ * - a 64 KiB region locked in memory (mlock): still locked (VmLck 64 kB).
  */
 #include "victim.h"
 #include <sys/mman.h>
@@ -28,7 +29,7 @@ static const char *data_str = "a string in .rodata";
 #define STACK_WORDS 8192 /* 64 KiB */
 #define SPARSE_SIZE (64UL << 20)
 
-static uint64_t *big_anon, *sparse, *ro, *none;
+static uint64_t *big_anon, *sparse, *ro, *none, *locked;
 static size_t big_words;
 static uint64_t *small[NSMALL], *big_heap;
 
@@ -55,6 +56,28 @@ static __attribute__((noinline)) void check_sparse(void)
 	}
 }
 
+#define LOCKED (64 * 1024UL)
+
+/* check_locked: the locked region is the process's only locked memory. */
+static void check_locked(void)
+{
+	char buf[4096];
+	int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof(buf) - 1);
+	char *l;
+
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0) {
+		fail("read /proc/self/status: %s", strerror(errno));
+		return;
+	}
+	buf[n] = 0;
+	l = strstr(buf, "VmLck:");
+	if (!l || strtoul(l + 6, NULL, 10) != LOCKED / 1024)
+		fail("VmLck is %.20s, want %lu kB: the mlock'ed region is not locked any more", l ? l + 6 : "?", LOCKED / 1024);
+}
+
 static __attribute__((noinline)) void check_all(uint64_t *stack_arr)
 {
 	char what[64];
@@ -75,6 +98,8 @@ static __attribute__((noinline)) void check_all(uint64_t *stack_arr)
 	check_fill("stack array", stack_arr, STACK_WORDS, 5);
 	check_fill(".data array", data_arr, 4096, 6);
 	check_fill(".bss array", bss_arr, 64 * 1024, 7);
+	check_fill("locked region", locked, LOCKED / 8, 8);
+	check_locked();
 	if (strcmp(data_str, "a string in .rodata"))
 		fail(".rodata string changed");
 }
@@ -95,8 +120,12 @@ int main(int argc, char **argv)
 	sparse = mmap(NULL, SPARSE_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ro = mmap(NULL, PAGE * 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	none = mmap(NULL, PAGE * 16, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (big_anon == MAP_FAILED || sparse == MAP_FAILED || ro == MAP_FAILED || none == MAP_FAILED)
+	locked = mmap(NULL, LOCKED, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (big_anon == MAP_FAILED || sparse == MAP_FAILED || ro == MAP_FAILED || none == MAP_FAILED || locked == MAP_FAILED)
 		die("mmap: %s", strerror(errno));
+	fill(locked, LOCKED / 8, 8);
+	if (mlock(locked, LOCKED))
+		die("mlock: %s", strerror(errno));
 
 	fill(big_anon, big_words, 1);
 	for (size_t pg = 0; pg < SPARSE_SIZE / PAGE; pg += 16)
