@@ -332,6 +332,10 @@ func (d *dumper) dumpMM(p *process) error {
 	if err != nil {
 		return err
 	}
+	thpOff, err := t.Call("prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
+	if err != nil {
+		return err
+	}
 	st := p.stat
 	m := &mm.MmEntry{
 		MmStartCode:  proto.Uint64(st.StartCode),
@@ -348,6 +352,9 @@ func (d *dumper) dumpMM(p *process) error {
 		ExeFileId:    proto.Uint32(exeID),
 		MmSavedAuxv:  auxv,
 		Dumpable:     proto.Int32(int32(dumpable)),
+	}
+	if thpOff != 0 {
+		m.ThpDisabled = proto.Bool(true)
 	}
 	for _, a := range p.areas {
 		if a.Memfd {

@@ -396,6 +396,11 @@ func (tr *taskRestorer) restoreMM() error {
 			return err
 		}
 	}
+	if m.GetThpDisabled() {
+		if _, err := tr.t.Call("prctl(PR_SET_THP_DISABLE)", unix.SYS_PRCTL, unix.PR_SET_THP_DISABLE, 1); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -13,8 +13,9 @@ import (
 
 // TestMemory: 256 MiB of patterned anonymous memory, a sparse region whose
 // untouched pages must stay zero, read-only and PROT_NONE data, heap (brk and
-// mmap'ed malloc blocks), the stack, .data and .bss all come back; the victim
-// regenerates every pattern after the restore (mem.c).
+// mmap'ed malloc blocks), the stack, .data and .bss all come back, a locked
+// region stays locked and THP stays disabled; the victim regenerates every
+// pattern after the restore (mem.c).
 func TestMemory(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "mem", "256")

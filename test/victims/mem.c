@@ -12,10 +12,12 @@
  * - a 64 KiB array on the main stack;
  * - .data (an initialised global array, rewritten at run time, so its pages
  *   are private copies of the executable's pages) and .bss;
- * - a 64 KiB region locked in memory (mlock): still locked (VmLck 64 kB).
+ * - a 64 KiB region locked in memory (mlock): still locked (VmLck 64 kB);
+ * - transparent huge pages disabled for the process (PR_SET_THP_DISABLE).
  */
 #include "victim.h"
 #include <sys/mman.h>
+#include <sys/prctl.h>
 
 #define PAGE 4096UL
 
@@ -100,6 +102,8 @@ static __attribute__((noinline)) void check_all(uint64_t *stack_arr)
 	check_fill(".bss array", bss_arr, 64 * 1024, 7);
 	check_fill("locked region", locked, LOCKED / 8, 8);
 	check_locked();
+	if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1)
+		fail("PR_GET_THP_DISABLE is %d, want 1", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 	if (strcmp(data_str, "a string in .rodata"))
 		fail(".rodata string changed");
 }
@@ -126,6 +130,8 @@ int main(int argc, char **argv)
 	fill(locked, LOCKED / 8, 8);
 	if (mlock(locked, LOCKED))
 		die("mlock: %s", strerror(errno));
+	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
+		die("PR_SET_THP_DISABLE: %s", strerror(errno));
 
 	fill(big_anon, big_words, 1);
 	for (size_t pg = 0; pg < SPARSE_SIZE / PAGE; pg += 16)
