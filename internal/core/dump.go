@@ -3,6 +3,7 @@ package core
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -35,6 +36,9 @@ const (
 	kernelSigaSize = 32 // struct sigaction as the kernel sees it
 	rlimNlimits    = 16
 	prGetTidAddr   = 40
+	// MEMBARRIER_CMD_GET_REGISTRATIONS (include/uapi/linux/membarrier.h,
+	// Linux 6.3): the registration commands the process issued.
+	membarrierGetRegistrations = 1 << 9
 )
 
 // stateOf maps a /proc state letter and the stop signal of a seized task
@@ -96,6 +100,16 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 		{"loginuid", func() error {
 			v, err := readProcInt(pid, "loginuid")
 			tc.Loginuid = proto.Uint32(uint32(v))
+			return err
+		}},
+		{"membarrier registrations", func() error {
+			m, err := t.Call("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegistrations, 0, 0)
+			if errors.Is(err, unix.EINVAL) {
+				return nil // a kernel before 6.3 cannot tell
+			}
+			if m != 0 {
+				tc.MembarrierRegistrationMask = proto.Uint32(uint32(m))
+			}
 			return err
 		}},
 	}

@@ -99,6 +99,22 @@ func RestoreProcess(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 			}
 			return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0)
 		}},
+		{"membarrier registrations", func() error {
+			// Each bit is a registration command, issued again (a
+			// process that registered for expedited barriers gets EPERM
+			// from them otherwise).
+			m := uint64(tc.GetMembarrierRegistrationMask())
+			for bit := uint64(1); m != 0; bit <<= 1 {
+				if m&bit == 0 {
+					continue
+				}
+				m &^= bit
+				if _, err := t.Call(fmt.Sprintf("membarrier(%#x)", bit), unix.SYS_MEMBARRIER, bit, 0, 0); err != nil {
+					return err
+				}
+			}
+			return nil
+		}},
 		{"shared pending signals", func() error { return queueSignals(t, s, tc.GetSignalsS().GetSignals(), false) }},
 	}
 	for _, step := range steps {

@@ -13,11 +13,15 @@
  * - .data (an initialised global array, rewritten at run time, so its pages
  *   are private copies of the executable's pages) and .bss;
  * - a 64 KiB region locked in memory (mlock): still locked (VmLck 64 kB);
- * - transparent huge pages disabled for the process (PR_SET_THP_DISABLE).
+ * - transparent huge pages disabled for the process (PR_SET_THP_DISABLE);
+ * - registered for private expedited membarrier: the barrier still works
+ *   (EPERM without the registration).
  */
 #include "victim.h"
 #include <sys/mman.h>
+#include <linux/membarrier.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 
 #define PAGE 4096UL
 
@@ -102,6 +106,8 @@ static __attribute__((noinline)) void check_all(uint64_t *stack_arr)
 	check_fill(".bss array", bss_arr, 64 * 1024, 7);
 	check_fill("locked region", locked, LOCKED / 8, 8);
 	check_locked();
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0))
+		fail("membarrier(PRIVATE_EXPEDITED): %s: the registration is lost", strerror(errno));
 	if (prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0) != 1)
 		fail("PR_GET_THP_DISABLE is %d, want 1", prctl(PR_GET_THP_DISABLE, 0, 0, 0, 0));
 	if (strcmp(data_str, "a string in .rodata"))
@@ -132,6 +138,8 @@ int main(int argc, char **argv)
 		die("mlock: %s", strerror(errno));
 	if (prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0))
 		die("PR_SET_THP_DISABLE: %s", strerror(errno));
+	if (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0))
+		die("membarrier(REGISTER_PRIVATE_EXPEDITED): %s", strerror(errno));
 
 	fill(big_anon, big_words, 1);
 	for (size_t pg = 0; pg < SPARSE_SIZE / PAGE; pg += 16)
