@@ -15,11 +15,13 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
-// File locks (-l/--file-locks): flock(2), POSIX record locks and OFD
-// locks, in criu's filelocks.img, one file_lock_entry per lock held by
-// the tree: flag (the kind), type (F_RDLCK or F_WRLCK), the pid and fd
-// of a holder, start and len (0: to the end of the file), as criu 4.x
-// writes them (criu/file-lock.c).
+// File locks (-l/--file-locks): flock(2), POSIX record locks, OFD locks
+// and leases (F_SETLEASE), in criu's filelocks.img, one file_lock_entry
+// per lock held by the tree: flag (the kind), type (F_RDLCK or F_WRLCK),
+// the pid and fd of a holder, start and len (0: to the end of the file),
+// as criu 4.x writes them (criu/file-lock.c). A lease being broken has
+// the type it is being broken to (F_UNLCK or F_RDLCK) with
+// leaseBreaking set, start and len 0.
 //
 // Who owns a lock decides how it comes back. A POSIX lock belongs to a
 // process (its file table): the restored task must take it itself, with
@@ -27,7 +29,9 @@ import (
 // flock and OFD locks belong to an open file description, which the
 // restored task shares with the file stasis opened (Restorer.Open): stasis
 // takes them on its own copy, and the lock stays with the description
-// when stasis closes it.
+// when stasis closes it. A lease belongs to the open file description
+// too, but taking one makes the taker the file's owner and registers its
+// fd for the break signal: the task takes it itself, like a POSIX lock.
 
 // filelocksImg is criu's image of the file locks of the whole tree.
 const filelocksImg = "filelocks.img"
@@ -39,6 +43,11 @@ const (
 	flOFD   = 4
 	flLease = 8
 )
+
+// leaseBreaking marks, in the type of a lease entry, a lease being broken
+// (LEASE_BREAKING in criu/include/file-lock.h): the rest of the type is
+// the one it is being broken to.
+const leaseBreaking = 4
 
 func init() {
 	// File locks are no kind of fd, but their image is written with the
@@ -75,14 +84,18 @@ func (t *Table) dumpLocks(fd *Fd, id uint32) error {
 		return fmt.Errorf("locks of %s: %w", fd, err)
 	}
 	for _, l := range locks {
-		if err := st.add(t, fd.Pid, fd.Num, id, l); err != nil {
+		if l.Blocked {
+			continue // a waiter holds nothing
+		}
+		if err := st.add(t, fd, id, l); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (st *lockDump) add(t *Table, pid, fd int, id uint32, l proc.Lock) error {
+func (st *lockDump) add(t *Table, f *Fd, id uint32, l proc.Lock) error {
+	pid, fd := f.Pid, f.Num
 	var flag uint32
 	switch l.Kind {
 	case proc.LockPosix:
@@ -91,12 +104,24 @@ func (st *lockDump) add(t *Table, pid, fd int, id uint32, l proc.Lock) error {
 		flag = flFlock
 	case proc.LockOFD:
 		flag = flOFD
+	case proc.LockLease:
+		flag = flLease
 	default:
 		return &UnsupportedError{Pid: pid, Fd: fd, Kind: "locked by a " + string(l.Kind), Target: fdTarget(pid, fd)}
 	}
+	typ := uint32(unix.F_RDLCK)
+	if l.Write {
+		typ = unix.F_WRLCK
+	}
+	if l.Breaking {
+		var err error
+		if typ, err = breakingLeaseType(f, l); err != nil {
+			return err
+		}
+	}
 	if !t.Opts.FileLocks {
 		return fmt.Errorf("pid %d holds %s on %s (fd %d): dump with -l/--file-locks to checkpoint file locks",
-			pid, describeLock(flag, l.Write, l.Start, l.Len()), fdTarget(pid, fd), fd)
+			pid, describeLock(flag, typ, l.Start, l.Len()), fdTarget(pid, fd), fd)
 	}
 	key := lockKey{file: id, kind: l.Kind, write: l.Write, start: l.Start, end: l.End}
 	if l.Kind == proc.LockPosix {
@@ -106,10 +131,6 @@ func (st *lockDump) add(t *Table, pid, fd int, id uint32, l proc.Lock) error {
 		return nil
 	}
 	st.seen[key] = true
-	typ := uint32(unix.F_RDLCK)
-	if l.Write {
-		typ = unix.F_WRLCK
-	}
 	st.entries = append(st.entries, &filelock.FileLockEntry{
 		Flag:  proto.Uint32(flag),
 		Type:  proto.Uint32(typ),
@@ -119,6 +140,29 @@ func (st *lockDump) add(t *Table, pid, fd int, id uint32, l proc.Lock) error {
 		Len:   proto.Int64(l.Len()),
 	})
 	return nil
+}
+
+// breakingLeaseType is the type of the entry of a lease being broken:
+// the type it is being broken to, with leaseBreaking. The kernel prints
+// that target type in fdinfo since 4.x, older ones the lease's own type:
+// F_GETLEASE on a copy of the fd (the same open file description) is
+// the authority either way.
+func breakingLeaseType(f *Fd, l proc.Lock) (uint32, error) {
+	cp, err := f.Dup()
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(cp)
+	target, err := unix.FcntlInt(uintptr(cp), unix.F_GETLEASE, 0)
+	if err != nil {
+		return 0, fmt.Errorf("lease of %s: %w", f, os.NewSyscallError("fcntl F_GETLEASE", err))
+	}
+	switch target {
+	case unix.F_UNLCK, unix.F_RDLCK:
+		return uint32(target) | leaseBreaking, nil
+	}
+	// A write lease is never the target of a break.
+	return 0, fmt.Errorf("%s: fdinfo shows a lease being broken, F_GETLEASE type %d; dump again", f, target)
 }
 
 func fdTarget(pid, fd int) string {
@@ -142,13 +186,24 @@ func writeLocks(t *Table, dir *images.Dir) error {
 }
 
 // describeLock says what a lock is, for errors: "a POSIX write lock
-// (bytes 20-29)", "an flock read lock", "an OFD read lock (bytes 50-EOF)".
-func describeLock(flag uint32, write bool, start, length int64) string {
+// (bytes 20-29)", "an flock read lock", "an OFD read lock (bytes 50-EOF)",
+// "a write lease", "a lease being broken to F_UNLCK".
+func describeLock(flag, typ uint32, start, length int64) string {
 	mode := "read"
-	if write {
+	if typ == unix.F_WRLCK {
 		mode = "write"
 	}
 	switch flag {
+	case flLease:
+		switch typ {
+		case unix.F_RDLCK, unix.F_WRLCK:
+			return "a " + mode + " lease"
+		case unix.F_UNLCK | leaseBreaking:
+			return "a lease being broken to F_UNLCK"
+		case unix.F_RDLCK | leaseBreaking:
+			return "a write lease being broken to F_RDLCK"
+		}
+		return fmt.Sprintf("a lease of type %#x", typ)
 	case flFlock:
 		return "an flock " + mode + " lock"
 	case flPosix, flOFD:
@@ -167,7 +222,7 @@ func describeLock(flag uint32, write bool, start, length int64) string {
 
 // DescribeLock says what the lock of an entry is, for errors.
 func DescribeLock(e *filelock.FileLockEntry) string {
-	return describeLock(e.GetFlag(), e.GetType() == unix.F_WRLCK, e.GetStart(), e.GetLen())
+	return describeLock(e.GetFlag(), e.GetType(), e.GetStart(), e.GetLen())
 }
 
 // lockRestore is the restore state: the locks of the image by pid.
@@ -214,13 +269,22 @@ func (r *Restorer) readLocks() (map[int][]*filelock.FileLockEntry, error) {
 	return byPid, nil
 }
 
-// checkLockEntry refuses what this restore cannot take again: leases,
-// criu's old LOCK_MAND flocks, unlock entries, negative ranges.
+// checkLockEntry refuses what this restore cannot take again: criu's old
+// LOCK_MAND flocks, unlock entries, negative ranges, leases of a range.
 func checkLockEntry(e *filelock.FileLockEntry) error {
 	switch e.GetFlag() {
 	case flPosix, flFlock, flOFD:
 	case flLease:
-		return fmt.Errorf("a lease of pid %d on fd %d: leases are %w", e.GetPid(), e.GetFd(), ErrUnsupported)
+		switch e.GetType() {
+		case unix.F_RDLCK, unix.F_WRLCK, unix.F_UNLCK | leaseBreaking, unix.F_RDLCK | leaseBreaking:
+		default:
+			return fmt.Errorf("lease of pid %d on fd %d has type %#x, want F_RDLCK or F_WRLCK, or F_UNLCK or F_RDLCK with LEASE_BREAKING (4)",
+				e.GetPid(), e.GetFd(), e.GetType())
+		}
+		if e.GetPid() <= 0 || e.GetFd() < 0 || e.GetStart() != 0 || e.GetLen() != 0 {
+			return fmt.Errorf("lease of pid %d on fd %d at %d len %d: want a holder, start 0 and len 0", e.GetPid(), e.GetFd(), e.GetStart(), e.GetLen())
+		}
+		return nil
 	default:
 		return fmt.Errorf("unknown lock flag %d", e.GetFlag())
 	}
@@ -237,6 +301,15 @@ func checkLockEntry(e *filelock.FileLockEntry) error {
 // PosixLockArg) from one that belongs to the open file (see LockFile).
 func IsPosixLock(e *filelock.FileLockEntry) bool { return e.GetFlag() == flPosix }
 
+// IsLease tells a lease, which the process itself must take (see
+// LeaseArg) and, if it was being broken, stasis break again (BreakLease).
+func IsLease(e *filelock.FileLockEntry) bool { return e.GetFlag() == flLease }
+
+// IsBreakingLease tells a lease that was being broken.
+func IsBreakingLease(e *filelock.FileLockEntry) bool {
+	return IsLease(e) && e.GetType()&leaseBreaking != 0
+}
+
 // flockSize is sizeof(struct flock) on x86_64: short l_type, short
 // l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad).
 const flockSize = 32
@@ -250,6 +323,62 @@ func PosixLockArg(e *filelock.FileLockEntry) []byte {
 	binary.LittleEndian.PutUint64(b[8:], uint64(e.GetStart()))
 	binary.LittleEndian.PutUint64(b[16:], uint64(e.GetLen()))
 	return b
+}
+
+// LeaseType is the type a task passes to fcntl(fd, F_SETLEASE) to take
+// the lease of e again on the file of id: its own; for a lease being
+// broken, the one it had before the break, which BreakLease then breaks.
+// A break to F_RDLCK was of a write lease; one to F_UNLCK is taken as a
+// read lease if the file is open read-only, else as a write lease, as
+// criu does: the holder must give it up either way.
+func (r *Restorer) LeaseType(id uint32, e *filelock.FileLockEntry) int {
+	switch e.GetType() {
+	case unix.F_RDLCK | leaseBreaking:
+		return unix.F_WRLCK
+	case unix.F_UNLCK | leaseBreaking:
+		if r.Files[id].GetReg().GetFlags()&unix.O_ACCMODE == unix.O_RDONLY {
+			return unix.F_RDLCK
+		}
+		return unix.F_WRLCK
+	}
+	return int(e.GetType())
+}
+
+// BreakLease starts the break of the lease of e, which the task has
+// just taken (LeaseType) on the file of id, as the open that was waiting
+// for it at the dump had: an open of the file for reading (a break to
+// F_RDLCK) or for writing (to F_UNLCK), non-blocking, which the lease
+// refuses with EWOULDBLOCK. The lease then waits for its holder to give
+// it up (or for /proc/sys/fs/lease-break-time to run out, from now on).
+// It returns the signal the break sent to the file's owner (F_SETSIG,
+// or SIGIO), which the caller discards: the holder was told at the dump
+// already.
+func (r *Restorer) BreakLease(id uint32, e *filelock.FileLockEntry) (unix.Signal, error) {
+	f, err := r.Open(id)
+	if err != nil {
+		return 0, err
+	}
+	flags := unix.O_WRONLY
+	if e.GetType() == unix.F_RDLCK|leaseBreaking {
+		flags = unix.O_RDONLY
+	}
+	// Through stasis's fd: the very file, even if its name changed.
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), flags|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err == nil {
+		unix.Close(fd)
+		return 0, LockError(e, r.Files[id], errors.New("the lease took an open without a break: it is not in place"))
+	}
+	if !errors.Is(err, unix.EWOULDBLOCK) {
+		return 0, LockError(e, r.Files[id], fmt.Errorf("break it again: %w", os.NewSyscallError("open", err)))
+	}
+	sig, err := unix.FcntlInt(f.Fd(), unix.F_GETSIG, 0)
+	if err != nil {
+		return 0, LockError(e, r.Files[id], os.NewSyscallError("fcntl F_GETSIG", err))
+	}
+	if sig == 0 {
+		return unix.SIGIO, nil
+	}
+	return unix.Signal(sig), nil
 }
 
 // LockFile takes the flock or OFD lock of e on the file of id, which
@@ -290,6 +419,15 @@ func LockError(e *filelock.FileLockEntry, fe *fdinfo.FileEntry, err error) error
 		name = fe.GetReg().GetName()
 	}
 	msg := fmt.Sprintf("take %s of pid %d on %s (fd %d) again", DescribeLock(e), e.GetPid(), name, e.GetFd())
+	if IsLease(e) {
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return fmt.Errorf("%s: another process has the file open now (for writing; for a write lease, at all): close it and restore again: %w", msg, err)
+		case errors.Is(err, unix.EACCES):
+			return fmt.Errorf("%s: the task may not take a lease on a file it does not own: %w", msg, err)
+		}
+		return fmt.Errorf("%s: %w", msg, err)
+	}
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EACCES) {
 		return fmt.Errorf("%s: another process holds a conflicting lock now: %w", msg, err)
 	}

@@ -3,8 +3,11 @@ package files
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -176,14 +179,18 @@ func TestLocksBadImage(t *testing.T) {
 			Fd: proto.Int32(3), Start: proto.Int64(0), Len: proto.Int64(0)}
 	}
 	for name, damage := range map[string]func(*filelock.FileLockEntry){
-		"lease":          func(e *filelock.FileLockEntry) { e.Flag = proto.Uint32(flLease) },
-		"unknown flag":   func(e *filelock.FileLockEntry) { e.Flag = proto.Uint32(3) },
-		"unlock type":    func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(unix.F_UNLCK) },
-		"LOCK_MAND":      func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(32 | 64) },
-		"negative start": func(e *filelock.FileLockEntry) { e.Start = proto.Int64(-1) },
-		"negative len":   func(e *filelock.FileLockEntry) { e.Len = proto.Int64(-5) },
-		"pid 0":          func(e *filelock.FileLockEntry) { e.Pid = proto.Int32(0) },
-		"negative fd":    func(e *filelock.FileLockEntry) { e.Fd = proto.Int32(-1) },
+		"lease of a range": func(e *filelock.FileLockEntry) { e.Flag, e.Start = proto.Uint32(flLease), proto.Int64(5) },
+		"breaking write lease": func(e *filelock.FileLockEntry) {
+			e.Flag, e.Type = proto.Uint32(flLease), proto.Uint32(unix.F_WRLCK|leaseBreaking)
+		},
+		"lease of type 3": func(e *filelock.FileLockEntry) { e.Flag, e.Type = proto.Uint32(flLease), proto.Uint32(3) },
+		"unknown flag":    func(e *filelock.FileLockEntry) { e.Flag = proto.Uint32(3) },
+		"unlock type":     func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(unix.F_UNLCK) },
+		"LOCK_MAND":       func(e *filelock.FileLockEntry) { e.Type = proto.Uint32(32 | 64) },
+		"negative start":  func(e *filelock.FileLockEntry) { e.Start = proto.Int64(-1) },
+		"negative len":    func(e *filelock.FileLockEntry) { e.Len = proto.Int64(-5) },
+		"pid 0":           func(e *filelock.FileLockEntry) { e.Pid = proto.Int32(0) },
+		"negative fd":     func(e *filelock.FileLockEntry) { e.Fd = proto.Int32(-1) },
 	} {
 		dir, err := images.Create(t.TempDir())
 		if err != nil {
@@ -209,5 +216,81 @@ func TestPosixLockArg(t *testing.T) {
 	le := binary.LittleEndian
 	if le.Uint16(b[0:]) != unix.F_WRLCK || le.Uint16(b[2:]) != unix.SEEK_SET || le.Uint64(b[8:]) != 4096 || le.Uint64(b[16:]) != 0x1234 || le.Uint32(b[24:]) != 0 {
 		t.Errorf("struct flock %x", b)
+	}
+}
+
+// TestLeaseDump: a read lease, a write lease with F_SETSIG, and a write
+// lease being broken to F_UNLCK by an open for writing, as criu records
+// them (flag 8, type, LEASE_BREAKING 4), with the owner the lease made.
+func TestLeaseDump(t *testing.T) {
+	dir := t.TempDir()
+	open := func(name string, flags int) int {
+		fd, err := unix.Open(filepath.Join(dir, name), flags|unix.O_CREAT|unix.O_CLOEXEC, 0o644)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fd) })
+		return fd
+	}
+	lease := func(fd, typ int) {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETLEASE, typ); err != nil {
+			t.Fatalf("F_SETLEASE %d on fd %d: %v", typ, fd, err)
+		}
+	}
+	// The break signal comes to this process: ignore the default SIGIO.
+	signal.Ignore(unix.SIGIO)
+	rd, wr, brk := open("rd", unix.O_RDONLY), open("wr", unix.O_RDWR), open("brk", unix.O_RDWR)
+	lease(rd, unix.F_RDLCK)
+	if _, err := unix.FcntlInt(uintptr(wr), unix.F_SETSIG, 40); err != nil {
+		t.Fatal(err)
+	}
+	lease(wr, unix.F_WRLCK)
+	lease(brk, unix.F_WRLCK)
+	if _, err := unix.Open(filepath.Join(dir, "brk"), unix.O_WRONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); !errors.Is(err, unix.EWOULDBLOCK) {
+		t.Fatalf("open of a leased file: %v, want EWOULDBLOCK", err)
+	}
+	t.Cleanup(func() { lease(brk, unix.F_UNLCK) })
+
+	_, _, err := dumpLocks(t, DumpOptions{}, rd)
+	if err == nil || !strings.Contains(err.Error(), "holds a read lease on "+filepath.Join(dir, "rd")) {
+		t.Errorf("lease dumped without -l: %v", err)
+	}
+	img, _, err := dumpLocks(t, DumpOptions{FileLocks: true}, rd, wr, brk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := images.ReadAll(img, filelocksImg, func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var descr []string
+	for _, e := range got {
+		descr = append(descr, fmt.Sprintf("flag %d type %d fd %d start %d len %d: %s", e.GetFlag(), e.GetType(), e.GetFd(), e.GetStart(), e.GetLen(), DescribeLock(e)))
+	}
+	want := []string{
+		fmt.Sprintf("flag 8 type 0 fd %d start 0 len 0: a read lease", rd),
+		fmt.Sprintf("flag 8 type 1 fd %d start 0 len 0: a write lease", wr),
+		fmt.Sprintf("flag 8 type 6 fd %d start 0 len 0: a lease being broken to F_UNLCK", brk),
+	}
+	if strings.Join(descr, "\n") != strings.Join(want, "\n") {
+		t.Errorf("filelocks.img:\n%s\nwant\n%s", strings.Join(descr, "\n"), strings.Join(want, "\n"))
+	}
+	fes, err := images.ReadAll(img, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var owners []Owner
+	for _, fe := range fes {
+		o, _ := OwnerOf(fe)
+		owners = append(owners, o)
+	}
+	pid := os.Getpid()
+	wantOwners := []Owner{{Type: 1, Pid: pid}, {Signum: 40, Type: 1, Pid: pid}, {Type: 1, Pid: pid}}
+	if !reflect.DeepEqual(owners, wantOwners) {
+		t.Errorf("owners %+v, want %+v", owners, wantOwners)
+	}
+	r := NewRestorer(RestoreOptions{FileLocks: true}, img, nil, nil)
+	if locks, err := r.LocksOf(pid); err != nil || len(locks) != 3 {
+		t.Errorf("LocksOf: %d, %v", len(locks), err)
 	}
 }

@@ -109,7 +109,17 @@ func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			return nil, err
 		}
 	}
-	return regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat), nil
+	fe := regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat)
+	need, err := needsFown(fd)
+	if err != nil {
+		return nil, err
+	}
+	if need {
+		if fe.Reg.Fown, err = dumpFown(fd); err != nil {
+			return nil, err
+		}
+	}
+	return fe, nil
 }
 
 // openReg opens a regular-file entry again with its dumped flags and

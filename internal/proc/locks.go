@@ -27,12 +27,17 @@ const LockEOF = math.MaxInt64
 // Lock is one line of /proc/locks, or one "lock:" line of an fdinfo.
 type Lock struct {
 	Kind  LockKind
-	Write bool   // WRITE, else READ
-	Pid   int    // the locker's pid; -1 for OFD locks, which have none
-	Dev   string // "MAJ:MIN" in hex as printed, "" if the file has no inode
-	Ino   uint64
-	Start int64
-	End   int64 // the last byte locked, inclusive; LockEOF for "to the end"
+	Write bool // WRITE, else READ (or UNLCK, see Unlock)
+	// Breaking: a lease being broken (BREAKING): its type is then the
+	// one it is being broken to (target_leasetype in fs/locks.c), which
+	// UNLCK (Unlock) is only for such a lease.
+	Breaking bool
+	Unlock   bool
+	Pid      int    // the locker's pid; -1 for OFD locks, which have none
+	Dev      string // "MAJ:MIN" in hex as printed, "" if the file has no inode
+	Ino      uint64
+	Start    int64
+	End      int64 // the last byte locked, inclusive; LockEOF for "to the end"
 	// Blocked: a "->" line of /proc/locks, a waiter, not a lock held.
 	Blocked bool
 }
@@ -53,6 +58,8 @@ func (l *Lock) Len() int64 {
 //	3: FLOCK  ADVISORY  WRITE 2001 08:01:7864554 0 EOF
 //	4: -> POSIX  ADVISORY  WRITE 2002 08:01:7864554 0 EOF   (a waiter)
 //	5: LEASE  ACTIVE    READ 2003 08:01:7864554 0 EOF
+//	6: LEASE  BREAKING  UNLCK 2003 08:01:7864554 0 EOF  (being broken to F_UNLCK)
+//	7: -> LEASE  BREAKER  WRITE 2004 08:01:7864554 0 EOF (an opener waiting)
 //
 // with or without the "lock:" key of fdinfo in front.
 func ParseLock(line string) (Lock, error) {
@@ -84,12 +91,30 @@ func ParseLock(line string) (Lock, error) {
 	default:
 		return bad("unknown kind " + f[0])
 	}
+	if l.Kind == LockLease {
+		switch f[1] {
+		case "ACTIVE":
+		case "BREAKING":
+			l.Breaking = true
+		case "BREAKER":
+			// the lease of an opener that waits for the break: a waiter
+			l.Blocked = true
+		default:
+			return bad("unknown lease state " + f[1])
+		}
+	}
 	switch f[2] {
 	case "WRITE":
 		l.Write = true
 	case "READ":
+	case "UNLCK":
+		// Only a lease being broken shows it: the type it is being
+		// broken to. MSNFS/RW of old LOCK_MAND are refused too.
+		if !l.Breaking {
+			return bad("type UNLCK of a lock that is no lease being broken")
+		}
+		l.Unlock = true
 	default:
-		// UNLCK is a lease being given up; MSNFS/RW of old LOCK_MAND.
 		return bad("unknown type " + f[2])
 	}
 	pid, err := strconv.Atoi(f[3])

@@ -68,6 +68,21 @@ func TestParseLocksFile(t *testing.T) {
 	}
 }
 
+func TestParseLease(t *testing.T) {
+	for line, want := range map[string]Lock{
+		"lock:\t1: LEASE  ACTIVE    READ 7 fe:00:5 0 EOF":  {Kind: LockLease, Pid: 7, Dev: "fe:00", Ino: 5, End: LockEOF},
+		"lock:\t1: LEASE  ACTIVE    WRITE 7 fe:00:5 0 EOF": {Kind: LockLease, Write: true, Pid: 7, Dev: "fe:00", Ino: 5, End: LockEOF},
+		"lock:\t1: LEASE  BREAKING  UNLCK 7 fe:00:5 0 EOF": {Kind: LockLease, Breaking: true, Unlock: true, Pid: 7, Dev: "fe:00", Ino: 5, End: LockEOF},
+		"lock:\t1: LEASE  BREAKING  READ 7 fe:00:5 0 EOF":  {Kind: LockLease, Breaking: true, Pid: 7, Dev: "fe:00", Ino: 5, End: LockEOF},
+		"2: -> LEASE  BREAKER   WRITE 8 fe:00:5 0 EOF":     {Kind: LockLease, Blocked: true, Write: true, Pid: 8, Dev: "fe:00", Ino: 5, End: LockEOF},
+	} {
+		got, err := ParseLock(line)
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Errorf("%q:\n got %+v, %v\nwant %+v", line, got, err, want)
+		}
+	}
+}
+
 func TestParseLockBad(t *testing.T) {
 	for _, in := range []string{
 		"",
@@ -78,6 +93,9 @@ func TestParseLockBad(t *testing.T) {
 		"1: POSIX  ADVISORY  WRITE 1 fe:00:1 0 EOF extra",
 		"1: BOGUS  ADVISORY  WRITE 1 fe:00:1 0 EOF",
 		"1: LEASE  ACTIVE    UNLCK 1 fe:00:1 0 EOF",
+		"1: POSIX  ADVISORY  UNLCK 1 fe:00:1 0 EOF",
+		"1: FLOCK  ADVISORY  UNLCK 1 fe:00:1 0 EOF",
+		"1: LEASE  ADVISORY  READ 1 fe:00:1 0 EOF",
 		"1: POSIX  ADVISORY  WRITE x fe:00:1 0 EOF",
 		"1: POSIX  ADVISORY  WRITE -2 fe:00:1 0 EOF",
 		"1: POSIX  ADVISORY  WRITE 1 fe00:1 0 EOF",

@@ -1,7 +1,10 @@
 package restore
 
 import (
+	"errors"
 	"fmt"
+
+	filelock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 
 	"golang.org/x/sys/unix"
 
@@ -16,6 +19,8 @@ import (
 // injects in the task, as closing any fd of a file drops the process's
 // POSIX locks on it. flock and OFD locks belong to the open file
 // description, which stasis takes on its own copy (files.Restorer.LockFile).
+// A lease belongs to the open file description as well, but the task
+// takes it (restoreLease).
 func (tr *taskRestorer) restoreLocks() error {
 	locks, err := tr.r.files.LocksOf(tr.img.pid())
 	if err != nil {
@@ -25,6 +30,12 @@ func (tr *taskRestorer) restoreLocks() error {
 		id, ok := tr.fileOfFd(l.GetFd())
 		if !ok {
 			return fmt.Errorf("%s of pid %d: the process has no fd %d: %w", files.DescribeLock(l), l.GetPid(), l.GetFd(), images.ErrCorrupt)
+		}
+		if files.IsLease(l) {
+			if err := tr.restoreLease(id, l); err != nil {
+				return err
+			}
+			continue
 		}
 		if !files.IsPosixLock(l) {
 			if err := tr.r.files.LockFile(id, l); err != nil {
@@ -52,4 +63,54 @@ func (tr *taskRestorer) fileOfFd(fd int32) (uint32, bool) {
 		}
 	}
 	return 0, false
+}
+
+// restoreLease has the task take its lease with an injected
+// fcntl(F_SETLEASE), not stasis: the kernel makes the taker the file's
+// owner unless it has one (restoreOwners gave it the dumped one first)
+// and registers the taker's fd number for the break signal (its si_fd),
+// so a lease taken by stasis would signal stasis's fd of a process gone.
+// The task is still root here (credentials come last), which has
+// CAP_LEASE: a task of another uid takes back a lease on a file it does
+// not own, as criu's setfsuid(st_uid) around the call allows.
+//
+// A lease that was being broken is taken as it was before the break,
+// then broken again by stasis (files.Restorer.BreakLease). That break
+// signals the owner again; the task had the first signal pending or
+// handled at the dump, and the signal images give it back. So the new
+// one is taken out of the task's queue at once, while every signal of
+// the task is still blocked and before restoreState queues the dumped
+// ones: the holder sees exactly the signals it had.
+func (tr *taskRestorer) restoreLease(id uint32, l *filelock.FileLockEntry) error {
+	typ := tr.r.files.LeaseType(id, l)
+	_, err := tr.t.Call("fcntl(F_SETLEASE)", unix.SYS_FCNTL, uint64(l.GetFd()), unix.F_SETLEASE, uint64(typ))
+	if err := files.LockError(l, tr.r.imgs.files[id], err); err != nil {
+		return err
+	}
+	if !files.IsBreakingLease(l) {
+		return nil
+	}
+	sig, err := tr.r.files.BreakLease(id, l)
+	if err != nil {
+		return err
+	}
+	return tr.discardSignal(sig)
+}
+
+// discardSignal takes one instance of sig out of the task's pending
+// signals, if there is one (rt_sigtimedwait with a zero timeout).
+func (tr *taskRestorer) discardSignal(sig unix.Signal) error {
+	set := make([]byte, 8)
+	set[(sig-1)/8] = 1 << ((sig - 1) % 8)
+	a, err := tr.s.Put(0, append(set, make([]byte, 16)...)) // sigset, then a zero timespec
+	if err != nil {
+		return err
+	}
+	_, err = tr.t.Call("rt_sigtimedwait", unix.SYS_RT_SIGTIMEDWAIT, a, 0, a+8, 8)
+	if errors.Is(err, unix.EAGAIN) {
+		// The owner is another task, or the signal could not be queued.
+		tr.r.log.Debug("no lease break signal to discard", "pid", tr.t.Tid, "signal", sig)
+		return nil
+	}
+	return err
 }

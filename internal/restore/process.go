@@ -138,7 +138,7 @@ func (tr *taskRestorer) restoreFiles() error {
 	if !tr.img.live() {
 		return nil
 	}
-	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.restoreLocks, tr.closeChannel} {
+	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.restoreOwners, tr.restoreLocks, tr.closeChannel} {
 		if err := step(); err != nil {
 			return err
 		}

@@ -1,0 +1,115 @@
+package files
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/proc"
+)
+
+// The owner of an open file (F_SETOWN, F_SETSIG: criu's fown_entry) is
+// whom the kernel signals about it: SIGIO of an O_ASYNC file, the break of
+// a lease. It lives in the open file description, so stasis reads it on a
+// copy of the fd. Only regular files that need it carry one so far: those
+// with a lease (F_SETLEASE makes the taker the owner and sends it the
+// break) or O_ASYNC; the others keep the empty owner, as before, without
+// the cost of a copy per fd.
+
+// fGetOwnerUids is F_GETOWNER_UIDS (include/uapi/asm-generic/fcntl.h,
+// under CONFIG_CHECKPOINT_RESTORE, made for criu): the uid and euid the
+// owner was set with, which decide whether it may be signalled
+// (sigio_perm).
+const fGetOwnerUids = 17
+
+// The owner types of struct f_owner_ex (include/uapi/asm-generic/fcntl.h).
+const (
+	fOwnerTID  = 0
+	fOwnerPGRP = 2
+)
+
+// needsFown says whether fd's owner is worth reading: O_ASYNC, or a lease.
+func needsFown(fd *Fd) (bool, error) {
+	if fd.Info.Flags&unix.O_ASYNC != 0 {
+		return true, nil
+	}
+	locks, err := proc.FdinfoLocks(fd.Info)
+	if err != nil {
+		return false, fmt.Errorf("locks of %s: %w", fd, err)
+	}
+	for _, l := range locks {
+		if l.Kind == proc.LockLease {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// dumpFown reads the owner of fd's open file.
+func dumpFown(fd *Fd) (*fown.FownEntry, error) {
+	cp, err := fd.Dup()
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(cp)
+	typ, pid, err := getOwnerEx(cp)
+	if err != nil {
+		return nil, fmt.Errorf("owner of %s: %w", fd, err)
+	}
+	uid, euid, err := getOwnerUids(cp)
+	if err != nil {
+		return nil, fmt.Errorf("owner of %s: %w", fd, err)
+	}
+	sig, err := unix.FcntlInt(uintptr(cp), unix.F_GETSIG, 0)
+	if err != nil {
+		return nil, fmt.Errorf("signal of %s: %w", fd, os.NewSyscallError("fcntl F_GETSIG", err))
+	}
+	return &fown.FownEntry{
+		Uid: proto.Uint32(uid), Euid: proto.Uint32(euid), Signum: proto.Uint32(uint32(sig)),
+		PidType: proto.Uint32(uint32(typ)), Pid: proto.Uint32(uint32(pid)),
+	}, nil
+}
+
+// Owner is what a task restores of the owner of an open file: the
+// signal (F_SETSIG, 0 for SIGIO) and, if Pid is not 0, F_SETOWN_EX of
+// Type (F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP) and Pid.
+type Owner struct {
+	Signum    int
+	Type, Pid int
+}
+
+// OwnerOf returns the owner the entry records, and false if it records
+// none worth restoring (the empty owner every new file has).
+func OwnerOf(fe *fdinfo.FileEntry) (Owner, bool) {
+	var fo *fown.FownEntry
+	if fe.GetReg() != nil {
+		fo = fe.GetReg().GetFown()
+	}
+	o := Owner{Signum: int(fo.GetSignum()), Type: int(fo.GetPidType()), Pid: int(fo.GetPid())}
+	return o, o.Signum != 0 || o.Pid != 0
+}
+
+// Check refuses an owner no fcntl would take: a caller of OwnerOf checks
+// it before injecting anything.
+func (o Owner) Check() error {
+	if o.Signum < 0 || o.Signum > 64 {
+		return fmt.Errorf("owner signal %d is no signal", o.Signum)
+	}
+	if o.Type < fOwnerTID || o.Type > fOwnerPGRP || o.Pid < 0 {
+		return fmt.Errorf("owner %d of type %d is out of range", o.Pid, o.Type)
+	}
+	return nil
+}
+
+// OwnerExArg is the struct f_owner_ex of fcntl(fd, F_SETOWN_EX, arg).
+func (o Owner) OwnerExArg() []byte {
+	b := make([]byte, 8)
+	binary.LittleEndian.PutUint32(b[0:], uint32(o.Type))
+	binary.LittleEndian.PutUint32(b[4:], uint32(o.Pid))
+	return b
+}

@@ -1,0 +1,48 @@
+package restore
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/images"
+)
+
+// restoreOwners gives the task's open files their owner (F_SETOWN_EX)
+// and signal (F_SETSIG) back, as criu's restore_fown. The task sets them
+// itself: the owner's pid is a number of the task's pid namespace. It
+// runs before restoreLocks, because taking a lease makes the taker the
+// owner only of a file that has none yet: the dumped owner stays. The
+// owner's uid and euid become the task's, still root here, which may
+// signal anyone (sigio_perm).
+func (tr *taskRestorer) restoreOwners() error {
+	done := map[uint32]bool{}
+	for _, fd := range tr.img.fds {
+		id := fd.GetId()
+		o, ok := files.OwnerOf(tr.r.imgs.files[id])
+		if !ok || done[id] {
+			continue
+		}
+		done[id] = true
+		if err := o.Check(); err != nil {
+			return fmt.Errorf("fd %d: %w: %w", fd.GetFd(), err, images.ErrCorrupt)
+		}
+		if o.Signum != 0 {
+			if _, err := tr.t.Call("fcntl(F_SETSIG)", unix.SYS_FCNTL, uint64(fd.GetFd()), unix.F_SETSIG, uint64(o.Signum)); err != nil {
+				return fmt.Errorf("fd %d: signal %d: %w", fd.GetFd(), o.Signum, err)
+			}
+		}
+		if o.Pid == 0 {
+			continue
+		}
+		a, err := tr.s.Put(0, o.OwnerExArg())
+		if err != nil {
+			return err
+		}
+		if _, err := tr.t.Call("fcntl(F_SETOWN_EX)", unix.SYS_FCNTL, uint64(fd.GetFd()), unix.F_SETOWN_EX, a); err != nil {
+			return fmt.Errorf("fd %d: owner %d (type %d): %w", fd.GetFd(), o.Pid, o.Type, err)
+		}
+	}
+	return nil
+}
