@@ -240,6 +240,15 @@ func TestLeaseDump(t *testing.T) {
 	// The break signal comes to this process: ignore the default SIGIO.
 	signal.Ignore(unix.SIGIO)
 	rd, wr, brk := open("rd", unix.O_RDONLY), open("wr", unix.O_RDWR), open("brk", unix.O_RDWR)
+	// A lease makes its taker's thread the owner, unless the file has one
+	// already; F_GETOWN_EX shows 0 for a thread that leads no thread group
+	// (a Go test runs on any thread). So the owner is set first, to the
+	// process, and the lease must leave it.
+	for _, fd := range []int{rd, wr, brk} {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETOWN, os.Getpid()); err != nil {
+			t.Fatal(err)
+		}
+	}
 	lease(rd, unix.F_RDLCK)
 	if _, err := unix.FcntlInt(uintptr(wr), unix.F_SETSIG, 40); err != nil {
 		t.Fatal(err)
