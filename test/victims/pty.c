@@ -109,6 +109,13 @@ int main(int argc, char **argv)
 		die("usage: pty READY");
 	victim_init();
 
+	/* Its pairs do not take the lowest free indices: after the dump, a
+	 * pty some other program opens meanwhile gets the lowest one, which
+	 * would then not be free for the restore. */
+	int spare[4];
+	for (int i = 0; i < 4; i++)
+		if ((spare[i] = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC)) < 0)
+			die("posix_openpt: %s", strerror(errno));
 	move_to(posix_openpt(O_RDWR | O_NOCTTY), 40);
 	if (grantpt(40) || unlockpt(40))
 		die("unlockpt: %s", strerror(errno));
@@ -119,6 +126,8 @@ int main(int argc, char **argv)
 	move_to(open(slave, O_RDONLY | O_NOCTTY), 43);
 	move_to(posix_openpt(O_RDWR | O_NOCTTY), 42);
 	int indexB = ptn(42);
+	for (int i = 0; i < 4; i++)
+		close(spare[i]);
 
 	struct termios want;
 	set_termios(&want);
