@@ -120,7 +120,8 @@ func leaseEntries(t *testing.T, dir string) []string {
 	return got
 }
 
-// critFlags is the "flag" values crit shows for filelocks.img.
+// critShowsLeases checks that crit itself shows want lease entries (flag 8)
+// in filelocks.img.
 func critShowsLeases(t *testing.T, dir string, want int) {
 	t.Helper()
 	crit, err := exec.LookPath("crit")
