@@ -9,6 +9,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/stasis-cr/stasis/internal/proc"
 )
@@ -16,10 +17,12 @@ import (
 // The owner of an open file (F_SETOWN, F_SETSIG: criu's fown_entry) is
 // whom the kernel signals about it: SIGIO of an O_ASYNC file, the break of
 // a lease. It lives in the open file description, so stasis reads it on a
-// copy of the fd. Only regular files that need it carry one so far: those
-// with a lease (F_SETLEASE makes the taker the owner and sends it the
-// break) or O_ASYNC; the others keep the empty owner, as before, without
-// the cost of a copy per fd.
+// copy of the fd. Only files that need it carry one: those with O_ASYNC (a
+// socket, pipe, terminal or file that signals its owner when it is ready)
+// or with a lease (F_SETLEASE makes the taker the owner and sends it the
+// break); the others keep the empty owner, without the cost of a copy per
+// fd. Every kind's entry has its fown field: the table fills it for all of
+// them (setFown), the restore reads it back (OwnerOf).
 
 // fGetOwnerUids is F_GETOWNER_UIDS (include/uapi/asm-generic/fcntl.h,
 // under CONFIG_CHECKPOINT_RESTORE, made for criu): the uid and euid the
@@ -81,17 +84,77 @@ func dumpFown(fd *Fd) (*fown.FownEntry, error) {
 type Owner struct {
 	Signum    int
 	Type, Pid int
+	// Async: the file had O_ASYNC, which only the task may set again:
+	// the kernel records the fd number of the F_SETFL that sets it, and
+	// gives it as si_fd of every SIGIO (an open with O_ASYNC, or an
+	// F_SETFL by stasis, would give it the wrong one).
+	Async bool
+}
+
+// fownField finds the fown field of the kind's part of fe (reg, usk,
+// isk, pipe, tty, ...: each has one, named so in criu's protos).
+func fownField(fe *fdinfo.FileEntry) (protoreflect.Message, protoreflect.FieldDescriptor, bool) {
+	var msg protoreflect.Message
+	var fd protoreflect.FieldDescriptor
+	fe.ProtoReflect().Range(func(f protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if f.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		m := v.Message()
+		if ff := m.Descriptor().Fields().ByName("fown"); ff != nil && ff.Message() != nil && ff.Message().FullName() == "fown_entry" {
+			msg, fd = m, ff
+			return false
+		}
+		return true
+	})
+	return msg, fd, msg != nil
+}
+
+// setFown records the owner of fd in its entry, if it needs one.
+func setFown(fe *fdinfo.FileEntry, fd *Fd) error {
+	need, err := needsFown(fd)
+	if err != nil || !need {
+		return err
+	}
+	msg, field, ok := fownField(fe)
+	if !ok {
+		return nil // a kind whose entry has no owner
+	}
+	fo, err := dumpFown(fd)
+	if err != nil {
+		return err
+	}
+	msg.Set(field, protoreflect.ValueOfMessage(fo.ProtoReflect()))
+	return nil
 }
 
 // OwnerOf returns the owner the entry records, and false if it records
 // none worth restoring (the empty owner every new file has).
 func OwnerOf(fe *fdinfo.FileEntry) (Owner, bool) {
 	var fo *fown.FownEntry
-	if fe.GetReg() != nil {
-		fo = fe.GetReg().GetFown()
+	if msg, field, ok := fownField(fe); ok && msg.Has(field) {
+		fo, _ = msg.Get(field).Message().Interface().(*fown.FownEntry)
 	}
-	o := Owner{Signum: int(fo.GetSignum()), Type: int(fo.GetPidType()), Pid: int(fo.GetPid())}
-	return o, o.Signum != 0 || o.Pid != 0
+	o := Owner{Signum: int(fo.GetSignum()), Type: int(fo.GetPidType()), Pid: int(fo.GetPid()), Async: fileFlags(fe)&unix.O_ASYNC != 0}
+	return o, o.Signum != 0 || o.Pid != 0 || o.Async
+}
+
+// fileFlags returns the open flags the kind's part of fe records (its
+// "flags" field, as every kind with open flags names it in criu's protos).
+func fileFlags(fe *fdinfo.FileEntry) uint32 {
+	var flags uint32
+	fe.ProtoReflect().Range(func(f protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if f.Kind() != protoreflect.MessageKind {
+			return true
+		}
+		m := v.Message()
+		if ff := m.Descriptor().Fields().ByName("flags"); ff != nil && ff.Kind() == protoreflect.Uint32Kind {
+			flags = uint32(m.Get(ff).Uint())
+			return false
+		}
+		return true
+	})
+	return flags
 }
 
 // Check refuses an owner no fcntl would take: a caller of OwnerOf checks

@@ -109,17 +109,7 @@ func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			return nil, err
 		}
 	}
-	fe := regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat)
-	need, err := needsFown(fd)
-	if err != nil {
-		return nil, err
-	}
-	if need {
-		if fe.Reg.Fown, err = dumpFown(fd); err != nil {
-			return nil, err
-		}
-	}
-	return fe, nil
+	return regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat), nil
 }
 
 // openReg opens a regular-file entry again with its dumped flags and
@@ -133,7 +123,7 @@ func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	name := rf.GetName()
 	// fdinfo never shows O_CREAT/O_TRUNC/O_EXCL; strip them anyway so that
 	// a damaged image cannot truncate or create files.
-	flags := int(rf.GetFlags()) &^ (unix.O_CLOEXEC | unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_NOCTTY)
+	flags := int(rf.GetFlags()) &^ (unix.O_CLOEXEC | unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_NOCTTY | unix.O_ASYNC)
 	switch rf.GetMode() & unix.S_IFMT {
 	case unix.S_IFDIR:
 		flags = unix.O_RDONLY | unix.O_DIRECTORY | (flags &^ unix.O_ACCMODE)

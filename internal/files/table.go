@@ -151,6 +151,9 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 			}
 			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
 		}
+		if err := setFown(fe, fd); err != nil {
+			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
+		}
 		t.put(fe, fd.ID)
 		d = desc{id: fd.ID, typ: fe.GetType()}
 		record(d)

@@ -708,7 +708,7 @@ func ptmxIndex(pid int, fd string) int {
 // openSlave opens the slave of the pair (TIOCGPTPEER: no path lookup, so
 // whatever devpts /dev/pts is), never as a controlling terminal.
 func (p *ptyPair) openSlave(flags uint32) (*os.File, error) {
-	fl := int(flags)&(unix.O_ACCMODE|unix.O_NONBLOCK|unix.O_APPEND|unix.O_ASYNC|unix.O_NOATIME) | unix.O_NOCTTY | unix.O_CLOEXEC
+	fl := int(flags)&(unix.O_ACCMODE|unix.O_NONBLOCK|unix.O_APPEND|unix.O_NOATIME) | unix.O_NOCTTY | unix.O_CLOEXEC
 	fd, _, errno := unix.Syscall(unix.SYS_IOCTL, p.master.Fd(), unix.TIOCGPTPEER, uintptr(fl))
 	if errno != 0 {
 		return nil, fmt.Errorf("open /dev/pts/%d: %w", p.index, os.NewSyscallError("ioctl TIOCGPTPEER", errno))

@@ -33,15 +33,23 @@ func (tr *taskRestorer) restoreOwners() error {
 				return fmt.Errorf("fd %d: signal %d: %w", fd.GetFd(), o.Signum, err)
 			}
 		}
-		if o.Pid == 0 {
-			continue
+		if o.Pid != 0 {
+			a, err := tr.s.Put(0, o.OwnerExArg())
+			if err != nil {
+				return err
+			}
+			if _, err := tr.t.Call("fcntl(F_SETOWN_EX)", unix.SYS_FCNTL, uint64(fd.GetFd()), unix.F_SETOWN_EX, a); err != nil {
+				return fmt.Errorf("fd %d: owner %d (type %d): %w", fd.GetFd(), o.Pid, o.Type, err)
+			}
 		}
-		a, err := tr.s.Put(0, o.OwnerExArg())
-		if err != nil {
-			return err
-		}
-		if _, err := tr.t.Call("fcntl(F_SETOWN_EX)", unix.SYS_FCNTL, uint64(fd.GetFd()), unix.F_SETOWN_EX, a); err != nil {
-			return fmt.Errorf("fd %d: owner %d (type %d): %w", fd.GetFd(), o.Pid, o.Type, err)
+		if o.Async {
+			fl, err := tr.t.Call("fcntl(F_GETFL)", unix.SYS_FCNTL, uint64(fd.GetFd()), unix.F_GETFL)
+			if err == nil {
+				_, err = tr.t.Call("fcntl(F_SETFL, O_ASYNC)", unix.SYS_FCNTL, uint64(fd.GetFd()), unix.F_SETFL, fl|unix.O_ASYNC)
+			}
+			if err != nil {
+				return fmt.Errorf("fd %d: O_ASYNC: %w", fd.GetFd(), err)
+			}
 		}
 	}
 	return nil

@@ -17,6 +17,9 @@
  *   "last words" then end of file.
  * - broken: a pipe whose read end is closed: a write to fd 57 fails
  *   with EPIPE (SIGPIPE is ignored).
+ * - async: read end at fd 64 with O_ASYNC, owned by the victim (F_SETOWN)
+ *   with signal SIGRTMIN+1 (F_SETSIG); a byte written to fd 65 at check
+ *   time must bring that signal with si_fd 64.
  *
  * On SIGTERM the victim checks all of it from the inside, tells the child
  * to stop (closing its read side of a control pipe), and reaps it.
@@ -55,6 +58,16 @@ static void mkpipe(int p[2], int rfd, int wfd)
 	p[1] = wfd;
 }
 
+static volatile sig_atomic_t async_sigs, async_fd = -1;
+
+static void on_async(int sig, siginfo_t *si, void *uc)
+{
+	(void)sig;
+	(void)uc;
+	async_sigs++;
+	async_fd = si->si_fd;
+}
+
 static void check_flags(int fd, int want, const char *what)
 {
 	int fl = fcntl(fd, F_GETFL);
@@ -72,7 +85,7 @@ int main(int argc, char **argv)
 	victim_init();
 	signal(SIGPIPE, SIG_IGN);
 
-	int big[2], stream[2], ctl[2], reo[2], eof[2], broken[2];
+	int big[2], stream[2], ctl[2], reo[2], eof[2], broken[2], async[2];
 
 	/* big */
 	mkpipe(big, 50, 51);
@@ -135,6 +148,18 @@ int main(int argc, char **argv)
 	mkpipe(broken, 63, 57);
 	close(broken[0]);
 
+	/* async */
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = on_async;
+	sa.sa_flags = SA_SIGINFO;
+	if (sigaction(SIGRTMIN + 1, &sa, NULL))
+		die("sigaction: %s", strerror(errno));
+	mkpipe(async, 64, 65);
+	if (fcntl(64, F_SETOWN, getpid()) || fcntl(64, F_SETSIG, SIGRTMIN + 1) ||
+	    fcntl(64, F_SETFL, O_NONBLOCK | O_ASYNC))
+		die("O_ASYNC on fd 64: %s", strerror(errno));
+
 	victim_ready(argv[1]);
 
 	unsigned long want = 0;
@@ -194,6 +219,18 @@ int main(int argc, char **argv)
 				fail("big pipe: byte %zu is %#x, want %#x", i, got[i], big_byte(i));
 				break;
 			}
+
+	/* async: owner, signal and O_ASYNC kept; the signal names fd 64 */
+	if (fcntl(64, F_GETOWN) != getpid() || fcntl(64, F_GETSIG) != SIGRTMIN + 1 || !(fcntl(64, F_GETFL) & O_ASYNC))
+		fail("async pipe: owner %d, signal %d, flags %#o, want %d, %d and O_ASYNC",
+		     fcntl(64, F_GETOWN), fcntl(64, F_GETSIG), fcntl(64, F_GETFL), getpid(), SIGRTMIN + 1);
+	async_sigs = 0;
+	if (write(65, "!", 1) != 1)
+		fail("async pipe: write: %s", strerror(errno));
+	for (int i = 0; i < 100 && !async_sigs; i++)
+		sleep_ms(10);
+	if (async_sigs != 1 || async_fd != 64)
+		fail("async pipe: %d signal(s), si_fd %d, want 1 with si_fd 64", (int)async_sigs, (int)async_fd);
 
 	/* reopened: a second description of the same pipe */
 	check_flags(55, O_RDONLY | O_NONBLOCK, "reopened read end");
