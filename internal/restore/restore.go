@@ -405,9 +405,16 @@ func checkPidFree(pid int) error {
 }
 
 func pidInUse(pid int) error {
-	who := ""
+	who := " (by a task gone since: try again)"
 	if st, err := proc.ReadStat(pid); err == nil {
 		who = fmt.Sprintf(" (held by %s, state %c)", st.Comm, st.State)
+		if st.State == 'Z' {
+			parent := "?"
+			if pst, err := proc.ReadStat(st.PPid); err == nil {
+				parent = pst.Comm
+			}
+			who = fmt.Sprintf(" (held by %s, a zombie its parent, pid %d (%s), has not reaped)", st.Comm, st.PPid, parent)
+		}
 	}
 	return fmt.Errorf("restore pid %d: %w%s", pid, ErrPidInUse, who)
 }
