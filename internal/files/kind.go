@@ -62,6 +62,9 @@ type Fd struct {
 	Info     *proc.Fdinfo // its /proc/PID/fdinfo
 	Stat     unix.Stat_t  // stat of the file it refers to
 	ID       uint32       // the id its entry gets
+	// Via is the socket in whose queue the file is in flight
+	// (SCM_RIGHTS); then Pid and Num are stasis' own copy of it.
+	Via *Fd
 }
 
 // Path is the fd's magic link, which opens the same file.
@@ -71,7 +74,12 @@ func (f *Fd) Path() string { return fmt.Sprintf("/proc/%d/fd/%d", f.Pid, f.Num) 
 // keeps in the fd table (fdinfo-N.img), not in the file.
 func (f *Fd) Flags() uint32 { return f.Info.Flags &^ unix.O_CLOEXEC }
 
-func (f *Fd) String() string { return fmt.Sprintf("fd %d of pid %d", f.Num, f.Pid) }
+func (f *Fd) String() string {
+	if f.Via != nil {
+		return fmt.Sprintf("a file in flight to %s (%s)", f.Via, f.Via.Target)
+	}
+	return fmt.Sprintf("fd %d of pid %d", f.Num, f.Pid)
+}
 
 // UnsupportedError is the error of an fd of a kind stasis cannot
 // checkpoint: "fd 42 of pid 123 is io_uring: not supported".

@@ -27,7 +27,7 @@ type Table struct {
 	paths  map[string]uint32 // path-only entries (mappings), shared
 	// open descriptions seen so far, by device and inode, to find fds
 	// that share one (dup, fork): they must share it again after restore.
-	descs map[[2]uint64]*linux.KcmpSet[desc]
+	descs map[[2]uint64]*linux.KcmpSet[*desc]
 	// memfds seen mapped, by inode
 	memfds map[uint64]*memfdFile
 	state  map[string]any // per-kind state, see stateOf
@@ -50,25 +50,25 @@ func NewTable(opts DumpOptions, pagesID func() int) *Table {
 	if opts.GhostLimit == 0 {
 		opts.GhostLimit = DefaultGhostLimit
 	}
-	return &Table{nextID: 1, PagesID: pagesID, Opts: opts, paths: map[string]uint32{}, descs: map[[2]uint64]*linux.KcmpSet[desc]{},
+	return &Table{nextID: 1, PagesID: pagesID, Opts: opts, paths: map[string]uint32{}, descs: map[[2]uint64]*linux.KcmpSet[*desc]{},
 		memfds: map[uint64]*memfdFile{}, state: map[string]any{}, pids: map[int]bool{}}
 }
 
 // shared returns the fd already recorded that refers to the same open
 // file description as fd of pid, as kcmp(KCMP_FILE) tells, or else a
 // function that records fd as the first of its description.
-func (t *Table) shared(pid, fd int, st *unix.Stat_t) (desc, bool, func(desc), error) {
+func (t *Table) shared(pid, fd int, st *unix.Stat_t) (*desc, bool, func(*desc), error) {
 	key := [2]uint64{st.Dev, st.Ino}
 	set := t.descs[key]
 	if set == nil {
-		set = &linux.KcmpSet[desc]{Type: linux.KcmpFile}
+		set = &linux.KcmpSet[*desc]{Type: linux.KcmpFile}
 		t.descs[key] = set
 	}
 	d, at, found, err := set.Find(pid, fd)
 	if err != nil {
-		return desc{}, false, nil, fmt.Errorf("compare fd %d of pid %d with the fds of its file: %w", fd, pid, err)
+		return nil, false, nil, fmt.Errorf("compare fd %d of pid %d with the fds of its file: %w", fd, pid, err)
 	}
-	return d, found, func(d desc) { set.Insert(at, pid, fd, d) }, nil
+	return d, found, func(d *desc) { set.Insert(at, pid, fd, d) }, nil
 }
 
 // add gives fe the next id.
@@ -119,11 +119,25 @@ func (t *Table) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 
 func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 	fd := &Fd{Pid: pid, Num: num}
+	d, err := t.dumpFile(fd, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.dumpLocks(fd, d.id); err != nil {
+		return nil, err
+	}
+	return fdEntry(num, d.id, fd.Info.Flags, d.typ), nil
+}
+
+// dumpFile classifies fd and records its open file description: the
+// entry of the first fd seen on it, by the fd's kind, or the one already
+// recorded. allow, if set, may refuse a kind (files in flight).
+func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, error) {
 	var err error
 	if fd.Target, err = os.Readlink(fd.Path()); err != nil {
 		return nil, fmt.Errorf("%s: %w", fd, err)
 	}
-	if fd.Info, err = proc.ReadFdinfo(pid, num); err != nil {
+	if fd.Info, err = proc.ReadFdinfo(fd.Pid, fd.Num); err != nil {
 		return nil, fmt.Errorf("%s: %w", fd, err)
 	}
 	if err := unix.Stat(fd.Path(), &fd.Stat); err != nil {
@@ -132,36 +146,41 @@ func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 	name := kindOf(fd.Target, &fd.Stat)
 	k := kindsByName[name]
 	if k == nil || k.dump == nil {
-		return nil, &UnsupportedError{Pid: pid, Fd: num, Kind: name, Target: fd.Target}
+		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: name, Target: fd.Target}
 	}
-	d, dup, record, err := t.shared(pid, num, &fd.Stat)
+	if allow != nil {
+		if err := allow(fd, name); err != nil {
+			return nil, err
+		}
+	}
+	d, dup, record, err := t.shared(fd.Pid, fd.Num, &fd.Stat)
 	if err != nil {
 		return nil, err
 	}
-	if !dup {
-		// Reserved first: a kind may add entries of its own (a FIFO's
-		// path) while it dumps this one.
-		fd.ID = t.nextID
-		t.nextID++
-		fe, err := k.dump(t, fd)
-		if err != nil {
-			var ue *UnsupportedError
-			if errors.As(err, &ue) {
-				return nil, err
-			}
-			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
-		}
-		if err := setFown(fe, fd); err != nil {
-			return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
-		}
-		t.put(fe, fd.ID)
-		d = desc{id: fd.ID, typ: fe.GetType()}
-		record(d)
+	if dup {
+		return d, nil
 	}
-	if err := t.dumpLocks(fd, d.id); err != nil {
-		return nil, err
+	// Reserved first: a kind may add entries of its own (a FIFO's path)
+	// while it dumps this one. Recorded first: a socket may carry itself
+	// in its queue (SCM_RIGHTS), and its dump finds it there.
+	fd.ID = t.nextID
+	t.nextID++
+	d = &desc{id: fd.ID}
+	record(d)
+	fe, err := k.dump(t, fd)
+	if err != nil {
+		var ue *UnsupportedError
+		if errors.As(err, &ue) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
 	}
-	return fdEntry(num, d.id, fd.Info.Flags, d.typ), nil
+	if err := setFown(fe, fd); err != nil {
+		return nil, fmt.Errorf("dump %s (%s): %w", fd, name, err)
+	}
+	t.put(fe, fd.ID)
+	d.typ = fe.GetType()
+	return d, nil
 }
 
 // WriteImages writes files.img and the images of every kind that has

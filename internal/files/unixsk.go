@@ -3,7 +3,6 @@ package files
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	sk_opts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
-	sk_packet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-packet"
 	sk_unix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -54,12 +52,6 @@ type unixSock struct {
 	fd *Fd
 	ue *sk_unix.UnixSkEntry
 	d  *unixDiag
-}
-
-// unixPacket is one message queued to a socket of the tree.
-type unixPacket struct {
-	idFor uint32
-	data  []byte
 }
 
 func (t *Table) unixsks() *unixDump {
@@ -110,12 +102,8 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 		}
 	}
 	if d.State != tcpListen {
-		msgs, err := peekUnixQueue(sk, int(d.Type))
-		if err != nil {
+		if err := st.dumpQueue(t, fd, sk, int(d.Type)); err != nil {
 			return nil, fmt.Errorf("%s (%s): queued data: %w", fd, fd.Target, err)
-		}
-		for _, m := range msgs {
-			st.packets = append(st.packets, unixPacket{idFor: fd.ID, data: m})
 		}
 	}
 	st.socks[ino] = &unixSock{fd: fd, ue: ue, d: d}
@@ -154,94 +142,6 @@ func unixFile(sk int, ue *sk_unix.UnixSkEntry) error {
 		ue.NameDir = proto.String(dir)
 	}
 	return nil
-}
-
-// peekUnixQueue copies what is queued to be read on sk, one message per
-// datagram or record, without consuming it: MSG_PEEK walks the queue as
-// SO_PEEK_OFF moves on, and the task's own peek offset is put back.
-func peekUnixQueue(sk, typ int) ([][]byte, error) {
-	orig, err := unix.GetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_PEEK_OFF)
-	if err != nil {
-		return nil, os.NewSyscallError("getsockopt SO_PEEK_OFF", err)
-	}
-	if err := unix.SetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_PEEK_OFF, 0); err != nil {
-		return nil, os.NewSyscallError("setsockopt SO_PEEK_OFF", err)
-	}
-	msgs, err := peekMessages(sk, typ)
-	if e := unix.SetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_PEEK_OFF, orig); e != nil && err == nil {
-		err = fmt.Errorf("put back the peek offset %d: %w", orig, os.NewSyscallError("setsockopt SO_PEEK_OFF", e))
-	}
-	return msgs, err
-}
-
-func peekMessages(sk, typ int) ([][]byte, error) {
-	var out [][]byte
-	oob := make([]byte, unix.CmsgSpace(253*4)+unix.CmsgSpace(64))
-	for {
-		size := 64 << 10
-		if typ != unix.SOCK_STREAM {
-			// The length of the next message, to read it whole.
-			n, _, _, _, err := unix.Recvmsg(sk, nil, nil, unix.MSG_PEEK|unix.MSG_TRUNC|unix.MSG_DONTWAIT)
-			if err == unix.EAGAIN || (err == nil && n == 0) {
-				// A zero-length message cannot be told from the end
-				// of a queue whose writer shut down; criu does the same.
-				return out, nil
-			}
-			if err != nil {
-				return nil, os.NewSyscallError("recvmsg MSG_PEEK", err)
-			}
-			size = n
-		}
-		buf := make([]byte, size)
-		n, oobn, flags, _, err := unix.Recvmsg(sk, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		if err == unix.EAGAIN || (err == nil && n == 0) {
-			return out, nil
-		}
-		if err != nil {
-			return nil, os.NewSyscallError("recvmsg MSG_PEEK", err)
-		}
-		if err := checkCmsgs(oob[:oobn]); err != nil {
-			return nil, fmt.Errorf("message %d (%d bytes): %w", len(out), n, err)
-		}
-		if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
-			return nil, fmt.Errorf("message %d: truncated to %d bytes by the peek", len(out), n)
-		}
-		out = append(out, buf[:n])
-	}
-}
-
-// checkCmsgs refuses the control messages a restore could not send
-// again. The peek has installed the fds of SCM_RIGHTS into stasis: they
-// are closed here.
-func checkCmsgs(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	cms, err := unix.ParseSocketControlMessage(b)
-	if err != nil {
-		return err
-	}
-	var bad error
-	for _, c := range cms {
-		if c.Header.Level != unix.SOL_SOCKET {
-			bad = fmt.Errorf("control message of level %d type %d: not supported", c.Header.Level, c.Header.Type)
-			continue
-		}
-		switch c.Header.Type {
-		case unix.SCM_RIGHTS:
-			fds, _ := unix.ParseUnixRights(&c)
-			for _, f := range fds {
-				unix.Close(f)
-			}
-			bad = fmt.Errorf("it carries %d file descriptors (SCM_RIGHTS): %w", len(fds), ErrUnsupported)
-		case unix.SCM_CREDENTIALS:
-			// The restore sends as stasis; the receiver sees stasis'
-			// credentials, as criu 4 without ucred in its image.
-		default:
-			bad = fmt.Errorf("control message of type %d: %w", c.Header.Type, ErrUnsupported)
-		}
-	}
-	return bad
 }
 
 func dumpUnixOpts(sk int) (*sk_opts.SkOptsEntry, error) {
@@ -290,18 +190,7 @@ func writeUnix(t *Table, dir *images.Dir) error {
 			return err
 		}
 	}
-	if len(st.packets) == 0 {
-		return nil // the restore takes a missing image as empty queues
-	}
-	w, err := dir.NewWriter("sk-queues.img")
-	if err != nil {
-		return err
-	}
-	for _, p := range st.packets {
-		w.Write(&sk_packet.SkPacketEntry{IdFor: proto.Uint32(p.idFor), Length: proto.Uint32(uint32(len(p.data)))})
-		w.WriteExtra(p.data)
-	}
-	return w.Close()
+	return st.writeQueues(dir)
 }
 
 // resolve checks the peer of s and, for a client waiting in a backlog,
@@ -503,7 +392,7 @@ type usk struct {
 	other   int // the closed end of a connection whose peer was gone, or -1
 	paired  bool
 	inherit bool
-	packets [][]byte
+	packets []unixPacket
 }
 
 func (s *usk) String() string {
@@ -542,7 +431,7 @@ func buildUnix(r *Restorer) (fds map[uint32]int, err error) {
 	if err := b.collect(); err != nil {
 		return nil, err
 	}
-	if err := readUnixQueues(r.Dir, b.byID); err != nil {
+	if err := readUnixQueues(r.Dir, b.byID, func(id uint32) bool { return r.Files[id] != nil }); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -611,44 +500,6 @@ func (b *unixBuild) collect() error {
 		}
 	}
 	return nil
-}
-
-// readUnixQueues reads sk-queues.img into the sockets that will read
-// each message.
-func readUnixQueues(dir *images.Dir, byID map[uint32]*usk) error {
-	const name = "sk-queues.img"
-	if !dir.Has(name) {
-		return nil
-	}
-	rd, err := dir.NewReader(name)
-	if err != nil {
-		return err
-	}
-	defer rd.Close()
-	for {
-		off := rd.Offset()
-		e := &sk_packet.SkPacketEntry{}
-		if err := rd.Next(e); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		data, err := rd.ReadExtra()
-		if err != nil {
-			return err
-		}
-		s := byID[e.GetIdFor()]
-		switch {
-		case s == nil || s.extern():
-			return &images.Error{File: name, Offset: off, Err: fmt.Errorf("message for file id %d, which is not a unix socket of the tree: %w", e.GetIdFor(), images.ErrCorrupt)}
-		case len(e.GetScm()) > 0:
-			return &images.Error{File: name, Offset: off, Err: fmt.Errorf("message for %s carries file descriptors (SCM_RIGHTS): %w", s, ErrUnsupported)}
-		case uint64(len(data)) != uint64(e.GetLength()):
-			return &images.Error{File: name, Offset: off, Err: fmt.Errorf("message of %d bytes has %d: %w", e.GetLength(), len(data), images.ErrCorrupt)}
-		}
-		s.packets = append(s.packets, data)
-	}
 }
 
 func (b *unixBuild) peer(s *usk) *usk { return b.byIno[s.ue.GetPeer()] }
@@ -780,56 +631,6 @@ func (b *unixBuild) connect(s *usk) error {
 	}
 	if err := unix.Connect(s.fd, p.addr()); err != nil {
 		return fmt.Errorf("connect to %s: %w", unixName(p.ue.GetName()), os.NewSyscallError("connect", err))
-	}
-	return nil
-}
-
-// refill sends what was queued to s again, so that it lands in s's
-// receive queue: through its peer, or for a named datagram socket from a
-// socket of stasis (the senders' addresses are not in the image).
-func (b *unixBuild) refill(s *usk) error {
-	if len(s.packets) == 0 {
-		return nil
-	}
-	from, to := -1, unix.Sockaddr(nil)
-	switch p := b.peer(s); {
-	case s.other >= 0:
-		from = s.other
-	case s.paired:
-		from = p.fd
-	case s.ue.GetType() == unix.SOCK_DGRAM && len(s.ue.GetName()) > 0 && (p == nil || !p.extern()):
-		for _, q := range b.all {
-			if q.fd >= 0 && !q.extern() && q.ue.GetPeer() == s.ue.GetIno() && (p == nil || p == q) {
-				from = q.fd // connected to s, which may accept only it
-				break
-			}
-		}
-		if from < 0 {
-			tmp, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-			if err != nil {
-				return os.NewSyscallError("socket", err)
-			}
-			defer unix.Close(tmp)
-			from, to = tmp, s.addr()
-		}
-	default:
-		return fmt.Errorf("%d queued messages: no socket of the dump can send them to it again", len(s.packets))
-	}
-	for i, m := range s.packets {
-		for sent := 0; ; {
-			n, err := unix.SendmsgN(from, m[sent:], nil, to, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-			if err != nil {
-				return fmt.Errorf("refill queued message %d of %d (%d bytes): %w", i+1, len(s.packets), len(m),
-					os.NewSyscallError("sendmsg", err))
-			}
-			sent += n
-			if sent == len(m) {
-				break
-			}
-			if s.ue.GetType() != unix.SOCK_STREAM {
-				return fmt.Errorf("refill queued message %d: %d of %d bytes sent", i+1, sent, len(m))
-			}
-		}
 	}
 	return nil
 }

@@ -3,6 +3,8 @@ package files
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // diagMsg builds a unix_diag_msg with attributes, as the kernel sends it.
@@ -139,7 +142,7 @@ func TestPeekUnixQueue(t *testing.T) {
 		}
 		joined := ""
 		for _, g := range got {
-			joined += string(g) + "|"
+			joined += string(g.data) + "|"
 		}
 		want := strings.Join(msgs, "|") + "|"
 		if typ == unix.SOCK_STREAM {
@@ -164,28 +167,48 @@ func TestPeekUnixQueue(t *testing.T) {
 	}
 }
 
-// TestPeekUnixQueueSCMRights: an fd in a queue is refused, and the copy
-// the peek installed is closed.
+// TestPeekUnixQueueSCMRights: the fds a queue carries come with their
+// message, installed in stasis as the same open files; on a stream the
+// bytes before them are a message of their own, and nothing is consumed.
 func TestPeekUnixQueueSCMRights(t *testing.T) {
-	sv, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(sv[0])
-	defer unix.Close(sv[1])
-	if err := unix.Sendmsg(sv[0], []byte("x"), unix.UnixRights(0), nil, 0); err != nil {
-		t.Fatal(err)
-	}
-	probe, _ := unix.Dup(0)
-	unix.Close(probe) // the lowest free fd: a leaked copy would take it
-	_, err = peekUnixQueue(sv[1], unix.SOCK_STREAM)
-	if err == nil || !strings.Contains(err.Error(), "SCM_RIGHTS") || !errors.Is(err, ErrUnsupported) {
-		t.Fatalf("err %v", err)
-	}
-	if again, _ := unix.Dup(0); again != probe {
-		t.Errorf("the fd received by the peek was not closed (next fd %d, want %d)", again, probe)
-	} else {
-		unix.Close(again)
+	for _, typ := range []int{unix.SOCK_STREAM, unix.SOCK_SEQPACKET} {
+		sv, err := unix.Socketpair(unix.AF_UNIX, typ|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var p [2]int
+		if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		unix.Write(sv[0], []byte("before"))
+		if err := unix.Sendmsg(sv[0], []byte("with fds"), unix.UnixRights(p[0], p[1]), nil, 0); err != nil {
+			t.Fatal(err)
+		}
+		unix.Write(sv[0], []byte("after"))
+		got, err := peekUnixQueue(sv[1], typ)
+		if err != nil {
+			t.Fatalf("type %d: %v", typ, err)
+		}
+		var msgs []string
+		for _, g := range got {
+			msgs = append(msgs, fmt.Sprintf("%s/%d", g.data, len(g.fds)))
+		}
+		if s := strings.Join(msgs, " "); s != "before/0 with fds/2 after/0" {
+			t.Errorf("type %d: peeked %s", typ, s)
+		}
+		for _, g := range got {
+			for i, fd := range g.fds {
+				if c, err := linux.KcmpOrder(os.Getpid(), os.Getpid(), linux.KcmpFile, fd, p[i]); err != nil || c != 0 {
+					t.Errorf("type %d: fd %d in flight is not the pipe end %d sent (%d, %v)", typ, i, p[i], c, err)
+				}
+			}
+			closeAll(g.fds)
+		}
+		buf := make([]byte, 64)
+		if n, _ := unix.Read(sv[1], buf); string(buf[:n]) != map[bool]string{true: "beforewith fds", false: "before"}[typ == unix.SOCK_STREAM] {
+			t.Errorf("type %d: first read %q after the peek", typ, buf[:n])
+		}
+		closeAll([]int{sv[0], sv[1], p[0], p[1]})
 	}
 }
 
@@ -227,7 +250,7 @@ func TestExternalUnixOption(t *testing.T) {
 }
 
 // TestReadUnixQueuesCorrupt: a message for a socket not in the dump, or
-// with fds, is refused with the image and the offset of its entry.
+// with fds not in files.img or of another type, is refused with the image and the offset of its entry.
 func TestReadUnixQueuesCorrupt(t *testing.T) {
 	sock := &usk{ue: &sk_unix.UnixSkEntry{Id: proto.Uint32(3), Ino: proto.Uint32(9), Type: proto.Uint32(1), Uflags: proto.Uint32(0)}}
 	ext := &usk{ue: &sk_unix.UnixSkEntry{Id: proto.Uint32(4), Uflags: proto.Uint32(uskExtern)}}
@@ -235,9 +258,10 @@ func TestReadUnixQueuesCorrupt(t *testing.T) {
 		e    *sk_packet.SkPacketEntry
 		want string
 	}{
-		"unknown id": {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(7), Length: proto.Uint32(2)}, "file id 7"},
-		"external":   {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(4), Length: proto.Uint32(2)}, "file id 4"},
-		"fds":        {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(3), Length: proto.Uint32(2), Scm: []*sk_packet.ScmEntry{{Type: proto.Uint32(1), Rights: []uint32{5}}}}, "SCM_RIGHTS"},
+		"unknown id":    {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(7), Length: proto.Uint32(2)}, "file id 7"},
+		"external":      {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(4), Length: proto.Uint32(2)}, "file id 4"},
+		"unknown right": {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(3), Length: proto.Uint32(2), Scm: []*sk_packet.ScmEntry{{Type: proto.Uint32(1), Rights: []uint32{3, 5}}}}, "file id 5, which is not in files.img"},
+		"credentials":   {&sk_packet.SkPacketEntry{IdFor: proto.Uint32(3), Length: proto.Uint32(2), Scm: []*sk_packet.ScmEntry{{Type: proto.Uint32(2)}}}, "type 2"},
 	} {
 		dir, err := images.Create(t.TempDir())
 		if err != nil {
@@ -255,10 +279,50 @@ func TestReadUnixQueuesCorrupt(t *testing.T) {
 			t.Fatal(err)
 		}
 		sock.packets = nil
-		err = readUnixQueues(dir, map[uint32]*usk{3: sock, 4: ext})
+		err = readUnixQueues(dir, map[uint32]*usk{3: sock, 4: ext}, func(id uint32) bool { return id == 3 || id == 4 })
 		var ie *images.Error
 		if !errors.As(err, &ie) || ie.File != "sk-queues.img" || ie.Offset <= 8 || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: err %v", name, err)
 		}
+	}
+}
+
+// TestPeekStreamFdsPositions: on a stream, each run of bytes that came
+// with files is a message from its first byte, wherever it is, and the
+// bytes between them stay together.
+func TestPeekStreamFdsPositions(t *testing.T) {
+	sv, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(sv[:])
+	big := strings.Repeat("x", 100000)
+	for _, m := range []struct {
+		data string
+		fds  bool
+	}{{"a", true}, {"bb", false}, {"ccc", false}, {"dddd", true}, {"e", true}, {big, false}, {"f", true}} {
+		var oob []byte
+		if m.fds {
+			oob = unix.UnixRights(0)
+		}
+		for sent := 0; sent < len(m.data); {
+			n, err := unix.SendmsgN(sv[0], []byte(m.data[sent:]), oob, nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent, oob = sent+n, nil
+		}
+	}
+	got, err := peekUnixQueue(sv[1], unix.SOCK_STREAM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []string
+	for _, g := range got {
+		msgs = append(msgs, fmt.Sprintf("%d/%d", len(g.data), len(g.fds)))
+		closeAll(g.fds)
+	}
+	if s, want := strings.Join(msgs, " "), fmt.Sprintf("1/1 5/0 4/1 1/1 %d/0 1/1", len(big)); s != want {
+		t.Errorf("peeked %s, want %s", s, want)
 	}
 }
