@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -34,6 +35,10 @@ func (t *Table) dumpInflight(via *Fd, msg int, fds []int) ([]uint32, error) {
 	for i, num := range fds {
 		fd := &Fd{Pid: self, Num: num, Via: via}
 		d, err := t.dumpFile(fd, allowInflight)
+		var ue *UnsupportedError
+		if errors.As(err, &ue) && ue.Pid == via.Pid && ue.Fd == via.Num {
+			return nil, err
+		}
 		if err != nil {
 			return nil, fmt.Errorf("queued message %d carries %d files (SCM_RIGHTS), file %d: %w", msg, len(fds), i+1, err)
 		}

@@ -103,6 +103,10 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	}
 	if d.State != tcpListen {
 		if err := st.dumpQueue(t, fd, sk, int(d.Type)); err != nil {
+			var ue *UnsupportedError
+			if errors.As(err, &ue) {
+				return nil, err // it names the socket already
+			}
 			return nil, fmt.Errorf("%s (%s): queued data: %w", fd, fd.Target, err)
 		}
 	}

@@ -260,17 +260,140 @@ func TestUnixDgramPeerOutside(t *testing.T) {
 	}
 }
 
-// TestUnixSCMRights: a queue holding a file descriptor cannot be dumped:
-// the error says so, and the message and its fd are still there for the
-// victim afterwards.
+// TestUnixSCMRights: files in flight in unix socket queues come back with
+// their messages (unixsk.c mode scm): on a stream, after the bytes before
+// them, a regular file the victim also holds (one open file description:
+// a write through one moves the other's offset) and the write end of a
+// pipe it reads (with what was buffered); on a seqpacket pair, a memfd and
+// an eventfd, then a message with none, then a connected socket and the
+// receiving socket itself. sk-queues.img names them by file id.
 func TestUnixSCMRights(t *testing.T) {
 	testutil.RequireRoot(t)
-	v := testutil.StartVictim(t, "unixsk", "scm", "-")
+	v := testutil.StartVictim(t, "unixsk", "scm", t.TempDir())
+	v.WaitReady(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+
+	d, err := images.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := map[uint32]fdinfo.FdTypes{}
+	for _, f := range files {
+		types[f.GetId()] = f.GetType()
+	}
+	pkts, err := images.ReadAll(d, "sk-queues.img", func() *sk_packet.SkPacketEntry { return &sk_packet.SkPacketEntry{} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range pkts {
+		s := fmt.Sprint(p.GetLength())
+		for _, scm := range p.GetScm() {
+			if scm.GetType() != 1 {
+				t.Errorf("sk-queues.img: scm entry of type %d, want SCM_RIGHTS (1)", scm.GetType())
+			}
+			for _, id := range scm.GetRights() {
+				s += "," + types[id].String()
+			}
+		}
+		got = append(got, s)
+	}
+	// In queue order: 11 ("before", "fds!", "after"), 13 ("m1", "m2",
+	// then "to-15" queued on fd 15, which "m3" carries, and "m3").
+	want := "6 4,REG,PIPE 5 2,MEMFD,EVENTFD 2 5 2,UNIXSK,UNIXSK"
+	if s := strings.Join(got, " "); s != want {
+		t.Errorf("sk-queues.img: messages %q, want %q", s, want)
+	}
+	testutil.RestoreDetached(t, dir, v)
+	v.TermAndCheck(t)
+}
+
+// TestUnixSCMRightsRefused: a file stasis cannot dump in flight (an
+// epoll) fails the dump with the socket, the pid and what is in flight;
+// the victim still receives the message and its file.
+func TestUnixSCMRightsRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := testutil.StartVictim(t, "unixsk", "scm-epoll", "-")
 	v.WaitReady(t)
 	msg := testutil.DumpFail(t, v.Pid, t.TempDir())
 	assertNamesPID(t, msg, v.Pid)
-	testutil.AssertContains(t, msg, "fd 11", "SCM_RIGHTS")
+	testutil.AssertContains(t, msg, "fd 11", "eventpoll", "in flight", "SCM_RIGHTS", "not supported")
 	testutil.AssertRunning(t, v.Pid)
+	v.TermAndCheck(t)
+}
+
+// TestUnixSCMRightsCorrupt: an scm entry naming a file not in files.img,
+// or of a type other than SCM_RIGHTS, fails the restore with the image
+// and the offset, and leaves nothing behind.
+func TestUnixSCMRightsCorrupt(t *testing.T) {
+	testutil.RequireRoot(t)
+	v := testutil.StartVictim(t, "unixsk", "scm", t.TempDir())
+	v.WaitReady(t)
+	good := t.TempDir()
+	testutil.Dump(t, v.Pid, good)
+	v.Reap(t)
+	for name, c := range map[string]struct {
+		edit func(*sk_packet.ScmEntry)
+		want []string
+	}{
+		"unknown-file": {func(e *sk_packet.ScmEntry) { e.Rights[1] = 9999 }, []string{"file id 9999", "not in files.img"}},
+		"credentials":  {func(e *sk_packet.ScmEntry) { e.Type = proto.Uint32(2) }, []string{"type 2", "not supported"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := imageDirNoChecksums(t, good)
+			d, err := images.Open(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rd, err := d.NewReader("sk-queues.img")
+			if err != nil {
+				t.Fatal(err)
+			}
+			type pkt struct {
+				e    *sk_packet.SkPacketEntry
+				data []byte
+			}
+			var pkts []pkt
+			for {
+				e := &sk_packet.SkPacketEntry{}
+				if err := rd.Next(e); err != nil {
+					break
+				}
+				data, err := rd.ReadExtra()
+				if err != nil {
+					t.Fatal(err)
+				}
+				pkts = append(pkts, pkt{e, data})
+			}
+			rd.Close()
+			w, err := d.NewWriter("sk-queues.img")
+			if err != nil {
+				t.Fatal(err)
+			}
+			edited := false
+			for _, p := range pkts {
+				if len(p.e.GetScm()) > 0 && !edited {
+					c.edit(p.e.Scm[0])
+					edited = true
+				}
+				w.Write(p.e)
+				w.WriteExtra(p.data)
+			}
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			msg := testutil.RestoreFail(t, dir)
+			testutil.AssertContains(t, msg, append([]string{"sk-queues.img", "offset"}, c.want...)...)
+		})
+	}
+	testutil.RestoreDetached(t, good, v)
 	v.TermAndCheck(t)
 }
 

@@ -4,7 +4,8 @@
  *   unixsk READY all DIR
  *   unixsk READY outside-stream PATH    stream socket connected to PATH (fd 30)
  *   unixsk READY outside-dgram PATH     datagram socket connected to PATH (fd 30)
- *   unixsk READY scm -                  stream pair 10/11, fd 1 queued on 11 (SCM_RIGHTS)
+ *   unixsk READY scm DIR                files in flight in queues (SCM_RIGHTS)
+ *   unixsk READY scm-epoll -            an epoll in flight on a stream pair 10/11
  *
  * all:
  * - fds 10/11 stream socketpair: 10 sent "s1-hello" + 100000 pattern bytes,
@@ -21,10 +22,28 @@
  * - fds 23/24 stream pair, 24 held by a child (23 closed there): each end
  *   has a message from the other queued; the child checks its own.
  * outside-*: the socket is still connected: the test reads what it sends.
- * scm: a queue holding an fd (not supported): the message and the fd must
- * still be there after a failed dump.
+ * scm (files in flight, sent and not yet received):
+ * - fds 10/11 stream pair: 10 sent "before", then "fds!" carrying fd 40 (the
+ *   file DIR/scm.data, O_RDWR at offset 1234, kept) and the write end of a
+ *   pipe whose read end is fd 41 (the write end is closed here; "buffered"
+ *   is in the pipe), then "after". 11 reads "before" without files (a read
+ *   stops short of the bytes that came with files), then "fds!" with both:
+ *   the file is fd 40's inode at 1234, and a write through it moves fd 40's
+ *   offset (one open file description); a write through the pipe end
+ *   arrives on fd 41 after "buffered".
+ * - fds 12/13 seqpacket pair: 12 sent "m1" carrying a memfd ("memfd-content")
+ *   and an eventfd (counter 5), both closed here, then "m2" with no file,
+ *   then "m3" carrying fd 15 of a stream pair 14/15 (closed here; 14 sent
+ *   "to-15" on it) and fd 13 itself: 13 reads each with its files, the
+ *   memfd's content, the eventfd's counter, "to-15" on the socket received,
+ *   which then talks to 14, and the fd 13 received is fd 13's socket.
+ * scm-epoll: an epoll (fd 40, kept) in flight, which stasis refuses: the
+ * message and its file must still be there after the failed dump.
  */
 #include "victim.h"
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <poll.h>
 #include <stddef.h>
 #include <sys/socket.h>
@@ -354,32 +373,185 @@ static void check_all(void)
 		fail("child %d: status %#x", child, status);
 }
 
-static void check_scm(void)
+/* recv_fds receives one message on fd and the files it carries. */
+static ssize_t recv_fds(int fd, char *buf, size_t len, int *fds, int max, int *nfds)
 {
-	char buf[8], c[CMSG_SPACE(sizeof(int) * 4)];
-	struct iovec iov = { .iov_base = buf, .iov_len = sizeof(buf) };
+	char c[CMSG_SPACE(sizeof(int) * 8)];
+	struct iovec iov = { .iov_base = buf, .iov_len = len };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof(c) };
 	struct cmsghdr *ch;
-	struct stat a, b;
-	int fd = -1;
-	ssize_t n = recvmsg(11, &mh, MSG_DONTWAIT);
+	ssize_t n;
 
-	if (n != 2 || memcmp(buf, "fd", 2)) {
-		fail("fd 11: recvmsg gives %zd bytes, want \"fd\"", n);
-		return;
+	*nfds = 0;
+	if (!wait_in(fd, 2000))
+		return -1;
+	n = recvmsg(fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+	for (ch = CMSG_FIRSTHDR(&mh); n >= 0 && ch; ch = CMSG_NXTHDR(&mh, ch)) {
+		if (ch->cmsg_level != SOL_SOCKET || ch->cmsg_type != SCM_RIGHTS)
+			continue;
+		int k = (ch->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (int i = 0; i < k; i++) {
+			int f;
+
+			memcpy(&f, CMSG_DATA(ch) + i * sizeof(int), sizeof(int));
+			if (*nfds < max)
+				fds[(*nfds)++] = f;
+			else
+				close(f);
+		}
 	}
-	for (ch = CMSG_FIRSTHDR(&mh); ch; ch = CMSG_NXTHDR(&mh, ch))
-		if (ch->cmsg_type == SCM_RIGHTS && ch->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(ch), sizeof(int));
-	if (fd < 0 || fstat(fd, &a) || fstat(1, &b) || a.st_ino != b.st_ino)
-		fail("fd 11: the fd passed with the message is lost or another file");
+	return n;
+}
+
+static void send_fds(int fd, const char *msg, const int *fds, int n)
+{
+	char c[CMSG_SPACE(sizeof(int) * 8)];
+	struct iovec iov = { .iov_base = (void *)msg, .iov_len = strlen(msg) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = CMSG_SPACE(sizeof(int) * n) };
+	struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
+
+	ch->cmsg_level = SOL_SOCKET;
+	ch->cmsg_type = SCM_RIGHTS;
+	ch->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	memcpy(CMSG_DATA(ch), fds, sizeof(int) * n);
+	if (sendmsg(fd, &mh, 0) != (ssize_t)strlen(msg))
+		die("sendmsg \"%s\" with %d files on fd %d: %s", msg, n, fd, strerror(errno));
+}
+
+/* expect_fds receives want on fd, carrying n files. */
+static int expect_fds(int fd, const char *want, int *fds, int n)
+{
+	char buf[64];
+	int got;
+	ssize_t len = recv_fds(fd, buf, sizeof(buf), fds, 8, &got);
+
+	if (len != (ssize_t)strlen(want) || memcmp(buf, want, len)) {
+		fail("fd %d: received \"%.*s\" (%zd bytes), want \"%s\"", fd, (int)(len > 0 ? len : 0), buf, len, want);
+		return 0;
+	}
+	if (got != n) {
+		fail("fd %d: \"%s\" came with %d files, want %d", fd, want, got, n);
+		return 0;
+	}
+	return 1;
+}
+
+static ino_t ino_of(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) ? 0 : st.st_ino;
+}
+
+static void setup_scm(const char *dir)
+{
+	char path[4096], fill[4096];
+	int p[2], fds[2];
+
+	snprintf(path, sizeof(path), "%s/scm.data", dir);
+	memset(fill, 'z', sizeof(fill));
+	move_to(open(path, O_RDWR | O_CREAT | O_TRUNC, 0600), 40);
+	if (write(40, fill, sizeof(fill)) != sizeof(fill) || lseek(40, 1234, SEEK_SET) != 1234)
+		die("fill %s: %s", path, strerror(errno));
+	if (pipe(p))
+		die("pipe: %s", strerror(errno));
+	move_to(p[0], 41);
+	if (write(p[1], "buffered", 8) != 8)
+		die("write the pipe: %s", strerror(errno));
+	pair(SOCK_STREAM, 10, 11);
+	send_all(10, "before", 6);
+	fds[0] = 40;
+	fds[1] = p[1];
+	send_fds(10, "fds!", fds, 2);
+	close(p[1]);
+	send_all(10, "after", 5);
+
+	pair(SOCK_SEQPACKET, 12, 13);
+	fds[0] = memfd_create("scm-memfd", MFD_CLOEXEC);
+	if (fds[0] < 0 || write(fds[0], "memfd-content", 13) != 13)
+		die("memfd: %s", strerror(errno));
+	fds[1] = eventfd(5, EFD_CLOEXEC);
+	if (fds[1] < 0)
+		die("eventfd: %s", strerror(errno));
+	send_fds(12, "m1", fds, 2);
+	close(fds[0]);
+	close(fds[1]);
+	send_all(12, "m2", 2);
+	pair(SOCK_STREAM, 14, 15);
+	send_all(14, "to-15", 5);
+	fds[0] = 15;
+	fds[1] = 13;
+	send_fds(12, "m3", fds, 2);
+	close(15);
+}
+
+static void check_scm(void)
+{
+	char buf[64];
+	int f[8], n;
+	ssize_t len;
+	uint64_t count = 0;
+
+	/* the stream: "before" alone, then "fds!" with its files */
+	len = recv_fds(11, buf, 6, f, 8, &n);
+	if (len != 6 || memcmp(buf, "before", 6) || n != 0)
+		fail("fd 11: first read \"%.*s\" (%zd bytes) with %d files, want \"before\" and none", (int)(len > 0 ? len : 0), buf, len, n);
+	if (expect_fds(11, "fds!", f, 2)) {
+		off_t pos = lseek(f[0], 0, SEEK_CUR);
+
+		if (ino_of(f[0]) != ino_of(40) || pos != 1234)
+			fail("fd 11: the file received is inode %lu at %lld, want fd 40's %lu at 1234",
+			     (unsigned long)ino_of(f[0]), (long long)pos, (unsigned long)ino_of(40));
+		if (write(f[0], "abc", 3) != 3 || lseek(40, 0, SEEK_CUR) != 1237)
+			fail("fd 11: a write through the file received does not move fd 40's offset (%lld): not one open file",
+			     (long long)lseek(40, 0, SEEK_CUR));
+		if (write(f[1], "via-pipe", 8) != 8)
+			fail("fd 11: write through the pipe end received: %s", strerror(errno));
+		close(f[0]);
+		close(f[1]);
+		len = read(41, buf, sizeof(buf));
+		if (len != 16 || memcmp(buf, "bufferedvia-pipe", 16))
+			fail("fd 41: read \"%.*s\" from the pipe, want \"bufferedvia-pipe\"", (int)(len > 0 ? len : 0), buf);
+	}
+	expect_msg(11, "after", 1);
+	expect_empty(11);
+
+	/* the seqpacket: boundaries, files by message */
+	if (expect_fds(13, "m1", f, 2)) {
+		len = pread(f[0], buf, sizeof(buf), 0);
+		if (len != 13 || memcmp(buf, "memfd-content", 13))
+			fail("fd 13: memfd received holds \"%.*s\"", (int)(len > 0 ? len : 0), buf);
+		if (read(f[1], &count, 8) != 8 || count != 5)
+			fail("fd 13: eventfd received counts %llu, want 5", (unsigned long long)count);
+		close(f[0]);
+		close(f[1]);
+	}
+	expect_fds(13, "m2", f, 0);
+	if (expect_fds(13, "m3", f, 2)) {
+		expect_msg(f[0], "to-15", 1);
+		send_all(f[0], "from-15", 7);
+		expect_msg(14, "from-15", 1);
+		if (ino_of(f[1]) != ino_of(13))
+			fail("fd 13: the socket received with m3 is not fd 13's");
+		close(f[0]);
+		close(f[1]);
+	}
+	expect_empty(13);
+}
+
+static void check_scm_epoll(void)
+{
+	int f[8];
+
+	if (expect_fds(11, "fd", f, 1) && ino_of(f[0]) != ino_of(40))
+		fail("fd 11: the epoll passed with the message is another file");
 	expect_empty(11);
 }
 
 int main(int argc, char **argv)
 {
 	if (argc < 4)
-		die("usage: unixsk READY all DIR | outside-stream PATH | outside-dgram PATH");
+		die("usage: unixsk READY all DIR | outside-stream PATH | outside-dgram PATH | scm DIR | scm-epoll -");
 	victim_init();
 	signal(SIGPIPE, SIG_IGN);
 	const char *mode = argv[2];
@@ -396,19 +568,13 @@ int main(int argc, char **argv)
 			die("connect to %s: %s", argv[3], strerror(errno));
 		send_all(30, "before", 6);
 	} else if (!strcmp(mode, "scm")) {
-		char c[CMSG_SPACE(sizeof(int))];
-		struct iovec iov = { .iov_base = "fd", .iov_len = 2 };
-		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = c, .msg_controllen = sizeof(c) };
-		struct cmsghdr *ch = CMSG_FIRSTHDR(&mh);
-		int one = 1;
+		setup_scm(argv[3]);
+	} else if (!strcmp(mode, "scm-epoll")) {
+		int ep = 40;
 
-		ch->cmsg_level = SOL_SOCKET;
-		ch->cmsg_type = SCM_RIGHTS;
-		ch->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(ch), &one, sizeof(int));
+		move_to(epoll_create1(0), 40);
 		pair(SOCK_STREAM, 10, 11);
-		if (sendmsg(10, &mh, 0) != 2)
-			die("sendmsg SCM_RIGHTS: %s", strerror(errno));
+		send_fds(10, "fd", &ep, 1);
 	} else {
 		die("unknown mode %s", mode);
 	}
@@ -420,6 +586,8 @@ int main(int argc, char **argv)
 		fail("fd 30: send after the restore: %s", strerror(errno));
 	else if (!strcmp(mode, "scm"))
 		check_scm();
+	else if (!strcmp(mode, "scm-epoll"))
+		check_scm_epoll();
 	else if (!outside)
 		check_all();
 	victim_finish();
