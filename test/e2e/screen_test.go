@@ -52,7 +52,22 @@ func TestScreen(t *testing.T) {
 	}
 	var daemon, bash, top int
 	t.Cleanup(func() { endTree(t, &daemon, &bash, &top) })
+	// The session's pty is not the lowest free index, which a pty opened
+	// by another program between the dump and the restore would take.
+	spare := make([]int, 4)
+	for i := range spare {
+		fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spare[i] = fd
+	}
 	screen("-dmS", "s", "bash", "--norc", "--noprofile", "-i")
+	defer func() {
+		for _, fd := range spare {
+			unix.Close(fd)
+		}
+	}()
 	testutil.WaitFor(t, 5*time.Second, "the screen socket in "+sdir, func() bool {
 		ents, _ := os.ReadDir(sdir)
 		for _, e := range ents {
@@ -66,7 +81,11 @@ func TestScreen(t *testing.T) {
 	if ppid := mustPPid(t, daemon); ppid != os.Getpid() {
 		t.Fatalf("the screen daemon %d has parent %d, want the test process %d (subreaper)", daemon, ppid, os.Getpid())
 	}
-	bash = childOf(t, daemon, "bash")
+	bash = childOf(t, daemon, "bash") // its window, and so its pty, exists
+	for _, fd := range spare {
+		unix.Close(fd)
+	}
+	spare = nil
 	screen("-S", "s", "-X", "stuff", "X=42; echo hist-marker\n")
 	time.Sleep(200 * time.Millisecond)
 	screen("-S", "s", "-X", "stuff", "top -d 0.5\n")
