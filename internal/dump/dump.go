@@ -125,6 +125,13 @@ func (d *dumper) run() (err error) {
 		return err
 	}
 	d.stats.frozen = time.Now()
+	d.files.Tasks = map[int]bool{}
+	for _, p := range d.all {
+		d.files.Tasks[p.pid] = true
+		for _, th := range p.threads {
+			d.files.Tasks[th.tid] = true
+		}
+	}
 	d.log.Info("tree seized", "processes", len(d.all), "pid", d.opts.Pid)
 	phases := []struct {
 		name string

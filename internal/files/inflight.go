@@ -24,7 +24,7 @@ import (
 // task's: the others read or act on their owner (an epoll's targets are
 // fd numbers of its owner, a tty its session, a TCP socket is put in
 // repair mode and given back to it).
-var inflightKinds = map[string]bool{"reg": true, "fifo": true, "pipe": true, "memfd": true, "eventfd": true, "socket": true}
+var inflightKinds = map[string]bool{"reg": true, "fifo": true, "pipe": true, "memfd": true, "eventfd": true, "socket": true, "pidfd": true}
 
 // dumpInflight records the files a message queued on via carries, whose
 // copies in stasis are fds, and returns their ids in order. It owns fds.

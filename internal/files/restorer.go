@@ -38,6 +38,9 @@ type Restorer struct {
 	// does: the session's controlling terminal, as only a member of the
 	// session can open it. Set by the restore, which has the tasks.
 	OpenCtty func(sid int, flags int) (*os.File, error)
+	// HostPid is the pid stasis sees for a pid or tid of the images (they
+	// differ with --pidns). Set by the restore; nil means the same.
+	HostPid func(pid int) (int, bool)
 }
 
 // NewRestorer returns a Restorer of the files of a dump.

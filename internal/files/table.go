@@ -32,6 +32,9 @@ type Table struct {
 	memfds map[uint64]*memfdFile
 	state  map[string]any // per-kind state, see stateOf
 	pids   map[int]bool   // the processes whose fds are in the table
+	// Tasks are the pids and tids of the dumped tree, set by the dump
+	// once it has seized it (a pidfd may name any of them).
+	Tasks map[int]bool
 	// finish run once the tree is killed or goes on (see Finish).
 	finish []func(killed bool) error
 	// PagesID hands out the N of pages-N.img, shared with memory.

@@ -104,16 +104,21 @@ func TestDumpBadInput(t *testing.T) {
 		v.TermAndCheck(t)
 	})
 
-	// Kinds stasis does not support (nor does criu, but for bpf maps): the
-	// dump must fail naming the pid, the fd and the kind as /proc names
-	// it, and leave the victim running with its fd still working.
+	// Kinds stasis does not support (nor does criu, but for bpf maps), and
+	// a pidfd of a process outside the tree: the dump must fail naming the
+	// pid, the fd and the kind as /proc names it, and leave the victim
+	// running with its fd still working.
 	for _, kind := range []string{"io_uring", "userfaultfd", "perf_event", "bpf-map", "pidfd"} {
 		t.Run("fd-"+kind, func(t *testing.T) {
 			v := testutil.StartVictim(t, "fdkind", kind)
 			v.WaitReady(t)
 			msg := testutil.DumpFail(t, v.Pid, t.TempDir())
 			assertNamesPID(t, msg, v.Pid)
-			testutil.AssertContains(t, msg, fmt.Sprintf("fd 42 of pid %d is %s: not supported", v.Pid, kind))
+			what := kind
+			if kind == "pidfd" {
+				what = fmt.Sprintf("a pidfd of pid %d (%s), which is not in the dumped tree", os.Getpid(), testutil.Comm(os.Getpid()))
+			}
+			testutil.AssertContains(t, msg, fmt.Sprintf("fd 42 of pid %d is %s: not supported", v.Pid, what))
 			testutil.AssertRunning(t, v.Pid)
 			v.TermAndCheck(t)
 		})

@@ -180,3 +180,22 @@ func TestPythonMultiprocessing(t *testing.T) {
 		})
 	}
 }
+
+// TestGoPidfds: a Go program with children started through os/exec holds
+// a pidfd of each (Go >= 1.23), and one of a child it already waited for.
+// After the restore the pidfds are of the restored children (SIGTERM
+// through them ends the sleeps, Wait gets the zombie's status 7) and the
+// gone one's is of a process that has ended (gosuper).
+func TestGoPidfds(t *testing.T) {
+	testutil.RequireRoot(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	v := testutil.StartProgram(t, testutil.BuildGoVictim(t, "gosuper"), ready)
+	v.Ready = ready
+	v.WaitReady(t)
+	tree := testutil.MustTree(t, v.Pid)
+	dir := t.TempDir()
+	dumpTree(t, v, tree, dir)
+	testutil.CheckImages(t, dir)
+	restoreTree(t, dir, v, tree)
+	v.TermAndCheck(t)
+}

@@ -8,7 +8,7 @@
  * - userfaultfd: one after UFFDIO_API, registered on one page (missing);
  * - perf_event: a software task-clock counter on itself;
  * - bpf-map: an array map of 4 u64, element 1 set to 0x1234;
- * - pidfd: a pidfd of itself;
+ * - pidfd: a pidfd of its parent (the harness: outside the dumped tree);
  * - eventfd: counter 5, EFD_NONBLOCK;
  * - unix: a SOCK_STREAM socketpair at fds 42 and 43, "hello" queued on 42;
  * - aio: no fd, a Linux AIO context (io_setup, 16 events) whose ring is
@@ -117,7 +117,8 @@ int main(int argc, char **argv)
 		if (bpf_elem(BPF_MAP_UPDATE_ELEM, 42, 1, &v))
 			die("BPF_MAP_UPDATE_ELEM: %s", strerror(errno));
 	} else if (!strcmp(kind, "pidfd")) {
-		move_to(syscall(SYS_pidfd_open, getpid(), 0), 42);
+		/* Of its parent, the test: a process outside the tree. */
+		move_to(syscall(SYS_pidfd_open, getppid(), 0), 42);
 	} else if (!strcmp(kind, "eventfd")) {
 		move_to(eventfd(5, EFD_NONBLOCK), 42);
 	} else if (!strcmp(kind, "unix")) {
@@ -181,7 +182,7 @@ int main(int argc, char **argv)
 	} else if (!strcmp(kind, "pidfd")) {
 		check_link(42, "anon_inode:[pidfd]");
 		if (syscall(SYS_pidfd_send_signal, 42, 0, NULL, 0))
-			fail("pidfd: signal 0 to itself: %s", strerror(errno));
+			fail("pidfd: signal 0 to its parent: %s", strerror(errno));
 	} else if (!strcmp(kind, "eventfd")) {
 		uint64_t v = 0;
 
