@@ -109,7 +109,8 @@ func openPidfd(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 
 // endedPidfd returns a pidfd of a process that has ended and been
 // reaped: of stasis' own `stasis --version`, opened before it is waited
-// for.
+// for. With --pidns that process is not of the restored namespace: a
+// signal through the pidfd fails with EINVAL there, not ESRCH.
 func endedPidfd(flags int) (*os.File, error) {
 	cmd := exec.Command("/proc/self/exe", "--version")
 	if err := cmd.Start(); err != nil {
