@@ -327,6 +327,10 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 				return err
 			}
 		}
+	case ie.GetState() == tcpSynSent:
+		if err := restoreSynSent(fd, ie, ends); err != nil {
+			return err
+		}
 	case isTCPConn(ie.GetState()):
 		if err := restoreTCPConn(r, fd, ie, ends); err != nil {
 			return err

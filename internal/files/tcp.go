@@ -158,6 +158,8 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 				Hint: "dump with --skip-in-flight to drop them (their clients see a reset), as criu"}
 		}
 	case info.state == tcpClose:
+	case info.state == tcpSynSent:
+		return dumpSynSent(fd, ie)
 	case isTCPConn(info.state):
 		if !t.Opts.TCPEstablished {
 			return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
@@ -168,7 +170,7 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 	default:
 		return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 			Kind: fmt.Sprintf("a TCP socket %s -> %s in state %s", ends.local, ends.remote, tcpStateName(info.state)),
-			Hint: "only listening, closed and established (or half-closed) sockets can be checkpointed; retry once it has settled"}
+			Hint: "only listening, connecting, closed and established (or half-closed) sockets can be checkpointed; retry once it has settled"}
 	}
 	return nil
 }

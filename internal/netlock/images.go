@@ -13,10 +13,12 @@ import (
 )
 
 // TCP states of a connection whose packets the lock drops
-// (include/net/tcp_states.h): not listening, not closed.
+// (include/net/tcp_states.h): not listening, not closed, not still
+// connecting (a connect the restore starts again has nothing to keep).
 const (
-	tcpClose  = 7
-	tcpListen = 10
+	tcpSynSent = 2
+	tcpClose   = 7
+	tcpListen  = 10
 )
 
 // ConnsOf reads the connections to lock from the entries of files.img:
@@ -31,7 +33,7 @@ func ConnsOf(entries iter.Seq[*fdinfo.FileEntry]) ([]Conn, error) {
 		if fe.GetType() != fdinfo.FdTypes_INETSK || ie == nil || ie.GetProto() != unix.IPPROTO_TCP {
 			continue
 		}
-		if st := ie.GetState(); st == tcpClose || st == tcpListen || ie.GetDstPort() == 0 {
+		if st := ie.GetState(); st == tcpClose || st == tcpListen || st == tcpSynSent || ie.GetDstPort() == 0 {
 			continue
 		}
 		local, err := addrPort(ie.GetFamily(), ie.GetSrcAddr(), ie.GetSrcPort())
