@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
@@ -18,10 +19,10 @@ import (
 // whom the kernel signals about it: SIGIO of an O_ASYNC file, the break of
 // a lease. It lives in the open file description, so stasis reads it on a
 // copy of the fd. Only files that need it carry one: those with O_ASYNC (a
-// socket, pipe, terminal or file that signals its owner when it is ready)
-// or with a lease (F_SETLEASE makes the taker the owner and sends it the
-// break); the others keep the empty owner, without the cost of a copy per
-// fd. Every kind's entry has its fown field: the table fills it for all of
+// socket, pipe, terminal or file that signals its owner when it is ready),
+// with a lease (F_SETLEASE makes the taker the owner and sends it the
+// break), and sockets (SIGURG goes to the owner); the others keep the
+// empty owner, without the cost of a copy per fd. Every kind's entry has its fown field: the table fills it for all of
 // them (setFown), the restore reads it back (OwnerOf).
 
 // fGetOwnerUids is F_GETOWNER_UIDS (include/uapi/asm-generic/fcntl.h,
@@ -36,9 +37,11 @@ const (
 	fOwnerPGRP = 2
 )
 
-// needsFown says whether fd's owner is worth reading: O_ASYNC, or a lease.
+// needsFown says whether fd's owner is worth reading: O_ASYNC, a lease,
+// or a socket (its owner gets SIGURG when urgent data comes, O_ASYNC or
+// not).
 func needsFown(fd *Fd) (bool, error) {
-	if fd.Info.Flags&unix.O_ASYNC != 0 {
+	if fd.Info.Flags&unix.O_ASYNC != 0 || strings.HasPrefix(fd.Target, "socket:") {
 		return true, nil
 	}
 	locks, err := proc.FdinfoLocks(fd.Info)

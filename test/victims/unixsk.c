@@ -10,6 +10,7 @@
  * all:
  * - fds 10/11 stream socketpair: 10 sent "s1-hello" + 100000 pattern bytes,
  *   11 sent "s2-world"; 11 O_NONBLOCK with SO_SNDBUF 32768, 10 SO_PASSCRED;
+ *   10 owned by the victim (F_SETOWN, no O_ASYNC: whom SIGURG would go to);
  * - fds 12/13 datagram pair, 14/15 seqpacket pair: 3 and 2 messages queued
  *   each way, read back one by one with their boundaries;
  * - fd 16 stream listener on DIR/listen.sock (mode 0640, backlog 8) with two
@@ -200,6 +201,8 @@ static void setup_all(const char *dir)
 		big[i] = (unsigned char)(i * 7 + i / 251);
 
 	pair(SOCK_STREAM, 10, 11);
+	if (fcntl(10, F_SETOWN, getpid()))
+		die("F_SETOWN: %s", strerror(errno));
 	if (setsockopt(11, SOL_SOCKET, SO_SNDBUF, &v, sizeof(v)) || setsockopt(10, SOL_SOCKET, SO_PASSCRED, &one, sizeof(one)))
 		die("setsockopt: %s", strerror(errno));
 	sndbuf11 = getopt_int(11, SO_SNDBUF);
@@ -283,6 +286,8 @@ static void check_all(void)
 	expect_empty(11);
 	check_opt(11, SO_SNDBUF, "SO_SNDBUF", sndbuf11);
 	check_opt(10, SO_PASSCRED, "SO_PASSCRED", 1);
+	if (fcntl(10, F_GETOWN) != getpid())
+		fail("fd 10: owner %d, want %d (F_SETOWN)", fcntl(10, F_GETOWN), getpid());
 	check_opt(11, SO_PASSCRED, "SO_PASSCRED", 0);
 	if (!(fcntl(11, F_GETFL) & O_NONBLOCK) || (fcntl(10, F_GETFL) & O_NONBLOCK))
 		fail("O_NONBLOCK: fd 11 %#x, fd 10 %#x", fcntl(11, F_GETFL), fcntl(10, F_GETFL));
