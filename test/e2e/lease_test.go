@@ -100,8 +100,9 @@ func breakAndWait(t *testing.T, work string) {
 	testutil.WaitFor(t, 5*time.Second, "the victim to give its write lease up", func() bool { return openNB(wr) == nil })
 }
 
-// leaseEntries is filelocks.img as "flag F type T pid P fd N start S len L".
-func leaseEntries(t *testing.T, dir string) []string {
+// lockEntries is filelocks.img (locks and leases), sorted, as "flag F
+// type T pid P fd N start S len L".
+func lockEntries(t *testing.T, dir string) []string {
 	t.Helper()
 	d, err := images.Open(dir)
 	if err != nil {
@@ -149,7 +150,7 @@ func testLeases(t *testing.T, uid int) {
 		fmt.Sprintf("flag 8 type 0 pid %d fd 50 start 0 len 0", v.Pid),
 		fmt.Sprintf("flag 8 type 1 pid %d fd 51 start 0 len 0", v.Pid),
 	}
-	if got := leaseEntries(t, dir); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := lockEntries(t, dir); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("filelocks.img:\n got %q\nwant %q", got, want)
 	}
 	testutil.RestoreDetached(t, dir, v, "--file-locks")
@@ -194,7 +195,7 @@ func TestLeaseBreaking(t *testing.T) {
 		fmt.Sprintf("flag 8 type 0 pid %d fd 50 start 0 len 0", v.Pid),
 		fmt.Sprintf("flag 8 type 6 pid %d fd 51 start 0 len 0", v.Pid), // F_UNLCK | LEASE_BREAKING
 	}
-	if got := leaseEntries(t, dir); fmt.Sprint(got) != fmt.Sprint(want) {
+	if got := lockEntries(t, dir); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("filelocks.img:\n got %q\nwant %q", got, want)
 	}
 	testutil.RestoreDetached(t, dir, v, "-l")

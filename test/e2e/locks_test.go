@@ -112,20 +112,7 @@ func TestFileLocks(t *testing.T) {
 // on two fds) as criu writes it: flag, type, holder, fd, start, len.
 func checkLockImage(t *testing.T, dir string, pid int) {
 	t.Helper()
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ents, err := images.ReadAll(d, "filelocks.img", func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, e := range ents {
-		got = append(got, fmt.Sprintf("flag %d type %d pid %d fd %d start %d len %d",
-			e.GetFlag(), e.GetType(), e.GetPid(), e.GetFd(), e.GetStart(), e.GetLen()))
-	}
-	sort.Strings(got)
+	got := lockEntries(t, dir)
 	var want []string
 	for _, w := range []string{
 		"flag 2 type 1 pid %d fd 50 start 0 len 0",    // flock LOCK_EX
