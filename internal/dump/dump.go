@@ -364,6 +364,13 @@ func (d *dumper) dumpMM(p *process) error {
 		m.ThpDisabled = proto.Bool(true)
 	}
 	for _, a := range p.areas {
+		if a.Has(mem.AreaAIORing) {
+			ring, err := mem.AioRing(p.pid, a)
+			if err != nil {
+				return err
+			}
+			m.Aios = append(m.Aios, ring)
+		}
 		if a.Memfd {
 			id, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
 			if err != nil {

@@ -125,7 +125,8 @@ func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
 			status |= AreaSysVIPC
 			e.Shmid = proto.Uint64(shmid)
 		case v.Shared && v.Deleted && v.Path == "/[aio]":
-			return nil, fmt.Errorf("vma %#x-%#x of pid %d is the ring of a Linux AIO context (io_setup): %w", v.Start, v.End, pid, ErrUnsupportedVMA)
+			// The completion ring of an AIO context (aio.go).
+			status |= AreaAIORing
 		case v.Deleted && strings.HasPrefix(v.Path, "/memfd:"):
 			if v.Shared {
 				status |= FileShared | AreaMemfd

@@ -8,10 +8,12 @@ import (
 	"strings"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -207,6 +209,9 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 	}
 	tr.r.stats.add(st)
 	tr.r.log.Debug("pages restored", "pid", tr.t.Tid, "written", st.Restored, "compared", st.Compared, "shared", st.SkippedCOW)
+	if err := tr.restoreAioRings(); err != nil {
+		return err
+	}
 	if err := mem.Protect(tr.t, vmas, tr.img.pagemap, tr.img.paged, kept); err != nil {
 		return err
 	}
@@ -282,6 +287,28 @@ func uncovered(start, end uint64, keep [][2]uint64) [][2]uint64 {
 		out = next
 	}
 	return out
+}
+
+// restoreAioRings makes the AIO contexts again, each in place of the
+// mapping that holds its dumped ring by now (mem.RestoreAioRing).
+func (tr *taskRestorer) restoreAioRings() error {
+	rings := map[uint64]*mm.AioRingEntry{}
+	for _, r := range tr.img.mm.GetAios() {
+		rings[r.GetId()] = r
+	}
+	for _, e := range tr.img.mm.GetVmas() {
+		if e.GetStatus()&mem.AreaAIORing == 0 {
+			continue
+		}
+		ring := rings[e.GetStart()]
+		if ring == nil {
+			return fmt.Errorf("AIO ring at %#x has no aio entry in the mm image: %w", e.GetStart(), images.ErrCorrupt)
+		}
+		if err := mem.RestoreAioRing(tr.t, tr.s, e, ring); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // restoreVDSO asks the kernel for a vDSO at the address the image had it,

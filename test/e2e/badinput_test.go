@@ -124,18 +124,6 @@ func TestDumpBadInput(t *testing.T) {
 		})
 	}
 
-	// A Linux AIO context's ring is a mapping stasis cannot make again
-	// (nor map as a file): the dump names it.
-	t.Run("vma-aio", func(t *testing.T) {
-		v := testutil.StartVictim(t, "fdkind", "aio")
-		v.WaitReady(t)
-		msg := testutil.DumpFail(t, v.Pid, t.TempDir())
-		assertNamesPID(t, msg, v.Pid)
-		testutil.AssertContains(t, msg, "Linux AIO context (io_setup)")
-		testutil.AssertRunning(t, v.Pid)
-		v.TermAndCheck(t)
-	})
-
 	// eventfd was on the roadmap: until supported the dump must fail like
 	// io_uring; once supported, the state must come back. (unix sockets:
 	// TestUnixFdkind.)

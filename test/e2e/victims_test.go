@@ -46,6 +46,7 @@ func victimCases() []victimCase {
 		{name: "sharedfd", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "ghostnode", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "shmem", args: func(t *testing.T) []string { return nil }},
+		{name: "aio", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "shmem", label: "shmem-sysv", args: func(t *testing.T) []string { return []string{"sysv"} }},
 	}
 }

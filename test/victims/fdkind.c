@@ -2,7 +2,7 @@
  * fdkind: holds one file descriptor of a given kind at fd 42.
  *
  *   fdkind READY KIND       KIND: io_uring | userfaultfd | perf_event |
- *                                 bpf-map | pidfd | eventfd | unix | aio
+ *                                 bpf-map | pidfd | eventfd | unix
  *
  * - io_uring: a ring from io_uring_setup(8 entries);
  * - userfaultfd: one after UFFDIO_API, registered on one page (missing);
@@ -10,9 +10,7 @@
  * - bpf-map: an array map of 4 u64, element 1 set to 0x1234;
  * - pidfd: a pidfd of its parent (the harness: outside the dumped tree);
  * - eventfd: counter 5, EFD_NONBLOCK;
- * - unix: a SOCK_STREAM socketpair at fds 42 and 43, "hello" queued on 42;
- * - aio: no fd, a Linux AIO context (io_setup, 16 events) whose ring is
- *   mapped: io_getevents on it still works.
+ * - unix: a SOCK_STREAM socketpair at fds 42 and 43, "hello" queued on 42.
  *
  * Used by the bad-input tests: a kind the dumper does not support must make
  * the dump fail, naming pid, fd and kind, and leave this process untouched.
@@ -24,7 +22,6 @@
  */
 #include "victim.h"
 #include <linux/bpf.h>
-#include <linux/aio_abi.h>
 #include <linux/io_uring.h>
 #include <linux/perf_event.h>
 #include <linux/userfaultfd.h>
@@ -35,7 +32,6 @@
 #include <sys/syscall.h>
 
 static char *uffd_page;
-static aio_context_t aio_ctx;
 
 static long bpf_elem(int cmd, int fd, uint32_t key, uint64_t *val)
 {
@@ -71,7 +67,7 @@ static void check_link(int fd, const char *want_prefix)
 int main(int argc, char **argv)
 {
 	if (argc < 3)
-		die("usage: fdkind READY io_uring|userfaultfd|perf_event|bpf-map|pidfd|eventfd|unix|aio");
+		die("usage: fdkind READY io_uring|userfaultfd|perf_event|bpf-map|pidfd|eventfd|unix");
 	victim_init();
 	const char *kind = argv[2];
 
@@ -130,9 +126,6 @@ int main(int argc, char **argv)
 		move_to(sv[1], 43);
 		if (write(43, "hello", 5) != 5)
 			die("write socket: %s", strerror(errno));
-	} else if (!strcmp(kind, "aio")) {
-		if (syscall(SYS_io_setup, 16, &aio_ctx))
-			die("io_setup: %s", strerror(errno));
 	} else {
 		die("unknown kind %s", kind);
 	}
@@ -140,14 +133,7 @@ int main(int argc, char **argv)
 	victim_ready(argv[1]);
 	victim_wait();
 
-	if (!strcmp(kind, "aio")) {
-		struct timespec ts = {0, 0};
-		struct io_event ev;
-
-		/* The context still works: nothing completed, no error. */
-		if (syscall(SYS_io_getevents, aio_ctx, 0, 1, &ev, &ts) != 0)
-			fail("aio: io_getevents on context %#llx: %s", (unsigned long long)aio_ctx, strerror(errno));
-	} else if (!strcmp(kind, "io_uring")) {
+	if (!strcmp(kind, "io_uring")) {
 		check_link(42, "anon_inode:[io_uring]");
 	} else if (!strcmp(kind, "userfaultfd")) {
 		struct uffdio_register reg;
