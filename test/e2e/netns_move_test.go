@@ -88,6 +88,39 @@ func newMoveNet(t *testing.T) *moveNet {
 	return n
 }
 
+// newLoopbackNS makes a network namespace with its loopback up.
+func newLoopbackNS(t *testing.T) netns.NsHandle {
+	t.Helper()
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns, err := netns.New()
+	if err != nil {
+		t.Fatalf("new network namespace: %v", err)
+	}
+	if err := netns.Set(orig); err != nil {
+		t.Fatalf("back to the test's network namespace: %v", err) // the thread stays locked: discarded
+	}
+	orig.Close()
+	runtime.UnlockOSThread()
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err == nil {
+		err = h.LinkSetUp(lo)
+	}
+	if err != nil {
+		t.Fatalf("loopback up: %v", err)
+	}
+	return ns
+}
+
 func mustAddr(t *testing.T, s string) *netlink.Addr {
 	a, err := netlink.ParseAddr(s)
 	if err != nil {

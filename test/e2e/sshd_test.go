@@ -16,8 +16,9 @@ import (
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
-// TestSshdSession: Debian's sshd, with its own config and keys on a
-// loopback port, has a logged-in ssh session (the client runs in a tmux
+// TestSshdSession: Debian's sshd, with its own config and keys on the
+// loopback of a network namespace of the test (where the ssh client and
+// stasis run too), has a logged-in ssh session (the client runs in a tmux
 // pane, so the server allocates a pty) whose shell prints a counter. The
 // session's tree (the per-connection sshd, its session child and the shell
 // on the pty) is dumped with --tcp-established, killed and restored: the
@@ -69,6 +70,9 @@ PrintLastLog no
 UseDNS no
 `, port, hostKey, authorized))
 
+	// A network namespace of the test's: sshd, the ssh client (nsenter)
+	// and stasis (which dumps only trees of its own namespace) run there.
+	ns := newLoopbackNS(t)
 	listener := exec.Command(sshd, "-D", "-e", "-f", cfg)
 	slog := filepath.Join(work, "sshd.log")
 	lf, err := os.Create(slog)
@@ -77,8 +81,13 @@ UseDNS no
 	}
 	defer lf.Close()
 	listener.Stdout, listener.Stderr = lf, lf
-	if err := listener.Start(); err != nil {
-		t.Fatal(err)
+	var serr error
+	in(t, ns, func() { serr = listener.Start() })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if a, b := nsOf(t, listener.Process.Pid), nsOf(t, os.Getpid()); a == b {
+		t.Fatalf("sshd is in the test's network namespace %s", a)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -88,10 +97,13 @@ UseDNS no
 	var conn int
 	t.Cleanup(func() { endTree(t, &listener.Process.Pid, &conn) })
 	testutil.WaitFor(t, 5*time.Second, "sshd to listen", func() bool {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
-		if err == nil {
-			c.Close()
-		}
+		var err error
+		in(t, ns, func() {
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
+				c.Close()
+			}
+		})
 		return err == nil
 	})
 
@@ -99,7 +111,7 @@ UseDNS no
 	p := tm.firstPane()
 	tm.waitScreen(p, "outer$", 5*time.Second)
 	outer := tm.panePid(p)
-	tm.typeLine(p, fmt.Sprintf("ssh -tt -i %s -p %d -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1 'env PS1=se\"\"ss\\>\\  HISTFILE=/dev/null bash --norc --noprofile -i'", userKey, port))
+	tm.typeLine(p, fmt.Sprintf("nsenter --net=/proc/%d/ns/net ssh -tt -i %s -p %d -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@127.0.0.1 'env PS1=se\"\"ss\\>\\  HISTFILE=/dev/null bash --norc --noprofile -i'", listener.Process.Pid, userKey, port))
 	tm.waitScreen(p, "\nsess>", 10*time.Second) // capture-pane trims the trailing blank
 	// The shell on the pty is the one bash under the listener; the root of
 	// the session's tree is the per-connection sshd above it, a child of
@@ -140,11 +152,13 @@ UseDNS no
 	// Without --tcp-established the dump names the flag and the session
 	// goes on untouched.
 	dir := t.TempDir()
-	testutil.AssertContains(t, testutil.DumpFail(t, conn, filepath.Join(work, "refused")), "--tcp-established")
+	var msg string
+	in(t, ns, func() { msg = testutil.DumpFail(t, conn, filepath.Join(work, "refused")) })
+	testutil.AssertContains(t, msg, "--tcp-established")
 	n := last()
 	testutil.WaitFor(t, 5*time.Second, "the counter to go on after the refused dump", func() bool { return last() > n })
 
-	testutil.Dump(t, conn, dir, "--tcp-established")
+	in(t, ns, func() { testutil.Dump(t, conn, dir, "--tcp-established") })
 	testutil.CheckImages(t, dir)
 	before := last()
 	tree := testutil.ImagePids(t, dir) // the loop's sleep of the moment too
@@ -156,10 +170,12 @@ UseDNS no
 
 	// Without --tcp-established the restore names the flag and leaves
 	// nothing behind; the lock still holds the connection.
-	testutil.AssertContains(t, testutil.RestoreFail(t, dir), "--tcp-established")
+	in(t, ns, func() { msg = testutil.RestoreFail(t, dir) })
+	testutil.AssertContains(t, msg, "--tcp-established")
 
 	log := filepath.Join(work, "restore.log")
-	r := testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--tcp-established", "-v4", "-o", log)
+	var r testutil.Result
+	in(t, ns, func() { r = testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--tcp-established", "-v4", "-o", log) })
 	if r.Code != 0 {
 		t.Fatalf("restore: %s\n%s", r, readFile(log))
 	}
@@ -207,4 +223,14 @@ func descendant(pid int, comm string) int {
 		}
 	}
 	return 0
+}
+
+// nsOf is the network namespace of pid, as its /proc link names it.
+func nsOf(t *testing.T, pid int) string {
+	t.Helper()
+	l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
