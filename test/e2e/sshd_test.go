@@ -175,7 +175,9 @@ UseDNS no
 
 	log := filepath.Join(work, "restore.log")
 	var r testutil.Result
-	in(t, ns, func() { r = testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--tcp-established", "-v4", "-o", log) })
+	in(t, ns, func() {
+		r = testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--tcp-established", "-v4", "-o", log)
+	})
 	if r.Code != 0 {
 		t.Fatalf("restore: %s\n%s", r, readFile(log))
 	}
