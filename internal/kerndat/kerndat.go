@@ -37,6 +37,7 @@ const (
 	UffdWPAsync          = "uffd WP_ASYNC"
 	UffdNonCoop          = "uffd non-cooperative"
 	TimeNamespace        = "time namespaces"
+	MembarrierQuery      = "membarrier registrations"
 )
 
 // group is a set of features measured together, at most once.
@@ -71,6 +72,7 @@ var groups = []*group{
 	{names: []string{PagemapScan, SoftDirty}, run: probePagemap},
 	{names: []string{Userfaultfd, UffdWPAsync, UffdNonCoop}, run: probeUffd},
 	{names: []string{TimeNamespace}, run: probeTimeNS},
+	{names: []string{MembarrierQuery}, run: probeMembarrier},
 }
 
 // Probe runs every probe (once per process) and returns the results in a
@@ -149,4 +151,5 @@ var info = map[string]struct {
 	UffdWPAsync:          {"no write tracking through PAGEMAP_SCAN: without soft-dirty, no pre-dump or --track-mem", false},
 	UffdNonCoop:          {"no lazy restore of trees that fork, mremap or munmap while pages are still missing", false},
 	TimeNamespace:        {"tasks in a time namespace cannot be dumped or restored with their clock offsets", false},
+	MembarrierQuery:      {"membarrier registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, Linux 6.3) are not dumped: a restored process that registered gets EPERM from expedited barriers", false},
 }

@@ -67,7 +67,7 @@ func TestProbeThisKernel(t *testing.T) {
 	for name, want := range map[string]bool{
 		PtraceRseq: true, PtraceSuspendSeccomp: true, PtraceSeccompFilter: true, MapVDSO: true,
 		FdinfoMntID: true, PagemapScan: true, SoftDirty: false, Userfaultfd: true, UffdWPAsync: true,
-		UffdNonCoop: true, TimeNamespace: true, PidMax: true,
+		UffdNonCoop: true, TimeNamespace: true, PidMax: true, MembarrierQuery: true,
 	} {
 		if f, _ := Lookup(name); f.OK != want {
 			t.Errorf("%s: OK=%v, want %v (%s)", name, f.OK, want, f.Detail)

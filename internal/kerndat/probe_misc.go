@@ -172,3 +172,14 @@ func probeMntID() []Feature {
 	}
 	return withInfo(ok(FdinfoMntID, fmt.Sprintf("mnt_id %d for /proc/self/stat", fi.MntID)))
 }
+
+// probeMembarrier: MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9) tells the
+// registrations of a process, which the dump saves.
+func probeMembarrier() []Feature {
+	const getRegistrations = 1 << 9
+	r, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, getRegistrations, 0, 0)
+	if errno != 0 {
+		return withInfo(missing(MembarrierQuery, "MEMBARRIER_CMD_GET_REGISTRATIONS: %v", errno))
+	}
+	return withInfo(ok(MembarrierQuery, fmt.Sprintf("MEMBARRIER_CMD_GET_REGISTRATIONS: this process has %#x", r)))
+}
