@@ -115,12 +115,7 @@ func advanceAioTail(t *ptrace.Task, s *ptrace.Scratch, ctx uint64, n, nrReq uint
 	if n == 0 {
 		return nil
 	}
-	path, err := s.Put(0, []byte("/dev/null\x00"))
-	if err != nil {
-		return err
-	}
-	const atFdcwd = ^uint64(99) // AT_FDCWD, -100
-	fd, err := t.Call("openat(/dev/null)", unix.SYS_OPENAT, atFdcwd, path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	fd, err := t.Open(s, "/dev/null", unix.O_WRONLY|unix.O_CLOEXEC)
 	if err != nil {
 		return err
 	}

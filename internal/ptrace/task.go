@@ -215,6 +215,17 @@ func (t *Task) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
 	return r, nil
 }
 
+// Open opens path in the task (openat from its cwd), the path written at
+// the start of scratch s, and returns the new fd's number there.
+func (t *Task) Open(s *Scratch, path string, flags int) (uint64, error) {
+	p, err := s.Put(0, append([]byte(path), 0))
+	if err != nil {
+		return 0, err
+	}
+	const atFdcwd = ^uint64(99) // AT_FDCWD, -100
+	return t.Call("openat("+path+")", unix.SYS_OPENAT, atFdcwd, p, uint64(flags), 0)
+}
+
 // Restore puts the registers of the stop back.
 func (t *Task) Restore() error { return SetRegs(t.Tid, &t.Base) }
 

@@ -206,12 +206,7 @@ func (r *restorer) openCtty(sid, flags int) (*os.File, error) {
 	if tr == nil {
 		return nil, fmt.Errorf("/dev/tty of session %d: no process of the session is restored", sid)
 	}
-	path, err := tr.s.Put(0, []byte("/dev/tty\x00"))
-	if err != nil {
-		return nil, err
-	}
-	const atFdcwd = ^uint64(99) // AT_FDCWD, -100
-	fd, err := tr.t.Call("openat(/dev/tty)", unix.SYS_OPENAT, atFdcwd, path, uint64(flags|unix.O_CLOEXEC), 0)
+	fd, err := tr.t.Open(tr.s, "/dev/tty", flags|unix.O_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("open /dev/tty in pid %d (session %d): %w", tr.t.Tid, sid, err)
 	}
