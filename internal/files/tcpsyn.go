@@ -73,7 +73,7 @@ func parseProcAddr(s string) (netip.AddrPort, error) {
 		binary.NativeEndian.PutUint32(b[i:], binary.BigEndian.Uint32(b[i:]))
 	}
 	addr, _ := netip.AddrFromSlice(b)
-	return netip.AddrPortFrom(addr.Unmap(), uint16(port)), nil
+	return netip.AddrPortFrom(addr, uint16(port)), nil // a v4-mapped peer of an IPv6 socket stays 16 bytes
 }
 
 // restoreSynSent binds the socket where it was and, if it is
