@@ -1,8 +1,6 @@
 package testutil
 
 import (
-	"github.com/stasis-cr/stasis/internal/proc"
-
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,8 +12,10 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	imgdir "github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
 )
 
 // Task is one process of a tree as /proc shows it to the test process: pid,
@@ -351,13 +351,19 @@ func ImagePids(t testing.TB, dir string) []int {
 // ImageTree decodes DIR/pstree.img.
 func ImageTree(t testing.TB, dir string) []*pstree.PstreeEntry {
 	t.Helper()
+	return ReadImage(t, dir, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+}
+
+// ReadImage decodes every entry of image NAME of DIR.
+func ReadImage[T proto.Message](t testing.TB, dir, name string, newEntry func() T) []T {
+	t.Helper()
 	d, err := imgdir.Open(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	es, err := imgdir.ReadAll(d, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	es, err := imgdir.ReadAll(d, name, newEntry)
 	if err != nil {
-		t.Fatalf("read pstree.img: %v", err)
+		t.Fatalf("read %s: %v", name, err)
 	}
 	return es
 }

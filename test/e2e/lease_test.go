@@ -14,7 +14,6 @@ import (
 	filelock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -104,14 +103,7 @@ func breakAndWait(t *testing.T, work string) {
 // type T pid P fd N start S len L".
 func lockEntries(t *testing.T, dir string) []string {
 	t.Helper()
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ents, err := images.ReadAll(d, "filelocks.img", func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	ents := testutil.ReadImage(t, dir, "filelocks.img", func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
 	var got []string
 	for _, e := range ents {
 		got = append(got, fmt.Sprintf("flag %d type %d pid %d fd %d start %d len %d",

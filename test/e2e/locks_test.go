@@ -12,7 +12,6 @@ import (
 	filelock "github.com/checkpoint-restore/go-criu/v8/crit/images/file-lock"
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -147,14 +146,7 @@ func TestFileLocksTree(t *testing.T) {
 	dir := t.TempDir()
 	dumpTree(t, v, tree, dir, "-l")
 	testutil.CheckImages(t, dir)
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ents, err := images.ReadAll(d, "filelocks.img", func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	ents := testutil.ReadImage(t, dir, "filelocks.img", func() *filelock.FileLockEntry { return &filelock.FileLockEntry{} })
 	var childLocks []string
 	for _, e := range ents {
 		if int(e.GetPid()) == child {

@@ -6,7 +6,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
 
-	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -27,14 +26,7 @@ func TestMemfd(t *testing.T) {
 
 	// One inode entry per memfd, whether it is seen through fds, mappings
 	// or both; one file entry per open file description or mapping mode.
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	inodes, err := images.ReadAll(d, "memfd.img", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	inodes := testutil.ReadImage(t, dir, "memfd.img", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} })
 	seals := map[string]uint32{}
 	for _, in := range inodes {
 		seals[in.GetName()] = in.GetSeals()
@@ -48,10 +40,7 @@ func TestMemfd(t *testing.T) {
 			t.Errorf("memfd.img: %s seals %#x (present %v), want %#x", name, got, ok, s)
 		}
 	}
-	files, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := testutil.ReadImage(t, dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	n := 0
 	for _, f := range files {
 		if f.GetType() == fdinfo.FdTypes_MEMFD {

@@ -54,14 +54,7 @@ func TestRawPacketSockets(t *testing.T) {
 // the double membership as two entries, the raw sockets' filters.
 func checkRawImages(t *testing.T, dir string) {
 	t.Helper()
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fes, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	fes := testutil.ReadImage(t, dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	packets, raws, mcs := 0, 0, 0
 	for _, fe := range fes {
 		if pe := fe.GetPsk(); pe != nil {
@@ -103,10 +96,7 @@ func editFiles(t *testing.T, dir string, fn func(*fdinfo.FileEntry)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fes, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	fes := testutil.ReadImage(t, dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	msgs := make([]proto.Message, len(fes))
 	for i, fe := range fes {
 		fn(fe)

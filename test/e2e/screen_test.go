@@ -14,7 +14,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/tty"
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -167,14 +166,7 @@ func endTree(t *testing.T, pids ...*int) {
 // ptyIndexOf is the index of the one pty pair of a dump.
 func ptyIndexOf(t *testing.T, dir string) int {
 	t.Helper()
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	infos, err := images.ReadAll(d, "tty-info.img", func() *tty.TtyInfoEntry { return &tty.TtyInfoEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	infos := testutil.ReadImage(t, dir, "tty-info.img", func() *tty.TtyInfoEntry { return &tty.TtyInfoEntry{} })
 	index := -1
 	for _, e := range infos {
 		if e.GetPty() != nil {

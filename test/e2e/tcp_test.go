@@ -352,14 +352,7 @@ func TestTCPPeerClosed(t *testing.T) {
 // connState is the TCP state of the one connection of a dump.
 func connState(t *testing.T, dir string) uint32 {
 	t.Helper()
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fes, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	fes := testutil.ReadImage(t, dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	for _, fe := range fes {
 		if isk := fe.GetIsk(); isk != nil && isk.GetDstPort() != 0 {
 			return isk.GetState()

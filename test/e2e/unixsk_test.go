@@ -38,14 +38,7 @@ func TestUnixSockets(t *testing.T) {
 	testutil.ReapTasks(t, testutil.Pids(ts[1:]))
 	testutil.CheckImages(t, dir)
 
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := testutil.ReadImage(t, dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	states := map[uint32]int{}
 	for _, f := range files {
 		if u := f.GetUsk(); u != nil {
@@ -56,10 +49,7 @@ func TestUnixSockets(t *testing.T) {
 	if states[10] != 1 || states[1] != 14 || len(states) != 2 {
 		t.Errorf("files.img: unix sockets by state %v, want 1 listening (10) and 14 established (1)", states)
 	}
-	pkts, err := images.ReadAll(d, "sk-queues.img", func() *sk_packet.SkPacketEntry { return &sk_packet.SkPacketEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	pkts := testutil.ReadImage(t, dir, "sk-queues.img", func() *sk_packet.SkPacketEntry { return &sk_packet.SkPacketEntry{} })
 	if len(pkts) < 16 {
 		t.Errorf("sk-queues.img: %d messages, want at least 16", len(pkts))
 	}
@@ -276,22 +266,12 @@ func TestUnixSCMRights(t *testing.T) {
 	v.Reap(t)
 	testutil.CheckImages(t, dir)
 
-	d, err := images.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	files, err := images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	files := testutil.ReadImage(t, dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
 	types := map[uint32]fdinfo.FdTypes{}
 	for _, f := range files {
 		types[f.GetId()] = f.GetType()
 	}
-	pkts, err := images.ReadAll(d, "sk-queues.img", func() *sk_packet.SkPacketEntry { return &sk_packet.SkPacketEntry{} })
-	if err != nil {
-		t.Fatal(err)
-	}
+	pkts := testutil.ReadImage(t, dir, "sk-queues.img", func() *sk_packet.SkPacketEntry { return &sk_packet.SkPacketEntry{} })
 	var got []string
 	for _, p := range pkts {
 		s := fmt.Sprint(p.GetLength())
