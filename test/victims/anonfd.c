@@ -33,15 +33,6 @@
 
 static struct timespec t0; /* setup time, CLOCK_MONOTONIC */
 
-static void move_to(int fd, int target)
-{
-	if (fd < 0)
-		die("create fd for %d: %s", target, strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	close(fd);
-}
-
 static void watch(int epfd, int fd, uint32_t events, uint64_t data)
 {
 	struct epoll_event ev = {.events = events, .data.u64 = data};

@@ -44,15 +44,6 @@ static long bpf_elem(int cmd, int fd, uint32_t key, uint64_t *val)
 	return syscall(SYS_bpf, cmd, &a, sizeof(a));
 }
 
-static void move_to(int fd, int target)
-{
-	if (fd < 0)
-		die("create fd: %s", strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	close(fd);
-}
-
 static void check_link(int fd, const char *want_prefix)
 {
 	char p[64], link[256] = "";

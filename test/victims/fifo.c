@@ -18,15 +18,6 @@
 
 static unsigned char b1(int i) { return (unsigned char)(i * 13 + 5); }
 
-static void move_to(int fd, int target)
-{
-	if (fd < 0)
-		die("open: %s", strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	close(fd);
-}
-
 static void check_flags(int fd, int want, const char *what)
 {
 	int fl = fcntl(fd, F_GETFL);

@@ -37,15 +37,6 @@
 
 static unsigned char fb(int i) { return (unsigned char)(i * 7 + 3); }
 
-static void move_to(int fd, int target, const char *what)
-{
-	if (fd < 0)
-		die("open %s: %s", what, strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 %s to %d: %s", what, target, strerror(errno));
-	close(fd);
-}
-
 struct node {
 	int fd;
 	const char *name;
@@ -249,9 +240,9 @@ int main(int argc, char **argv)
 	snprintf(p, sizeof(p), "%s/fifo", dir);
 	if (mkfifo(p, 0640))
 		die("mkfifo %s: %s", p, strerror(errno));
-	move_to(open(p, O_RDWR), 40, p);
-	move_to(open(p, O_RDONLY | O_NONBLOCK), 41, p);
-	move_to(open(p, O_WRONLY), 42, p);
+	move_to(open(p, O_RDWR), 40);
+	move_to(open(p, O_RDONLY | O_NONBLOCK), 41);
+	move_to(open(p, O_WRONLY), 42);
 	for (int i = 0; i < NFIFO; i++)
 		fbuf[i] = fb(i);
 	if (write(42, fbuf, NFIFO) != NFIFO)
@@ -262,7 +253,7 @@ int main(int argc, char **argv)
 	snprintf(p, sizeof(p), "%s/dir", dir);
 	if (mkdir(p, 0751))
 		die("mkdir %s: %s", p, strerror(errno));
-	move_to(open(p, O_RDONLY | O_DIRECTORY), 43, p);
+	move_to(open(p, O_RDONLY | O_DIRECTORY), 43);
 	if (rmdir(p))
 		die("rmdir %s: %s", p, strerror(errno));
 	dir_dents = dirents(43);
@@ -281,13 +272,13 @@ int main(int argc, char **argv)
 		if (mknod(p, S_IFCHR | 0620, makedev(1, devs[i].minor)) || chown(p, 1234, 5678) ||
 		    utimensat(AT_FDCWD, p, ts, 0))
 			die("mknod %s: %s", p, strerror(errno));
-		move_to(open(p, O_RDWR), devs[i].fd, p);
+		move_to(open(p, O_RDWR), devs[i].fd);
 		if (unlink(p))
 			die("unlink %s: %s", p, strerror(errno));
 	}
 
 	snprintf(p, sizeof(p), "/dev/shm/stasis-ghostnode-%d", getpid());
-	move_to(open(p, O_RDWR | O_CREAT | O_EXCL, 0600), 46, p);
+	move_to(open(p, O_RDWR | O_CREAT | O_EXCL, 0600), 46);
 	fill(buf, SHM / 8, 46);
 	if (pwrite(46, buf, SHM, 0) != SHM)
 		die("write %s: %s", p, strerror(errno));

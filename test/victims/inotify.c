@@ -37,7 +37,7 @@ struct want {
 	const char *name;
 };
 
-static void move_to(int fd, int target, int flags)
+static void move_to_flags(int fd, int target, int flags)
 {
 	if (fd < 0)
 		die("inotify_init1: %s", strerror(errno));
@@ -136,8 +136,8 @@ int main(int argc, char **argv)
 	if (mkdir(path_sub, 0755))
 		die("mkdir %s: %s", path_sub, strerror(errno));
 
-	move_to(inotify_init1(IN_NONBLOCK), IFD, 0);
-	move_to(inotify_init1(IN_CLOEXEC), IFD2, O_CLOEXEC);
+	move_to_flags(inotify_init1(IN_NONBLOCK), IFD, 0);
+	move_to_flags(inotify_init1(IN_CLOEXEC), IFD2, O_CLOEXEC);
 	int gap1 = watch(IFD, argv[2], IN_ACCESS);
 	int wd_a = watch(IFD, path_a, IN_MODIFY | IN_CLOSE_WRITE);
 	int gap3 = watch(IFD, path_b, IN_OPEN);

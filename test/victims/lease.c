@@ -39,20 +39,6 @@ static void on_usr1(int sig)
 	go = 1;
 }
 
-static void open_at(const char *dir, const char *name, int flags, int target)
-{
-	char p[4096];
-	int fd;
-
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	fd = open(p, flags | O_CREAT, 0644);
-	if (fd < 0)
-		die("open %s: %s", p, strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 %s to %d: %s", p, target, strerror(errno));
-	close(fd);
-}
-
 static int getlease(int fd)
 {
 	return fcntl(fd, F_GETLEASE);

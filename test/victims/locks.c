@@ -30,20 +30,6 @@
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
-static void open_at(const char *dir, const char *name, int flags, int target)
-{
-	char p[4096];
-	int fd;
-
-	snprintf(p, sizeof(p), "%s/%s", dir, name);
-	fd = open(p, flags | O_CREAT, 0644);
-	if (fd < 0)
-		die("open %s: %s", p, strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 %s to %d: %s", p, target, strerror(errno));
-	close(fd);
-}
-
 static pid_t child;
 
 static void posix_lock(int fd, int cmd, short type, off_t start, off_t len)

@@ -47,15 +47,6 @@ static void fill_range(int fd, char tag, long from, long to)
 	}
 }
 
-static void move_to(int fd, int target)
-{
-	if (fd < 0)
-		die("create fd for %d: %s", target, strerror(errno));
-	if (dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	close(fd);
-}
-
 static int reopen(int fd, int flags)
 {
 	char p[64];

@@ -33,15 +33,6 @@
 
 static unsigned char big_byte(size_t i) { return (unsigned char)(i * 7 + i / 251); }
 
-static void move_to(int fd, int target)
-{
-	if (fd == target)
-		return;
-	if (dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	close(fd);
-}
-
 static void mkpipe(int p[2], int rfd, int wfd)
 {
 	int q[2];

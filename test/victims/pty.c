@@ -22,16 +22,6 @@
 #include <sys/ioctl.h>
 #include <termios.h>
 
-static void move_to(int fd, int target)
-{
-	if (fd < 0)
-		die("open: %s", strerror(errno));
-	if (fd != target && dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	if (fd != target)
-		close(fd);
-}
-
 static int ptn(int fd)
 {
 	int n = -1;

@@ -56,17 +56,6 @@
 
 static unsigned char big[BIG];
 
-static void move_to(int fd, int target)
-{
-	if (fd < 0)
-		die("create fd: %s", strerror(errno));
-	if (fd == target)
-		return;
-	if (dup2(fd, target) != target)
-		die("dup2 to %d: %s", target, strerror(errno));
-	close(fd);
-}
-
 static void pair(int type, int a, int b)
 {
 	int sv[2];

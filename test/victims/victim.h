@@ -139,6 +139,30 @@ VFN __attribute__((noreturn)) void victim_finish(void)
 	exit(0);
 }
 
+/*
+ * move_to puts fd, just made by a call that returns -1 on failure, at
+ * number target (closing fd).
+ */
+VFN void move_to(int fd, int target)
+{
+	if (fd < 0)
+		die("create fd %d: %s", target, strerror(errno));
+	if (fd == target)
+		return;
+	if (dup2(fd, target) != target)
+		die("dup2 to %d: %s", target, strerror(errno));
+	close(fd);
+}
+
+/* open_at opens DIR/NAME (creating it) with flags at fd number target. */
+VFN void open_at(const char *dir, const char *name, int flags, int target)
+{
+	char p[4096];
+
+	snprintf(p, sizeof(p), "%s/%s", dir, name);
+	move_to(open(p, flags | O_CREAT, 0644), target);
+}
+
 /* pattern is the value of word i of a region seeded with seed. */
 VFN inline uint64_t pattern(uint64_t seed, uint64_t i)
 {
