@@ -1,6 +1,7 @@
 package files
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -121,7 +122,8 @@ func endedPidfd(flags int) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pidfd of a gone process: %w", os.NewSyscallError("pidfd_open", err))
 	}
-	if werr != nil {
+	var ee *exec.ExitError
+	if werr != nil && !errors.As(werr, &ee) { // how it ended does not matter
 		unix.Close(fd)
 		return nil, fmt.Errorf("pidfd of a gone process: %w", werr)
 	}
