@@ -38,10 +38,11 @@ func (l *logFlags) open(workDir string) (*slog.Logger, func(), error) {
 		path := l.file
 		if workDir != "" && path[0] != '/' {
 			path = workDir + "/" + path
-			// The images dir may not exist yet: dump creates it.
-			_ = os.MkdirAll(workDir, 0o755)
+			// The images dir may not exist yet: dump creates it, 0700
+			// like the images, since the log quotes paths and errors.
+			_ = os.MkdirAll(workDir, 0o700)
 		}
-		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o644)
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, nil, fmt.Errorf("open log file: %w", err)
 		}

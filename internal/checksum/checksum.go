@@ -157,7 +157,8 @@ func Write(dir string, known map[string]*Sum) error {
 		return err
 	}
 	tmp := filepath.Join(dir, FileName+".tmp")
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+	// 0600 like every file of a dump: it lists the images and their sizes.
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
 		return err
 	}
 	return os.Rename(tmp, filepath.Join(dir, FileName))

@@ -199,7 +199,7 @@ func (d *dumper) writeStats() error {
 	}}
 	wd, err := images.Open(work)
 	if err != nil {
-		if err := os.MkdirAll(work, 0o755); err != nil {
+		if err := os.MkdirAll(work, 0o700); err != nil {
 			return err
 		}
 		if wd, err = images.Open(filepath.Clean(work)); err != nil {
