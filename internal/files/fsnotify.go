@@ -191,6 +191,9 @@ func openWatchee(mounts []proc.Mount, sdev uint32, ino uint64, h *fh.FhEntry) (*
 	if path == "" {
 		return nil, fmt.Errorf("the watched file (device %s, inode %d) is gone: open by its handle: %w", kdevString(sdev), ino, herr)
 	}
+	if path[0] != '/' {
+		path = "/" + path // from the root, never from stasis' cwd
+	}
 	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("the watched file %s (device %s, inode %d) is gone: open by its handle: %v; open by path: %w",

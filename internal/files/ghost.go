@@ -151,6 +151,9 @@ func (r *Restorer) createGhost(id uint32, rf *regfile.RegFileEntry) (string, []s
 	path := fmt.Sprintf("%s.cr.%x.ghost", name, id)
 	var f *os.File
 	for {
+		if err := createDirOK(path); errors.Is(err, images.ErrUnsafePath) {
+			return "", nil, err
+		}
 		switch mode & unix.S_IFMT {
 		case unix.S_IFREG:
 			f, err = os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, os.FileMode(mode&0o777))
@@ -224,6 +227,13 @@ func makeGhostDir(id uint32, name string, ge *ghostfile.GhostFileEntry) (string,
 	var lost []string // parents that are gone, innermost first
 	for p := filepath.Dir(name); !dirExists(p); p = filepath.Dir(p) {
 		lost = append(lost, p)
+	}
+	first := name // the first directory made: its parent exists
+	if len(lost) > 0 {
+		first = lost[len(lost)-1]
+	}
+	if err := createDirOK(first); errors.Is(err, images.ErrUnsafePath) {
+		return "", nil, err
 	}
 	var made []string // innermost first: the order to remove them in
 	undo := func() {

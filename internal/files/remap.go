@@ -291,6 +291,10 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 		if lf == nil {
 			return "", false, fmt.Errorf("file id %d (%s): link remap file id %d is not a regular file in files.img: %w", fe.GetId(), name, e.GetRemapId(), images.ErrCorrupt)
 		}
+		if !linkRemapName.MatchString(filepath.Base(lf.GetName())) {
+			return "", false, fmt.Errorf("file id %d (%s): link remap file id %d is %s, not a link_remap.N file that the restore may remove: %w",
+				fe.GetId(), name, e.GetRemapId(), lf.GetName(), images.ErrUnsafePath)
+		}
 		if !rr.links[e.GetRemapId()] {
 			rr.links[e.GetRemapId()] = true
 			// Kept if the restore fails, so that it can be tried again.
@@ -309,6 +313,10 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 func openAs[F io.Closer](path, name string, open func(string) (F, error)) (F, error) {
 	if path == name {
 		return open(path)
+	}
+	if err := createDirOK(name); errors.Is(err, images.ErrUnsafePath) {
+		var zero F
+		return zero, err
 	}
 	for _, tmp := range []string{name, name + ".cr_link"} {
 		err := unix.Linkat(unix.AT_FDCWD, path, unix.AT_FDCWD, tmp, 0)

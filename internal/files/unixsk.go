@@ -581,6 +581,9 @@ func (b *unixBuild) bind(s *usk) error {
 	a := s.addr()
 	abstract := name[0] == 0
 	if !abstract {
+		if err := createDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
+			return err
+		}
 		var st unix.Stat_t
 		if err := unix.Lstat(a.Name, &st); err == nil {
 			if st.Mode&unix.S_IFMT != unix.S_IFSOCK {

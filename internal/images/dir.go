@@ -65,7 +65,7 @@ func Create(path string) (*Dir, error) {
 // path joins name to the directory; names are single path elements.
 func (d *Dir) path(name string) (string, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return "", fmt.Errorf("image name %q in %s: not a file name", name, d.Path)
+		return "", fmt.Errorf("image name %q in %s: not a file name: %w", name, d.Path, ErrUnsafePath)
 	}
 	return filepath.Join(d.Path, name), nil
 }

@@ -34,3 +34,8 @@ func (e *Error) Error() string {
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// ErrUnsafePath: a path in an image that the restore must not follow: not
+// absolute where it must be, with a ".." component, a NUL byte, or an
+// image name that is not a single file name of the images dir.
+var ErrUnsafePath = errors.New("unsafe path")

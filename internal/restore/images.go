@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
 )
@@ -117,12 +119,8 @@ func readImages(path string) (*imageSet, error) {
 	if len(trees) == 0 {
 		return nil, bad("pstree.img", "no task")
 	}
-	files, err := images.ReadAll(dir, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} })
-	if err != nil {
+	if err := s.readFiles(); err != nil {
 		return nil, err
-	}
-	for _, f := range files {
-		s.files[f.GetId()] = f
 	}
 	s.memfds = map[uint32]*memfd.MemfdInodeEntry{}
 	if dir.Has("memfd.img") {
@@ -172,6 +170,32 @@ func readImages(path string) (*imageSet, error) {
 		parent.children = append(parent.children, ti)
 	}
 	return s, nil
+}
+
+// readFiles reads files.img and checks every path it names
+// (files.CheckPaths) before anything is opened or created, naming the
+// entry's offset if one is refused.
+func (s *imageSet) readFiles() error {
+	r, err := s.dir.NewReader("files.img")
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for i := 0; ; i++ {
+		off := r.Offset()
+		f := &fdinfo.FileEntry{}
+		err := r.Next(f)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := files.CheckPaths(f); err != nil {
+			return &images.Error{File: filepath.Join(s.dir.Path, "files.img"), Offset: off, Err: fmt.Errorf("entry %d: %w", i, err)}
+		}
+		s.files[f.GetId()] = f
+	}
 }
 
 func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
