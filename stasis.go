@@ -28,6 +28,11 @@ type DumpOptions struct {
 	// the packets of the tree's TCP connections until they are restored;
 	// "skip" does not.
 	NetworkLock string
+	// Unprivileged (--unprivileged): run without CAP_SYS_ADMIN, with
+	// CAP_CHECKPOINT_RESTORE (and CAP_SYS_PTRACE over other users' tasks),
+	// accepting the limits that brings, as criu's flag. Without
+	// CAP_SYS_ADMIN the flag is required.
+	Unprivileged bool
 	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
 	Files FileDumpOptions
 	Log   *slog.Logger
@@ -56,6 +61,11 @@ type RestoreOptions struct {
 	// the connections during the restore and removes the dump's lock once
 	// they run; "skip" touches no lock.
 	NetworkLock string
+	// Unprivileged (--unprivileged): run without CAP_SYS_ADMIN, with
+	// CAP_CHECKPOINT_RESTORE (and CAP_SYS_PTRACE over other users' tasks),
+	// accepting the limits that brings, as criu's flag. Without
+	// CAP_SYS_ADMIN the flag is required.
+	Unprivileged bool
 	// Files: --inherit-fd, -l/--file-locks, --file-validation.
 	Files FileRestoreOptions
 	Log   *slog.Logger
@@ -71,11 +81,33 @@ func Dump(opts DumpOptions) error {
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
-	return dump.Dump(dump.Options{
+	priv, err := privilege("dump", opts.Unprivileged, opts.Log)
+	if err != nil {
+		return err
+	}
+	err = dump.Dump(dump.Options{
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
 	})
+	return priv.Explain("dump", opts.Pid, err)
+}
+
+// privilege checks up front that stasis may run op at all, as criu's
+// check_caps, and returns what it may do, to explain a later EPERM.
+func privilege(op string, unprivileged bool, log *slog.Logger) (kerndat.Privilege, error) {
+	priv, err := kerndat.CurrentPrivilege()
+	if err != nil {
+		return priv, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := priv.Check(op, unprivileged); err != nil {
+		return priv, err
+	}
+	if !priv.Full() && log != nil {
+		log.Warn("running without CAP_SYS_ADMIN (--unprivileged): tasks under seccomp, TCP connections, the network lock and other users' processes or files are out of reach",
+			"uid", priv.Uid, "capeff", fmt.Sprintf("%#x", priv.Eff))
+	}
+	return priv, nil
 }
 
 // Restore restores a checkpoint and returns once the tree runs. The root
@@ -86,10 +118,16 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
-	return restore.Restore(restore.Options{
+	priv, err := privilege("restore", opts.Unprivileged, opts.Log)
+	if err != nil {
+		return nil, err
+	}
+	r, err := restore.Restore(restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
+		Unprivileged: !priv.Full(),
 	})
+	return r, priv.Explain("restore", 0, err)
 }
 
 // Feature is one kernel feature stasis relies on, as probed on this host.

@@ -63,6 +63,7 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVar(&o.Files.SkipInFlight, "skip-in-flight", false, "skip TCP connections not yet accepted")
 	f.StringArrayVar(&o.Files.External, "external", nil, "an object outside the tree the dump accepts, e.g. pipe:[INO] (repeatable)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
+	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

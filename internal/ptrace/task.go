@@ -102,10 +102,15 @@ func (t *Task) VTgid() int {
 // filter must not see (and may deny or kill on) the calls stasis injects.
 func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 	opts := unix.PTRACE_O_TRACESYSGOOD
-	if underSeccomp(tid) {
+	seccomp := underSeccomp(tid)
+	if seccomp {
 		opts |= unix.PTRACE_O_SUSPEND_SECCOMP
 	}
 	if err := Seize(tid, opts); err != nil {
+		if seccomp && errors.Is(err, unix.EPERM) {
+			// The kernel wants CAP_SYS_ADMIN for this option alone.
+			return nil, 0, fmt.Errorf("tid %d is under seccomp: its filter is suspended with PTRACE_O_SUSPEND_SECCOMP, which needs CAP_SYS_ADMIN: %w", tid, err)
+		}
 		return nil, 0, err
 	}
 	if err := Interrupt(tid); err != nil {

@@ -30,10 +30,16 @@ type puppet struct {
 // process can survive a crash of the restorer).
 // Seccomp filters installed during the restore must not see the calls
 // stasis injects after them.
+// Without CAP_SYS_ADMIN the kernel refuses PTRACE_O_SUSPEND_SECCOMP; the
+// restore then refuses trees with filters instead.
 const restoreOpts = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 	unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_SUSPEND_SECCOMP
 
-func startPuppet() (*puppet, error) {
+func startPuppet(unprivileged bool) (*puppet, error) {
+	opts := restoreOpts
+	if unprivileged {
+		opts &^= unix.PTRACE_O_SUSPEND_SECCOMP
+	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("start puppet: %w", err)
@@ -54,7 +60,7 @@ func startPuppet() (*puppet, error) {
 		p.kill()
 		return nil, fmt.Errorf("start puppet: stopped by %v, not the exec trap", st.Signal)
 	}
-	if err := ptrace.SetOptions(pid, restoreOpts); err != nil {
+	if err := ptrace.SetOptions(pid, opts); err != nil {
 		p.kill()
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
@@ -37,6 +38,10 @@ type Options struct {
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
 	Log         *slog.Logger
+	// Unprivileged: stasis lacks CAP_SYS_ADMIN (criu's --unprivileged).
+	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
+	// which needs it, so a tree with seccomp filters is refused.
+	Unprivileged bool
 }
 
 // Restored is a restored tree that runs on its own.
@@ -128,6 +133,12 @@ func (r *restorer) run() (_ *Restored, err error) {
 	r.stats.start = time.Now()
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
+	}
+	if r.opts.Unprivileged && len(r.imgs.seccomp) > 0 {
+		// Injected calls after the filters are installed (credentials,
+		// the scratch page's unmap) would meet them.
+		return nil, fmt.Errorf("restore of pid %d: the tree has %d seccomp filters: restoring them needs CAP_SYS_ADMIN (PTRACE_O_SUSPEND_SECCOMP), which --unprivileged has not: %w",
+			r.imgs.root.pid(), len(r.imgs.seccomp), kerndat.ErrPrivilege)
 	}
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
@@ -232,7 +243,7 @@ func (r *restorer) createTree() error {
 		return fmt.Errorf("become child subreaper: %w", err)
 	}
 	var err error
-	if r.puppet, err = startPuppet(); err != nil {
+	if r.puppet, err = startPuppet(r.opts.Unprivileged); err != nil {
 		return err
 	}
 	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.tr.Tid); err != nil {
