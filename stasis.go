@@ -104,7 +104,7 @@ func privilege(op string, unprivileged bool, log *slog.Logger) (kerndat.Privileg
 		return priv, err
 	}
 	if !priv.Full() && log != nil {
-		log.Warn("running without CAP_SYS_ADMIN (--unprivileged): tasks under seccomp, TCP connections, the network lock and other users' processes or files are out of reach",
+		log.Info("running without CAP_SYS_ADMIN (--unprivileged): tasks under seccomp, TCP connections, the network lock and other users' processes or files are out of reach",
 			"uid", priv.Uid, "capeff", fmt.Sprintf("%#x", priv.Eff))
 	}
 	return priv, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/mem"
 )
 
@@ -170,6 +171,23 @@ func readImages(path string) (*imageSet, error) {
 		parent.children = append(parent.children, ti)
 	}
 	return s, nil
+}
+
+// checkUnprivileged refuses a tree that a restore without CAP_SYS_ADMIN
+// cannot bring back: a task under seccomp (strict mode or filters) would
+// meet its filter in the calls stasis injects after installing it
+// (credentials, the scratch page's unmap), and only
+// PTRACE_O_SUSPEND_SECCOMP, which needs CAP_SYS_ADMIN, prevents that.
+func (s *imageSet) checkUnprivileged() error {
+	for _, ti := range s.all {
+		for _, c := range append([]*criucore.CoreEntry{ti.core}, ti.threads...) {
+			if m := c.GetThreadCore().GetSeccompMode(); m != 0 {
+				return fmt.Errorf("restore pid %d: it is under seccomp (mode %d): restoring it needs CAP_SYS_ADMIN (PTRACE_O_SUSPEND_SECCOMP), which --unprivileged has not: %w",
+					ti.pid(), m, kerndat.ErrPrivilege)
+			}
+		}
+	}
+	return nil
 }
 
 // readFiles reads files.img and checks every path it names

@@ -16,7 +16,6 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
-	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -40,7 +39,7 @@ type Options struct {
 	Log         *slog.Logger
 	// Unprivileged: stasis lacks CAP_SYS_ADMIN (criu's --unprivileged).
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
-	// which needs it, so a tree with seccomp filters is refused.
+	// which needs it, so a tree under seccomp is refused.
 	Unprivileged bool
 }
 
@@ -134,11 +133,10 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
 	}
-	if r.opts.Unprivileged && len(r.imgs.seccomp) > 0 {
-		// Injected calls after the filters are installed (credentials,
-		// the scratch page's unmap) would meet them.
-		return nil, fmt.Errorf("restore of pid %d: the tree has %d seccomp filters: restoring them needs CAP_SYS_ADMIN (PTRACE_O_SUSPEND_SECCOMP), which --unprivileged has not: %w",
-			r.imgs.root.pid(), len(r.imgs.seccomp), kerndat.ErrPrivilege)
+	if r.opts.Unprivileged {
+		if err := r.imgs.checkUnprivileged(); err != nil {
+			return nil, err
+		}
 	}
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
