@@ -16,6 +16,7 @@ func init() { subcommands = append(subcommands, newCheckCmd) }
 type checkOptions struct {
 	feature           string
 	all, extra, exper bool
+	unprivileged      bool
 }
 
 func newCheckCmd() *cobra.Command {
@@ -61,6 +62,7 @@ stasis check: "NAME is supported" and exit 0, or exit 1.
 	f.BoolVar(&o.all, "all", false, "accepted for criu compatibility: every probe always runs")
 	f.BoolVar(&o.extra, "extra", false, "accepted for criu compatibility: every probe always runs")
 	f.BoolVar(&o.exper, "experimental", false, "accepted for criu compatibility: every probe always runs")
+	f.BoolVar(&o.unprivileged, "unprivileged", false, "accepted for criu compatibility: the probes always run with the caller's own privileges")
 	lf.register(f)
 	return cmd
 }
