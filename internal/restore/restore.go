@@ -16,6 +16,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -134,6 +135,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	if r.opts.Unprivileged {
+		if r.opts.PidNS {
+			return nil, fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
+		}
 		if err := r.imgs.checkUnprivileged(); err != nil {
 			return nil, err
 		}

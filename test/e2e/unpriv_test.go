@@ -214,8 +214,9 @@ var crCaps = []string{"checkpoint_restore", "sys_ptrace"}
 // without --unprivileged, is refused before anything is touched, with a
 // message that says what is missing; with CAP_CHECKPOINT_RESTORE,
 // CAP_SYS_PTRACE and --unprivileged it dumps its own counter and restores
-// it with the same pid, as nobody, with no capability; the counter
-// checks its memory and status file.
+// it with the same pid, as nobody, with no capability (not into a new pid
+// namespace: that needs CAP_SYS_ADMIN); the counter checks its memory and
+// status file.
 func TestUnprivileged(t *testing.T) {
 	testutil.RequireRoot(t)
 	e := newUserEnv(t)
@@ -254,6 +255,14 @@ func TestUnprivileged(t *testing.T) {
 	if err := unix.Stat(filepath.Join(imgs, "pages-1.img"), &st); err != nil || st.Uid != nobody {
 		t.Errorf("pages-1.img: owner %d, %v; want uid %d", st.Uid, err, nobody)
 	}
+
+	// A pid namespace needs CAP_SYS_ADMIN: refused before anything is made.
+	r = e.run(t, crCaps, "restore", "--unprivileged", "--pidns", "-d", "-D", imgs)
+	if r.Code == 0 {
+		t.Fatalf("unprivileged restore --pidns succeeded\n%s", r)
+	}
+	testutil.AssertContains(t, r.Stderr, "--pidns", "CLONE_NEWPID", "CAP_SYS_ADMIN")
+	testutil.AssertNoTask(t, v.pid)
 
 	pidfile := filepath.Join(e.dir, "restored.pid")
 	r = e.run(t, crCaps, "restore", "--unprivileged", "-d", "-D", imgs, "--pidfile", pidfile, "-v4", "-o", "restore.log")
