@@ -12,6 +12,7 @@ import (
 )
 
 var capNames = map[int]string{
+	unix.CAP_DAC_READ_SEARCH:    "CAP_DAC_READ_SEARCH",
 	unix.CAP_SYS_PTRACE:         "CAP_SYS_PTRACE",
 	unix.CAP_SYS_ADMIN:          "CAP_SYS_ADMIN",
 	unix.CAP_CHECKPOINT_RESTORE: "CAP_CHECKPOINT_RESTORE",
@@ -22,7 +23,8 @@ var capNames = map[int]string{
 // CAP_CHECKPOINT_RESTORE may dump and restore its own processes (criu's
 // --unprivileged): map_files, clone3 with set_tid and PR_SET_MM_MAP's
 // exe_fd need it. CAP_SYS_PTRACE is needed only over tasks of other
-// users or with capabilities stasis lacks.
+// users or with capabilities stasis lacks, and a task of another user
+// also needs CAP_DAC_READ_SEARCH (its /proc/PID/map_files is 0500).
 type Privilege struct {
 	Uid int
 	Eff uint64 // CapEff
@@ -101,22 +103,41 @@ func (p Privilege) Explain(op string, pid int, err error) error {
 	if err == nil || p.Full() || !(errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES)) {
 		return err
 	}
-	need := "CAP_CHECKPOINT_RESTORE"
+	need := []int{unix.CAP_CHECKPOINT_RESTORE}
+	what := ""
 	if op == "dump" {
-		owner := ""
+		need = append(need, unix.CAP_SYS_PTRACE)
+		what = fmt.Sprintf(" over pid %d", pid)
 		if uid, ok := ownerOf(pid); ok && uid != p.Uid {
-			owner = fmt.Sprintf(", owned by uid %d", uid)
+			// /proc/PID/map_files is 0500 and owned by the task's uid:
+			// CAP_CHECKPOINT_RESTORE alone does not open it (measured).
+			need = append(need, unix.CAP_DAC_READ_SEARCH)
+			what += fmt.Sprintf(", owned by uid %d", uid)
 		}
-		need = fmt.Sprintf("CAP_CHECKPOINT_RESTORE and CAP_SYS_PTRACE over pid %d%s", pid, owner)
 	}
-	fix := grantHint
-	if p.Has(unix.CAP_CHECKPOINT_RESTORE) && p.Has(unix.CAP_SYS_PTRACE) {
-		// Nothing to grant: what failed needs CAP_SYS_ADMIN, or belongs to
-		// someone else.
-		fix = fmt.Sprintf("run as root, or %s only what uid %d owns and may reach", op, p.Uid)
+	var names, missing, setcap []string
+	for _, c := range need {
+		names = append(names, capNames[c])
+		if !p.Has(c) {
+			missing = append(missing, capNames[c])
+			setcap = append(setcap, strings.ToLower(capNames[c]))
+		}
 	}
-	return fmt.Errorf("%s needs root, or %s (%w: %w); stasis runs as uid %d with %s, without CAP_SYS_ADMIN; %s",
-		op, need, ErrPrivilege, err, p.Uid, p.caps(), fix)
+	fix := fmt.Sprintf("run as root, or %s only what uid %d owns and may reach", op, p.Uid)
+	if len(missing) > 0 {
+		fix = fmt.Sprintf("run as root, or give stasis %s (setcap %s+eip stasis) and pass --unprivileged",
+			joinAnd(missing), strings.Join(setcap, ","))
+	}
+	return fmt.Errorf("%s needs root, or %s%s (%w: %w); stasis runs as uid %d with %s, without CAP_SYS_ADMIN; %s",
+		op, joinAnd(names), what, ErrPrivilege, err, p.Uid, p.caps(), fix)
+}
+
+// joinAnd joins names as a sentence does: "A", "A and B", "A, B and C".
+func joinAnd(names []string) string {
+	if len(names) < 2 {
+		return strings.Join(names, "")
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // ownerOf is the real uid of pid, if it exists.

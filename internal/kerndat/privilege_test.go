@@ -57,7 +57,7 @@ func TestPrivilegeExplain(t *testing.T) {
 	if !errors.Is(err, unix.EPERM) || !errors.Is(err, ErrPrivilege) {
 		t.Errorf("explained error %v does not wrap EPERM and ErrPrivilege", err)
 	}
-	for _, want := range []string{"dump needs root", "CAP_SYS_PTRACE over pid 1", "owned by uid 0", "ptrace seize 1", "uid 1000", "setcap"} {
+	for _, want := range []string{"dump needs root", "CAP_CHECKPOINT_RESTORE, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH over pid 1, owned by uid 0", "setcap cap_sys_ptrace,cap_dac_read_search+eip", "ptrace seize 1", "uid 1000", "setcap"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("%q does not say %q", err, want)
 		}

@@ -284,7 +284,7 @@ func TestUnprivileged(t *testing.T) {
 }
 
 // TestUnprivilegedRefused: with --unprivileged, a process of another user
-// needs CAP_SYS_PTRACE, and a process under seccomp needs CAP_SYS_ADMIN
+// needs CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH, and a process under seccomp needs CAP_SYS_ADMIN
 // (PTRACE_O_SUSPEND_SECCOMP): both dumps fail at the seize naming what is
 // missing, and the victims run on untouched. A dump (by root) of a task
 // under seccomp is refused by an unprivileged restore before anything is
@@ -301,7 +301,7 @@ func TestUnprivilegedRefused(t *testing.T) {
 		if r.Code == 0 {
 			t.Fatal("dump of root's process by uid 65534 without CAP_SYS_PTRACE succeeded")
 		}
-		testutil.AssertContains(t, r.Stderr, "CAP_SYS_PTRACE over pid "+strconv.Itoa(v.Pid)+", owned by uid 0", "ptrace seize", "operation not permitted", "insufficient privilege")
+		testutil.AssertContains(t, r.Stderr, "CAP_CHECKPOINT_RESTORE, CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH over pid "+strconv.Itoa(v.Pid)+", owned by uid 0", "setcap cap_sys_ptrace,cap_dac_read_search+eip", "ptrace seize", "operation not permitted", "insufficient privilege")
 		testutil.AssertRunning(t, v.Pid)
 		v.TermAndCheck(t)
 	})
