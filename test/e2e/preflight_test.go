@@ -226,3 +226,39 @@ func matchRefusals(t *testing.T, lines []string, want []refusal) {
 		}
 	}
 }
+
+// TestPreflightGhosts: unlinked files. Without --link-remap, a file whose
+// other name is in another directory is refused, and a 2 MiB one over
+// --ghost-limit 1M too; with --link-remap only the one over the limit is
+// left (it has no name to link from), and without the limit none. The
+// preflight makes no link_remap.N link, as the dump would (orig.txt, the
+// O_TMPFILE file): the victim's check that orig.txt still has one link
+// and the glob below would see it.
+func TestPreflightGhosts(t *testing.T) {
+	testutil.RequireRoot(t)
+	work := t.TempDir()
+	v := testutil.StartVictim(t, "ghost", work, "linked", "small", "big")
+	v.WaitReady(t)
+	other := filepath.Join(t.TempDir(), "moved.txt")
+	if err := os.Rename(filepath.Join(work, "other.txt"), other); err != nil {
+		t.Fatal(err)
+	}
+	linked := refusal{[]string{filepath.Join(work, "orig.txt") + " was unlinked but the file has 1 other link(s): use --link-remap"}, "--link-remap"}
+	big := refusal{[]string{"unlinked file " + filepath.Join(work, "big.bin") + " holds 2097152 bytes", "limit of 1048576 bytes: raise --ghost-limit"}, "--ghost-limit"}
+
+	lines := checkPid(t, 1, v.Pid, "--ghost-limit", "1M")
+	matchRefusals(t, lines[1:], []refusal{linked, big})
+	lines = checkPid(t, 1, v.Pid, "--ghost-limit", "1M", "--link-remap")
+	matchRefusals(t, lines[1:], []refusal{big})
+	checkPid(t, 0, v.Pid, "--link-remap")
+	assertUntouched(t, v.Pid)
+	for _, d := range []string{work, filepath.Dir(other)} {
+		if links, _ := filepath.Glob(filepath.Join(d, "link_remap.*")); len(links) != 0 {
+			t.Errorf("check --pid --link-remap made links %v", links)
+		}
+	}
+	if err := os.Rename(other, filepath.Join(work, "other.txt")); err != nil {
+		t.Fatal(err)
+	}
+	v.TermAndCheck(t)
+}
