@@ -101,6 +101,10 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 			return nil, fmt.Errorf("%s (%s bound to %s): %w", fd, fd.Target, d.Name, err)
 		}
 	}
+	// Known before its queue is read: a preflight that refuses the queue
+	// must still find this socket in the tree as its peer's peer.
+	st.socks[ino] = &unixSock{fd: fd, ue: ue, d: d}
+	st.order = append(st.order, ino)
 	if d.State != tcpListen {
 		if err := st.dumpQueue(t, fd, sk, int(d.Type)); err != nil {
 			var ue *UnsupportedError
@@ -110,8 +114,6 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 			return nil, fmt.Errorf("%s (%s): queued data: %w", fd, fd.Target, err)
 		}
 	}
-	st.socks[ino] = &unixSock{fd: fd, ue: ue, d: d}
-	st.order = append(st.order, ino)
 	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Usk: ue}, nil
 }
 
