@@ -39,7 +39,7 @@ get_rseq_conf, can_map_vdso, timens) or one of the names printed by
 stasis check: "NAME is supported" and exit 0, or exit 1.
 --feature list prints the names.
 
---pid PID checks whether "stasis dump -t PID" with the same flags (-j,
+--pid PID (or -t PID) checks whether "stasis dump -t PID" with the same flags (-j,
 -l, -x, --tcp-established, --skip-in-flight, --external, --link-remap,
 --ghost-limit) would succeed, without dumping: the tree is stopped for as
 long as the dump's checks take, then resumed untouched, and nothing is
@@ -82,6 +82,7 @@ processes, M threads) looks possible" and exits 0.`,
 	f.BoolVar(&o.extra, "extra", false, "accepted for criu compatibility: every probe always runs")
 	f.BoolVar(&o.exper, "experimental", false, "accepted for criu compatibility: every probe always runs")
 	f.IntVar(&o.dump.Pid, "pid", 0, "check whether the tree rooted at PID can be dumped (with the dump flags given)")
+	f.IntVarP(&o.dump.Pid, "tree", "t", 0, "same as --pid, as dump spells it")
 	o.refusals.register(f, &o.dump)
 	lf.register(f)
 	return cmd

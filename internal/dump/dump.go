@@ -208,7 +208,7 @@ func (d *dumper) run() (err error) {
 		if err := d.files.CheckTree(); err != nil {
 			return err
 		}
-		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused))
+		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.frozen))
 		return d.resume()
 	}
 	d.log.Debug("dump phase", "phase", "images")
