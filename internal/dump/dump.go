@@ -174,19 +174,30 @@ func (d *dumper) run() (err error) {
 	}
 	phases := []struct {
 		name   string
-		fn     func(*process) error
-		checks bool // run by a preflight too: it may refuse something
+		fn     func(*process) error // per process,
+		tree   func() error         // or once for the whole tree
+		checks bool                 // run by a preflight too: it may refuse something
 	}{
-		{"check", d.check, true},
-		{"ids", d.dumpIDs, true},
-		{"task state", d.dumpCore, true},
-		{"files", d.dumpFiles, true},
-		{"memory layout", d.dumpMM, true},
-		{"release scratch", d.unmapScratch, true},
-		{"pages", d.dumpPages, false},
+		{name: "check", fn: d.check, checks: true},
+		{name: "ids", fn: d.dumpIDs, checks: true},
+		{name: "task state", fn: d.dumpCore, checks: true},
+		{name: "files", fn: d.dumpFiles, checks: true},
+		{name: "memory layout", fn: d.dumpMM, checks: true},
+		{name: "release scratch", fn: d.unmapScratch, checks: true},
+		// What only the whole tree tells (a pipe or a peer outside it),
+		// before a page is copied.
+		{name: "check tree", tree: d.files.CheckTree, checks: true},
+		{name: "pages", fn: d.dumpPages},
 	}
 	for _, ph := range phases {
 		if d.preflight && !ph.checks {
+			continue
+		}
+		if ph.tree != nil {
+			d.log.Debug("dump phase", "phase", ph.name)
+			if err := ph.tree(); err != nil {
+				return err
+			}
 			continue
 		}
 		for _, p := range d.all {
@@ -204,10 +215,6 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	if d.preflight {
-		d.log.Debug("dump phase", "phase", "check tree")
-		if err := d.files.CheckTree(); err != nil {
-			return err
-		}
 		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.frozen))
 		return d.resume()
 	}

@@ -204,8 +204,8 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 }
 
 // CheckTree refuses what only the whole tree tells (a pipe or a peer
-// outside it), once every fd is dumped: each kind's check. WriteImages
-// runs it first; a preflight runs it alone.
+// outside it), once every fd is dumped and before WriteImages: each
+// kind's check.
 func (t *Table) CheckTree() error {
 	for _, k := range kindOrder {
 		if k.check != nil {
@@ -220,9 +220,6 @@ func (t *Table) CheckTree() error {
 // WriteImages writes files.img and the images of every kind that has
 // its own (pipe data, ghost files, ...), once every fd is dumped.
 func (t *Table) WriteImages(dir *images.Dir) error {
-	if err := t.CheckTree(); err != nil {
-		return err
-	}
 	for _, k := range kindOrder {
 		if k.write != nil {
 			if err := k.write(t, dir); err != nil {
