@@ -110,6 +110,25 @@ func privilege(op string, unprivileged bool, log *slog.Logger) (kerndat.Privileg
 	return priv, nil
 }
 
+// PreflightReport is what Preflight found: the size of the tree and every
+// reason its dump would fail, one per resource (pid, fd or mapping, what
+// it is, and the flag or fix when there is one), worded as the dump's
+// own errors.
+type PreflightReport = dump.Report
+
+// Preflight tells whether Dump(opts) would succeed, without dumping: the
+// tree is seized as for a dump, every refusal is listed instead of the
+// first one only, and the tree is resumed exactly as a failed dump leaves
+// it. No images are written (ImagesDir is not used) and nothing outside
+// stasis is changed: no network lock, no TCP repair mode, no
+// --link-remap link. The error is for a tree that could not be checked
+// at all (no such pid, not seizable).
+func Preflight(opts DumpOptions) (*PreflightReport, error) {
+	return dump.Preflight(dump.Options{
+		Pid: opts.Pid, ShellJob: opts.ShellJob, Files: opts.Files, Log: opts.Log,
+	})
+}
+
 // Restore restores a checkpoint and returns once the tree runs. The root
 // task is a child of the calling process: Restored.Wait reaps it. On
 // failure no task of the tree is left behind.

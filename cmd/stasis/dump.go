@@ -1,7 +1,10 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/stasis-cr/stasis"
 )
@@ -11,7 +14,7 @@ func init() { subcommands = append(subcommands, newDumpCmd) }
 func newDumpCmd() *cobra.Command {
 	var o stasis.DumpOptions
 	var lf logFlags
-	var ghostLimit string
+	var rf refusalFlags
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -26,12 +29,8 @@ func newDumpCmd() *cobra.Command {
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
 			}
-			if ghostLimit != "" {
-				n, err := parseSize(ghostLimit)
-				if err != nil {
-					return errorf("dump: --ghost-limit: %v", err)
-				}
-				o.Files.GhostLimit = n
+			if err := rf.apply(&o); err != nil {
+				return errorf("dump: %v", err)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
@@ -54,19 +53,45 @@ func newDumpCmd() *cobra.Command {
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.BoolVarP(&o.LeaveRunning, "leave-running", "R", false, "leave the tree running after the dump")
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
+	rf.register(f, &o)
+	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
+	lf.register(f)
+	addUnimplemented(f, dumpUnimplemented)
+	return cmd
+}
+
+// refusalFlags are the dump's flags that change what it refuses; `check
+// --pid` takes them too, to tell what a dump with them would refuse.
+type refusalFlags struct {
+	ghostLimit string
+}
+
+func (r *refusalFlags) register(f *pflag.FlagSet, o *stasis.DumpOptions) {
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell: its session leader is outside it")
-	f.StringVar(&ghostLimit, "ghost-limit", "", "largest unlinked open file copied into the images (size, K/M/G suffixes; default 64M)")
+	f.StringVar(&r.ghostLimit, "ghost-limit", "", "largest unlinked open file copied into the images (size, K/M/G suffixes; default 64M)")
 	f.BoolVar(&o.Files.LinkRemap, "link-remap", false, "link unlinked open files under a new name instead of copying them")
 	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "dump file locks (flock, POSIX and OFD locks)")
 	f.BoolVarP(&o.Files.ExtUnixSk, "ext-unix-sk", "x", false, "allow unix sockets connected to a peer outside the tree")
 	f.BoolVar(&o.Files.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
 	f.BoolVar(&o.Files.SkipInFlight, "skip-in-flight", false, "skip TCP connections not yet accepted")
 	f.StringArrayVar(&o.Files.External, "external", nil, "an object outside the tree the dump accepts, e.g. pipe:[INO] (repeatable)")
-	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
-	lf.register(f)
-	addUnimplemented(f, dumpUnimplemented)
-	return cmd
+}
+
+// refusalFlagNames are the long names register gives that make sense
+// only with a pid (--unprivileged also goes with the kernel probes).
+var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "external"}
+
+// apply puts what register could not parse itself into o.
+func (r *refusalFlags) apply(o *stasis.DumpOptions) error {
+	if r.ghostLimit != "" {
+		n, err := parseSize(r.ghostLimit)
+		if err != nil {
+			return fmt.Errorf("--ghost-limit: %w", err)
+		}
+		o.Files.GhostLimit = n
+	}
+	return nil
 }
 
 func workDir(work, images string) string {

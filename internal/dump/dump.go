@@ -72,6 +72,9 @@ type dumper struct {
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
 	stats   statsTimes
+
+	preflight bool   // only check: see Preflight
+	report    Report // what a preflight found
 }
 
 type statsTimes struct {
@@ -81,10 +84,40 @@ type statsTimes struct {
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir.
 func Dump(opts Options) error {
+	return ptrace.RunLocked(newDumper(opts, false).run)
+}
+
+// Report is what a preflight found: the size of the tree and every
+// reason its dump would fail, one per resource, in the words of the dump.
+type Report struct {
+	Processes, Threads int
+	Refused            []error
+}
+
+// Preflight checks whether the tree rooted at opts.Pid can be dumped with
+// these options, without dumping it: it seizes the tree as a dump does,
+// runs every phase that looks at it (all but pages and images), lists
+// every refusal instead of stopping at the first, and resumes the tree
+// as a failed dump does. It writes nothing and changes nothing outside
+// stasis: no images dir, no network lock, no repair mode, no link. The
+// error is for a tree that could not be checked at all (no such pid).
+func Preflight(opts Options) (*Report, error) {
+	opts.ImagesDir, opts.NetworkLock = "", netlock.Skip
+	opts.LeaveRunning, opts.LeaveStopped = true, false
+	opts.Files.Preflight = true
+	d := newDumper(opts, true)
+	if err := ptrace.RunLocked(d.run); err != nil {
+		return nil, err
+	}
+	d.report.Refused = d.files.Refused
+	return &d.report, nil
+}
+
+func newDumper(opts Options, preflight bool) *dumper {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &dumper{opts: opts, log: opts.Log, sums: map[string]*checksum.Sum{},
+	d := &dumper{opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
@@ -92,7 +125,7 @@ func Dump(opts Options) error {
 	}
 	opts.Files.ShellJob = opts.ShellJob
 	d.files = files.NewTable(opts.Files, func() int { return d.ids.next("pages") })
-	return ptrace.RunLocked(d.run)
+	return d
 }
 
 func (d *dumper) run() (err error) {
@@ -109,8 +142,10 @@ func (d *dumper) run() (err error) {
 	if err := d.checkTarget(); err != nil {
 		return err
 	}
-	if d.dir, err = images.Create(d.opts.ImagesDir); err != nil {
-		return err
+	if !d.preflight {
+		if d.dir, err = images.Create(d.opts.ImagesDir); err != nil {
+			return err
+		}
 	}
 	defer func() {
 		if err != nil {
@@ -133,28 +168,55 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	d.log.Info("tree seized", "processes", len(d.all), "pid", d.opts.Pid)
+	for _, p := range d.all {
+		d.report.Processes++
+		d.report.Threads += len(p.threads)
+	}
 	phases := []struct {
-		name string
-		fn   func(*process) error
+		name   string
+		fn     func(*process) error // per process,
+		tree   func() error         // or once for the whole tree
+		checks bool                 // run by a preflight too: it may refuse something
 	}{
-		{"check", d.check},
-		{"ids", d.dumpIDs},
-		{"task state", d.dumpCore},
-		{"files", d.dumpFiles},
-		{"memory layout", d.dumpMM},
-		{"release scratch", d.unmapScratch},
-		{"pages", d.dumpPages},
+		{name: "check", fn: d.check, checks: true},
+		{name: "ids", fn: d.dumpIDs, checks: true},
+		{name: "task state", fn: d.dumpCore, checks: true},
+		{name: "files", fn: d.dumpFiles, checks: true},
+		{name: "memory layout", fn: d.dumpMM, checks: true},
+		{name: "release scratch", fn: d.unmapScratch, checks: true},
+		// What only the whole tree tells (a pipe or a peer outside it),
+		// before a page is copied.
+		{name: "check tree", tree: d.files.CheckTree, checks: true},
+		{name: "pages", fn: d.dumpPages},
 	}
 	for _, ph := range phases {
+		if d.preflight && !ph.checks {
+			continue
+		}
+		if ph.tree != nil {
+			d.log.Debug("dump phase", "phase", ph.name)
+			if err := ph.tree(); err != nil {
+				return err
+			}
+			continue
+		}
 		for _, p := range d.all {
-			if p.zombie {
+			if p.zombie || p.refused {
 				continue
 			}
 			d.log.Debug("dump phase", "phase", ph.name, "pid", p.pid)
 			if err := ph.fn(p); err != nil {
-				return err
+				// A preflight lists it and goes on with the other processes.
+				if err := d.files.Refuse(err); err != nil {
+					return err
+				}
+				p.refused = true
 			}
 		}
+	}
+	if d.preflight {
+		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.frozen))
+		return d.resume()
 	}
 	d.log.Debug("dump phase", "phase", "images")
 	if err := d.writeImages(); err != nil {
@@ -201,16 +263,18 @@ func (d *dumper) check(p *process) error {
 		return err
 	}
 	if p == d.root && p.stat.Session != p.pid && !d.opts.ShellJob && !d.inTree(p.stat.Session) {
-		return fmt.Errorf("pid %d (%s) belongs to session %d, whose leader is not dumped: %w (use -j/--shell-job to restore it into the session of `stasis restore`)",
-			p.pid, p.stat.Comm, p.stat.Session, ErrSessionOutside)
+		if err := d.files.Refuse(fmt.Errorf("pid %d (%s) belongs to session %d, whose leader is not dumped: %w (use -j/--shell-job to restore it into the session of `stasis restore`)",
+			p.pid, p.stat.Comm, p.stat.Session, ErrSessionOutside)); err != nil {
+			return err
+		}
 	}
-	if err := checkNamespaces(p.pid); err != nil {
+	if err := d.files.Refuse(checkNamespaces(p.pid)); err != nil {
 		return err
 	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
 		return err
 	}
-	if p.areas, err = mem.Classify(p.pid, p.smaps); err != nil {
+	if p.areas, err = mem.Classify(p.pid, p.smaps, d.files.Refuse); err != nil {
 		return err
 	}
 	// Injections go through a syscall instruction of the process's vDSO,
@@ -309,7 +373,9 @@ func (d *dumper) dumpFiles(p *process) error {
 	// Through the magic link: a cwd in a removed directory (a shell in a
 	// deleted build directory) is a ghost directory, as in criu.
 	if p.cwdID, err = d.files.AddLink(fmt.Sprintf("/proc/%d/cwd", p.pid), unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		return fmt.Errorf("cwd of pid %d: %w", p.pid, err)
+		if err := d.files.Refuse(fmt.Errorf("cwd of pid %d: %w", p.pid, err)); err != nil {
+			return err
+		}
 	}
 	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", p.pid))
 	if err != nil {
@@ -325,7 +391,9 @@ func (d *dumper) dumpMM(p *process) error {
 	t := p.leader().tr
 	exeID, err := d.files.AddLink(fmt.Sprintf("/proc/%d/exe", p.pid), unix.O_RDONLY)
 	if err != nil {
-		return fmt.Errorf("exe of pid %d: %w", p.pid, err)
+		if err := d.files.Refuse(fmt.Errorf("exe of pid %d: %w", p.pid, err)); err != nil {
+			return err
+		}
 	}
 	auxv, err := proc.ReadAuxv(p.pid)
 	if err != nil {
@@ -374,7 +442,9 @@ func (d *dumper) dumpMM(p *process) error {
 		if a.Memfd {
 			id, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
 			if err != nil {
-				return err
+				if err := d.files.Refuse(err); err != nil {
+					return err
+				}
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
 		} else if a.Path != "" {
@@ -384,7 +454,9 @@ func (d *dumper) dumpMM(p *process) error {
 			}
 			id, err := d.files.AddLink(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, a.Start(), a.End()), flags)
 			if err != nil {
-				return fmt.Errorf("vma %#x-%#x of pid %d: %w", a.Start(), a.End(), p.pid, err)
+				if err := d.files.Refuse(fmt.Errorf("vma %#x-%#x of pid %d: %w", a.Start(), a.End(), p.pid, err)); err != nil {
+					return err
+				}
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
 			a.E.Fdflags = proto.Uint32(flags)

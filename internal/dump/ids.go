@@ -44,7 +44,10 @@ func (d *dumper) dumpIDs(p *process) error {
 			return fmt.Errorf("compare the %s of pid %d with the other processes': %w", k.name, p.pid, err)
 		}
 		if found {
-			return fmt.Errorf("pid %d shares its %s with pid %d (clone without CLONE_THREAD, or vfork in progress): %w", p.pid, k.name, other, ErrNotSupported)
+			if err := d.files.Refuse(fmt.Errorf("pid %d shares its %s with pid %d (clone without CLONE_THREAD, or vfork in progress): %w", p.pid, k.name, other, ErrNotSupported)); err != nil {
+				return err
+			}
+			continue
 		}
 		d.kobjs[i].Insert(at, p.pid, 0, p.pid)
 	}

@@ -24,7 +24,8 @@ type process struct {
 	children []*process
 	threads  []*thread // threads[0] is the leader
 	zombie   bool
-	exitCode int // zombies: the wait status their parent will get
+	exitCode int  // zombies: the wait status their parent will get
+	refused  bool // a preflight's phase failed on it: the next ones skip it
 
 	stat    *proc.Stat
 	status  *proc.Status

@@ -26,6 +26,10 @@ type kind struct {
 	// locks).
 	// dump returns the entry of fd, whose id is fd.ID.
 	dump func(t *Table, fd *Fd) (*fdinfo.FileEntry, error)
+	// check, if set, refuses what only the whole tree tells, once every
+	// fd of it is dumped (Table.CheckTree), through t.Refuse (a preflight
+	// lists them all); write is run only if every check passed.
+	check func(t *Table) error
 	// write, if set, writes the kind's own images once every fd of the
 	// tree is dumped (the tree is still frozen).
 	write func(t *Table, dir *images.Dir) error

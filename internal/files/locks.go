@@ -119,10 +119,6 @@ func (st *lockDump) add(t *Table, f *Fd, id uint32, l proc.Lock) error {
 			return err
 		}
 	}
-	if !t.Opts.FileLocks {
-		return fmt.Errorf("pid %d holds %s on %s (fd %d): dump with -l/--file-locks to checkpoint file locks",
-			pid, describeLock(flag, typ, l.Start, l.Len()), fdTarget(pid, fd), fd)
-	}
 	key := lockKey{file: id, kind: l.Kind, write: l.Write, start: l.Start, end: l.End}
 	if l.Kind == proc.LockPosix {
 		key.pid = pid
@@ -131,6 +127,10 @@ func (st *lockDump) add(t *Table, f *Fd, id uint32, l proc.Lock) error {
 		return nil
 	}
 	st.seen[key] = true
+	if !t.Opts.FileLocks {
+		return fmt.Errorf("pid %d holds %s on %s (fd %d): dump with -l/--file-locks to checkpoint file locks",
+			pid, describeLock(flag, typ, l.Start, l.Len()), fdTarget(pid, fd), fd)
+	}
 	st.entries = append(st.entries, &filelock.FileLockEntry{
 		Flag:  proto.Uint32(flag),
 		Type:  proto.Uint32(typ),

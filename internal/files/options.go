@@ -39,6 +39,10 @@ type DumpOptions struct {
 	// ShellJob accepts a terminal whose master is outside the tree (the
 	// one a shell job was started from; -j/--shell-job).
 	ShellJob bool
+	// Preflight only checks (stasis check --pid): each refusal is kept in
+	// Table.Refused and the dump goes on to the next resource, and nothing
+	// outside stasis is changed (no repair mode, no --link-remap link).
+	Preflight bool
 }
 
 // externalKinds are the --external objects stasis knows, by prefix.

@@ -39,7 +39,8 @@ func dumpPidfd(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		return nil, fmt.Errorf("%s: %w", fd, err)
 	}
 	if pid > 0 && !t.Tasks[pid] {
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: fmt.Sprintf("a pidfd of pid %d (%s), which is not in the dumped tree", pid, commOf(pid)), Target: fd.Target}
+		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: fmt.Sprintf("a pidfd of pid %d (%s), which is not in the dumped tree", pid, commOf(pid)), Target: fd.Target,
+			Hint: "dump a tree that holds that process too"}
 	}
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_PIDFD.Enum(),

@@ -21,7 +21,7 @@ import (
 // /proc/self/fd, as the task did.
 
 func init() {
-	register(&kind{name: "pipe", typ: fdinfo.FdTypes_PIPE, dump: dumpPipe, write: writePipes, open: openPipe})
+	register(&kind{name: "pipe", typ: fdinfo.FdTypes_PIPE, dump: dumpPipe, check: checkPipes, write: writePipes, open: openPipe})
 }
 
 func (t *Table) pipes() *pipeBuffers {
@@ -43,48 +43,49 @@ func dumpPipe(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	}, nil
 }
 
-// writePipes refuses pipes also open outside the tree, then writes
-// pipes-data.img.
 func writePipes(t *Table, dir *images.Dir) error {
-	p := t.pipes()
-	if err := checkOutside(p, t.pids, t.Opts.External); err != nil {
-		return err
-	}
-	return p.write(dir, "pipes-data.img")
+	return t.pipes().write(dir, "pipes-data.img")
 }
 
-// checkOutside looks for the tree's pipes in the fd tables of every other
+// checkPipes looks for the tree's pipes in the fd tables of every other
 // process. A pipe shared with a process outside the tree cannot be
 // restored as it was: the restored tree would get a new pipe, no longer
 // connected to the outside process, and each side would see the other
 // vanish. The user must say what to do with it (--external and, at
 // restore, --inherit-fd), as for criu's external resources.
-func checkOutside(p *pipeBuffers, tree map[int]bool, external []string) error {
-	want := map[string]uint64{}
+func checkPipes(t *Table) error {
+	p := t.pipes()
+	want := map[string]bool{}
 	for _, ino := range p.order {
-		key := pipeKey(ino)
-		if !slices.Contains(external, key) {
-			want[key] = ino
+		if key := pipeKey(ino); !slices.Contains(t.Opts.External, key) {
+			want[key] = true
 		}
 	}
 	if len(want) == 0 {
 		return nil
 	}
-	var found string
-	h, ok := findHolder(func(pid int) bool { return tree[pid] || notSelf(pid) }, func(_ int, _, target string) bool {
-		if _, ok := want[target]; ok {
-			found = target
-			return true
+	// The first outside holder of each pipe, all in one pass over /proc.
+	outside := map[string]holder{}
+	findHolder(func(pid int) bool { return t.pids[pid] || notSelf(pid) }, func(pid int, fd, target string) bool {
+		if _, seen := outside[target]; want[target] && !seen {
+			outside[target] = holder{pid: pid, fd: fd}
 		}
 		return false
 	})
-	if !ok {
-		return nil
+	for _, ino := range p.order {
+		key := pipeKey(ino)
+		h, ok := outside[key]
+		if !ok {
+			continue
+		}
+		in := p.holders[ino]
+		if err := t.Refuse(fmt.Errorf("%s (fd %d of pid %d) is also open as %s, outside the dumped tree: "+
+			"dump the tree that holds both, or dump with --external %s and restore with --inherit-fd fd[N]:%s",
+			key, in.Num, in.Pid, h, key, key)); err != nil {
+			return err
+		}
 	}
-	in := p.holders[want[found]]
-	return fmt.Errorf("%s (fd %d of pid %d) is also open as %s, outside the dumped tree: "+
-		"dump the tree that holds both, or dump with --external %s and restore with --inherit-fd fd[N]:%s",
-		found, in.Num, in.Pid, h, found, found)
+	return nil
 }
 
 func pipeKey(ino uint64) string { return fmt.Sprintf("pipe:[%d]", ino) }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -119,7 +120,13 @@ func (t *Table) remapUnlinked(id uint32, src, name string, st *unix.Stat_t) erro
 	key := [2]uint64{st.Dev, st.Ino}
 	// A node with no name left cannot be linked again (only an O_TMPFILE
 	// file can): it is a ghost, --link-remap or not, as in criu.
-	if t.Opts.LinkRemap && (reg || st.Nlink != 0) {
+	switch {
+	case t.Opts.LinkRemap && t.Opts.Preflight && (st.Nlink != 0 || reg && isTmpfile(name, st)):
+		return nil // it would be linked; a preflight makes no link
+	case t.Opts.LinkRemap && t.Opts.Preflight:
+		// Not linkable (only an O_TMPFILE file is, with no name left): it
+		// is judged as the ghost it becomes.
+	case t.Opts.LinkRemap && (reg || st.Nlink != 0):
 		l, err := rd.link(src, name, st)
 		if err == nil {
 			rd.pending = append(rd.pending, pendingLink{orig: id, link: l})
@@ -131,7 +138,7 @@ func (t *Table) remapUnlinked(id uint32, src, name string, st *unix.Stat_t) erro
 		if st.Nlink != 0 || !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("--link-remap of %s: %w", name, err)
 		}
-	} else if st.Nlink != 0 {
+	case st.Nlink != 0:
 		// Another name of the file still exists: a copy would cut the
 		// restored task off from it.
 		return fmt.Errorf("%s was unlinked but the file has %d other link(s): use --link-remap to link it again under a temporary name", name, st.Nlink)
@@ -150,6 +157,12 @@ func (t *Table) remapUnlinked(id uint32, src, name string, st *unix.Stat_t) erro
 	}
 	rd.remaps = append(rd.remaps, remapEntry(id, g.id, remap.RemapType_GHOST))
 	return nil
+}
+
+// isTmpfile tells a file made with O_TMPFILE by the name the kernel
+// gives it, "#INODE" in its directory (d_tmpfile).
+func isTmpfile(name string, st *unix.Stat_t) bool {
+	return filepath.Base(name) == "#"+strconv.FormatUint(st.Ino, 10)
 }
 
 // link makes the hard link of --link-remap beside the file's old name,

@@ -40,6 +40,20 @@ type Table struct {
 	// PagesID hands out the N of pages-N.img, shared with memory.
 	PagesID func() int
 	Opts    DumpOptions
+	// Refused are the reasons the dump would fail, one per resource, that
+	// a preflight found (see Refuse).
+	Refused []error
+}
+
+// Refuse returns err, which ends a dump; a preflight (Opts.Preflight)
+// records it in Refused instead and gets nil, so that it goes on to the
+// next resource and lists them all. Refuse(nil) is nil.
+func (t *Table) Refuse(err error) error {
+	if err == nil || !t.Opts.Preflight {
+		return err
+	}
+	t.Refused = append(t.Refused, err)
+	return nil
 }
 
 // desc is the entry of an open file description already in the table.
@@ -113,7 +127,10 @@ func (t *Table) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 	for _, fd := range fds {
 		e, err := t.dumpFd(pid, fd)
 		if err != nil {
-			return nil, err
+			if err := t.Refuse(err); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		out = append(out, e)
 	}
@@ -184,6 +201,20 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 	t.put(fe, fd.ID)
 	d.typ = fe.GetType()
 	return d, nil
+}
+
+// CheckTree refuses what only the whole tree tells (a pipe or a peer
+// outside it), once every fd is dumped and before WriteImages: each
+// kind's check.
+func (t *Table) CheckTree() error {
+	for _, k := range kindOrder {
+		if k.check != nil {
+			if err := k.check(t); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // WriteImages writes files.img and the images of every kind that has

@@ -166,6 +166,9 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 				Kind: fmt.Sprintf("TCP connection %s -> %s (%s)", ends.local, ends.remote, tcpStateName(info.state)),
 				Hint: "dump with --tcp-established to checkpoint it (and restore with --tcp-established)"}
 		}
+		if t.Opts.Preflight {
+			return nil // repair mode would stop the connection
+		}
 		return dumpTCPStream(t, fd, sk, ie, ends)
 	default:
 		return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,

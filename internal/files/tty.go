@@ -32,7 +32,7 @@ import (
 // internal/restore/ctty.go).
 
 func init() {
-	register(&kind{name: "tty", typ: fdinfo.FdTypes_TTY, dump: dumpTty, write: writeTtys, open: openTty})
+	register(&kind{name: "tty", typ: fdinfo.FdTypes_TTY, dump: dumpTty, check: checkTtys, write: writeTtys, open: openTty})
 }
 
 // Device numbers (linux/major.h) and criu's fixed info indices (tty.c).
@@ -75,7 +75,20 @@ type ttyDump struct {
 
 func (t *Table) ttys() *ttyDump {
 	return stateOf(t.state, "tty", func() *ttyDump {
-		return &ttyDump{infos: map[uint32]*tty.TtyInfoEntry{}, holders: map[uint32]*Fd{}, lfds: map[uint32]int{}, ext: map[string]uint32{}}
+		d := &ttyDump{infos: map[uint32]*tty.TtyInfoEntry{}, holders: map[uint32]*Fd{}, lfds: map[uint32]int{}, ext: map[string]uint32{}}
+		// Registered with the first terminal: its copies are closed
+		// however the dump ends, even before writeTtys.
+		t.atFinish(func(killed bool) error {
+			var errs []error
+			for _, fn := range d.writeBack {
+				errs = append(errs, fn(killed))
+			}
+			for _, lfd := range d.lfds {
+				unix.Close(lfd)
+			}
+			return errors.Join(errs...)
+		})
+		return d
 	})
 }
 
@@ -228,24 +241,37 @@ func termiosOf(e *tty.TermiosEntry) (*unix.Termios, error) {
 	return t, nil
 }
 
-// writeTtys fills in sessions and foreground groups, refuses terminals
-// the restore could not make again, takes the bytes pending in each pty
-// pair and writes tty-info.img and tty-data.img.
+// checkTtys refuses a pty slave whose master is outside the tree, but
+// with -j.
+func checkTtys(t *Table) error {
+	if t.Opts.ShellJob {
+		return nil
+	}
+	d := t.ttys()
+	for _, id := range d.order {
+		info := d.infos[id]
+		if info.GetType() != tty.TtyType_PTY || id&1 == 1 {
+			continue
+		}
+		if _, paired := d.infos[id|1]; !paired {
+			fd := d.holders[id]
+			if err := t.Refuse(&UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
+				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or with --inherit-fd fd[N]:%s",
+					ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev())))}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// writeTtys fills in sessions and foreground groups, takes the bytes
+// pending in each pty pair and writes tty-info.img and tty-data.img.
 func writeTtys(t *Table, dir *images.Dir) error {
 	d := t.ttys()
 	if len(d.order) == 0 {
 		return nil
 	}
-	t.atFinish(func(killed bool) error {
-		var errs []error
-		for _, fn := range d.writeBack {
-			errs = append(errs, fn(killed))
-		}
-		for _, lfd := range d.lfds {
-			unix.Close(lfd)
-		}
-		return errors.Join(errs...)
-	})
 	if err := d.sessions(t); err != nil {
 		return err
 	}
@@ -256,13 +282,7 @@ func writeTtys(t *Table, dir *images.Dir) error {
 			continue
 		}
 		if _, paired := d.infos[id|1]; !paired {
-			if !t.Opts.ShellJob {
-				fd := d.holders[id]
-				return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
-					Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or with --inherit-fd fd[N]:%s",
-						ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev())))}
-			}
-			continue
+			continue // with -j (checkTtys)
 		}
 		ms, err := d.takeData(id)
 		if err != nil {

@@ -100,7 +100,10 @@ func ttyDumpOf(t *testing.T, opts DumpOptions, fds ...int) (*Table, *images.Dir,
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = tab.WriteImages(dir)
+	// As the dump does: the tree's checks, then the images.
+	if err = tab.CheckTree(); err == nil {
+		err = tab.WriteImages(dir)
+	}
 	return tab, dir, err
 }
 

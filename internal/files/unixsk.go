@@ -31,7 +31,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_UNIX] = dumpUnix
-	register(&kind{typ: fdinfo.FdTypes_UNIXSK, write: writeUnix, open: openUnix})
+	register(&kind{typ: fdinfo.FdTypes_UNIXSK, check: checkUnix, write: writeUnix, open: openUnix})
 }
 
 // criu's USK_* flags (criu/include/sockets.h).
@@ -101,6 +101,10 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 			return nil, fmt.Errorf("%s (%s bound to %s): %w", fd, fd.Target, d.Name, err)
 		}
 	}
+	// Known before its queue is read: a preflight that refuses the queue
+	// must still find this socket in the tree as its peer's peer.
+	st.socks[ino] = &unixSock{fd: fd, ue: ue, d: d}
+	st.order = append(st.order, ino)
 	if d.State != tcpListen {
 		if err := st.dumpQueue(t, fd, sk, int(d.Type)); err != nil {
 			var ue *UnsupportedError
@@ -110,8 +114,6 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 			return nil, fmt.Errorf("%s (%s): queued data: %w", fd, fd.Target, err)
 		}
 	}
-	st.socks[ino] = &unixSock{fd: fd, ue: ue, d: d}
-	st.order = append(st.order, ino)
 	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Usk: ue}, nil
 }
 
@@ -182,17 +184,23 @@ func dumpUnixOpts(sk int) (*sk_opts.SkOptsEntry, error) {
 	return o, errors.Join(errs...)
 }
 
-// writeUnix resolves what only the whole tree tells (a peer outside it,
-// a client waiting in a listener's backlog), then writes sk-queues.img.
+// checkUnix resolves what only the whole tree tells: a peer outside it,
+// a client waiting in a listener's backlog.
+func checkUnix(t *Table) error {
+	st := t.unixsks()
+	for _, ino := range st.order {
+		if err := t.Refuse(st.resolve(t, st.socks[ino])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeUnix writes sk-queues.img.
 func writeUnix(t *Table, dir *images.Dir) error {
 	st := t.unixsks()
 	if len(st.order) == 0 {
 		return nil
-	}
-	for _, ino := range st.order {
-		if err := st.resolve(t, st.socks[ino]); err != nil {
-			return err
-		}
 	}
 	return st.writeQueues(dir)
 }

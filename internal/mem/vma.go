@@ -63,126 +63,140 @@ var ErrUnsupportedVMA = fmt.Errorf("mapping not supported")
 
 // Classify turns the smaps of pid into areas. File mappings are checked
 // against /proc/PID/map_files so that the path in the image is the file
-// that is really mapped.
-func Classify(pid int, vmas []proc.VMA) ([]*Area, error) {
+// that is really mapped. A mapping that cannot be dumped is handed to
+// refuse, which ends the classification with its error or returns nil to
+// go on without that area (a preflight lists them all).
+func Classify(pid int, vmas []proc.VMA, refuse func(error) error) ([]*Area, error) {
 	areas := make([]*Area, 0, len(vmas))
 	for _, v := range vmas {
-		e := &vma.VmaEntry{
-			Start:  proto.Uint64(v.Start),
-			End:    proto.Uint64(v.End),
-			Pgoff:  proto.Uint64(v.Offset),
-			Shmid:  proto.Uint64(0),
-			Fd:     proto.Int64(-1),
-			Prot:   proto.Uint32(prot(v)),
-			Flags:  proto.Uint32(0),
-			Status: proto.Uint32(0),
-		}
-		a := &Area{E: e}
-		flags := uint32(unix.MAP_PRIVATE)
-		if v.Shared {
-			flags = unix.MAP_SHARED
-		}
-		status := uint32(AreaRegular)
-		shmid, sysv := sysvSegment(pid, v)
-		switch {
-		case v.Path == "[vsyscall]":
-			status = AreaVsyscall
-		case v.Path == "[vdso]":
-			status |= AreaVDSO
-		case v.Path == "[vvar]" || v.Path == "[vvar_vclock]":
-			status |= AreaVVAR
-		case v.Path == "[uprobes]":
-			status = AreaUprobes
-		case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")),
-			// MAP_SHARED|MAP_ANONYMOUS memory is a shmem file the kernel
-			// names after /dev/zero.
-			v.Shared && v.Deleted && v.Path == "/dev/zero":
-			flags |= unix.MAP_ANONYMOUS
-			if v.Shared {
-				// The shmem object's inode names it: processes mapping
-				// the same one share it (criu's shmid).
-				status |= AnonShared
-				var st unix.Stat_t
-				mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
-				if err := unix.Stat(mf, &st); err != nil {
-					return nil, fmt.Errorf("vma %#x-%#x of pid %d (shared anonymous): %w", v.Start, v.End, pid, err)
-				}
-				e.Shmid = proto.Uint64(st.Ino)
-			} else {
-				status |= AnonPrivate
-			}
-			if v.Path == "[heap]" {
-				status |= AreaHeap
-			}
-		case sysv:
-			var prev *Area
-			if len(areas) > 0 {
-				prev = areas[len(areas)-1]
-			}
-			if err := checkSysvDump(pid, v, shmid, prev); err != nil {
+		a, err := classify(pid, v, areas)
+		if err != nil {
+			if err := refuse(err); err != nil {
 				return nil, err
 			}
-			status |= AreaSysVIPC
-			e.Shmid = proto.Uint64(shmid)
-		case v.Shared && v.Deleted && v.Path == "/[aio]":
-			// The completion ring of an AIO context (aio.go).
-			status |= AreaAIORing
-		case v.Deleted && strings.HasPrefix(v.Path, "/memfd:"):
-			if v.Shared {
-				status |= FileShared | AreaMemfd
-			} else {
-				status |= FilePrivate | AreaMemfd
-			}
-			a.Path, a.Memfd = v.Path, true
-		case v.Inode != 0 && strings.HasPrefix(v.Path, "/"):
-			// A deleted file (a binary replaced while it runs, a temporary
-			// file) is mapped by its map_files link: package files makes
-			// it a ghost file.
-			if v.Shared {
-				status |= FileShared
-			} else {
-				status |= FilePrivate
-			}
-			a.Path = v.Path
-			var st unix.Stat_t
-			mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
-			if err := unix.Stat(mf, &st); err != nil {
-				return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s): %w", v.Start, v.End, pid, v.Path, err)
-			}
-			a.Dev, a.Ino = st.Dev, st.Ino
-			if st.Ino != v.Inode {
-				return nil, fmt.Errorf("vma %#x-%#x of pid %d: %s was replaced on disk (inode %d, mapped %d): %w", v.Start, v.End, pid, v.Path, st.Ino, v.Inode, ErrUnsupportedVMA)
-			}
-		default:
-			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%q, inode %d): %w", v.Start, v.End, pid, v.Path, v.Inode, ErrUnsupportedVMA)
+			continue
 		}
-		if v.HasFlag("gd") {
-			flags |= unix.MAP_GROWSDOWN
-			status |= AreaStack
-		}
-		if v.HasFlag("nr") {
-			flags |= unix.MAP_NORESERVE
-		}
-		if v.HasFlag("lo") {
-			flags |= unix.MAP_LOCKED // mlock'ed, as criu records it
-		}
-		if status&(AreaVDSO|AreaVVAR) == 0 && (v.HasFlag("io") || v.HasFlag("pf")) {
-			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
-		}
-		var madv uint64
-		for f, adv := range madvByVmFlag {
-			if v.HasFlag(f) {
-				madv |= 1 << adv
-			}
-		}
-		if madv != 0 {
-			e.Madv = proto.Uint64(madv)
-		}
-		e.Flags = proto.Uint32(flags)
-		e.Status = proto.Uint32(status)
 		areas = append(areas, a)
 	}
 	return areas, nil
+}
+
+// classify is the area of v; areas are those before it.
+func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
+	e := &vma.VmaEntry{
+		Start:  proto.Uint64(v.Start),
+		End:    proto.Uint64(v.End),
+		Pgoff:  proto.Uint64(v.Offset),
+		Shmid:  proto.Uint64(0),
+		Fd:     proto.Int64(-1),
+		Prot:   proto.Uint32(prot(v)),
+		Flags:  proto.Uint32(0),
+		Status: proto.Uint32(0),
+	}
+	a := &Area{E: e}
+	flags := uint32(unix.MAP_PRIVATE)
+	if v.Shared {
+		flags = unix.MAP_SHARED
+	}
+	status := uint32(AreaRegular)
+	shmid, sysv := sysvSegment(pid, v)
+	switch {
+	case v.Path == "[vsyscall]":
+		status = AreaVsyscall
+	case v.Path == "[vdso]":
+		status |= AreaVDSO
+	case v.Path == "[vvar]" || v.Path == "[vvar_vclock]":
+		status |= AreaVVAR
+	case v.Path == "[uprobes]":
+		status = AreaUprobes
+	case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")),
+		// MAP_SHARED|MAP_ANONYMOUS memory is a shmem file the kernel
+		// names after /dev/zero.
+		v.Shared && v.Deleted && v.Path == "/dev/zero":
+		flags |= unix.MAP_ANONYMOUS
+		if v.Shared {
+			// The shmem object's inode names it: processes mapping
+			// the same one share it (criu's shmid).
+			status |= AnonShared
+			var st unix.Stat_t
+			mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+			if err := unix.Stat(mf, &st); err != nil {
+				return nil, fmt.Errorf("vma %#x-%#x of pid %d (shared anonymous): %w", v.Start, v.End, pid, err)
+			}
+			e.Shmid = proto.Uint64(st.Ino)
+		} else {
+			status |= AnonPrivate
+		}
+		if v.Path == "[heap]" {
+			status |= AreaHeap
+		}
+	case sysv:
+		var prev *Area
+		if len(areas) > 0 {
+			prev = areas[len(areas)-1]
+		}
+		if err := checkSysvDump(pid, v, shmid, prev); err != nil {
+			return nil, err
+		}
+		status |= AreaSysVIPC
+		e.Shmid = proto.Uint64(shmid)
+	case v.Shared && v.Deleted && v.Path == "/[aio]":
+		// The completion ring of an AIO context (aio.go).
+		status |= AreaAIORing
+	case v.Deleted && strings.HasPrefix(v.Path, "/memfd:"):
+		if v.Shared {
+			status |= FileShared | AreaMemfd
+		} else {
+			status |= FilePrivate | AreaMemfd
+		}
+		a.Path, a.Memfd = v.Path, true
+	case v.Inode != 0 && strings.HasPrefix(v.Path, "/"):
+		// A deleted file (a binary replaced while it runs, a temporary
+		// file) is mapped by its map_files link: package files makes
+		// it a ghost file.
+		if v.Shared {
+			status |= FileShared
+		} else {
+			status |= FilePrivate
+		}
+		a.Path = v.Path
+		var st unix.Stat_t
+		mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+		if err := unix.Stat(mf, &st); err != nil {
+			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s): %w", v.Start, v.End, pid, v.Path, err)
+		}
+		a.Dev, a.Ino = st.Dev, st.Ino
+		if st.Ino != v.Inode {
+			return nil, fmt.Errorf("vma %#x-%#x of pid %d: %s was replaced on disk (inode %d, mapped %d): %w", v.Start, v.End, pid, v.Path, st.Ino, v.Inode, ErrUnsupportedVMA)
+		}
+	default:
+		return nil, fmt.Errorf("vma %#x-%#x of pid %d (%q, inode %d): %w", v.Start, v.End, pid, v.Path, v.Inode, ErrUnsupportedVMA)
+	}
+	if v.HasFlag("gd") {
+		flags |= unix.MAP_GROWSDOWN
+		status |= AreaStack
+	}
+	if v.HasFlag("nr") {
+		flags |= unix.MAP_NORESERVE
+	}
+	if v.HasFlag("lo") {
+		flags |= unix.MAP_LOCKED // mlock'ed, as criu records it
+	}
+	if status&(AreaVDSO|AreaVVAR) == 0 && (v.HasFlag("io") || v.HasFlag("pf")) {
+		return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
+	}
+	var madv uint64
+	for f, adv := range madvByVmFlag {
+		if v.HasFlag(f) {
+			madv |= 1 << adv
+		}
+	}
+	if madv != 0 {
+		e.Madv = proto.Uint64(madv)
+	}
+	e.Flags = proto.Uint32(flags)
+	e.Status = proto.Uint32(status)
+	return a, nil
 }
 
 func prot(v proc.VMA) uint32 {

@@ -38,18 +38,27 @@ type Victim struct {
 func StartVictim(t testing.TB, name string, args ...string) *Victim {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
-	v := start(t, BuildVictim(t, name), append([]string{ready}, args...), ready)
+	v := start(t, BuildVictim(t, name), append([]string{ready}, args...), ready, nil)
 	return v
+}
+
+// StartVictimWith is StartVictim with setup applied to the command just
+// before it starts: to give it another stdin, or no session of its own
+// (setup replaces SysProcAttr).
+func StartVictimWith(t testing.TB, setup func(*exec.Cmd), name string, args ...string) *Victim {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	return start(t, BuildVictim(t, name), append([]string{ready}, args...), ready, setup)
 }
 
 // StartProgram starts any program under the victim protocol's conditions
 // (own session, /dev/null stdin, log file output) but without a ready file.
 func StartProgram(t testing.TB, path string, args ...string) *Victim {
 	t.Helper()
-	return start(t, path, args, "")
+	return start(t, path, args, "", nil)
 }
 
-func start(t testing.TB, path string, args []string, ready string) *Victim {
+func start(t testing.TB, path string, args []string, ready string, setup func(*exec.Cmd)) *Victim {
 	t.Helper()
 	log := filepath.Join(t.TempDir(), filepath.Base(path)+".log")
 	f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
@@ -60,6 +69,9 @@ func start(t testing.TB, path string, args []string, ready string) *Victim {
 	cmd := exec.Command(path, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if setup != nil {
+		setup(cmd)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", path, err)
 	}
