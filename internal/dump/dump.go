@@ -331,6 +331,12 @@ func (d *dumper) dumpMM(p *process) error {
 	if err != nil {
 		return err
 	}
+	// Without the AT_NULL pair, as criu saves it: criu refuses an auxv of
+	// more than 44 words, and this kernel gives 22 pairs and AT_NULL. The
+	// kernel ends the vector itself when PR_SET_MM_MAP sets it.
+	if n := len(auxv); n >= 2 && auxv[n-2] == 0 {
+		auxv = auxv[:n-2]
+	}
 	dumpable, err := t.Call("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	if err != nil {
 		return err
@@ -388,6 +394,12 @@ func (d *dumper) dumpMM(p *process) error {
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
 			a.E.Fdflags = proto.Uint32(flags)
+		}
+		// criu writes [vvar] and [vvar_vclock] (Linux 6.13+) as one VMA
+		// and refuses a vDSO whose data block is cut in two.
+		if n := len(m.Vmas); n > 0 && a.Has(mem.AreaVVAR) && m.Vmas[n-1].GetStatus()&mem.AreaVVAR != 0 && m.Vmas[n-1].GetEnd() == a.Start() {
+			m.Vmas[n-1].End = proto.Uint64(a.End())
+			continue
 		}
 		m.Vmas = append(m.Vmas, a.E)
 	}
