@@ -378,11 +378,12 @@ func (d *dumper) dumpMM(p *process) error {
 			m.Aios = append(m.Aios, ring)
 		}
 		if a.Memfd {
-			id, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
+			id, flags, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
 			if err != nil {
 				return err
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
+			a.E.Fdflags = proto.Uint32(flags)
 		} else if a.Path != "" {
 			flags := uint32(unix.O_RDONLY)
 			if a.Has(mem.FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {

@@ -192,7 +192,15 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 			fd, err := tr.passFile(f)
 			return int(fd), err
 		}
-		fd, err := tr.pass(uint32(e.GetShmid()))
+		if e.Fdflags == nil {
+			fd, err := tr.pass(uint32(e.GetShmid()))
+			return int(fd), err
+		}
+		f, err := tr.r.files.OpenMapping(uint32(e.GetShmid()), e.GetFdflags())
+		if err != nil {
+			return 0, err
+		}
+		fd, err := tr.passFile(f)
 		return int(fd), err
 	}
 	if err := mem.MapAreas(tr.t, vmas, tr.img.paged, kept, open); err != nil {
