@@ -16,9 +16,10 @@ import (
 
 // Mappable reports whether restore creates the VMA itself with mmap; the
 // vDSO is placed by the kernel (arch_prctl) and vsyscall/uprobes belong
-// to the kernel.
+// to the kernel. An AIO ring is mapped to be filled, then replaced by a
+// new context's (criu marks it AIORING alone, stasis also REGULAR).
 func Mappable(e *vma.VmaEntry) bool {
-	return e.GetStatus()&AreaRegular != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
+	return e.GetStatus()&(AreaRegular|AreaAIORing) != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
 }
 
 // FileOpener returns an fd, valid in the task, of the file (or shared
