@@ -93,6 +93,12 @@ func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
 		return nil, fmt.Errorf("file id %d: %w", id, err)
 	}
 	mode := int(fdflags) & unix.O_ACCMODE
+	if fe := r.Files[id]; fe.GetType() == fdinfo.FdTypes_MEMFD && r.Memfds[fe.GetMemfd().GetInodeId()].GetSeals()&unix.F_SEAL_WRITE != 0 {
+		// No writable shared mapping can exist with F_SEAL_WRITE, and
+		// one of an O_RDWR description counts as writable (criu records
+		// O_RDWR and then fails to seal its own restore).
+		mode = unix.O_RDONLY
+	}
 	if fl&unix.O_ACCMODE == mode {
 		return f, nil
 	}
