@@ -79,6 +79,14 @@ func crossCases() []crossCase {
 		crossCase{victimCase: victimCase{label: "ghost", name: "ghost", args: func(t *testing.T) []string {
 			return []string{t.TempDir(), "small", "sparse", "mmap", "flags", "dirfd"}
 		}}},
+		// criu 4.2 locks with nftables here (no iptables binary); stasis
+		// removes criu's lock table after the restore.
+		crossCase{victimCase: victimCase{label: "tcp", name: "tcpsrv"}, flags: []string{"--tcp-established", "--network-lock", "nftables"},
+			toCRIU: "stasis' lock table (inet stasis-PID) is not named as criu's, so criu's restore leaves it: the connection stays locked",
+			start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
+				v, tc, _ := startTCPServer(t, "127.0.0.1")
+				return v, func(t *testing.T) { finishStream(t, tc) }
+			}},
 		crossCase{victimCase: victimCase{label: "inet", name: "inet"}, start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
 			v, p := startInet(t)
 			return v, func(t *testing.T) { askAll(t, p) }
@@ -149,6 +157,7 @@ func TestCrossStasisToCRIU(t *testing.T) {
 			dir := t.TempDir()
 			dumpTree(t, v, tree, dir, c.flags...)
 			testutil.CriuRestoreDetached(t, dir, v, c.flags...)
+
 			got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
 			testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 			if after != nil {
