@@ -57,14 +57,14 @@ func CRIUTableName(runID string) string {
 // Lock is the lock of one tree's connections, held by this stasis.
 // The zero of a skipped lock is a nil *Lock, whose methods do nothing.
 type Lock struct {
-	pid   int
+	pid int
 	// foreign are persistent locks of other names that Unlock removes
 	// too: criu's, when the images are criu's.
 	foreign []string
-	log   *slog.Logger
-	nft   *nftables.Conn // lasting: its socket owns the table
-	table *ruleset       // the table owned by this stasis, once a connection is locked
-	conns []Conn
+	log     *slog.Logger
+	nft     *nftables.Conn // lasting: its socket owns the table
+	table   *ruleset       // the table owned by this stasis, once a connection is locked
+	conns   []Conn
 	// persisted: the connections are in the persistent table, and the
 	// owned one is gone.
 	persisted bool
