@@ -399,6 +399,12 @@ func (d *dumper) dumpMM(p *process) error {
 	if err != nil {
 		return err
 	}
+	// Without the AT_NULL pair, as criu saves it: criu refuses an auxv of
+	// more than 44 words, and this kernel gives 22 pairs and AT_NULL. The
+	// kernel ends the vector itself when PR_SET_MM_MAP sets it.
+	if n := len(auxv); n >= 2 && auxv[n-2] == 0 {
+		auxv = auxv[:n-2]
+	}
 	dumpable, err := t.Call("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
 	if err != nil {
 		return err
@@ -440,13 +446,14 @@ func (d *dumper) dumpMM(p *process) error {
 			m.Aios = append(m.Aios, ring)
 		}
 		if a.Memfd {
-			id, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
+			id, flags, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
 			if err != nil {
 				if err := d.files.Refuse(err); err != nil {
 					return err
 				}
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
+			a.E.Fdflags = proto.Uint32(flags)
 		} else if a.Path != "" {
 			flags := uint32(unix.O_RDONLY)
 			if a.Has(mem.FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {
@@ -460,6 +467,12 @@ func (d *dumper) dumpMM(p *process) error {
 			}
 			a.E.Shmid = proto.Uint64(uint64(id))
 			a.E.Fdflags = proto.Uint32(flags)
+		}
+		// criu writes [vvar] and [vvar_vclock] (Linux 6.13+) as one VMA
+		// and refuses a vDSO whose data block is cut in two.
+		if n := len(m.Vmas); n > 0 && a.Has(mem.AreaVVAR) && m.Vmas[n-1].GetStatus()&mem.AreaVVAR != 0 && m.Vmas[n-1].GetEnd() == a.Start() {
+			m.Vmas[n-1].End = proto.Uint64(a.End())
+			continue
 		}
 		m.Vmas = append(m.Vmas, a.E)
 	}

@@ -96,27 +96,27 @@ func dumpMemfd(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 // ones must not be either (a mapping of a writable file counts as
 // writable, and F_SEAL_WRITE cannot be added while one exists); a private
 // mapping may still be written, as it may from a read-only file.
-func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (uint32, error) {
+func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (id, flags uint32, err error) {
 	src := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, start, end)
 	var st unix.Stat_t
 	if err := unix.Stat(src, &st); err != nil {
-		return 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
+		return 0, 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
 	}
 	m, err := t.memfdInode(src, strings.TrimPrefix(path, "/memfd:"), &st)
 	if err != nil {
-		return 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
+		return 0, 0, fmt.Errorf("memfd mapping %#x-%#x of pid %d: %w", start, end, pid, err)
 	}
-	flags := uint32(unix.O_RDWR)
+	flags = uint32(unix.O_RDWR)
 	if m.entry.GetSeals()&unix.F_SEAL_WRITE != 0 {
 		flags = unix.O_RDONLY
 	}
 	if id, ok := m.mapIDs[flags]; ok {
-		return id, nil
+		return id, flags, nil
 	}
-	id := t.nextID
+	id = t.nextID
 	t.add(memfdEntry(id, uint32(m.entry.GetInodeId()), flags, 0))
 	m.mapIDs[flags] = id
-	return id, nil
+	return id, flags, nil
 }
 
 // writeMemfds writes memfd.img and the content of every memfd: the data

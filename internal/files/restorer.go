@@ -77,6 +77,44 @@ func (r *Restorer) Open(id uint32) (*os.File, error) {
 	return f, nil
 }
 
+// OpenMapping returns the file with the given id for a mapping that was
+// made with the access mode of fdflags (vma_entry.fdflags). criu gives a
+// mapping's file entry the flags of no particular fd (a memfd behind a
+// shared mapping is O_RDONLY in files.img) and puts the mapping's own in
+// the VMA: a description of another access mode is opened again through
+// the first one's magic link.
+func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
+	f, err := r.Open(id)
+	if err != nil {
+		return nil, err
+	}
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		return nil, fmt.Errorf("file id %d: %w", id, err)
+	}
+	mode := int(fdflags) & unix.O_ACCMODE
+	if fe := r.Files[id]; fe.GetType() == fdinfo.FdTypes_MEMFD && r.Memfds[fe.GetMemfd().GetInodeId()].GetSeals()&unix.F_SEAL_WRITE != 0 {
+		// No writable shared mapping can exist with F_SEAL_WRITE, and
+		// one of an O_RDWR description counts as writable (criu records
+		// O_RDWR and then fails to seal its own restore).
+		mode = unix.O_RDONLY
+	}
+	if fl&unix.O_ACCMODE == mode {
+		return f, nil
+	}
+	key := fmt.Sprintf("mapping %d %d", id, mode)
+	if g, ok := r.state[key].(*os.File); ok {
+		return g, nil
+	}
+	g, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), mode|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("file id %d for a mapping with flags %#o: %w", id, fdflags, err)
+	}
+	r.state[key] = g
+	r.onDone(g.Close)
+	return g, nil
+}
+
 // onDone registers fn to run when the restore ends.
 func (r *Restorer) onDone(fn func() error) { r.done = append(r.done, fn) }
 

@@ -340,7 +340,9 @@ func (st *tcpDump) finish(killed bool) error {
 	return errors.Join(errs...)
 }
 
-func tcpStreamImage(ino uint32) string { return fmt.Sprintf("tcp-stream-%d.img", ino) }
+// tcpStreamImage names a connection's image by its socket's inode in hex,
+// as criu does (tcp-stream-%x.img).
+func tcpStreamImage(ino uint32) string { return fmt.Sprintf("tcp-stream-%x.img", ino) }
 
 func writeTCPStreams(t *Table, dir *images.Dir) error {
 	st, ok := t.state["tcp"].(*tcpDump)
@@ -730,6 +732,9 @@ func fillQueue(fd, queue int, data []byte) error {
 // readTCPStreamImage reads tcp-stream-INO.img.
 func readTCPStreamImage(dir *images.Dir, ino uint32) (*tcp_stream.TcpStreamEntry, []byte, []byte, error) {
 	name := tcpStreamImage(ino)
+	if legacy := fmt.Sprintf("tcp-stream-%d.img", ino); !dir.Has(name) && dir.Has(legacy) {
+		name = legacy // written by stasis before it named them as criu
+	}
 	rd, err := dir.NewReader(name)
 	if err != nil {
 		return nil, nil, nil, err

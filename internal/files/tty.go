@@ -147,6 +147,9 @@ func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		d.order = append(d.order, id)
 		d.holders[id] = fd
 	}
+	// criu 4.2 refuses a tty without the regular file entry of its path
+	// ("TTY w/o regfile"); stasis opens ttys by index and ignores it.
+	regf := t.add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_TTY.Enum(),
 		Tty: &tty.TtyFileEntry{
@@ -154,6 +157,7 @@ func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			TtyInfoId: proto.Uint32(id),
 			Flags:     proto.Uint32(fd.Flags()),
 			Fown:      anonFown(),
+			RegfId:    proto.Uint32(regf),
 		},
 	}, nil
 }
@@ -219,25 +223,69 @@ func dumpTtyInfo(d *ttyDump, fd *Fd, typ tty.TtyType, id uint32, index int) (*tt
 	return info, nil
 }
 
+// The control characters of a termios entry. criu copies the kernel's
+// c_cc bytes into the uint32 words of c_cc with memcpy of 8 bytes (the
+// size of the pointer it copies to): its images carry c_cc[0..7] packed
+// four to a word in words 0 and 1, the rest of the 19 words is whatever
+// was in memory, and its restore takes those 8 bytes back. stasis packs
+// all 19 bytes the same way into words 0 to 4 (criu reads its 8 from
+// them), zeroes the rest and marks its word 18, so that it knows its
+// own images have all of them. Images of stasis before this format had
+// one byte per word.
+const (
+	termiosNCC      = 19 // NCCS of the kernel's struct termios
+	termiosCriuNCC  = 8  // the bytes of c_cc criu keeps
+	termiosCCMarker = 0x53544153
+)
+
 func termiosEntry(t *unix.Termios) *tty.TermiosEntry {
-	cc := make([]uint32, len(t.Cc))
+	cc := make([]uint32, termiosNCC)
 	for i, c := range t.Cc {
-		cc[i] = uint32(c)
+		cc[i/4] |= uint32(c) << (8 * (i % 4))
 	}
+	cc[termiosNCC-1] = termiosCCMarker
 	return &tty.TermiosEntry{CIflag: proto.Uint32(t.Iflag), COflag: proto.Uint32(t.Oflag), CCflag: proto.Uint32(t.Cflag),
 		CLflag: proto.Uint32(t.Lflag), CLine: proto.Uint32(uint32(t.Line)), CIspeed: proto.Uint32(t.Ispeed),
 		COspeed: proto.Uint32(t.Ospeed), CCc: cc}
 }
 
-func termiosOf(e *tty.TermiosEntry) (*unix.Termios, error) {
-	t := &unix.Termios{Iflag: e.GetCIflag(), Oflag: e.GetCOflag(), Cflag: e.GetCCflag(), Lflag: e.GetCLflag(),
+// termiosOf decodes a termios entry. known is how many leading control
+// characters the image really has (8 in criu's images): the rest should
+// stay as the terminal has them (termiosOnto).
+func termiosOf(e *tty.TermiosEntry) (t *unix.Termios, known int, err error) {
+	t = &unix.Termios{Iflag: e.GetCIflag(), Oflag: e.GetCOflag(), Cflag: e.GetCCflag(), Lflag: e.GetCLflag(),
 		Line: uint8(e.GetCLine()), Ispeed: e.GetCIspeed(), Ospeed: e.GetCOspeed()}
-	if len(e.GetCCc()) < len(t.Cc) {
-		return nil, fmt.Errorf("termios with %d control characters, want %d: %w", len(e.GetCCc()), len(t.Cc), images.ErrCorrupt)
+	cc := e.GetCCc()
+	if len(cc) < termiosNCC {
+		return nil, 0, fmt.Errorf("termios with %d control characters, want %d: %w", len(cc), termiosNCC, images.ErrCorrupt)
+	}
+	if !slices.ContainsFunc(cc, func(w uint32) bool { return w > 0xff }) {
+		for i := range t.Cc {
+			t.Cc[i] = uint8(cc[i]) // one byte per word: stasis before criu's format
+		}
+		return t, len(t.Cc), nil
 	}
 	for i := range t.Cc {
-		t.Cc[i] = uint8(e.GetCCc()[i])
+		t.Cc[i] = uint8(cc[i/4] >> (8 * (i % 4)))
 	}
+	if cc[termiosNCC-1] == termiosCCMarker && !slices.ContainsFunc(cc[5:termiosNCC-1], func(w uint32) bool { return w != 0 }) {
+		return t, len(t.Cc), nil
+	}
+	return t, termiosCriuNCC, nil
+}
+
+// termiosOnto decodes a termios entry for the terminal fd: control
+// characters the image lacks are the terminal's own.
+func termiosOnto(fd int, e *tty.TermiosEntry) (*unix.Termios, error) {
+	t, known, err := termiosOf(e)
+	if err != nil || known == len(t.Cc) {
+		return t, err
+	}
+	cur, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, os.NewSyscallError("ioctl TCGETS", err)
+	}
+	copy(t.Cc[known:], cur.Cc[known:])
 	return t, nil
 }
 
@@ -758,7 +806,7 @@ func (p *ptyPair) setup(r *Restorer, s *ttyRestore) error {
 		if side.info == nil || side.info.GetTermios() == nil {
 			continue
 		}
-		tio, err := termiosOf(side.info.GetTermios())
+		tio, err := termiosOnto(side.fd, side.info.GetTermios())
 		if err != nil {
 			return err
 		}
@@ -769,7 +817,7 @@ func (p *ptyPair) setup(r *Restorer, s *ttyRestore) error {
 			return os.NewSyscallError("ioctl TCSETS", err)
 		}
 		if lt := side.info.GetTermiosLocked(); lt != nil {
-			l, err := termiosOf(lt)
+			l, err := termiosOnto(side.fd, lt)
 			if err != nil {
 				return err
 			}
@@ -880,7 +928,8 @@ func (r *Restorer) ShellJobTermios(c Ctty) (*unix.Termios, error) {
 	}
 	for _, info := range s.infos {
 		if info.GetType() == tty.TtyType_PTY && info.GetId()&1 == 0 && int(info.GetSid()) == c.Sid && info.GetTermios() != nil {
-			return termiosOf(info.GetTermios())
+			t, _, err := termiosOf(info.GetTermios())
+			return t, err
 		}
 	}
 	return nil, nil

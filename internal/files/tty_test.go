@@ -49,15 +49,33 @@ func TestTermiosEntry(t *testing.T) {
 		in.Cc[i] = uint8(i + 10)
 	}
 	e := termiosEntry(in)
-	out, err := termiosOf(e)
+	out, known, err := termiosOf(e)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if *out != *in {
-		t.Errorf("termios %+v came back as %+v", in, out)
+	if *out != *in || known != len(in.Cc) {
+		t.Errorf("termios %+v came back as %+v (%d control characters known)", in, out, known)
+	}
+	// criu reads the first 8 bytes packed in words 0 and 1.
+	if e.CCc[0] != 0x0d0c0b0a || e.CCc[1] != 0x11100f0e {
+		t.Errorf("c_cc words 0, 1 = %#x %#x, want criu's packing", e.CCc[0], e.CCc[1])
+	}
+	// criu's own image: 8 bytes packed, then what was in its memory.
+	criu := &tty.TermiosEntry{CCc: []uint32{0x15081c07, 0x00010004, 0, 0, 0, 0, 0, 0, 2093442064, 21896, 49, 0, 2201951424, 32603, 2093443456, 21896, 2093442096, 21896, 2093442096}}
+	out, known, err = termiosOf(criu)
+	if err != nil || known != 8 || out.Cc[unix.VINTR] != 7 || out.Cc[unix.VERASE] != 8 || out.Cc[unix.VMIN] != 1 {
+		t.Errorf("criu's termios: %v, %d known, %v", out.Cc, known, err)
+	}
+	// stasis' images before criu's format: one byte per word.
+	old := &tty.TermiosEntry{CCc: make([]uint32, 19)}
+	for i := range old.CCc {
+		old.CCc[i] = uint32(i + 10)
+	}
+	if out, known, err = termiosOf(old); err != nil || known != 19 || out.Cc != in.Cc {
+		t.Errorf("one byte per word: %v, %d known, %v", out.Cc, known, err)
 	}
 	e.CCc = e.CCc[:3]
-	_, err = termiosOf(e)
+	_, _, err = termiosOf(e)
 	if !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "termios with 3 control characters") {
 		t.Errorf("a short termios: %v", err)
 	}
@@ -155,7 +173,7 @@ func TestTtyDumpPair(t *testing.T) {
 	if sl.GetWinsize().GetWsRow() != 33 || sl.GetWinsize().GetWsCol() != 77 {
 		t.Errorf("slave window size %v, want 33x77", sl.GetWinsize())
 	}
-	if got, _ := termiosOf(sl.GetTermios()); got == nil || got.Lflag&unix.ECHO != 0 || got.Cc[unix.VINTR] != 7 {
+	if got, _, _ := termiosOf(sl.GetTermios()); got == nil || got.Lflag&unix.ECHO != 0 || got.Cc[unix.VINTR] != 7 {
 		t.Errorf("slave termios %v, want no ECHO and VINTR 7", sl.GetTermios())
 	}
 	data, err := images.ReadAll(dir, "tty-data.img", func() *tty.TtyDataEntry { return &tty.TtyDataEntry{} })

@@ -59,8 +59,8 @@ func (r *Restorer) validate(f *os.File, fe *fdinfo.FileEntry) error {
 	return nil
 }
 
-// buildID returns the GNU build-id of the ELF file at path, one byte per
-// element as criu keeps it, or nil if it is not an ELF file or has none.
+// buildID returns the GNU build-id of the ELF file at path, packed as
+// criu keeps it (packBuildID), or nil if it is not an ELF file or has none.
 func buildID(path string) ([]uint32, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -102,21 +102,28 @@ func gnuBuildID(b []byte, bo binary.ByteOrder) []uint32 {
 			return nil
 		}
 		if typ == ntGNUBuildID && bytes.Equal(b[:namesz], []byte("GNU\x00")) {
-			out := make([]uint32, descsz)
-			for i, c := range b[n : n+uint64(descsz)] {
-				out[i] = uint32(c)
-			}
-			return out
+			return packBuildID(b[n : n+uint64(descsz)])
 		}
 		b = b[n+d:]
 	}
 	return nil
 }
 
+// packBuildID packs the build-id bytes into words as criu does (memcpy
+// into a uint32 array: four bytes per word, little-endian here, the last
+// word padded with zeros).
+func packBuildID(id []byte) []uint32 {
+	out := make([]uint32, (len(id)+3)/4)
+	for i, c := range id {
+		out[i/4] |= uint32(c) << (8 * (i % 4))
+	}
+	return out
+}
+
 func hexID(id []uint32) string {
 	var s []byte
-	for _, c := range id {
-		s = fmt.Appendf(s, "%02x", byte(c))
+	for _, w := range id {
+		s = binary.LittleEndian.AppendUint32(s, w)
 	}
-	return string(s)
+	return fmt.Sprintf("%x", s)
 }

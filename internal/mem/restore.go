@@ -9,15 +9,17 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
 // Mappable reports whether restore creates the VMA itself with mmap; the
 // vDSO is placed by the kernel (arch_prctl) and vsyscall/uprobes belong
-// to the kernel.
+// to the kernel. An AIO ring is mapped to be filled, then replaced by a
+// new context's (criu marks it AIORING alone, stasis also REGULAR).
 func Mappable(e *vma.VmaEntry) bool {
-	return e.GetStatus()&AreaRegular != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
+	return e.GetStatus()&(AreaRegular|AreaAIORing) != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
 }
 
 // FileOpener returns an fd, valid in the task, of the file (or shared
@@ -166,35 +168,63 @@ func gaps(start, end uint64, entries []*pagemap.PagemapEntry) [][2]uint64 {
 	return out
 }
 
-// PagedAreas returns the start addresses of the VMAs that receive pages
-// from the image, and checks that every pagemap entry lies inside one
-// mappable, dumpable VMA. bad(i, err) builds the error for entry i.
-func PagedAreas(vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, bad func(i int, err error) error) (map[uint64]bool, error) {
+// PagedAreas checks that every page of the pagemap lies in a mapping of
+// the image, splits the entries that run across several adjacent
+// mappings (criu writes one entry for a relro page followed by .data) so
+// that each entry lies in one, and returns the split entries and the
+// start addresses of the VMAs that receive pages. Pages of the vDSO and
+// vvar areas (criu dumps them; the kernel provides them at restore) stay
+// in the list, since their data takes its place in the pages image, but
+// no VMA receives them: FillPages skips them. bad(i, err) builds the
+// error for entry i of the input.
+func PagedAreas(vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, bad func(i int, err error) error) ([]*pagemap.PagemapEntry, map[uint64]bool, error) {
 	sorted := make([]*vma.VmaEntry, 0, len(vmas))
 	for _, e := range vmas {
-		if Mappable(e) {
+		if Mappable(e) || kernelArea(e) {
 			sorted = append(sorted, e)
 		}
 	}
 	sort.Slice(sorted, func(i, j int) bool { return sorted[i].GetStart() < sorted[j].GetStart() })
 	paged := map[uint64]bool{}
+	out := make([]*pagemap.PagemapEntry, 0, len(entries))
 	for i, pe := range entries {
 		start := pe.GetVaddr()
 		n := NrPages(pe)
 		end := start + n*PageSize
-		if start%PageSize != 0 || n == 0 || end < start {
-			return nil, bad(i, fmt.Errorf("bad range %#x + %d pages", start, n))
+		if start%PageSize != 0 || n == 0 || n > 1<<(64-12) || end <= start {
+			return nil, nil, bad(i, fmt.Errorf("bad range %#x + %d pages", start, n))
 		}
 		k := sort.Search(len(sorted), func(k int) bool { return sorted[k].GetEnd() > start })
-		if k == len(sorted) || sorted[k].GetStart() > start || sorted[k].GetEnd() < end {
-			return nil, bad(i, fmt.Errorf("pages %#x-%#x are outside every mapping of the image", start, end))
+		for at := start; at < end; k++ {
+			if k == len(sorted) || sorted[k].GetStart() > at {
+				return nil, nil, bad(i, fmt.Errorf("pages %#x-%#x are outside every mapping of the image", at, end))
+			}
+			v := sorted[k]
+			if v.GetStatus()&FileShared != 0 {
+				return nil, nil, bad(i, fmt.Errorf("pages %#x-%#x belong to a shared file mapping", at, min(end, v.GetEnd())))
+			}
+			if Mappable(v) {
+				paged[v.GetStart()] = true
+			}
+			hi := min(end, v.GetEnd())
+			part := pe
+			if at != start || hi != end {
+				part = proto.Clone(pe).(*pagemap.PagemapEntry)
+				part.Vaddr = proto.Uint64(at)
+				part.NrPages = proto.Uint64((hi - at) / PageSize)
+				part.CompatNrPages = proto.Uint32(0)
+			}
+			out = append(out, part)
+			at = hi
 		}
-		if sorted[k].GetStatus()&FileShared != 0 {
-			return nil, bad(i, fmt.Errorf("pages %#x-%#x belong to a shared file mapping", start, end))
-		}
-		paged[sorted[k].GetStart()] = true
 	}
-	return paged, nil
+	return out, paged, nil
+}
+
+// kernelArea reports whether the kernel, not restore, provides the
+// VMA's pages: the vDSO and its data pages.
+func kernelArea(e *vma.VmaEntry) bool {
+	return e.GetStatus()&(AreaVDSO|AreaVVAR) != 0
 }
 
 // NrPages is the page count of a pagemap entry, reading old images'
@@ -243,6 +273,7 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 	}
 	defer unix.Munmap(data)
 	inKept := keptLookup(vmas, kept)
+	inKernel := areaLookup(vmas, kernelArea)
 	ios := make([]ptrace.VMIO, 0, len(entries))
 	var cmp []ptrace.VMIO
 	var off uint64
@@ -253,6 +284,9 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 		n := NrPages(pe) * PageSize
 		io := ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]}
 		off += n
+		if inKernel(pe.GetVaddr()) {
+			continue
+		}
 		if inKept(pe.GetVaddr()) {
 			cmp = append(cmp, io)
 		} else {
@@ -285,14 +319,19 @@ type FillStats struct {
 }
 
 func keptLookup(vmas []*vma.VmaEntry, kept map[uint64]bool) func(uint64) bool {
-	if len(kept) == 0 {
-		return func(uint64) bool { return false }
-	}
+	return areaLookup(vmas, func(e *vma.VmaEntry) bool { return kept[e.GetStart()] })
+}
+
+// areaLookup tells whether an address lies in a VMA for which pick is true.
+func areaLookup(vmas []*vma.VmaEntry, pick func(*vma.VmaEntry) bool) func(uint64) bool {
 	var ranges [][2]uint64
 	for _, e := range vmas {
-		if kept[e.GetStart()] {
+		if pick(e) {
 			ranges = append(ranges, [2]uint64{e.GetStart(), e.GetEnd()})
 		}
+	}
+	if len(ranges) == 0 {
+		return func(uint64) bool { return false }
 	}
 	return func(a uint64) bool {
 		for _, r := range ranges {

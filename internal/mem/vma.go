@@ -101,12 +101,17 @@ func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
 	status := uint32(AreaRegular)
 	shmid, sysv := sysvSegment(pid, v)
 	switch {
+	// The kernel's areas are private anonymous memory to criu, which
+	// checks that at restore.
 	case v.Path == "[vsyscall]":
-		status = AreaVsyscall
+		status = AreaVsyscall | AnonPrivate
+		flags |= unix.MAP_ANONYMOUS
 	case v.Path == "[vdso]":
-		status |= AreaVDSO
+		status |= AreaVDSO | AnonPrivate
+		flags |= unix.MAP_ANONYMOUS
 	case v.Path == "[vvar]" || v.Path == "[vvar_vclock]":
-		status |= AreaVVAR
+		status |= AreaVVAR | AnonPrivate
+		flags |= unix.MAP_ANONYMOUS
 	case v.Path == "[uprobes]":
 		status = AreaUprobes
 	case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")),
@@ -233,9 +238,12 @@ func SameOrigin(a, b *vma.VmaEntry, sameFile func(a, b uint32) bool) bool {
 
 // Dumpable reports whether the area's own pages may need saving: not
 // those of a shared mapping, which belong to its file or shmem object.
+// The vDSO's pages are saved although the restore takes this kernel's:
+// criu's restore reads the dumped vDSO to compare its symbols with the
+// host's. The vvar pages cannot be read (they are I/O memory).
 func (a *Area) Dumpable() bool {
 	s := a.E.GetStatus()
-	if s&AreaRegular == 0 || s&(AreaVDSO|AreaVVAR|FileShared|AnonShared|AreaSysVIPC) != 0 {
+	if s&AreaRegular == 0 || s&(AreaVVAR|FileShared|AnonShared|AreaSysVIPC) != 0 {
 		return false
 	}
 	return true

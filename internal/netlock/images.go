@@ -71,10 +71,17 @@ func addrPort(family uint32, words []uint32, port uint32) (netip.AddrPort, error
 // the images of the tree whose root had pid: on another host, nothing
 // drops their packets before this lock. Unlock removes it with the
 // dump's persistent one.
-func ForRestore(mode Mode, pid int, entries iter.Seq[*fdinfo.FileEntry], log *slog.Logger) (*Lock, error) {
+//
+// criuRunID is the dump's run id if criu made it with its nftables lock
+// (inventory network_lock_method 1): criu's persistent lock is removed
+// as well.
+func ForRestore(mode Mode, pid int, criuRunID string, entries iter.Seq[*fdinfo.FileEntry], log *slog.Logger) (*Lock, error) {
 	l := New(mode, pid, log)
 	if l == nil {
 		return nil, nil
+	}
+	if criuRunID != "" {
+		l.foreign = append(l.foreign, CRIUTableName(criuRunID))
 	}
 	conns, err := ConnsOf(entries)
 	if err != nil {
@@ -96,7 +103,7 @@ func (l *Lock) Unlock() error {
 	if l == nil || l.conns == nil {
 		return nil
 	}
-	err := Unlock(l.pid)
+	err := unlockTables(append([]string{TableName(l.pid)}, l.foreign...)...)
 	if err != nil {
 		err = fmt.Errorf("%w; the connections of pid %d stay locked: remove the lock with `nft delete table inet %s`", err, l.pid, TableName(l.pid))
 	}

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 )
@@ -44,14 +46,25 @@ func (c Conn) String() string { return c.Local.String() + " -> " + c.Remote.Stri
 // has pid (its pid in the images): "inet stasis-PID".
 func TableName(pid int) string { return fmt.Sprintf("stasis-%d", pid) }
 
+// CRIUTableName is the name of criu's nftables lock of the dump whose
+// inventory has runID (dump_criu_run_id): criu names it "inet CRIU-ID",
+// cut to 31 characters with the family.
+func CRIUTableName(runID string) string {
+	name := "CRIU-" + runID
+	return name[:min(len(name), 31-len("inet "))]
+}
+
 // Lock is the lock of one tree's connections, held by this stasis.
 // The zero of a skipped lock is a nil *Lock, whose methods do nothing.
 type Lock struct {
-	pid   int
-	log   *slog.Logger
-	nft   *nftables.Conn // lasting: its socket owns the table
-	table *ruleset       // the table owned by this stasis, once a connection is locked
-	conns []Conn
+	pid int
+	// foreign are persistent locks of other names that Unlock removes
+	// too: criu's, when the images are criu's.
+	foreign []string
+	log     *slog.Logger
+	nft     *nftables.Conn // lasting: its socket owns the table
+	table   *ruleset       // the table owned by this stasis, once a connection is locked
+	conns   []Conn
 	// persisted: the connections are in the persistent table, and the
 	// owned one is gone.
 	persisted bool
@@ -165,8 +178,11 @@ func (l *Lock) close() error {
 // Unlock deletes the persistent lock of the tree whose root had pid, if
 // there is one: the restore calls it once the restored connections run,
 // or once it has failed (their peers should get resets then).
-func Unlock(pid int) error {
-	name := TableName(pid)
+func Unlock(pid int) error { return unlockTables(TableName(pid)) }
+
+// unlockTables deletes the inet tables of these names that exist.
+func unlockTables(names ...string) error {
+	name := strings.Join(names, ", ")
 	nft, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("network unlock %s: %w", name, err)
@@ -176,10 +192,10 @@ func Unlock(pid int) error {
 		return fmt.Errorf("network unlock: list nftables tables: %w", err)
 	}
 	for _, t := range tables {
-		if t.Name == name {
+		if slices.Contains(names, t.Name) {
 			nft.DelTable(t)
 			if err := nft.Flush(); err != nil {
-				return fmt.Errorf("network unlock: delete table inet %s: %w", name, err)
+				return fmt.Errorf("network unlock: delete table inet %s: %w", t.Name, err)
 			}
 		}
 	}

@@ -362,7 +362,7 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 			ti.pagesLen += int64(mem.NrPages(pe) * mem.PageSize)
 		}
 	}
-	ti.paged, err = mem.PagedAreas(ti.mm.GetVmas(), ti.pagemap, func(i int, err error) error {
+	ti.pagemap, ti.paged, err = mem.PagedAreas(ti.mm.GetVmas(), ti.pagemap, func(i int, err error) error {
 		return &images.Error{File: file, Offset: offsets[i], Err: fmt.Errorf("%w: entry %d: %v", ErrBadImage, i, err)}
 	})
 	if err != nil {

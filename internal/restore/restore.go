@@ -155,7 +155,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), maps.Values(r.imgs.files), r.log)
+	var criuRunID string
+	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == criuLockNftables {
+		criuRunID = r.imgs.inv.GetDumpCriuRunId()
+	}
+	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), criuRunID, maps.Values(r.imgs.files), r.log)
 	if err != nil {
 		return nil, err
 	}
@@ -469,3 +473,8 @@ func (r *restorer) writeStats() error {
 		PagesRestored:   proto.Uint64(st.Restored),
 	}})
 }
+
+// criuLockNftables is inventory network_lock_method for criu's nftables
+// lock (criu's own enum: 0 iptables, 1 nftables, 2 skip; stasis writes
+// none, its lock is named after the pid).
+const criuLockNftables = 1

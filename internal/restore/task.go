@@ -192,7 +192,15 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 			fd, err := tr.passFile(f)
 			return int(fd), err
 		}
-		fd, err := tr.pass(uint32(e.GetShmid()))
+		if e.Fdflags == nil {
+			fd, err := tr.pass(uint32(e.GetShmid()))
+			return int(fd), err
+		}
+		f, err := tr.r.files.OpenMapping(uint32(e.GetShmid()), e.GetFdflags())
+		if err != nil {
+			return 0, err
+		}
+		fd, err := tr.passFile(f)
 		return int(fd), err
 	}
 	if err := mem.MapAreas(tr.t, vmas, tr.img.paged, kept, open); err != nil {
@@ -315,13 +323,13 @@ func (tr *taskRestorer) restoreAioRings() error {
 // so that code which cached vDSO pointers (glibc does, at startup) keeps
 // working. The layout of vvar/vvar_vclock/vdso must match this kernel's.
 func (tr *taskRestorer) restoreVDSO(kept map[uint64]bool) error {
-	var img []proc.VMA
+	var img []vdsoPart
 	for _, v := range tr.img.mm.GetVmas() {
 		if v.GetStatus()&(mem.AreaVDSO|mem.AreaVVAR) != 0 {
 			if kept[v.GetStart()] {
 				return nil // inherited from the parent, already in place
 			}
-			img = append(img, proc.VMA{Start: v.GetStart(), End: v.GetEnd()})
+			img = addVDSOPart(img, vdsoPart{v.GetStart(), v.GetEnd(), v.GetStatus()&mem.AreaVDSO != 0})
 		}
 	}
 	if len(img) == 0 {
@@ -331,41 +339,63 @@ func (tr *taskRestorer) restoreVDSO(kept map[uint64]bool) error {
 	if err != nil {
 		return err
 	}
-	var host []proc.VMA
+	var host []vdsoPart
 	for _, v := range self {
 		if v.Path == "[vdso]" || v.Path == "[vvar]" || v.Path == "[vvar_vclock]" {
-			host = append(host, v)
+			host = addVDSOPart(host, vdsoPart{v.Start, v.End, v.Path == "[vdso]"})
 		}
 	}
 	if !sameLayout(img, host) {
 		return fmt.Errorf("the image's vDSO layout %s differs from this kernel's %s: restoring across kernels with different vDSOs is not supported",
 			layoutString(img), layoutString(host))
 	}
-	if _, err := tr.t.Call("arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVDSO64, img[0].Start); err != nil {
+	if _, err := tr.t.Call("arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVDSO64, img[0].start); err != nil {
 		return err
 	}
 	return nil
 }
 
-func sameLayout(a, b []proc.VMA) bool {
+// vdsoPart is the vDSO's code or a block of its data pages. Data areas
+// that follow each other are one block: this kernel shows [vvar] and
+// [vvar_vclock], criu 4.2 writes them as one vvar VMA, and only the size
+// of the block and where the code lies after it matter to
+// ARCH_MAP_VDSO_64.
+type vdsoPart struct {
+	start, end uint64
+	code       bool
+}
+
+func addVDSOPart(parts []vdsoPart, p vdsoPart) []vdsoPart {
+	if n := len(parts); n > 0 && !p.code && !parts[n-1].code && parts[n-1].end == p.start {
+		parts[n-1].end = p.end
+		return parts
+	}
+	return append(parts, p)
+}
+
+func sameLayout(a, b []vdsoPart) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
-		if a[i].End-a[i].Start != b[i].End-b[i].Start || a[i].Start-a[0].Start != b[i].Start-b[0].Start {
+		if a[i].code != b[i].code || a[i].end-a[i].start != b[i].end-b[i].start || a[i].start-a[0].start != b[i].start-b[0].start {
 			return false
 		}
 	}
 	return true
 }
 
-func layoutString(v []proc.VMA) string {
+func layoutString(v []vdsoPart) string {
 	s := "["
 	for i, x := range v {
 		if i > 0 {
 			s += " "
 		}
-		s += fmt.Sprintf("+%#x:%dp", x.Start-v[0].Start, (x.End-x.Start)/mem.PageSize)
+		kind := "data"
+		if x.code {
+			kind = "code"
+		}
+		s += fmt.Sprintf("%s +%#x:%dp", kind, x.start-v[0].start, (x.end-x.start)/mem.PageSize)
 	}
 	return s + "]"
 }

@@ -1,0 +1,113 @@
+package testutil
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// criuEnv names the CRIU 4.2 binary to compare with; by default it is
+// ../shared/tools/criu-4.2/criu beside the checkout, where CI has it.
+const criuEnv = "STASIS_CRIU"
+
+// CRIU returns the CRIU 4.2 reference binary. Without it the test is
+// skipped, except under CI (STASIS_CI set), where it must be there.
+func CRIU(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv(criuEnv)
+	if p == "" {
+		p = filepath.Join(ModuleRoot(), "..", "shared", "tools", "criu-4.2", "criu")
+	}
+	if _, err := os.Stat(p); err != nil {
+		msg := fmt.Sprintf("no CRIU 4.2 reference at %s (set %s): %v", p, criuEnv, err)
+		if os.Getenv("STASIS_CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	return p
+}
+
+// RunCRIU runs the CRIU reference with args in dir, logging at -v4 to
+// LOG in the test's log dir, and returns the result with the log's tail.
+func RunCRIU(t testing.TB, timeout time.Duration, dir string, args ...string) Result {
+	t.Helper()
+	bin := CRIU(t)
+	log := logFile(t, "criu-"+args[0])
+	// criu's -o is a name in its work dir: make that the log's dir.
+	args = append(args, "-v4", "-W", filepath.Dir(log), "-o", filepath.Base(log))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out, errb bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	start := time.Now()
+	err := cmd.Run()
+	r := Result{Args: append([]string{"(criu 4.2)"}, args...), Stdout: out.String(), Stderr: errb.String(), Took: time.Since(start), Log: log}
+	var ee *exec.ExitError
+	switch {
+	case ctx.Err() != nil:
+		r.Code = -1
+	case errors.As(err, &ee):
+		r.Code = ee.ExitCode()
+	case err != nil:
+		t.Fatalf("run criu: %v", err)
+	}
+	return r
+}
+
+// CriuErrors returns the "Error" lines of a criu log, the first reason
+// a criu run failed.
+func CriuErrors(log string) string {
+	b, _ := os.ReadFile(log)
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, "Error") && !strings.Contains(l, "RLIMIT_NOFILE") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// CriuDump dumps pid into dir with the CRIU reference, failing the test
+// unless it succeeds.
+func CriuDump(t testing.TB, pid int, dir string, extra ...string) {
+	t.Helper()
+	r := RunCRIU(t, 30*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir}, extra...)...)
+	if r.Code != 0 {
+		t.Fatalf("criu 4.2 dump of pid %d failed (exit %d): %s\n%s", pid, r.Code, CriuErrors(r.Log), r)
+	}
+	t.Logf("criu 4.2 dumped pid %d in %v", pid, r.Took.Round(time.Millisecond))
+}
+
+// CriuRestoreDetached restores dir with the CRIU reference (`restore -d`):
+// the task runs again under its pid as a child of the test process
+// (subreaper) once criu has exited, like RestoreDetached.
+func CriuRestoreDetached(t testing.TB, dir string, v *Victim, extra ...string) {
+	t.Helper()
+	v.expectEnded(t)
+	pidfile := filepath.Join(t.TempDir(), "criu.pid")
+	r := RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile}, extra...)...)
+	if r.Code != 0 {
+		t.Fatalf("criu 4.2 restore of pid %d failed (exit %d): %s\n%s", v.Pid, r.Code, CriuErrors(r.Log), r)
+	}
+	v.restore, v.done, v.exited = nil, false, make(chan int, 1)
+	go waitPid(v.Pid, v.exited)
+	if !v.restored(pidfile) {
+		time.Sleep(100 * time.Millisecond)
+		if !v.restored(pidfile) {
+			st, _ := Status(v.Pid)
+			t.Fatalf("criu restore -d exited 0 but pid %d is not back: comm %q (want %q), state %q", v.Pid, Comm(v.Pid), v.Comm, st["State"])
+		}
+	}
+	t.Logf("criu 4.2 restored pid %d in %v", v.Pid, r.Took.Round(time.Millisecond))
+}
