@@ -61,6 +61,7 @@ const (
 
 type dumper struct {
 	opts    Options
+	runID   string // inventory's dump_criu_run_id; names the network lock
 	log     *slog.Logger
 	dir     *images.Dir
 	files   *files.Table
@@ -120,7 +121,9 @@ func newDumper(opts Options, preflight bool) *dumper {
 	d := &dumper{opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
+	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
+		d.lock.SetRunID(d.runID)
 		opts.Files.OnConnection = func(c files.Conn) error { return d.lock.Add(netlock.Conn(c)) }
 	}
 	opts.Files.ShellJob = opts.ShellJob

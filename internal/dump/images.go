@@ -1,8 +1,6 @@
 package dump
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/netlock"
 )
 
 // ImgVersion is CRTOOLS_IMAGES_V1_1, the only version criu 4.x accepts.
@@ -154,17 +153,16 @@ func (d *dumper) writeProcess(p *process) error {
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {
-	id := make([]byte, 16)
-	_, _ = rand.Read(id)
 	return &inventory.InventoryEntry{
-		ImgVersion:    proto.Uint32(ImgVersion),
-		FdinfoPerId:   proto.Bool(true),
-		NsPerId:       proto.Bool(true),
-		RootIds:       objIDs(rootObjID),
-		RootCgSet:     proto.Uint32(1),
-		Lsmtype:       hostLSM().Enum(),
-		PluginsEntry:  &inventory.PluginsEntry{},
-		DumpCriuRunId: proto.String(hex.EncodeToString(id)),
+		ImgVersion:        proto.Uint32(ImgVersion),
+		FdinfoPerId:       proto.Bool(true),
+		NsPerId:           proto.Bool(true),
+		RootIds:           objIDs(rootObjID),
+		RootCgSet:         proto.Uint32(1),
+		Lsmtype:           hostLSM().Enum(),
+		PluginsEntry:      &inventory.PluginsEntry{},
+		DumpCriuRunId:     proto.String(d.runID),
+		NetworkLockMethod: proto.Uint32(netlock.InventoryMethod(d.opts.NetworkLock)),
 	}
 }
 

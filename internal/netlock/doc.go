@@ -6,7 +6,9 @@
 // queues. criu's --network-lock (criu/netfilter.c), with nftables only,
 // through netlink (no nft or iptables binary).
 //
-// The lock of the tree whose root is PID is the table "inet stasis-PID":
+// The lock of a dump is the table "inet CRIU-RUNID", named after the
+// dump's run id as criu names its own (RUNID is "stasis-PID-RANDOM" for
+// the tree whose root is PID; images of earlier stasis used "stasis-PID"):
 // two sets of connections (IPv4 and IPv6; local address . port . remote
 // address . port) and two base chains that drop the matching packets,
 // one at prerouting and one at output, both at priority -350: after
@@ -19,7 +21,7 @@
 // the kernel removes it when stasis exits, even killed, so a stasis
 // killed mid-dump leaves no lock behind while the tree goes on. Once the
 // images are complete and the tree is killed (or left stopped), Persist
-// replaces it atomically by the persistent table "stasis-PID", which
+// replaces it atomically by the persistent table "CRIU-RUNID", which
 // outlives stasis until the restore removes it (Unlock) once the
 // restored sockets have left repair mode. The restore locks the same
 // connections again, read from the images, with a table of its own

@@ -72,16 +72,16 @@ func addrPort(family uint32, words []uint32, port uint32) (netip.AddrPort, error
 // drops their packets before this lock. Unlock removes it with the
 // dump's persistent one.
 //
-// criuRunID is the dump's run id if criu made it with its nftables lock
-// (inventory network_lock_method 1): criu's persistent lock is removed
-// as well.
-func ForRestore(mode Mode, pid int, criuRunID string, entries iter.Seq[*fdinfo.FileEntry], log *slog.Logger) (*Lock, error) {
+// runID is the dump's run id if it was locked with nftables (inventory
+// network_lock_method 1), by stasis or criu: its persistent lock is
+// CRIUTableName(runID); images of stasis before that have stasis-PID.
+func ForRestore(mode Mode, pid int, runID string, entries iter.Seq[*fdinfo.FileEntry], log *slog.Logger) (*Lock, error) {
 	l := New(mode, pid, log)
 	if l == nil {
 		return nil, nil
 	}
-	if criuRunID != "" {
-		l.foreign = append(l.foreign, CRIUTableName(criuRunID))
+	if runID != "" {
+		l.foreign = append(l.foreign, CRIUTableName(runID))
 	}
 	conns, err := ConnsOf(entries)
 	if err != nil {
@@ -105,7 +105,11 @@ func (l *Lock) Unlock() error {
 	}
 	err := unlockTables(append([]string{TableName(l.pid)}, l.foreign...)...)
 	if err != nil {
-		err = fmt.Errorf("%w; the connections of pid %d stay locked: remove the lock with `nft delete table inet %s`", err, l.pid, TableName(l.pid))
+		name := TableName(l.pid)
+		if len(l.foreign) > 0 {
+			name = l.foreign[0]
+		}
+		err = fmt.Errorf("%w; the connections of pid %d stay locked: remove the lock with `nft delete table inet %s`", err, l.pid, name)
 	}
 	return errors.Join(err, l.Release())
 }

@@ -1,6 +1,7 @@
 package netlock
 
 import (
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -46,18 +47,40 @@ func (c Conn) String() string { return c.Local.String() + " -> " + c.Remote.Stri
 // has pid (its pid in the images): "inet stasis-PID".
 func TableName(pid int) string { return fmt.Sprintf("stasis-%d", pid) }
 
-// CRIUTableName is the name of criu's nftables lock of the dump whose
-// inventory has runID (dump_criu_run_id): criu names it "inet CRIU-ID",
-// cut to 31 characters with the family.
+// CRIUTableName is the name of the persistent nftables lock of the dump
+// whose inventory has runID (dump_criu_run_id), as criu names it: "inet
+// CRIU-ID", cut to 31 characters with the family. stasis names its own
+// the same way (its run ids are "stasis-PID-RANDOM", RunID), so that
+// criu's restore of stasis' images removes it, and the reverse.
 func CRIUTableName(runID string) string {
 	name := "CRIU-" + runID
 	return name[:min(len(name), 31-len("inet "))]
 }
 
+// RunID makes the run id of a dump of the tree whose root has pid: it
+// names the dump's persistent lock (CRIUTableName) and keeps the pid in
+// that name, so that a user (and a test) tells whose lock it is.
+func RunID(pid int) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return fmt.Sprintf("stasis-%d-%x", pid, b)
+}
+
+// InventoryMethod is the network_lock_method of inventory.img for a
+// mode: criu's own enum (0 iptables, 1 nftables, 2 skip), which tells
+// criu's restore which lock to remove.
+func InventoryMethod(m Mode) uint32 {
+	if m == Skip {
+		return 2
+	}
+	return 1
+}
+
 // Lock is the lock of one tree's connections, held by this stasis.
 // The zero of a skipped lock is a nil *Lock, whose methods do nothing.
 type Lock struct {
-	pid int
+	pid   int
+	runID string // names the persistent table; "" for stasis-PID
 	// foreign are persistent locks of other names that Unlock removes
 	// too: criu's, when the images are criu's.
 	foreign []string
@@ -81,6 +104,22 @@ func New(mode Mode, pid int, log *slog.Logger) *Lock {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Lock{pid: pid, log: log}
+}
+
+// SetRunID names the persistent table after the dump's run id
+// (CRIUTableName) instead of the pid.
+func (l *Lock) SetRunID(id string) {
+	if l != nil {
+		l.runID = id
+	}
+}
+
+// persistentName is the name of the table Persist makes.
+func (l *Lock) persistentName() string {
+	if l.runID != "" {
+		return CRIUTableName(l.runID)
+	}
+	return TableName(l.pid)
 }
 
 // Add drops the packets of c from now on.
@@ -129,7 +168,7 @@ func (l *Lock) open() error {
 	return nil
 }
 
-// Persist makes the lock outlive stasis: the table "stasis-PID" takes
+// Persist makes the lock outlive stasis: the table "CRIU-RUNID" takes
 // the place of the owned one in one transaction, so that no packet gets
 // through in between. A lock left there by an earlier dump of the same
 // pid is replaced. Without connections, there is nothing to keep.
@@ -137,7 +176,7 @@ func (l *Lock) Persist() error {
 	if l == nil || l.table == nil || l.persisted {
 		return nil
 	}
-	p := newRuleset(TableName(l.pid))
+	p := newRuleset(l.persistentName())
 	err := p.replace(l.nft, l.conns)
 	if err == nil {
 		l.nft.DelTable(l.table.table)

@@ -50,9 +50,12 @@ func newRuleset(name string) *ruleset {
 	}
 }
 
-// isLockTable tells the tables this package makes: stasis-PID and
-// stasis-PID-by-PID.
-func isLockTable(name string) bool { return strings.HasPrefix(name, "stasis-") }
+// isLockTable tells the lock tables: stasis-PID-by-PID while a stasis
+// runs, CRIU-RUNID (of stasis or criu) and stasis-PID (of earlier
+// stasis) once persistent.
+func isLockTable(name string) bool {
+	return strings.HasPrefix(name, "stasis-") || strings.HasPrefix(name, "CRIU-")
+}
 
 // build queues the sets holding conns and the chains dropping their
 // packets; the table exists or is queued before.

@@ -155,11 +155,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
-	var criuRunID string
-	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == criuLockNftables {
-		criuRunID = r.imgs.inv.GetDumpCriuRunId()
+	var runID string
+	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
+		runID = r.imgs.inv.GetDumpCriuRunId()
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), criuRunID, maps.Values(r.imgs.files), r.log)
+	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), runID, maps.Values(r.imgs.files), r.log)
 	if err != nil {
 		return nil, err
 	}
@@ -474,7 +474,3 @@ func (r *restorer) writeStats() error {
 	}})
 }
 
-// criuLockNftables is inventory network_lock_method for criu's nftables
-// lock (criu's own enum: 0 iptables, 1 nftables, 2 skip; stasis writes
-// none, its lock is named after the pid).
-const criuLockNftables = 1

@@ -19,7 +19,8 @@ import (
 )
 
 // locksOf lists the nftables lock tables of the tree whose root is pid:
-// the persistent "stasis-PID" and those of a running stasis,
+// the persistent "CRIU-stasis-PID-RANDOM" (named as criu names its own,
+// after the dump's run id) and those of a running stasis,
 // "stasis-PID-by-SELF". Other tests may lock other pids meanwhile.
 func locksOf(t *testing.T, nft *nftables.Conn, pid int) []string {
 	t.Helper()
@@ -30,7 +31,7 @@ func locksOf(t *testing.T, nft *nftables.Conn, pid int) []string {
 	name := netlock.TableName(pid)
 	var mine []string
 	for _, n := range all {
-		if n == name || strings.HasPrefix(n, name+"-by-") {
+		if n == name || strings.HasPrefix(n, name+"-by-") || isPersistentLock(n, pid) {
 			mine = append(mine, n)
 		}
 	}
@@ -44,10 +45,16 @@ func requireNoLock(t *testing.T, pid int, when string) {
 	}
 }
 
+// isPersistentLock tells the persistent lock of a dump of pid: the
+// run id of a dump of stasis starts with the pid (netlock.RunID).
+func isPersistentLock(name string, pid int) bool {
+	return strings.HasPrefix(name, "CRIU-"+netlock.TableName(pid)+"-")
+}
+
 func requirePersistentLock(t *testing.T, pid int) {
 	t.Helper()
-	if l := locksOf(t, nil, pid); !slices.Equal(l, []string{netlock.TableName(pid)}) {
-		t.Fatalf("lock tables after the dump: %v, want [%s]", l, netlock.TableName(pid))
+	if l := locksOf(t, nil, pid); len(l) != 1 || !isPersistentLock(l[0], pid) {
+		t.Fatalf("lock tables after the dump: %v, want one CRIU-%s-RANDOM", l, netlock.TableName(pid))
 	}
 }
 
