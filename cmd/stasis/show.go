@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	ipc_sem "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-sem"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 	"github.com/spf13/cobra"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
@@ -31,8 +29,10 @@ func newShowCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "show FILE",
 		Short: "decode an image file to JSON (like crit decode)",
-		Long: `Decode any criu image file to JSON on stdout, as crit decode does:
-{"magic": "CORE", "entries": [...]}, field names as in the .proto files.
+		Long: `Decode any criu image file to JSON on stdout, as crit show does:
+{"magic": "CORE", "entries": [...]}, field names as in the .proto files,
+and the fields criu marks shown its way (addresses in hex, flags by name,
+devices as MAJOR:MINOR, IP addresses, socket families and states).
 Extra data (pipe contents, socket queues, ghost files) is base64 in "extra".
 Raw images (pages-N.img) are summarized: magic "PAGES", size, pages.`,
 		Args: cobra.ExactArgs(1),
@@ -117,7 +117,9 @@ func imageJSON(img *images.Image, o showOptions) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
-		if img.Extra != nil && img.Extra[i] != nil {
+		if img.Extra != nil {
+			// crit shows the extra data of every entry of such an image,
+			// an empty one too.
 			x, err := extraJSON(img.Magic, m, img.Extra[i], o)
 			if err != nil {
 				return nil, fmt.Errorf("entry %d extra data: %w", i, err)
@@ -132,20 +134,9 @@ func imageJSON(img *images.Image, o showOptions) (any, error) {
 	}{img.Magic, entries}, nil
 }
 
-var protoJSON = protojson.MarshalOptions{UseProtoNames: true}
-
+// entryJSON renders an entry as `crit show` does (images.CritJSON).
 func entryJSON(m proto.Message) (json.RawMessage, error) {
-	b, err := protoJSON.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
-	// protojson varies its whitespace on purpose; compact it so that the
-	// object can be extended below.
-	var c bytes.Buffer
-	if err := json.Compact(&c, b); err != nil {
-		return nil, err
-	}
-	return c.Bytes(), nil
+	return images.CritJSON(m), nil
 }
 
 // withField appends "key": value to a compact JSON object.
@@ -161,14 +152,15 @@ func withField(obj json.RawMessage, key string, value json.RawMessage) json.RawM
 	return append(out, '}')
 }
 
-// extraJSON renders extra data the way crit does: base64 blobs, TCP
+// extraJSON renders extra data the way crit does: base64 blobs (in lines
+// as Python's encodebytes), TCP
 // queues as {inq, outq}, semaphores as numbers, ipc messages as
 // [message, base64 text, ...].
 func extraJSON(magic string, m proto.Message, x []byte, o showOptions) (json.RawMessage, error) {
 	if o.noPayload {
 		return json.Marshal(fmt.Sprintf("... <%d bytes>", len(x)))
 	}
-	b64 := func(p []byte) string { return base64.StdEncoding.EncodeToString(p) }
+	b64 := images.EncodeBytes
 	switch e := m.(type) {
 	case *tcp_stream.TcpStreamEntry:
 		in, out, err := images.TCPQueues(e, x)

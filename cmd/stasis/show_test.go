@@ -87,12 +87,14 @@ func TestShow(t *testing.T) {
 	}
 
 	pm := showJSON(t, filepath.Join(d.Path, "pagemap-7.img"))
-	if pm.Magic != "PAGEMAP" || len(pm.Entries) != 2 || pm.Entries[0]["pages_id"] != 1.0 || pm.Entries[1]["nr_pages"] != "2" {
+	// As crit shows it: the address in hex, the flags by name.
+	if pm.Magic != "PAGEMAP" || len(pm.Entries) != 2 || pm.Entries[0]["pages_id"] != 1.0 || pm.Entries[1]["nr_pages"] != 2.0 ||
+		pm.Entries[1]["vaddr"] != "0x400000" || pm.Entries[1]["flags"] != "PE_PRESENT" {
 		t.Errorf("pagemap: %+v", pm)
 	}
 
 	pd := showJSON(t, filepath.Join(d.Path, "pipes-data.img"))
-	if pd.Magic != "PIPES_DATA" || pd.Entries[0]["extra"] != "aGVsbG8=" || pd.Entries[0]["pipe_id"] != 9.0 {
+	if pd.Magic != "PIPES_DATA" || pd.Entries[0]["extra"] != "aGVsbG8=\n" || pd.Entries[0]["pipe_id"] != 9.0 {
 		t.Errorf("pipes-data: %+v", pd)
 	}
 	pd = showJSON(t, "--nopl", filepath.Join(d.Path, "pipes-data.img"))
@@ -101,7 +103,7 @@ func TestShow(t *testing.T) {
 	}
 
 	tcp := showJSON(t, filepath.Join(d.Path, "tcp-stream-1f.img"))
-	if x, _ := tcp.Entries[0]["extra"].(map[string]any); x["inq"] != "aW4=" || x["outq"] != "T1VU" {
+	if x, _ := tcp.Entries[0]["extra"].(map[string]any); x["inq"] != "aW4=\n" || x["outq"] != "T1VU\n" {
 		t.Errorf("tcp-stream: %+v", tcp)
 	}
 

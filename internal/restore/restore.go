@@ -473,4 +473,3 @@ func (r *restorer) writeStats() error {
 		PagesRestored:   proto.Uint64(st.Restored),
 	}})
 }
-

@@ -182,3 +182,26 @@ func TestCrossStasisToCRIU(t *testing.T) {
 		})
 	}
 }
+
+// TestShowMatchesCrit: `stasis show` prints what `crit show` prints for
+// every image of dumps of victims of many kinds (hex addresses, flags
+// and states by name, devices, IP addresses).
+func TestShowMatchesCrit(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, name := range []string{"pipe", "unixsk", "memfd", "inet"} {
+		t.Run(name, func(t *testing.T) {
+			var c crossCase
+			for _, x := range crossCases() {
+				if x.label == name {
+					c = x
+				}
+			}
+			v, _ := c.startCross(t)
+			tree := testutil.MustTree(t, v.Pid)
+			testutil.Track(t, testutil.Pids(tree[1:]))
+			dir := t.TempDir()
+			testutil.Dump(t, v.Pid, dir, "-R")
+			testutil.CompareShowWithCrit(t, dir)
+		})
+	}
+}
