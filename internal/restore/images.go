@@ -289,9 +289,13 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 		}
 	}
 	fdName := fmt.Sprintf("fdinfo-%d.img", ti.ids.GetFilesId())
-	fds, err := images.ReadAll(d, fdName, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} })
-	if err != nil {
-		return nil, err
+	var fds []*fdinfo.FdinfoEntry
+	// criu writes no fdinfo image for a task without fds.
+	if d.Has(fdName) {
+		var err error
+		if fds, err = images.ReadAll(d, fdName, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
+			return nil, err
+		}
 	}
 	for _, fd := range fds {
 		if s.files[fd.GetId()] == nil {
