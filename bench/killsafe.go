@@ -74,7 +74,7 @@ func (b *bencher) killSafe(c config) ([]killResult, error) {
 // killVictim is a victim with what it looked like before the dumps.
 type killVictim struct {
 	*victim
-	sigBlk uint64 // every bit its mask had
+	sigBlk uint64 // its own mask
 	sigCgt string
 	maps   string
 }
@@ -84,16 +84,10 @@ func (b *bencher) startKillVictim(size int64, n int) (*killVictim, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv := &killVictim{victim: v}
-	st := procStatus(v.pid)
-	kv.sigCgt, kv.maps = st["SigCgt"], mapsOf(v.pid)
-	// Its mask changes while it waits (sigtimedwait unblocks what it
-	// waits for): keep every bit seen over a few of its 10 ms loops.
-	for i := 0; i < 10; i++ {
-		m, _ := strconv.ParseUint(procStatus(v.pid)["SigBlk"], 16, 64)
-		kv.sigBlk |= m
-		time.Sleep(3 * time.Millisecond)
-	}
+	// victim.c blocks SIGUSR1 and SIGUSR2 and nothing else; /proc shows
+	// them unblocked while it waits for them in sigtimedwait.
+	kv := &killVictim{victim: v, sigBlk: 1<<(unix.SIGUSR1-1) | 1<<(unix.SIGUSR2-1)}
+	kv.sigCgt, kv.maps = procStatus(v.pid)["SigCgt"], mapsOf(v.pid)
 	return kv, nil
 }
 
