@@ -53,7 +53,9 @@ func (b *bencher) killSafe(c config) ([]killResult, error) {
 	if criu == "" {
 		criu = criuDefault
 	}
-	if _, err := os.Stat(criu); err != nil {
+	if criu == "off" {
+		out = append(out, killResult{tool: "criu", skipped: "-criu off"})
+	} else if _, err := os.Stat(criu); err != nil {
 		out = append(out, killResult{tool: "criu", skipped: fmt.Sprintf("%s: %v (-criu PATH)", criu, err)})
 	} else {
 		tools = append(tools, killTool{name: "criu", bin: criu, args: func(pid int, dir string) []string {
