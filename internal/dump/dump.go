@@ -186,7 +186,6 @@ func (d *dumper) run() (err error) {
 		{name: "task state", fn: d.dumpCore, checks: true},
 		{name: "files", fn: d.dumpFiles, checks: true},
 		{name: "memory layout", fn: d.dumpMM, checks: true},
-		{name: "release scratch", fn: d.unmapScratch, checks: true},
 		// What only the whole tree tells (a pipe or a peer outside it),
 		// before a page is copied.
 		{name: "check tree", tree: d.files.CheckTree, checks: true},
@@ -280,8 +279,7 @@ func (d *dumper) check(p *process) error {
 	if p.areas, err = mem.Classify(p.pid, p.smaps, d.files.Refuse); err != nil {
 		return err
 	}
-	// Injections go through a syscall instruction of the process's vDSO,
-	// and their pointer arguments through a scratch mapping of its own.
+	// Injections go through a syscall instruction of the process's vDSO.
 	var ip uint64
 	for _, a := range p.areas {
 		if a.Has(mem.AreaVDSO) {
@@ -296,8 +294,7 @@ func (d *dumper) check(p *process) error {
 	for _, th := range p.threads {
 		th.tr.SyscallIP = ip
 	}
-	p.scratch, err = ptrace.MapScratch(p.leader().tr, 0, 4*mem.PageSize)
-	return err
+	return nil
 }
 
 func (d *dumper) inTree(pid int) bool {
@@ -327,9 +324,20 @@ func checkNamespaces(pid int) error {
 	return nil
 }
 
-func (d *dumper) dumpCore(p *process) error {
+// dumpCore collects the task state of p and its threads, the only phase
+// whose injected calls take pointer arguments: they go through a scratch
+// mapping that lives in the process only for this phase, so that a stasis
+// killed at any later moment (files, pages, images) leaves no trace of it.
+func (d *dumper) dumpCore(p *process) (err error) {
 	l := p.leader()
-	var err error
+	if p.scratch, err = ptrace.MapScratch(l.tr, 0, 4*mem.PageSize); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := d.unmapScratch(p); err == nil {
+			err = uerr
+		}
+	}()
 	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, p.status, l.stopSig, l.blocked); err != nil {
 		return err
 	}
