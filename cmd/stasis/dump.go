@@ -1,6 +1,9 @@
 package main
 
 import (
+	"context"
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/stasis-cr/stasis"
@@ -39,11 +42,17 @@ func newDumpCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
-			if err := stasis.Dump(o); err != nil {
+			ctx, release := interruptible()
+			defer release()
+			if err := stasis.DumpContext(ctx, o); err != nil {
 				if lf.file != "" {
 					log.Error("dump failed", "err", err)
+					err = fmt.Errorf("%w (%s kept)", err, lf.path(workDir(o.WorkDir, o.ImagesDir)))
 				}
 				return err
+			}
+			if ctx.Err() != nil {
+				log.Warn("a signal came once the images were complete: the dump was completed", "cause", context.Cause(ctx))
 			}
 			return nil
 		},

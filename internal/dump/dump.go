@@ -1,15 +1,15 @@
 package dump
 
 import (
+	"context"
 	"errors"
-
 	"fmt"
-	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"log/slog"
 	"os"
 	"strconv"
 	"time"
 
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
@@ -60,6 +61,7 @@ const (
 )
 
 type dumper struct {
+	ctx     context.Context // canceled by a signal: roll back at the next safe point
 	opts    Options
 	log     *slog.Logger
 	dir     *images.Dir
@@ -71,6 +73,7 @@ type dumper struct {
 	seccomp core.SeccompTable
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
+	workDir *images.Dir              // where stats-dump went, if not dir
 	stats   statsTimes
 }
 
@@ -79,12 +82,16 @@ type statsTimes struct {
 	pagesScanned, pagesWritten           uint64
 }
 
-// Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir.
-func Dump(opts Options) error {
+// Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
+// ctx is done, the dump stops at its next safe point (between phases and
+// tasks, every chunk of a page copy) and rolls back as a failed dump does,
+// with an error wrapping interrupt.ErrInterrupted; after the images are
+// complete and the tree is being killed, it no longer stops.
+func Dump(ctx context.Context, opts Options) error {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &dumper{opts: opts, log: opts.Log, sums: map[string]*checksum.Sum{},
+	d := &dumper{ctx: ctx, opts: opts, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
@@ -109,6 +116,9 @@ func (d *dumper) run() (err error) {
 	if err := d.checkTarget(); err != nil {
 		return err
 	}
+	if err := d.stop("start", 0); err != nil {
+		return err
+	}
 	if d.dir, err = images.Create(d.opts.ImagesDir); err != nil {
 		return err
 	}
@@ -118,6 +128,13 @@ func (d *dumper) run() (err error) {
 			d.files.RemoveLinkRemaps()
 			if rerr := d.resume(); rerr != nil {
 				err = fmt.Errorf("%w (and resuming the tree failed: %v)", err, rerr)
+			} else {
+				err = fmt.Errorf("%w (the tree was resumed as it was)", err)
+			}
+			// After the tree runs again: the images can wait, the tree
+			// should not.
+			if left := d.removeImages(); left != "" {
+				err = fmt.Errorf("%w; %s", err, left)
 			}
 		}
 	}()
@@ -133,6 +150,9 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	d.log.Info("tree seized", "processes", len(d.all), "pid", d.opts.Pid)
+	if err := d.stop("seize", 0); err != nil {
+		return err
+	}
 	phases := []struct {
 		name string
 		fn   func(*process) error
@@ -150,18 +170,72 @@ func (d *dumper) run() (err error) {
 			if p.zombie {
 				continue
 			}
+			if err := d.stop(ph.name, p.pid); err != nil {
+				return err
+			}
 			d.log.Debug("dump phase", "phase", ph.name, "pid", p.pid)
 			if err := ph.fn(p); err != nil {
 				return err
 			}
 		}
 	}
+	if err := d.stop("images", 0); err != nil {
+		return err
+	}
 	d.log.Debug("dump phase", "phase", "images")
 	if err := d.writeImages(); err != nil {
 		return err
 	}
+	// The last point of return: from here the tree is killed (or let go)
+	// and a signal no longer stops the dump, whose images are complete.
+	if err := d.stop("finish", 0); err != nil {
+		return err
+	}
 	d.log.Debug("dump phase", "phase", "finish")
 	return d.finish()
+}
+
+// stop is a safe point of the dump: the test hook's point "dump-PHASE",
+// then an error if the dump was interrupted.
+func (d *dumper) stop(phase string, pid int) error {
+	interrupt.At(d.ctx, "dump-"+phase)
+	at := "dump phase " + phase
+	if pid != 0 {
+		at += fmt.Sprintf(" (pid %d)", pid)
+	}
+	return interrupt.Check(d.ctx, at)
+}
+
+// removeImages removes what this dump wrote into the images and work
+// dirs, and the images dir if the dump created it and it is empty now, so
+// that no later restore takes a partial dump for a complete one. It says
+// what is left, "" if nothing needs saying.
+func (d *dumper) removeImages() string {
+	var errs []error
+	n := 0
+	for _, dir := range []*images.Dir{d.dir, d.workDir} {
+		if dir == nil {
+			continue
+		}
+		k, err := dir.RemoveWritten()
+		n += k
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	gone := false
+	if d.dir.Created {
+		gone = os.Remove(d.dir.Path) == nil
+	}
+	switch {
+	case len(errs) > 0:
+		return fmt.Sprintf("partial images could not all be removed from %s: %v", d.dir.Path, errors.Join(errs...))
+	case gone:
+		return fmt.Sprintf("partial images removed (%d files), and %s, which the dump had created", n, d.dir.Path)
+	case n > 0:
+		return fmt.Sprintf("partial images removed from %s (%d files)", d.dir.Path, n)
+	}
+	return ""
 }
 
 // checkTarget refuses pids that cannot or must not be dumped before any
@@ -414,7 +488,10 @@ func (d *dumper) dumpPages(p *process) error {
 		return err
 	}
 	h := checksum.NewHasher(f, checksum.PagesBlock)
-	entries, st, err := mem.DumpPages(p.pid, p.areas, h)
+	entries, st, err := mem.DumpPages(p.pid, p.areas, h, func() error {
+		interrupt.At(d.ctx, "dump-page-copy")
+		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
+	})
 	d.sums[pagesName(p.pagesID)] = h.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
