@@ -559,6 +559,15 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 		unix.Close(keep)
 		return nil
 	})
+	r.onRollback(func() error {
+		if !done {
+			return nil // still in repair mode
+		}
+		if err := unix.SetsockoptInt(keep, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+			return fmt.Errorf("TCP connection %s -> %s: %w", ends.local, ends.remote, os.NewSyscallError("setsockopt TCP_REPAIR", err))
+		}
+		return nil
+	})
 	r.beforeRun(func() error {
 		if done {
 			return nil

@@ -138,9 +138,6 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return nil, err
 	}
-	if err := r.stop("images", 0); err != nil {
-		return nil, err
-	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.OpenCtty = r.openCtty
 	r.files.HostPid = r.hostPid
@@ -172,6 +169,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 			r.log.Warn("closing restored files", "err", cerr)
 		}
 	}()
+	// After the lock is taken: an interrupted restore removes it, as a
+	// failed one does.
+	if err := r.stop("images", 0); err != nil {
+		return nil, err
+	}
 	if err := r.stop("create tree", 0); err != nil {
 		return nil, err
 	}
@@ -304,6 +306,11 @@ func (r *restorer) createTree() error {
 func (r *restorer) rollback() {
 	if r.undoTerminal != nil {
 		r.undoTerminal()
+	}
+	if r.files != nil {
+		if err := r.files.Rollback(); err != nil {
+			r.log.Warn("rollback of the restored files", "err", err)
+		}
 	}
 	var tids []int
 	if r.init != nil {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -44,7 +45,7 @@ func runStasisEnv(t *testing.T, env []string, args ...string) testutil.Result {
 		r.Stderr += "\n(killed: still running after 60s)"
 	case errors.As(err, &ee):
 		r.Code = ee.ExitCode()
-		if ws, ok := ee.Sys().(unix.WaitStatus); ok && ws.Signaled() {
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 			r.Code = -int(ws.Signal())
 		}
 	case err != nil:

@@ -1,0 +1,165 @@
+package e2e
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// faultDumpPoints are every named point of a dump, in order.
+var faultDumpPoints = []string{"dump-start", "dump-seize", "dump-check", "dump-ids", "dump-task-state", "dump-files",
+	"dump-memory-layout", "dump-release-scratch", "dump-pages", "dump-page-copy", "dump-images", "dump-inventory", "dump-finish"}
+
+// faultRestorePoints are every named point of a restore, in order.
+var faultRestorePoints = []string{"restore-images", "restore-create-tree", "restore-page-fill", "restore-process-groups",
+	"restore-threads", "restore-files", "restore-finish-files", "restore-exits", "restore-task-state",
+	"restore-credentials", "restore-resume"}
+
+// dumpKillPoints are the dump points where a SIGKILL of stasis is safe
+// today: stasis holds no task there. Once a killed stasis leaves no
+// injected registers and no blocked mask behind, every point is.
+var dumpKillPoints = map[string]bool{"dump-start": true}
+
+// restoreKillPoints are the restore points where a SIGKILL of stasis
+// loses nothing: up to "finish files", the restored TCP connections are
+// in repair mode and vanish silently with their tasks. From there on
+// they are out of it, and a SIGKILL (which no rollback can follow) makes
+// them close with a FIN to the peer: the connection is lost.
+var restoreKillPoints = map[string]bool{"restore-images": true, "restore-create-tree": true, "restore-page-fill": true,
+	"restore-process-groups": true, "restore-threads": true, "restore-files": true}
+
+// echoPeer accepts one connection on a loopback port and echoes it.
+func echoPeer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		t.Cleanup(func() { c.Close() })
+		_, _ = io.Copy(c, c)
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestFaultInjection stops stasis at every named point of a dump and of a
+// restore of a two-process, three-thread tree that talks over a pipe, a
+// unix socket and a TCP connection to a peer of the test (mixed.c): by
+// SIGINT and SIGTERM everywhere, by SIGKILL where stasis holds no task
+// (dump, see dumpKillPoints) and in a restore until its TCP connections
+// leave repair mode (its tasks are traced with PTRACE_O_EXITKILL and die
+// with it; see restoreKillPoints). After each: the tree
+// runs untraced with the same signal state and keeps making progress, no
+// zombie in it, no lock table of it but the dump's persistent one after a
+// killed restore, no task of the images left by a restore, no stray child.
+// The restored tree finally checks every stream (mixed.c).
+func TestFaultInjection(t *testing.T) {
+	testutil.RequireRoot(t)
+	start := time.Now()
+	port := echoPeer(t)
+	status := filepath.Join(t.TempDir(), "rounds")
+	v := testutil.StartVictim(t, "mixed", strconv.Itoa(port), status)
+	v.WaitReady(t)
+	tree := testutil.MustTree(t, v.Pid)
+	if len(tree) != 2 {
+		t.Fatalf("want the root and its child: %s", testutil.FormatTree(tree))
+	}
+	before := map[int]map[string]string{}
+	for _, x := range tree {
+		before[x.Pid] = signalState(t, x.Pid)
+	}
+	progress := func(when string) {
+		t.Helper()
+		n := testutil.ReadCounter(t, status)
+		testutil.WaitFor(t, 10*time.Second, "the tree to go on talking "+when, func() bool { return testutil.ReadCounter(t, status) > n+2 })
+	}
+	base := t.TempDir()
+	runs := 0
+	for _, point := range faultDumpPoints {
+		sigs := []unix.Signal{unix.SIGINT, unix.SIGTERM}
+		if dumpKillPoints[point] {
+			sigs = append(sigs, unix.SIGKILL)
+		}
+		for _, sig := range sigs {
+			runs++
+			when := fmt.Sprintf("after %s at %s", sigNames[sig], point)
+			dir := filepath.Join(base, strconv.Itoa(runs))
+			r := runStasisEnv(t, []string{hookEnv + "=" + point + ":" + sigNames[sig]},
+				"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--tcp-established")
+			checkInterrupted(t, r, sig)
+			assertUntouched(t, v.Pid)
+			for _, x := range testutil.MustTree(t, v.Pid) {
+				if x.Zombie() {
+					t.Errorf("%s: pid %d is a zombie", when, x.Pid)
+				}
+				if b := before[x.Pid]; b != nil {
+					assertSameSignals(t, x.Pid, b)
+				}
+			}
+			if l := locksOf(t, nil, v.Pid); len(l) != 0 {
+				t.Errorf("%s: lock tables %v left", when, l)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err == nil {
+				t.Errorf("%s: inventory.img left in %s", when, dir)
+			}
+			progress(when)
+		}
+	}
+	t.Logf("%d interrupted dumps in %v", runs, time.Since(start).Round(time.Millisecond))
+
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir, "--tcp-established")
+	v.Reap(t)
+	pids := testutil.ImagePids(t, dir)
+	testutil.ReapTasks(t, pids[1:])
+	rstart, rruns := time.Now(), 0
+	for _, point := range faultRestorePoints {
+		sigs := []unix.Signal{unix.SIGINT, unix.SIGTERM}
+		if restoreKillPoints[point] {
+			sigs = append(sigs, unix.SIGKILL)
+		}
+		for _, sig := range sigs {
+			rruns++
+			when := fmt.Sprintf("after %s at %s", sigNames[sig], point)
+			kids := testutil.Children(os.Getpid())
+			r := runStasisEnv(t, []string{hookEnv + "=" + point + ":" + sigNames[sig]},
+				"restore", "-D", dir, "-d", "--tcp-established")
+			checkInterrupted(t, r, sig)
+			if sig == unix.SIGKILL {
+				// Its tasks died with it (PTRACE_O_EXITKILL) and came to
+				// the test process, the subreaper, to be reaped.
+				testutil.ReapTasks(t, pids)
+			}
+			for _, pid := range pids {
+				testutil.AssertNoTask(t, pid)
+			}
+			testutil.AssertNoNewChildren(t, kids)
+			for _, l := range locksOf(t, nil, pids[0]) {
+				if l != netlock.TableName(pids[0]) || sig != unix.SIGKILL {
+					t.Errorf("%s: lock table %s left", when, l)
+				}
+			}
+		}
+	}
+	t.Logf("%d interrupted restores in %v", rruns, time.Since(rstart).Round(time.Millisecond))
+	testutil.RestoreDetached(t, dir, v, "--tcp-established")
+	progress("after the restore")
+	v.TermAndCheck(t)
+	requireNoLock(t, v.Pid, "after the restore")
+	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
