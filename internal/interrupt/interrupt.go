@@ -3,6 +3,7 @@ package interrupt
 import (
 	"context"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,18 +19,20 @@ func Check(ctx context.Context, at string) error {
 	return &Error{At: at, Cause: context.Cause(ctx)}
 }
 
-// TestEnv names the test-only hook: STASIS_TEST_SIGNAL_AT=POINT[:SIG]
+// TestEnv names the test-only hook: STASIS_TEST_SIGNAL_AT=POINT[:SIG[:N]]
 // makes stasis send itself SIG (INT by default; TERM, HUP, PIPE, KILL)
 // the first time it reaches POINT (see At), then wait until the signal
-// has canceled ctx, so that the next safe point sees it. It exists for
-// the interrupt and fault-injection tests (test/e2e) and is not a user
-// interface.
+// has canceled ctx, so that the next safe point sees it; with N > 1 it
+// sends SIG N-1 times more once ctx is canceled, as the rollback starts
+// (a user pressing Ctrl-C again). It exists for the interrupt and
+// fault-injection tests (test/e2e) and is not a user interface.
 const TestEnv = "STASIS_TEST_SIGNAL_AT"
 
 var hook struct {
 	once  sync.Once
 	point string
 	sig   unix.Signal
+	times int
 	fired bool
 	mu    sync.Mutex
 }
@@ -40,7 +43,11 @@ func loadHook() {
 		return
 	}
 	point, sig, _ := strings.Cut(v, ":")
-	hook.point, hook.sig = point, unix.SIGINT
+	sig, times, _ := strings.Cut(sig, ":")
+	hook.point, hook.sig, hook.times = point, unix.SIGINT, 1
+	if n, err := strconv.Atoi(times); err == nil && n > 1 {
+		hook.times = n
+	}
 	if sig != "" {
 		if s := unix.SignalNum("SIG" + strings.TrimPrefix(strings.ToUpper(sig), "SIG")); s != 0 {
 			hook.sig = s
@@ -72,6 +79,10 @@ func At(ctx context.Context, point string) {
 	}
 	select {
 	case <-ctx.Done():
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Minute): // a loaded machine can be slow to run the handler
+		return
+	}
+	for i := 1; i < hook.times; i++ {
+		_ = unix.Kill(os.Getpid(), hook.sig)
 	}
 }

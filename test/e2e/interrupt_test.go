@@ -85,7 +85,7 @@ func assertSameSignals(t *testing.T, pid int, before map[string]string) {
 	}
 }
 
-var sigNames = map[unix.Signal]string{unix.SIGINT: "INT", unix.SIGTERM: "TERM", unix.SIGKILL: "KILL", unix.SIGHUP: "HUP"}
+var sigNames = map[unix.Signal]string{unix.SIGINT: "INT", unix.SIGTERM: "TERM", unix.SIGKILL: "KILL"}
 
 // checkInterrupted checks the exit of a stasis run that the hook signaled
 // with sig: 128+sig and a message that says where, or death by SIGKILL.
@@ -112,9 +112,10 @@ var dumpPoints = []string{"dump-seize", "dump-task-state", "dump-page-copy", "du
 // a 1 GiB victim, with and without -R, make stasis roll back and exit
 // 130/143: the victim is left running, untraced, with the same blocked,
 // pending and caught signals in every thread, and the images dir that the
-// dump created is gone. Then a few signals at random times: either the
-// dump rolled back, or it was past its point of no return and is
-// complete. The victim finally checks its whole memory.
+// dump created is gone. SIGHUP and SIGPIPE give 129 and 141; Ctrl-C three
+// times does not cut the rollback short. Then a few signals at random
+// times: either the dump rolled back, or it was past its point of no
+// return and is complete. The victim finally checks its whole memory.
 func TestInterruptDump(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "mem", "1024")
@@ -144,6 +145,27 @@ func TestInterruptDump(t *testing.T) {
 			}
 		}
 	}
+	// SIGHUP and SIGPIPE in the page copy: 129 and 141.
+	for _, sig := range []unix.Signal{unix.SIGHUP, unix.SIGPIPE} {
+		n++
+		dir := filepath.Join(base, strconv.Itoa(n))
+		r := runStasisEnv(t, []string{hookEnv + "=dump-page-copy:" + strings.TrimPrefix(unix.SignalName(sig), "SIG")},
+			"dump", "-t", strconv.Itoa(v.Pid), "-D", dir)
+		checkInterrupted(t, r, sig)
+		assertUntouched(t, v.Pid)
+		assertSameSignals(t, v.Pid, before)
+	}
+	// Ctrl-C pressed three times: the second and third come while the
+	// first one's rollback runs, and must not cut it short.
+	n++
+	r := runStasisEnv(t, []string{hookEnv + "=dump-inventory:INT:3"}, "dump", "-t", strconv.Itoa(v.Pid), "-D", filepath.Join(base, strconv.Itoa(n)))
+	checkInterrupted(t, r, unix.SIGINT)
+	testutil.AssertContains(t, r.Stderr, "still rolling back")
+	if _, err := os.Stat(filepath.Join(base, strconv.Itoa(n))); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("triple Ctrl-C: the images dir is still there (%v)", err)
+	}
+	assertUntouched(t, v.Pid)
+	assertSameSignals(t, v.Pid, before)
 	// A signal at a random moment of a -R dump (typically 2-4 s here).
 	for i := 0; i < 3; i++ {
 		n++
