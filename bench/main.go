@@ -44,10 +44,17 @@ type config struct {
 	threads   []int           // thread counts of the threads group
 	treeProcs int
 	treeMem   int64
+	// killsafe group
+	killPoints int
+	criu       string
 }
 
-// groups are the victims bench can measure, in the order they run.
-var groups = []string{"tiny", "big", "threads", "tree"}
+// groups are the victims bench can measure, in the order they run;
+// defaultGroups run without -only (killsafe takes ~10 min more).
+var (
+	groups        = []string{"tiny", "big", "threads", "tree", "killsafe"}
+	defaultGroups = groups[:4]
+)
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == puppetArg {
@@ -66,10 +73,12 @@ func main() {
 	flag.StringVar(&c.stasis, "stasis", "", "stasis binary to measure (default: build ./cmd/stasis of this module)")
 	flag.BoolVar(&c.profile, "profile", true, "also time the engine's phases: in-process for tiny and big (stasis.Dump/Restore with a µs phase log), from the commands' -v4 logs for threads and tree")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temp dirs")
-	only := flag.String("only", strings.Join(groups, ","), "groups to measure, comma-separated: "+strings.Join(groups, ", "))
+	only := flag.String("only", strings.Join(defaultGroups, ","), "groups to measure, comma-separated: "+strings.Join(groups, ", "))
 	threads := flag.String("threads", "1000,10000", "thread counts of the threads group, comma-separated")
 	flag.IntVar(&c.treeProcs, "tree-procs", 50, "processes of the tree group")
 	treeMem := flag.String("tree-mem", "64MiB", "memory of each process of the tree group")
+	flag.IntVar(&c.killPoints, "kill-points", 100, "killsafe: SIGKILLs of a dump per tool")
+	flag.StringVar(&c.criu, "criu", "", "killsafe: CRIU binary to compare with (default "+criuDefault+")")
 	flag.Parse()
 	var err error
 	if c.size, err = parseSize(size); err != nil || c.size < pageSize {
@@ -253,14 +262,26 @@ func run(c config) error {
 		scaled = append(scaled, r)
 	}
 
+	var kills []killResult
+	if c.only["killsafe"] {
+		if kills, err = b.killSafe(c); err != nil {
+			return err
+		}
+	}
+
 	busyAfter := cpuBusy(time.Second)
 	progress("done")
 	printHeader(c, imgRoot, stasisBin, built, busyBefore, busyAfter, room)
 	if c.only["big"] || c.only["tree"] {
 		printLimits(lim, c.size, c.runs)
 	}
-	printResults(lim, c.runs, c.warmup, append(cases, scaled...)...)
-	if c.profile {
+	if len(cases)+len(scaled) > 0 {
+		printResults(lim, c.runs, c.warmup, append(cases, scaled...)...)
+	}
+	if kills != nil {
+		printKillSafe(kills, c.size)
+	}
+	if c.profile && len(cases)+len(scaled) > 0 {
 		printProfile(prof, cases, c.runs)
 		printScaleProfile(scaled, c.runs)
 	}

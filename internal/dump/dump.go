@@ -162,7 +162,6 @@ func (d *dumper) run() (err error) {
 		{"task state", d.dumpCore},
 		{"files", d.dumpFiles},
 		{"memory layout", d.dumpMM},
-		{"release scratch", d.unmapScratch},
 		{"pages", d.dumpPages},
 	}
 	for _, ph := range phases {
@@ -287,8 +286,7 @@ func (d *dumper) check(p *process) error {
 	if p.areas, err = mem.Classify(p.pid, p.smaps); err != nil {
 		return err
 	}
-	// Injections go through a syscall instruction of the process's vDSO,
-	// and their pointer arguments through a scratch mapping of its own.
+	// Injections go through a syscall instruction of the process's vDSO.
 	var ip uint64
 	for _, a := range p.areas {
 		if a.Has(mem.AreaVDSO) {
@@ -303,8 +301,7 @@ func (d *dumper) check(p *process) error {
 	for _, th := range p.threads {
 		th.tr.SyscallIP = ip
 	}
-	p.scratch, err = ptrace.MapScratch(p.leader().tr, 0, 4*mem.PageSize)
-	return err
+	return nil
 }
 
 func (d *dumper) inTree(pid int) bool {
@@ -334,9 +331,20 @@ func checkNamespaces(pid int) error {
 	return nil
 }
 
-func (d *dumper) dumpCore(p *process) error {
+// dumpCore collects the task state of p and its threads, the only phase
+// whose injected calls take pointer arguments: they go through a scratch
+// mapping that lives in the process only for this phase, so that a stasis
+// killed at any later moment (files, pages, images) leaves no trace of it.
+func (d *dumper) dumpCore(p *process) (err error) {
 	l := p.leader()
-	var err error
+	if p.scratch, err = ptrace.MapScratch(l.tr, 0, 4*mem.PageSize); err != nil {
+		return err
+	}
+	defer func() {
+		if uerr := d.unmapScratch(p); err == nil {
+			err = uerr
+		}
+	}()
 	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, p.status, l.stopSig, l.blocked); err != nil {
 		return err
 	}

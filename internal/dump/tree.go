@@ -47,7 +47,7 @@ type thread struct {
 	tid     int
 	tr      *ptrace.Task
 	stopSig unix.Signal // group-stop signal at seize time, 0 if it ran
-	blocked uint64      // blocked mask at seize time
+	blocked uint64      // blocked mask at seize time (and all along)
 	core    *criucore.CoreEntry
 }
 
@@ -97,19 +97,15 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 			seized[tid] = true
 			fresh++
 			tr.Leader = pid
-			th := &thread{tid: tid, tr: tr, stopSig: sig}
+			// The mask stays the thread's own while stasis holds it: an
+			// injected call blocks every signal only for itself (see
+			// ptrace.Task.Syscall), so a stasis that dies leaves none
+			// blocked.
+			th := &thread{tid: tid, tr: tr, stopSig: sig, blocked: tr.Blocked}
 			if sig == unix.SIGTRAP {
 				th.stopSig = 0
 			}
 			p.threads = append(p.threads, th)
-			// Block every signal while stasis works in the thread so that
-			// none is delivered into an injected call; put back on resume.
-			if th.blocked, err = ptrace.GetSigmask(tid); err != nil {
-				return p, err
-			}
-			if err := ptrace.SetSigmask(tid, ^uint64(0)); err != nil {
-				return p, err
-			}
 		}
 		if fresh == 0 {
 			break

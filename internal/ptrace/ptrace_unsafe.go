@@ -195,6 +195,14 @@ func singleStep(tid int, sig int) error {
 	return nil
 }
 
+// syscallResume resumes tid until its next syscall entry or exit stop.
+func syscallResume(tid int, sig int) error {
+	if err := ptrace(unix.PTRACE_SYSCALL, tid, 0, uintptr(sig)); err != nil {
+		return fmt.Errorf("ptrace syscall %d: %w", tid, err)
+	}
+	return nil
+}
+
 // Cont resumes tid, delivering sig (0 for none).
 func Cont(tid int, sig int) error {
 	if err := ptrace(unix.PTRACE_CONT, tid, 0, uintptr(sig)); err != nil {

@@ -65,6 +65,13 @@ type Task struct {
 	// Forked holds pids reported by PTRACE_EVENT_FORK/CLONE during the last
 	// injected call (the puppet's clone3).
 	Forked []int
+	// Blocked is the task's own signal mask at the seize (seized tasks).
+	Blocked uint64
+
+	// seized marks a task of someone else's tree (SeizeAndStop): stasis
+	// must be able to die at any moment without harming it, so calls are
+	// injected in a way that leaves nothing behind (see syscallSeized).
+	seized bool
 }
 
 // Tgid returns the pid of the process the thread belongs to.
@@ -112,7 +119,7 @@ func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 		_ = Detach(tid, 0)
 		return nil, 0, err
 	}
-	t := &Task{Tid: tid}
+	t := &Task{Tid: tid, seized: true}
 	for {
 		st, err := Wait(tid)
 		if err != nil {
@@ -125,6 +132,10 @@ func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 				return nil, 0, err
 			}
 			t.Base = regs
+			if t.Blocked, err = GetSigmask(tid); err != nil {
+				_ = Detach(tid, 0)
+				return nil, 0, err
+			}
 			return t, st.Signal, nil
 		}
 		// A signal-delivery stop that came before the interrupt: the
@@ -150,19 +161,20 @@ func Attached(tid int, syscallIP uint64) (*Task, error) {
 // Syscall injects system call nr with up to six arguments into the stopped
 // task and returns its raw result. Errors from the call itself come back as
 // unix.Errno; other errors mean the injection failed.
+//
+// A task seized by a dump is driven with PTRACE_SYSCALL and left, as soon
+// as the call has returned, in a state that a detach by the tracer's death
+// cannot hurt (syscallSeized). A task of the restore (the puppet and what
+// it creates, killed with stasis by PTRACE_O_EXITKILL) is single-stepped:
+// one round trip instead of two.
 func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	if t.SyscallIP == 0 {
 		return 0, fmt.Errorf("inject syscall %d into %d: no syscall instruction known", nr, t.Tid)
 	}
-	regs := t.Base
-	regs.Rip = t.SyscallIP
-	regs.Rax = uint64(nr)
-	// orig_rax = -1 keeps the kernel's syscall-restart logic off the
-	// injected call, whatever the task was doing when it stopped.
-	regs.Orig_rax = ^uint64(0)
-	a := [6]uint64{}
-	copy(a[:], args)
-	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	regs := t.injected(nr, args)
+	if t.seized {
+		return t.syscallSeized(nr, &regs)
+	}
 	if err := SetRegs(t.Tid, &regs); err != nil {
 		return 0, err
 	}
@@ -203,6 +215,105 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 			t.Signals = append(t.Signals, st.Signal)
 		}
 	}
+}
+
+// injected returns the registers that make the task call nr with args
+// from the syscall instruction at SyscallIP.
+func (t *Task) injected(nr uintptr, args []uint64) unix.PtraceRegs {
+	regs := t.Base
+	regs.Rip = t.SyscallIP
+	regs.Rax = uint64(nr)
+	// orig_rax = -1 keeps the kernel's syscall-restart logic off the
+	// injected call, whatever the task was doing when it stopped.
+	regs.Orig_rax = ^uint64(0)
+	a := [6]uint64{}
+	copy(a[:], args)
+	regs.Rdi, regs.Rsi, regs.Rdx, regs.R10, regs.R8, regs.R9 = a[0], a[1], a[2], a[3], a[4], a[5]
+	return regs
+}
+
+// syscallSeized injects a call into a seized task without single-stepping:
+// PTRACE_SYSCALL to the call's entry stop, again to its exit stop. A
+// single-step would leave TIF_SINGLESTEP set, which only an explicit
+// PTRACE_DETACH clears: a task whose tracer dies keeps the trap flag and
+// dies of SIGTRAP after its next instruction. The step's SIGTRAP, forced
+// through a blocked mask, also resets a SIGTRAP handler to SIG_DFL.
+//
+// Every signal is blocked only for the call itself, so that none is
+// dequeued (and delivered into, or lost with, the injected registers);
+// signals that come meanwhile stay queued with their siginfo and are
+// delivered when the task runs on.
+//
+// At the exit stop the task gets back its own registers and mask. A
+// detach from there, explicit or by the tracer's death, is as harmless
+// as from the interrupt stop: __ptrace_unlink wakes the task with
+// TIF_SIGPENDING set, so on its way out of the syscall-exit stop it goes
+// through the signal path, which restarts the system call it was
+// interrupted in (arch_do_signal_or_restart) with the kernel's own rules.
+// The stop's exit code (SIGTRAP|0x80 with PTRACE_O_TRACESYSGOOD) is not a
+// valid signal, so nothing is sent to the task. A resume that is not a
+// detach (PTRACE_SYSCALL, PTRACE_CONT) would not restart the call, but
+// stasis resumes a seized task only into another injected call.
+func (t *Task) syscallSeized(nr uintptr, regs *unix.PtraceRegs) (uint64, error) {
+	if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		return 0, err
+	}
+	if err := SetRegs(t.Tid, regs); err != nil {
+		return 0, errors.Join(err, t.putBack())
+	}
+	for stop := 0; stop < 2; stop++ { // the call's entry, then exit stop
+		if err := t.toSyscallStop(); err != nil {
+			if errors.Is(err, ErrExited) {
+				return 0, fmt.Errorf("inject syscall %d: %w", nr, err)
+			}
+			return 0, errors.Join(fmt.Errorf("inject syscall %d: %w", nr, err), t.putBack())
+		}
+	}
+	out, err := GetRegs(t.Tid)
+	if perr := t.putBack(); perr != nil {
+		return 0, errors.Join(err, perr)
+	}
+	if err != nil {
+		return 0, err
+	}
+	if out.Rip != t.SyscallIP+2 {
+		return 0, fmt.Errorf("inject syscall %d into %d: stopped at %#x, not after the syscall", nr, t.Tid, out.Rip)
+	}
+	if r := int64(out.Rax); r < 0 && r >= -4095 {
+		return out.Rax, unix.Errno(-r)
+	}
+	return out.Rax, nil
+}
+
+// sysStop is the stop signal of a syscall stop with PTRACE_O_TRACESYSGOOD.
+const sysStop = unix.SIGTRAP | 0x80
+
+// toSyscallStop resumes the task with PTRACE_SYSCALL until its next
+// syscall stop. An event stop (a group stop begun meanwhile) is stepped
+// over; a signal-delivery stop (SIGSTOP, which no mask blocks) is
+// remembered and suppressed, to be sent again when the task is let go.
+func (t *Task) toSyscallStop() error {
+	for {
+		if err := syscallResume(t.Tid, 0); err != nil {
+			return err
+		}
+		st, err := Wait(t.Tid)
+		if err != nil {
+			return err
+		}
+		switch {
+		case st.Signal == sysStop:
+			return nil
+		case st.Event != 0:
+		default:
+			t.Signals = append(t.Signals, st.Signal)
+		}
+	}
+}
+
+// putBack gives the task its registers and signal mask of the seize.
+func (t *Task) putBack() error {
+	return errors.Join(SetRegs(t.Tid, &t.Base), SetSigmask(t.Tid, t.Blocked))
 }
 
 // Call is Syscall for calls whose result must be non-negative; the error
