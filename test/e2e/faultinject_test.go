@@ -18,17 +18,12 @@ import (
 
 // faultDumpPoints are every named point of a dump, in order.
 var faultDumpPoints = []string{"dump-start", "dump-seize", "dump-check", "dump-ids", "dump-task-state", "dump-files",
-	"dump-memory-layout", "dump-release-scratch", "dump-pages", "dump-page-copy", "dump-images", "dump-inventory", "dump-finish"}
+	"dump-memory-layout", "dump-pages", "dump-page-copy", "dump-images", "dump-inventory", "dump-finish"}
 
 // faultRestorePoints are every named point of a restore, in order.
 var faultRestorePoints = []string{"restore-images", "restore-create-tree", "restore-page-fill", "restore-process-groups",
 	"restore-threads", "restore-files", "restore-finish-files", "restore-exits", "restore-task-state",
 	"restore-credentials", "restore-resume"}
-
-// dumpKillPoints are the dump points where a SIGKILL of stasis is safe
-// today: stasis holds no task there. Once a killed stasis leaves no
-// injected registers and no blocked mask behind, every point is.
-var dumpKillPoints = map[string]bool{"dump-start": true}
 
 // restoreKillPoints are the restore points where a SIGKILL of stasis
 // loses nothing: up to "finish files", the restored TCP connections are
@@ -57,17 +52,27 @@ func echoPeer(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
+// tcpKillSafe are the dump points where a SIGKILL of stasis leaves a
+// tree's TCP connections as they were: before the files phase puts them
+// into repair mode. A socket's repair mode outlives the stasis that set
+// it, so a SIGKILL after that leaves the connection mute (it neither
+// sends nor takes data). Trees without TCP connections survive a SIGKILL
+// at every point.
+var tcpKillSafe = map[string]bool{"dump-start": true, "dump-seize": true, "dump-check": true, "dump-ids": true,
+	"dump-task-state": true, "dump-files": true}
+
 // TestFaultInjection stops stasis at every named point of a dump and of a
 // restore of a two-process, three-thread tree that talks over a pipe, a
 // unix socket and a TCP connection to a peer of the test (mixed.c): by
-// SIGINT and SIGTERM everywhere, by SIGKILL where stasis holds no task
-// (dump, see dumpKillPoints) and in a restore until its TCP connections
-// leave repair mode (its tasks are traced with PTRACE_O_EXITKILL and die
-// with it; see restoreKillPoints). After each: the tree
-// runs untraced with the same signal state and keeps making progress, no
-// zombie in it, no lock table of it but the dump's persistent one after a
-// killed restore, no task of the images left by a restore, no stray child.
-// The restored tree finally checks every stream (mixed.c).
+// SIGINT and SIGTERM everywhere, and by SIGKILL: in a dump, of the same
+// tree without its TCP connection everywhere and of the tree with it where
+// the connection is not in repair mode (tcpKillSafe); in a restore, until
+// its TCP connections leave repair mode (its tasks are traced with
+// PTRACE_O_EXITKILL and die with it; see restoreKillPoints). After each:
+// the tree runs untraced with the same signal state and keeps making
+// progress, no zombie in it, no lock table of it (but the dump's
+// persistent one after a killed restore), no task of the images left by a
+// restore, no stray child. The trees finally check every stream (mixed.c).
 func TestFaultInjection(t *testing.T) {
 	testutil.RequireRoot(t)
 	start := time.Now()
@@ -75,52 +80,24 @@ func TestFaultInjection(t *testing.T) {
 	status := filepath.Join(t.TempDir(), "rounds")
 	v := testutil.StartVictim(t, "mixed", strconv.Itoa(port), status)
 	v.WaitReady(t)
-	tree := testutil.MustTree(t, v.Pid)
-	if len(tree) != 2 {
-		t.Fatalf("want the root and its child: %s", testutil.FormatTree(tree))
-	}
-	before := map[int]map[string]string{}
-	for _, x := range tree {
-		before[x.Pid] = signalState(t, x.Pid)
-	}
-	progress := func(when string) {
-		t.Helper()
-		n := testutil.ReadCounter(t, status)
-		testutil.WaitFor(t, 10*time.Second, "the tree to go on talking "+when, func() bool { return testutil.ReadCounter(t, status) > n+2 })
-	}
-	base := t.TempDir()
+	status0 := filepath.Join(t.TempDir(), "rounds")
+	v0 := testutil.StartVictim(t, "mixed", "0", status0)
+	v0.WaitReady(t)
 	runs := 0
 	for _, point := range faultDumpPoints {
 		sigs := []unix.Signal{unix.SIGINT, unix.SIGTERM}
-		if dumpKillPoints[point] {
+		if tcpKillSafe[point] {
 			sigs = append(sigs, unix.SIGKILL)
 		}
 		for _, sig := range sigs {
 			runs++
-			when := fmt.Sprintf("after %s at %s", sigNames[sig], point)
-			dir := filepath.Join(base, strconv.Itoa(runs))
-			r := runStasisEnv(t, []string{hookEnv + "=" + point + ":" + sigNames[sig]},
-				"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--tcp-established")
-			checkInterrupted(t, r, sig)
-			assertUntouched(t, v.Pid)
-			for _, x := range testutil.MustTree(t, v.Pid) {
-				if x.Zombie() {
-					t.Errorf("%s: pid %d is a zombie", when, x.Pid)
-				}
-				if b := before[x.Pid]; b != nil {
-					assertSameSignals(t, x.Pid, b)
-				}
-			}
-			if l := locksOf(t, nil, v.Pid); len(l) != 0 {
-				t.Errorf("%s: lock tables %v left", when, l)
-			}
-			if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err == nil {
-				t.Errorf("%s: inventory.img left in %s", when, dir)
-			}
-			progress(when)
+			faultDump(t, v, status, point, sig, "--tcp-established")
 		}
+		runs++
+		faultDump(t, v0, status0, point, unix.SIGKILL)
 	}
-	t.Logf("%d interrupted dumps in %v", runs, time.Since(start).Round(time.Millisecond))
+	t.Logf("%d interrupted or killed dumps in %v", runs, time.Since(start).Round(time.Millisecond))
+	v0.TermAndCheck(t)
 
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir, "--tcp-established")
@@ -158,8 +135,48 @@ func TestFaultInjection(t *testing.T) {
 	}
 	t.Logf("%d interrupted restores in %v", rruns, time.Since(rstart).Round(time.Millisecond))
 	testutil.RestoreDetached(t, dir, v, "--tcp-established")
-	progress("after the restore")
+	n := testutil.ReadCounter(t, status)
+	testutil.WaitFor(t, 10*time.Second, "the restored tree to go on talking", func() bool { return testutil.ReadCounter(t, status) > n+2 })
 	v.TermAndCheck(t)
 	requireNoLock(t, v.Pid, "after the restore")
 	t.Logf("whole test: %v", time.Since(start).Round(time.Millisecond))
+}
+
+// faultDump runs a dump of v that the hook stops with sig at point, and
+// checks that the tree goes on as it was.
+func faultDump(t *testing.T, v *testutil.Victim, status, point string, sig unix.Signal, extra ...string) {
+	t.Helper()
+	tree := testutil.MustTree(t, v.Pid)
+	before := map[int]map[string]string{}
+	for _, x := range tree {
+		before[x.Pid] = signalState(t, x.Pid)
+	}
+	when := fmt.Sprintf("pid %d after %s at %s", v.Pid, sigNames[sig], point)
+	dir := filepath.Join(t.TempDir(), "imgs")
+	r := runStasisEnv(t, []string{hookEnv + "=" + point + ":" + sigNames[sig]},
+		append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir}, extra...)...)
+	checkInterrupted(t, r, sig)
+	assertUntouched(t, v.Pid)
+	after := testutil.MustTree(t, v.Pid)
+	if len(after) != len(tree) {
+		t.Errorf("%s: tree %s, was %s", when, testutil.FormatTree(after), testutil.FormatTree(tree))
+	}
+	for _, x := range after {
+		if x.Zombie() {
+			t.Errorf("%s: pid %d is a zombie", when, x.Pid)
+		}
+		if b := before[x.Pid]; b != nil {
+			assertSameSignals(t, x.Pid, b)
+		}
+	}
+	if l := locksOf(t, nil, v.Pid); len(l) != 0 {
+		t.Errorf("%s: lock tables %v left", when, l)
+	}
+	// A SIGKILL cannot be cleaned up after: the partial images stay, but
+	// never an inventory.img, but at dump-finish, where they are complete.
+	if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err == nil && !(sig == unix.SIGKILL && point == "dump-finish") {
+		t.Errorf("%s: inventory.img left in %s", when, dir)
+	}
+	n := testutil.ReadCounter(t, status)
+	testutil.WaitFor(t, 10*time.Second, "the tree to go on talking "+when, func() bool { return testutil.ReadCounter(t, status) > n+2 })
 }
