@@ -532,6 +532,11 @@ func (d *dumper) finish() error {
 	if d.opts.LeaveRunning || d.opts.LeaveStopped {
 		return d.resume()
 	}
+	// Connections read out of repair mode go back into it, so that they
+	// die with the tree without a word to their peers.
+	if err := d.files.BeforeKill(); err != nil {
+		return fmt.Errorf("before killing the dumped tree: %w", err)
+	}
 	// Kill leaves first would let parents see SIGCHLD; killing the root
 	// first is what criu does and what a user expects: the tree is gone.
 	for _, p := range d.all {
