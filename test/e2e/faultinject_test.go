@@ -3,10 +3,14 @@ package e2e
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,6 +80,45 @@ func TestFaultInjection(t *testing.T) {
 			runs++
 			faultDump(t, v, status, point, sig, "--tcp-established")
 		}
+	}
+	// SIGINT or SIGTERM at random moments of -R dumps: inside injected
+	// calls, page copies, image writes; or after a dump that completed,
+	// which left the tree running too. (A SIGKILL at a random moment can
+	// land inside an injected call, which nothing can undo: that is the
+	// killsafe bench's figure, not a test.)
+	full := testutil.Dump(t, v.Pid, filepath.Join(t.TempDir(), "imgs"), "-R", "--tcp-established")
+	took := full.Took
+	for i := 0; i < 8; i++ {
+		runs++
+		sig := []unix.Signal{unix.SIGINT, unix.SIGTERM}[i%2]
+		cmd := exec.Command(testutil.StasisBin(t), "dump", "-t", strconv.Itoa(v.Pid), "-D", filepath.Join(t.TempDir(), "imgs"), "-R", "--tcp-established")
+		began := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(rand.Int64N(int64(took)))
+		time.Sleep(delay)
+		_ = cmd.Process.Signal(sig)
+		_ = cmd.Wait()
+		code := cmd.ProcessState.ExitCode()
+		if ws := cmd.ProcessState.Sys().(syscall.WaitStatus); ws.Signaled() && ws.Signal() == sig {
+			// Before stasis caught signals (it was starting): it died
+			// of it, holding nothing. A shell says 128+sig all the same.
+			code = 128 + int(sig)
+		}
+		if code == 0 {
+			took = time.Since(began) // completed: aim within its length next time
+		}
+		when := fmt.Sprintf("after %s %v into a -R dump (exit %d)", sigNames[sig], delay.Round(time.Microsecond), code)
+		t.Log(when)
+		if code != 0 && code != 128+int(sig) {
+			t.Errorf("%s: want exit 0 or %d", when, 128+int(sig))
+		}
+		assertUntouched(t, v.Pid)
+		if l := locksOf(t, nil, v.Pid); len(l) != 0 {
+			t.Errorf("%s: lock tables %v left", when, l)
+		}
+		waitTalking(t, v, status, when)
 	}
 	t.Logf("%d interrupted or killed dumps in %v", runs, time.Since(start).Round(time.Millisecond))
 
@@ -157,6 +200,44 @@ func faultDump(t *testing.T, v *testutil.Victim, status, point string, sig unix.
 	if _, err := os.Stat(filepath.Join(dir, "inventory.img")); err == nil && !(sig == unix.SIGKILL && point == "dump-finish") {
 		t.Errorf("%s: inventory.img left in %s", when, dir)
 	}
+	waitTalking(t, v, status, when)
+}
+
+// waitTalking waits until the tree has made a few more rounds; if it
+// does not, it says where each of its threads is.
+func waitTalking(t *testing.T, v *testutil.Victim, status, when string) {
+	t.Helper()
 	n := testutil.ReadCounter(t, status)
-	testutil.WaitFor(t, 10*time.Second, "the tree to go on talking "+when, func() bool { return testutil.ReadCounter(t, status) > n+2 })
+	deadline := time.Now().Add(10 * time.Second)
+	for testutil.ReadCounter(t, status) <= n+2 {
+		if time.Now().After(deadline) {
+			var where []string
+			for _, x := range testutil.MustTree(t, v.Pid) {
+				ths, _ := testutil.Threads(x.Pid)
+				for _, th := range ths {
+					sc, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", x.Pid, th.Tid))
+					wc, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/wchan", x.Pid, th.Tid))
+					st, _ := testutil.Status(th.Tid)
+					where = append(where, fmt.Sprintf("tid %d: %s, syscall %s, wchan %s, SigBlk %s SigPnd %s", th.Tid, st["State"], strings.TrimSpace(string(sc)), wc, st["SigBlk"], st["SigPnd"]))
+				}
+			}
+			ss, _ := exec.Command("ss", "-tnpie").CombinedOutput()
+			t.Fatalf("the tree stopped talking %s (round %d):\n%s\n%s\n%s", when, n, strings.Join(where, "\n"), v.LogTail(), grepLines(string(ss), "mixed"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	lines := strings.Split(s, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+			if i+1 < len(lines) {
+				out = append(out, lines[i+1])
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
