@@ -53,7 +53,9 @@ func (b *bencher) killSafe(c config) ([]killResult, error) {
 	if criu == "" {
 		criu = criuDefault
 	}
-	if _, err := os.Stat(criu); err != nil {
+	if criu == "off" {
+		out = append(out, killResult{tool: "criu", skipped: "-criu off"})
+	} else if _, err := os.Stat(criu); err != nil {
 		out = append(out, killResult{tool: "criu", skipped: fmt.Sprintf("%s: %v (-criu PATH)", criu, err)})
 	} else {
 		tools = append(tools, killTool{name: "criu", bin: criu, args: func(pid int, dir string) []string {
@@ -74,7 +76,7 @@ func (b *bencher) killSafe(c config) ([]killResult, error) {
 // killVictim is a victim with what it looked like before the dumps.
 type killVictim struct {
 	*victim
-	sigBlk uint64 // every bit its mask had
+	sigBlk uint64 // its own mask
 	sigCgt string
 	maps   string
 }
@@ -84,16 +86,10 @@ func (b *bencher) startKillVictim(size int64, n int) (*killVictim, error) {
 	if err != nil {
 		return nil, err
 	}
-	kv := &killVictim{victim: v}
-	st := procStatus(v.pid)
-	kv.sigCgt, kv.maps = st["SigCgt"], mapsOf(v.pid)
-	// Its mask changes while it waits (sigtimedwait unblocks what it
-	// waits for): keep every bit seen over a few of its 10 ms loops.
-	for i := 0; i < 10; i++ {
-		m, _ := strconv.ParseUint(procStatus(v.pid)["SigBlk"], 16, 64)
-		kv.sigBlk |= m
-		time.Sleep(3 * time.Millisecond)
-	}
+	// victim.c blocks SIGUSR1 and SIGUSR2 and nothing else; /proc shows
+	// them unblocked while it waits for them in sigtimedwait.
+	kv := &killVictim{victim: v, sigBlk: 1<<(unix.SIGUSR1-1) | 1<<(unix.SIGUSR2-1)}
+	kv.sigCgt, kv.maps = procStatus(v.pid)["SigCgt"], mapsOf(v.pid)
 	return kv, nil
 }
 
@@ -121,13 +117,18 @@ func (b *bencher) killTool(tl killTool, size int64, points int) (killResult, err
 	}
 	r.ref, _ = minMedian(refs)
 	progress("killsafe %s: reference dump %v; %d kills", tl.name, r.ref.Round(time.Millisecond), points)
-	for i := 0; i < points; i++ {
+	// A kill that comes after the dump ended proves nothing: draw again,
+	// up to 3 times as many tries in all.
+	for i, during := 0, 0; during < points && i < 3*points; i++ {
 		at := time.Duration(rand.Int64N(int64(r.ref)))
 		d, err := runTool(tl, v.pid, dir, at)
 		if err != nil {
 			return r, err
 		}
 		tr := killTrial{at: at, finished: d.finished}
+		if !d.finished {
+			during++
+		}
 		tr.verdict = v.check()
 		tr.maps = mapsOf(v.pid) != v.maps
 		r.trials = append(r.trials, tr)
@@ -135,7 +136,7 @@ func (b *bencher) killTool(tl killTool, size int64, points int) (killResult, err
 		if tr.verdict != "" {
 			state = "LOST: " + tr.verdict
 		}
-		progress("killsafe %s %d/%d: kill at %v%s: %s", tl.name, i+1, points, at.Round(time.Microsecond),
+		progress("killsafe %s %d (%d during the dump, of %d): kill at %v%s: %s", tl.name, i+1, during, points, at.Round(time.Microsecond),
 			map[bool]string{true: " (dump had finished)"}[d.finished], state)
 		if tr.verdict != "" || tr.maps {
 			v.close()
@@ -295,22 +296,30 @@ func lastLines(s string, n int) string {
 func printKillSafe(rs []killResult, size int64) {
 	fmt.Printf("\nkillsafe: dump -R of a %s victim killed with SIGKILL at random moments (uniform over the fastest of 3 whole dumps)\n", fmtSize(size))
 	fmt.Printf("intact = alive, not traced, not stopped, same signal mask and handlers, answers SIGUSR1, whole memory pattern right\n")
-	fmt.Printf("%-8s %-10s %-8s %-10s %-14s %-14s %s\n", "tool", "ref dump", "kills", "intact", "dump finished", "maps changed", "lost victims: why")
+	fmt.Printf("kills: during the dump; after: kills that came after the dump had ended (drawn again, victims checked too)\n")
+	fmt.Printf("%-8s %-10s %-8s %-14s %-8s %-14s %-14s %s\n", "tool", "ref dump", "kills", "intact", "after", "intact after", "maps changed", "lost victims: why")
 	for _, r := range rs {
 		if r.skipped != "" {
 			fmt.Printf("%-8s SKIPPED: %s\n", r.tool, r.skipped)
 			continue
 		}
-		intact, fin, maps := 0, 0, 0
+		intact, during, fin, finIntact, maps := 0, 0, 0, 0, 0
 		why := map[string]int{}
 		for _, t := range r.trials {
-			if t.verdict == "" {
-				intact++
-			} else {
-				why[t.verdict]++
-			}
-			if t.finished {
+			switch {
+			case t.finished:
 				fin++
+				if t.verdict == "" {
+					finIntact++
+				}
+			case t.verdict == "":
+				during++
+				intact++
+			default:
+				during++
+			}
+			if t.verdict != "" {
+				why[t.verdict]++
 			}
 			if t.maps && t.verdict == "" {
 				maps++
@@ -321,7 +330,7 @@ func printKillSafe(rs []killResult, size int64) {
 			ws = append(ws, fmt.Sprintf("%d x %s", n, k))
 		}
 		sort.Strings(ws)
-		fmt.Printf("%-8s %-10s %-8d %-10s %-14d %-14d %s\n", r.tool, fmtDur(r.ref), len(r.trials),
-			fmt.Sprintf("%d/%d", intact, len(r.trials)), fin, maps, strings.Join(ws, "; "))
+		fmt.Printf("%-8s %-10s %-8d %-14s %-8d %-14s %-14d %s\n", r.tool, fmtDur(r.ref), during,
+			fmt.Sprintf("%d/%d", intact, during), fin, fmt.Sprintf("%d/%d", finIntact, fin), maps, strings.Join(ws, "; "))
 	}
 }

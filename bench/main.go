@@ -78,7 +78,7 @@ func main() {
 	flag.IntVar(&c.treeProcs, "tree-procs", 50, "processes of the tree group")
 	treeMem := flag.String("tree-mem", "64MiB", "memory of each process of the tree group")
 	flag.IntVar(&c.killPoints, "kill-points", 100, "killsafe: SIGKILLs of a dump per tool")
-	flag.StringVar(&c.criu, "criu", "", "killsafe: CRIU binary to compare with (default "+criuDefault+")")
+	flag.StringVar(&c.criu, "criu", "", "killsafe: CRIU binary to compare with (default "+criuDefault+"; off: none)")
 	flag.Parse()
 	var err error
 	if c.size, err = parseSize(size); err != nil || c.size < pageSize {

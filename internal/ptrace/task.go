@@ -239,10 +239,15 @@ func (t *Task) injected(nr uintptr, args []uint64) unix.PtraceRegs {
 // dies of SIGTRAP after its next instruction. The step's SIGTRAP, forced
 // through a blocked mask, also resets a SIGTRAP handler to SIG_DFL.
 //
-// Every signal is blocked only for the call itself, so that none is
-// dequeued (and delivered into, or lost with, the injected registers);
-// signals that come meanwhile stay queued with their siginfo and are
-// delivered when the task runs on.
+// Every signal is blocked from the moment the task gets the injected
+// registers until the call's entry stop: a signal is dequeued only on the
+// way back to user mode, which the task takes once, from its current stop
+// to the syscall instruction; none must be delivered into (or lost with)
+// the injected registers. Once the call is entered, the mask is the
+// task's own again, so a stasis killed during the call (when scheduling
+// is slow, the longest part) leaves no signal blocked. Signals that come
+// meanwhile stay queued with their siginfo and are delivered when the
+// task runs on.
 //
 // At the exit stop the task gets back its own registers and mask. A
 // detach from there, explicit or by the tracer's death, is as harmless
@@ -268,9 +273,18 @@ func (t *Task) syscallSeized(nr uintptr, regs *unix.PtraceRegs) (uint64, error) 
 			}
 			return 0, errors.Join(fmt.Errorf("inject syscall %d: %w", nr, err), t.putBack())
 		}
+		// Entered: the call runs to its exit stop, which comes before
+		// the exit to user mode where signals are taken. The calls a
+		// dump injects do not wait, so a pending signal cannot cut them
+		// short either.
+		if stop == 0 {
+			if err := SetSigmask(t.Tid, t.Blocked); err != nil {
+				return 0, errors.Join(err, t.putBack())
+			}
+		}
 	}
 	out, err := GetRegs(t.Tid)
-	if perr := t.putBack(); perr != nil {
+	if perr := SetRegs(t.Tid, &t.Base); perr != nil {
 		return 0, errors.Join(err, perr)
 	}
 	if err != nil {

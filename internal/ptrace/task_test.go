@@ -493,3 +493,48 @@ func BenchmarkInject(b *testing.B) {
 		})
 	}
 }
+
+// TestInjectIntoStopped: a task that was stopped (SIGSTOP) when seized
+// runs injected calls and, detached with its stop signal as the dump does,
+// is stopped again; SIGCONT lets it sleep on correctly.
+func TestInjectIntoStopped(t *testing.T) {
+	s := startSleeper(t, "nanosleep", 200)
+	if err := unix.Kill(s.pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "sleeper stopped", func() bool {
+		return strings.HasPrefix(status(t, s.pid, "State")["State"], "T")
+	})
+	time.Sleep(50 * time.Millisecond)
+	for len(s.lines) > 0 { // said before the stop
+		if l := <-s.lines; !strings.HasPrefix(l, "tick") {
+			t.Fatalf("sleeper says %q", l)
+		}
+	}
+	err := RunLocked(func() error {
+		tr, err := seizeForTest(s.pid)
+		if err != nil {
+			return err
+		}
+		if got, err := tr.Syscall(unix.SYS_GETPID); err != nil || int(got) != s.pid {
+			return fmt.Errorf("getpid = %d, %v", got, err)
+		}
+		return Detach(s.pid, int(unix.SIGSTOP))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if st := status(t, s.pid, "State", "TracerPid"); !strings.HasPrefix(st["State"], "T") || st["TracerPid"] != "0" {
+		t.Fatalf("after the detach: %v, want stopped and untraced", st)
+	}
+	select {
+	case l := <-s.lines:
+		t.Fatalf("the stopped sleeper said %q", l)
+	default:
+	}
+	if err := unix.Kill(s.pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	s.checkAlive(t, 0)
+}
