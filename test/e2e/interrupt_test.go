@@ -119,7 +119,7 @@ var dumpPoints = []string{"dump-seize", "dump-task-state", "dump-page-copy", "du
 func TestInterruptDump(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "mem", "1024")
-	v.WaitReady(t)
+	waitReadyLong(t, v)
 	before := signalState(t, v.Pid)
 	base := t.TempDir()
 	n := 0
@@ -213,7 +213,7 @@ var restorePoints = []string{"restore-create-tree", "restore-page-fill", "restor
 func TestInterruptRestore(t *testing.T) {
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "mem", "1024")
-	v.WaitReady(t)
+	waitReadyLong(t, v)
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir)
 	v.Reap(t)
@@ -269,6 +269,19 @@ func TestPartialImages(t *testing.T) {
 		testutil.AssertContains(t, testutil.RestoreFail(t, dir), "no inventory.img")
 	})
 	v.TermAndCheck(t)
+}
+
+// waitReadyLong gives a big victim (1 GiB to fill and pattern) up to 90 s
+// to get ready, more than WaitReady's 20 s: a loaded 2-core machine needs
+// it.
+func waitReadyLong(t *testing.T, v *testutil.Victim) {
+	t.Helper()
+	for end := time.Now().Add(90 * time.Second); time.Now().Before(end) && testutil.ProcessAlive(v.Pid); time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(v.Ready); err == nil {
+			break
+		}
+	}
+	v.WaitReady(t)
 }
 
 // assertOnly fails unless dir holds exactly the files named.
