@@ -5,11 +5,14 @@
 package stasis
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"syscall"
 
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/restore"
@@ -74,9 +77,29 @@ type RestoreOptions struct {
 // Restored is a restored process tree, running on its own.
 type Restored = restore.Restored
 
+// ErrInterrupted is wrapped by the error of a dump or restore stopped
+// because its context was canceled, by a signal or otherwise.
+var ErrInterrupted = interrupt.ErrInterrupted
+
+// CancelBySignal is the cause to cancel a context with (see
+// context.WithCancelCause) when the process got sig: the error of the
+// dump or restore it stops then names sig, and InterruptSignal finds it.
+func CancelBySignal(sig syscall.Signal) error { return &interrupt.Signal{Sig: sig} }
+
+// InterruptSignal returns the signal that stopped the dump or restore
+// whose error is err, if it was stopped by one (see CancelBySignal).
+func InterruptSignal(err error) (syscall.Signal, bool) { return interrupt.SignalOf(err) }
+
 // Dump checkpoints the tree rooted at opts.Pid. On failure the tree is
-// left running exactly as it was.
-func Dump(opts DumpOptions) error {
+// left running exactly as it was, and the files the dump wrote are
+// removed.
+func Dump(opts DumpOptions) error { return DumpContext(context.Background(), opts) }
+
+// DumpContext is Dump that stops when ctx is done: the dump rolls back as
+// a failed one does (the tree resumed as it was, the partial images
+// removed) and returns an error wrapping ErrInterrupted. Once the images
+// are complete and the tree is being killed, it completes instead.
+func DumpContext(ctx context.Context, opts DumpOptions) error {
 	lock, err := netlock.ParseMode(opts.NetworkLock)
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
@@ -85,7 +108,7 @@ func Dump(opts DumpOptions) error {
 	if err != nil {
 		return err
 	}
-	err = dump.Dump(dump.Options{
+	err = dump.Dump(ctx, dump.Options{
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
@@ -124,7 +147,13 @@ type PreflightReport = dump.Report
 // --link-remap link. The error is for a tree that could not be checked
 // at all (no such pid, not seizable).
 func Preflight(opts DumpOptions) (*PreflightReport, error) {
-	return dump.Preflight(dump.Options{
+	return PreflightContext(context.Background(), opts)
+}
+
+// PreflightContext is Preflight that stops when ctx is done: the tree is
+// resumed as a failed dump leaves it, and the error wraps ErrInterrupted.
+func PreflightContext(ctx context.Context, opts DumpOptions) (*PreflightReport, error) {
+	return dump.Preflight(ctx, dump.Options{
 		Pid: opts.Pid, ShellJob: opts.ShellJob, Files: opts.Files, Log: opts.Log,
 	})
 }
@@ -133,6 +162,13 @@ func Preflight(opts DumpOptions) (*PreflightReport, error) {
 // task is a child of the calling process: Restored.Wait reaps it. On
 // failure no task of the tree is left behind.
 func Restore(opts RestoreOptions) (*Restored, error) {
+	return RestoreContext(context.Background(), opts)
+}
+
+// RestoreContext is Restore that stops when ctx is done: every task
+// created is killed, as on a failure, and the error wraps
+// ErrInterrupted. Once the tree runs, it no longer stops.
+func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error) {
 	lock, err := netlock.ParseMode(opts.NetworkLock)
 	if err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
@@ -141,7 +177,7 @@ func Restore(opts RestoreOptions) (*Restored, error) {
 	if err != nil {
 		return nil, err
 	}
-	r, err := restore.Restore(restore.Options{
+	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
 		Unprivileged: !priv.Full(),

@@ -153,7 +153,10 @@ func preflight(out io.Writer, log *slog.Logger, o checkOptions) error {
 		return errorf("check: %v", err)
 	}
 	o.dump.Log = log
-	r, err := stasis.Preflight(o.dump)
+	// It holds the tree as a dump does: a signal resumes it first.
+	ctx, release := interruptible()
+	defer release()
+	r, err := stasis.PreflightContext(ctx, o.dump)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -38,11 +39,17 @@ func newDumpCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
-			if err := stasis.Dump(o); err != nil {
+			ctx, release := interruptible()
+			defer release()
+			if err := stasis.DumpContext(ctx, o); err != nil {
 				if lf.file != "" {
 					log.Error("dump failed", "err", err)
+					err = fmt.Errorf("%w (%s kept)", err, lf.path(workDir(o.WorkDir, o.ImagesDir)))
 				}
 				return err
+			}
+			if ctx.Err() != nil {
+				log.Warn("a signal came once the images were complete: the dump was completed", "cause", context.Cause(ctx))
 			}
 			return nil
 		},

@@ -20,6 +20,14 @@ func (l *logFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&l.file, "log-file", "o", "", "write the log to FILE (relative to the work dir, as criu)")
 }
 
+// path is where the log file is, "" if there is none.
+func (l *logFlags) path(workDir string) string {
+	if l.file == "" || workDir == "" || l.file[0] == '/' {
+		return l.file
+	}
+	return workDir + "/" + l.file
+}
+
 // open returns a logger and a closer. criu's levels: 0 none, 1 errors,
 // 2 warnings (default), 3 info, 4 debug.
 func (l *logFlags) open(workDir string) (*slog.Logger, func(), error) {

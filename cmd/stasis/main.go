@@ -69,5 +69,8 @@ func main() {
 		os.Exit(ee.code)
 	}
 	fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+	if code, ok := interruptedCode(err); ok {
+		os.Exit(code)
+	}
 	os.Exit(1)
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+
 	"github.com/spf13/cobra"
 
 	"github.com/stasis-cr/stasis"
@@ -39,12 +41,22 @@ func newRestoreCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
-			r, err := stasis.Restore(o)
+			ctx, release := interruptible()
+			r, err := stasis.RestoreContext(ctx, o)
+			// The tree runs on its own now: a signal while stasis waits
+			// for it does what it did before (criu is no different).
+			release()
 			if err != nil {
 				if lf.file != "" {
 					log.Error("restore failed", "err", err)
 				}
 				return err
+			}
+			if sig, ok := stasis.InterruptSignal(context.Cause(ctx)); ok {
+				// Too late to stop: the tree runs. Exit as the signal
+				// would have made stasis exit, leaving it running.
+				log.Warn("a signal came once the tree was restored: it runs on", "signal", sig)
+				return exitError{128 + int(sig)}
 			}
 			if detach {
 				return nil

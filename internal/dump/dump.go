@@ -1,15 +1,15 @@
 package dump
 
 import (
+	"context"
 	"errors"
-
 	"fmt"
-	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"log/slog"
 	"os"
 	"strconv"
 	"time"
 
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
@@ -60,6 +61,7 @@ const (
 )
 
 type dumper struct {
+	ctx     context.Context // canceled by a signal: roll back at the next safe point
 	opts    Options
 	runID   string // inventory's dump_criu_run_id; names the network lock
 	log     *slog.Logger
@@ -72,6 +74,7 @@ type dumper struct {
 	seccomp core.SeccompTable
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
+	workDir *images.Dir              // where stats-dump went, if not dir
 	stats   statsTimes
 
 	preflight bool   // only check: see Preflight
@@ -83,9 +86,13 @@ type statsTimes struct {
 	pagesScanned, pagesWritten           uint64
 }
 
-// Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir.
-func Dump(opts Options) error {
-	return ptrace.RunLocked(newDumper(opts, false).run)
+// Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
+// ctx is done, the dump stops at its next safe point (between phases and
+// tasks, every chunk of a page copy) and rolls back as a failed dump does,
+// with an error wrapping interrupt.ErrInterrupted; after the images are
+// complete and the tree is being killed, it no longer stops.
+func Dump(ctx context.Context, opts Options) error {
+	return ptrace.RunLocked(newDumper(ctx, opts, false).run)
 }
 
 // Report is what a preflight found: the size of the tree and every
@@ -102,11 +109,12 @@ type Report struct {
 // as a failed dump does. It writes nothing and changes nothing outside
 // stasis: no images dir, no network lock, no repair mode, no link. The
 // error is for a tree that could not be checked at all (no such pid).
-func Preflight(opts Options) (*Report, error) {
+// Once ctx is done it stops, as a dump does.
+func Preflight(ctx context.Context, opts Options) (*Report, error) {
 	opts.ImagesDir, opts.NetworkLock = "", netlock.Skip
 	opts.LeaveRunning, opts.LeaveStopped = true, false
 	opts.Files.Preflight = true
-	d := newDumper(opts, true)
+	d := newDumper(ctx, opts, true)
 	if err := ptrace.RunLocked(d.run); err != nil {
 		return nil, err
 	}
@@ -114,11 +122,11 @@ func Preflight(opts Options) (*Report, error) {
 	return &d.report, nil
 }
 
-func newDumper(opts Options, preflight bool) *dumper {
+func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	d := &dumper{opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
+	d := &dumper{ctx: ctx, opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
 	d.runID = netlock.RunID(opts.Pid)
@@ -145,6 +153,9 @@ func (d *dumper) run() (err error) {
 	if err := d.checkTarget(); err != nil {
 		return err
 	}
+	if err := d.stop("start", 0); err != nil {
+		return err
+	}
 	if !d.preflight {
 		if d.dir, err = images.Create(d.opts.ImagesDir); err != nil {
 			return err
@@ -156,6 +167,13 @@ func (d *dumper) run() (err error) {
 			d.files.RemoveLinkRemaps()
 			if rerr := d.resume(); rerr != nil {
 				err = fmt.Errorf("%w (and resuming the tree failed: %v)", err, rerr)
+			} else {
+				err = fmt.Errorf("%w (the tree was resumed as it was)", err)
+			}
+			// After the tree runs again: the images can wait, the tree
+			// should not.
+			if left := d.removeImages(); left != "" {
+				err = fmt.Errorf("%w; %s", err, left)
 			}
 		}
 	}()
@@ -174,6 +192,9 @@ func (d *dumper) run() (err error) {
 	for _, p := range d.all {
 		d.report.Processes++
 		d.report.Threads += len(p.threads)
+	}
+	if err := d.stop("seize", 0); err != nil {
+		return err
 	}
 	phases := []struct {
 		name   string
@@ -206,6 +227,9 @@ func (d *dumper) run() (err error) {
 			if p.zombie || p.refused {
 				continue
 			}
+			if err := d.stop(ph.name, p.pid); err != nil {
+				return err
+			}
 			d.log.Debug("dump phase", "phase", ph.name, "pid", p.pid)
 			if err := ph.fn(p); err != nil {
 				// A preflight lists it and goes on with the other processes.
@@ -220,12 +244,63 @@ func (d *dumper) run() (err error) {
 		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.frozen))
 		return d.resume()
 	}
+	if err := d.stop("images", 0); err != nil {
+		return err
+	}
 	d.log.Debug("dump phase", "phase", "images")
 	if err := d.writeImages(); err != nil {
 		return err
 	}
+	// The last point of return: from here the tree is killed (or let go)
+	// and a signal no longer stops the dump, whose images are complete.
+	if err := d.stop("finish", 0); err != nil {
+		return err
+	}
 	d.log.Debug("dump phase", "phase", "finish")
 	return d.finish()
+}
+
+// stop is a safe point of the dump: the test hook's point "dump-PHASE",
+// then an error if the dump was interrupted.
+func (d *dumper) stop(phase string, pid int) error {
+	interrupt.At(d.ctx, "dump-"+phase)
+	at := "dump phase " + phase
+	if pid != 0 {
+		at += fmt.Sprintf(" (pid %d)", pid)
+	}
+	return interrupt.Check(d.ctx, at)
+}
+
+// removeImages removes what this dump wrote into the images and work
+// dirs, and the images dir if the dump created it and it is empty now, so
+// that no later restore takes a partial dump for a complete one. It says
+// what is left, "" if nothing needs saying.
+func (d *dumper) removeImages() string {
+	var errs []error
+	n := 0
+	for _, dir := range []*images.Dir{d.dir, d.workDir} {
+		if dir == nil {
+			continue
+		}
+		k, err := dir.RemoveWritten()
+		n += k
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	gone := false
+	if d.dir.Created {
+		gone = os.Remove(d.dir.Path) == nil
+	}
+	switch {
+	case len(errs) > 0:
+		return fmt.Sprintf("partial images could not all be removed from %s: %v", d.dir.Path, errors.Join(errs...))
+	case gone:
+		return fmt.Sprintf("partial images removed (%d files), and %s, which the dump had created", n, d.dir.Path)
+	case n > 0:
+		return fmt.Sprintf("partial images removed from %s (%d files)", d.dir.Path, n)
+	}
+	return ""
 }
 
 // checkTarget refuses pids that cannot or must not be dumped before any
@@ -510,7 +585,10 @@ func (d *dumper) dumpPages(p *process) error {
 		return err
 	}
 	h := checksum.NewHasher(f, checksum.PagesBlock)
-	entries, st, err := mem.DumpPages(p.pid, p.areas, h)
+	entries, st, err := mem.DumpPages(p.pid, p.areas, h, func() error {
+		interrupt.At(d.ctx, "dump-page-copy")
+		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
+	})
 	d.sums[pagesName(p.pagesID)] = h.Sum()
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -542,6 +620,11 @@ func (d *dumper) finish() error {
 	}
 	if d.opts.LeaveRunning || d.opts.LeaveStopped {
 		return d.resume()
+	}
+	// Connections read out of repair mode go back into it, so that they
+	// die with the tree without a word to their peers.
+	if err := d.files.BeforeKill(); err != nil {
+		return fmt.Errorf("before killing the dumped tree: %w", err)
 	}
 	// Kill leaves first would let parents see SIGCHLD; killing the root
 	// first is what criu does and what a user expects: the tree is gone.

@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/interrupt"
 )
 
 // ImgVersion is CRTOOLS_IMAGES_V1_1, the only version criu 4.x accepts.
@@ -67,10 +68,18 @@ func (d *dumper) writeImages() error {
 		func() error { return w("inventory.img", d.inventory()) },
 		func() error {
 			d.log.Debug("dump phase", "phase", "checksums")
+			d.dir.Track(checksum.FileName, checksum.FileName+".tmp")
 			return checksum.Write(d.dir.Path, d.sums)
 		},
 	}
-	for _, s := range steps {
+	for i, s := range steps {
+		if i == len(steps)-2 {
+			// Just before inventory.img, which marks a complete dump.
+			interrupt.At(d.ctx, "dump-inventory")
+		}
+		if err := interrupt.Check(d.ctx, "dump phase images"); err != nil {
+			return err
+		}
 		if err := s(); err != nil {
 			return fmt.Errorf("write images to %s: %w", d.dir.Path, err)
 		}
@@ -144,7 +153,14 @@ func (d *dumper) writeProcess(p *process) error {
 		},
 		func() error { return w(fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId()), fds...) },
 	}
-	for _, s := range steps {
+	for i, s := range steps {
+		if i == len(steps)-2 {
+			// Just before inventory.img, which marks a complete dump.
+			interrupt.At(d.ctx, "dump-inventory")
+		}
+		if err := interrupt.Check(d.ctx, "dump phase images"); err != nil {
+			return err
+		}
 		if err := s(); err != nil {
 			return err
 		}
@@ -195,6 +211,9 @@ func (d *dumper) writeStats() error {
 		PagesWritten:       proto.Uint64(s.pagesWritten),
 		PagesLazy:          proto.Uint64(0),
 	}}
+	if filepath.Clean(work) == filepath.Clean(d.dir.Path) {
+		return d.dir.Write("stats-dump", e)
+	}
 	wd, err := images.Open(work)
 	if err != nil {
 		if err := os.MkdirAll(work, 0o700); err != nil {
@@ -204,6 +223,7 @@ func (d *dumper) writeStats() error {
 			return err
 		}
 	}
+	d.workDir = wd
 	return wd.Write("stats-dump", e)
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -183,6 +184,10 @@ func (d *dumper) seizeTree(pid int, parent *process) (*process, error) {
 	}
 	sort.Ints(kids)
 	for _, k := range kids {
+		// A big tree takes a while to seize.
+		if err := interrupt.Check(d.ctx, fmt.Sprintf("dump phase seize (pid %d)", k)); err != nil {
+			return nil, err
+		}
 		c, err := d.seizeTree(k, p)
 		if errors.Is(err, errGone) {
 			// Reaped between listing and seizing: its parent is stopped,

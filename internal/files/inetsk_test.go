@@ -108,7 +108,7 @@ func TestReadTCPStreamPeeks(t *testing.T) {
 	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
 		t.Fatal(err)
 	}
-	st := &tcpDump{repaired: []repairedSk{{fd: fd, reuse: true}}}
+	st := &tcpDump{repaired: []*repairedSk{{fd: fd, reuse: true, repair: true}}}
 	saved, err := readTCPStream(fd)
 	if err != nil {
 		t.Fatal(err)

@@ -34,6 +34,9 @@ type Restorer struct {
 	// links of --link-remap).
 	succeeded []func() error
 	success   bool
+	// undo run by Rollback, before the tasks of a failed restore are
+	// killed: what must not be seen outside when they die.
+	undo []func() error
 	// OpenCtty opens /dev/tty with flags as a process of session sid
 	// does: the session's controlling terminal, as only a member of the
 	// session can open it. Set by the restore, which has the tasks.
@@ -132,6 +135,22 @@ func (r *Restorer) Finish() error {
 	}
 	r.final = nil
 	return nil
+}
+
+// onRollback registers fn to run if the restore fails (Rollback).
+func (r *Restorer) onRollback(fn func() error) { r.undo = append(r.undo, fn) }
+
+// Rollback is called by a failed restore before it kills the tasks it
+// created: restored TCP connections go back into repair mode, so that
+// they vanish without a FIN or a reset to their peer and without a
+// socket left in FIN_WAIT holding the port, which a later restore needs.
+func (r *Restorer) Rollback() error {
+	var errs []error
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		errs = append(errs, r.undo[i]())
+	}
+	r.undo = nil
+	return errors.Join(errs...)
 }
 
 // onSuccess registers fn to run when the restore ends well.

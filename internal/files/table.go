@@ -37,6 +37,8 @@ type Table struct {
 	Tasks map[int]bool
 	// finish run once the tree is killed or goes on (see Finish).
 	finish []func(killed bool) error
+	// beforeKill run just before the dump kills the tree (see BeforeKill).
+	beforeKill []func() error
 	// PagesID hands out the N of pages-N.img, shared with memory.
 	PagesID func() int
 	Opts    DumpOptions
@@ -232,6 +234,17 @@ func (t *Table) WriteImages(dir *images.Dir) error {
 		ms[i] = e
 	}
 	return dir.Write("files.img", ms...)
+}
+
+// BeforeKill makes the tree's files ready to die with it, just before the
+// dump kills the tree: TCP connections go back into repair mode, so that
+// they vanish without a FIN or a reset to the peer.
+func (t *Table) BeforeKill() error {
+	var errs []error
+	for _, fn := range t.beforeKill {
+		errs = append(errs, fn())
+	}
+	return errors.Join(errs...)
 }
 
 // atFinish registers fn to run in Finish.

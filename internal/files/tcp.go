@@ -110,7 +110,7 @@ func rcvFinGot(state uint32) bool {
 // copies of the sockets in repair mode.
 type tcpDump struct {
 	streams  []tcpStream
-	repaired []repairedSk
+	repaired []*repairedSk
 }
 
 type tcpStream struct {
@@ -119,17 +119,54 @@ type tcpStream struct {
 	inq, outq []byte
 }
 
+// repairedSk is stasis' copy of a dumped connection's socket.
 type repairedSk struct {
-	fd    int
-	reuse bool
+	fd     int
+	reuse  bool // SO_REUSEADDR, cleared by leaving repair mode
+	repair bool // in repair mode now
+}
+
+// setRepair turns the socket's repair mode on or off.
+func (sk *repairedSk) setRepair(on bool) error {
+	if on == sk.repair {
+		return nil
+	}
+	if on {
+		if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+			return os.NewSyscallError("setsockopt TCP_REPAIR", err)
+		}
+		sk.repair = true
+		return nil
+	}
+	if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff); err != nil {
+		return os.NewSyscallError("setsockopt TCP_REPAIR off", err)
+	}
+	sk.repair = false
+	if sk.reuse {
+		if err := unix.SetsockoptInt(sk.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return os.NewSyscallError("setsockopt SO_REUSEADDR", err)
+		}
+	}
+	return nil
 }
 
 func tcpDumpOf(t *Table) *tcpDump {
 	return stateOf(t.state, "tcp", func() *tcpDump {
 		st := &tcpDump{}
 		t.atFinish(func(killed bool) error { return st.finish(killed) })
+		t.beforeKill = append(t.beforeKill, st.repairAll)
 		return st
 	})
+}
+
+// repairAll puts every dumped connection back into repair mode before
+// the tree is killed (see dumpTCPStream).
+func (st *tcpDump) repairAll() error {
+	var errs []error
+	for _, sk := range st.repaired {
+		errs = append(errs, sk.setRepair(true))
+	}
+	return errors.Join(errs...)
 }
 
 func init() {
@@ -198,8 +235,20 @@ func dumpTCPStream(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry, ends *inet
 		unix.SetsockoptInt(sk, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff)
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
-	st.repaired = append(st.repaired, repairedSk{fd: keep, reuse: ie.GetOpts().GetReuseaddr()})
+	rsk := &repairedSk{fd: keep, reuse: ie.GetOpts().GetReuseaddr(), repair: true}
+	st.repaired = append(st.repaired, rsk)
 	s, err := readTCPStream(sk)
+	if err == nil && t.Opts.OnConnection != nil {
+		// Read: the connection leaves repair mode at once, while the
+		// network lock keeps its packets out, so that a stasis killed
+		// from now on (SIGKILL cannot be caught) does not leave it mute
+		// in repair mode, which outlives stasis. BeforeKill puts it back
+		// just before the tree is killed. Without the lock the peer's
+		// bytes would come in after the read: it stays in repair mode.
+		if rerr := rsk.setRepair(false); rerr != nil {
+			err = rerr
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", conn, err)
 	}
@@ -325,14 +374,7 @@ func (st *tcpDump) finish(killed bool) error {
 	var errs []error
 	for _, sk := range st.repaired {
 		if !killed {
-			if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff); err != nil {
-				errs = append(errs, os.NewSyscallError("setsockopt TCP_REPAIR off", err))
-			}
-			if sk.reuse {
-				if err := unix.SetsockoptInt(sk.fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
-					errs = append(errs, os.NewSyscallError("setsockopt SO_REUSEADDR", err))
-				}
-			}
+			errs = append(errs, sk.setRepair(false))
 		}
 		unix.Close(sk.fd)
 	}
@@ -562,6 +604,15 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 	done := false
 	r.onDone(func() error {
 		unix.Close(keep)
+		return nil
+	})
+	r.onRollback(func() error {
+		if !done {
+			return nil // still in repair mode
+		}
+		if err := unix.SetsockoptInt(keep, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+			return fmt.Errorf("TCP connection %s -> %s: %w", ends.local, ends.remote, os.NewSyscallError("setsockopt TCP_REPAIR", err))
+		}
 		return nil
 	})
 	r.beforeRun(func() error {

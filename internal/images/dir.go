@@ -6,14 +6,63 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 )
 
 // Dir is a directory of images (criu -D). It holds no open files: methods
 // are safe for concurrent use as long as no two of them write the same file.
-type Dir struct{ Path string }
+type Dir struct {
+	Path string
+	// Created is set by Create when the directory did not exist before.
+	Created bool
+
+	mu      sync.Mutex
+	written map[string]bool // names this Dir created or truncated: see RemoveWritten
+}
+
+// Track records names written into the directory by other means than
+// the Dir's own writers, so that RemoveWritten removes them too.
+func (d *Dir) Track(names ...string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.written == nil {
+		d.written = map[string]bool{}
+	}
+	for _, n := range names {
+		d.written[n] = true
+	}
+}
+
+// RemoveWritten removes every file that this Dir wrote (images, their
+// temporary files, tracked names) and nothing else: a failed dump leaves
+// no partial image, and the files others put there (runc's
+// descriptors.json, a log) stay. It returns how many it removed.
+func (d *Dir) RemoveWritten() (int, error) {
+	d.mu.Lock()
+	names := make([]string, 0, len(d.written))
+	for n := range d.written {
+		names = append(names, n)
+	}
+	d.written = nil
+	d.mu.Unlock()
+	sort.Strings(names)
+	n := 0
+	var errs []error
+	for _, name := range names {
+		err := os.Remove(filepath.Join(d.Path, name))
+		switch {
+		case err == nil:
+			n++
+		case !errors.Is(err, os.ErrNotExist):
+			errs = append(errs, err)
+		}
+	}
+	return n, errors.Join(errs...)
+}
 
 // Open opens an existing, readable image directory.
 func Open(path string) (*Dir, error) {
@@ -42,6 +91,7 @@ func Open(path string) (*Dir, error) {
 // ErrNotWritable if it cannot be created or a file cannot be created in it.
 // Foreign files (runc's descriptors.json, logs) are left alone.
 func Create(path string) (*Dir, error) {
+	_, serr := os.Lstat(path)
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("create image dir %s: %w: %w", path, ErrNotWritable, err)
 	}
@@ -59,7 +109,7 @@ func Create(path string) (*Dir, error) {
 	if err := os.Remove(name); err != nil {
 		return nil, fmt.Errorf("create image dir %s: %w: %w", path, ErrNotWritable, err)
 	}
-	return &Dir{Path: path}, nil
+	return &Dir{Path: path, Created: errors.Is(serr, os.ErrNotExist)}, nil
 }
 
 // path joins name to the directory; names are single path elements.
@@ -214,6 +264,7 @@ func (d *Dir) NewWriter(name string) (*Writer, error) {
 		return nil, err
 	}
 	tmp := p + ".tmp"
+	d.Track(name, name+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
@@ -287,6 +338,7 @@ func (d *Dir) CreateRaw(name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	d.Track(name)
 	return os.OpenFile(p, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 }
 

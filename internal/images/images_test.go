@@ -576,3 +576,47 @@ func TestExtraHelpers(t *testing.T) {
 		t.Fatalf("TCPQueues = %q %q %v", in, out, err)
 	}
 }
+
+// TestRemoveWritten: a Dir removes what it wrote, images, raw images and
+// tracked names, and nothing that was there before; Create says whether
+// it made the directory.
+func TestRemoveWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "imgs")
+	d, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Created {
+		t.Error("Create of a missing dir: Created is false")
+	}
+	if err := os.WriteFile(filepath.Join(path, "descriptors.json"), []byte("[]"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Write("pstree.img", &pstree.PstreeEntry{Pid: proto.Uint32(1), Ppid: proto.Uint32(0), Pgid: proto.Uint32(1), Sid: proto.Uint32(1)}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := d.CreateRaw("pages-1.img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if err := os.WriteFile(filepath.Join(path, "extra.json"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.Track("extra.json", "never-written")
+	n, err := d.RemoveWritten()
+	if err != nil || n != 3 {
+		t.Errorf("RemoveWritten = %d, %v; want 3, nil", n, err)
+	}
+	ents, _ := os.ReadDir(path)
+	if len(ents) != 1 || ents[0].Name() != "descriptors.json" {
+		t.Errorf("left %v, want only descriptors.json", ents)
+	}
+	again, err := Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Created {
+		t.Error("Create of an existing dir: Created is true")
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync/atomic"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"google.golang.org/protobuf/proto"
@@ -97,8 +98,10 @@ type DumpStats struct {
 // DumpPages saves the pages of every dumpable area of pid into w and
 // returns the pagemap entries describing them, in address order. The
 // copy out of the task (process_vm_readv) and the write to the image run
-// concurrently on two alternating buffers.
-func DumpPages(pid int, areas []*Area, w io.Writer) ([]*pagemap.PagemapEntry, DumpStats, error) {
+// concurrently on two alternating buffers. stop is called before each
+// chunk of the copy: an error from it (an interrupted dump) ends the copy
+// with that error.
+func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagemap.PagemapEntry, DumpStats, error) {
 	var st DumpStats
 	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
@@ -127,7 +130,15 @@ func DumpPages(pid int, areas []*Area, w io.Writer) ([]*pagemap.PagemapEntry, Du
 			st.PagesWritten += m.Pages
 		}
 	}
-	if err := copyRuns(runs, w, func(ios []ptrace.VMIO) error { return ptrace.ReadvMem(pid, ios) }); err != nil {
+	fill := func(ios []ptrace.VMIO) error {
+		if stop != nil {
+			if err := stop(); err != nil {
+				return err
+			}
+		}
+		return ptrace.ReadvMem(pid, ios)
+	}
+	if err := copyRuns(runs, w, fill); err != nil {
 		return nil, st, fmt.Errorf("dump pages of pid %d: %w", pid, err)
 	}
 	return entries, st, nil
@@ -155,6 +166,8 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 	free <- make([]byte, size)
 	full := make(chan batch, 2)
 	errc := make(chan error, 1)
+	// Set once a write failed (a full disk): reading on is pointless.
+	var wfailed atomic.Bool
 	go func() {
 		defer close(full)
 		buf := <-free
@@ -163,6 +176,10 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 		flush := func() bool {
 			if off == 0 {
 				return true
+			}
+			if wfailed.Load() {
+				errc <- nil // the writer's error is the one reported
+				return false
 			}
 			if err := fill(ios); err != nil {
 				errc <- err
@@ -192,7 +209,9 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 	var werr error
 	for b := range full {
 		if werr == nil {
-			_, werr = w.Write(b.buf[:b.n])
+			if _, werr = w.Write(b.buf[:b.n]); werr != nil {
+				wfailed.Store(true)
+			}
 		}
 		free <- b.buf
 	}

@@ -248,8 +248,9 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 // file is mapped and written with process_vm_writev in large batches.
 // Pages inside kept VMAs (inherited from the parent) are compared with
 // what the task has and written only where they differ, so that pages
-// still shared with the parent stay shared.
-func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool) (FillStats, error) {
+// still shared with the parent stay shared. stop is called before each
+// chunk: an error from it (an interrupted restore) ends the fill with it.
+func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
 	var st FillStats
 	var want int64
 	for _, pe := range entries {
@@ -308,7 +309,7 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 	for _, io := range diff {
 		st.SkippedCOW -= uint64(len(io.Local) / PageSize)
 	}
-	return st, writeParallel(pid, ios)
+	return st, writeParallel(pid, ios, stop)
 }
 
 // FillStats counts pages as criu's stats-restore does.
@@ -380,7 +381,7 @@ var ErrTruncatedPages = fmt.Errorf("pages image truncated")
 // writeParallel splits the writes into chunks handled by a few
 // goroutines: process_vm_writev needs no ptrace stop, and the page-fault
 // work on the target side scales with CPUs.
-func writeParallel(pid int, ios []ptrace.VMIO) error {
+func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
 	const chunk = 64 << 20
 	var parts [][]ptrace.VMIO
 	var cur []ptrace.VMIO
@@ -414,11 +415,16 @@ func writeParallel(pid int, ios []ptrace.VMIO) error {
 			errs <- first
 		}()
 	}
+	var first error
 	for _, p := range parts {
+		if stop != nil {
+			if first = stop(); first != nil {
+				break
+			}
+		}
 		work <- p
 	}
 	close(work)
-	var first error
 	for w := 0; w < workers; w++ {
 		if err := <-errs; err != nil && first == nil {
 			first = err

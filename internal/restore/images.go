@@ -29,6 +29,9 @@ import (
 // although each decodes.
 var ErrBadImage = errors.New("inconsistent image")
 
+// ErrIncomplete is wrapped when the images dir holds no complete dump.
+var ErrIncomplete = errors.New("not a complete dump")
+
 // taskImages is everything the images say about one process, and its
 // place in the tree as restore builds it.
 type taskImages struct {
@@ -96,6 +99,11 @@ func readImages(path string) (*imageSet, error) {
 	dir, err := images.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	// The dump writes inventory.img last and a failed or interrupted dump
+	// removes what it wrote: without it, this is no complete dump.
+	if !dir.Has("inventory.img") {
+		return nil, fmt.Errorf("restore from %s: no inventory.img: %w (a dump that failed or was interrupted leaves none; dump again)", path, ErrIncomplete)
 	}
 	// A manifest written by stasis at dump time catches damage the framing
 	// cannot see (a flipped register or page byte still decodes).

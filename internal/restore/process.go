@@ -38,6 +38,9 @@ func (tr *taskRestorer) create() error {
 		return fmt.Errorf("restore pid %d: session: %w", tr.t.Tid, err)
 	}
 	for _, c := range img.children {
+		if err := tr.r.stop("create tree", c.pid()); err != nil {
+			return err
+		}
 		t, err := cloneWithPid(tr.t, tr.s, c.pid(), 0)
 		if err != nil {
 			if errors.Is(err, ErrPidInUse) {

@@ -1,6 +1,7 @@
 package restore
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -77,6 +79,7 @@ func (r *Restored) Wait() (int, error) {
 }
 
 type restorer struct {
+	ctx         context.Context // canceled by a signal: roll back at the next safe point
 	opts        Options
 	log         *slog.Logger
 	imgs        *imageSet
@@ -113,13 +116,16 @@ func (s *restoreStats) add(f mem.FillStats) {
 }
 
 // Restore restores the checkpoint in opts.ImagesDir and returns once the
-// tree runs.
-func Restore(opts Options) (*Restored, error) {
+// tree runs. Once ctx is done, the restore stops at its next safe point
+// (between phases and tasks, every chunk of a page fill) and kills what it
+// created, as a failed restore does, with an error wrapping
+// interrupt.ErrInterrupted; once every task runs, it no longer stops.
+func Restore(ctx context.Context, opts Options) (*Restored, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	opts.Files.ShellJob = opts.ShellJob
-	r := &restorer{opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
+	r := &restorer{ctx: ctx, opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
 		var err error
@@ -180,6 +186,14 @@ func (r *restorer) run() (_ *Restored, err error) {
 			r.log.Warn("closing restored files", "err", cerr)
 		}
 	}()
+	// After the lock is taken: an interrupted restore removes it, as a
+	// failed one does.
+	if err := r.stop("images", 0); err != nil {
+		return nil, err
+	}
+	if err := r.stop("create tree", 0); err != nil {
+		return nil, err
+	}
 	if err := r.createTree(); err != nil {
 		return nil, err
 	}
@@ -203,6 +217,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	for _, ph := range phases {
 		if ph.once != nil {
+			if err := r.stop(ph.name, 0); err != nil {
+				return nil, err
+			}
 			r.log.Debug("restore phase", "phase", ph.name)
 			if err := ph.once(); err != nil {
 				return nil, fmt.Errorf("restore: %s: %w", ph.name, err)
@@ -210,6 +227,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 			continue
 		}
 		for _, tr := range r.procs {
+			if err := r.stop(ph.name, tr.t.Tid); err != nil {
+				return nil, err
+			}
 			r.log.Debug("restore phase", "phase", ph.name, "pid", tr.t.Tid)
 			if err := ph.fn(tr); err != nil {
 				return nil, fmt.Errorf("restore pid %d: %s: %w", tr.t.Tid, ph.name, err)
@@ -236,6 +256,17 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.pid())
 	return res, nil
+}
+
+// stop is a safe point of the restore: the test hook's point
+// "restore-PHASE", then an error if the restore was interrupted.
+func (r *restorer) stop(phase string, pid int) error {
+	interrupt.At(r.ctx, "restore-"+phase)
+	at := "restore phase " + phase
+	if pid != 0 {
+		at += fmt.Sprintf(" (pid %d)", pid)
+	}
+	return interrupt.Check(r.ctx, at)
 }
 
 // createTree creates every process with its pid, parents before children,
@@ -292,6 +323,11 @@ func (r *restorer) createTree() error {
 func (r *restorer) rollback() {
 	if r.undoTerminal != nil {
 		r.undoTerminal()
+	}
+	if r.files != nil {
+		if err := r.files.Rollback(); err != nil {
+			r.log.Warn("rollback of the restored files", "err", err)
+		}
 	}
 	var tids []int
 	if r.init != nil {

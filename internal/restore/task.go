@@ -14,6 +14,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -211,7 +212,10 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 		return err
 	}
 	defer pages.Close()
-	st, err := mem.FillPages(tr.t.Tid, tr.img.pagemap, pages, vmas, kept)
+	st, err := mem.FillPages(tr.t.Tid, tr.img.pagemap, pages, vmas, kept, func() error {
+		interrupt.At(tr.r.ctx, "restore-page-fill")
+		return interrupt.Check(tr.r.ctx, fmt.Sprintf("restore phase memory (pid %d)", tr.t.Tid))
+	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", pages.Name(), err)
 	}

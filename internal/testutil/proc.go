@@ -323,3 +323,11 @@ func CloseInheritedFDs() error {
 	}
 	return nil
 }
+
+// AssertNoNewChildren fails the test if the test process has children that
+// are not in before (taken with Children(os.Getpid())): a task an
+// interrupted or failed restore left behind. It kills and reaps them.
+func AssertNoNewChildren(t testing.TB, before []int) {
+	t.Helper()
+	checkNoNewChildren(t, before)
+}
