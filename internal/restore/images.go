@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
@@ -317,7 +318,13 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 		ti.pagemap = append(ti.pagemap, pe)
 		offsets = append(offsets, off)
 		if mem.HasData(pe) {
-			ti.pagesLen += int64(mem.NrPages(pe) * mem.PageSize)
+			// Checked before the sum, which a few huge counts would wrap
+			// into a size the pages file seems to have.
+			n := mem.NrPages(pe)
+			if n > uint64(math.MaxInt64-ti.pagesLen)/mem.PageSize {
+				return &images.Error{File: file, Offset: off, Err: fmt.Errorf("%w: entry %d: %d pages, more than any pages file holds", ErrBadImage, len(ti.pagemap)-1, n)}
+			}
+			ti.pagesLen += int64(n * mem.PageSize)
 		}
 	}
 	ti.paged, err = mem.PagedAreas(ti.mm.GetVmas(), ti.pagemap, func(i int, err error) error {
