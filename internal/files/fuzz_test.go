@@ -222,7 +222,7 @@ func FuzzGhostFile(f *testing.F) {
 		}
 		defer rd.Close()
 		ge := &ghostfile.GhostFileEntry{}
-		if err := rd.Next(ge); err != nil {
+		if err := rd.Must(ge); err != nil {
 			return err
 		}
 		if err := checkGhost(ge, rf); err != nil {

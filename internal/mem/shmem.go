@@ -94,7 +94,7 @@ func FillShmem(dir *images.Dir, shmid uint64, size int64, w io.WriterAt) error {
 	}
 	defer r.Close()
 	head := &pagemap.PagemapHead{}
-	if err := r.Next(head); err != nil {
+	if err := r.Must(head); err != nil {
 		return err
 	}
 	pagesName := fmt.Sprintf("pages-%d.img", head.GetPagesId())
