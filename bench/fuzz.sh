@@ -3,22 +3,28 @@
 # print, per target, the inputs tried and whether it crashed (goal: 0).
 # Not a CI test: `go test` runs only the seeds; this really fuzzes.
 #
-#   bench/fuzz.sh [-budget 30s] [-run REGEXP] [-pkg ./internal/files]
+#   bench/fuzz.sh [-budget 30s] [-minimize 1s] [-run REGEXP] [-pkg ./internal/files]
 #
 # go test can fuzz one target at a time, so each runs alone:
-#   go test -run '^$' -fuzz '^FuzzX$' -fuzztime BUDGET PKG
+#   go test -run '^$' -fuzz '^FuzzX$' -fuzztime BUDGET -fuzzminimizetime MIN PKG
+# go test's default minimization of each new interesting input (60s) would
+# eat a short budget, and its execs are not counted: -minimize bounds it.
+# The execs figure is go test's last progress line, a lower bound (the
+# workers' last batch is not in it).
 # A crash leaves its input in PKG/testdata/fuzz/FuzzX/: fix the decoder and
 # commit that file, which then runs as a seed in every `go test`.
 set -u
 budget=30s
+minimize=1s
 run=.
 pkgs=./...
 while [ $# -gt 0 ]; do
 	case $1 in
 	-budget) budget=$2; shift 2 ;;
+	-minimize) minimize=$2; shift 2 ;;
 	-run) run=$2; shift 2 ;;
 	-pkg) pkgs=$2; shift 2 ;;
-	*) echo "usage: $0 [-budget 30s] [-run REGEXP] [-pkg PKG]" >&2; exit 2 ;;
+	*) echo "usage: $0 [-budget 30s] [-minimize 1s] [-run REGEXP] [-pkg PKG]" >&2; exit 2 ;;
 	esac
 done
 cd "$(dirname "$0")/.." || exit 2
@@ -39,7 +45,7 @@ while read -r dir name; do
 	[ -n "$dir" ] || continue
 	pkg=./${dir#"$PWD"/}
 	log=$logdir/$name.log
-	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$budget" "$pkg" >"$log" 2>&1
+	go test -run '^$' -fuzz "^${name}\$" -fuzztime "$budget" -fuzzminimizetime "$minimize" "$pkg" >"$log" 2>&1
 	rc=$?
 	# The last progress line has the total: "fuzz: elapsed: 30s, execs: 12345 (...)".
 	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | awk '{print $2}')
