@@ -100,7 +100,8 @@ func FillShmem(dir *images.Dir, shmid uint64, size int64, w io.WriterAt) error {
 	pagesName := fmt.Sprintf("pages-%d.img", head.GetPagesId())
 	pages, err := dir.OpenRaw(pagesName)
 	if err != nil {
-		return err
+		// Say which image sent us there: its pages id may be the damage.
+		return fmt.Errorf("%s: pages of pages id %d: %w", name, head.GetPagesId(), err)
 	}
 	defer pages.Close()
 	var off int64

@@ -336,7 +336,8 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 	pages := fmt.Sprintf("pages-%d.img", ti.pagesID)
 	f, err := s.dir.OpenRaw(pages)
 	if err != nil {
-		return err
+		// Say which image sent us there: its pages id may be the damage.
+		return fmt.Errorf("%s: pages of pages id %d: %w", file, ti.pagesID, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
