@@ -39,7 +39,7 @@ targets=$(go list -f '{{.Dir}} {{join .TestGoFiles " "}} {{join .XTestGoFiles " 
 	done | grep -E " .*${run}" | sort)
 
 printf '%-28s %-22s %12s %10s  %s\n' package target execs execs/s result
-total=0 crashes=0 n=0
+total=0 crashes=0 flakes=0 n=0
 start=$(date +%s)
 while read -r dir name; do
 	[ -n "$dir" ] || continue
@@ -54,6 +54,12 @@ while read -r dir name; do
 	rate=$([ "${fsecs:-0}" -gt 0 ] && echo $((execs / fsecs)) || echo 0)
 	if [ $rc -eq 0 ]; then
 		result=ok
+	elif ! grep -q 'Failing input written' "$log" && grep -q '^    context deadline exceeded$' "$log"; then
+		# go1.26's fuzz coordinator may fail a target at the end of
+		# -fuzztime having found nothing (golang/go#75804, fixed in
+		# go1.27): no input, nothing to reproduce.
+		flakes=$((flakes + 1))
+		result="ok (go#75804 shutdown race, no input)"
 	else
 		crashes=$((crashes + 1))
 		input=$(grep -o 'testdata/fuzz/[^ ]*' "$log" | head -1)
@@ -63,6 +69,6 @@ while read -r dir name; do
 	n=$((n + 1))
 	printf '%-28s %-22s %12d %10d  %s\n' "${pkg#./}" "$name" "$execs" "$rate" "$result"
 done <<<"$targets"
-printf '%d targets, budget %s each, %d inputs tried, %d crashed, %ds in all; logs in %s\n' \
-	"$n" "$budget" "$total" "$crashes" $(($(date +%s) - start)) "$logdir"
+printf '%d targets, budget %s each, %d inputs tried, %d crashed, %d shutdown races, %ds in all; logs in %s\n' \
+	"$n" "$budget" "$total" "$crashes" "$flakes" $(($(date +%s) - start)) "$logdir"
 [ $crashes -eq 0 ]
