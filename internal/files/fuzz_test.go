@@ -248,6 +248,7 @@ func FuzzGhostFile(f *testing.F) {
 // FuzzMemfd: memfd.img and the contents of the memfds
 // (pagemap-shmem-N.img) made again as the restore makes them.
 func FuzzMemfd(f *testing.F) {
+	testutil.RequireRoot(f) // the memfds get their owners back (chown)
 	read := func(t *testing.T, r *Restorer, path string) error {
 		for _, inode := range r.Memfds {
 			m, err := createMemfd(inode, r.Dir)
@@ -262,6 +263,7 @@ func FuzzMemfd(f *testing.F) {
 }
 
 func FuzzMemfdInodes(f *testing.F) {
+	testutil.RequireRoot(f) // the memfds get their owners back (chown)
 	fuzzKind(f, "memfd.img", func(t *testing.T, r *Restorer, path string) error {
 		for _, inode := range r.Memfds {
 			m, err := createMemfd(inode, r.Dir)
