@@ -73,7 +73,9 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 		block = blockFor(fi.Size())
 	}
 	s := &Sum{Size: fi.Size(), Block: block}
-	buf := make([]byte, s.Block)
+	// The block comes from the manifest, which may be damaged: a small
+	// file needs no more than its size, whatever block it claims.
+	buf := make([]byte, max(min(s.Block, fi.Size()), 1))
 	for {
 		n, err := io.ReadFull(f, buf)
 		if n > 0 {

@@ -137,7 +137,7 @@ func (r *Restorer) createGhost(id uint32, rf *regfile.RegFileEntry) (string, []s
 	defer rd.Close()
 	ge := &ghostfile.GhostFileEntry{}
 	off := rd.Offset()
-	if err := rd.Next(ge); err != nil {
+	if err := rd.Must(ge); err != nil {
 		return "", nil, err
 	}
 	if err := checkGhost(ge, rf); err != nil {

@@ -792,8 +792,8 @@ func readTCPStreamImage(dir *images.Dir, ino uint32) (*tcp_stream.TcpStreamEntry
 	}
 	defer rd.Close()
 	e := &tcp_stream.TcpStreamEntry{}
-	if err := rd.Next(e); err != nil {
-		return nil, nil, nil, fmt.Errorf("read %s: %w", name, err)
+	if err := rd.Must(e); err != nil {
+		return nil, nil, nil, err
 	}
 	extra, err := rd.ReadExtra()
 	if err != nil {

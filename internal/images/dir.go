@@ -229,6 +229,17 @@ func (d *Dir) NewReader(name string) (*Reader, error) {
 	return &Reader{fr: fr, f: f}, nil
 }
 
+// Must decodes the next entry into m, which the image must hold: where
+// the image ends instead, the error is an *Error wrapping ErrTruncated
+// that names the file, not a bare io.EOF.
+func (r *Reader) Must(m proto.Message) error {
+	err := r.fr.next(m)
+	if errors.Is(err, io.EOF) {
+		return r.fr.fail(r.fr.off, fmt.Errorf("%w image: it ends where a %s entry should be", ErrTruncated, fullName(m)))
+	}
+	return err
+}
+
 // Next decodes the next entry into m (reset first). It returns io.EOF at
 // the clean end of the image, *Error otherwise. Extra data of the previous
 // entry not fetched with ReadExtra is skipped.

@@ -3,6 +3,7 @@ package mem
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 
@@ -191,7 +192,9 @@ func PagedAreas(vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, bad func(
 		start := pe.GetVaddr()
 		n := NrPages(pe)
 		end := start + n*PageSize
-		if start%PageSize != 0 || n == 0 || n > 1<<(64-12) || end <= start {
+		// n above 2^52 wraps n*PageSize: a huge count would pass as a
+		// small one, and the fill would copy that many pages.
+		if start%PageSize != 0 || n == 0 || n > (math.MaxUint64-start)/PageSize {
 			return nil, nil, bad(i, fmt.Errorf("bad range %#x + %d pages", start, n))
 		}
 		k := sort.Search(len(sorted), func(k int) bool { return sorted[k].GetEnd() > start })

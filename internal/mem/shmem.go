@@ -94,13 +94,14 @@ func FillShmem(dir *images.Dir, shmid uint64, size int64, w io.WriterAt) error {
 	}
 	defer r.Close()
 	head := &pagemap.PagemapHead{}
-	if err := r.Next(head); err != nil {
+	if err := r.Must(head); err != nil {
 		return err
 	}
 	pagesName := fmt.Sprintf("pages-%d.img", head.GetPagesId())
 	pages, err := dir.OpenRaw(pagesName)
 	if err != nil {
-		return err
+		// Say which image sent us there: its pages id may be the damage.
+		return fmt.Errorf("%s: pages of pages id %d: %w", name, head.GetPagesId(), err)
 	}
 	defer pages.Close()
 	var off int64

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -371,7 +372,13 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 		ti.pagemap = append(ti.pagemap, pe)
 		offsets = append(offsets, off)
 		if mem.HasData(pe) {
-			ti.pagesLen += int64(mem.NrPages(pe) * mem.PageSize)
+			// Checked before the sum, which a few huge counts would wrap
+			// into a size the pages file seems to have.
+			n := mem.NrPages(pe)
+			if n > uint64(math.MaxInt64-ti.pagesLen)/mem.PageSize {
+				return &images.Error{File: file, Offset: off, Err: fmt.Errorf("%w: entry %d: %d pages, more than any pages file holds", ErrBadImage, len(ti.pagemap)-1, n)}
+			}
+			ti.pagesLen += int64(n * mem.PageSize)
 		}
 	}
 	ti.pagemap, ti.paged, err = mem.PagedAreas(ti.mm.GetVmas(), ti.pagemap, func(i int, err error) error {
@@ -383,7 +390,8 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 	pages := fmt.Sprintf("pages-%d.img", ti.pagesID)
 	f, err := s.dir.OpenRaw(pages)
 	if err != nil {
-		return err
+		// Say which image sent us there: its pages id may be the damage.
+		return fmt.Errorf("%s: pages of pages id %d: %w", file, ti.pagesID, err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
