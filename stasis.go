@@ -92,7 +92,9 @@ func InterruptSignal(err error) (syscall.Signal, bool) { return interrupt.Signal
 
 // Dump checkpoints the tree rooted at opts.Pid. On failure the tree is
 // left running exactly as it was, and the files the dump wrote are
-// removed.
+// removed. When the dump kills the tree and its root is a child of the
+// caller, the dump itself reaps it (the tracer's wait collects its exit):
+// the caller's own wait for it then finds no child.
 func Dump(opts DumpOptions) error { return DumpContext(context.Background(), opts) }
 
 // DumpContext is Dump that stops when ctx is done: the dump rolls back as
