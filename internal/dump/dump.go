@@ -263,12 +263,7 @@ func (d *dumper) run() (err error) {
 // stop is a safe point of the dump: the test hook's point "dump-PHASE",
 // then an error if the dump was interrupted.
 func (d *dumper) stop(phase string, pid int) error {
-	interrupt.At(d.ctx, "dump-"+phase)
-	at := "dump phase " + phase
-	if pid != 0 {
-		at += fmt.Sprintf(" (pid %d)", pid)
-	}
-	return interrupt.Check(d.ctx, at)
+	return interrupt.Point(d.ctx, "dump", phase, pid)
 }
 
 // removeImages removes what this dump wrote into the images and work

@@ -19,6 +19,18 @@ func Check(ctx context.Context, at string) error {
 	return &Error{At: at, Cause: context.Cause(ctx)}
 }
 
+// Point is a safe point of op ("dump" or "restore") in phase, for
+// process pid (0: the whole tree): the test hook's point "OP-PHASE" (At),
+// then Check, naming "OP phase PHASE (pid PID)".
+func Point(ctx context.Context, op, phase string, pid int) error {
+	At(ctx, op+"-"+phase)
+	at := op + " phase " + phase
+	if pid != 0 {
+		at += " (pid " + strconv.Itoa(pid) + ")"
+	}
+	return Check(ctx, at)
+}
+
 // TestEnv names the test-only hook: STASIS_TEST_SIGNAL_AT=POINT[:SIG[:N]]
 // makes stasis send itself SIG (INT by default; TERM, HUP, PIPE, KILL)
 // the first time it reaches POINT (see At), then wait until the signal

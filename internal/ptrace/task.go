@@ -198,13 +198,7 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 			if err != nil {
 				return 0, err
 			}
-			if out.Rip != t.SyscallIP+2 {
-				return 0, fmt.Errorf("inject syscall %d into %d: stopped at %#x, not after the syscall", nr, t.Tid, out.Rip)
-			}
-			if r := int64(out.Rax); r < 0 && r >= -4095 {
-				return out.Rax, unix.Errno(-r)
-			}
-			return out.Rax, nil
+			return t.result(nr, &out)
 		case st.Event == unix.PTRACE_EVENT_FORK || st.Event == unix.PTRACE_EVENT_CLONE || st.Event == unix.PTRACE_EVENT_VFORK:
 			// The trap is reported before the call returns: record the
 			// new task and step again to finish the call.
@@ -295,6 +289,12 @@ func (t *Task) syscallSeized(nr uintptr, regs *unix.PtraceRegs) (uint64, error) 
 	if err != nil {
 		return 0, err
 	}
+	return t.result(nr, &out)
+}
+
+// result is what the injected call nr returned, from the registers of the
+// stop after it: an error is an unix.Errno.
+func (t *Task) result(nr uintptr, out *unix.PtraceRegs) (uint64, error) {
 	if out.Rip != t.SyscallIP+2 {
 		return 0, fmt.Errorf("inject syscall %d into %d: stopped at %#x, not after the syscall", nr, t.Tid, out.Rip)
 	}

@@ -261,12 +261,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 // stop is a safe point of the restore: the test hook's point
 // "restore-PHASE", then an error if the restore was interrupted.
 func (r *restorer) stop(phase string, pid int) error {
-	interrupt.At(r.ctx, "restore-"+phase)
-	at := "restore phase " + phase
-	if pid != 0 {
-		at += fmt.Sprintf(" (pid %d)", pid)
-	}
-	return interrupt.Check(r.ctx, at)
+	return interrupt.Point(r.ctx, "restore", phase, pid)
 }
 
 // createTree creates every process with its pid, parents before children,

@@ -130,48 +130,41 @@ func (c crossCase) startCross(t *testing.T) (*testutil.Victim, func(*testing.T, 
 // TestCrossCRIUToStasis dumps each victim with criu 4.2 and restores it
 // with stasis; the victim then checks its own state.
 func TestCrossCRIUToStasis(t *testing.T) {
-	testutil.RequireRoot(t)
-	testutil.CRIU(t)
-	for _, c := range crossCases() {
-		t.Run(c.label, func(t *testing.T) {
-			if c.fromCRIU != "" {
-				t.Skip("criu 4.2's dump loses what this victim checks: " + c.fromCRIU)
-			}
-			v, after := c.startCross(t)
-			tree := testutil.MustTree(t, v.Pid)
-			dir := t.TempDir()
-			testutil.CriuDump(t, v.Pid, dir, c.flags...)
+	crossAll(t, func(c crossCase) string { return c.fromCRIU }, "criu 4.2's dump loses what this victim checks: ",
+		func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string) {
+			testutil.CriuDump(t, v.Pid, dir, flags...)
 			v.Reap(t)
 			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.ShowAll(t, dir)
-			testutil.RestoreDetached(t, dir, v, c.flags...)
-			got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
-			testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
-			if after != nil {
-				after(t, v)
-			}
-			time.Sleep(50 * time.Millisecond)
-			v.TermAndCheck(t)
+			testutil.RestoreDetached(t, dir, v, flags...)
 		})
-	}
 }
 
 // TestCrossStasisToCRIU dumps each victim with stasis and restores it with
 // criu 4.2.
 func TestCrossStasisToCRIU(t *testing.T) {
+	crossAll(t, func(c crossCase) string { return c.toCRIU }, "criu 4.2's own restore fails this victim: ",
+		func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string) {
+			dumpTree(t, v, tree, dir, flags...)
+			testutil.CriuRestoreDetached(t, dir, v, flags...)
+		})
+}
+
+// crossAll runs every cross case: the victim is started, checkpointed
+// and restored by crossOver, and checks itself in its restored tree. A
+// case for which skip gives a reason is skipped with it.
+func crossAll(t *testing.T, skip func(crossCase) string, why string,
+	crossOver func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string)) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	for _, c := range crossCases() {
 		t.Run(c.label, func(t *testing.T) {
-			if c.toCRIU != "" {
-				t.Skip("criu 4.2's own restore fails this victim: " + c.toCRIU)
+			if reason := skip(c); reason != "" {
+				t.Skip(why + reason)
 			}
 			v, after := c.startCross(t)
 			tree := testutil.MustTree(t, v.Pid)
-			dir := t.TempDir()
-			dumpTree(t, v, tree, dir, c.flags...)
-			testutil.CriuRestoreDetached(t, dir, v, c.flags...)
-
+			crossOver(t, v, tree, t.TempDir(), c.flags)
 			got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
 			testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 			if after != nil {
