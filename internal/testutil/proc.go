@@ -17,15 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RequireRoot skips the test unless it runs as root: checkpoint and restore
-// need ptrace of any process, clone3 with set_tid and /proc of every task.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: stasis ptraces other processes and restores PIDs with clone3(set_tid)")
-	}
-}
-
 // BecomeSubreaper makes the test process the child subreaper, so that a task
 // restored with `restore -d` is re-parented to it and can be waited for.
 func BecomeSubreaper() error {
