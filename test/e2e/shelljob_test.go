@@ -25,9 +25,7 @@ type tmuxServer struct {
 
 func startTmux(t *testing.T) *tmuxServer {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("tmux is not installed (.ci/run installs it)")
-	}
+	testutil.RequireTool(t, "tmux")
 	dir := t.TempDir()
 	// The shells keep their history in a file of the test (bash loads
 	// ~/.bash_history otherwise, and writes it when it exits).
@@ -113,10 +111,7 @@ func childOf(t *testing.T, pid int, comm string) int {
 // the shell keeps its variables and history.
 func TestShellJob(t *testing.T) {
 	testutil.RequireRoot(t)
-	vim, err := exec.LookPath("vim.basic")
-	if err != nil {
-		t.Fatal("vim.basic is not installed (.ci/run installs package vim)")
-	}
+	vim := testutil.RequireTool(t, "vim.basic")
 	work := t.TempDir()
 	file := filepath.Join(work, "notes.txt")
 	tm := startTmux(t)

@@ -27,12 +27,9 @@ import (
 // in the same shell (its variable is kept).
 func TestSshdSession(t *testing.T) {
 	testutil.RequireRoot(t)
-	sshd := "/usr/sbin/sshd"
-	for _, p := range []string{sshd, "ssh", "ssh-keygen"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("%s is not installed (.ci/run installs openssh-server, openssh-client)", p)
-		}
-	}
+	sshd := testutil.RequireTool(t, "sshd")
+	testutil.RequireTool(t, "ssh")
+	testutil.RequireTool(t, "ssh-keygen")
 	// sshd's privilege separation directory; the Debian package makes it
 	// at boot through its service only.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
