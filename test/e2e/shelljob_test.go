@@ -46,8 +46,12 @@ func (s *tmuxServer) run(args ...string) string {
 }
 
 // newPane opens a window running an interactive bash and returns its pane.
+// The target is "t:", the session: a bare "t" is first looked up as a
+// window name, and tmux matches a prefix, so while window 0 runs a command
+// starting with t ("tmux: server", the pane's child before its exec, under
+// load) the new window was asked for at index 0: "index 0 in use".
 func (s *tmuxServer) newPane() string {
-	return s.run("new-window", "-t", "t", "-P", "-F", "#{pane_id}", s.shell)
+	return s.run("new-window", "-t", "t:", "-P", "-F", "#{pane_id}", s.shell)
 }
 
 func (s *tmuxServer) firstPane() string { return s.run("list-panes", "-t", "t:0", "-F", "#{pane_id}") }
