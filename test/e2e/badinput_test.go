@@ -95,12 +95,13 @@ func TestDumpBadInput(t *testing.T) {
 		dir := t.TempDir()
 		testutil.Dump(t, v.Pid, dir, "-R")
 		before := hashDir(t, dir)
+		tree := snapshotTree(t, v.Pid)
 		msg := testutil.DumpFail(t, v.Pid, dir)
 		testutil.AssertContains(t, msg, dir)
 		if after := hashDir(t, dir); after != before {
 			t.Errorf("the failed dump changed the images already in %s", dir)
 		}
-		testutil.AssertRunning(t, v.Pid)
+		assertUntouched(t, tree)
 		v.TermAndCheck(t)
 	})
 
@@ -112,6 +113,7 @@ func TestDumpBadInput(t *testing.T) {
 		t.Run("fd-"+kind, func(t *testing.T) {
 			v := testutil.StartVictim(t, "fdkind", kind)
 			v.WaitReady(t)
+			before := snapshotTree(t, v.Pid)
 			msg := testutil.DumpFail(t, v.Pid, t.TempDir())
 			assertNamesPID(t, msg, v.Pid)
 			what := kind
@@ -119,7 +121,7 @@ func TestDumpBadInput(t *testing.T) {
 				what = fmt.Sprintf("a pidfd of pid %d (%s), which is not in the dumped tree", os.Getpid(), testutil.Comm(os.Getpid()))
 			}
 			testutil.AssertContains(t, msg, fmt.Sprintf("fd 42 of pid %d is %s: not supported", v.Pid, what))
-			testutil.AssertRunning(t, v.Pid)
+			assertUntouched(t, before)
 			v.TermAndCheck(t)
 		})
 	}
