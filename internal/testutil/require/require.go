@@ -76,7 +76,8 @@ var toolPackage = map[string]string{
 	"nginx": "nginx-light", "initdb": "postgresql", "postgres": "postgresql",
 	"tmux": "tmux", "screen": "screen", "vim.basic": "vim", "top": "procps",
 	"sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
-	"setpriv": "util-linux", "unshare": "util-linux",
+	"setpriv": "util-linux", "unshare": "util-linux", "setsid": "util-linux",
+	"sleep": "coreutils", "sh": "dash",
 }
 
 // CITools are the programs the tests run, all of which CI must have.
