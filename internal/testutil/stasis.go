@@ -150,7 +150,7 @@ func RestoreFail(t testing.TB, dir string, extra ...string) string {
 		}
 	}
 	checkFailed(t, r)
-	checkNoNewChildren(t, before)
+	checkNoNewChildren(t, before, dir)
 	return r.Stderr
 }
 

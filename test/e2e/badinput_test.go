@@ -236,7 +236,7 @@ func TestRestoreBadInput(t *testing.T) {
 		v.TermAndCheck(t)
 	})
 
-	v, _ := counterVictim(t)
+	v, status := counterVictim(t)
 	good := t.TempDir()
 	testutil.Dump(t, v.Pid, good)
 	v.Reap(t)
@@ -300,9 +300,14 @@ func TestRestoreBadInput(t *testing.T) {
 
 	// The intact images restore, in both forms: the failures above came
 	// from the damage.
+	// Each copy's counter must write before its check: the file holds the
+	// previous copy's last count, which a copy stopped before its first
+	// write would find ahead of its own.
 	for _, cp := range copies {
 		t.Logf("restoring the intact %s copy", cp.name)
+		resetCounterFile(t, status)
 		testutil.RestoreDetached(t, copyDir(t, good, cp.keep), v)
+		testutil.WaitFor(t, 10*time.Second, "the restored counter to write", func() bool { return testutil.ReadCounter(t, status) > 0 })
 		v.TermAndCheck(t)
 	}
 }
