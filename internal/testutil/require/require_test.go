@@ -3,6 +3,7 @@ package require
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -52,5 +53,34 @@ func TestLookTool(t *testing.T) {
 	}
 	if p, err := LookTool("no-such-tool-xyz"); err == nil {
 		t.Errorf("LookTool(no-such-tool-xyz) = %q, want an error", p)
+	}
+}
+
+// TestREADMEMatchesCI: the test command the README gives is the one
+// .ci/run runs (the line after its "# The README's test command:"), and
+// it sets a -timeout (go test's default, 10 minutes per package, is
+// within reach of the e2e package on a loaded machine).
+func TestREADMEMatchesCI(t *testing.T) {
+	ci, err := os.ReadFile(filepath.Join(moduleRoot(), ".ci", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(moduleRoot(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, after, ok := strings.Cut(string(ci), "# The README's test command:\n")
+	if !ok {
+		t.Fatal(`.ci/run has no "# The README's test command:" line`)
+	}
+	cmd, _, _ := strings.Cut(after, "\n")
+	if !strings.Contains(cmd, "go test") || !strings.Contains(cmd, "-timeout ") {
+		t.Errorf(".ci/run's test command %q: want a go test with a -timeout", cmd)
+	}
+	if !strings.Contains(string(readme), "\n"+cmd+" ") && !strings.Contains(string(readme), "\n"+cmd+"\n") {
+		t.Errorf("README.md does not give .ci/run's test command %q as a line of its own", cmd)
+	}
+	if !strings.Contains(string(ci), "export "+CIEnv+"=1") {
+		t.Errorf(".ci/run does not export %s=1", CIEnv)
 	}
 }
