@@ -28,6 +28,7 @@ import (
 // shared memory was lost or written back damaged.
 func TestServerPostgres(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	bin := postgresBin(t)
 	u, err := user.Lookup("postgres")
 	if err != nil {

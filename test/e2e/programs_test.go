@@ -145,6 +145,7 @@ func TestPythonCounter(t *testing.T) {
 // after the restore, the lines appended to the file after the restore.
 func TestTailFollow(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "followed")
 	if err := os.WriteFile(file, []byte("line 1 before the dump\n"), 0o644); err != nil {
 		t.Fatal(err)

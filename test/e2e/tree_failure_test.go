@@ -101,6 +101,7 @@ func checkChurnImages(t *testing.T, dir string, root int) []int {
 // intact images then restore and pass.
 func TestRestoreTreeFailsHalfway(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v, tree := startTreeVictim(t, "tree")
 	leaderD := logPid(t, v, `leaderless group D ([0-9]+)`)
 	leaderE := logPid(t, v, `session E ([0-9]+)`)
@@ -232,6 +233,7 @@ time.sleep(1000)
 // then works.
 func TestDumpTreeFailsLate(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 
 	// sh with two children, each a threads victim with 20 workers.
 	t.Run("threads", func(t *testing.T) {

@@ -54,6 +54,7 @@ func victimCases() []victimCase {
 // TestVictimsSelfCheck runs every victim without a dump: ready, then SIGTERM
 // must give exit 0. It proves the harness and the victims, not stasis.
 func TestVictimsSelfCheck(t *testing.T) {
+	t.Parallel()
 	for _, c := range victimCases() {
 		if c.label == "" {
 			c.label = c.name
@@ -75,6 +76,7 @@ func TestVictimsSelfCheck(t *testing.T) {
 // faulty restore could, and requires the victim to notice: a victim that
 // cannot fail proves nothing.
 func TestVictimsDetectLoss(t *testing.T) {
+	t.Parallel()
 	t.Run("mem", func(t *testing.T) {
 		v := testutil.StartVictim(t, "mem", "16")
 		v.WaitReady(t)
