@@ -3,11 +3,12 @@ package main
 import (
 	"bytes"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 
 	"github.com/stasis-cr/stasis/internal/kerndat"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 func runCheck(t *testing.T, args ...string) (stdout, stderr string, err error) {
@@ -33,9 +34,7 @@ func exitCode(err error) int {
 }
 
 func TestCheck(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: without CAP_CHECKPOINT_RESTORE check fails by design")
-	}
+	require.RootFor(t, "without CAP_CHECKPOINT_RESTORE check fails by design")
 	for _, args := range [][]string{nil, {"--all"}, {"--extra", "--experimental"}} {
 		out, stderr, err := runCheck(t, args...)
 		if err != nil || stderr != "" {
@@ -64,9 +63,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCheckFeature(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	require.RootFor(t, "the probes measure what a root stasis can do")
 	for _, name := range []string{"clone3_set_tid", "pidfd_store", "uffd", "uffd-noncoop", "mem_dirty_track", "can_map_vdso", kerndat.Clone3SetTID} {
 		out, _, err := runCheck(t, "--feature", name)
 		if err != nil || out != name+" is supported\n" {

@@ -15,6 +15,8 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
 // TestSeccompFilter dumps a task with two filters and its child, which
@@ -125,11 +127,8 @@ func TestSeccompFilter(t *testing.T) {
 // the chain links and flags.
 func critCheckSeccomp(t *testing.T, path string, st *SeccompTable) {
 	t.Helper()
-	if _, err := exec.LookPath("crit"); err != nil {
-		t.Log("crit not on PATH (Debian package criu): no cross-check")
-		return
-	}
-	out, err := exec.Command("crit", "decode", "-i", path).Output()
+	crit := testutil.RequireTool(t, "crit")
+	out, err := exec.Command(crit, "decode", "-i", path).Output()
 	if err != nil {
 		t.Fatalf("crit decode -i %s: %v", path, err)
 	}

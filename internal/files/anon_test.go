@@ -685,9 +685,7 @@ func TestAnonBadEntries(t *testing.T) {
 // TestAnonCrit decodes the entries with Debian's crit, an independent
 // decoder.
 func TestAnonCrit(t *testing.T) {
-	if _, err := exec.LookPath("crit"); err != nil {
-		t.Skip("crit not on PATH (Debian package criu): cannot cross-check images")
-	}
+	crit := testutil.RequireTool(t, "crit")
 	var ents []proto.Message
 	for i, mk := range []func() (*fdinfo.FileEntry, error){
 		func() (*fdinfo.FileEntry, error) {
@@ -717,7 +715,7 @@ func TestAnonCrit(t *testing.T) {
 	if err := d.Write("files.img", ents...); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("crit", "decode", "-i", filepath.Join(dir, "files.img")).Output()
+	out, err := exec.Command(crit, "decode", "-i", filepath.Join(dir, "files.img")).Output()
 	if err != nil {
 		t.Fatalf("crit decode: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
 // TestGhostRoundTrip: a sparse file written as a ghost image and made
@@ -142,6 +144,7 @@ func TestCheckSize(t *testing.T) {
 // parent) with their type, rdev, mode, owner and mtime; a directory whose
 // name is taken now is made beside it.
 func TestGhostNodesRoundTrip(t *testing.T) {
+	testutil.RequireRootFor(t, "mknod of a device node and chown to another user")
 	work := t.TempDir()
 	imgs := t.TempDir()
 	dir, err := images.Create(imgs)

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
 // criu keeps addresses as the bytes of in_addr/in6_addr read as native
@@ -74,9 +76,7 @@ func TestOpenInetRefuses(t *testing.T) {
 // Reading a connection in repair mode does not consume its queues, and
 // leaving repair mode gives back SO_REUSEADDR.
 func TestReadTCPStreamPeeks(t *testing.T) {
-	if unix.Geteuid() != 0 {
-		t.Skip("TCP_REPAIR needs CAP_NET_ADMIN")
-	}
+	testutil.RequireRootFor(t, "TCP_REPAIR needs CAP_NET_ADMIN")
 	l, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

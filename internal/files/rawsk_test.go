@@ -12,6 +12,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
 // criu's encoding of a classic BPF instruction: code<<48 | jt<<40 |
@@ -151,6 +153,7 @@ func TestParsePacketDiag(t *testing.T) {
 // Damaged or unsupported packet entries are refused before anything is
 // created, with errors that say what.
 func TestOpenPacketBadEntries(t *testing.T) {
+	testutil.RequireRootFor(t, "packet sockets need CAP_NET_RAW")
 	entry := func(mod func(*packet_sock.PacketSockEntry)) *fdinfo.FileEntry {
 		pe := &packet_sock.PacketSockEntry{Id: proto.Uint32(5), Type: proto.Uint32(unix.SOCK_RAW), Protocol: proto.Uint32(0),
 			Flags: proto.Uint32(unix.O_RDWR), Ifindex: proto.Uint32(0), Fown: anonFown(), Version: proto.Uint32(0),

@@ -4,15 +4,15 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
 // growSndbuf and restore: the buffer grows by twice the bytes to refill,
 // then gets back its size and its lock exactly, so that a send buffer the
 // kernel autotuned (no lock) is still autotuned after the restore.
 func TestGrowSndbuf(t *testing.T) {
-	if unix.Geteuid() != 0 {
-		t.Skip("SO_SNDBUFFORCE needs CAP_NET_ADMIN")
-	}
+	testutil.RequireRootFor(t, "SO_SNDBUFFORCE needs CAP_NET_ADMIN")
 	for _, lock := range []int{0, 1} { // none, SOCK_SNDBUF_LOCK
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {

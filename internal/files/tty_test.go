@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
 func TestTtyDeviceNumbers(t *testing.T) {
@@ -86,7 +88,7 @@ func openPty(t *testing.T) (master, slave, index int) {
 	t.Helper()
 	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		t.Skipf("no pty: %v", err)
+		testutil.SkipOrFail(t, "no pty: %v", err)
 	}
 	t.Cleanup(func() { unix.Close(m) })
 	if err := unix.IoctlSetPointerInt(m, unix.TIOCSPTLCK, 0); err != nil {
@@ -314,7 +316,7 @@ func TestTtyBadImages(t *testing.T) {
 func TestPtsHolder(t *testing.T) {
 	m, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0) // no slave open
 	if err != nil {
-		t.Skipf("no pty: %v", err)
+		testutil.SkipOrFail(t, "no pty: %v", err)
 	}
 	defer unix.Close(m)
 	index, err := unix.IoctlGetInt(m, unix.TIOCGPTN)

@@ -12,6 +12,8 @@ import (
 	pipe_data "github.com/checkpoint-restore/go-criu/v8/crit/images/pipe-data"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 // critLacks lists magics Debian's crit (criu 3.17) cannot decode: PIDFD is
@@ -53,9 +55,7 @@ func critBytes(t *testing.T, v any) []byte {
 // TestCritDecodes checks the images we write against an independent
 // decoder: every kind, every field set, extra data included.
 func TestCritDecodes(t *testing.T) {
-	if _, err := exec.LookPath("crit"); err != nil {
-		t.Skip("crit not on PATH (Debian package criu): cannot cross-check images")
-	}
+	require.Tool(t, "crit")
 	d := &Dir{Path: t.TempDir()}
 
 	// A few realistic images, checked field by field.

@@ -25,6 +25,8 @@ import (
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
 	"github.com/checkpoint-restore/go-criu/v8/magic"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 // onlyReader hides Len/Stat so that the decoder cannot know the length.
@@ -548,7 +550,7 @@ func TestCreateAndOpen(t *testing.T) {
 func TestCreateReadOnlyMount(t *testing.T) {
 	dir := t.TempDir()
 	if err := syscall.Mount("tmpfs", dir, "tmpfs", syscall.MS_RDONLY, "size=1m"); err != nil {
-		t.Skipf("cannot mount a read-only tmpfs here: %v", err)
+		require.SkipOrFail(t, "cannot mount a read-only tmpfs here (needs root): %v", err)
 	}
 	defer syscall.Unmount(dir, syscall.MNT_DETACH)
 	if _, err := Create(dir); !errors.Is(err, ErrNotWritable) {

@@ -12,13 +12,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/proc"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the probes measure what a root stasis can do")
-	}
+	require.RootFor(t, "the probes measure what a root stasis can do")
 }
 
 func TestProbeTable(t *testing.T) {
@@ -62,7 +62,7 @@ func TestProbeThisKernel(t *testing.T) {
 	var uname unix.Utsname
 	unix.Uname(&uname)
 	if !strings.HasPrefix(unix.ByteSliceToString(uname.Release[:]), "6.18") {
-		t.Skip("the expectations below are for the 6.18 VM")
+		require.SkipOrFail(t, "the expectations below are for the 6.18 kernel of the CI machines, this is %s", unix.ByteSliceToString(uname.Release[:]))
 	}
 	for name, want := range map[string]bool{
 		PtraceRseq: true, PtraceSuspendSeccomp: true, PtraceSeccompFilter: true, MapVDSO: true,
@@ -106,7 +106,7 @@ func TestProbesLeaveNoTrace(t *testing.T) {
 	}
 	own, err := os.Readlink("/proc/self/ns/time")
 	if err != nil {
-		t.Skip(err)
+		require.SkipOrFail(t, "no time namespace link: %v", err)
 	}
 	tasks, err := proc.Tasks(os.Getpid())
 	if err != nil {

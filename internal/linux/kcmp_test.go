@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 // TestKcmpSet: of 200 fds of one file, in 50 open file descriptions (each
@@ -43,7 +45,7 @@ func TestKcmpSet(t *testing.T) {
 		_, at, found, err := s.Find(pid, g[0])
 		if err != nil {
 			if err == unix.ENOSYS || err == unix.EPERM {
-				t.Skipf("kcmp: %v", err)
+				require.SkipOrFail(t, "kcmp (CONFIG_KCMP, and ptrace access to pid %d): %v", pid, err)
 			}
 			t.Fatal(err)
 		}

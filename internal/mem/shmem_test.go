@@ -15,11 +15,14 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 // TestShmemRoundTrip: an object's data ranges, and only those, go to the
 // images, and come back at their offsets with the holes kept.
 func TestShmemRoundTrip(t *testing.T) {
+	require.RootFor(t, "shared memory is opened through /proc/self/map_files, which needs CAP_SYS_ADMIN")
 	const size = 16 * PageSize
 	src, err := NewShmem(size)
 	if err != nil {
@@ -90,6 +93,7 @@ func TestShmemRoundTrip(t *testing.T) {
 // TestShmemBadEntry: an entry beyond the object is reported with the
 // image's name and offset.
 func TestShmemBadEntry(t *testing.T) {
+	require.RootFor(t, "shared memory is opened through /proc/self/map_files, which needs CAP_SYS_ADMIN")
 	dir, err := images.Create(filepath.Join(t.TempDir(), "img"))
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,8 @@ import (
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 // inNetns moves the calling goroutine, for the rest of its life, to a
@@ -24,9 +26,7 @@ import (
 // runtime discards it when the test ends.
 func inNetns(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces and nftables tables")
-	}
+	require.RootFor(t, "creates network namespaces and nftables tables")
 	runtime.LockOSThread()
 	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
 		t.Fatalf("unshare(CLONE_NEWNET): %v", err)
@@ -311,9 +311,7 @@ func TestHelperProcess(t *testing.T) {
 // TestKilledStasisLeavesNoLock: a stasis killed (SIGKILL) while it holds
 // the lock of a dump leaves no table behind; a persistent lock stays.
 func TestKilledStasisLeavesNoLock(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	require.RootFor(t, "creates nftables tables")
 	for mode, want := range map[string][]string{"owned": nil, "persist": {"stasis-99"}} {
 		t.Run(mode, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperProcess$", "-test.v")

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 func TestReadSelf(t *testing.T) {
@@ -69,9 +71,9 @@ func TestReadSelf(t *testing.T) {
 }
 
 func TestChildren(t *testing.T) {
-	cmd := exec.Command("sleep", "30")
+	cmd := exec.Command(require.Tool(t, "sleep"), "30")
 	if err := cmd.Start(); err != nil {
-		t.Skipf("no sleep binary: %v", err)
+		t.Fatal(err)
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	pid := os.Getpid()

@@ -93,9 +93,10 @@ func BuildVictim(t testing.TB, name string) string {
 	if err != nil {
 		t.Fatalf("build victim %s: %v", name, err)
 	}
+	gcc := RequireTool(t, "gcc")
 	src := filepath.Join(ModuleRoot(), "test", "victims", name+".c")
 	bin := filepath.Join(dir, name)
-	out, err := exec.Command("gcc", "-O1", "-g", "-Wall", "-o", bin, src).CombinedOutput()
+	out, err := exec.Command(gcc, "-O1", "-g", "-Wall", "-o", bin, src).CombinedOutput()
 	if err != nil {
 		t.Fatalf("gcc %s: %v\n%s", src, err, out)
 	}

@@ -1,6 +1,9 @@
 package testutil
 
 import (
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+
+	imgdir "github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
 
 	"bufio"
@@ -16,15 +19,6 @@ import (
 
 	"golang.org/x/sys/unix"
 )
-
-// RequireRoot skips the test unless it runs as root: checkpoint and restore
-// need ptrace of any process, clone3 with set_tid and /proc of every task.
-func RequireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: stasis ptraces other processes and restores PIDs with clone3(set_tid)")
-	}
-}
 
 // BecomeSubreaper makes the test process the child subreaper, so that a task
 // restored with `restore -d` is re-parented to it and can be waited for.
@@ -182,17 +176,22 @@ func Children(pid int) []int {
 	return kids
 }
 
-// checkNoNewChildren fails the test if the test process has children that
-// were not in before (a failed restore left a task behind, re-parented to us
-// as subreaper); it kills and reaps them so that they hold no PID.
-func checkNoNewChildren(t testing.TB, before []int) {
+// checkNoNewChildren fails the test if a restore of the images in dir left
+// a task behind: a new child of the test process (the subreaper inherits
+// every orphan) that the restore could have made, one whose pid (or
+// innermost pid, for --pidns) is a pid, pgid or sid of dir's pstree.img,
+// or the restore's puppet. It kills and reaps those, so that they hold no
+// PID. New children of other sorts are left alone: they are the victims
+// and restored tasks of the tests that run in parallel.
+func checkNoNewChildren(t testing.TB, before []int, dir string) {
 	t.Helper()
+	pids := imagePidSet(dir)
 	var stray []int
 	deadline := time.Now().Add(time.Second)
 	for {
 		stray = stray[:0]
 		for _, k := range Children(os.Getpid()) {
-			if !slices.Contains(before, k) {
+			if !slices.Contains(before, k) && restoreMade(k, pids) {
 				stray = append(stray, k)
 			}
 		}
@@ -207,6 +206,54 @@ func checkNoNewChildren(t testing.TB, before []int) {
 		unix.Kill(k, unix.SIGKILL)
 		var ws unix.WaitStatus
 		unix.Wait4(k, &ws, unix.WALL, nil)
+	}
+}
+
+// puppetArg is restore.PuppetArg, the argument of the restore's puppet
+// process (testutil does not import the restore package).
+const puppetArg = "__stasis_puppet"
+
+// restoreMade reports whether pid may be a task of a restore of images
+// with the given pids.
+func restoreMade(pid int, pids map[int]bool) bool {
+	if pids[pid] {
+		return true
+	}
+	if st, err := Status(pid); err == nil {
+		if ns := strings.Fields(st["NSpid"]); len(ns) > 1 {
+			if n, err := strconv.Atoi(ns[len(ns)-1]); err == nil && pids[n] {
+				return true
+			}
+		}
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return strings.Contains(string(b), puppetArg)
+}
+
+// imagePidSet is every pid, pgid and sid of dir's pstree.img, as far as
+// it decodes (a damaged image: its entries before the damage, which are
+// all a restore could have used).
+func imagePidSet(dir string) map[int]bool {
+	set := map[int]bool{}
+	d, err := imgdir.Open(dir)
+	if err != nil {
+		return set
+	}
+	r, err := d.NewReader("pstree.img")
+	if err != nil {
+		return set
+	}
+	defer r.Close()
+	for {
+		var e pstree.PstreeEntry
+		if r.Next(&e) != nil {
+			return set
+		}
+		for _, p := range append([]uint32{e.GetPid(), e.GetPgid(), e.GetSid()}, e.GetThreads()...) {
+			if p != 0 {
+				set[int(p)] = true
+			}
+		}
 	}
 }
 

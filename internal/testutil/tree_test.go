@@ -108,9 +108,7 @@ func TestDiffTreesByNSPid(t *testing.T) {
 }
 
 func TestTrackKillsAndReaps(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (subreaper and pidfds of any process)")
-	}
+	RequireRootFor(t, "subreaper and pidfds of any process")
 	if err := BecomeSubreaper(); err != nil {
 		t.Fatal(err)
 	}
@@ -133,9 +131,7 @@ func TestTrackKillsAndReaps(t *testing.T) {
 }
 
 func TestReapTasks(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (subreaper)")
-	}
+	RequireRootFor(t, "subreaper")
 	if err := BecomeSubreaper(); err != nil {
 		t.Fatal(err)
 	}
@@ -210,12 +206,8 @@ wait $u
 `
 
 func TestNSCopyHarness(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (unshare --pid)")
-	}
-	if _, err := exec.LookPath("unshare"); err != nil {
-		t.Skip("no unshare")
-	}
+	RequireRootFor(t, "unshare --pid")
+	RequireTool(t, "unshare")
 	fake := filepath.Join(t.TempDir(), "fake-stasis")
 	if err := os.WriteFile(fake, []byte(fakeRestorePidNS), 0o755); err != nil {
 		t.Fatal(err)
@@ -242,9 +234,7 @@ func TestNSCopyHarness(t *testing.T) {
 // pid now holds a process with the same comm started after Track (what a
 // restore brings back) is killed by Track's cleanup.
 func TestTrackKillsLaterIncarnation(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root (ns_last_pid)")
-	}
+	RequireRootFor(t, "ns_last_pid")
 	c1 := exec.Command("sleep", "30")
 	if err := c1.Start(); err != nil {
 		t.Fatal(err)
@@ -258,7 +248,7 @@ func TestTrackKillsLaterIncarnation(t *testing.T) {
 		// Bring the pid back the way a restore does, by asking for it.
 		for i := 0; i < 20 && c2 == nil; i++ {
 			if err := os.WriteFile("/proc/sys/kernel/ns_last_pid", []byte(strconv.Itoa(pid-1)), 0); err != nil {
-				t.Skipf("ns_last_pid: %v", err)
+				SkipOrFail(t, "ns_last_pid: %v", err)
 			}
 			c := exec.Command("sleep", "30")
 			if err := c.Start(); err != nil {

@@ -229,7 +229,7 @@ func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 		case code := <-exited:
 			v.done = true
 			r := Result{Args: args, Code: code, Stdout: stdout.String(), Stderr: v.rstderr.String(), Took: time.Since(start), Log: log}
-			checkNoNewChildren(t, before)
+			checkNoNewChildren(t, before, dir)
 			t.Fatalf("restore of pid %d ended before the task was back\n%s\n%s", v.Pid, r, v.LogTail())
 		case <-time.After(10 * time.Millisecond):
 		}
@@ -256,7 +256,7 @@ func RestoreDetached(t testing.TB, dir string, v *Victim, extra ...string) {
 	r := Run(t, 25*time.Second, args...)
 	r.Log = log
 	if r.Code != 0 {
-		checkNoNewChildren(t, before)
+		checkNoNewChildren(t, before, dir)
 		t.Fatalf("restore -d of pid %d failed\n%s\n%s", v.Pid, r, v.LogTail())
 	}
 	v.restore, v.done, v.exited = nil, false, make(chan int, 1)

@@ -11,6 +11,7 @@ import (
 // the restore, and takes new requests (aio.c).
 func TestAIO(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "aio", t.TempDir())
 	v.WaitReady(t)
 	testutil.DumpRestore(t, v)

@@ -19,6 +19,7 @@ import (
 // and work (anonfd.c checks them from the inside).
 func TestAnonFds(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "anonfd", strconv.Itoa(os.Getpid()))
 	v.WaitReady(t)
 	// Let the periodic timer expire unread a few times before the dump.

@@ -95,12 +95,13 @@ func TestDumpBadInput(t *testing.T) {
 		dir := t.TempDir()
 		testutil.Dump(t, v.Pid, dir, "-R")
 		before := hashDir(t, dir)
+		tree := snapshotTree(t, v.Pid)
 		msg := testutil.DumpFail(t, v.Pid, dir)
 		testutil.AssertContains(t, msg, dir)
 		if after := hashDir(t, dir); after != before {
 			t.Errorf("the failed dump changed the images already in %s", dir)
 		}
-		testutil.AssertRunning(t, v.Pid)
+		assertUntouched(t, tree)
 		v.TermAndCheck(t)
 	})
 
@@ -112,6 +113,7 @@ func TestDumpBadInput(t *testing.T) {
 		t.Run("fd-"+kind, func(t *testing.T) {
 			v := testutil.StartVictim(t, "fdkind", kind)
 			v.WaitReady(t)
+			before := snapshotTree(t, v.Pid)
 			msg := testutil.DumpFail(t, v.Pid, t.TempDir())
 			assertNamesPID(t, msg, v.Pid)
 			what := kind
@@ -119,7 +121,7 @@ func TestDumpBadInput(t *testing.T) {
 				what = fmt.Sprintf("a pidfd of pid %d (%s), which is not in the dumped tree", os.Getpid(), testutil.Comm(os.Getpid()))
 			}
 			testutil.AssertContains(t, msg, fmt.Sprintf("fd 42 of pid %d is %s: not supported", v.Pid, what))
-			testutil.AssertRunning(t, v.Pid)
+			assertUntouched(t, before)
 			v.TermAndCheck(t)
 		})
 	}
@@ -234,7 +236,7 @@ func TestRestoreBadInput(t *testing.T) {
 		v.TermAndCheck(t)
 	})
 
-	v, _ := counterVictim(t)
+	v, status := counterVictim(t)
 	good := t.TempDir()
 	testutil.Dump(t, v.Pid, good)
 	v.Reap(t)
@@ -298,9 +300,14 @@ func TestRestoreBadInput(t *testing.T) {
 
 	// The intact images restore, in both forms: the failures above came
 	// from the damage.
+	// Each copy's counter must write before its check: the file holds the
+	// previous copy's last count, which a copy stopped before its first
+	// write would find ahead of its own.
 	for _, cp := range copies {
 		t.Logf("restoring the intact %s copy", cp.name)
+		resetCounterFile(t, status)
 		testutil.RestoreDetached(t, copyDir(t, good, cp.keep), v)
+		testutil.WaitFor(t, 10*time.Second, "the restored counter to write", func() bool { return testutil.ReadCounter(t, status) > 0 })
 		v.TermAndCheck(t)
 	}
 }

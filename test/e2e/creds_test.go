@@ -24,6 +24,7 @@ import (
 // (creds.c).
 func TestCredsAndSeccomp(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	// The victim creates its ready file after dropping its privileges, as
 	// uid 65534 / fsuid 2000: it needs a directory anyone can write and
 	// reach (t.TempDir's parent is 0700).
@@ -71,6 +72,7 @@ func TestCredsAndSeccomp(t *testing.T) {
 // (getpid, on SIGUSR1) still kills it with SIGKILL (strict.c).
 func TestSeccompStrict(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "strict")
 	v.WaitReady(t)
 	waitSeccomp := func() {

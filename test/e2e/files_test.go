@@ -15,6 +15,7 @@ import (
 // file (files.c), which the test reads back.
 func TestFiles(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "files", work)
 	v.WaitReady(t)

@@ -13,6 +13,7 @@ import (
 // itself at the first difference (fpu.c).
 func TestFPURegisters(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	mode := fpuMode(t)
 	v := testutil.StartVictim(t, "fpu", mode)
 	v.WaitReady(t)

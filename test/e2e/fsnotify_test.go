@@ -16,6 +16,7 @@ import (
 // read exactly the expected events with the dumped wds (inotify.c).
 func TestInotify(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "inotify", t.TempDir())
 	v.WaitReady(t)
 	testutil.DumpRestore(t, v)

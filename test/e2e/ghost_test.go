@@ -47,6 +47,7 @@ func noLeftovers(t *testing.T, dir string) {
 // content.
 func TestGhostFiles(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghost", work, "small", "sparse", "mmap")
 	v.WaitReady(t)
@@ -76,6 +77,7 @@ func TestGhostFiles(t *testing.T) {
 // "(deleted)" again in both after the restore.
 func TestGhostDeletedExe(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	bin, err := os.ReadFile(testutil.BuildVictim(t, "ghost"))
 	if err != nil {
@@ -117,6 +119,7 @@ func TestGhostDeletedExe(t *testing.T) {
 // back to a ghost. The links are gone after the restore.
 func TestLinkRemap(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	t.Run("other-name", func(t *testing.T) {
 		work := t.TempDir()
 		v := testutil.StartVictim(t, "ghost", work, "linked")

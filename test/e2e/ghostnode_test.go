@@ -39,6 +39,7 @@ func noNodesLeft(t *testing.T, work string) {
 // mapped come back unlinked, with their mode, owner and data.
 func TestGhostNodes(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghostnode", work)
 	v.WaitReady(t)
@@ -159,6 +160,7 @@ done
 // a line written into the FIFO through /proc after the restore is read.
 func TestGhostBashDeletedCwd(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	out := filepath.Join(t.TempDir(), "out")
 	script := filepath.Join(t.TempDir(), "deleted-cwd.sh")

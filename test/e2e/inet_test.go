@@ -101,6 +101,7 @@ func askAll(t *testing.T, p inetPorts) {
 // outside).
 func TestInetSockets(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v, p := startInet(t)
 	askAll(t, p)
 	dir := t.TempDir()

@@ -117,11 +117,7 @@ func lockEntries(t *testing.T, dir string) []string {
 // in filelocks.img.
 func critShowsLeases(t *testing.T, dir string, want int) {
 	t.Helper()
-	crit, err := exec.LookPath("crit")
-	if err != nil {
-		t.Log("crit is not on PATH: filelocks.img not shown by it")
-		return
-	}
+	crit := testutil.RequireTool(t, "crit")
 	out, err := exec.Command(crit, "show", filepath.Join(dir, "filelocks.img")).CombinedOutput()
 	if err != nil {
 		t.Fatalf("crit show filelocks.img: %v\n%s", err, out)

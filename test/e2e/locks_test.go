@@ -96,6 +96,7 @@ func startLocks(t *testing.T) (*testutil.Victim, string) {
 // TestFileLocks: with -l, every lock comes back to its holder: seen from
 // outside by another process, and from inside by the victim.
 func TestFileLocks(t *testing.T) {
+	t.Parallel()
 	v, work := startLocks(t)
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir, "-l")
@@ -135,6 +136,7 @@ func checkLockImage(t *testing.T, dir string, pid int) {
 // restore it waits again (it must see EINTR at SIGTERM, not the lock).
 func TestFileLocksTree(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	v, tree := startTreeVictim(t, "locks", work, "tree")
 	if len(tree) != 2 {

@@ -10,6 +10,15 @@ import (
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
+// Tests that call t.Parallel() run together (go test -parallel, GOMAXPROCS
+// by default) once the others are done: they are the ones that share
+// nothing with each other - no pty (a freed /dev/pts index is the next
+// one any pty gets), terminal, fixed port, nftables table, network
+// namespace, lease (the kernel breaks it on a wall-clock timeout), no
+// loopback capture, no timing assertion and no fork storm. Their victims
+// and restored tasks are all children of this process (the subreaper):
+// every helper waits for its own pids only, and a failed restore's check
+// for strays (testutil.RestoreFail) looks only at the pids of its images.
 func TestMain(m *testing.M) {
 	if pid := os.Getenv(flipXMMEnv); pid != "" {
 		os.Exit(flipXMMHelper(pid))

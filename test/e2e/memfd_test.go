@@ -17,6 +17,7 @@ import (
 // of it from the inside, sealed operations included).
 func TestMemfd(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "memfd")
 	v.WaitReady(t)
 	dir := t.TempDir()

@@ -14,6 +14,7 @@ import (
 // without a lost or doubled byte (pipe.c checks all of it from inside).
 func TestPipes(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "pipe")
 	v.WaitReady(t)
 	tree := testutil.MustTree(t, v.Pid)
@@ -30,6 +31,7 @@ func TestPipes(t *testing.T) {
 // their paths (fifo.c).
 func TestFIFOs(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "fifo", t.TempDir())
 	v.WaitReady(t)
 	testutil.DumpRestore(t, v)

@@ -46,7 +46,7 @@ func runPipeline(t *testing.T, script string, busy func(tree []testutil.Task) bo
 	t.Logf("dumped %d processes in %v", len(pids), took.Round(time.Millisecond))
 	testutil.CheckImages(t, dir)
 	testutil.RestoreDetached(t, dir, v)
-	if code := v.Wait(t, 2*time.Minute); code != 0 {
+	if code := v.Wait(t, 5*time.Minute); code != 0 { // generous: parallel tests share the CPUs
 		t.Fatalf("the restored job exited with %d\n%s", code, v.LogTail())
 	}
 }
@@ -104,6 +104,7 @@ func writeTextTree(t *testing.T, dir string, n, size int, seed uint64) {
 // run, restored, and out is byte-identical to an uninterrupted run's.
 func TestPipelineTarBzip2(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	writeTextTree(t, filepath.Join(work, "src"), 300, 100<<10, 1)
 	script := func(out string) string {
@@ -132,6 +133,7 @@ func TestPipelineTarBzip2(t *testing.T) {
 // mid-way; the output equals an uninterrupted run's.
 func TestPipelineSort(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	writeTextTree(t, filepath.Join(work, "in"), 1, 40<<20, 2)
 	in := filepath.Join(work, "in", "d00", "f0000.txt")
@@ -204,6 +206,7 @@ func writeCProject(t *testing.T, dir string, n int) {
 // uninterrupted build's prints.
 func TestPipelineMake(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	program(t, "make")
 	ref, work := t.TempDir(), t.TempDir()
 	writeCProject(t, ref, 12)
@@ -236,6 +239,7 @@ func TestPipelineMake(t *testing.T) {
 // source's HEAD and files.
 func TestPipelineGitClone(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	program(t, "git")
 	work := t.TempDir()
 	src := filepath.Join(work, "src")

@@ -28,6 +28,7 @@ import (
 // shared memory was lost or written back damaged.
 func TestServerPostgres(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	bin := postgresBin(t)
 	u, err := user.Lookup("postgres")
 	if err != nil {
@@ -180,17 +181,9 @@ func TestServerPostgres(t *testing.T) {
 // the PATH, or Debian's /usr/lib/postgresql/VERSION/bin.
 func postgresBin(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if _, err := os.Stat(filepath.Join(filepath.Dir(p), "postgres")); err == nil {
-			return filepath.Dir(p)
-		}
+	p := testutil.RequireTool(t, "initdb")
+	if _, err := os.Stat(filepath.Join(filepath.Dir(p), "postgres")); err != nil {
+		testutil.SkipOrFail(t, "postgresql: no postgres beside %s", p)
 	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	for i := len(dirs) - 1; i >= 0; i-- {
-		if _, err := os.Stat(filepath.Join(dirs[i], "initdb")); err == nil {
-			return dirs[i]
-		}
-	}
-	t.Fatal("postgresql is not installed (initdb and postgres)")
-	return ""
+	return filepath.Dir(p)
 }

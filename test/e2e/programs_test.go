@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,11 +18,7 @@ func program(t *testing.T, name string) string {
 	if p := "/usr/bin/" + name; fileExists(p) {
 		return p
 	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Fatalf("%s is not installed: %v", name, err)
-	}
-	return p
+	return testutil.RequireTool(t, name)
 }
 
 func fileExists(p string) bool {
@@ -150,6 +145,7 @@ func TestPythonCounter(t *testing.T) {
 // after the restore, the lines appended to the file after the restore.
 func TestTailFollow(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "followed")
 	if err := os.WriteFile(file, []byte("line 1 before the dump\n"), 0o644); err != nil {
 		t.Fatal(err)

@@ -67,6 +67,7 @@ func TestBashForkLoop(t *testing.T) {
 // (test/victims/gocounter).
 func TestGoCounter(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	bin := testutil.BuildGoVictim(t, "gocounter")
 	work := t.TempDir()
 	status, ready := filepath.Join(work, "count"), filepath.Join(work, "ready")
@@ -155,6 +156,7 @@ if __name__ == "__main__":
 // round's result and increment is there.
 func TestPythonMultiprocessing(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	for _, method := range []string{"fork", "spawn", "forkserver"} {
 		t.Run(method, func(t *testing.T) {
 			work := t.TempDir()
@@ -188,6 +190,7 @@ func TestPythonMultiprocessing(t *testing.T) {
 // gone one's is of a process that has ended (gosuper).
 func TestGoPidfds(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	ready := filepath.Join(t.TempDir(), "ready")
 	v := testutil.StartProgram(t, testutil.BuildGoVictim(t, "gosuper"), ready)
 	v.Ready = ready

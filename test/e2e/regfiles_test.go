@@ -15,6 +15,7 @@ import (
 // getdents64 goes on where it was (ghost.c flags, procsys, dirfd).
 func TestRegFileFlags(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghost", work, "flags", "procsys", "dirfd")
 	v.WaitReady(t)

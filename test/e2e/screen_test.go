@@ -32,9 +32,7 @@ import (
 // client) is gone: the cleanups run in reverse order.
 func TestScreen(t *testing.T) {
 	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("screen"); err != nil {
-		t.Fatal("screen is not installed (.ci/run installs it)")
-	}
+	testutil.RequireTool(t, "screen")
 	sdir := t.TempDir() // SCREENDIR, mode 0700 as screen wants
 	if err := os.Chmod(sdir, 0o700); err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 // parent's offset (sharedfd.c).
 func TestSharedDescription(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "sharedfd", t.TempDir())
 	v.WaitReady(t)
 	tree := testutil.MustTree(t, v.Pid)

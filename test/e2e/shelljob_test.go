@@ -25,9 +25,7 @@ type tmuxServer struct {
 
 func startTmux(t *testing.T) *tmuxServer {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatal("tmux is not installed (.ci/run installs it)")
-	}
+	testutil.RequireTool(t, "tmux")
 	dir := t.TempDir()
 	// The shells keep their history in a file of the test (bash loads
 	// ~/.bash_history otherwise, and writes it when it exits).
@@ -48,8 +46,12 @@ func (s *tmuxServer) run(args ...string) string {
 }
 
 // newPane opens a window running an interactive bash and returns its pane.
+// The target is "t:", the session: a bare "t" is first looked up as a
+// window name, and tmux matches a prefix, so while window 0 runs a command
+// starting with t ("tmux: server", the pane's child before its exec, under
+// load) the new window was asked for at index 0: "index 0 in use".
 func (s *tmuxServer) newPane() string {
-	return s.run("new-window", "-t", "t", "-P", "-F", "#{pane_id}", s.shell)
+	return s.run("new-window", "-t", "t:", "-P", "-F", "#{pane_id}", s.shell)
 }
 
 func (s *tmuxServer) firstPane() string { return s.run("list-panes", "-t", "t:0", "-F", "#{pane_id}") }
@@ -113,10 +115,7 @@ func childOf(t *testing.T, pid int, comm string) int {
 // the shell keeps its variables and history.
 func TestShellJob(t *testing.T) {
 	testutil.RequireRoot(t)
-	vim, err := exec.LookPath("vim.basic")
-	if err != nil {
-		t.Fatal("vim.basic is not installed (.ci/run installs package vim)")
-	}
+	vim := testutil.RequireTool(t, "vim.basic")
 	work := t.TempDir()
 	file := filepath.Join(work, "notes.txt")
 	tm := startTmux(t)

@@ -25,6 +25,7 @@ import (
 // part.
 func TestSharedAnonMemory(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "shmem")
 	v.WaitReady(t)
 	tree := testutil.MustTree(t, v.Pid)

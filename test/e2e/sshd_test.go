@@ -27,12 +27,9 @@ import (
 // in the same shell (its variable is kept).
 func TestSshdSession(t *testing.T) {
 	testutil.RequireRoot(t)
-	sshd := "/usr/sbin/sshd"
-	for _, p := range []string{sshd, "ssh", "ssh-keygen"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Fatalf("%s is not installed (.ci/run installs openssh-server, openssh-client)", p)
-		}
-	}
+	sshd := testutil.RequireTool(t, "sshd")
+	testutil.RequireTool(t, "ssh")
+	testutil.RequireTool(t, "ssh-keygen")
 	// sshd's privilege separation directory; the Debian package makes it
 	// at boot through its service only.
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
@@ -209,7 +206,9 @@ UseDNS no
 	tm.typeLine(p, "exit 5")
 	testutil.WaitFor(t, 5*time.Second, "the ssh client to end", func() bool { return descendant(outer, "ssh") == 0 })
 	tm.typeLine(p, "echo ssh-exit=$?")
-	if sc := tm.waitScreen(p, "ssh-exit=", 5*time.Second); !regexp.MustCompile(`(?m)^ssh-exit=5`).MatchString(sc) {
+	// "\nssh-exit=": the output line, not the typed command, which holds
+	// "ssh-exit=" too and shows first.
+	if sc := tm.waitScreen(p, "\nssh-exit=", 5*time.Second); !regexp.MustCompile(`(?m)^ssh-exit=5`).MatchString(sc) {
 		t.Errorf("the ssh client did not end with the shell's status:\n%s\nsshd log:\n%s", sc, readFile(slog))
 	}
 }

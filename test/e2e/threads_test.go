@@ -24,18 +24,20 @@ func TestThreads(t *testing.T) {
 	testThreads(t, 100)
 }
 
-// TestThreads1000: the same with 1,000 threads, dump + restore + check
-// within 30 s: a sanity check against per-thread costs that do not scale.
+// TestThreads1000: the same with 1,000 threads, dump + restore within
+// 30 s: a sanity check against per-thread costs of stasis that do not
+// scale. Only stasis' own time counts: the victim's start and self-check
+// (1,000 threads made and joined) took most of 30 s on a loaded machine.
 func TestThreads1000(t *testing.T) {
 	testutil.RequireRoot(t)
-	start := time.Now()
-	testThreads(t, 1000)
-	if took := time.Since(start); took > 30*time.Second {
-		t.Errorf("1000 threads took %v from start to check, want < 30 s", took.Round(time.Millisecond))
+	dump, restore := testThreads(t, 1000)
+	if took := dump + restore; took > 30*time.Second {
+		t.Errorf("1000 threads: dump %v + restore %v, want < 30 s", dump.Round(time.Millisecond), restore.Round(time.Millisecond))
 	}
 }
 
-func testThreads(t *testing.T, n int) {
+// testThreads returns how long the dump and the restore took.
+func testThreads(t *testing.T, n int) (dump, restore time.Duration) {
 	t.Helper()
 	v := testutil.StartVictim(t, "threads", strconv.Itoa(n))
 	v.WaitReady(t)
@@ -78,4 +80,5 @@ func testThreads(t *testing.T, n int) {
 	t.Logf("%d threads: dump %v, restore %v", n, r.Took.Round(time.Millisecond), restored.Round(time.Millisecond))
 	time.Sleep(300 * time.Millisecond)
 	v.TermAndCheck(t)
+	return r.Took, restored
 }

@@ -10,6 +10,7 @@ import (
 
 	criu_core "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
@@ -100,6 +101,7 @@ func checkChurnImages(t *testing.T, dir string, root int) []int {
 // intact images then restore and pass.
 func TestRestoreTreeFailsHalfway(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v, tree := startTreeVictim(t, "tree")
 	leaderD := logPid(t, v, `leaderless group D ([0-9]+)`)
 	leaderE := logPid(t, v, `session E ([0-9]+)`)
@@ -218,4 +220,68 @@ time.sleep(1000)
 		t.Errorf("the failed restore took %v: the rollback waited for a leader before its threads", took)
 	}
 	testutil.AssertNoTask(t, v.Pid)
+}
+
+// TestDumpTreeFailsLate: a dump that fails late, when every task is seized
+// and its state read (the images dir is a 128 KiB tmpfs: writing the
+// images runs out of space), leaves every thread of every task of a
+// multi-process, multithreaded tree as it was: running, not traced, the
+// same threads, each with its signal mask and pending signals (assertUntouched);
+// each victim's self-check then passes (threads.c checks the registers of
+// its spinning workers, that no futex wait failed with EINTR, its pending
+// signals; tree.c its shape, memory and zombies). A dump to a good dir
+// then works.
+func TestDumpTreeFailsLate(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+
+	// sh with two children, each a threads victim with 20 workers.
+	t.Run("threads", func(t *testing.T) {
+		bin := testutil.BuildVictim(t, "threads")
+		r1, r2 := filepath.Join(t.TempDir(), "ready1"), filepath.Join(t.TempDir(), "ready2")
+		script := `"$0" "$1" 20 & a=$!; "$0" "$2" 20 & b=$!; wait $a; x=$?; wait $b; y=$?; echo "threads exited $x $y"; [ $x = 0 ] && [ $y = 0 ]`
+		v := testutil.StartProgram(t, program(t, "sh"), "-c", script, bin, r1, r2)
+		testutil.WaitFor(t, 20*time.Second, "both threads victims to be ready", func() bool {
+			return fileExists(r1) && fileExists(r2)
+		})
+		tree := testutil.TrackTree(t, v.Pid)
+		if len(tree) != 3 {
+			t.Fatalf("tree of sh: %d tasks, want sh and 2 threads victims\n%s", len(tree), testutil.FormatTree(tree))
+		}
+		before := snapshotTree(t, v.Pid)
+		failLateDump(t, v.Pid)
+		assertUntouched(t, before)
+
+		testutil.Dump(t, v.Pid, t.TempDir(), "-R")
+		assertUntouched(t, before)
+		for _, x := range tree[1:] {
+			if err := unix.Kill(x.Pid, unix.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if code := v.Wait(t, 30*time.Second); code != 0 {
+			t.Fatalf("a threads victim's self-check failed (sh exited %d)\n%s", code, v.LogTail())
+		}
+	})
+
+	t.Run("tree", func(t *testing.T) {
+		v, _ := startTreeVictim(t, "tree")
+		before := snapshotTree(t, v.Pid)
+		failLateDump(t, v.Pid)
+		assertUntouched(t, before)
+		v.TermAndCheck(t)
+	})
+}
+
+// failLateDump runs a dump of pid into a 128 KiB tmpfs, which it fills
+// before it is done, and checks that it fails for that reason.
+func failLateDump(t *testing.T, pid int) {
+	t.Helper()
+	mnt := t.TempDir()
+	if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=128k,mode=0700"); err != nil {
+		t.Fatalf("mount a tmpfs on %s: %v", mnt, err)
+	}
+	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
+	msg := testutil.DumpFail(t, pid, filepath.Join(mnt, "images"))
+	testutil.AssertContains(t, msg, "no space left on device")
 }

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
@@ -171,33 +173,123 @@ func readIntFile(t *testing.T, path string) int {
 	return 0
 }
 
-// assertUntouched fails the test unless every task and thread of the tree
-// of pid runs untouched: not stopped, not traced (a failed dump must leave
-// the tree so).
-func assertUntouched(t *testing.T, pid int) {
+// threadState is what a failed dump must leave as it was in one thread:
+// its blocked and pending signals (its own queue and its process's shared
+// one). Registers of a running thread cannot be compared from outside; the
+// victims check their own (threads.c: r12-r14, xmm3, xmm8 of the spinning
+// workers, restarted futex waits) when they get SIGTERM.
+type threadState struct {
+	sigBlk, sigPnd, shdPnd string
+}
+
+// treeSnapshot maps every live task of a tree to its threads' states.
+type treeSnapshot struct {
+	root  int
+	tasks map[int]map[int]threadState // pid -> tid -> state
+}
+
+// snapshotTree records the threads of every live task of the tree of pid,
+// to compare with assertUntouched after a dump that fails.
+func snapshotTree(t *testing.T, pid int) treeSnapshot {
 	t.Helper()
+	snap, errs := readTreeState(pid)
+	for _, e := range errs {
+		t.Errorf("before the dump: %s", e)
+	}
+	if len(errs) > 0 {
+		t.FailNow()
+	}
+	return snap
+}
+
+// readTreeState reads the tree of pid, with what is wrong in it for a tree
+// that runs untouched: a thread stopped or traced.
+func readTreeState(pid int) (treeSnapshot, []string) {
+	snap := treeSnapshot{root: pid, tasks: map[int]map[int]threadState{}}
 	ts, err := testutil.Tree(pid)
 	if err != nil {
-		t.Fatal(err)
+		return snap, []string{err.Error()}
 	}
+	var errs []string
 	for _, x := range ts {
 		if x.Zombie() {
 			continue
 		}
 		ths, err := testutil.Threads(x.Pid)
 		if err != nil {
-			continue // it exited meanwhile
+			errs = append(errs, fmt.Sprintf("task %d: %v", x.Pid, err))
+			continue
 		}
+		m := map[int]threadState{}
 		for _, th := range ths {
 			st, err := testutil.Status(th.Tid)
 			if err != nil {
+				errs = append(errs, fmt.Sprintf("task %d thread %d: %v", x.Pid, th.Tid, err))
 				continue
 			}
-			if st["TracerPid"] != "0" || strings.HasPrefix(st["State"], "T") || strings.HasPrefix(st["State"], "t") {
-				t.Errorf("task %d thread %d is left %q with TracerPid %s", x.Pid, th.Tid, st["State"], st["TracerPid"])
+			if st["TracerPid"] != "0" || st["State"] == "" || strings.ContainsAny(st["State"][:1], "TtZX") {
+				errs = append(errs, fmt.Sprintf("task %d thread %d is %q with TracerPid %s", x.Pid, th.Tid, st["State"], st["TracerPid"]))
+			}
+			m[th.Tid] = threadState{sigBlk: st["SigBlk"], sigPnd: st["SigPnd"], shdPnd: st["ShdPnd"]}
+		}
+		snap.tasks[x.Pid] = m
+	}
+	return snap, errs
+}
+
+// diff lists how the tree differs from the snapshot before.
+func (before treeSnapshot) diff(after treeSnapshot) []string {
+	var d []string
+	for pid, ths := range before.tasks {
+		now, ok := after.tasks[pid]
+		if !ok {
+			d = append(d, fmt.Sprintf("task %d is gone", pid))
+			continue
+		}
+		if len(now) != len(ths) {
+			d = append(d, fmt.Sprintf("task %d has %d threads, it had %d", pid, len(now), len(ths)))
+		}
+		for tid, was := range ths {
+			is, ok := now[tid]
+			switch {
+			case !ok:
+				d = append(d, fmt.Sprintf("task %d thread %d is gone", pid, tid))
+			case is != was:
+				d = append(d, fmt.Sprintf("task %d thread %d: SigBlk/SigPnd/ShdPnd %s/%s/%s, they were %s/%s/%s",
+					pid, tid, is.sigBlk, is.sigPnd, is.shdPnd, was.sigBlk, was.sigPnd, was.shdPnd))
 			}
 		}
 	}
+	for pid := range after.tasks {
+		if _, ok := before.tasks[pid]; !ok {
+			d = append(d, fmt.Sprintf("task %d is new in the tree", pid))
+		}
+	}
+	sort.Strings(d)
+	return d
+}
+
+// assertUntouched fails the test unless every task and thread of the tree
+// runs as it did at the snapshot (a failed dump must leave the tree so):
+// not stopped, not traced, the same tasks and threads, each thread with
+// its signal mask and pending signals. The victims' own self-check at
+// SIGTERM covers the rest (registers, memory, interrupted syscalls).
+func assertUntouched(t *testing.T, before treeSnapshot) {
+	t.Helper()
+	var problems []string
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		after, errs := readTreeState(before.root)
+		problems = append(errs, before.diff(after)...)
+		if len(problems) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Errorf("the tree of pid %d is not as it was before the failed dump:\n%s", before.root, strings.Join(problems, "\n"))
 }
 
 // statusKeys are the credential and seccomp lines of /proc/TID/status.

@@ -21,6 +21,7 @@ import (
 // member passed (tree.c).
 func TestProcessTree(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	testProcessTree(t)
 }
 
@@ -28,6 +29,7 @@ func TestProcessTree(t *testing.T) {
 // memfd (its fd closed), written by every member.
 func TestProcessTreeMemfd(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	testProcessTree(t, "memfd")
 }
 

@@ -28,6 +28,7 @@ import (
 // and the socket file's mode (unixsk.c).
 func TestUnixSockets(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	sockDir := t.TempDir()
 	v := testutil.StartVictim(t, "unixsk", "all", sockDir)
 	v.WaitReady(t)
@@ -259,6 +260,7 @@ func TestUnixDgramPeerOutside(t *testing.T) {
 // receiving socket itself. sk-queues.img names them by file id.
 func TestUnixSCMRights(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "unixsk", "scm", t.TempDir())
 	v.WaitReady(t)
 	dir := t.TempDir()

@@ -22,6 +22,7 @@ type victimCase struct {
 	name   string
 	args   func(t *testing.T) []string
 	before func(t *testing.T, v *testutil.Victim) // where a test would dump
+	root   string                                 // why it needs root, if it does
 }
 
 func victimCases() []victimCase {
@@ -35,16 +36,19 @@ func victimCases() []victimCase {
 		{name: "clock", args: noArgs},
 		{name: "counter", args: func(t *testing.T) []string { return []string{filepath.Join(t.TempDir(), "count")} }},
 		{label: "fdkind-io_uring", name: "fdkind", args: func(*testing.T) []string { return []string{"io_uring"} }},
-		{label: "fdkind-userfaultfd", name: "fdkind", args: func(*testing.T) []string { return []string{"userfaultfd"} }},
-		{label: "fdkind-perf_event", name: "fdkind", args: func(*testing.T) []string { return []string{"perf_event"} }},
-		{label: "fdkind-bpf-map", name: "fdkind", args: func(*testing.T) []string { return []string{"bpf-map"} }},
+		{label: "fdkind-userfaultfd", name: "fdkind", args: func(*testing.T) []string { return []string{"userfaultfd"} },
+			root: "userfaultfd of kernel faults (vm.unprivileged_userfaultfd is 0)"},
+		{label: "fdkind-perf_event", name: "fdkind", args: func(*testing.T) []string { return []string{"perf_event"} },
+			root: "perf_event_open (kernel.perf_event_paranoid)"},
+		{label: "fdkind-bpf-map", name: "fdkind", args: func(*testing.T) []string { return []string{"bpf-map"} },
+			root: "bpf(BPF_MAP_CREATE) (kernel.unprivileged_bpf_disabled)"},
 		{label: "fdkind-pidfd", name: "fdkind", args: func(*testing.T) []string { return []string{"pidfd"} }},
 		{label: "fdkind-eventfd", name: "fdkind", args: func(*testing.T) []string { return []string{"eventfd"} }},
 		{label: "fdkind-unix", name: "fdkind", args: func(*testing.T) []string { return []string{"unix"} }},
 		{name: "pipe", args: noArgs},
 		{name: "fifo", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "sharedfd", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
-		{name: "ghostnode", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
+		{name: "ghostnode", args: func(t *testing.T) []string { return []string{t.TempDir()} }, root: "mknod of device nodes"},
 		{name: "shmem", args: func(t *testing.T) []string { return nil }},
 		{name: "aio", args: func(t *testing.T) []string { return []string{t.TempDir()} }},
 		{name: "shmem", label: "shmem-sysv", args: func(t *testing.T) []string { return []string{"sysv"} }},
@@ -54,11 +58,15 @@ func victimCases() []victimCase {
 // TestVictimsSelfCheck runs every victim without a dump: ready, then SIGTERM
 // must give exit 0. It proves the harness and the victims, not stasis.
 func TestVictimsSelfCheck(t *testing.T) {
+	t.Parallel()
 	for _, c := range victimCases() {
 		if c.label == "" {
 			c.label = c.name
 		}
 		t.Run(c.label, func(t *testing.T) {
+			if c.root != "" {
+				testutil.RequireRootFor(t, c.root)
+			}
 			args := c.args(t)
 			v := testutil.StartVictim(t, c.name, args...)
 			v.WaitReady(t)
@@ -75,6 +83,7 @@ func TestVictimsSelfCheck(t *testing.T) {
 // faulty restore could, and requires the victim to notice: a victim that
 // cannot fail proves nothing.
 func TestVictimsDetectLoss(t *testing.T) {
+	t.Parallel()
 	t.Run("mem", func(t *testing.T) {
 		v := testutil.StartVictim(t, "mem", "16")
 		v.WaitReady(t)
@@ -161,6 +170,7 @@ func TestVictimsDetectLoss(t *testing.T) {
 		expectDetected(t, v, "FAIL: offset of fd 80 is 2, want 8")
 	})
 	t.Run("ghostnode", func(t *testing.T) {
+		testutil.RequireRootFor(t, "mknod of device nodes")
 		v := testutil.StartVictim(t, "ghostnode", t.TempDir())
 		v.WaitReady(t)
 		// One byte out of the unlinked FIFO, and another mode on the

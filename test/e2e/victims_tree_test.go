@@ -39,6 +39,7 @@ func credsVictim(t *testing.T) *testutil.Victim {
 
 func TestVictimsSelfCheckTrees(t *testing.T) {
 	testutil.RequireRoot(t) // creds drops privileges, tree and cowtree fork as root
+	t.Parallel()
 	simple := []struct {
 		label, name string
 		args        []string
@@ -119,6 +120,7 @@ func TestVictimsSelfCheckTrees(t *testing.T) {
 
 func TestVictimsDetectLossTrees(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	t.Run("threads", func(t *testing.T) {
 		v := testutil.StartVictim(t, "threads")
 		v.WaitReady(t)
