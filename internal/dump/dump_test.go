@@ -1,6 +1,7 @@
 package dump
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -161,7 +162,7 @@ func TestDumpRefusesUpFront(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			c.opts.ImagesDir = filepath.Join(t.TempDir(), "images")
-			err := Dump(c.opts)
+			err := Dump(context.Background(), c.opts)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Errorf("Dump(%+v) = %v, want an error with %q", c.opts, err, c.want)
 			}
@@ -304,7 +305,7 @@ func TestDumpSleep(t *testing.T) {
 	blk := sigBlkOf(t, pid)
 
 	dir := filepath.Join(t.TempDir(), "images")
-	if err := Dump(Options{Pid: pid, ImagesDir: dir, LeaveRunning: true}); err != nil {
+	if err := Dump(context.Background(), Options{Pid: pid, ImagesDir: dir, LeaveRunning: true}); err != nil {
 		t.Fatalf("dump -R of sleep %d: %v", pid, err)
 	}
 	untouched(t, pid, blk)
@@ -322,7 +323,7 @@ func TestDumpSleep(t *testing.T) {
 		t.Errorf("stats-dump %v", e)
 	}
 
-	if err := Dump(Options{Pid: pid, ImagesDir: filepath.Join(t.TempDir(), "images")}); err != nil {
+	if err := Dump(context.Background(), Options{Pid: pid, ImagesDir: filepath.Join(t.TempDir(), "images")}); err != nil {
 		t.Fatalf("dump of sleep %d: %v", pid, err)
 	}
 	if st, err := proc.ReadStat(pid); err == nil && st.State != 'Z' && st.State != 'X' {
@@ -342,7 +343,7 @@ func TestDumpFailureLeavesRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(mnt, unix.MNT_DETACH) })
-	err := Dump(Options{Pid: pid, ImagesDir: filepath.Join(mnt, "images")})
+	err := Dump(context.Background(), Options{Pid: pid, ImagesDir: filepath.Join(mnt, "images")})
 	if !errors.Is(err, unix.ENOSPC) {
 		t.Fatalf("dump of sleep %d into a full tmpfs: %v, want ENOSPC", pid, err)
 	}

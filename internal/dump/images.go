@@ -18,8 +18,8 @@ import (
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/images"
-	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/interrupt"
+	"github.com/stasis-cr/stasis/internal/netlock"
 )
 
 // ImgVersion is CRTOOLS_IMAGES_V1_1, the only version criu 4.x accepts.

@@ -15,26 +15,11 @@ import (
 	"time"
 )
 
-// criuEnv names the CRIU 4.2 binary to compare with; by default it is
-// ../shared/tools/criu-4.2/criu beside the checkout, where CI has it.
-const criuEnv = "STASIS_CRIU"
-
-// CRIU returns the CRIU 4.2 reference binary. Without it the test is
-// skipped, except under CI (STASIS_CI set), where it must be there.
+// CRIU returns the CRIU 4.2 reference binary (RequireCRIU): without it
+// the test is skipped, except under CI, where it must be there.
 func CRIU(t testing.TB) string {
 	t.Helper()
-	p := os.Getenv(criuEnv)
-	if p == "" {
-		p = filepath.Join(ModuleRoot(), "..", "shared", "tools", "criu-4.2", "criu")
-	}
-	if _, err := os.Stat(p); err != nil {
-		msg := fmt.Sprintf("no CRIU 4.2 reference at %s (set %s): %v", p, criuEnv, err)
-		if os.Getenv("STASIS_CI") != "" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return p
+	return RequireCRIU(t)
 }
 
 // RunCRIU runs the CRIU reference with args in dir, logging at -v4 to
@@ -119,13 +104,7 @@ func CriuRestoreDetached(t testing.TB, dir string, v *Victim, extra ...string) {
 // compared, nor nr_pages of pagemap entries, which crit 3.17 shows as 0.
 func CompareShowWithCrit(t testing.TB, dir string) {
 	t.Helper()
-	crit, err := exec.LookPath("crit")
-	if err != nil {
-		if os.Getenv("STASIS_CI") != "" {
-			t.Fatalf("crit is not on PATH (Debian package criu): %v", err)
-		}
-		t.Skipf("crit is not on PATH (Debian package criu): %v", err)
-	}
+	crit := RequireTool(t, "crit")
 	for _, f := range images(t, dir) {
 		r := Run(t, 10*time.Second, "show", f)
 		out, err := exec.Command(crit, "show", f).Output()

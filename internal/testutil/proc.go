@@ -372,9 +372,10 @@ func CloseInheritedFDs() error {
 }
 
 // AssertNoNewChildren fails the test if the test process has children that
-// are not in before (taken with Children(os.Getpid())): a task an
-// interrupted or failed restore left behind. It kills and reaps them.
-func AssertNoNewChildren(t testing.TB, before []int) {
+// are not in before (taken with Children(os.Getpid())) and that a restore
+// of dir could have made: a task an interrupted or failed restore left
+// behind. It kills and reaps them.
+func AssertNoNewChildren(t testing.TB, before []int, dir string) {
 	t.Helper()
-	checkNoNewChildren(t, before)
+	checkNoNewChildren(t, before, dir)
 }

@@ -16,7 +16,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -114,7 +113,7 @@ func TestFaultInjection(t *testing.T) {
 		if code != 0 && code != 128+int(sig) {
 			t.Errorf("%s: want exit 0 or %d", when, 128+int(sig))
 		}
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		if l := locksOf(t, nil, v.Pid); len(l) != 0 {
 			t.Errorf("%s: lock tables %v left", when, l)
 		}
@@ -148,9 +147,9 @@ func TestFaultInjection(t *testing.T) {
 			for _, pid := range pids {
 				testutil.AssertNoTask(t, pid)
 			}
-			testutil.AssertNoNewChildren(t, kids)
+			testutil.AssertNoNewChildren(t, kids, dir)
 			for _, l := range locksOf(t, nil, pids[0]) {
-				if l != netlock.TableName(pids[0]) || sig != unix.SIGKILL {
+				if !isPersistentLock(l, pids[0]) || sig != unix.SIGKILL {
 					t.Errorf("%s: lock table %s left", when, l)
 				}
 			}
@@ -179,7 +178,7 @@ func faultDump(t *testing.T, v *testutil.Victim, status, point string, sig unix.
 	r := runStasisEnv(t, []string{hookEnv + "=" + point + ":" + sigNames[sig]},
 		append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir}, extra...)...)
 	checkInterrupted(t, r, sig)
-	assertUntouched(t, v.Pid)
+	assertRunning(t, v.Pid)
 	after := testutil.MustTree(t, v.Pid)
 	if len(after) != len(tree) {
 		t.Errorf("%s: tree %s, was %s", when, testutil.FormatTree(after), testutil.FormatTree(tree))

@@ -140,7 +140,7 @@ func TestInterruptDump(t *testing.T) {
 					ents, _ := os.ReadDir(dir)
 					t.Errorf("%s: the images dir the dump created is still there (%v), holding %d files", name, err, len(ents))
 				}
-				assertUntouched(t, v.Pid)
+				assertRunning(t, v.Pid)
 				assertSameSignals(t, v.Pid, before)
 			}
 		}
@@ -152,7 +152,7 @@ func TestInterruptDump(t *testing.T) {
 		r := runStasisEnv(t, []string{hookEnv + "=dump-page-copy:" + strings.TrimPrefix(unix.SignalName(sig), "SIG")},
 			"dump", "-t", strconv.Itoa(v.Pid), "-D", dir)
 		checkInterrupted(t, r, sig)
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		assertSameSignals(t, v.Pid, before)
 	}
 	// Ctrl-C pressed three times: the second and third come while the
@@ -164,7 +164,7 @@ func TestInterruptDump(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(base, strconv.Itoa(n))); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("triple Ctrl-C: the images dir is still there (%v)", err)
 	}
-	assertUntouched(t, v.Pid)
+	assertRunning(t, v.Pid)
 	assertSameSignals(t, v.Pid, before)
 	// A signal at a random moment of a -R dump (typically 2-4 s here).
 	for i := 0; i < 3; i++ {
@@ -195,7 +195,7 @@ func TestInterruptDump(t *testing.T) {
 		default:
 			t.Errorf("SIGINT after %v: exit %d, want 130 or 0\n%s", delay, code, errb.String())
 		}
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		assertSameSignals(t, v.Pid, before)
 	}
 	v.TermAndCheck(t)
@@ -224,7 +224,7 @@ func TestInterruptRestore(t *testing.T) {
 			t.Logf("%s/%s: exit %d in %v", point, sigNames[sig], r.Code, r.Took.Round(time.Millisecond))
 			checkInterrupted(t, r, sig)
 			testutil.AssertNoTask(t, v.Pid)
-			testutil.AssertNoNewChildren(t, kids)
+			testutil.AssertNoNewChildren(t, kids, dir)
 		}
 	}
 	testutil.RestoreDetached(t, dir, v)
@@ -251,7 +251,7 @@ func TestPartialImages(t *testing.T) {
 		checkInterrupted(t, r, unix.SIGINT)
 		testutil.AssertContains(t, r.Stderr, "partial images removed from "+dir, "dump.log kept")
 		assertOnly(t, dir, "descriptors.json", "dump.log")
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		msg := testutil.RestoreFail(t, dir)
 		testutil.AssertContains(t, msg, "no inventory.img", "not a complete dump")
 	})
@@ -265,7 +265,7 @@ func TestPartialImages(t *testing.T) {
 		msg := testutil.DumpFail(t, v.Pid, dir)
 		testutil.AssertContains(t, msg, "no space left on device", "partial images removed from "+dir)
 		assertOnly(t, dir)
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		testutil.AssertContains(t, testutil.RestoreFail(t, dir), "no inventory.img")
 	})
 	v.TermAndCheck(t)

@@ -82,7 +82,7 @@ func TestPreflightRefusals(t *testing.T) {
 		t.Errorf("first line %q, want %q", lines[0], want)
 	}
 	matchRefusals(t, lines[1:], all)
-	assertUntouched(t, pid)
+	assertRunning(t, pid)
 
 	// The same words as the dump's own errors: the first refusal, then,
 	// with -j, the next one.
@@ -91,7 +91,7 @@ func TestPreflightRefusals(t *testing.T) {
 		if got := strings.TrimSpace(lines[1+i]); msg != got {
 			t.Errorf("dump %v says\n  %s\ncheck --pid says\n  %s", extra, msg, got)
 		}
-		assertUntouched(t, pid)
+		assertRunning(t, pid)
 	}
 
 	var left []refusal
@@ -105,7 +105,7 @@ func TestPreflightRefusals(t *testing.T) {
 		t.Errorf("first line %q, want %q", lines[0], want)
 	}
 	matchRefusals(t, lines[1:], left)
-	assertUntouched(t, pid)
+	assertRunning(t, pid)
 	requireNoLock(t, pid, "by check --pid --tcp-established")
 
 	v.TermAndCheck(t)
@@ -130,7 +130,7 @@ func TestPreflightClean(t *testing.T) {
 		if want := fmt.Sprintf("dump of pid %d (1 process, 1 thread) looks possible", v.Pid); len(lines) != 1 || lines[0] != want {
 			t.Errorf("stdout %q, want %q", lines, want)
 		}
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		v.TermAndCheck(t)
 	})
 
@@ -141,7 +141,7 @@ func TestPreflightClean(t *testing.T) {
 		if want := fmt.Sprintf("dump of pid %d (1 process, 17 threads) looks possible", v.Pid); len(lines) != 1 || lines[0] != want {
 			t.Errorf("stdout %q, want %q", lines, want)
 		}
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		v.TermAndCheck(t)
 	})
 
@@ -157,7 +157,7 @@ func TestPreflightClean(t *testing.T) {
 		if want := fmt.Sprintf("dump of pid %d (%d processes, %d threads) looks possible", v.Pid, procs, threads); len(lines) != 1 || lines[0] != want {
 			t.Errorf("stdout %q, want %q", lines, want)
 		}
-		assertUntouched(t, v.Pid)
+		assertRunning(t, v.Pid)
 		if got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second); len(got) != len(tree) {
 			t.Errorf("the tree has %d tasks after the check, had %d", len(got), len(tree))
 		}
@@ -251,7 +251,7 @@ func TestPreflightGhosts(t *testing.T) {
 	lines = checkPid(t, 1, v.Pid, "--ghost-limit", "1M", "--link-remap")
 	matchRefusals(t, lines[1:], []refusal{big})
 	checkPid(t, 0, v.Pid, "--link-remap")
-	assertUntouched(t, v.Pid)
+	assertRunning(t, v.Pid)
 	for _, d := range []string{work, filepath.Dir(other)} {
 		if links, _ := filepath.Glob(filepath.Join(d, "link_remap.*")); len(links) != 0 {
 			t.Errorf("check --pid --link-remap made links %v", links)
@@ -276,7 +276,7 @@ func TestPreflightUnixInFlight(t *testing.T) {
 	if len(lines) > 1 && strings.TrimSpace(lines[1]) != msg {
 		t.Errorf("dump says\n  %s\ncheck --pid says\n  %s", msg, strings.TrimSpace(lines[1]))
 	}
-	assertUntouched(t, v.Pid)
+	assertRunning(t, v.Pid)
 	v.TermAndCheck(t)
 }
 

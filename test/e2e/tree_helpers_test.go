@@ -292,6 +292,22 @@ func assertUntouched(t *testing.T, before treeSnapshot) {
 	t.Errorf("the tree of pid %d is not as it was before the failed dump:\n%s", before.root, strings.Join(problems, "\n"))
 }
 
+// assertRunning fails the test unless every task and thread of the tree
+// of pid runs: not stopped, not traced (a dump that was stopped or refused
+// must leave it so). assertUntouched also compares it with a snapshot.
+func assertRunning(t *testing.T, pid int) {
+	t.Helper()
+	var errs []string
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, errs = readTreeState(pid); len(errs) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, e := range errs {
+		t.Errorf("the tree of pid %d does not run untouched: %s", pid, e)
+	}
+}
+
 // statusKeys are the credential and seccomp lines of /proc/TID/status.
 var statusKeys = []string{"Uid", "Gid", "Groups", "CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
 	"NoNewPrivs", "Seccomp", "Seccomp_filters", "Name"}
