@@ -62,17 +62,22 @@ func TestImageNames(t *testing.T) {
 }
 
 func TestInventory(t *testing.T) {
-	d := &dumper{}
-	a, b := d.inventory(), d.inventory()
+	d := newDumper(context.Background(), Options{Pid: 42}, false)
+	a := d.inventory()
 	if a.GetImgVersion() != ImgVersion || !a.GetFdinfoPerId() || !a.GetNsPerId() || a.GetRootIds().GetVmId() != rootObjID {
 		t.Errorf("inventory %v", a)
 	}
+	// The run id names the network lock as criu names its own, after
+	// the dump: stasis-PID-RANDOM, another one for every dump.
 	id := a.GetDumpCriuRunId()
-	if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" {
-		t.Errorf("dump_criu_run_id %q, want 32 hex digits", id)
+	if rest, ok := strings.CutPrefix(id, "stasis-42-"); !ok || len(rest) != 16 || strings.Trim(rest, "0123456789abcdef") != "" {
+		t.Errorf("dump_criu_run_id %q, want stasis-42- and 16 hex digits", id)
 	}
-	if id == b.GetDumpCriuRunId() {
+	if b := newDumper(context.Background(), Options{Pid: 42}, false).inventory(); id == b.GetDumpCriuRunId() {
 		t.Errorf("two dumps have the same run id %q", id)
+	}
+	if a.GetNetworkLockMethod() != 1 {
+		t.Errorf("network_lock_method %d, want 1 (nftables, criu's enum)", a.GetNetworkLockMethod())
 	}
 }
 

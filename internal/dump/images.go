@@ -211,7 +211,7 @@ func (d *dumper) writeStats() error {
 		PagesWritten:       proto.Uint64(s.pagesWritten),
 		PagesLazy:          proto.Uint64(0),
 	}}
-	if filepath.Clean(work) == filepath.Clean(d.dir.Path) {
+	if d.dir != nil && filepath.Clean(work) == filepath.Clean(d.dir.Path) {
 		return d.dir.Write("stats-dump", e)
 	}
 	wd, err := images.Open(work)
