@@ -304,7 +304,9 @@ func TestHelperProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	fmt.Println("locked")
+	// The namespace is this thread's (unshare acts on the calling thread):
+	// the test looks at the tables through it.
+	fmt.Println("locked", unix.Gettid())
 	time.Sleep(time.Minute)
 }
 
@@ -326,12 +328,17 @@ func TestKilledStasisLeavesNoLock(t *testing.T) {
 			}
 			defer cmd.Process.Kill()
 			sc := bufio.NewScanner(out)
-			for sc.Scan() && sc.Text() != "locked" {
+			tid := ""
+			for sc.Scan() {
+				if rest, ok := strings.CutPrefix(sc.Text(), "locked "); ok {
+					tid = rest
+					break
+				}
 			}
-			if sc.Err() != nil {
-				t.Fatal(sc.Err())
+			if sc.Err() != nil || tid == "" {
+				t.Fatalf("the helper did not say it locked: %v", sc.Err())
 			}
-			ns, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/ns/net")
+			ns, err := os.Open("/proc/" + strconv.Itoa(cmd.Process.Pid) + "/task/" + tid + "/ns/net")
 			if err != nil {
 				t.Fatal(err)
 			}
