@@ -225,6 +225,14 @@ func TestShellJobWindowShell(t *testing.T) {
 	log := filepath.Join(t.TempDir(), "restore.log")
 	tm.typeLine(p2, fmt.Sprintf("%s restore -j -D %s -v4 -o %s; echo restore-exit=$?", testutil.StasisBin(t), dir, log))
 	testutil.WaitFor(t, 10*time.Second, "the restored less", func() bool { return testutil.Exists(less) })
+	// A key typed before the restore hands the terminal over may reach
+	// the terminal while its termios changes: wait until less's group is
+	// the terminal's foreground (stat's pgrp and tpgid, fields 5 and 8).
+	testutil.WaitFor(t, 10*time.Second, "the restored less in the foreground", func() bool {
+		pgrp, err1 := testutil.StatField(less, 5)
+		tpgid, err2 := testutil.StatField(less, 8)
+		return err1 == nil && err2 == nil && pgrp == tpgid
+	})
 	tm.keys(p2, "Space")
 	if sc := tm.waitScreen(p2, "117", 5*time.Second); strings.Contains(sc, "restore-exit") {
 		t.Fatalf("stasis restore ended:\n%s\nlog:\n%s", sc, readFile(log))
