@@ -47,6 +47,9 @@ type taskImages struct {
 	fs       *fs.FsEntry
 	fds      []*fdinfo.FdinfoEntry
 	pagesLen int64
+	// parentPages is where the pages of entries in parent are (nil if
+	// there are none).
+	parentPages *mem.ParentPages
 
 	// The tree as restore creates it. It is the dumped tree, except that
 	// a session or group whose leader had exited gets a helper task with
@@ -387,6 +390,11 @@ func (s *imageSet) readPagemap(file string, ti *taskImages) error {
 	if err != nil {
 		return err
 	}
+	// Entries in parent (criu dump --prev-images-dir): their pages are
+	// found in the parent dirs now, and copied at openPages.
+	if ti.parentPages, err = mem.ResolveParents(s.dir, file, ti.pagemap); err != nil {
+		return err
+	}
 	pages := fmt.Sprintf("pages-%d.img", ti.pagesID)
 	f, err := s.dir.OpenRaw(pages)
 	if err != nil {
@@ -425,5 +433,10 @@ func (s *imageSet) sameFile(a, b uint32) bool {
 }
 
 func (s *imageSet) openPages(ti *taskImages) (*os.File, error) {
-	return s.dir.OpenRaw(fmt.Sprintf("pages-%d.img", ti.pagesID))
+	f, err := s.dir.OpenRaw(fmt.Sprintf("pages-%d.img", ti.pagesID))
+	if err != nil || ti.parentPages == nil {
+		return f, err
+	}
+	defer f.Close()
+	return ti.parentPages.Merge(f)
 }
