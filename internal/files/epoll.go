@@ -18,9 +18,9 @@ import (
 )
 
 func init() {
-	register(&kind{name: "eventpoll", typ: fdinfo.FdTypes_EVENTPOLL,
-		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEpoll(fd.Pid, fd.Num, fd.ID, fd.Info) },
-		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEpoll(fe) }})
+	Register(&Kind{Name: "eventpoll", Type: fdinfo.FdTypes_EVENTPOLL,
+		Dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEpoll(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		Open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEpoll(fe) }})
 }
 
 // DumpEpoll returns the entry of an epoll fd with one EventpollTfdEntry per

@@ -53,7 +53,7 @@ func init() {
 	// File locks are no kind of fd, but their image is written with the
 	// images of the kinds, once every fd of the tree is dumped. FdTypes
 	// UND is no type a files.img entry may have, so nothing opens this.
-	register(&kind{write: writeLocks})
+	Register(&Kind{Write: writeLocks})
 }
 
 // lockDump is the dump state: the locks found so far, and the ones

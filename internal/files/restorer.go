@@ -69,10 +69,10 @@ func (r *Restorer) Open(id uint32) (*os.File, error) {
 		}
 	}
 	k := kindsByType[fe.GetType()]
-	if k == nil || k.open == nil {
+	if k == nil || k.Open == nil {
 		return nil, fmt.Errorf("file id %d of type %v: %w", id, fe.GetType(), ErrUnsupported)
 	}
-	f, err := k.open(r, fe)
+	f, err := k.Open(r, fe)
 	if err != nil {
 		return nil, err
 	}
