@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
 // VMA status bits of vma_entry.status (criu/include/image.h).
@@ -247,4 +249,138 @@ func (a *Area) Dumpable() bool {
 		return false
 	}
 	return true
+}
+
+// Mappable reports whether restore creates the VMA itself with mmap; the
+// vDSO is placed by the kernel (arch_prctl) and vsyscall/uprobes belong
+// to the kernel. An AIO ring is mapped to be filled, then replaced by a
+// new context's (criu marks it AIORING alone, stasis also REGULAR).
+func Mappable(e *vma.VmaEntry) bool {
+	return e.GetStatus()&(AreaRegular|AreaAIORing) != 0 && e.GetStatus()&(AreaVDSO|AreaVVAR) == 0
+}
+
+// FileOpener returns an fd, valid in the task, of the file (or shared
+// memory object) mapped by e; MapAreas closes it after the mmap.
+type FileOpener func(e *vma.VmaEntry) (int, error)
+
+// MapAreas re-creates every mappable VMA of the image at its address in
+// the task t, except those in kept (inherited from the parent as they
+// are). Areas that get pages from the image are made writable
+// (process_vm_writev cannot write read-only memory); Protect sets the
+// final protection.
+func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bool, open FileOpener) error {
+	for _, e := range vmas {
+		if !Mappable(e) {
+			continue
+		}
+		p := uint64(e.GetProt())
+		if withPages[e.GetStart()] {
+			p |= unix.PROT_READ | unix.PROT_WRITE
+		}
+		if kept[e.GetStart()] {
+			if withPages[e.GetStart()] {
+				if _, err := t.Call("mprotect", unix.SYS_MPROTECT, e.GetStart(), e.GetEnd()-e.GetStart(), p); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+				}
+			}
+			// A fork does not pass memory locks on: a child that
+			// locked an inherited mapping itself locks it again.
+			if e.GetFlags()&unix.MAP_LOCKED != 0 {
+				if _, err := t.Call("mlock", unix.SYS_MLOCK, e.GetStart(), e.GetEnd()-e.GetStart()); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+				}
+			}
+			continue
+		}
+		if e.GetStatus()&AreaSysVIPC != 0 {
+			if err := attachSysv(t, vmas, e); err != nil {
+				return fmt.Errorf("pid %d: %w", t.Tid, err)
+			}
+			continue
+		}
+		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
+		fd := ^uint64(0)
+		if e.GetStatus()&(FilePrivate|FileShared|AnonShared) != 0 {
+			// Shared anonymous memory too is mapped from its object's
+			// file, so that every mapping of it shares it again.
+			f, err := open(e)
+			if err != nil {
+				return fmt.Errorf("map vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)
+			}
+			fd = uint64(f)
+			flags &^= unix.MAP_ANONYMOUS
+		} else {
+			flags |= unix.MAP_ANONYMOUS
+		}
+		r, err := t.Syscall(unix.SYS_MMAP, e.GetStart(), e.GetEnd()-e.GetStart(), p, flags, fd, e.GetPgoff())
+		if err != nil {
+			return fmt.Errorf("mmap vma %#x-%#x prot %#x flags %#x in pid %d: %w", e.GetStart(), e.GetEnd(), p, flags, t.Tid, err)
+		}
+		if r != e.GetStart() {
+			return fmt.Errorf("mmap vma %#x-%#x in pid %d landed at %#x", e.GetStart(), e.GetEnd(), t.Tid, r)
+		}
+		if fd != ^uint64(0) {
+			if _, err := t.Call("close", unix.SYS_CLOSE, fd); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Protect gives every VMA its dumped protection and madvise advice, and
+// drops from kept private VMAs the pages the image does not have: they
+// came from the parent, and the task had never made them its own.
+func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, withPages, kept map[uint64]bool) error {
+	for _, e := range vmas {
+		if !Mappable(e) {
+			continue
+		}
+		start, size := e.GetStart(), e.GetEnd()-e.GetStart()
+		if kept[start] && e.GetFlags()&unix.MAP_PRIVATE != 0 {
+			for _, gap := range gaps(start, e.GetEnd(), entries) {
+				if _, err := t.Call("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, gap[0], gap[1]-gap[0], unix.MADV_DONTNEED); err != nil {
+					return fmt.Errorf("vma %#x-%#x: %w", start, e.GetEnd(), err)
+				}
+			}
+		}
+		if kept[start] || withPages[start] && e.GetProt() != unix.PROT_READ|unix.PROT_WRITE {
+			if _, err := t.Call("mprotect", unix.SYS_MPROTECT, start, size, uint64(e.GetProt())); err != nil {
+				return fmt.Errorf("vma %#x-%#x: %w", start, e.GetEnd(), err)
+			}
+		}
+	}
+	return adviseAll(t, vmas)
+}
+
+// adviseAll applies each VMA's madvise advice. Adjacent VMAs with the
+// same advice take one call: a process with thousands of threads has
+// thousands of stacks and guard pages, all with the same advice.
+func adviseAll(t *ptrace.Task, vmas []*vma.VmaEntry) error {
+	var start, end, madv uint64
+	flush := func() error {
+		for adv := 0; adv < 64 && end > start; adv++ {
+			if madv&(1<<adv) == 0 {
+				continue
+			}
+			if _, err := t.Call("madvise", unix.SYS_MADVISE, start, end-start, uint64(adv)); err != nil {
+				return fmt.Errorf("vmas %#x-%#x advice %d: %w", start, end, adv, err)
+			}
+		}
+		return nil
+	}
+	for _, e := range vmas {
+		if !Mappable(e) || e.GetMadv() == 0 {
+			continue
+		}
+		if e.GetStart() == end && e.GetMadv() == madv {
+			end = e.GetEnd()
+			continue
+		}
+		if err := flush(); err != nil {
+			return err
+		}
+		start, end, madv = e.GetStart(), e.GetEnd(), e.GetMadv()
+	}
+	return flush()
 }
