@@ -3,6 +3,7 @@ package mem
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -15,6 +16,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/checksum"
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -514,4 +517,91 @@ func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
 		return fmt.Errorf("fill memory of pid %d: %w", pid, first)
 	}
 	return nil
+}
+
+// readPagemap reads the pagemap image file of img's task, splits its
+// entries at VMA bounds (PagedAreas) and checks the pages image holds
+// what they need.
+func (img *Image) readPagemap(dir *images.Dir, file string) error {
+	r, err := dir.NewReader(file)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	head := &pagemap.PagemapHead{}
+	if err := r.Next(head); err != nil {
+		if errors.Is(err, io.EOF) {
+			return bad(file, "no pagemap head")
+		}
+		return err
+	}
+	img.PagesID = head.GetPagesId()
+	var offsets []int64
+	for {
+		off := r.Offset()
+		pe := &pagemap.PagemapEntry{}
+		if err := r.Next(pe); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			return err
+		}
+		img.Pagemap = append(img.Pagemap, pe)
+		offsets = append(offsets, off)
+		if HasData(pe) {
+			// Checked before the sum, which a few huge counts would wrap
+			// into a size the pages file seems to have.
+			n := NrPages(pe)
+			if n > uint64(math.MaxInt64-img.PagesLen)/PageSize {
+				return &images.Error{File: file, Offset: off, Err: fmt.Errorf("%w: entry %d: %d pages, more than any pages file holds", images.ErrInconsistent, len(img.Pagemap)-1, n)}
+			}
+			img.PagesLen += int64(n * PageSize)
+		}
+	}
+	img.Pagemap, img.Paged, err = PagedAreas(img.MM.GetVmas(), img.Pagemap, func(i int, err error) error {
+		return &images.Error{File: file, Offset: offsets[i], Err: fmt.Errorf("%w: entry %d: %v", images.ErrInconsistent, i, err)}
+	})
+	if err != nil {
+		return err
+	}
+	pages := fmt.Sprintf("pages-%d.img", img.PagesID)
+	f, err := dir.OpenRaw(pages)
+	if err != nil {
+		// Say which image sent us there: its pages id may be the damage.
+		return fmt.Errorf("%s: pages of pages id %d: %w", file, img.PagesID, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < img.PagesLen {
+		return &images.Error{File: pages, Offset: fi.Size(), Err: fmt.Errorf("%w: %s needs %d bytes of pages, file ends at %d", images.ErrTruncated, file, img.PagesLen, fi.Size())}
+	}
+	return nil
+}
+
+// WritePages saves the pages of pid (areas: its classified VMAs) into
+// pages-PAGESID.img and their pagemap into pagemap-PID.img, and returns
+// the checksum of the pages image, computed while it was written. stop
+// is as for DumpPages.
+func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
+	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
+	if err != nil {
+		return DumpStats{}, nil, err
+	}
+	h := checksum.NewHasher(f, checksum.PagesBlock)
+	entries, st, err := DumpPages(pid, areas, h, stop)
+	sum := h.Sum()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return st, sum, err
+	}
+	ents := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(pagesID))}}
+	for _, e := range entries {
+		ents = append(ents, e)
+	}
+	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", pid), ents...)
 }

@@ -10,7 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/proc"
-	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // VMA status bits of vma_entry.status (criu/include/image.h).
@@ -268,7 +268,7 @@ type FileOpener func(e *vma.VmaEntry) (int, error)
 // are). Areas that get pages from the image are made writable
 // (process_vm_writev cannot write read-only memory); Protect sets the
 // final protection.
-func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bool, open FileOpener) error {
+func MapAreas(t remote.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bool, open FileOpener) error {
 	for _, e := range vmas {
 		if !Mappable(e) {
 			continue
@@ -294,7 +294,7 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]b
 		}
 		if e.GetStatus()&AreaSysVIPC != 0 {
 			if err := attachSysv(t, vmas, e); err != nil {
-				return fmt.Errorf("pid %d: %w", t.Tid, err)
+				return fmt.Errorf("pid %d: %w", t.HostPid(), err)
 			}
 			continue
 		}
@@ -312,12 +312,12 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]b
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}
-		r, err := t.Syscall(unix.SYS_MMAP, e.GetStart(), e.GetEnd()-e.GetStart(), p, flags, fd, e.GetPgoff())
+		r, err := t.Call("mmap", unix.SYS_MMAP, e.GetStart(), e.GetEnd()-e.GetStart(), p, flags, fd, e.GetPgoff())
 		if err != nil {
-			return fmt.Errorf("mmap vma %#x-%#x prot %#x flags %#x in pid %d: %w", e.GetStart(), e.GetEnd(), p, flags, t.Tid, err)
+			return fmt.Errorf("vma %#x-%#x prot %#x flags %#x: %w", e.GetStart(), e.GetEnd(), p, flags, err)
 		}
 		if r != e.GetStart() {
-			return fmt.Errorf("mmap vma %#x-%#x in pid %d landed at %#x", e.GetStart(), e.GetEnd(), t.Tid, r)
+			return fmt.Errorf("mmap vma %#x-%#x in pid %d landed at %#x", e.GetStart(), e.GetEnd(), t.HostPid(), r)
 		}
 		if fd != ^uint64(0) {
 			if _, err := t.Call("close", unix.SYS_CLOSE, fd); err != nil {
@@ -331,7 +331,7 @@ func MapAreas(t *ptrace.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]b
 // Protect gives every VMA its dumped protection and madvise advice, and
 // drops from kept private VMAs the pages the image does not have: they
 // came from the parent, and the task had never made them its own.
-func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, withPages, kept map[uint64]bool) error {
+func Protect(t remote.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntry, withPages, kept map[uint64]bool) error {
 	for _, e := range vmas {
 		if !Mappable(e) {
 			continue
@@ -356,7 +356,7 @@ func Protect(t *ptrace.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEnt
 // adviseAll applies each VMA's madvise advice. Adjacent VMAs with the
 // same advice take one call: a process with thousands of threads has
 // thousands of stacks and guard pages, all with the same advice.
-func adviseAll(t *ptrace.Task, vmas []*vma.VmaEntry) error {
+func adviseAll(t remote.Task, vmas []*vma.VmaEntry) error {
 	var start, end, madv uint64
 	flush := func() error {
 		for adv := 0; adv < 64 && end > start; adv++ {
