@@ -83,9 +83,40 @@ func Classify(pid int, vmas []proc.VMA, refuse func(error) error) ([]*Area, erro
 	return areas, nil
 }
 
-// classify is the area of v; areas are those before it.
+// classify is the area of v; areas are those before it. Its steps: the
+// entry of the range, the kind of mapping (what backs it), the smaps
+// flags that add MAP_ flags or refuse it, the madvise advice.
 func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
-	e := &vma.VmaEntry{
+	a := &Area{E: newEntry(v)}
+	k := kindOf(pid, v)
+	if k == nil {
+		return nil, fmt.Errorf("vma %#x-%#x of pid %d (%q, inode %d): %w", v.Start, v.End, pid, v.Path, v.Inode, ErrUnsupportedVMA)
+	}
+	var prev *Area
+	if len(areas) > 0 {
+		prev = areas[len(areas)-1]
+	}
+	status, flags, err := k.fill(pid, v, a, prev)
+	if err != nil {
+		return nil, err
+	}
+	flags |= shareFlag(v)
+	sf, ss := smapsFlags(v)
+	flags, status = flags|sf, status|ss
+	if err := checkIO(pid, v, status); err != nil {
+		return nil, err
+	}
+	if madv := madvise(v); madv != 0 {
+		a.E.Madv = proto.Uint64(madv)
+	}
+	a.E.Flags = proto.Uint32(flags)
+	a.E.Status = proto.Uint32(status)
+	return a, nil
+}
+
+// newEntry is the image entry of v before it is classified.
+func newEntry(v proc.VMA) *vma.VmaEntry {
+	return &vma.VmaEntry{
 		Start:  proto.Uint64(v.Start),
 		End:    proto.Uint64(v.End),
 		Pgoff:  proto.Uint64(v.Offset),
@@ -95,90 +126,144 @@ func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
 		Flags:  proto.Uint32(0),
 		Status: proto.Uint32(0),
 	}
-	a := &Area{E: e}
-	flags := uint32(unix.MAP_PRIVATE)
-	if v.Shared {
-		flags = unix.MAP_SHARED
-	}
-	status := uint32(AreaRegular)
-	shmid, sysv := sysvSegment(pid, v)
-	switch {
+}
+
+// vmaKind is a kind of mapping stasis dumps: match tells a VMA of the
+// kind; fill returns its status bits and MAP_ flags (beside
+// MAP_PRIVATE/MAP_SHARED) and records in a what backs it.
+type vmaKind struct {
+	match func(pid int, v proc.VMA) bool
+	fill  func(pid int, v proc.VMA, a, prev *Area) (status, flags uint32, err error)
+}
+
+// vmaKinds are tried in order; the first that matches classifies the
+// VMA, and a VMA none matches cannot be dumped.
+var vmaKinds = []vmaKind{
 	// The kernel's areas are private anonymous memory to criu, which
 	// checks that at restore.
-	case v.Path == "[vsyscall]":
-		status = AreaVsyscall | AnonPrivate
-		flags |= unix.MAP_ANONYMOUS
-	case v.Path == "[vdso]":
-		status |= AreaVDSO | AnonPrivate
-		flags |= unix.MAP_ANONYMOUS
-	case v.Path == "[vvar]" || v.Path == "[vvar_vclock]":
-		status |= AreaVVAR | AnonPrivate
-		flags |= unix.MAP_ANONYMOUS
-	case v.Path == "[uprobes]":
-		status = AreaUprobes
-	case v.Inode == 0 && (v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")),
-		// MAP_SHARED|MAP_ANONYMOUS memory is a shmem file the kernel
-		// names after /dev/zero.
-		v.Shared && v.Deleted && v.Path == "/dev/zero":
-		flags |= unix.MAP_ANONYMOUS
-		if v.Shared {
-			// The shmem object's inode names it: processes mapping
-			// the same one share it (criu's shmid).
-			status |= AnonShared
-			var st unix.Stat_t
-			mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
-			if err := unix.Stat(mf, &st); err != nil {
-				return nil, fmt.Errorf("vma %#x-%#x of pid %d (shared anonymous): %w", v.Start, v.End, pid, err)
+	{pathIs("[vsyscall]"), fixed(AreaVsyscall|AnonPrivate, unix.MAP_ANONYMOUS)},
+	{pathIs("[vdso]"), fixed(AreaRegular|AreaVDSO|AnonPrivate, unix.MAP_ANONYMOUS)},
+	{pathIs("[vvar]", "[vvar_vclock]"), fixed(AreaRegular|AreaVVAR|AnonPrivate, unix.MAP_ANONYMOUS)},
+	{pathIs("[uprobes]"), fixed(AreaUprobes, 0)},
+	{isAnon, fillAnon},
+	{isSysv, fillSysv},
+	// The completion ring of an AIO context (aio.go).
+	{isAioRing, fixed(AreaRegular|AreaAIORing, 0)},
+	{isMemfd, fillMemfd},
+	{isFile, fillFile},
+}
+
+// kindOf is the kind of v, nil if stasis cannot dump it.
+func kindOf(pid int, v proc.VMA) *vmaKind {
+	for i := range vmaKinds {
+		if vmaKinds[i].match(pid, v) {
+			return &vmaKinds[i]
+		}
+	}
+	return nil
+}
+
+func pathIs(paths ...string) func(int, proc.VMA) bool {
+	return func(_ int, v proc.VMA) bool {
+		for _, p := range paths {
+			if v.Path == p {
+				return true
 			}
-			e.Shmid = proto.Uint64(st.Ino)
-		} else {
-			status |= AnonPrivate
 		}
-		if v.Path == "[heap]" {
-			status |= AreaHeap
-		}
-	case sysv:
-		var prev *Area
-		if len(areas) > 0 {
-			prev = areas[len(areas)-1]
-		}
-		if err := checkSysvDump(pid, v, shmid, prev); err != nil {
-			return nil, err
-		}
-		status |= AreaSysVIPC
-		e.Shmid = proto.Uint64(shmid)
-	case v.Shared && v.Deleted && v.Path == "/[aio]":
-		// The completion ring of an AIO context (aio.go).
-		status |= AreaAIORing
-	case v.Deleted && strings.HasPrefix(v.Path, "/memfd:"):
-		if v.Shared {
-			status |= FileShared | AreaMemfd
-		} else {
-			status |= FilePrivate | AreaMemfd
-		}
-		a.Path, a.Memfd = v.Path, true
-	case v.Inode != 0 && strings.HasPrefix(v.Path, "/"):
-		// A deleted file (a binary replaced while it runs, a temporary
-		// file) is mapped by its map_files link: package files makes
-		// it a ghost file.
-		if v.Shared {
-			status |= FileShared
-		} else {
-			status |= FilePrivate
-		}
-		a.Path = v.Path
+		return false
+	}
+}
+
+// fixed is the fill of a kind whose bits say all, with nothing behind.
+func fixed(status, flags uint32) func(int, proc.VMA, *Area, *Area) (uint32, uint32, error) {
+	return func(int, proc.VMA, *Area, *Area) (uint32, uint32, error) { return status, flags, nil }
+}
+
+// isAnon: anonymous memory, private or shared. MAP_SHARED|MAP_ANONYMOUS
+// memory is a shmem file the kernel names after /dev/zero.
+func isAnon(_ int, v proc.VMA) bool {
+	named := v.Path == "" || v.Path == "[heap]" || v.Path == "[stack]" || strings.HasPrefix(v.Path, "[anon:")
+	return v.Inode == 0 && named || v.Shared && v.Deleted && v.Path == "/dev/zero"
+}
+
+func fillAnon(pid int, v proc.VMA, a, _ *Area) (uint32, uint32, error) {
+	status := uint32(AreaRegular | AnonPrivate)
+	if v.Shared {
+		// The shmem object's inode names it: processes mapping the
+		// same one share it (criu's shmid).
+		status = AreaRegular | AnonShared
 		var st unix.Stat_t
 		mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
 		if err := unix.Stat(mf, &st); err != nil {
-			return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s): %w", v.Start, v.End, pid, v.Path, err)
+			return 0, 0, fmt.Errorf("vma %#x-%#x of pid %d (shared anonymous): %w", v.Start, v.End, pid, err)
 		}
-		a.Dev, a.Ino = st.Dev, st.Ino
-		if st.Ino != v.Inode {
-			return nil, fmt.Errorf("vma %#x-%#x of pid %d: %s was replaced on disk (inode %d, mapped %d): %w", v.Start, v.End, pid, v.Path, st.Ino, v.Inode, ErrUnsupportedVMA)
-		}
-	default:
-		return nil, fmt.Errorf("vma %#x-%#x of pid %d (%q, inode %d): %w", v.Start, v.End, pid, v.Path, v.Inode, ErrUnsupportedVMA)
+		a.E.Shmid = proto.Uint64(st.Ino)
 	}
+	if v.Path == "[heap]" {
+		status |= AreaHeap
+	}
+	return status, unix.MAP_ANONYMOUS, nil
+}
+
+func isSysv(pid int, v proc.VMA) bool {
+	_, ok := sysvSegment(pid, v)
+	return ok
+}
+
+func fillSysv(pid int, v proc.VMA, a, prev *Area) (uint32, uint32, error) {
+	shmid, _ := sysvSegment(pid, v)
+	if err := checkSysvDump(pid, v, shmid, prev); err != nil {
+		return 0, 0, err
+	}
+	a.E.Shmid = proto.Uint64(shmid)
+	return AreaRegular | AreaSysVIPC, 0, nil
+}
+
+func isAioRing(_ int, v proc.VMA) bool { return v.Shared && v.Deleted && v.Path == "/[aio]" }
+
+func isMemfd(_ int, v proc.VMA) bool { return v.Deleted && strings.HasPrefix(v.Path, "/memfd:") }
+
+func fillMemfd(_ int, v proc.VMA, a, _ *Area) (uint32, uint32, error) {
+	a.Path, a.Memfd = v.Path, true
+	return AreaRegular | fileStatus(v) | AreaMemfd, 0, nil
+}
+
+func isFile(_ int, v proc.VMA) bool { return v.Inode != 0 && strings.HasPrefix(v.Path, "/") }
+
+// fillFile: a deleted file (a binary replaced while it runs, a temporary
+// file) is mapped by its map_files link: package files makes it a ghost
+// file.
+func fillFile(pid int, v proc.VMA, a, _ *Area) (uint32, uint32, error) {
+	a.Path = v.Path
+	var st unix.Stat_t
+	mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+	if err := unix.Stat(mf, &st); err != nil {
+		return 0, 0, fmt.Errorf("vma %#x-%#x of pid %d (%s): %w", v.Start, v.End, pid, v.Path, err)
+	}
+	a.Dev, a.Ino = st.Dev, st.Ino
+	if st.Ino != v.Inode {
+		return 0, 0, fmt.Errorf("vma %#x-%#x of pid %d: %s was replaced on disk (inode %d, mapped %d): %w", v.Start, v.End, pid, v.Path, st.Ino, v.Inode, ErrUnsupportedVMA)
+	}
+	return AreaRegular | fileStatus(v), 0, nil
+}
+
+func fileStatus(v proc.VMA) uint32 {
+	if v.Shared {
+		return FileShared
+	}
+	return FilePrivate
+}
+
+func shareFlag(v proc.VMA) uint32 {
+	if v.Shared {
+		return unix.MAP_SHARED
+	}
+	return unix.MAP_PRIVATE
+}
+
+// smapsFlags are the MAP_ flags and status bits the smaps VmFlags of v
+// show.
+func smapsFlags(v proc.VMA) (flags, status uint32) {
 	if v.HasFlag("gd") {
 		flags |= unix.MAP_GROWSDOWN
 		status |= AreaStack
@@ -189,21 +274,26 @@ func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
 	if v.HasFlag("lo") {
 		flags |= unix.MAP_LOCKED // mlock'ed, as criu records it
 	}
+	return flags, status
+}
+
+// checkIO refuses device I/O memory, but for the vDSO's.
+func checkIO(pid int, v proc.VMA, status uint32) error {
 	if status&(AreaVDSO|AreaVVAR) == 0 && (v.HasFlag("io") || v.HasFlag("pf")) {
-		return nil, fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
+		return fmt.Errorf("vma %#x-%#x of pid %d (%s) is device I/O memory: %w", v.Start, v.End, pid, v.Path, ErrUnsupportedVMA)
 	}
+	return nil
+}
+
+// madvise is the advice recorded for v (vma_entry.madv).
+func madvise(v proc.VMA) uint64 {
 	var madv uint64
 	for f, adv := range madvByVmFlag {
 		if v.HasFlag(f) {
 			madv |= 1 << adv
 		}
 	}
-	if madv != 0 {
-		e.Madv = proto.Uint64(madv)
-	}
-	e.Flags = proto.Uint32(flags)
-	e.Status = proto.Uint32(status)
-	return a, nil
+	return madv
 }
 
 func prot(v proc.VMA) uint32 {
