@@ -21,6 +21,12 @@ import (
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
+// Pages (pages-N.img, described by pagemap-PID.img). The dump finds the
+// pages to save in /proc/PID/pagemap (PageRuns) and copies them out of
+// the task (DumpPages, WritePages); the restore reads the pagemap
+// (readPagemap, PagedAreas) and copies the pages into the task
+// (FillPages), leaving those still shared with the parent alone.
+
 // PageSize is the x86_64 base page size.
 const PageSize = 4096
 
@@ -456,10 +462,6 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	}
 	return out, nil
 }
-
-// ErrTruncatedPages is wrapped when a pages image is shorter than its
-// pagemap says.
-var ErrTruncatedPages = fmt.Errorf("pages image truncated")
 
 // writeParallel splits the writes into chunks handled by a few
 // goroutines: process_vm_writev needs no ptrace stop, and the page-fault

@@ -13,6 +13,11 @@ import (
 	"github.com/stasis-cr/stasis/internal/remote"
 )
 
+// VMAs (vma_entry of mm-PID.img). The dump classifies each VMA of
+// /proc/PID/smaps by what backs it (Classify); the restore maps each at
+// its address again (MapAreas) and gives it its protection and advice
+// once its pages are in (Protect).
+
 // VMA status bits of vma_entry.status (criu/include/image.h).
 const (
 	AreaRegular  = 1 << 0
@@ -58,10 +63,6 @@ type Area struct {
 func (a *Area) Has(status uint32) bool { return a.E.GetStatus()&status != 0 }
 func (a *Area) Start() uint64          { return a.E.GetStart() }
 func (a *Area) End() uint64            { return a.E.GetEnd() }
-
-// ErrUnsupportedVMA is wrapped by errors about mappings stasis cannot
-// checkpoint yet.
-var ErrUnsupportedVMA = fmt.Errorf("mapping not supported")
 
 // Classify turns the smaps of pid into areas. File mappings are checked
 // against /proc/PID/map_files so that the path in the image is the file
