@@ -91,7 +91,7 @@ type restorer struct {
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
-	shmem          shmemObjects    // shared anonymous memory, created in stasis
+	mem            *mem.Restorer   // the tasks' address spaces (see memory)
 	epollDone      map[uint32]bool // epoll file ids whose items are added
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
@@ -182,7 +182,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		} else {
 			r.files.Succeeded()
 		}
-		if cerr := errors.Join(r.files.Close(), r.shmem.Close()); cerr != nil {
+		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
 		}
 	}()
