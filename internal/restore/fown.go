@@ -12,7 +12,7 @@ import (
 // restoreOwners gives the task's open files their owner (F_SETOWN_EX)
 // and signal (F_SETSIG) back, as criu's restore_fown. The task sets them
 // itself: the owner's pid is a number of the task's pid namespace. It
-// runs before restoreLocks, because taking a lease makes the taker the
+// runs before RestoreLocks, because taking a lease makes the taker the
 // owner only of a file that has none yet: the dumped owner stays. The
 // owner's uid and euid become the task's, still root here, which may
 // signal anyone (sigio_perm).

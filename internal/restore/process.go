@@ -141,7 +141,7 @@ func (tr *taskRestorer) restoreFiles() error {
 	if !tr.img.live() {
 		return nil
 	}
-	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.restoreOwners, tr.restoreLocks, tr.closeChannel} {
+	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.restoreOwners, func() error { return tr.r.files.RestoreLocks(tr, tr.img.fds) }, tr.closeChannel} {
 		if err := step(); err != nil {
 			return err
 		}

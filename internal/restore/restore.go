@@ -125,6 +125,7 @@ func Restore(ctx context.Context, opts Options) (*Restored, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	opts.Files.ShellJob = opts.ShellJob
+	opts.Files.Log = opts.Log
 	r := &restorer{ctx: ctx, opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
