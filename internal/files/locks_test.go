@@ -288,15 +288,15 @@ func TestLeaseDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var owners []Owner
+	var owners []fileOwner
 	for _, fe := range fes {
-		o, _ := OwnerOf(fe)
+		o, _ := ownerOf(fe)
 		owners = append(owners, o)
 	}
 	pid := os.Getpid()
 	// A lease sets O_ASYNC on its file (the kernel registers the break's
 	// SIGIO as for O_ASYNC), so the flags say so too.
-	wantOwners := []Owner{{Type: 1, Pid: pid, Async: true}, {Signum: 40, Type: 1, Pid: pid, Async: true}, {Type: 1, Pid: pid, Async: true}}
+	wantOwners := []fileOwner{{Type: 1, Pid: pid, Async: true}, {Signum: 40, Type: 1, Pid: pid, Async: true}, {Type: 1, Pid: pid, Async: true}}
 	if !reflect.DeepEqual(owners, wantOwners) {
 		t.Errorf("owners %+v, want %+v", owners, wantOwners)
 	}

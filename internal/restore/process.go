@@ -141,7 +141,14 @@ func (tr *taskRestorer) restoreFiles() error {
 	if !tr.img.live() {
 		return nil
 	}
-	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.restoreOwners, func() error { return tr.r.files.RestoreLocks(tr, tr.img.fds) }, tr.closeChannel} {
+	fds := tr.img.fds
+	for _, step := range []func() error{
+		tr.restoreFS,
+		tr.restoreFds,
+		func() error { return tr.r.files.RestoreOwners(tr, fds) },
+		func() error { return tr.r.files.RestoreLocks(tr, fds) },
+		tr.closeChannel,
+	} {
 		if err := step(); err != nil {
 			return err
 		}
