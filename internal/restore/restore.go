@@ -92,7 +92,6 @@ type restorer struct {
 	stats          restoreStats
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
 	mem            *mem.Restorer   // the tasks' address spaces (see memory)
-	epollDone      map[uint32]bool // epoll file ids whose items are added
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
@@ -125,7 +124,8 @@ func Restore(ctx context.Context, opts Options) (*Restored, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	opts.Files.ShellJob = opts.ShellJob
-	r := &restorer{ctx: ctx, opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
+	opts.Files.Log = opts.Log
+	r := &restorer{ctx: ctx, opts: opts, log: opts.Log}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
 		var err error

@@ -1,14 +1,12 @@
 package restore
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -210,33 +208,5 @@ func (tr *taskRestorer) restoreFds() error {
 			return err
 		}
 	}
-	return tr.restoreEpollTargets()
-}
-
-// restoreEpollTargets adds the items of the task's epoll fds, now that
-// every fd is at its number: the kernel keys an item by the fd number it
-// was added with. An epoll shared by several tasks is filled once, by the
-// first of them (the numbers are that task's, as when it was dumped).
-func (tr *taskRestorer) restoreEpollTargets() error {
-	for _, fe := range tr.img.fds {
-		file := tr.r.imgs.files[fe.GetId()]
-		targets := files.EpollTargets(file)
-		if len(targets) == 0 || tr.r.epollDone[fe.GetId()] {
-			continue
-		}
-		tr.r.epollDone[fe.GetId()] = true
-		for _, tg := range targets {
-			ev := make([]byte, 12) // struct epoll_event is packed on x86_64
-			binary.LittleEndian.PutUint32(ev[0:], tg.Events)
-			binary.LittleEndian.PutUint64(ev[4:], tg.Data)
-			a, err := tr.s.Put(0, ev)
-			if err != nil {
-				return err
-			}
-			if _, err := tr.t.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(fe.GetFd()), unix.EPOLL_CTL_ADD, uint64(tg.Fd), a); err != nil {
-				return fmt.Errorf("epoll fd %d: add fd %d: %w", fe.GetFd(), tg.Fd, err)
-			}
-		}
-	}
-	return nil
+	return tr.r.files.RestoreEpollTargets(tr, tr.img.fds)
 }
