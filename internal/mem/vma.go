@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -58,8 +59,9 @@ func (a *Area) Start() uint64          { return a.E.GetStart() }
 func (a *Area) End() uint64            { return a.E.GetEnd() }
 
 // ErrUnsupportedVMA is wrapped by errors about mappings stasis cannot
-// checkpoint yet.
-var ErrUnsupportedVMA = fmt.Errorf("mapping not supported")
+// checkpoint yet. It wraps linux.ErrNotSupported, stasis' one "not
+// supported".
+var ErrUnsupportedVMA = fmt.Errorf("mapping %w", linux.ErrNotSupported)
 
 // Classify turns the smaps of pid into areas. File mappings are checked
 // against /proc/PID/map_files so that the path in the image is the file
