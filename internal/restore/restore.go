@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -62,11 +63,7 @@ func (r *Restored) Wait() (int, error) {
 		pid = r.waitPid
 	}
 	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
+		if _, err := linux.Wait4(pid, &ws, 0); err != nil {
 			return -1, fmt.Errorf("wait for restored pid %d: %w", r.Pid, err)
 		}
 		switch {
@@ -412,10 +409,7 @@ func (r *restorer) startInit() error {
 func RunInit(root int) int {
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		pid, err := linux.Wait4(-1, &ws, 0)
 		if err != nil {
 			return 0
 		}
