@@ -38,6 +38,9 @@ type Options struct {
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
 	Log         *slog.Logger
+	// Notify, if set, is called at criu's action-script points of a dump
+	// ("pre-dump", "post-dump"); an error fails the dump there.
+	Notify func(script string, pid int) error
 }
 
 // Sentinel errors of refused dumps.
@@ -148,6 +151,9 @@ func (d *dumper) run() (err error) {
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}
+	if err := d.notify("pre-dump"); err != nil {
+		return err
+	}
 	if err := d.checkTarget(); err != nil {
 		return err
 	}
@@ -249,6 +255,9 @@ func (d *dumper) run() (err error) {
 	if err := d.writeImages(); err != nil {
 		return err
 	}
+	if err := d.notify("post-dump"); err != nil {
+		return err
+	}
 	// The last point of return: from here the tree is killed (or let go)
 	// and a signal no longer stops the dump, whose images are complete.
 	if err := d.stop("finish", 0); err != nil {
@@ -262,6 +271,17 @@ func (d *dumper) run() (err error) {
 // then an error if the dump was interrupted.
 func (d *dumper) stop(phase string, pid int) error {
 	return interrupt.Point(d.ctx, "dump", phase, pid)
+}
+
+// notify runs the caller's hook at criu's action-script point script.
+func (d *dumper) notify(script string) error {
+	if d.opts.Notify == nil {
+		return nil
+	}
+	if err := d.opts.Notify(script, 0); err != nil {
+		return fmt.Errorf("dump: %s notification: %w", script, err)
+	}
+	return nil
 }
 
 // removeImages removes what this dump wrote into the images and work
