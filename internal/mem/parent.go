@@ -35,15 +35,6 @@ const ParentLink = "parent"
 // maxParentDepth bounds a chain: a longer one is a loop of links.
 const maxParentDepth = 64
 
-// ErrNoParent: a pagemap entry is in the parent, but there is no parent
-// images dir, or it does not have the pages.
-var ErrNoParent = errors.New("pages not in the parent images")
-
-// ErrLazyPages: a pagemap entry's pages are neither in the images nor in a
-// parent: a dump with criu --lazy-pages, whose pages a page server sends
-// at restore.
-var ErrLazyPages = errors.New("lazy pages (criu --lazy-pages dump) are not restored by stasis")
-
 // InParent reports whether the entry's pages are in the parent images
 // (PE_PARENT; in_parent in images older than the flags).
 func InParent(pe *pagemap.PagemapEntry) bool {
@@ -208,6 +199,17 @@ func (c *parentChain) sources(vaddr, n uint64) ([]pageSource, error) {
 		c.first = l
 	}
 	return c.first.sources(vaddr, n)
+}
+
+// openPages opens the pages image of img, or with entries in parent a
+// memory file with its pages and its parents' (Merge).
+func (img *Image) openPages(dir *images.Dir) (*os.File, error) {
+	f, err := dir.OpenRaw(fmt.Sprintf("pages-%d.img", img.PagesID))
+	if err != nil || img.parents == nil {
+		return f, err
+	}
+	defer f.Close()
+	return img.parents.Merge(f)
 }
 
 // ParentPages is where the pages of a pagemap with entries in parent are:
