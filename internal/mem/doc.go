@@ -16,7 +16,7 @@
 //	            restoreVDSO (ARCH_MAP_VDSO_64, same layout checked)
 //	parent.go   parent chains (criu dump --prev-images-dir): restore reads
 //	            PE_PARENT entries' pages from the "parent" dirs; refuses
-//	            lazy-only entries (ResolveParents, ParentPages.Merge)
+//	            lazy-only entries (ResolveParents, fillParents)
 //	shmem.go    shared memory objects (MAP_SHARED|MAP_ANONYMOUS, memfd):
 //	            DumpShmem, DumpSharedAnon / FillShmem, ShmemObjects
 //	sysvshm.go  System V attachments: checked at dump / shmat at restore

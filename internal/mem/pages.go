@@ -362,22 +362,33 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 		return st, fmt.Errorf("map %s: %w", fi.Name(), err)
 	}
 	defer unix.Munmap(data)
-	inKept := keptLookup(vmas, kept)
-	inKernel := areaLookup(vmas, kernelArea)
-	ios := make([]ptrace.VMIO, 0, len(entries))
-	var cmp []ptrace.VMIO
+	all := make([]ptrace.VMIO, 0, len(entries))
 	var off uint64
 	for _, pe := range entries {
 		if !HasData(pe) {
 			continue
 		}
 		n := NrPages(pe) * PageSize
-		io := ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]}
+		all = append(all, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
 		off += n
-		if inKernel(pe.GetVaddr()) {
+	}
+	return fillIOs(pid, all, vmas, kept, stop)
+}
+
+// fillIOs writes the runs of pages of all (each inside one VMA) into pid:
+// not those of the kernel's areas, and in kept VMAs only the pages that
+// differ (FillPages).
+func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+	var st FillStats
+	inKept := keptLookup(vmas, kept)
+	inKernel := areaLookup(vmas, kernelArea)
+	ios := make([]ptrace.VMIO, 0, len(all))
+	var cmp []ptrace.VMIO
+	for _, io := range all {
+		if inKernel(io.Remote) {
 			continue
 		}
-		if inKept(pe.GetVaddr()) {
+		if inKept(io.Remote) {
 			cmp = append(cmp, io)
 		} else {
 			ios = append(ios, io)

@@ -9,10 +9,11 @@ import (
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
 // Parent chains. criu's `dump --prev-images-dir ../1 --track-mem` after a
@@ -23,10 +24,10 @@ import (
 // pages, or say PE_PARENT again, one level further. Restore reads the pages
 // of such an entry from the first level that has them.
 //
-// The restore's fill takes one pages file in entry order; for a pagemap
-// with entries in parent, ResolveParents plans where each entry's data is
-// and ParentPages.Merge copies the pages, the image's own and the
-// parents', into one memory file (copy_file_range where the kernel can).
+// When the images are read, ResolveParents finds where the pages of each
+// entry in parent are (and refuses lazy-only entries); after FillPages has
+// written the image's own pages, fillParents writes those from the
+// parents' pages images, mapped whole.
 
 // ParentLink is the name of the link criu writes in an images dir to the
 // images of the previous dump of the chain.
@@ -201,60 +202,31 @@ func (c *parentChain) sources(vaddr, n uint64) ([]pageSource, error) {
 	return c.first.sources(vaddr, n)
 }
 
-// openPages opens the pages image of img, or with entries in parent a
-// memory file with its pages and its parents' (Merge).
-func (img *Image) openPages(dir *images.Dir) (*os.File, error) {
-	f, err := dir.OpenRaw(fmt.Sprintf("pages-%d.img", img.PagesID))
-	if err != nil || img.parents == nil {
-		return f, err
-	}
-	defer f.Close()
-	return img.parents.Merge(f)
-}
-
-// ParentPages is where the pages of a pagemap with entries in parent are:
-// for each entry with data, in order, its own pages or its parents'.
+// ParentPages is where the pages of a pagemap's entries in parent are,
+// in the pages images of the parent dirs.
 type ParentPages struct {
-	name  string // the pagemap image, for messages
-	parts []parentPart
-}
-
-type parentPart struct {
-	own  bool  // in the image's own pages image, at off
-	off  int64 // for own
-	n    uint64
-	srcs []pageSource // for pages in parent
+	name string // the pagemap image, for messages
+	srcs []pageSource
 }
 
 // ResolveParents checks the entries of pagemap image name of dir (after
 // PagedAreas) for pages that are not in the images dir: those in parent
 // must be found in the chain of parent dirs, and lazy ones (no data
 // anywhere) are refused. It returns nil if every entry has its data in the
-// pages image. Otherwise the entries in parent are marked present
-// (PE_PRESENT), since their data will be in the file Merge makes.
+// pages image.
 func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntry) (*ParentPages, error) {
-	needed := false
+	var p *ParentPages
+	var chain *parentChain
 	for i, pe := range entries {
 		if HasData(pe) {
 			continue
 		}
-		if !InParent(pe) {
-			return nil, fmt.Errorf("%s entry %d: pages %#x-%#x (flags %#x): %w", name, i, pe.GetVaddr(), pe.GetVaddr()+NrPages(pe)*PageSize, pe.GetFlags(), ErrLazyPages)
-		}
-		needed = true
-	}
-	if !needed {
-		return nil, nil
-	}
-	chain := &parentChain{dir: dir, name: name}
-	p := &ParentPages{name: name}
-	var off int64
-	for i, pe := range entries {
 		n := NrPages(pe) * PageSize
-		if HasData(pe) {
-			p.parts = append(p.parts, parentPart{own: true, off: off, n: n})
-			off += int64(n)
-			continue
+		if !InParent(pe) {
+			return nil, fmt.Errorf("%s entry %d: pages %#x-%#x (flags %#x): %w", name, i, pe.GetVaddr(), pe.GetVaddr()+n, pe.GetFlags(), ErrLazyPages)
+		}
+		if p == nil {
+			p, chain = &ParentPages{name: name}, &parentChain{dir: dir, name: name}
 		}
 		srcs, err := chain.sources(pe.GetVaddr(), n)
 		if errors.Is(err, ErrNoParent) && chain.first == nil {
@@ -263,69 +235,56 @@ func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntr
 		if err != nil {
 			return nil, fmt.Errorf("%s entry %d in parent: %w", name, i, err)
 		}
-		p.parts = append(p.parts, parentPart{n: n, srcs: srcs})
-	}
-	for _, pe := range entries {
-		if !HasData(pe) {
-			pe.Flags = proto.Uint32(pe.GetFlags()&^peParent | PEPresent)
-			pe.InParent = nil
-		}
+		p.srcs = append(p.srcs, srcs...)
 	}
 	return p, nil
 }
 
-// Merge returns a memory file with the pages of every entry, in entry
-// order, own (from the image's pages file) and the parents': the pages
-// file the fill reads.
-func (p *ParentPages) Merge(own *os.File) (*os.File, error) {
-	fd, err := unix.MemfdCreate("stasis-pages", unix.MFD_CLOEXEC)
-	if err != nil {
-		return nil, fmt.Errorf("memfd for the pages of %s and its parents: %w", p.name, err)
+// fillParents writes the pages of img's entries in parent into pid, as
+// FillPages does the image's own, from the parents' pages images mapped
+// whole (no copy), and adds their figures to st.
+func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+	if img.parents == nil {
+		return st, nil
 	}
-	out := os.NewFile(uintptr(fd), own.Name()+" with its parents' pages")
-	files := map[string]*os.File{}
+	maps := map[string][]byte{}
 	defer func() {
-		for _, f := range files {
-			f.Close()
+		for _, m := range maps {
+			unix.Munmap(m)
 		}
 	}()
-	put := func(src *os.File, off int64, n uint64) error {
-		if _, err := src.Seek(off, io.SeekStart); err != nil {
-			return err
+	ios := make([]ptrace.VMIO, 0, len(img.parents.srcs))
+	for _, s := range img.parents.srcs {
+		m, ok := maps[s.path]
+		if !ok {
+			f, err := os.Open(s.path)
+			if err != nil {
+				return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
+			}
+			fi, err := f.Stat()
+			if err == nil {
+				m, err = unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+			}
+			f.Close()
+			if err != nil {
+				return st, fmt.Errorf("map %s: %w", s.path, err)
+			}
+			maps[s.path] = m
 		}
-		got, err := out.ReadFrom(&io.LimitedReader{R: src, N: int64(n)})
-		if err == nil && got != int64(n) {
-			err = fmt.Errorf("%d of %d bytes at offset %d: %w", got, n, off, io.ErrUnexpectedEOF)
+		if s.off < 0 || uint64(s.off)+s.n > uint64(len(m)) {
+			// Checked when the chain was read; the file shrank since.
+			return st, fmt.Errorf("%s: %d bytes at offset %d: %w", s.path, s.n, s.off, ErrTruncatedPages)
 		}
-		if err != nil {
-			return fmt.Errorf("copy pages from %s: %w", src.Name(), err)
-		}
-		return nil
+		ios = append(ios, ptrace.VMIO{Remote: s.vaddr, Local: m[s.off : uint64(s.off)+s.n]})
 	}
-	for _, part := range p.parts {
-		if part.own {
-			if err := put(own, part.off, part.n); err != nil {
-				out.Close()
-				return nil, err
-			}
-			continue
-		}
-		for _, s := range part.srcs {
-			f := files[s.path]
-			if f == nil {
-				if f, err = os.Open(s.path); err != nil {
-					out.Close()
-					return nil, fmt.Errorf("pages of %s in parent: %w", p.name, err)
-				}
-				files[s.path] = f
-			}
-			if err := put(f, s.off, s.n); err != nil {
-				out.Close()
-				return nil, err
-			}
-		}
+	pst, err := fillIOs(pid, ios, vmas, kept, stop)
+	if err != nil {
+		return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
 	}
-	return out, nil
+	st.Compared += pst.Compared
+	st.SkippedCOW += pst.SkippedCOW
+	st.Restored += pst.Restored
+	return st, nil
 }
 
 // fillFromParents writes the pages [vaddr, vaddr+n) of the chain's

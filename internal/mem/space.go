@@ -102,7 +102,7 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 	if err := MapAreas(t, vmas, img.Paged, kept, r.opener(t)); err != nil {
 		return st, err
 	}
-	pages, err := img.openPages(r.Dir)
+	pages, err := r.Dir.OpenRaw(fmt.Sprintf("pages-%d.img", img.PagesID))
 	if err != nil {
 		return st, err
 	}
@@ -110,6 +110,9 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 	st, err = FillPages(t.HostPid(), img.Pagemap, pages, vmas, kept, stop)
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", pages.Name(), err)
+	}
+	if st, err = img.fillParents(t.HostPid(), st, vmas, kept, stop); err != nil {
+		return st, err
 	}
 	if err := restoreAioRings(t, img.MM); err != nil {
 		return st, err
