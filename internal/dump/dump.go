@@ -25,6 +25,8 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	// The socket kinds register themselves with files' registry.
+	_ "github.com/stasis-cr/stasis/internal/sockets"
 )
 
 // Options selects what is dumped and what happens to the tree after.

@@ -23,6 +23,8 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	// The socket kinds register themselves with files' registry.
+	_ "github.com/stasis-cr/stasis/internal/sockets"
 )
 
 // Options selects how a checkpoint is restored.

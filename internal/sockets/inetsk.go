@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -26,7 +27,7 @@ import (
 func init() {
 	socketFamilies[unix.AF_INET] = dumpInet
 	socketFamilies[unix.AF_INET6] = dumpInet
-	Register(&Kind{Type: fdinfo.FdTypes_INETSK, Open: openInet})
+	files.Register(&files.Kind{Type: fdinfo.FdTypes_INETSK, Open: openInet})
 }
 
 // TCP states (include/net/tcp_states.h).
@@ -62,7 +63,7 @@ func tcpStateName(s uint32) string {
 // 5.14), which x/sys does not have yet.
 const soBufLock = 72
 
-func dumpInet(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
+func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	family, err := unix.GetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_DOMAIN)
 	if err != nil {
 		return nil, fmt.Errorf("getsockopt SO_DOMAIN: %w", err)
@@ -84,7 +85,7 @@ func dumpInet(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	case typ == unix.SOCK_DGRAM && (proto_ == unix.IPPROTO_UDP || proto_ == unix.IPPROTO_UDPLITE):
 	case typ == unix.SOCK_RAW: // rawsk.go
 	default:
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 			Kind: fmt.Sprintf("an %s socket of type %d, protocol %d (SCTP, ICMP datagram, ...)", ver, typ, proto_)}
 	}
 	local, err := unix.Getsockname(sk)
@@ -98,7 +99,7 @@ func dumpInet(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 		SrcPort: proto.Uint32(uint32(sport)), DstPort: proto.Uint32(0),
 		Flags: proto.Uint32(fd.Flags()), Backlog: proto.Uint32(0),
 		SrcAddr: addrWords(src), DstAddr: addrWords(zeroAddr(family)),
-		Fown: AnonFown(),
+		Fown: files.AnonFown(),
 	}
 	if peer, err := unix.Getpeername(sk); err == nil {
 		dst, dport := inetAddr(family, peer)
@@ -241,10 +242,10 @@ func endsOf(ie *sk_inet.InetSkEntry) (*inetEnds, error) {
 
 // openInet creates the socket of an entry again: options, binding,
 // listening or connection (tcp.go), then the file flags.
-func openInet(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openInet(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ie := fe.GetIsk()
 	if ie == nil || fe.GetType() != fdinfo.FdTypes_INETSK {
-		return nil, NotKind(fe, "an inet socket")
+		return nil, files.NotKind(fe, "an inet socket")
 	}
 	family, typ, proto_ := ie.GetFamily(), ie.GetType(), ie.GetProto()
 	if family != unix.AF_INET && family != unix.AF_INET6 {
@@ -262,7 +263,7 @@ func openInet(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
-	f := NewAnonFile(fd, "socket")
+	f := files.NewAnonFile(fd, "socket")
 	if err := restoreInet(r, fd, fe.GetId(), ie, ends); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
@@ -284,7 +285,7 @@ func inetName(ie *sk_inet.InetSkEntry) string {
 	return ver + " UDP"
 }
 
-func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
+func restoreInet(r *files.Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
 	// A raw socket is bound to its protocol from the start, and the
 	// kernel takes IPV6_V6ONLY only from unbound sockets.
 	if ie.GetFamily() == unix.AF_INET6 && ie.GetType() != unix.SOCK_RAW {
@@ -341,7 +342,7 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 	if err := restoreTCPOpts(fd, ie, isTCPConn(ie.GetState()) && !r.Opts.TCPClose); err != nil {
 		return err
 	}
-	return AnonSetfl(fd, ie.GetFlags())
+	return files.AnonSetfl(fd, ie.GetFlags())
 }
 
 // bindInet binds fd to the entry's local address. An address that is

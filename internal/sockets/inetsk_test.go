@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"errors"
@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -48,10 +49,10 @@ func TestOpenInetRefuses(t *testing.T) {
 		Proto: proto.Uint32(unix.IPPROTO_TCP), State: proto.Uint32(tcpEstablished), SrcPort: proto.Uint32(1234),
 		DstPort: proto.Uint32(80), Flags: proto.Uint32(2), Backlog: proto.Uint32(0),
 		SrcAddr: addrWords(netip.MustParseAddr("127.0.0.1")), DstAddr: addrWords(netip.MustParseAddr("127.0.0.2")),
-		Fown: AnonFown(),
+		Fown: files.AnonFown(),
 	}
 	fe := &fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Id: proto.Uint32(1), Isk: ie}
-	r := NewRestorer(RestoreOptions{}, nil, nil, nil)
+	r := files.NewRestorer(files.RestoreOptions{}, nil, nil, nil)
 	_, err := openInet(r, fe)
 	if err == nil || !strings.Contains(err.Error(), "--tcp-established") || !strings.Contains(err.Error(), "127.0.0.1:1234 -> 127.0.0.2:80") {
 		t.Errorf("established without the flag: %v", err)

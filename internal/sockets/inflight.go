@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"errors"
@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -28,14 +29,14 @@ var inflightKinds = map[string]bool{"reg": true, "fifo": true, "pipe": true, "me
 
 // dumpInflight records the files a message queued on via carries, whose
 // copies in stasis are fds, and returns their ids in order. It owns fds.
-func dumpInflight(t *Table, via *Fd, msg int, fds []int) ([]uint32, error) {
+func dumpInflight(t *files.Table, via *files.Fd, msg int, fds []int) ([]uint32, error) {
 	keepInflight(t, fds)
 	self := os.Getpid()
 	ids := make([]uint32, 0, len(fds))
 	for i, num := range fds {
-		fd := &Fd{Pid: self, Num: num, Via: via}
+		fd := &files.Fd{Pid: self, Num: num, Via: via}
 		id, err := t.DumpFile(fd, allowInflight)
-		var ue *UnsupportedError
+		var ue *files.UnsupportedError
 		if errors.As(err, &ue) && ue.Pid == via.Pid && ue.Fd == via.Num {
 			return nil, err
 		}
@@ -49,7 +50,7 @@ func dumpInflight(t *Table, via *Fd, msg int, fds []int) ([]uint32, error) {
 
 // allowInflight refuses the files in flight stasis cannot dump as its
 // own, naming the socket whose queue carries them.
-func allowInflight(fd *Fd, kind string) error {
+func allowInflight(fd *files.Fd, kind string) error {
 	what := kind
 	ok := inflightKinds[kind]
 	if ok && kind == "socket" {
@@ -79,12 +80,12 @@ func allowInflight(fd *Fd, kind string) error {
 			return nil
 		}
 	}
-	return &UnsupportedError{Pid: fd.Via.Pid, Fd: fd.Via.Num, Kind: "a unix socket whose queue carries " + what + " in flight (SCM_RIGHTS)",
+	return &files.UnsupportedError{Pid: fd.Via.Pid, Fd: fd.Via.Num, Kind: "a unix socket whose queue carries " + what + " in flight (SCM_RIGHTS)",
 		Target: fd.Via.Target + " carries " + fd.Target, Hint: "let the receiver take it (recvmsg) before the dump"}
 }
 
 // keepInflight keeps fds open until the table is done.
-func keepInflight(t *Table, fds []int) {
+func keepInflight(t *files.Table, fds []int) {
 	if len(fds) == 0 {
 		return
 	}

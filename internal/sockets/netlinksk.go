@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -21,7 +22,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_NETLINK] = dumpNetlink
-	Register(&Kind{Type: fdinfo.FdTypes_NETLINKSK, Open: openNetlink})
+	files.Register(&files.Kind{Type: fdinfo.FdTypes_NETLINKSK, Open: openNetlink})
 }
 
 // netlink_sk_entry.state: NETLINK_UNCONNECTED, NETLINK_CONNECTED
@@ -31,7 +32,7 @@ const (
 	netlinkConnected   = 1
 )
 
-func dumpNetlink(_ *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
+func dumpNetlink(_ *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	proto_, err := unix.GetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_PROTOCOL)
 	if err != nil {
 		return nil, fmt.Errorf("getsockopt SO_PROTOCOL: %w", err)
@@ -51,7 +52,7 @@ func dumpNetlink(_ *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	ne := &sk_netlink.NetlinkSkEntry{
 		Id: proto.Uint32(fd.ID), Ino: proto.Uint32(uint32(fd.Stat.Ino)), Protocol: proto.Uint32(uint32(proto_)),
 		State: proto.Uint32(netlinkUnconnected), Flags: proto.Uint32(fd.Flags()), Portid: proto.Uint32(local.Pid),
-		Groups: groups, DstPortid: proto.Uint32(0), DstGroup: proto.Uint32(0), Fown: AnonFown(),
+		Groups: groups, DstPortid: proto.Uint32(0), DstGroup: proto.Uint32(0), Fown: files.AnonFown(),
 	}
 	if sa, err := unix.Getpeername(sk); err == nil {
 		if peer, ok := sa.(*unix.SockaddrNetlink); ok && (peer.Pid != 0 || peer.Groups != 0) {
@@ -92,10 +93,10 @@ func netlinkGroups(sk int) ([]uint32, error) {
 // openNetlink creates a netlink socket with the port id, groups and peer
 // of an entry. The port id is taken explicitly: the one the kernel gave
 // the dumped socket (often the pid, which the task has again).
-func openNetlink(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openNetlink(_ *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ne := fe.GetNlsk()
 	if ne == nil || fe.GetType() != fdinfo.FdTypes_NETLINKSK {
-		return nil, NotKind(fe, "a netlink socket")
+		return nil, files.NotKind(fe, "a netlink socket")
 	}
 	what := fmt.Sprintf("netlink socket of protocol %d, port id %d (file id %d)", ne.GetProtocol(), ne.GetPortid(), fe.GetId())
 	if len(ne.GetGroups()) > 1024 {
@@ -107,7 +108,7 @@ func openNetlink(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
-	f := NewAnonFile(fd, "socket")
+	f := files.NewAnonFile(fd, "socket")
 	if err := restoreNetlink(fd, ne); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
@@ -143,5 +144,5 @@ func restoreNetlink(fd int, ne *sk_netlink.NetlinkSkEntry) error {
 			return fmt.Errorf("connect to port id %d group %d: %w", ne.GetDstPortid(), ne.GetDstGroup(), os.NewSyscallError("connect", err))
 		}
 	}
-	return AnonSetfl(fd, ne.GetFlags())
+	return files.AnonSetfl(fd, ne.GetFlags())
 }

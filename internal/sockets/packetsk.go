@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -31,7 +32,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_PACKET] = dumpPacket
-	Register(&Kind{Type: fdinfo.FdTypes_PACKETSK, Open: openPacket})
+	files.Register(&files.Kind{Type: fdinfo.FdTypes_PACKETSK, Open: openPacket})
 }
 
 // include/uapi/linux/packet_diag.h
@@ -163,8 +164,8 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // socket (one dump request for all of them).
 type packetSockets struct{ diag map[uint32]*packetDiag }
 
-func dumpPacket(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
-	st := DumpState(t, "packetsk", func() *packetSockets { return &packetSockets{} })
+func dumpPacket(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
+	st := files.DumpState(t, "packetsk", func() *packetSockets { return &packetSockets{} })
 	if st.diag == nil {
 		diag, err := readPacketDiag()
 		if err != nil {
@@ -174,7 +175,7 @@ func dumpPacket(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	}
 	d := st.diag[uint32(fd.Stat.Ino)]
 	if d == nil {
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 			Kind: "a packet socket of another network namespace (packet_diag of stasis' namespace does not list it)"}
 	}
 	if err := packetSupported(fd, sk, d); err != nil {
@@ -182,7 +183,7 @@ func dumpPacket(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	}
 	pe := &packet_sock.PacketSockEntry{
 		Id: proto.Uint32(fd.ID), Type: proto.Uint32(uint32(d.Type)), Protocol: proto.Uint32(uint32(d.Protocol)),
-		Flags: proto.Uint32(fd.Flags()), Ifindex: proto.Uint32(d.Ifindex), Fown: AnonFown(),
+		Flags: proto.Uint32(fd.Flags()), Ifindex: proto.Uint32(d.Ifindex), Fown: files.AnonFown(),
 		Version: proto.Uint32(d.Version), Reserve: proto.Uint32(d.Reserve),
 		AuxData: proto.Bool(d.Flags&pdiAuxdata != 0), OrigDev: proto.Bool(d.Flags&pdiOrigdev != 0),
 		VnetHdr: proto.Bool(d.Flags&pdiVnethdr != 0), Loss: proto.Bool(d.Flags&pdiLoss != 0),
@@ -212,9 +213,9 @@ func dumpPacket(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 }
 
 // packetSupported refuses what a packet_sock_entry cannot hold.
-func packetSupported(fd *Fd, sk int, d *packetDiag) error {
+func packetSupported(fd *files.Fd, sk int, d *packetDiag) error {
 	refuse := func(what, hint string) error {
-		return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target, Kind: "a packet socket " + what, Hint: hint}
+		return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target, Kind: "a packet socket " + what, Hint: hint}
 	}
 	switch {
 	case d.Type == unix.SOCK_PACKET:
@@ -256,26 +257,26 @@ func packetSupported(fd *Fd, sk int, d *packetDiag) error {
 // namespace, as criu keeps it), then the options, memberships and fanout
 // group, in criu's order: the fanout group is joined last, when the
 // socket is bound and receiving.
-func openPacket(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openPacket(_ *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	pe := fe.GetPsk()
 	if pe == nil || fe.GetType() != fdinfo.FdTypes_PACKETSK {
-		return nil, NotKind(fe, "a packet socket")
+		return nil, files.NotKind(fe, "a packet socket")
 	}
 	what := fmt.Sprintf("packet socket of type %d, protocol %#04x, interface %d (file id %d)",
 		pe.GetType(), htons(uint16(pe.GetProtocol())), pe.GetIfindex(), fe.GetId())
 	switch {
 	case pe.GetType() != unix.SOCK_RAW && pe.GetType() != unix.SOCK_DGRAM:
-		return nil, fmt.Errorf("restore %s: type %d: %w (stasis restores SOCK_RAW and SOCK_DGRAM packet sockets)", what, pe.GetType(), ErrUnsupported)
+		return nil, fmt.Errorf("restore %s: type %d: %w (stasis restores SOCK_RAW and SOCK_DGRAM packet sockets)", what, pe.GetType(), files.ErrUnsupported)
 	case pe.GetProtocol() > 0xffff:
 		return nil, fmt.Errorf("restore %s: protocol %#x: %w", what, pe.GetProtocol(), images.ErrCorrupt)
 	case pe.RxRing != nil || pe.TxRing != nil:
-		return nil, fmt.Errorf("restore %s: %w: packet rings (PACKET_RX_RING/PACKET_TX_RING)", what, ErrUnsupported)
+		return nil, fmt.Errorf("restore %s: %w: packet rings (PACKET_RX_RING/PACKET_TX_RING)", what, files.ErrUnsupported)
 	}
 	fd, err := unix.Socket(unix.AF_PACKET, int(pe.GetType())|unix.SOCK_CLOEXEC, int(pe.GetProtocol()))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
-	f := NewAnonFile(fd, "socket")
+	f := files.NewAnonFile(fd, "socket")
 	if err := restorePacket(fd, pe); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
@@ -336,7 +337,7 @@ func restorePacket(fd int, pe *packet_sock.PacketSockEntry) error {
 	if err := restoreSockOpts(fd, pe.GetOpts()); err != nil {
 		return err
 	}
-	return AnonSetfl(fd, pe.GetFlags())
+	return files.AnonSetfl(fd, pe.GetFlags())
 }
 
 // addPacketMembership adds one membership: a struct packet_mreq_max

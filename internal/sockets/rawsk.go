@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"bufio"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -37,7 +38,7 @@ const (
 )
 
 // dumpRaw completes the entry of a raw socket.
-func dumpRaw(fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
+func dumpRaw(fd *files.Fd, sk int, ie *sk_inet.InetSkEntry) error {
 	family, proto_ := int(ie.GetFamily()), int(ie.GetProto())
 	r := &sk_inet.IpOptsRawEntry{}
 	getBool := func(level, opt int, name string) (bool, error) {
@@ -76,7 +77,7 @@ func dumpRaw(fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 			return os.NewSyscallError("getsockopt IPV6_CHECKSUM", err)
 		}
 		if csum != rawChecksumOffset(proto_) {
-			return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+			return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 				Kind: fmt.Sprintf("a raw IPv6 socket of protocol %d with IPV6_CHECKSUM at offset %d", proto_, csum),
 				Hint: "criu's image has no field for the checksum offset"}
 		}

@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -156,7 +157,7 @@ func TestOpenPacketBadEntries(t *testing.T) {
 	testutil.RequireRootFor(t, "packet sockets need CAP_NET_RAW")
 	entry := func(mod func(*packet_sock.PacketSockEntry)) *fdinfo.FileEntry {
 		pe := &packet_sock.PacketSockEntry{Id: proto.Uint32(5), Type: proto.Uint32(unix.SOCK_RAW), Protocol: proto.Uint32(0),
-			Flags: proto.Uint32(unix.O_RDWR), Ifindex: proto.Uint32(0), Fown: AnonFown(), Version: proto.Uint32(0),
+			Flags: proto.Uint32(unix.O_RDWR), Ifindex: proto.Uint32(0), Fown: files.AnonFown(), Version: proto.Uint32(0),
 			Reserve: proto.Uint32(0), AuxData: proto.Bool(false), OrigDev: proto.Bool(false), VnetHdr: proto.Bool(false),
 			Loss: proto.Bool(false), Timestamp: proto.Uint32(0), CopyThresh: proto.Uint32(0)}
 		mod(pe)
@@ -168,13 +169,13 @@ func TestOpenPacketBadEntries(t *testing.T) {
 		want error
 	}{
 		{"protocol", func(pe *packet_sock.PacketSockEntry) { pe.Protocol = proto.Uint32(0x10000) }, images.ErrCorrupt},
-		{"type", func(pe *packet_sock.PacketSockEntry) { pe.Type = proto.Uint32(unix.SOCK_PACKET) }, ErrUnsupported},
-		{"ring", func(pe *packet_sock.PacketSockEntry) { pe.RxRing = &packet_sock.PacketRing{} }, ErrUnsupported},
+		{"type", func(pe *packet_sock.PacketSockEntry) { pe.Type = proto.Uint32(unix.SOCK_PACKET) }, files.ErrUnsupported},
+		{"ring", func(pe *packet_sock.PacketSockEntry) { pe.RxRing = &packet_sock.PacketRing{} }, files.ErrUnsupported},
 		{"mcaddr", func(pe *packet_sock.PacketSockEntry) {
 			pe.Mclist = []*packet_sock.PacketMclist{{Index: proto.Uint32(1), Type: proto.Uint32(0), Addr: make([]byte, 33)}}
 		}, images.ErrCorrupt},
 	} {
-		r := NewRestorer(RestoreOptions{}, nil, nil, nil)
+		r := files.NewRestorer(files.RestoreOptions{}, nil, nil, nil)
 		f, err := openPacket(r, entry(c.mod))
 		if f != nil {
 			f.Close()
@@ -184,7 +185,7 @@ func TestOpenPacketBadEntries(t *testing.T) {
 		}
 	}
 	// A good entry opens: an unbound socket of protocol 0.
-	f, err := openPacket(NewRestorer(RestoreOptions{}, nil, nil, nil), entry(func(*packet_sock.PacketSockEntry) {}))
+	f, err := openPacket(files.NewRestorer(files.RestoreOptions{}, nil, nil, nil), entry(func(*packet_sock.PacketSockEntry) {}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
-package files
+package sockets
 
 import (
 	"fmt"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/files"
 )
 
 // Sockets: one kind for every fd whose link is socket:[INO], which hands
@@ -14,7 +16,7 @@ import (
 
 // socketDumper dumps one socket; sk is a copy of it in stasis (Fd.Dup),
 // closed by the caller.
-type socketDumper func(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error)
+type socketDumper func(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error)
 
 var socketFamilies = map[int]socketDumper{}
 
@@ -24,10 +26,10 @@ var familyNames = map[int]string{
 }
 
 func init() {
-	Register(&Kind{Name: "socket", Dump: dumpSocket})
+	files.Register(&files.Kind{Name: "socket", Dump: dumpSocket})
 }
 
-func dumpSocket(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
+func dumpSocket(t *files.Table, fd *files.Fd) (*fdinfo.FileEntry, error) {
 	sk, err := fd.Dup()
 	if err != nil {
 		return nil, err
@@ -43,7 +45,7 @@ func dumpSocket(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		if name == "" {
 			name = fmt.Sprintf("a socket of family %d", family)
 		}
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: name, Target: fd.Target}
+		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: name, Target: fd.Target}
 	}
 	return dump(t, fd, sk)
 }

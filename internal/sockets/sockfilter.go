@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -6,6 +6,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/files"
 )
 
 // Socket filters (SO_ATTACH_FILTER), kept for every socket in
@@ -23,7 +25,7 @@ import (
 const bpfMaxInsns = 4096
 
 // errEBPFFilter says why a socket with an eBPF filter is refused.
-var errEBPFFilter = fmt.Errorf("an eBPF socket filter (SO_ATTACH_BPF) is attached to it: %w (an eBPF program cannot be read back from a socket; a classic SO_ATTACH_FILTER program can)", ErrUnsupported)
+var errEBPFFilter = fmt.Errorf("an eBPF socket filter (SO_ATTACH_BPF) is attached to it: %w (an eBPF program cannot be read back from a socket; a classic SO_ATTACH_FILTER program can)", files.ErrUnsupported)
 
 // dumpSockFilter returns the classic program attached to a socket in
 // criu's encoding, nil if none.

@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -150,8 +151,8 @@ func (sk *repairedSk) setRepair(on bool) error {
 	return nil
 }
 
-func tcpDumpOf(t *Table) *tcpDump {
-	return DumpState(t, "tcp", func() *tcpDump {
+func tcpDumpOf(t *files.Table) *tcpDump {
+	return files.DumpState(t, "tcp", func() *tcpDump {
 		st := &tcpDump{}
 		t.AtFinish(func(killed bool) error { return st.finish(killed) })
 		t.AtBeforeKill(st.repairAll)
@@ -170,10 +171,10 @@ func (st *tcpDump) repairAll() error {
 }
 
 func init() {
-	Register(&Kind{Write: writeTCPStreams})
+	files.Register(&files.Kind{Write: writeTCPStreams})
 }
 
-func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
+func dumpTCP(t *files.Table, fd *files.Fd, sk int, ie *sk_inet.InetSkEntry) error {
 	info, err := getTCPInfo(sk)
 	if err != nil {
 		return err
@@ -190,7 +191,7 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 	case info.state == tcpListen:
 		ie.Backlog = proto.Uint32(info.sacked)
 		if info.unacked > 0 && !t.Opts.SkipInFlight {
-			return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+			return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 				Kind: fmt.Sprintf("a TCP socket listening on %s with %d connection(s) not yet accepted", ends.local, info.unacked),
 				Hint: "dump with --skip-in-flight to drop them (their clients see a reset), as criu"}
 		}
@@ -199,7 +200,7 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 		return dumpSynSent(fd, ie)
 	case isTCPConn(info.state):
 		if !t.Opts.TCPEstablished {
-			return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+			return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 				Kind: fmt.Sprintf("TCP connection %s -> %s (%s)", ends.local, ends.remote, tcpStateName(info.state)),
 				Hint: "dump with --tcp-established to checkpoint it (and restore with --tcp-established)"}
 		}
@@ -208,7 +209,7 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 		}
 		return dumpTCPStream(t, fd, sk, ie, ends)
 	default:
-		return &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+		return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 			Kind: fmt.Sprintf("a TCP socket %s -> %s in state %s", ends.local, ends.remote, tcpStateName(info.state)),
 			Hint: "only listening, connecting, closed and established (or half-closed) sockets can be checkpointed; retry once it has settled"}
 	}
@@ -217,10 +218,10 @@ func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {
 
 // dumpTCPStream puts the connection in repair mode and reads its
 // stream, as soccr's libsoccr_save.
-func dumpTCPStream(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
+func dumpTCPStream(t *files.Table, fd *files.Fd, sk int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
 	conn := fmt.Sprintf("TCP connection %s -> %s", ends.local, ends.remote)
 	if t.Opts.OnConnection != nil {
-		if err := t.Opts.OnConnection(Conn{Local: ends.local, Remote: ends.remote}); err != nil {
+		if err := t.Opts.OnConnection(files.Conn{Local: ends.local, Remote: ends.remote}); err != nil {
 			return fmt.Errorf("lock %s: %w", conn, err)
 		}
 	}
@@ -386,7 +387,7 @@ func (st *tcpDump) finish(killed bool) error {
 // as criu does (tcp-stream-%x.img).
 func tcpStreamImage(ino uint32) string { return fmt.Sprintf("tcp-stream-%x.img", ino) }
 
-func writeTCPStreams(t *Table, dir *images.Dir) error {
+func writeTCPStreams(t *files.Table, dir *images.Dir) error {
 	st := tcpDumpOf(t)
 	for _, s := range st.streams {
 		w, err := dir.NewWriter(tcpStreamImage(s.ino))
@@ -459,7 +460,7 @@ func restoreTCPOpts(fd int, ie *sk_inet.InetSkEntry, conn bool) error {
 
 // restoreTCPConn rebuilds a connection in repair mode (soccr's
 // libsoccr_restore) and registers the end of repair for Finish.
-func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
+func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
 	if r.Opts.TCPClose {
 		// criu's --tcp-close: a socket that never connected, shut down
 		// both ways: reads give EOF, writes EPIPE.

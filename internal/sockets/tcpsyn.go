@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"bufio"
@@ -13,6 +13,8 @@ import (
 	sk_inet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-inet"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/files"
 )
 
 // A TCP socket still connecting (SYN_SENT: connect in progress, no answer
@@ -26,7 +28,7 @@ import (
 // connection exists: it comes from /proc/PID/net/tcp.
 
 // dumpSynSent records the peer of a connecting socket.
-func dumpSynSent(fd *Fd, ie *sk_inet.InetSkEntry) error {
+func dumpSynSent(fd *files.Fd, ie *sk_inet.InetSkEntry) error {
 	peer, err := procNetPeer(fd.Pid, int(ie.GetFamily()), fd.Stat.Ino)
 	if err != nil {
 		return fmt.Errorf("%s: the peer of a connecting socket: %w", fd, err)

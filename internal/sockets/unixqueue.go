@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -42,7 +43,7 @@ type queued struct {
 
 // dumpQueue records what is queued to be read on fd, whose copy in
 // stasis is sk, and the files in flight with it.
-func (st *unixDump) dumpQueue(t *Table, fd *Fd, sk, typ int) error {
+func (st *unixDump) dumpQueue(t *files.Table, fd *files.Fd, sk, typ int) error {
 	msgs, err := peekUnixQueue(sk, typ)
 	if err != nil {
 		return err
@@ -238,7 +239,7 @@ func parseCmsgs(b []byte) ([]int, error) {
 	var bad error
 	for _, c := range cms {
 		if c.Header.Level != unix.SOL_SOCKET {
-			bad = fmt.Errorf("control message of level %d type %d: %w", c.Header.Level, c.Header.Type, ErrUnsupported)
+			bad = fmt.Errorf("control message of level %d type %d: %w", c.Header.Level, c.Header.Type, files.ErrUnsupported)
 			continue
 		}
 		switch c.Header.Type {
@@ -252,7 +253,7 @@ func parseCmsgs(b []byte) ([]int, error) {
 			// The restore sends as stasis; the receiver sees stasis'
 			// credentials, as criu 4 without ucred in its image.
 		default:
-			bad = fmt.Errorf("control message of type %d: %w", c.Header.Type, ErrUnsupported)
+			bad = fmt.Errorf("control message of type %d: %w", c.Header.Type, files.ErrUnsupported)
 		}
 	}
 	return fds, bad
@@ -266,7 +267,7 @@ func closeAll(fds []int) {
 
 // readUnixQueues reads sk-queues.img into the sockets that will read
 // each message, and checks the files they carry are in files.img.
-func readUnixQueues(dir *images.Dir, byID map[uint32]*usk, files func(id uint32) bool) error {
+func readUnixQueues(dir *images.Dir, byID map[uint32]*usk, haveFile func(id uint32) bool) error {
 	const name = "sk-queues.img"
 	if !dir.Has(name) {
 		return nil
@@ -302,10 +303,10 @@ func readUnixQueues(dir *images.Dir, byID map[uint32]*usk, files func(id uint32)
 		p := unixPacket{idFor: e.GetIdFor(), data: data}
 		for _, scm := range e.GetScm() {
 			if scm.GetType() != scmRights {
-				return bad("message for %s carries a control message of type %d: %w", s, scm.GetType(), ErrUnsupported)
+				return bad("message for %s carries a control message of type %d: %w", s, scm.GetType(), files.ErrUnsupported)
 			}
 			for _, id := range scm.GetRights() {
-				if !files(id) {
+				if !haveFile(id) {
 					return bad("message for %s carries file id %d, which is not in files.img: %w", s, id, images.ErrCorrupt)
 				}
 			}
@@ -393,7 +394,7 @@ func (b *unixBuild) rights(ids []uint32) ([]int, error) {
 			}
 			// Its flags as a task will have them: the description goes
 			// in flight as it is now.
-			if err := AnonSetfl(s.fd, s.ue.GetFlags()); err != nil {
+			if err := files.AnonSetfl(s.fd, s.ue.GetFlags()); err != nil {
 				return nil, fmt.Errorf("it carries %s: %w", s, err)
 			}
 			fds[i] = s.fd

@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -31,7 +32,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_UNIX] = dumpUnix
-	Register(&Kind{Type: fdinfo.FdTypes_UNIXSK, Check: checkUnix, Write: writeUnix, Open: openUnix})
+	files.Register(&files.Kind{Type: fdinfo.FdTypes_UNIXSK, Check: checkUnix, Write: writeUnix, Open: openUnix})
 }
 
 // criu's USK_* flags (criu/include/sockets.h).
@@ -49,18 +50,18 @@ type unixDump struct {
 }
 
 type unixSock struct {
-	fd *Fd
+	fd *files.Fd
 	ue *sk_unix.UnixSkEntry
 	d  *unixDiag
 }
 
-func unixsks(t *Table) *unixDump {
-	return DumpState(t, "unixsk", func() *unixDump {
+func unixsks(t *files.Table) *unixDump {
+	return files.DumpState(t, "unixsk", func() *unixDump {
 		return &unixDump{socks: map[uint32]*unixSock{}, externs: map[uint32]bool{}}
 	})
 }
 
-func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
+func dumpUnix(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	st := unixsks(t)
 	if st.diag == nil {
 		var err error
@@ -71,7 +72,7 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	ino := uint32(fd.Stat.Ino)
 	d := st.diag[ino]
 	if d == nil {
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a unix socket of another network namespace", Target: fd.Target}
+		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a unix socket of another network namespace", Target: fd.Target}
 	}
 	opts, err := dumpUnixOpts(sk)
 	if err != nil {
@@ -86,7 +87,7 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 		Uflags:  proto.Uint32(0),
 		Backlog: proto.Uint32(0),
 		Peer:    proto.Uint32(d.Peer),
-		Fown:    AnonFown(),
+		Fown:    files.AnonFown(),
 		Opts:    opts,
 		Name:    append([]byte{}, d.Name...),
 	}
@@ -107,7 +108,7 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	st.order = append(st.order, ino)
 	if d.State != tcpListen {
 		if err := st.dumpQueue(t, fd, sk, int(d.Type)); err != nil {
-			var ue *UnsupportedError
+			var ue *files.UnsupportedError
 			if errors.As(err, &ue) {
 				return nil, err // it names the socket already
 			}
@@ -186,7 +187,7 @@ func dumpUnixOpts(sk int) (*sk_opts.SkOptsEntry, error) {
 
 // checkUnix resolves what only the whole tree tells: a peer outside it,
 // a client waiting in a listener's backlog.
-func checkUnix(t *Table) error {
+func checkUnix(t *files.Table) error {
 	st := unixsks(t)
 	for _, ino := range st.order {
 		if err := t.Refuse(st.resolve(t, st.socks[ino])); err != nil {
@@ -197,7 +198,7 @@ func checkUnix(t *Table) error {
 }
 
 // writeUnix writes sk-queues.img.
-func writeUnix(t *Table, dir *images.Dir) error {
+func writeUnix(t *files.Table, dir *images.Dir) error {
 	st := unixsks(t)
 	if len(st.order) == 0 {
 		return nil
@@ -208,7 +209,7 @@ func writeUnix(t *Table, dir *images.Dir) error {
 // resolve checks the peer of s and, for a client waiting in a backlog,
 // makes its listener its peer (criu's in-flight connections), as the
 // restore connects it to the listener again.
-func (st *unixDump) resolve(t *Table, s *unixSock) error {
+func (st *unixDump) resolve(t *files.Table, s *unixSock) error {
 	d := s.d
 	switch {
 	case d.Peer != 0:
@@ -260,7 +261,7 @@ func (st *unixDump) resolve(t *Table, s *unixSock) error {
 // outsidePeer accepts a peer outside the tree when the user said so
 // (-x for a datagram socket connected to a named peer, --external
 // unix[INO]) by writing it as an external entry, as criu, or refuses it.
-func (st *unixDump) outsidePeer(t *Table, s *unixSock) error {
+func (st *unixDump) outsidePeer(t *files.Table, s *unixSock) error {
 	d := s.d
 	p := st.diag[d.Peer]
 	ext := slices.Contains(t.Opts.External, fmt.Sprintf("unix[%d]", d.Ino))
@@ -294,7 +295,7 @@ func (st *unixDump) outsidePeer(t *Table, s *unixSock) error {
 	e := &sk_unix.UnixSkEntry{
 		Ino: proto.Uint32(d.Peer), Type: proto.Uint32(uint32(typ)), State: proto.Uint32(tcpListen),
 		Flags: proto.Uint32(0), Uflags: proto.Uint32(uskExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
-		Fown: AnonFown(), Opts: emptySkOpts(), Name: name,
+		Fown: files.AnonFown(), Opts: emptySkOpts(), Name: name,
 	}
 	id := t.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Usk: e})
 	e.Id = proto.Uint32(id)
@@ -334,7 +335,7 @@ func unixTypeName(typ uint8) string {
 // fd N of pid P (comm)", or "" if none is found.
 func holderOf(ino uint32) string {
 	want := fmt.Sprintf("socket:[%d]", ino)
-	if h, ok := FindHolder(NotSelf, func(_ int, _, target string) bool { return target == want }); ok {
+	if h, ok := files.FindHolder(files.NotSelf, func(_ int, _, target string) bool { return target == want }); ok {
 		return " held by " + h.String()
 	}
 	return ""
@@ -358,12 +359,12 @@ type unixRestore struct {
 	err   error
 }
 
-func openUnix(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openUnix(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ue := fe.GetUsk()
 	if ue == nil {
-		return nil, NotKind(fe, "a unix socket")
+		return nil, files.NotKind(fe, "a unix socket")
 	}
-	st := RestoreState(r, "unixsk", func() *unixRestore { return &unixRestore{} })
+	st := files.RestoreState(r, "unixsk", func() *unixRestore { return &unixRestore{} })
 	if !st.built {
 		st.built = true
 		st.fds, st.err = buildUnix(r)
@@ -385,12 +386,12 @@ func openUnix(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	}
 	delete(st.fds, id)
 	// Wrapped blocking (see NewAnonFile), then given the entry's flags.
-	if err := AnonSetfl(fd, 0); err != nil {
+	if err := files.AnonSetfl(fd, 0); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	f := NewAnonFile(fd, fmt.Sprintf("socket:[%d]", ue.GetIno()))
-	if err := AnonSetfl(fd, ue.GetFlags()); err != nil {
+	f := files.NewAnonFile(fd, fmt.Sprintf("socket:[%d]", ue.GetIno()))
+	if err := files.AnonSetfl(fd, ue.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen socket:[%d] (file id %d): %w", ue.GetIno(), id, err)
 	}
@@ -428,7 +429,7 @@ func (s *usk) addr() *unix.SockaddrUnix {
 
 // unixBuild makes the sockets of a dump again, in stasis.
 type unixBuild struct {
-	r     *Restorer
+	r     *files.Restorer
 	all   []*usk // by id
 	byIno map[uint32]*usk
 	byID  map[uint32]*usk
@@ -438,7 +439,7 @@ type unixBuild struct {
 // are in the dump with socketpair, the others with socket, bind, listen
 // and connect, clients waiting in a backlog last; then refills the
 // queues through the peers and shuts down what was shut down.
-func buildUnix(r *Restorer) (fds map[uint32]int, err error) {
+func buildUnix(r *files.Restorer) (fds map[uint32]int, err error) {
 	b := &unixBuild{r: r, byIno: map[uint32]*usk{}, byID: map[uint32]*usk{}}
 	if err := b.collect(); err != nil {
 		return nil, err
@@ -589,7 +590,7 @@ func (b *unixBuild) bind(s *usk) error {
 	a := s.addr()
 	abstract := name[0] == 0
 	if !abstract {
-		if err := CreateDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
+		if err := files.CreateDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
 			return err
 		}
 		var st unix.Stat_t

@@ -1,4 +1,4 @@
-package files
+package sockets
 
 import (
 	"encoding/binary"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/linux"
 )
@@ -241,10 +242,10 @@ func TestUnixOptsRoundTrip(t *testing.T) {
 }
 
 func TestExternalUnixOption(t *testing.T) {
-	if err := (DumpOptions{External: []string{"unix[123]"}}).Check(); err != nil {
+	if err := (files.DumpOptions{External: []string{"unix[123]"}}).Check(); err != nil {
 		t.Error(err)
 	}
-	if err := (DumpOptions{External: []string{"unix[abc]"}}).Check(); err == nil {
+	if err := (files.DumpOptions{External: []string{"unix[abc]"}}).Check(); err == nil {
 		t.Error("unix[abc] accepted")
 	}
 }
