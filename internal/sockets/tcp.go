@@ -459,52 +459,117 @@ func restoreTCPOpts(fd int, ie *sk_inet.InetSkEntry, conn bool) error {
 }
 
 // restoreTCPConn rebuilds a connection in repair mode (soccr's
-// libsoccr_restore) and registers the end of repair for Finish.
+// libsoccr_restore) and registers the end of repair for Finish. The
+// steps run in the kernel's order: a socket in repair mode takes its
+// sequence numbers before its "connect", the options the handshake
+// would have negotiated after it, its queues before its window, and the
+// FINs last, as they follow every byte.
 func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
 	if r.Opts.TCPClose {
-		// criu's --tcp-close: a socket that never connected, shut down
-		// both ways: reads give EOF, writes EPIPE.
-		if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil && err != unix.ENOTCONN {
-			return os.NewSyscallError("shutdown", err)
-		}
-		return nil
+		return closeTCPConn(fd)
 	}
 	if !r.Opts.TCPEstablished {
 		return errors.New("the images hold an established connection: restore with --tcp-established (or --tcp-close to get it back closed)")
 	}
-	e, inq, outq, err := readTCPStreamImage(r.Dir, ie.GetIno())
+	c, err := readTCPConn(r.Dir, fd, ie, ends)
 	if err != nil {
 		return err
 	}
-	state := ie.GetState()
-	if e.GetUnsqLen() > e.GetOutqLen() {
-		return fmt.Errorf("%s: unsent %d bytes of %d queued: %w", tcpStreamImage(ie.GetIno()), e.GetUnsqLen(), e.GetOutqLen(), images.ErrCorrupt)
+	if err := c.connect(); err != nil {
+		return err
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+	if err := c.setRepairOptions(); err != nil {
+		return err
+	}
+	unsent, buf, err := c.refillQueues()
+	if err != nil {
+		return err
+	}
+	if err := c.setWindow(); err != nil {
+		return err
+	}
+	if err := c.replayFins(); err != nil {
+		return err
+	}
+	return c.endRepairAtRun(r, unsent, buf)
+}
+
+// closeTCPConn is criu's --tcp-close: a socket that never connected,
+// shut down both ways: reads give EOF, writes EPIPE.
+func closeTCPConn(fd int) error {
+	if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil && err != unix.ENOTCONN {
+		return os.NewSyscallError("shutdown", err)
+	}
+	return nil
+}
+
+// tcpConn is a connection being restored: its new socket and what its
+// entry and its tcp-stream image hold.
+type tcpConn struct {
+	fd        int
+	ie        *sk_inet.InetSkEntry
+	ends      *inetEnds
+	e         *tcp_stream.TcpStreamEntry
+	inq, outq []byte
+	state     uint32
+	// inqSeq and outqSeq are the sequence numbers that follow each
+	// queue, less the FIN that replayFins sends again.
+	inqSeq, outqSeq uint32
+}
+
+// readTCPConn reads the stream of the connection of ie and checks what
+// the steps below rely on.
+func readTCPConn(dir *images.Dir, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds) (*tcpConn, error) {
+	e, inq, outq, err := readTCPStreamImage(dir, ie.GetIno())
+	if err != nil {
+		return nil, err
+	}
+	c := &tcpConn{fd: fd, ie: ie, ends: ends, e: e, inq: inq, outq: outq, state: ie.GetState()}
+	if e.GetUnsqLen() > e.GetOutqLen() {
+		return nil, fmt.Errorf("%s: unsent %d bytes of %d queued: %w", tcpStreamImage(ie.GetIno()), e.GetUnsqLen(), e.GetOutqLen(), images.ErrCorrupt)
+	}
+	c.outqSeq = e.GetOutqSeq()
+	if sndFinSent(c.state) {
+		c.outqSeq-- // the FIN is queued again by shutdown in replayFins
+	}
+	c.inqSeq = e.GetInqSeq()
+	if rcvFinGot(c.state) {
+		c.inqSeq-- // the peer's FIN comes again from sendPeerFin in replayFins
+	}
+	return c, nil
+}
+
+// connect puts the socket in repair mode, binds it, gives each queue the
+// sequence number of its first byte and "connects" it: in repair mode
+// connect sends no SYN, it only sets the peer, so the connection takes
+// up at the dumped sequence numbers.
+func (c *tcpConn) connect() error {
+	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR", err)
 	}
 	// In repair mode the port is taken even if a listener of the tree
 	// holds it (sk_reuse = SK_FORCE_REUSE).
-	if err := bindInet(fd, ie, ends); err != nil {
+	if err := bindInet(c.fd, c.ie, c.ends); err != nil {
 		return err
 	}
-	outqSeq := e.GetOutqSeq()
-	if sndFinSent(state) {
-		outqSeq-- // the FIN is queued again by shutdown below
-	}
-	inqSeq := e.GetInqSeq()
-	if rcvFinGot(state) {
-		inqSeq-- // the peer's FIN comes again from sendPeerFin below
-	}
-	if err := setQueueSeq(fd, tcpRecvQueue, inqSeq-e.GetInqLen()); err != nil {
+	if err := setQueueSeq(c.fd, tcpRecvQueue, c.inqSeq-c.e.GetInqLen()); err != nil {
 		return err
 	}
-	if err := setQueueSeq(fd, tcpSendQueue, outqSeq-e.GetOutqLen()); err != nil {
+	if err := setQueueSeq(c.fd, tcpSendQueue, c.outqSeq-c.e.GetOutqLen()); err != nil {
 		return err
 	}
-	if err := unix.Connect(fd, ends.remoteSa); err != nil {
-		return fmt.Errorf("connect in repair mode to %s: %w", ends.remote, os.NewSyscallError("connect", err))
+	if err := unix.Connect(c.fd, c.ends.remoteSa); err != nil {
+		return fmt.Errorf("connect in repair mode to %s: %w", c.ends.remote, os.NewSyscallError("connect", err))
 	}
+	return nil
+}
+
+// setRepairOptions gives the connection what its handshake negotiated
+// (SACK, window scales, timestamps, MSS) and its timestamp clock: the
+// connect in repair mode had no handshake, and the peer goes on with
+// what it agreed to.
+func (c *tcpConn) setRepairOptions() error {
+	e := c.e
 	opts := []unix.TCPRepairOpt{}
 	if e.GetOptMask()&tcpiOptSack != 0 {
 		opts = append(opts, unix.TCPRepairOpt{Code: tcpoptSackPerm})
@@ -516,25 +581,33 @@ func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *in
 		opts = append(opts, unix.TCPRepairOpt{Code: tcpoptTimestamp})
 	}
 	opts = append(opts, unix.TCPRepairOpt{Code: tcpoptMaxseg, Val: e.GetMssClamp()})
-	if err := unix.SetsockoptTCPRepairOpt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, opts); err != nil {
+	if err := unix.SetsockoptTCPRepairOpt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, opts); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR_OPTIONS", err)
 	}
 	if e.GetOptMask()&tcpiOptTimestamps != 0 {
-		if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP, int(e.GetTimestamp())); err != nil {
+		if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_TIMESTAMP, int(e.GetTimestamp())); err != nil {
 			return os.NewSyscallError("setsockopt TCP_TIMESTAMP", err)
 		}
 	}
-	if err := fillQueue(fd, tcpRecvQueue, inq); err != nil {
-		return fmt.Errorf("refill receive queue (%d bytes): %w", len(inq), err)
+	return nil
+}
+
+// refillQueues puts back what was received and not read, and what was
+// sent and not acknowledged, and returns what was never sent, which is
+// queued only once repair mode is off (finishTCPConn), and the send
+// buffer's size to set back then, if it grew (buf).
+func (c *tcpConn) refillQueues() (unsent []byte, buf *sndbuf, err error) {
+	if err := fillQueue(c.fd, tcpRecvQueue, c.inq); err != nil {
+		return nil, nil, fmt.Errorf("refill receive queue (%d bytes): %w", len(c.inq), err)
 	}
 	// What was sent and not acknowledged goes back as sent; what was
 	// never sent is queued only once repair mode is off (finishTCPConn),
 	// so it goes out as new data. With a FIN sent, all of it precedes
 	// the FIN: it goes back as sent and is retransmitted.
-	sent := outq[:len(outq)-int(e.GetUnsqLen())]
-	unsent := outq[len(sent):]
-	if sndFinSent(state) {
-		sent, unsent = outq, nil
+	sent := c.outq[:len(c.outq)-int(c.e.GetUnsqLen())]
+	unsent = c.outq[len(sent):]
+	if sndFinSent(c.state) {
+		sent, unsent = c.outq, nil
 	}
 	// The original socket held the whole queue within its send buffer,
 	// but in buffers of its own sizes: refilled here, the same bytes may
@@ -543,17 +616,23 @@ func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *in
 	// the peer to open its window, which an idle client never does. The
 	// buffer grows for the refill and gets its size back in finishTCPConn:
 	// the writer then waits for the peer, as it did.
-	var buf *sndbuf
-	if len(outq) > 0 {
-		if buf, err = growSndbuf(fd, len(outq)); err != nil {
-			return err
+	if len(c.outq) > 0 {
+		if buf, err = growSndbuf(c.fd, len(c.outq)); err != nil {
+			return nil, nil, err
 		}
 	}
-	if err := fillQueue(fd, tcpSendQueue, sent); err != nil {
-		return fmt.Errorf("refill send queue (%d bytes): %w", len(sent), err)
+	if err := fillQueue(c.fd, tcpSendQueue, sent); err != nil {
+		return nil, nil, fmt.Errorf("refill send queue (%d bytes): %w", len(sent), err)
 	}
+	return unsent, buf, nil
+}
+
+// setWindow gives back both windows, so that neither side sends beyond
+// what the other offered (images without them keep the kernel's).
+func (c *tcpConn) setWindow() error {
+	e := c.e
 	rcvWnd, rcvWup := e.GetRcvWnd(), e.GetRcvWup()
-	if rcvFinGot(state) {
+	if rcvFinGot(c.state) {
 		rcvWnd, rcvWup = rcvWnd+1, rcvWup-1 // as before the FIN came in
 	}
 	var w [20]byte
@@ -561,44 +640,61 @@ func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *in
 		binary.NativeEndian.PutUint32(w[4*i:], v)
 	}
 	if e.SndWnd != nil {
-		if err := setsockoptBytes(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w[:]); err != nil {
+		if err := setsockoptBytes(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW, w[:]); err != nil {
 			return os.NewSyscallError("setsockopt TCP_REPAIR_WINDOW", err)
 		}
 	}
-	// The FINs in the order they came: ours first in FIN_WAIT1/2 and
-	// CLOSING, the peer's first in CLOSE_WAIT and LAST_ACK.
-	if state == tcpFinWait1 || state == tcpFinWait2 || state == tcpClosing {
-		if err := queueOwnFin(fd); err != nil {
+	return nil
+}
+
+// replayFins brings a closing connection to its state again: a FIN is
+// no byte of a queue, so each one is sent again, in the order they came:
+// ours first in FIN_WAIT1/2 and CLOSING, the peer's first in CLOSE_WAIT
+// and LAST_ACK.
+func (c *tcpConn) replayFins() error {
+	if c.state == tcpFinWait1 || c.state == tcpFinWait2 || c.state == tcpClosing {
+		if err := queueOwnFin(c.fd); err != nil {
 			return err
 		}
 	}
-	if rcvFinGot(state) {
-		win := uint16(min(e.GetSndWnd()>>e.GetSndWscale(), 0xffff))
-		if err := sendPeerFin(ends.local, ends.remote, inqSeq, outqSeq-e.GetOutqLen(), win); err != nil {
+	if rcvFinGot(c.state) {
+		win := uint16(min(c.e.GetSndWnd()>>c.e.GetSndWscale(), 0xffff))
+		if err := sendPeerFin(c.ends.local, c.ends.remote, c.inqSeq, c.outqSeq-c.e.GetOutqLen(), win); err != nil {
 			return err
 		}
 		want := uint32(tcpCloseWait)
-		if state == tcpClosing {
+		if c.state == tcpClosing {
 			want = tcpClosing
 		}
-		if err := waitTCPState(fd, want); err != nil {
+		if err := waitTCPState(c.fd, want); err != nil {
 			return fmt.Errorf("the peer's FIN sent again: %w", err)
 		}
 	}
-	if state == tcpLastAck {
-		if err := queueOwnFin(fd); err != nil {
+	if c.state == tcpLastAck {
+		if err := queueOwnFin(c.fd); err != nil {
 			return err
 		}
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
+	return nil
+}
+
+// endRepairAtRun leaves the connection in repair mode until the tasks
+// are about to run (Restorer.Finish), so that nothing leaves before they
+// do, and puts it back into repair mode if the restore fails after that
+// (Restorer.Rollback), so that it vanishes without a word to the peer.
+func (c *tcpConn) endRepairAtRun(r *files.Restorer, unsent []byte, buf *sndbuf) error {
+	// The queues are complete: none is selected any more, as soccr
+	// leaves it.
+	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR_QUEUE", err)
 	}
 	// The restorer's file may be closed before Finish (on a failure):
 	// keep a copy of our own.
-	keep, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	keep, err := unix.FcntlInt(uintptr(c.fd), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
+	ie, ends := c.ie, c.ends
 	done := false
 	r.OnDone(func() error {
 		unix.Close(keep)
