@@ -35,7 +35,7 @@ func AnonFown() *fown.FownEntry {
 
 // anonSetflMask is what fcntl(F_SETFL) changes on an anon-inode file
 // (SETFL_MASK in fs/fcntl.c, less O_DIRECT, which these files refuse).
-// O_ASYNC is not among them: the task sets it itself (see Owner.Async).
+// O_ASYNC is not among them: the task sets it itself (see fileOwner.Async).
 const anonSetflMask = unix.O_APPEND | unix.O_NONBLOCK | unix.O_NOATIME
 
 // AnonSetfl gives fd, a file a kind's Open made, the status flags of its

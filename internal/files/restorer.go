@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -116,6 +117,14 @@ func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
 	r.state[key] = g
 	r.OnDone(g.Close)
 	return g, nil
+}
+
+// log is the logger of the restore's debug messages.
+func (r *Restorer) log() *slog.Logger {
+	if r.Opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Opts.Log
 }
 
 // OnDone registers fn to run when the restore ends, success or not (in
