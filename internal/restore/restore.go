@@ -24,8 +24,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
-	// The socket kinds register themselves with files' registry.
-	_ "github.com/stasis-cr/stasis/internal/sockets"
+	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
 )
 
 // Options selects how a checkpoint is restored.
