@@ -98,7 +98,7 @@ func dumpInet(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 		SrcPort: proto.Uint32(uint32(sport)), DstPort: proto.Uint32(0),
 		Flags: proto.Uint32(fd.Flags()), Backlog: proto.Uint32(0),
 		SrcAddr: addrWords(src), DstAddr: addrWords(zeroAddr(family)),
-		Fown: anonFown(),
+		Fown: AnonFown(),
 	}
 	if peer, err := unix.Getpeername(sk); err == nil {
 		dst, dport := inetAddr(family, peer)
@@ -244,7 +244,7 @@ func endsOf(ie *sk_inet.InetSkEntry) (*inetEnds, error) {
 func openInet(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ie := fe.GetIsk()
 	if ie == nil || fe.GetType() != fdinfo.FdTypes_INETSK {
-		return nil, notKind(fe, "an inet socket")
+		return nil, NotKind(fe, "an inet socket")
 	}
 	family, typ, proto_ := ie.GetFamily(), ie.GetType(), ie.GetProto()
 	if family != unix.AF_INET && family != unix.AF_INET6 {
@@ -262,7 +262,7 @@ func openInet(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
-	f := newAnonFile(fd, "socket")
+	f := NewAnonFile(fd, "socket")
 	if err := restoreInet(r, fd, fe.GetId(), ie, ends); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
@@ -341,7 +341,7 @@ func restoreInet(r *Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, ends *
 	if err := restoreTCPOpts(fd, ie, isTCPConn(ie.GetState()) && !r.Opts.TCPClose); err != nil {
 		return err
 	}
-	return anonSetfl(fd, ie.GetFlags())
+	return AnonSetfl(fd, ie.GetFlags())
 }
 
 // bindInet binds fd to the entry's local address. An address that is

@@ -48,7 +48,7 @@ func TestOpenInetRefuses(t *testing.T) {
 		Proto: proto.Uint32(unix.IPPROTO_TCP), State: proto.Uint32(tcpEstablished), SrcPort: proto.Uint32(1234),
 		DstPort: proto.Uint32(80), Flags: proto.Uint32(2), Backlog: proto.Uint32(0),
 		SrcAddr: addrWords(netip.MustParseAddr("127.0.0.1")), DstAddr: addrWords(netip.MustParseAddr("127.0.0.2")),
-		Fown: anonFown(),
+		Fown: AnonFown(),
 	}
 	fe := &fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Id: proto.Uint32(1), Isk: ie}
 	r := NewRestorer(RestoreOptions{}, nil, nil, nil)

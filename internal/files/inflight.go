@@ -28,13 +28,13 @@ var inflightKinds = map[string]bool{"reg": true, "fifo": true, "pipe": true, "me
 
 // dumpInflight records the files a message queued on via carries, whose
 // copies in stasis are fds, and returns their ids in order. It owns fds.
-func (t *Table) dumpInflight(via *Fd, msg int, fds []int) ([]uint32, error) {
-	t.keepInflight(fds)
+func dumpInflight(t *Table, via *Fd, msg int, fds []int) ([]uint32, error) {
+	keepInflight(t, fds)
 	self := os.Getpid()
 	ids := make([]uint32, 0, len(fds))
 	for i, num := range fds {
 		fd := &Fd{Pid: self, Num: num, Via: via}
-		d, err := t.dumpFile(fd, allowInflight)
+		id, err := t.DumpFile(fd, allowInflight)
 		var ue *UnsupportedError
 		if errors.As(err, &ue) && ue.Pid == via.Pid && ue.Fd == via.Num {
 			return nil, err
@@ -42,7 +42,7 @@ func (t *Table) dumpInflight(via *Fd, msg int, fds []int) ([]uint32, error) {
 		if err != nil {
 			return nil, fmt.Errorf("queued message %d carries %d files (SCM_RIGHTS), file %d: %w", msg, len(fds), i+1, err)
 		}
-		ids = append(ids, d.id)
+		ids = append(ids, id)
 	}
 	return ids, nil
 }
@@ -84,11 +84,11 @@ func allowInflight(fd *Fd, kind string) error {
 }
 
 // keepInflight keeps fds open until the table is done.
-func (t *Table) keepInflight(fds []int) {
+func keepInflight(t *Table, fds []int) {
 	if len(fds) == 0 {
 		return
 	}
-	t.atFinish(func(bool) error {
+	t.AtFinish(func(bool) error {
 		for _, fd := range fds {
 			unix.Close(fd)
 		}

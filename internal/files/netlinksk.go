@@ -51,7 +51,7 @@ func dumpNetlink(_ *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	ne := &sk_netlink.NetlinkSkEntry{
 		Id: proto.Uint32(fd.ID), Ino: proto.Uint32(uint32(fd.Stat.Ino)), Protocol: proto.Uint32(uint32(proto_)),
 		State: proto.Uint32(netlinkUnconnected), Flags: proto.Uint32(fd.Flags()), Portid: proto.Uint32(local.Pid),
-		Groups: groups, DstPortid: proto.Uint32(0), DstGroup: proto.Uint32(0), Fown: anonFown(),
+		Groups: groups, DstPortid: proto.Uint32(0), DstGroup: proto.Uint32(0), Fown: AnonFown(),
 	}
 	if sa, err := unix.Getpeername(sk); err == nil {
 		if peer, ok := sa.(*unix.SockaddrNetlink); ok && (peer.Pid != 0 || peer.Groups != 0) {
@@ -95,7 +95,7 @@ func netlinkGroups(sk int) ([]uint32, error) {
 func openNetlink(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ne := fe.GetNlsk()
 	if ne == nil || fe.GetType() != fdinfo.FdTypes_NETLINKSK {
-		return nil, notKind(fe, "a netlink socket")
+		return nil, NotKind(fe, "a netlink socket")
 	}
 	what := fmt.Sprintf("netlink socket of protocol %d, port id %d (file id %d)", ne.GetProtocol(), ne.GetPortid(), fe.GetId())
 	if len(ne.GetGroups()) > 1024 {
@@ -107,7 +107,7 @@ func openNetlink(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
-	f := newAnonFile(fd, "socket")
+	f := NewAnonFile(fd, "socket")
 	if err := restoreNetlink(fd, ne); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
@@ -143,5 +143,5 @@ func restoreNetlink(fd int, ne *sk_netlink.NetlinkSkEntry) error {
 			return fmt.Errorf("connect to port id %d group %d: %w", ne.GetDstPortid(), ne.GetDstGroup(), os.NewSyscallError("connect", err))
 		}
 	}
-	return anonSetfl(fd, ne.GetFlags())
+	return AnonSetfl(fd, ne.GetFlags())
 }

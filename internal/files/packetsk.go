@@ -164,7 +164,7 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 type packetSockets struct{ diag map[uint32]*packetDiag }
 
 func dumpPacket(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
-	st := stateOf(t.state, "packetsk", func() *packetSockets { return &packetSockets{} })
+	st := DumpState(t, "packetsk", func() *packetSockets { return &packetSockets{} })
 	if st.diag == nil {
 		diag, err := readPacketDiag()
 		if err != nil {
@@ -182,7 +182,7 @@ func dumpPacket(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 	}
 	pe := &packet_sock.PacketSockEntry{
 		Id: proto.Uint32(fd.ID), Type: proto.Uint32(uint32(d.Type)), Protocol: proto.Uint32(uint32(d.Protocol)),
-		Flags: proto.Uint32(fd.Flags()), Ifindex: proto.Uint32(d.Ifindex), Fown: anonFown(),
+		Flags: proto.Uint32(fd.Flags()), Ifindex: proto.Uint32(d.Ifindex), Fown: AnonFown(),
 		Version: proto.Uint32(d.Version), Reserve: proto.Uint32(d.Reserve),
 		AuxData: proto.Bool(d.Flags&pdiAuxdata != 0), OrigDev: proto.Bool(d.Flags&pdiOrigdev != 0),
 		VnetHdr: proto.Bool(d.Flags&pdiVnethdr != 0), Loss: proto.Bool(d.Flags&pdiLoss != 0),
@@ -259,7 +259,7 @@ func packetSupported(fd *Fd, sk int, d *packetDiag) error {
 func openPacket(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	pe := fe.GetPsk()
 	if pe == nil || fe.GetType() != fdinfo.FdTypes_PACKETSK {
-		return nil, notKind(fe, "a packet socket")
+		return nil, NotKind(fe, "a packet socket")
 	}
 	what := fmt.Sprintf("packet socket of type %d, protocol %#04x, interface %d (file id %d)",
 		pe.GetType(), htons(uint16(pe.GetProtocol())), pe.GetIfindex(), fe.GetId())
@@ -275,7 +275,7 @@ func openPacket(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
-	f := newAnonFile(fd, "socket")
+	f := NewAnonFile(fd, "socket")
 	if err := restorePacket(fd, pe); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
@@ -336,7 +336,7 @@ func restorePacket(fd int, pe *packet_sock.PacketSockEntry) error {
 	if err := restoreSockOpts(fd, pe.GetOpts()); err != nil {
 		return err
 	}
-	return anonSetfl(fd, pe.GetFlags())
+	return AnonSetfl(fd, pe.GetFlags())
 }
 
 // addPacketMembership adds one membership: a struct packet_mreq_max

@@ -156,7 +156,7 @@ func TestOpenPacketBadEntries(t *testing.T) {
 	testutil.RequireRootFor(t, "packet sockets need CAP_NET_RAW")
 	entry := func(mod func(*packet_sock.PacketSockEntry)) *fdinfo.FileEntry {
 		pe := &packet_sock.PacketSockEntry{Id: proto.Uint32(5), Type: proto.Uint32(unix.SOCK_RAW), Protocol: proto.Uint32(0),
-			Flags: proto.Uint32(unix.O_RDWR), Ifindex: proto.Uint32(0), Fown: anonFown(), Version: proto.Uint32(0),
+			Flags: proto.Uint32(unix.O_RDWR), Ifindex: proto.Uint32(0), Fown: AnonFown(), Version: proto.Uint32(0),
 			Reserve: proto.Uint32(0), AuxData: proto.Bool(false), OrigDev: proto.Bool(false), VnetHdr: proto.Bool(false),
 			Loss: proto.Bool(false), Timestamp: proto.Uint32(0), CopyThresh: proto.Uint32(0)}
 		mod(pe)
@@ -174,7 +174,7 @@ func TestOpenPacketBadEntries(t *testing.T) {
 			pe.Mclist = []*packet_sock.PacketMclist{{Index: proto.Uint32(1), Type: proto.Uint32(0), Addr: make([]byte, 33)}}
 		}, images.ErrCorrupt},
 	} {
-		r := &Restorer{state: map[string]any{}}
+		r := NewRestorer(RestoreOptions{}, nil, nil, nil)
 		f, err := openPacket(r, entry(c.mod))
 		if f != nil {
 			f.Close()
@@ -184,7 +184,7 @@ func TestOpenPacketBadEntries(t *testing.T) {
 		}
 	}
 	// A good entry opens: an unbound socket of protocol 0.
-	f, err := openPacket(&Restorer{state: map[string]any{}}, entry(func(*packet_sock.PacketSockEntry) {}))
+	f, err := openPacket(NewRestorer(RestoreOptions{}, nil, nil, nil), entry(func(*packet_sock.PacketSockEntry) {}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func (t *Table) AddPath(path string, flags uint32) (uint32, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
-	id := t.add(regEntry(path, flags, 0, &st))
+	id := t.Add(regEntry(path, flags, 0, &st))
 	t.paths[key] = id
 	return id, nil
 }
@@ -97,7 +97,7 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 		}
 		fe.Reg.BuildId = id
 	}
-	id := t.add(fe)
+	id := t.Add(fe)
 	t.paths[key] = id
 	return id, nil
 }
@@ -118,7 +118,7 @@ func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	rf := fe.GetReg()
 	if rf == nil {
-		return nil, notKind(fe, "a regular file")
+		return nil, NotKind(fe, "a regular file")
 	}
 	name := rf.GetName()
 	// fdinfo never shows O_CREAT/O_TRUNC/O_EXCL; strip them anyway so that

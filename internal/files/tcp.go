@@ -151,10 +151,10 @@ func (sk *repairedSk) setRepair(on bool) error {
 }
 
 func tcpDumpOf(t *Table) *tcpDump {
-	return stateOf(t.state, "tcp", func() *tcpDump {
+	return DumpState(t, "tcp", func() *tcpDump {
 		st := &tcpDump{}
-		t.atFinish(func(killed bool) error { return st.finish(killed) })
-		t.beforeKill = append(t.beforeKill, st.repairAll)
+		t.AtFinish(func(killed bool) error { return st.finish(killed) })
+		t.AtBeforeKill(st.repairAll)
 		return st
 	})
 }
@@ -387,10 +387,7 @@ func (st *tcpDump) finish(killed bool) error {
 func tcpStreamImage(ino uint32) string { return fmt.Sprintf("tcp-stream-%x.img", ino) }
 
 func writeTCPStreams(t *Table, dir *images.Dir) error {
-	st, ok := t.state["tcp"].(*tcpDump)
-	if !ok {
-		return nil
-	}
+	st := tcpDumpOf(t)
 	for _, s := range st.streams {
 		w, err := dir.NewWriter(tcpStreamImage(s.ino))
 		if err != nil {
@@ -602,11 +599,11 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
 	done := false
-	r.onDone(func() error {
+	r.OnDone(func() error {
 		unix.Close(keep)
 		return nil
 	})
-	r.onRollback(func() error {
+	r.OnRollback(func() error {
 		if !done {
 			return nil // still in repair mode
 		}
@@ -615,7 +612,7 @@ func restoreTCPConn(r *Restorer, fd int, ie *sk_inet.InetSkEntry, ends *inetEnds
 		}
 		return nil
 	})
-	r.beforeRun(func() error {
+	r.BeforeRun(func() error {
 		if done {
 			return nil
 		}

@@ -50,7 +50,7 @@ func (st *unixDump) dumpQueue(t *Table, fd *Fd, sk, typ int) error {
 	for i, m := range msgs {
 		p := unixPacket{idFor: fd.ID, data: m.data}
 		if len(m.fds) > 0 {
-			if p.rights, err = t.dumpInflight(fd, i+1, m.fds); err != nil {
+			if p.rights, err = dumpInflight(t, fd, i+1, m.fds); err != nil {
 				for _, q := range msgs[i+1:] {
 					closeAll(q.fds)
 				}
@@ -393,7 +393,7 @@ func (b *unixBuild) rights(ids []uint32) ([]int, error) {
 			}
 			// Its flags as a task will have them: the description goes
 			// in flight as it is now.
-			if err := anonSetfl(s.fd, s.ue.GetFlags()); err != nil {
+			if err := AnonSetfl(s.fd, s.ue.GetFlags()); err != nil {
 				return nil, fmt.Errorf("it carries %s: %w", s, err)
 			}
 			fds[i] = s.fd

@@ -54,14 +54,14 @@ type unixSock struct {
 	d  *unixDiag
 }
 
-func (t *Table) unixsks() *unixDump {
-	return stateOf(t.state, "unixsk", func() *unixDump {
+func unixsks(t *Table) *unixDump {
+	return DumpState(t, "unixsk", func() *unixDump {
 		return &unixDump{socks: map[uint32]*unixSock{}, externs: map[uint32]bool{}}
 	})
 }
 
 func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
-	st := t.unixsks()
+	st := unixsks(t)
 	if st.diag == nil {
 		var err error
 		if st.diag, err = readUnixDiag(); err != nil {
@@ -86,7 +86,7 @@ func dumpUnix(t *Table, fd *Fd, sk int) (*fdinfo.FileEntry, error) {
 		Uflags:  proto.Uint32(0),
 		Backlog: proto.Uint32(0),
 		Peer:    proto.Uint32(d.Peer),
-		Fown:    anonFown(),
+		Fown:    AnonFown(),
 		Opts:    opts,
 		Name:    append([]byte{}, d.Name...),
 	}
@@ -187,7 +187,7 @@ func dumpUnixOpts(sk int) (*sk_opts.SkOptsEntry, error) {
 // checkUnix resolves what only the whole tree tells: a peer outside it,
 // a client waiting in a listener's backlog.
 func checkUnix(t *Table) error {
-	st := t.unixsks()
+	st := unixsks(t)
 	for _, ino := range st.order {
 		if err := t.Refuse(st.resolve(t, st.socks[ino])); err != nil {
 			return err
@@ -198,7 +198,7 @@ func checkUnix(t *Table) error {
 
 // writeUnix writes sk-queues.img.
 func writeUnix(t *Table, dir *images.Dir) error {
-	st := t.unixsks()
+	st := unixsks(t)
 	if len(st.order) == 0 {
 		return nil
 	}
@@ -294,9 +294,9 @@ func (st *unixDump) outsidePeer(t *Table, s *unixSock) error {
 	e := &sk_unix.UnixSkEntry{
 		Ino: proto.Uint32(d.Peer), Type: proto.Uint32(uint32(typ)), State: proto.Uint32(tcpListen),
 		Flags: proto.Uint32(0), Uflags: proto.Uint32(uskExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
-		Fown: anonFown(), Opts: emptySkOpts(), Name: name,
+		Fown: AnonFown(), Opts: emptySkOpts(), Name: name,
 	}
-	id := t.add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Usk: e})
+	id := t.Add(&fdinfo.FileEntry{Type: fdinfo.FdTypes_UNIXSK.Enum(), Usk: e})
 	e.Id = proto.Uint32(id)
 	return nil
 }
@@ -334,7 +334,7 @@ func unixTypeName(typ uint8) string {
 // fd N of pid P (comm)", or "" if none is found.
 func holderOf(ino uint32) string {
 	want := fmt.Sprintf("socket:[%d]", ino)
-	if h, ok := findHolder(notSelf, func(_ int, _, target string) bool { return target == want }); ok {
+	if h, ok := FindHolder(NotSelf, func(_ int, _, target string) bool { return target == want }); ok {
 		return " held by " + h.String()
 	}
 	return ""
@@ -361,13 +361,13 @@ type unixRestore struct {
 func openUnix(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ue := fe.GetUsk()
 	if ue == nil {
-		return nil, notKind(fe, "a unix socket")
+		return nil, NotKind(fe, "a unix socket")
 	}
-	st := stateOf(r.state, "unixsk", func() *unixRestore { return &unixRestore{} })
+	st := RestoreState(r, "unixsk", func() *unixRestore { return &unixRestore{} })
 	if !st.built {
 		st.built = true
 		st.fds, st.err = buildUnix(r)
-		r.onDone(func() error {
+		r.OnDone(func() error {
 			for _, fd := range st.fds {
 				unix.Close(fd)
 			}
@@ -384,13 +384,13 @@ func openUnix(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		return nil, fmt.Errorf("reopen socket:[%d] (file id %d): not a socket of the tree (an external peer, or opened twice): %w", ue.GetIno(), id, images.ErrCorrupt)
 	}
 	delete(st.fds, id)
-	// Wrapped blocking (see newAnonFile), then given the entry's flags.
-	if err := anonSetfl(fd, 0); err != nil {
+	// Wrapped blocking (see NewAnonFile), then given the entry's flags.
+	if err := AnonSetfl(fd, 0); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	f := newAnonFile(fd, fmt.Sprintf("socket:[%d]", ue.GetIno()))
-	if err := anonSetfl(fd, ue.GetFlags()); err != nil {
+	f := NewAnonFile(fd, fmt.Sprintf("socket:[%d]", ue.GetIno()))
+	if err := AnonSetfl(fd, ue.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen socket:[%d] (file id %d): %w", ue.GetIno(), id, err)
 	}
@@ -529,7 +529,7 @@ func (b *unixBuild) make(s *usk) error {
 		return nil
 	}
 	typ := int(s.ue.GetType())
-	if f, ok := b.r.inherited(fmt.Sprintf("socket:[%d]", s.ue.GetIno())); ok {
+	if f, ok := b.r.Inherited(fmt.Sprintf("socket:[%d]", s.ue.GetIno())); ok {
 		fd, err := unix.Dup(int(f.Fd()))
 		f.Close()
 		if err != nil {
@@ -589,7 +589,7 @@ func (b *unixBuild) bind(s *usk) error {
 	a := s.addr()
 	abstract := name[0] == 0
 	if !abstract {
-		if err := createDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
+		if err := CreateDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
 			return err
 		}
 		var st unix.Stat_t
