@@ -124,20 +124,6 @@ func FuzzFifoData(f *testing.F) {
 	})
 }
 
-func fuzzTty(t *testing.T, r *Restorer, path string) error {
-	s, err := r.ttys()
-	if err != nil {
-		return err
-	}
-	for _, info := range s.infos {
-		_ = ttyName(info)
-	}
-	return nil
-}
-
-func FuzzTtyInfo(f *testing.F) { fuzzKind(f, "tty-info.img", fuzzTty) }
-func FuzzTtyData(f *testing.F) { fuzzKind(f, "tty-data.img", fuzzTty) }
-
 // FuzzSkQueues: the queued messages of unix sockets, with the files they
 // carry (SCM_RIGHTS), against the sockets of files.img.
 func FuzzSkQueues(f *testing.F) {

@@ -119,8 +119,9 @@ func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
 	return g, nil
 }
 
-// log is the logger of the restore's debug messages.
-func (r *Restorer) log() *slog.Logger {
+// Log is the logger of the restore's messages (Opts.Log, or one that
+// discards them).
+func (r *Restorer) Log() *slog.Logger {
 	if r.Opts.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}

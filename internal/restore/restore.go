@@ -23,6 +23,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/tty"
 )
 
 // Options selects how a checkpoint is restored.
@@ -95,12 +96,6 @@ type restorer struct {
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
-	// undoTerminal gives stasis' terminal back after a failed -j restore
-	// (see foregroundOwnTerminal); winchGroup is told to redraw after a
-	// good one.
-	undoTerminal func()
-	winchGroup   int
-	cttyList     []files.Ctty // see cttys
 }
 
 type restoreStats struct {
@@ -152,7 +147,6 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
-	r.files.OpenCtty = r.openCtty
 	r.files.HostPid = r.hostPid
 	if !r.opts.PidNS {
 		for _, pid := range r.imgs.allPids() {
@@ -205,7 +199,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		once func() error // instead of fn: once for the whole tree
 	}{
 		{name: "process groups", fn: (*taskRestorer).joinGroup},
-		{name: "controlling terminals", once: r.restoreCttys},
+		{name: "controlling terminals", once: func() error { return tty.RestoreCttys(r.files, r.ttyProcesses()) }},
 		{name: "threads", fn: (*taskRestorer).createThreads},
 		{name: "files", fn: (*taskRestorer).restoreFiles},
 		// Every mapping and fd is in place: memfds can be sealed.
@@ -236,7 +230,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
-	r.redrawForeground()
+	tty.RedrawForeground(r.files)
 	res := &Restored{Pid: r.procs[0].t.Tid}
 	if r.init != nil {
 		if err := r.startInit(); err != nil {
@@ -316,9 +310,6 @@ func (r *restorer) createTree() error {
 // it exists any more: stasis reaps each task as its tracer, and as the
 // subreaper that the orphaned zombies of the tree end up with.
 func (r *restorer) rollback() {
-	if r.undoTerminal != nil {
-		r.undoTerminal()
-	}
 	if r.files != nil {
 		if err := r.files.Rollback(); err != nil {
 			r.log.Warn("rollback of the restored files", "err", err)
