@@ -17,8 +17,9 @@ import (
 )
 
 // ErrUnsupported is wrapped by errors about fds of a kind stasis cannot
-// checkpoint yet (see UnsupportedError).
-var ErrUnsupported = errors.New("not supported")
+// checkpoint yet (see UnsupportedError). It is linux.ErrNotSupported,
+// stasis' one "not supported".
+var ErrUnsupported = linux.ErrNotSupported
 
 // Table is the file table of a dump: every FileEntry with a unique id.
 type Table struct {
