@@ -54,7 +54,7 @@ func seedRestorer(tb testing.TB, dir string) (*Restorer, error) {
 	}
 	r := NewRestorer(RestoreOptions{FileLocks: true}, d, byID, memfds)
 	// No pid of a fuzzed image is ever looked up on this host.
-	r.HostPid = func(int) (int, bool) { return 0, false }
+	r.HostPids = map[int]int{}
 	return r, nil
 }
 

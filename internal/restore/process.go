@@ -133,6 +133,7 @@ func (tr *taskRestorer) createThreads() error {
 			return err
 		}
 		tr.threads = append(tr.threads, t)
+		tr.r.files.HostPids[int(tid)] = t.Tid
 	}
 	return nil
 }

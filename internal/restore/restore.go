@@ -153,7 +153,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
-	r.files.HostPid = r.hostPid
+	r.files.HostPids = map[int]int{}
 	if !r.opts.PidNS {
 		for _, pid := range r.imgs.allPids() {
 			if err := checkPidFree(pid); err != nil {
@@ -472,22 +472,6 @@ func checkPidFree(pid int) error {
 		}
 	}
 	return nil
-}
-
-// hostPid is the pid stasis sees for pid or tid of the images, once the
-// task is created.
-func (r *restorer) hostPid(pid int) (int, bool) {
-	for _, tr := range r.procs {
-		if tr.img.pid() == pid {
-			return tr.t.Tid, true
-		}
-		for i, tid := range tr.img.pstree.GetThreads()[1:] {
-			if int(tid) == pid && i < len(tr.threads) {
-				return tr.threads[i].Tid, true
-			}
-		}
-	}
-	return 0, false
 }
 
 func pidInUse(pid int) error {
