@@ -250,13 +250,13 @@ func (tr *taskRestorer) restoreCreds() error {
 	ts, cores := tr.allThreads()
 	for i, t := range ts {
 		th := cores[i].GetThreadCore()
-		if err := core.RestoreSeccomp(t, tr.s, tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
+		if err := core.RestoreSeccomp(tr.thread(t), tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
 			return fmt.Errorf("tid %d: %w", t.Tid, err)
 		}
 	}
 	var cache core.CredCache
 	for i, t := range ts {
-		if err := core.RestoreCredsCached(t, tr.s, cores[i], &cache); err != nil {
+		if err := core.RestoreCredsCached(tr.thread(t), cores[i], &cache); err != nil {
 			return err
 		}
 	}
