@@ -24,6 +24,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
+	_ "github.com/stasis-cr/stasis/internal/tty"     // registers the terminal kind with files
 )
 
 // Options selects what is dumped and what happens to the tree after.

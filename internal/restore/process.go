@@ -9,6 +9,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/tty"
 )
 
 // create turns the freshly cloned task into its image's process as far as
@@ -81,7 +82,7 @@ func (tr *taskRestorer) earlySubreaper() error {
 // created after this inherit them.
 func (tr *taskRestorer) leadSessionOrGroup() error {
 	pid := tr.img.pid()
-	joins, err := tr.r.joinsOwnSession(pid)
+	joins, err := tty.JoinsOwnSession(tr.r.files, pid)
 	if err != nil {
 		return err
 	}
@@ -90,7 +91,7 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
-		return tr.takeCtty()
+		return tty.TakeCtty(tr.r.files, tr)
 	case tr.img.pgid() == pid:
 		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
 		return err
@@ -132,6 +133,7 @@ func (tr *taskRestorer) createThreads() error {
 			return err
 		}
 		tr.threads = append(tr.threads, t)
+		tr.r.files.HostPids[int(tid)] = t.Tid
 	}
 	return nil
 }
@@ -248,13 +250,13 @@ func (tr *taskRestorer) restoreCreds() error {
 	ts, cores := tr.allThreads()
 	for i, t := range ts {
 		th := cores[i].GetThreadCore()
-		if err := core.RestoreSeccomp(t, tr.s, tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
+		if err := core.RestoreSeccomp(tr.thread(t), tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
 			return fmt.Errorf("tid %d: %w", t.Tid, err)
 		}
 	}
 	var cache core.CredCache
 	for i, t := range ts {
-		if err := core.RestoreCredsCached(t, tr.s, cores[i], &cache); err != nil {
+		if err := core.RestoreCredsCached(tr.thread(t), cores[i], &cache); err != nil {
 			return err
 		}
 	}
