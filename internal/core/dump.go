@@ -33,9 +33,9 @@ const (
 )
 
 const (
-	sigMax         = 64
-	kernelSigaSize = 32 // struct sigaction as the kernel sees it
-	rlimNlimits    = 16
+	sigMax         = 64 // _NSIG, arch/x86/include/uapi/asm/signal.h
+	kernelSigaSize = 32 // struct sigaction as the kernel sees it (include/linux/signal_types.h)
+	rlimNlimits    = 16 // RLIM_NLIMITS, include/uapi/asm-generic/resource.h
 )
 
 // stateOf maps a /proc state letter and the stop signal of a seized task
