@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
+	ghost_file "github.com/checkpoint-restore/go-criu/v8/crit/images/ghost-file"
 	ipc_msg "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-msg"
 	ipc_sem "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-sem"
 	tcp_stream "github.com/checkpoint-restore/go-criu/v8/crit/images/tcp-stream"
@@ -104,9 +105,10 @@ func imageJSON(img *images.Image, o ShowOptions) (any, error) {
 		if err != nil {
 			return nil, fmt.Errorf("entry %d: %w", i, err)
 		}
-		if img.Extra != nil {
+		if img.Extra != nil && !chunkedGhostHead(m) {
 			// crit shows the extra data of every entry of such an image,
-			// an empty one too.
+			// an empty one too; not for the header of a ghost file in
+			// chunks, which has none.
 			x, err := extraJSON(img.Magic, m, img.Extra[i], o)
 			if err != nil {
 				return nil, fmt.Errorf("entry %d extra data: %w", i, err)
@@ -119,6 +121,13 @@ func imageJSON(img *images.Image, o ShowOptions) (any, error) {
 		Magic   string            `json:"magic"`
 		Entries []json.RawMessage `json:"entries"`
 	}{img.Magic, entries}, nil
+}
+
+// chunkedGhostHead reports the header entry of a ghost file whose data
+// follows in chunk entries.
+func chunkedGhostHead(m proto.Message) bool {
+	g, ok := m.(*ghost_file.GhostFileEntry)
+	return ok && g.GetChunks()
 }
 
 // entryJSON renders an entry as `crit show` does (images.CritJSON).

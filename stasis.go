@@ -42,7 +42,18 @@ type DumpOptions struct {
 	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
 	Files FileDumpOptions
 	Log   *slog.Logger
+	// Notify, if set, is called at criu's action-script points of a dump,
+	// in criu's order and with its names ("pre-dump" before the tree is
+	// touched, "post-dump" once the images are complete and before the
+	// tree is killed or let go); pid is 0. An error fails the dump there:
+	// the tree is resumed and the images removed.
+	Notify Notify
 }
+
+// Notify is called at criu's action-script points (criu's
+// --action-script, the RPC's notify_scripts) with criu's name for the
+// point and, where criu gives one, the root's host pid.
+type Notify func(script string, pid int) error
 
 // FileDumpOptions are the options about the files of a dump.
 type FileDumpOptions = files.DumpOptions
@@ -75,6 +86,13 @@ type RestoreOptions struct {
 	// Files: --inherit-fd, -l/--file-locks, --file-validation.
 	Files FileRestoreOptions
 	Log   *slog.Logger
+	// Notify, if set, is called at criu's action-script points of a
+	// restore, in criu's order: "pre-restore", ("setup-namespaces" with
+	// the root's pid and "post-setup-namespaces" with PidNS),
+	// "post-restore" with the root's pid, "pre-resume", then once the
+	// tree runs "post-resume". An error fails the restore there, but for
+	// "post-resume", whose error is only logged.
+	Notify Notify
 }
 
 // Restored is a restored process tree, running on its own.
@@ -128,6 +146,7 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
+		Notify: opts.Notify,
 	})
 	return priv.Explain("dump", opts.Pid, err)
 }
@@ -202,7 +221,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
-		Unprivileged: !priv.Full(),
+		Unprivileged: !priv.Full(), Notify: opts.Notify,
 	})
 	return r, priv.Explain("restore", 0, err)
 }

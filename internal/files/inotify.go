@@ -18,7 +18,7 @@ import (
 )
 
 func init() {
-	register(&kind{name: "inotify", typ: fdinfo.FdTypes_INOTIFY, dump: dumpInotify, open: openInotify})
+	Register(&Kind{Name: "inotify", Type: fdinfo.FdTypes_INOTIFY, Dump: dumpInotify, Open: openInotify})
 }
 
 // An inotify fd is its watches: each one an inode, a mask and the watch

@@ -20,7 +20,7 @@ import (
 // A file whose name is gone is remapped (remap.go).
 
 func init() {
-	register(&kind{name: "reg", typ: fdinfo.FdTypes_REG, dump: dumpReg, write: writeRemaps, open: openReg})
+	Register(&Kind{Name: "reg", Type: fdinfo.FdTypes_REG, Dump: dumpReg, Write: writeRemaps, Open: openReg})
 }
 
 func regEntry(path string, flags uint32, pos uint64, st *unix.Stat_t) *fdinfo.FileEntry {
