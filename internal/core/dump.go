@@ -153,7 +153,7 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 			return err
 		}},
 		{"robust list", func() error {
-			head, size, err := getRobustList(tid)
+			head, size, err := linux.GetRobustList(tid)
 			if err != nil {
 				return err
 			}

@@ -95,3 +95,15 @@ func TestKcmpEpollTarget(t *testing.T) {
 		t.Errorf("closed fd: %v, want EBADF or ENOENT", err)
 	}
 }
+
+// TestGetRobustList: glibc registers every thread's robust list (Go's
+// threads have none); either way the call must answer for a thread of
+// ours, and name itself when it fails.
+func TestGetRobustList(t *testing.T) {
+	if _, _, err := GetRobustList(unix.Gettid()); err != nil {
+		t.Errorf("get_robust_list of our own thread: %v", err)
+	}
+	if _, _, err := GetRobustList(1 << 30); !errors.Is(err, unix.ESRCH) || !strings.HasPrefix(err.Error(), "get_robust_list: ") {
+		t.Errorf("get_robust_list of no thread: %v", err)
+	}
+}
