@@ -14,6 +14,9 @@
 //	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
 //	vdso.go     the vDSO: SyscallInsn (the dump injects through it) /
 //	            restoreVDSO (ARCH_MAP_VDSO_64, same layout checked)
+//	parent.go   parent chains (criu dump --prev-images-dir): restore reads
+//	            PE_PARENT entries' pages from the "parent" dirs; refuses
+//	            lazy-only entries (ResolveParents, ParentPages.Merge)
 //	shmem.go    shared memory objects (MAP_SHARED|MAP_ANONYMOUS, memfd):
 //	            DumpShmem, DumpSharedAnon / FillShmem, ShmemObjects
 //	sysvshm.go  System V attachments: checked at dump / shmat at restore

@@ -566,6 +566,10 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 	if err != nil {
 		return err
 	}
+	// Entries in parent (criu dump --prev-images-dir): parent.go.
+	if img.parents, err = ResolveParents(dir, file, img.Pagemap); err != nil {
+		return err
+	}
 	pages := fmt.Sprintf("pages-%d.img", img.PagesID)
 	f, err := dir.OpenRaw(pages)
 	if err != nil {

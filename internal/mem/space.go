@@ -31,6 +31,7 @@ type Image struct {
 	Pagemap  []*pagemap.PagemapEntry
 	Paged    map[uint64]bool // VMA starts that receive pages
 	PagesLen int64
+	parents  *ParentPages // where the pages of entries in parent are (parent.go); nil if none
 }
 
 // ReadImage reads mm-PID.img and pagemap-PID.img of pid and checks them
@@ -101,7 +102,7 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 	if err := MapAreas(t, vmas, img.Paged, kept, r.opener(t)); err != nil {
 		return st, err
 	}
-	pages, err := r.Dir.OpenRaw(fmt.Sprintf("pages-%d.img", img.PagesID))
+	pages, err := img.openPages(r.Dir)
 	if err != nil {
 		return st, err
 	}
