@@ -23,6 +23,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
@@ -71,6 +72,7 @@ type dumper struct {
 	all     []*process // every process seized, parents first
 	ids     idAlloc
 	kobjs   []linux.KcmpSet[int] // processes by object, see dumpIDs
+	ns      *ns.Dumper           // namespaces, and the images' pids
 	seccomp core.SeccompTable
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
@@ -128,7 +130,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	}
 	d := &dumper{ctx: ctx, opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
-		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
+		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
 		d.lock.SetRunID(d.runID)
@@ -340,7 +342,7 @@ func (d *dumper) check(p *process) error {
 			return err
 		}
 	}
-	if err := d.files.Refuse(checkNamespaces(p.pid)); err != nil {
+	if err := d.files.Refuse(d.ns.Check(p.pid, p == d.root)); err != nil {
 		return err
 	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
@@ -374,24 +376,6 @@ func (d *dumper) inTree(pid int) bool {
 		}
 	}
 	return false
-}
-
-// checkNamespaces refuses a task that lives in namespaces other than
-// stasis' own: restoring them needs namespace support.
-func checkNamespaces(pid int) error {
-	for _, ns := range []string{"pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"} {
-		var self, other unix.Stat_t
-		if err := unix.Stat("/proc/self/ns/"+ns, &self); err != nil {
-			continue
-		}
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, ns), &other); err != nil {
-			return fmt.Errorf("namespaces of pid %d: %w", pid, err)
-		}
-		if self.Ino != other.Ino {
-			return fmt.Errorf("pid %d is in another %s namespace: namespaces are %w", pid, ns, ErrNotSupported)
-		}
-	}
-	return nil
 }
 
 // dumpCore collects the task state of p and its threads, the only phase
@@ -598,7 +582,7 @@ func (d *dumper) dumpPages(p *process) error {
 	for _, e := range entries {
 		ents = append(ents, e)
 	}
-	return d.dir.Write(fmt.Sprintf("pagemap-%d.img", p.pid), ents...)
+	return d.dir.Write(fmt.Sprintf("pagemap-%d.img", d.ns.ImagePid(p.pid)), ents...)
 }
 
 func pagesName(id int) string { return "pages-" + strconv.Itoa(id) + ".img" }
@@ -630,7 +614,10 @@ func (d *dumper) finish() error {
 	}
 	// The tracer sees each death first; parents reap after. A leader's
 	// exit is reported only once its other threads are gone: them first.
-	for _, p := range d.all {
+	// Children before parents: a pid namespace's init ends only once it
+	// has reaped its children, which it can only after the tracer.
+	for k := len(d.all) - 1; k >= 0; k-- {
+		p := d.all[k]
 		for i := len(p.threads) - 1; i >= 0; i-- {
 			th := p.threads[i]
 			for {
