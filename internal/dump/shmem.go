@@ -22,7 +22,7 @@ func (d *dumper) dumpShmem() error {
 	var order []uint64
 	for _, p := range d.all {
 		for _, a := range p.areas {
-			if !a.Has(mem.AnonShared) {
+			if !a.Has(mem.AnonShared) || a.Has(mem.AreaSysVIPC) { // a System V segment is its ipc namespace's
 				continue
 			}
 			id, size := a.E.GetShmid(), int64(a.E.GetPgoff()+a.End()-a.Start())

@@ -143,8 +143,16 @@ func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
 		if err := checkSysvDump(pid, v, shmid, prev); err != nil {
 			return nil, err
 		}
-		status |= AreaSysVIPC
+		// As criu writes it (its restore attaches only what is also
+		// VMA_ANON_SHARED with MAP_ANONYMOUS); stasis' own code tells it
+		// from shared anonymous memory by AreaSysVIPC.
+		status |= AreaSysVIPC | AnonShared
+		flags |= unix.MAP_ANONYMOUS
 		e.Shmid = proto.Uint64(shmid)
+		e.Fdflags = proto.Uint32(unix.O_RDONLY)
+		if v.Write {
+			e.Fdflags = proto.Uint32(unix.O_RDWR)
+		}
 	case v.Shared && v.Deleted && v.Path == "/[aio]":
 		// The completion ring of an AIO context (aio.go).
 		status |= AreaAIORing

@@ -331,7 +331,7 @@ func (s *imageSet) checkMM(file string, m *mm.MmEntry) error {
 		if v.GetStatus()&(mem.FilePrivate|mem.FileShared) != 0 && s.files[uint32(v.GetShmid())] == nil {
 			return bad(file, "vma %d maps file id %d, not in files.img", i, v.GetShmid())
 		}
-		if v.GetStatus()&mem.AnonShared != 0 {
+		if v.GetStatus()&mem.AnonShared != 0 && v.GetStatus()&mem.AreaSysVIPC == 0 {
 			if v.GetPgoff()%mem.PageSize != 0 || v.GetPgoff() > 1<<46 {
 				return bad(file, "vma %d: shared memory offset %#x", i, v.GetPgoff())
 			}
