@@ -17,9 +17,10 @@ import (
 // System V shared memory (shmat). A segment lives in the kernel's IPC
 // namespace, not in any process: killing the tree leaves it, and the
 // restore attaches the same segment again (criu's VMA_AREA_SYSVIPC, whose
-// shmid is the segment's id). Its content is not in the images; stasis
-// does not dump IPC namespaces yet, so such a dump restores on the host
-// that still has the segment.
+// shmid is the segment's id). A segment of stasis' own IPC namespace is not
+// in the images, so such a dump restores on the host that still has it;
+// one of a container's IPC namespace is (internal/ns), made again before
+// any task attaches it.
 
 // shm flags and mode bits (include/uapi/linux/shm.h).
 const (
