@@ -259,3 +259,15 @@ func (r *Restorer) Created(pid, host int) error {
 	}
 	return nil
 }
+
+// NewKinds names the kinds of namespace the restore creates ("pid",
+// "uts", "ipc"), none when the tree lives in the restoring tool's own.
+func (r *Restorer) NewKinds() []string {
+	var out []string
+	for _, k := range kinds {
+		if r.root.flags&k.flag != 0 {
+			out = append(out, k.title)
+		}
+	}
+	return out
+}
