@@ -74,7 +74,7 @@ func (c *container) logText() string {
 	return string(b)
 }
 
-// nsPids lists every task of the tree of host pid pid with its pids
+// nsPids lists every task and thread of the tree of host pid pid with its pids
 // below the host's level (NSpid without its first field), sorted: what
 // must not change across a dump and restore.
 func nsPids(t *testing.T, pid int) []string {
@@ -86,11 +86,22 @@ func nsPids(t *testing.T, pid int) []string {
 		if err != nil {
 			t.Fatalf("status of pid %d: %v", p, err)
 		}
-		var s []string
-		for _, n := range st.NSpid[1:] {
-			s = append(s, strconv.Itoa(n))
+		tids, err := proc.Tasks(p)
+		if err != nil {
+			t.Fatalf("threads of pid %d: %v", p, err)
 		}
-		out = append(out, strings.Join(s, " "))
+		for _, tid := range tids {
+			if tid != p {
+				if st, err = proc.ReadStatus(tid); err != nil {
+					t.Fatalf("status of tid %d: %v", tid, err)
+				}
+			}
+			var s []string
+			for _, n := range st.NSpid[1:] {
+				s = append(s, strconv.Itoa(n))
+			}
+			out = append(out, strings.Join(s, " "))
+		}
 		for _, k := range testutil.Children(p) {
 			walk(k)
 		}
@@ -210,20 +221,20 @@ func TestContainerPidUtsIpc(t *testing.T) {
 
 // TestContainerNestedPidNS: the container's tree holds two more pid
 // namespaces, one inside the other (3 levels below the host's): each
-// task keeps its pid at every level (clone3 set_tid with one entry per
-// level), each nested init is pid 1 of its own.
+// task and thread keeps its pid at every level (clone3 set_tid with one
+// entry per level), each nested init is pid 1 of its own.
 func TestContainerNestedPidNS(t *testing.T) {
 	testutil.RequireRoot(t)
 	c := startContainer(t, "nested")
-	// The nested namespaces' tasks start after the init is ready: all 9.
+	// 9 processes and a thread, 3 levels deep.
 	var want []string
-	testutil.WaitFor(t, 10*time.Second, "the nested tree: 9 tasks, 3 levels deep", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the nested tree: 10 tasks, 3 levels deep", func() bool {
 		want = nsPids(t, c.init)
 		deepest := 0
 		for _, w := range want {
 			deepest = max(deepest, len(strings.Fields(w)))
 		}
-		return len(want) == 9 && deepest == 3
+		return len(want) == 10 && deepest == 3
 	})
 	t.Logf("pids below the host's level: %q", want)
 	dir := t.TempDir()

@@ -11,7 +11,7 @@
  * that forks a grandchild and exits, which init reaps, so the grandchild's
  * parent is init. MODE "nested" adds, from child pid 2, two nested pid
  * namespaces (each made by unshare(CLONE_NEWPID) and a fork, whose child
- * is pid 1 there with a child of its own).
+ * is pid 1 there with a child of its own; the deepest child has a thread).
  *
  * On SIGTERM every task checks its pid and parent and passes SIGTERM on to
  * its children, waits for each and fails if one failed; init also checks
@@ -20,7 +20,9 @@
  */
 #include "victim.h"
 
+#include <pthread.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/sem.h>
@@ -88,10 +90,38 @@ static pid_t spawn(void (*fn)(int), int arg)
 	return p;
 }
 
-static void leaf(int arg)
+static pid_t thread_tid;
+static volatile int thread_ok;
+
+/* a thread of the deepest leaf: it keeps its tid at every level too */
+static void *thread_main(void *arg)
 {
 	(void)arg;
+	thread_tid = syscall(SYS_gettid);
+	while (!got_term)
+		sleep_ms(10);
+	if (syscall(SYS_gettid) != thread_tid)
+		fail("thread of pid %d: tid %ld, want %d", my_pid, (long)syscall(SYS_gettid), thread_tid);
+	thread_ok = 1;
+	return NULL;
+}
+
+static void leaf(int with_thread)
+{
+	pthread_t th;
+
+	if (with_thread) {
+		if (pthread_create(&th, NULL, thread_main, NULL))
+			die("pthread_create");
+		while (!thread_tid)
+			sleep_ms(1);
+	}
 	wait_term();
+	if (with_thread) {
+		pthread_join(th, NULL);
+		if (!thread_ok)
+			fail("pid %d: its thread did not check itself", my_pid);
+	}
 	finish();
 }
 
@@ -113,7 +143,7 @@ static void nest_init(int levels)
 	if (getpid() != 1)
 		die("nested init is pid %d", getpid());
 	my_ppid = 0; /* its parent is in the namespace above */
-	spawn(leaf, 0);
+	spawn(leaf, levels == 1); /* the deepest leaf has a thread */
 	if (levels > 1)
 		spawn(nest, levels - 1);
 	wait_term();
