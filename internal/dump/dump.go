@@ -399,6 +399,11 @@ func (d *dumper) dumpCore(p *process) (err error) {
 		if p.tc.Timers.Posix, err = core.DumpPosixTimers(l.tr, p.scratch); err != nil {
 			return err
 		}
+		for _, pt := range p.tc.Timers.Posix {
+			if pt.NotifyThreadId != nil { // a host tid: the images' is the root's pid namespace's
+				pt.NotifyThreadId = proto.Int32(int32(d.ns.ImagePid(int(pt.GetNotifyThreadId()))))
+			}
+		}
 	}
 	tids := make([]int, len(p.threads))
 	modes := make([]int, len(p.threads))

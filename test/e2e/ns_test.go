@@ -214,6 +214,25 @@ func TestContainerPidUtsIpc(t *testing.T) {
 			t.Errorf("no %s*.img in the dump", img)
 		}
 	}
+	t.Run("missing-utsns", func(t *testing.T) {
+		// A dump without its uts namespace's image (and without the
+		// manifest, as criu writes none) fails before creating a task,
+		// naming the image.
+		bad := t.TempDir()
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if n := e.Name(); !strings.HasPrefix(n, "utsns-") && n != "stasis-checksums.json" {
+				b, err := os.ReadFile(filepath.Join(dir, n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		testutil.AssertContains(t, testutil.RestoreFail(t, bad), "utsns-")
+	})
 	host, rtook := restoreContainer(t, dir)
 	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), rtook.Round(time.Millisecond))
 	checkRestoredContainer(t, c, host, want)
