@@ -401,7 +401,7 @@ func (d *dumper) dumpCore(p *process) (err error) {
 		}
 		for _, pt := range p.tc.Timers.Posix {
 			if pt.NotifyThreadId != nil { // a host tid: the images' is the root's pid namespace's
-				pt.NotifyThreadId = proto.Int32(int32(d.ns.ImagePid(int(pt.GetNotifyThreadId()))))
+				pt.NotifyThreadId = proto.Int32(int32(d.ns.ThreadPid(p.pid, int(pt.GetNotifyThreadId()))))
 			}
 		}
 	}

@@ -138,7 +138,7 @@ func (d *dumper) writeProcess(p *process) error {
 		if th.tid == p.pid {
 			c.Tc = p.tc
 		}
-		cores[i] = image{fmt.Sprintf("core-%d.img", d.ns.ImagePid(th.tid)), c}
+		cores[i] = image{fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), c}
 	}
 	if err := d.writeParallel(cores); err != nil {
 		return err

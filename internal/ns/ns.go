@@ -26,6 +26,7 @@ type Dumper struct {
 func NewDumper() *Dumper {
 	self, _ := readInodes(0) // a kind this kernel lacks stays 0
 	d := &Dumper{self: self, tasks: map[int]inodes{}}
+	d.pids.flat = d.flatPid
 	for i := range kinds {
 		d.ids.id(i, self[i])
 	}
@@ -63,6 +64,13 @@ func (d *Dumper) Check(pid int, root bool) error {
 	return d.pids.check(pid)
 }
 
+// flatPid tells whether process pid is known to be in stasis' pid
+// namespace: Check has seen it.
+func (d *Dumper) flatPid(pid int) bool {
+	in, ok := d.tasks[pid]
+	return ok && in[kPid] == d.self[kPid]
+}
+
 // SetIDs fills the namespace ids of the ids image of process pid, which
 // Check has seen.
 func (d *Dumper) SetIDs(pid int, e *criucore.TaskKobjIdsEntry) {
@@ -77,6 +85,14 @@ func (d *Dumper) RootIDs(e *criucore.TaskKobjIdsEntry) {
 // ImagePid is the pid that the images give host pid (or tid) pid: the one
 // the dumped root's pid namespace sees.
 func (d *Dumper) ImagePid(pid int) int { return d.pids.imagePid(pid) }
+
+// ThreadPid is ImagePid for thread tid of process pid.
+func (d *Dumper) ThreadPid(pid, tid int) int {
+	if d.pids.level == 0 && d.flatPid(pid) {
+		return tid
+	}
+	return d.pids.imagePid(tid)
+}
 
 // Pstree turns a pstree entry written with host pids into the images'
 // (pids of the root's pid namespace, inner levels in the extension).

@@ -37,6 +37,11 @@ type pidLevels struct {
 type pidTable struct {
 	level  int // index into NSpid of the root's namespace
 	byHost map[int]*pidLevels
+	// flat tells whether a process is known to live in stasis' own pid
+	// namespace, as the root does: its pids (and its threads') are the
+	// images' as they are, with no /proc reads (a process may have ten
+	// thousand threads).
+	flat func(pid int) bool
 }
 
 // setRoot takes the level of the root's pid namespace. A root in a pid
@@ -88,6 +93,9 @@ func (t *pidTable) get(pid int) (*pidLevels, error) {
 // check refuses a task whose group or session is not in the root's pid
 // namespace, which no pid of the images can name.
 func (t *pidTable) check(pid int) error {
+	if t.level == 0 && t.flat(pid) {
+		return nil
+	}
 	l, err := t.get(pid)
 	if err != nil {
 		return err
@@ -100,6 +108,9 @@ func (t *pidTable) check(pid int) error {
 }
 
 func (t *pidTable) imagePid(pid int) int {
+	if t.level == 0 && t.flat(pid) {
+		return pid
+	}
 	l, err := t.get(pid)
 	if err != nil {
 		return pid
@@ -109,6 +120,9 @@ func (t *pidTable) imagePid(pid int) int {
 
 // pstree rewrites an entry made of host pids into the images' pids.
 func (t *pidTable) pstree(e *pstree.PstreeEntry) error {
+	if t.level == 0 && t.flat(int(e.GetPid())) {
+		return nil
+	}
 	l, err := t.get(int(e.GetPid()))
 	if err != nil {
 		return err
