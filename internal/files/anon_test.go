@@ -364,7 +364,7 @@ func TestAnonEpoll(t *testing.T) {
 	if got, want := anonGetfl(t, ep2), anonGetfl(t, ep); got != want {
 		t.Errorf("reopened flags %#o, want %#o", got, want)
 	}
-	targets := EpollTargets(fe)
+	targets := epollTargets(fe)
 	if len(targets) != len(items) {
 		t.Fatalf("targets %v", targets)
 	}
@@ -390,7 +390,7 @@ func TestAnonEpoll(t *testing.T) {
 	if o, r := anonReady(t, ep), anonReady(t, ep2); len(o) != 0 || len(r) != 0 {
 		t.Errorf("second epoll_wait: original %v, reopened %v; want nothing", o, r)
 	}
-	if EpollTargets(&fdinfo.FileEntry{Type: fdinfo.FdTypes_EVENTFD.Enum()}) != nil {
+	if epollTargets(&fdinfo.FileEntry{Type: fdinfo.FdTypes_EVENTFD.Enum()}) != nil {
 		t.Error("targets of an eventfd entry")
 	}
 }

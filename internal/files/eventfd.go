@@ -9,7 +9,6 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/eventfd"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/fown"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
@@ -18,13 +17,10 @@ import (
 )
 
 func init() {
-	register(&kind{name: "eventfd", typ: fdinfo.FdTypes_EVENTFD,
-		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEventfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
-		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEventfd(fe) }})
+	Register(&Kind{Name: "eventfd", Type: fdinfo.FdTypes_EVENTFD,
+		Dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEventfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		Open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEventfd(fe) }})
 }
-
-// This file also holds what the anon-inode kinds (eventfd, eventpoll,
-// signalfd, timerfd) share: flags, fown and the wrapping of a new fd.
 
 // DumpEventfd returns the entry of an eventfd: its counter, its flags and
 // whether it is in semaphore mode. criu's eventfd_file_entry has no field
@@ -113,54 +109,4 @@ func OpenEventfd(fe *fdinfo.FileEntry) (*os.File, error) {
 		return nil, fmt.Errorf("reopen eventfd file id %d: %w", fe.GetId(), err)
 	}
 	return f, nil
-}
-
-// anonFlags is the file's status flags as the entry keeps them: criu keeps
-// close-on-exec in the fd table (fdinfo-N.img), not in the file.
-func anonFlags(fi *proc.Fdinfo) uint32 { return fi.Flags &^ unix.O_CLOEXEC }
-
-// anonFown is an empty owner: these files take no F_SETOWN state yet.
-func anonFown() *fown.FownEntry {
-	return &fown.FownEntry{
-		Uid: proto.Uint32(0), Euid: proto.Uint32(0), Signum: proto.Uint32(0),
-		PidType: proto.Uint32(0), Pid: proto.Uint32(0),
-	}
-}
-
-// anonSetflMask is what fcntl(F_SETFL) changes on an anon-inode file
-// (SETFL_MASK in fs/fcntl.c, less O_DIRECT, which these files refuse).
-// O_ASYNC is not among them: the task sets it itself (see Owner.Async).
-const anonSetflMask = unix.O_APPEND | unix.O_NONBLOCK | unix.O_NOATIME
-
-// anonSetfl gives fd the status flags of an entry, as criu's
-// rst_file_params does.
-func anonSetfl(fd int, flags uint32) error {
-	cur, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-	if err != nil {
-		return os.NewSyscallError("fcntl F_GETFL", err)
-	}
-	want := cur&^anonSetflMask | int(flags)&anonSetflMask
-	if want == cur {
-		return nil
-	}
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, want); err != nil {
-		return os.NewSyscallError(fmt.Sprintf("fcntl F_SETFL %#o", want), err)
-	}
-	return nil
-}
-
-// newAnonFile wraps a new fd, created blocking: os.NewFile registers a
-// non-blocking fd with the runtime poller, and O_NONBLOCK must be set
-// only afterwards (anonSetfl) so that nothing in stasis ever changes the
-// flags of the open file description the task will share.
-func newAnonFile(fd int, name string) *os.File { return os.NewFile(uintptr(fd), name) }
-
-// malformed is an error about the content of an fdinfo file.
-func malformed(format string, args ...any) error {
-	return &proc.SyntaxError{File: "fdinfo", Msg: fmt.Sprintf(format, args...)}
-}
-
-// notKind is the error of an Open* function given an entry of another kind.
-func notKind(fe *fdinfo.FileEntry, kind string) error {
-	return fmt.Errorf("reopen file id %d: entry of type %v is not %s: %w", fe.GetId(), fe.GetType(), kind, images.ErrCorrupt)
 }

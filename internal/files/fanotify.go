@@ -16,7 +16,7 @@ import (
 )
 
 func init() {
-	register(&kind{name: "fanotify", typ: fdinfo.FdTypes_FANOTIFY, dump: dumpFanotify, open: openFanotify})
+	Register(&Kind{Name: "fanotify", Type: fdinfo.FdTypes_FANOTIFY, Dump: dumpFanotify, Open: openFanotify})
 }
 
 // A fanotify fd is its group (the flags of fanotify_init and the open

@@ -22,7 +22,7 @@ import (
 // opened under its old name and unlinked again.
 
 func init() {
-	register(&kind{name: "fifo", typ: fdinfo.FdTypes_FIFO, dump: dumpFifo, write: writeFifos, open: openFifo})
+	Register(&Kind{Name: "fifo", Type: fdinfo.FdTypes_FIFO, Dump: dumpFifo, Write: writeFifos, Open: openFifo})
 }
 
 func dumpFifo(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {

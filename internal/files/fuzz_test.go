@@ -186,7 +186,7 @@ func FuzzFileLocks(f *testing.F) {
 		byPid, err := r.readLocks()
 		for _, ls := range byPid {
 			for _, l := range ls {
-				_ = DescribeLock(l)
+				_ = describeEntry(l)
 			}
 		}
 		return err

@@ -26,7 +26,7 @@ import (
 func init() {
 	socketFamilies[unix.AF_INET] = dumpInet
 	socketFamilies[unix.AF_INET6] = dumpInet
-	register(&kind{typ: fdinfo.FdTypes_INETSK, open: openInet})
+	Register(&Kind{Type: fdinfo.FdTypes_INETSK, Open: openInet})
 }
 
 // TCP states (include/net/tcp_states.h).

@@ -13,11 +13,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
 func init() {
-	register(&kind{name: "inotify", typ: fdinfo.FdTypes_INOTIFY, dump: dumpInotify, open: openInotify})
+	Register(&Kind{Name: "inotify", Type: fdinfo.FdTypes_INOTIFY, Dump: dumpInotify, Open: openInotify})
 }
 
 // An inotify fd is its watches: each one an inode, a mask and the watch
@@ -28,11 +29,6 @@ func init() {
 // Events queued but not read at dump time are lost, as with criu: the
 // kernel has no way to queue an inotify event by hand. Events that
 // happen between dump and restore are not seen either.
-
-// inotifyIocSetNextWd is INOTIFY_IOC_SETNEXTWD, _IOW('I', 0, __s32)
-// (include/uapi/linux/inotify.h), CONFIG_CHECKPOINT_RESTORE: the next
-// watch gets the wd given as the argument (by value), if it is free.
-const inotifyIocSetNextWd = 0x40044900
 
 // inotifyMaskBits is what fdinfo shows of a watch's mask
 // (inotify_mark_user_mask, fs/notify/inotify/inotify_user.c) and
@@ -171,7 +167,8 @@ func addInotifyWatch(fd int, mounts []proc.Mount, w *fsnotify.InotifyWdEntry) er
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}
 	defer target.Close()
-	if err := unix.IoctlSetInt(fd, inotifyIocSetNextWd, int(wd)); err != nil {
+	// The next watch gets the wd passed (by value), if it is free.
+	if err := unix.IoctlSetInt(fd, linux.InotifyIocSetNextWd, int(wd)); err != nil {
 		return fmt.Errorf("watch %d on %s: %w (the kernel needs CONFIG_CHECKPOINT_RESTORE)", wd, target.Name(),
 			os.NewSyscallError("ioctl INOTIFY_IOC_SETNEXTWD", err))
 	}

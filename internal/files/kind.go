@@ -12,49 +12,54 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
-// A kind is one kind of open file (criu's fd_types): how an fd of it is
+// A Kind is one kind of open file (criu's fd_types): how an fd of it is
 // dumped into a FileEntry and how that entry is opened again, side by
-// side. Each kind's file registers itself from init, so that a new kind
+// side. Each kind registers itself from the init of its file (in this
+// package or in a package of its own, such as sockets or tty, imported
+// for its registration like a database/sql driver), so that a new kind
 // touches no other file.
-type kind struct {
-	name string         // as kindOf names it, and as errors say it
-	typ  fdinfo.FdTypes // the FileEntry type it opens
+type Kind struct {
+	Name string         // as kindOf names it, and as errors say it
+	Type fdinfo.FdTypes // the FileEntry type it opens
 	// A kind of fd may give entries of several types (a socket is a unix,
-	// inet, netlink or packet one): then one kind with only name and dump
-	// and one per type with only typ and open are registered. A kind with
-	// only write keeps an image about the tree's files as a whole (file
-	// locks).
-	// dump returns the entry of fd, whose id is fd.ID.
-	dump func(t *Table, fd *Fd) (*fdinfo.FileEntry, error)
-	// check, if set, refuses what only the whole tree tells, once every
+	// inet, netlink or packet one): then one Kind with only Name and Dump
+	// and one per type with only Type and Open are registered. A Kind
+	// with only Write keeps an image about the tree's files as a whole
+	// (file locks).
+
+	// Dump returns the entry of fd, whose id is fd.ID.
+	Dump func(t *Table, fd *Fd) (*fdinfo.FileEntry, error)
+	// Check, if set, refuses what only the whole tree tells, once every
 	// fd of it is dumped (Table.CheckTree), through t.Refuse (a preflight
-	// lists them all); write is run only if every check passed.
-	check func(t *Table) error
-	// write, if set, writes the kind's own images once every fd of the
+	// lists them all); Write is run only if every Check passed.
+	Check func(t *Table) error
+	// Write, if set, writes the kind's own images once every fd of the
 	// tree is dumped (the tree is still frozen).
-	write func(t *Table, dir *images.Dir) error
-	// open opens an entry again in stasis; the tasks get copies.
-	open func(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error)
+	Write func(t *Table, dir *images.Dir) error
+	// Open opens an entry again in stasis; the tasks get copies.
+	Open func(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error)
 }
 
 var (
-	kindsByName = map[string]*kind{}
-	kindsByType = map[fdinfo.FdTypes]*kind{}
-	kindOrder   []*kind // registration order, for write
+	kindsByName = map[string]*Kind{}
+	kindsByType = map[fdinfo.FdTypes]*Kind{}
+	kindOrder   []*Kind // registration order, for Write
 )
 
-func register(k *kind) {
-	if k.name != "" {
-		if kindsByName[k.name] != nil {
-			panic("files: kind registered twice: " + k.name)
+// Register adds a kind to the registry; it panics on a name or type
+// registered twice, which is a programming error.
+func Register(k *Kind) {
+	if k.Name != "" {
+		if kindsByName[k.Name] != nil {
+			panic("files: kind registered twice: " + k.Name)
 		}
-		kindsByName[k.name] = k
+		kindsByName[k.Name] = k
 	}
-	if k.open != nil {
-		if kindsByType[k.typ] != nil {
-			panic("files: type registered twice: " + k.typ.String())
+	if k.Open != nil {
+		if kindsByType[k.Type] != nil {
+			panic("files: type registered twice: " + k.Type.String())
 		}
-		kindsByType[k.typ] = k
+		kindsByType[k.Type] = k
 	}
 	kindOrder = append(kindOrder, k)
 }
@@ -160,3 +165,11 @@ func (f *Fd) Dup() (int, error) {
 	}
 	return nfd, nil
 }
+
+// DumpState returns the dump state a kind keeps in t under key (its
+// table of pipes, of locks, ...), made by mk the first time: a kind in a
+// package of its own keeps its state there too.
+func DumpState[T any](t *Table, key string, mk func() *T) *T { return stateOf(t.state, key, mk) }
+
+// RestoreState is DumpState for the restore: the state a kind keeps in r.
+func RestoreState[T any](r *Restorer, key string, mk func() *T) *T { return stateOf(r.state, key, mk) }

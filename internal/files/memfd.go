@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	register(&kind{name: "memfd", typ: fdinfo.FdTypes_MEMFD, dump: dumpMemfd, write: writeMemfds, open: openMemfdFile})
+	Register(&Kind{Name: "memfd", Type: fdinfo.FdTypes_MEMFD, Dump: dumpMemfd, Write: writeMemfds, Open: openMemfdFile})
 }
 
 // A memfd is dumped as criu does: one MemfdInodeEntry in memfd.img per

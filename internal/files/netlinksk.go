@@ -21,7 +21,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_NETLINK] = dumpNetlink
-	register(&kind{typ: fdinfo.FdTypes_NETLINKSK, open: openNetlink})
+	Register(&Kind{Type: fdinfo.FdTypes_NETLINKSK, Open: openNetlink})
 }
 
 // netlink_sk_entry.state: NETLINK_UNCONNECTED, NETLINK_CONNECTED

@@ -31,7 +31,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_PACKET] = dumpPacket
-	register(&kind{typ: fdinfo.FdTypes_PACKETSK, open: openPacket})
+	Register(&Kind{Type: fdinfo.FdTypes_PACKETSK, Open: openPacket})
 }
 
 // include/uapi/linux/packet_diag.h

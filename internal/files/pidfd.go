@@ -27,7 +27,7 @@ import (
 // restore its pid would name another process, or none.
 
 func init() {
-	register(&kind{name: "pidfd", typ: fdinfo.FdTypes_PIDFD, dump: dumpPidfd, open: openPidfd})
+	Register(&Kind{Name: "pidfd", Type: fdinfo.FdTypes_PIDFD, Dump: dumpPidfd, Open: openPidfd})
 }
 
 // pidfdFlags are the flags pidfd_open takes, as they show in f_flags.

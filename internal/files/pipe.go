@@ -21,7 +21,7 @@ import (
 // /proc/self/fd, as the task did.
 
 func init() {
-	register(&kind{name: "pipe", typ: fdinfo.FdTypes_PIPE, dump: dumpPipe, check: checkPipes, write: writePipes, open: openPipe})
+	Register(&Kind{Name: "pipe", Type: fdinfo.FdTypes_PIPE, Dump: dumpPipe, Check: checkPipes, Write: writePipes, Open: openPipe})
 }
 
 func (t *Table) pipes() *pipeBuffers {

@@ -11,6 +11,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Regular files, directories and the /dev/null family: reopened by path
@@ -18,7 +20,7 @@ import (
 // A file whose name is gone is remapped (remap.go).
 
 func init() {
-	register(&kind{name: "reg", typ: fdinfo.FdTypes_REG, dump: dumpReg, write: writeRemaps, open: openReg})
+	Register(&Kind{Name: "reg", Type: fdinfo.FdTypes_REG, Dump: dumpReg, Write: writeRemaps, Open: openReg})
 }
 
 func regEntry(path string, flags uint32, pos uint64, st *unix.Stat_t) *fdinfo.FileEntry {
@@ -164,15 +166,12 @@ func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 // fd table restores). os.OpenFile would not do: it clears O_NONBLOCK on a
 // file the runtime poller refuses and sets it on one it takes.
 func openFlags(path string, flags int) (*os.File, error) {
-	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.EINTR) {
-		fd, err = unix.Open(path, flags|unix.O_CLOEXEC, 0)
-	}
+	fd, err := linux.Open(path, flags|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EINVAL) && flags&unix.O_DIRECT != 0 {
-			return nil, fmt.Errorf("open %s: the file was open with O_DIRECT, which its file system refuses now (%w)", path, err)
+			return nil, fmt.Errorf("open %s: the file was open with O_DIRECT, which its file system refuses now (%w)", path, errors.Unwrap(err))
 		}
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }

@@ -3,6 +3,7 @@ package files
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -69,10 +70,10 @@ func (r *Restorer) Open(id uint32) (*os.File, error) {
 		}
 	}
 	k := kindsByType[fe.GetType()]
-	if k == nil || k.open == nil {
+	if k == nil || k.Open == nil {
 		return nil, fmt.Errorf("file id %d of type %v: %w", id, fe.GetType(), ErrUnsupported)
 	}
-	f, err := k.open(r, fe)
+	f, err := k.Open(r, fe)
 	if err != nil {
 		return nil, err
 	}
@@ -116,6 +117,14 @@ func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
 	r.state[key] = g
 	r.onDone(g.Close)
 	return g, nil
+}
+
+// log is the logger of the restore's debug messages.
+func (r *Restorer) log() *slog.Logger {
+	if r.Opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Opts.Log
 }
 
 // onDone registers fn to run when the restore ends.

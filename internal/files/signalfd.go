@@ -15,9 +15,9 @@ import (
 )
 
 func init() {
-	register(&kind{name: "signalfd", typ: fdinfo.FdTypes_SIGNALFD,
-		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpSignalfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
-		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenSignalfd(fe) }})
+	Register(&Kind{Name: "signalfd", Type: fdinfo.FdTypes_SIGNALFD,
+		Dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpSignalfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		Open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenSignalfd(fe) }})
 }
 
 // DumpSignalfd returns the entry of a signalfd: the signals it accepts.

@@ -24,7 +24,7 @@ var familyNames = map[int]string{
 }
 
 func init() {
-	register(&kind{name: "socket", dump: dumpSocket})
+	Register(&Kind{Name: "socket", Dump: dumpSocket})
 }
 
 func dumpSocket(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {

@@ -17,8 +17,9 @@ import (
 )
 
 // ErrUnsupported is wrapped by errors about fds of a kind stasis cannot
-// checkpoint yet (see UnsupportedError).
-var ErrUnsupported = errors.New("not supported")
+// checkpoint yet (see UnsupportedError). It is linux.ErrNotSupported,
+// stasis' one "not supported".
+var ErrUnsupported = linux.ErrNotSupported
 
 // Table is the file table of a dump: every FileEntry with a unique id.
 type Table struct {
@@ -167,7 +168,7 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 	}
 	name := kindOf(fd.Target, &fd.Stat)
 	k := kindsByName[name]
-	if k == nil || k.dump == nil {
+	if k == nil || k.Dump == nil {
 		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: name, Target: fd.Target}
 	}
 	if allow != nil {
@@ -189,7 +190,7 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 	t.nextID++
 	d = &desc{id: fd.ID}
 	record(d)
-	fe, err := k.dump(t, fd)
+	fe, err := k.Dump(t, fd)
 	if err != nil {
 		var ue *UnsupportedError
 		if errors.As(err, &ue) {
@@ -210,8 +211,8 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 // kind's check.
 func (t *Table) CheckTree() error {
 	for _, k := range kindOrder {
-		if k.check != nil {
-			if err := k.check(t); err != nil {
+		if k.Check != nil {
+			if err := k.Check(t); err != nil {
 				return err
 			}
 		}
@@ -223,8 +224,8 @@ func (t *Table) CheckTree() error {
 // its own (pipe data, ghost files, ...), once every fd is dumped.
 func (t *Table) WriteImages(dir *images.Dir) error {
 	for _, k := range kindOrder {
-		if k.write != nil {
-			if err := k.write(t, dir); err != nil {
+		if k.Write != nil {
+			if err := k.Write(t, dir); err != nil {
 				return err
 			}
 		}

@@ -170,7 +170,7 @@ func (st *tcpDump) repairAll() error {
 }
 
 func init() {
-	register(&kind{write: writeTCPStreams})
+	Register(&Kind{Write: writeTCPStreams})
 }
 
 func dumpTCP(t *Table, fd *Fd, sk int, ie *sk_inet.InetSkEntry) error {

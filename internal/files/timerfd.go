@@ -17,9 +17,9 @@ import (
 )
 
 func init() {
-	register(&kind{name: "timerfd", typ: fdinfo.FdTypes_TIMERFD,
-		dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpTimerfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
-		open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenTimerfd(fe) }})
+	Register(&Kind{Name: "timerfd", Type: fdinfo.FdTypes_TIMERFD,
+		Dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpTimerfd(fd.Pid, fd.Num, fd.ID, fd.Info) },
+		Open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenTimerfd(fe) }})
 }
 
 // timerState is what a timerfd's fdinfo tells (timerfd_show, fs/timerfd.c).

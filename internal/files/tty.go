@@ -32,7 +32,7 @@ import (
 // internal/restore/ctty.go).
 
 func init() {
-	register(&kind{name: "tty", typ: fdinfo.FdTypes_TTY, dump: dumpTty, check: checkTtys, write: writeTtys, open: openTty})
+	Register(&Kind{Name: "tty", Type: fdinfo.FdTypes_TTY, Dump: dumpTty, Check: checkTtys, Write: writeTtys, Open: openTty})
 }
 
 // Device numbers (linux/major.h) and criu's fixed info indices (tty.c).

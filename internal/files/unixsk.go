@@ -31,7 +31,7 @@ import (
 
 func init() {
 	socketFamilies[unix.AF_UNIX] = dumpUnix
-	register(&kind{typ: fdinfo.FdTypes_UNIXSK, check: checkUnix, write: writeUnix, open: openUnix})
+	Register(&Kind{Type: fdinfo.FdTypes_UNIXSK, Check: checkUnix, Write: writeUnix, Open: openUnix})
 }
 
 // criu's USK_* flags (criu/include/sockets.h).

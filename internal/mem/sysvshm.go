@@ -11,7 +11,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
-	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // System V shared memory (shmat). A segment lives in the kernel's IPC
@@ -92,10 +92,10 @@ func checkSysvDump(pid int, v proc.VMA, shmid uint64, prev *Area) error {
 // attachSysv attaches, in t, the segment of the System V VMA e at its
 // address: the VMAs of one attachment follow each other from offset 0, and
 // the first one attaches the whole segment. Each then gets its protection.
-func attachSysv(t *ptrace.Task, vmas []*vma.VmaEntry, e *vma.VmaEntry) error {
+func attachSysv(t remote.Task, vmas []*vma.VmaEntry, e *vma.VmaEntry) error {
 	start, shmid := e.GetStart(), e.GetShmid()
 	if e.GetPgoff() == 0 {
-		ds, err := shmStat(t.Tid, shmid)
+		ds, err := shmStat(t.HostPid(), shmid)
 		if err != nil {
 			return fmt.Errorf("System V shared memory segment %d: %w (segments of stasis' ipc namespace live in the kernel, not in the images: restore on the host that has it)",
 				shmid, err)

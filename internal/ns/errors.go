@@ -1,10 +1,14 @@
 package ns
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/stasis-cr/stasis/internal/linux"
+)
 
 // ErrNotSupported is wrapped by the refusal of a namespace stasis cannot
-// dump or restore yet, which names its kind.
-var ErrNotSupported = errors.New("not supported yet")
+// dump or restore yet, which names its kind. It is linux.ErrNotSupported.
+var ErrNotSupported = linux.ErrNotSupported
 
 // ErrBadImage is wrapped by errors about namespace images that decode but
 // do not fit together.

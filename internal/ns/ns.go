@@ -53,10 +53,10 @@ func (d *Dumper) Check(pid int, root bool) error {
 			continue
 		}
 		if !k.supported {
-			return fmt.Errorf("pid %d is in another %s namespace than stasis: %s namespaces are %w", pid, k.title, k.title, ErrNotSupported)
+			return fmt.Errorf("pid %d is in another %s namespace than stasis: %s namespaces are %w yet", pid, k.title, k.title, ErrNotSupported)
 		}
 		if i != kPid && in[i] != d.rootIn[i] {
-			return fmt.Errorf("pid %d is in another %s namespace than the dumped root (pid %d): %s namespaces nested inside the tree are %w",
+			return fmt.Errorf("pid %d is in another %s namespace than the dumped root (pid %d): %s namespaces nested inside the tree are %w yet",
 				pid, k.title, d.root, k.title, ErrNotSupported)
 		}
 	}
@@ -176,7 +176,7 @@ func Load(dir *images.Dir, rootIDs *criucore.TaskKobjIdsEntry, tasks []Task) (*R
 				continue
 			}
 			if id := nsID(tk.IDs, k); id != 0 && id != nsID(rootTaskIDs, k) {
-				return nil, fmt.Errorf("image ids-%d.img: pid %d is in another %s namespace than the root: %s namespaces nested inside the tree are %w",
+				return nil, fmt.Errorf("image ids-%d.img: pid %d is in another %s namespace than the root: %s namespaces nested inside the tree are %w yet",
 					t.pid, t.pid, kd.title, kd.title, ErrNotSupported)
 			}
 		}
@@ -197,7 +197,7 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 			continue
 		}
 		if !kd.supported {
-			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w", r.root.pid, kd.title, kd.title, ErrNotSupported)
+			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
 		}
 		r.root.flags |= kd.flag
 		var err error

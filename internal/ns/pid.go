@@ -55,7 +55,7 @@ func (t *pidTable) setRoot(pid int, foreign bool) error {
 	if n := len(st.NSpid); n > 0 {
 		t.level = n - 1
 		if foreign && st.NSpid[n-1] != 1 {
-			return fmt.Errorf("pid %d is pid %d of its pid namespace, whose init is not dumped: dump the namespace's init (pid 1 there) with its whole tree; a part of a pid namespace is %w",
+			return fmt.Errorf("pid %d is pid %d of its pid namespace, whose init is not dumped: dump the namespace's init (pid 1 there) with its whole tree; a part of a pid namespace is %w yet",
 				pid, st.NSpid[n-1], ErrNotSupported)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
@@ -45,6 +46,12 @@ type Options struct {
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
 	// which needs it, so a tree under seccomp is refused.
 	Unprivileged bool
+	// Notify, if set, is called at criu's action-script points of a
+	// restore ("pre-restore", "setup-namespaces" and
+	// "post-setup-namespaces" with --pidns, "post-restore", "pre-resume",
+	// "post-resume"), with the root's host pid where criu gives one; an
+	// error fails the restore there, but for "post-resume" (the tree runs).
+	Notify func(script string, pid int) error
 }
 
 // Restored is a restored tree that runs on its own.
@@ -63,11 +70,7 @@ func (r *Restored) Wait() (int, error) {
 		pid = r.waitPid
 	}
 	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
+		if _, err := linux.Wait4(pid, &ws, 0); err != nil {
 			return -1, fmt.Errorf("wait for restored pid %d: %w", r.Pid, err)
 		}
 		switch {
@@ -93,8 +96,7 @@ type restorer struct {
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
-	shmem          shmemObjects    // shared anonymous memory, created in stasis
-	epollDone      map[uint32]bool // epoll file ids whose items are added
+	mem            *mem.Restorer   // the tasks' address spaces (see memory)
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
@@ -127,7 +129,8 @@ func Restore(ctx context.Context, opts Options) (*Restored, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	opts.Files.ShellJob = opts.ShellJob
-	r := &restorer{ctx: ctx, opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
+	opts.Files.Log = opts.Log
+	r := &restorer{ctx: ctx, opts: opts, log: opts.Log}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
 		var err error
@@ -139,6 +142,9 @@ func Restore(ctx context.Context, opts Options) (*Restored, error) {
 
 func (r *restorer) run() (_ *Restored, err error) {
 	r.stats.start = time.Now()
+	if err := r.notify("pre-restore"); err != nil {
+		return nil, err
+	}
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
 	}
@@ -187,7 +193,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		} else {
 			r.files.Succeeded()
 		}
-		if cerr := errors.Join(r.files.Close(), r.shmem.Close()); cerr != nil {
+		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
 		}
 	}()
@@ -201,6 +207,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	if err := r.createTree(); err != nil {
 		return nil, err
+	}
+	if r.opts.PidNS {
+		if err := r.notify("setup-namespaces", "post-setup-namespaces"); err != nil {
+			return nil, err
+		}
 	}
 	r.stats.forked = time.Now()
 	// Then each phase for every process, parents first.
@@ -218,6 +229,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		{name: "exits", fn: (*taskRestorer).exitIfDead},
 		{name: "task state", fn: (*taskRestorer).restoreState},
 		{name: "credentials", fn: (*taskRestorer).restoreCreds},
+		{name: "notify", once: func() error { return r.notify("post-restore", "pre-resume") }},
 		{name: "resume", fn: (*taskRestorer).resume},
 	}
 	for _, ph := range phases {
@@ -243,6 +255,10 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	r.redrawForeground()
 	res := &Restored{Pid: r.procs[0].t.Tid}
+	// The tree runs: as in criu, a failed post-resume is only logged.
+	if err := r.notify("post-resume"); err != nil {
+		r.log.Warn("the restored tree runs anyway", "err", err)
+	}
 	if r.init != nil {
 		if err := r.startInit(); err != nil {
 			return nil, err
@@ -261,6 +277,23 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.pid())
 	return res, nil
+}
+
+// notify runs the caller's hook at criu's action-script points, in order.
+func (r *restorer) notify(scripts ...string) error {
+	if r.opts.Notify == nil {
+		return nil
+	}
+	for _, s := range scripts {
+		pid := 0
+		if (s == "setup-namespaces" || s == "post-restore") && len(r.procs) > 0 {
+			pid = r.procs[0].t.Tid
+		}
+		if err := r.opts.Notify(s, pid); err != nil {
+			return fmt.Errorf("restore: %s notification: %w", s, err)
+		}
+	}
+	return nil
 }
 
 // stop is a safe point of the restore: the test hook's point
@@ -420,10 +453,7 @@ func (r *restorer) startInit() error {
 func RunInit(root int) int {
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		pid, err := linux.Wait4(-1, &ws, 0)
 		if err != nil {
 			return 0
 		}
