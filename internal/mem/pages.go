@@ -588,10 +588,11 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 }
 
 // WritePages saves the pages of pid (areas: its classified VMAs) into
-// pages-PAGESID.img and their pagemap into pagemap-PID.img, and returns
-// the checksum of the pages image, computed while it was written. stop
-// is as for DumpPages.
-func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
+// pages-PAGESID.img and their pagemap into pagemap-IMGPID.img (imgPid: its
+// pid in the images, the dumped root's pid namespace's), and returns the
+// checksum of the pages image, computed while it was written. stop is as
+// for DumpPages.
+func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
 	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
 	if err != nil {
 		return DumpStats{}, nil, err
@@ -609,5 +610,5 @@ func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() er
 	for _, e := range entries {
 		ents = append(ents, e)
 	}
-	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", pid), ents...)
+	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", imgPid), ents...)
 }
