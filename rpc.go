@@ -14,6 +14,11 @@ import (
 // got a failure reply: `criu swrk` then exits 1, as criu does.
 var ErrRPCFailed = rpc.ErrFailed
 
+// ErrRPCBadRequest is wrapped by ServeSwrk's error when the request
+// itself was refused (malformed, unknown type, keep_open where criu does
+// not keep the connection): `criu swrk` then exits 255, as criu does.
+var ErrRPCBadRequest = rpc.ErrBadRequest
+
 // ServeSwrk serves criu's swrk RPC (go-criu, runc, libcriu) on conn, a
 // SOCK_SEQPACKET socket inherited from the client: one request (more
 // with keep_open on VERSION and FEATURE_CHECK), its notifications and

@@ -29,6 +29,10 @@ drive criu. Exits 0 if the request succeeded, 1 if its reply is a failure.`,
 			ctx, release := interruptible()
 			defer release()
 			err = stasis.ServeSwrk(ctx, os.NewFile(uintptr(fd), "criu-xprt-srv"))
+			if errors.Is(err, stasis.ErrRPCBadRequest) {
+				fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+				return exitError{255}
+			}
 			if errors.Is(err, stasis.ErrRPCFailed) {
 				// The client has the error in the reply.
 				fmt.Fprintf(os.Stderr, "Error: %v\n", err)

@@ -19,6 +19,7 @@ type conn struct {
 	f    *os.File
 	fd   int
 	peer int // the client: SO_PEERCRED (for a socketpair, its creator)
+	uid  int // the client's uid
 }
 
 func newConn(f *os.File) (*conn, error) {
@@ -34,7 +35,7 @@ func newConn(f *os.File) (*conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rpc socket fd %d: peer: %w", fd, err)
 	}
-	return &conn{f: f, fd: fd, peer: int(cred.Pid)}, nil
+	return &conn{f: f, fd: fd, peer: int(cred.Pid), uid: int(cred.Uid)}, nil
 }
 
 // recv reads one request; io.EOF when the client has closed.

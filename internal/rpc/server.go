@@ -75,7 +75,9 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 		}
 		if err != nil {
 			if errors.Is(err, ErrBadRequest) {
-				_ = c.send(failure(rpc.CriuReqType_EMPTY, err))
+				if rerr := c.send(failure(rpc.CriuReqType_EMPTY, err)); rerr != nil {
+					return rerr
+				}
 			}
 			return err
 		}
@@ -100,6 +102,9 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 		rpc.CriuReqType_PAGE_SERVER, rpc.CriuReqType_PAGE_SERVER_CHLD:
 		return keep, s.reply(unsupported(t))
 	}
+	if err := s.allowed(t); err != nil {
+		return false, s.reply(failure(t, err))
+	}
 	if keep {
 		// criu closes without a word: the client sees EOF.
 		return false, fmt.Errorf("rpc: keep_open on a %v request: criu honours it only for VERSION, FEATURE_CHECK, CPUINFO and PAGE_SERVER requests: %w", t, ErrBadRequest)
@@ -117,7 +122,25 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 		return false, s.reply(unsupported(t))
 	}
 	// EMPTY, a NOTIFY out of turn, or a number rpc.proto does not have.
-	return false, s.reply(failure(rpc.CriuReqType_EMPTY, fmt.Errorf("rpc: invalid request type %d: %w", int32(t), ErrBadRequest)))
+	err = fmt.Errorf("rpc: invalid request type %d: %w", int32(t), ErrBadRequest)
+	if rerr := s.c.send(failure(rpc.CriuReqType_EMPTY, err)); rerr != nil {
+		return false, rerr
+	}
+	return false, err
+}
+
+// allowed refuses the requests that act on processes to a client of
+// another uid than the server's, unless it is root: the service socket
+// is open to every user (0666, as criu's), and stasis runs as root.
+func (s *server) allowed(t rpc.CriuReqType) error {
+	switch t {
+	case rpc.CriuReqType_VERSION, rpc.CriuReqType_FEATURE_CHECK, rpc.CriuReqType_CHECK:
+		return nil
+	}
+	if s.c.uid == 0 || s.c.uid == os.Geteuid() {
+		return nil
+	}
+	return fmt.Errorf("rpc: %v from pid %d of uid %d: only root or uid %d may ask this server: %w", t, s.c.peer, s.c.uid, os.Geteuid(), os.ErrPermission)
 }
 
 // reply sends resp and turns a failure reply into Serve's error.

@@ -106,6 +106,12 @@ func listener(address string) (fd int, inherited bool, err error) {
 		unix.Close(fd)
 		return -1, false, fmt.Errorf("rpc service: bind %s: %w", address, err)
 	}
+	// Anyone may connect, as to criu's; requests that act on processes
+	// are refused to other users than root and the server's (server.go).
+	if err := os.Chmod(address, 0o666); err != nil {
+		unix.Close(fd)
+		return -1, false, fmt.Errorf("rpc service: %w", err)
+	}
 	if err := unix.Listen(fd, 16); err != nil {
 		unix.Close(fd)
 		return -1, false, fmt.Errorf("rpc service: listen %s: %w", address, err)
