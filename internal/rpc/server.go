@@ -117,7 +117,8 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 	case rpc.CriuReqType_RESTORE:
 		return false, s.reply(s.restore(req.GetOpts()))
 	case rpc.CriuReqType_WAIT_PID:
-		return false, s.reply(waitPid(req))
+		// criu exits 0 after a WAIT_PID whatever its reply said.
+		return false, s.c.send(waitPid(req))
 	case rpc.CriuReqType_PRE_DUMP, rpc.CriuReqType_SINGLE_PRE_DUMP:
 		return false, s.reply(unsupported(t))
 	}

@@ -62,6 +62,8 @@ func TestSwrkVersionFeatures(t *testing.T) {
 		{"FEATURE_CHECK", &rpc.CriuReq{Type: rpc.CriuReqType_FEATURE_CHECK.Enum(), Features: all}},
 		{"CHECK", &rpc.CriuReq{Type: rpc.CriuReqType_CHECK.Enum()}},
 		{"type 99", &rpc.CriuReq{Type: rpc.CriuReqType(99).Enum()}},
+		// Not a child of the swrk process, which criu's waitpid needs.
+		{"WAIT_PID", &rpc.CriuReq{Type: rpc.CriuReqType_WAIT_PID.Enum(), Pid: proto.Uint32(uint32(os.Getpid()))}},
 	}
 	ours := map[string][]string{}
 	for _, r := range reqs {
