@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -231,5 +230,3 @@ func logTail(dir, name string) string {
 	}
 	return "--- " + name + " ---\n" + strings.Join(lines, "\n")
 }
-
-var _ = syscall.SIGKILL

@@ -1,17 +1,21 @@
 package e2e
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	criu "github.com/checkpoint-restore/go-criu/v8"
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -440,4 +444,97 @@ func TestSwrkBadRequests(t *testing.T) {
 		untouched(t, dir)
 	})
 	v.TermAndCheck(t)
+}
+
+// TestSwrkInheritFd: the way runc keeps a container's stdio pipes, with
+// go-criu unchanged and stasis found as `criu` on $PATH (a symlink, so
+// argv[0] is criu): a victim writing numbers into the test's pipe is
+// dumped with external pipe:[INO] and restored with go-criu's
+// AddInheritFd (inherit_fd: the server's fd 3); it goes on writing into
+// the same pipe, no number lost or repeated, and passes its self-check.
+func TestSwrkInheritFd(t *testing.T) {
+	testutil.RequireRoot(t)
+	bindir := t.TempDir()
+	if err := os.Symlink(testutil.StasisBin(t), filepath.Join(bindir, "criu")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", bindir+":"+os.Getenv("PATH"))
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(w.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("pipe:[%d]", st.Ino)
+	ready := filepath.Join(t.TempDir(), "ready")
+	logf, err := os.Create(filepath.Join(t.TempDir(), "seqout.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(testutil.BuildVictim(t, "seqout"), ready)
+	cmd.Stdout, cmd.Stderr = w, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	testutil.Track(t, []int{pid}, pid)
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	testutil.WaitFor(t, 10*time.Second, "victim ready", func() bool { _, err := os.Stat(ready); return err == nil })
+	lines := bufio.NewScanner(r)
+	next := uint64(0)
+	read := func(n int) {
+		t.Helper()
+		for i := 0; i < n; i++ {
+			if !lines.Scan() {
+				t.Fatalf("pipe closed after %d numbers", next)
+			}
+			got, err := strconv.ParseUint(lines.Text(), 10, 64)
+			if err != nil || got != next {
+				t.Fatalf("read %q from the pipe, want %d", lines.Text(), next)
+			}
+			next++
+		}
+	}
+	read(10)
+
+	c := criu.MakeCriu() // "criu" from $PATH: the symlink
+	dir := t.TempDir()
+	df, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer df.Close()
+	opts := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), Pid: proto.Int32(int32(pid)),
+		External: []string{key}, LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
+	if err := c.Dump(opts, nil); err != nil {
+		t.Fatalf("go-criu Dump with external %s: %v\n%s", key, err, logTail(dir, "dump.log"))
+	}
+	<-waited
+	c.AddInheritFd(key, w)
+	opts = &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), RstSibling: proto.Bool(true),
+		LogLevel: proto.Int32(4), LogFile: proto.String("restore.log")}
+	if err := c.Restore(opts, nil); err != nil {
+		t.Fatalf("go-criu Restore with inherit_fd %s: %v\n%s", key, err, logTail(dir, "restore.log"))
+	}
+	testutil.Track(t, []int{pid})
+	read(50) // the restored victim writes on into the same pipe
+	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for lines.Scan() {
+		if lines.Text() == "PASS" {
+			return
+		}
+		if _, err := strconv.ParseUint(lines.Text(), 10, 64); err != nil {
+			t.Fatalf("victim said %q", lines.Text())
+		}
+	}
+	t.Fatal("no PASS from the restored victim")
 }
