@@ -8,12 +8,15 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/restore"
 )
@@ -95,6 +98,14 @@ type RestoreOptions struct {
 // Restored is a restored process tree, running on its own.
 type Restored = restore.Restored
 
+// ErrNotSupported is wrapped by every error about something stasis cannot
+// checkpoint or restore (an fd kind, a mapping, a namespace) and about a
+// kernel feature it needs and this kernel lacks, which is named with the
+// kernel that brought it: "restore: needs clone3 set_tid (kernel 5.5+):
+// ...". The internal packages' "not supported" errors all match it with
+// errors.Is.
+var ErrNotSupported = linux.ErrNotSupported
+
 // ErrInterrupted is wrapped by the error of a dump or restore stopped
 // because its context was canceled, by a signal or otherwise.
 var ErrInterrupted = interrupt.ErrInterrupted
@@ -127,6 +138,9 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 	priv, err := privilege("dump", opts.Unprivileged, opts.Log)
 	if err != nil {
 		return err
+	}
+	if err := kerndat.Require(dump.Needs...); err != nil {
+		return fmt.Errorf("dump: %w", err)
 	}
 	err = dump.Dump(ctx, dump.Options{
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
@@ -174,6 +188,9 @@ func Preflight(opts DumpOptions) (*PreflightReport, error) {
 // PreflightContext is Preflight that stops when ctx is done: the tree is
 // resumed as a failed dump leaves it, and the error wraps ErrInterrupted.
 func PreflightContext(ctx context.Context, opts DumpOptions) (*PreflightReport, error) {
+	if err := kerndat.Require(dump.Needs...); err != nil {
+		return nil, fmt.Errorf("check: %w", err)
+	}
 	return dump.Preflight(ctx, dump.Options{
 		Pid: opts.Pid, ShellJob: opts.ShellJob, Files: opts.Files, Log: opts.Log,
 	})
@@ -198,6 +215,9 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := kerndat.Require(restore.Needs...); err != nil {
+		return nil, fmt.Errorf("restore: %w", err)
+	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
@@ -209,5 +229,61 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 // Feature is one kernel feature stasis relies on, as probed on this host.
 type Feature = kerndat.Feature
 
-// Check probes the kernel features stasis relies on.
+// Check probes the kernel features stasis relies on. The Required ones
+// are those Dump and Restore Require before they start.
 func Check() []Feature { return kerndat.Probe() }
+
+// CheckFeature answers `criu check --feature NAME` for one of criu's
+// feature names (mem_dirty_track, uffd, clone3_set_tid, ...) or one of
+// the names of Check's features. detail says what was found, and, for a
+// feature absent, what does not work without it. known is false for a
+// name stasis does not answer.
+func CheckFeature(name string) (supported bool, detail string, known bool) {
+	if supported, detail, known = kerndat.CRIUFeature(name); known {
+		return supported, detail, true
+	}
+	f, ok := kerndat.Lookup(name)
+	if !ok {
+		return false, "", false
+	}
+	detail = f.Detail
+	if !f.OK {
+		detail += " -> " + f.Impact
+	}
+	return f.OK, detail, true
+}
+
+// FeatureNames lists the names CheckFeature answers: criu's (sorted),
+// then those of Check's features, in its order.
+func FeatureNames() []string {
+	names := kerndat.CRIUFeatureNames()
+	for _, f := range Check() {
+		names = append(names, f.Name)
+	}
+	return names
+}
+
+// Reexec runs what stasis re-executes its own binary as, when this process
+// was started as that: the restore's puppet (exec'ed under ptrace and
+// stopped before its first instruction, never run; started by hand, it
+// exits 2) and the init of a restored pid namespace (which reaps orphans
+// and exits with the restored root's status). A program that restores
+// through this package must call it first thing in main, before flags are
+// parsed, and exit with code when ok is true:
+//
+//	if code, ok := stasis.Reexec(); ok {
+//		os.Exit(code)
+//	}
+func Reexec() (code int, ok bool) {
+	if len(os.Args) > 1 && os.Args[1] == restore.PuppetArg {
+		return 2, true
+	}
+	if len(os.Args) == 3 && os.Args[1] == restore.InitArg {
+		root, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			return 2, true
+		}
+		return restore.RunInit(root), true
+	}
+	return 0, false
+}

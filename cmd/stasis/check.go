@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/stasis-cr/stasis"
-	"github.com/stasis-cr/stasis/internal/kerndat"
 )
 
 func init() { subcommands = append(subcommands, newCheckCmd) }
@@ -90,7 +89,7 @@ processes, M threads) looks possible" and exits 0.`,
 
 // printCheck writes the report and says whether every required feature is
 // there.
-func printCheck(w io.Writer, fs []kerndat.Feature) bool {
+func printCheck(w io.Writer, fs []stasis.Feature) bool {
 	width := 0
 	for _, f := range fs {
 		width = max(width, len(f.Name))
@@ -100,6 +99,9 @@ func printCheck(w io.Writer, fs []kerndat.Feature) bool {
 		status, tail := "ok", ""
 		if !f.OK {
 			status, tail = "no", " -> "+f.Impact
+			if f.Since != "" {
+				tail += " (kernel " + f.Since + "+)"
+			}
 			if f.Required {
 				status, good = "MISSING", false
 			}
@@ -116,24 +118,13 @@ func printCheck(w io.Writer, fs []kerndat.Feature) bool {
 
 func checkFeature(out, errw io.Writer, name string) error {
 	if name == "list" {
-		names := kerndat.CRIUFeatureNames()
-		for _, f := range stasis.Check() {
-			names = append(names, f.Name)
-		}
-		fmt.Fprintln(out, strings.Join(names, ", "))
+		fmt.Fprintln(out, strings.Join(stasis.FeatureNames(), ", "))
 		return nil
 	}
-	supported, detail, known := kerndat.CRIUFeature(name)
+	supported, detail, known := stasis.CheckFeature(name)
 	if !known {
-		f, ok := kerndat.Lookup(name)
-		if !ok {
-			fmt.Fprintf(errw, "Unknown feature %s\n", name)
-			return exitError{1}
-		}
-		supported, detail = f.OK, f.Detail
-		if !f.OK {
-			detail += " -> " + f.Impact
-		}
+		fmt.Fprintf(errw, "Unknown feature %s\n", name)
+		return exitError{1}
 	}
 	if !supported {
 		fmt.Fprintf(out, "%s is not supported: %s\n", name, detail)

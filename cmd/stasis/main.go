@@ -8,11 +8,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 
 	"github.com/spf13/cobra"
 
-	"github.com/stasis-cr/stasis/internal/restore"
+	"github.com/stasis-cr/stasis"
 )
 
 // exitError carries an exit status out of a subcommand without printing an
@@ -46,17 +45,10 @@ func newRoot() *cobra.Command {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == restore.PuppetArg {
-		// Only ever exec'ed under ptrace by restore and never run; exit
-		// if someone starts it by hand.
-		os.Exit(2)
-	}
-	if len(os.Args) == 3 && os.Args[1] == restore.InitArg {
-		root, err := strconv.Atoi(os.Args[2])
-		if err != nil {
-			os.Exit(2)
-		}
-		os.Exit(restore.RunInit(root))
+	// The restore's puppet and a restored pid namespace's init are this
+	// binary re-executed: they never reach the command line.
+	if code, ok := stasis.Reexec(); ok {
+		os.Exit(code)
 	}
 	root := newRoot()
 	root.SetArgs(normalizeArgs(os.Args[1:]))

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/regs"
@@ -35,10 +36,6 @@ const (
 	sigMax         = 64
 	kernelSigaSize = 32 // struct sigaction as the kernel sees it
 	rlimNlimits    = 16
-	prGetTidAddr   = 40
-	// MEMBARRIER_CMD_GET_REGISTRATIONS (include/uapi/linux/membarrier.h,
-	// Linux 6.3): the registration commands the process issued.
-	membarrierGetRegistrations = 1 << 9
 )
 
 // stateOf maps a /proc state letter and the stop signal of a seized task
@@ -103,7 +100,7 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 			return err
 		}},
 		{"membarrier registrations", func() error {
-			m, err := t.Call("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, membarrierGetRegistrations, 0, 0)
+			m, err := t.Call("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, linux.MembarrierCmdGetRegistrations, 0, 0)
 			if errors.Is(err, unix.EINVAL) {
 				return nil // a kernel before 6.3 cannot tell
 			}
@@ -164,7 +161,7 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 			return nil
 		}},
 		{"clear_child_tid", func() error {
-			if _, err := t.Call("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, prGetTidAddr, s.Addr); err != nil {
+			if _, err := t.Call("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, s.Addr); err != nil {
 				return err
 			}
 			b, err := s.Get(0, 8)

@@ -14,6 +14,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/regs"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // sigaltstack flags (include/uapi/linux/signal.h), missing from x/sys.
@@ -65,13 +66,13 @@ func Validate(ce *criucore.CoreEntry) error {
 // RestoreProcess sets the process-wide state of tc through thread t of
 // the restored process: signal handlers, personality, rlimits, itimers,
 // prctl bits and the shared pending signals. Its memory must be in place.
-func RestoreProcess(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
-	pid := t.Tid
+func RestoreProcess(t remote.Task, tc *criucore.TaskCoreEntry) error {
+	pid := t.HostPid()
 	steps := []struct {
 		name string
 		fn   func() error
 	}{
-		{"sigactions", func() error { return restoreSigactions(t, s, tc) }},
+		{"sigactions", func() error { return restoreSigactions(t, tc) }},
 		{"personality", func() error {
 			_, err := t.Call("personality", unix.SYS_PERSONALITY, uint64(tc.GetPersonality()))
 			return err
@@ -85,7 +86,7 @@ func RestoreProcess(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 			}
 			return nil
 		}},
-		{"itimers", func() error { return restoreItimers(t, s, tc) }},
+		{"itimers", func() error { return restoreItimers(t, tc) }},
 		{"child_subreaper", func() error {
 			if !tc.GetChildSubreaper() {
 				return nil
@@ -115,7 +116,7 @@ func RestoreProcess(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 			}
 			return nil
 		}},
-		{"shared pending signals", func() error { return queueSignals(t, s, tc.GetSignalsS().GetSignals(), false) }},
+		{"shared pending signals", func() error { return queueSignals(t, tc.GetSignalsS().GetSignals(), t.Pid(), false) }},
 	}
 	for _, step := range steps {
 		if err := step.fn(); err != nil {
@@ -128,9 +129,10 @@ func RestoreProcess(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 // RestoreThread sets what one thread has of its own (ce is its core
 // entry): sigaltstack, robust list, clear_child_tid, rseq, pdeath signal,
 // name, scheduling and its private pending signals. Credentials come later
-// (RestoreCreds), registers last (FinalRegs).
-func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
-	pid := t.Tid
+// (RestoreCreds), registers last (FinalRegs). t is the thread's own Task,
+// pid the pid of its process as the images know it.
+func RestoreThread(t remote.Task, pid int, ce *criucore.CoreEntry) error {
+	tid := t.HostPid()
 	th := ce.GetThreadCore()
 	tc := ce.GetTc()
 	steps := []struct {
@@ -147,7 +149,7 @@ func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) er
 			le.PutUint64(b[0:], sas.GetSsSp())
 			le.PutUint32(b[8:], sas.GetSsFlags()&^ssOnstack)
 			le.PutUint64(b[16:], sas.GetSsSize())
-			a, err := s.Put(0, b)
+			a, err := t.Put(0, b)
 			if err != nil {
 				return err
 			}
@@ -187,7 +189,7 @@ func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) er
 			}
 			b := make([]byte, 16)
 			copy(b[:15], name)
-			a, err := s.Put(0, b)
+			a, err := t.Put(0, b)
 			if err != nil {
 				return err
 			}
@@ -196,14 +198,14 @@ func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) er
 		}},
 		{"scheduling", func() error {
 			if th.SchedNice != nil {
-				if err := unix.Setpriority(unix.PRIO_PROCESS, pid, int(th.GetSchedNice())); err != nil {
+				if err := unix.Setpriority(unix.PRIO_PROCESS, tid, int(th.GetSchedNice())); err != nil {
 					return err
 				}
 			}
 			if p := th.GetSchedPolicy(); p != 0 {
 				param := []byte{0, 0, 0, 0}
 				binary.LittleEndian.PutUint32(param, th.GetSchedPrio())
-				a, err := s.Put(0, param)
+				a, err := t.Put(0, param)
 				if err != nil {
 					return err
 				}
@@ -212,11 +214,11 @@ func RestoreThread(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) er
 			}
 			return nil
 		}},
-		{"pending signals", func() error { return queueSignals(t, s, th.GetSignalsP().GetSignals(), true) }},
+		{"pending signals", func() error { return queueSignals(t, th.GetSignalsP().GetSignals(), pid, true) }},
 	}
 	for _, step := range steps {
 		if err := step.fn(); err != nil {
-			return fmt.Errorf("restore %s of tid %d: %w", step.name, pid, err)
+			return fmt.Errorf("restore %s of tid %d: %w", step.name, tid, err)
 		}
 	}
 	return nil
@@ -235,8 +237,8 @@ func RestoreCreds(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) err
 // restoreSigactions sets every handler of the image. One at its default
 // needs no call when the task's is at its default too (not ignored: a
 // restored task inherits SIG_IGN dispositions from stasis through exec).
-func restoreSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
-	st, err := proc.ReadStatus(t.Tid)
+func restoreSigactions(t remote.Task, tc *criucore.TaskCoreEntry) error {
+	st, err := proc.ReadStatus(t.HostPid())
 	if err != nil {
 		return err
 	}
@@ -256,7 +258,7 @@ func restoreSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreE
 		le.PutUint64(b[8:], sa.GetFlags())
 		le.PutUint64(b[16:], sa.GetRestorer())
 		le.PutUint64(b[24:], sa.GetMask())
-		a, err := s.Put(0, b)
+		a, err := t.Put(0, b)
 		if err != nil {
 			return err
 		}
@@ -267,7 +269,7 @@ func restoreSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreE
 	return nil
 }
 
-func restoreItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
+func restoreItimers(t remote.Task, tc *criucore.TaskCoreEntry) error {
 	tm := tc.GetTimers()
 	if tm == nil {
 		return nil
@@ -295,7 +297,7 @@ func restoreItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 		le.PutUint64(b[8:], it.GetIusec())
 		le.PutUint64(b[16:], vsec)
 		le.PutUint64(b[24:], vusec)
-		a, err := s.Put(0, b)
+		a, err := t.Put(0, b)
 		if err != nil {
 			return err
 		}
@@ -309,25 +311,26 @@ func restoreItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntr
 // queueSignals queues dumped signals again. The thread sends them to
 // itself (injected), which is the only way the kernel accepts a siginfo
 // with si_code >= 0; all signals are blocked meanwhile so that none is
-// delivered before the thread runs on its own registers.
-func queueSignals(t *ptrace.Task, s *ptrace.Scratch, infos []*siginfo.SiginfoEntry, thread bool) error {
+// delivered before the thread runs on its own registers. pid is the pid
+// of t's process as the images know it.
+func queueSignals(t remote.Task, infos []*siginfo.SiginfoEntry, pid int, thread bool) error {
 	if len(infos) == 0 {
 		return nil
 	}
-	if err := ptrace.SetSigmask(t.Tid, ^uint64(0)); err != nil {
+	if err := ptrace.SetSigmask(t.HostPid(), ^uint64(0)); err != nil {
 		return err
 	}
 	for _, e := range infos {
 		si := e.GetSiginfo()
 		sig := uint64(binary.LittleEndian.Uint32(si[0:]))
-		a, err := s.Put(0, si)
+		a, err := t.Put(0, si)
 		if err != nil {
 			return err
 		}
 		if thread {
-			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(t.VTgid()), uint64(t.VTid()), sig, a)
+			_, err = t.Call("rt_tgsigqueueinfo", unix.SYS_RT_TGSIGQUEUEINFO, uint64(pid), uint64(t.Pid()), sig, a)
 		} else {
-			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(t.VTgid()), sig, a)
+			_, err = t.Call("rt_sigqueueinfo", unix.SYS_RT_SIGQUEUEINFO, uint64(pid), sig, a)
 		}
 		if err != nil {
 			return fmt.Errorf("signal %d: %w", sig, err)

@@ -17,9 +17,8 @@ import (
 
 // Seccomp ABI (include/uapi/linux/filter.h, seccomp.h).
 const (
-	sockFilterSize = 8    // struct sock_filter {u16 code; u8 jt, jf; u32 k}
-	bpfMaxInsns    = 4096 // BPF_MAXINSNS
-	sockFprogSize  = 16   // struct sock_fprog {u16 len; pad; u64 filter}
+	sockFilterSize = 8  // struct sock_filter {u16 code; u8 jt, jf; u32 k}
+	sockFprogSize  = 16 // struct sock_fprog {u16 len; pad; u64 filter}
 )
 
 // SeccompTable is the seccomp.img of one dump: the filters of every
@@ -193,17 +192,17 @@ func filterKey(prog []byte, flags uint32, next *uint32) string {
 // PTRACE_SECCOMP_GET_FILTER's index 0 is the first filter the thread
 // installed (or inherited), and the last index the most recent one.
 func readSeccompChain(tid int) ([]seccompFilter, error) {
-	buf := make([]byte, bpfMaxInsns*sockFilterSize)
+	buf := make([]byte, unix.BPF_MAXINSNS*sockFilterSize)
 	var chain []seccompFilter
 	for i := 0; ; i++ {
-		n, err := seccompGetFilter(tid, i, buf)
+		n, err := ptrace.SeccompFilter(tid, i, buf)
 		if errors.Is(err, unix.ENOENT) {
 			break
 		}
 		if err != nil {
-			return nil, fmt.Errorf("seccomp filter %d of tid %d: ptrace(PTRACE_SECCOMP_GET_FILTER): %w", i, tid, err)
+			return nil, fmt.Errorf("seccomp filter %d of tid %d: %w", i, tid, err)
 		}
-		if n <= 0 || n > bpfMaxInsns {
+		if n <= 0 || n > unix.BPF_MAXINSNS {
 			return nil, fmt.Errorf("seccomp filter %d of tid %d: %d instructions", i, tid, n)
 		}
 		flags, err := seccompFlags(tid, i)
@@ -222,15 +221,14 @@ func readSeccompChain(tid int) ([]seccompFilter, error) {
 // seccompFlags returns the flags the filter was installed with, as far as
 // the kernel keeps them (SECCOMP_FILTER_FLAG_LOG).
 func seccompFlags(tid, i int) (uint32, error) {
-	md := seccompMetadata{filterOff: uint64(i)}
-	err := seccompGetMetadata(tid, &md)
+	md, err := ptrace.GetSeccompMetadata(tid, i)
 	if errors.Is(err, unix.EIO) { // kernel without the request
 		return 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("seccomp filter %d of tid %d: ptrace(PTRACE_SECCOMP_GET_METADATA): %w", i, tid, err)
+		return 0, fmt.Errorf("seccomp filter %d of tid %d: %w", i, tid, err)
 	}
-	return uint32(md.flags), nil
+	return uint32(md.Flags), nil
 }
 
 // SeccompChain returns the filters of a thread in the order they must be
@@ -253,7 +251,7 @@ func SeccompChain(filters []*seccomp.SeccompFilter, mode criucore.SeccompMode, i
 			return nil, fmt.Errorf("seccomp filter %d: the chain loops", index)
 		}
 		f := filters[*i]
-		if n := len(f.GetFilter()); n == 0 || n%sockFilterSize != 0 || n > bpfMaxInsns*sockFilterSize {
+		if n := len(f.GetFilter()); n == 0 || n%sockFilterSize != 0 || n > unix.BPF_MAXINSNS*sockFilterSize {
 			return nil, fmt.Errorf("seccomp filter %d: %d bytes", *i, n)
 		}
 		chain = append(chain, f)

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // POSIX timer ABI missing from x/sys/unix.
@@ -219,16 +220,16 @@ func ValidatePosixTimers(timers []*timer.PosixTimerEntry) error {
 // Otherwise criu's way: ids are handed out in increasing order, so create
 // timers until the wanted id comes out, deleting the others. That needs a
 // process without timers created since its last exec (the puppet).
-func RestorePosixTimers(t *ptrace.Task, s *ptrace.Scratch, timers []*timer.PosixTimerEntry) error {
-	return restorePosixTimers(t, s, timers, true)
+func RestorePosixTimers(t remote.Task, timers []*timer.PosixTimerEntry) error {
+	return restorePosixTimers(t, timers, true)
 }
 
-func restorePosixTimers(t *ptrace.Task, s *ptrace.Scratch, timers []*timer.PosixTimerEntry, restoreIDs bool) (err error) {
+func restorePosixTimers(t remote.Task, timers []*timer.PosixTimerEntry, restoreIDs bool) (err error) {
 	if len(timers) == 0 {
 		return nil
 	}
 	if err := ValidatePosixTimers(timers); err != nil {
-		return fmt.Errorf("posix timers of pid %d: %w", t.Tid, err)
+		return fmt.Errorf("posix timers of pid %d: %w", t.HostPid(), err)
 	}
 	sorted := slices.Clone(timers)
 	slices.SortFunc(sorted, func(a, b *timer.PosixTimerEntry) int { return int(a.GetItId()) - int(b.GetItId()) })
@@ -248,11 +249,11 @@ func restorePosixTimers(t *ptrace.Task, s *ptrace.Scratch, timers []*timer.Posix
 		}
 	}
 	for _, pt := range sorted {
-		if err := create(t, s, pt); err != nil {
-			return fmt.Errorf("posix timer %d of pid %d: %w", pt.GetItId(), t.Tid, err)
+		if err := create(t, pt); err != nil {
+			return fmt.Errorf("posix timer %d of pid %d: %w", pt.GetItId(), t.HostPid(), err)
 		}
-		if err := armTimer(t, s, pt); err != nil {
-			return fmt.Errorf("posix timer %d of pid %d: %w", pt.GetItId(), t.Tid, err)
+		if err := armTimer(t, pt); err != nil {
+			return fmt.Errorf("posix timer %d of pid %d: %w", pt.GetItId(), t.HostPid(), err)
 		}
 	}
 	return nil
@@ -260,62 +261,62 @@ func restorePosixTimers(t *ptrace.Task, s *ptrace.Scratch, timers []*timer.Posix
 
 // timerRestoreIDs switches timer_create's id mode for the whole process;
 // false means this kernel does not have it (EINVAL).
-func timerRestoreIDs(t *ptrace.Task, v uint64) (bool, error) {
-	_, err := t.Syscall(unix.SYS_PRCTL, unix.PR_TIMER_CREATE_RESTORE_IDS, v, 0, 0, 0)
+func timerRestoreIDs(t remote.Task, v uint64) (bool, error) {
+	_, err := t.Call(fmt.Sprintf("prctl(PR_TIMER_CREATE_RESTORE_IDS, %d)", v), unix.SYS_PRCTL, unix.PR_TIMER_CREATE_RESTORE_IDS, v, 0, 0, 0)
 	if errors.Is(err, unix.EINVAL) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("prctl(PR_TIMER_CREATE_RESTORE_IDS, %d) in pid %d: %w", v, t.Tid, err)
+		return false, err
 	}
 	return true, nil
 }
 
 // putSigevent writes the timer's struct sigevent: sigev_value,
 // sigev_signo, sigev_notify, then sigev_notify_thread_id.
-func putSigevent(s *ptrace.Scratch, pt *timer.PosixTimerEntry) (uint64, error) {
+func putSigevent(t remote.Task, pt *timer.PosixTimerEntry) (uint64, error) {
 	b := make([]byte, sigeventSize)
 	le := binary.LittleEndian
 	le.PutUint64(b[0:], pt.GetSivalPtr())
 	le.PutUint32(b[8:], pt.GetSiSigno())
 	le.PutUint32(b[12:], pt.GetItSigevNotify())
 	le.PutUint32(b[16:], uint32(pt.GetNotifyThreadId()))
-	return s.Put(timerSigevOff, b)
+	return t.Put(timerSigevOff, b)
 }
 
 // timerCreate injects timer_create; with the restore-ids mode on, the
 // kernel reads the wanted id from the same place it writes the new id to.
-func timerCreate(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEntry, want uint32) (uint32, error) {
-	sev, err := putSigevent(s, pt)
+func timerCreate(t remote.Task, pt *timer.PosixTimerEntry, want uint32) (uint32, error) {
+	sev, err := putSigevent(t, pt)
 	if err != nil {
 		return 0, err
 	}
 	b := make([]byte, 4)
 	binary.LittleEndian.PutUint32(b, want)
-	idAddr, err := s.Put(timerIDOff, b)
+	idAddr, err := t.Put(timerIDOff, b)
 	if err != nil {
 		return 0, err
 	}
 	if _, err := t.Call("timer_create", unix.SYS_TIMER_CREATE, uint64(pt.GetClockId()), sev, idAddr); err != nil {
 		return 0, err
 	}
-	if b, err = s.Get(timerIDOff, 4); err != nil {
+	if b, err = t.Get(timerIDOff, 4); err != nil {
 		return 0, err
 	}
 	return binary.LittleEndian.Uint32(b), nil
 }
 
-func createTimerWithID(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEntry) error {
-	got, err := timerCreate(t, s, pt, pt.GetItId())
+func createTimerWithID(t remote.Task, pt *timer.PosixTimerEntry) error {
+	got, err := timerCreate(t, pt, pt.GetItId())
 	if err == nil && got != pt.GetItId() {
 		err = fmt.Errorf("timer_create gave id %d", got)
 	}
 	return err
 }
 
-func createTimerLinear(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEntry) error {
+func createTimerLinear(t remote.Task, pt *timer.PosixTimerEntry) error {
 	for range linearTimerLimit {
-		got, err := timerCreate(t, s, pt, 0)
+		got, err := timerCreate(t, pt, 0)
 		switch {
 		case err != nil:
 			return err
@@ -334,7 +335,7 @@ func createTimerLinear(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEn
 // armTimer sets the remaining time (relative: timer_gettime gave it so,
 // whatever flags the timer was armed with) and the interval. A zero
 // remaining time means disarmed.
-func armTimer(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEntry) error {
+func armTimer(t remote.Task, pt *timer.PosixTimerEntry) error {
 	if pt.GetVsec() == 0 && pt.GetVnsec() == 0 {
 		return nil
 	}
@@ -344,7 +345,7 @@ func armTimer(t *ptrace.Task, s *ptrace.Scratch, pt *timer.PosixTimerEntry) erro
 	le.PutUint64(b[8:], pt.GetInsec())
 	le.PutUint64(b[16:], pt.GetVsec())
 	le.PutUint64(b[24:], pt.GetVnsec())
-	a, err := s.Put(timerSpecOff, b)
+	a, err := t.Put(timerSpecOff, b)
 	if err != nil {
 		return err
 	}

@@ -43,12 +43,12 @@ func TestPosixTimers(t *testing.T) {
 			var again []*timer.PosixTimerEntry
 			var mode uint64
 			withHeld(t, dst.pid, func(h *held) (err error) {
-				if err := restorePosixTimers(h.t, h.s, timers, restoreIDs); err != nil {
+				if err := restorePosixTimers(h.task(), timers, restoreIDs); err != nil {
 					return err
 				}
 				if restoreIDs {
 					// This kernel (6.18) has it: the fallback is not what ran.
-					if on, err := timerRestoreIDs(h.t, timerRestoreIDsOff); err != nil || !on {
+					if on, err := timerRestoreIDs(h.task(), timerRestoreIDsOff); err != nil || !on {
 						return fmt.Errorf("PR_TIMER_CREATE_RESTORE_IDS: %v %v", on, err)
 					}
 				}

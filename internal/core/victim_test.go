@@ -2,8 +2,10 @@ package core
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -209,4 +212,24 @@ func withHeld(t *testing.T, pid int, f func(h *held) error) {
 
 func prctlGet(h *held, op int) (uint64, error) {
 	return h.t.Call(fmt.Sprintf("prctl(%d)", op), unix.SYS_PRCTL, uint64(op))
+}
+
+// heldTask is the remote.Task of a held victim, as the restore's task is
+// for the restore steps.
+type heldTask struct{ h *held }
+
+func (h *held) task() remote.Task { return heldTask{h} }
+
+func (ht heldTask) Pid() int     { return ht.h.t.VTgid() }
+func (ht heldTask) HostPid() int { return ht.h.t.Tid }
+
+func (ht heldTask) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
+	return ht.h.t.Call(name, nr, args...)
+}
+
+func (ht heldTask) Put(off uint64, b []byte) (uint64, error) { return ht.h.s.Put(off, b) }
+func (ht heldTask) Get(off uint64, n int) ([]byte, error)    { return ht.h.s.Get(off, n) }
+
+func (ht heldTask) PassFile(f *os.File) (int, error) {
+	return 0, errors.New("core tests pass no files")
 }

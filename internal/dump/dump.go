@@ -10,8 +10,6 @@ import (
 	"time"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +23,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
 )
 
 // Options selects what is dumped and what happens to the tree after.
@@ -370,13 +369,9 @@ func (d *dumper) check(p *process) error {
 		return err
 	}
 	// Injections go through a syscall instruction of the process's vDSO.
-	var ip uint64
-	for _, a := range p.areas {
-		if a.Has(mem.AreaVDSO) {
-			if ip, err = ptrace.FindSyscallInsn(p.pid, a.Start(), a.End()); err != nil {
-				return err
-			}
-		}
+	ip, err := mem.SyscallInsn(p.pid, p.areas)
+	if err != nil {
+		return err
 	}
 	if ip == 0 {
 		return fmt.Errorf("pid %d has no [vdso] to inject system calls through: %w", p.pid, ErrNotSupported)
@@ -488,97 +483,11 @@ func (d *dumper) dumpFiles(p *process) error {
 	return nil
 }
 
-func (d *dumper) dumpMM(p *process) error {
-	t := p.leader().tr
-	exeID, err := d.files.AddLink(fmt.Sprintf("/proc/%d/exe", p.pid), unix.O_RDONLY)
-	if err != nil {
-		if err := d.files.Refuse(fmt.Errorf("exe of pid %d: %w", p.pid, err)); err != nil {
-			return err
-		}
-	}
-	auxv, err := proc.ReadAuxv(p.pid)
-	if err != nil {
-		return err
-	}
-	// Without the AT_NULL pair, as criu saves it: criu refuses an auxv of
-	// more than 44 words, and this kernel gives 22 pairs and AT_NULL. The
-	// kernel ends the vector itself when PR_SET_MM_MAP sets it.
-	if n := len(auxv); n >= 2 && auxv[n-2] == 0 {
-		auxv = auxv[:n-2]
-	}
-	dumpable, err := t.Call("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
-	if err != nil {
-		return err
-	}
-	brk, err := t.Call("brk", unix.SYS_BRK, 0)
-	if err != nil {
-		return err
-	}
-	thpOff, err := t.Call("prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
-	if err != nil {
-		return err
-	}
-	st := p.stat
-	m := &mm.MmEntry{
-		MmStartCode:  proto.Uint64(st.StartCode),
-		MmEndCode:    proto.Uint64(st.EndCode),
-		MmStartData:  proto.Uint64(st.StartData),
-		MmEndData:    proto.Uint64(st.EndData),
-		MmStartStack: proto.Uint64(st.StartStack),
-		MmStartBrk:   proto.Uint64(st.StartBrk),
-		MmBrk:        proto.Uint64(brk),
-		MmArgStart:   proto.Uint64(st.ArgStart),
-		MmArgEnd:     proto.Uint64(st.ArgEnd),
-		MmEnvStart:   proto.Uint64(st.EnvStart),
-		MmEnvEnd:     proto.Uint64(st.EnvEnd),
-		ExeFileId:    proto.Uint32(exeID),
-		MmSavedAuxv:  auxv,
-		Dumpable:     proto.Int32(int32(dumpable)),
-	}
-	if thpOff != 0 {
-		m.ThpDisabled = proto.Bool(true)
-	}
-	for _, a := range p.areas {
-		if a.Has(mem.AreaAIORing) {
-			ring, err := mem.AioRing(p.pid, a)
-			if err != nil {
-				return err
-			}
-			m.Aios = append(m.Aios, ring)
-		}
-		if a.Memfd {
-			id, flags, err := d.files.AddMemfdMapping(p.pid, a.Start(), a.End(), a.Path)
-			if err != nil {
-				if err := d.files.Refuse(err); err != nil {
-					return err
-				}
-			}
-			a.E.Shmid = proto.Uint64(uint64(id))
-			a.E.Fdflags = proto.Uint32(flags)
-		} else if a.Path != "" {
-			flags := uint32(unix.O_RDONLY)
-			if a.Has(mem.FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {
-				flags = unix.O_RDWR
-			}
-			id, err := d.files.AddLink(fmt.Sprintf("/proc/%d/map_files/%x-%x", p.pid, a.Start(), a.End()), flags)
-			if err != nil {
-				if err := d.files.Refuse(fmt.Errorf("vma %#x-%#x of pid %d: %w", a.Start(), a.End(), p.pid, err)); err != nil {
-					return err
-				}
-			}
-			a.E.Shmid = proto.Uint64(uint64(id))
-			a.E.Fdflags = proto.Uint32(flags)
-		}
-		// criu writes [vvar] and [vvar_vclock] (Linux 6.13+) as one VMA
-		// and refuses a vDSO whose data block is cut in two.
-		if n := len(m.Vmas); n > 0 && a.Has(mem.AreaVVAR) && m.Vmas[n-1].GetStatus()&mem.AreaVVAR != 0 && m.Vmas[n-1].GetEnd() == a.Start() {
-			m.Vmas[n-1].End = proto.Uint64(a.End())
-			continue
-		}
-		m.Vmas = append(m.Vmas, a.E)
-	}
-	p.mm = m
-	return nil
+// dumpMM records the mm entry of p: its VMAs with the files they map,
+// mm fields, auxv, AIO rings (mem).
+func (d *dumper) dumpMM(p *process) (err error) {
+	p.mm, err = mem.DumpMM(p.leader().tr, p.pid, p.stat, p.areas, d.files)
+	return err
 }
 
 func (d *dumper) unmapScratch(p *process) error {
@@ -590,23 +499,18 @@ func (d *dumper) unmapScratch(p *process) error {
 	return err
 }
 
+// dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
 	if d.stats.memStart.IsZero() {
 		d.stats.memStart = time.Now()
 	}
 	p.pagesID = d.ids.next("pages")
-	f, err := d.dir.CreateRaw(pagesName(p.pagesID))
-	if err != nil {
-		return err
-	}
-	h := checksum.NewHasher(f, checksum.PagesBlock)
-	entries, st, err := mem.DumpPages(p.pid, p.areas, h, func() error {
+	st, sum, err := mem.WritePages(d.dir, p.pid, p.pagesID, p.areas, func() error {
 		interrupt.At(d.ctx, "dump-page-copy")
 		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
 	})
-	d.sums[pagesName(p.pagesID)] = h.Sum()
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if sum != nil {
+		d.sums[pagesName(p.pagesID)] = sum
 	}
 	if err != nil {
 		return err
@@ -614,11 +518,17 @@ func (d *dumper) dumpPages(p *process) error {
 	d.stats.memEnd = time.Now()
 	d.stats.pagesScanned += st.PagesScanned
 	d.stats.pagesWritten += st.PagesWritten
-	ents := []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(p.pagesID))}}
-	for _, e := range entries {
-		ents = append(ents, e)
+	return nil
+}
+
+// dumpShmem dumps the content of every shared anonymous memory object of
+// the tree once (mem).
+func (d *dumper) dumpShmem() error {
+	tasks := make([]mem.TaskAreas, 0, len(d.all))
+	for _, p := range d.all {
+		tasks = append(tasks, mem.TaskAreas{Pid: p.pid, Areas: p.areas})
 	}
-	return d.dir.Write(fmt.Sprintf("pagemap-%d.img", p.pid), ents...)
+	return mem.DumpSharedAnon(d.dir, tasks, func() int { return d.ids.next("pages") })
 }
 
 func pagesName(id int) string { return "pages-" + strconv.Itoa(id) + ".img" }

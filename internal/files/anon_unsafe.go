@@ -1,31 +1,19 @@
 package files
 
 import (
-	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
-)
 
-// tfdIocSetTicks is TFD_IOC_SET_TICKS, _IOW('T', 0, __u64)
-// (include/uapi/linux/timerfd.h); it needs CONFIG_CHECKPOINT_RESTORE.
-const tfdIocSetTicks = 0x40085400
+	"github.com/stasis-cr/stasis/internal/linux"
+)
 
 // kcmpEpollTfd is KCMP_EPOLL_TFD (include/uapi/linux/kcmp.h).
 const kcmpEpollTfd = 7
 
 // setTimerfdTicks sets the expirations a timerfd reports to its next read.
 func setTimerfdTicks(fd int, ticks uint64) error {
-	for {
-		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), tfdIocSetTicks, uintptr(unsafe.Pointer(&ticks)))
-		switch e {
-		case 0:
-			return nil
-		case unix.EINTR:
-			continue
-		}
-		return os.NewSyscallError("ioctl TFD_IOC_SET_TICKS", e)
-	}
+	return linux.IoctlPtr(fd, "TFD_IOC_SET_TICKS", linux.TfdIocSetTicks, unsafe.Pointer(&ticks))
 }
 
 // kcmpEpollSlot is struct kcmp_epoll_slot (include/uapi/linux/kcmp.h).

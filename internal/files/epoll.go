@@ -1,6 +1,7 @@
 package files
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 func init() {
@@ -64,7 +66,7 @@ func DumpEpoll(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, erro
 		Epfd: &eventpoll.EventpollFileEntry{
 			Id:    proto.Uint32(id),
 			Flags: proto.Uint32(anonFlags(fi)),
-			Fown:  anonFown(),
+			Fown:  AnonFown(),
 			Tfd:   items,
 		},
 	}, nil
@@ -161,11 +163,11 @@ func epollFields(line string) (map[string]string, error) {
 
 // OpenEpoll creates an empty epoll fd with the flags of the entry. Its
 // items are added later, inside the task, once every fd they name is in
-// place: see EpollTargets.
+// place: see RestoreEpollTargets.
 func OpenEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetEpfd()
 	if fe.GetType() != fdinfo.FdTypes_EVENTPOLL || e == nil {
-		return nil, notKind(fe, "an epoll")
+		return nil, NotKind(fe, "an epoll")
 	}
 	for _, t := range e.GetTfd() {
 		if t.GetTfd() > math.MaxInt32 {
@@ -176,35 +178,69 @@ func OpenEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen epoll file id %d: %w", fe.GetId(), os.NewSyscallError("epoll_create1", err))
 	}
-	f := newAnonFile(fd, "anon_inode:[eventpoll]")
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	f := NewAnonFile(fd, "anon_inode:[eventpoll]")
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen epoll file id %d: %w", fe.GetId(), err)
 	}
 	return f, nil
 }
 
-// EpollTarget is one item of an epoll fd: the task's fd number it was
+// epollTarget is one item of an epoll fd: the task's fd number it was
 // added with, and its epoll_event.
-type EpollTarget struct {
+type epollTarget struct {
 	Fd     int
 	Events uint32
 	Data   uint64
 }
 
-// EpollTargets lists the items of an epoll entry in image order, for
+// epollTargets lists the items of an epoll entry in image order, for
 // epoll_ctl(epfd, EPOLL_CTL_ADD, Fd, &{Events, Data}) inside the task,
 // after every fd of the task is at its number. Events keeps the flag bits
 // (EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE, EPOLLWAKEUP) and the
 // EPOLLERR|EPOLLHUP the kernel adds. It is nil for any other entry.
-func EpollTargets(fe *fdinfo.FileEntry) []EpollTarget {
+func epollTargets(fe *fdinfo.FileEntry) []epollTarget {
 	e := fe.GetEpfd()
 	if fe.GetType() != fdinfo.FdTypes_EVENTPOLL || e == nil {
 		return nil
 	}
-	out := make([]EpollTarget, 0, len(e.GetTfd()))
+	out := make([]epollTarget, 0, len(e.GetTfd()))
 	for _, t := range e.GetTfd() {
-		out = append(out, EpollTarget{Fd: int(t.GetTfd()), Events: t.GetEvents(), Data: t.GetData()})
+		out = append(out, epollTarget{Fd: int(t.GetTfd()), Events: t.GetEvents(), Data: t.GetData()})
 	}
 	return out
+}
+
+// epollRestore is the restore state of the epoll fds: the file ids whose
+// items are added.
+type epollRestore struct{ done map[uint32]bool }
+
+// RestoreEpollTargets adds the items of the epoll fds of task t (fds, its
+// fd table), now that every fd is at its number: the kernel keys an item
+// by the fd number it was added with. An epoll shared by several tasks is
+// filled once, by the first of them (the numbers are that task's, as when
+// it was dumped).
+func (r *Restorer) RestoreEpollTargets(t remote.Task, fds []*fdinfo.FdinfoEntry) error {
+	done := stateOf(r.state, "epoll", func() *epollRestore { return &epollRestore{done: map[uint32]bool{}} }).done
+	for _, fe := range fds {
+		file := r.Files[fe.GetId()]
+		targets := epollTargets(file)
+		if len(targets) == 0 || done[fe.GetId()] {
+			continue
+		}
+		done[fe.GetId()] = true
+		for _, tg := range targets {
+			ev := make([]byte, 12) // struct epoll_event is packed on x86_64
+			binary.LittleEndian.PutUint32(ev[0:], tg.Events)
+			binary.LittleEndian.PutUint64(ev[4:], tg.Data)
+			a, err := t.Put(0, ev)
+			if err != nil {
+				return err
+			}
+			if _, err := t.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(fe.GetFd()), unix.EPOLL_CTL_ADD, uint64(tg.Fd), a); err != nil {
+				return fmt.Errorf("epoll fd %d: add fd %d: %w", fe.GetFd(), tg.Fd, err)
+			}
+		}
+	}
+	return nil
 }

@@ -23,7 +23,7 @@ import (
 // with a lease (F_SETLEASE makes the taker the owner and sends it the
 // break), and sockets (SIGURG goes to the owner); the others keep the
 // empty owner, without the cost of a copy per fd. Every kind's entry has its fown field: the table fills it for all of
-// them (setFown), the restore reads it back (OwnerOf).
+// them (setFown), the restore reads it back (ownerOf).
 
 // fGetOwnerUids is F_GETOWNER_UIDS (include/uapi/asm-generic/fcntl.h,
 // under CONFIG_CHECKPOINT_RESTORE, made for criu): the uid and euid the
@@ -81,10 +81,10 @@ func dumpFown(fd *Fd) (*fown.FownEntry, error) {
 	}, nil
 }
 
-// Owner is what a task restores of the owner of an open file: the
+// fileOwner is what a task restores of the owner of an open file: the
 // signal (F_SETSIG, 0 for SIGIO) and, if Pid is not 0, F_SETOWN_EX of
 // Type (F_OWNER_TID, F_OWNER_PID, F_OWNER_PGRP) and Pid.
-type Owner struct {
+type fileOwner struct {
 	Signum    int
 	Type, Pid int
 	// Async: the file had O_ASYNC, which only the task may set again:
@@ -131,14 +131,14 @@ func setFown(fe *fdinfo.FileEntry, fd *Fd) error {
 	return nil
 }
 
-// OwnerOf returns the owner the entry records, and false if it records
+// ownerOf returns the owner the entry records, and false if it records
 // none worth restoring (the empty owner every new file has).
-func OwnerOf(fe *fdinfo.FileEntry) (Owner, bool) {
+func ownerOf(fe *fdinfo.FileEntry) (fileOwner, bool) {
 	var fo *fown.FownEntry
 	if msg, field, ok := fownField(fe); ok && msg.Has(field) {
 		fo, _ = msg.Get(field).Message().Interface().(*fown.FownEntry)
 	}
-	o := Owner{Signum: int(fo.GetSignum()), Type: int(fo.GetPidType()), Pid: int(fo.GetPid()), Async: fileFlags(fe)&unix.O_ASYNC != 0}
+	o := fileOwner{Signum: int(fo.GetSignum()), Type: int(fo.GetPidType()), Pid: int(fo.GetPid()), Async: fileFlags(fe)&unix.O_ASYNC != 0}
 	return o, o.Signum != 0 || o.Pid != 0 || o.Async
 }
 
@@ -160,9 +160,9 @@ func fileFlags(fe *fdinfo.FileEntry) uint32 {
 	return flags
 }
 
-// Check refuses an owner no fcntl would take: a caller of OwnerOf checks
+// check refuses an owner no fcntl would take: a caller of ownerOf checks
 // it before injecting anything.
-func (o Owner) Check() error {
+func (o fileOwner) check() error {
 	if o.Signum < 0 || o.Signum > 64 {
 		return fmt.Errorf("owner signal %d is no signal", o.Signum)
 	}
@@ -172,8 +172,8 @@ func (o Owner) Check() error {
 	return nil
 }
 
-// OwnerExArg is the struct f_owner_ex of fcntl(fd, F_SETOWN_EX, arg).
-func (o Owner) OwnerExArg() []byte {
+// ownerExArg is the struct f_owner_ex of fcntl(fd, F_SETOWN_EX, arg).
+func (o fileOwner) ownerExArg() []byte {
 	b := make([]byte, 8)
 	binary.LittleEndian.PutUint32(b[0:], uint32(o.Type))
 	binary.LittleEndian.PutUint32(b[4:], uint32(o.Pid))

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -28,11 +29,6 @@ func init() {
 // Events queued but not read at dump time are lost, as with criu: the
 // kernel has no way to queue an inotify event by hand. Events that
 // happen between dump and restore are not seen either.
-
-// inotifyIocSetNextWd is INOTIFY_IOC_SETNEXTWD, _IOW('I', 0, __s32)
-// (include/uapi/linux/inotify.h), CONFIG_CHECKPOINT_RESTORE: the next
-// watch gets the wd given as the argument (by value), if it is free.
-const inotifyIocSetNextWd = 0x40044900
 
 // inotifyMaskBits is what fdinfo shows of a watch's mask
 // (inotify_mark_user_mask, fs/notify/inotify/inotify_user.c) and
@@ -67,7 +63,7 @@ func dumpInotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		Ify: &fsnotify.InotifyFileEntry{
 			Id:    proto.Uint32(fd.ID),
 			Flags: proto.Uint32(anonFlags(fd.Info)),
-			Fown:  anonFown(),
+			Fown:  AnonFown(),
 			Wd:    wds,
 		},
 	}, nil
@@ -127,13 +123,13 @@ func parseInotify(fi *proc.Fdinfo) ([]*fsnotify.InotifyWdEntry, error) {
 func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetIfy()
 	if fe.GetType() != fdinfo.FdTypes_INOTIFY || e == nil {
-		return nil, notKind(fe, "an inotify")
+		return nil, NotKind(fe, "an inotify")
 	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), os.NewSyscallError("inotify_init1", err))
 	}
-	f := newAnonFile(fd, "anon_inode:inotify")
+	f := NewAnonFile(fd, "anon_inode:inotify")
 	mounts, err := selfMounts()
 	if err != nil {
 		f.Close()
@@ -147,7 +143,7 @@ func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
 		}
 	}
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
 	}
@@ -171,7 +167,8 @@ func addInotifyWatch(fd int, mounts []proc.Mount, w *fsnotify.InotifyWdEntry) er
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}
 	defer target.Close()
-	if err := unix.IoctlSetInt(fd, inotifyIocSetNextWd, int(wd)); err != nil {
+	// The next watch gets the wd passed (by value), if it is free.
+	if err := unix.IoctlSetInt(fd, linux.InotifyIocSetNextWd, int(wd)); err != nil {
 		return fmt.Errorf("watch %d on %s: %w (the kernel needs CONFIG_CHECKPOINT_RESTORE)", wd, target.Name(),
 			os.NewSyscallError("ioctl INOTIFY_IOC_SETNEXTWD", err))
 	}

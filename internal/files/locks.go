@@ -25,7 +25,7 @@ import (
 //
 // Who owns a lock decides how it comes back. A POSIX lock belongs to a
 // process (its file table): the restored task must take it itself, with
-// an fcntl injected in it once its fds are in place (restore/locks.go).
+// an fcntl injected in it once its fds are in place (locks_task.go).
 // flock and OFD locks belong to an open file description, which the
 // restored task shares with the file stasis opened (Restorer.Open): stasis
 // takes them on its own copy, and the lock stays with the description
@@ -220,8 +220,8 @@ func describeLock(flag, typ uint32, start, length int64) string {
 	return fmt.Sprintf("a lock of flag %d", flag)
 }
 
-// DescribeLock says what the lock of an entry is, for errors.
-func DescribeLock(e *filelock.FileLockEntry) string {
+// describeEntry says what the lock of an entry is, for errors.
+func describeEntry(e *filelock.FileLockEntry) string {
 	return describeLock(e.GetFlag(), e.GetType(), e.GetStart(), e.GetLen())
 }
 
@@ -231,10 +231,10 @@ type lockRestore struct {
 	err   error
 }
 
-// LocksOf returns the file locks pid held when dumped. The first call
+// locksOf returns the file locks pid held when dumped. The first call
 // reads filelocks.img and refuses it if the restore is without
 // -l/--file-locks, or if an entry is not one stasis can take again.
-func (r *Restorer) LocksOf(pid int) ([]*filelock.FileLockEntry, error) {
+func (r *Restorer) locksOf(pid int) ([]*filelock.FileLockEntry, error) {
 	st := stateOf(r.state, "file locks", func() *lockRestore {
 		st := &lockRestore{}
 		st.byPid, st.err = r.readLocks()
@@ -257,7 +257,7 @@ func (r *Restorer) readLocks() (map[int][]*filelock.FileLockEntry, error) {
 	if len(ents) > 0 && !r.Opts.FileLocks {
 		e := ents[0]
 		return nil, fmt.Errorf("the images hold %d file lock(s), the first %s of pid %d on fd %d: restore with -l/--file-locks to take them again",
-			len(ents), DescribeLock(e), e.GetPid(), e.GetFd())
+			len(ents), describeEntry(e), e.GetPid(), e.GetFd())
 	}
 	byPid := map[int][]*filelock.FileLockEntry{}
 	for i, e := range ents {
@@ -297,26 +297,26 @@ func checkLockEntry(e *filelock.FileLockEntry) error {
 	return nil
 }
 
-// IsPosixLock tells a lock the process itself must take (see
-// PosixLockArg) from one that belongs to the open file (see LockFile).
-func IsPosixLock(e *filelock.FileLockEntry) bool { return e.GetFlag() == flPosix }
+// isPosixLock tells a lock the process itself must take (see
+// posixLockArg) from one that belongs to the open file (see lockFile).
+func isPosixLock(e *filelock.FileLockEntry) bool { return e.GetFlag() == flPosix }
 
-// IsLease tells a lease, which the process itself must take (see
-// LeaseArg) and, if it was being broken, stasis break again (BreakLease).
-func IsLease(e *filelock.FileLockEntry) bool { return e.GetFlag() == flLease }
+// isLease tells a lease, which the process itself must take (see
+// leaseType) and, if it was being broken, stasis break again (breakLease).
+func isLease(e *filelock.FileLockEntry) bool { return e.GetFlag() == flLease }
 
-// IsBreakingLease tells a lease that was being broken.
-func IsBreakingLease(e *filelock.FileLockEntry) bool {
-	return IsLease(e) && e.GetType()&leaseBreaking != 0
+// isBreakingLease tells a lease that was being broken.
+func isBreakingLease(e *filelock.FileLockEntry) bool {
+	return isLease(e) && e.GetType()&leaseBreaking != 0
 }
 
 // flockSize is sizeof(struct flock) on x86_64: short l_type, short
 // l_whence, (pad) off_t l_start, off_t l_len, pid_t l_pid, (pad).
 const flockSize = 32
 
-// PosixLockArg is the struct flock of fcntl(fd, F_SETLK, arg) that takes
+// posixLockArg is the struct flock of fcntl(fd, F_SETLK, arg) that takes
 // the POSIX lock of e again, for a task to call.
-func PosixLockArg(e *filelock.FileLockEntry) []byte {
+func posixLockArg(e *filelock.FileLockEntry) []byte {
 	b := make([]byte, flockSize)
 	binary.LittleEndian.PutUint16(b[0:], uint16(e.GetType()))
 	binary.LittleEndian.PutUint16(b[2:], unix.SEEK_SET)
@@ -325,13 +325,13 @@ func PosixLockArg(e *filelock.FileLockEntry) []byte {
 	return b
 }
 
-// LeaseType is the type a task passes to fcntl(fd, F_SETLEASE) to take
+// leaseType is the type a task passes to fcntl(fd, F_SETLEASE) to take
 // the lease of e again on the file of id: its own; for a lease being
-// broken, the one it had before the break, which BreakLease then breaks.
+// broken, the one it had before the break, which breakLease then breaks.
 // A break to F_RDLCK was of a write lease; one to F_UNLCK is taken as a
 // read lease if the file is open read-only, else as a write lease, as
 // criu does: the holder must give it up either way.
-func (r *Restorer) LeaseType(id uint32, e *filelock.FileLockEntry) int {
+func (r *Restorer) leaseType(id uint32, e *filelock.FileLockEntry) int {
 	switch e.GetType() {
 	case unix.F_RDLCK | leaseBreaking:
 		return unix.F_WRLCK
@@ -344,8 +344,8 @@ func (r *Restorer) LeaseType(id uint32, e *filelock.FileLockEntry) int {
 	return int(e.GetType())
 }
 
-// BreakLease starts the break of the lease of e, which the task has
-// just taken (LeaseType) on the file of id, as the open that was waiting
+// breakLease starts the break of the lease of e, which the task has
+// just taken (leaseType) on the file of id, as the open that was waiting
 // for it at the dump had: an open of the file for reading (a break to
 // F_RDLCK) or for writing (to F_UNLCK), non-blocking, which the lease
 // refuses with EWOULDBLOCK. The lease then waits for its holder to give
@@ -353,7 +353,7 @@ func (r *Restorer) LeaseType(id uint32, e *filelock.FileLockEntry) int {
 // It returns the signal the break sent to the file's owner (F_SETSIG,
 // or SIGIO), which the caller discards: the holder was told at the dump
 // already.
-func (r *Restorer) BreakLease(id uint32, e *filelock.FileLockEntry) (unix.Signal, error) {
+func (r *Restorer) breakLease(id uint32, e *filelock.FileLockEntry) (unix.Signal, error) {
 	f, err := r.Open(id)
 	if err != nil {
 		return 0, err
@@ -366,14 +366,14 @@ func (r *Restorer) BreakLease(id uint32, e *filelock.FileLockEntry) (unix.Signal
 	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()), flags|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err == nil {
 		unix.Close(fd)
-		return 0, LockError(e, r.Files[id], errors.New("the lease took an open without a break: it is not in place"))
+		return 0, lockError(e, r.Files[id], errors.New("the lease took an open without a break: it is not in place"))
 	}
 	if !errors.Is(err, unix.EWOULDBLOCK) {
-		return 0, LockError(e, r.Files[id], fmt.Errorf("break it again: %w", os.NewSyscallError("open", err)))
+		return 0, lockError(e, r.Files[id], fmt.Errorf("break it again: %w", os.NewSyscallError("open", err)))
 	}
 	sig, err := unix.FcntlInt(f.Fd(), unix.F_GETSIG, 0)
 	if err != nil {
-		return 0, LockError(e, r.Files[id], os.NewSyscallError("fcntl F_GETSIG", err))
+		return 0, lockError(e, r.Files[id], os.NewSyscallError("fcntl F_GETSIG", err))
 	}
 	if sig == 0 {
 		return unix.SIGIO, nil
@@ -381,11 +381,11 @@ func (r *Restorer) BreakLease(id uint32, e *filelock.FileLockEntry) (unix.Signal
 	return unix.Signal(sig), nil
 }
 
-// LockFile takes the flock or OFD lock of e on the file of id, which
+// lockFile takes the flock or OFD lock of e on the file of id, which
 // stasis opened and whose open file description the task shares. It
 // never waits: a lock another process took since the dump is an error,
 // not a hang.
-func (r *Restorer) LockFile(id uint32, e *filelock.FileLockEntry) error {
+func (r *Restorer) lockFile(id uint32, e *filelock.FileLockEntry) error {
 	f, err := r.Open(id)
 	if err != nil {
 		return err
@@ -403,14 +403,14 @@ func (r *Restorer) LockFile(id uint32, e *filelock.FileLockEntry) error {
 		err = unix.FcntlFlock(f.Fd(), unix.F_OFD_SETLK, &fl)
 		err = os.NewSyscallError("fcntl(F_OFD_SETLK)", err)
 	default:
-		return fmt.Errorf("%s is not a lock of an open file", DescribeLock(e))
+		return fmt.Errorf("%s is not a lock of an open file", describeEntry(e))
 	}
-	return LockError(e, r.Files[id], err)
+	return lockError(e, r.Files[id], err)
 }
 
-// LockError is the error of taking the lock of e on the file of fe again,
+// lockError is the error of taking the lock of e on the file of fe again,
 // nil if err is.
-func LockError(e *filelock.FileLockEntry, fe *fdinfo.FileEntry, err error) error {
+func lockError(e *filelock.FileLockEntry, fe *fdinfo.FileEntry, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -418,8 +418,8 @@ func LockError(e *filelock.FileLockEntry, fe *fdinfo.FileEntry, err error) error
 	if fe.GetReg() != nil {
 		name = fe.GetReg().GetName()
 	}
-	msg := fmt.Sprintf("take %s of pid %d on %s (fd %d) again", DescribeLock(e), e.GetPid(), name, e.GetFd())
-	if IsLease(e) {
+	msg := fmt.Sprintf("take %s of pid %d on %s (fd %d) again", describeEntry(e), e.GetPid(), name, e.GetFd())
+	if isLease(e) {
 		switch {
 		case errors.Is(err, unix.EAGAIN):
 			return fmt.Errorf("%s: another process has the file open now (for writing; for a write lease, at all): close it and restore again: %w", msg, err)

@@ -112,7 +112,7 @@ func TestLocksRoundTrip(t *testing.T) {
 	}
 	var descr []string
 	for _, e := range got {
-		descr = append(descr, DescribeLock(e))
+		descr = append(descr, describeEntry(e))
 	}
 	// The dup b shows a's locks again: recorded once.
 	want := []string{"an flock write lock", "a POSIX read lock (bytes 0-4)", "a POSIX write lock (bytes 100-EOF)", "an OFD write lock (bytes 10-19)"}
@@ -128,11 +128,11 @@ func TestLocksRoundTrip(t *testing.T) {
 	for _, fe := range fes {
 		files[fe.GetId()] = fe
 	}
-	if _, err := NewRestorer(RestoreOptions{}, dir, files, nil).LocksOf(os.Getpid()); err == nil || !strings.Contains(err.Error(), "-l/--file-locks") {
+	if _, err := NewRestorer(RestoreOptions{}, dir, files, nil).locksOf(os.Getpid()); err == nil || !strings.Contains(err.Error(), "-l/--file-locks") {
 		t.Errorf("restore without -l: %v", err)
 	}
 	r := NewRestorer(RestoreOptions{FileLocks: true}, dir, files, nil)
-	locks, err := r.LocksOf(os.Getpid())
+	locks, err := r.locksOf(os.Getpid())
 	if err != nil || len(locks) != 4 {
 		t.Fatalf("LocksOf: %d locks, %v", len(locks), err)
 	}
@@ -144,8 +144,8 @@ func TestLocksRoundTrip(t *testing.T) {
 		ids[int32(e.GetFd())] = e.GetId()
 	}
 	for _, l := range locks {
-		if !IsPosixLock(l) {
-			if err := r.LockFile(ids[l.GetFd()], l); err != nil {
+		if !isPosixLock(l) {
+			if err := r.lockFile(ids[l.GetFd()], l); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -163,7 +163,7 @@ func TestLocksRoundTrip(t *testing.T) {
 		t.Errorf("F_OFD_GETLK: %+v, %v", fl, err)
 	}
 	// Taken again while held: an error that names the lock and file.
-	err = r.LockFile(ids[int32(c)], &filelock.FileLockEntry{Flag: proto.Uint32(flFlock), Type: proto.Uint32(unix.F_WRLCK), Pid: proto.Int32(1), Fd: proto.Int32(int32(c))})
+	err = r.lockFile(ids[int32(c)], &filelock.FileLockEntry{Flag: proto.Uint32(flFlock), Type: proto.Uint32(unix.F_WRLCK), Pid: proto.Int32(1), Fd: proto.Int32(int32(c))})
 	if err == nil || !strings.Contains(err.Error(), "another process holds a conflicting lock") || !strings.Contains(err.Error(), path) {
 		t.Errorf("conflicting flock: %v", err)
 	}
@@ -201,7 +201,7 @@ func TestLocksBadImage(t *testing.T) {
 		if err := dir.Write(filelocksImg, good(), e); err != nil {
 			t.Fatal(err)
 		}
-		_, err = NewRestorer(RestoreOptions{FileLocks: true}, dir, nil, nil).LocksOf(10)
+		_, err = NewRestorer(RestoreOptions{FileLocks: true}, dir, nil, nil).locksOf(10)
 		if !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "entry 1") {
 			t.Errorf("%s: %v, want a corrupt-image error naming entry 1", name, err)
 		}
@@ -209,7 +209,7 @@ func TestLocksBadImage(t *testing.T) {
 }
 
 func TestPosixLockArg(t *testing.T) {
-	b := PosixLockArg(&filelock.FileLockEntry{Type: proto.Uint32(unix.F_WRLCK), Start: proto.Int64(4096), Len: proto.Int64(0x1234)})
+	b := posixLockArg(&filelock.FileLockEntry{Type: proto.Uint32(unix.F_WRLCK), Start: proto.Int64(4096), Len: proto.Int64(0x1234)})
 	if len(b) != 32 {
 		t.Fatalf("struct flock is %d bytes, want 32", len(b))
 	}
@@ -274,7 +274,7 @@ func TestLeaseDump(t *testing.T) {
 	}
 	var descr []string
 	for _, e := range got {
-		descr = append(descr, fmt.Sprintf("flag %d type %d fd %d start %d len %d: %s", e.GetFlag(), e.GetType(), e.GetFd(), e.GetStart(), e.GetLen(), DescribeLock(e)))
+		descr = append(descr, fmt.Sprintf("flag %d type %d fd %d start %d len %d: %s", e.GetFlag(), e.GetType(), e.GetFd(), e.GetStart(), e.GetLen(), describeEntry(e)))
 	}
 	want := []string{
 		fmt.Sprintf("flag 8 type 0 fd %d start 0 len 0: a read lease", rd),
@@ -288,20 +288,20 @@ func TestLeaseDump(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var owners []Owner
+	var owners []fileOwner
 	for _, fe := range fes {
-		o, _ := OwnerOf(fe)
+		o, _ := ownerOf(fe)
 		owners = append(owners, o)
 	}
 	pid := os.Getpid()
 	// A lease sets O_ASYNC on its file (the kernel registers the break's
 	// SIGIO as for O_ASYNC), so the flags say so too.
-	wantOwners := []Owner{{Type: 1, Pid: pid, Async: true}, {Signum: 40, Type: 1, Pid: pid, Async: true}, {Type: 1, Pid: pid, Async: true}}
+	wantOwners := []fileOwner{{Type: 1, Pid: pid, Async: true}, {Signum: 40, Type: 1, Pid: pid, Async: true}, {Type: 1, Pid: pid, Async: true}}
 	if !reflect.DeepEqual(owners, wantOwners) {
 		t.Errorf("owners %+v, want %+v", owners, wantOwners)
 	}
 	r := NewRestorer(RestoreOptions{FileLocks: true}, img, nil, nil)
-	if locks, err := r.LocksOf(pid); err != nil || len(locks) != 3 {
+	if locks, err := r.locksOf(pid); err != nil || len(locks) != 3 {
 		t.Errorf("LocksOf: %d, %v", len(locks), err)
 	}
 }

@@ -2,6 +2,7 @@ package files
 
 import (
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"regexp"
@@ -94,6 +95,9 @@ type RestoreOptions struct {
 	// ShellJob gives the terminal of stasis to a pty slave whose master
 	// was outside the tree (-j/--shell-job).
 	ShellJob bool
+	// Log takes the debug messages of the restore's task-side steps;
+	// nil discards them.
+	Log *slog.Logger
 }
 
 // Conn is one TCP connection of the tree, as the network lock needs it.

@@ -11,6 +11,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/regfile"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Regular files, directories and the /dev/null family: reopened by path
@@ -57,7 +59,7 @@ func (t *Table) AddPath(path string, flags uint32) (uint32, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
-	id := t.add(regEntry(path, flags, 0, &st))
+	id := t.Add(regEntry(path, flags, 0, &st))
 	t.paths[key] = id
 	return id, nil
 }
@@ -97,7 +99,7 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 		}
 		fe.Reg.BuildId = id
 	}
-	id := t.add(fe)
+	id := t.Add(fe)
 	t.paths[key] = id
 	return id, nil
 }
@@ -118,7 +120,7 @@ func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	rf := fe.GetReg()
 	if rf == nil {
-		return nil, notKind(fe, "a regular file")
+		return nil, NotKind(fe, "a regular file")
 	}
 	name := rf.GetName()
 	// fdinfo never shows O_CREAT/O_TRUNC/O_EXCL; strip them anyway so that
@@ -164,15 +166,12 @@ func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 // fd table restores). os.OpenFile would not do: it clears O_NONBLOCK on a
 // file the runtime poller refuses and sets it on one it takes.
 func openFlags(path string, flags int) (*os.File, error) {
-	fd, err := unix.Open(path, flags|unix.O_CLOEXEC, 0)
-	if errors.Is(err, unix.EINTR) {
-		fd, err = unix.Open(path, flags|unix.O_CLOEXEC, 0)
-	}
+	fd, err := linux.Open(path, flags|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if errors.Is(err, unix.EINVAL) && flags&unix.O_DIRECT != 0 {
-			return nil, fmt.Errorf("open %s: the file was open with O_DIRECT, which its file system refuses now (%w)", path, err)
+			return nil, fmt.Errorf("open %s: the file was open with O_DIRECT, which its file system refuses now (%w)", path, errors.Unwrap(err))
 		}
-		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		return nil, err
 	}
 	return os.NewFile(uintptr(fd), path), nil
 }

@@ -17,8 +17,9 @@ import (
 )
 
 // ErrUnsupported is wrapped by errors about fds of a kind stasis cannot
-// checkpoint yet (see UnsupportedError).
-var ErrUnsupported = errors.New("not supported")
+// checkpoint yet (see UnsupportedError). It is linux.ErrNotSupported,
+// stasis' one "not supported".
+var ErrUnsupported = linux.ErrNotSupported
 
 // Table is the file table of a dump: every FileEntry with a unique id.
 type Table struct {
@@ -90,8 +91,10 @@ func (t *Table) shared(pid, fd int, st *unix.Stat_t) (*desc, bool, func(*desc), 
 	return d, found, func(d *desc) { set.Insert(at, pid, fd, d) }, nil
 }
 
-// add gives fe the next id.
-func (t *Table) add(fe *fdinfo.FileEntry) uint32 {
+// Add records fe, an entry no fd of the tree has (a FIFO's path, the
+// peer of a unix socket outside the tree), with the next id, and
+// returns the id.
+func (t *Table) Add(fe *fdinfo.FileEntry) uint32 {
 	id := t.nextID
 	t.nextID++
 	t.put(fe, id)
@@ -205,6 +208,18 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 	return d, nil
 }
 
+// DumpFile records the open file description of fd as DumpFds does for
+// a task's fd, and returns its id: it is for a file no task holds, a
+// file in flight in a unix socket's queue (fd.Via set), of which stasis
+// dumps its own copy. allow, if set, may refuse its kind first.
+func (t *Table) DumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (uint32, error) {
+	d, err := t.dumpFile(fd, allow)
+	if err != nil {
+		return 0, err
+	}
+	return d.id, nil
+}
+
 // CheckTree refuses what only the whole tree tells (a pipe or a peer
 // outside it), once every fd is dumped and before WriteImages: each
 // kind's check.
@@ -247,8 +262,13 @@ func (t *Table) BeforeKill() error {
 	return errors.Join(errs...)
 }
 
-// atFinish registers fn to run in Finish.
-func (t *Table) atFinish(fn func(killed bool) error) { t.finish = append(t.finish, fn) }
+// AtBeforeKill registers fn to run in BeforeKill.
+func (t *Table) AtBeforeKill(fn func() error) { t.beforeKill = append(t.beforeKill, fn) }
+
+// AtFinish registers fn to run in Finish, whether the tree was killed or
+// resumed: a kind lets go of what it holds in the tree (connections in
+// repair mode, copies of files in flight).
+func (t *Table) AtFinish(fn func(killed bool) error) { t.finish = append(t.finish, fn) }
 
 // Finish lets go of what the dump holds in the tree's files once the
 // tree is killed (killed) or resumed (-R, -s, a failed dump): TCP

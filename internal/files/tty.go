@@ -78,7 +78,7 @@ func (t *Table) ttys() *ttyDump {
 		d := &ttyDump{infos: map[uint32]*tty.TtyInfoEntry{}, holders: map[uint32]*Fd{}, lfds: map[uint32]int{}, ext: map[string]uint32{}}
 		// Registered with the first terminal: its copies are closed
 		// however the dump ends, even before writeTtys.
-		t.atFinish(func(killed bool) error {
+		t.AtFinish(func(killed bool) error {
 			var errs []error
 			for _, fn := range d.writeBack {
 				errs = append(errs, fn(killed))
@@ -149,14 +149,14 @@ func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	}
 	// criu 4.2 refuses a tty without the regular file entry of its path
 	// ("TTY w/o regfile"); stasis opens ttys by index and ignores it.
-	regf := t.add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
+	regf := t.Add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_TTY.Enum(),
 		Tty: &tty.TtyFileEntry{
 			Id:        proto.Uint32(fd.ID),
 			TtyInfoId: proto.Uint32(id),
 			Flags:     proto.Uint32(fd.Flags()),
-			Fown:      anonFown(),
+			Fown:      AnonFown(),
 			RegfId:    proto.Uint32(regf),
 		},
 	}, nil
@@ -578,7 +578,7 @@ func (r *Restorer) ttys() (*ttyRestore, error) {
 func openTty(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	tfe := fe.GetTty()
 	if fe.GetType() != fdinfo.FdTypes_TTY || tfe == nil {
-		return nil, notKind(fe, "a terminal")
+		return nil, NotKind(fe, "a terminal")
 	}
 	s, err := r.ttys()
 	if err != nil {
@@ -611,7 +611,7 @@ func ttyName(info *tty.TtyInfoEntry) string {
 // openTtyInfo opens one new open file description of a terminal side.
 func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint32) (*os.File, error) {
 	key := ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))
-	if f, ok := r.inherited(key); ok {
+	if f, ok := r.Inherited(key); ok {
 		return f, nil
 	}
 	switch info.GetType() {
@@ -627,7 +627,7 @@ func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 		if info.GetId()&1 == 1 {
 			// One open of /dev/ptmx is one pair: its master has one
 			// open file description, which every fd of it shares.
-			if err := anonSetfl(int(p.master.Fd()), flags); err != nil {
+			if err := AnonSetfl(int(p.master.Fd()), flags); err != nil {
 				return nil, err
 			}
 			p.handedOut = true // Restorer.Close closes it
@@ -671,7 +671,7 @@ func (r *Restorer) ownTerminal(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 	if err != nil {
 		return nil, fmt.Errorf("reopen the terminal of stasis (%s): %w", term.Name(), os.NewSyscallError("open", err))
 	}
-	return newAnonFile(fd, term.Name()), nil
+	return NewAnonFile(fd, term.Name()), nil
 }
 
 // Terminal returns the terminal stasis runs on (its first standard fd
@@ -726,8 +726,8 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 			extra = append(extra, fd)
 		}
 	}
-	p := &ptyPair{index: index, master: newAnonFile(master, "/dev/ptmx")}
-	r.onDone(func() error {
+	p := &ptyPair{index: index, master: NewAnonFile(master, "/dev/ptmx")}
+	r.OnDone(func() error {
 		if p.handedOut {
 			return nil
 		}
@@ -745,7 +745,7 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 // master (which alone keeps the index taken), for errors.
 func ptsHolder(index int) string {
 	want := fmt.Sprintf("/dev/pts/%d", index)
-	h, ok := findHolder(nil, func(pid int, fd, target string) bool {
+	h, ok := FindHolder(nil, func(pid int, fd, target string) bool {
 		return target == want || isPtmx(target) && ptmxIndex(pid, fd) == index
 	})
 	if !ok {
@@ -781,7 +781,7 @@ func (p *ptyPair) openSlave(flags uint32) (*os.File, error) {
 	if errno != 0 {
 		return nil, fmt.Errorf("open /dev/pts/%d: %w", p.index, os.NewSyscallError("ioctl TIOCGPTPEER", errno))
 	}
-	return newAnonFile(int(fd), fmt.Sprintf("/dev/pts/%d", p.index)), nil
+	return NewAnonFile(int(fd), fmt.Sprintf("/dev/pts/%d", p.index)), nil
 }
 
 // setup gives a new pair the state of its image: termios, window size,
@@ -845,7 +845,7 @@ func (p *ptyPair) setup(r *Restorer, s *ttyRestore) error {
 			return os.NewSyscallError("ioctl TIOCPKT", err)
 		}
 	}
-	r.beforeRun(func() error {
+	r.BeforeRun(func() error {
 		if si.GetExclusive() || mi.GetExclusive() {
 			sl, err := p.openSlave(unix.O_RDWR)
 			if err != nil {
@@ -900,7 +900,7 @@ func (r *Restorer) Cttys() ([]Ctty, error) {
 		}
 		c := Ctty{Sid: int(info.GetSid()), Pgrp: int(info.GetPgrp()), Name: ttyName(info)}
 		if s.infos[id|1] == nil {
-			if _, ok := r.inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); !ok && !r.Opts.ShellJob {
+			if _, ok := r.Inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); !ok && !r.Opts.ShellJob {
 				continue // openTty says what is missing
 			}
 			c.Own = true

@@ -225,7 +225,7 @@ func ttyImages(t *testing.T, opts RestoreOptions, infoID uint32, infos []*tty.Tt
 		t.Fatal(err)
 	}
 	fe := &fdinfo.FileEntry{Id: proto.Uint32(1), Type: fdinfo.FdTypes_TTY.Enum(),
-		Tty: &tty.TtyFileEntry{Id: proto.Uint32(1), TtyInfoId: proto.Uint32(infoID), Flags: proto.Uint32(unix.O_RDWR), Fown: anonFown()}}
+		Tty: &tty.TtyFileEntry{Id: proto.Uint32(1), TtyInfoId: proto.Uint32(infoID), Flags: proto.Uint32(unix.O_RDWR), Fown: AnonFown()}}
 	if err := dir.Write("files.img", fe); err != nil {
 		t.Fatal(err)
 	}

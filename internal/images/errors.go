@@ -20,6 +20,9 @@ var (
 	ErrNotWritable = errors.New("not writable")
 	// ErrDumpExists: Create found inventory.img already in the directory.
 	ErrDumpExists = errors.New("dump already exists")
+	// ErrInconsistent: images that each decode but contradict each other
+	// (a VMA naming a file id files.img lacks, pages outside every VMA).
+	ErrInconsistent = errors.New("inconsistent image")
 )
 
 // Error locates a decoding or encoding failure in an image file.

@@ -8,12 +8,19 @@
 // Require or one of the value getters, so Require of one feature does not
 // pay for the others.
 //
-// Thread rules: the ptrace probe forks a `sleep` child and does every ptrace
-// and wait4 call from one goroutine locked to its OS thread, which then exits
-// locked so the runtime discards that thread (and any tracer state with it).
-// The time-namespace probe unshares on a throwaway locked thread the same
-// way. Everything else is plain syscalls and safe from any goroutine.
+// Probes reuse the engine's primitives rather than copies of them: the
+// ptrace probe seizes a `sleep` child with ptrace.SeizeAndStop and reads
+// it with internal/ptrace's requests, on ptrace.RunLocked's tracer thread
+// (discarded afterwards, with any tracer state); kcmp is linux.KcmpOrder;
+// uapi constants and structs are internal/linux's or x/sys/unix's.
 //
-// uapi constants and structs that golang.org/x/sys/unix lacks live in
-// uapi.go, each citing its kernel header.
+// Thread rules: the time-namespace probe unshares on a throwaway thread
+// (RunLocked's too). Everything else is plain syscalls and safe from any
+// goroutine.
+//
+// Require is what the engine calls at the start of a dump, restore or
+// check, with the features it cannot do without (Feature.Required); its
+// error names the feature and the kernel that brought it and wraps
+// ErrNotSupported, which is linux.ErrNotSupported. Fake stands in a
+// feature set for tests.
 package kerndat

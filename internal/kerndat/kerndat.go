@@ -11,7 +11,8 @@ type Feature struct {
 	OK       bool
 	Detail   string // what was found, e.g. "EEXIST on a used pid"
 	Impact   string // what does not work without it
-	Required bool   // stasis check fails without it
+	Required bool   // stasis check fails without it: dump or restore Require it
+	Since    string // the first kernel that has it ("5.5"), "" for a config option or capability
 }
 
 // Feature names, in the order Probe reports them.
@@ -78,6 +79,9 @@ var groups = []*group{
 // Probe runs every probe (once per process) and returns the results in a
 // fixed order.
 func Probe() []Feature {
+	if fs, ok := faked(); ok {
+		return fs
+	}
 	var out []Feature
 	for _, g := range groups {
 		out = append(out, g.get()...)
@@ -87,6 +91,14 @@ func Probe() []Feature {
 
 // Lookup returns the result for one feature, probing its group if needed.
 func Lookup(name string) (Feature, bool) {
+	if fs, ok := faked(); ok {
+		for _, f := range fs {
+			if f.Name == name {
+				return f, true
+			}
+		}
+		return Feature{}, false
+	}
 	for _, g := range groups {
 		for i, n := range g.names {
 			if n == name {
@@ -97,18 +109,68 @@ func Lookup(name string) (Feature, bool) {
 	return Feature{}, false
 }
 
-// Require returns nil if the named feature is present, and otherwise an
-// error wrapping ErrNotSupported that names the feature, what was found and
-// what does not work without it.
-func Require(name string) error {
-	f, ok := Lookup(name)
-	if !ok {
-		return fmt.Errorf("kernel feature %q: unknown to kerndat: %w", name, ErrNotSupported)
+// Require returns nil if every named feature is present, and otherwise an
+// error wrapping ErrNotSupported about the first one missing, which names
+// it, the kernel that brought it, what was found and what does not work
+// without it: "needs clone3 set_tid (kernel 5.5+): clone3 without set_tid
+// (E2BIG); tasks cannot be created with their original PIDs: restore does
+// not work: not supported". Only the groups of the named features are
+// probed. The engine calls it at the start of a dump, restore or check
+// with what it cannot do without, so that a kernel without a feature is
+// told so, not left to fail with an errno midway.
+func Require(names ...string) error {
+	for _, name := range names {
+		f, ok := Lookup(name)
+		if !ok {
+			return fmt.Errorf("needs kernel feature %q, unknown to kerndat: %w", name, ErrNotSupported)
+		}
+		if f.OK {
+			continue
+		}
+		since := ""
+		if f.Since != "" {
+			since = " (kernel " + f.Since + "+)"
+		}
+		return fmt.Errorf("needs %s%s: %s; %s: %w", f.Name, since, f.Detail, f.Impact, ErrNotSupported)
 	}
-	if f.OK {
-		return nil
+	return nil
+}
+
+var fake struct {
+	sync.Mutex
+	fs []Feature
+}
+
+// Fake makes Probe, Lookup and Require answer from fs, as if this kernel
+// had exactly the features of fs marked OK, until undo is called: tests
+// of what stasis says on a kernel it does not run on. Impact, Required
+// and Since are filled in from the table below where fs leaves them
+// empty.
+func Fake(fs []Feature) (undo func()) {
+	fs = append([]Feature(nil), fs...)
+	for i := range fs {
+		in := info[fs[i].Name]
+		if fs[i].Impact == "" {
+			fs[i].Impact, fs[i].Required = in.impact, in.required
+		}
+		if fs[i].Since == "" {
+			fs[i].Since = in.since
+		}
 	}
-	return fmt.Errorf("kernel feature %s (%s; %s): %w", f.Name, f.Detail, f.Impact, ErrNotSupported)
+	fake.Lock()
+	fake.fs = fs
+	fake.Unlock()
+	return func() {
+		fake.Lock()
+		fake.fs = nil
+		fake.Unlock()
+	}
+}
+
+func faked() ([]Feature, bool) {
+	fake.Lock()
+	defer fake.Unlock()
+	return fake.fs, fake.fs != nil
 }
 
 func ok(name, detail string) Feature { return Feature{Name: name, OK: true, Detail: detail} }
@@ -117,39 +179,43 @@ func missing(name, format string, args ...any) Feature {
 	return Feature{Name: name, Detail: fmt.Sprintf(format, args...)}
 }
 
-// withInfo fills in Impact and Required from the table below.
+// withInfo fills in Impact, Required and Since from the table below.
 func withInfo(fs ...Feature) []Feature {
 	for i := range fs {
 		in := info[fs[i].Name]
-		fs[i].Impact, fs[i].Required = in.impact, in.required
+		fs[i].Impact, fs[i].Required, fs[i].Since = in.impact, in.required, in.since
 	}
 	return fs
 }
 
+// info says, per feature, what does not work without it, whether dump or
+// restore needs it (they Require exactly the required ones: see the root
+// package's dumpNeeds and restoreNeeds), and since which kernel it exists.
 var info = map[string]struct {
 	impact   string
 	required bool
+	since    string
 }{
-	CheckpointRestore:    {"no /proc/PID/map_files, PR_SET_MM_MAP, set_tid or kcmp: dump and restore do not work", true},
-	CapCheckpointRestore: {"clone3 set_tid, exe_fd of PR_SET_MM_MAP and map_files need it (or CAP_SYS_ADMIN): dump and restore do not work", true},
-	CapSysResource:       {"only PR_SET_MM_MAP works, not the single PR_SET_MM_* fields; F_SETPIPE_SZ is capped at fs.pipe-max-size; rlimits cannot be raised above the hard limit", false},
-	PtraceSeize:          {"tasks cannot be frozen: dump does not work", true},
-	PtraceXstate:         {"FPU/SSE/AVX state cannot be saved or restored: dump does not work", true},
-	PtraceRseq:           {"rseq registrations are lost: sched_getcpu() freezes and rseq critical sections break after restore", false},
-	PtraceSuspendSeccomp: {"tasks with a seccomp filter cannot be dumped: injected syscalls would be filtered", false},
-	PtraceSeccompFilter:  {"seccomp filters cannot be saved: tasks with filters (containers) cannot be dumped", false},
-	Clone3SetTID:         {"tasks cannot be created with their original PIDs: restore does not work", true},
-	PidMax:               {"dumped PIDs at or above pid_max cannot be restored", false},
-	SetMMMap:             {"brk, arg/env, auxv and exe link cannot be restored: restore does not work", true},
-	MapVDSO:              {"restore must move the vDSO with mremap, which needs the dumped vvar/vdso layout to match this kernel's", false},
-	PidfdGetfd:           {"fds cannot be taken from tasks or handed to the puppet: dump and restore do not work", true},
-	Kcmp:                 {"shared open files cannot be told apart from copies: dump does not work", true},
-	FdinfoMntID:          {"open files cannot be matched to their mounts", false},
-	PagemapScan:          {"memory is found by reading pagemap page by page (slower), and there is no incremental dump without soft-dirty", false},
-	SoftDirty:            {"pre-dump and --track-mem must use PAGEMAP_SCAN with uffd WP_ASYNC instead", false},
-	Userfaultfd:          {"no lazy restore (--lazy-pages) and no uffd-based memory tracking", false},
-	UffdWPAsync:          {"no write tracking through PAGEMAP_SCAN: without soft-dirty, no pre-dump or --track-mem", false},
-	UffdNonCoop:          {"no lazy restore of trees that fork, mremap or munmap while pages are still missing", false},
-	TimeNamespace:        {"tasks in a time namespace cannot be dumped or restored with their clock offsets", false},
-	MembarrierQuery:      {"membarrier registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, Linux 6.3) are not dumped: a restored process that registered gets EPERM from expedited barriers", false},
+	CheckpointRestore:    {"no /proc/PID/map_files, PR_SET_MM_MAP, set_tid or kcmp: dump and restore do not work", true, ""},
+	CapCheckpointRestore: {"clone3 set_tid, exe_fd of PR_SET_MM_MAP and map_files need it (or CAP_SYS_ADMIN): dump and restore do not work", true, "5.9"},
+	CapSysResource:       {"only PR_SET_MM_MAP works, not the single PR_SET_MM_* fields; F_SETPIPE_SZ is capped at fs.pipe-max-size; rlimits cannot be raised above the hard limit", false, ""},
+	PtraceSeize:          {"tasks cannot be frozen: dump does not work", true, "3.4"},
+	PtraceXstate:         {"FPU/SSE/AVX state cannot be saved or restored: dump does not work", true, "2.6.35"},
+	PtraceRseq:           {"rseq registrations cannot be read: dump does not work", true, "5.13"},
+	PtraceSuspendSeccomp: {"tasks with a seccomp filter cannot be dumped: injected syscalls would be filtered", false, "4.3"},
+	PtraceSeccompFilter:  {"seccomp filters cannot be saved: tasks with filters (containers) cannot be dumped", false, "4.4"},
+	Clone3SetTID:         {"tasks cannot be created with their original PIDs: restore does not work", true, "5.5"},
+	PidMax:               {"dumped PIDs at or above pid_max cannot be restored", false, ""},
+	SetMMMap:             {"brk, arg/env, auxv and exe link cannot be restored: restore does not work", true, "3.18"},
+	MapVDSO:              {"the vDSO cannot be put where the image has it: restore does not work", true, "4.9"},
+	PidfdGetfd:           {"fds cannot be taken from tasks or handed to the puppet: dump and restore do not work", true, "5.6"},
+	Kcmp:                 {"shared open files cannot be told apart from copies: dump does not work", true, "3.5"},
+	FdinfoMntID:          {"open files cannot be matched to their mounts", false, "3.15"},
+	PagemapScan:          {"memory is found by reading pagemap page by page (slower), and there is no incremental dump without soft-dirty", false, "6.7"},
+	SoftDirty:            {"pre-dump and --track-mem must use PAGEMAP_SCAN with uffd WP_ASYNC instead", false, "3.11"},
+	Userfaultfd:          {"no lazy restore (--lazy-pages) and no uffd-based memory tracking", false, "4.3"},
+	UffdWPAsync:          {"no write tracking through PAGEMAP_SCAN: without soft-dirty, no pre-dump or --track-mem", false, "6.7"},
+	UffdNonCoop:          {"no lazy restore of trees that fork, mremap or munmap while pages are still missing", false, "4.11"},
+	TimeNamespace:        {"tasks in a time namespace cannot be dumped or restored with their clock offsets", false, "5.6"},
+	MembarrierQuery:      {"membarrier registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, Linux 6.3) are not dumped: a restored process that registered gets EPERM from expedited barriers", false, "6.3"},
 }

@@ -237,3 +237,34 @@ func TestProbesRepeat(t *testing.T) {
 		t.Errorf("wait4: pid %d, %v: a child is left", pid, err)
 	}
 }
+
+// TestRequireFaked: on a (faked) kernel without clone3's set_tid, Require
+// names the feature and the kernel that brought it, what was found and
+// what does not work, wrapping ErrNotSupported; the features present pass.
+func TestRequireFaked(t *testing.T) {
+	undo := Fake([]Feature{
+		{Name: Kcmp, OK: true, Detail: "faked"},
+		{Name: Clone3SetTID, Detail: "clone3 without set_tid (E2BIG)"},
+		{Name: CheckpointRestore, Detail: "faked"},
+	})
+	defer undo()
+	if err := Require(Kcmp); err != nil {
+		t.Errorf("Require(kcmp) = %v", err)
+	}
+	err := Require(Kcmp, Clone3SetTID)
+	want := "needs clone3 set_tid (kernel 5.5+): clone3 without set_tid (E2BIG); tasks cannot be created with their original PIDs: restore does not work: not supported"
+	if !errors.Is(err, ErrNotSupported) || err.Error() != want {
+		t.Errorf("Require(kcmp, clone3) = %v, want %q", err, want)
+	}
+	// A config option has no kernel version.
+	if err := Require(CheckpointRestore); err == nil || !strings.HasPrefix(err.Error(), "needs CONFIG_CHECKPOINT_RESTORE: faked; ") {
+		t.Errorf("Require(CONFIG_CHECKPOINT_RESTORE) = %v", err)
+	}
+	if fs := Probe(); len(fs) != 3 || fs[1].Since != "5.5" || !fs[1].Required {
+		t.Errorf("faked Probe = %+v", fs)
+	}
+	undo()
+	if f, ok := Lookup(Kcmp); !ok || f.Detail == "faked" {
+		t.Errorf("after undo: %+v", f)
+	}
+}

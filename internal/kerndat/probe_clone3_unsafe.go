@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // probeClone3 asks clone3 for a child whose PID is our own, which is
@@ -36,8 +38,8 @@ func probeClone3() []Feature {
 	defer s.free()
 	const tidOff = 512
 	*at[int32](s, tidOff) = int32(os.Getpid())
-	args := at[cloneArgs](s, 0)
-	*args = cloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTID: uint64(s.addr(tidOff)), SetTIDSize: 1}
+	args := at[linux.CloneArgs](s, 0)
+	*args = linux.CloneArgs{ExitSignal: uint64(unix.SIGCHLD), SetTID: uint64(s.addr(tidOff)), SetTIDSize: 1}
 
 	pid, _, e := unix.RawSyscall(unix.SYS_CLONE3, s.addr(0), unsafe.Sizeof(*args), 0)
 	if e == 0 && pid == 0 {

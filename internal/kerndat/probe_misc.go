@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -116,7 +117,8 @@ func probePidfd() []Feature {
 }
 
 // probeKcmp compares a pipe end with its dup (same file description: 0) and
-// with the other end (different: 1 or 2, an ordering).
+// with the other end (different: -1 or 1, an ordering), through the
+// engine's own kcmp.
 func probeKcmp() []Feature {
 	var p [2]int
 	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
@@ -129,14 +131,8 @@ func probeKcmp() []Feature {
 		return withInfo(missing(Kcmp, "dup: %v", err))
 	}
 	defer unix.Close(d)
-	pid := uintptr(os.Getpid())
-	kcmp := func(a, b int) (uintptr, error) {
-		r, _, e := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, uintptr(a), uintptr(b), 0)
-		if e != 0 {
-			return 0, e
-		}
-		return r, nil
-	}
+	pid := os.Getpid()
+	kcmp := func(a, b int) (int, error) { return linux.KcmpOrder(pid, pid, linux.KcmpFile, a, b) }
 	same, err := kcmp(p[0], d)
 	if err != nil {
 		return withInfo(missing(Kcmp, "kcmp(KCMP_FILE): %v", err))
@@ -145,7 +141,7 @@ func probeKcmp() []Feature {
 	if err != nil {
 		return withInfo(missing(Kcmp, "kcmp(KCMP_FILE): %v", err))
 	}
-	if same != 0 || diff == 0 || diff > 2 {
+	if same != 0 || diff == 0 {
 		return withInfo(missing(Kcmp, "kcmp(KCMP_FILE) gave %d for a dup and %d for another file", same, diff))
 	}
 	return withInfo(ok(Kcmp, fmt.Sprintf("KCMP_FILE: dup 0, other pipe end %d", diff)))
@@ -173,11 +169,10 @@ func probeMntID() []Feature {
 	return withInfo(ok(FdinfoMntID, fmt.Sprintf("mnt_id %d for /proc/self/stat", fi.MntID)))
 }
 
-// probeMembarrier: MEMBARRIER_CMD_GET_REGISTRATIONS (1 << 9) tells the
+// probeMembarrier: MEMBARRIER_CMD_GET_REGISTRATIONS tells the
 // registrations of a process, which the dump saves.
 func probeMembarrier() []Feature {
-	const getRegistrations = 1 << 9
-	r, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, getRegistrations, 0, 0)
+	r, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, linux.MembarrierCmdGetRegistrations, 0, 0)
 	if errno != 0 {
 		return withInfo(missing(MembarrierQuery, "MEMBARRIER_CMD_GET_REGISTRATIONS: %v", errno))
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // probeMMMap asks for sizeof(struct prctl_mm_map). The option exists only
@@ -22,12 +24,8 @@ func probeMMMap() []Feature {
 	if e != 0 {
 		return withInfo(missing(SetMMMap, "prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE): %v", e))
 	}
-	if *size != mmMapSize {
-		return withInfo(missing(SetMMMap, "struct prctl_mm_map is %d bytes, stasis knows %d", *size, mmMapSize))
+	if *size != linux.PrctlMMMapSize {
+		return withInfo(missing(SetMMMap, "struct prctl_mm_map is %d bytes, stasis knows %d", *size, linux.PrctlMMMapSize))
 	}
 	return withInfo(ok(SetMMMap, fmt.Sprintf("PR_SET_MM_MAP_SIZE %d", *size)))
 }
-
-// mmMapSize is sizeof(struct prctl_mm_map) (include/uapi/linux/prctl.h):
-// 11 u64 addresses, the auxv pointer, auxv_size and exe_fd.
-const mmMapSize = 11*8 + 8 + 4 + 4 // 104

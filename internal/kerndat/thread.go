@@ -1,32 +1,22 @@
 package kerndat
 
 import (
-	"runtime"
-
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
-// onThrowawayThread runs fn on a goroutine locked to an OS thread that the
-// runtime discards afterwards (a goroutine that exits while locked takes its
-// thread with it), for probes that leave per-thread state behind: a former
-// ptrace tracer, a changed time_for_children. It returns that thread's id.
-//
-// The main thread is the exception: the runtime cannot end it and parks it
-// forever instead, still carrying the state (and /proc/PID/ns/* shows the
-// main thread's). So if the goroutine lands there, it keeps the main thread
-// locked, which forces a nested goroutine onto another thread, and gives the
-// main thread back untouched.
+// onThrowawayThread runs fn on a thread that the runtime discards
+// afterwards, for probes that leave per-thread state behind (a changed
+// time_for_children), and returns that thread's id. It is the engine's
+// own tracer thread, ptrace.RunLocked, which handles the main thread
+// (which the runtime cannot discard) for us.
 func onThrowawayThread(fn func()) int {
-	done := make(chan int)
-	go func() {
-		runtime.LockOSThread()
-		if unix.Gettid() == unix.Getpid() {
-			done <- onThrowawayThread(fn)
-			runtime.UnlockOSThread()
-			return
-		}
+	var tid int
+	ptrace.RunLocked(func() error {
 		fn()
-		done <- unix.Gettid()
-	}()
-	return <-done
+		tid = unix.Gettid()
+		return nil
+	})
+	return tid
 }

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -96,7 +97,7 @@ func probeMapVDSO() []Feature {
 	if err != nil {
 		return withInfo(missing(MapVDSO, "%v", err))
 	}
-	_, _, e := unix.Syscall(unix.SYS_ARCH_PRCTL, archMapVDSO64, uintptr(l.VvarStart), 0)
+	_, _, e := unix.Syscall(unix.SYS_ARCH_PRCTL, linux.ArchMapVDSO64, uintptr(l.VvarStart), 0)
 	switch e {
 	case unix.EEXIST:
 		return withInfo(ok(MapVDSO, fmt.Sprintf("EEXIST with a vDSO mapped; %s", l)))

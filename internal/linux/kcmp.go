@@ -2,6 +2,7 @@ package linux
 
 import (
 	"fmt"
+	"os"
 	"sort"
 
 	"golang.org/x/sys/unix"
@@ -9,12 +10,23 @@ import (
 
 // kcmp types (include/uapi/linux/kcmp.h).
 const (
-	KcmpFile    = 0
-	KcmpVM      = 1
-	KcmpFiles   = 2
-	KcmpFS      = 3
-	KcmpSighand = 4
+	KcmpFile     = 0 // KCMP_FILE
+	KcmpVM       = 1 // KCMP_VM
+	KcmpFiles    = 2 // KCMP_FILES
+	KcmpFS       = 3 // KCMP_FS
+	KcmpSighand  = 4 // KCMP_SIGHAND
+	KcmpEpollTfd = 7 // KCMP_EPOLL_TFD
 )
+
+// kcmp is the one kcmp(2) call of stasis. idx2 is an address for
+// KCMP_EPOLL_TFD (see KcmpEpollTarget).
+func kcmp(pid1, pid2, typ int, idx1, idx2 uintptr) (uintptr, error) {
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), idx1, idx2, 0)
+	if e != 0 {
+		return 0, os.NewSyscallError("kcmp", e)
+	}
+	return r, nil
+}
 
 // KcmpOrder compares two kernel objects of kind typ (for KcmpFile, the open
 // file descriptions of fd idx1 of pid1 and fd idx2 of pid2): 0 if they are
@@ -22,9 +34,9 @@ const (
 // the pointers it compares) but total and stable, so that objects can be
 // kept sorted.
 func KcmpOrder(pid1, pid2, typ, idx1, idx2 int) (int, error) {
-	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), uintptr(typ), uintptr(idx1), uintptr(idx2), 0)
-	if e != 0 {
-		return 0, e
+	r, err := kcmp(pid1, pid2, typ, uintptr(idx1), uintptr(idx2))
+	if err != nil {
+		return 0, err
 	}
 	switch r {
 	case 0:

@@ -1,6 +1,7 @@
 package linux
 
 import (
+	"errors"
 	"os"
 	"testing"
 
@@ -44,7 +45,7 @@ func TestKcmpSet(t *testing.T) {
 	for i, g := range fds {
 		_, at, found, err := s.Find(pid, g[0])
 		if err != nil {
-			if err == unix.ENOSYS || err == unix.EPERM {
+			if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
 				require.SkipOrFail(t, "kcmp (CONFIG_KCMP, and ptrace access to pid %d): %v", pid, err)
 			}
 			t.Fatal(err)

@@ -1,10 +1,38 @@
-// Package mem owns a task's address space: turning /proc/PID/smaps into
-// CRIU vma_entry records, finding the pages that must be saved (pagemap),
-// copying them into pages-N.img, and on restore mapping every VMA back at
-// its address inside the puppet task and filling it from the pages image.
-// Dump and restore live side by side because both must agree on which
-// pages an image holds.
+// Package mem owns a task's address space, both ways: what the dump
+// reads of it (VMAs from /proc/PID/smaps, the mm entry, present pages
+// from pagemap, shared memory objects, AIO rings) and how the restore
+// builds it again inside a restored task (unmap what the task inherited,
+// map every VMA at its address, fill its pages, make AIO contexts, set
+// protections, move the vDSO, PR_SET_MM_MAP). Dump and restore of each
+// part live side by side in one file, because both must agree on its
+// image entries:
 //
-// Page copies use process_vm_readv/writev and need no ptrace stop; mapping
-// calls are injected and so run on the tracer thread (see package ptrace).
+//	vma.go      VMAs: Classify (smaps -> vma_entry, a table of mapping
+//	            kinds) / MapAreas, Protect (mmap, mprotect, madvise)
+//	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img)
+//	            / the pagemap reader, PagedAreas, FillPages
+//	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
+//	vdso.go     the vDSO: SyscallInsn (the dump injects through it) /
+//	            restoreVDSO (ARCH_MAP_VDSO_64, same layout checked)
+//	shmem.go    shared memory objects (MAP_SHARED|MAP_ANONYMOUS, memfd):
+//	            DumpShmem, DumpSharedAnon / FillShmem, ShmemObjects
+//	sysvshm.go  System V attachments: checked at dump / shmat at restore
+//	aio.go      AIO rings: AioRing / restoreAioRings
+//	space.go    the whole address space at restore: Image and ReadImage
+//	            (mm-PID.img, pagemap-PID.img), Restorer.RestoreMemory,
+//	            which runs the steps above in order; keepInherited (a
+//	            child keeps what it shares with its parent); FreeRange
+//	errors.go   sentinels
+//
+// The orchestrators call one entry per phase: the dump Classify and
+// SyscallInsn (check), DumpMM (memory layout), WritePages (pages),
+// DumpSharedAnon (images); the restore ReadImage (reading the images),
+// FreeRange (where its injection page goes, which stays the
+// orchestrator's), Restorer.RestoreMemory and Restorer.RestoreMM (per
+// task, with the task as a remote.Task).
+//
+// Page copies use process_vm_readv/writev and need no ptrace stop; the
+// calls made inside a task (dump: ptrace.Task.Call; restore:
+// remote.Task) are injected and so run on the tracer thread (see package
+// ptrace).
 package mem

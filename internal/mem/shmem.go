@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"golang.org/x/sys/unix"
@@ -162,4 +163,116 @@ func NewShmem(size int64) (*os.File, error) {
 	// The mapping's file, opened through its map_files link, keeps the
 	// object once the mapping is gone.
 	return os.OpenFile(fmt.Sprintf("/proc/self/map_files/%x-%x", addr, addr+uintptr(size)), os.O_RDWR, 0)
+}
+
+// TaskAreas is a dumped process's address space as the dump of shared memory
+// needs it: its pid and its classified VMAs.
+type TaskAreas struct {
+	Pid   int
+	Areas []*Area
+}
+
+// DumpSharedAnon dumps the content of every shared anonymous memory
+// object of the tree (tasks, parents first) once, from the object itself
+// (DumpShmem): the pagemaps of the processes miss the pages that only a
+// process gone since (a worker that exited) or a mapping unmapped since
+// had touched. Its size is the furthest any of its mappings reaches into
+// it, as criu counts it. nextPagesID numbers the pages images.
+func DumpSharedAnon(dir *images.Dir, tasks []TaskAreas, nextPagesID func() int) error {
+	type object struct {
+		pid        int
+		start, end uint64
+		size       int64
+	}
+	objs := map[uint64]*object{}
+	var order []uint64
+	for _, p := range tasks {
+		for _, a := range p.Areas {
+			if !a.Has(AnonShared) {
+				continue
+			}
+			id, size := a.E.GetShmid(), int64(a.E.GetPgoff()+a.End()-a.Start())
+			if o := objs[id]; o != nil {
+				o.size = max(o.size, size)
+				continue
+			}
+			objs[id] = &object{pid: p.Pid, start: a.Start(), end: a.End(), size: size}
+			order = append(order, id)
+		}
+	}
+	for _, id := range order {
+		o := objs[id]
+		f, err := os.Open(fmt.Sprintf("/proc/%d/map_files/%x-%x", o.pid, o.start, o.end))
+		if err != nil {
+			return fmt.Errorf("shared memory %d (vma %#x-%#x of pid %d): %w", id, o.start, o.end, o.pid, err)
+		}
+		err = DumpShmem(dir, f, o.size, id, nextPagesID())
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("shared memory %d (vma %#x-%#x of pid %d): %w", id, o.start, o.end, o.pid, err)
+		}
+	}
+	return nil
+}
+
+// ShmemObjects are the shared anonymous memory objects of a restore.
+// Each is created once, in stasis, and filled from its pagemap-shmem
+// image; every VMA of it, in every task, maps that object's file - not a
+// fresh MAP_ANONYMOUS region - so that processes which shared it share it
+// again whatever the way they came to (fork, then the parent unmapped it;
+// mremap; a sibling's copy), and pages written by processes gone before
+// the dump are there (criu's restore_shmem).
+type ShmemObjects struct {
+	dir *images.Dir
+	mu  sync.Mutex
+	// size is the size of each object, by shmid: the furthest any of its
+	// mappings reaches into it (ReadImage notes them).
+	size  map[uint64]int64
+	files map[uint64]*os.File
+}
+
+// NewShmemObjects returns the (still empty) objects of the dump in dir.
+func NewShmemObjects(dir *images.Dir) *ShmemObjects {
+	return &ShmemObjects{dir: dir, size: map[uint64]int64{}}
+}
+
+// note records that a mapping reaches size bytes into object shmid.
+func (s *ShmemObjects) note(shmid uint64, size int64) {
+	s.size[shmid] = max(s.size[shmid], size)
+}
+
+// open returns the object shmid, creating it the first time.
+func (s *ShmemObjects) open(shmid uint64) (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.files[shmid]; f != nil {
+		return f, nil
+	}
+	size := s.size[shmid]
+	f, err := NewShmem(size)
+	if err != nil {
+		return nil, fmt.Errorf("shared memory %d: %w", shmid, err)
+	}
+	if err := FillShmem(s.dir, shmid, size, f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("shared memory %d: %w", shmid, err)
+	}
+	if s.files == nil {
+		s.files = map[uint64]*os.File{}
+	}
+	s.files[shmid] = f
+	return f, nil
+}
+
+// Close drops stasis' references: the objects live on in the tasks'
+// mappings.
+func (s *ShmemObjects) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, f := range s.files {
+		errs = append(errs, f.Close())
+	}
+	s.files = nil
+	return errors.Join(errs...)
 }

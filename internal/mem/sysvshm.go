@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/proc"
-	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // System V shared memory (shmat). A segment lives in the kernel's IPC
@@ -79,7 +79,7 @@ func checkSysvDump(pid int, v proc.VMA, shmid uint64, prev *Area) error {
 // attachSysv attaches, in t, the segment of the System V VMA e at its
 // address: the VMAs of one attachment follow each other from offset 0, and
 // the first one attaches the whole segment. Each then gets its protection.
-func attachSysv(t *ptrace.Task, vmas []*vma.VmaEntry, e *vma.VmaEntry) error {
+func attachSysv(t remote.Task, vmas []*vma.VmaEntry, e *vma.VmaEntry) error {
 	start, shmid := e.GetStart(), e.GetShmid()
 	if e.GetPgoff() == 0 {
 		var ds unix.SysvShmDesc

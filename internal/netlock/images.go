@@ -10,15 +10,8 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
-)
 
-// TCP states of a connection whose packets the lock drops
-// (include/net/tcp_states.h): not listening, not closed, not still
-// connecting (a connect the restore starts again has nothing to keep).
-const (
-	tcpSynSent = 2
-	tcpClose   = 7
-	tcpListen  = 10
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // ConnsOf reads the connections to lock from the entries of files.img:
@@ -33,7 +26,10 @@ func ConnsOf(entries iter.Seq[*fdinfo.FileEntry]) ([]Conn, error) {
 		if fe.GetType() != fdinfo.FdTypes_INETSK || ie == nil || ie.GetProto() != unix.IPPROTO_TCP {
 			continue
 		}
-		if st := ie.GetState(); st == tcpClose || st == tcpListen || st == tcpSynSent || ie.GetDstPort() == 0 {
+		// The lock drops the packets of connections that are not
+		// listening, not closed, not still connecting (a connect the
+		// restore starts again has nothing to keep).
+		if st := ie.GetState(); st == linux.TCPClose || st == linux.TCPListen || st == linux.TCPSynSent || ie.GetDstPort() == 0 {
 			continue
 		}
 		local, err := addrPort(ie.GetFamily(), ie.GetSrcAddr(), ie.GetSrcPort())

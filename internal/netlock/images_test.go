@@ -11,6 +11,8 @@ import (
 	sk_inet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-inet"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 func inetEntry(id uint32, family, proto_, state uint32, src, dst []uint32, sport, dport uint32) *fdinfo.FileEntry {
@@ -31,9 +33,9 @@ func TestConnsOf(t *testing.T) {
 	entries := map[uint32]*fdinfo.FileEntry{
 		1: inetEntry(1, unix.AF_INET, unix.IPPROTO_TCP, 1, v4a, v4b, 80, 40000),
 		2: inetEntry(2, unix.AF_INET6, unix.IPPROTO_TCP, 4, v6a, v6a, 443, 50000),
-		3: inetEntry(3, unix.AF_INET, unix.IPPROTO_TCP, tcpListen, v4a, []uint32{0}, 80, 0),
+		3: inetEntry(3, unix.AF_INET, unix.IPPROTO_TCP, linux.TCPListen, v4a, []uint32{0}, 80, 0),
 		4: inetEntry(4, unix.AF_INET, unix.IPPROTO_UDP, 1, v4a, v4b, 53, 53),
-		5: inetEntry(5, unix.AF_INET, unix.IPPROTO_TCP, tcpClose, v4a, v4b, 81, 82),
+		5: inetEntry(5, unix.AF_INET, unix.IPPROTO_TCP, linux.TCPClose, v4a, v4b, 81, 82),
 		6: inetEntry(6, unix.AF_INET6, unix.IPPROTO_TCP, 1, v6m, v6m, 8080, 1234),
 		7: {Id: proto.Uint32(7), Type: fdinfo.FdTypes_PIPE.Enum()},
 	}

@@ -1,12 +1,33 @@
 // Package ptrace owns every ptrace(2) request stasis makes: seizing and
 // interrupting tasks, reading and writing their registers, FPU/AVX state,
-// signal masks and queues, and injecting system calls into a stopped task
-// (Remote.Syscall), which is how stasis does without a parasite blob.
+// signal masks and queues, rseq and seccomp state, and injecting system
+// calls into a stopped task (Task.Syscall), which is how stasis does
+// without a parasite blob. No other package issues a ptrace request;
+// kerndat's probes use these functions too.
 //
-// Thread rule: the kernel binds a tracee to the OS thread that attached it,
-// and only that thread may issue requests for it. Callers run every
-// function of this package on one goroutine that has called
-// runtime.LockOSThread and never unlocks (see dump and restore, which run
-// their whole orchestration on such a goroutine). wait4 may come from any
-// thread of the process, but it is done here too for simplicity.
+//   - locked.go: RunLocked, the tracer thread.
+//   - ptrace_unsafe.go: the requests, one function each.
+//   - task.go: Task (a stopped tracee), Wait, seizing, injected calls.
+//   - scratch.go: memory mapped inside a task for pointer arguments.
+//   - mem_unsafe.go: tracee memory I/O (process_vm_readv/writev and
+//     /proc/PID/mem).
+//   - errors.go: ErrExited, ErrNotTracer.
+//
+// Thread rule: the kernel binds a tracee to the OS thread that attached
+// it, and only that thread may issue requests for it (from any other the
+// kernel says ESRCH, as if the task were gone). Callers run the requests
+// and Task's methods on one goroutine that has called
+// runtime.LockOSThread and never unlocks: RunLocked starts one (dump and
+// restore run their whole orchestration on it). Task.Syscall checks that
+// it runs on the thread that attached its task and otherwise fails with
+// ErrNotTracer. wait4 for a tracee is done on that thread too, so that no
+// other thread consumes its stops.
+//
+// What may run off the tracer thread: the memory I/O of mem_unsafe.go
+// (ReadMem, WriteMem, ReadvMem, WritevMem, ReadMemNoPin and Scratch's
+// Put and Get), which are process_vm_readv/writev and /proc/PID/mem
+// rather than ptrace requests and need only ptrace access to the task
+// (PTRACE_MODE_ATTACH), not its stop: the dump's page copy and the
+// restore's page fill run them on several goroutines. The task must stay
+// stopped meanwhile, which is the tracer's business.
 package ptrace

@@ -7,17 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Requests missing from x/sys/unix (include/uapi/linux/ptrace.h).
-const (
-	reqGetSigmask     = 0x420a
-	reqSetSigmask     = 0x420b
-	reqPeekSiginfo    = 0x4209
-	reqGetRseqConfig  = 0x420f
-	ntPRStatus        = 1     // NT_PRSTATUS
-	ntX86XState       = 0x202 // NT_X86_XSTATE
-	peekSiginfoShared = 1     // PTRACE_PEEKSIGINFO_SHARED
-)
-
 // SiginfoSize is sizeof(siginfo_t) on x86_64.
 const SiginfoSize = 128
 
@@ -76,7 +65,7 @@ func GetXState(tid int) ([]byte, error) {
 	buf := make([]byte, 16<<10)
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := ptracePtr(unix.PTRACE_GETREGSET, tid, ntX86XState, unsafe.Pointer(&iov)); err != nil {
+	if err := ptracePtr(unix.PTRACE_GETREGSET, tid, unix.NT_X86_XSTATE, unsafe.Pointer(&iov)); err != nil {
 		return nil, fmt.Errorf("ptrace getregset xstate %d: %w", tid, err)
 	}
 	return buf[:iov.Len], nil
@@ -86,7 +75,7 @@ func GetXState(tid int) ([]byte, error) {
 func SetXState(tid int, buf []byte) error {
 	iov := unix.Iovec{Base: &buf[0]}
 	iov.SetLen(len(buf))
-	if err := ptracePtr(unix.PTRACE_SETREGSET, tid, ntX86XState, unsafe.Pointer(&iov)); err != nil {
+	if err := ptracePtr(unix.PTRACE_SETREGSET, tid, unix.NT_X86_XSTATE, unsafe.Pointer(&iov)); err != nil {
 		return fmt.Errorf("ptrace setregset xstate %d: %w", tid, err)
 	}
 	return nil
@@ -95,7 +84,7 @@ func SetXState(tid int, buf []byte) error {
 // GetSigmask returns the blocked signal mask of tid (bit n-1 = signal n).
 func GetSigmask(tid int) (uint64, error) {
 	var m uint64
-	if err := ptracePtr(reqGetSigmask, tid, 8, unsafe.Pointer(&m)); err != nil {
+	if err := ptracePtr(unix.PTRACE_GETSIGMASK, tid, 8, unsafe.Pointer(&m)); err != nil {
 		return 0, fmt.Errorf("ptrace getsigmask %d: %w", tid, err)
 	}
 	return m, nil
@@ -103,7 +92,7 @@ func GetSigmask(tid int) (uint64, error) {
 
 // SetSigmask replaces the blocked signal mask of tid.
 func SetSigmask(tid int, m uint64) error {
-	if err := ptracePtr(reqSetSigmask, tid, 8, unsafe.Pointer(&m)); err != nil {
+	if err := ptracePtr(unix.PTRACE_SETSIGMASK, tid, 8, unsafe.Pointer(&m)); err != nil {
 		return fmt.Errorf("ptrace setsigmask %d: %w", tid, err)
 	}
 	return nil
@@ -122,9 +111,9 @@ func PeekSiginfo(tid int, shared bool) ([][]byte, error) {
 	for {
 		a := peekArgs{off: uint64(len(out)), nr: 32}
 		if shared {
-			a.flags = peekSiginfoShared
+			a.flags = unix.PTRACE_PEEKSIGINFO_SHARED
 		}
-		n, err := ptracePtrs(reqPeekSiginfo, tid, unsafe.Pointer(&a), unsafe.Pointer(&buf[0]))
+		n, err := ptracePtrs(unix.PTRACE_PEEKSIGINFO, tid, unsafe.Pointer(&a), unsafe.Pointer(&buf[0]))
 		if err != nil {
 			return nil, fmt.Errorf("ptrace peeksiginfo %d: %w", tid, err)
 		}
@@ -150,7 +139,7 @@ type RseqConfig struct {
 // GetRseqConfig returns the rseq area registered by tid (Pointer 0: none).
 func GetRseqConfig(tid int) (RseqConfig, error) {
 	var c RseqConfig
-	if err := ptracePtr(reqGetRseqConfig, tid, unsafe.Sizeof(c), unsafe.Pointer(&c)); err != nil {
+	if err := ptracePtr(unix.PTRACE_GET_RSEQ_CONFIGURATION, tid, unsafe.Sizeof(c), unsafe.Pointer(&c)); err != nil {
 		return c, fmt.Errorf("ptrace get_rseq_configuration %d: %w", tid, err)
 	}
 	return c, nil
@@ -221,15 +210,42 @@ func GetEventMsg(tid int) (uint64, error) {
 	return m, nil
 }
 
-// wait4 waits for a ptrace stop. The stops stasis waits for come within
-// microseconds (a single-stepped system call), so a raw syscall, which
-// keeps the Go runtime out of it, is cheaper than a scheduler hand-off;
-// a stop that takes long (an injected call that blocks) just holds the
-// tracer's thread, which nothing else uses.
-func wait4(pid int, ws *unix.WaitStatus, options int) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_WAIT4, uintptr(pid), uintptr(unsafe.Pointer(ws)), uintptr(options), 0, 0, 0)
+// SeccompFilter reads the classic BPF program of filter i of tid into buf
+// (PTRACE_SECCOMP_GET_FILTER; 0 is the newest filter) and returns its
+// number of instructions; an empty buf asks only for that number.
+func SeccompFilter(tid, i int, buf []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(buf) > 0 {
+		p = unsafe.Pointer(&buf[0])
+	}
+	n, err := ptracePtr2(unix.PTRACE_SECCOMP_GET_FILTER, tid, uintptr(i), p)
+	if err != nil {
+		return 0, fmt.Errorf("ptrace seccomp_get_filter %d of %d: %w", i, tid, err)
+	}
+	return n, nil
+}
+
+// SeccompMetadata is struct seccomp_metadata (include/uapi/linux/ptrace.h).
+type SeccompMetadata struct {
+	FilterOff uint64 // the filter asked about, 0 the newest
+	Flags     uint64 // SECCOMP_FILTER_FLAG_* it was installed with
+}
+
+// GetSeccompMetadata returns the flags filter i of tid was installed with
+// (PTRACE_SECCOMP_GET_METADATA).
+func GetSeccompMetadata(tid, i int) (SeccompMetadata, error) {
+	md := SeccompMetadata{FilterOff: uint64(i)}
+	if _, err := ptracePtr2(unix.PTRACE_SECCOMP_GET_METADATA, tid, unsafe.Sizeof(md), unsafe.Pointer(&md)); err != nil {
+		return md, fmt.Errorf("ptrace seccomp_get_metadata %d of %d: %w", i, tid, err)
+	}
+	return md, nil
+}
+
+// ptracePtr2 is ptracePtr that returns the request's result.
+func ptracePtr2(req int, pid int, addr uintptr, data unsafe.Pointer) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_PTRACE, uintptr(req), uintptr(pid), addr, uintptr(data), 0, 0)
 	if e != 0 {
-		return int(r), e
+		return 0, e
 	}
 	return int(r), nil
 }

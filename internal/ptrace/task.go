@@ -6,11 +6,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
-
-// ErrExited is returned when a tracee died while stasis waited for it.
-var ErrExited = errors.New("task exited")
 
 // Stop describes why a tracee stopped.
 type Stop struct {
@@ -22,15 +20,8 @@ type Stop struct {
 // is killed instead yields ErrExited.
 func Wait(tid int) (Stop, error) {
 	var ws unix.WaitStatus
-	for {
-		_, err := wait4(tid, &ws, unix.WALL)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return Stop{}, fmt.Errorf("wait4 %d: %w", tid, err)
-		}
-		break
+	if _, err := linux.RawWait4(tid, &ws, unix.WALL); err != nil {
+		return Stop{}, fmt.Errorf("wait for tid %d: %w", tid, err)
 	}
 	switch {
 	case ws.Exited():
@@ -72,6 +63,9 @@ type Task struct {
 	// must be able to die at any moment without harming it, so calls are
 	// injected in a way that leaves nothing behind (see syscallSeized).
 	seized bool
+	// tracer is the OS thread that attached the task, the only one whose
+	// ptrace requests the kernel accepts for it (see Syscall).
+	tracer int
 }
 
 // Tgid returns the pid of the process the thread belongs to.
@@ -124,7 +118,7 @@ func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 		_ = Detach(tid, 0)
 		return nil, 0, err
 	}
-	t := &Task{Tid: tid, seized: true}
+	t := &Task{Tid: tid, seized: true, tracer: unix.Gettid()}
 	for {
 		st, err := Wait(tid)
 		if err != nil {
@@ -154,13 +148,14 @@ func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 
 // Attached wraps a tracee that is already in a ptrace stop (a fresh child
 // auto-attached through PTRACE_O_TRACEFORK, or the exec stop of a
-// PTRACE_TRACEME child).
+// PTRACE_TRACEME child). It must be called on the tracer's thread, which
+// the task's later calls must come from too.
 func Attached(tid int, syscallIP uint64) (*Task, error) {
 	regs, err := GetRegs(tid)
 	if err != nil {
 		return nil, err
 	}
-	return &Task{Tid: tid, SyscallIP: syscallIP, Base: regs}, nil
+	return &Task{Tid: tid, SyscallIP: syscallIP, Base: regs, tracer: unix.Gettid()}, nil
 }
 
 // Syscall injects system call nr with up to six arguments into the stopped
@@ -172,9 +167,16 @@ func Attached(tid int, syscallIP uint64) (*Task, error) {
 // cannot hurt (syscallSeized). A task of the restore (the puppet and what
 // it creates, killed with stasis by PTRACE_O_EXITKILL) is single-stepped:
 // one round trip instead of two.
+//
+// It must run on the thread that attached the task (see the package
+// doc); from any other, it fails with an error wrapping ErrNotTracer
+// before it touches the task.
 func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	if t.SyscallIP == 0 {
 		return 0, fmt.Errorf("inject syscall %d into %d: no syscall instruction known", nr, t.Tid)
+	}
+	if err := t.onTracer(); err != nil {
+		return 0, fmt.Errorf("inject syscall %d into %d: %w", nr, t.Tid, err)
 	}
 	regs := t.injected(nr, args)
 	if t.seized {
@@ -214,6 +216,21 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 			t.Signals = append(t.Signals, st.Signal)
 		}
 	}
+}
+
+// onTracer checks that the caller runs on the task's tracer thread. The
+// kernel answers a request from any other thread with ESRCH, as if the
+// task were gone, which would send a caller after the wrong cause; a
+// wait4 from another thread of the process, allowed, would steal the
+// tracer's stops.
+func (t *Task) onTracer() error {
+	if t.tracer == 0 {
+		return nil
+	}
+	if tid := unix.Gettid(); tid != t.tracer {
+		return fmt.Errorf("called on thread %d, but thread %d attached it: %w", tid, t.tracer, ErrNotTracer)
+	}
+	return nil
 }
 
 // injected returns the registers that make the task call nr with args

@@ -2,11 +2,13 @@ package ptrace
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -384,6 +386,38 @@ func TestDetachUntouched(t *testing.T) {
 		}
 		if tr.Blocked != mask {
 			t.Errorf("mask at the second seize %#x, at the first %#x", tr.Blocked, mask)
+		}
+		return Detach(s.pid, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.checkAlive(t, 0)
+}
+
+// TestSyscallOffTracer: an injected call from a thread other than the one
+// that seized the task fails at once with ErrNotTracer, without touching
+// the task, and the tracer thread can still use it.
+func TestSyscallOffTracer(t *testing.T) {
+	s := startSleeper(t, "read", 0)
+	err := RunLocked(func() error {
+		tr, err := seizeForTest(s.pid)
+		if err != nil {
+			return err
+		}
+		errc := make(chan error, 1)
+		// Another locked goroutine is certainly on another thread.
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			_, err := tr.Syscall(unix.SYS_GETPID)
+			errc <- err
+		}()
+		if err := <-errc; !errors.Is(err, ErrNotTracer) {
+			t.Errorf("getpid from another thread: %v, want ErrNotTracer", err)
+		}
+		if got, err := tr.Syscall(unix.SYS_GETPID); err != nil || int(got) != s.pid {
+			t.Errorf("getpid on the tracer thread afterwards = %d, %v; want %d", got, err, s.pid)
 		}
 		return Detach(s.pid, 0)
 	})

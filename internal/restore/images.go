@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
-	"os"
 	"path/filepath"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
@@ -13,8 +11,6 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
@@ -28,7 +24,7 @@ import (
 
 // ErrBadImage is wrapped by errors about images that are inconsistent
 // although each decodes.
-var ErrBadImage = errors.New("inconsistent image")
+var ErrBadImage = images.ErrInconsistent
 
 // ErrIncomplete is wrapped when the images dir holds no complete dump.
 var ErrIncomplete = errors.New("not a complete dump")
@@ -36,17 +32,13 @@ var ErrIncomplete = errors.New("not a complete dump")
 // taskImages is everything the images say about one process, and its
 // place in the tree as restore builds it.
 type taskImages struct {
-	pstree   *pstree.PstreeEntry
-	core     *criucore.CoreEntry   // the leader's, with task_core
-	threads  []*criucore.CoreEntry // every thread's but the leader's, in pstree order
-	ids      *criucore.TaskKobjIdsEntry
-	mm       *mm.MmEntry
-	pagesID  uint32
-	pagemap  []*pagemap.PagemapEntry
-	paged    map[uint64]bool // VMA starts that receive pages
-	fs       *fs.FsEntry
-	fds      []*fdinfo.FdinfoEntry
-	pagesLen int64
+	pstree  *pstree.PstreeEntry
+	core    *criucore.CoreEntry   // the leader's, with task_core
+	threads []*criucore.CoreEntry // every thread's but the leader's, in pstree order
+	ids     *criucore.TaskKobjIdsEntry
+	mem     *mem.Image // the address space: mm and pagemap
+	fs      *fs.FsEntry
+	fds     []*fdinfo.FdinfoEntry
 
 	// The tree as restore creates it. It is the dumped tree, except that
 	// a session or group whose leader had exited gets a helper task with
@@ -85,9 +77,7 @@ type imageSet struct {
 	all     []*taskImages // pstree order, parents first; helpers not included
 	seccomp []*seccomp.SeccompFilter
 	memfds  map[uint32]*memfd.MemfdInodeEntry // by inode_id
-	// shmemSize is the size of each shared anonymous memory object, by
-	// shmid: the furthest any of its mappings reaches into it.
-	shmemSize map[uint64]int64
+	shmem   *mem.ShmemObjects                 // shared anonymous memory, created in stasis
 }
 
 func bad(file string, format string, args ...any) error {
@@ -111,7 +101,7 @@ func readImages(path string) (*imageSet, error) {
 	if err := checksum.Verify(path); err != nil {
 		return nil, err
 	}
-	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}, shmemSize: map[uint64]int64{}}
+	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}, shmem: mem.NewShmemObjects(dir)}
 	s.inv = &inventory.InventoryEntry{}
 	if err := dir.ReadOne("inventory.img", s.inv); err != nil {
 		return nil, err
@@ -278,14 +268,8 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	if err := d.ReadOne(name("ids"), ti.ids); err != nil {
 		return nil, err
 	}
-	ti.mm = &mm.MmEntry{}
-	if err := d.ReadOne(name("mm"), ti.mm); err != nil {
-		return nil, err
-	}
-	if err := s.checkMM(name("mm"), ti.mm); err != nil {
-		return nil, err
-	}
-	if err := s.readPagemap(name("pagemap"), ti); err != nil {
+	var err error
+	if ti.mem, err = mem.ReadImage(d, pid, s.hasFile, s.shmem); err != nil {
 		return nil, err
 	}
 	ti.fs = &fs.FsEntry{}
@@ -318,92 +302,6 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	return ti, nil
 }
 
-func (s *imageSet) checkMM(file string, m *mm.MmEntry) error {
-	if s.files[m.GetExeFileId()] == nil {
-		return bad(file, "exe file id %d is not in files.img", m.GetExeFileId())
-	}
-	var prevEnd uint64
-	for i, v := range m.GetVmas() {
-		if v.GetStart() >= v.GetEnd() || v.GetStart()%mem.PageSize != 0 || v.GetEnd()%mem.PageSize != 0 || v.GetStart() < prevEnd {
-			return bad(file, "vma %d: bad range %#x-%#x", i, v.GetStart(), v.GetEnd())
-		}
-		prevEnd = v.GetEnd()
-		if v.GetStatus()&(mem.FilePrivate|mem.FileShared) != 0 && s.files[uint32(v.GetShmid())] == nil {
-			return bad(file, "vma %d maps file id %d, not in files.img", i, v.GetShmid())
-		}
-		if v.GetStatus()&mem.AnonShared != 0 {
-			if v.GetPgoff()%mem.PageSize != 0 || v.GetPgoff() > 1<<46 {
-				return bad(file, "vma %d: shared memory offset %#x", i, v.GetPgoff())
-			}
-			id := v.GetShmid()
-			s.shmemSize[id] = max(s.shmemSize[id], int64(v.GetPgoff()+v.GetEnd()-v.GetStart()))
-		}
-	}
-	if len(m.GetMmSavedAuxv())%2 != 0 || len(m.GetMmSavedAuxv()) > 2*64 {
-		return bad(file, "auxv of %d words", len(m.GetMmSavedAuxv()))
-	}
-	return nil
-}
-
-func (s *imageSet) readPagemap(file string, ti *taskImages) error {
-	r, err := s.dir.NewReader(file)
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	head := &pagemap.PagemapHead{}
-	if err := r.Next(head); err != nil {
-		if errors.Is(err, io.EOF) {
-			return bad(file, "no pagemap head")
-		}
-		return err
-	}
-	ti.pagesID = head.GetPagesId()
-	var offsets []int64
-	for {
-		off := r.Offset()
-		pe := &pagemap.PagemapEntry{}
-		if err := r.Next(pe); err != nil {
-			if errors.Is(err, io.EOF) {
-				break
-			}
-			return err
-		}
-		ti.pagemap = append(ti.pagemap, pe)
-		offsets = append(offsets, off)
-		if mem.HasData(pe) {
-			// Checked before the sum, which a few huge counts would wrap
-			// into a size the pages file seems to have.
-			n := mem.NrPages(pe)
-			if n > uint64(math.MaxInt64-ti.pagesLen)/mem.PageSize {
-				return &images.Error{File: file, Offset: off, Err: fmt.Errorf("%w: entry %d: %d pages, more than any pages file holds", ErrBadImage, len(ti.pagemap)-1, n)}
-			}
-			ti.pagesLen += int64(n * mem.PageSize)
-		}
-	}
-	ti.pagemap, ti.paged, err = mem.PagedAreas(ti.mm.GetVmas(), ti.pagemap, func(i int, err error) error {
-		return &images.Error{File: file, Offset: offsets[i], Err: fmt.Errorf("%w: entry %d: %v", ErrBadImage, i, err)}
-	})
-	if err != nil {
-		return err
-	}
-	pages := fmt.Sprintf("pages-%d.img", ti.pagesID)
-	f, err := s.dir.OpenRaw(pages)
-	if err != nil {
-		// Say which image sent us there: its pages id may be the damage.
-		return fmt.Errorf("%s: pages of pages id %d: %w", file, ti.pagesID, err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return err
-	}
-	if fi.Size() < ti.pagesLen {
-		return &images.Error{File: pages, Offset: fi.Size(), Err: fmt.Errorf("%w: %s needs %d bytes of pages, file ends at %d", images.ErrTruncated, file, ti.pagesLen, fi.Size())}
-	}
-	return nil
-}
-
 // maxFd is the highest fd number of any task of the image.
 func (s *imageSet) maxFd() int {
 	m := 2
@@ -415,6 +313,12 @@ func (s *imageSet) maxFd() int {
 	return m
 }
 
+// hasFile reports whether id is in files.img.
+func (s *imageSet) hasFile(id uint32) bool { return s.files[id] != nil }
+
+// fileName is the path of files.img entry id (of a regular file).
+func (s *imageSet) fileName(id uint32) string { return s.files[id].GetReg().GetName() }
+
 // sameFile reports whether two file ids of files.img name the same file.
 func (s *imageSet) sameFile(a, b uint32) bool {
 	if a == b {
@@ -422,8 +326,4 @@ func (s *imageSet) sameFile(a, b uint32) bool {
 	}
 	fa, fb := s.files[a].GetReg(), s.files[b].GetReg()
 	return fa != nil && fb != nil && fa.GetName() == fb.GetName()
-}
-
-func (s *imageSet) openPages(ti *taskImages) (*os.File, error) {
-	return s.dir.OpenRaw(fmt.Sprintf("pages-%d.img", ti.pagesID))
 }

@@ -141,7 +141,14 @@ func (tr *taskRestorer) restoreFiles() error {
 	if !tr.img.live() {
 		return nil
 	}
-	for _, step := range []func() error{tr.restoreFS, tr.restoreFds, tr.restoreOwners, tr.restoreLocks, tr.closeChannel} {
+	fds := tr.img.fds
+	for _, step := range []func() error{
+		tr.restoreFS,
+		tr.restoreFds,
+		func() error { return tr.r.files.RestoreOwners(tr, fds) },
+		func() error { return tr.r.files.RestoreLocks(tr, fds) },
+		tr.closeChannel,
+	} {
 		if err := step(); err != nil {
 			return err
 		}
@@ -216,17 +223,17 @@ func (tr *taskRestorer) restoreState() error {
 	}
 	_, cores := tr.allThreads()
 	core.HandOverTimerSignals(tr.img.core.GetTc(), cores)
-	if err := core.RestoreProcess(tr.t, tr.s, tr.img.core.GetTc()); err != nil {
+	if err := core.RestoreProcess(tr, tr.img.core.GetTc()); err != nil {
 		return err
 	}
 	ts, cores := tr.allThreads()
 	for i, t := range ts {
-		if err := core.RestoreThread(t, tr.s, cores[i]); err != nil {
+		if err := core.RestoreThread(tr.thread(t), tr.Pid(), cores[i]); err != nil {
 			return err
 		}
 	}
 	// Timers run from the moment they are created: as late as possible.
-	return core.RestorePosixTimers(tr.t, tr.s, tr.img.core.GetTc().GetTimers().GetPosix())
+	return core.RestorePosixTimers(tr, tr.img.core.GetTc().GetTimers().GetPosix())
 }
 
 // restoreCreds installs every thread's seccomp filters (the leader first:

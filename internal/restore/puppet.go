@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
@@ -134,10 +135,7 @@ func kill(pid int) {
 	_ = unix.Kill(pid, unix.SIGKILL)
 	var ws unix.WaitStatus
 	for {
-		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		_, err := linux.Wait4(pid, &ws, unix.WALL)
 		if err != nil || ws.Exited() || ws.Signaled() {
 			return
 		}

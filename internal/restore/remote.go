@@ -3,6 +3,7 @@ package restore
 import (
 	"os"
 
+	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
 
@@ -23,4 +24,24 @@ func (tr *taskRestorer) Get(off uint64, n int) ([]byte, error) { return tr.s.Get
 func (tr *taskRestorer) PassFile(f *os.File) (int, error) {
 	fd, err := tr.passFile(f)
 	return int(fd), err
+}
+
+// threadTask is the remote.Task of one thread of a process being
+// restored, for the steps that are the thread's own (core.RestoreThread):
+// its calls run in that thread; it shares the process's scratch memory
+// and files.
+type threadTask struct {
+	*taskRestorer
+	t *ptrace.Task
+}
+
+// thread returns the remote.Task of t, a thread of tr's process.
+func (tr *taskRestorer) thread(t *ptrace.Task) remote.Task { return threadTask{tr, t} }
+
+// Pid is the thread's tid as the images know it.
+func (th threadTask) Pid() int     { return th.t.VTid() }
+func (th threadTask) HostPid() int { return th.t.Tid }
+
+func (th threadTask) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
+	return th.t.Call(name, nr, args...)
 }

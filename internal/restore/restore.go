@@ -19,10 +19,12 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
 )
 
 // Options selects how a checkpoint is restored.
@@ -68,11 +70,7 @@ func (r *Restored) Wait() (int, error) {
 		pid = r.waitPid
 	}
 	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
+		if _, err := linux.Wait4(pid, &ws, 0); err != nil {
 			return -1, fmt.Errorf("wait for restored pid %d: %w", r.Pid, err)
 		}
 		switch {
@@ -97,8 +95,7 @@ type restorer struct {
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
-	shmem          shmemObjects    // shared anonymous memory, created in stasis
-	epollDone      map[uint32]bool // epoll file ids whose items are added
+	mem            *mem.Restorer   // the tasks' address spaces (see memory)
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
@@ -131,7 +128,8 @@ func Restore(ctx context.Context, opts Options) (*Restored, error) {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	opts.Files.ShellJob = opts.ShellJob
-	r := &restorer{ctx: ctx, opts: opts, log: opts.Log, epollDone: map[uint32]bool{}}
+	opts.Files.Log = opts.Log
+	r := &restorer{ctx: ctx, opts: opts, log: opts.Log}
 	var res *Restored
 	err := ptrace.RunLocked(func() error {
 		var err error
@@ -191,7 +189,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		} else {
 			r.files.Succeeded()
 		}
-		if cerr := errors.Join(r.files.Close(), r.shmem.Close()); cerr != nil {
+		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
 		}
 	}()
@@ -448,10 +446,7 @@ func (r *restorer) startInit() error {
 func RunInit(root int) int {
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
+		pid, err := linux.Wait4(-1, &ws, 0)
 		if err != nil {
 			return 0
 		}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Victim is one logical process across its incarnations: the original, then
@@ -308,12 +310,11 @@ func mustStat(t testing.TB, pid int) Stat {
 func waitPid(pid int, exited chan<- int) {
 	for {
 		var ws unix.WaitStatus
-		_, err := unix.Wait4(pid, &ws, unix.WALL, nil)
+		_, err := linux.Wait4(pid, &ws, unix.WALL)
 		switch {
 		case err == nil:
 			exited <- exitCode(syscall.WaitStatus(ws))
 			return
-		case err == unix.EINTR:
 		case !Exists(pid):
 			exited <- notChild
 			return
@@ -328,10 +329,7 @@ func killAndReap(pid int) {
 	unix.Kill(pid, unix.SIGKILL)
 	for i := 0; i < 100 && Exists(pid); i++ {
 		var ws unix.WaitStatus
-		if _, err := unix.Wait4(pid, &ws, unix.WALL|unix.WNOHANG, nil); err != nil && err != unix.EINTR {
-			time.Sleep(10 * time.Millisecond)
-			continue
-		}
+		linux.Wait4(pid, &ws, unix.WALL|unix.WNOHANG)
 		time.Sleep(10 * time.Millisecond)
 	}
 }

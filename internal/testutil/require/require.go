@@ -77,13 +77,13 @@ var toolPackage = map[string]string{
 	"tmux": "tmux", "screen": "screen", "vim.basic": "vim", "top": "procps",
 	"sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
 	"setpriv": "util-linux", "unshare": "util-linux", "setsid": "util-linux",
-	"sleep": "coreutils", "sh": "dash",
+	"sleep": "coreutils", "sh": "dash", "protoc": "protobuf-compiler",
 }
 
 // CITools are the programs the tests run, all of which CI must have.
 var CITools = []string{"gcc", "crit", "python3", "make", "git", "bzip2", "tar", "diff",
 	"redis-server", "nginx", "initdb", "postgres", "tmux", "screen", "vim.basic", "top",
-	"sshd", "ssh", "ssh-keygen", "setpriv", "unshare"}
+	"sshd", "ssh", "ssh-keygen", "setpriv", "unshare", "protoc"}
 
 // LookTool finds a program: on PATH, in /usr/sbin (sshd, nginx are not on
 // a user's PATH), or for postgres' programs in Debian's

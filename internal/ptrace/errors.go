@@ -1,0 +1,12 @@
+package ptrace
+
+import "errors"
+
+// ErrExited is returned when a tracee died while stasis waited for it.
+var ErrExited = errors.New("task exited")
+
+// ErrNotTracer is wrapped by the error of a call made for a task from a
+// thread other than its tracer's: the goroutine that seized or created
+// it did not stay locked to its thread (see RunLocked), or the call was
+// handed to another goroutine.
+var ErrNotTracer = errors.New("not on the tracer thread (ptrace requests must come from the thread that attached the task; see ptrace.RunLocked)")
