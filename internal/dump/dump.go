@@ -371,13 +371,14 @@ func (d *dumper) check(p *process) error {
 	if p.areas, err = mem.Classify(p.pid, p.smaps, d.files.Refuse); err != nil {
 		return err
 	}
-	// Injections go through a syscall instruction of the process's vDSO.
+	// Injections go through a syscall instruction of the process's vDSO,
+	// or of any executable mapping if it unmapped its vDSO.
 	ip, err := mem.SyscallInsn(p.pid, p.areas)
 	if err != nil {
 		return err
 	}
 	if ip == 0 {
-		return fmt.Errorf("pid %d has no [vdso] to inject system calls through: %w", p.pid, ErrNotSupported)
+		return fmt.Errorf("pid %d has no syscall instruction in its [vdso] or executable mappings to inject system calls through: %w", p.pid, ErrNotSupported)
 	}
 	for _, th := range p.threads {
 		th.tr.SyscallIP = ip

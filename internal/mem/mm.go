@@ -107,6 +107,11 @@ func DumpMM(t *ptrace.Task, pid int, st *proc.Stat, areas []*Area, files FileTab
 		}
 		m.Vmas = append(m.Vmas, a.E)
 	}
+	guards, err := GuardAreas(pid)
+	if err != nil {
+		return nil, err
+	}
+	m.Vmas = append(m.Vmas, guards...)
 	return m, nil
 }
 

@@ -69,7 +69,8 @@ func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
 	var runs []Run
 	for i := uint64(0); i < n; i++ {
 		pme := binary.LittleEndian.Uint64(buf[i*8:])
-		keep := pme&(pmePresent|pmeSwap) != 0
+		// A guard region's marker shows as swapped; it has no page.
+		keep := pme&(pmePresent|pmeSwap) != 0 && pme&pmeGuard == 0
 		if keep && filePrivate && pme&pmeFile != 0 {
 			keep = false // still the file's own page
 		}
