@@ -199,7 +199,7 @@ func DumpSharedAnon(dir *images.Dir, tasks []TaskAreas, nextPagesID func() int) 
 	var order []uint64
 	for _, p := range tasks {
 		for _, a := range p.Areas {
-			if !a.Has(AnonShared) {
+			if !a.Has(AnonShared) || a.Has(AreaSysVIPC) { // a System V segment is its ipc namespace's
 				continue
 			}
 			id, size := a.E.GetShmid(), int64(a.E.GetPgoff()+a.End()-a.Start())
