@@ -14,6 +14,7 @@ import (
 	"sync"
 	"testing"
 
+	ipc_shm "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-shm"
 	"github.com/checkpoint-restore/go-criu/v8/magic"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -310,7 +311,14 @@ next:
 func CheckWithCrit42(t testing.TB, dir string) (checked, identical int) {
 	t.Helper()
 	crit := Crit42(t)
-	files := CritFiles(t, dir)
+	var files []string
+	for _, f := range CritFiles(t, dir) {
+		if why := critCannot(t, f); why != "" {
+			t.Logf("%s not checked with crit 4.2: %s", filepath.Base(f), why)
+			continue
+		}
+		files = append(files, f)
+	}
 	out := t.TempDir()
 	driver := filepath.Join(out, "roundtrip.py")
 	if err := os.WriteFile(driver, []byte(critDriver), 0o644); err != nil {
@@ -417,6 +425,23 @@ func critPipe(t testing.TB, crit string, files []string) {
 	if i := firstDiff(orig, back); i >= 0 {
 		t.Errorf("crit decode -i %s | crit encode differs at byte %d: %s", filepath.Base(f), i, critHexAround(orig, back, i))
 	}
+}
+
+// critCannot says why crit 4.2 cannot decode an image that criu 4.2
+// writes the same way, "" if it can: an ipcns-shm entry with in_pagemaps
+// (criu 4.2 always sets it; its contents are in pagemap-shmem) is followed
+// by no data, but crit reads size bytes of data after it all the same.
+func critCannot(t testing.TB, f string) string {
+	t.Helper()
+	if !strings.HasPrefix(filepath.Base(f), "ipcns-shm-") {
+		return ""
+	}
+	for _, e := range ReadImage(t, filepath.Dir(f), filepath.Base(f), func() *ipc_shm.IpcShmEntry { return &ipc_shm.IpcShmEntry{} }) {
+		if e.GetInPagemaps() {
+			return "crit reads inline data after an entry with in_pagemaps (criu 4.2's own images too)"
+		}
+	}
+	return ""
 }
 
 // critZombie matches crit's error for the missing images of a zombie.

@@ -198,6 +198,15 @@ func TestCrit42(t *testing.T) {
 			images, identical, dumps = images+n, identical+same, dumps+1
 		})
 	}
+	t.Run("container", func(t *testing.T) {
+		// pid, uts and ipc namespaces with System V objects (ns_test.go).
+		c := startContainer(t, "flat")
+		dir := t.TempDir()
+		testutil.Dump(t, c.init, dir, "-R")
+		n, same := testutil.CheckWithCrit42(t, dir)
+		t.Logf("crit 4.2: %d images decoded, %d re-encoded identical", n, same)
+		images, identical, dumps = images+n, identical+same, dumps+1
+	})
 	t.Logf("crit 4.2 over %d dumps: %d images decoded, %d re-encoded identical", dumps, images, identical)
 }
 
@@ -275,6 +284,17 @@ func TestCrit42CRIUImages(t *testing.T) {
 			images, dumps = images+n, dumps+1
 		})
 	}
+	t.Run("container", func(t *testing.T) {
+		// pid, uts and ipc namespaces with System V objects (ns_test.go).
+		c := startContainer(t, "flat")
+		dir := t.TempDir()
+		r := testutil.RunCRIU(t, 30*time.Second, dir, "dump", "-t", strconv.Itoa(c.init), "-D", dir, "-R", "--network-lock", "nftables")
+		if r.Code != 0 {
+			t.Fatalf("criu dump -R of the container failed: %s\n%s", testutil.CriuErrors(nsLogText(r.Log)), r)
+		}
+		n, _ := testutil.CheckWithCrit42(t, dir)
+		images, dumps = images+n, dumps+1
+	})
 	t.Run("stats-restore", func(t *testing.T) {
 		v := testutil.StartVictim(t, "counter", filepath.Join(t.TempDir(), "count"))
 		v.WaitReady(t)
