@@ -147,6 +147,18 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 		name string
 		fn   func() error
 	}{
+		{"scheduling policy", func() error {
+			// /proc's stat shows the policy without its reset-on-fork
+			// flag; criu saves sched_getscheduler's, which has it.
+			a, err := unix.SchedGetAttr(tid, 0)
+			if err != nil {
+				return err
+			}
+			if a.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0 {
+				th.SchedPolicy = proto.Uint32(a.Policy | unix.SCHED_RESET_ON_FORK)
+			}
+			return nil
+		}},
 		{"pending signals", func() error {
 			private, err := ptrace.PeekSiginfo(tid, false)
 			th.SignalsP = sigQueue(private)

@@ -42,7 +42,7 @@ func (tr *taskRestorer) create() error {
 		if err := tr.r.stop("create tree", c.pid()); err != nil {
 			return err
 		}
-		t, err := cloneWithPid(tr.t, tr.s, c.pid(), 0)
+		t, err := tr.r.cloneProcess(tr.t, tr.s, c)
 		if err != nil {
 			if errors.Is(err, ErrPidInUse) {
 				return pidInUse(c.pid())
@@ -106,6 +106,11 @@ func (tr *taskRestorer) joinGroup() error {
 	if pgid == pid || tr.img.sid() == pid {
 		return nil
 	}
+	// In a nested pid namespace, the group as the task sees it; one it
+	// inherited from outside that namespace it cannot name nor leave.
+	if pgid = tr.r.ns.LocalPid(pid, pgid); pgid == 0 {
+		return nil
+	}
 	cur, err := tr.t.Call("getpgid", unix.SYS_GETPGID, 0)
 	if err != nil {
 		return err
@@ -127,8 +132,8 @@ func (tr *taskRestorer) createThreads() error {
 	if !tr.img.live() {
 		return nil
 	}
-	for _, tid := range tr.img.pstree.GetThreads()[1:] {
-		t, err := cloneWithPid(tr.t, tr.s, int(tid), threadFlags)
+	for i, tid := range tr.img.pstree.GetThreads()[1:] {
+		t, err := cloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.pid(), i+1, int(tid)), threadFlags)
 		if err != nil {
 			return err
 		}

@@ -22,6 +22,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
@@ -88,6 +89,7 @@ type restorer struct {
 	opts        Options
 	log         *slog.Logger
 	imgs        *imageSet
+	ns          *ns.Restorer // the namespaces of the images, the pids of each level
 	puppet      *puppet
 	scratchBase uint64
 	procs       []*taskRestorer // every process created, parents first
@@ -142,6 +144,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
 	}
+	if err := r.loadNamespaces(); err != nil {
+		return nil, err
+	}
 	if r.opts.Unprivileged {
 		if r.opts.PidNS {
 			return nil, fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
@@ -155,7 +160,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.HostPids = map[int]int{}
-	if !r.opts.PidNS {
+	if !r.opts.PidNS && !r.ns.NewPidNS() {
 		for _, pid := range r.imgs.allPids() {
 			if err := checkPidFree(pid); err != nil {
 				return nil, err
@@ -322,7 +327,7 @@ func (r *restorer) createTree() error {
 		from = r.init
 	}
 	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.scratch.Addr, Size: r.puppet.scratch.Size}
-	t, err := cloneWithPid(from, scratch, root.pid(), 0)
+	t, err := r.cloneProcess(from, scratch, root)
 	if err != nil {
 		if errors.Is(err, ErrPidInUse) {
 			return pidInUse(root.pid())
@@ -330,6 +335,9 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
+	if err := r.ns.Created(root.pid(), t.Tid); err != nil {
+		return err
+	}
 	via := r.puppet.tr.SyscallIP
 	r.puppet0Scratch = *r.puppet.scratch
 	r.puppet.kill()
