@@ -86,7 +86,6 @@ func FuzzFifoData(f *testing.F) {
 	})
 }
 
-
 func FuzzFileLocks(f *testing.F) {
 	fuzzKind(f, "filelocks.img", func(t *testing.T, r *Restorer, path string) error {
 		byPid, err := r.readLocks()

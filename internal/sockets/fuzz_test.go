@@ -2,10 +2,7 @@ package sockets
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -43,52 +40,16 @@ func seedRestorer(tb testing.TB, dir string) (*files.Restorer, error) {
 // fuzzKind fuzzes the images matching glob in the seed dumps that have
 // one: read(r, path) is what the restore does with it.
 func fuzzKind(f *testing.F, glob string, read func(t *testing.T, r *files.Restorer, path string) error) {
-	base := f.TempDir()
-	var paths []string
-	for _, src := range testutil.SeedDumps(f) {
-		names, _ := filepath.Glob(filepath.Join(src, glob))
-		if len(names) == 0 {
-			continue
-		}
-		dst := filepath.Join(base, filepath.Base(src))
-		testutil.CopySeed(f, src, dst, false)
-		sort.Strings(names)
-		for _, n := range names {
-			b, err := os.ReadFile(n)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(uint8(len(paths)), b)
-			paths = append(paths, filepath.Join(dst, filepath.Base(n)))
-		}
-	}
-	if len(paths) == 0 {
-		f.Fatalf("no seed dump has %s", glob)
-	}
-	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
-		path := paths[int(which)%len(paths)]
-		orig, err := os.ReadFile(path)
+	testutil.FuzzSeedImages(f, glob, func(t *testing.T, path string) error {
+		r, err := seedRestorer(t, filepath.Dir(path))
 		if err != nil {
-			t.Fatal(err)
+			return err // files.img refused, as the restore's readImages does
 		}
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
+		err = read(t, r, path)
+		if cerr := r.Close(); cerr != nil {
+			t.Errorf("close: %v", cerr)
 		}
-		defer os.WriteFile(path, orig, 0o600)
-		testutil.CheckAlloc(t, filepath.Base(path), func() {
-			var r *files.Restorer
-			r, err = seedRestorer(t, filepath.Dir(path))
-			if err != nil {
-				return // files.img refused, as the restore's readImages does
-			}
-			err = read(t, r, path)
-			if cerr := r.Close(); cerr != nil {
-				t.Errorf("close: %v", cerr)
-			}
-		})
-		if err != nil && !strings.Contains(err.Error(), filepath.Base(path)) {
-			t.Fatalf("error does not name %s: %v", filepath.Base(path), err)
-		}
+		return err
 	})
 }
 
