@@ -1,12 +1,16 @@
 package ns
 
 import (
+	"errors"
 	"fmt"
+
+	"golang.org/x/sys/unix"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
 )
 
 // Dumper collects the namespaces of a tree being dumped and writes the
@@ -61,7 +65,38 @@ func (d *Dumper) Check(pid int, root bool) error {
 		}
 	}
 	d.tasks[pid] = in
+	if err := checkPidForChildren(pid, in[kPid]); err != nil {
+		return err
+	}
 	return d.pids.check(pid)
+}
+
+// checkPidForChildren refuses a process that called unshare(CLONE_NEWPID)
+// and has not forked the new namespace's init: the restore makes a pid
+// namespace only for a task that is its init, so the process's next child
+// would be born in its own namespace. One whose child is that init (the
+// parent `unshare --pid --fork` leaves) is restored with that child.
+func checkPidForChildren(pid int, own uint64) error {
+	var st unix.Stat_t
+	err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid_for_children", pid), &st)
+	if errors.Is(err, unix.ENOENT) {
+		// The kernel shows no link for a namespace that has no init yet.
+		return fmt.Errorf("pid %d unshared a pid namespace and has not forked its init yet: a pid namespace without its init is %w yet", pid, ErrNotSupported)
+	}
+	if err != nil || st.Ino == own {
+		return nil
+	}
+	kids, err := proc.Children(pid, pid)
+	if err != nil {
+		return err
+	}
+	for _, k := range kids {
+		var ks unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", k), &ks) == nil && ks.Ino == st.Ino {
+			return nil
+		}
+	}
+	return fmt.Errorf("pid %d unshared a pid namespace whose init is not its child: a pid namespace without its init is %w yet", pid, ErrNotSupported)
 }
 
 // flatPid tells whether process pid is known to be in stasis' pid

@@ -323,22 +323,30 @@ func TestContainerCriuTimes(t *testing.T) {
 }
 
 // TestNamespaceRefused: a task in a mount or network namespace of its
-// own (which stasis does not do yet) fails the dump with an error naming
+// own (which stasis does not do yet), or one that unshared a pid
+// namespace without forking its init, fails the dump with an error naming
 // the kind, and the tree runs on untouched.
 func TestNamespaceRefused(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, tc := range []struct{ flag, kind string }{{"--mount", "mount"}, {"--net", "network"}} {
+	for _, tc := range []struct{ flag, ns, kind, msg string }{
+		{"--mount", "mnt", "mount", "mount namespaces are not supported yet"},
+		{"--net", "net", "network", "network namespaces are not supported yet"},
+		{"--pid", "pid_for_children", "pid", "unshared a pid namespace and has not forked its init yet"},
+	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			v := testutil.StartProgram(t, testutil.RequireTool(t, "unshare"), tc.flag, "sleep", "1000")
 			pid := v.Pid
-			ns := map[string]string{"mount": "mnt", "network": "net"}[tc.kind]
-			self, _ := os.Readlink("/proc/self/ns/" + ns)
+			self, _ := os.Readlink("/proc/self/ns/" + tc.ns)
 			testutil.WaitFor(t, 5*time.Second, "unshare to enter its namespace and exec sleep", func() bool {
-				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
-				return l != "" && l != self && testutil.Comm(pid) == "sleep"
+				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, tc.ns))
+				return l != self && testutil.Comm(pid) == "sleep"
 			})
 			msg := testutil.DumpFail(t, pid, t.TempDir())
-			testutil.AssertContains(t, msg, fmt.Sprintf("pid %d is in another %s namespace", pid, tc.kind), tc.kind+" namespaces are not supported yet")
+			want := fmt.Sprintf("pid %d is in another %s namespace", pid, tc.kind)
+			if tc.kind == "pid" {
+				want = fmt.Sprintf("pid %d unshared a pid namespace", pid)
+			}
+			testutil.AssertContains(t, msg, want, tc.msg)
 			assertRunning(t, pid)
 		})
 	}
