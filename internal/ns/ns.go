@@ -1,32 +1,41 @@
 package ns
 
 import (
+	"errors"
 	"fmt"
+
+	"golang.org/x/sys/unix"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // Dumper collects the namespaces of a tree being dumped and writes the
 // images of each namespace once. Pids are stasis' (host) pids.
 type Dumper struct {
-	self    inodes // stasis' own namespaces
-	ids     idTable
-	root    int    // host pid of the dumped root
-	rootIn  inodes // its namespaces
-	tasks   map[int]inodes
-	pids    pidTable
-	written bool
+	self   inodes // stasis' own namespaces
+	ids    idTable
+	root   int    // host pid of the dumped root
+	rootIn inodes // its namespaces
+	tasks  map[int]inodes
+	// forChildren: processes whose children are born in a child's pid
+	// namespace, and that child (host pids).
+	forChildren map[int]int
+	pids        pidTable
+	written     bool
 }
 
 // NewDumper starts the bookkeeping with stasis' own namespaces, which
 // take the first ids as in criu.
 func NewDumper() *Dumper {
 	self, _ := readInodes(0) // a kind this kernel lacks stays 0
-	d := &Dumper{self: self, tasks: map[int]inodes{}}
+	d := &Dumper{self: self, tasks: map[int]inodes{}, forChildren: map[int]int{}}
 	d.pids.flat = d.flatPid
+	d.pids.forChildren = func(pid int) int { return d.forChildren[pid] }
 	for i := range kinds {
 		d.ids.id(i, self[i])
 	}
@@ -61,7 +70,42 @@ func (d *Dumper) Check(pid int, root bool) error {
 		}
 	}
 	d.tasks[pid] = in
+	child, err := pidForChildren(pid, in[kPid])
+	if err != nil {
+		return err
+	}
+	if child != 0 {
+		d.forChildren[pid] = child
+	}
 	return d.pids.check(pid)
+}
+
+// pidForChildren returns the child whose pid namespace the children of
+// pid are born in (the parent `unshare --pid --fork` leaves), 0 if it is
+// pid's own. It refuses a process that called unshare(CLONE_NEWPID) and
+// has not forked the new namespace's init: the restore makes a pid
+// namespace only with its init.
+func pidForChildren(pid int, own uint64) (int, error) {
+	var st unix.Stat_t
+	err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid_for_children", pid), &st)
+	if errors.Is(err, unix.ENOENT) {
+		// The kernel shows no link for a namespace that has no init yet.
+		return 0, fmt.Errorf("pid %d unshared a pid namespace and has not forked its init yet: a pid namespace without its init is %w yet", pid, ErrNotSupported)
+	}
+	if err != nil || st.Ino == own {
+		return 0, nil
+	}
+	kids, err := proc.Children(pid, pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range kids {
+		var ks unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", k), &ks) == nil && ks.Ino == st.Ino {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("pid %d unshared a pid namespace whose init is not its child: a pid namespace without its init is %w yet", pid, ErrNotSupported)
 }
 
 // flatPid tells whether process pid is known to be in stasis' pid
@@ -231,6 +275,30 @@ func (r *Restorer) Clone(pid int) ([]int, uint64) {
 		return []int{pid}, 0
 	}
 	return setTid(t.levels), t.flags
+}
+
+// ChildCreated gives parent (process pid) back the pid namespace its
+// children were born in, once its child child is made: the child's, as
+// `unshare --pid --fork` leaves its parent (setns on a pidfd of the child
+// with CLONE_NEWPID sets pid_for_children to the child's namespace).
+func (r *Restorer) ChildCreated(parent remote.Task, pid, child int) error {
+	t := r.tasks[pid]
+	if t == nil || t.forChildren != child {
+		return nil
+	}
+	local := r.LocalPid(pid, child)
+	fd, err := parent.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(local), 0)
+	if err != nil {
+		return fmt.Errorf("pid %d: pid namespace of its child %d for its children: %w", pid, child, err)
+	}
+	_, err = parent.Call("setns", unix.SYS_SETNS, fd, unix.CLONE_NEWPID)
+	if _, cerr := parent.Call("close", unix.SYS_CLOSE, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pid %d: pid namespace of its child %d for its children: %w", pid, child, err)
+	}
+	return nil
 }
 
 // ThreadTid is set_tid for thread i (pstree order) of process pid, whose

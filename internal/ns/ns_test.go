@@ -103,9 +103,17 @@ func TestNestedPids(t *testing.T) {
 		{Parent: 2, IDs: ids(10), Pstree: entry(5, 2, []uint32{5, 6}, []uint32{1}, []uint32{1, 2})},
 		{Parent: 5, IDs: ids(10), Pstree: entry(7, 5, []uint32{7}, []uint32{3}, []uint32{3})},
 	}
+	// pid 2 is the parent `unshare --pid --fork` leaves: its children
+	// are born in the namespace of its child 5.
+	b := tasks[1].Pstree.ProtoReflect().GetUnknown()
+	b = protowire.AppendTag(b, fieldNsForChildren, protowire.VarintType)
+	tasks[1].Pstree.ProtoReflect().SetUnknown(protowire.AppendVarint(b, 5))
 	r, err := Load(nil, ids(1), tasks)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if got := r.tasks[2].forChildren; got != 5 {
+		t.Errorf("pid 2: children born in the namespace of %d, want 5", got)
 	}
 	if !r.NewPidNS() {
 		t.Error("the root does not start a pid namespace")

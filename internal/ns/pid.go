@@ -21,9 +21,15 @@ import (
 //
 //	repeated uint32 ns_pids = 100; // the process's pids below the image's level, outermost first
 //	repeated uint32 ns_tids = 101; // the same for every thread in turn, threads in pstree order
+//	optional uint32 ns_for_children = 102; // the child whose pid namespace its children are born in
+//
+// The last is the parent that `unshare --pid --fork` leaves: its
+// pid_for_children is its child's namespace, which the restore gives it
+// again (setns on a pidfd of the child) once the child is made.
 const (
-	fieldNsPids = 100
-	fieldNsTids = 101
+	fieldNsPids        = 100
+	fieldNsTids        = 101
+	fieldNsForChildren = 102
 )
 
 // pidLevels is what /proc/PID/status says of a task from the level of the
@@ -42,6 +48,9 @@ type pidTable struct {
 	// images' as they are, with no /proc reads (a process may have ten
 	// thousand threads).
 	flat func(pid int) bool
+	// forChildren is the host pid of the child whose pid namespace pid's
+	// children are born in, 0 if it is pid's own.
+	forChildren func(pid int) int
 }
 
 // setRoot takes the level of the root's pid namespace. A root in a pid
@@ -120,10 +129,11 @@ func (t *pidTable) imagePid(pid int) int {
 
 // pstree rewrites an entry made of host pids into the images' pids.
 func (t *pidTable) pstree(e *pstree.PstreeEntry) error {
-	if t.level == 0 && t.flat(int(e.GetPid())) {
+	host := int(e.GetPid())
+	if t.level == 0 && t.flat(host) && t.forChildren(host) == 0 {
 		return nil
 	}
-	l, err := t.get(int(e.GetPid()))
+	l, err := t.get(host)
 	if err != nil {
 		return err
 	}
@@ -150,8 +160,12 @@ func (t *pidTable) pstree(e *pstree.PstreeEntry) error {
 		e.Threads[i] = uint32(lt.pids[0])
 		nsTids = append(nsTids, lt.pids[1:]...)
 	}
+	var b []byte
+	if c := t.forChildren(host); c != 0 {
+		b = protowire.AppendTag(b, fieldNsForChildren, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(t.imagePid(c)))
+	}
 	if depth > 0 {
-		var b []byte
 		for _, p := range l.pids[1:] {
 			b = protowire.AppendTag(b, fieldNsPids, protowire.VarintType)
 			b = protowire.AppendVarint(b, uint64(p))
@@ -160,61 +174,65 @@ func (t *pidTable) pstree(e *pstree.PstreeEntry) error {
 			b = protowire.AppendTag(b, fieldNsTids, protowire.VarintType)
 			b = protowire.AppendVarint(b, uint64(p))
 		}
+	}
+	if len(b) > 0 {
 		e.ProtoReflect().SetUnknown(b)
 	}
 	return nil
 }
 
 // innerPids reads the extension fields of a pstree entry.
-func innerPids(e *pstree.PstreeEntry) (pids, tids []int, err error) {
+func innerPids(e *pstree.PstreeEntry) (pids, tids []int, forChildren int, err error) {
 	b := e.ProtoReflect().GetUnknown()
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return nil, nil, protowire.ParseError(n)
+			return nil, nil, 0, protowire.ParseError(n)
 		}
 		b = b[n:]
 		var vals []uint64
 		switch {
-		case (num == fieldNsPids || num == fieldNsTids) && typ == protowire.VarintType:
+		case (num == fieldNsPids || num == fieldNsTids || num == fieldNsForChildren) && typ == protowire.VarintType:
 			v, m := protowire.ConsumeVarint(b)
 			if m < 0 {
-				return nil, nil, protowire.ParseError(m)
+				return nil, nil, 0, protowire.ParseError(m)
 			}
 			vals, b = []uint64{v}, b[m:]
 		case (num == fieldNsPids || num == fieldNsTids) && typ == protowire.BytesType: // packed
 			p, m := protowire.ConsumeBytes(b)
 			if m < 0 {
-				return nil, nil, protowire.ParseError(m)
+				return nil, nil, 0, protowire.ParseError(m)
 			}
 			b = b[m:]
 			for len(p) > 0 {
 				v, k := protowire.ConsumeVarint(p)
 				if k < 0 {
-					return nil, nil, protowire.ParseError(k)
+					return nil, nil, 0, protowire.ParseError(k)
 				}
 				vals, p = append(vals, v), p[k:]
 			}
 		default:
 			m := protowire.ConsumeFieldValue(num, typ, b)
 			if m < 0 {
-				return nil, nil, protowire.ParseError(m)
+				return nil, nil, 0, protowire.ParseError(m)
 			}
 			b = b[m:]
 			continue
 		}
 		for _, v := range vals {
 			if v == 0 || v > 1<<22 {
-				return nil, nil, fmt.Errorf("pid %d in a nested pid namespace", v)
+				return nil, nil, 0, fmt.Errorf("pid %d in a nested pid namespace", v)
 			}
-			if num == fieldNsPids {
+			if num == fieldNsForChildren {
+				forChildren = int(v)
+			} else if num == fieldNsPids {
 				pids = append(pids, int(v))
 			} else {
 				tids = append(tids, int(v))
 			}
 		}
 	}
-	return pids, tids, nil
+	return pids, tids, forChildren, nil
 }
 
 // rtask is a process of the images as the restore of its pid namespaces
@@ -225,6 +243,9 @@ type rtask struct {
 	levels []int   // pids from the images' level inwards: levels[0] is pid
 	tids   [][]int // the same for each thread, in pstree order
 	flags  uint64  // clone flags of its namespaces
+	// forChildren is the image pid of the child whose pid namespace its
+	// children are born in (ns_for_children), 0 for its own.
+	forChildren int
 }
 
 func (t *rtask) depth() int { return len(t.levels) - 1 }
@@ -234,11 +255,12 @@ func (t *rtask) depth() int { return len(t.levels) - 1 }
 // init of a new pid namespace (pid 1 there).
 func loadPids(pe *pstree.PstreeEntry, parent *rtask) (*rtask, error) {
 	t := &rtask{pid: int(pe.GetPid()), parent: parent}
-	inner, tids, err := innerPids(pe)
+	inner, tids, forChildren, err := innerPids(pe)
 	if err != nil {
 		return nil, fmt.Errorf("pid %d: pstree extension: %w", t.pid, err)
 	}
 	t.levels = append([]int{t.pid}, inner...)
+	t.forChildren = forChildren
 	d := len(inner)
 	threads := pe.GetThreads()
 	if d > 0 && len(tids) != d*len(threads) {

@@ -53,6 +53,13 @@ func (tr *taskRestorer) create() error {
 			return err
 		}
 	}
+	// Once all are made: then its children are born in a child's pid
+	// namespace again, if they were (`unshare --pid --fork`).
+	for _, c := range img.children {
+		if err := tr.r.ns.ChildCreated(tr, img.pid(), c.pid()); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

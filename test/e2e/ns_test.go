@@ -86,6 +86,7 @@ func nsPids(t *testing.T, pid int) []string {
 		if err != nil {
 			t.Fatalf("status of pid %d: %v", p, err)
 		}
+		pst := st
 		tids, err := proc.Tasks(p)
 		if err != nil {
 			t.Fatalf("threads of pid %d: %v", p, err)
@@ -101,6 +102,18 @@ func nsPids(t *testing.T, pid int) []string {
 				s = append(s, strconv.Itoa(n))
 			}
 			out = append(out, strings.Join(s, " "))
+		}
+		// The namespace its children are born in: its own, or a child's
+		// (the parent `unshare --pid --fork` leaves).
+		own, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", p))
+		pfc, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid_for_children", p))
+		if pfc != own {
+			for _, k := range testutil.Children(p) {
+				if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", k)); l == pfc {
+					ks, _ := proc.ReadStatus(k)
+					out = append(out, fmt.Sprintf("children of %v born in the namespace of %v", pst.NSpid[1:], ks.NSpid[1:]))
+				}
+			}
 		}
 		for _, k := range testutil.Children(p) {
 			walk(k)
@@ -245,15 +258,18 @@ func TestContainerPidUtsIpc(t *testing.T) {
 func TestContainerNestedPidNS(t *testing.T) {
 	testutil.RequireRoot(t)
 	c := startContainer(t, "nested")
-	// 9 processes and a thread, 3 levels deep.
+	// 9 processes and a thread, 3 levels deep; 2 parents whose children
+	// are born in a nested namespace.
 	var want []string
-	testutil.WaitFor(t, 10*time.Second, "the nested tree: 10 tasks, 3 levels deep", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the nested tree: 10 tasks, 3 levels deep, 2 parents of nested inits", func() bool {
 		want = nsPids(t, c.init)
 		deepest := 0
 		for _, w := range want {
-			deepest = max(deepest, len(strings.Fields(w)))
+			if !strings.HasPrefix(w, "children") {
+				deepest = max(deepest, len(strings.Fields(w)))
+			}
 		}
-		return len(want) == 10 && deepest == 3
+		return len(want) == 12 && deepest == 3
 	})
 	t.Logf("pids below the host's level: %q", want)
 	dir := t.TempDir()
@@ -323,22 +339,30 @@ func TestContainerCriuTimes(t *testing.T) {
 }
 
 // TestNamespaceRefused: a task in a mount or network namespace of its
-// own (which stasis does not do yet) fails the dump with an error naming
+// own (which stasis does not do yet), or one that unshared a pid
+// namespace without forking its init, fails the dump with an error naming
 // the kind, and the tree runs on untouched.
 func TestNamespaceRefused(t *testing.T) {
 	testutil.RequireRoot(t)
-	for _, tc := range []struct{ flag, kind string }{{"--mount", "mount"}, {"--net", "network"}} {
+	for _, tc := range []struct{ flag, ns, kind, msg string }{
+		{"--mount", "mnt", "mount", "mount namespaces are not supported yet"},
+		{"--net", "net", "network", "network namespaces are not supported yet"},
+		{"--pid", "pid_for_children", "pid", "unshared a pid namespace and has not forked its init yet"},
+	} {
 		t.Run(tc.kind, func(t *testing.T) {
 			v := testutil.StartProgram(t, testutil.RequireTool(t, "unshare"), tc.flag, "sleep", "1000")
 			pid := v.Pid
-			ns := map[string]string{"mount": "mnt", "network": "net"}[tc.kind]
-			self, _ := os.Readlink("/proc/self/ns/" + ns)
+			self, _ := os.Readlink("/proc/self/ns/" + tc.ns)
 			testutil.WaitFor(t, 5*time.Second, "unshare to enter its namespace and exec sleep", func() bool {
-				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, ns))
-				return l != "" && l != self && testutil.Comm(pid) == "sleep"
+				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, tc.ns))
+				return l != self && testutil.Comm(pid) == "sleep"
 			})
 			msg := testutil.DumpFail(t, pid, t.TempDir())
-			testutil.AssertContains(t, msg, fmt.Sprintf("pid %d is in another %s namespace", pid, tc.kind), tc.kind+" namespaces are not supported yet")
+			want := fmt.Sprintf("pid %d is in another %s namespace", pid, tc.kind)
+			if tc.kind == "pid" {
+				want = fmt.Sprintf("pid %d unshared a pid namespace", pid)
+			}
+			testutil.AssertContains(t, msg, want, tc.msg)
 			assertRunning(t, pid)
 		})
 	}
