@@ -217,13 +217,25 @@ func TestSwrkGoCriu(t *testing.T) {
 		return &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(f.Fd())), LogLevel: proto.Int32(4), LogFile: proto.String(log)}
 	}
 
-	dirR := t.TempDir()
+	dirR, work := t.TempDir(), t.TempDir()
 	o := opts(dirR, "dump.log")
 	o.Pid, o.LeaveRunning = proto.Int32(int32(v.Pid)), proto.Bool(true)
+	// podman and containerd read stats-dump and the log from the work dir.
+	wf, err := os.Open(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+	o.WorkDirFd = proto.Int32(int32(wf.Fd()))
 	var rec recorder
 	start := time.Now()
 	if err := c.Dump(o, &rec); err != nil {
-		t.Fatalf("go-criu Dump leave_running: %v\n%s", err, logTail(dirR, "dump.log"))
+		t.Fatalf("go-criu Dump leave_running: %v\n%s", err, logTail(work, "dump.log"))
+	}
+	for _, f := range []string{"stats-dump", "dump.log"} {
+		if _, err := os.Stat(filepath.Join(work, f)); err != nil {
+			t.Errorf("work_dir_fd: %s not in the work dir: %v", f, err)
+		}
 	}
 	t.Logf("go-criu dump (leave_running) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
 	if want := []string{"pre-dump", "post-dump"}; !slices.Equal(rec.seen, want) {
