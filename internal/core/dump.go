@@ -33,9 +33,9 @@ const (
 )
 
 const (
-	sigMax         = 64
-	kernelSigaSize = 32 // struct sigaction as the kernel sees it
-	rlimNlimits    = 16
+	sigMax         = 64 // _NSIG, arch/x86/include/uapi/asm/signal.h
+	kernelSigaSize = 32 // struct sigaction as the kernel sees it (include/linux/signal_types.h)
+	rlimNlimits    = 16 // RLIM_NLIMITS, include/uapi/asm-generic/resource.h
 )
 
 // stateOf maps a /proc state letter and the stop signal of a seized task
@@ -147,13 +147,25 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 		name string
 		fn   func() error
 	}{
+		{"scheduling policy", func() error {
+			// /proc's stat shows the policy without its reset-on-fork
+			// flag; criu saves sched_getscheduler's, which has it.
+			a, err := unix.SchedGetAttr(tid, 0)
+			if err != nil {
+				return err
+			}
+			if a.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0 {
+				th.SchedPolicy = proto.Uint32(a.Policy | unix.SCHED_RESET_ON_FORK)
+			}
+			return nil
+		}},
 		{"pending signals", func() error {
 			private, err := ptrace.PeekSiginfo(tid, false)
 			th.SignalsP = sigQueue(private)
 			return err
 		}},
 		{"robust list", func() error {
-			head, size, err := getRobustList(tid)
+			head, size, err := linux.GetRobustList(tid)
 			if err != nil {
 				return err
 			}

@@ -100,6 +100,7 @@ func RestoreProcess(t remote.Task, tc *criucore.TaskCoreEntry) error {
 			}
 			return os.WriteFile("/proc/"+strconv.Itoa(pid)+"/oom_score_adj", []byte(strconv.Itoa(int(tc.GetOomScoreAdj()))), 0)
 		}},
+		{"loginuid", func() error { return restoreLoginuid(t, tc) }},
 		{"membarrier registrations", func() error {
 			// Each bit is a registration command, issued again (a
 			// process that registered for expedited barriers gets EPERM
@@ -227,9 +228,9 @@ func RestoreThread(t remote.Task, pid int, ce *criucore.CoreEntry) error {
 // RestoreCreds switches thread t to the credentials of its image. It is
 // the last injected step of a thread but seccomp: after it the thread may
 // no longer be allowed what stasis still does inside it.
-func RestoreCreds(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
-	if err := restoreCreds(t, s, ce.GetThreadCore()); err != nil {
-		return fmt.Errorf("restore credentials of tid %d: %w", t.Tid, err)
+func RestoreCreds(t remote.Task, ce *criucore.CoreEntry) error {
+	if err := restoreCreds(t, ce.GetThreadCore()); err != nil {
+		return fmt.Errorf("restore credentials of tid %d: %w", t.HostPid(), err)
 	}
 	return nil
 }
@@ -350,4 +351,38 @@ func FinalRegs(tid int, ce *criucore.CoreEntry) (unix.PtraceRegs, []byte, error)
 		return r, nil, fmt.Errorf("registers of pid %d: %w", tid, err)
 	}
 	return r, xs, nil
+}
+
+// restoreLoginuid gives the process its audit login uid. Only the task
+// itself may write its /proc/self/loginuid (CAP_AUDIT_CONTROL, which it
+// still has: credentials come later), so the write is injected; a task
+// that has it already (inherited from its restored parent, or from
+// stasis) needs none.
+func restoreLoginuid(t remote.Task, tc *criucore.TaskCoreEntry) error {
+	if tc.Loginuid == nil {
+		return nil
+	}
+	want := tc.GetLoginuid()
+	if cur, err := readProcInt(t.HostPid(), "loginuid"); err == nil && uint32(cur) == want {
+		return nil
+	}
+	const path = "/proc/self/loginuid\x00"
+	val := strconv.FormatUint(uint64(want), 10)
+	p, err := t.Put(0, []byte(path+val))
+	if err != nil {
+		return err
+	}
+	const atFdcwd = ^uint64(99) // AT_FDCWD, -100
+	fd, err := t.Call("openat(/proc/self/loginuid)", unix.SYS_OPENAT, atFdcwd, p, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	_, werr := t.Call("write(loginuid)", unix.SYS_WRITE, fd, p+uint64(len(path)), uint64(len(val)))
+	if _, err := t.Call("close", unix.SYS_CLOSE, fd); err != nil && werr == nil {
+		werr = err
+	}
+	if werr != nil {
+		return fmt.Errorf("set loginuid %d: %w", want, werr)
+	}
+	return nil
 }

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -54,59 +52,23 @@ func seedRestorer(tb testing.TB, dir string) (*Restorer, error) {
 	}
 	r := NewRestorer(RestoreOptions{FileLocks: true}, d, byID, memfds)
 	// No pid of a fuzzed image is ever looked up on this host.
-	r.HostPid = func(int) (int, bool) { return 0, false }
+	r.HostPids = map[int]int{}
 	return r, nil
 }
 
 // fuzzKind fuzzes the images matching glob in the seed dumps that have
 // one: read(r, path) is what the restore does with it.
 func fuzzKind(f *testing.F, glob string, read func(t *testing.T, r *Restorer, path string) error) {
-	base := f.TempDir()
-	var paths []string
-	for _, src := range testutil.SeedDumps(f) {
-		names, _ := filepath.Glob(filepath.Join(src, glob))
-		if len(names) == 0 {
-			continue
-		}
-		dst := filepath.Join(base, filepath.Base(src))
-		testutil.CopySeed(f, src, dst, false)
-		sort.Strings(names)
-		for _, n := range names {
-			b, err := os.ReadFile(n)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(uint8(len(paths)), b)
-			paths = append(paths, filepath.Join(dst, filepath.Base(n)))
-		}
-	}
-	if len(paths) == 0 {
-		f.Fatalf("no seed dump has %s", glob)
-	}
-	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
-		path := paths[int(which)%len(paths)]
-		orig, err := os.ReadFile(path)
+	testutil.FuzzSeedImages(f, glob, func(t *testing.T, path string) error {
+		r, err := seedRestorer(t, filepath.Dir(path))
 		if err != nil {
-			t.Fatal(err)
+			return err // files.img or memfd.img refused, as readImages does
 		}
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
+		err = read(t, r, path)
+		if cerr := r.Close(); cerr != nil {
+			t.Errorf("close: %v", cerr)
 		}
-		defer os.WriteFile(path, orig, 0o600)
-		testutil.CheckAlloc(t, filepath.Base(path), func() {
-			var r *Restorer
-			r, err = seedRestorer(t, filepath.Dir(path))
-			if err != nil {
-				return // files.img or memfd.img refused, as readImages does
-			}
-			err = read(t, r, path)
-			if cerr := r.Close(); cerr != nil {
-				t.Errorf("close: %v", cerr)
-			}
-		})
-		if err != nil && !strings.Contains(err.Error(), filepath.Base(path)) {
-			t.Fatalf("error does not name %s: %v", filepath.Base(path), err)
-		}
+		return err
 	})
 }
 
@@ -124,19 +86,6 @@ func FuzzFifoData(f *testing.F) {
 	})
 }
 
-func fuzzTty(t *testing.T, r *Restorer, path string) error {
-	s, err := r.ttys()
-	if err != nil {
-		return err
-	}
-	for _, info := range s.infos {
-		_ = ttyName(info)
-	}
-	return nil
-}
-
-func FuzzTtyInfo(f *testing.F) { fuzzKind(f, "tty-info.img", fuzzTty) }
-func FuzzTtyData(f *testing.F) { fuzzKind(f, "tty-data.img", fuzzTty) }
 
 func FuzzFileLocks(f *testing.F) {
 	fuzzKind(f, "filelocks.img", func(t *testing.T, r *Restorer, path string) error {

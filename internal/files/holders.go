@@ -53,3 +53,9 @@ func FindHolder(skip func(pid int) bool, match func(pid int, fd, target string) 
 
 // NotSelf skips stasis itself, which holds copies of what it dumps.
 func NotSelf(pid int) bool { return pid == os.Getpid() }
+
+// Pid is the holder's pid.
+func (h Holder) Pid() int { return h.pid }
+
+// Comm is the holder's command name, or "?" if it is gone.
+func (h Holder) Comm() string { return h.comm() }

@@ -96,9 +96,9 @@ func openPidfd(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		return nil, fmt.Errorf("reopen file id %d: pidfd of pid %d: %w", fe.GetId(), pid, images.ErrCorrupt)
 	}
 	host := pid
-	if r.HostPid != nil {
+	if r.HostPids != nil {
 		var ok bool
-		if host, ok = r.HostPid(pid); !ok {
+		if host, ok = r.HostPids[pid]; !ok {
 			return nil, fmt.Errorf("reopen file id %d: a pidfd of pid %d, which is not in the images: %w", fe.GetId(), pid, images.ErrCorrupt)
 		}
 	}

@@ -104,6 +104,13 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 	return id, nil
 }
 
+// AddReg records the regular file entry of path, of stat st, opened with
+// flags, and returns its id: criu wants one beside the entry of a kind
+// opened by other means (a terminal's path).
+func (t *Table) AddReg(path string, flags uint32, st *unix.Stat_t) uint32 {
+	return t.Add(regEntry(path, flags, 0, st))
+}
+
 func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	name, gone := t.unlinked(fd.Target, &fd.Stat)
 	if gone {

@@ -38,13 +38,10 @@ type Restorer struct {
 	// undo run by Rollback, before the tasks of a failed restore are
 	// killed: what must not be seen outside when they die.
 	undo []func() error
-	// OpenCtty opens /dev/tty with flags as a process of session sid
-	// does: the session's controlling terminal, as only a member of the
-	// session can open it. Set by the restore, which has the tasks.
-	OpenCtty func(sid int, flags int) (*os.File, error)
-	// HostPid is the pid stasis sees for a pid or tid of the images (they
-	// differ with --pidns). Set by the restore; nil means the same.
-	HostPid func(pid int) (int, bool)
+	// HostPids is the pid stasis sees for each pid and tid of the images
+	// (they differ with --pidns), entered by the restore as it creates
+	// the tasks; nil means the same.
+	HostPids map[int]int
 }
 
 // NewRestorer returns a Restorer of the files of a dump.
@@ -119,8 +116,9 @@ func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
 	return g, nil
 }
 
-// log is the logger of the restore's debug messages.
-func (r *Restorer) log() *slog.Logger {
+// Log is the logger of the restore's messages (Opts.Log, or one that
+// discards them).
+func (r *Restorer) Log() *slog.Logger {
 	if r.Opts.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}

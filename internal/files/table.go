@@ -142,6 +142,23 @@ func (t *Table) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 	return out, nil
 }
 
+// Pids returns the processes whose fds are in the table, in order.
+func (t *Table) Pids() []int {
+	pids := make([]int, 0, len(t.pids))
+	for pid := range t.pids {
+		pids = append(pids, pid)
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// DumpFd records fd num of pid, as DumpFds does for each fd of pid, and
+// returns its entry of the fd table.
+func (t *Table) DumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
+	t.pids[pid] = true
+	return t.dumpFd(pid, num)
+}
+
 func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
 	fd := &Fd{Pid: pid, Num: num}
 	d, err := t.dumpFile(fd, nil)

@@ -12,12 +12,19 @@
 //	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img)
 //	            / the pagemap reader, PagedAreas, FillPages
 //	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
-//	vdso.go     the vDSO: SyscallInsn (the dump injects through it) /
+//	vdso.go     the vDSO: SyscallInsn (the dump injects through it, or
+//	            through any executable mapping without one) /
 //	            restoreVDSO (ARCH_MAP_VDSO_64, same layout checked)
+//	parent.go   parent chains (criu dump --prev-images-dir): restore reads
+//	            PE_PARENT entries' pages from the "parent" dirs; refuses
+//	            lazy-only entries (ResolveParents, ParentPages.Merge)
 //	shmem.go    shared memory objects (MAP_SHARED|MAP_ANONYMOUS, memfd):
 //	            DumpShmem, DumpSharedAnon / FillShmem, ShmemObjects
 //	sysvshm.go  System V attachments: checked at dump / shmat at restore
 //	aio.go      AIO rings: AioRing / restoreAioRings
+//	guard.go    guard regions (MADV_GUARD_INSTALL): GuardAreas, as
+//	            criu's VMA_AREA_GUARD entries after the VMAs / splitGuards
+//	            (ReadImage), installGuards
 //	space.go    the whole address space at restore: Image and ReadImage
 //	            (mm-PID.img, pagemap-PID.img), Restorer.RestoreMemory,
 //	            which runs the steps above in order; keepInherited (a

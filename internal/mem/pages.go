@@ -69,7 +69,8 @@ func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
 	var runs []Run
 	for i := uint64(0); i < n; i++ {
 		pme := binary.LittleEndian.Uint64(buf[i*8:])
-		keep := pme&(pmePresent|pmeSwap) != 0
+		// A guard region's marker shows as swapped; it has no page.
+		keep := pme&(pmePresent|pmeSwap) != 0 && pme&pmeGuard == 0
 		if keep && filePrivate && pme&pmeFile != 0 {
 			keep = false // still the file's own page
 		}
@@ -566,6 +567,10 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 	if err != nil {
 		return err
 	}
+	// Entries in parent (criu dump --prev-images-dir): parent.go.
+	if img.parents, err = ResolveParents(dir, file, img.Pagemap); err != nil {
+		return err
+	}
 	pages := fmt.Sprintf("pages-%d.img", img.PagesID)
 	f, err := dir.OpenRaw(pages)
 	if err != nil {
@@ -584,10 +589,11 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 }
 
 // WritePages saves the pages of pid (areas: its classified VMAs) into
-// pages-PAGESID.img and their pagemap into pagemap-PID.img, and returns
-// the checksum of the pages image, computed while it was written. stop
-// is as for DumpPages.
-func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
+// pages-PAGESID.img and their pagemap into pagemap-IMGPID.img (imgPid: its
+// pid in the images, the dumped root's pid namespace's), and returns the
+// checksum of the pages image, computed while it was written. stop is as
+// for DumpPages.
+func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
 	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
 	if err != nil {
 		return DumpStats{}, nil, err
@@ -605,5 +611,5 @@ func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() er
 	for _, e := range entries {
 		ents = append(ents, e)
 	}
-	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", pid), ents...)
+	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", imgPid), ents...)
 }

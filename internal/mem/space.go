@@ -31,6 +31,8 @@ type Image struct {
 	Pagemap  []*pagemap.PagemapEntry
 	Paged    map[uint64]bool // VMA starts that receive pages
 	PagesLen int64
+	parents  *ParentPages    // where the pages of entries in parent are (parent.go); nil if none
+	Guards   []*vma.VmaEntry // guard regions, taken out of MM.Vmas (guard.go)
 }
 
 // ReadImage reads mm-PID.img and pagemap-PID.img of pid and checks them
@@ -42,6 +44,12 @@ func ReadImage(dir *images.Dir, pid uint32, hasFile func(id uint32) bool, shm *S
 	img := &Image{MM: &mm.MmEntry{}}
 	if err := dir.ReadOne(name("mm"), img.MM); err != nil {
 		return nil, err
+	}
+	img.MM.Vmas, img.Guards = splitGuards(img.MM.GetVmas())
+	for i, g := range img.Guards {
+		if g.GetStart() >= g.GetEnd() || g.GetStart()%PageSize != 0 || g.GetEnd()%PageSize != 0 {
+			return nil, bad(name("mm"), "guard region %d: bad range %#x-%#x", i, g.GetStart(), g.GetEnd())
+		}
 	}
 	if err := checkMM(name("mm"), img.MM, hasFile, shm); err != nil {
 		return nil, err
@@ -101,7 +109,7 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 	if err := MapAreas(t, vmas, img.Paged, kept, r.opener(t)); err != nil {
 		return st, err
 	}
-	pages, err := r.Dir.OpenRaw(fmt.Sprintf("pages-%d.img", img.PagesID))
+	pages, err := img.openPages(r.Dir)
 	if err != nil {
 		return st, err
 	}
@@ -114,6 +122,9 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 		return st, err
 	}
 	if err := Protect(t, vmas, img.Pagemap, img.Paged, kept); err != nil {
+		return st, err
+	}
+	if err := installGuards(t, img.Guards); err != nil {
 		return st, err
 	}
 	return st, restoreVDSO(t, vmas, kept)

@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -20,20 +21,39 @@ import (
 
 const archMapVDSO64 = 0x2003 // ARCH_MAP_VDSO_64, asm/prctl.h
 
-// SyscallInsn returns the address of a syscall instruction in the vDSO of
-// pid (areas: its classified VMAs), 0 if it has no vDSO.
+// SyscallInsn returns the address of a syscall instruction in pid
+// (areas: its classified VMAs), 0 if it has none: the vDSO's first, else
+// any executable mapping's (a process may unmap its vDSO; its libc or
+// static binary still holds the instruction somewhere, and the bytes
+// need not be an instruction of its own code: only the two are run).
 func SyscallInsn(pid int, areas []*Area) (uint64, error) {
-	var ip uint64
-	var err error
 	for _, a := range areas {
 		if a.Has(AreaVDSO) {
-			if ip, err = ptrace.FindSyscallInsn(pid, a.Start(), a.End()); err != nil {
+			return ptrace.FindSyscallInsn(pid, a.Start(), a.End())
+		}
+	}
+	for _, a := range areas {
+		if a.E.GetProt()&unix.PROT_EXEC == 0 || !a.Has(AreaRegular) || a.Has(AreaVVAR) {
+			continue
+		}
+		for start := a.Start(); start < a.End(); start += syscallScanChunk {
+			// Chunks overlap by one byte: a pair may straddle them.
+			end := min(start+syscallScanChunk+1, a.End())
+			ip, err := ptrace.FindSyscallInsn(pid, start, end)
+			if err == nil {
+				return ip, nil
+			}
+			if !errors.Is(err, ptrace.ErrNoSyscallInsn) {
 				return 0, err
 			}
 		}
 	}
-	return ip, nil
+	return 0, nil
 }
+
+// syscallScanChunk bounds what one look for a syscall instruction reads
+// of a large executable mapping.
+const syscallScanChunk = 1 << 20
 
 // restoreVDSO asks the kernel for a vDSO at the address the image had it,
 // so that code which cached vDSO pointers (glibc does, at startup) keeps

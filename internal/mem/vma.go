@@ -217,7 +217,14 @@ func fillSysv(pid int, v proc.VMA, a, prev *Area) (uint32, uint32, error) {
 		return 0, 0, err
 	}
 	a.E.Shmid = proto.Uint64(shmid)
-	return AreaRegular | AreaSysVIPC, 0, nil
+	// As criu writes it (its restore attaches only what is also
+	// VMA_ANON_SHARED with MAP_ANONYMOUS); stasis' own code tells it from
+	// shared anonymous memory by AreaSysVIPC.
+	a.E.Fdflags = proto.Uint32(unix.O_RDONLY)
+	if v.Write {
+		a.E.Fdflags = proto.Uint32(unix.O_RDWR)
+	}
+	return AreaRegular | AreaSysVIPC | AnonShared, unix.MAP_ANONYMOUS, nil
 }
 
 func isAioRing(_ int, v proc.VMA) bool { return v.Shared && v.Deleted && v.Path == "/[aio]" }
@@ -255,9 +262,18 @@ func fileStatus(v proc.VMA) uint32 {
 	return FilePrivate
 }
 
+// mapDroppable is MAP_DROPPABLE (uapi linux/mman.h, 6.11): a mapping
+// type of its own beside MAP_PRIVATE and MAP_SHARED, whose pages the
+// kernel may drop under memory pressure (smaps VmFlags "dp"). criu 4.2
+// records it the same way (MAP_DROPPABLE|MAP_ANONYMOUS).
+const mapDroppable = 0x08
+
 func shareFlag(v proc.VMA) uint32 {
-	if v.Shared {
+	switch {
+	case v.Shared:
 		return unix.MAP_SHARED
+	case v.HasFlag("dp"):
+		return mapDroppable
 	}
 	return unix.MAP_PRIVATE
 }
@@ -428,7 +444,7 @@ func Protect(t remote.Task, vmas []*vma.VmaEntry, entries []*pagemap.PagemapEntr
 			continue
 		}
 		start, size := e.GetStart(), e.GetEnd()-e.GetStart()
-		if kept[start] && e.GetFlags()&unix.MAP_PRIVATE != 0 {
+		if kept[start] && e.GetFlags()&(unix.MAP_PRIVATE|mapDroppable) != 0 {
 			for _, gap := range gaps(start, e.GetEnd(), entries) {
 				if _, err := t.Call("madvise(MADV_DONTNEED)", unix.SYS_MADVISE, gap[0], gap[1]-gap[0], unix.MADV_DONTNEED); err != nil {
 					return fmt.Errorf("vma %#x-%#x: %w", start, e.GetEnd(), err)

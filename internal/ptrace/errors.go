@@ -10,3 +10,7 @@ var ErrExited = errors.New("task exited")
 // it did not stay locked to its thread (see RunLocked), or the call was
 // handed to another goroutine.
 var ErrNotTracer = errors.New("not on the tracer thread (ptrace requests must come from the thread that attached the task; see ptrace.RunLocked)")
+
+// ErrNoSyscallInsn is wrapped when a range of a task's memory holds no
+// syscall instruction to inject through.
+var ErrNoSyscallInsn = errors.New("no syscall instruction")

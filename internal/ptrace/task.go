@@ -377,7 +377,8 @@ func (t *Task) Open(s *Scratch, path string, flags int) (uint64, error) {
 func (t *Task) Restore() error { return SetRegs(t.Tid, &t.Base) }
 
 // FindSyscallInsn returns the address of a `syscall` (0f 05) byte pair in
-// the given range of the task's memory (its [vdso] always has one).
+// the given range of the task's memory (its [vdso] always has one), an
+// error wrapping ErrNoSyscallInsn if there is none.
 func FindSyscallInsn(pid int, start, end uint64) (uint64, error) {
 	buf := make([]byte, end-start)
 	if err := ReadMem(pid, start, buf); err != nil {
@@ -388,7 +389,7 @@ func FindSyscallInsn(pid int, start, end uint64) (uint64, error) {
 			return start + uint64(i), nil
 		}
 	}
-	return 0, fmt.Errorf("no syscall instruction in %#x-%#x of pid %d", start, end, pid)
+	return 0, fmt.Errorf("%#x-%#x of pid %d: %w", start, end, pid, ErrNoSyscallInsn)
 }
 
 // InjectExit makes the stopped thread t call exit_group(code) and waits

@@ -1,4 +1,4 @@
-package files
+package tty
 
 import (
 	"bytes"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -107,12 +108,11 @@ func openPty(t *testing.T) (master, slave, index int) {
 }
 
 // ttyDumpOf dumps fds of the test process into a new image dir.
-func ttyDumpOf(t *testing.T, opts DumpOptions, fds ...int) (*Table, *images.Dir, error) {
+func ttyDumpOf(t *testing.T, opts files.DumpOptions, fds ...int) (*files.Table, *images.Dir, error) {
 	t.Helper()
-	tab := NewTable(opts, func() int { return 1 })
-	tab.pids = map[int]bool{os.Getpid(): true}
+	tab := files.NewTable(opts, func() int { return 1 })
 	for _, fd := range fds {
-		if _, err := tab.dumpFd(os.Getpid(), fd); err != nil {
+		if _, err := tab.DumpFd(os.Getpid(), fd); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -150,7 +150,7 @@ func TestTtyDumpPair(t *testing.T) {
 	if err := writeAll(s, []byte("output")); err != nil {
 		t.Fatal(err)
 	}
-	tab, dir, err := ttyDumpOf(t, DumpOptions{}, m, s)
+	tab, dir, err := ttyDumpOf(t, files.DumpOptions{}, m, s)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,9 +208,9 @@ func TestTtyDumpPair(t *testing.T) {
 // shell's terminal: without -j the dump says which flag is missing.
 func TestTtySlaveWithoutMaster(t *testing.T) {
 	_, s, _ := openPty(t)
-	tab, _, err := ttyDumpOf(t, DumpOptions{}, s)
+	tab, _, err := ttyDumpOf(t, files.DumpOptions{}, s)
 	defer tab.Finish(true)
-	var ue *UnsupportedError
+	var ue *files.UnsupportedError
 	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "-j/--shell-job") || !strings.Contains(err.Error(), "--inherit-fd fd[N]:tty[") {
 		t.Fatalf("dump of a slave alone: %v", err)
 	}
@@ -218,14 +218,14 @@ func TestTtySlaveWithoutMaster(t *testing.T) {
 
 // ttyImages writes a files.img entry of a tty and the given tty-info.img
 // (and tty-data.img) and returns a Restorer of them.
-func ttyImages(t *testing.T, opts RestoreOptions, infoID uint32, infos []*tty.TtyInfoEntry, data ...*tty.TtyDataEntry) *Restorer {
+func ttyImages(t *testing.T, opts files.RestoreOptions, infoID uint32, infos []*tty.TtyInfoEntry, data ...*tty.TtyDataEntry) *files.Restorer {
 	t.Helper()
 	dir, err := images.Create(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	fe := &fdinfo.FileEntry{Id: proto.Uint32(1), Type: fdinfo.FdTypes_TTY.Enum(),
-		Tty: &tty.TtyFileEntry{Id: proto.Uint32(1), TtyInfoId: proto.Uint32(infoID), Flags: proto.Uint32(unix.O_RDWR), Fown: AnonFown()}}
+		Tty: &tty.TtyFileEntry{Id: proto.Uint32(1), TtyInfoId: proto.Uint32(infoID), Flags: proto.Uint32(unix.O_RDWR), Fown: files.AnonFown()}}
 	if err := dir.Write("files.img", fe); err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func ttyImages(t *testing.T, opts RestoreOptions, infoID uint32, infos []*tty.Tt
 			t.Fatal(err)
 		}
 	}
-	r := NewRestorer(opts, dir, map[uint32]*fdinfo.FileEntry{1: fe}, nil)
+	r := files.NewRestorer(opts, dir, map[uint32]*fdinfo.FileEntry{1: fe}, nil)
 	t.Cleanup(func() { r.Close() })
 	return r
 }
@@ -270,7 +270,7 @@ func TestTtyBadImages(t *testing.T) {
 		Exclusive: proto.Bool(false), PacketMode: proto.Bool(false), Sid: proto.Uint32(9), Pgrp: proto.Uint32(9), Rdev: proto.Uint32(0x500)}
 	for _, c := range []struct {
 		name    string
-		opts    RestoreOptions
+		opts    files.RestoreOptions
 		infoID  uint32
 		infos   []*tty.TtyInfoEntry
 		data    []*tty.TtyDataEntry
@@ -305,8 +305,8 @@ func TestTtyBadImages(t *testing.T) {
 		})
 	}
 	// The termios of a shell job's terminal, given to stasis' own.
-	r := ttyImages(t, RestoreOptions{ShellJob: true}, 8, []*tty.TtyInfoEntry{shortTermios})
-	if _, err := r.ShellJobTermios(Ctty{Sid: 7}); !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "termios with 2 control characters") {
+	r := ttyImages(t, files.RestoreOptions{ShellJob: true}, 8, []*tty.TtyInfoEntry{shortTermios})
+	if _, err := shellJobTermios(r, sessionTty{Sid: 7}); !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "termios with 2 control characters") {
 		t.Errorf("a short termios of a shell job: %v", err)
 	}
 }

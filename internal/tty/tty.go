@@ -1,4 +1,4 @@
-package files
+package tty
 
 import (
 	"errors"
@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
@@ -28,11 +29,10 @@ import (
 // sshd) is made again with the same index; a slave whose master is outside
 // (the terminal a shell job was started from) is the terminal of
 // `stasis restore -j`, or an --inherit-fd tty[RDEV:DEV]. The session that
-// had a pty as its controlling terminal gets it back (see Cttys, and
-// internal/restore/ctty.go).
+// had a pty as its controlling terminal gets it back (see ctty.go).
 
 func init() {
-	Register(&Kind{Name: "tty", Type: fdinfo.FdTypes_TTY, Dump: dumpTty, Check: checkTtys, Write: writeTtys, Open: openTty})
+	files.Register(&files.Kind{Name: "tty", Type: fdinfo.FdTypes_TTY, Dump: dumpTty, Check: checkTtys, Write: writeTtys, Open: openTty, Device: isTty})
 }
 
 // Device numbers (linux/major.h) and criu's fixed info indices (tty.c).
@@ -47,8 +47,8 @@ const (
 	ptyBufSize    = 1 << 16
 )
 
-// isTty tells whether a character device is a terminal kindOf hands to
-// this file.
+// isTty tells whether a character device is a terminal, which files'
+// kindOf then names "tty" (Kind.Device).
 func isTty(rdev uint64) bool {
 	maj := unix.Major(rdev)
 	return maj == ttyMajor || maj == ttyAuxMajor || (maj >= ptsMajor && maj < ptsMajor+ptsMajorCount)
@@ -65,17 +65,17 @@ func ptsRdev(index int) uint64 { return unix.Mkdev(uint32(ptsMajor+index/256), u
 type ttyDump struct {
 	infos   map[uint32]*tty.TtyInfoEntry
 	order   []uint32
-	holders map[uint32]*Fd // the first fd of each info, for errors
-	lfds    map[uint32]int // stasis' copy of a master and a slave of each pty, for the data
+	holders map[uint32]*files.Fd // the first fd of each info, for errors
+	lfds    map[uint32]int       // stasis' copy of a master and a slave of each pty, for the data
 	ext     map[string]uint32
 	// writeBack put back what was read out of each pty (see takeData),
 	// before lfds are closed.
 	writeBack []func(killed bool) error
 }
 
-func (t *Table) ttys() *ttyDump {
-	return stateOf(t.state, "tty", func() *ttyDump {
-		d := &ttyDump{infos: map[uint32]*tty.TtyInfoEntry{}, holders: map[uint32]*Fd{}, lfds: map[uint32]int{}, ext: map[string]uint32{}}
+func dumpState(t *files.Table) *ttyDump {
+	return files.DumpState(t, "tty", func() *ttyDump {
+		d := &ttyDump{infos: map[uint32]*tty.TtyInfoEntry{}, holders: map[uint32]*files.Fd{}, lfds: map[uint32]int{}, ext: map[string]uint32{}}
 		// Registered with the first terminal: its copies are closed
 		// however the dump ends, even before writeTtys.
 		t.AtFinish(func(killed bool) error {
@@ -92,8 +92,8 @@ func (t *Table) ttys() *ttyDump {
 	})
 }
 
-func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
-	d := t.ttys()
+func dumpTty(t *files.Table, fd *files.Fd) (*fdinfo.FileEntry, error) {
+	d := dumpState(t)
 	rdev := fd.Stat.Rdev
 	maj, min := unix.Major(rdev), unix.Minor(rdev)
 	key := ExternalTtyKey(rdev, fd.Stat.Dev)
@@ -132,7 +132,7 @@ func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		if maj == ttyAuxMajor && min == 1 {
 			what = "the system console"
 		}
-		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "tty", Target: fd.Target,
+		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "tty", Target: fd.Target,
 			Hint: fmt.Sprintf("%s cannot be made again by a restore; dump with --external %s and restore with --inherit-fd fd[N]:%s", what, key, key)}
 	}
 	if index > maxPtyIndex {
@@ -149,14 +149,14 @@ func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	}
 	// criu 4.2 refuses a tty without the regular file entry of its path
 	// ("TTY w/o regfile"); stasis opens ttys by index and ignores it.
-	regf := t.Add(regEntry(fd.Target, fd.Flags(), 0, &fd.Stat))
+	regf := t.AddReg(fd.Target, fd.Flags(), &fd.Stat)
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_TTY.Enum(),
 		Tty: &tty.TtyFileEntry{
 			Id:        proto.Uint32(fd.ID),
 			TtyInfoId: proto.Uint32(id),
 			Flags:     proto.Uint32(fd.Flags()),
-			Fown:      AnonFown(),
+			Fown:      files.AnonFown(),
 			RegfId:    proto.Uint32(regf),
 		},
 	}, nil
@@ -165,7 +165,7 @@ func dumpTty(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 // dumpTtyInfo reads the state of one terminal side through a copy of fd.
 // The session and foreground group are filled in writeTtys, once every
 // task of the tree is known.
-func dumpTtyInfo(d *ttyDump, fd *Fd, typ tty.TtyType, id uint32, index int) (*tty.TtyInfoEntry, error) {
+func dumpTtyInfo(d *ttyDump, fd *files.Fd, typ tty.TtyType, id uint32, index int) (*tty.TtyInfoEntry, error) {
 	info := &tty.TtyInfoEntry{
 		Id: proto.Uint32(id), Type: typ.Enum(),
 		Locked: proto.Bool(false), Exclusive: proto.Bool(false), PacketMode: proto.Bool(false),
@@ -291,11 +291,11 @@ func termiosOnto(fd int, e *tty.TermiosEntry) (*unix.Termios, error) {
 
 // checkTtys refuses a pty slave whose master is outside the tree, but
 // with -j.
-func checkTtys(t *Table) error {
+func checkTtys(t *files.Table) error {
 	if t.Opts.ShellJob {
 		return nil
 	}
-	d := t.ttys()
+	d := dumpState(t)
 	for _, id := range d.order {
 		info := d.infos[id]
 		if info.GetType() != tty.TtyType_PTY || id&1 == 1 {
@@ -303,7 +303,7 @@ func checkTtys(t *Table) error {
 		}
 		if _, paired := d.infos[id|1]; !paired {
 			fd := d.holders[id]
-			if err := t.Refuse(&UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
+			if err := t.Refuse(&files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
 				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or with --inherit-fd fd[N]:%s",
 					ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev())))}); err != nil {
 				return err
@@ -315,8 +315,8 @@ func checkTtys(t *Table) error {
 
 // writeTtys fills in sessions and foreground groups, takes the bytes
 // pending in each pty pair and writes tty-info.img and tty-data.img.
-func writeTtys(t *Table, dir *images.Dir) error {
-	d := t.ttys()
+func writeTtys(t *files.Table, dir *images.Dir) error {
+	d := dumpState(t)
 	if len(d.order) == 0 {
 		return nil
 	}
@@ -354,14 +354,9 @@ func writeTtys(t *Table, dir *images.Dir) error {
 // sessions sets the session and foreground group of each terminal: those
 // of the tasks whose controlling terminal it is (/proc/PID/stat; the
 // ioctls would answer only to a member of the session).
-func (d *ttyDump) sessions(t *Table) error {
+func (d *ttyDump) sessions(t *files.Table) error {
 	byDev := map[uint64][2]int{}
-	pids := make([]int, 0, len(t.pids))
-	for pid := range t.pids {
-		pids = append(pids, pid)
-	}
-	slices.Sort(pids)
-	for _, pid := range pids {
+	for _, pid := range t.Pids() {
 		st, err := proc.ReadStat(pid)
 		if err != nil {
 			return fmt.Errorf("controlling terminal of pid %d: %w", pid, err)
@@ -535,6 +530,14 @@ type ttyRestore struct {
 	data  map[uint32][]byte // tty-data.img by info id
 	pairs map[int]*ptyPair  // by index
 	term  *os.File          // the terminal of stasis (-j), once opened
+	// procs are the processes of the tree, parents first, once
+	// RestoreCttys has them: a /dev/tty is opened by one of its session.
+	procs []Process
+	// cttys are the controlling terminals, read once (see cttys).
+	cttys []sessionTty
+	// winchGroup is told to redraw once the tree runs (see
+	// foregroundOwnTerminal).
+	winchGroup int
 }
 
 // ptyPair is a pty pair made again, with its index.
@@ -544,8 +547,8 @@ type ptyPair struct {
 	handedOut bool // master is the file of its entry
 }
 
-func (r *Restorer) ttys() (*ttyRestore, error) {
-	s := stateOf(r.state, "tty", func() *ttyRestore { return &ttyRestore{} })
+func restoreState(r *files.Restorer) (*ttyRestore, error) {
+	s := files.RestoreState(r, "tty", func() *ttyRestore { return &ttyRestore{} })
 	if s.infos != nil {
 		return s, nil
 	}
@@ -575,12 +578,12 @@ func (r *Restorer) ttys() (*ttyRestore, error) {
 	return s, nil
 }
 
-func openTty(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openTty(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	tfe := fe.GetTty()
 	if fe.GetType() != fdinfo.FdTypes_TTY || tfe == nil {
-		return nil, NotKind(fe, "a terminal")
+		return nil, files.NotKind(fe, "a terminal")
 	}
-	s, err := r.ttys()
+	s, err := restoreState(r)
 	if err != nil {
 		return nil, err
 	}
@@ -588,7 +591,7 @@ func openTty(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if info == nil {
 		return nil, fmt.Errorf("reopen tty file id %d: tty info %#x is not in tty-info.img: %w", fe.GetId(), tfe.GetTtyInfoId(), images.ErrCorrupt)
 	}
-	f, err := r.openTtyInfo(s, info, tfe.GetFlags())
+	f, err := openTtyInfo(r, s, info, tfe.GetFlags())
 	if err != nil {
 		return nil, fmt.Errorf("reopen tty file id %d (%s): %w", fe.GetId(), ttyName(info), err)
 	}
@@ -609,7 +612,7 @@ func ttyName(info *tty.TtyInfoEntry) string {
 }
 
 // openTtyInfo opens one new open file description of a terminal side.
-func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint32) (*os.File, error) {
+func openTtyInfo(r *files.Restorer, s *ttyRestore, info *tty.TtyInfoEntry, flags uint32) (*os.File, error) {
 	key := ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))
 	if f, ok := r.Inherited(key); ok {
 		return f, nil
@@ -618,16 +621,16 @@ func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 	case tty.TtyType_PTY:
 		index := int(info.GetPty().GetIndex())
 		if s.infos[uint32(index)<<1|1] == nil {
-			return r.ownTerminal(s, info, flags)
+			return ownTerminal(r, s, info, flags)
 		}
-		p, err := r.ptyPair(s, index)
+		p, err := pairOf(r, s, index)
 		if err != nil {
 			return nil, err
 		}
 		if info.GetId()&1 == 1 {
 			// One open of /dev/ptmx is one pair: its master has one
 			// open file description, which every fd of it shares.
-			if err := AnonSetfl(int(p.master.Fd()), flags); err != nil {
+			if err := files.AnonSetfl(int(p.master.Fd()), flags); err != nil {
 				return nil, err
 			}
 			p.handedOut = true // Restorer.Close closes it
@@ -639,31 +642,31 @@ func (r *Restorer) openTtyInfo(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 		// a member of the session, so that the fd is /dev/tty again (it
 		// follows the session: it fails once the session loses its
 		// terminal, as the dumped one would).
-		if r.OpenCtty != nil && info.GetSid() != 0 {
+		if s.procs != nil && info.GetSid() != 0 {
 			fl := int(flags&^unix.O_CREAT) &^ unix.O_CLOEXEC
-			return r.OpenCtty(int(info.GetSid()), fl)
+			return openCtty(s.procs, int(info.GetSid()), fl)
 		}
 		for _, id := range slices.Sorted(maps.Keys(s.infos)) {
 			e := s.infos[id]
 			if e.GetType() == tty.TtyType_PTY && id&1 == 0 && e.GetSid() == info.GetSid() && info.GetSid() != 0 {
-				return r.openTtyInfo(s, e, flags)
+				return openTtyInfo(r, s, e, flags)
 			}
 		}
 		return nil, fmt.Errorf("the controlling terminal of session %d is not in the images", info.GetSid())
 	case tty.TtyType_EXT_TTY:
 		return nil, fmt.Errorf("a terminal outside the tree: restore with --inherit-fd fd[N]:%s", key)
 	}
-	return nil, fmt.Errorf("terminal type %v: %w", info.GetType(), ErrUnsupported)
+	return nil, fmt.Errorf("terminal type %v: %w", info.GetType(), files.ErrUnsupported)
 }
 
 // ownTerminal opens the terminal stasis runs on again, for the slave of
 // a pty whose master was outside the tree (-j, as criu).
-func (r *Restorer) ownTerminal(s *ttyRestore, info *tty.TtyInfoEntry, flags uint32) (*os.File, error) {
+func ownTerminal(r *files.Restorer, s *ttyRestore, info *tty.TtyInfoEntry, flags uint32) (*os.File, error) {
 	if !r.Opts.ShellJob {
 		return nil, fmt.Errorf("its master was outside the tree (a shell's terminal): restore with -j/--shell-job to give it the terminal of stasis restore, or with --inherit-fd fd[N]:%s",
 			ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev())))
 	}
-	term, err := r.Terminal()
+	term, err := terminal(r)
 	if err != nil {
 		return nil, err
 	}
@@ -671,13 +674,13 @@ func (r *Restorer) ownTerminal(s *ttyRestore, info *tty.TtyInfoEntry, flags uint
 	if err != nil {
 		return nil, fmt.Errorf("reopen the terminal of stasis (%s): %w", term.Name(), os.NewSyscallError("open", err))
 	}
-	return NewAnonFile(fd, term.Name()), nil
+	return files.NewAnonFile(fd, term.Name()), nil
 }
 
 // Terminal returns the terminal stasis runs on (its first standard fd
 // that is one), for -j.
-func (r *Restorer) Terminal() (*os.File, error) {
-	s := stateOf(r.state, "tty", func() *ttyRestore { return &ttyRestore{} })
+func terminal(r *files.Restorer) (*os.File, error) {
+	s := files.RestoreState(r, "tty", func() *ttyRestore { return &ttyRestore{} })
 	if s.term != nil {
 		return s.term, nil
 	}
@@ -694,7 +697,7 @@ func (r *Restorer) Terminal() (*os.File, error) {
 // ptyPair returns the pty pair of index, made the first time: a new open
 // of /dev/ptmx gets the lowest free index, so stasis opens it until it
 // gets index, then closes the others.
-func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
+func pairOf(r *files.Restorer, s *ttyRestore, index int) (*ptyPair, error) {
 	if p := s.pairs[index]; p != nil {
 		return p, nil
 	}
@@ -726,7 +729,7 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 			extra = append(extra, fd)
 		}
 	}
-	p := &ptyPair{index: index, master: NewAnonFile(master, "/dev/ptmx")}
+	p := &ptyPair{index: index, master: files.NewAnonFile(master, "/dev/ptmx")}
 	r.OnDone(func() error {
 		if p.handedOut {
 			return nil
@@ -745,13 +748,13 @@ func (r *Restorer) ptyPair(s *ttyRestore, index int) (*ptyPair, error) {
 // master (which alone keeps the index taken), for errors.
 func ptsHolder(index int) string {
 	want := fmt.Sprintf("/dev/pts/%d", index)
-	h, ok := FindHolder(nil, func(pid int, fd, target string) bool {
+	h, ok := files.FindHolder(nil, func(pid int, fd, target string) bool {
 		return target == want || isPtmx(target) && ptmxIndex(pid, fd) == index
 	})
 	if !ok {
 		return "held by a process of another pid or mount namespace"
 	}
-	return fmt.Sprintf("held by pid %d, %s", h.pid, h.comm())
+	return fmt.Sprintf("held by pid %d, %s", h.Pid(), h.Comm())
 }
 
 func isPtmx(link string) bool { return link == "/dev/ptmx" || link == "/dev/pts/ptmx" }
@@ -781,13 +784,13 @@ func (p *ptyPair) openSlave(flags uint32) (*os.File, error) {
 	if errno != 0 {
 		return nil, fmt.Errorf("open /dev/pts/%d: %w", p.index, os.NewSyscallError("ioctl TIOCGPTPEER", errno))
 	}
-	return NewAnonFile(int(fd), fmt.Sprintf("/dev/pts/%d", p.index)), nil
+	return files.NewAnonFile(int(fd), fmt.Sprintf("/dev/pts/%d", p.index)), nil
 }
 
 // setup gives a new pair the state of its image: termios, window size,
 // pending bytes, packet mode; lock and exclusive mode once every fd of it
 // is open.
-func (p *ptyPair) setup(r *Restorer, s *ttyRestore) error {
+func (p *ptyPair) setup(r *files.Restorer, s *ttyRestore) error {
 	mi, si := s.infos[uint32(p.index)<<1|1], s.infos[uint32(p.index)<<1]
 	if err := unix.IoctlSetPointerInt(int(p.master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		return os.NewSyscallError("ioctl TIOCSPTLCK", err)
@@ -873,8 +876,8 @@ func (p *ptyPair) setup(r *Restorer, s *ttyRestore) error {
 	return nil
 }
 
-// Ctty is a terminal that was the controlling terminal of a session.
-type Ctty struct {
+// sessionTty is a terminal that was the controlling terminal of a session.
+type sessionTty struct {
 	Sid, Pgrp int      // the session and its foreground group
 	File      *os.File // an open file of it in stasis; the caller must not close it
 	Name      string
@@ -882,33 +885,33 @@ type Ctty struct {
 	Own bool
 }
 
-// Cttys returns the controlling terminals of the sessions of the images,
+// cttysOf returns the controlling terminals of the sessions of the images,
 // each made (or opened) by now.
-func (r *Restorer) Cttys() ([]Ctty, error) {
+func cttysOf(r *files.Restorer) ([]sessionTty, error) {
 	if !r.Dir.Has("tty-info.img") {
 		return nil, nil
 	}
-	s, err := r.ttys()
+	s, err := restoreState(r)
 	if err != nil {
 		return nil, err
 	}
-	var out []Ctty
+	var out []sessionTty
 	for _, id := range slices.Sorted(maps.Keys(s.infos)) {
 		info := s.infos[id]
 		if info.GetType() != tty.TtyType_PTY || id&1 == 1 || info.GetSid() == 0 {
 			continue
 		}
-		c := Ctty{Sid: int(info.GetSid()), Pgrp: int(info.GetPgrp()), Name: ttyName(info)}
+		c := sessionTty{Sid: int(info.GetSid()), Pgrp: int(info.GetPgrp()), Name: ttyName(info)}
 		if s.infos[id|1] == nil {
 			if _, ok := r.Inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); !ok && !r.Opts.ShellJob {
 				continue // openTty says what is missing
 			}
 			c.Own = true
-			if c.File, err = r.Terminal(); err != nil {
+			if c.File, err = terminal(r); err != nil {
 				return nil, err
 			}
 		} else {
-			p, err := r.ptyPair(s, int(info.GetPty().GetIndex()))
+			p, err := pairOf(r, s, int(info.GetPty().GetIndex()))
 			if err != nil {
 				return nil, err
 			}
@@ -919,10 +922,10 @@ func (r *Restorer) Cttys() ([]Ctty, error) {
 	return out, nil
 }
 
-// ShellJobTermios returns the termios the terminal of a shell job had, to
+// shellJobTermios returns the termios the terminal of a shell job had, to
 // give to stasis' terminal, or nil.
-func (r *Restorer) ShellJobTermios(c Ctty) (*unix.Termios, error) {
-	s, err := r.ttys()
+func shellJobTermios(r *files.Restorer, c sessionTty) (*unix.Termios, error) {
+	s, err := restoreState(r)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,71 @@
+package testutil
+
+import (
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// CriuOutcome checkpoints the ready victim v with the CRIU 4.2 reference
+// (dump, then restore -d, then SIGTERM) and says how it went, without
+// failing the test: "PASS", or the step that failed with its first
+// errors or the victim's FAIL lines. Tests log it beside stasis' result
+// on the same victim. criu 4.2 needs --network-lock nftables here.
+func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, extra...)
+	r := RunCRIU(t, 30*time.Second, dir, args...)
+	if r.Code != 0 {
+		return fmt.Sprintf("dump refused (exit %d): %s", r.Code, firstLines(CriuErrors(r.Log), 3))
+	}
+	select {
+	case code := <-v.exited:
+		v.done = true
+		if code != 128+int(unix.SIGKILL) {
+			return fmt.Sprintf("dump: the victim ended with %d, not SIGKILL", code)
+		}
+	case <-time.After(10 * time.Second):
+		return "dump exited 0 but the victim still runs"
+	}
+	pidfile := filepath.Join(t.TempDir(), "criu.pid")
+	r = RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables"}, extra...)...)
+	if r.Code != 0 {
+		return fmt.Sprintf("restore failed (exit %d): %s", r.Code, firstLines(CriuErrors(r.Log), 3))
+	}
+	v.restore, v.done, v.exited = nil, false, make(chan int, 1)
+	go waitPid(v.Pid, v.exited)
+	if err := unix.Kill(v.Pid, unix.SIGTERM); err != nil {
+		return fmt.Sprintf("restore exited 0 but pid %d is not there: %v", v.Pid, err)
+	}
+	select {
+	case code := <-v.exited:
+		v.done = true
+		if code == 0 {
+			return "PASS"
+		}
+		var fails []string
+		for _, l := range strings.Split(tail(v.Log, 30), "\n") {
+			if strings.HasPrefix(l, "FAIL") {
+				fails = append(fails, l)
+			}
+		}
+		return fmt.Sprintf("self-check failed (exit %d): %s", code, strings.Join(fails, "; "))
+	case <-time.After(15 * time.Second):
+		return "restored victim did not end after SIGTERM"
+	}
+}
+
+func firstLines(s string, n int) string {
+	l := strings.Split(strings.TrimSpace(s), "\n")
+	if len(l) > n {
+		l = l[:n]
+	}
+	return strings.Join(l, " | ")
+}

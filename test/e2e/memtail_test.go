@@ -1,0 +1,62 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// memtailCases are the scenarios of memtail.c (issue 15, the long tail of
+// memory and task state). before runs between ready and the dump.
+var memtailCases = []struct {
+	scenario string
+	before   func(t *testing.T, v *testutil.Victim)
+}{
+	{scenario: "novdso"},
+	{scenario: "droppable"},
+	{scenario: "guard"},
+	{scenario: "memfdpriv"},
+	{scenario: "memfdpriv-closed"},
+	{scenario: "execmemfd"},
+	{scenario: "sched"},
+	{scenario: "loginuid"},
+	// A dump that leaves the task running (-R) must leave its pending,
+	// blocked SIGTRAP as it was: stasis' own single steps trap too.
+	{scenario: "sigtrap", before: func(t *testing.T, v *testutil.Victim) {
+		testutil.Dump(t, v.Pid, t.TempDir(), "-R")
+		st, err := testutil.Status(v.Pid)
+		if err != nil || !pendingBit(st["ShdPnd"], int(unix.SIGTRAP)) || !pendingBit(st["SigBlk"], int(unix.SIGTRAP)) {
+			t.Errorf("after dump -R: SIGTRAP not pending and blocked any more: ShdPnd %s SigBlk %s (%v)", st["ShdPnd"], st["SigBlk"], err)
+		}
+	}},
+}
+
+// TestMemTail dumps, kills and restores each memtail scenario with stasis
+// (the victim checks itself), after running criu 4.2 on a fresh copy of
+// the same victim and logging its result for comparison.
+func TestMemTail(t *testing.T) {
+	testutil.RequireRoot(t)
+	for _, c := range memtailCases {
+		t.Run(c.scenario, func(t *testing.T) {
+			// criu 4.2 first, so that its result is logged whatever
+			// stasis does.
+			w := testutil.StartVictim(t, "memtail", c.scenario)
+			w.WaitReady(t)
+			t.Logf("criu 4.2 on memtail %s: %s", c.scenario, testutil.CriuOutcome(t, w))
+
+			v := testutil.StartVictim(t, "memtail", c.scenario)
+			v.WaitReady(t)
+			if c.before != nil {
+				c.before(t, v)
+			}
+			start := time.Now()
+			testutil.DumpRestore(t, v)
+			t.Logf("stasis: dump+restore in %v", time.Since(start).Round(time.Millisecond))
+			v.TermAndCheck(t)
+			t.Logf("stasis on memtail %s: PASS", c.scenario)
+		})
+	}
+}
