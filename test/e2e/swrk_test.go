@@ -550,3 +550,53 @@ func TestSwrkInheritFd(t *testing.T) {
 	}
 	t.Fatal("no PASS from the restored victim")
 }
+
+// TestSwrkContainerNotify: a tree in pid, uts and ipc namespaces of its
+// own (the flat container of ns_test.go), dumped and restored over swrk
+// with rst_sibling: the restore's notifications add setup-namespaces
+// (with the root's pid) and post-setup-namespaces, as criu 4.2's do, and
+// the container checks itself after.
+func TestSwrkContainerNotify(t *testing.T) {
+	testutil.RequireRoot(t)
+	ref := testutil.CRIU(t)
+	seqs := map[string][2][]string{}
+	for _, tool := range []struct{ name, bin string }{{"stasis", testutil.StasisBin(t)}, {"criu 4.2", ref}} {
+		t.Run(strings.Fields(tool.name)[0], func(t *testing.T) {
+			c := startContainer(t, "flat")
+			want := nsPids(t, c.init)
+			dir := t.TempDir()
+			sw := startSwrk(t, tool.bin)
+			dump, resp := sw.call(dumpReq(t, c.init, dir, false))
+			if code := sw.exit(); !resp.GetSuccess() || code != 0 {
+				t.Fatalf("%s dump: %v (exit %d)\n%s", tool.name, dump, code, logTail(dir, "dump.log"))
+			}
+			c.waitGone(t)
+			sw = startSwrk(t, tool.bin)
+			restore, resp := sw.call(restoreReq(t, dir))
+			if code := sw.exit(); !resp.GetSuccess() || code != 0 {
+				t.Fatalf("%s restore: %v (exit %d)\n%s", tool.name, restore, code, logTail(dir, "restore.log"))
+			}
+			host := int(resp.GetRestore().GetPid())
+			t.Cleanup(func() {
+				unix.Kill(host, unix.SIGKILL)
+				var ws unix.WaitStatus
+				unix.Wait4(host, &ws, unix.WNOHANG, nil)
+			})
+			testutil.WaitFor(t, 10*time.Second, "the restored init to run untraced", func() bool {
+				st, err := testutil.Status(host)
+				return err == nil && st["TracerPid"] == "0"
+			})
+			seqs[tool.name] = [2][]string{withPid(dump, host), withPid(restore, host)}
+			t.Logf("%s: dump %v; restore %v", tool.name, seqs[tool.name][0], seqs[tool.name][1])
+			checkRestoredContainer(t, c, host, want)
+		})
+	}
+	if t.Failed() {
+		return
+	}
+	for i, what := range []string{"DUMP", "RESTORE rst_sibling"} {
+		if ours, theirs := seqs["stasis"][i], seqs["criu 4.2"][i]; !slices.Equal(ours, theirs) {
+			t.Errorf("%s: stasis sent %v, criu 4.2 %v", what, ours, theirs)
+		}
+	}
+}
