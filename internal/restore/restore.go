@@ -50,7 +50,8 @@ type Options struct {
 	Unprivileged bool
 	// Notify, if set, is called at criu's action-script points of a
 	// restore ("pre-restore", "setup-namespaces" and
-	// "post-setup-namespaces" with --pidns, "post-restore", "pre-resume",
+	// "post-setup-namespaces" when the tree gets namespaces of its own,
+	// "post-restore", "pre-resume",
 	// "post-resume"), with the root's host pid where criu gives one; an
 	// error fails the restore there, but for "post-resume" (the tree runs).
 	Notify func(script string, pid int) error
@@ -203,7 +204,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.createTree(); err != nil {
 		return nil, err
 	}
-	if r.opts.PidNS {
+	if r.opts.PidNS || len(r.ns.NewKinds()) > 0 {
 		if err := r.notify("setup-namespaces", "post-setup-namespaces"); err != nil {
 			return nil, err
 		}

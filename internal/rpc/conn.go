@@ -84,7 +84,9 @@ func (c *conn) send(resp *rpc.CriuResp) error {
 		return fmt.Errorf("rpc: encode %v reply: %w", resp.GetType(), err)
 	}
 	for {
-		_, err = unix.Write(c.fd, b)
+		// MSG_NOSIGNAL: a client gone is an error here, not a SIGPIPE
+		// (which `stasis swrk` takes as an interruption).
+		err = unix.Sendto(c.fd, b, unix.MSG_NOSIGNAL, nil)
 		if err != unix.EINTR {
 			break
 		}

@@ -12,14 +12,13 @@ import (
 // PAGEMAP_SCAN), lazy_pages needs the userfaultfd page server, and
 // pidfd_store needs pidfd_store_sk; stasis implements none of them yet,
 // and a client that was told yes would fail later instead of now.
-func featureCheck(asked *rpc.CriuFeatures) *rpc.CriuResp {
+func featureCheck(_ *rpc.CriuFeatures) *rpc.CriuResp {
 	resp := success(rpc.CriuReqType_FEATURE_CHECK)
 	resp.Features = &rpc.CriuFeatures{
 		MemTrack:   proto.Bool(false),
 		LazyPages:  proto.Bool(false),
 		PidfdStore: proto.Bool(false),
 	}
-	_ = asked
 	return resp
 }
 

@@ -122,3 +122,11 @@ func TestConfigFileUsed(t *testing.T) {
 		t.Error("config_file: a missing or empty file is ignored as criu does, one with options is refused")
 	}
 }
+
+func TestLongErrorFitsGoCriu(t *testing.T) {
+	r := failure(rpc.CriuReqType_DUMP, errors.New(strings.Repeat("x", 100000)))
+	b, err := r.MarshalVT()
+	if err != nil || len(b) > 8192 {
+		t.Errorf("failure reply of %d bytes (%v): go-criu reads 8192", len(b), err)
+	}
+}

@@ -155,6 +155,10 @@ func (s *server) reply(resp *rpc.CriuResp) error {
 	return nil
 }
 
+// maxErrmsg keeps a failure reply within go-criu's 8192-byte read (a
+// longer packet is cut and fails to decode there); the log has it all.
+const maxErrmsg = 4096
+
 func success(t rpc.CriuReqType) *rpc.CriuResp {
 	return &rpc.CriuResp{Type: t.Enum(), Success: proto.Bool(true)}
 }
@@ -162,7 +166,11 @@ func success(t rpc.CriuReqType) *rpc.CriuResp {
 // failure is the reply to a failed request: cr_errmsg is the error (criu:
 // its first error line), cr_errno the errno behind it when there is one.
 func failure(t rpc.CriuReqType, err error) *rpc.CriuResp {
-	resp := &rpc.CriuResp{Type: t.Enum(), Success: proto.Bool(false), CrErrmsg: proto.String(err.Error())}
+	msg := err.Error()
+	if len(msg) > maxErrmsg {
+		msg = msg[:maxErrmsg-3] + "..."
+	}
+	resp := &rpc.CriuResp{Type: t.Enum(), Success: proto.Bool(false), CrErrmsg: proto.String(msg)}
 	if n := errnoOf(err); n != 0 {
 		resp.CrErrno = proto.Int32(int32(n))
 	}

@@ -217,13 +217,25 @@ func TestSwrkGoCriu(t *testing.T) {
 		return &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(f.Fd())), LogLevel: proto.Int32(4), LogFile: proto.String(log)}
 	}
 
-	dirR := t.TempDir()
+	dirR, work := t.TempDir(), t.TempDir()
 	o := opts(dirR, "dump.log")
 	o.Pid, o.LeaveRunning = proto.Int32(int32(v.Pid)), proto.Bool(true)
+	// podman and containerd read stats-dump and the log from the work dir.
+	wf, err := os.Open(work)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wf.Close()
+	o.WorkDirFd = proto.Int32(int32(wf.Fd()))
 	var rec recorder
 	start := time.Now()
 	if err := c.Dump(o, &rec); err != nil {
-		t.Fatalf("go-criu Dump leave_running: %v\n%s", err, logTail(dirR, "dump.log"))
+		t.Fatalf("go-criu Dump leave_running: %v\n%s", err, logTail(work, "dump.log"))
+	}
+	for _, f := range []string{"stats-dump", "dump.log"} {
+		if _, err := os.Stat(filepath.Join(work, f)); err != nil {
+			t.Errorf("work_dir_fd: %s not in the work dir: %v", f, err)
+		}
 	}
 	t.Logf("go-criu dump (leave_running) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
 	if want := []string{"pre-dump", "post-dump"}; !slices.Equal(rec.seen, want) {
@@ -537,4 +549,54 @@ func TestSwrkInheritFd(t *testing.T) {
 		}
 	}
 	t.Fatal("no PASS from the restored victim")
+}
+
+// TestSwrkContainerNotify: a tree in pid, uts and ipc namespaces of its
+// own (the flat container of ns_test.go), dumped and restored over swrk
+// with rst_sibling: the restore's notifications add setup-namespaces
+// (with the root's pid) and post-setup-namespaces, as criu 4.2's do, and
+// the container checks itself after.
+func TestSwrkContainerNotify(t *testing.T) {
+	testutil.RequireRoot(t)
+	ref := testutil.CRIU(t)
+	seqs := map[string][2][]string{}
+	for _, tool := range []struct{ name, bin string }{{"stasis", testutil.StasisBin(t)}, {"criu 4.2", ref}} {
+		t.Run(strings.Fields(tool.name)[0], func(t *testing.T) {
+			c := startContainer(t, "flat")
+			want := nsPids(t, c.init)
+			dir := t.TempDir()
+			sw := startSwrk(t, tool.bin)
+			dump, resp := sw.call(dumpReq(t, c.init, dir, false))
+			if code := sw.exit(); !resp.GetSuccess() || code != 0 {
+				t.Fatalf("%s dump: %v (exit %d)\n%s", tool.name, dump, code, logTail(dir, "dump.log"))
+			}
+			c.waitGone(t)
+			sw = startSwrk(t, tool.bin)
+			restore, resp := sw.call(restoreReq(t, dir))
+			if code := sw.exit(); !resp.GetSuccess() || code != 0 {
+				t.Fatalf("%s restore: %v (exit %d)\n%s", tool.name, restore, code, logTail(dir, "restore.log"))
+			}
+			host := int(resp.GetRestore().GetPid())
+			t.Cleanup(func() {
+				unix.Kill(host, unix.SIGKILL)
+				var ws unix.WaitStatus
+				unix.Wait4(host, &ws, unix.WNOHANG, nil)
+			})
+			testutil.WaitFor(t, 10*time.Second, "the restored init to run untraced", func() bool {
+				st, err := testutil.Status(host)
+				return err == nil && st["TracerPid"] == "0"
+			})
+			seqs[tool.name] = [2][]string{withPid(dump, host), withPid(restore, host)}
+			t.Logf("%s: dump %v; restore %v", tool.name, seqs[tool.name][0], seqs[tool.name][1])
+			checkRestoredContainer(t, c, host, want)
+		})
+	}
+	if t.Failed() {
+		return
+	}
+	for i, what := range []string{"DUMP", "RESTORE rst_sibling"} {
+		if ours, theirs := seqs["stasis"][i], seqs["criu 4.2"][i]; !slices.Equal(ours, theirs) {
+			t.Errorf("%s: stasis sent %v, criu 4.2 %v", what, ours, theirs)
+		}
+	}
 }
