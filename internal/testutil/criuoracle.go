@@ -23,7 +23,14 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, extra...)
 	r := RunCRIU(t, 30*time.Second, dir, args...)
 	if r.Code != 0 {
-		return fmt.Sprintf("dump refused (exit %d): %s", r.Code, firstLines(CriuErrors(r.Log), 3))
+		left := "the victim was left running"
+		select {
+		case code := <-v.exited:
+			v.done = true
+			left = fmt.Sprintf("the victim did not survive it (exit %d)", code)
+		case <-time.After(200 * time.Millisecond):
+		}
+		return fmt.Sprintf("dump refused (exit %d; %s): %s", r.Code, left, firstLines(CriuErrors(r.Log), 3))
 	}
 	select {
 	case code := <-v.exited:
