@@ -21,9 +21,13 @@
  *   follow the memfd (a pwrite to page 0 shows in the mapping).
  * - memfdpriv-closed: the same, but fd 50 closed once the memfd is also
  *   mapped MAP_SHARED (through which it checks the memfd).
- * - execmemfd: /bin/true copied into a memfd, reopened read-only at fd 50
- *   (the writable fd closed, as runc does), MFD_CLOEXEC; checks that a
- *   child can execveat(50, "", AT_EMPTY_PATH) it (not ETXTBSY) and exits 0.
+ * - memfdpriv-only: the private mapping at offset 1 page of a 5-page
+ *   memfd, fd closed: the mapping is all that holds the memfd.
+ * - execmemfd: /bin/true copied into a memfd (MFD_CLOEXEC) kept at fd 50
+ *   as memfd_create made it (read-write, but not counted as a writer of
+ *   the inode, which a reopen read-write is); checks that a child can
+ *   execveat(50, "", AT_EMPTY_PATH) it (not ETXTBSY) and exits 0.
+ * - execmemfd-ro: the same, fd 50 a read-only reopen (writable fd closed).
  * - sched: main thread SCHED_RR priority 7 with SCHED_RESET_ON_FORK and
  *   nice 3; a second thread SCHED_BATCH nice 7; checks both with
  *   sched_getattr and getpriority.
@@ -268,11 +272,15 @@ static void setup_memfdpriv(void)
 {
 	static uint64_t buf[4 * PG / 8];
 
+	int only = !strcmp(scenario, "memfdpriv-only");
+
 	move_to(memfd("memtail-priv", 0), 50);
 	fill(buf, 4 * PG / 8, 14);
-	if (pwrite(50, buf, sizeof(buf), 0) != sizeof(buf))
+	if (only && pwrite(50, buf, PG, 0) != PG) /* the page before the mapping */
 		die("pwrite memfd: %s", strerror(errno));
-	area = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, 50, 0);
+	if (pwrite(50, buf, sizeof(buf), only ? PG : 0) != sizeof(buf))
+		die("pwrite memfd: %s", strerror(errno));
+	area = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, 50, only ? PG : 0);
 	if (area == MAP_FAILED)
 		die("mmap memfd private: %s", strerror(errno));
 	if (*(volatile uint64_t *)&area[0] + *(volatile uint64_t *)&area[PG / 8] == 1) /* read: shared pages mapped */
@@ -284,6 +292,8 @@ static void setup_memfdpriv(void)
 			die("mmap memfd shared: %s", strerror(errno));
 		close(50);
 	}
+	if (only)
+		close(50);
 }
 
 static void check_memfdpriv(void)
@@ -303,6 +313,8 @@ static void check_memfdpriv(void)
 					break;
 				}
 	}
+	if (!strcmp(scenario, "memfdpriv-only"))
+		return;
 	if (shared_view) {
 		check_fill("memfd content (shared mapping)", shared_view, 4 * PG / 8, 14);
 		shared_view[0] = 0x5eed;
@@ -336,9 +348,12 @@ static void setup_execmemfd(void)
 		if (write(fd, buf, n) != n)
 			die("write memfd: %s", strerror(errno));
 	close(in);
-	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
-	move_to(open(p, O_RDONLY | O_CLOEXEC), 50);
-	close(fd);
+	if (!strcmp(scenario, "execmemfd-ro")) {
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+		move_to(open(p, O_RDONLY | O_CLOEXEC), 50);
+		close(fd);
+	} else
+		move_to(fd, 50);
 }
 
 static void check_execmemfd(void)
@@ -504,7 +519,9 @@ static const struct {
 	{ "guard", setup_guard, check_guard },
 	{ "memfdpriv", setup_memfdpriv, check_memfdpriv },
 	{ "memfdpriv-closed", setup_memfdpriv, check_memfdpriv },
+	{ "memfdpriv-only", setup_memfdpriv, check_memfdpriv },
 	{ "execmemfd", setup_execmemfd, check_execmemfd },
+	{ "execmemfd-ro", setup_execmemfd, check_execmemfd },
 	{ "sched", setup_sched, check_sched },
 	{ "loginuid", setup_loginuid, check_loginuid },
 	{ "sigtrap", setup_sigtrap, check_sigtrap },
