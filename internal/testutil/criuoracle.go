@@ -21,7 +21,8 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, extra...)
-	r := RunCRIU(t, 30*time.Second, dir, args...)
+	r := RunCRIU(t, 60*time.Second, dir, args...)
+	took := r.Took
 	if r.Code != 0 {
 		left := "the victim was left running"
 		select {
@@ -55,7 +56,7 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	case code := <-v.exited:
 		v.done = true
 		if code == 0 {
-			return "PASS"
+			return fmt.Sprintf("PASS (dump %v)", took.Round(time.Millisecond))
 		}
 		var fails []string
 		for _, l := range strings.Split(tail(v.Log, 30), "\n") {

@@ -35,6 +35,9 @@
  * - sigtrap: SIGTRAP blocked and sent to itself with kill(), so pending; checks it is still
  *   pending and blocked, then takes it with sigtimedwait (si_code SI_USER,
  *   si_pid itself).
+ * - sparse: a 1 TiB PROT_NONE reservation (MAP_NORESERVE) of which 4
+ *   pages (first, 1000, 2^27, last) were made read-write and patterned,
+ *   as mariadbd's buffer pool; checks them and that the rest still faults.
  */
 #include "victim.h"
 #include <pthread.h>
@@ -510,6 +513,45 @@ static void check_sigtrap(void)
 		fail("SIGTRAP si_code %d si_pid %d, want SI_USER from %d", si.si_code, si.si_pid, victim_pid);
 }
 
+/* ---- sparse ---- */
+
+#define SPARSE_SIZE (1ULL << 40)
+static const uint64_t sparse_pages[] = { 0, 1000, 1ULL << 27, (SPARSE_SIZE >> 12) - 1 };
+
+static void setup_sparse(void)
+{
+	char *r = mmap(NULL, SPARSE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (r == MAP_FAILED)
+		die("mmap 1 TiB PROT_NONE: %s", strerror(errno));
+	area = (uint64_t *)r;
+	for (unsigned i = 0; i < sizeof(sparse_pages) / sizeof(sparse_pages[0]); i++) {
+		uint64_t *p = (uint64_t *)(r + sparse_pages[i] * PG);
+
+		if (mprotect(p, PG, PROT_READ | PROT_WRITE))
+			die("mprotect: %s", strerror(errno));
+		fill(p, PG / 8, 20 + i);
+	}
+	say("sparse reservation at %p", (void *)r);
+}
+
+static void check_sparse(void)
+{
+	char *r = (char *)area;
+	char f[256];
+
+	for (unsigned i = 0; i < sizeof(sparse_pages) / sizeof(sparse_pages[0]); i++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "sparse page %llu", (unsigned long long)sparse_pages[i]);
+		check_fill(what, (uint64_t *)(r + sparse_pages[i] * PG), PG / 8, 20 + i);
+	}
+	if (!faults((uint64_t *)(r + 2 * PG)))
+		fail("sparse: page 2 of the reservation is readable, not PROT_NONE");
+	if (vma_flags(r + (1ULL << 30), f, sizeof(f)))
+		fail("sparse: no VMA in the middle of the reservation");
+}
+
 static const struct {
 	const char *name;
 	void (*setup)(void), (*check)(void);
@@ -525,6 +567,7 @@ static const struct {
 	{ "sched", setup_sched, check_sched },
 	{ "loginuid", setup_loginuid, check_loginuid },
 	{ "sigtrap", setup_sigtrap, check_sigtrap },
+	{ "sparse", setup_sparse, check_sparse },
 };
 
 int main(int argc, char **argv)
