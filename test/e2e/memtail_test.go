@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
+	"strconv"
 	"testing"
 	"time"
 
@@ -32,12 +35,24 @@ var memtailCases = []struct {
 	{scenario: "loginuid"},
 	// A dump that leaves the task running (-R) must leave its pending,
 	// blocked SIGTRAP as it was: stasis' own single steps trap too.
+	// So must a dump that fails once it has injected calls (interrupted
+	// at its pages phase by the test hook).
 	{scenario: "sigtrap", before: func(t *testing.T, v *testutil.Victim) {
-		testutil.Dump(t, v.Pid, t.TempDir(), "-R")
-		st, err := testutil.Status(v.Pid)
-		if err != nil || !pendingBit(st["ShdPnd"], int(unix.SIGTRAP)) || !pendingBit(st["SigBlk"], int(unix.SIGTRAP)) {
-			t.Errorf("after dump -R: SIGTRAP not pending and blocked any more: ShdPnd %s SigBlk %s (%v)", st["ShdPnd"], st["SigBlk"], err)
+		trapped := func(after string) {
+			st, err := testutil.Status(v.Pid)
+			if err != nil || !pendingBit(st["ShdPnd"], int(unix.SIGTRAP)) || !pendingBit(st["SigBlk"], int(unix.SIGTRAP)) {
+				t.Errorf("after %s: SIGTRAP not pending and blocked any more: ShdPnd %s SigBlk %s (%v)", after, st["ShdPnd"], st["SigBlk"], err)
+			}
 		}
+		testutil.Dump(t, v.Pid, t.TempDir(), "-R")
+		trapped("dump -R")
+		cmd := exec.Command(testutil.StasisBin(t), "dump", "-t", strconv.Itoa(v.Pid), "-D", t.TempDir())
+		cmd.Env = append(os.Environ(), hookEnv+"=dump-pages")
+		if out, err := cmd.CombinedOutput(); err == nil {
+			t.Fatalf("dump interrupted at dump-pages exited 0\n%s", out)
+		}
+		testutil.AssertRunning(t, v.Pid)
+		trapped("an interrupted dump")
 	}},
 	// A 1 TiB PROT_NONE reservation with 4 pages in it (issue 18:
 	// mariadbd reserves 8 TiB): the dump must not read its whole page map.
