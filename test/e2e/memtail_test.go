@@ -113,3 +113,21 @@ func TestMemTailFromCRIU(t *testing.T) {
 		})
 	}
 }
+
+// TestMemTailToCRIU restores with criu 4.2 what stasis dumped of the
+// memtail scenarios: the images must carry them in criu's format.
+func TestMemTailToCRIU(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.CRIU(t)
+	for _, sc := range []string{"guard", "droppable", "novdso", "sparse", "sched", "loginuid", "execmemfd"} {
+		t.Run(sc, func(t *testing.T) {
+			v := testutil.StartVictim(t, "memtail", sc)
+			v.WaitReady(t)
+			dir := t.TempDir()
+			testutil.Dump(t, v.Pid, dir)
+			v.Reap(t)
+			testutil.CriuRestoreDetached(t, dir, v, "--network-lock", "nftables")
+			v.TermAndCheck(t)
+		})
+	}
+}
