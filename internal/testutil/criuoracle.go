@@ -20,6 +20,13 @@ import (
 func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
+	// The victim's children (zombies among them) come to the test
+	// process when the dump kills it: they must be reaped to free their
+	// pids for the restore.
+	var members []int
+	if ts, err := Tree(v.Pid); err == nil {
+		members = Pids(ts[1:])
+	}
 	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, extra...)
 	r := RunCRIU(t, 60*time.Second, dir, args...)
 	took := r.Took
@@ -41,6 +48,11 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 		}
 	case <-time.After(10 * time.Second):
 		return "dump exited 0 but the victim still runs"
+	}
+	for _, pid := range members {
+		if !reapOrWait(pid, 10*time.Second) {
+			return fmt.Sprintf("dump: pid %d of the tree is still held", pid)
+		}
 	}
 	pidfile := filepath.Join(t.TempDir(), "criu.pid")
 	r = RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables"}, extra...)...)

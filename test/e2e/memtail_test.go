@@ -57,6 +57,9 @@ var memtailCases = []struct {
 	// A 1 TiB PROT_NONE reservation with 4 pages in it (issue 18:
 	// mariadbd reserves 8 TiB): the dump must not read its whole page map.
 	{scenario: "sparse", maxDump: 3 * time.Second},
+	{scenario: "zombie-ign"},
+	{scenario: "zombie-thread"},
+	{scenario: "zombie-thread-gone"},
 }
 
 // TestMemTail dumps, kills and restores each memtail scenario with stasis
@@ -81,11 +84,13 @@ func TestMemTail(t *testing.T) {
 				c.before(t, v)
 			}
 			dir := t.TempDir()
+			tree := testutil.MustTree(t, v.Pid)
 			r := testutil.Dump(t, v.Pid, dir)
 			if c.maxDump != 0 && r.Took > c.maxDump {
 				t.Errorf("stasis dump took %v, want under %v", r.Took.Round(time.Millisecond), c.maxDump)
 			}
 			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.CheckImages(t, dir)
 			testutil.RestoreDetached(t, dir, v)
 			v.TermAndCheck(t)

@@ -38,6 +38,10 @@
  * - sparse: a 1 TiB PROT_NONE reservation (MAP_NORESERVE) of which 4
  *   pages (first, 1000, 2^27, last) were made read-write and patterned,
  *   as mariadbd's buffer pool; checks them and that the rest still faults.
+ * - zombie-ign: a child that exited with 7 and is not reaped, then SIGCHLD
+ *   set to SIG_IGN (which reaps children that exit later, not it);
+ *   checks waitpid still gets its status. zombie-thread: the child forked
+ *   by a second thread, which stays; zombie-thread-gone: which exits.
  */
 #include "victim.h"
 #include <pthread.h>
@@ -552,6 +556,57 @@ static void check_sparse(void)
 		fail("sparse: no VMA in the middle of the reservation");
 }
 
+/* ---- zombie ---- */
+
+static pid_t zombie;
+
+static void *zombie_forker(void *arg)
+{
+	(void)arg;
+	zombie = fork();
+	if (zombie == 0)
+		_exit(7);
+	if (strcmp(scenario, "zombie-thread-gone"))
+		for (;;)
+			sleep_ms(10);
+	return NULL;
+}
+
+static void setup_zombie(void)
+{
+	siginfo_t si;
+
+	if (!strncmp(scenario, "zombie-thread", 13)) {
+		pthread_t th;
+
+		if (pthread_create(&th, NULL, zombie_forker, NULL))
+			die("pthread_create");
+		while (!zombie)
+			sleep_ms(1);
+	} else
+		zombie = fork();
+	if (zombie < 0)
+		die("fork: %s", strerror(errno));
+	if (zombie == 0)
+		_exit(7);
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, zombie, &si, WEXITED | WNOWAIT))
+		die("waitid: %s", strerror(errno));
+	if (!strcmp(scenario, "zombie-ign"))
+		signal(SIGCHLD, SIG_IGN);
+	say("zombie %d", zombie);
+}
+
+static void check_zombie(void)
+{
+	int st;
+
+	if (waitpid(zombie, &st, WNOHANG) != zombie)
+		fail("zombie %d: waitpid: %s", zombie, strerror(errno));
+	else if (!WIFEXITED(st) || WEXITSTATUS(st) != 7)
+		fail("zombie %d: status %#x, want exit 7", zombie, st);
+}
+
 static const struct {
 	const char *name;
 	void (*setup)(void), (*check)(void);
@@ -568,6 +623,9 @@ static const struct {
 	{ "loginuid", setup_loginuid, check_loginuid },
 	{ "sigtrap", setup_sigtrap, check_sigtrap },
 	{ "sparse", setup_sparse, check_sparse },
+	{ "zombie-ign", setup_zombie, check_zombie },
+	{ "zombie-thread", setup_zombie, check_zombie },
+	{ "zombie-thread-gone", setup_zombie, check_zombie },
 };
 
 int main(int argc, char **argv)
