@@ -154,6 +154,7 @@ func writeMemfdPages(dir *images.Dir, m *memfdFile, pagesID int) error {
 // created once in stasis; every file entry on it is a reopen of it.
 type memfdRestore struct {
 	inodes map[uint32]*os.File
+	given  map[uint32]bool // memfdOwnFile handed the memfd_create description out
 }
 
 // openMemfdFile opens a MEMFD entry: a new open file description of its
@@ -174,7 +175,13 @@ func openMemfdFile(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	}
 	// As for regular files: a damaged image must not truncate.
 	flags := int(e.GetFlags()) &^ (unix.O_CLOEXEC | unix.O_CREAT | unix.O_TRUNC | unix.O_EXCL | unix.O_NOCTTY)
-	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", m.Fd()), flags|unix.O_CLOEXEC, 0)
+	f, err := r.memfdOwnFile(inode, m, flags)
+	if err != nil {
+		return nil, fmt.Errorf("memfd file id %d: %w", fe.GetId(), err)
+	}
+	if f == nil {
+		f, err = os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", m.Fd()), flags|unix.O_CLOEXEC, 0)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("memfd file id %d: reopen memfd %q with flags %#o: %w", fe.GetId(), inode.GetName(), flags, err)
 	}
@@ -191,10 +198,34 @@ func openMemfdFile(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	return f, nil
 }
 
+// oLargefile is the kernel's O_LARGEFILE, which fdinfo shows (x/sys has
+// 0 on amd64, where the kernel implies it).
+const oLargefile = 0o100000
+
+// memfdOwnFile returns, for the first read-write entry of a memfd, a dup
+// of the description memfd_create made, nil for the others. That
+// description, unlike a read-write reopen, does not count as a writer of
+// the inode, so a program can still execveat() its memfd through it (a
+// reopen makes that ETXTBSY); a program's memfd fd usually is that
+// description.
+func (r *Restorer) memfdOwnFile(inode *memfd.MemfdInodeEntry, m *os.File, flags int) (*os.File, error) {
+	st, _ := r.state["memfd"].(*memfdRestore) // made by memfdInode
+	id := uint32(inode.GetInodeId())
+	if st == nil || flags&^oLargefile != unix.O_RDWR || st.given[id] {
+		return nil, nil
+	}
+	fd, err := unix.FcntlInt(m.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dup memfd %q: %w", inode.GetName(), os.NewSyscallError("fcntl", err))
+	}
+	st.given[id] = true
+	return os.NewFile(uintptr(fd), "memfd:"+inode.GetName()), nil
+}
+
 // memfdInode returns the memfd of inode, created the first time.
 func (r *Restorer) memfdInode(inode *memfd.MemfdInodeEntry) (*os.File, error) {
 	st := stateOf(r.state, "memfd", func() *memfdRestore {
-		s := &memfdRestore{inodes: map[uint32]*os.File{}}
+		s := &memfdRestore{inodes: map[uint32]*os.File{}, given: map[uint32]bool{}}
 		r.OnDone(func() error {
 			for _, f := range s.inodes {
 				f.Close()

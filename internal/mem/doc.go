@@ -9,8 +9,9 @@
 //
 //	vma.go      VMAs: Classify (smaps -> vma_entry, a table of mapping
 //	            kinds) / MapAreas, Protect (mmap, mprotect, madvise)
-//	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img)
-//	            / the pagemap reader, PagedAreas, FillPages
+//	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img;
+//	            PageRuns reads the page map only where PAGEMAP_SCAN finds
+//	            pages) / the pagemap reader, PagedAreas, FillPages
 //	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
 //	vdso.go     the vDSO: SyscallInsn (the dump injects through it, or
 //	            through any executable mapping without one) /
@@ -29,6 +30,7 @@
 //	            (mm-PID.img, pagemap-PID.img), Restorer.RestoreMemory,
 //	            which runs the steps above in order; keepInherited (a
 //	            child keeps what it shares with its parent); FreeRange
+//	scan_unsafe.go  the PAGEMAP_SCAN ioctl (pages.go, guard.go)
 //	errors.go   sentinels
 //
 // The orchestrators call one entry per phase: the dump Classify and

@@ -28,6 +28,7 @@ const (
 	AreaGuard = 1 << 16
 
 	pageIsGuard      = 1 << 8  // PAGE_IS_GUARD, uapi linux/fs.h (6.16)
+	pageIsSwapped    = 1 << 4  // PAGE_IS_SWAPPED, uapi linux/fs.h
 	pmeGuard         = 1 << 58 // PM_GUARD_REGION of a pagemap entry (6.15)
 	madvGuardInstall = 102     // MADV_GUARD_INSTALL, uapi asm-generic/mman-common.h
 	userSpaceEnd     = 0x7ffffffff000
@@ -46,7 +47,7 @@ func GuardAreas(pid int) ([]*vma.VmaEntry, error) {
 	var out []*vma.VmaEntry
 	vec := make([]linux.PageRegion, 256)
 	for at := uint64(0); at < userSpaceEnd; {
-		n, end, err := pagemapScan(f, at, userSpaceEnd, pageIsGuard, vec)
+		n, end, err := pagemapScan(f, at, userSpaceEnd, pageIsGuard, 0, vec)
 		if errors.Is(err, unix.EINVAL) && at == 0 {
 			return nil, nil // no PAGE_IS_GUARD
 		}

@@ -63,6 +63,9 @@ type Task struct {
 	// must be able to die at any moment without harming it, so calls are
 	// injected in a way that leaves nothing behind (see syscallSeized).
 	seized bool
+	// trapQueued marks a task of the restore into which stasis queued a
+	// SIGTRAP: it is no longer single-stepped (see syscallTrapQueued).
+	trapQueued bool
 	// tracer is the OS thread that attached the task, the only one whose
 	// ptrace requests the kernel accepts for it (see Syscall).
 	tracer int
@@ -181,6 +184,9 @@ func (t *Task) Syscall(nr uintptr, args ...uint64) (uint64, error) {
 	regs := t.injected(nr, args)
 	if t.seized {
 		return t.syscallSeized(nr, &regs)
+	}
+	if t.trapQueued || queuesTrap(nr, args) {
+		return t.syscallTrapQueued(nr, &regs)
 	}
 	if err := SetRegs(t.Tid, &regs); err != nil {
 		return 0, err
@@ -303,6 +309,52 @@ func (t *Task) syscallSeized(nr uintptr, regs *unix.PtraceRegs) (uint64, error) 
 	if perr := SetRegs(t.Tid, &t.Base); perr != nil {
 		return 0, errors.Join(err, perr)
 	}
+	if err != nil {
+		return 0, err
+	}
+	return t.result(nr, &out)
+}
+
+// queuesTrap reports whether call nr with args queues a SIGTRAP to the
+// task itself (a pending SIGTRAP of the image being restored).
+func queuesTrap(nr uintptr, args []uint64) bool {
+	switch {
+	case nr == unix.SYS_RT_SIGQUEUEINFO && len(args) > 1:
+		return args[1] == uint64(unix.SIGTRAP)
+	case nr == unix.SYS_RT_TGSIGQUEUEINFO && len(args) > 2:
+		return args[2] == uint64(unix.SIGTRAP)
+	}
+	return false
+}
+
+// syscallTrapQueued injects a call into a task of the restore that has,
+// or is about to have, a SIGTRAP pending, with PTRACE_SYSCALL to the
+// call's entry and exit stops. A single step's trap would be merged
+// with the pending SIGTRAP (one non-realtime signal is queued once),
+// unblock it, and be reported with its siginfo: the step would take the
+// task's signal away. SIGTRAP stays blocked until the restore sets the
+// task's own mask at the end.
+func (t *Task) syscallTrapQueued(nr uintptr, regs *unix.PtraceRegs) (uint64, error) {
+	if !t.trapQueued {
+		m, err := GetSigmask(t.Tid)
+		if err != nil {
+			return 0, err
+		}
+		if err := SetSigmask(t.Tid, m|1<<(unix.SIGTRAP-1)); err != nil {
+			return 0, err
+		}
+		t.trapQueued = true
+	}
+	if err := SetRegs(t.Tid, regs); err != nil {
+		return 0, err
+	}
+	t.Forked = t.Forked[:0]
+	for stop := 0; stop < 2; stop++ { // the call's entry, then exit stop
+		if err := t.toSyscallStop(); err != nil {
+			return 0, fmt.Errorf("inject syscall %d: %w", nr, err)
+		}
+	}
+	out, err := GetRegs(t.Tid)
 	if err != nil {
 		return 0, err
 	}

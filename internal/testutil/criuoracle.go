@@ -20,10 +20,25 @@ import (
 func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	t.Helper()
 	dir := t.TempDir()
+	// The victim's children (zombies among them) come to the test
+	// process when the dump kills it: they must be reaped to free their
+	// pids for the restore.
+	var members []int
+	if ts, err := Tree(v.Pid); err == nil {
+		members = Pids(ts[1:])
+	}
 	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, extra...)
-	r := RunCRIU(t, 30*time.Second, dir, args...)
+	r := RunCRIU(t, 60*time.Second, dir, args...)
+	took := r.Took
 	if r.Code != 0 {
-		return fmt.Sprintf("dump refused (exit %d): %s", r.Code, firstLines(CriuErrors(r.Log), 3))
+		left := "the victim was left running"
+		select {
+		case code := <-v.exited:
+			v.done = true
+			left = fmt.Sprintf("the victim did not survive it (exit %d)", code)
+		case <-time.After(200 * time.Millisecond):
+		}
+		return fmt.Sprintf("dump refused (exit %d; %s): %s", r.Code, left, firstLines(CriuErrors(r.Log), 3))
 	}
 	select {
 	case code := <-v.exited:
@@ -33,6 +48,11 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 		}
 	case <-time.After(10 * time.Second):
 		return "dump exited 0 but the victim still runs"
+	}
+	for _, pid := range members {
+		if !reapOrWait(pid, 10*time.Second) {
+			return fmt.Sprintf("dump: pid %d of the tree is still held", pid)
+		}
 	}
 	pidfile := filepath.Join(t.TempDir(), "criu.pid")
 	r = RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables"}, extra...)...)
@@ -48,7 +68,7 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	case code := <-v.exited:
 		v.done = true
 		if code == 0 {
-			return "PASS"
+			return fmt.Sprintf("PASS (dump %v)", took.Round(time.Millisecond))
 		}
 		var fails []string
 		for _, l := range strings.Split(tail(v.Log, 30), "\n") {

@@ -21,9 +21,13 @@
  *   follow the memfd (a pwrite to page 0 shows in the mapping).
  * - memfdpriv-closed: the same, but fd 50 closed once the memfd is also
  *   mapped MAP_SHARED (through which it checks the memfd).
- * - execmemfd: /bin/true copied into a memfd, reopened read-only at fd 50
- *   (the writable fd closed, as runc does), MFD_CLOEXEC; checks that a
- *   child can execveat(50, "", AT_EMPTY_PATH) it (not ETXTBSY) and exits 0.
+ * - memfdpriv-only: the private mapping at offset 1 page of a 5-page
+ *   memfd, fd closed: the mapping is all that holds the memfd.
+ * - execmemfd: /bin/true copied into a memfd (MFD_CLOEXEC) kept at fd 50
+ *   as memfd_create made it (read-write, but not counted as a writer of
+ *   the inode, which a reopen read-write is); checks that a child can
+ *   execveat(50, "", AT_EMPTY_PATH) it (not ETXTBSY) and exits 0.
+ * - execmemfd-ro: the same, fd 50 a read-only reopen (writable fd closed).
  * - sched: main thread SCHED_RR priority 7 with SCHED_RESET_ON_FORK and
  *   nice 3; a second thread SCHED_BATCH nice 7; checks both with
  *   sched_getattr and getpriority.
@@ -31,6 +35,13 @@
  * - sigtrap: SIGTRAP blocked and sent to itself with kill(), so pending; checks it is still
  *   pending and blocked, then takes it with sigtimedwait (si_code SI_USER,
  *   si_pid itself).
+ * - sparse: a 1 TiB PROT_NONE reservation (MAP_NORESERVE) of which 4
+ *   pages (first, 1000, 2^27, last) were made read-write and patterned,
+ *   as mariadbd's buffer pool; checks them and that the rest still faults.
+ * - zombie-ign: a child that exited with 7 and is not reaped, then SIGCHLD
+ *   set to SIG_IGN (which reaps children that exit later, not it);
+ *   checks waitpid still gets its status. zombie-thread: the child forked
+ *   by a second thread, which stays; zombie-thread-gone: which exits.
  */
 #include "victim.h"
 #include <pthread.h>
@@ -268,11 +279,15 @@ static void setup_memfdpriv(void)
 {
 	static uint64_t buf[4 * PG / 8];
 
+	int only = !strcmp(scenario, "memfdpriv-only");
+
 	move_to(memfd("memtail-priv", 0), 50);
 	fill(buf, 4 * PG / 8, 14);
-	if (pwrite(50, buf, sizeof(buf), 0) != sizeof(buf))
+	if (only && pwrite(50, buf, PG, 0) != PG) /* the page before the mapping */
 		die("pwrite memfd: %s", strerror(errno));
-	area = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, 50, 0);
+	if (pwrite(50, buf, sizeof(buf), only ? PG : 0) != sizeof(buf))
+		die("pwrite memfd: %s", strerror(errno));
+	area = mmap(NULL, 4 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE, 50, only ? PG : 0);
 	if (area == MAP_FAILED)
 		die("mmap memfd private: %s", strerror(errno));
 	if (*(volatile uint64_t *)&area[0] + *(volatile uint64_t *)&area[PG / 8] == 1) /* read: shared pages mapped */
@@ -284,6 +299,8 @@ static void setup_memfdpriv(void)
 			die("mmap memfd shared: %s", strerror(errno));
 		close(50);
 	}
+	if (only)
+		close(50);
 }
 
 static void check_memfdpriv(void)
@@ -303,6 +320,8 @@ static void check_memfdpriv(void)
 					break;
 				}
 	}
+	if (!strcmp(scenario, "memfdpriv-only"))
+		return;
 	if (shared_view) {
 		check_fill("memfd content (shared mapping)", shared_view, 4 * PG / 8, 14);
 		shared_view[0] = 0x5eed;
@@ -336,9 +355,12 @@ static void setup_execmemfd(void)
 		if (write(fd, buf, n) != n)
 			die("write memfd: %s", strerror(errno));
 	close(in);
-	snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
-	move_to(open(p, O_RDONLY | O_CLOEXEC), 50);
-	close(fd);
+	if (!strcmp(scenario, "execmemfd-ro")) {
+		snprintf(p, sizeof(p), "/proc/self/fd/%d", fd);
+		move_to(open(p, O_RDONLY | O_CLOEXEC), 50);
+		close(fd);
+	} else
+		move_to(fd, 50);
 }
 
 static void check_execmemfd(void)
@@ -495,6 +517,96 @@ static void check_sigtrap(void)
 		fail("SIGTRAP si_code %d si_pid %d, want SI_USER from %d", si.si_code, si.si_pid, victim_pid);
 }
 
+/* ---- sparse ---- */
+
+#define SPARSE_SIZE (1ULL << 40)
+static const uint64_t sparse_pages[] = { 0, 1000, 1ULL << 27, (SPARSE_SIZE >> 12) - 1 };
+
+static void setup_sparse(void)
+{
+	char *r = mmap(NULL, SPARSE_SIZE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+
+	if (r == MAP_FAILED)
+		die("mmap 1 TiB PROT_NONE: %s", strerror(errno));
+	area = (uint64_t *)r;
+	for (unsigned i = 0; i < sizeof(sparse_pages) / sizeof(sparse_pages[0]); i++) {
+		uint64_t *p = (uint64_t *)(r + sparse_pages[i] * PG);
+
+		if (mprotect(p, PG, PROT_READ | PROT_WRITE))
+			die("mprotect: %s", strerror(errno));
+		fill(p, PG / 8, 20 + i);
+	}
+	say("sparse reservation at %p", (void *)r);
+}
+
+static void check_sparse(void)
+{
+	char *r = (char *)area;
+	char f[256];
+
+	for (unsigned i = 0; i < sizeof(sparse_pages) / sizeof(sparse_pages[0]); i++) {
+		char what[64];
+
+		snprintf(what, sizeof(what), "sparse page %llu", (unsigned long long)sparse_pages[i]);
+		check_fill(what, (uint64_t *)(r + sparse_pages[i] * PG), PG / 8, 20 + i);
+	}
+	if (!faults((uint64_t *)(r + 2 * PG)))
+		fail("sparse: page 2 of the reservation is readable, not PROT_NONE");
+	if (vma_flags(r + (1ULL << 30), f, sizeof(f)))
+		fail("sparse: no VMA in the middle of the reservation");
+}
+
+/* ---- zombie ---- */
+
+static pid_t zombie;
+
+static void *zombie_forker(void *arg)
+{
+	(void)arg;
+	zombie = fork();
+	if (zombie == 0)
+		_exit(7);
+	if (strcmp(scenario, "zombie-thread-gone"))
+		for (;;)
+			sleep_ms(10);
+	return NULL;
+}
+
+static void setup_zombie(void)
+{
+	siginfo_t si;
+
+	if (!strncmp(scenario, "zombie-thread", 13)) {
+		pthread_t th;
+
+		if (pthread_create(&th, NULL, zombie_forker, NULL))
+			die("pthread_create");
+		while (!zombie)
+			sleep_ms(1);
+	} else
+		zombie = fork();
+	if (zombie < 0)
+		die("fork: %s", strerror(errno));
+	if (zombie == 0)
+		_exit(7);
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, zombie, &si, WEXITED | WNOWAIT))
+		die("waitid: %s", strerror(errno));
+	if (!strcmp(scenario, "zombie-ign"))
+		signal(SIGCHLD, SIG_IGN);
+	say("zombie %d", zombie);
+}
+
+static void check_zombie(void)
+{
+	int st;
+
+	if (waitpid(zombie, &st, WNOHANG) != zombie)
+		fail("zombie %d: waitpid: %s", zombie, strerror(errno));
+	else if (!WIFEXITED(st) || WEXITSTATUS(st) != 7)
+		fail("zombie %d: status %#x, want exit 7", zombie, st);
+}
+
 static const struct {
 	const char *name;
 	void (*setup)(void), (*check)(void);
@@ -504,10 +616,16 @@ static const struct {
 	{ "guard", setup_guard, check_guard },
 	{ "memfdpriv", setup_memfdpriv, check_memfdpriv },
 	{ "memfdpriv-closed", setup_memfdpriv, check_memfdpriv },
+	{ "memfdpriv-only", setup_memfdpriv, check_memfdpriv },
 	{ "execmemfd", setup_execmemfd, check_execmemfd },
+	{ "execmemfd-ro", setup_execmemfd, check_execmemfd },
 	{ "sched", setup_sched, check_sched },
 	{ "loginuid", setup_loginuid, check_loginuid },
 	{ "sigtrap", setup_sigtrap, check_sigtrap },
+	{ "sparse", setup_sparse, check_sparse },
+	{ "zombie-ign", setup_zombie, check_zombie },
+	{ "zombie-thread", setup_zombie, check_zombie },
+	{ "zombie-thread-gone", setup_zombie, check_zombie },
 };
 
 int main(int argc, char **argv)
