@@ -88,7 +88,8 @@ type RestoreOptions struct {
 	Log   *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a
 	// restore, in criu's order: "pre-restore", ("setup-namespaces" with
-	// the root's pid and "post-setup-namespaces" with PidNS),
+	// the root's pid and "post-setup-namespaces" when the tree gets
+	// namespaces of its own: the images' or PidNS),
 	// "post-restore" with the root's pid, "pre-resume", then once the
 	// tree runs "post-resume". An error fails the restore there, but for
 	// "post-resume", whose error is only logged.

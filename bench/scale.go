@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // The two scaling groups: one process with many threads, and a tree of
@@ -580,7 +582,7 @@ func (w *dirWatch) close() { unix.Close(w.fd) }
 func (w *dirWatch) drain() {
 	buf := make([]byte, 64<<10)
 	for {
-		if _, err := unix.Read(w.fd, buf); err != nil && err != unix.EINTR {
+		if _, err := linux.Read(w.fd, buf); err != nil {
 			return
 		}
 	}
@@ -612,8 +614,8 @@ func (w *dirWatch) wait(want []string, timeout time.Duration, check func() error
 			}
 			continue
 		}
-		k, err := unix.Read(w.fd, buf)
-		if err == unix.EAGAIN || err == unix.EINTR {
+		k, err := linux.Read(w.fd, buf)
+		if errors.Is(err, unix.EAGAIN) {
 			continue
 		}
 		if err != nil {

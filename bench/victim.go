@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 //go:embed victim.c
@@ -127,8 +129,8 @@ func (v *victim) await(name string, timeout time.Duration) error {
 			}
 			continue
 		}
-		k, err := unix.Read(v.notify, buf)
-		if err == unix.EAGAIN || err == unix.EINTR {
+		k, err := linux.Read(v.notify, buf)
+		if errors.Is(err, unix.EAGAIN) {
 			continue
 		}
 		if err != nil {
@@ -159,7 +161,7 @@ func (v *victim) ask(sig unix.Signal, reply string, timeout time.Duration) error
 func (v *victim) drain() {
 	buf := make([]byte, 4096)
 	for {
-		if _, err := unix.Read(v.notify, buf); err != nil && err != unix.EINTR {
+		if _, err := linux.Read(v.notify, buf); err != nil {
 			return
 		}
 	}
@@ -234,13 +236,7 @@ func (v *victim) close() {
 
 func reap(pid int) {
 	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		return
-	}
+	linux.Wait4(pid, &ws, 0)
 }
 
 // alive is true while pid exists and is not a zombie.

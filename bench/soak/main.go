@@ -40,6 +40,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 func main() {
@@ -346,11 +348,8 @@ logfile ""
 func (r *redis) reap() error {
 	var ws unix.WaitStatus
 	for {
-		_, err := unix.Wait4(r.pid, &ws, unix.WALL, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err == unix.ECHILD {
+		_, err := linux.Wait4(r.pid, &ws, unix.WALL)
+		if errors.Is(err, unix.ECHILD) {
 			// redis is also a child of the tracer stasis.Dump ran: its
 			// wait4 for the killed tracee may have reaped it.
 			r.alive = false

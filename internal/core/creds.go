@@ -16,6 +16,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // Credential ABI missing from x/sys/unix.
@@ -74,18 +75,18 @@ type credState struct {
 //     set keeps the ambient caps that are still permitted+inheritable;
 //  6. no_new_privs, then the pdeath signal and dumpable flag that a
 //     credential change resets.
-func restoreCreds(t *ptrace.Task, s *ptrace.Scratch, th *criucore.ThreadCoreEntry) error {
+func restoreCreds(t remote.Task, th *criucore.ThreadCoreEntry) error {
 	c := th.GetCreds()
 	if c == nil {
 		return nil
 	}
-	cur, err := readCredState(t, s)
+	cur, err := readCredState(t)
 	if err != nil {
 		return err
 	}
 	steps := []struct {
 		name string
-		fn   func(*ptrace.Task, *ptrace.Scratch, *creds.CredsEntry, *credState) error
+		fn   func(remote.Task, *creds.CredsEntry, *credState) error
 	}{
 		{"groups", restoreGroups},
 		{"ids", restoreIDs},
@@ -97,15 +98,15 @@ func restoreCreds(t *ptrace.Task, s *ptrace.Scratch, th *criucore.ThreadCoreEntr
 		{"reset by the credential change", restoreCredSideEffects},
 	}
 	for _, st := range steps {
-		if err := st.fn(t, s, c, cur); err != nil {
-			return fmt.Errorf("credentials of tid %d: %s: %w", t.Tid, st.name, err)
+		if err := st.fn(t, c, cur); err != nil {
+			return fmt.Errorf("credentials of tid %d: %s: %w", t.HostPid(), st.name, err)
 		}
 	}
 	return nil
 }
 
-func readCredState(t *ptrace.Task, s *ptrace.Scratch) (*credState, error) {
-	st, err := proc.ReadStatus(t.Tid)
+func readCredState(t remote.Task) (*credState, error) {
+	st, err := proc.ReadStatus(t.HostPid())
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +118,14 @@ func readCredState(t *ptrace.Task, s *ptrace.Scratch) (*credState, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := t.Call("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, s.Addr); err != nil {
+	a, err := t.Put(0, make([]byte, 4))
+	if err != nil {
 		return nil, err
 	}
-	b, err := s.Get(0, 4)
+	if _, err := t.Call("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, a); err != nil {
+		return nil, err
+	}
+	b, err := t.Get(0, 4)
 	if err != nil {
 		return nil, err
 	}
@@ -156,7 +161,7 @@ func capWords(w []uint32) uint64 {
 	return v
 }
 
-func restoreGroups(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreGroups(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	want := c.GetGroups()
 	if slices.Equal(want, cur.groups) {
 		return nil
@@ -168,7 +173,7 @@ func restoreGroups(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *
 			binary.LittleEndian.PutUint32(b[4*i:], g)
 		}
 		var err error
-		if addr, err = s.Put(0, b); err != nil {
+		if addr, err = t.Put(0, b); err != nil {
 			return err
 		}
 	}
@@ -176,7 +181,7 @@ func restoreGroups(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *
 	return err
 }
 
-func restoreIDs(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreIDs(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	uid := [4]uint32{c.GetUid(), c.GetEuid(), c.GetSuid(), c.GetFsuid()}
 	gid := [4]uint32{c.GetGid(), c.GetEgid(), c.GetSgid(), c.GetFsgid()}
 	if uid == cur.uid && gid == cur.gid {
@@ -207,7 +212,7 @@ func restoreIDs(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *cre
 // setFSID sets the fs uid or gid. The call never fails, it returns the
 // old value whatever happened; asking again with an invalid id tells
 // whether it took.
-func setFSID(t *ptrace.Task, name string, nr uintptr, id uint32) error {
+func setFSID(t remote.Task, name string, nr uintptr, id uint32) error {
 	if _, err := t.Call(name, nr, uint64(id)); err != nil {
 		return err
 	}
@@ -216,12 +221,12 @@ func setFSID(t *ptrace.Task, name string, nr uintptr, id uint32) error {
 		return err
 	}
 	if uint32(got) != id {
-		return fmt.Errorf("%s(%d) in tid %d: still %d", name, id, t.Tid, uint32(got))
+		return fmt.Errorf("%s(%d) in tid %d: still %d", name, id, t.HostPid(), uint32(got))
 	}
 	return nil
 }
 
-func setSecurebits(t *ptrace.Task, v uint64) error {
+func setSecurebits(t remote.Task, v uint64) error {
 	_, err := t.Call(fmt.Sprintf("prctl(PR_SET_SECUREBITS, %#x)", v), unix.SYS_PRCTL, unix.PR_SET_SECUREBITS, v)
 	return err
 }
@@ -230,13 +235,13 @@ func setSecurebits(t *ptrace.Task, v uint64) error {
 // permitted and inheritable sets: the permitted set is still the one the
 // thread had (a superset of the dumped one for a root puppet), the
 // inheritable one is set to the dumped value first.
-func restoreAmbient(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreAmbient(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	amb, inh := capWords(c.GetCapAmb()), capWords(c.GetCapInh())
 	if amb == cur.amb {
 		return nil
 	}
 	if amb != 0 && inh != cur.inh {
-		if err := capset(t, s, cur.eff, cur.prm, inh); err != nil {
+		if err := capset(t, cur.eff, cur.prm, inh); err != nil {
 			return err
 		}
 		cur.inh = inh
@@ -259,7 +264,7 @@ func restoreAmbient(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur 
 // restoreBounding drops what the dumped bounding set lacks. Caps the
 // dumped set has and this thread's lacks cannot be added back; a thread
 // that had them in its permitted set fails later, in capset.
-func restoreBounding(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreBounding(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	drop := cur.bnd &^ capWords(c.GetCapBnd())
 	for capNr := 0; capNr <= cur.lastCap; capNr++ {
 		if drop&(1<<capNr) == 0 {
@@ -275,7 +280,7 @@ func restoreBounding(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur
 
 // restoreSecurebits sets the dumped securebits, which also ends the
 // SECBIT_NO_SETUID_FIXUP of restoreIDs unless the thread had it.
-func restoreSecurebits(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreSecurebits(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	want := uint64(c.GetSecbits())
 	if want == cur.secbits {
 		return nil
@@ -287,12 +292,12 @@ func restoreSecurebits(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, c
 	return nil
 }
 
-func restoreCaps(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreCaps(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	eff, prm, inh := capWords(c.GetCapEff()), capWords(c.GetCapPrm()), capWords(c.GetCapInh())
 	if eff == cur.eff && prm == cur.prm && inh == cur.inh {
 		return nil
 	}
-	if err := capset(t, s, eff, prm, inh); err != nil {
+	if err := capset(t, eff, prm, inh); err != nil {
 		return err
 	}
 	cur.eff, cur.prm, cur.inh = eff, prm, inh
@@ -301,7 +306,7 @@ func restoreCaps(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *cr
 
 // capset injects capset(2) with a version 3 header: two 32-bit words per
 // set, {effective, permitted, inheritable} for caps 0-31, then 32-63.
-func capset(t *ptrace.Task, s *ptrace.Scratch, eff, prm, inh uint64) error {
+func capset(t remote.Task, eff, prm, inh uint64) error {
 	b := make([]byte, 8+12*capU32s)
 	le := binary.LittleEndian
 	le.PutUint32(b[0:], unix.LINUX_CAPABILITY_VERSION_3)
@@ -311,7 +316,7 @@ func capset(t *ptrace.Task, s *ptrace.Scratch, eff, prm, inh uint64) error {
 		le.PutUint32(b[12+12*i:], uint32(prm>>(32*i)))
 		le.PutUint32(b[16+12*i:], uint32(inh>>(32*i)))
 	}
-	hdr, err := s.Put(0, b)
+	hdr, err := t.Put(0, b)
 	if err != nil {
 		return err
 	}
@@ -319,7 +324,7 @@ func capset(t *ptrace.Task, s *ptrace.Scratch, eff, prm, inh uint64) error {
 	return err
 }
 
-func restoreNoNewPrivs(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
+func restoreNoNewPrivs(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 	want := c.GetNoNewPrivs() != 0
 	switch {
 	case want == cur.noNewPrivs:
@@ -338,11 +343,15 @@ func restoreNoNewPrivs(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, c
 // euid, egid, fsuid or fsgid change or the permitted set shrinks: the
 // parent-death signal (to 0) and the dumpable flag (to
 // fs.suid_dumpable). Both were already restored when creds come last.
-func restoreCredSideEffects(t *ptrace.Task, s *ptrace.Scratch, c *creds.CredsEntry, cur *credState) error {
-	if _, err := t.Call("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, s.Addr); err != nil {
+func restoreCredSideEffects(t remote.Task, c *creds.CredsEntry, cur *credState) error {
+	a, err := t.Put(0, make([]byte, 4))
+	if err != nil {
 		return err
 	}
-	b, err := s.Get(0, 4)
+	if _, err := t.Call("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, a); err != nil {
+		return err
+	}
+	b, err := t.Get(0, 4)
 	if err != nil {
 		return err
 	}
@@ -370,22 +379,22 @@ type CredCache struct{ cur *credState }
 // RestoreCredsCached is RestoreCreds for the threads of one process, in
 // order, leader first: a thread whose image credentials are the ones it
 // already has (the common case: nothing dropped) costs no injected call.
-func RestoreCredsCached(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry, cache *CredCache) error {
+func RestoreCredsCached(t remote.Task, ce *criucore.CoreEntry, cache *CredCache) error {
 	c := ce.GetThreadCore().GetCreds()
 	if c == nil {
 		return nil
 	}
 	if cache.cur == nil {
-		cur, err := readCredState(t, s)
+		cur, err := readCredState(t)
 		if err != nil {
-			return fmt.Errorf("credentials of tid %d: %w", t.Tid, err)
+			return fmt.Errorf("credentials of tid %d: %w", t.HostPid(), err)
 		}
 		cache.cur = cur
 	}
 	if sameCreds(c, cache.cur) {
 		return nil
 	}
-	return RestoreCreds(t, s, ce)
+	return RestoreCreds(t, ce)
 }
 
 func sameCreds(c *creds.CredsEntry, cur *credState) bool {

@@ -52,7 +52,7 @@ func TestCreds(t *testing.T) {
 		if _, err := h.t.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(unix.SIGUSR1)); err != nil {
 			return err
 		}
-		if err := restoreCreds(h.t, h.s, &criucore.ThreadCoreEntry{Creds: ce}); err != nil {
+		if err := restoreCreds(h.task(), &criucore.ThreadCoreEntry{Creds: ce}); err != nil {
 			return err
 		}
 		if secbits, err = prctlGet(h, unix.PR_GET_SECUREBITS); err != nil {
@@ -144,7 +144,7 @@ func TestCredsUnchanged(t *testing.T) {
 	withHeld(t, v.pid, func(h *held) error {
 		// Without any capability, a restore that asked for a change
 		// would fail.
-		if err := capset(h.t, h.s, 0, 0, 0); err != nil {
+		if err := capset(h.task(), 0, 0, 0); err != nil {
 			return err
 		}
 		st, err := proc.ReadStatus(v.pid)
@@ -155,6 +155,6 @@ func TestCredsUnchanged(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		return restoreCreds(h.t, h.s, &criucore.ThreadCoreEntry{Creds: ce})
+		return restoreCreds(h.task(), &criucore.ThreadCoreEntry{Creds: ce})
 	})
 }

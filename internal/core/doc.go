@@ -3,11 +3,12 @@
 // signals, itimers, rlimits, credentials, rseq, robust futex list,
 // clear_child_tid, sigaltstack, comm, personality, scheduling and a few
 // prctl bits. Dump reads them from a seized task (ptrace requests, /proc
-// and injected calls). The restore sets them inside the restored task:
-// the process-wide state, each thread's own and the POSIX timers through
-// the task interface remote.Task (RestoreProcess, RestoreThread with the
-// thread's Task, RestorePosixTimers), credentials and seccomp through the
-// ptrace task.
+// and injected calls). The restore sets them inside the restored task
+// through the task interface remote.Task: the process-wide state
+// (RestoreProcess), each thread's own, credentials and seccomp filters
+// (RestoreThread, RestoreCredsCached, RestoreSeccomp, with the thread's
+// Task) and the POSIX timers (RestorePosixTimers); ptrace only blocks
+// signals and gives the final registers.
 //
 // All functions run on the tracer thread (see package ptrace).
 package core

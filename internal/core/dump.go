@@ -33,9 +33,9 @@ const (
 )
 
 const (
-	sigMax         = 64
-	kernelSigaSize = 32 // struct sigaction as the kernel sees it
-	rlimNlimits    = 16
+	sigMax         = 64 // _NSIG, arch/x86/include/uapi/asm/signal.h
+	kernelSigaSize = 32 // struct sigaction as the kernel sees it (include/linux/signal_types.h)
+	rlimNlimits    = 16 // RLIM_NLIMITS, include/uapi/asm-generic/resource.h
 )
 
 // stateOf maps a /proc state letter and the stop signal of a seized task
@@ -165,7 +165,7 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 			return err
 		}},
 		{"robust list", func() error {
-			head, size, err := getRobustList(tid)
+			head, size, err := linux.GetRobustList(tid)
 			if err != nil {
 				return err
 			}

@@ -228,9 +228,9 @@ func RestoreThread(t remote.Task, pid int, ce *criucore.CoreEntry) error {
 // RestoreCreds switches thread t to the credentials of its image. It is
 // the last injected step of a thread but seccomp: after it the thread may
 // no longer be allowed what stasis still does inside it.
-func RestoreCreds(t *ptrace.Task, s *ptrace.Scratch, ce *criucore.CoreEntry) error {
-	if err := restoreCreds(t, s, ce.GetThreadCore()); err != nil {
-		return fmt.Errorf("restore credentials of tid %d: %w", t.Tid, err)
+func RestoreCreds(t remote.Task, ce *criucore.CoreEntry) error {
+	if err := restoreCreds(t, ce.GetThreadCore()); err != nil {
+		return fmt.Errorf("restore credentials of tid %d: %w", t.HostPid(), err)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // Seccomp ABI (include/uapi/linux/filter.h, seccomp.h).
@@ -275,10 +276,10 @@ func SeccompChain(filters []*seccomp.SeccompFilter, mode criucore.SeccompMode, i
 // is then the right order (criu's): a task that installed its filters as
 // root and dropped CAP_SYS_ADMIN later without no_new_privs (runc without
 // noNewPrivileges) can only get them back while the thread is still root.
-func RestoreSeccomp(t *ptrace.Task, s *ptrace.Scratch, filters []*seccomp.SeccompFilter, mode criucore.SeccompMode, index uint32) error {
+func RestoreSeccomp(t remote.Task, filters []*seccomp.SeccompFilter, mode criucore.SeccompMode, index uint32) error {
 	chain, err := SeccompChain(filters, mode, index)
 	if err != nil {
-		return fmt.Errorf("seccomp of tid %d: %w", t.Tid, err)
+		return fmt.Errorf("seccomp of tid %d: %w", t.HostPid(), err)
 	}
 	if mode == criucore.SeccompMode_strict {
 		_, err := t.Call("prctl(PR_SET_SECCOMP, SECCOMP_MODE_STRICT)", unix.SYS_PRCTL, unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_STRICT)
@@ -286,24 +287,24 @@ func RestoreSeccomp(t *ptrace.Task, s *ptrace.Scratch, filters []*seccomp.Seccom
 	}
 	pos := index
 	for _, f := range chain {
-		if err := installFilter(t, s, f); err != nil {
-			return fmt.Errorf("seccomp filter %d of tid %d: %w", pos, t.Tid, err)
+		if err := installFilter(t, f); err != nil {
+			return fmt.Errorf("seccomp filter %d of tid %d: %w", pos, t.HostPid(), err)
 		}
 		pos = f.GetPrev()
 	}
 	return nil
 }
 
-func installFilter(t *ptrace.Task, s *ptrace.Scratch, f *seccomp.SeccompFilter) error {
+func installFilter(t remote.Task, f *seccomp.SeccompFilter) error {
 	prog := f.GetFilter()
-	progAddr, err := s.Put(sockFprogSize, prog)
+	progAddr, err := t.Put(sockFprogSize, prog)
 	if err != nil {
 		return err
 	}
 	fprog := make([]byte, sockFprogSize)
 	binary.LittleEndian.PutUint16(fprog[0:], uint16(len(prog)/sockFilterSize))
 	binary.LittleEndian.PutUint64(fprog[8:], progAddr)
-	a, err := s.Put(0, fprog)
+	a, err := t.Put(0, fprog)
 	if err != nil {
 		return err
 	}

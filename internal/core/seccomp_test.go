@@ -91,7 +91,7 @@ func TestSeccompFilter(t *testing.T) {
 
 	dst := startVictim(t, "target")
 	withHeld(t, dst.pid, func(h *held) error {
-		if err := RestoreSeccomp(h.t, h.s, img.GetSeccompFilters(), criucore.SeccompMode_filter, idx[0]); err != nil {
+		if err := RestoreSeccomp(h.task(), img.GetSeccompFilters(), criucore.SeccompMode_filter, idx[0]); err != nil {
 			return err
 		}
 		got, err := readSeccompChain(dst.pid)
@@ -178,7 +178,7 @@ func TestSeccompStrict(t *testing.T) {
 
 	dst := startVictim(t, "target")
 	withHeld(t, dst.pid, func(h *held) error {
-		if err := RestoreSeccomp(h.t, h.s, nil, mode, 0); err != nil {
+		if err := RestoreSeccomp(h.task(), nil, mode, 0); err != nil {
 			return err
 		}
 		_, err := h.t.Call("getpid while seccomp is suspended", unix.SYS_GETPID)

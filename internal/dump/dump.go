@@ -21,8 +21,11 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
+	_ "github.com/stasis-cr/stasis/internal/tty"     // registers the terminal kind with files
 )
 
 // Options selects what is dumped and what happens to the tree after.
@@ -72,6 +75,7 @@ type dumper struct {
 	all     []*process // every process seized, parents first
 	ids     idAlloc
 	kobjs   []linux.KcmpSet[int] // processes by object, see dumpIDs
+	ns      *ns.Dumper           // namespaces, and the images' pids
 	seccomp core.SeccompTable
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
@@ -129,7 +133,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	}
 	d := &dumper{ctx: ctx, opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
-		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}}
+		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
 		d.lock.SetRunID(d.runID)
@@ -358,7 +362,7 @@ func (d *dumper) check(p *process) error {
 			return err
 		}
 	}
-	if err := d.files.Refuse(checkNamespaces(p.pid)); err != nil {
+	if err := d.files.Refuse(d.ns.Check(p.pid, p == d.root)); err != nil {
 		return err
 	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
@@ -391,24 +395,6 @@ func (d *dumper) inTree(pid int) bool {
 	return false
 }
 
-// checkNamespaces refuses a task that lives in namespaces other than
-// stasis' own: restoring them needs namespace support.
-func checkNamespaces(pid int) error {
-	for _, ns := range []string{"pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"} {
-		var self, other unix.Stat_t
-		if err := unix.Stat("/proc/self/ns/"+ns, &self); err != nil {
-			continue
-		}
-		if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, ns), &other); err != nil {
-			return fmt.Errorf("namespaces of pid %d: %w", pid, err)
-		}
-		if self.Ino != other.Ino {
-			return fmt.Errorf("pid %d is in another %s namespace: namespaces are %w", pid, ns, ErrNotSupported)
-		}
-	}
-	return nil
-}
-
 // dumpCore collects the task state of p and its threads, the only phase
 // whose injected calls take pointer arguments: they go through a scratch
 // mapping that lives in the process only for this phase, so that a stasis
@@ -429,6 +415,11 @@ func (d *dumper) dumpCore(p *process) (err error) {
 	if p.tc.Timers != nil {
 		if p.tc.Timers.Posix, err = core.DumpPosixTimers(l.tr, p.scratch); err != nil {
 			return err
+		}
+		for _, pt := range p.tc.Timers.Posix {
+			if pt.NotifyThreadId != nil { // a host tid: the images' is the root's pid namespace's
+				pt.NotifyThreadId = proto.Int32(int32(d.ns.ThreadPid(p.pid, int(pt.GetNotifyThreadId()))))
+			}
 		}
 	}
 	tids := make([]int, len(p.threads))
@@ -505,7 +496,7 @@ func (d *dumper) dumpPages(p *process) error {
 		d.stats.memStart = time.Now()
 	}
 	p.pagesID = d.ids.next("pages")
-	st, sum, err := mem.WritePages(d.dir, p.pid, p.pagesID, p.areas, func() error {
+	st, sum, err := mem.WritePages(d.dir, p.pid, d.ns.ImagePid(p.pid), p.pagesID, p.areas, func() error {
 		interrupt.At(d.ctx, "dump-page-copy")
 		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
 	})
@@ -560,7 +551,10 @@ func (d *dumper) finish() error {
 	}
 	// The tracer sees each death first; parents reap after. A leader's
 	// exit is reported only once its other threads are gone: them first.
-	for _, p := range d.all {
+	// Children before parents: a pid namespace's init ends only once it
+	// has reaped its children, which it can only after the tracer.
+	for k := len(d.all) - 1; k >= 0; k-- {
+		p := d.all[k]
 		for i := len(p.threads) - 1; i >= 0; i-- {
 			th := p.threads[i]
 			for {

@@ -211,20 +211,6 @@ func readStats(t *testing.T, dir string) *stats.DumpStatsEntry {
 	return e.GetDump()
 }
 
-// TestCheckNamespaces: a task in stasis' own namespaces passes; one in
-// another network namespace is refused naming it.
-func TestCheckNamespaces(t *testing.T) {
-	if err := checkNamespaces(os.Getpid()); err != nil {
-		t.Errorf("checkNamespaces(self) = %v", err)
-	}
-	require.RootFor(t, "unshare --net")
-	pid := startDetached(t, require.Tool(t, "unshare"), "--net", "sleep", "1000")
-	err := checkNamespaces(pid)
-	if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d is in another net namespace", pid)) {
-		t.Errorf("checkNamespaces(%d in a new net ns) = %v", pid, err)
-	}
-}
-
 // startDetached starts a program that is not a child of the test process
 // (a dump's tracer must not be its parent, whose wait would take the
 // ptrace stops), in a session of its own; the test kills it when it ends.

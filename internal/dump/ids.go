@@ -58,5 +58,6 @@ func (d *dumper) dumpIDs(p *process) error {
 		PidNsId: &root, NetNsId: &root, IpcNsId: &root, UtsNsId: &root,
 		MntNsId: &root, UserNsId: &root, CgroupNsId: &root, TimeNsId: &root,
 	}
+	d.ns.SetIDs(p.pid, p.ids)
 	return nil
 }

@@ -50,6 +50,7 @@ func (d *dumper) writeImages() error {
 			return nil
 		},
 		d.dumpShmem,
+		func() error { return d.ns.Write(d.dir, func() int { return d.ids.next("pages") }) },
 		func() error { return d.files.WriteImages(d.dir) },
 		func() error { return w("seccomp.img", d.seccomp.Entry()) },
 		func() error {
@@ -107,6 +108,9 @@ func (d *dumper) writePstree() error {
 		for _, th := range p.threads {
 			e.Threads = append(e.Threads, uint32(th.tid))
 		}
+		if err := d.ns.Pstree(e); err != nil {
+			return err
+		}
 		ents = append(ents, e)
 	}
 	return d.dir.Write("pstree.img", ents...)
@@ -116,7 +120,7 @@ func (d *dumper) writePstree() error {
 func (d *dumper) writeProcess(p *process) error {
 	w := func(name string, m ...proto.Message) error { return d.dir.Write(name, m...) }
 	if p.zombie {
-		return w(fmt.Sprintf("core-%d.img", p.pid), &criucore.CoreEntry{
+		return w(fmt.Sprintf("core-%d.img", d.ns.ImagePid(p.pid)), &criucore.CoreEntry{
 			Mtype: criucore.CoreEntry_X86_64.Enum(),
 			Tc: &criucore.TaskCoreEntry{
 				TaskState:   proto.Uint32(core.TaskDead),
@@ -134,7 +138,7 @@ func (d *dumper) writeProcess(p *process) error {
 		if th.tid == p.pid {
 			c.Tc = p.tc
 		}
-		cores[i] = image{fmt.Sprintf("core-%d.img", th.tid), c}
+		cores[i] = image{fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), c}
 	}
 	if err := d.writeParallel(cores); err != nil {
 		return err
@@ -144,10 +148,10 @@ func (d *dumper) writeProcess(p *process) error {
 		fds[i] = e
 	}
 	steps := []func() error{
-		func() error { return w(fmt.Sprintf("ids-%d.img", p.pid), p.ids) },
-		func() error { return w(fmt.Sprintf("mm-%d.img", p.pid), p.mm) },
+		func() error { return w(fmt.Sprintf("ids-%d.img", d.ns.ImagePid(p.pid)), p.ids) },
+		func() error { return w(fmt.Sprintf("mm-%d.img", d.ns.ImagePid(p.pid)), p.mm) },
 		func() error {
-			return w(fmt.Sprintf("fs-%d.img", p.pid), &fs.FsEntry{
+			return w(fmt.Sprintf("fs-%d.img", d.ns.ImagePid(p.pid)), &fs.FsEntry{
 				CwdId: proto.Uint32(p.cwdID), RootId: proto.Uint32(p.rootID), Umask: proto.Uint32(p.status.Umask),
 			})
 		},
@@ -169,11 +173,13 @@ func (d *dumper) writeProcess(p *process) error {
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {
+	rootIDs := objIDs(rootObjID)
+	d.ns.RootIDs(rootIDs)
 	return &inventory.InventoryEntry{
 		ImgVersion:        proto.Uint32(ImgVersion),
 		FdinfoPerId:       proto.Bool(true),
 		NsPerId:           proto.Bool(true),
-		RootIds:           objIDs(rootObjID),
+		RootIds:           rootIDs,
 		RootCgSet:         proto.Uint32(1),
 		Lsmtype:           hostLSM().Enum(),
 		PluginsEntry:      &inventory.PluginsEntry{},

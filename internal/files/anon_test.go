@@ -626,7 +626,7 @@ func TestAnonTimerfdAbsolute(t *testing.T) {
 // images, or no pidfd_getfd) keeps its ticks and restarts.
 func TestAnonTimerfdNoNextExpiry(t *testing.T) {
 	fe := &fdinfo.FileEntry{Type: fdinfo.FdTypes_TIMERFD.Enum(), Id: proto.Uint32(3), Tfd: &timerfd.TimerfdEntry{
-		Id: proto.Uint32(3), Flags: proto.Uint32(unix.O_RDWR), Fown: anonFown(), Clockid: proto.Uint32(unix.CLOCK_MONOTONIC),
+		Id: proto.Uint32(3), Flags: proto.Uint32(unix.O_RDWR), Fown: AnonFown(), Clockid: proto.Uint32(unix.CLOCK_MONOTONIC),
 		Ticks: proto.Uint64(3), SettimeFlags: proto.Uint32(0), Vsec: proto.Uint64(0), Vnsec: proto.Uint64(0),
 		Isec: proto.Uint64(0), Insec: proto.Uint64(uint64(20 * time.Millisecond)),
 	}}
@@ -645,7 +645,7 @@ func TestAnonTimerfdNoNextExpiry(t *testing.T) {
 
 func TestAnonBadEntries(t *testing.T) {
 	timer := func(mod func(e *timerfd.TimerfdEntry)) *fdinfo.FileEntry {
-		e := &timerfd.TimerfdEntry{Id: proto.Uint32(1), Flags: proto.Uint32(2), Fown: anonFown(), Clockid: proto.Uint32(1),
+		e := &timerfd.TimerfdEntry{Id: proto.Uint32(1), Flags: proto.Uint32(2), Fown: AnonFown(), Clockid: proto.Uint32(1),
 			Ticks: proto.Uint64(0), SettimeFlags: proto.Uint32(0), Vsec: proto.Uint64(0), Vnsec: proto.Uint64(0),
 			Isec: proto.Uint64(0), Insec: proto.Uint64(0)}
 		mod(e)
@@ -698,7 +698,7 @@ func TestAnonCrit(t *testing.T) {
 			for _, it := range items {
 				it.Id = proto.Uint32(2)
 			}
-			fe.Epfd = &eventpoll.EventpollFileEntry{Id: proto.Uint32(2), Flags: proto.Uint32(anonFlags(fi)), Fown: anonFown(), Tfd: items}
+			fe.Epfd = &eventpoll.EventpollFileEntry{Id: proto.Uint32(2), Flags: proto.Uint32(anonFlags(fi)), Fown: AnonFown(), Tfd: items}
 			return fe, err
 		},
 		func() (*fdinfo.FileEntry, error) { return DumpSignalfd(1, 5, 3, anonFixture(t, "signalfd.fdinfo")) },
@@ -813,14 +813,14 @@ func FuzzAnonOpen(f *testing.F) {
 		id := proto.Uint32(1)
 		ents := []*fdinfo.FileEntry{
 			{Type: fdinfo.FdTypes_EVENTFD.Enum(), Id: id, Efd: &eventfd.EventfdFileEntry{
-				Id: id, Flags: proto.Uint32(flags), Fown: anonFown(), Counter: proto.Uint64(counter)}},
+				Id: id, Flags: proto.Uint32(flags), Fown: AnonFown(), Counter: proto.Uint64(counter)}},
 			{Type: fdinfo.FdTypes_SIGNALFD.Enum(), Id: id, Sgfd: &signalfd.SignalfdEntry{
-				Id: id, Flags: proto.Uint32(flags), Fown: anonFown(), Sigmask: proto.Uint64(mask)}},
+				Id: id, Flags: proto.Uint32(flags), Fown: AnonFown(), Sigmask: proto.Uint64(mask)}},
 			{Type: fdinfo.FdTypes_TIMERFD.Enum(), Id: id, Tfd: &timerfd.TimerfdEntry{
-				Id: id, Flags: proto.Uint32(flags), Fown: anonFown(), Clockid: proto.Uint32(clock), Ticks: proto.Uint64(ticks),
+				Id: id, Flags: proto.Uint32(flags), Fown: AnonFown(), Clockid: proto.Uint32(clock), Ticks: proto.Uint64(ticks),
 				SettimeFlags: proto.Uint32(sflags), Vsec: proto.Uint64(vsec), Vnsec: proto.Uint64(vnsec),
 				Isec: proto.Uint64(isec), Insec: proto.Uint64(insec)}},
-			{Type: fdinfo.FdTypes_EVENTPOLL.Enum(), Id: id, Epfd: &eventpoll.EventpollFileEntry{Id: id, Flags: proto.Uint32(flags), Fown: anonFown()}},
+			{Type: fdinfo.FdTypes_EVENTPOLL.Enum(), Id: id, Epfd: &eventpoll.EventpollFileEntry{Id: id, Flags: proto.Uint32(flags), Fown: AnonFown()}},
 		}
 		for _, fe := range ents {
 			var file *os.File

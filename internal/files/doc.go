@@ -5,4 +5,12 @@
 // cannot restore yet is refused with an error naming the pid, fd, kind and
 // target, before anything else happens to the task. Restore opens each
 // file again in stasis; package restore passes it into the task.
+//
+// Each kind registers its dump and open side by side (kind.go: Kind,
+// Register), from a file of this package or from a package of its own
+// (sockets, tty), which uses the exported helpers (DumpState,
+// RestoreState, the anon-fd ones in anon.go). The steps a kind must run
+// inside the restored task take a remote.Task: file owners
+// (fown_task.go), locks and leases (locks_task.go), epoll items
+// (epoll.go).
 package files

@@ -66,7 +66,7 @@ func DumpEpoll(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, erro
 		Epfd: &eventpoll.EventpollFileEntry{
 			Id:    proto.Uint32(id),
 			Flags: proto.Uint32(anonFlags(fi)),
-			Fown:  anonFown(),
+			Fown:  AnonFown(),
 			Tfd:   items,
 		},
 	}, nil
@@ -167,7 +167,7 @@ func epollFields(line string) (map[string]string, error) {
 func OpenEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetEpfd()
 	if fe.GetType() != fdinfo.FdTypes_EVENTPOLL || e == nil {
-		return nil, notKind(fe, "an epoll")
+		return nil, NotKind(fe, "an epoll")
 	}
 	for _, t := range e.GetTfd() {
 		if t.GetTfd() > math.MaxInt32 {
@@ -178,8 +178,8 @@ func OpenEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen epoll file id %d: %w", fe.GetId(), os.NewSyscallError("epoll_create1", err))
 	}
-	f := newAnonFile(fd, "anon_inode:[eventpoll]")
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	f := NewAnonFile(fd, "anon_inode:[eventpoll]")
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen epoll file id %d: %w", fe.GetId(), err)
 	}

@@ -44,7 +44,7 @@ func DumpEventfd(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, er
 		Efd: &eventfd.EventfdFileEntry{
 			Id:      proto.Uint32(id),
 			Flags:   proto.Uint32(flags),
-			Fown:    anonFown(),
+			Fown:    AnonFown(),
 			Counter: proto.Uint64(count),
 		},
 	}, nil
@@ -79,7 +79,7 @@ func parseEventfd(fi *proc.Fdinfo) (count uint64, sem bool, err error) {
 func OpenEventfd(fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetEfd()
 	if fe.GetType() != fdinfo.FdTypes_EVENTFD || e == nil {
-		return nil, notKind(fe, "an eventfd")
+		return nil, NotKind(fe, "an eventfd")
 	}
 	count := e.GetCounter()
 	if count == math.MaxUint64 {
@@ -95,7 +95,7 @@ func OpenEventfd(fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen eventfd file id %d: %w", fe.GetId(), os.NewSyscallError("eventfd2", err))
 	}
-	f := newAnonFile(fd, "anon_inode:[eventfd]")
+	f := NewAnonFile(fd, "anon_inode:[eventfd]")
 	if count != 0 {
 		var b [8]byte
 		binary.NativeEndian.PutUint64(b[:], count)
@@ -104,7 +104,7 @@ func OpenEventfd(fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, fmt.Errorf("reopen eventfd file id %d: set counter %#x: %w", fe.GetId(), count, os.NewSyscallError("write", err))
 		}
 	}
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen eventfd file id %d: %w", fe.GetId(), err)
 	}

@@ -40,7 +40,7 @@ func dumpFanotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	e.Id, e.Flags, e.Fown = proto.Uint32(fd.ID), proto.Uint32(anonFlags(fd.Info)), anonFown()
+	e.Id, e.Flags, e.Fown = proto.Uint32(fd.ID), proto.Uint32(anonFlags(fd.Info)), AnonFown()
 	self, err := selfMounts()
 	if err != nil {
 		return nil, err
@@ -196,7 +196,7 @@ func parseFanotifyMark(f map[string]string, line string) (*fsnotify.FanotifyMark
 func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetFfy()
 	if fe.GetType() != fdinfo.FdTypes_FANOTIFY || e == nil {
-		return nil, notKind(fe, "a fanotify")
+		return nil, NotKind(fe, "a fanotify")
 	}
 	flags := uint(e.GetFaflags()) | unix.FAN_CLOEXEC
 	fd, err := unix.FanotifyInit(flags, uint(e.GetEvflags()))
@@ -205,7 +205,7 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			os.NewSyscallError(fmt.Sprintf("fanotify_init(%#x, %#x)", flags, e.GetEvflags()), err))
 	}
 	// FAN_NONBLOCK stays in the group's flags, as dumped, but the file
-	// must be blocking when wrapped (newAnonFile); anonSetfl sets the
+	// must be blocking when wrapped (NewAnonFile); AnonSetfl sets the
 	// entry's status flags afterwards.
 	if flags&unix.FAN_NONBLOCK != 0 {
 		if err := clearNonblock(fd); err != nil {
@@ -213,7 +213,7 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(), err)
 		}
 	}
-	f := newAnonFile(fd, "anon_inode:[fanotify]")
+	f := NewAnonFile(fd, "anon_inode:[fanotify]")
 	mounts, err := selfMounts()
 	if err != nil {
 		f.Close()
@@ -228,7 +228,7 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, fmt.Errorf("reopen fanotify file id %d: mark %d: %w", fe.GetId(), i, err)
 		}
 	}
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(), err)
 	}

@@ -36,7 +36,7 @@ func dumpFifo(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			return nil, err
 		}
 	}
-	regID := t.add(regEntry(name, fd.Flags(), 0, &fd.Stat))
+	regID := t.Add(regEntry(name, fd.Flags(), 0, &fd.Stat))
 	return &fdinfo.FileEntry{
 		Type: fdinfo.FdTypes_FIFO.Enum(),
 		Fifo: &fifo.FifoEntry{
@@ -61,7 +61,7 @@ type fifoRestore struct {
 func openFifo(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	fi := fe.GetFifo()
 	if fi == nil {
-		return nil, notKind(fe, "a FIFO")
+		return nil, NotKind(fe, "a FIFO")
 	}
 	reg := r.Files[fi.GetRegfId()].GetReg()
 	if reg == nil {
@@ -88,7 +88,7 @@ func openFifo(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, err
 		}
 		st.anchors[fi.GetPipeId()] = anchor
-		r.onDone(func() error { return unix.Close(anchor) })
+		r.OnDone(func() error { return unix.Close(anchor) })
 	}
 	f, err := openAs(path, name, func(p string) (*os.File, error) { return reopenFifo(p, reg.GetFlags()) })
 	if err != nil {

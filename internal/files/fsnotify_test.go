@@ -332,7 +332,7 @@ func TestOpenFsnotifyBadEntries(t *testing.T) {
 
 	mark := func(m *fsnotify.FanotifyMarkEntry) *fdinfo.FileEntry {
 		return &fdinfo.FileEntry{Id: proto.Uint32(4), Type: fdinfo.FdTypes_FANOTIFY.Enum(), Ffy: &fsnotify.FanotifyFileEntry{
-			Id: proto.Uint32(4), Flags: proto.Uint32(0), Fown: anonFown(), Faflags: proto.Uint32(0), Evflags: proto.Uint32(0),
+			Id: proto.Uint32(4), Flags: proto.Uint32(0), Fown: AnonFown(), Faflags: proto.Uint32(0), Evflags: proto.Uint32(0),
 			Mark: []*fsnotify.FanotifyMarkEntry{m}}}
 	}
 	base := func() *fsnotify.FanotifyMarkEntry {

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sort"
-	"strings"
 	"testing"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -54,59 +52,23 @@ func seedRestorer(tb testing.TB, dir string) (*Restorer, error) {
 	}
 	r := NewRestorer(RestoreOptions{FileLocks: true}, d, byID, memfds)
 	// No pid of a fuzzed image is ever looked up on this host.
-	r.HostPid = func(int) (int, bool) { return 0, false }
+	r.HostPids = map[int]int{}
 	return r, nil
 }
 
 // fuzzKind fuzzes the images matching glob in the seed dumps that have
 // one: read(r, path) is what the restore does with it.
 func fuzzKind(f *testing.F, glob string, read func(t *testing.T, r *Restorer, path string) error) {
-	base := f.TempDir()
-	var paths []string
-	for _, src := range testutil.SeedDumps(f) {
-		names, _ := filepath.Glob(filepath.Join(src, glob))
-		if len(names) == 0 {
-			continue
-		}
-		dst := filepath.Join(base, filepath.Base(src))
-		testutil.CopySeed(f, src, dst, false)
-		sort.Strings(names)
-		for _, n := range names {
-			b, err := os.ReadFile(n)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(uint8(len(paths)), b)
-			paths = append(paths, filepath.Join(dst, filepath.Base(n)))
-		}
-	}
-	if len(paths) == 0 {
-		f.Fatalf("no seed dump has %s", glob)
-	}
-	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
-		path := paths[int(which)%len(paths)]
-		orig, err := os.ReadFile(path)
+	testutil.FuzzSeedImages(f, glob, func(t *testing.T, path string) error {
+		r, err := seedRestorer(t, filepath.Dir(path))
 		if err != nil {
-			t.Fatal(err)
+			return err // files.img or memfd.img refused, as readImages does
 		}
-		if err := os.WriteFile(path, data, 0o600); err != nil {
-			t.Fatal(err)
+		err = read(t, r, path)
+		if cerr := r.Close(); cerr != nil {
+			t.Errorf("close: %v", cerr)
 		}
-		defer os.WriteFile(path, orig, 0o600)
-		testutil.CheckAlloc(t, filepath.Base(path), func() {
-			var r *Restorer
-			r, err = seedRestorer(t, filepath.Dir(path))
-			if err != nil {
-				return // files.img or memfd.img refused, as readImages does
-			}
-			err = read(t, r, path)
-			if cerr := r.Close(); cerr != nil {
-				t.Errorf("close: %v", cerr)
-			}
-		})
-		if err != nil && !strings.Contains(err.Error(), filepath.Base(path)) {
-			t.Fatalf("error does not name %s: %v", filepath.Base(path), err)
-		}
+		return err
 	})
 }
 
@@ -120,63 +82,6 @@ func FuzzPipesData(f *testing.F) {
 func FuzzFifoData(f *testing.F) {
 	fuzzKind(f, "fifo-data.img", func(t *testing.T, r *Restorer, path string) error {
 		_, err := readPipeDataImage(r.Dir, "fifo-data.img")
-		return err
-	})
-}
-
-func fuzzTty(t *testing.T, r *Restorer, path string) error {
-	s, err := r.ttys()
-	if err != nil {
-		return err
-	}
-	for _, info := range s.infos {
-		_ = ttyName(info)
-	}
-	return nil
-}
-
-func FuzzTtyInfo(f *testing.F) { fuzzKind(f, "tty-info.img", fuzzTty) }
-func FuzzTtyData(f *testing.F) { fuzzKind(f, "tty-data.img", fuzzTty) }
-
-// FuzzSkQueues: the queued messages of unix sockets, with the files they
-// carry (SCM_RIGHTS), against the sockets of files.img.
-func FuzzSkQueues(f *testing.F) {
-	fuzzKind(f, "sk-queues.img", func(t *testing.T, r *Restorer, path string) error {
-		b := &unixBuild{r: r, byIno: map[uint32]*usk{}, byID: map[uint32]*usk{}}
-		if err := b.collect(); err != nil {
-			t.Fatalf("seed files.img: %v", err)
-		}
-		return readUnixQueues(r.Dir, b.byID, func(id uint32) bool { return r.Files[id] != nil })
-	})
-}
-
-// FuzzUnixFiles: the unix socket entries of files.img as the restore
-// indexes and checks them before it makes any socket.
-func FuzzUnixFiles(f *testing.F) {
-	fuzzKind(f, "files.img", func(t *testing.T, r *Restorer, path string) error {
-		b := &unixBuild{r: r, byIno: map[uint32]*usk{}, byID: map[uint32]*usk{}}
-		if err := b.collect(); err != nil {
-			return err
-		}
-		for _, s := range b.all {
-			_ = s.String()
-			_ = s.addr()
-			_ = b.peer(s)
-		}
-		return nil
-	})
-}
-
-func FuzzTCPStream(f *testing.F) {
-	fuzzKind(f, "tcp-stream-*.img", func(t *testing.T, r *Restorer, path string) error {
-		var ino uint32
-		if _, err := fmt.Sscanf(filepath.Base(path), "tcp-stream-%d.img", &ino); err != nil {
-			t.Fatal(err)
-		}
-		e, inq, outq, err := readTCPStreamImage(r.Dir, ino)
-		if err == nil && (uint64(len(inq)) != uint64(e.GetInqLen()) || uint64(len(outq)) != uint64(e.GetOutqLen())) {
-			t.Fatalf("queues of %d and %d bytes for lengths %d and %d", len(inq), len(outq), e.GetInqLen(), e.GetOutqLen())
-		}
 		return err
 	})
 }

@@ -151,7 +151,7 @@ func (r *Restorer) createGhost(id uint32, rf *regfile.RegFileEntry) (string, []s
 	path := fmt.Sprintf("%s.cr.%x.ghost", name, id)
 	var f *os.File
 	for {
-		if err := createDirOK(path); errors.Is(err, images.ErrUnsafePath) {
+		if err := CreateDirOK(path); errors.Is(err, images.ErrUnsafePath) {
 			return "", nil, err
 		}
 		switch mode & unix.S_IFMT {
@@ -232,7 +232,7 @@ func makeGhostDir(id uint32, name string, ge *ghostfile.GhostFileEntry) (string,
 	if len(lost) > 0 {
 		first = lost[len(lost)-1]
 	}
-	if err := createDirOK(first); errors.Is(err, images.ErrUnsafePath) {
+	if err := CreateDirOK(first); errors.Is(err, images.ErrUnsafePath) {
 		return "", nil, err
 	}
 	var made []string // innermost first: the order to remove them in

@@ -8,27 +8,29 @@ import (
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
-// holder is an fd of some process on the host, found by findHolder to
-// name, in an error, who else holds an object.
-type holder struct {
+// Holder is an fd of some process on the host, found by FindHolder to
+// name, in an error, who else holds an object (the other end of a pipe
+// or of a socket, a terminal).
+type Holder struct {
 	pid int
 	fd  string
 }
 
 // comm is the holder's command name, or "?" if it is gone.
-func (h holder) comm() string {
+func (h Holder) comm() string {
 	if st, err := proc.ReadStat(h.pid); err == nil {
 		return st.Comm
 	}
 	return "?"
 }
 
-func (h holder) String() string { return fmt.Sprintf("fd %s of pid %d (%s)", h.fd, h.pid, h.comm()) }
+func (h Holder) String() string { return fmt.Sprintf("fd %s of pid %d (%s)", h.fd, h.pid, h.comm()) }
 
-// findHolder looks through the fd table of every process but those skip
-// names for the first fd whose /proc link match accepts.
+// FindHolder looks through the fd table of every process but those skip
+// names (nil: none; NotSelf: stasis, which holds copies of what it
+// dumps) for the first fd whose /proc link match accepts.
 // /proc lists processes, not threads: threads share their fd table.
-func findHolder(skip func(pid int) bool, match func(pid int, fd, target string) bool) (holder, bool) {
+func FindHolder(skip func(pid int) bool, match func(pid int, fd, target string) bool) (Holder, bool) {
 	procs, _ := os.ReadDir("/proc")
 	for _, e := range procs {
 		pid, err := strconv.Atoi(e.Name())
@@ -42,12 +44,18 @@ func findHolder(skip func(pid int) bool, match func(pid int, fd, target string) 
 				continue // gone, or closed meanwhile
 			}
 			if match(pid, f.Name(), target) {
-				return holder{pid: pid, fd: f.Name()}, true
+				return Holder{pid: pid, fd: f.Name()}, true
 			}
 		}
 	}
-	return holder{}, false
+	return Holder{}, false
 }
 
-// notSelf skips stasis itself, which holds copies of what it dumps.
-func notSelf(pid int) bool { return pid == os.Getpid() }
+// NotSelf skips stasis itself, which holds copies of what it dumps.
+func NotSelf(pid int) bool { return pid == os.Getpid() }
+
+// Pid is the holder's pid.
+func (h Holder) Pid() int { return h.pid }
+
+// Comm is the holder's command name, or "?" if it is gone.
+func (h Holder) Comm() string { return h.comm() }

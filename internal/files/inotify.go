@@ -63,7 +63,7 @@ func dumpInotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		Ify: &fsnotify.InotifyFileEntry{
 			Id:    proto.Uint32(fd.ID),
 			Flags: proto.Uint32(anonFlags(fd.Info)),
-			Fown:  anonFown(),
+			Fown:  AnonFown(),
 			Wd:    wds,
 		},
 	}, nil
@@ -123,13 +123,13 @@ func parseInotify(fi *proc.Fdinfo) ([]*fsnotify.InotifyWdEntry, error) {
 func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetIfy()
 	if fe.GetType() != fdinfo.FdTypes_INOTIFY || e == nil {
-		return nil, notKind(fe, "an inotify")
+		return nil, NotKind(fe, "an inotify")
 	}
 	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), os.NewSyscallError("inotify_init1", err))
 	}
-	f := newAnonFile(fd, "anon_inode:inotify")
+	f := NewAnonFile(fd, "anon_inode:inotify")
 	mounts, err := selfMounts()
 	if err != nil {
 		f.Close()
@@ -143,7 +143,7 @@ func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
 		}
 	}
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
 	}

@@ -38,6 +38,9 @@ type Kind struct {
 	Write func(t *Table, dir *images.Dir) error
 	// Open opens an entry again in stasis; the tasks get copies.
 	Open func(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error)
+	// Device, if set, claims the character devices of the kind by their
+	// device number (terminals): kindOf names such an fd by Name.
+	Device func(rdev uint64) bool
 }
 
 var (
@@ -136,8 +139,10 @@ func kindOf(target string, st *unix.Stat_t) string {
 		if unix.Major(st.Rdev) == memMajor {
 			return "reg"
 		}
-		if isTty(st.Rdev) {
-			return "tty"
+		for _, k := range kindOrder {
+			if k.Device != nil && k.Device(st.Rdev) {
+				return k.Name
+			}
 		}
 		return fmt.Sprintf("character device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
 	case unix.S_IFBLK:

@@ -110,7 +110,7 @@ func (r *Restorer) discardSignal(t remote.Task, sig unix.Signal) error {
 	_, err = t.Call("rt_sigtimedwait", unix.SYS_RT_SIGTIMEDWAIT, a, 0, a+8, 8)
 	if errors.Is(err, unix.EAGAIN) {
 		// The owner is another task, or the signal could not be queued.
-		r.log().Debug("no lease break signal to discard", "pid", t.HostPid(), "signal", sig)
+		r.Log().Debug("no lease break signal to discard", "pid", t.HostPid(), "signal", sig)
 		return nil
 	}
 	return err

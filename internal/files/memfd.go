@@ -73,7 +73,7 @@ func memfdEntry(id, inodeID, flags uint32, pos uint64) *fdinfo.FileEntry {
 		Id:   proto.Uint32(id),
 		Memfd: &memfd.MemfdFileEntry{
 			Id: proto.Uint32(id), Flags: proto.Uint32(flags), Pos: proto.Uint64(pos),
-			InodeId: proto.Uint32(inodeID), Fown: anonFown(),
+			InodeId: proto.Uint32(inodeID), Fown: AnonFown(),
 		},
 	}
 }
@@ -114,7 +114,7 @@ func (t *Table) AddMemfdMapping(pid int, start, end uint64, path string) (id, fl
 		return id, flags, nil
 	}
 	id = t.nextID
-	t.add(memfdEntry(id, uint32(m.entry.GetInodeId()), flags, 0))
+	t.Add(memfdEntry(id, uint32(m.entry.GetInodeId()), flags, 0))
 	m.mapIDs[flags] = id
 	return id, flags, nil
 }
@@ -163,7 +163,7 @@ type memfdRestore struct {
 func openMemfdFile(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetMemfd()
 	if fe.GetType() != fdinfo.FdTypes_MEMFD || e == nil {
-		return nil, notKind(fe, "a memfd")
+		return nil, NotKind(fe, "a memfd")
 	}
 	inode := r.Memfds[e.GetInodeId()]
 	if inode == nil {
@@ -226,13 +226,13 @@ func (r *Restorer) memfdOwnFile(inode *memfd.MemfdInodeEntry, m *os.File, flags 
 func (r *Restorer) memfdInode(inode *memfd.MemfdInodeEntry) (*os.File, error) {
 	st := stateOf(r.state, "memfd", func() *memfdRestore {
 		s := &memfdRestore{inodes: map[uint32]*os.File{}, given: map[uint32]bool{}}
-		r.onDone(func() error {
+		r.OnDone(func() error {
 			for _, f := range s.inodes {
 				f.Close()
 			}
 			return nil
 		})
-		r.beforeRun(func() error { return s.seal(r.Memfds) })
+		r.BeforeRun(func() error { return s.seal(r.Memfds) })
 		return s
 	})
 	id := uint32(inode.GetInodeId())

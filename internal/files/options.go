@@ -95,8 +95,7 @@ type RestoreOptions struct {
 	// ShellJob gives the terminal of stasis to a pty slave whose master
 	// was outside the tree (-j/--shell-job).
 	ShellJob bool
-	// Log takes the debug messages of the restore's task-side steps;
-	// nil discards them.
+	// Log takes the messages of the restore's steps; nil discards them.
 	Log *slog.Logger
 }
 

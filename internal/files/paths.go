@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"golang.org/x/sys/unix"
@@ -17,7 +18,7 @@ import (
 // written, so every path an entry of files.img names is checked once,
 // when the images are read (CheckPaths), and every file the restore
 // creates is created in a directory reached without symbolic links
-// (createDirOK). Names of images are built from numbers and checked by
+// (CreateDirOK). Names of images are built from numbers and checked by
 // images.Dir; terminals are opened by their index, memfds made by name
 // with memfd_create: neither is a path.
 
@@ -40,7 +41,8 @@ func CheckPaths(fe *fdinfo.FileEntry) error {
 	if ue := fe.GetUsk(); ue != nil {
 		name := ue.GetName()
 		if len(name) > 0 && name[0] != 0 {
-			path := unixPath(name)
+			// The bind path ends at its first NUL, as unix sockets' do.
+			path, _, _ := strings.Cut(string(name), "\x00")
 			if path != "" && path[0] != '/' {
 				// Relative to the directory it was bound in.
 				if err := check("unix socket directory", ue.GetNameDir(), false); err != nil {
@@ -78,14 +80,14 @@ func CheckPaths(fe *fdinfo.FileEntry) error {
 	return nil
 }
 
-// createDirOK refuses to create path unless its directory is reached
+// CreateDirOK refuses to create path unless its directory is reached
 // without a symbolic link. Dumped paths are canonical (the kernel's), so
 // a link on the way appeared since the dump: a user who can write to
 // /tmp could otherwise point /tmp/x at /etc and have a restore running
 // as root make, chmod or chown files there. Checked just before each
 // creation; the creation itself goes by path, so a link swapped in
 // between the two is not caught.
-func createDirOK(path string) error {
+func CreateDirOK(path string) error {
 	dir := filepath.Dir(path)
 	fd, err := unix.Openat2(unix.AT_FDCWD, dir, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,

@@ -77,16 +77,16 @@ func TestCreateDirOK(t *testing.T) {
 	if err := os.Symlink(real, filepath.Join(base, "link")); err != nil {
 		t.Fatal(err)
 	}
-	if err := createDirOK(filepath.Join(real, "f")); err != nil {
+	if err := CreateDirOK(filepath.Join(real, "f")); err != nil {
 		t.Errorf("real dir: %v", err)
 	}
-	if err := createDirOK(filepath.Join(base, "link", "f")); !errors.Is(err, images.ErrUnsafePath) {
+	if err := CreateDirOK(filepath.Join(base, "link", "f")); !errors.Is(err, images.ErrUnsafePath) {
 		t.Errorf("through a link: %v, want ErrUnsafePath", err)
 	}
-	if err := createDirOK(filepath.Join(base, "link", "sub", "f")); !errors.Is(err, images.ErrUnsafePath) {
+	if err := CreateDirOK(filepath.Join(base, "link", "sub", "f")); !errors.Is(err, images.ErrUnsafePath) {
 		t.Errorf("below a link: %v, want ErrUnsafePath", err)
 	}
-	if err := createDirOK(filepath.Join(base, "missing", "f")); err == nil || errors.Is(err, images.ErrUnsafePath) {
+	if err := CreateDirOK(filepath.Join(base, "missing", "f")); err == nil || errors.Is(err, images.ErrUnsafePath) {
 		t.Errorf("missing dir: %v, want a plain error", err)
 	}
 }

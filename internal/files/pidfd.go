@@ -50,7 +50,7 @@ func dumpPidfd(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			Ino:   proto.Uint32(uint32(fd.Stat.Ino)),
 			Flags: proto.Uint32(anonFlags(fd.Info)),
 			Nspid: proto.Int32(int32(pid)),
-			Fown:  anonFown(),
+			Fown:  AnonFown(),
 		},
 	}, nil
 }
@@ -82,7 +82,7 @@ func commOf(pid int) string {
 func openPidfd(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetPidfd()
 	if fe.GetType() != fdinfo.FdTypes_PIDFD || e == nil {
-		return nil, notKind(fe, "a pidfd")
+		return nil, NotKind(fe, "a pidfd")
 	}
 	flags := int(e.GetFlags()) & pidfdFlags
 	if int(e.GetFlags())&^(pidfdFlags|unix.O_ACCMODE|unix.O_LARGEFILE) != 0 {
@@ -96,9 +96,9 @@ func openPidfd(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 		return nil, fmt.Errorf("reopen file id %d: pidfd of pid %d: %w", fe.GetId(), pid, images.ErrCorrupt)
 	}
 	host := pid
-	if r.HostPid != nil {
+	if r.HostPids != nil {
 		var ok bool
-		if host, ok = r.HostPid(pid); !ok {
+		if host, ok = r.HostPids[pid]; !ok {
 			return nil, fmt.Errorf("reopen file id %d: a pidfd of pid %d, which is not in the images: %w", fe.GetId(), pid, images.ErrCorrupt)
 		}
 	}
@@ -106,7 +106,7 @@ func openPidfd(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen file id %d: pidfd of pid %d: %w", fe.GetId(), pid, os.NewSyscallError("pidfd_open", err))
 	}
-	return newAnonFile(fd, "anon_inode:[pidfd]"), nil
+	return NewAnonFile(fd, "anon_inode:[pidfd]"), nil
 }
 
 // endedPidfd returns a pidfd of a process that has ended and been
@@ -128,5 +128,5 @@ func endedPidfd(flags int) (*os.File, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("pidfd of a gone process: %w", werr)
 	}
-	return newAnonFile(fd, "anon_inode:[pidfd]"), nil
+	return NewAnonFile(fd, "anon_inode:[pidfd]"), nil
 }

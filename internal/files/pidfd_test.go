@@ -16,7 +16,7 @@ import (
 
 func pidfdEntry(pid int32, flags uint32) *fdinfo.FileEntry {
 	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_PIDFD.Enum(), Id: proto.Uint32(7),
-		Pidfd: &pidfd.PidfdEntry{Id: proto.Uint32(7), Ino: proto.Uint32(1), Flags: proto.Uint32(flags), Nspid: proto.Int32(pid), Fown: anonFown()}}
+		Pidfd: &pidfd.PidfdEntry{Id: proto.Uint32(7), Ino: proto.Uint32(1), Flags: proto.Uint32(flags), Nspid: proto.Int32(pid), Fown: AnonFown()}}
 }
 
 // TestOpenPidfd: a pidfd entry opens a pidfd of its process (here this

@@ -38,7 +38,7 @@ func dumpPipe(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			Id:     proto.Uint32(fd.ID),
 			PipeId: proto.Uint32(uint32(fd.Stat.Ino)),
 			Flags:  proto.Uint32(fd.Flags()),
-			Fown:   anonFown(),
+			Fown:   AnonFown(),
 		},
 	}, nil
 }
@@ -65,10 +65,10 @@ func checkPipes(t *Table) error {
 		return nil
 	}
 	// The first outside holder of each pipe, all in one pass over /proc.
-	outside := map[string]holder{}
-	findHolder(func(pid int) bool { return t.pids[pid] || notSelf(pid) }, func(pid int, fd, target string) bool {
+	outside := map[string]Holder{}
+	FindHolder(func(pid int) bool { return t.pids[pid] || NotSelf(pid) }, func(pid int, fd, target string) bool {
 		if _, seen := outside[target]; want[target] && !seen {
-			outside[target] = holder{pid: pid, fd: fd}
+			outside[target] = Holder{pid: pid, fd: fd}
 		}
 		return false
 	})
@@ -107,7 +107,7 @@ type pipeEnds struct {
 func openPipe(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	pe := fe.GetPipe()
 	if pe == nil {
-		return nil, notKind(fe, "a pipe")
+		return nil, NotKind(fe, "a pipe")
 	}
 	st := stateOf(r.state, "pipe", func() *pipeRestore { return &pipeRestore{pipes: map[uint32]*pipeEnds{}} })
 	if st.data == nil {
@@ -123,7 +123,7 @@ func openPipe(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 			return nil, err
 		}
 		st.pipes[pe.GetPipeId()] = p
-		r.onDone(p.close)
+		r.OnDone(p.close)
 	}
 	f, err := p.open(pe.GetFlags())
 	if err != nil {
@@ -137,7 +137,7 @@ func openPipe(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 // new pipe with the dumped capacity and data.
 func newPipe(r *Restorer, id uint32, d *pipeData) (*pipeEnds, error) {
 	p := &pipeEnds{}
-	if in, ok := r.inherited(pipeKey(uint64(id))); ok {
+	if in, ok := r.Inherited(pipeKey(uint64(id))); ok {
 		fl, err := unix.FcntlInt(in.Fd(), unix.F_GETFL, 0)
 		if err != nil {
 			in.Close()
@@ -171,7 +171,7 @@ func (p *pipeEnds) open(flags uint32) (*os.File, error) {
 	if mode != unix.O_RDWR && p.end[mode] != nil && !p.given[mode] {
 		p.given[mode] = true
 		f := p.end[mode]
-		if err := anonSetfl(int(f.Fd()), flags); err != nil {
+		if err := AnonSetfl(int(f.Fd()), flags); err != nil {
 			return nil, err
 		}
 		return f, nil

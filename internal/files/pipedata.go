@@ -198,12 +198,12 @@ func reopenFifo(path string, flags uint32) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen with flags %#o: %w", flags, err)
 	}
-	if err := anonSetfl(fd, flags&^unix.O_NONBLOCK); err != nil {
+	if err := AnonSetfl(fd, flags&^unix.O_NONBLOCK); err != nil {
 		unix.Close(fd)
 		return nil, err
 	}
-	f := newAnonFile(fd, path)
-	if err := anonSetfl(fd, flags); err != nil {
+	f := NewAnonFile(fd, path)
+	if err := AnonSetfl(fd, flags); err != nil {
 		f.Close()
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func (t *Table) AddPath(path string, flags uint32) (uint32, error) {
 	if err := unix.Stat(path, &st); err != nil {
 		return 0, fmt.Errorf("stat %s: %w", path, err)
 	}
-	id := t.add(regEntry(path, flags, 0, &st))
+	id := t.Add(regEntry(path, flags, 0, &st))
 	t.paths[key] = id
 	return id, nil
 }
@@ -99,9 +99,16 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 		}
 		fe.Reg.BuildId = id
 	}
-	id := t.add(fe)
+	id := t.Add(fe)
 	t.paths[key] = id
 	return id, nil
+}
+
+// AddReg records the regular file entry of path, of stat st, opened with
+// flags, and returns its id: criu wants one beside the entry of a kind
+// opened by other means (a terminal's path).
+func (t *Table) AddReg(path string, flags uint32, st *unix.Stat_t) uint32 {
+	return t.Add(regEntry(path, flags, 0, st))
 }
 
 func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
@@ -120,7 +127,7 @@ func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	rf := fe.GetReg()
 	if rf == nil {
-		return nil, notKind(fe, "a regular file")
+		return nil, NotKind(fe, "a regular file")
 	}
 	name := rf.GetName()
 	// fdinfo never shows O_CREAT/O_TRUNC/O_EXCL; strip them anyway so that

@@ -223,7 +223,7 @@ func writeRemaps(t *Table, dir *images.Dir) error {
 			}
 			fe := regEntry(p.link.path, 0, 0, &st)
 			fe.Reg.Size, fe.Reg.Mode = nil, nil // as criu: the file it stands for is checked
-			p.link.id = t.add(fe)
+			p.link.id = t.Add(fe)
 		}
 		rd.remaps = append(rd.remaps, remapEntry(p.orig, p.link.id, remap.RemapType_LINKED))
 	}
@@ -291,7 +291,7 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 			return "", false, fmt.Errorf("file id %d (%s): ghost file %d: %w", fe.GetId(), name, e.GetRemapId(), err)
 		}
 		rr.ghosts[e.GetRemapId()] = p
-		r.onDone(func() error {
+		r.OnDone(func() error {
 			var errs []error
 			for _, m := range made {
 				errs = append(errs, os.Remove(m))
@@ -327,7 +327,7 @@ func openAs[F io.Closer](path, name string, open func(string) (F, error)) (F, er
 	if path == name {
 		return open(path)
 	}
-	if err := createDirOK(name); errors.Is(err, images.ErrUnsafePath) {
+	if err := CreateDirOK(name); errors.Is(err, images.ErrUnsafePath) {
 		var zero F
 		return zero, err
 	}

@@ -38,13 +38,10 @@ type Restorer struct {
 	// undo run by Rollback, before the tasks of a failed restore are
 	// killed: what must not be seen outside when they die.
 	undo []func() error
-	// OpenCtty opens /dev/tty with flags as a process of session sid
-	// does: the session's controlling terminal, as only a member of the
-	// session can open it. Set by the restore, which has the tasks.
-	OpenCtty func(sid int, flags int) (*os.File, error)
-	// HostPid is the pid stasis sees for a pid or tid of the images (they
-	// differ with --pidns). Set by the restore; nil means the same.
-	HostPid func(pid int) (int, bool)
+	// HostPids is the pid stasis sees for each pid and tid of the images
+	// (they differ with --pidns), entered by the restore as it creates
+	// the tasks; nil means the same.
+	HostPids map[int]int
 }
 
 // NewRestorer returns a Restorer of the files of a dump.
@@ -64,7 +61,7 @@ func (r *Restorer) Open(id uint32) (*os.File, error) {
 	}
 	if reg := fe.GetReg(); reg != nil && fe.GetType() == fdinfo.FdTypes_REG {
 		// criu's keys of files are paths relative to the root.
-		if f, ok := r.inherited(strings.TrimPrefix(reg.GetName(), "/")); ok {
+		if f, ok := r.Inherited(strings.TrimPrefix(reg.GetName(), "/")); ok {
 			r.open[id] = f
 			return f, nil
 		}
@@ -115,23 +112,28 @@ func (r *Restorer) OpenMapping(id, fdflags uint32) (*os.File, error) {
 		return nil, fmt.Errorf("file id %d for a mapping with flags %#o: %w", id, fdflags, err)
 	}
 	r.state[key] = g
-	r.onDone(g.Close)
+	r.OnDone(g.Close)
 	return g, nil
 }
 
-// log is the logger of the restore's debug messages.
-func (r *Restorer) log() *slog.Logger {
+// Log is the logger of the restore's messages (Opts.Log, or one that
+// discards them).
+func (r *Restorer) Log() *slog.Logger {
 	if r.Opts.Log == nil {
 		return slog.New(slog.DiscardHandler)
 	}
 	return r.Opts.Log
 }
 
-// onDone registers fn to run when the restore ends.
-func (r *Restorer) onDone(fn func() error) { r.done = append(r.done, fn) }
+// OnDone registers fn to run when the restore ends, success or not (in
+// Close, last registered first): what a kind's Open made for itself
+// (sockets, ghost files, the other end of a pair) goes away then.
+func (r *Restorer) OnDone(fn func() error) { r.done = append(r.done, fn) }
 
-// beforeRun registers fn to run in Finish.
-func (r *Restorer) beforeRun(fn func() error) { r.final = append(r.final, fn) }
+// BeforeRun registers fn to run in Finish, once every task has its
+// memory and fds and before any runs: what a task must not see half
+// done (memfd seals, a TCP connection out of repair mode).
+func (r *Restorer) BeforeRun(fn func() error) { r.final = append(r.final, fn) }
 
 // Finish completes the files once every task has its mappings and its
 // fds, before any task runs: what cannot be done while they are being
@@ -146,8 +148,9 @@ func (r *Restorer) Finish() error {
 	return nil
 }
 
-// onRollback registers fn to run if the restore fails (Rollback).
-func (r *Restorer) onRollback(fn func() error) { r.undo = append(r.undo, fn) }
+// OnRollback registers fn to run if the restore fails (Rollback), before
+// its tasks are killed: what must not be seen outside when they die.
+func (r *Restorer) OnRollback(fn func() error) { r.undo = append(r.undo, fn) }
 
 // Rollback is called by a failed restore before it kills the tasks it
 // created: restored TCP connections go back into repair mode, so that
@@ -200,10 +203,11 @@ func stateOf[T any](m map[string]any, key string, mk func() *T) *T {
 	return v
 }
 
-// inherited returns a new file on the open file description stasis was
-// given for key (--inherit-fd fd[N]:KEY), if any: "pipe:[INO]", or a
-// file's path (with or without its leading slash, as criu).
-func (r *Restorer) inherited(key string) (*os.File, bool) {
+// Inherited returns a new file on the open file description stasis was
+// given for key (--inherit-fd fd[N]:KEY), if any: "pipe:[INO]", a
+// socket's "socket:[INO]", or a file's path (with or without its leading
+// slash, as criu). A kind's Open asks for it before it makes the file.
+func (r *Restorer) Inherited(key string) (*os.File, bool) {
 	for _, in := range r.Opts.InheritFds {
 		if in.Key == key || strings.TrimPrefix(in.Key, "/") == key {
 			fd, err := unix.FcntlInt(uintptr(in.Fd), unix.F_DUPFD_CLOEXEC, 0)
@@ -212,9 +216,9 @@ func (r *Restorer) inherited(key string) (*os.File, bool) {
 			}
 			// Wrap it blocking (see reopenFifo), then put its flags back.
 			fl, _ := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
-			anonSetfl(fd, uint32(fl)&^unix.O_NONBLOCK)
-			f := newAnonFile(fd, key)
-			anonSetfl(fd, uint32(fl))
+			AnonSetfl(fd, uint32(fl)&^unix.O_NONBLOCK)
+			f := NewAnonFile(fd, key)
+			AnonSetfl(fd, uint32(fl))
 			return f, true
 		}
 	}

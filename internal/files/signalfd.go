@@ -34,7 +34,7 @@ func DumpSignalfd(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, e
 		Sgfd: &signalfd.SignalfdEntry{
 			Id:      proto.Uint32(id),
 			Flags:   proto.Uint32(anonFlags(fi)),
-			Fown:    anonFown(),
+			Fown:    AnonFown(),
 			Sigmask: proto.Uint64(mask),
 		},
 	}, nil
@@ -59,7 +59,7 @@ func parseSigmask(fi *proc.Fdinfo) (uint64, error) {
 func OpenSignalfd(fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetSgfd()
 	if fe.GetType() != fdinfo.FdTypes_SIGNALFD || e == nil {
-		return nil, notKind(fe, "a signalfd")
+		return nil, NotKind(fe, "a signalfd")
 	}
 	var set unix.Sigset_t
 	m := e.GetSigmask()
@@ -72,8 +72,8 @@ func OpenSignalfd(fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen signalfd file id %d (mask %#x): %w", fe.GetId(), m, os.NewSyscallError("signalfd4", err))
 	}
-	f := newAnonFile(fd, "anon_inode:[signalfd]")
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	f := NewAnonFile(fd, "anon_inode:[signalfd]")
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("reopen signalfd file id %d: %w", fe.GetId(), err)
 	}

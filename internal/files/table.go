@@ -91,8 +91,10 @@ func (t *Table) shared(pid, fd int, st *unix.Stat_t) (*desc, bool, func(*desc), 
 	return d, found, func(d *desc) { set.Insert(at, pid, fd, d) }, nil
 }
 
-// add gives fe the next id.
-func (t *Table) add(fe *fdinfo.FileEntry) uint32 {
+// Add records fe, an entry no fd of the tree has (a FIFO's path, the
+// peer of a unix socket outside the tree), with the next id, and
+// returns the id.
+func (t *Table) Add(fe *fdinfo.FileEntry) uint32 {
 	id := t.nextID
 	t.nextID++
 	t.put(fe, id)
@@ -138,6 +140,23 @@ func (t *Table) DumpFds(pid int) ([]*fdinfo.FdinfoEntry, error) {
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// Pids returns the processes whose fds are in the table, in order.
+func (t *Table) Pids() []int {
+	pids := make([]int, 0, len(t.pids))
+	for pid := range t.pids {
+		pids = append(pids, pid)
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// DumpFd records fd num of pid, as DumpFds does for each fd of pid, and
+// returns its entry of the fd table.
+func (t *Table) DumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
+	t.pids[pid] = true
+	return t.dumpFd(pid, num)
 }
 
 func (t *Table) dumpFd(pid, num int) (*fdinfo.FdinfoEntry, error) {
@@ -206,6 +225,18 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 	return d, nil
 }
 
+// DumpFile records the open file description of fd as DumpFds does for
+// a task's fd, and returns its id: it is for a file no task holds, a
+// file in flight in a unix socket's queue (fd.Via set), of which stasis
+// dumps its own copy. allow, if set, may refuse its kind first.
+func (t *Table) DumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (uint32, error) {
+	d, err := t.dumpFile(fd, allow)
+	if err != nil {
+		return 0, err
+	}
+	return d.id, nil
+}
+
 // CheckTree refuses what only the whole tree tells (a pipe or a peer
 // outside it), once every fd is dumped and before WriteImages: each
 // kind's check.
@@ -248,8 +279,13 @@ func (t *Table) BeforeKill() error {
 	return errors.Join(errs...)
 }
 
-// atFinish registers fn to run in Finish.
-func (t *Table) atFinish(fn func(killed bool) error) { t.finish = append(t.finish, fn) }
+// AtBeforeKill registers fn to run in BeforeKill.
+func (t *Table) AtBeforeKill(fn func() error) { t.beforeKill = append(t.beforeKill, fn) }
+
+// AtFinish registers fn to run in Finish, whether the tree was killed or
+// resumed: a kind lets go of what it holds in the tree (connections in
+// repair mode, copies of files in flight).
+func (t *Table) AtFinish(fn func(killed bool) error) { t.finish = append(t.finish, fn) }
 
 // Finish lets go of what the dump holds in the tree's files once the
 // tree is killed (killed) or resumed (-R, -s, a failed dump): TCP

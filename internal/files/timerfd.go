@@ -61,7 +61,7 @@ func DumpTimerfd(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, er
 		Tfd: &timerfd.TimerfdEntry{
 			Id:           proto.Uint32(id),
 			Flags:        proto.Uint32(anonFlags(fi)),
-			Fown:         anonFown(),
+			Fown:         AnonFown(),
 			Clockid:      proto.Uint32(uint32(st.clock)),
 			Ticks:        proto.Uint64(st.ticks),
 			SettimeFlags: proto.Uint32(st.flags),
@@ -190,7 +190,7 @@ func parseTimespecPair(v string) ([2]uint64, bool) {
 func OpenTimerfd(fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetTfd()
 	if fe.GetType() != fdinfo.FdTypes_TIMERFD || e == nil {
-		return nil, notKind(fe, "a timerfd")
+		return nil, NotKind(fe, "a timerfd")
 	}
 	bad := func(what string, v any) error {
 		return fmt.Errorf("reopen timerfd file id %d: %s %v: %w", fe.GetId(), what, v, images.ErrCorrupt)
@@ -229,7 +229,7 @@ func OpenTimerfd(fe *fdinfo.FileEntry) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reopen timerfd file id %d on %s: %w", fe.GetId(), timerfdClocks[clock], os.NewSyscallError("timerfd_create", err))
 	}
-	f := newAnonFile(fd, "anon_inode:[timerfd]")
+	f := NewAnonFile(fd, "anon_inode:[timerfd]")
 	fail := func(err error) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("reopen timerfd file id %d: %w", fe.GetId(), err)
@@ -242,7 +242,7 @@ func OpenTimerfd(fe *fdinfo.FileEntry) (*os.File, error) {
 			return fail(err)
 		}
 	}
-	if err := anonSetfl(fd, e.GetFlags()); err != nil {
+	if err := AnonSetfl(fd, e.GetFlags()); err != nil {
 		return fail(err)
 	}
 	return f, nil

@@ -69,7 +69,7 @@ func ptraceSession() []Feature {
 	if err != nil {
 		return failAll("%v", err)
 	}
-	seize := ok(PtraceSeize, fmt.Sprintf("event stop (%v) in %v", sig, time.Since(t0).Round(time.Microsecond)))
+	seize := ok(PtraceSeize, fmt.Sprintf("PTRACE_EVENT_STOP (%s) in %v", unix.SignalName(sig), time.Since(t0).Round(time.Microsecond)))
 	return withInfo(seize, xstateFeature(pid), rseqFeature(pid), suspendSeccompFeature(pid), seccompFilterFeature(pid))
 }
 

@@ -9,6 +9,7 @@
 //     are *os.SyscallError (or *os.PathError) naming the call, so that
 //     errors.Is(err, unix.EXXX) still works and no caller writes its own
 //     retry loop.
+//   - robust_unsafe.go: get_robust_list(2), which x/sys/unix lacks.
 //   - kcmp.go, kcmp_unsafe.go: the one kcmp(2) wrapper (file
 //     descriptions, mm, fd tables, epoll targets) and KcmpSet, kernel
 //     objects kept in kcmp's order.

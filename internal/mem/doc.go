@@ -16,6 +16,9 @@
 //	vdso.go     the vDSO: SyscallInsn (the dump injects through it, or
 //	            through any executable mapping without one) /
 //	            restoreVDSO (ARCH_MAP_VDSO_64, same layout checked)
+//	parent.go   parent chains (criu dump --prev-images-dir): restore reads
+//	            PE_PARENT entries' pages from the "parent" dirs; refuses
+//	            lazy-only entries (ResolveParents, fillParents)
 //	shmem.go    shared memory objects (MAP_SHARED|MAP_ANONYMOUS, memfd):
 //	            DumpShmem, DumpSharedAnon / FillShmem, ShmemObjects
 //	sysvshm.go  System V attachments: checked at dump / shmat at restore

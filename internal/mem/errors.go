@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/stasis-cr/stasis/internal/linux"
@@ -14,3 +15,13 @@ var ErrUnsupportedVMA = fmt.Errorf("mapping %w", linux.ErrNotSupported)
 // ErrTruncatedPages is wrapped when a pages image is shorter than its
 // pagemap says.
 var ErrTruncatedPages = fmt.Errorf("pages image truncated")
+
+// ErrNoParent is wrapped when a pagemap entry is in the parent images
+// (criu dump --prev-images-dir) but there is no parent images dir, or it
+// does not have the pages (parent.go).
+var ErrNoParent = errors.New("pages not in the parent images")
+
+// ErrLazyPages is wrapped when a pagemap entry's pages are neither in the
+// images nor in a parent: a criu --lazy-pages dump, whose pages a page
+// server sends at restore.
+var ErrLazyPages = fmt.Errorf("lazy pages (criu --lazy-pages) %w", linux.ErrNotSupported)

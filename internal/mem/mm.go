@@ -160,7 +160,7 @@ func checkMM(file string, m *mm.MmEntry, hasFile func(id uint32) bool, shm *Shme
 		if v.GetStatus()&(FilePrivate|FileShared) != 0 && !hasFile(uint32(v.GetShmid())) {
 			return bad(file, "vma %d maps file id %d, not in files.img", i, v.GetShmid())
 		}
-		if v.GetStatus()&AnonShared != 0 {
+		if v.GetStatus()&AnonShared != 0 && v.GetStatus()&AreaSysVIPC == 0 {
 			if v.GetPgoff()%PageSize != 0 || v.GetPgoff() > 1<<46 {
 				return bad(file, "vma %d: shared memory offset %#x", i, v.GetPgoff())
 			}

@@ -412,22 +412,33 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 		return st, fmt.Errorf("map %s: %w", fi.Name(), err)
 	}
 	defer unix.Munmap(data)
-	inKept := keptLookup(vmas, kept)
-	inKernel := areaLookup(vmas, kernelArea)
-	ios := make([]ptrace.VMIO, 0, len(entries))
-	var cmp []ptrace.VMIO
+	all := make([]ptrace.VMIO, 0, len(entries))
 	var off uint64
 	for _, pe := range entries {
 		if !HasData(pe) {
 			continue
 		}
 		n := NrPages(pe) * PageSize
-		io := ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]}
+		all = append(all, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
 		off += n
-		if inKernel(pe.GetVaddr()) {
+	}
+	return fillIOs(pid, all, vmas, kept, stop)
+}
+
+// fillIOs writes the runs of pages of all (each inside one VMA) into pid:
+// not those of the kernel's areas, and in kept VMAs only the pages that
+// differ (FillPages).
+func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+	var st FillStats
+	inKept := keptLookup(vmas, kept)
+	inKernel := areaLookup(vmas, kernelArea)
+	ios := make([]ptrace.VMIO, 0, len(all))
+	var cmp []ptrace.VMIO
+	for _, io := range all {
+		if inKernel(io.Remote) {
 			continue
 		}
-		if inKept(pe.GetVaddr()) {
+		if inKept(io.Remote) {
 			cmp = append(cmp, io)
 		} else {
 			ios = append(ios, io)
@@ -616,6 +627,10 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 	if err != nil {
 		return err
 	}
+	// Entries in parent (criu dump --prev-images-dir): parent.go.
+	if img.parents, err = ResolveParents(dir, file, img.Pagemap); err != nil {
+		return err
+	}
 	pages := fmt.Sprintf("pages-%d.img", img.PagesID)
 	f, err := dir.OpenRaw(pages)
 	if err != nil {
@@ -634,10 +649,11 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 }
 
 // WritePages saves the pages of pid (areas: its classified VMAs) into
-// pages-PAGESID.img and their pagemap into pagemap-PID.img, and returns
-// the checksum of the pages image, computed while it was written. stop
-// is as for DumpPages.
-func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
+// pages-PAGESID.img and their pagemap into pagemap-IMGPID.img (imgPid: its
+// pid in the images, the dumped root's pid namespace's), and returns the
+// checksum of the pages image, computed while it was written. stop is as
+// for DumpPages.
+func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
 	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
 	if err != nil {
 		return DumpStats{}, nil, err
@@ -655,5 +671,5 @@ func WritePages(dir *images.Dir, pid, pagesID int, areas []*Area, stop func() er
 	for _, e := range entries {
 		ents = append(ents, e)
 	}
-	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", pid), ents...)
+	return st, sum, dir.Write(fmt.Sprintf("pagemap-%d.img", imgPid), ents...)
 }

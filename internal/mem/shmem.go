@@ -107,6 +107,7 @@ func FillShmem(dir *images.Dir, shmid uint64, size int64, w io.WriterAt) error {
 	defer pages.Close()
 	var off int64
 	var buf []byte
+	var chain *parentChain // for entries in parent (parent.go)
 	for {
 		at := r.Offset()
 		pe := &pagemap.PagemapEntry{}
@@ -122,6 +123,16 @@ func FillShmem(dir *images.Dir, shmid uint64, size int64, w io.WriterAt) error {
 				name, at, pe.GetVaddr(), n, size, images.ErrCorrupt)
 		}
 		if !HasData(pe) {
+			if chain == nil {
+				chain = &parentChain{dir: dir, name: name}
+				buf = make([]byte, copyChunk)
+			}
+			if !InParent(pe) {
+				return fmt.Errorf("%s at offset %d: pages %#x-%#x (flags %#x): %w", name, at, pe.GetVaddr(), int64(pe.GetVaddr())+n, pe.GetFlags(), ErrLazyPages)
+			}
+			if err := fillFromParents(chain, pe.GetVaddr(), uint64(n), w, size, buf); err != nil {
+				return fmt.Errorf("%s at offset %d: %w", name, at, err)
+			}
 			continue
 		}
 		// The last page may reach past the object's size, which the
@@ -188,7 +199,7 @@ func DumpSharedAnon(dir *images.Dir, tasks []TaskAreas, nextPagesID func() int) 
 	var order []uint64
 	for _, p := range tasks {
 		for _, a := range p.Areas {
-			if !a.Has(AnonShared) {
+			if !a.Has(AnonShared) || a.Has(AreaSysVIPC) { // a System V segment is its ipc namespace's
 				continue
 			}
 			id, size := a.E.GetShmid(), int64(a.E.GetPgoff()+a.End()-a.Start())

@@ -31,6 +31,7 @@ type Image struct {
 	Pagemap  []*pagemap.PagemapEntry
 	Paged    map[uint64]bool // VMA starts that receive pages
 	PagesLen int64
+	parents  *ParentPages    // where the pages of entries in parent are (parent.go); nil if none
 	Guards   []*vma.VmaEntry // guard regions, taken out of MM.Vmas (guard.go)
 }
 
@@ -116,6 +117,9 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 	st, err = FillPages(t.HostPid(), img.Pagemap, pages, vmas, kept, stop)
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", pages.Name(), err)
+	}
+	if st, err = img.fillParents(t.HostPid(), st, vmas, kept, stop); err != nil {
+		return st, err
 	}
 	if err := restoreAioRings(t, img.MM); err != nil {
 		return st, err

@@ -9,6 +9,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -16,9 +17,10 @@ import (
 // System V shared memory (shmat). A segment lives in the kernel's IPC
 // namespace, not in any process: killing the tree leaves it, and the
 // restore attaches the same segment again (criu's VMA_AREA_SYSVIPC, whose
-// shmid is the segment's id). Its content is not in the images; stasis
-// does not dump IPC namespaces yet, so such a dump restores on the host
-// that still has the segment.
+// shmid is the segment's id). A segment of stasis' own IPC namespace is not
+// in the images, so such a dump restores on the host that still has it;
+// one of a container's IPC namespace is (internal/ns), made again before
+// any task attaches it.
 
 // shm flags and mode bits (include/uapi/linux/shm.h).
 const (
@@ -42,6 +44,17 @@ var shmemDev = sync.OnceValue(func() uint64 {
 	return st.Dev
 })
 
+// shmStat is IPC_STAT of segment shmid of the ipc namespace of pid, which
+// may be a container's.
+func shmStat(pid int, shmid uint64) (unix.SysvShmDesc, error) {
+	var ds unix.SysvShmDesc
+	err := linux.InNamespace(pid, unix.CLONE_NEWIPC, func() error {
+		_, err := unix.SysvShmCtl(int(shmid), unix.IPC_STAT, &ds)
+		return os.NewSyscallError("shmctl(IPC_STAT)", err)
+	})
+	return ds, err
+}
+
 // sysvSegment tells whether v is an attachment of a System V segment,
 // and returns the segment's id: the kernel names its file "/SYSV<key>" on
 // the internal shmem mount, with the id as inode number.
@@ -60,9 +73,9 @@ func sysvSegment(pid int, v proc.VMA) (uint64, bool) {
 // a segment that goes with the tree (IPC_RMID was called on it), or a part
 // of a segment whose start was unmapped (shmat maps whole segments).
 func checkSysvDump(pid int, v proc.VMA, shmid uint64, prev *Area) error {
-	var ds unix.SysvShmDesc
-	if _, err := unix.SysvShmCtl(int(shmid), unix.IPC_STAT, &ds); err != nil {
-		return fmt.Errorf("vma %#x-%#x of pid %d: System V shared memory segment %d: %w", v.Start, v.End, pid, shmid, os.NewSyscallError("shmctl(IPC_STAT)", err))
+	ds, err := shmStat(pid, shmid)
+	if err != nil {
+		return fmt.Errorf("vma %#x-%#x of pid %d: System V shared memory segment %d: %w", v.Start, v.End, pid, shmid, err)
 	}
 	if ds.Perm.Mode&shmDest != 0 {
 		return fmt.Errorf("vma %#x-%#x of pid %d: System V shared memory segment %d (key %#x) is marked for removal and goes with the tree; stasis does not dump IPC namespaces yet: %w",
@@ -82,10 +95,10 @@ func checkSysvDump(pid int, v proc.VMA, shmid uint64, prev *Area) error {
 func attachSysv(t remote.Task, vmas []*vma.VmaEntry, e *vma.VmaEntry) error {
 	start, shmid := e.GetStart(), e.GetShmid()
 	if e.GetPgoff() == 0 {
-		var ds unix.SysvShmDesc
-		if _, err := unix.SysvShmCtl(int(shmid), unix.IPC_STAT, &ds); err != nil {
-			return fmt.Errorf("System V shared memory segment %d: %w (segments live in the kernel, not in the images: restore on the host that has it)",
-				shmid, os.NewSyscallError("shmctl(IPC_STAT)", err))
+		ds, err := shmStat(t.HostPid(), shmid)
+		if err != nil {
+			return fmt.Errorf("System V shared memory segment %d: %w (segments of stasis' ipc namespace live in the kernel, not in the images: restore on the host that has it)",
+				shmid, err)
 		}
 		flags := uint64(shmRemap | shmRdonly)
 		var size uint64

@@ -217,7 +217,14 @@ func fillSysv(pid int, v proc.VMA, a, prev *Area) (uint32, uint32, error) {
 		return 0, 0, err
 	}
 	a.E.Shmid = proto.Uint64(shmid)
-	return AreaRegular | AreaSysVIPC, 0, nil
+	// As criu writes it (its restore attaches only what is also
+	// VMA_ANON_SHARED with MAP_ANONYMOUS); stasis' own code tells it from
+	// shared anonymous memory by AreaSysVIPC.
+	a.E.Fdflags = proto.Uint32(unix.O_RDONLY)
+	if v.Write {
+		a.E.Fdflags = proto.Uint32(unix.O_RDWR)
+	}
+	return AreaRegular | AreaSysVIPC | AnonShared, unix.MAP_ANONYMOUS, nil
 }
 
 func isAioRing(_ int, v proc.VMA) bool { return v.Shared && v.Deleted && v.Path == "/[aio]" }

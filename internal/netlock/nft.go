@@ -22,7 +22,7 @@ const lockPriority nftables.ChainPriority = -350
 
 // SoccrMark is criu's SOCCR_MARK: packets that stasis itself sends to a
 // locked connection (the peer's FIN replayed from a raw socket, see
-// internal/files/tcpfin.go) carry it (SO_MARK) and pass the lock.
+// internal/sockets/tcpfin.go) carry it (SO_MARK) and pass the lock.
 const SoccrMark = 0xC114
 
 // nftReg32 is NFT_REG32_00, the first 32-bit register: a concatenated

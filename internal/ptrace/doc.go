@@ -2,8 +2,10 @@
 // interrupting tasks, reading and writing their registers, FPU/AVX state,
 // signal masks and queues, rseq and seccomp state, and injecting system
 // calls into a stopped task (Task.Syscall), which is how stasis does
-// without a parasite blob. No other package issues a ptrace request;
-// kerndat's probes use these functions too.
+// without a parasite blob. No other package of the engine issues a
+// ptrace request: kerndat's probes use these functions too. (testutil's
+// FlipXMMByte, a test's fault injector, makes its own: it cannot import
+// this package, whose tests import testutil.)
 //
 //   - locked.go: RunLocked, the tracer thread.
 //   - ptrace_unsafe.go: the requests, one function each.

@@ -242,9 +242,6 @@ const (
 	errRestartNoIntr     = 513
 	errRestartNoHand     = 514
 	errRestartRestartBlk = 516
-	sysNanosleep         = 35
-	sysClockNanosleep    = 230
-	timerAbstime         = 1
 )
 
 // FixRestart rewrites the registers of a thread stopped inside an
@@ -268,9 +265,9 @@ func FixRestart(r *unix.PtraceRegs) {
 		switch -int64(r.Rax) {
 		case errRestartRestartBlk:
 			switch {
-			case r.Orig_rax == sysNanosleep && r.Rsi != 0:
+			case r.Orig_rax == unix.SYS_NANOSLEEP && r.Rsi != 0:
 				r.Rdi = r.Rsi
-			case r.Orig_rax == sysClockNanosleep && r.Rsi&timerAbstime == 0 && r.R10 != 0:
+			case r.Orig_rax == unix.SYS_CLOCK_NANOSLEEP && r.Rsi&unix.TIMER_ABSTIME == 0 && r.R10 != 0:
 				r.Rdx = r.R10
 			}
 			fallthrough

@@ -34,7 +34,7 @@ func TestFixRestartSleepRemaining(t *testing.T) {
 	if r.Rdx != 0x200 {
 		t.Errorf("relative clock_nanosleep: req %#x, want the rem buffer 0x200", r.Rdx)
 	}
-	r = unix.PtraceRegs{Orig_rax: 230, Rax: neg(516), Rip: 0x2002, Rdi: 1, Rsi: timerAbstime, Rdx: 0x100, R10: 0x200}
+	r = unix.PtraceRegs{Orig_rax: 230, Rax: neg(516), Rip: 0x2002, Rdi: 1, Rsi: unix.TIMER_ABSTIME, Rdx: 0x100, R10: 0x200}
 	FixRestart(&r)
 	if r.Rdx != 0x100 {
 		t.Errorf("absolute clock_nanosleep: req %#x, want it unchanged", r.Rdx)

@@ -22,16 +22,26 @@ const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLON
 // new one); the kernel reports its pid in stasis' namespace in the ptrace
 // event, and that is what stasis uses to trace it.
 func cloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*ptrace.Task, error) {
+	return cloneWithPids(t, s, []int{pid}, flags)
+}
+
+// cloneWithPids is cloneWithPid with a pid for each pid namespace level
+// the task is to have, innermost first (clone3's set_tid): a task of a
+// nested pid namespace keeps its pid in each.
+func cloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) (*ptrace.Task, error) {
 	const cloneArgsSize = 88 // struct clone_args up to set_tid_size
-	args := make([]byte, cloneArgsSize+8)
+	pid := pids[0]
+	args := make([]byte, cloneArgsSize+8*len(pids))
 	le := binary.LittleEndian
 	le.PutUint64(args[0:], flags)
 	if flags&unix.CLONE_THREAD == 0 {
 		le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal
 	}
 	le.PutUint64(args[64:], s.Addr+cloneArgsSize) // set_tid
-	le.PutUint64(args[72:], 1)                    // set_tid_size
-	le.PutUint32(args[cloneArgsSize:], uint32(pid))
+	le.PutUint64(args[72:], uint64(len(pids)))    // set_tid_size
+	for i, p := range pids {
+		le.PutUint32(args[cloneArgsSize+4*i:], uint32(p)) // pid_t
+	}
 	a, err := s.Put(0, args)
 	if err != nil {
 		return nil, err

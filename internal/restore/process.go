@@ -9,6 +9,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/tty"
 )
 
 // create turns the freshly cloned task into its image's process as far as
@@ -41,7 +42,7 @@ func (tr *taskRestorer) create() error {
 		if err := tr.r.stop("create tree", c.pid()); err != nil {
 			return err
 		}
-		t, err := cloneWithPid(tr.t, tr.s, c.pid(), 0)
+		t, err := tr.r.cloneProcess(tr.t, tr.s, c)
 		if err != nil {
 			if errors.Is(err, ErrPidInUse) {
 				return pidInUse(c.pid())
@@ -49,6 +50,13 @@ func (tr *taskRestorer) create() error {
 			return err
 		}
 		if err := tr.r.newTaskRestorer(t, c).create(); err != nil {
+			return err
+		}
+	}
+	// Once all are made: then its children are born in a child's pid
+	// namespace again, if they were (`unshare --pid --fork`).
+	for _, c := range img.children {
+		if err := tr.r.ns.ChildCreated(tr, img.pid(), c.pid()); err != nil {
 			return err
 		}
 	}
@@ -81,7 +89,7 @@ func (tr *taskRestorer) earlySubreaper() error {
 // created after this inherit them.
 func (tr *taskRestorer) leadSessionOrGroup() error {
 	pid := tr.img.pid()
-	joins, err := tr.r.joinsOwnSession(pid)
+	joins, err := tty.JoinsOwnSession(tr.r.files, pid)
 	if err != nil {
 		return err
 	}
@@ -90,7 +98,7 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
-		return tr.takeCtty()
+		return tty.TakeCtty(tr.r.files, tr)
 	case tr.img.pgid() == pid:
 		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
 		return err
@@ -103,6 +111,11 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 func (tr *taskRestorer) joinGroup() error {
 	pid, pgid := tr.img.pid(), tr.img.pgid()
 	if pgid == pid || tr.img.sid() == pid {
+		return nil
+	}
+	// In a nested pid namespace, the group as the task sees it; one it
+	// inherited from outside that namespace it cannot name nor leave.
+	if pgid = tr.r.ns.LocalPid(pid, pgid); pgid == 0 {
 		return nil
 	}
 	cur, err := tr.t.Call("getpgid", unix.SYS_GETPGID, 0)
@@ -126,12 +139,13 @@ func (tr *taskRestorer) createThreads() error {
 	if !tr.img.live() {
 		return nil
 	}
-	for _, tid := range tr.img.pstree.GetThreads()[1:] {
-		t, err := cloneWithPid(tr.t, tr.s, int(tid), threadFlags)
+	for i, tid := range tr.img.pstree.GetThreads()[1:] {
+		t, err := cloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.pid(), i+1, int(tid)), threadFlags)
 		if err != nil {
 			return err
 		}
 		tr.threads = append(tr.threads, t)
+		tr.r.files.HostPids[int(tid)] = t.Tid
 	}
 	return nil
 }
@@ -248,13 +262,13 @@ func (tr *taskRestorer) restoreCreds() error {
 	ts, cores := tr.allThreads()
 	for i, t := range ts {
 		th := cores[i].GetThreadCore()
-		if err := core.RestoreSeccomp(t, tr.s, tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
+		if err := core.RestoreSeccomp(tr.thread(t), tr.r.imgs.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
 			return fmt.Errorf("tid %d: %w", t.Tid, err)
 		}
 	}
 	var cache core.CredCache
 	for i, t := range ts {
-		if err := core.RestoreCredsCached(t, tr.s, cores[i], &cache); err != nil {
+		if err := core.RestoreCredsCached(tr.thread(t), cores[i], &cache); err != nil {
 			return err
 		}
 	}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
+	"github.com/stasis-cr/stasis/internal/tty"
 )
 
 // taskRestorer is the remote.Task the resources' task-side steps get.
@@ -44,4 +45,14 @@ func (th threadTask) HostPid() int { return th.t.Tid }
 
 func (th threadTask) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
 	return th.t.Call(name, nr, args...)
+}
+
+// ttyProcesses are the processes of the tree as the terminals need them,
+// parents first.
+func (r *restorer) ttyProcesses() []tty.Process {
+	ps := make([]tty.Process, 0, len(r.procs))
+	for _, tr := range r.procs {
+		ps = append(ps, tty.Process{Task: tr, Sid: tr.img.sid(), Pgid: tr.img.pgid(), Zombie: tr.img.zombie, Live: tr.img.live()})
+	}
+	return ps
 }

@@ -22,8 +22,11 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
+	"github.com/stasis-cr/stasis/internal/tty"
 )
 
 // Options selects how a checkpoint is restored.
@@ -47,7 +50,8 @@ type Options struct {
 	Unprivileged bool
 	// Notify, if set, is called at criu's action-script points of a
 	// restore ("pre-restore", "setup-namespaces" and
-	// "post-setup-namespaces" with --pidns, "post-restore", "pre-resume",
+	// "post-setup-namespaces" when the tree gets namespaces of its own,
+	// "post-restore", "pre-resume",
 	// "post-resume"), with the root's host pid where criu gives one; an
 	// error fails the restore there, but for "post-resume" (the tree runs).
 	Notify func(script string, pid int) error
@@ -86,6 +90,7 @@ type restorer struct {
 	opts        Options
 	log         *slog.Logger
 	imgs        *imageSet
+	ns          *ns.Restorer // the namespaces of the images, the pids of each level
 	puppet      *puppet
 	scratchBase uint64
 	procs       []*taskRestorer // every process created, parents first
@@ -98,12 +103,6 @@ type restorer struct {
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.openChannel).
 	channelFd int
-	// undoTerminal gives stasis' terminal back after a failed -j restore
-	// (see foregroundOwnTerminal); winchGroup is told to redraw after a
-	// good one.
-	undoTerminal func()
-	winchGroup   int
-	cttyList     []files.Ctty // see cttys
 }
 
 type restoreStats struct {
@@ -146,6 +145,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return nil, err
 	}
+	if err := r.loadNamespaces(); err != nil {
+		return nil, err
+	}
 	if r.opts.Unprivileged {
 		if r.opts.PidNS {
 			return nil, fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
@@ -158,9 +160,8 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
-	r.files.OpenCtty = r.openCtty
-	r.files.HostPid = r.hostPid
-	if !r.opts.PidNS {
+	r.files.HostPids = map[int]int{}
+	if !r.opts.PidNS && !r.ns.NewPidNS() {
 		for _, pid := range r.imgs.allPids() {
 			if err := checkPidFree(pid); err != nil {
 				return nil, err
@@ -203,7 +204,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.createTree(); err != nil {
 		return nil, err
 	}
-	if r.opts.PidNS {
+	if r.opts.PidNS || len(r.ns.NewKinds()) > 0 {
 		if err := r.notify("setup-namespaces", "post-setup-namespaces"); err != nil {
 			return nil, err
 		}
@@ -216,7 +217,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		once func() error // instead of fn: once for the whole tree
 	}{
 		{name: "process groups", fn: (*taskRestorer).joinGroup},
-		{name: "controlling terminals", once: r.restoreCttys},
+		{name: "controlling terminals", once: func() error { return tty.RestoreCttys(r.files, r.ttyProcesses()) }},
 		{name: "threads", fn: (*taskRestorer).createThreads},
 		{name: "files", fn: (*taskRestorer).restoreFiles},
 		// Every mapping and fd is in place: memfds can be sealed.
@@ -248,7 +249,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
-	r.redrawForeground()
+	tty.RedrawForeground(r.files)
 	res := &Restored{Pid: r.procs[0].t.Tid}
 	// The tree runs: as in criu, a failed post-resume is only logged.
 	if err := r.notify("post-resume"); err != nil {
@@ -327,7 +328,7 @@ func (r *restorer) createTree() error {
 		from = r.init
 	}
 	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.scratch.Addr, Size: r.puppet.scratch.Size}
-	t, err := cloneWithPid(from, scratch, root.pid(), 0)
+	t, err := r.cloneProcess(from, scratch, root)
 	if err != nil {
 		if errors.Is(err, ErrPidInUse) {
 			return pidInUse(root.pid())
@@ -335,6 +336,9 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
+	if err := r.ns.Created(root.pid(), t.Tid); err != nil {
+		return err
+	}
 	via := r.puppet.tr.SyscallIP
 	r.puppet0Scratch = *r.puppet.scratch
 	r.puppet.kill()
@@ -349,9 +353,6 @@ func (r *restorer) createTree() error {
 // it exists any more: stasis reaps each task as its tracer, and as the
 // subreaper that the orphaned zombies of the tree end up with.
 func (r *restorer) rollback() {
-	if r.undoTerminal != nil {
-		r.undoTerminal()
-	}
 	if r.files != nil {
 		if err := r.files.Rollback(); err != nil {
 			r.log.Warn("rollback of the restored files", "err", err)
@@ -481,22 +482,6 @@ func checkPidFree(pid int) error {
 		}
 	}
 	return nil
-}
-
-// hostPid is the pid stasis sees for pid or tid of the images, once the
-// task is created.
-func (r *restorer) hostPid(pid int) (int, bool) {
-	for _, tr := range r.procs {
-		if tr.img.pid() == pid {
-			return tr.t.Tid, true
-		}
-		for i, tid := range tr.img.pstree.GetThreads()[1:] {
-			if int(tid) == pid && i < len(tr.threads) {
-				return tr.threads[i].Tid, true
-			}
-		}
-	}
-	return 0, false
 }
 
 func pidInUse(pid int) error {

@@ -32,6 +32,7 @@ func (r *restorer) newTaskRestorer(t *ptrace.Task, img *taskImages) *taskRestore
 	tr := &taskRestorer{r: r, t: t, img: img,
 		s: &ptrace.Scratch{Pid: t.Tid, Addr: r.scratchBase + mem.PageSize, Size: scratchSize - mem.PageSize}}
 	r.procs = append(r.procs, tr)
+	r.files.HostPids[img.pid()] = t.Tid
 	return tr
 }
 

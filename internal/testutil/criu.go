@@ -158,3 +158,10 @@ func jsonDiff(path string, a, b any) []string {
 	}
 	return nil
 }
+
+// CRIUWorkDir is the work dir (-W) RunCRIU gives criu in this test: where
+// criu writes stats-dump and stats-restore beside its logs.
+func CRIUWorkDir(t testing.TB) string {
+	t.Helper()
+	return filepath.Dir(logFile(t, "criu-work"))
+}

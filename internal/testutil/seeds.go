@@ -131,3 +131,48 @@ func CheckAlloc(tb testing.TB, what string, fn func()) {
 		tb.Fatalf("%s allocated %d MiB for one input (limit %d MiB)", what, n>>20, MaxFuzzAlloc>>20)
 	}
 }
+
+// FuzzSeedImages fuzzes the images matching glob in the seed dumps that
+// have one: each input replaces one of them in a copy of its dump, and
+// read(t, path) is what the restore does with it. It must not panic nor
+// allocate what a corrupt length asks for (CheckAlloc), and its error
+// must name the image.
+func FuzzSeedImages(f *testing.F, glob string, read func(t *testing.T, path string) error) {
+	base := f.TempDir()
+	var paths []string
+	for _, src := range SeedDumps(f) {
+		names, _ := filepath.Glob(filepath.Join(src, glob))
+		if len(names) == 0 {
+			continue
+		}
+		dst := filepath.Join(base, filepath.Base(src))
+		CopySeed(f, src, dst, false)
+		sort.Strings(names)
+		for _, n := range names {
+			b, err := os.ReadFile(n)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(uint8(len(paths)), b)
+			paths = append(paths, filepath.Join(dst, filepath.Base(n)))
+		}
+	}
+	if len(paths) == 0 {
+		f.Fatalf("no seed dump has %s", glob)
+	}
+	f.Fuzz(func(t *testing.T, which uint8, data []byte) {
+		path := paths[int(which)%len(paths)]
+		orig, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(path, orig, 0o600)
+		CheckAlloc(t, filepath.Base(path), func() { err = read(t, path) })
+		if err != nil && !strings.Contains(err.Error(), filepath.Base(path)) {
+			t.Fatalf("error does not name %s: %v", filepath.Base(path), err)
+		}
+	})
+}

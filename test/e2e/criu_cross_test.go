@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -197,6 +198,15 @@ func TestCrit42(t *testing.T) {
 			images, identical, dumps = images+n, identical+same, dumps+1
 		})
 	}
+	t.Run("container", func(t *testing.T) {
+		// pid, uts and ipc namespaces with System V objects (ns_test.go).
+		c := startContainer(t, "flat")
+		dir := t.TempDir()
+		testutil.Dump(t, c.init, dir, "-R")
+		n, same := testutil.CheckWithCrit42(t, dir)
+		t.Logf("crit 4.2: %d images decoded, %d re-encoded identical", n, same)
+		images, identical, dumps = images+n, identical+same, dumps+1
+	})
 	t.Logf("crit 4.2 over %d dumps: %d images decoded, %d re-encoded identical", dumps, images, identical)
 }
 
@@ -233,4 +243,69 @@ func crit42Cases() []crossCase {
 		out = append(out, c)
 	}
 	return out
+}
+
+// TestCrit42CRIUImages: for what criu 4.2 itself writes, `stasis show`
+// prints what `crit show` prints: every image of a criu dump of each cross
+// victim criu dumps whole, stats-dump included, and the stats-restore of
+// a criu restore. (crit's decode | encode of them is checked too.)
+func TestCrit42CRIUImages(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.CRIU(t)
+	testutil.Crit42(t)
+	var images, dumps int
+	withStats := func(t *testing.T, dir string, names ...string) {
+		t.Helper()
+		for _, n := range names {
+			b, err := os.ReadFile(filepath.Join(testutil.CRIUWorkDir(t), n))
+			if err != nil {
+				t.Fatalf("criu wrote no %s: %v", n, err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, c := range crossCases() {
+		if c.fromCRIU != "" {
+			continue // criu refuses it, or its dump lacks what the victim has
+		}
+		t.Run(c.label, func(t *testing.T) {
+			v, _ := c.startCross(t)
+			tree := testutil.MustTree(t, v.Pid)
+			testutil.Track(t, testutil.Pids(tree[1:]))
+			dir := t.TempDir()
+			r := testutil.RunCRIU(t, 30*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "-R"}, c.flags...)...)
+			if r.Code != 0 {
+				t.Fatalf("criu 4.2 dump -R of pid %d failed (exit %d): %s\n%s", v.Pid, r.Code, testutil.CriuErrors(r.Log), r)
+			}
+			withStats(t, dir, "stats-dump")
+			n, _ := testutil.CheckWithCrit42(t, dir)
+			images, dumps = images+n, dumps+1
+		})
+	}
+	t.Run("container", func(t *testing.T) {
+		// pid, uts and ipc namespaces with System V objects (ns_test.go).
+		c := startContainer(t, "flat")
+		dir := t.TempDir()
+		r := testutil.RunCRIU(t, 30*time.Second, dir, "dump", "-t", strconv.Itoa(c.init), "-D", dir, "-R", "--network-lock", "nftables")
+		if r.Code != 0 {
+			t.Fatalf("criu dump -R of the container failed: %s\n%s", testutil.CriuErrors(nsLogText(r.Log)), r)
+		}
+		n, _ := testutil.CheckWithCrit42(t, dir)
+		images, dumps = images+n, dumps+1
+	})
+	t.Run("stats-restore", func(t *testing.T) {
+		v := testutil.StartVictim(t, "counter", filepath.Join(t.TempDir(), "count"))
+		v.WaitReady(t)
+		dir := t.TempDir()
+		testutil.CriuDump(t, v.Pid, dir)
+		v.Reap(t)
+		testutil.CriuRestoreDetached(t, dir, v)
+		withStats(t, dir, "stats-dump", "stats-restore")
+		n, _ := testutil.CheckWithCrit42(t, dir)
+		images, dumps = images+n, dumps+1
+		v.TermAndCheck(t)
+	})
+	t.Logf("crit 4.2 and stasis show agree over %d images of %d criu dumps", images, dumps)
 }

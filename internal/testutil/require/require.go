@@ -151,7 +151,8 @@ func CRIU(t testing.TB) string {
 }
 
 // Missing lists what the CI environment should have and this machine
-// lacks: root, each of CITools, the CRIU reference (and that it runs).
+// lacks: root, each of CITools, python3-protobuf, the CRIU reference (and
+// that it runs).
 func Missing() []string {
 	var miss []string
 	if os.Geteuid() != 0 {
@@ -161,6 +162,10 @@ func Missing() []string {
 		if _, err := LookTool(name); err != nil {
 			miss = append(miss, fmt.Sprintf("%s (package %s)", name, toolPackage[name]))
 		}
+	}
+	// crit 4.2 runs with Debian's python3 and its protobuf module.
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import google.protobuf").CombinedOutput(); err != nil {
+		miss = append(miss, fmt.Sprintf("python3-protobuf for /usr/bin/python3 (%v): %s", err, strings.TrimSpace(string(out))))
 	}
 	if p, err := CRIUReference(); err != nil {
 		miss = append(miss, err.Error())

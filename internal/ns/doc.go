@@ -1,0 +1,33 @@
+// Package ns owns the namespaces of a dumped tree, both directions, as
+// criu's images describe them.
+//
+//   - kinds.go: the namespace kinds, criu's namespace ids (one counter for
+//     every kind, stasis' own namespaces first: inventory root_ids, then
+//     each new one in the order tasks are met, ids-PID's *_ns_id), which
+//     kinds stasis can dump (pid, uts, ipc), and the refusal naming any
+//     other kind a task is in when it is not stasis' own.
+//   - pid.go: pid namespaces, nested too. Images hold every pid as the
+//     dumped root's namespace sees it (criu's: the root of a container is
+//     pid 1); a task of a namespace nested inside the tree keeps its pids
+//     of the inner levels in pstree entries' extension fields (criu 4.2
+//     cannot dump nested pid namespaces and ignores them), and the
+//     restore clones each task with a set_tid entry per level,
+//     CLONE_NEWPID for the init of each namespace.
+//   - uts.go: hostname and domainname (utsns-ID.img).
+//   - ipc.go, ipc_shm.go, ipc_sem.go, ipc_msg.go: the IPC namespace's
+//     sysctls (ipcns-var-ID.img), System V shared memory (ipcns-shm-ID.img,
+//     contents in pagemap-shmem-SHMID.img as criu writes them),
+//     semaphores and message queues. Their raw calls are in ipc_unsafe.go.
+//
+// A namespace is read and filled by stasis itself, from a thread that
+// joins it for the time of the work and dies after
+// (linux.InNamespace), never through the tasks: the tasks of a dump are
+// left as they were, and the namespaces of a restore are filled right
+// after the root task that creates them is cloned, before any task maps
+// a System V segment or runs.
+//
+// As in criu, every task of the tree shares the root's uts and ipc
+// namespaces; the root may be in new ones. Mount, network, user, cgroup
+// and time namespaces other than stasis' own are refused, naming the
+// kind (they are to be added beside these, one file each).
+package ns

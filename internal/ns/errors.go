@@ -1,0 +1,15 @@
+package ns
+
+import (
+	"errors"
+
+	"github.com/stasis-cr/stasis/internal/linux"
+)
+
+// ErrNotSupported is wrapped by the refusal of a namespace stasis cannot
+// dump or restore yet, which names its kind. It is linux.ErrNotSupported.
+var ErrNotSupported = linux.ErrNotSupported
+
+// ErrBadImage is wrapped by errors about namespace images that decode but
+// do not fit together.
+var ErrBadImage = errors.New("inconsistent namespace image")

@@ -1,0 +1,357 @@
+package ns
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/remote"
+)
+
+// Dumper collects the namespaces of a tree being dumped and writes the
+// images of each namespace once. Pids are stasis' (host) pids.
+type Dumper struct {
+	self   inodes // stasis' own namespaces
+	ids    idTable
+	root   int    // host pid of the dumped root
+	rootIn inodes // its namespaces
+	tasks  map[int]inodes
+	// forChildren: processes whose children are born in a child's pid
+	// namespace, and that child (host pids).
+	forChildren map[int]int
+	pids        pidTable
+	written     bool
+}
+
+// NewDumper starts the bookkeeping with stasis' own namespaces, which
+// take the first ids as in criu.
+func NewDumper() *Dumper {
+	self, _ := readInodes(0) // a kind this kernel lacks stays 0
+	d := &Dumper{self: self, tasks: map[int]inodes{}, forChildren: map[int]int{}}
+	d.pids.flat = d.flatPid
+	d.pids.forChildren = func(pid int) int { return d.forChildren[pid] }
+	for i := range kinds {
+		d.ids.id(i, self[i])
+	}
+	return d
+}
+
+// Check reads the namespaces of process pid and refuses those stasis
+// cannot restore, naming the kind: a kind it does not do yet, a uts or
+// ipc namespace other than the root's (as in criu), a pid namespace
+// whose init is not the dumped root. The root is checked first.
+func (d *Dumper) Check(pid int, root bool) error {
+	in, err := readInodes(pid)
+	if err != nil {
+		return err
+	}
+	if root {
+		d.root, d.rootIn = pid, in
+		if err := d.pids.setRoot(pid, in[kPid] != d.self[kPid]); err != nil {
+			return err
+		}
+	}
+	for i, k := range kinds {
+		if in[i] == d.self[i] && in[i] == d.rootIn[i] {
+			continue
+		}
+		if !k.supported {
+			return fmt.Errorf("pid %d is in another %s namespace than stasis: %s namespaces are %w yet", pid, k.title, k.title, ErrNotSupported)
+		}
+		if i != kPid && in[i] != d.rootIn[i] {
+			return fmt.Errorf("pid %d is in another %s namespace than the dumped root (pid %d): %s namespaces nested inside the tree are %w yet",
+				pid, k.title, d.root, k.title, ErrNotSupported)
+		}
+	}
+	d.tasks[pid] = in
+	child, err := pidForChildren(pid, in[kPid])
+	if err != nil {
+		return err
+	}
+	if child != 0 {
+		d.forChildren[pid] = child
+	}
+	return d.pids.check(pid)
+}
+
+// pidForChildren returns the child whose pid namespace the children of
+// pid are born in (the parent `unshare --pid --fork` leaves), 0 if it is
+// pid's own. It refuses a process that called unshare(CLONE_NEWPID) and
+// has not forked the new namespace's init: the restore makes a pid
+// namespace only with its init.
+func pidForChildren(pid int, own uint64) (int, error) {
+	var st unix.Stat_t
+	err := unix.Stat(fmt.Sprintf("/proc/%d/ns/pid_for_children", pid), &st)
+	if errors.Is(err, unix.ENOENT) {
+		// The kernel shows no link for a namespace that has no init yet.
+		return 0, fmt.Errorf("pid %d unshared a pid namespace and has not forked its init yet: a pid namespace without its init is %w yet", pid, ErrNotSupported)
+	}
+	if err != nil || st.Ino == own {
+		return 0, nil
+	}
+	kids, err := proc.Children(pid, pid)
+	if err != nil {
+		return 0, err
+	}
+	for _, k := range kids {
+		var ks unix.Stat_t
+		if unix.Stat(fmt.Sprintf("/proc/%d/ns/pid", k), &ks) == nil && ks.Ino == st.Ino {
+			return k, nil
+		}
+	}
+	return 0, fmt.Errorf("pid %d unshared a pid namespace whose init is not its child: a pid namespace without its init is %w yet", pid, ErrNotSupported)
+}
+
+// flatPid tells whether process pid is known to be in stasis' pid
+// namespace: Check has seen it.
+func (d *Dumper) flatPid(pid int) bool {
+	in, ok := d.tasks[pid]
+	return ok && in[kPid] == d.self[kPid]
+}
+
+// SetIDs fills the namespace ids of the ids image of process pid, which
+// Check has seen.
+func (d *Dumper) SetIDs(pid int, e *criucore.TaskKobjIdsEntry) {
+	d.ids.setIDs(e, d.tasks[pid])
+}
+
+// RootIDs fills the namespace ids of inventory root_ids: stasis' own.
+func (d *Dumper) RootIDs(e *criucore.TaskKobjIdsEntry) {
+	d.ids.setIDs(e, d.self)
+}
+
+// ImagePid is the pid that the images give host pid (or tid) pid: the one
+// the dumped root's pid namespace sees.
+func (d *Dumper) ImagePid(pid int) int { return d.pids.imagePid(pid) }
+
+// ThreadPid is ImagePid for thread tid of process pid.
+func (d *Dumper) ThreadPid(pid, tid int) int {
+	if d.pids.level == 0 && d.flatPid(pid) {
+		return tid
+	}
+	return d.pids.imagePid(tid)
+}
+
+// Pstree turns a pstree entry written with host pids into the images'
+// (pids of the root's pid namespace, inner levels in the extension).
+func (d *Dumper) Pstree(e *pstree.PstreeEntry) error { return d.pids.pstree(e) }
+
+// Write writes the images of each namespace of the tree that is not
+// stasis' own: the root's uts and ipc namespaces (every task shares
+// them). nextPages numbers pages images.
+func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
+	if d.written || d.root == 0 {
+		return nil
+	}
+	d.written = true
+	if d.rootIn[kUts] != d.self[kUts] {
+		if err := dumpUTS(dir, d.root, d.ids.id(kUts, d.rootIn[kUts])); err != nil {
+			return err
+		}
+	}
+	if d.rootIn[kIpc] != d.self[kIpc] {
+		if err := dumpIPC(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc]), nextPages); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Task is what the restore knows of a process of the images.
+type Task struct {
+	Parent int                        // image pid of its parent, 0 for the root
+	IDs    *criucore.TaskKobjIdsEntry // nil for a zombie: it has none
+	Pstree *pstree.PstreeEntry
+}
+
+// Restorer creates the namespaces of a tree being restored: clone flags
+// and set_tid arrays for each task, and the contents of the namespaces
+// the root creates, filled right after it is cloned.
+type Restorer struct {
+	dir   *images.Dir
+	root  *rtask
+	tasks map[int]*rtask
+	uts   *utsImage
+	ipc   *ipcImages
+}
+
+const cloneNewPid = 0x20000000 // CLONE_NEWPID
+
+// Load reads and checks the namespaces of every task (parents first,
+// the root first) and the images of the namespaces the root is in that
+// are not the dumping tool's own (inventory root_ids), before anything
+// is created.
+func Load(dir *images.Dir, rootIDs *criucore.TaskKobjIdsEntry, tasks []Task) (*Restorer, error) {
+	r := &Restorer{dir: dir, tasks: map[int]*rtask{}}
+	var rootTaskIDs *criucore.TaskKobjIdsEntry
+	for i, tk := range tasks {
+		var parent *rtask
+		if i > 0 {
+			if parent = r.tasks[tk.Parent]; parent == nil {
+				return nil, fmt.Errorf("image pstree.img: pid %d: parent %d not listed before it: %w", tk.Pstree.GetPid(), tk.Parent, ErrBadImage)
+			}
+		}
+		t, err := loadPids(tk.Pstree, parent)
+		if err != nil {
+			return nil, fmt.Errorf("image pstree.img: %w: %w", ErrBadImage, err)
+		}
+		r.tasks[t.pid] = t
+		if i == 0 {
+			r.root, rootTaskIDs = t, tk.IDs
+			if t.depth() != 0 {
+				return nil, fmt.Errorf("image pstree.img: the root %d has nested pids: %w", t.pid, ErrBadImage)
+			}
+			if err := r.rootNamespaces(rootIDs, tk.IDs); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		if tk.IDs == nil || rootTaskIDs == nil {
+			continue
+		}
+		for k, kd := range kinds {
+			if k == kPid {
+				continue
+			}
+			if id := nsID(tk.IDs, k); id != 0 && id != nsID(rootTaskIDs, k) {
+				return nil, fmt.Errorf("image ids-%d.img: pid %d is in another %s namespace than the root: %s namespaces nested inside the tree are %w yet",
+					t.pid, t.pid, kd.title, kd.title, ErrNotSupported)
+			}
+		}
+	}
+	return r, nil
+}
+
+// rootNamespaces finds the kinds of namespace the root is in that are
+// not those of the dumping tool (criu's root_ns_mask) and reads their
+// images.
+func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
+	if own == nil || root == nil {
+		return nil
+	}
+	for k, kd := range kinds {
+		id := nsID(root, k)
+		if id == 0 || id == nsID(own, k) {
+			continue
+		}
+		if !kd.supported {
+			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
+		}
+		r.root.flags |= kd.flag
+		var err error
+		switch k {
+		case kPid:
+			if r.root.pid != 1 {
+				return fmt.Errorf("image pstree.img: the root starts a pid namespace but is pid %d, not 1: %w", r.root.pid, ErrBadImage)
+			}
+		case kUts:
+			r.uts, err = readUTS(r.dir, id)
+		case kIpc:
+			r.ipc, err = readIPC(r.dir, id)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewPidNS tells whether the root starts a pid namespace: the pids of the
+// images are that namespace's, not the host's.
+func (r *Restorer) NewPidNS() bool { return r.root.flags&cloneNewPid != 0 }
+
+// Clone returns clone3's set_tid (innermost pid first) and the namespace
+// flags that create process pid. A pid the images do not list (a helper)
+// is the images' pid alone.
+func (r *Restorer) Clone(pid int) ([]int, uint64) {
+	t := r.tasks[pid]
+	if t == nil {
+		return []int{pid}, 0
+	}
+	return setTid(t.levels), t.flags
+}
+
+// ChildCreated gives parent (process pid) back the pid namespace its
+// children were born in, once its child child is made: the child's, as
+// `unshare --pid --fork` leaves its parent (setns on a pidfd of the child
+// with CLONE_NEWPID sets pid_for_children to the child's namespace).
+func (r *Restorer) ChildCreated(parent remote.Task, pid, child int) error {
+	t := r.tasks[pid]
+	if t == nil || t.forChildren != child {
+		return nil
+	}
+	local := r.LocalPid(pid, child)
+	fd, err := parent.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(local), 0)
+	if err != nil {
+		return fmt.Errorf("pid %d: pid namespace of its child %d for its children: %w", pid, child, err)
+	}
+	_, err = parent.Call("setns", unix.SYS_SETNS, fd, unix.CLONE_NEWPID)
+	if _, cerr := parent.Call("close", unix.SYS_CLOSE, fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("pid %d: pid namespace of its child %d for its children: %w", pid, child, err)
+	}
+	return nil
+}
+
+// ThreadTid is set_tid for thread i (pstree order) of process pid, whose
+// tid in the images is tid.
+func (r *Restorer) ThreadTid(pid, i, tid int) []int {
+	t := r.tasks[pid]
+	if t == nil || i >= len(t.tids) {
+		return []int{tid}
+	}
+	return setTid(t.tids[i])
+}
+
+// LocalPid is image pid pid as process viewer's pid namespace sees it, 0
+// if it does not (a group inherited from outside a nested namespace).
+func (r *Restorer) LocalPid(viewer, pid int) int {
+	v, t := r.tasks[viewer], r.tasks[pid]
+	if v == nil || v.depth() == 0 {
+		return pid
+	}
+	if t == nil || t.depth() < v.depth() {
+		return 0
+	}
+	return t.levels[v.depth()]
+}
+
+// Created fills the namespaces that the clone of process pid (host pid
+// host) created: the root's uts and ipc namespaces. It runs before any
+// task maps a System V segment.
+func (r *Restorer) Created(pid, host int) error {
+	if pid != r.root.pid {
+		return nil
+	}
+	if r.uts != nil {
+		if err := r.uts.restore(host); err != nil {
+			return err
+		}
+	}
+	if r.ipc != nil {
+		if err := r.ipc.restore(r.dir, host); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NewKinds names the kinds of namespace the restore creates ("pid",
+// "uts", "ipc"), none when the tree lives in the restoring tool's own.
+func (r *Restorer) NewKinds() []string {
+	var out []string
+	for _, k := range kinds {
+		if r.root.flags&k.flag != 0 {
+			out = append(out, k.title)
+		}
+	}
+	return out
+}

@@ -1,0 +1,227 @@
+package rpc
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"golang.org/x/sys/unix"
+)
+
+// dirs are the images and work directories of a request, opened from
+// the client's fds (/proc/PEER/fd/N) or the images_dir path.
+type dirs struct {
+	images, work string
+	held         []*os.File // kept open for as long as the request runs
+}
+
+func (d *dirs) close() {
+	for _, f := range d.held {
+		f.Close()
+	}
+}
+
+// openDirs opens the images dir (images_dir_fd, or images_dir when the
+// fd is -1) and the work dir (work_dir_fd, else the images dir) and
+// returns their paths, as criu opens them: fds are the client's.
+func openDirs(peer int, o *rpc.CriuOpts) (*dirs, error) {
+	d := &dirs{}
+	var err error
+	switch fd := o.GetImagesDirFd(); {
+	case fd != -1:
+		d.images, err = d.peerDir(peer, fd, "images_dir_fd")
+	case o.GetImagesDir() != "":
+		d.images = o.GetImagesDir()
+	default:
+		err = fmt.Errorf("rpc: neither images_dir_fd nor images_dir is set: %w", ErrBadRequest)
+	}
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	d.work = d.images
+	if o.WorkDirFd != nil {
+		if d.work, err = d.peerDir(peer, o.GetWorkDirFd(), "work_dir_fd"); err != nil {
+			d.close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// peerDir opens fd of the client as a directory and returns its path.
+func (d *dirs) peerDir(peer int, fd int32, field string) (string, error) {
+	p := fmt.Sprintf("/proc/%d/fd/%d", peer, fd)
+	f, err := os.OpenFile(p, os.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return "", fmt.Errorf("rpc: %s %d of client pid %d: %w", field, fd, peer, err)
+	}
+	d.held = append(d.held, f)
+	path, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(int(f.Fd())))
+	if err != nil {
+		return "", fmt.Errorf("rpc: %s %d of client pid %d: %w", field, fd, peer, err)
+	}
+	if !strings.HasPrefix(path, "/") || strings.HasSuffix(path, " (deleted)") {
+		return "", fmt.Errorf("rpc: %s %d of client pid %d is %q, not a directory with a path: %w", field, fd, peer, path, ErrBadRequest)
+	}
+	return path, nil
+}
+
+// openLog opens the request's log as criu does: log_file (no '/', default
+// criu.log) in the work dir at log_level (0 none ... 4 debug, default 2),
+// or stderr with log_to_stderr.
+func openLog(o *rpc.CriuOpts, workDir string) (*slog.Logger, io.Closer, error) {
+	level := slog.LevelWarn
+	switch l := o.GetLogLevel(); {
+	case l <= 0:
+		level = slog.LevelError + 4
+	case l == 1:
+		level = slog.LevelError
+	case l == 3:
+		level = slog.LevelInfo
+	case l >= 4:
+		level = slog.LevelDebug
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	if o.GetLogToStderr() {
+		return slog.New(slog.NewTextHandler(os.Stderr, hopts)), io.NopCloser(nil), nil
+	}
+	name := o.GetLogFile()
+	if name == "" {
+		name = "criu.log"
+	}
+	if strings.Contains(name, "/") {
+		return nil, nil, fmt.Errorf("rpc: log_file %q: no subdirectories are allowed (use work_dir_fd): %w", name, ErrBadRequest)
+	}
+	f, err := os.OpenFile(workDir+"/"+name, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("rpc: open log file: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(f, hopts)), f, nil
+}
+
+// networkLock maps criu's network_lock: unset is stasis' default
+// (nftables; criu's default, iptables, is the one stasis refuses).
+func networkLock(o *rpc.CriuOpts) (string, error) {
+	if o.NetworkLock == nil {
+		return "", nil
+	}
+	switch o.GetNetworkLock() {
+	case rpc.CriuNetworkLockMethod_NFTABLES:
+		return "nftables", nil
+	case rpc.CriuNetworkLockMethod_SKIP:
+		return "skip", nil
+	}
+	return "", fmt.Errorf("rpc: network_lock %v: %w (nftables or skip)", o.GetNetworkLock(), ErrNotImplemented)
+}
+
+// option is one criu_opts field and how to tell that a request sets it
+// to something stasis would have to act on.
+type option struct {
+	name string
+	set  func(*rpc.CriuOpts) bool
+}
+
+// Options stasis does not implement, for every request: set to anything
+// but their default they fail the request, naming them, instead of being
+// ignored.
+var commonRefused = []option{
+	{"root", func(o *rpc.CriuOpts) bool { return o.GetRoot() != "" && o.GetRoot() != "/" }},
+	{"ps", func(o *rpc.CriuOpts) bool { return o.Ps != nil }},
+	{"parent_img", func(o *rpc.CriuOpts) bool { return o.GetParentImg() != "" }},
+	{"track_mem", func(o *rpc.CriuOpts) bool { return o.GetTrackMem() }},
+	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
+	{"veths", func(o *rpc.CriuOpts) bool { return len(o.GetVeths()) > 0 }},
+	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
+	{"force_irmap", func(o *rpc.CriuOpts) bool { return o.GetForceIrmap() }},
+	{"exec_cmd", func(o *rpc.CriuOpts) bool { return len(o.GetExecCmd()) > 0 }},
+	{"ext_mnt", func(o *rpc.CriuOpts) bool { return len(o.GetExtMnt()) > 0 }},
+	{"manage_cgroups", func(o *rpc.CriuOpts) bool { return o.GetManageCgroups() }},
+	{"cg_root", func(o *rpc.CriuOpts) bool { return len(o.GetCgRoot()) > 0 }},
+	{"auto_ext_mnt", func(o *rpc.CriuOpts) bool { return o.GetAutoExtMnt() }},
+	{"ext_sharing", func(o *rpc.CriuOpts) bool { return o.GetExtSharing() }},
+	{"ext_masters", func(o *rpc.CriuOpts) bool { return o.GetExtMasters() }},
+	{"skip_mnt", func(o *rpc.CriuOpts) bool { return len(o.GetSkipMnt()) > 0 }},
+	{"enable_fs", func(o *rpc.CriuOpts) bool { return len(o.GetEnableFs()) > 0 }},
+	{"unix_sk_ino", func(o *rpc.CriuOpts) bool { return len(o.GetUnixSkIno()) > 0 }},
+	{"manage_cgroups_mode", func(o *rpc.CriuOpts) bool { return o.ManageCgroupsMode != nil }},
+	{"irmap_scan_paths", func(o *rpc.CriuOpts) bool { return len(o.GetIrmapScanPaths()) > 0 }},
+	{"empty_ns", func(o *rpc.CriuOpts) bool { return o.GetEmptyNs() != 0 }},
+	{"join_ns", func(o *rpc.CriuOpts) bool { return len(o.GetJoinNs()) > 0 }},
+	{"cgroup_props", func(o *rpc.CriuOpts) bool { return o.GetCgroupProps() != "" }},
+	{"cgroup_props_file", func(o *rpc.CriuOpts) bool { return o.GetCgroupPropsFile() != "" }},
+	{"cgroup_dump_controller", func(o *rpc.CriuOpts) bool { return len(o.GetCgroupDumpController()) > 0 }},
+	{"freeze_cgroup", func(o *rpc.CriuOpts) bool { return o.GetFreezeCgroup() != "" }},
+	{"timeout", func(o *rpc.CriuOpts) bool { return o.GetTimeout() != 0 }},
+	{"weak_sysctls", func(o *rpc.CriuOpts) bool { return o.GetWeakSysctls() }},
+	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
+	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
+	{"orphan_pts_master", func(o *rpc.CriuOpts) bool { return o.GetOrphanPtsMaster() }},
+	{"config_file", func(o *rpc.CriuOpts) bool { return configFileUsed(o.GetConfigFile()) }},
+	{"lsm_profile", func(o *rpc.CriuOpts) bool { return o.GetLsmProfile() != "" }},
+	{"lsm_mount_context", func(o *rpc.CriuOpts) bool { return o.GetLsmMountContext() != "" }},
+	{"tls", func(o *rpc.CriuOpts) bool {
+		return o.GetTls() || o.GetTlsCacert() != "" || o.GetTlsCacrl() != "" || o.GetTlsCert() != "" || o.GetTlsKey() != "" || o.GetTlsNoCnVerify()
+	}},
+	{"cgroup_yard", func(o *rpc.CriuOpts) bool { return o.GetCgroupYard() != "" }},
+	{"pidfd_store_sk", func(o *rpc.CriuOpts) bool { return o.PidfdStoreSk != nil }},
+	{"mntns_compat_mode", func(o *rpc.CriuOpts) bool { return o.GetMntnsCompatMode() }},
+	{"skip_file_rwx_check", func(o *rpc.CriuOpts) bool { return o.GetSkipFileRwxCheck() }},
+	{"display_stats", func(o *rpc.CriuOpts) bool { return o.GetDisplayStats() }},
+	{"evasive_devices", func(o *rpc.CriuOpts) bool { return o.GetEvasiveDevices() }},
+}
+
+// Options that belong to the other direction: refused, not ignored.
+var (
+	dumpRefused = append([]option{
+		{"rst_sibling", func(o *rpc.CriuOpts) bool { return o.GetRstSibling() }},
+		{"inherit_fd", func(o *rpc.CriuOpts) bool { return len(o.GetInheritFd()) > 0 }},
+		{"tcp_close", func(o *rpc.CriuOpts) bool { return o.GetTcpClose() }},
+	}, commonRefused...)
+	restoreRefused = append([]option{
+		{"pid", func(o *rpc.CriuOpts) bool { return o.Pid != nil }},
+		{"leave_running", func(o *rpc.CriuOpts) bool { return o.GetLeaveRunning() }},
+		{"leave_stopped", func(o *rpc.CriuOpts) bool { return o.GetLeaveStopped() }},
+		{"link_remap", func(o *rpc.CriuOpts) bool { return o.GetLinkRemap() }},
+		{"external", func(o *rpc.CriuOpts) bool { return len(o.GetExternal()) > 0 }},
+		{"tcp_skip_in_flight", func(o *rpc.CriuOpts) bool { return o.GetTcpSkipInFlight() }},
+		{"ghost_limit", func(o *rpc.CriuOpts) bool { return o.GhostLimit != nil }},
+	}, commonRefused...)
+)
+
+// refuse names every option of o in list that is set.
+func refuse(op string, o *rpc.CriuOpts, list []option) error {
+	var set []string
+	for _, opt := range list {
+		if opt.set(o) {
+			set = append(set, opt.name)
+		}
+	}
+	if len(set) == 0 {
+		return nil
+	}
+	return fmt.Errorf("rpc: %s option %s: %w", op, strings.Join(set, ", "), ErrNotImplemented)
+}
+
+// configFileUsed: criu ignores a config_file that does not exist (runc
+// always sends /etc/criu/runc.conf); one with options in it would change
+// the request, which stasis cannot read yet.
+func configFileUsed(path string) bool {
+	if path == "" {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,70 @@
+package rpc
+
+import (
+	"fmt"
+
+	"github.com/checkpoint-restore/go-criu/v8/rpc"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/files"
+)
+
+// restore serves RESTORE, always detached as criu's: the reply carries
+// the root's pid and the tree runs on once the server has exited.
+//
+// rst_sibling: criu forks the root with CLONE_PARENT, so that it is the
+// client's child. stasis clones the root from its puppet and adopts it as
+// child subreaper; when the server exits after the reply, the tree goes
+// to the client's nearest child subreaper (runc, conmon, containerd's
+// shim, go-criu users that set PR_SET_CHILD_SUBREAPER) or init.
+func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
+	fail := func(err error) *rpc.CriuResp { return failure(rpc.CriuReqType_RESTORE, err) }
+	if o == nil {
+		return fail(fmt.Errorf("rpc: RESTORE without options: %w", ErrBadRequest))
+	}
+	if err := refuse("RESTORE", o, restoreRefused); err != nil {
+		return fail(err)
+	}
+	lock, err := networkLock(o)
+	if err != nil {
+		return fail(err)
+	}
+	var inherit []files.InheritFd
+	for _, in := range o.GetInheritFd() {
+		// inherit_fd numbers are the server's own fds (swrk only).
+		if _, err := unix.FcntlInt(uintptr(in.GetFd()), unix.F_GETFD, 0); err != nil {
+			return fail(fmt.Errorf("rpc: inherit_fd %s: fd %d is not open in the server: %w", in.GetKey(), in.GetFd(), err))
+		}
+		inherit = append(inherit, files.InheritFd{Key: in.GetKey(), Fd: int(in.GetFd())})
+	}
+	d, err := openDirs(s.c.peer, o)
+	if err != nil {
+		return fail(err)
+	}
+	defer d.close()
+	log, closeLog, err := openLog(o, d.work)
+	if err != nil {
+		return fail(err)
+	}
+	defer closeLog.Close()
+	r := RestoreRequest{
+		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(),
+		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
+		Log: log, Notify: s.hook(o, false),
+	}
+	r.Files.InheritFds = inherit
+	r.Files.FileLocks = o.GetFileLocks()
+	r.Files.ExtUnixSk = o.GetExtUnixSk()
+	r.Files.TCPEstablished = o.GetTcpEstablished()
+	r.Files.TCPClose = o.GetTcpClose()
+	log.Info("rpc restore", "client", s.c.peer, "images", r.ImagesDir, "work", r.WorkDir, "rst_sibling", o.GetRstSibling())
+	pid, err := s.b.Restore(s.ctx, r)
+	if err != nil {
+		log.Error("restore failed", "err", err)
+		return fail(err)
+	}
+	resp := success(rpc.CriuReqType_RESTORE)
+	resp.Restore = &rpc.CriuRestoreResp{Pid: proto.Int32(int32(pid))}
+	return resp
+}
