@@ -100,19 +100,22 @@ func TestMemTail(t *testing.T) {
 }
 
 // TestMemTailFromCRIU restores with stasis what criu 4.2 dumped of the
-// memtail scenarios whose images carry what the victim checks: guard
-// regions as VMA_AREA_GUARD entries, a process without a vDSO, a sparse
-// reservation. (criu 4.2 loses the pages of a MAP_DROPPABLE mapping.)
+// memtail scenarios whose images carry what the victim checks (criu 4.2
+// loses the pages of a MAP_DROPPABLE mapping and refuses a pending
+// SIGTRAP): guard regions as VMA_AREA_GUARD entries, a process without a
+// vDSO, a sparse reservation, the scheduling policy, the loginuid.
 func TestMemTailFromCRIU(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
-	for _, sc := range []string{"guard", "novdso", "sparse", "sched", "loginuid"} {
+	for _, sc := range []string{"guard", "novdso", "sparse", "sched", "loginuid", "memfdpriv", "memfdpriv-closed", "memfdpriv-only", "execmemfd", "zombie-thread"} {
 		t.Run(sc, func(t *testing.T) {
 			v := testutil.StartVictim(t, "memtail", sc)
 			v.WaitReady(t)
 			dir := t.TempDir()
+			tree := testutil.MustTree(t, v.Pid)
 			testutil.CriuDump(t, v.Pid, dir, "--network-lock", "nftables")
 			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.RestoreDetached(t, dir, v)
 			v.TermAndCheck(t)
 		})
@@ -124,13 +127,15 @@ func TestMemTailFromCRIU(t *testing.T) {
 func TestMemTailToCRIU(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
-	for _, sc := range []string{"guard", "droppable", "novdso", "sparse", "sched", "loginuid", "execmemfd"} {
+	for _, sc := range []string{"guard", "droppable", "novdso", "sparse", "sched", "loginuid", "execmemfd", "memfdpriv", "memfdpriv-closed", "memfdpriv-only", "zombie-thread"} {
 		t.Run(sc, func(t *testing.T) {
 			v := testutil.StartVictim(t, "memtail", sc)
 			v.WaitReady(t)
 			dir := t.TempDir()
+			tree := testutil.MustTree(t, v.Pid)
 			testutil.Dump(t, v.Pid, dir)
 			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.CriuRestoreDetached(t, dir, v, "--network-lock", "nftables")
 			v.TermAndCheck(t)
 		})
