@@ -22,6 +22,9 @@ var memtailCases = []struct {
 	pending string
 	// maxDump bounds the dump's time (generous: the machine is shared).
 	maxDump time.Duration
+	// refused: the dump must fail with this in its error and leave the
+	// victim running as it was.
+	refused string
 }{
 	{scenario: "novdso"},
 	{scenario: "droppable"},
@@ -60,6 +63,7 @@ var memtailCases = []struct {
 	{scenario: "zombie-ign"},
 	{scenario: "zombie-thread"},
 	{scenario: "zombie-thread-gone"},
+	{scenario: "zombie-thread-leader", refused: "a zombie leader with live threads is not supported"},
 }
 
 // TestMemTail dumps, kills and restores each memtail scenario with stasis
@@ -84,6 +88,13 @@ func TestMemTail(t *testing.T) {
 				c.before(t, v)
 			}
 			dir := t.TempDir()
+			if c.refused != "" {
+				testutil.AssertContains(t, testutil.DumpFail(t, v.Pid, dir), c.refused)
+				testutil.AssertRunning(t, v.Pid)
+				v.TermAndCheck(t)
+				t.Logf("stasis on memtail %s: refused, as it must be", c.scenario)
+				return
+			}
 			tree := testutil.MustTree(t, v.Pid)
 			r := testutil.Dump(t, v.Pid, dir)
 			if c.maxDump != 0 && r.Took > c.maxDump {
