@@ -68,6 +68,12 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 		return nil, errGone
 	}
 	if st.State == 'Z' {
+		// A leader that left by pthread_exit is a zombie while its other
+		// threads run on: restoring it as a zombie would lose them
+		// (criu 4.2 refuses it too).
+		if tids, err := proc.Tasks(pid); err == nil && len(tids) > 1 {
+			return nil, fmt.Errorf("pid %d (%s): its leader thread exited but %d other threads run: a zombie leader with live threads is %w", pid, st.Comm, len(tids)-1, ErrNotSupported)
+		}
 		p.zombie, p.stat = true, st
 		p.exitCode = st.ExitCode
 		return p, nil

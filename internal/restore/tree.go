@@ -79,6 +79,11 @@ func (s *imageSet) allPids() []int {
 	var out []int
 	_ = s.root.walk(func(ti *taskImages) error {
 		out = append(out, ti.pid())
+		if ti.zombie {
+			// A zombie has no threads to create; criu 4.2 writes an
+			// uninitialised id as its thread.
+			return nil
+		}
 		for _, tid := range ti.pstree.GetThreads() {
 			if int(tid) != ti.pid() {
 				out = append(out, int(tid))

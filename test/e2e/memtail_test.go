@@ -22,6 +22,9 @@ var memtailCases = []struct {
 	pending string
 	// maxDump bounds the dump's time (generous: the machine is shared).
 	maxDump time.Duration
+	// refused: the dump must fail with this in its error and leave the
+	// victim running as it was.
+	refused string
 }{
 	{scenario: "novdso"},
 	{scenario: "droppable"},
@@ -60,6 +63,7 @@ var memtailCases = []struct {
 	{scenario: "zombie-ign"},
 	{scenario: "zombie-thread"},
 	{scenario: "zombie-thread-gone"},
+	{scenario: "zombie-thread-leader", refused: "a zombie leader with live threads is not supported"},
 }
 
 // TestMemTail dumps, kills and restores each memtail scenario with stasis
@@ -84,6 +88,13 @@ func TestMemTail(t *testing.T) {
 				c.before(t, v)
 			}
 			dir := t.TempDir()
+			if c.refused != "" {
+				testutil.AssertContains(t, testutil.DumpFail(t, v.Pid, dir), c.refused)
+				testutil.AssertRunning(t, v.Pid)
+				v.TermAndCheck(t)
+				t.Logf("stasis on memtail %s: refused, as it must be", c.scenario)
+				return
+			}
 			tree := testutil.MustTree(t, v.Pid)
 			r := testutil.Dump(t, v.Pid, dir)
 			if c.maxDump != 0 && r.Took > c.maxDump {
@@ -100,19 +111,22 @@ func TestMemTail(t *testing.T) {
 }
 
 // TestMemTailFromCRIU restores with stasis what criu 4.2 dumped of the
-// memtail scenarios whose images carry what the victim checks: guard
-// regions as VMA_AREA_GUARD entries, a process without a vDSO, a sparse
-// reservation. (criu 4.2 loses the pages of a MAP_DROPPABLE mapping.)
+// memtail scenarios whose images carry what the victim checks (criu 4.2
+// loses the pages of a MAP_DROPPABLE mapping and refuses a pending
+// SIGTRAP): guard regions as VMA_AREA_GUARD entries, a process without a
+// vDSO, a sparse reservation, the scheduling policy, the loginuid.
 func TestMemTailFromCRIU(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
-	for _, sc := range []string{"guard", "novdso", "sparse", "sched", "loginuid"} {
+	for _, sc := range []string{"guard", "novdso", "sparse", "sched", "loginuid", "memfdpriv", "memfdpriv-closed", "memfdpriv-only", "execmemfd", "zombie-thread"} {
 		t.Run(sc, func(t *testing.T) {
 			v := testutil.StartVictim(t, "memtail", sc)
 			v.WaitReady(t)
 			dir := t.TempDir()
+			tree := testutil.MustTree(t, v.Pid)
 			testutil.CriuDump(t, v.Pid, dir, "--network-lock", "nftables")
 			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.RestoreDetached(t, dir, v)
 			v.TermAndCheck(t)
 		})
@@ -124,13 +138,15 @@ func TestMemTailFromCRIU(t *testing.T) {
 func TestMemTailToCRIU(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
-	for _, sc := range []string{"guard", "droppable", "novdso", "sparse", "sched", "loginuid", "execmemfd"} {
+	for _, sc := range []string{"guard", "droppable", "novdso", "sparse", "sched", "loginuid", "execmemfd", "memfdpriv", "memfdpriv-closed", "memfdpriv-only", "zombie-thread"} {
 		t.Run(sc, func(t *testing.T) {
 			v := testutil.StartVictim(t, "memtail", sc)
 			v.WaitReady(t)
 			dir := t.TempDir()
+			tree := testutil.MustTree(t, v.Pid)
 			testutil.Dump(t, v.Pid, dir)
 			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.CriuRestoreDetached(t, dir, v, "--network-lock", "nftables")
 			v.TermAndCheck(t)
 		})

@@ -41,12 +41,17 @@
  * - zombie-ign: a child that exited with 7 and is not reaped, then SIGCHLD
  *   set to SIG_IGN (which reaps children that exit later, not it);
  *   checks waitpid still gets its status. zombie-thread: the child forked
- *   by a second thread, which stays; zombie-thread-gone: which exits.
+ *   by a second thread, which stays; zombie-thread-gone: which exits;
+ *   zombie-thread-leader: a child whose leader left by pthread_exit while
+ *   a thread of it runs (a zombie leader with a live thread: both tools
+ *   refuse to dump it); checks the child still has 2 threads and can be
+ *   killed and reaped.
  */
 #include "victim.h"
 #include <pthread.h>
 #include <setjmp.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -560,12 +565,32 @@ static void check_sparse(void)
 
 static pid_t zombie;
 
+static void *zombie_worker(void *arg)
+{
+	(void)arg;
+	for (;;)
+		sleep_ms(10);
+	return NULL;
+}
+
 static void *zombie_forker(void *arg)
 {
 	(void)arg;
 	zombie = fork();
-	if (zombie == 0)
+	if (zombie == 0) {
+		if (!strcmp(scenario, "zombie-thread-leader")) {
+			/* the child's leader leaves, a thread of it runs on
+			 * (and dies with the victim: pdeath signal) */
+			pthread_t th;
+
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			pthread_create(&th, NULL, zombie_worker, NULL);
+			pthread_exit(NULL);
+		}
 		_exit(7);
+	}
+	if (!strcmp(scenario, "zombie-thread-leader"))
+		return NULL;
 	if (strcmp(scenario, "zombie-thread-gone"))
 		for (;;)
 			sleep_ms(10);
@@ -576,6 +601,28 @@ static void setup_zombie(void)
 {
 	siginfo_t si;
 
+	if (!strcmp(scenario, "zombie-thread-leader")) {
+		char p[64];
+
+		zombie_forker(NULL);
+		for (int i = 0; i < 1000; i++) {
+			char st[256] = "";
+			int fd;
+
+			snprintf(p, sizeof(p), "/proc/%d/stat", zombie);
+			fd = open(p, O_RDONLY);
+			if (fd >= 0) {
+				if (read(fd, st, sizeof(st) - 1) < 0)
+					st[0] = 0;
+				close(fd);
+			}
+			if (strstr(st, ") Z "))
+				break;
+			sleep_ms(2);
+		}
+		say("zombie leader %d", zombie);
+		return;
+	}
 	if (!strncmp(scenario, "zombie-thread", 13)) {
 		pthread_t th;
 
@@ -600,6 +647,24 @@ static void setup_zombie(void)
 static void check_zombie(void)
 {
 	int st;
+
+	if (!strcmp(scenario, "zombie-thread-leader")) {
+		char path[64], buf[2048] = "";
+		int fd;
+
+		snprintf(path, sizeof(path), "/proc/%d/status", zombie);
+		fd = open(path, O_RDONLY);
+		if (fd < 0 || read(fd, buf, sizeof(buf) - 1) < 0)
+			fail("zombie leader %d: no status: %s", zombie, strerror(errno));
+		else if (!strstr(buf, "Threads:\t2\n"))
+			fail("zombie leader %d: its live thread is gone", zombie);
+		if (fd >= 0)
+			close(fd);
+		kill(zombie, SIGKILL);
+		if (waitpid(zombie, &st, 0) != zombie)
+			fail("zombie leader %d: waitpid: %s", zombie, strerror(errno));
+		return;
+	}
 
 	if (waitpid(zombie, &st, WNOHANG) != zombie)
 		fail("zombie %d: waitpid: %s", zombie, strerror(errno));
@@ -626,6 +691,7 @@ static const struct {
 	{ "zombie-ign", setup_zombie, check_zombie },
 	{ "zombie-thread", setup_zombie, check_zombie },
 	{ "zombie-thread-gone", setup_zombie, check_zombie },
+	{ "zombie-thread-leader", setup_zombie, check_zombie },
 };
 
 int main(int argc, char **argv)
