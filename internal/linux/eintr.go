@@ -84,3 +84,22 @@ func SendmsgN(fd int, p, oob []byte, to unix.Sockaddr, flags int) (int, error) {
 	n, err := retry(func() (int, error) { return unix.SendmsgN(fd, p, oob, to, flags) })
 	return n, os.NewSyscallError("sendmsg", err)
 }
+
+// Sendto is sendto(2), retried on EINTR.
+func Sendto(fd int, p []byte, flags int, to unix.Sockaddr) error {
+	_, err := retry(func() (struct{}, error) { return struct{}{}, unix.Sendto(fd, p, flags, to) })
+	return os.NewSyscallError("sendto", err)
+}
+
+// Accept4 is accept4(2), retried on EINTR.
+func Accept4(fd int, flags int) (int, unix.Sockaddr, error) {
+	type res struct {
+		fd   int
+		from unix.Sockaddr
+	}
+	r, err := retry(func() (res, error) {
+		nfd, from, err := unix.Accept4(fd, flags)
+		return res{nfd, from}, err
+	})
+	return r.fd, r.from, os.NewSyscallError("accept4", err)
+}

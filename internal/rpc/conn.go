@@ -8,6 +8,8 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // maxMessage bounds one request. criu sizes its buffer from a peek with
@@ -40,15 +42,8 @@ func newConn(f *os.File) (*conn, error) {
 
 // recv reads one request; io.EOF when the client has closed.
 func (c *conn) recv() (*rpc.CriuReq, error) {
-	var n int
-	var err error
-	for {
-		// MSG_TRUNC with a peek gives the packet's real size.
-		n, _, err = unix.Recvfrom(c.fd, nil, unix.MSG_PEEK|unix.MSG_TRUNC)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	// MSG_TRUNC with a peek gives the packet's real size.
+	n, _, err := linux.Recvfrom(c.fd, nil, unix.MSG_PEEK|unix.MSG_TRUNC)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: read request: %w", err)
 	}
@@ -58,12 +53,7 @@ func (c *conn) recv() (*rpc.CriuReq, error) {
 		return nil, fmt.Errorf("rpc: request of %d bytes, more than %d: %w", n, maxMessage, ErrBadRequest)
 	}
 	buf := make([]byte, max(n, 1))
-	for {
-		n, _, err = unix.Recvfrom(c.fd, buf, 0)
-		if err != unix.EINTR {
-			break
-		}
-	}
+	n, _, err = linux.Recvfrom(c.fd, buf, 0)
 	if err != nil {
 		return nil, fmt.Errorf("rpc: read request: %w", err)
 	}
@@ -83,15 +73,9 @@ func (c *conn) send(resp *rpc.CriuResp) error {
 	if err != nil {
 		return fmt.Errorf("rpc: encode %v reply: %w", resp.GetType(), err)
 	}
-	for {
-		// MSG_NOSIGNAL: a client gone is an error here, not a SIGPIPE
-		// (which `stasis swrk` takes as an interruption).
-		err = unix.Sendto(c.fd, b, unix.MSG_NOSIGNAL, nil)
-		if err != unix.EINTR {
-			break
-		}
-	}
-	if err != nil {
+	// MSG_NOSIGNAL: a client gone is an error here, not a SIGPIPE
+	// (which `stasis swrk` takes as an interruption).
+	if err := linux.Sendto(c.fd, b, unix.MSG_NOSIGNAL, nil); err != nil {
 		if errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) {
 			return fmt.Errorf("rpc: send %v reply: client gone: %w", resp.GetType(), err)
 		}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // DefaultAddress is criu's service socket when --address is not given,
@@ -66,8 +68,8 @@ func Service(ctx context.Context, o ServiceOptions) error {
 	}()
 	o.Log.Info("rpc service listening", "address", o.Address)
 	for {
-		cfd, _, err := unix.Accept4(lfd, unix.SOCK_CLOEXEC)
-		if err == unix.EINTR || err == unix.ECONNABORTED {
+		cfd, _, err := linux.Accept4(lfd, unix.SOCK_CLOEXEC)
+		if errors.Is(err, unix.ECONNABORTED) {
 			continue
 		}
 		if ctx.Err() != nil {

@@ -6,6 +6,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // waitPid answers WAIT_PID: wait for req.pid, a child of this process
@@ -16,15 +18,8 @@ func waitPid(req *rpc.CriuReq) *rpc.CriuResp {
 		return failure(rpc.CriuReqType_WAIT_PID, fmt.Errorf("rpc: WAIT_PID without a pid: %w", ErrBadRequest))
 	}
 	var ws unix.WaitStatus
-	for {
-		_, err := unix.Wait4(pid, &ws, 0, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return failure(rpc.CriuReqType_WAIT_PID, fmt.Errorf("rpc: wait for pid %d: %w", pid, err))
-		}
-		break
+	if _, err := linux.Wait4(pid, &ws, 0); err != nil {
+		return failure(rpc.CriuReqType_WAIT_PID, fmt.Errorf("rpc: wait for pid %d: %w", pid, err))
 	}
 	resp := success(rpc.CriuReqType_WAIT_PID)
 	resp.Status = proto.Int32(int32(ws))

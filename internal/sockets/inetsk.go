@@ -16,6 +16,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // IPv4 and IPv6 sockets (criu's sk-inet.c): TCP and UDP, unbound, bound,
@@ -30,26 +31,11 @@ func init() {
 	files.Register(&files.Kind{Type: fdinfo.FdTypes_INETSK, Open: openInet})
 }
 
-// TCP states (include/net/tcp_states.h).
-const (
-	tcpEstablished = 1
-	tcpSynSent     = 2
-	tcpSynRecv     = 3
-	tcpFinWait1    = 4
-	tcpFinWait2    = 5
-	tcpTimeWait    = 6
-	tcpClose       = 7
-	tcpCloseWait   = 8
-	tcpLastAck     = 9
-	tcpListen      = 10
-	tcpClosing     = 11
-)
-
 var tcpStateNames = map[uint32]string{
-	tcpEstablished: "ESTABLISHED", tcpSynSent: "SYN_SENT", tcpSynRecv: "SYN_RECV",
-	tcpFinWait1: "FIN_WAIT1", tcpFinWait2: "FIN_WAIT2", tcpTimeWait: "TIME_WAIT",
-	tcpClose: "CLOSE", tcpCloseWait: "CLOSE_WAIT", tcpLastAck: "LAST_ACK",
-	tcpListen: "LISTEN", tcpClosing: "CLOSING",
+	linux.TCPEstablished: "ESTABLISHED", linux.TCPSynSent: "SYN_SENT", linux.TCPSynRecv: "SYN_RECV",
+	linux.TCPFinWait1: "FIN_WAIT1", linux.TCPFinWait2: "FIN_WAIT2", linux.TCPTimeWait: "TIME_WAIT",
+	linux.TCPClose: "CLOSE", linux.TCPCloseWait: "CLOSE_WAIT", linux.TCPLastAck: "LAST_ACK",
+	linux.TCPListen: "LISTEN", linux.TCPClosing: "CLOSING",
 }
 
 func tcpStateName(s uint32) string {
@@ -58,10 +44,6 @@ func tcpStateName(s uint32) string {
 	}
 	return fmt.Sprintf("state %d", s)
 }
-
-// soBufLock is SO_BUF_LOCK (include/uapi/asm-generic/socket.h, Linux
-// 5.14), which x/sys does not have yet.
-const soBufLock = 72
 
 func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	family, err := unix.GetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_DOMAIN)
@@ -136,9 +118,9 @@ func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	} else {
 		// criu does not dump the datagrams queued on a UDP socket
 		// either: they are dropped, as a network may drop them.
-		state := uint32(tcpClose)
+		state := uint32(linux.TCPClose)
 		if ie.GetDstPort() != 0 {
-			state = tcpEstablished
+			state = linux.TCPEstablished
 		}
 		ie.State = proto.Uint32(state)
 	}
@@ -315,20 +297,20 @@ func restoreInet(r *files.Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, 
 				return fmt.Errorf("connect to %s: %w", ends.remote, os.NewSyscallError("connect", err))
 			}
 		}
-	case ie.GetState() == tcpListen:
+	case ie.GetState() == linux.TCPListen:
 		if err := bindInet(fd, ie, ends); err != nil {
 			return err
 		}
 		if err := unix.Listen(fd, int(ie.GetBacklog())); err != nil {
 			return os.NewSyscallError("listen", err)
 		}
-	case ie.GetState() == tcpClose:
+	case ie.GetState() == linux.TCPClose:
 		if ends.bound {
 			if err := bindInet(fd, ie, ends); err != nil {
 				return err
 			}
 		}
-	case ie.GetState() == tcpSynSent:
+	case ie.GetState() == linux.TCPSynSent:
 		if err := restoreSynSent(fd, ie, ends); err != nil {
 			return err
 		}
@@ -476,7 +458,7 @@ func dumpSockOpts(sk int) (*sk_opts.SkOptsEntry, error) {
 		{"SO_BROADCAST", unix.SO_BROADCAST, func(v int) { o.SoBroadcast = proto.Bool(v != 0) }},
 		{"SO_KEEPALIVE", unix.SO_KEEPALIVE, func(v int) { o.SoKeepalive = proto.Bool(v != 0) }},
 		{"SO_OOBINLINE", unix.SO_OOBINLINE, func(v int) { o.SoOobinline = proto.Uint32(uint32(v)) }},
-		{"SO_BUF_LOCK", soBufLock, func(v int) { o.SoBufLock = proto.Uint32(uint32(v)) }},
+		{"SO_BUF_LOCK", unix.SO_BUF_LOCK, func(v int) { o.SoBufLock = proto.Uint32(uint32(v)) }},
 	}
 	for _, opt := range ints {
 		v, err := unix.GetsockoptInt(sk, unix.SOL_SOCKET, opt.opt)
@@ -536,7 +518,7 @@ func restoreSockOpts(fd int, o *sk_opts.SkOptsEntry) error {
 	set(unix.SO_SNDBUFFORCE, "SO_SNDBUFFORCE", int(o.GetSoSndbuf()/2))
 	set(unix.SO_RCVBUFFORCE, "SO_RCVBUFFORCE", int(o.GetSoRcvbuf()/2))
 	if o.SoBufLock != nil {
-		set(soBufLock, "SO_BUF_LOCK", int(o.GetSoBufLock()))
+		set(unix.SO_BUF_LOCK, "SO_BUF_LOCK", int(o.GetSoBufLock()))
 	}
 	set(unix.SO_REUSEADDR, "SO_REUSEADDR", boolInt(o.GetReuseaddr()))
 	set(unix.SO_REUSEPORT, "SO_REUSEPORT", boolInt(o.GetSoReuseport()))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -46,7 +47,7 @@ func TestAddrWords(t *testing.T) {
 func TestOpenInetRefuses(t *testing.T) {
 	ie := &sk_inet.InetSkEntry{
 		Id: proto.Uint32(1), Ino: proto.Uint32(99), Family: proto.Uint32(unix.AF_INET), Type: proto.Uint32(unix.SOCK_STREAM),
-		Proto: proto.Uint32(unix.IPPROTO_TCP), State: proto.Uint32(tcpEstablished), SrcPort: proto.Uint32(1234),
+		Proto: proto.Uint32(unix.IPPROTO_TCP), State: proto.Uint32(linux.TCPEstablished), SrcPort: proto.Uint32(1234),
 		DstPort: proto.Uint32(80), Flags: proto.Uint32(2), Backlog: proto.Uint32(0),
 		SrcAddr: addrWords(netip.MustParseAddr("127.0.0.1")), DstAddr: addrWords(netip.MustParseAddr("127.0.0.2")),
 		Fown: files.AnonFown(),
@@ -106,7 +107,7 @@ func TestReadTCPStreamPeeks(t *testing.T) {
 		}
 		unix.Nanosleep(&unix.Timespec{Nsec: 1e6}, nil)
 	}
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		t.Fatal(err)
 	}
 	st := &tcpDump{repaired: []*repairedSk{{fd: fd, reuse: true, repair: true}}}
@@ -114,7 +115,7 @@ func TestReadTCPStreamPeeks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if saved.state != tcpEstablished || string(saved.inq) != "hello" || saved.e.GetInqLen() != 5 {
+	if saved.state != linux.TCPEstablished || string(saved.inq) != "hello" || saved.e.GetInqLen() != 5 {
 		t.Fatalf("state %d, inq %q (%d)", saved.state, saved.inq, saved.e.GetInqLen())
 	}
 	dup, _ := unix.Dup(fd)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Raw IPv4 and IPv6 sockets (SOCK_RAW: ping, traceroute, routing daemons,
@@ -34,7 +35,6 @@ import (
 const (
 	icmpFilterWords  = 1
 	icmp6FilterWords = 8
-	ipprotoMH        = 135 // IPPROTO_MH, whose checksum the kernel computes at offset 4
 )
 
 // dumpRaw completes the entry of a raw socket.
@@ -127,7 +127,7 @@ func dumpRaw(fd *files.Fd, sk int, ie *sk_inet.InetSkEntry) error {
 		return fmt.Errorf("%s does not list socket:[%d]", path, fd.Stat.Ino)
 	}
 	ie.State = proto.Uint32(ent.state)
-	if ent.state == tcpEstablished {
+	if ent.state == linux.TCPEstablished {
 		ie.DstAddr, ie.DstPort = ent.remote, proto.Uint32(ent.remotePort)
 	}
 	return nil
@@ -182,7 +182,7 @@ func rawChecksumOffset(proto_ int) int {
 	switch proto_ {
 	case unix.IPPROTO_ICMPV6:
 		return 2
-	case ipprotoMH:
+	case unix.IPPROTO_MH:
 		return 4
 	}
 	return -1
@@ -197,7 +197,7 @@ func restoreRaw(fd int, ie *sk_inet.InetSkEntry, ends *inetEnds) error {
 			return err
 		}
 	}
-	if ie.GetState() == tcpEstablished {
+	if ie.GetState() == linux.TCPEstablished {
 		if err := unix.Connect(fd, ends.remoteSa); err != nil {
 			return fmt.Errorf("connect to %s: %w", ends.remote.Addr(), os.NewSyscallError("connect", err))
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -58,7 +59,7 @@ func TestSockFilterRoundTrip(t *testing.T) {
 	if err != nil || len(got) != 1 || got[0] != want[0] {
 		t.Fatalf("filter %#x, %v; want %#x", got, err, want)
 	}
-	if err := restoreSockFilter(s, make([]uint64, bpfMaxInsns+1)); err == nil {
+	if err := restoreSockFilter(s, make([]uint64, unix.BPF_MAXINSNS+1)); err == nil {
 		t.Error("a filter longer than BPF_MAXINSNS was taken")
 	}
 }
@@ -69,13 +70,13 @@ func TestFindProcNetRaw(t *testing.T) {
   17: 00000000:0011 0100007F:0000 01 00000000:00000000 00:00000000 00000000     0        0 2222 2 0000000000000000 0
 `
 	e, err := findProcNetRaw(strings.NewReader(raw), 2222)
-	if err != nil || e == nil || e.state != tcpEstablished || len(e.remote) != 1 || e.remote[0] != 0x0100007f {
+	if err != nil || e == nil || e.state != linux.TCPEstablished || len(e.remote) != 1 || e.remote[0] != 0x0100007f {
 		t.Fatalf("2222: %+v, %v", e, err)
 	}
 	if a, _ := wordsAddr(unix.AF_INET, e.remote); a.String() != "127.0.0.1" {
 		t.Errorf("remote %v, want 127.0.0.1", a)
 	}
-	if e, err := findProcNetRaw(strings.NewReader(raw), 1111); err != nil || e.state != tcpClose {
+	if e, err := findProcNetRaw(strings.NewReader(raw), 1111); err != nil || e.state != linux.TCPClose {
 		t.Errorf("1111: %+v, %v", e, err)
 	}
 	if e, err := findProcNetRaw(strings.NewReader(raw), 3333); err != nil || e != nil {

@@ -2,12 +2,13 @@ package sockets
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"os"
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // The unix sockets of a network namespace as sock_diag reports them
@@ -30,7 +31,6 @@ const (
 	unixDiagShutdown  = 6
 	unixDiagReqLen    = 24 // struct unix_diag_req
 	unixDiagMsgLen    = 16 // struct unix_diag_msg
-	sockDiagByFamily  = 20 // SOCK_DIAG_BY_FAMILY (unix sockets' states are TCP's: inetsk.go)
 	unixDiagAllStates = 0xffffffff
 )
 
@@ -86,7 +86,7 @@ func sockDiagDump(what string, req []byte, fn func([]byte) error) error {
 	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))
 	ne := binary.NativeEndian
 	ne.PutUint32(msg[0:], uint32(len(msg)))
-	ne.PutUint16(msg[4:], sockDiagByFamily)
+	ne.PutUint16(msg[4:], unix.SOCK_DIAG_BY_FAMILY)
 	ne.PutUint16(msg[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	ne.PutUint32(msg[8:], 1) // seq
 	copy(msg[unix.NLMSG_HDRLEN:], req)
@@ -95,12 +95,9 @@ func sockDiagDump(what string, req []byte, fn func([]byte) error) error {
 	}
 	buf := make([]byte, 1<<16)
 	for {
-		n, _, err := unix.Recvfrom(s, buf, 0)
+		n, _, err := linux.Recvfrom(s, buf, 0)
 		if err != nil {
-			if errors.Is(err, unix.EINTR) {
-				continue
-			}
-			return fmt.Errorf("sock_diag: %w", os.NewSyscallError("recvfrom", err))
+			return fmt.Errorf("sock_diag: %w", err)
 		}
 		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
 		if err != nil {
@@ -117,7 +114,7 @@ func sockDiagDump(what string, req []byte, fn func([]byte) error) error {
 					}
 				}
 				return fmt.Errorf("sock_diag of %s: malformed error message", what)
-			case sockDiagByFamily:
+			case unix.SOCK_DIAG_BY_FAMILY:
 				if err := fn(m.Data); err != nil {
 					return err
 				}

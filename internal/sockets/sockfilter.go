@@ -20,10 +20,6 @@ import (
 // program to read back: the kernel answers EACCES and the socket is
 // refused. SO_LOCK_FILTER is not kept (criu has no field for it).
 
-// bpfMaxInsns is BPF_MAXINSNS (include/uapi/linux/bpf_common.h): the
-// longest classic program a socket takes.
-const bpfMaxInsns = 4096
-
 // errEBPFFilter says why a socket with an eBPF filter is refused.
 var errEBPFFilter = fmt.Errorf("an eBPF socket filter (SO_ATTACH_BPF) is attached to it: %w (an eBPF program cannot be read back from a socket; a classic SO_ATTACH_FILTER program can)", files.ErrUnsupported)
 
@@ -31,16 +27,17 @@ var errEBPFFilter = fmt.Errorf("an eBPF socket filter (SO_ATTACH_BPF) is attache
 // criu's encoding, nil if none.
 func dumpSockFilter(sk int) ([]uint64, error) {
 	// SO_GET_FILTER takes and returns its length in instructions, not
-	// bytes: a buffer of bpfMaxInsns*8 bytes is always long enough.
-	buf := make([]byte, bpfMaxInsns*8)
+	// bytes: a buffer of BPF_MAXINSNS*8 bytes (the longest classic
+	// program a socket takes) is always long enough.
+	buf := make([]byte, unix.BPF_MAXINSNS*8)
 	n, err := getsockoptBytes(sk, unix.SOL_SOCKET, unix.SO_GET_FILTER, buf)
 	switch {
 	case err == unix.EACCES:
 		return nil, errEBPFFilter
 	case err != nil:
 		return nil, os.NewSyscallError("getsockopt SO_GET_FILTER", err)
-	case n > bpfMaxInsns:
-		return nil, fmt.Errorf("getsockopt SO_GET_FILTER: %d instructions, more than %d", n, bpfMaxInsns)
+	case n > unix.BPF_MAXINSNS:
+		return nil, fmt.Errorf("getsockopt SO_GET_FILTER: %d instructions, more than %d", n, unix.BPF_MAXINSNS)
 	}
 	return encodeFilter(buf, n), nil
 }
@@ -74,8 +71,8 @@ func restoreSockFilter(fd int, prog []uint64) error {
 	if len(prog) == 0 {
 		return nil
 	}
-	if len(prog) > bpfMaxInsns {
-		return fmt.Errorf("socket filter of %d instructions, more than %d", len(prog), bpfMaxInsns)
+	if len(prog) > unix.BPF_MAXINSNS {
+		return fmt.Errorf("socket filter of %d instructions, more than %d", len(prog), unix.BPF_MAXINSNS)
 	}
 	f := decodeFilter(prog)
 	fprog := unix.SockFprog{Len: uint16(len(f)), Filter: &f[0]}

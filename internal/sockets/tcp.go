@@ -15,6 +15,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // TCP sockets: listening ones (backlog, connections not yet accepted)
@@ -37,25 +38,19 @@ import (
 // process had written but the kernel not yet sent queued normally, so
 // nothing leaves before the process runs again.
 
-// TCP_REPAIR values and queues (include/uapi/linux/tcp.h).
+// TCP_REPAIR queues (include/uapi/linux/tcp.h; TCP_REPAIR_ON/OFF and
+// TCPOPT_* are unix's).
 const (
-	tcpRepairOn  = 1
-	tcpRepairOff = 0
 	tcpNoQueue   = 0
 	tcpRecvQueue = 1
 	tcpSendQueue = 2
 )
 
-// TCPI_OPT_* bits of tcp_info.tcpi_options and the TCPOPT_* codes of
-// TCP_REPAIR_OPTIONS (include/uapi/linux/tcp.h, include/net/tcp.h).
+// TCPI_OPT_* bits of tcp_info.tcpi_options (include/uapi/linux/tcp.h).
 const (
 	tcpiOptTimestamps = 1
 	tcpiOptSack       = 2
 	tcpiOptWscale     = 4
-	tcpoptMaxseg      = 2
-	tcpoptWindow      = 3
-	tcpoptSackPerm    = 4
-	tcpoptTimestamp   = 8
 )
 
 // tcpInfo is the part of struct tcp_info stasis needs; x/sys' TCPInfo
@@ -88,7 +83,7 @@ func getTCPInfo(sk int) (tcpInfo, error) {
 // still flow one way at least.
 func isTCPConn(state uint32) bool {
 	switch state {
-	case tcpEstablished, tcpFinWait1, tcpFinWait2, tcpCloseWait, tcpLastAck, tcpClosing:
+	case linux.TCPEstablished, linux.TCPFinWait1, linux.TCPFinWait2, linux.TCPCloseWait, linux.TCPLastAck, linux.TCPClosing:
 		return true
 	}
 	return false
@@ -97,14 +92,14 @@ func isTCPConn(state uint32) bool {
 // sndFinSent: states in which this side has sent its FIN (criu's
 // SNDQ_FIRST_FIN); it is not data and is not counted in the queues.
 func sndFinSent(state uint32) bool {
-	return state == tcpFinWait1 || state == tcpFinWait2 || state == tcpClosing || state == tcpLastAck
+	return state == linux.TCPFinWait1 || state == linux.TCPFinWait2 || state == linux.TCPClosing || state == linux.TCPLastAck
 }
 
 // rcvFinGot: states in which the peer's FIN has arrived (criu's
 // RCVQ_FIRST_FIN and RCVQ_SECOND_FIN); it counts in inq_seq, not in the
 // queue's bytes.
 func rcvFinGot(state uint32) bool {
-	return state == tcpCloseWait || state == tcpLastAck || state == tcpClosing
+	return state == linux.TCPCloseWait || state == linux.TCPLastAck || state == linux.TCPClosing
 }
 
 // tcpDump is the TCP state of a dump: the streams to write and stasis'
@@ -133,13 +128,13 @@ func (sk *repairedSk) setRepair(on bool) error {
 		return nil
 	}
 	if on {
-		if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+		if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 			return os.NewSyscallError("setsockopt TCP_REPAIR", err)
 		}
 		sk.repair = true
 		return nil
 	}
-	if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff); err != nil {
+	if err := unix.SetsockoptInt(sk.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR off", err)
 	}
 	sk.repair = false
@@ -188,15 +183,15 @@ func dumpTCP(t *files.Table, fd *files.Fd, sk int, ie *sk_inet.InetSkEntry) erro
 	}
 	ie.State = proto.Uint32(info.state)
 	switch {
-	case info.state == tcpListen:
+	case info.state == linux.TCPListen:
 		ie.Backlog = proto.Uint32(info.sacked)
 		if info.unacked > 0 && !t.Opts.SkipInFlight {
 			return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
 				Kind: fmt.Sprintf("a TCP socket listening on %s with %d connection(s) not yet accepted", ends.local, info.unacked),
 				Hint: "dump with --skip-in-flight to drop them (their clients see a reset), as criu"}
 		}
-	case info.state == tcpClose:
-	case info.state == tcpSynSent:
+	case info.state == linux.TCPClose:
+	case info.state == linux.TCPSynSent:
 		return dumpSynSent(fd, ie)
 	case isTCPConn(info.state):
 		if !t.Opts.TCPEstablished {
@@ -226,14 +221,14 @@ func dumpTCPStream(t *files.Table, fd *files.Fd, sk int, ie *sk_inet.InetSkEntry
 		}
 	}
 	st := tcpDumpOf(t)
-	if err := unix.SetsockoptInt(sk, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+	if err := unix.SetsockoptInt(sk, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return fmt.Errorf("%s: %w (TCP_REPAIR needs CAP_NET_ADMIN in the socket's network namespace)",
 			conn, os.NewSyscallError("setsockopt TCP_REPAIR", err))
 	}
 	// From here on Finish turns repair mode off again if the tree goes on.
 	keep, err := unix.FcntlInt(uintptr(sk), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		unix.SetsockoptInt(sk, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff)
+		unix.SetsockoptInt(sk, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF)
 		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
 	}
 	rsk := &repairedSk{fd: keep, reuse: ie.GetOpts().GetReuseaddr(), repair: true}
@@ -544,7 +539,7 @@ func readTCPConn(dir *images.Dir, fd int, ie *sk_inet.InetSkEntry, ends *inetEnd
 // connect sends no SYN, it only sets the peer, so the connection takes
 // up at the dumped sequence numbers.
 func (c *tcpConn) connect() error {
-	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+	if err := unix.SetsockoptInt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR", err)
 	}
 	// In repair mode the port is taken even if a listener of the tree
@@ -572,15 +567,15 @@ func (c *tcpConn) setRepairOptions() error {
 	e := c.e
 	opts := []unix.TCPRepairOpt{}
 	if e.GetOptMask()&tcpiOptSack != 0 {
-		opts = append(opts, unix.TCPRepairOpt{Code: tcpoptSackPerm})
+		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_SACK_PERMITTED})
 	}
 	if e.GetOptMask()&tcpiOptWscale != 0 {
-		opts = append(opts, unix.TCPRepairOpt{Code: tcpoptWindow, Val: e.GetSndWscale() + e.GetRcvWscale()<<16})
+		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_WINDOW, Val: e.GetSndWscale() + e.GetRcvWscale()<<16})
 	}
 	if e.GetOptMask()&tcpiOptTimestamps != 0 {
-		opts = append(opts, unix.TCPRepairOpt{Code: tcpoptTimestamp})
+		opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_TIMESTAMP})
 	}
-	opts = append(opts, unix.TCPRepairOpt{Code: tcpoptMaxseg, Val: e.GetMssClamp()})
+	opts = append(opts, unix.TCPRepairOpt{Code: unix.TCPOPT_MAXSEG, Val: e.GetMssClamp()})
 	if err := unix.SetsockoptTCPRepairOpt(c.fd, unix.IPPROTO_TCP, unix.TCP_REPAIR_OPTIONS, opts); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR_OPTIONS", err)
 	}
@@ -652,7 +647,7 @@ func (c *tcpConn) setWindow() error {
 // ours first in FIN_WAIT1/2 and CLOSING, the peer's first in CLOSE_WAIT
 // and LAST_ACK.
 func (c *tcpConn) replayFins() error {
-	if c.state == tcpFinWait1 || c.state == tcpFinWait2 || c.state == tcpClosing {
+	if c.state == linux.TCPFinWait1 || c.state == linux.TCPFinWait2 || c.state == linux.TCPClosing {
 		if err := queueOwnFin(c.fd); err != nil {
 			return err
 		}
@@ -662,15 +657,15 @@ func (c *tcpConn) replayFins() error {
 		if err := sendPeerFin(c.ends.local, c.ends.remote, c.inqSeq, c.outqSeq-c.e.GetOutqLen(), win); err != nil {
 			return err
 		}
-		want := uint32(tcpCloseWait)
-		if c.state == tcpClosing {
-			want = tcpClosing
+		want := uint32(linux.TCPCloseWait)
+		if c.state == linux.TCPClosing {
+			want = linux.TCPClosing
 		}
 		if err := waitTCPState(c.fd, want); err != nil {
 			return fmt.Errorf("the peer's FIN sent again: %w", err)
 		}
 	}
-	if c.state == tcpLastAck {
+	if c.state == linux.TCPLastAck {
 		if err := queueOwnFin(c.fd); err != nil {
 			return err
 		}
@@ -704,7 +699,7 @@ func (c *tcpConn) endRepairAtRun(r *files.Restorer, unsent []byte, buf *sndbuf) 
 		if !done {
 			return nil // still in repair mode
 		}
-		if err := unix.SetsockoptInt(keep, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOn); err != nil {
+		if err := unix.SetsockoptInt(keep, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 			return fmt.Errorf("TCP connection %s -> %s: %w", ends.local, ends.remote, os.NewSyscallError("setsockopt TCP_REPAIR", err))
 		}
 		return nil
@@ -759,7 +754,7 @@ func waitTCPState(fd int, want uint32) error {
 // leaving repair mode), then the data never sent, and the send buffer's
 // size as dumped if it grew for the refill (buf).
 func finishTCPConn(fd int, ie *sk_inet.InetSkEntry, unsent []byte, buf *sndbuf) error {
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, tcpRepairOff); err != nil {
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
 		return os.NewSyscallError("setsockopt TCP_REPAIR off", err)
 	}
 	if ie.GetOpts().GetReuseaddr() {
@@ -777,16 +772,16 @@ func finishTCPConn(fd int, ie *sk_inet.InetSkEntry, unsent []byte, buf *sndbuf) 
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for len(unsent) > 0 {
-		n, err := unix.SendmsgN(fd, unsent, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
+		n, err := linux.SendmsgN(fd, unsent, nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		switch {
-		case err == unix.EAGAIN || err == unix.EINTR:
+		case errors.Is(err, unix.EAGAIN):
 			if time.Now().After(deadline) {
 				return fmt.Errorf("queue %d bytes never sent: the send buffer stays full", len(unsent))
 			}
 			unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}, 100)
 			continue
 		case err != nil:
-			return fmt.Errorf("queue %d bytes never sent: %w", len(unsent), os.NewSyscallError("send", err))
+			return fmt.Errorf("queue %d bytes never sent: %w", len(unsent), err)
 		}
 		unsent = unsent[n:]
 	}
@@ -806,7 +801,7 @@ func growSndbuf(fd, n int) (*sndbuf, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("getsockopt SO_SNDBUF", err)
 	}
-	lock, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, soBufLock)
+	lock, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK)
 	if err != nil {
 		lock = -1 // a kernel before 5.14: SO_SNDBUFFORCE below locks it, as restoreSockOpts did
 	}
@@ -826,7 +821,7 @@ func (b *sndbuf) restore(fd int) error {
 		return fmt.Errorf("set the send buffer back to %d bytes: %w", b.size, os.NewSyscallError("setsockopt SO_SNDBUFFORCE", err))
 	}
 	if b.lock >= 0 {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, soBufLock, b.lock); err != nil {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK, b.lock); err != nil {
 			return os.NewSyscallError("setsockopt SO_BUF_LOCK", err)
 		}
 	}
@@ -855,19 +850,16 @@ func fillQueue(fd, queue int, data []byte) error {
 	}
 	chunk := min(len(data), 1<<20)
 	for len(data) > 0 {
-		n, err := unix.SendmsgN(fd, data[:min(chunk, len(data))], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
-		if err == unix.EINTR {
-			continue
-		}
+		n, err := linux.SendmsgN(fd, data[:min(chunk, len(data))], nil, nil, unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL)
 		if err != nil || n == 0 {
 			if chunk > 1024 {
 				chunk /= 2
 				continue
 			}
 			if err == nil {
-				err = unix.EAGAIN
+				err = os.NewSyscallError("sendmsg", unix.EAGAIN)
 			}
-			return fmt.Errorf("%d bytes left: %w", len(data), os.NewSyscallError("send", err))
+			return fmt.Errorf("%d bytes left: %w", len(data), err)
 		}
 		data = data[n:]
 	}

@@ -31,7 +31,7 @@ func TestGrowSndbuf(t *testing.T) {
 			}
 			return v
 		}
-		size0, lock0 := get(unix.SO_SNDBUF), get(soBufLock)
+		size0, lock0 := get(unix.SO_SNDBUF), get(unix.SO_BUF_LOCK)
 		if lock0 != lock {
 			t.Fatalf("SO_BUF_LOCK %d before, want %d", lock0, lock)
 		}
@@ -46,7 +46,7 @@ func TestGrowSndbuf(t *testing.T) {
 		if err := b.restore(fd); err != nil {
 			t.Fatal(err)
 		}
-		if got, gotLock := get(unix.SO_SNDBUF), get(soBufLock); got != size0 || gotLock != lock0 {
+		if got, gotLock := get(unix.SO_SNDBUF), get(unix.SO_BUF_LOCK); got != size0 || gotLock != lock0 {
 			t.Errorf("after restore: send buffer %d, SO_BUF_LOCK %d; want %d, %d", got, gotLock, size0, lock0)
 		}
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Unix sockets (criu's sk-unix.c). Each socket is a UnixSkEntry in
@@ -91,7 +92,7 @@ func dumpUnix(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 		Opts:    opts,
 		Name:    append([]byte{}, d.Name...),
 	}
-	if d.State == tcpListen {
+	if d.State == linux.TCPListen {
 		ue.Backlog = proto.Uint32(d.Wqueue)
 	}
 	if d.Shutdown != 0 {
@@ -106,7 +107,7 @@ func dumpUnix(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	// must still find this socket in the tree as its peer's peer.
 	st.socks[ino] = &unixSock{fd: fd, ue: ue, d: d}
 	st.order = append(st.order, ino)
-	if d.State != tcpListen {
+	if d.State != linux.TCPListen {
 		if err := st.dumpQueue(t, fd, sk, int(d.Type)); err != nil {
 			var ue *files.UnsupportedError
 			if errors.As(err, &ue) {
@@ -221,7 +222,7 @@ func (st *unixDump) resolve(t *files.Table, s *unixSock) error {
 			return fmt.Errorf("%s (socket:[%d]) is connected to socket:[%d] (%s), which is connected elsewhere and has no name to connect to again",
 				s.fd, d.Ino, p.d.Ino, p.fd)
 		}
-	case d.State == tcpListen:
+	case d.State == linux.TCPListen:
 		for _, c := range d.Icons {
 			if c == 0 {
 				return fmt.Errorf("%s (socket:[%d], listening on %s) has a connection waiting whose client is closed: what it sent cannot be read back; accept it before the dump",
@@ -232,9 +233,9 @@ func (st *unixDump) resolve(t *files.Table, s *unixSock) error {
 					s.fd, d.Ino, unixName(d.Name), c, holderOf(c))
 			}
 		}
-	case d.State == tcpEstablished && d.Type != unix.SOCK_DGRAM:
+	case d.State == linux.TCPEstablished && d.Type != unix.SOCK_DGRAM:
 		for _, ino := range st.order {
-			if l := st.socks[ino]; l.d.State == tcpListen && slices.Contains(l.d.Icons, d.Ino) {
+			if l := st.socks[ino]; l.d.State == linux.TCPListen && slices.Contains(l.d.Icons, d.Ino) {
 				if d.Wqueue != 0 {
 					return fmt.Errorf("%s (socket:[%d]) has sent %d bytes on a connection %s (%s) has not accepted yet: they cannot be read back; dump once it is accepted",
 						s.fd, d.Ino, d.Wqueue, l.fd, unixName(l.d.Name))
@@ -244,7 +245,7 @@ func (st *unixDump) resolve(t *files.Table, s *unixSock) error {
 			}
 		}
 		for _, l := range st.diag {
-			if l.State == tcpListen && slices.Contains(l.Icons, d.Ino) {
+			if l.State == linux.TCPListen && slices.Contains(l.Icons, d.Ino) {
 				return fmt.Errorf("%s (socket:[%d]) waits to be accepted by socket:[%d] (listening on %s%s), outside the dumped tree: dump the tree that holds both",
 					s.fd, d.Ino, l.Ino, unixName(l.Name), holderOf(l.Ino))
 			}
@@ -293,7 +294,7 @@ func (st *unixDump) outsidePeer(t *files.Table, s *unixSock) error {
 		typ, name = p.Type, p.Name
 	}
 	e := &sk_unix.UnixSkEntry{
-		Ino: proto.Uint32(d.Peer), Type: proto.Uint32(uint32(typ)), State: proto.Uint32(tcpListen),
+		Ino: proto.Uint32(d.Peer), Type: proto.Uint32(uint32(typ)), State: proto.Uint32(linux.TCPListen),
 		Flags: proto.Uint32(0), Uflags: proto.Uint32(uskExtern), Backlog: proto.Uint32(0), Peer: proto.Uint32(0),
 		Fown: files.AnonFown(), Opts: emptySkOpts(), Name: name,
 	}
@@ -520,7 +521,7 @@ func (b *unixBuild) peer(s *usk) *usk { return b.byIno[s.ue.GetPeer()] }
 // connected says a stream or seqpacket socket has a connection (it was
 // not bound itself: it shares the name of its listener).
 func connected(s *usk) bool {
-	return s.ue.GetType() != unix.SOCK_DGRAM && s.ue.GetState() == tcpEstablished
+	return s.ue.GetType() != unix.SOCK_DGRAM && s.ue.GetState() == linux.TCPEstablished
 }
 
 // make creates the socket: inherited (--inherit-fd fd[N]:socket:[INO]),
@@ -625,7 +626,7 @@ func (b *unixBuild) setOpts(s *usk) error {
 }
 
 func (b *unixBuild) listen(s *usk) error {
-	if s.ue.GetState() != tcpListen {
+	if s.ue.GetState() != linux.TCPListen {
 		return nil
 	}
 	if err := unix.Listen(s.fd, int(s.ue.GetBacklog())); err != nil {
@@ -639,7 +640,7 @@ func (b *unixBuild) listen(s *usk) error {
 // in the backlog again.
 func (b *unixBuild) connect(s *usk) error {
 	p := b.peer(s)
-	if p == nil || s.paired || s.ue.GetState() == tcpListen {
+	if p == nil || s.paired || s.ue.GetState() == linux.TCPListen {
 		return nil
 	}
 	if len(p.ue.GetName()) == 0 {

@@ -49,7 +49,7 @@ func u32s(vs ...uint32) []byte {
 }
 
 func TestParseUnixDiag(t *testing.T) {
-	m := diagMsg(77, unix.SOCK_STREAM, tcpListen,
+	m := diagMsg(77, unix.SOCK_STREAM, linux.TCPListen,
 		nlattr(unixDiagName, []byte("/run/x.sock\x00")), // 12 bytes: aligned
 		nlattr(unixDiagVFS, u32s(5, 9)),
 		nlattr(unixDiagPeer, u32s(0)),
@@ -62,12 +62,12 @@ func TestParseUnixDiag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Ino != 77 || d.Type != unix.SOCK_STREAM || d.State != tcpListen || string(d.Name) != "/run/x.sock\x00" ||
+	if d.Ino != 77 || d.Type != unix.SOCK_STREAM || d.State != linux.TCPListen || string(d.Name) != "/run/x.sock\x00" ||
 		d.VFSIno != 5 || d.VFSDev != 9 || len(d.Icons) != 2 || d.Icons[1] != 102 || d.Rqueue != 2 || d.Wqueue != 8 || d.Shutdown != 2 {
 		t.Errorf("parsed %+v", d)
 	}
 	// An abstract name of odd length is padded.
-	d, err = parseUnixDiag(diagMsg(3, unix.SOCK_DGRAM, tcpClose, nlattr(unixDiagName, []byte("\x00ab")), nlattr(unixDiagPeer, u32s(4))))
+	d, err = parseUnixDiag(diagMsg(3, unix.SOCK_DGRAM, linux.TCPClose, nlattr(unixDiagName, []byte("\x00ab")), nlattr(unixDiagPeer, u32s(4))))
 	if err != nil || string(d.Name) != "\x00ab" || d.Peer != 4 {
 		t.Errorf("abstract: %+v, %v", d, err)
 	}
@@ -115,7 +115,7 @@ func TestReadUnixDiagSelf(t *testing.T) {
 	if a == nil || b == nil {
 		t.Fatalf("socketpair %d/%d not listed among %d sockets", st[0].Ino, st[1].Ino, len(all))
 	}
-	if a.Peer != b.Ino || b.Peer != a.Ino || a.Type != unix.SOCK_SEQPACKET || a.State != tcpEstablished || a.Shutdown != 2 || b.Shutdown != 1 {
+	if a.Peer != b.Ino || b.Peer != a.Ino || a.Type != unix.SOCK_SEQPACKET || a.State != linux.TCPEstablished || a.Shutdown != 2 || b.Shutdown != 1 {
 		t.Errorf("diag %+v / %+v", a, b)
 	}
 }

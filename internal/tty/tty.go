@@ -15,6 +15,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 )
 
@@ -457,18 +458,16 @@ func drain(fd int) ([]byte, error) {
 	var out []byte
 	buf := make([]byte, ptyBufSize)
 	for {
-		n, err := unix.Read(fd, buf)
+		n, err := linux.Read(fd, buf)
 		if n > 0 {
 			out = append(out, buf[:n]...)
 			continue
 		}
 		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN || err == unix.EIO || err == nil: // EIO: the other side is closed
+		case err == nil || errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EIO): // EIO: the other side is closed
 			return out, nil
 		default:
-			return nil, os.NewSyscallError("read", err)
+			return nil, err
 		}
 	}
 }
@@ -492,34 +491,20 @@ func ptyWriteBack(master, slave int, toSlave, toMaster []byte, tio *unix.Termios
 	if err := unix.IoctlSetTermios(slave, unix.TCSETS, &plain); err != nil {
 		return os.NewSyscallError("ioctl TCSETS", err)
 	}
-	if err := writeAll(master, toSlave); err != nil {
+	if err := linux.WriteAll(master, toSlave); err != nil {
 		return fmt.Errorf("pending input of the slave: %w", err)
 	}
 	// poll runs the line discipline on what was just written, before
 	// the slave gets its own termios back.
 	pfd := []unix.PollFd{{Fd: int32(slave), Events: unix.POLLIN}}
 	unix.Poll(pfd, 0)
-	if err := writeAll(slave, toMaster); err != nil {
+	if err := linux.WriteAll(slave, toMaster); err != nil {
 		return fmt.Errorf("pending output of the slave: %w", err)
 	}
 	pfd[0].Fd = int32(master)
 	unix.Poll(pfd, 0)
 	if err := unix.IoctlSetTermios(slave, unix.TCSETS, tio); err != nil {
 		return os.NewSyscallError("ioctl TCSETS", err)
-	}
-	return nil
-}
-
-func writeAll(fd int, b []byte) error {
-	for len(b) > 0 {
-		n, err := unix.Write(fd, b)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return os.NewSyscallError("write", err)
-		}
-		b = b[n:]
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -144,10 +145,10 @@ func TestTtyDumpPair(t *testing.T) {
 	if err := unix.IoctlSetWinsize(s, unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 77}); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeAll(m, []byte("typed line\npartial")); err != nil {
+	if err := linux.WriteAll(m, []byte("typed line\npartial")); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeAll(s, []byte("output")); err != nil {
+	if err := linux.WriteAll(s, []byte("output")); err != nil {
 		t.Fatal(err)
 	}
 	tab, dir, err := ttyDumpOf(t, files.DumpOptions{}, m, s)
