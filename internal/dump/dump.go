@@ -51,7 +51,7 @@ var (
 	ErrNoProcess      = errors.New("no such process")
 	ErrKernelThread   = errors.New("is a kernel thread")
 	ErrSelf           = errors.New("is stasis itself")
-	ErrNotSupported   = errors.New("not supported yet")
+	ErrNotSupported   = fmt.Errorf("%w yet", linux.ErrNotSupported) // matches stasis.ErrNotSupported
 	ErrSessionOutside = errors.New("session outside the dumped tree")
 )
 

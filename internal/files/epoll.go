@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -46,14 +47,14 @@ func DumpEpoll(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, erro
 		tfd := it.GetTfd()
 		toff := seen[tfd]
 		seen[tfd]++
-		same, err := epollTargetIs(pid, fd, int(tfd), toff)
+		same, err := linux.KcmpEpollTarget(pid, fd, int(tfd), toff)
 		switch {
 		case errors.Is(err, unix.EBADF):
 			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches fd %d, closed since (its file lives on elsewhere): %w",
 				fd, pid, tfd, ErrUnsupported)
 		case err != nil:
 			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): compare item %d with fd %d: %w",
-				fd, pid, tfd, tfd, os.NewSyscallError("kcmp KCMP_EPOLL_TFD", err))
+				fd, pid, tfd, tfd, err)
 		case !same:
 			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches a file added as fd %d, which is now another file: %w",
 				fd, pid, tfd, ErrUnsupported)

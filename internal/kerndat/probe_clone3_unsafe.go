@@ -48,7 +48,7 @@ func probeClone3() []Feature {
 	switch e {
 	case 0:
 		var ws unix.WaitStatus
-		unix.Wait4(int(pid), &ws, 0, nil)
+		linux.Wait4(int(pid), &ws, 0)
 		return withInfo(missing(Clone3SetTID, "clone3 created pid %d although set_tid named our own pid %d", pid, os.Getpid()))
 	case unix.EEXIST:
 		return withInfo(ok(Clone3SetTID, "EEXIST on a used pid"))

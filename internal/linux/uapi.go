@@ -40,6 +40,8 @@ const (
 	PageIsWritten   = 1 << 1 // PAGE_IS_WRITTEN
 	PageIsFile      = 1 << 2 // PAGE_IS_FILE
 	PageIsPresent   = 1 << 3 // PAGE_IS_PRESENT
+	PageIsSwapped   = 1 << 4 // PAGE_IS_SWAPPED
+	PageIsGuard     = 1 << 8 // PAGE_IS_GUARD (Linux 6.16)
 )
 
 // PmScanArg is struct pm_scan_arg (include/uapi/linux/fs.h): 12 u64, 96 bytes.
@@ -54,12 +56,13 @@ type PageRegion struct{ Start, End, Categories uint64 }
 // Bits of a /proc/PID/pagemap entry (Documentation/admin-guide/mm/pagemap.rst,
 // fs/proc/task_mmu.c PM_*).
 const (
-	PmPresent   = 1 << 63 // PM_PRESENT
-	PmSwap      = 1 << 62 // PM_SWAP
-	PmFile      = 1 << 61 // PM_FILE: file page or shared anonymous
-	PmMMapExcl  = 1 << 56 // PM_MMAP_EXCLUSIVE: mapped by this process only
-	PmSoftDirty = 1 << 55 // PM_SOFT_DIRTY
-	PmPFNMask   = 1<<55 - 1
+	PmPresent     = 1 << 63 // PM_PRESENT
+	PmSwap        = 1 << 62 // PM_SWAP
+	PmFile        = 1 << 61 // PM_FILE: file page or shared anonymous
+	PmGuardRegion = 1 << 58 // PM_GUARD_REGION (Linux 6.15)
+	PmMMapExcl    = 1 << 56 // PM_MMAP_EXCLUSIVE: mapped by this process only
+	PmSoftDirty   = 1 << 55 // PM_SOFT_DIRTY
+	PmPFNMask     = 1<<55 - 1
 )
 
 // userfaultfd (include/uapi/linux/userfaultfd.h).

@@ -27,11 +27,7 @@ const (
 	// not a VMA.
 	AreaGuard = 1 << 16
 
-	pageIsGuard      = 1 << 8  // PAGE_IS_GUARD, uapi linux/fs.h (6.16)
-	pageIsSwapped    = 1 << 4  // PAGE_IS_SWAPPED, uapi linux/fs.h
-	pmeGuard         = 1 << 58 // PM_GUARD_REGION of a pagemap entry (6.15)
-	madvGuardInstall = 102     // MADV_GUARD_INSTALL, uapi asm-generic/mman-common.h
-	userSpaceEnd     = 0x7ffffffff000
+	userSpaceEnd = 0x7ffffffff000
 )
 
 // GuardAreas returns the guard regions of pid as vma entries of status
@@ -47,7 +43,7 @@ func GuardAreas(pid int) ([]*vma.VmaEntry, error) {
 	var out []*vma.VmaEntry
 	vec := make([]linux.PageRegion, 256)
 	for at := uint64(0); at < userSpaceEnd; {
-		n, end, err := pagemapScan(f, at, userSpaceEnd, pageIsGuard, 0, vec)
+		n, end, err := pagemapScan(f, at, userSpaceEnd, linux.PageIsGuard, 0, vec)
 		if errors.Is(err, unix.EINVAL) && at == 0 {
 			return nil, nil // no PAGE_IS_GUARD
 		}
@@ -90,7 +86,7 @@ func splitGuards(vmas []*vma.VmaEntry) (rest, guards []*vma.VmaEntry) {
 // parent that had them, they are there already; installing is idempotent.
 func installGuards(t remote.Task, guards []*vma.VmaEntry) error {
 	for _, g := range guards {
-		if _, err := t.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, g.GetStart(), g.GetEnd()-g.GetStart(), madvGuardInstall); err != nil {
+		if _, err := t.Call("madvise(MADV_GUARD_INSTALL)", unix.SYS_MADVISE, g.GetStart(), g.GetEnd()-g.GetStart(), unix.MADV_GUARD_INSTALL); err != nil {
 			return fmt.Errorf("guard region %#x-%#x: %w", g.GetStart(), g.GetEnd(), err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
@@ -18,11 +19,6 @@ import (
 // The mm entry (mm-PID.img): the task's VMAs, the mm fields /proc shows
 // (code, data, brk, stack, args, env), auxv, exe link, dumpable, THP and
 // the AIO rings.
-
-const (
-	prSetMMMap     = 14  // PR_SET_MM_MAP, linux/prctl.h
-	prctlMMMapSize = 104 // sizeof(struct prctl_mm_map)
-)
 
 // FileTable is where the dump records the files a task maps (the dump's
 // files.Table): each mapping names its file by a files.img id.
@@ -198,7 +194,7 @@ func (r *Restorer) RestoreMM(t remote.Task, img *Image) error {
 		}
 		exe = fd
 	}
-	b := make([]byte, prctlMMMapSize)
+	b := make([]byte, linux.PrctlMMMapSize)
 	le := binary.LittleEndian
 	for i, v := range []uint64{
 		m.GetMmStartCode(), m.GetMmEndCode(), m.GetMmStartData(), m.GetMmEndData(),
@@ -213,7 +209,7 @@ func (r *Restorer) RestoreMM(t remote.Task, img *Image) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.Call("prctl(PR_SET_MM, PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, prSetMMMap, a, prctlMMMapSize); err != nil {
+	if _, err := t.Call("prctl(PR_SET_MM, PR_SET_MM_MAP)", unix.SYS_PRCTL, unix.PR_SET_MM, unix.PR_SET_MM_MAP, a, linux.PrctlMMMapSize); err != nil {
 		return err
 	}
 	if exe != ^uint64(0) {

@@ -31,17 +31,13 @@ import (
 // PageSize is the x86_64 base page size.
 const PageSize = 4096
 
-// pagemap entry bits (Documentation/admin-guide/mm/pagemap.rst).
+// pagemap_entry.flags (criu's PE_*) and the page copy's chunk; the
+// pagemap entry bits are linux.Pm*.
 const (
-	pmePresent = 1 << 63
-	pmeSwap    = 1 << 62
-	pmeFile    = 1 << 61 // file page or shared anon
-	pmeExcl    = 1 << 56 // page mapped by this process only
-	pmePFNMask = 1<<55 - 1
-	peParent   = 1 // pagemap_entry.flags PE_PARENT
-	peLazy     = 2
-	PEPresent  = 4 // PE_PRESENT: the pages are in pages-N.img
-	copyChunk  = 16 << 20
+	peParent  = 1 // pagemap_entry.flags PE_PARENT
+	peLazy    = 2
+	PEPresent = 4 // PE_PRESENT: the pages are in pages-N.img
+	copyChunk = 16 << 20
 )
 
 // Run is a range of pages to save.
@@ -82,7 +78,7 @@ const pagemapChunk = 64 << 10
 func populated(f *os.File, start, end uint64, fn func(lo, hi uint64) error) error {
 	vec := make([]linux.PageRegion, 64)
 	for at := start; at < end; {
-		n, walked, err := pagemapScan(f, at, end, 0, linux.PageIsPresent|pageIsSwapped, vec)
+		n, walked, err := pagemapScan(f, at, end, 0, linux.PageIsPresent|linux.PageIsSwapped, vec)
 		if err != nil && at == start && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOTTY)) {
 			return fn(start, end)
 		}
@@ -117,18 +113,18 @@ func pageRunsIn(f *os.File, a *Area, lo, hi uint64, runs *[]Run) error {
 		for i := uint64(0); i < n; i++ {
 			pme := binary.LittleEndian.Uint64(b[i*8:])
 			// A guard region's marker shows as swapped; it has no page.
-			keep := pme&(pmePresent|pmeSwap) != 0 && pme&pmeGuard == 0
-			if keep && filePrivate && pme&pmeFile != 0 {
+			keep := pme&(linux.PmPresent|linux.PmSwap) != 0 && pme&linux.PmGuardRegion == 0
+			if keep && filePrivate && pme&linux.PmFile != 0 {
 				keep = false // still the file's own page
 			}
-			if keep && zero != 0 && pme&pmePresent != 0 && pme&pmePFNMask == zero {
+			if keep && zero != 0 && pme&linux.PmPresent != 0 && pme&linux.PmPFNMask == zero {
 				keep = false
 			}
 			if !keep {
 				continue
 			}
 			addr := at + i*PageSize
-			shared := pme&pmePresent != 0 && pme&pmeExcl == 0
+			shared := pme&linux.PmPresent != 0 && pme&linux.PmMMapExcl == 0
 			if l := len(*runs); l > 0 && (*runs)[l-1].Addr+(*runs)[l-1].Pages*PageSize == addr && (*runs)[l-1].Shared == shared {
 				(*runs)[l-1].Pages++
 			} else {

@@ -24,9 +24,8 @@ import (
 
 // shm flags and mode bits (include/uapi/linux/shm.h).
 const (
-	shmRdonly = 0o10000
-	shmRemap  = 0o40000
-	shmDest   = 0o1000 // the segment goes with its last detach (IPC_RMID)
+	shmRemap = 0o40000 // SHM_REMAP (SHM_RDONLY is unix's)
+	shmDest  = 0o1000  // the segment goes with its last detach (IPC_RMID)
 )
 
 // shmemDev is the device of the kernel's internal shmem mount, which holds
@@ -100,13 +99,13 @@ func attachSysv(t remote.Task, vmas []*vma.VmaEntry, e *vma.VmaEntry) error {
 			return fmt.Errorf("System V shared memory segment %d: %w (segments of stasis' ipc namespace live in the kernel, not in the images: restore on the host that has it)",
 				shmid, err)
 		}
-		flags := uint64(shmRemap | shmRdonly)
+		flags := uint64(shmRemap | unix.SHM_RDONLY)
 		var size uint64
 		for _, o := range vmas {
 			if o.GetStatus()&AreaSysVIPC != 0 && o.GetShmid() == shmid && o.GetStart() >= start && o.GetStart()-start == o.GetPgoff() {
 				size = max(size, o.GetEnd()-start)
 				if o.GetProt()&unix.PROT_WRITE != 0 {
-					flags &^= shmRdonly
+					flags &^= unix.SHM_RDONLY
 				}
 			}
 		}

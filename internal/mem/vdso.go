@@ -8,6 +8,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
@@ -18,8 +19,6 @@ import (
 // VMAs (criu's restore compares the dumped vDSO's symbols with the
 // host's); the restore asks the kernel for this kernel's vDSO at the
 // dumped address instead.
-
-const archMapVDSO64 = 0x2003 // ARCH_MAP_VDSO_64, asm/prctl.h
 
 // SyscallInsn returns the address of a syscall instruction in pid
 // (areas: its classified VMAs), 0 if it has none: the vDSO's first, else
@@ -82,10 +81,10 @@ func restoreVDSO(t remote.Task, vmas []*vma.VmaEntry, kept map[uint64]bool) erro
 		}
 	}
 	if !sameLayout(img, host) {
-		return fmt.Errorf("the image's vDSO layout %s differs from this kernel's %s: restoring across kernels with different vDSOs is not supported",
-			layoutString(img), layoutString(host))
+		return fmt.Errorf("the image's vDSO layout %s differs from this kernel's %s: restoring across kernels with different vDSOs is %w",
+			layoutString(img), layoutString(host), linux.ErrNotSupported)
 	}
-	if _, err := t.Call("arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, archMapVDSO64, img[0].start); err != nil {
+	if _, err := t.Call("arch_prctl(ARCH_MAP_VDSO_64)", unix.SYS_ARCH_PRCTL, linux.ArchMapVDSO64, img[0].start); err != nil {
 		return err
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // zeroPFN is the frame of the kernel's shared zero page: private pages
@@ -29,8 +31,8 @@ var zeroPFN = sync.OnceValue(func() uint64 {
 		return 0
 	}
 	v := binary.LittleEndian.Uint64(e[:])
-	if v&pmePresent == 0 {
+	if v&linux.PmPresent == 0 {
 		return 0
 	}
-	return v & pmePFNMask
+	return v & linux.PmPFNMask
 })

@@ -8,6 +8,8 @@ import (
 	x86 "github.com/checkpoint-restore/go-criu/v8/crit/images/core-x86"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 func cpuid(leaf, sub uint32) (a, b, c, d uint32)
@@ -94,7 +96,7 @@ func FromImage(ti *x86.ThreadInfoX86, tmpl []byte) (unix.PtraceRegs, []byte, err
 		return unix.PtraceRegs{}, nil, fmt.Errorf("thread_info without gpregs or fpregs")
 	}
 	if m := ti.GetGpregs().GetMode(); m != x86.UserX86RegsMode_NATIVE {
-		return unix.PtraceRegs{}, nil, fmt.Errorf("32-bit (compat) tasks are not supported")
+		return unix.PtraceRegs{}, nil, fmt.Errorf("32-bit (compat) tasks are %w", linux.ErrNotSupported)
 	}
 	r := gpFromImage(ti.GetGpregs())
 	buf := make([]byte, len(tmpl))

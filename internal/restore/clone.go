@@ -29,7 +29,9 @@ func cloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*pt
 // the task is to have, innermost first (clone3's set_tid): a task of a
 // nested pid namespace keeps its pid in each.
 func cloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) (*ptrace.Task, error) {
-	const cloneArgsSize = 88 // struct clone_args up to set_tid_size
+	// struct clone_args (include/uapi/linux/sched.h) up to cgroup; the
+	// set_tid array follows it.
+	const cloneArgsSize = unix.CLONE_ARGS_SIZE_VER2
 	pid := pids[0]
 	args := make([]byte, cloneArgsSize+8*len(pids))
 	le := binary.LittleEndian

@@ -380,8 +380,8 @@ func (r *restorer) rollback() {
 		left := tids[:0]
 		for _, tid := range tids {
 			var ws unix.WaitStatus
-			_, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-			if err == unix.ECHILD {
+			_, err := linux.Wait4(tid, &ws, unix.WALL|unix.WNOHANG)
+			if errors.Is(err, unix.ECHILD) {
 				if _, serr := os.Stat(fmt.Sprintf("/proc/%d", tid)); serr != nil {
 					continue // gone
 				}
