@@ -6,6 +6,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/ns"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -35,5 +36,5 @@ func (r *restorer) loadNamespaces() error {
 // namespace level and the namespaces it starts.
 func (r *restorer) cloneProcess(t *ptrace.Task, s *ptrace.Scratch, img *taskImages) (*ptrace.Task, error) {
 	pids, flags := r.ns.Clone(img.pid())
-	return cloneWithPids(t, s, pids, flags)
+	return pstree.CloneWithPids(t, s, pids, flags)
 }

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/tty"
 )
@@ -44,8 +45,8 @@ func (tr *taskRestorer) create() error {
 		}
 		t, err := tr.r.cloneProcess(tr.t, tr.s, c)
 		if err != nil {
-			if errors.Is(err, ErrPidInUse) {
-				return pidInUse(c.pid())
+			if errors.Is(err, pstree.ErrPidInUse) {
+				return pstree.PidInUse(c.pid())
 			}
 			return err
 		}
@@ -140,7 +141,7 @@ func (tr *taskRestorer) createThreads() error {
 		return nil
 	}
 	for i, tid := range tr.img.pstree.GetThreads()[1:] {
-		t, err := cloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.pid(), i+1, int(tid)), threadFlags)
+		t, err := pstree.CloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.pid(), i+1, int(tid)), pstree.ThreadFlags)
 		if err != nil {
 			return err
 		}
