@@ -158,8 +158,8 @@ func (tr *taskRestorer) restoreFiles() error {
 	}
 	fds := tr.img.fds
 	for _, step := range []func() error{
-		tr.restoreFS,
-		tr.restoreFds,
+		func() error { return tr.r.files.RestoreFS(tr, tr.img.fs) },
+		func() error { return tr.r.files.RestoreFds(tr, fds) },
 		func() error { return tr.r.files.RestoreOwners(tr, fds) },
 		func() error { return tr.r.files.RestoreLocks(tr, fds) },
 		tr.closeChannel,

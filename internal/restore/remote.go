@@ -6,6 +6,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
 	"github.com/stasis-cr/stasis/internal/tty"
+	"golang.org/x/sys/unix"
 )
 
 // taskRestorer is the remote.Task the resources' task-side steps get.
@@ -23,7 +24,7 @@ func (tr *taskRestorer) Put(off uint64, b []byte) (uint64, error) { return tr.s.
 func (tr *taskRestorer) Get(off uint64, n int) ([]byte, error) { return tr.s.Get(off, n) }
 
 func (tr *taskRestorer) PassFile(f *os.File) (int, error) {
-	fd, err := tr.passFile(f)
+	fd, err := tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(f.Fd()), 0)
 	return int(fd), err
 }
 
