@@ -3,8 +3,6 @@ package restore
 import (
 	"errors"
 	"fmt"
-	"io"
-	"path/filepath"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -101,7 +99,7 @@ func readImages(path string) (*imageSet, error) {
 	if err := checksum.Verify(path); err != nil {
 		return nil, err
 	}
-	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}, shmem: mem.NewShmemObjects(dir)}
+	s := &imageSet{dir: dir, shmem: mem.NewShmemObjects(dir)}
 	s.inv = &inventory.InventoryEntry{}
 	if err := dir.ReadOne("inventory.img", s.inv); err != nil {
 		return nil, err
@@ -119,23 +117,8 @@ func readImages(path string) (*imageSet, error) {
 	if len(trees) == 0 {
 		return nil, bad("pstree.img", "no task")
 	}
-	if err := s.readFiles(); err != nil {
+	if s.files, s.memfds, err = files.ReadImages(dir); err != nil {
 		return nil, err
-	}
-	s.memfds = map[uint32]*memfd.MemfdInodeEntry{}
-	if dir.Has("memfd.img") {
-		inodes, err := images.ReadAll(dir, "memfd.img", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} })
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range inodes {
-			s.memfds[uint32(m.GetInodeId())] = m
-		}
-	}
-	for _, f := range s.files {
-		if f.GetType() == fdinfo.FdTypes_MEMFD && s.memfds[f.GetMemfd().GetInodeId()] == nil {
-			return nil, bad("files.img", "memfd file id %d refers to inode %d, not in memfd.img", f.GetId(), f.GetMemfd().GetInodeId())
-		}
 	}
 	if dir.Has("seccomp.img") {
 		se := &seccomp.SeccompEntry{}
@@ -187,32 +170,6 @@ func (s *imageSet) checkUnprivileged() error {
 		}
 	}
 	return nil
-}
-
-// readFiles reads files.img and checks every path it names
-// (files.CheckPaths) before anything is opened or created, naming the
-// entry's offset if one is refused.
-func (s *imageSet) readFiles() error {
-	r, err := s.dir.NewReader("files.img")
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for i := 0; ; i++ {
-		off := r.Offset()
-		f := &fdinfo.FileEntry{}
-		err := r.Next(f)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := files.CheckPaths(f); err != nil {
-			return &images.Error{File: filepath.Join(s.dir.Path, "files.img"), Offset: off, Err: fmt.Errorf("entry %d: %w", i, err)}
-		}
-		s.files[f.GetId()] = f
-	}
 }
 
 func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
@@ -272,33 +229,9 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	if ti.mem, err = mem.ReadImage(d, pid, s.hasFile, s.shmem); err != nil {
 		return nil, err
 	}
-	ti.fs = &fs.FsEntry{}
-	if err := d.ReadOne(name("fs"), ti.fs); err != nil {
+	if ti.fs, ti.fds, err = files.ReadTask(d, int(pid), ti.ids.GetFilesId(), s.files); err != nil {
 		return nil, err
 	}
-	for _, id := range []uint32{ti.fs.GetCwdId(), ti.fs.GetRootId()} {
-		if s.files[id] == nil {
-			return nil, bad(name("fs"), "file id %d is not in files.img", id)
-		}
-	}
-	fdName := fmt.Sprintf("fdinfo-%d.img", ti.ids.GetFilesId())
-	var fds []*fdinfo.FdinfoEntry
-	// criu writes no fdinfo image for a task without fds.
-	if d.Has(fdName) {
-		var err error
-		if fds, err = images.ReadAll(d, fdName, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
-			return nil, err
-		}
-	}
-	for _, fd := range fds {
-		if s.files[fd.GetId()] == nil {
-			return nil, bad(fdName, "fd %d refers to file id %d, not in files.img", fd.GetFd(), fd.GetId())
-		}
-		if fd.GetFd() > 1<<20 {
-			return nil, bad(fdName, "fd number %d", fd.GetFd())
-		}
-	}
-	ti.fds = fds
 	return ti, nil
 }
 
