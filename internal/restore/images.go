@@ -9,7 +9,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	pstreepb "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
@@ -18,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/pstree"
 )
 
 // ErrBadImage is wrapped by errors about images that are inconsistent
@@ -28,43 +29,15 @@ var ErrBadImage = images.ErrInconsistent
 var ErrIncomplete = errors.New("not a complete dump")
 
 // taskImages is everything the images say about one process, and its
-// place in the tree as restore builds it.
+// place in the tree as restore builds it (a helper has only the latter).
 type taskImages struct {
-	pstree  *pstree.PstreeEntry
+	*pstree.Proc
 	core    *criucore.CoreEntry   // the leader's, with task_core
 	threads []*criucore.CoreEntry // every thread's but the leader's, in pstree order
 	ids     *criucore.TaskKobjIdsEntry
 	mem     *mem.Image // the address space: mm and pagemap
 	fs      *fs.FsEntry
 	fds     []*fdinfo.FdinfoEntry
-
-	// The tree as restore creates it. It is the dumped tree, except that
-	// a session or group whose leader had exited gets a helper task with
-	// the leader's pid, which creates the members and then exits.
-	parent   *taskImages
-	children []*taskImages
-	zombie   bool
-	helper   bool
-}
-
-func (ti *taskImages) pid() int  { return int(ti.pstree.GetPid()) }
-func (ti *taskImages) sid() int  { return int(ti.pstree.GetSid()) }
-func (ti *taskImages) pgid() int { return int(ti.pstree.GetPgid()) }
-
-// live reports whether the process runs after the restore.
-func (ti *taskImages) live() bool { return !ti.zombie && !ti.helper }
-
-// walk calls f for ti and its descendants, parents first.
-func (ti *taskImages) walk(f func(*taskImages) error) error {
-	if err := f(ti); err != nil {
-		return err
-	}
-	for _, c := range ti.children {
-		if err := c.walk(f); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 type imageSet struct {
@@ -73,6 +46,7 @@ type imageSet struct {
 	files   map[uint32]*fdinfo.FileEntry
 	root    *taskImages
 	all     []*taskImages // pstree order, parents first; helpers not included
+	byProc  map[*pstree.Proc]*taskImages
 	seccomp []*seccomp.SeccompFilter
 	memfds  map[uint32]*memfd.MemfdInodeEntry // by inode_id
 	shmem   *mem.ShmemObjects                 // shared anonymous memory, created in stasis
@@ -99,7 +73,7 @@ func readImages(path string) (*imageSet, error) {
 	if err := checksum.Verify(path); err != nil {
 		return nil, err
 	}
-	s := &imageSet{dir: dir, shmem: mem.NewShmemObjects(dir)}
+	s := &imageSet{dir: dir, shmem: mem.NewShmemObjects(dir), byProc: map[*pstree.Proc]*taskImages{}}
 	s.inv = &inventory.InventoryEntry{}
 	if err := dir.ReadOne("inventory.img", s.inv); err != nil {
 		return nil, err
@@ -110,7 +84,7 @@ func readImages(path string) (*imageSet, error) {
 	if !s.inv.GetFdinfoPerId() {
 		return nil, bad("inventory.img", "images without fdinfo_per_id are too old")
 	}
-	trees, err := images.ReadAll(dir, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	trees, err := images.ReadAll(dir, "pstree.img", func() *pstreepb.PstreeEntry { return &pstreepb.PstreeEntry{} })
 	if err != nil {
 		return nil, err
 	}
@@ -133,24 +107,24 @@ func readImages(path string) (*imageSet, error) {
 		if err != nil {
 			return nil, err
 		}
-		if byPid[ti.pid()] != nil {
-			return nil, bad("pstree.img", "pid %d listed twice", ti.pid())
+		if byPid[ti.Pid()] != nil {
+			return nil, bad("pstree.img", "pid %d listed twice", ti.Pid())
 		}
-		byPid[ti.pid()] = ti
+		byPid[ti.Pid()] = ti
 		s.all = append(s.all, ti)
+		s.byProc[ti.Proc] = ti
 		if i == 0 {
 			s.root = ti
 			continue
 		}
 		parent := byPid[int(pe.GetPpid())]
 		if parent == nil {
-			return nil, bad("pstree.img", "pid %d: parent %d is not listed before it", ti.pid(), pe.GetPpid())
+			return nil, bad("pstree.img", "pid %d: parent %d is not listed before it", ti.Pid(), pe.GetPpid())
 		}
-		if parent.zombie {
-			return nil, bad("pstree.img", "pid %d: parent %d is a zombie", ti.pid(), pe.GetPpid())
+		if parent.Zombie {
+			return nil, bad("pstree.img", "pid %d: parent %d is a zombie", ti.Pid(), pe.GetPpid())
 		}
-		ti.parent = parent
-		parent.children = append(parent.children, ti)
+		parent.AddChild(ti.Proc)
 	}
 	return s, nil
 }
@@ -165,19 +139,19 @@ func (s *imageSet) checkUnprivileged() error {
 		for _, c := range append([]*criucore.CoreEntry{ti.core}, ti.threads...) {
 			if m := c.GetThreadCore().GetSeccompMode(); m != 0 {
 				return fmt.Errorf("restore pid %d: it is under seccomp (mode %d): restoring it needs CAP_SYS_ADMIN (PTRACE_O_SUSPEND_SECCOMP), which --unprivileged has not: %w",
-					ti.pid(), m, kerndat.ErrPrivilege)
+					ti.Pid(), m, kerndat.ErrPrivilege)
 			}
 		}
 	}
 	return nil
 }
 
-func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
+func (s *imageSet) readTask(pe *pstreepb.PstreeEntry) (*taskImages, error) {
 	pid := pe.GetPid()
 	if pid == 0 {
 		return nil, bad("pstree.img", "pid 0")
 	}
-	ti := &taskImages{pstree: pe}
+	ti := &taskImages{Proc: &pstree.Proc{Entry: pe}}
 	d := s.dir
 	name := func(kind string) string { return fmt.Sprintf("%s-%d.img", kind, pid) }
 	ti.core = &criucore.CoreEntry{}
@@ -189,7 +163,7 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	}
 	switch ti.core.GetTc().GetTaskState() {
 	case core.TaskDead, core.TaskZombie:
-		ti.zombie = true
+		ti.Zombie = true
 		return ti, nil
 	case core.TaskAlive, core.TaskStopped:
 	default:
@@ -234,6 +208,25 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	}
 	return ti, nil
 }
+
+// of returns the images of process p of the tree.
+func (s *imageSet) of(p *pstree.Proc) *taskImages { return s.byProc[p] }
+
+// addHelpers adds the tree's helper tasks (pstree.AddHelpers).
+func (s *imageSet) addHelpers(shellJob bool) error {
+	procs := make([]*pstree.Proc, 0, len(s.all))
+	for _, ti := range s.all {
+		procs = append(procs, ti.Proc)
+	}
+	helpers, err := pstree.AddHelpers(procs, shellJob)
+	for _, h := range helpers {
+		s.byProc[h] = &taskImages{Proc: h}
+	}
+	return err
+}
+
+// allPids lists every pid and tid the restore will create.
+func (s *imageSet) allPids() []int { return pstree.AllPids(s.root.Proc) }
 
 // maxFd is the highest fd number of any task of the image.
 func (s *imageSet) maxFd() int {

@@ -21,12 +21,12 @@ func (tr *taskRestorer) create() error {
 		return err
 	}
 	img := tr.img
-	if img.live() {
+	if img.Live() {
 		steps := []struct {
 			name string
 			fn   func() error
 		}{
-			{"memory", func() error { return tr.restoreMemory(memoryParent(img)) }},
+			{"memory", func() error { return tr.restoreMemory(tr.r.memoryParent(img)) }},
 			{"mm", tr.restoreMM},
 			{"subreaper", tr.earlySubreaper},
 		}
@@ -39,14 +39,15 @@ func (tr *taskRestorer) create() error {
 	if err := tr.leadSessionOrGroup(); err != nil {
 		return fmt.Errorf("restore pid %d: session: %w", tr.t.Tid, err)
 	}
-	for _, c := range img.children {
-		if err := tr.r.stop("create tree", c.pid()); err != nil {
+	for _, cp := range img.Children {
+		c := tr.r.imgs.of(cp)
+		if err := tr.r.stop("create tree", c.Pid()); err != nil {
 			return err
 		}
 		t, err := tr.r.cloneProcess(tr.t, tr.s, c)
 		if err != nil {
 			if errors.Is(err, pstree.ErrPidInUse) {
-				return pstree.PidInUse(c.pid())
+				return pstree.PidInUse(c.Pid())
 			}
 			return err
 		}
@@ -56,8 +57,8 @@ func (tr *taskRestorer) create() error {
 	}
 	// Once all are made: then its children are born in a child's pid
 	// namespace again, if they were (`unshare --pid --fork`).
-	for _, c := range img.children {
-		if err := tr.r.ns.ChildCreated(tr, img.pid(), c.pid()); err != nil {
+	for _, c := range img.Children {
+		if err := tr.r.ns.ChildCreated(tr, img.Pid(), c.Pid()); err != nil {
 			return err
 		}
 	}
@@ -67,12 +68,15 @@ func (tr *taskRestorer) create() error {
 // memoryParent returns the image whose address space a new task starts
 // with: its parent's, or for a task created under a helper, that of the
 // helper's nearest live ancestor (helpers change nothing in memory).
-func memoryParent(img *taskImages) *taskImages {
-	p := img.parent
-	for p != nil && p.helper {
-		p = p.parent
+func (r *restorer) memoryParent(img *taskImages) *taskImages {
+	p := img.Parent
+	for p != nil && p.Helper {
+		p = p.Parent
 	}
-	return p
+	if p == nil {
+		return nil
+	}
+	return r.imgs.of(p)
 }
 
 // earlySubreaper sets child_subreaper before the rest of the task state:
@@ -89,18 +93,18 @@ func (tr *taskRestorer) earlySubreaper() error {
 // leadSessionOrGroup starts the task's own session or group: children
 // created after this inherit them.
 func (tr *taskRestorer) leadSessionOrGroup() error {
-	pid := tr.img.pid()
+	pid := tr.img.Pid()
 	joins, err := tty.JoinsOwnSession(tr.r.files, pid)
 	if err != nil {
 		return err
 	}
 	switch {
-	case tr.img.sid() == pid && !joins:
+	case tr.img.Sid() == pid && !joins:
 		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
 			return err
 		}
 		return tty.TakeCtty(tr.r.files, tr)
-	case tr.img.pgid() == pid:
+	case tr.img.Pgid() == pid:
 		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
 		return err
 	}
@@ -110,8 +114,8 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 // joinGroup moves the task into its image's process group, which exists
 // by now: its leader (or helper) was created during createTree.
 func (tr *taskRestorer) joinGroup() error {
-	pid, pgid := tr.img.pid(), tr.img.pgid()
-	if pgid == pid || tr.img.sid() == pid {
+	pid, pgid := tr.img.Pid(), tr.img.Pgid()
+	if pgid == pid || tr.img.Sid() == pid {
 		return nil
 	}
 	// In a nested pid namespace, the group as the task sees it; one it
@@ -137,11 +141,11 @@ func (tr *taskRestorer) joinGroup() error {
 
 // createThreads creates the other threads of the process with their tids.
 func (tr *taskRestorer) createThreads() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
-	for i, tid := range tr.img.pstree.GetThreads()[1:] {
-		t, err := pstree.CloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.pid(), i+1, int(tid)), pstree.ThreadFlags)
+	for i, tid := range tr.img.Entry.GetThreads()[1:] {
+		t, err := pstree.CloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.Pid(), i+1, int(tid)), pstree.ThreadFlags)
 		if err != nil {
 			return err
 		}
@@ -153,7 +157,7 @@ func (tr *taskRestorer) createThreads() error {
 
 // restoreFiles gives the process its root, cwd, umask and fds.
 func (tr *taskRestorer) restoreFiles() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	fds := tr.img.fds
@@ -175,7 +179,7 @@ func (tr *taskRestorer) restoreFiles() error {
 // will collect, and helpers, which their parent reaps right away.
 func (tr *taskRestorer) exitIfDead() error {
 	switch {
-	case tr.img.zombie:
+	case tr.img.Zombie:
 		// A zombie keeps only its name, pid, ids and exit status.
 		name := make([]byte, 16)
 		copy(name[:15], tr.img.core.GetTc().GetComm())
@@ -187,12 +191,12 @@ func (tr *taskRestorer) exitIfDead() error {
 			return err
 		}
 		return tr.die(tr.img.core.GetTc().GetExitCode())
-	case tr.img.helper:
+	case tr.img.Helper:
 		if err := tr.die(0); err != nil {
 			return err
 		}
-		parent := tr.r.proc(tr.img.parent)
-		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.img.pid()), 0, unix.WALL, 0); err != nil {
+		parent := tr.r.proc(tr.img.Parent)
+		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.img.Pid()), 0, unix.WALL, 0); err != nil {
 			return err
 		}
 		return parent.dropSIGCHLD()
@@ -233,7 +237,7 @@ func (tr *taskRestorer) dropSIGCHLD() error {
 
 // restoreState sets the process-wide and per-thread state.
 func (tr *taskRestorer) restoreState() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	_, cores := tr.allThreads()
@@ -257,7 +261,7 @@ func (tr *taskRestorer) restoreState() error {
 // injected calls but the final munmap. Every restored task is traced with
 // PTRACE_O_SUSPEND_SECCOMP, so the filters do not see those calls.
 func (tr *taskRestorer) restoreCreds() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	ts, cores := tr.allThreads()
@@ -283,7 +287,7 @@ func (tr *taskRestorer) restoreCreds() error {
 // registers are replaced by the image's. The other threads are stopped
 // elsewhere and just get theirs.
 func (tr *taskRestorer) resume() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	ts, cores := tr.allThreads()
@@ -340,9 +344,9 @@ func threadMask(ce *criucore.CoreEntry) uint64 {
 }
 
 // proc returns the restorer of a process image.
-func (r *restorer) proc(img *taskImages) *taskRestorer {
+func (r *restorer) proc(p *pstree.Proc) *taskRestorer {
 	for _, tr := range r.procs {
-		if tr.img == img {
+		if tr.img.Proc == p {
 			return tr
 		}
 	}

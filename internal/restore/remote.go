@@ -12,7 +12,7 @@ import (
 // taskRestorer is the remote.Task the resources' task-side steps get.
 var _ remote.Task = (*taskRestorer)(nil)
 
-func (tr *taskRestorer) Pid() int     { return tr.img.pid() }
+func (tr *taskRestorer) Pid() int     { return tr.img.Pid() }
 func (tr *taskRestorer) HostPid() int { return tr.t.Tid }
 
 func (tr *taskRestorer) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
@@ -53,7 +53,7 @@ func (th threadTask) Call(name string, nr uintptr, args ...uint64) (uint64, erro
 func (r *restorer) ttyProcesses() []tty.Process {
 	ps := make([]tty.Process, 0, len(r.procs))
 	for _, tr := range r.procs {
-		ps = append(ps, tty.Process{Task: tr, Sid: tr.img.sid(), Pgid: tr.img.pgid(), Zombie: tr.img.zombie, Live: tr.img.live()})
+		ps = append(ps, tty.Process{Task: tr, Sid: tr.img.Sid(), Pgid: tr.img.Pgid(), Zombie: tr.img.Zombie, Live: tr.img.Live()})
 	}
 	return ps
 }

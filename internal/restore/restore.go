@@ -172,7 +172,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
 		runID = r.imgs.inv.GetDumpCriuRunId()
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), runID, maps.Values(r.imgs.files), r.log)
+	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), r.log)
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	if r.init != nil {
 		s := &ptrace.Scratch{Pid: r.init.Tid, Addr: r.puppet0Scratch.Addr, Size: r.puppet0Scratch.Size}
-		if err := puppet.StartInit(r.init, s, r.channelFd, r.imgs.root.pid()); err != nil {
+		if err := puppet.StartInit(r.init, s, r.channelFd, r.imgs.root.Pid()); err != nil {
 			return nil, err
 		}
 		res.waitPid = r.init.Tid
@@ -272,7 +272,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 			return res, fmt.Errorf("write pidfile: %w", err)
 		}
 	}
-	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.pid())
+	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.Pid())
 	return res, nil
 }
 
@@ -332,12 +332,12 @@ func (r *restorer) createTree() error {
 	t, err := r.cloneProcess(from, scratch, root)
 	if err != nil {
 		if errors.Is(err, pstree.ErrPidInUse) {
-			return pstree.PidInUse(root.pid())
+			return pstree.PidInUse(root.Pid())
 		}
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
-	if err := r.ns.Created(root.pid(), t.Tid); err != nil {
+	if err := r.ns.Created(root.Pid(), t.Tid); err != nil {
 		return err
 	}
 	via := r.puppet.Tr.SyscallIP

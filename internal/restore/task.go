@@ -31,7 +31,7 @@ func (r *restorer) newTaskRestorer(t *ptrace.Task, img *taskImages) *taskRestore
 	tr := &taskRestorer{r: r, t: t, img: img,
 		s: &ptrace.Scratch{Pid: t.Tid, Addr: r.scratchBase + mem.PageSize, Size: scratchSize - mem.PageSize}}
 	r.procs = append(r.procs, tr)
-	r.files.HostPids[img.pid()] = t.Tid
+	r.files.HostPids[img.Pid()] = t.Tid
 	return tr
 }
 
@@ -97,7 +97,7 @@ func (tr *taskRestorer) closeChannel() error {
 // cloned with.
 func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 	var from *mem.Image
-	if parent != nil && parent.live() {
+	if parent != nil && parent.Live() {
 		from = parent.mem
 	} else if err := tr.closePuppetFds(); err != nil {
 		return err
