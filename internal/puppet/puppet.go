@@ -9,6 +9,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // PuppetArg is the argument the puppet is exec'ed with. The puppet never
@@ -122,4 +123,22 @@ func (p *Puppet) Kill() {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 	}
+}
+
+// CloseInherited closes the fds the root task t inherited from the
+// puppet but the channel (at fd number channelFd).
+func CloseInherited(t remote.Task, channelFd int) error {
+	ch := uint64(channelFd)
+	if _, err := t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ch-1, 0); err != nil {
+		return err
+	}
+	_, err := t.Call("close_range", unix.SYS_CLOSE_RANGE, ch+1, ^uint64(0)>>32, 0)
+	return err
+}
+
+// CloseChannel closes task t's pidfd of stasis (at fd number channelFd)
+// once it has all its files (see OpenChannel).
+func CloseChannel(t remote.Task, channelFd int) error {
+	_, err := t.Call("close channel", unix.SYS_CLOSE, uint64(channelFd))
+	return err
 }

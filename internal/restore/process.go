@@ -10,6 +10,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/tty"
 )
 
@@ -166,7 +167,7 @@ func (tr *taskRestorer) restoreFiles() error {
 		func() error { return tr.r.files.RestoreFds(tr, fds) },
 		func() error { return tr.r.files.RestoreOwners(tr, fds) },
 		func() error { return tr.r.files.RestoreLocks(tr, fds) },
-		tr.closeChannel,
+		func() error { return puppet.CloseChannel(tr, tr.r.channelFd) },
 	} {
 		if err := step(); err != nil {
 			return err
@@ -180,59 +181,13 @@ func (tr *taskRestorer) restoreFiles() error {
 func (tr *taskRestorer) exitIfDead() error {
 	switch {
 	case tr.img.Zombie:
-		// A zombie keeps only its name, pid, ids and exit status.
-		name := make([]byte, 16)
-		copy(name[:15], tr.img.core.GetTc().GetComm())
-		a, err := tr.s.Put(0, name)
-		if err != nil {
-			return err
-		}
-		if _, err := tr.t.Call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
-			return err
-		}
-		return tr.die(tr.img.core.GetTc().GetExitCode())
+		tc := tr.img.core.GetTc()
+		return pstree.EndZombie(tr.t, tr.s, tc.GetComm(), tc.GetExitCode())
 	case tr.img.Helper:
-		if err := tr.die(0); err != nil {
-			return err
-		}
 		parent := tr.r.proc(tr.img.Parent)
-		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.img.Pid()), 0, unix.WALL, 0); err != nil {
-			return err
-		}
-		return parent.dropSIGCHLD()
+		return pstree.EndHelper(tr.t, tr.img.Pid(), parent.t, parent.s)
 	}
 	return nil
-}
-
-// die makes the task exit with the given wait status: exit code in bits
-// 8-15, or a signal in bits 0-6.
-func (tr *taskRestorer) die(status uint32) error {
-	pid := tr.t.Tid
-	if sig := unix.Signal(status & 0x7f); sig != 0 {
-		if err := ptrace.SetSigmask(pid, 0); err != nil {
-			return err
-		}
-		if err := unix.Kill(pid, sig); err != nil {
-			return err
-		}
-		return ptrace.ContUntilExit(pid, sig)
-	}
-	return ptrace.InjectExit(tr.t, uint64(status>>8&0xff))
-}
-
-// dropSIGCHLD consumes the SIGCHLDs that restore's own helpers caused.
-func (tr *taskRestorer) dropSIGCHLD() error {
-	set := []byte{0, 0, 0, 0, 0, 0, 0, 0}
-	set[(unix.SIGCHLD-1)/8] = 1 << ((unix.SIGCHLD - 1) % 8)
-	a, err := tr.s.Put(0, append(set, make([]byte, 16)...)) // sigset, then a zero timespec
-	if err != nil {
-		return err
-	}
-	for {
-		if _, err := tr.t.Syscall(unix.SYS_RT_SIGTIMEDWAIT, a, 0, a+8, 8); err != nil {
-			return nil // EAGAIN: none left
-		}
-	}
 }
 
 // restoreState sets the process-wide and per-thread state.

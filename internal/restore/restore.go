@@ -373,25 +373,7 @@ func (r *restorer) rollback() {
 			tids = append(tids, t.Tid)
 		}
 	}
-	// Reap in passes over all of them: a leader cannot be reaped before
-	// its threads are, so waiting for each in turn would spend the whole
-	// deadline on the first leader of a multithreaded process.
-	deadline := time.Now().Add(pstree.ZombieWait)
-	for len(tids) > 0 && time.Now().Before(deadline) {
-		left := tids[:0]
-		for _, tid := range tids {
-			var ws unix.WaitStatus
-			_, err := unix.Wait4(tid, &ws, unix.WALL|unix.WNOHANG, nil)
-			if err == unix.ECHILD {
-				if _, serr := os.Stat(fmt.Sprintf("/proc/%d", tid)); serr != nil {
-					continue // gone
-				}
-			}
-			left = append(left, tid)
-		}
-		tids = left
-		time.Sleep(time.Millisecond)
-	}
+	pstree.Reap(tids)
 	r.procs = nil
 	if r.puppet != nil {
 		r.puppet.Kill()

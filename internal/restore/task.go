@@ -4,11 +4,11 @@ import (
 	"fmt"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/puppet"
 )
 
 const (
@@ -74,24 +74,6 @@ func (tr *taskRestorer) mapScratch(via uint64) error {
 	return nil
 }
 
-// closePuppetFds closes the fds the root task inherited from the
-// puppet but the channel.
-func (tr *taskRestorer) closePuppetFds() error {
-	ch := uint64(tr.r.channelFd)
-	if _, err := tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ch-1, 0); err != nil {
-		return err
-	}
-	_, err := tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, ch+1, ^uint64(0)>>32, 0)
-	return err
-}
-
-// closeChannel closes the task's pidfd of stasis once it has all its
-// files (see restorer.channelFd).
-func (tr *taskRestorer) closeChannel() error {
-	_, err := tr.t.Call("close channel", unix.SYS_CLOSE, uint64(tr.r.channelFd))
-	return err
-}
-
 // restoreMemory gives the task its image's address space (mem): the
 // root from an empty one, a child from the copy of its parent's it was
 // cloned with.
@@ -99,7 +81,7 @@ func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 	var from *mem.Image
 	if parent != nil && parent.Live() {
 		from = parent.mem
-	} else if err := tr.closePuppetFds(); err != nil {
+	} else if err := puppet.CloseInherited(tr, tr.r.channelFd); err != nil {
 		return err
 	}
 	st, err := tr.r.memory().RestoreMemory(tr, tr.img.mem, from, func() error {
