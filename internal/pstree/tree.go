@@ -47,6 +47,57 @@ func (p *Proc) AddChild(c *Proc) {
 	p.Children = append(p.Children, c)
 }
 
+// ReadImage reads pstree.img: every process, parents first, the root
+// first of all.
+func ReadImage(dir *images.Dir) ([]*pstree.PstreeEntry, error) {
+	trees, err := images.ReadAll(dir, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return nil, err
+	}
+	if len(trees) == 0 {
+		return nil, inconsistent("no task")
+	}
+	return trees, nil
+}
+
+// Tree is the dumped tree as it is read, in pstree.img order: the root
+// first, every process after its parent.
+type Tree struct {
+	Root  *Proc
+	byPid map[int]*Proc
+}
+
+// Add puts p, the next process of pstree.img, under its parent.
+func (t *Tree) Add(p *Proc) error {
+	if t.byPid == nil {
+		t.byPid = map[int]*Proc{}
+	}
+	if t.byPid[p.Pid()] != nil {
+		return inconsistent("pid %d listed twice", p.Pid())
+	}
+	t.byPid[p.Pid()] = p
+	if t.Root == nil {
+		t.Root = p
+		return nil
+	}
+	ppid := p.Entry.GetPpid()
+	parent := t.byPid[int(ppid)]
+	if parent == nil {
+		return inconsistent("pid %d: parent %d is not listed before it", p.Pid(), ppid)
+	}
+	if parent.Zombie {
+		return inconsistent("pid %d: parent %d is a zombie", p.Pid(), ppid)
+	}
+	parent.AddChild(p)
+	return nil
+}
+
+// inconsistent is the error about a pstree.img that decodes but
+// contradicts itself or the other images.
+func inconsistent(format string, args ...any) error {
+	return fmt.Errorf("image pstree.img: %w: %s", images.ErrInconsistent, fmt.Sprintf(format, args...))
+}
+
 // AddHelpers prepares the tree for sessions and process groups whose
 // leader is gone. A process joins a session only by being born in it, and
 // a group only if the group exists, so restore recreates such a leader as

@@ -84,12 +84,9 @@ func readImages(path string) (*imageSet, error) {
 	if !s.inv.GetFdinfoPerId() {
 		return nil, bad("inventory.img", "images without fdinfo_per_id are too old")
 	}
-	trees, err := images.ReadAll(dir, "pstree.img", func() *pstreepb.PstreeEntry { return &pstreepb.PstreeEntry{} })
+	trees, err := pstree.ReadImage(dir)
 	if err != nil {
 		return nil, err
-	}
-	if len(trees) == 0 {
-		return nil, bad("pstree.img", "no task")
 	}
 	if s.files, s.memfds, err = files.ReadImages(dir); err != nil {
 		return nil, err
@@ -101,31 +98,19 @@ func readImages(path string) (*imageSet, error) {
 		}
 		s.seccomp = se.GetSeccompFilters()
 	}
-	byPid := map[int]*taskImages{}
-	for i, pe := range trees {
+	var tree pstree.Tree
+	for _, pe := range trees {
 		ti, err := s.readTask(pe)
 		if err != nil {
 			return nil, err
 		}
-		if byPid[ti.Pid()] != nil {
-			return nil, bad("pstree.img", "pid %d listed twice", ti.Pid())
+		if err := tree.Add(ti.Proc); err != nil {
+			return nil, err
 		}
-		byPid[ti.Pid()] = ti
 		s.all = append(s.all, ti)
 		s.byProc[ti.Proc] = ti
-		if i == 0 {
-			s.root = ti
-			continue
-		}
-		parent := byPid[int(pe.GetPpid())]
-		if parent == nil {
-			return nil, bad("pstree.img", "pid %d: parent %d is not listed before it", ti.Pid(), pe.GetPpid())
-		}
-		if parent.Zombie {
-			return nil, bad("pstree.img", "pid %d: parent %d is a zombie", ti.Pid(), pe.GetPpid())
-		}
-		parent.AddChild(ti.Proc)
 	}
+	s.root = s.all[0]
 	return s, nil
 }
 
