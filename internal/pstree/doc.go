@@ -1,7 +1,13 @@
-// Package pstree is the process tree as a resource (criu's pstree.c):
-// creating a task with exactly its pids (clone.go: clone3 with set_tid,
-// one pid per pid namespace level, traced from birth), checking before a
-// restore that every pid of the images is free on this host and naming
-// who holds one that is not (pids.go), and killing a task the restore
-// created.
+// Package pstree is the process tree as a resource (criu's pstree.c).
+//
+//   - tree.go: the tree of a restore (Proc, Tree) read from pstree.img,
+//     with a helper task for each session or group whose leader is gone
+//     (AddHelpers), and the pids and tids it will create (AllPids);
+//   - clone.go: creating a task with exactly its pids (clone3 with
+//     set_tid, one pid per pid namespace level), traced from birth;
+//   - pids.go: checking before a restore that every pid of the images is
+//     free on this host and naming who holds one that is not;
+//   - exit.go: ending zombies (with their exit status) and helpers once
+//     the tree is built, and killing and reaping what a failed restore
+//     created.
 package pstree

@@ -6,7 +6,8 @@
 // own, only the system calls injected into it, and its children (the
 // restored tasks, cloned by package pstree) are traced from birth and die
 // with stasis. OpenChannel gives it the pidfd of stasis through which
-// every task later takes its files.
+// every task later takes its files; CloseInherited and CloseChannel close
+// in a task what it inherited from the puppet.
 //
 // The init (init.go) is pid 1 of a restored pid namespace: StartInit
 // execs stasis with InitArg in the namespace's first task, and RunInit is
