@@ -132,15 +132,15 @@ func (d *dumper) writeProcess(p *process) error {
 			},
 		})
 	}
-	cores := make([]image, len(p.threads))
+	cores := make([]images.Single, len(p.threads))
 	for i, th := range p.threads {
 		c := th.core
 		if th.tid == p.pid {
 			c.Tc = p.tc
 		}
-		cores[i] = image{fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), c}
+		cores[i] = images.Single{Name: fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), Msg: c}
 	}
-	if err := d.writeParallel(cores); err != nil {
+	if err := d.dir.WriteParallel(cores); err != nil {
 		return err
 	}
 	fds := make([]proto.Message, len(p.fds))
@@ -231,40 +231,4 @@ func (d *dumper) writeStats() error {
 	}
 	d.workDir = wd
 	return wd.Write("stats-dump", e)
-}
-
-type image struct {
-	name string
-	msg  proto.Message
-}
-
-// writeParallel writes many single-entry images (a core image per
-// thread: ten thousand for a big process) on a few goroutines: each is a
-// create, a write and a rename, bound by file system latency.
-func (d *dumper) writeParallel(imgs []image) error {
-	const workers = 4
-	jobs := make(chan image)
-	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		go func() {
-			var first error
-			for im := range jobs {
-				if first == nil {
-					first = d.dir.Write(im.name, im.msg)
-				}
-			}
-			errs <- first
-		}()
-	}
-	for _, im := range imgs {
-		jobs <- im
-	}
-	close(jobs)
-	var first error
-	for w := 0; w < workers; w++ {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
