@@ -457,21 +457,8 @@ func (d *dumper) dumpFiles(p *process) error {
 	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
 		return err
 	}
-	// Through the magic link: a cwd in a removed directory (a shell in a
-	// deleted build directory) is a ghost directory, as in criu.
-	if p.cwdID, err = d.files.AddLink(fmt.Sprintf("/proc/%d/cwd", p.pid), unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		if err := d.files.Refuse(fmt.Errorf("cwd of pid %d: %w", p.pid, err)); err != nil {
-			return err
-		}
-	}
-	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", p.pid))
-	if err != nil {
-		return fmt.Errorf("root of pid %d: %w", p.pid, err)
-	}
-	if p.rootID, err = d.files.AddPath(root, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		return fmt.Errorf("root of pid %d: %w", p.pid, err)
-	}
-	return nil
+	p.cwdID, p.rootID, err = d.files.DumpFS(p.pid)
+	return err
 }
 
 // dumpMM records the mm entry of p: its VMAs with the files they map,
