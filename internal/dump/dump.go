@@ -23,6 +23,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
 	_ "github.com/stasis-cr/stasis/internal/tty"     // registers the terminal kind with files
@@ -529,28 +530,16 @@ func (d *dumper) finish() error {
 	if err := d.files.BeforeKill(); err != nil {
 		return fmt.Errorf("before killing the dumped tree: %w", err)
 	}
-	// Kill leaves first would let parents see SIGCHLD; killing the root
-	// first is what criu does and what a user expects: the tree is gone.
-	for _, p := range d.all {
-		if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("kill dumped pid %d: %w", p.pid, err)
+	pids := make([]int, len(d.all))
+	tids := make([][]int, len(d.all))
+	for k, p := range d.all {
+		pids[k] = p.pid
+		for _, th := range p.threads {
+			tids[k] = append(tids[k], th.tid)
 		}
 	}
-	// The tracer sees each death first; parents reap after. A leader's
-	// exit is reported only once its other threads are gone: them first.
-	// Children before parents: a pid namespace's init ends only once it
-	// has reaped its children, which it can only after the tracer.
-	for k := len(d.all) - 1; k >= 0; k-- {
-		p := d.all[k]
-		for i := len(p.threads) - 1; i >= 0; i-- {
-			th := p.threads[i]
-			for {
-				if _, err := ptrace.Wait(th.tid); err != nil {
-					break
-				}
-				_ = ptrace.Cont(th.tid, 0)
-			}
-		}
+	if err := pstree.KillSeized(pids, tids); err != nil {
+		return err
 	}
 	if err := d.files.Finish(true); err != nil {
 		d.log.Warn("releasing the dumped sockets", "err", err)

@@ -9,7 +9,6 @@ import (
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 	"golang.org/x/sys/unix"
@@ -20,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/pstree"
 )
 
 // ImgVersion is CRTOOLS_IMAGES_V1_1, the only version criu 4.x accepts.
@@ -96,18 +96,11 @@ func (d *dumper) writePstree() error {
 		if p.parent != nil {
 			ppid = p.parent.pid
 		}
-		e := &pstree.PstreeEntry{
-			Pid:  proto.Uint32(uint32(p.pid)),
-			Ppid: proto.Uint32(uint32(ppid)),
-			Pgid: proto.Uint32(uint32(p.stat.Pgrp)),
-			Sid:  proto.Uint32(uint32(p.stat.Session)),
-		}
-		if p.zombie {
-			e.Threads = []uint32{uint32(p.pid)}
-		}
+		tids := make([]int, 0, len(p.threads))
 		for _, th := range p.threads {
-			e.Threads = append(e.Threads, uint32(th.tid))
+			tids = append(tids, th.tid)
 		}
+		e := pstree.Entry(p.pid, ppid, p.stat.Pgrp, p.stat.Session, tids, p.zombie)
 		if err := d.ns.Pstree(e); err != nil {
 			return err
 		}

@@ -7,6 +7,8 @@
 //     set_tid, one pid per pid namespace level), traced from birth;
 //   - pids.go: checking before a restore that every pid of the images is
 //     free on this host and naming who holds one that is not;
+//   - dump.go: the dump's side: a process's pstree.img entry, and killing
+//     the seized tree once it is dumped;
 //   - exit.go: ending zombies (with their exit status) and helpers once
 //     the tree is built, and killing and reaping what a failed restore
 //     created.
