@@ -26,7 +26,8 @@ import (
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
-	_ "github.com/stasis-cr/stasis/internal/tty"     // registers the terminal kind with files
+	"github.com/stasis-cr/stasis/internal/stats"
+	_ "github.com/stasis-cr/stasis/internal/tty" // registers the terminal kind with files
 )
 
 // Options selects what is dumped and what happens to the tree after.
@@ -81,15 +82,10 @@ type dumper struct {
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
 	workDir *images.Dir              // where stats-dump went, if not dir
-	stats   statsTimes
+	stats   stats.Dump
 
 	preflight bool   // only check: see Preflight
 	report    Report // what a preflight found
-}
-
-type statsTimes struct {
-	start, frozen, memStart, memEnd, end time.Time
-	pagesScanned, pagesWritten           uint64
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -146,7 +142,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 }
 
 func (d *dumper) run() (err error) {
-	d.stats.start = time.Now()
+	d.stats.Start = time.Now()
 	// First deferred, so last run: once the tree is resumed or killed.
 	defer func() {
 		if lerr := d.lock.Release(); lerr != nil {
@@ -189,7 +185,7 @@ func (d *dumper) run() (err error) {
 	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
 		return err
 	}
-	d.stats.frozen = time.Now()
+	d.stats.Frozen = time.Now()
 	d.files.Tasks = map[int]bool{}
 	for _, p := range d.all {
 		d.files.Tasks[p.pid] = true
@@ -250,7 +246,7 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	if d.preflight {
-		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.frozen))
+		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.Frozen))
 		return d.resume()
 	}
 	if err := d.stop("images", 0); err != nil {
@@ -480,8 +476,8 @@ func (d *dumper) unmapScratch(p *process) error {
 
 // dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
-	if d.stats.memStart.IsZero() {
-		d.stats.memStart = time.Now()
+	if d.stats.MemStart.IsZero() {
+		d.stats.MemStart = time.Now()
 	}
 	p.pagesID = d.ids.next("pages")
 	st, sum, err := mem.WritePages(d.dir, p.pid, d.ns.ImagePid(p.pid), p.pagesID, p.areas, func() error {
@@ -494,9 +490,9 @@ func (d *dumper) dumpPages(p *process) error {
 	if err != nil {
 		return err
 	}
-	d.stats.memEnd = time.Now()
-	d.stats.pagesScanned += st.PagesScanned
-	d.stats.pagesWritten += st.PagesWritten
+	d.stats.MemEnd = time.Now()
+	d.stats.PagesScanned += st.PagesScanned
+	d.stats.PagesWritten += st.PagesWritten
 	return nil
 }
 

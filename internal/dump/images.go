@@ -3,13 +3,13 @@ package dump
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/stasis-cr/stasis/internal/stats"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -63,8 +63,10 @@ func (d *dumper) writeImages() error {
 			})
 		},
 		func() error {
-			d.stats.end = time.Now()
-			return d.writeStats()
+			d.stats.End = time.Now()
+			var err error
+			d.workDir, err = stats.WriteDump(d.dir, d.opts.WorkDir, d.stats)
+			return err
 		},
 		func() error { return w("inventory.img", d.inventory()) },
 		func() error {
@@ -189,39 +191,4 @@ func hostLSM() inventory.Lsmtype {
 		return inventory.Lsmtype_SELINUX
 	}
 	return inventory.Lsmtype_NO_LSM
-}
-
-// writeStats writes stats-dump into the work dir, where podman and
-// checkpointctl read it.
-func (d *dumper) writeStats() error {
-	work := d.opts.WorkDir
-	if work == "" {
-		work = d.dir.Path
-	}
-	s := d.stats
-	us := func(a, b time.Time) *uint32 { return proto.Uint32(uint32(b.Sub(a).Microseconds())) }
-	e := &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
-		FreezingTime:       us(s.start, s.frozen),
-		FrozenTime:         us(s.frozen, s.end),
-		MemdumpTime:        us(s.memStart, s.memEnd),
-		MemwriteTime:       us(s.memStart, s.memEnd),
-		PagesScanned:       proto.Uint64(s.pagesScanned),
-		PagesSkippedParent: proto.Uint64(0),
-		PagesWritten:       proto.Uint64(s.pagesWritten),
-		PagesLazy:          proto.Uint64(0),
-	}}
-	if d.dir != nil && filepath.Clean(work) == filepath.Clean(d.dir.Path) {
-		return d.dir.Write("stats-dump", e)
-	}
-	wd, err := images.Open(work)
-	if err != nil {
-		if err := os.MkdirAll(work, 0o700); err != nil {
-			return err
-		}
-		if wd, err = images.Open(filepath.Clean(work)); err != nil {
-			return err
-		}
-	}
-	d.workDir = wd
-	return wd.Write("stats-dump", e)
 }

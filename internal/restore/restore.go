@@ -10,12 +10,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/files"
-	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
@@ -26,6 +23,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/puppet"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
+	"github.com/stasis-cr/stasis/internal/stats"
 	"github.com/stasis-cr/stasis/internal/tty"
 )
 
@@ -264,7 +262,12 @@ func (r *restorer) run() (_ *Restored, err error) {
 	}
 	r.procs = nil
 	r.init = nil
-	if err := r.writeStats(); err != nil {
+	work := r.opts.WorkDir
+	if work == "" {
+		work = r.opts.ImagesDir
+	}
+	st := stats.Restore{Start: r.stats.start, Forked: r.stats.forked, Compared: r.stats.Compared, SkippedCOW: r.stats.SkippedCOW, Restored: r.stats.Restored}
+	if err := stats.WriteRestore(work, st); err != nil {
 		r.log.Warn("stats-restore not written", "err", err)
 	}
 	if r.opts.PidFile != "" {
@@ -379,25 +382,4 @@ func (r *restorer) rollback() {
 		r.puppet.Kill()
 		r.puppet = nil
 	}
-}
-
-// writeStats writes stats-restore into the work dir, as criu does (podman
-// and checkpointctl read it).
-func (r *restorer) writeStats() error {
-	work := r.opts.WorkDir
-	if work == "" {
-		work = r.opts.ImagesDir
-	}
-	d, err := images.Open(work)
-	if err != nil {
-		return err
-	}
-	st := r.stats
-	return d.Write("stats-restore", &stats.StatsEntry{Restore: &stats.RestoreStatsEntry{
-		PagesCompared:   proto.Uint64(st.Compared),
-		PagesSkippedCow: proto.Uint64(st.SkippedCOW),
-		ForkingTime:     proto.Uint32(uint32(st.forked.Sub(st.start).Microseconds())),
-		RestoreTime:     proto.Uint32(uint32(time.Since(st.start).Microseconds())),
-		PagesRestored:   proto.Uint64(st.Restored),
-	}})
 }
