@@ -68,6 +68,9 @@ func (d *dumper) writeImages() error {
 			d.workDir, err = stats.WriteDump(d.dir, d.opts.WorkDir, d.stats)
 			return err
 		},
+		// The test hook just before inventory.img, which marks a
+		// complete dump.
+		func() error { interrupt.At(d.ctx, "dump-inventory"); return nil },
 		func() error { return w("inventory.img", d.inventory()) },
 		func() error {
 			d.log.Debug("dump phase", "phase", "checksums")
@@ -75,16 +78,21 @@ func (d *dumper) writeImages() error {
 			return checksum.Write(d.dir.Path, d.sums)
 		},
 	}
-	for i, s := range steps {
-		if i == len(steps)-2 {
-			// Just before inventory.img, which marks a complete dump.
-			interrupt.At(d.ctx, "dump-inventory")
-		}
+	if err := d.runSteps(steps); err != nil {
+		return fmt.Errorf("write images to %s: %w", d.dir.Path, err)
+	}
+	return nil
+}
+
+// runSteps runs the steps of writing images in order, looking at the
+// context (an interrupt) before each.
+func (d *dumper) runSteps(steps []func() error) error {
+	for _, s := range steps {
 		if err := interrupt.Check(d.ctx, "dump phase images"); err != nil {
 			return err
 		}
 		if err := s(); err != nil {
-			return fmt.Errorf("write images to %s: %w", d.dir.Path, err)
+			return err
 		}
 	}
 	return nil
@@ -152,19 +160,7 @@ func (d *dumper) writeProcess(p *process) error {
 		},
 		func() error { return w(fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId()), fds...) },
 	}
-	for i, s := range steps {
-		if i == len(steps)-2 {
-			// Just before inventory.img, which marks a complete dump.
-			interrupt.At(d.ctx, "dump-inventory")
-		}
-		if err := interrupt.Check(d.ctx, "dump phase images"); err != nil {
-			return err
-		}
-		if err := s(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return d.runSteps(steps)
 }
 
 func (d *dumper) inventory() *inventory.InventoryEntry {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -38,6 +39,39 @@ const (
 )
 
 func ipcFile(kind string, id uint32) string { return fmt.Sprintf("ipcns-%s-%d.img", kind, id) }
+
+// readIPCImage reads ipcns-KIND-ID.img, if the dump has one: each entry, with
+// the extra data that follows it when hasExtra says so, is handed to add;
+// an error of add is one of a bad image, named with the file.
+func readIPCImage[E proto.Message](dir *images.Dir, kind string, nsID uint32, newEntry func() E, hasExtra func(E) bool, add func(e E, extra []byte) error) error {
+	name := ipcFile(kind, nsID)
+	if !dir.Has(name) {
+		return nil
+	}
+	r, err := dir.NewReader(name)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	for {
+		e := newEntry()
+		if err := r.Next(e); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+		var extra []byte
+		if hasExtra(e) {
+			if extra, err = r.ReadExtra(); err != nil {
+				return err
+			}
+		}
+		if err := add(e, extra); err != nil {
+			return fmt.Errorf("image %s: %w: %w", name, ErrBadImage, err)
+		}
+	}
+}
 
 // desc decodes the struct ipc64_perm at the start of a *id64_ds buffer.
 func desc(b []byte, id int) *ipc_desc.IpcDescEntry {

@@ -2,9 +2,7 @@ package ns
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	ipc_msg "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-msg"
@@ -74,34 +72,17 @@ type msgImage struct {
 }
 
 func readMsg(dir *images.Dir, nsID uint32) ([]msgImage, error) {
-	name := ipcFile("msg", nsID)
-	if !dir.Has(name) {
-		return nil, nil
-	}
-	r, err := dir.NewReader(name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
 	var out []msgImage
-	for {
-		e := &ipc_msg.IpcMsgEntry{}
-		if err := r.Next(e); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
+	err := readIPCImage(dir, "msg", nsID, func() *ipc_msg.IpcMsgEntry { return &ipc_msg.IpcMsgEntry{} }, func(e *ipc_msg.IpcMsgEntry) bool { return true },
+		func(e *ipc_msg.IpcMsgEntry, extra []byte) error {
+			m, err := images.IPCMessages(e, extra)
+			if err != nil {
+				return fmt.Errorf("msg id %d: %w", e.GetDesc().GetId(), err)
 			}
-			return nil, err
-		}
-		extra, err := r.ReadExtra()
-		if err != nil {
-			return nil, err
-		}
-		m, err := images.IPCMessages(e, extra)
-		if err != nil {
-			return nil, fmt.Errorf("image %s: msg id %d: %w: %w", name, e.GetDesc().GetId(), ErrBadImage, err)
-		}
-		out = append(out, msgImage{e: e, msgs: m})
-	}
+			out = append(out, msgImage{e: e, msgs: m})
+			return nil
+		})
+	return out, err
 }
 
 // restore makes the queue with its size first, then sends its messages

@@ -2,9 +2,7 @@ package ns
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	ipc_sem "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-sem"
@@ -56,34 +54,17 @@ type semImage struct {
 }
 
 func readSem(dir *images.Dir, nsID uint32) ([]semImage, error) {
-	name := ipcFile("sem", nsID)
-	if !dir.Has(name) {
-		return nil, nil
-	}
-	r, err := dir.NewReader(name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
 	var out []semImage
-	for {
-		e := &ipc_sem.IpcSemEntry{}
-		if err := r.Next(e); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
+	err := readIPCImage(dir, "sem", nsID, func() *ipc_sem.IpcSemEntry { return &ipc_sem.IpcSemEntry{} }, func(e *ipc_sem.IpcSemEntry) bool { return true },
+		func(e *ipc_sem.IpcSemEntry, extra []byte) error {
+			v, err := images.SemValues(e, extra)
+			if err != nil {
+				return fmt.Errorf("sem id %d: %w", e.GetDesc().GetId(), err)
 			}
-			return nil, err
-		}
-		extra, err := r.ReadExtra()
-		if err != nil {
-			return nil, err
-		}
-		v, err := images.SemValues(e, extra)
-		if err != nil {
-			return nil, fmt.Errorf("image %s: sem id %d: %w: %w", name, e.GetDesc().GetId(), ErrBadImage, err)
-		}
-		out = append(out, semImage{e: e, vals: v})
-	}
+			out = append(out, semImage{e: e, vals: v})
+			return nil
+		})
+	return out, err
 }
 
 func (s semImage) restore() error {

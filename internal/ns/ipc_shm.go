@@ -1,9 +1,7 @@
 package ns
 
 import (
-	"errors"
 	"fmt"
-	"io"
 	"os"
 
 	ipc_desc "github.com/checkpoint-restore/go-criu/v8/crit/images/ipc-desc"
@@ -84,35 +82,17 @@ type shmImage struct {
 }
 
 func readShm(dir *images.Dir, nsID uint32) ([]shmImage, error) {
-	name := ipcFile("shm", nsID)
-	if !dir.Has(name) {
-		return nil, nil
-	}
-	r, err := dir.NewReader(name)
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
 	var out []shmImage
-	for {
-		e := &ipc_shm.IpcShmEntry{}
-		if err := r.Next(e); err != nil {
-			if errors.Is(err, io.EOF) {
-				return out, nil
+	// The contents follow an entry only in images without in_pagemaps.
+	err := readIPCImage(dir, "shm", nsID, func() *ipc_shm.IpcShmEntry { return &ipc_shm.IpcShmEntry{} }, func(e *ipc_shm.IpcShmEntry) bool { return !e.GetInPagemaps() },
+		func(e *ipc_shm.IpcShmEntry, extra []byte) error {
+			if e.GetSize() == 0 || e.GetSize() > 1<<40 {
+				return fmt.Errorf("shm id %d of %d bytes", e.GetDesc().GetId(), e.GetSize())
 			}
-			return nil, err
-		}
-		s := shmImage{e: e}
-		if !e.GetInPagemaps() {
-			if s.extra, err = r.ReadExtra(); err != nil {
-				return nil, err
-			}
-		}
-		if e.GetSize() == 0 || e.GetSize() > 1<<40 {
-			return nil, fmt.Errorf("image %s: shm id %d of %d bytes: %w", name, e.GetDesc().GetId(), e.GetSize(), ErrBadImage)
-		}
-		out = append(out, s)
-	}
+			out = append(out, shmImage{e: e, extra: extra})
+			return nil
+		})
+	return out, err
 }
 
 // sliceWriter writes into attached memory.

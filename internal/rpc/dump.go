@@ -37,16 +37,11 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		return fail(err)
 	}
 	defer d.close()
-	log, closeLog, err := openLog(o, d.work)
-	if err != nil {
-		return fail(err)
-	}
-	defer closeLog.Close()
 	r := DumpRequest{
 		Pid: int(o.GetPid()), ImagesDir: d.images, WorkDir: d.work,
 		LeaveRunning: o.GetLeaveRunning(), LeaveStopped: o.GetLeaveStopped(),
 		ShellJob: o.GetShellJob(), Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: log, Notify: s.hook(o, true),
+		Log: d.log, Notify: s.hook(o, true),
 	}
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
@@ -57,9 +52,9 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if o.GhostLimit != nil {
 		r.Files.GhostLimit = int64(o.GetGhostLimit())
 	}
-	log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
+	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {
-		log.Error("dump failed", "err", err)
+		d.log.Error("dump failed", "err", err)
 		return fail(err)
 	}
 	return success(rpc.CriuReqType_DUMP)

@@ -16,7 +16,8 @@ import (
 // the client's fds (/proc/PEER/fd/N) or the images_dir path.
 type dirs struct {
 	images, work string
-	held         []*os.File // kept open for as long as the request runs
+	log          *slog.Logger // the request's log (openLog), in the work dir
+	held         []io.Closer  // kept open for as long as the request runs
 }
 
 func (d *dirs) close() {
@@ -27,7 +28,8 @@ func (d *dirs) close() {
 
 // openDirs opens the images dir (images_dir_fd, or images_dir when the
 // fd is -1) and the work dir (work_dir_fd, else the images dir) and
-// returns their paths, as criu opens them: fds are the client's.
+// returns their paths, as criu opens them: fds are the client's; then the
+// request's log in the work dir.
 func openDirs(peer int, o *rpc.CriuOpts) (*dirs, error) {
 	d := &dirs{}
 	var err error
@@ -50,6 +52,12 @@ func openDirs(peer int, o *rpc.CriuOpts) (*dirs, error) {
 			return nil, err
 		}
 	}
+	log, c, err := openLog(o, d.work)
+	if err != nil {
+		d.close()
+		return nil, err
+	}
+	d.log, d.held = log, append(d.held, c)
 	return d, nil
 }
 

@@ -43,25 +43,20 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 		return fail(err)
 	}
 	defer d.close()
-	log, closeLog, err := openLog(o, d.work)
-	if err != nil {
-		return fail(err)
-	}
-	defer closeLog.Close()
 	r := RestoreRequest{
 		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: log, Notify: s.hook(o, false),
+		Log: d.log, Notify: s.hook(o, false),
 	}
 	r.Files.InheritFds = inherit
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()
 	r.Files.TCPClose = o.GetTcpClose()
-	log.Info("rpc restore", "client", s.c.peer, "images", r.ImagesDir, "work", r.WorkDir, "rst_sibling", o.GetRstSibling())
+	d.log.Info("rpc restore", "client", s.c.peer, "images", r.ImagesDir, "work", r.WorkDir, "rst_sibling", o.GetRstSibling())
 	pid, err := s.b.Restore(s.ctx, r)
 	if err != nil {
-		log.Error("restore failed", "err", err)
+		d.log.Error("restore failed", "err", err)
 		return fail(err)
 	}
 	resp := success(rpc.CriuReqType_RESTORE)
