@@ -5,6 +5,8 @@
 //     (AddHelpers), and the pids and tids it will create (AllPids);
 //   - clone.go: creating a task with exactly its pids (clone3 with
 //     set_tid, one pid per pid namespace level), traced from birth;
+//   - session.go: a task starting its session or group, joining its
+//     group (run inside the task through remote.Task);
 //   - pids.go: checking before a restore that every pid of the images is
 //     free on this host and naming who holds one that is not;
 //   - dump.go: the dump's side: a process's pstree.img entry, and killing

@@ -99,17 +99,7 @@ func (tr *taskRestorer) leadSessionOrGroup() error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case tr.img.Sid() == pid && !joins:
-		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
-			return err
-		}
-		return tty.TakeCtty(tr.r.files, tr)
-	case tr.img.Pgid() == pid:
-		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
-		return err
-	}
-	return nil
+	return pstree.LeadSessionOrGroup(tr, tr.img.Proc, joins, func() error { return tty.TakeCtty(tr.r.files, tr) })
 }
 
 // joinGroup moves the task into its image's process group, which exists
@@ -124,20 +114,8 @@ func (tr *taskRestorer) joinGroup() error {
 	if pgid = tr.r.ns.LocalPid(pid, pgid); pgid == 0 {
 		return nil
 	}
-	cur, err := tr.t.Call("getpgid", unix.SYS_GETPGID, 0)
-	if err != nil {
-		return err
-	}
-	if int(cur) == pgid {
-		return nil
-	}
-	if tr.img == tr.r.imgs.root && tr.r.opts.ShellJob {
-		return nil // stays in the group of `stasis restore`
-	}
-	if _, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
-		return fmt.Errorf("join group %d: %w", pgid, err)
-	}
-	return nil
+	// The root of a shell job stays in the group of `stasis restore`.
+	return pstree.JoinGroup(tr, pgid, tr.img == tr.r.imgs.root && tr.r.opts.ShellJob)
 }
 
 // createThreads creates the other threads of the process with their tids.
