@@ -18,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/restore"
 )
 
@@ -276,15 +277,15 @@ func FeatureNames() []string {
 //		os.Exit(code)
 //	}
 func Reexec() (code int, ok bool) {
-	if len(os.Args) > 1 && os.Args[1] == restore.PuppetArg {
+	if len(os.Args) > 1 && os.Args[1] == puppet.PuppetArg {
 		return 2, true
 	}
-	if len(os.Args) == 3 && os.Args[1] == restore.InitArg {
+	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])
 		if err != nil {
 			return 2, true
 		}
-		return restore.RunInit(root), true
+		return puppet.RunInit(root), true
 	}
 	return 0, false
 }

@@ -20,7 +20,7 @@ import (
 )
 
 // puppetArg is what stasis restore execs its own binary with (see
-// internal/restore.PuppetArg). In the in-process profile that binary is
+// internal/puppet.PuppetArg). In the in-process profile that binary is
 // bench: it never runs (it is stopped at the exec), but if it ever did it
 // must not start a benchmark.
 const puppetArg = "__stasis_puppet"

@@ -23,9 +23,11 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
-	_ "github.com/stasis-cr/stasis/internal/tty"     // registers the terminal kind with files
+	"github.com/stasis-cr/stasis/internal/stats"
+	_ "github.com/stasis-cr/stasis/internal/tty" // registers the terminal kind with files
 )
 
 // Options selects what is dumped and what happens to the tree after.
@@ -80,15 +82,10 @@ type dumper struct {
 	lock    *netlock.Lock
 	sums    map[string]*checksum.Sum // computed while writing
 	workDir *images.Dir              // where stats-dump went, if not dir
-	stats   statsTimes
+	stats   stats.Dump
 
 	preflight bool   // only check: see Preflight
 	report    Report // what a preflight found
-}
-
-type statsTimes struct {
-	start, frozen, memStart, memEnd, end time.Time
-	pagesScanned, pagesWritten           uint64
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -145,7 +142,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 }
 
 func (d *dumper) run() (err error) {
-	d.stats.start = time.Now()
+	d.stats.Start = time.Now()
 	// First deferred, so last run: once the tree is resumed or killed.
 	defer func() {
 		if lerr := d.lock.Release(); lerr != nil {
@@ -188,7 +185,7 @@ func (d *dumper) run() (err error) {
 	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
 		return err
 	}
-	d.stats.frozen = time.Now()
+	d.stats.Frozen = time.Now()
 	d.files.Tasks = map[int]bool{}
 	for _, p := range d.all {
 		d.files.Tasks[p.pid] = true
@@ -249,7 +246,7 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	if d.preflight {
-		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.frozen))
+		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.Frozen))
 		return d.resume()
 	}
 	if err := d.stop("images", 0); err != nil {
@@ -457,21 +454,8 @@ func (d *dumper) dumpFiles(p *process) error {
 	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
 		return err
 	}
-	// Through the magic link: a cwd in a removed directory (a shell in a
-	// deleted build directory) is a ghost directory, as in criu.
-	if p.cwdID, err = d.files.AddLink(fmt.Sprintf("/proc/%d/cwd", p.pid), unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		if err := d.files.Refuse(fmt.Errorf("cwd of pid %d: %w", p.pid, err)); err != nil {
-			return err
-		}
-	}
-	root, err := os.Readlink(fmt.Sprintf("/proc/%d/root", p.pid))
-	if err != nil {
-		return fmt.Errorf("root of pid %d: %w", p.pid, err)
-	}
-	if p.rootID, err = d.files.AddPath(root, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-		return fmt.Errorf("root of pid %d: %w", p.pid, err)
-	}
-	return nil
+	p.cwdID, p.rootID, err = d.files.DumpFS(p.pid)
+	return err
 }
 
 // dumpMM records the mm entry of p: its VMAs with the files they map,
@@ -492,8 +476,8 @@ func (d *dumper) unmapScratch(p *process) error {
 
 // dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
-	if d.stats.memStart.IsZero() {
-		d.stats.memStart = time.Now()
+	if d.stats.MemStart.IsZero() {
+		d.stats.MemStart = time.Now()
 	}
 	p.pagesID = d.ids.next("pages")
 	st, sum, err := mem.WritePages(d.dir, p.pid, d.ns.ImagePid(p.pid), p.pagesID, p.areas, func() error {
@@ -506,9 +490,9 @@ func (d *dumper) dumpPages(p *process) error {
 	if err != nil {
 		return err
 	}
-	d.stats.memEnd = time.Now()
-	d.stats.pagesScanned += st.PagesScanned
-	d.stats.pagesWritten += st.PagesWritten
+	d.stats.MemEnd = time.Now()
+	d.stats.PagesScanned += st.PagesScanned
+	d.stats.PagesWritten += st.PagesWritten
 	return nil
 }
 
@@ -542,28 +526,16 @@ func (d *dumper) finish() error {
 	if err := d.files.BeforeKill(); err != nil {
 		return fmt.Errorf("before killing the dumped tree: %w", err)
 	}
-	// Kill leaves first would let parents see SIGCHLD; killing the root
-	// first is what criu does and what a user expects: the tree is gone.
-	for _, p := range d.all {
-		if err := unix.Kill(p.pid, unix.SIGKILL); err != nil && err != unix.ESRCH {
-			return fmt.Errorf("kill dumped pid %d: %w", p.pid, err)
+	pids := make([]int, len(d.all))
+	tids := make([][]int, len(d.all))
+	for k, p := range d.all {
+		pids[k] = p.pid
+		for _, th := range p.threads {
+			tids[k] = append(tids[k], th.tid)
 		}
 	}
-	// The tracer sees each death first; parents reap after. A leader's
-	// exit is reported only once its other threads are gone: them first.
-	// Children before parents: a pid namespace's init ends only once it
-	// has reaped its children, which it can only after the tracer.
-	for k := len(d.all) - 1; k >= 0; k-- {
-		p := d.all[k]
-		for i := len(p.threads) - 1; i >= 0; i-- {
-			th := p.threads[i]
-			for {
-				if _, err := ptrace.Wait(th.tid); err != nil {
-					break
-				}
-				_ = ptrace.Cont(th.tid, 0)
-			}
-		}
+	if err := pstree.KillSeized(pids, tids); err != nil {
+		return err
 	}
 	if err := d.files.Finish(true); err != nil {
 		d.log.Warn("releasing the dumped sockets", "err", err)

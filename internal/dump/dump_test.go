@@ -178,26 +178,6 @@ func TestDumpRefusesUpFront(t *testing.T) {
 	}
 }
 
-// TestWriteStats: stats-dump goes to the work dir (made if missing), with
-// the phase times and page counts.
-func TestWriteStats(t *testing.T) {
-	work := filepath.Join(t.TempDir(), "work", "dir")
-	t0 := time.Now()
-	d := &dumper{opts: Options{WorkDir: work}, stats: statsTimes{
-		start: t0, frozen: t0.Add(3 * time.Millisecond), memStart: t0.Add(4 * time.Millisecond),
-		memEnd: t0.Add(9 * time.Millisecond), end: t0.Add(10 * time.Millisecond),
-		pagesScanned: 100, pagesWritten: 42,
-	}}
-	if err := d.writeStats(); err != nil {
-		t.Fatal(err)
-	}
-	e := readStats(t, work)
-	if e.GetFreezingTime() != 3000 || e.GetFrozenTime() != 7000 || e.GetMemdumpTime() != 5000 ||
-		e.GetPagesScanned() != 100 || e.GetPagesWritten() != 42 {
-		t.Errorf("stats-dump %v", e)
-	}
-}
-
 func readStats(t *testing.T, dir string) *stats.DumpStatsEntry {
 	t.Helper()
 	d, err := images.Open(dir)

@@ -3,14 +3,13 @@ package dump
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/stasis-cr/stasis/internal/stats"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
@@ -20,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/pstree"
 )
 
 // ImgVersion is CRTOOLS_IMAGES_V1_1, the only version criu 4.x accepts.
@@ -63,8 +63,10 @@ func (d *dumper) writeImages() error {
 			})
 		},
 		func() error {
-			d.stats.end = time.Now()
-			return d.writeStats()
+			d.stats.End = time.Now()
+			var err error
+			d.workDir, err = stats.WriteDump(d.dir, d.opts.WorkDir, d.stats)
+			return err
 		},
 		// The test hook just before inventory.img, which marks a
 		// complete dump.
@@ -104,18 +106,11 @@ func (d *dumper) writePstree() error {
 		if p.parent != nil {
 			ppid = p.parent.pid
 		}
-		e := &pstree.PstreeEntry{
-			Pid:  proto.Uint32(uint32(p.pid)),
-			Ppid: proto.Uint32(uint32(ppid)),
-			Pgid: proto.Uint32(uint32(p.stat.Pgrp)),
-			Sid:  proto.Uint32(uint32(p.stat.Session)),
-		}
-		if p.zombie {
-			e.Threads = []uint32{uint32(p.pid)}
-		}
+		tids := make([]int, 0, len(p.threads))
 		for _, th := range p.threads {
-			e.Threads = append(e.Threads, uint32(th.tid))
+			tids = append(tids, th.tid)
 		}
+		e := pstree.Entry(p.pid, ppid, p.stat.Pgrp, p.stat.Session, tids, p.zombie)
 		if err := d.ns.Pstree(e); err != nil {
 			return err
 		}
@@ -140,15 +135,15 @@ func (d *dumper) writeProcess(p *process) error {
 			},
 		})
 	}
-	cores := make([]image, len(p.threads))
+	cores := make([]images.Single, len(p.threads))
 	for i, th := range p.threads {
 		c := th.core
 		if th.tid == p.pid {
 			c.Tc = p.tc
 		}
-		cores[i] = image{fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), c}
+		cores[i] = images.Single{Name: fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), Msg: c}
 	}
-	if err := d.writeParallel(cores); err != nil {
+	if err := d.dir.WriteParallel(cores); err != nil {
 		return err
 	}
 	fds := make([]proto.Message, len(p.fds))
@@ -192,75 +187,4 @@ func hostLSM() inventory.Lsmtype {
 		return inventory.Lsmtype_SELINUX
 	}
 	return inventory.Lsmtype_NO_LSM
-}
-
-// writeStats writes stats-dump into the work dir, where podman and
-// checkpointctl read it.
-func (d *dumper) writeStats() error {
-	work := d.opts.WorkDir
-	if work == "" {
-		work = d.dir.Path
-	}
-	s := d.stats
-	us := func(a, b time.Time) *uint32 { return proto.Uint32(uint32(b.Sub(a).Microseconds())) }
-	e := &stats.StatsEntry{Dump: &stats.DumpStatsEntry{
-		FreezingTime:       us(s.start, s.frozen),
-		FrozenTime:         us(s.frozen, s.end),
-		MemdumpTime:        us(s.memStart, s.memEnd),
-		MemwriteTime:       us(s.memStart, s.memEnd),
-		PagesScanned:       proto.Uint64(s.pagesScanned),
-		PagesSkippedParent: proto.Uint64(0),
-		PagesWritten:       proto.Uint64(s.pagesWritten),
-		PagesLazy:          proto.Uint64(0),
-	}}
-	if d.dir != nil && filepath.Clean(work) == filepath.Clean(d.dir.Path) {
-		return d.dir.Write("stats-dump", e)
-	}
-	wd, err := images.Open(work)
-	if err != nil {
-		if err := os.MkdirAll(work, 0o700); err != nil {
-			return err
-		}
-		if wd, err = images.Open(filepath.Clean(work)); err != nil {
-			return err
-		}
-	}
-	d.workDir = wd
-	return wd.Write("stats-dump", e)
-}
-
-type image struct {
-	name string
-	msg  proto.Message
-}
-
-// writeParallel writes many single-entry images (a core image per
-// thread: ten thousand for a big process) on a few goroutines: each is a
-// create, a write and a rename, bound by file system latency.
-func (d *dumper) writeParallel(imgs []image) error {
-	const workers = 4
-	jobs := make(chan image)
-	errs := make(chan error, workers)
-	for w := 0; w < workers; w++ {
-		go func() {
-			var first error
-			for im := range jobs {
-				if first == nil {
-					first = d.dir.Write(im.name, im.msg)
-				}
-			}
-			errs <- first
-		}()
-	}
-	for _, im := range imgs {
-		jobs <- im
-	}
-	close(jobs)
-	var first error
-	for w := 0; w < workers; w++ {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }

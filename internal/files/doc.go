@@ -3,14 +3,17 @@
 // the exe link and cwd/root) and each task's fd table (fdinfo-N.img).
 // Dump classifies every fd of a task by what it refers to; a kind stasis
 // cannot restore yet is refused with an error naming the pid, fd, kind and
-// target, before anything else happens to the task. Restore opens each
-// file again in stasis; package restore passes it into the task.
+// target, before anything else happens to the task. Restore reads the
+// file table and each task's fd table and root/cwd (read.go), opens each
+// file again in stasis (restorer.go) and passes it into the task at its
+// fd number (fds_task.go).
 //
 // Each kind registers its dump and open side by side (kind.go: Kind,
 // Register), from a file of this package or from a package of its own
 // (sockets, tty), which uses the exported helpers (DumpState,
 // RestoreState, the anon-fd ones in anon.go). The steps a kind must run
-// inside the restored task take a remote.Task: file owners
+// inside the restored task take a remote.Task: fds and root/cwd/umask
+// (fds_task.go), file owners
 // (fown_task.go), locks and leases (locks_task.go), epoll items
 // (epoll.go).
 package files

@@ -21,7 +21,8 @@
 //
 // Writers produce name.tmp and rename it on Close, and check what callers
 // write: message types, proto2 required fields, single-entry images, the
-// length of extra data.
+// length of extra data. WriteParallel (parallel.go) writes many
+// single-entry images at once (a core image per thread).
 //
 // Threads: Dir is a path and may be shared; a Reader or Writer belongs to
 // one goroutine at a time.

@@ -3,15 +3,13 @@ package restore
 import (
 	"errors"
 	"fmt"
-	"io"
-	"path/filepath"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fs"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/memfd"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	pstreepb "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/seccomp"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
@@ -20,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/pstree"
 )
 
 // ErrBadImage is wrapped by errors about images that are inconsistent
@@ -30,43 +29,15 @@ var ErrBadImage = images.ErrInconsistent
 var ErrIncomplete = errors.New("not a complete dump")
 
 // taskImages is everything the images say about one process, and its
-// place in the tree as restore builds it.
+// place in the tree as restore builds it (a helper has only the latter).
 type taskImages struct {
-	pstree  *pstree.PstreeEntry
+	*pstree.Proc
 	core    *criucore.CoreEntry   // the leader's, with task_core
 	threads []*criucore.CoreEntry // every thread's but the leader's, in pstree order
 	ids     *criucore.TaskKobjIdsEntry
 	mem     *mem.Image // the address space: mm and pagemap
 	fs      *fs.FsEntry
 	fds     []*fdinfo.FdinfoEntry
-
-	// The tree as restore creates it. It is the dumped tree, except that
-	// a session or group whose leader had exited gets a helper task with
-	// the leader's pid, which creates the members and then exits.
-	parent   *taskImages
-	children []*taskImages
-	zombie   bool
-	helper   bool
-}
-
-func (ti *taskImages) pid() int  { return int(ti.pstree.GetPid()) }
-func (ti *taskImages) sid() int  { return int(ti.pstree.GetSid()) }
-func (ti *taskImages) pgid() int { return int(ti.pstree.GetPgid()) }
-
-// live reports whether the process runs after the restore.
-func (ti *taskImages) live() bool { return !ti.zombie && !ti.helper }
-
-// walk calls f for ti and its descendants, parents first.
-func (ti *taskImages) walk(f func(*taskImages) error) error {
-	if err := f(ti); err != nil {
-		return err
-	}
-	for _, c := range ti.children {
-		if err := c.walk(f); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 type imageSet struct {
@@ -75,6 +46,7 @@ type imageSet struct {
 	files   map[uint32]*fdinfo.FileEntry
 	root    *taskImages
 	all     []*taskImages // pstree order, parents first; helpers not included
+	byProc  map[*pstree.Proc]*taskImages
 	seccomp []*seccomp.SeccompFilter
 	memfds  map[uint32]*memfd.MemfdInodeEntry // by inode_id
 	shmem   *mem.ShmemObjects                 // shared anonymous memory, created in stasis
@@ -101,7 +73,7 @@ func readImages(path string) (*imageSet, error) {
 	if err := checksum.Verify(path); err != nil {
 		return nil, err
 	}
-	s := &imageSet{dir: dir, files: map[uint32]*fdinfo.FileEntry{}, shmem: mem.NewShmemObjects(dir)}
+	s := &imageSet{dir: dir, shmem: mem.NewShmemObjects(dir), byProc: map[*pstree.Proc]*taskImages{}}
 	s.inv = &inventory.InventoryEntry{}
 	if err := dir.ReadOne("inventory.img", s.inv); err != nil {
 		return nil, err
@@ -112,30 +84,12 @@ func readImages(path string) (*imageSet, error) {
 	if !s.inv.GetFdinfoPerId() {
 		return nil, bad("inventory.img", "images without fdinfo_per_id are too old")
 	}
-	trees, err := images.ReadAll(dir, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	trees, err := pstree.ReadImage(dir)
 	if err != nil {
 		return nil, err
 	}
-	if len(trees) == 0 {
-		return nil, bad("pstree.img", "no task")
-	}
-	if err := s.readFiles(); err != nil {
+	if s.files, s.memfds, err = files.ReadImages(dir); err != nil {
 		return nil, err
-	}
-	s.memfds = map[uint32]*memfd.MemfdInodeEntry{}
-	if dir.Has("memfd.img") {
-		inodes, err := images.ReadAll(dir, "memfd.img", func() *memfd.MemfdInodeEntry { return &memfd.MemfdInodeEntry{} })
-		if err != nil {
-			return nil, err
-		}
-		for _, m := range inodes {
-			s.memfds[uint32(m.GetInodeId())] = m
-		}
-	}
-	for _, f := range s.files {
-		if f.GetType() == fdinfo.FdTypes_MEMFD && s.memfds[f.GetMemfd().GetInodeId()] == nil {
-			return nil, bad("files.img", "memfd file id %d refers to inode %d, not in memfd.img", f.GetId(), f.GetMemfd().GetInodeId())
-		}
 	}
 	if dir.Has("seccomp.img") {
 		se := &seccomp.SeccompEntry{}
@@ -144,31 +98,19 @@ func readImages(path string) (*imageSet, error) {
 		}
 		s.seccomp = se.GetSeccompFilters()
 	}
-	byPid := map[int]*taskImages{}
-	for i, pe := range trees {
+	var tree pstree.Tree
+	for _, pe := range trees {
 		ti, err := s.readTask(pe)
 		if err != nil {
 			return nil, err
 		}
-		if byPid[ti.pid()] != nil {
-			return nil, bad("pstree.img", "pid %d listed twice", ti.pid())
+		if err := tree.Add(ti.Proc); err != nil {
+			return nil, err
 		}
-		byPid[ti.pid()] = ti
 		s.all = append(s.all, ti)
-		if i == 0 {
-			s.root = ti
-			continue
-		}
-		parent := byPid[int(pe.GetPpid())]
-		if parent == nil {
-			return nil, bad("pstree.img", "pid %d: parent %d is not listed before it", ti.pid(), pe.GetPpid())
-		}
-		if parent.zombie {
-			return nil, bad("pstree.img", "pid %d: parent %d is a zombie", ti.pid(), pe.GetPpid())
-		}
-		ti.parent = parent
-		parent.children = append(parent.children, ti)
+		s.byProc[ti.Proc] = ti
 	}
+	s.root = s.all[0]
 	return s, nil
 }
 
@@ -182,45 +124,19 @@ func (s *imageSet) checkUnprivileged() error {
 		for _, c := range append([]*criucore.CoreEntry{ti.core}, ti.threads...) {
 			if m := c.GetThreadCore().GetSeccompMode(); m != 0 {
 				return fmt.Errorf("restore pid %d: it is under seccomp (mode %d): restoring it needs CAP_SYS_ADMIN (PTRACE_O_SUSPEND_SECCOMP), which --unprivileged has not: %w",
-					ti.pid(), m, kerndat.ErrPrivilege)
+					ti.Pid(), m, kerndat.ErrPrivilege)
 			}
 		}
 	}
 	return nil
 }
 
-// readFiles reads files.img and checks every path it names
-// (files.CheckPaths) before anything is opened or created, naming the
-// entry's offset if one is refused.
-func (s *imageSet) readFiles() error {
-	r, err := s.dir.NewReader("files.img")
-	if err != nil {
-		return err
-	}
-	defer r.Close()
-	for i := 0; ; i++ {
-		off := r.Offset()
-		f := &fdinfo.FileEntry{}
-		err := r.Next(f)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := files.CheckPaths(f); err != nil {
-			return &images.Error{File: filepath.Join(s.dir.Path, "files.img"), Offset: off, Err: fmt.Errorf("entry %d: %w", i, err)}
-		}
-		s.files[f.GetId()] = f
-	}
-}
-
-func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
+func (s *imageSet) readTask(pe *pstreepb.PstreeEntry) (*taskImages, error) {
 	pid := pe.GetPid()
 	if pid == 0 {
 		return nil, bad("pstree.img", "pid 0")
 	}
-	ti := &taskImages{pstree: pe}
+	ti := &taskImages{Proc: &pstree.Proc{Entry: pe}}
 	d := s.dir
 	name := func(kind string) string { return fmt.Sprintf("%s-%d.img", kind, pid) }
 	ti.core = &criucore.CoreEntry{}
@@ -232,7 +148,7 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	}
 	switch ti.core.GetTc().GetTaskState() {
 	case core.TaskDead, core.TaskZombie:
-		ti.zombie = true
+		ti.Zombie = true
 		return ti, nil
 	case core.TaskAlive, core.TaskStopped:
 	default:
@@ -272,35 +188,30 @@ func (s *imageSet) readTask(pe *pstree.PstreeEntry) (*taskImages, error) {
 	if ti.mem, err = mem.ReadImage(d, pid, s.hasFile, s.shmem); err != nil {
 		return nil, err
 	}
-	ti.fs = &fs.FsEntry{}
-	if err := d.ReadOne(name("fs"), ti.fs); err != nil {
+	if ti.fs, ti.fds, err = files.ReadTask(d, int(pid), ti.ids.GetFilesId(), s.files); err != nil {
 		return nil, err
 	}
-	for _, id := range []uint32{ti.fs.GetCwdId(), ti.fs.GetRootId()} {
-		if s.files[id] == nil {
-			return nil, bad(name("fs"), "file id %d is not in files.img", id)
-		}
-	}
-	fdName := fmt.Sprintf("fdinfo-%d.img", ti.ids.GetFilesId())
-	var fds []*fdinfo.FdinfoEntry
-	// criu writes no fdinfo image for a task without fds.
-	if d.Has(fdName) {
-		var err error
-		if fds, err = images.ReadAll(d, fdName, func() *fdinfo.FdinfoEntry { return &fdinfo.FdinfoEntry{} }); err != nil {
-			return nil, err
-		}
-	}
-	for _, fd := range fds {
-		if s.files[fd.GetId()] == nil {
-			return nil, bad(fdName, "fd %d refers to file id %d, not in files.img", fd.GetFd(), fd.GetId())
-		}
-		if fd.GetFd() > 1<<20 {
-			return nil, bad(fdName, "fd number %d", fd.GetFd())
-		}
-	}
-	ti.fds = fds
 	return ti, nil
 }
+
+// of returns the images of process p of the tree.
+func (s *imageSet) of(p *pstree.Proc) *taskImages { return s.byProc[p] }
+
+// addHelpers adds the tree's helper tasks (pstree.AddHelpers).
+func (s *imageSet) addHelpers(shellJob bool) error {
+	procs := make([]*pstree.Proc, 0, len(s.all))
+	for _, ti := range s.all {
+		procs = append(procs, ti.Proc)
+	}
+	helpers, err := pstree.AddHelpers(procs, shellJob)
+	for _, h := range helpers {
+		s.byProc[h] = &taskImages{Proc: h}
+	}
+	return err
+}
+
+// allPids lists every pid and tid the restore will create.
+func (s *imageSet) allPids() []int { return pstree.AllPids(s.root.Proc) }
 
 // maxFd is the highest fd number of any task of the image.
 func (s *imageSet) maxFd() int {

@@ -6,6 +6,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/ns"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -15,10 +16,10 @@ func (r *restorer) loadNamespaces() error {
 	tasks := make([]ns.Task, 0, len(r.imgs.all))
 	for _, ti := range r.imgs.all {
 		parent := 0
-		if ti.parent != nil {
-			parent = ti.parent.pid()
+		if ti.Parent != nil {
+			parent = ti.Parent.Pid()
 		}
-		tasks = append(tasks, ns.Task{Parent: parent, IDs: ti.ids, Pstree: ti.pstree})
+		tasks = append(tasks, ns.Task{Parent: parent, IDs: ti.ids, Pstree: ti.Entry})
 	}
 	var err error
 	if r.ns, err = ns.Load(r.imgs.dir, r.imgs.inv.GetRootIds(), tasks); err != nil {
@@ -34,6 +35,6 @@ func (r *restorer) loadNamespaces() error {
 // cloneProcess creates process img from t with its pids at every pid
 // namespace level and the namespaces it starts.
 func (r *restorer) cloneProcess(t *ptrace.Task, s *ptrace.Scratch, img *taskImages) (*ptrace.Task, error) {
-	pids, flags := r.ns.Clone(img.pid())
-	return cloneWithPids(t, s, pids, flags)
+	pids, flags := r.ns.Clone(img.Pid())
+	return pstree.CloneWithPids(t, s, pids, flags)
 }

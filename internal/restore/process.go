@@ -8,7 +8,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/tty"
 )
 
@@ -20,12 +22,12 @@ func (tr *taskRestorer) create() error {
 		return err
 	}
 	img := tr.img
-	if img.live() {
+	if img.Live() {
 		steps := []struct {
 			name string
 			fn   func() error
 		}{
-			{"memory", func() error { return tr.restoreMemory(memoryParent(img)) }},
+			{"memory", func() error { return tr.restoreMemory(tr.r.memoryParent(img)) }},
 			{"mm", tr.restoreMM},
 			{"subreaper", tr.earlySubreaper},
 		}
@@ -38,14 +40,15 @@ func (tr *taskRestorer) create() error {
 	if err := tr.leadSessionOrGroup(); err != nil {
 		return fmt.Errorf("restore pid %d: session: %w", tr.t.Tid, err)
 	}
-	for _, c := range img.children {
-		if err := tr.r.stop("create tree", c.pid()); err != nil {
+	for _, cp := range img.Children {
+		c := tr.r.imgs.of(cp)
+		if err := tr.r.stop("create tree", c.Pid()); err != nil {
 			return err
 		}
 		t, err := tr.r.cloneProcess(tr.t, tr.s, c)
 		if err != nil {
-			if errors.Is(err, ErrPidInUse) {
-				return pidInUse(c.pid())
+			if errors.Is(err, pstree.ErrPidInUse) {
+				return pstree.PidInUse(c.Pid())
 			}
 			return err
 		}
@@ -55,8 +58,8 @@ func (tr *taskRestorer) create() error {
 	}
 	// Once all are made: then its children are born in a child's pid
 	// namespace again, if they were (`unshare --pid --fork`).
-	for _, c := range img.children {
-		if err := tr.r.ns.ChildCreated(tr, img.pid(), c.pid()); err != nil {
+	for _, c := range img.Children {
+		if err := tr.r.ns.ChildCreated(tr, img.Pid(), c.Pid()); err != nil {
 			return err
 		}
 	}
@@ -66,12 +69,15 @@ func (tr *taskRestorer) create() error {
 // memoryParent returns the image whose address space a new task starts
 // with: its parent's, or for a task created under a helper, that of the
 // helper's nearest live ancestor (helpers change nothing in memory).
-func memoryParent(img *taskImages) *taskImages {
-	p := img.parent
-	for p != nil && p.helper {
-		p = p.parent
+func (r *restorer) memoryParent(img *taskImages) *taskImages {
+	p := img.Parent
+	for p != nil && p.Helper {
+		p = p.Parent
 	}
-	return p
+	if p == nil {
+		return nil
+	}
+	return r.imgs.of(p)
 }
 
 // earlySubreaper sets child_subreaper before the rest of the task state:
@@ -88,29 +94,19 @@ func (tr *taskRestorer) earlySubreaper() error {
 // leadSessionOrGroup starts the task's own session or group: children
 // created after this inherit them.
 func (tr *taskRestorer) leadSessionOrGroup() error {
-	pid := tr.img.pid()
+	pid := tr.img.Pid()
 	joins, err := tty.JoinsOwnSession(tr.r.files, pid)
 	if err != nil {
 		return err
 	}
-	switch {
-	case tr.img.sid() == pid && !joins:
-		if _, err := tr.t.Call("setsid", unix.SYS_SETSID); err != nil {
-			return err
-		}
-		return tty.TakeCtty(tr.r.files, tr)
-	case tr.img.pgid() == pid:
-		_, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, 0)
-		return err
-	}
-	return nil
+	return pstree.LeadSessionOrGroup(tr, tr.img.Proc, joins, func() error { return tty.TakeCtty(tr.r.files, tr) })
 }
 
 // joinGroup moves the task into its image's process group, which exists
 // by now: its leader (or helper) was created during createTree.
 func (tr *taskRestorer) joinGroup() error {
-	pid, pgid := tr.img.pid(), tr.img.pgid()
-	if pgid == pid || tr.img.sid() == pid {
+	pid, pgid := tr.img.Pid(), tr.img.Pgid()
+	if pgid == pid || tr.img.Sid() == pid {
 		return nil
 	}
 	// In a nested pid namespace, the group as the task sees it; one it
@@ -118,29 +114,17 @@ func (tr *taskRestorer) joinGroup() error {
 	if pgid = tr.r.ns.LocalPid(pid, pgid); pgid == 0 {
 		return nil
 	}
-	cur, err := tr.t.Call("getpgid", unix.SYS_GETPGID, 0)
-	if err != nil {
-		return err
-	}
-	if int(cur) == pgid {
-		return nil
-	}
-	if tr.img == tr.r.imgs.root && tr.r.opts.ShellJob {
-		return nil // stays in the group of `stasis restore`
-	}
-	if _, err := tr.t.Call("setpgid", unix.SYS_SETPGID, 0, uint64(pgid)); err != nil {
-		return fmt.Errorf("join group %d: %w", pgid, err)
-	}
-	return nil
+	// The root of a shell job stays in the group of `stasis restore`.
+	return pstree.JoinGroup(tr, pgid, tr.img == tr.r.imgs.root && tr.r.opts.ShellJob)
 }
 
 // createThreads creates the other threads of the process with their tids.
 func (tr *taskRestorer) createThreads() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
-	for i, tid := range tr.img.pstree.GetThreads()[1:] {
-		t, err := cloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.pid(), i+1, int(tid)), threadFlags)
+	for i, tid := range tr.img.Entry.GetThreads()[1:] {
+		t, err := pstree.CloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.Pid(), i+1, int(tid)), pstree.ThreadFlags)
 		if err != nil {
 			return err
 		}
@@ -152,16 +136,16 @@ func (tr *taskRestorer) createThreads() error {
 
 // restoreFiles gives the process its root, cwd, umask and fds.
 func (tr *taskRestorer) restoreFiles() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	fds := tr.img.fds
 	for _, step := range []func() error{
-		tr.restoreFS,
-		tr.restoreFds,
+		func() error { return tr.r.files.RestoreFS(tr, tr.img.fs) },
+		func() error { return tr.r.files.RestoreFds(tr, fds) },
 		func() error { return tr.r.files.RestoreOwners(tr, fds) },
 		func() error { return tr.r.files.RestoreLocks(tr, fds) },
-		tr.closeChannel,
+		func() error { return puppet.CloseChannel(tr, tr.r.channelFd) },
 	} {
 		if err := step(); err != nil {
 			return err
@@ -174,65 +158,19 @@ func (tr *taskRestorer) restoreFiles() error {
 // will collect, and helpers, which their parent reaps right away.
 func (tr *taskRestorer) exitIfDead() error {
 	switch {
-	case tr.img.zombie:
-		// A zombie keeps only its name, pid, ids and exit status.
-		name := make([]byte, 16)
-		copy(name[:15], tr.img.core.GetTc().GetComm())
-		a, err := tr.s.Put(0, name)
-		if err != nil {
-			return err
-		}
-		if _, err := tr.t.Call("prctl(PR_SET_NAME)", unix.SYS_PRCTL, unix.PR_SET_NAME, a); err != nil {
-			return err
-		}
-		return tr.die(tr.img.core.GetTc().GetExitCode())
-	case tr.img.helper:
-		if err := tr.die(0); err != nil {
-			return err
-		}
-		parent := tr.r.proc(tr.img.parent)
-		if _, err := parent.t.Call("wait4 helper", unix.SYS_WAIT4, uint64(tr.img.pid()), 0, unix.WALL, 0); err != nil {
-			return err
-		}
-		return parent.dropSIGCHLD()
+	case tr.img.Zombie:
+		tc := tr.img.core.GetTc()
+		return pstree.EndZombie(tr.t, tr.s, tc.GetComm(), tc.GetExitCode())
+	case tr.img.Helper:
+		parent := tr.r.proc(tr.img.Parent)
+		return pstree.EndHelper(tr.t, tr.img.Pid(), parent.t, parent.s)
 	}
 	return nil
 }
 
-// die makes the task exit with the given wait status: exit code in bits
-// 8-15, or a signal in bits 0-6.
-func (tr *taskRestorer) die(status uint32) error {
-	pid := tr.t.Tid
-	if sig := unix.Signal(status & 0x7f); sig != 0 {
-		if err := ptrace.SetSigmask(pid, 0); err != nil {
-			return err
-		}
-		if err := unix.Kill(pid, sig); err != nil {
-			return err
-		}
-		return ptrace.ContUntilExit(pid, sig)
-	}
-	return ptrace.InjectExit(tr.t, uint64(status>>8&0xff))
-}
-
-// dropSIGCHLD consumes the SIGCHLDs that restore's own helpers caused.
-func (tr *taskRestorer) dropSIGCHLD() error {
-	set := []byte{0, 0, 0, 0, 0, 0, 0, 0}
-	set[(unix.SIGCHLD-1)/8] = 1 << ((unix.SIGCHLD - 1) % 8)
-	a, err := tr.s.Put(0, append(set, make([]byte, 16)...)) // sigset, then a zero timespec
-	if err != nil {
-		return err
-	}
-	for {
-		if _, err := tr.t.Syscall(unix.SYS_RT_SIGTIMEDWAIT, a, 0, a+8, 8); err != nil {
-			return nil // EAGAIN: none left
-		}
-	}
-}
-
 // restoreState sets the process-wide and per-thread state.
 func (tr *taskRestorer) restoreState() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	_, cores := tr.allThreads()
@@ -256,7 +194,7 @@ func (tr *taskRestorer) restoreState() error {
 // injected calls but the final munmap. Every restored task is traced with
 // PTRACE_O_SUSPEND_SECCOMP, so the filters do not see those calls.
 func (tr *taskRestorer) restoreCreds() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	ts, cores := tr.allThreads()
@@ -282,7 +220,7 @@ func (tr *taskRestorer) restoreCreds() error {
 // registers are replaced by the image's. The other threads are stopped
 // elsewhere and just get theirs.
 func (tr *taskRestorer) resume() error {
-	if !tr.img.live() {
+	if !tr.img.Live() {
 		return nil
 	}
 	ts, cores := tr.allThreads()
@@ -339,9 +277,9 @@ func threadMask(ce *criucore.CoreEntry) uint64 {
 }
 
 // proc returns the restorer of a process image.
-func (r *restorer) proc(img *taskImages) *taskRestorer {
+func (r *restorer) proc(p *pstree.Proc) *taskRestorer {
 	for _, tr := range r.procs {
-		if tr.img == img {
+		if tr.img.Proc == p {
 			return tr
 		}
 	}

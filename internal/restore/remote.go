@@ -6,12 +6,13 @@ import (
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
 	"github.com/stasis-cr/stasis/internal/tty"
+	"golang.org/x/sys/unix"
 )
 
 // taskRestorer is the remote.Task the resources' task-side steps get.
 var _ remote.Task = (*taskRestorer)(nil)
 
-func (tr *taskRestorer) Pid() int     { return tr.img.pid() }
+func (tr *taskRestorer) Pid() int     { return tr.img.Pid() }
 func (tr *taskRestorer) HostPid() int { return tr.t.Tid }
 
 func (tr *taskRestorer) Call(name string, nr uintptr, args ...uint64) (uint64, error) {
@@ -23,7 +24,7 @@ func (tr *taskRestorer) Put(off uint64, b []byte) (uint64, error) { return tr.s.
 func (tr *taskRestorer) Get(off uint64, n int) ([]byte, error) { return tr.s.Get(off, n) }
 
 func (tr *taskRestorer) PassFile(f *os.File) (int, error) {
-	fd, err := tr.passFile(f)
+	fd, err := tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(f.Fd()), 0)
 	return int(fd), err
 }
 
@@ -52,7 +53,7 @@ func (th threadTask) Call(name string, nr uintptr, args ...uint64) (uint64, erro
 func (r *restorer) ttyProcesses() []tty.Process {
 	ps := make([]tty.Process, 0, len(r.procs))
 	for _, tr := range r.procs {
-		ps = append(ps, tty.Process{Task: tr, Sid: tr.img.sid(), Pgid: tr.img.pgid(), Zombie: tr.img.zombie, Live: tr.img.live()})
+		ps = append(ps, tty.Process{Task: tr, Sid: tr.img.Sid(), Pgid: tr.img.Pgid(), Zombie: tr.img.Zombie, Live: tr.img.Live()})
 	}
 	return ps
 }

@@ -2,7 +2,6 @@ package restore
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,21 +10,20 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/files"
-	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
-	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/puppet"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
+	"github.com/stasis-cr/stasis/internal/stats"
 	"github.com/stasis-cr/stasis/internal/tty"
 )
 
@@ -91,7 +89,7 @@ type restorer struct {
 	log         *slog.Logger
 	imgs        *imageSet
 	ns          *ns.Restorer // the namespaces of the images, the pids of each level
-	puppet      *puppet
+	puppet      *puppet.Puppet
 	scratchBase uint64
 	procs       []*taskRestorer // every process created, parents first
 	init        *ptrace.Task    // pid 1 of the new pid namespace (PidNS)
@@ -101,7 +99,7 @@ type restorer struct {
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
 	mem            *mem.Restorer   // the tasks' address spaces (see memory)
 	// channelFd is the fd number of the pidfd of stasis in every task,
-	// above every fd number of the image (see puppet.openChannel).
+	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
 }
 
@@ -163,7 +161,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	r.files.HostPids = map[int]int{}
 	if !r.opts.PidNS && !r.ns.NewPidNS() {
 		for _, pid := range r.imgs.allPids() {
-			if err := checkPidFree(pid); err != nil {
+			if err := pstree.CheckPidFree(pid); err != nil {
 				return nil, err
 			}
 		}
@@ -172,7 +170,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
 		runID = r.imgs.inv.GetDumpCriuRunId()
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.pid(), runID, maps.Values(r.imgs.files), r.log)
+	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), r.log)
 	if err != nil {
 		return nil, err
 	}
@@ -256,14 +254,20 @@ func (r *restorer) run() (_ *Restored, err error) {
 		r.log.Warn("the restored tree runs anyway", "err", err)
 	}
 	if r.init != nil {
-		if err := r.startInit(); err != nil {
+		s := &ptrace.Scratch{Pid: r.init.Tid, Addr: r.puppet0Scratch.Addr, Size: r.puppet0Scratch.Size}
+		if err := puppet.StartInit(r.init, s, r.channelFd, r.imgs.root.Pid()); err != nil {
 			return nil, err
 		}
 		res.waitPid = r.init.Tid
 	}
 	r.procs = nil
 	r.init = nil
-	if err := r.writeStats(); err != nil {
+	work := r.opts.WorkDir
+	if work == "" {
+		work = r.opts.ImagesDir
+	}
+	st := stats.Restore{Start: r.stats.start, Forked: r.stats.forked, Compared: r.stats.Compared, SkippedCOW: r.stats.SkippedCOW, Restored: r.stats.Restored}
+	if err := stats.WriteRestore(work, st); err != nil {
 		r.log.Warn("stats-restore not written", "err", err)
 	}
 	if r.opts.PidFile != "" {
@@ -271,7 +275,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 			return res, fmt.Errorf("write pidfile: %w", err)
 		}
 	}
-	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.pid())
+	r.log.Info("restore done", "pid", res.Pid, "image pid", r.imgs.root.Pid())
 	return res, nil
 }
 
@@ -309,39 +313,39 @@ func (r *restorer) createTree() error {
 		return fmt.Errorf("become child subreaper: %w", err)
 	}
 	var err error
-	if r.puppet, err = startPuppet(r.opts.Unprivileged); err != nil {
+	if r.puppet, err = puppet.Start(r.opts.Unprivileged); err != nil {
 		return err
 	}
-	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.tr.Tid); err != nil {
+	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.Tr.Tid); err != nil {
 		return err
 	}
 	r.channelFd = r.imgs.maxFd() + 1
-	if err := r.puppet.openChannel(r.channelFd); err != nil {
+	if err := r.puppet.OpenChannel(r.channelFd); err != nil {
 		return err
 	}
 	root := r.imgs.root
-	from := r.puppet.tr
+	from := r.puppet.Tr
 	if r.opts.PidNS {
-		if r.init, err = cloneWithPid(r.puppet.tr, r.puppet.scratch, 1, unix.CLONE_NEWPID); err != nil {
+		if r.init, err = pstree.CloneWithPid(r.puppet.Tr, r.puppet.Scratch, 1, unix.CLONE_NEWPID); err != nil {
 			return fmt.Errorf("create a pid namespace: %w", err)
 		}
 		from = r.init
 	}
-	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.scratch.Addr, Size: r.puppet.scratch.Size}
+	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.Scratch.Addr, Size: r.puppet.Scratch.Size}
 	t, err := r.cloneProcess(from, scratch, root)
 	if err != nil {
-		if errors.Is(err, ErrPidInUse) {
-			return pidInUse(root.pid())
+		if errors.Is(err, pstree.ErrPidInUse) {
+			return pstree.PidInUse(root.Pid())
 		}
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
-	if err := r.ns.Created(root.pid(), t.Tid); err != nil {
+	if err := r.ns.Created(root.Pid(), t.Tid); err != nil {
 		return err
 	}
-	via := r.puppet.tr.SyscallIP
-	r.puppet0Scratch = *r.puppet.scratch
-	r.puppet.kill()
+	via := r.puppet.Tr.SyscallIP
+	r.puppet0Scratch = *r.puppet.Scratch
+	r.puppet.Kill()
 	r.puppet = nil
 	if err := tr.mapScratch(via); err != nil {
 		return err
@@ -372,150 +376,10 @@ func (r *restorer) rollback() {
 			tids = append(tids, t.Tid)
 		}
 	}
-	// Reap in passes over all of them: a leader cannot be reaped before
-	// its threads are, so waiting for each in turn would spend the whole
-	// deadline on the first leader of a multithreaded process.
-	deadline := time.Now().Add(zombieWait)
-	for len(tids) > 0 && time.Now().Before(deadline) {
-		left := tids[:0]
-		for _, tid := range tids {
-			var ws unix.WaitStatus
-			_, err := linux.Wait4(tid, &ws, unix.WALL|unix.WNOHANG)
-			if errors.Is(err, unix.ECHILD) {
-				if _, serr := os.Stat(fmt.Sprintf("/proc/%d", tid)); serr != nil {
-					continue // gone
-				}
-			}
-			left = append(left, tid)
-		}
-		tids = left
-		time.Sleep(time.Millisecond)
-	}
+	pstree.Reap(tids)
 	r.procs = nil
 	if r.puppet != nil {
-		r.puppet.kill()
+		r.puppet.Kill()
 		r.puppet = nil
 	}
-}
-
-// InitArg is the argument of the init stasis runs as pid 1 of a pid
-// namespace it restores into (see RunInit).
-const InitArg = "__stasis_init"
-
-// startInit turns the namespace's pid 1, a clone of the puppet, into
-// stasis' init: an exec of stasis itself that reaps orphans and exits
-// with the root's status when the root exits.
-func (r *restorer) startInit() error {
-	self, err := os.Executable()
-	if err != nil {
-		return err
-	}
-	t := r.init
-	if _, err := t.Call("close channel", unix.SYS_CLOSE, uint64(r.channelFd)); err != nil {
-		return err
-	}
-	s := &ptrace.Scratch{Pid: t.Tid, Addr: r.puppet0Scratch.Addr, Size: r.puppet0Scratch.Size}
-	strs := []string{self, InitArg, strconv.Itoa(r.imgs.root.pid())}
-	var blob []byte
-	var ptrs []uint64
-	for _, str := range strs {
-		ptrs = append(ptrs, s.Addr+uint64(len(blob)))
-		blob = append(blob, str...)
-		blob = append(blob, 0)
-	}
-	argvOff := (uint64(len(blob)) + 7) &^ 7
-	blob = append(blob, make([]byte, argvOff-uint64(len(blob)))...)
-	for _, p := range append(ptrs, 0) {
-		blob = binary.LittleEndian.AppendUint64(blob, p)
-	}
-	if _, err := s.Put(0, blob); err != nil {
-		return err
-	}
-	argv := s.Addr + argvOff
-	envp := argv + uint64(8*len(strs)) // the NULL that ends argv
-	if err := ptrace.InjectExec(t, ptrs[0], argv, envp); err != nil {
-		return err
-	}
-	return ptrace.Detach(t.Tid, 0)
-}
-
-// RunInit is the main of stasis' init in a restored pid namespace: it
-// reaps every child and, when the restored root (pid root in the
-// namespace) exits, exits with the same status, which `stasis restore`
-// reports.
-func RunInit(root int) int {
-	for {
-		var ws unix.WaitStatus
-		pid, err := linux.Wait4(-1, &ws, 0)
-		if err != nil {
-			return 0
-		}
-		if pid == root {
-			if ws.Signaled() {
-				return 128 + int(ws.Signal())
-			}
-			return ws.ExitStatus()
-		}
-	}
-}
-
-// zombieWait bounds how long restore waits for the parent of a killed
-// process (often init) to reap it: the zombie keeps the pid until then.
-const zombieWait = 5 * time.Second
-
-func checkPidFree(pid int) error {
-	deadline := time.Now().Add(zombieWait)
-	for {
-		st, err := proc.ReadStat(pid)
-		if err != nil {
-			break // no such task
-		}
-		if st.State != 'Z' || time.Now().After(deadline) {
-			return pidInUse(pid)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	max, err := os.ReadFile("/proc/sys/kernel/pid_max")
-	if err == nil {
-		if m, err := strconv.Atoi(string(max[:len(max)-1])); err == nil && pid >= m {
-			return fmt.Errorf("pid %d is above this host's pid_max %d (raise /proc/sys/kernel/pid_max)", pid, m)
-		}
-	}
-	return nil
-}
-
-func pidInUse(pid int) error {
-	who := " (by a task gone since: try again)"
-	if st, err := proc.ReadStat(pid); err == nil {
-		who = fmt.Sprintf(" (held by %s, state %c)", st.Comm, st.State)
-		if st.State == 'Z' {
-			parent := "?"
-			if pst, err := proc.ReadStat(st.PPid); err == nil {
-				parent = pst.Comm
-			}
-			who = fmt.Sprintf(" (held by %s, a zombie its parent, pid %d (%s), has not reaped)", st.Comm, st.PPid, parent)
-		}
-	}
-	return fmt.Errorf("restore pid %d: %w%s", pid, ErrPidInUse, who)
-}
-
-// writeStats writes stats-restore into the work dir, as criu does (podman
-// and checkpointctl read it).
-func (r *restorer) writeStats() error {
-	work := r.opts.WorkDir
-	if work == "" {
-		work = r.opts.ImagesDir
-	}
-	d, err := images.Open(work)
-	if err != nil {
-		return err
-	}
-	st := r.stats
-	return d.Write("stats-restore", &stats.StatsEntry{Restore: &stats.RestoreStatsEntry{
-		PagesCompared:   proto.Uint64(st.Compared),
-		PagesSkippedCow: proto.Uint64(st.SkippedCOW),
-		ForkingTime:     proto.Uint32(uint32(st.forked.Sub(st.start).Microseconds())),
-		RestoreTime:     proto.Uint32(uint32(time.Since(st.start).Microseconds())),
-		PagesRestored:   proto.Uint64(st.Restored),
-	}})
 }

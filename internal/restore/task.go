@@ -2,14 +2,13 @@ package restore
 
 import (
 	"fmt"
-	"os"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/puppet"
 )
 
 const (
@@ -32,7 +31,7 @@ func (r *restorer) newTaskRestorer(t *ptrace.Task, img *taskImages) *taskRestore
 	tr := &taskRestorer{r: r, t: t, img: img,
 		s: &ptrace.Scratch{Pid: t.Tid, Addr: r.scratchBase + mem.PageSize, Size: scratchSize - mem.PageSize}}
 	r.procs = append(r.procs, tr)
-	r.files.HostPids[img.pid()] = t.Tid
+	r.files.HostPids[img.Pid()] = t.Tid
 	return tr
 }
 
@@ -75,47 +74,14 @@ func (tr *taskRestorer) mapScratch(via uint64) error {
 	return nil
 }
 
-// closePuppetFds closes the fds the root task inherited from the
-// puppet but the channel.
-func (tr *taskRestorer) closePuppetFds() error {
-	ch := uint64(tr.r.channelFd)
-	if _, err := tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ch-1, 0); err != nil {
-		return err
-	}
-	_, err := tr.t.Call("close_range", unix.SYS_CLOSE_RANGE, ch+1, ^uint64(0)>>32, 0)
-	return err
-}
-
-// closeChannel closes the task's pidfd of stasis once it has all its
-// files (see restorer.channelFd).
-func (tr *taskRestorer) closeChannel() error {
-	_, err := tr.t.Call("close channel", unix.SYS_CLOSE, uint64(tr.r.channelFd))
-	return err
-}
-
-// pass puts a copy of the file with the given id into the task and
-// returns its fd number there (the lowest free one, close-on-exec).
-func (tr *taskRestorer) pass(id uint32) (uint64, error) {
-	f, err := tr.r.files.Open(id)
-	if err != nil {
-		return 0, err
-	}
-	return tr.passFile(f)
-}
-
-// passFile puts a copy of stasis' file f into the task, as pass does.
-func (tr *taskRestorer) passFile(f *os.File) (uint64, error) {
-	return tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(f.Fd()), 0)
-}
-
 // restoreMemory gives the task its image's address space (mem): the
 // root from an empty one, a child from the copy of its parent's it was
 // cloned with.
 func (tr *taskRestorer) restoreMemory(parent *taskImages) error {
 	var from *mem.Image
-	if parent != nil && parent.live() {
+	if parent != nil && parent.Live() {
 		from = parent.mem
-	} else if err := tr.closePuppetFds(); err != nil {
+	} else if err := puppet.CloseInherited(tr, tr.r.channelFd); err != nil {
 		return err
 	}
 	st, err := tr.r.memory().RestoreMemory(tr, tr.img.mem, from, func() error {
@@ -141,73 +107,4 @@ func (r *restorer) memory() *mem.Restorer {
 			Shmem: r.imgs.shmem, Keep: [2]uint64{r.scratchBase, r.scratchBase + scratchSize}, Log: r.log}
 	}
 	return r.mem
-}
-
-// restoreFS sets root, cwd and umask.
-func (tr *taskRestorer) restoreFS() error {
-	fsE := tr.img.fs
-	if root := tr.r.imgs.files[fsE.GetRootId()].GetReg().GetName(); root != "/" {
-		fd, err := tr.pass(fsE.GetRootId())
-		if err != nil {
-			return err
-		}
-		if _, err := tr.t.Call("fchdir", unix.SYS_FCHDIR, fd); err != nil {
-			return fmt.Errorf("root %s: %w", root, err)
-		}
-		dot, err := tr.s.Put(0, []byte(".\x00"))
-		if err != nil {
-			return err
-		}
-		if _, err := tr.t.Call("chroot", unix.SYS_CHROOT, dot); err != nil {
-			return fmt.Errorf("root %s: %w", root, err)
-		}
-		if _, err := tr.t.Call("close", unix.SYS_CLOSE, fd); err != nil {
-			return err
-		}
-	}
-	fd, err := tr.pass(fsE.GetCwdId())
-	if err != nil {
-		return fmt.Errorf("cwd: %w", err)
-	}
-	if _, err := tr.t.Call("fchdir", unix.SYS_FCHDIR, fd); err != nil {
-		return fmt.Errorf("cwd %s: %w", tr.r.imgs.files[fsE.GetCwdId()].GetReg().GetName(), err)
-	}
-	if _, err := tr.t.Call("close", unix.SYS_CLOSE, fd); err != nil {
-		return err
-	}
-	_, err = tr.t.Call("umask", unix.SYS_UMASK, uint64(fsE.GetUmask()))
-	return err
-}
-
-// restoreFds puts every fd of the image at its number. Fds with the same
-// file id share one open file description (and so its offset).
-func (tr *taskRestorer) restoreFds() error {
-	for _, fe := range tr.img.fds {
-		tmp, err := tr.pass(fe.GetId())
-		if err != nil {
-			return fmt.Errorf("fd %d: %w", fe.GetFd(), err)
-		}
-		target := uint64(fe.GetFd())
-		cloexec := fe.GetFlags()&unix.FD_CLOEXEC != 0
-		if tmp == target {
-			// pidfd_getfd sets close-on-exec; dup3(fd, fd) is EINVAL.
-			if !cloexec {
-				if _, err := tr.t.Call("fcntl(F_SETFD)", unix.SYS_FCNTL, tmp, unix.F_SETFD, 0); err != nil {
-					return err
-				}
-			}
-			continue
-		}
-		var flags uint64
-		if cloexec {
-			flags = unix.O_CLOEXEC
-		}
-		if _, err := tr.t.Call("dup3", unix.SYS_DUP3, tmp, target, flags); err != nil {
-			return fmt.Errorf("fd %d: %w", target, err)
-		}
-		if _, err := tr.t.Call("close", unix.SYS_CLOSE, tmp); err != nil {
-			return err
-		}
-	}
-	return tr.r.files.RestoreEpollTargets(tr, tr.img.fds)
 }

@@ -209,7 +209,7 @@ func checkNoNewChildren(t testing.TB, before []int, dir string) {
 	}
 }
 
-// puppetArg is restore.PuppetArg, the argument of the restore's puppet
+// puppetArg is puppet.PuppetArg, the argument of the restore's puppet
 // process (testutil does not import the restore package).
 const puppetArg = "__stasis_puppet"
 

@@ -1,16 +1,15 @@
-package restore
+package puppet
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // PuppetArg is the argument the puppet is exec'ed with. The puppet never
@@ -19,11 +18,11 @@ import (
 // ever sees this argument, in case it was run by hand.
 const PuppetArg = "__stasis_puppet"
 
-// puppet is the helper process the restored tasks are cloned from.
-type puppet struct {
+// Puppet is the helper process the restored tasks are cloned from.
+type Puppet struct {
 	cmd     *exec.Cmd
-	tr      *ptrace.Task
-	scratch *ptrace.Scratch
+	Tr      *ptrace.Task
+	Scratch *ptrace.Scratch
 }
 
 // ptrace options for everything created during a restore: new tasks are
@@ -36,7 +35,7 @@ type puppet struct {
 const restoreOpts = unix.PTRACE_O_EXITKILL | unix.PTRACE_O_TRACESYSGOOD |
 	unix.PTRACE_O_TRACEFORK | unix.PTRACE_O_TRACECLONE | unix.PTRACE_O_SUSPEND_SECCOMP
 
-func startPuppet(unprivileged bool) (*puppet, error) {
+func Start(unprivileged bool) (*Puppet, error) {
 	opts := restoreOpts
 	if unprivileged {
 		opts &^= unix.PTRACE_O_SUSPEND_SECCOMP
@@ -50,59 +49,59 @@ func startPuppet(unprivileged bool) (*puppet, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start puppet %s: %w", self, err)
 	}
-	p := &puppet{cmd: cmd}
+	p := &Puppet{cmd: cmd}
 	pid := cmd.Process.Pid
 	st, err := ptrace.Wait(pid)
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return nil, fmt.Errorf("start puppet: %w", err)
 	}
 	if st.Signal != unix.SIGTRAP {
-		p.kill()
+		p.Kill()
 		return nil, fmt.Errorf("start puppet: stopped by %v, not the exec trap", st.Signal)
 	}
 	if err := ptrace.SetOptions(pid, opts); err != nil {
-		p.kill()
+		p.Kill()
 		return nil, err
 	}
 	vdso, err := findVDSO(pid)
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return nil, err
 	}
 	ip, err := ptrace.FindSyscallInsn(pid, vdso.Start, vdso.End)
 	if err != nil {
-		p.kill()
+		p.Kill()
 		return nil, err
 	}
-	if p.tr, err = ptrace.Attached(pid, ip); err != nil {
-		p.kill()
+	if p.Tr, err = ptrace.Attached(pid, ip); err != nil {
+		p.Kill()
 		return nil, err
 	}
-	if p.scratch, err = ptrace.MapScratch(p.tr, 0, 4096); err != nil {
-		p.kill()
+	if p.Scratch, err = ptrace.MapScratch(p.Tr, 0, 4096); err != nil {
+		p.Kill()
 		return nil, err
 	}
 	return p, nil
 }
 
-// openChannel gives the puppet a pidfd of stasis at fd number fd. Every
+// OpenChannel gives the puppet a pidfd of stasis at fd number fd. Every
 // task is cloned from the puppet or from another task and inherits it:
 // through it a task takes the files stasis opens for it (pidfd_getfd).
 // Opening it here, in stasis' own pid namespace, is what makes it work
 // for tasks restored into a new one, where stasis has no pid to open.
-func (p *puppet) openChannel(fd int) error {
-	pfd, err := p.tr.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
+func (p *Puppet) OpenChannel(fd int) error {
+	pfd, err := p.Tr.Call("pidfd_open", unix.SYS_PIDFD_OPEN, uint64(os.Getpid()), 0)
 	if err != nil {
 		return err
 	}
 	if int(pfd) == fd {
 		return nil
 	}
-	if _, err := p.tr.Call("dup2", unix.SYS_DUP2, pfd, uint64(fd)); err != nil {
+	if _, err := p.Tr.Call("dup2", unix.SYS_DUP2, pfd, uint64(fd)); err != nil {
 		return fmt.Errorf("move channel to fd %d: %w", fd, err)
 	}
-	_, err = p.tr.Call("close", unix.SYS_CLOSE, pfd)
+	_, err = p.Tr.Call("close", unix.SYS_CLOSE, pfd)
 	return err
 }
 
@@ -119,25 +118,27 @@ func findVDSO(pid int) (proc.VMA, error) {
 	return proc.VMA{}, fmt.Errorf("pid %d has no [vdso]", pid)
 }
 
-// ErrPidInUse is wrapped when a PID of the image is taken on this host.
-var ErrPidInUse = errors.New("pid already in use")
-
-func (p *puppet) kill() {
+func (p *Puppet) Kill() {
 	if p.cmd.Process != nil {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 	}
 }
 
-// kill ends a task created by the restore and reaps it: stasis is its
-// tracer and, once the puppet is gone, its parent (child subreaper).
-func kill(pid int) {
-	_ = unix.Kill(pid, unix.SIGKILL)
-	var ws unix.WaitStatus
-	for {
-		_, err := linux.Wait4(pid, &ws, unix.WALL)
-		if err != nil || ws.Exited() || ws.Signaled() {
-			return
-		}
+// CloseInherited closes the fds the root task t inherited from the
+// puppet but the channel (at fd number channelFd).
+func CloseInherited(t remote.Task, channelFd int) error {
+	ch := uint64(channelFd)
+	if _, err := t.Call("close_range", unix.SYS_CLOSE_RANGE, 0, ch-1, 0); err != nil {
+		return err
 	}
+	_, err := t.Call("close_range", unix.SYS_CLOSE_RANGE, ch+1, ^uint64(0)>>32, 0)
+	return err
+}
+
+// CloseChannel closes task t's pidfd of stasis (at fd number channelFd)
+// once it has all its files (see OpenChannel).
+func CloseChannel(t remote.Task, channelFd int) error {
+	_, err := t.Call("close channel", unix.SYS_CLOSE, uint64(channelFd))
+	return err
 }

@@ -1,4 +1,4 @@
-package restore
+package pstree
 
 import (
 	"encoding/binary"
@@ -10,25 +10,25 @@ import (
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
-// threadFlags are the clone flags of a thread as pthread_create uses them.
-const threadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
+// ThreadFlags are the clone flags of a thread as pthread_create uses them.
+const ThreadFlags = unix.CLONE_VM | unix.CLONE_FS | unix.CLONE_FILES | unix.CLONE_SIGHAND |
 	unix.CLONE_THREAD | unix.CLONE_SYSVSEM
 
-// cloneWithPid injects clone3 into t to create a task with exactly the
-// given pid (a process, or with threadFlags a thread of t's process), and
+// CloneWithPid injects clone3 into t to create a task with exactly the
+// given pid (a process, or with ThreadFlags a thread of t's process), and
 // returns the new task stopped and traced: every task created during a
 // restore is traced from birth (PTRACE_O_TRACEFORK/TRACECLONE). The pid is
 // the one the task has in its own pid namespace (with CLONE_NEWPID, the
 // new one); the kernel reports its pid in stasis' namespace in the ptrace
 // event, and that is what stasis uses to trace it.
-func cloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*ptrace.Task, error) {
-	return cloneWithPids(t, s, []int{pid}, flags)
+func CloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*ptrace.Task, error) {
+	return CloneWithPids(t, s, []int{pid}, flags)
 }
 
-// cloneWithPids is cloneWithPid with a pid for each pid namespace level
+// CloneWithPids is CloneWithPid with a pid for each pid namespace level
 // the task is to have, innermost first (clone3's set_tid): a task of a
 // nested pid namespace keeps its pid in each.
-func cloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) (*ptrace.Task, error) {
+func CloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) (*ptrace.Task, error) {
 	// struct clone_args (include/uapi/linux/sched.h) up to cgroup; the
 	// set_tid array follows it.
 	const cloneArgsSize = unix.CLONE_ARGS_SIZE_VER2
@@ -67,12 +67,12 @@ func cloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) 
 		return nil, fmt.Errorf("new task %d: %w", pid, err)
 	}
 	if st.Signal != unix.SIGSTOP {
-		kill(host)
+		Kill(host)
 		return nil, fmt.Errorf("new task %d stopped by %v, not SIGSTOP", pid, st.Signal)
 	}
 	nt, err := ptrace.Attached(host, t.SyscallIP)
 	if err != nil {
-		kill(host)
+		Kill(host)
 		return nil, err
 	}
 	if host != pid {

@@ -1,4 +1,4 @@
-package restore
+package pstree
 
 import (
 	"fmt"
@@ -26,8 +26,8 @@ func TestPidInUseNamesZombieParent(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	msg := pidInUse(pid).Error()
+	msg := PidInUse(pid).Error()
 	if want := fmt.Sprintf("a zombie its parent, pid %d", os.Getpid()); !strings.Contains(msg, want) {
-		t.Errorf("pidInUse(%d) = %q, want it to contain %q", pid, msg, want)
+		t.Errorf("PidInUse(%d) = %q, want it to contain %q", pid, msg, want)
 	}
 }
