@@ -138,53 +138,18 @@ func (s *imageSet) readTask(pe *pstreepb.PstreeEntry) (*taskImages, error) {
 	}
 	ti := &taskImages{Proc: &pstree.Proc{Entry: pe}}
 	d := s.dir
-	name := func(kind string) string { return fmt.Sprintf("%s-%d.img", kind, pid) }
-	ti.core = &criucore.CoreEntry{}
-	if err := d.ReadOne(name("core"), ti.core); err != nil {
+	ci, err := core.ReadImages(d, pe, s.seccomp)
+	if err != nil {
 		return nil, err
 	}
-	if ti.core.GetTc() == nil {
-		return nil, bad(name("core"), "no task_core in the core of a process")
-	}
-	switch ti.core.GetTc().GetTaskState() {
-	case core.TaskDead, core.TaskZombie:
-		ti.Zombie = true
+	ti.core, ti.threads, ti.Zombie = ci.Core, ci.Threads, ci.Zombie
+	if ti.Zombie {
 		return ti, nil
-	case core.TaskAlive, core.TaskStopped:
-	default:
-		return nil, bad(name("core"), "task state %d", ti.core.GetTc().GetTaskState())
-	}
-	if len(pe.GetThreads()) == 0 || pe.GetThreads()[0] != pid {
-		return nil, bad("pstree.img", "pid %d: its thread list does not start with itself", pid)
-	}
-	if err := core.Validate(ti.core); err != nil {
-		return nil, bad(name("core"), "%v", err)
-	}
-	if err := core.ValidatePosixTimers(ti.core.GetTc().GetTimers().GetPosix()); err != nil {
-		return nil, bad(name("core"), "%v", err)
-	}
-	for _, tid := range pe.GetThreads()[1:] {
-		f := fmt.Sprintf("core-%d.img", tid)
-		c := &criucore.CoreEntry{}
-		if err := d.ReadOne(f, c); err != nil {
-			return nil, err
-		}
-		if err := core.ValidateThread(c); err != nil {
-			return nil, bad(f, "%v", err)
-		}
-		ti.threads = append(ti.threads, c)
-	}
-	for _, c := range append([]*criucore.CoreEntry{ti.core}, ti.threads...) {
-		th := c.GetThreadCore()
-		if _, err := core.SeccompChain(s.seccomp, th.GetSeccompMode(), th.GetSeccompFilter()); err != nil {
-			return nil, bad("seccomp.img", "pid %d: %v", pid, err)
-		}
 	}
 	ti.ids = &criucore.TaskKobjIdsEntry{}
-	if err := d.ReadOne(name("ids"), ti.ids); err != nil {
+	if err := d.ReadOne(fmt.Sprintf("ids-%d.img", pid), ti.ids); err != nil {
 		return nil, err
 	}
-	var err error
 	if ti.mem, err = mem.ReadImage(d, pid, s.hasFile, s.shmem); err != nil {
 		return nil, err
 	}
