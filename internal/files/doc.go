@@ -13,7 +13,6 @@
 // (sockets, tty), which uses the exported helpers (DumpState,
 // RestoreState, the anon-fd ones in anon.go). The steps a kind must run
 // inside the restored task take a remote.Task: fds and root/cwd/umask
-// (fds_task.go), file owners
-// (fown_task.go), locks and leases (locks_task.go), epoll items
-// (epoll.go).
+// (fds_task.go), file owners (fown_task.go), locks and leases
+// (locks_task.go), epoll items (epoll.go).
 package files
