@@ -132,7 +132,6 @@ var hintOptions = map[string]string{
 	"ghost-fiemap":      "stasis copies unlinked files' contents whatever their holes",
 	"force-irmap":       "a hint to resolve inotify watch names, which stasis does when it can",
 	"deprecated":        "allows deprecated features, of which stasis has none",
-	"weak-sysctls":      "skips sysctls the kernel lacks; stasis restores no sysctls",
 	"no-default-config": "stasis reads no default configuration file",
 	"extra":             "check runs every probe",
 	"experimental":      "check runs every probe",
