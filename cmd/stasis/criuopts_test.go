@@ -59,6 +59,7 @@ func TestCRIUOptionsTable(t *testing.T) {
 // that names it; never an unknown flag or a stray argument.
 func TestCRIUOptionsAccepted(t *testing.T) {
 	counts := map[string]int{}
+	byKind := map[string][]string{}
 	for _, o := range append(append([]criuOpt{}, criuOptions...), extraRefused...) {
 		if cobraBuiltin[o.name] {
 			counts["builtin"]++
@@ -113,6 +114,10 @@ func TestCRIUOptionsAccepted(t *testing.T) {
 			}
 		}
 		counts[kind]++
+		byKind[kind] = append(byKind[kind], o.name)
+	}
+	for k, names := range byKind {
+		t.Logf("%s: %s", k, strings.Join(names, " "))
 	}
 	t.Logf("criu options (implemented: by dump, restore or check): %v", counts)
 	// The refusal names the option whatever its spelling.
