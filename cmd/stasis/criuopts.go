@@ -139,6 +139,16 @@ var hintOptions = map[string]string{
 	"cpu-cap":           "only none (no cpu check), which is what stasis does",
 }
 
+// commandHints are dump options that criu takes at restore too, where
+// they change nothing (what they chose is in the images).
+var commandHints = map[string]map[string]string{
+	"restore": {
+		"link-remap":     "linked-again files are reopened from the images, flag or not",
+		"skip-in-flight": "connections not yet accepted were not dumped",
+		"ghost-limit":    "the dump's limit: the images hold what was copied",
+	},
+}
+
 // cobraBuiltin are handled by cobra itself (help on every command, version
 // on the root).
 var cobraBuiltin = map[string]bool{"help": true, "version": true}
@@ -203,7 +213,11 @@ func addCRIUOptions(cmd *cobra.Command) {
 			continue
 		}
 		if f.Lookup(o.name) == nil {
-			if why, ok := hintOptions[o.name]; ok {
+			why, ok := commandHints[cmd.Name()][o.name]
+			if !ok {
+				why, ok = hintOptions[o.name]
+			}
+			if ok {
 				addRefused(f, o)
 				fl := f.Lookup(o.name)
 				fl.Usage = hintUsage + " (" + why + ")"

@@ -130,6 +130,9 @@ func TestCRIUOptionsAccepted(t *testing.T) {
 	if err := parseOnly(t, "dump", "--cpu-cap=none", "--log-pid", "--no-display-stats", "-vvvv"); err != nil {
 		t.Errorf("hints: %v", err)
 	}
+	if err := parseOnly(t, "restore", "--link-remap", "--skip-in-flight", "--ghost-limit", "1M"); err != nil {
+		t.Errorf("dump options at restore: %v", err)
+	}
 	if err := parseOnly(t, "dump", "--cpu-cap=fpu"); err == nil || !strings.Contains(err.Error(), "--cpu-cap=fpu is not implemented") {
 		t.Errorf("--cpu-cap=fpu: %v", err)
 	}
