@@ -1,11 +1,14 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+
+	"github.com/stasis-cr/stasis"
 )
 
 // optArg says whether a criu option takes an argument, as criu's
@@ -208,6 +211,9 @@ func (n negation) apply() error {
 // taken for a stray positional argument).
 func addCRIUOptions(cmd *cobra.Command) {
 	f := cmd.Flags()
+	if cmd.Name() == "dump" || cmd.Name() == "restore" {
+		addDisplayStats(cmd)
+	}
 	for _, o := range append(append([]criuOpt{}, criuOptions...), extraRefused...) {
 		if cobraBuiltin[o.name] {
 			continue
@@ -268,4 +274,31 @@ func refuseCRIUOptions(cmd *cobra.Command) error {
 		return fmt.Errorf("%s: %s is not implemented yet (criu 4.2 option)", cmd.Name(), set[0])
 	}
 	return fmt.Errorf("%s: %s are not implemented yet (criu 4.2 options)", cmd.Name(), strings.Join(set, ", "))
+}
+
+// addDisplayStats gives dump and restore criu's --display-stats: once the
+// operation is over (for a restore without -d, once the tree has exited),
+// the stats image it wrote is printed as criu prints it.
+func addDisplayStats(cmd *cobra.Command) {
+	var display bool
+	cmd.Flags().BoolVar(&display, "display-stats", false, "print the dump or restore stats, as criu")
+	run := cmd.RunE
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		err := run(c, args)
+		var ee exitError
+		if !display || err != nil && !errors.As(err, &ee) {
+			return err
+		}
+		work := c.Flags().Lookup("work-dir").Value.String()
+		if work == "" {
+			work = c.Flags().Lookup("images-dir").Value.String()
+		}
+		if work == "" {
+			work = "."
+		}
+		if derr := stasis.DisplayStats(c.OutOrStdout(), work, c.Name() == "restore"); derr != nil && err == nil {
+			return derr
+		}
+		return err
+	}
 }
