@@ -174,8 +174,9 @@ func probeLoginuid() (bool, string) {
 	return errDetail("/proc/self/loginuid", err)
 }
 
-// siocUnixFile is SIOCUNIXFILE (linux/sockios.h): opens the file a unix
-// socket is bound to; an unbound socket gives ENOENT where it exists.
+// siocUnixFile is SIOCUNIXFILE (SIOCPROTOPRIVATE, linux/un.h; x/sys/unix
+// lacks it): it opens the file a unix socket is bound to; an unbound
+// socket gives ENOENT where the ioctl exists.
 const siocUnixFile = 0x89e0
 
 func probeUnixFile() (bool, string) {
@@ -203,15 +204,13 @@ func probeNftables() (bool, string) {
 	return errDetail("nf_tables NFT_MSG_GETGEN", err)
 }
 
-const soBufLock = 72 // SO_BUF_LOCK, linux 5.14
-
 func probeBufLock() (bool, string) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		return errDetail("SO_BUF_LOCK: socket", err)
 	}
 	defer unix.Close(fd)
-	_, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, soBufLock)
+	_, err = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BUF_LOCK)
 	return errDetail("SO_BUF_LOCK", err)
 }
 
@@ -232,13 +231,8 @@ func probeFreebind() (bool, string) {
 	return errDetail("IPV6_FREEBIND", unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1))
 }
 
-const (
-	prTimerCreateRestoreIDs    = 77 // linux 6.17
-	prTimerCreateRestoreIDsGet = 2
-)
-
 func probeTimerIDs() (bool, string) {
-	_, _, e := unix.Syscall6(unix.SYS_PRCTL, prTimerCreateRestoreIDs, prTimerCreateRestoreIDsGet, 0, 0, 0, 0)
+	_, _, e := unix.Syscall6(unix.SYS_PRCTL, unix.PR_TIMER_CREATE_RESTORE_IDS, unix.PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0, 0)
 	if e != 0 {
 		return errDetail("PR_TIMER_CREATE_RESTORE_IDS", e)
 	}
