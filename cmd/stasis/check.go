@@ -32,11 +32,11 @@ its name, what was measured and, when absent, what does not work without it.
 Exits 1 if a required feature is missing; otherwise prints "Looks good."
 Every probe always runs, so --all, --extra and --experimental change nothing.
 
---feature NAME answers criu's "criu check --feature NAME" (for example
-mem_dirty_track, uffd, uffd-noncoop, pidfd_store, clone3_set_tid,
-get_rseq_conf, can_map_vdso, timens) or one of the names printed by
-stasis check: "NAME is supported" and exit 0, or exit 1.
---feature list prints the names.
+--feature NAME answers criu's "criu check --feature NAME" for every name
+of criu 4.2 (mnt_id, mem_dirty_track, timerfd, tcp_half_closed, ...), for
+this kernel and what stasis can do with it, or one of the names printed by
+stasis check: "NAME is supported" and exit 0, or "NAME is not supported:
+WHY" on stderr and exit 1, as criu. --feature list prints the names.
 
 --pid PID (or -t PID) checks whether "stasis dump -t PID" with the same flags (-j,
 -l, -x, --tcp-established, --skip-in-flight, --external, --link-remap,
@@ -127,7 +127,8 @@ func checkFeature(out, errw io.Writer, name string) error {
 		return exitError{1}
 	}
 	if !supported {
-		fmt.Fprintf(out, "%s is not supported: %s\n", name, detail)
+		// criu says why on stderr, stdout stays empty.
+		fmt.Fprintf(errw, "%s is not supported: %s\n", name, detail)
 		return exitError{1}
 	}
 	fmt.Fprintf(out, "%s is supported\n", name)

@@ -39,7 +39,11 @@ func newRoot() *cobra.Command {
 	root.SetVersionTemplate("Version: {{.Version}}\n")
 	root.Flags().BoolP("version", "V", false, "print version and exit")
 	for _, mk := range subcommands {
-		root.AddCommand(mk())
+		cmd := mk()
+		if criuCommands[cmd.Name()] {
+			addCRIUOptions(cmd)
+		}
+		root.AddCommand(cmd)
 	}
 	return root
 }

@@ -28,24 +28,21 @@ var (
 
 func addUnimplemented(f *pflag.FlagSet, names []string) {
 	for _, n := range names {
-		f.String(n, "", "not implemented yet")
-		f.Lookup(n).NoOptDefVal = "true"
-		f.Lookup(n).Hidden = true
+		addRefused(f, lookupCRIUOpt(n))
 	}
 }
 
-func rejectUnimplemented(cmd *cobra.Command) error {
-	var set []string
-	cmd.Flags().Visit(func(fl *pflag.Flag) {
-		if fl.Usage == "not implemented yet" {
-			set = append(set, "--"+fl.Name)
+// lookupCRIUOpt finds name among criu's options (and those runtimes pass).
+func lookupCRIUOpt(name string) criuOpt {
+	for _, o := range append(append([]criuOpt{}, criuOptions...), extraRefused...) {
+		if o.name == name {
+			return o
 		}
-	})
-	if len(set) > 0 {
-		return fmt.Errorf("%s: criu option %s is not implemented in stasis yet", cmd.Name(), strings.Join(set, ", "))
 	}
-	return nil
+	return criuOpt{name: name}
 }
+
+func rejectUnimplemented(cmd *cobra.Command) error { return refuseCRIUOptions(cmd) }
 
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 

@@ -23,4 +23,11 @@
 // error names the feature and the kernel that brought it and wraps
 // ErrNotSupported, which is linux.ErrNotSupported. Fake stands in a
 // feature set for tests.
+//
+// CRIUFeature answers criu 4.2's `check --feature NAME` for every one of
+// its names: criu.go maps names onto Probe's features, criu_features.go
+// holds the small probes for features stasis uses that Probe does not
+// measure, and the names of criu features stasis has no use for yet, which
+// are "not supported" whatever the kernel (a script told yes would fail
+// later).
 package kerndat
