@@ -44,8 +44,12 @@ if mode == "nonblock":
 else:
     threading.Timer(0.3, lambda: open(ready, "w").close()).start()
     s.connect(("127.0.0.1", port))
+# SIGTERM comes once the test has read the bytes, which can be before
+# sendall returns here: held back until "sent" is recorded.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 s.sendall(b"hello")
 state["sent"] = True
+signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
 signal.pause()
 `
 
