@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -67,4 +68,61 @@ func TestGoHTTPServerMPTCP(t *testing.T) {
 
 	w, _ := startGoHTTP(t)
 	t.Logf("criu 4.2 on gohttp: %s", testutil.CriuOutcome(t, w))
+}
+
+// startMPTCP starts mptcp.c with two free ports, with "conn" for its
+// fallen-back connection.
+func startMPTCP(t *testing.T, extra ...string) (*testutil.Victim, int, int) {
+	t.Helper()
+	p4, p6 := freePort(t, "127.0.0.1"), freePort(t, "::1")
+	v := testutil.StartVictim(t, "mptcp", append([]string{strconv.Itoa(p4), strconv.Itoa(p6)}, extra...)...)
+	v.WaitReady(t)
+	return v, p4, p6
+}
+
+func askMPTCP(t *testing.T, p4, p6 int) {
+	t.Helper()
+	askTCP(t, "127.0.0.1", p4)
+	askTCP(t, "::1", p6)
+	askTCP(t, "127.0.0.1", p6) // dual stack
+}
+
+// TestMPTCPSockets: listening MPTCP sockets (IPv4, dual-stack IPv6), an
+// unbound and a bound one are restored as MPTCP sockets with their
+// address and options, and the listeners serve clients outside before
+// and after (mptcp.c checks from inside). criu 4.2 refuses every MPTCP
+// socket; its result is logged.
+func TestMPTCPSockets(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	v, p4, p6 := startMPTCP(t)
+	askMPTCP(t, p4, p6)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v)
+	askMPTCP(t, p4, p6)
+	v.TermAndCheck(t)
+
+	w, _, _ := startMPTCP(t)
+	t.Logf("criu 4.2 on mptcp: %s", testutil.CriuOutcome(t, w))
+}
+
+// TestMPTCPConnectionRefused: an MPTCP connection (here one that fell
+// back to plain TCP) cannot be put in repair mode, so the dump refuses it
+// even with --tcp-established, naming MPTCP, its ends and what to do
+// (GODEBUG=multipathtcp=0 for Go), and leaves the victim running intact.
+// criu 4.2 refuses it too; its result is logged.
+func TestMPTCPConnectionRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	v, p4, p6 := startMPTCP(t, "conn")
+	msg := testutil.DumpFail(t, v.Pid, t.TempDir(), "--tcp-established")
+	testutil.AssertContains(t, msg, "MPTCP connection", "fallen back to plain TCP", "ESTABLISHED", "GODEBUG=multipathtcp=0", "127.0.0.1:", strconv.Itoa(v.Pid))
+	askMPTCP(t, p4, p6)
+	v.TermAndCheck(t)
+
+	w, _, _ := startMPTCP(t, "conn")
+	t.Logf("criu 4.2 on mptcp conn: %s", testutil.CriuOutcome(t, w, "--tcp-established"))
 }
