@@ -65,6 +65,9 @@ func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	switch {
 	case typ == unix.SOCK_STREAM && (proto_ == unix.IPPROTO_TCP || proto_ == unix.IPPROTO_MPTCP): // mptcp.go
 	case typ == unix.SOCK_DGRAM && (proto_ == unix.IPPROTO_UDP || proto_ == unix.IPPROTO_UDPLITE):
+	// ICMP datagram ("ping") sockets: their port is the echo identifier,
+	// bound and connected as UDP's; replies queued are dropped as UDP's.
+	case typ == unix.SOCK_DGRAM && (proto_ == unix.IPPROTO_ICMP || proto_ == unix.IPPROTO_ICMPV6):
 	case typ == unix.SOCK_RAW: // rawsk.go
 	default:
 		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
@@ -269,6 +272,9 @@ func inetName(ie *sk_inet.InetSkEntry) string {
 	}
 	if ie.GetType() == unix.SOCK_RAW {
 		return fmt.Sprintf("%s raw (protocol %d)", ver, ie.GetProto())
+	}
+	if p := ie.GetProto(); p == unix.IPPROTO_ICMP || p == unix.IPPROTO_ICMPV6 {
+		return ver + " ICMP datagram"
 	}
 	return ver + " UDP"
 }
