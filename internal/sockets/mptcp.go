@@ -17,7 +17,10 @@ import (
 // as a TCP one (inetsk.go, tcp.go). A connection cannot be: the kernel
 // has no repair mode for MPTCP (TCP_REPAIR is refused on an MPTCP socket
 // before it connects, so one that fell back to plain TCP cannot be made
-// again either), so it is refused with what the user can do.
+// again either), so it is refused with what the user can do. A client
+// without MPTCP that an MPTCP listener accepts is a plain TCP socket
+// (SO_PROTOCOL 6): it goes through TCP_REPAIR as any, so a Go server's
+// keep-alive connections from ordinary clients are checkpointed.
 
 // tcpIsMPTCP is TCP_IS_MPTCP (linux/tcp.h): 1 while a connected MPTCP
 // socket still runs MPTCP, 0 once it fell back to plain TCP.

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bufio"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -125,4 +127,56 @@ func TestMPTCPConnectionRefused(t *testing.T) {
 
 	w, _, _ := startMPTCP(t, "conn")
 	t.Logf("criu 4.2 on mptcp conn: %s", testutil.CriuOutcome(t, w, "--tcp-established"))
+}
+
+// TestGoHTTPServerMPTCPKeepAlive: a client outside holds a keep-alive
+// connection to the Go server (plain TCP on its side) across the dump and
+// restore (--tcp-established), and fetches on it before and after. The
+// MPTCP listener accepted it as a plain TCP socket (the kernel gives a
+// client without MPTCP a TCP socket at accept), so it goes through
+// TCP_REPAIR as any. criu 4.2's result is logged (it refuses the
+// listener).
+func TestGoHTTPServerMPTCPKeepAlive(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	v, addr := startGoHTTP(t)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	get := func(want string) {
+		t.Helper()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte("GET /count HTTP/1.1\r\nHost: stasis\r\n\r\n")); err != nil {
+			t.Fatalf("keep-alive GET: %v", err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("keep-alive GET: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != want {
+			t.Fatalf("keep-alive GET: %q, want %q", b, want)
+		}
+	}
+	get("count 1")
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir, "--tcp-established")
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v, "--tcp-established")
+	get("count 2")
+	getCount(t, addr, "count 3")
+	v.TermAndCheck(t)
+
+	w, waddr := startGoHTTP(t)
+	wc, err := net.Dial("tcp", waddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wc.Close()
+	t.Logf("criu 4.2 on gohttp with a keep-alive client: %s", testutil.CriuOutcome(t, w, "--tcp-established"))
 }
