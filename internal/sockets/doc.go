@@ -14,7 +14,9 @@
 //   - inetsk.go: IPv4 and IPv6 sockets; tcp.go the TCP stream with
 //     TCP_REPAIR (tcp-stream-N.img), tcpfin.go the peer's FIN of a
 //     half-closed connection, tcpsyn.go a connection still connecting;
-//     rawsk.go raw IP sockets.
+//     mptcp.go MPTCP sockets (listening ones, as TCP's; connections
+//     refused); rawsk.go raw IP sockets. ICMP datagram (ping) sockets
+//     go as UDP's, in inetsk.go.
 //   - netlinksk.go and packetsk.go: netlink and packet sockets.
 //
 // Everything runs on the caller's goroutine, on stasis' own copies of

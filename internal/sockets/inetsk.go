@@ -63,12 +63,15 @@ func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 		ver = "IPv6"
 	}
 	switch {
-	case typ == unix.SOCK_STREAM && proto_ == unix.IPPROTO_TCP:
+	case typ == unix.SOCK_STREAM && (proto_ == unix.IPPROTO_TCP || proto_ == unix.IPPROTO_MPTCP): // mptcp.go
 	case typ == unix.SOCK_DGRAM && (proto_ == unix.IPPROTO_UDP || proto_ == unix.IPPROTO_UDPLITE):
+	// ICMP datagram ("ping") sockets: their port is the echo identifier,
+	// bound and connected as UDP's; replies queued are dropped as UDP's.
+	case typ == unix.SOCK_DGRAM && (proto_ == unix.IPPROTO_ICMP || proto_ == unix.IPPROTO_ICMPV6):
 	case typ == unix.SOCK_RAW: // rawsk.go
 	default:
 		return nil, &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
-			Kind: fmt.Sprintf("an %s socket of type %d, protocol %d (SCTP, ICMP datagram, ...)", ver, typ, proto_)}
+			Kind: fmt.Sprintf("an %s socket of type %s, protocol %s", ver, sockTypeName(typ), ipProtoName(proto_))}
 	}
 	local, err := unix.Getsockname(sk)
 	if err != nil {
@@ -241,6 +244,9 @@ func openInet(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if typ == unix.SOCK_STREAM && isTCPConn(ie.GetState()) {
 		what = fmt.Sprintf("TCP connection %s -> %s (file id %d, %s)", ends.local, ends.remote, fe.GetId(), tcpStateName(ie.GetState()))
 	}
+	if isMPTCP(ie) && ie.GetState() != linux.TCPListen && ie.GetState() != linux.TCPClose {
+		return nil, fmt.Errorf("restore %s: an MPTCP socket in state %s (the kernel has no repair mode for MPTCP): %w", what, tcpStateName(ie.GetState()), images.ErrCorrupt)
+	}
 	fd, err := unix.Socket(int(family), int(typ)|unix.SOCK_CLOEXEC, int(proto_))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
@@ -258,11 +264,17 @@ func inetName(ie *sk_inet.InetSkEntry) string {
 	if ie.GetFamily() == unix.AF_INET6 {
 		ver = "IPv6"
 	}
+	if isMPTCP(ie) {
+		return ver + " MPTCP"
+	}
 	if ie.GetType() == unix.SOCK_STREAM {
 		return ver + " TCP"
 	}
 	if ie.GetType() == unix.SOCK_RAW {
 		return fmt.Sprintf("%s raw (protocol %d)", ver, ie.GetProto())
+	}
+	if p := ie.GetProto(); p == unix.IPPROTO_ICMP || p == unix.IPPROTO_ICMPV6 {
+		return ver + " ICMP datagram"
 	}
 	return ver + " UDP"
 }
@@ -395,6 +407,9 @@ func dumpIPOpts(sk, family int) (*sk_inet.IpOptsEntry, error) {
 		{"IP_TTL", unix.IP_TTL, func(v int) { o.Ttl = proto.Uint32(uint32(v)) }},
 	} {
 		v, err := unix.GetsockoptInt(sk, unix.IPPROTO_IP, opt.opt)
+		if err == unix.EOPNOTSUPP {
+			continue // MPTCP has but a few IP options: the others stay unset
+		}
 		if err != nil {
 			return nil, fmt.Errorf("getsockopt %s: %w", opt.name, err)
 		}
@@ -515,10 +530,21 @@ func restoreSockOpts(fd int, o *sk_opts.SkOptsEntry) error {
 			errs = append(errs, os.NewSyscallError("setsockopt "+name, err))
 		}
 	}
-	set(unix.SO_SNDBUFFORCE, "SO_SNDBUFFORCE", int(o.GetSoSndbuf()/2))
-	set(unix.SO_RCVBUFFORCE, "SO_RCVBUFFORCE", int(o.GetSoRcvbuf()/2))
-	if o.SoBufLock != nil {
-		set(unix.SO_BUF_LOCK, "SO_BUF_LOCK", int(o.GetSoBufLock()))
+	// MPTCP has no SO_BUF_LOCK: forcing its buffers would lock them, so
+	// they are forced only where they were locked (set by the program).
+	if p, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_PROTOCOL); err == nil && p == unix.IPPROTO_MPTCP {
+		if o.GetSoBufLock()&unix.SOCK_SNDBUF_LOCK != 0 {
+			set(unix.SO_SNDBUFFORCE, "SO_SNDBUFFORCE", int(o.GetSoSndbuf()/2))
+		}
+		if o.GetSoBufLock()&unix.SOCK_RCVBUF_LOCK != 0 {
+			set(unix.SO_RCVBUFFORCE, "SO_RCVBUFFORCE", int(o.GetSoRcvbuf()/2))
+		}
+	} else {
+		set(unix.SO_SNDBUFFORCE, "SO_SNDBUFFORCE", int(o.GetSoSndbuf()/2))
+		set(unix.SO_RCVBUFFORCE, "SO_RCVBUFFORCE", int(o.GetSoRcvbuf()/2))
+		if o.SoBufLock != nil {
+			set(unix.SO_BUF_LOCK, "SO_BUF_LOCK", int(o.GetSoBufLock()))
+		}
 	}
 	set(unix.SO_REUSEADDR, "SO_REUSEADDR", boolInt(o.GetReuseaddr()))
 	set(unix.SO_REUSEPORT, "SO_REUSEPORT", boolInt(o.GetSoReuseport()))
@@ -575,4 +601,31 @@ func restoreSockOpts(fd int, o *sk_opts.SkOptsEntry) error {
 	}
 	errs = append(errs, restoreSockFilter(fd, o.GetSoFilter()))
 	return errors.Join(errs...)
+}
+
+var sockTypeNames = map[int]string{
+	unix.SOCK_STREAM: "SOCK_STREAM", unix.SOCK_DGRAM: "SOCK_DGRAM", unix.SOCK_RAW: "SOCK_RAW",
+	unix.SOCK_SEQPACKET: "SOCK_SEQPACKET", unix.SOCK_RDM: "SOCK_RDM", unix.SOCK_PACKET: "SOCK_PACKET",
+}
+
+func sockTypeName(typ int) string {
+	if n, ok := sockTypeNames[typ]; ok {
+		return n
+	}
+	return fmt.Sprintf("%d", typ)
+}
+
+// ipProtoNames name the protocols a refused inet socket may have, so
+// that the refusal says which it is.
+var ipProtoNames = map[int]string{
+	unix.IPPROTO_IP: "0", unix.IPPROTO_ICMP: "1 (ICMP)", unix.IPPROTO_TCP: "6 (TCP)", unix.IPPROTO_UDP: "17 (UDP)",
+	unix.IPPROTO_DCCP: "33 (DCCP)", unix.IPPROTO_ICMPV6: "58 (ICMPv6)", unix.IPPROTO_SCTP: "132 (SCTP)",
+	unix.IPPROTO_UDPLITE: "136 (UDP-Lite)", unix.IPPROTO_MPTCP: "262 (MPTCP)",
+}
+
+func ipProtoName(p int) string {
+	if n, ok := ipProtoNames[p]; ok {
+		return n
+	}
+	return fmt.Sprintf("%d", p)
 }

@@ -132,3 +132,21 @@ func TestReadTCPStreamPeeks(t *testing.T) {
 		t.Errorf("after the dump the socket reads %q, %v", b[:n], err)
 	}
 }
+
+// TestRefusedInetWording: a refused inet socket names its type and
+// protocol, not a list of guesses.
+func TestRefusedInetWording(t *testing.T) {
+	for _, c := range []struct {
+		typ, proto int
+		want       string
+	}{
+		{unix.SOCK_STREAM, unix.IPPROTO_SCTP, "SOCK_STREAM, protocol 132 (SCTP)"},
+		{unix.SOCK_SEQPACKET, unix.IPPROTO_SCTP, "SOCK_SEQPACKET, protocol 132 (SCTP)"},
+		{unix.SOCK_DCCP, unix.IPPROTO_DCCP, "6, protocol 33 (DCCP)"},
+		{unix.SOCK_STREAM, 200, "SOCK_STREAM, protocol 200"},
+	} {
+		if got := sockTypeName(c.typ) + ", protocol " + ipProtoName(c.proto); got != c.want {
+			t.Errorf("type %d protocol %d: %q, want %q", c.typ, c.proto, got, c.want)
+		}
+	}
+}

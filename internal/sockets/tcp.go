@@ -182,6 +182,11 @@ func dumpTCP(t *files.Table, fd *files.Fd, sk int, ie *sk_inet.InetSkEntry) erro
 		return err
 	}
 	ie.State = proto.Uint32(info.state)
+	if isMPTCP(ie) {
+		if err := checkMPTCP(fd, sk, ie, info.state, ends); err != nil {
+			return err
+		}
+	}
 	switch {
 	case info.state == linux.TCPListen:
 		ie.Backlog = proto.Uint32(info.sacked)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -142,7 +143,9 @@ func unixFile(sk int, ue *sk_unix.UnixSkEntry) error {
 		path = p
 		ue.Deleted = proto.Bool(true)
 	}
-	if name := string(ue.Name); name[0] != '/' {
+	// The name may end with the NUL the program counted in its address
+	// length: the path is what comes before it.
+	if name := unixPath(ue.Name); name[0] != '/' {
 		dir, ok := strings.CutSuffix(path, "/"+filepath.Clean(name))
 		if !ok {
 			return fmt.Errorf("relative name %q is not the end of its file's path %s", name, path)
@@ -604,8 +607,8 @@ func (b *unixBuild) bind(s *usk) error {
 			}
 		}
 	}
-	if err := unix.Bind(s.fd, a); err != nil {
-		return fmt.Errorf("bind to %s: %w", unixName(name), os.NewSyscallError("bind", err))
+	if err := bindUnix(s, a); err != nil {
+		return fmt.Errorf("bind to %s: %w", unixName(name), err)
 	}
 	if fp := s.ue.GetFilePerms(); fp != nil && !abstract {
 		if err := unix.Chmod(a.Name, fp.GetMode()&0o7777); err != nil {
@@ -746,4 +749,31 @@ func b2i(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// bindUnix binds s to a, its name joined to its directory. A relative
+// name is bound as it was, from inside its directory, so that the
+// program's getsockname gives it back as it gave it: on a thread of its
+// own with a working directory of its own (CLONE_FS unshared), as
+// stasis' other threads must keep theirs. The thread ends with the
+// goroutine, locked.
+func bindUnix(s *usk, a *unix.SockaddrUnix) error {
+	name, dir := s.ue.GetName(), s.ue.GetNameDir()
+	if len(name) == 0 || name[0] == 0 || name[0] == '/' || dir == "" {
+		return os.NewSyscallError("bind", unix.Bind(s.fd, a))
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread's cwd is not stasis' any more
+		if err := unix.Unshare(unix.CLONE_FS); err != nil {
+			done <- os.NewSyscallError("unshare CLONE_FS", err)
+			return
+		}
+		if err := unix.Chdir(dir); err != nil {
+			done <- fmt.Errorf("directory %s of the relative name: %w", dir, os.NewSyscallError("chdir", err))
+			return
+		}
+		done <- os.NewSyscallError("bind", unix.Bind(s.fd, &unix.SockaddrUnix{Name: unixPath(name)}))
+	}()
+	return <-done
 }

@@ -424,3 +424,25 @@ func TestUnixCorruptQueue(t *testing.T) {
 	testutil.RestoreDetached(t, good, v)
 	v.TermAndCheck(t)
 }
+
+// TestUnixRelativeName: unix sockets bound by a relative name, two of
+// them with the name's NUL counted in the address length (the kernel
+// keeps "rel.sock\x00"), are restored bound by the same relative name in
+// the same directory (unixrel.c checks getsockname, the files and a
+// client by the absolute path). criu 4.2's result is logged.
+func TestUnixRelativeName(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	v := testutil.StartVictim(t, "unixrel", t.TempDir())
+	v.WaitReady(t)
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir)
+	v.Reap(t)
+	testutil.CheckImages(t, dir)
+	testutil.RestoreDetached(t, dir, v)
+	v.TermAndCheck(t)
+
+	w := testutil.StartVictim(t, "unixrel", t.TempDir())
+	w.WaitReady(t)
+	t.Logf("criu 4.2 on unixrel: %s", testutil.CriuOutcome(t, w))
+}
