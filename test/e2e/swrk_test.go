@@ -1,15 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -471,50 +468,7 @@ func TestSwrkInheritFd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("PATH", bindir+":"+os.Getenv("PATH"))
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	defer w.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(w.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	key := fmt.Sprintf("pipe:[%d]", st.Ino)
-	ready := filepath.Join(t.TempDir(), "ready")
-	logf, err := os.Create(filepath.Join(t.TempDir(), "seqout.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(testutil.BuildVictim(t, "seqout"), ready)
-	cmd.Stdout, cmd.Stderr = w, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	testutil.Track(t, []int{pid}, pid)
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	testutil.WaitFor(t, 10*time.Second, "victim ready", func() bool { _, err := os.Stat(ready); return err == nil })
-	lines := bufio.NewScanner(r)
-	next := uint64(0)
-	read := func(n int) {
-		t.Helper()
-		for i := 0; i < n; i++ {
-			if !lines.Scan() {
-				t.Fatalf("pipe closed after %d numbers", next)
-			}
-			got, err := strconv.ParseUint(lines.Text(), 10, 64)
-			if err != nil || got != next {
-				t.Fatalf("read %q from the pipe, want %d", lines.Text(), next)
-			}
-			next++
-		}
-	}
-	read(10)
+	v := startSeqoutOnPipe(t)
 
 	c := criu.MakeCriu() // "criu" from $PATH: the symlink
 	dir := t.TempDir()
@@ -523,32 +477,20 @@ func TestSwrkInheritFd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer df.Close()
-	opts := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), Pid: proto.Int32(int32(pid)),
-		External: []string{key}, LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
+	opts := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), Pid: proto.Int32(int32(v.pid)),
+		External: []string{v.key}, LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
 	if err := c.Dump(opts, nil); err != nil {
-		t.Fatalf("go-criu Dump with external %s: %v\n%s", key, err, logTail(dir, "dump.log"))
+		t.Fatalf("go-criu Dump with external %s: %v\n%s", v.key, err, logTail(dir, "dump.log"))
 	}
-	<-waited
-	c.AddInheritFd(key, w)
+	<-v.waited
+	c.AddInheritFd(v.key, v.w)
 	opts = &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), RstSibling: proto.Bool(true),
 		LogLevel: proto.Int32(4), LogFile: proto.String("restore.log")}
 	if err := c.Restore(opts, nil); err != nil {
-		t.Fatalf("go-criu Restore with inherit_fd %s: %v\n%s", key, err, logTail(dir, "restore.log"))
+		t.Fatalf("go-criu Restore with inherit_fd %s: %v\n%s", v.key, err, logTail(dir, "restore.log"))
 	}
-	testutil.Track(t, []int{pid})
-	read(50) // the restored victim writes on into the same pipe
-	if err := unix.Kill(pid, unix.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	for lines.Scan() {
-		if lines.Text() == "PASS" {
-			return
-		}
-		if _, err := strconv.ParseUint(lines.Text(), 10, 64); err != nil {
-			t.Fatalf("victim said %q", lines.Text())
-		}
-	}
-	t.Fatal("no PASS from the restored victim")
+	testutil.Track(t, []int{v.pid})
+	v.finish(t)
 }
 
 // TestSwrkContainerNotify: a tree in pid, uts and ipc namespaces of its
