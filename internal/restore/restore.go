@@ -140,31 +140,8 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.notify("pre-restore"); err != nil {
 		return nil, err
 	}
-	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
+	if err := r.prepare(); err != nil {
 		return nil, err
-	}
-	if err := r.loadNamespaces(); err != nil {
-		return nil, err
-	}
-	if r.opts.Unprivileged {
-		if r.opts.PidNS {
-			return nil, fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
-		}
-		if err := r.imgs.checkUnprivileged(); err != nil {
-			return nil, err
-		}
-	}
-	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
-		return nil, err
-	}
-	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
-	r.files.HostPids = map[int]int{}
-	if !r.opts.PidNS && !r.ns.NewPidNS() {
-		for _, pid := range r.imgs.allPids() {
-			if err := pstree.CheckPidFree(pid); err != nil {
-				return nil, err
-			}
-		}
 	}
 	var runID string
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
@@ -247,6 +224,47 @@ func (r *restorer) run() (_ *Restored, err error) {
 			}
 		}
 	}
+	return r.finish()
+}
+
+// prepare reads and checks every image and everything the restore needs
+// before it changes anything: namespaces, what --unprivileged cannot do,
+// the helper tasks, the files' restorer, free pids.
+func (r *restorer) prepare() error {
+	var err error
+	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
+		return err
+	}
+	if err := r.loadNamespaces(); err != nil {
+		return err
+	}
+	if r.opts.Unprivileged {
+		if r.opts.PidNS {
+			return fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
+		}
+		if err := r.imgs.checkUnprivileged(); err != nil {
+			return err
+		}
+	}
+	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
+		return err
+	}
+	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
+	r.files.HostPids = map[int]int{}
+	if !r.opts.PidNS && !r.ns.NewPidNS() {
+		for _, pid := range r.imgs.allPids() {
+			if err := pstree.CheckPidFree(pid); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// finish runs once every task runs: the terminal's redraw, the post-resume
+// notification, the init of a new pid namespace, stats-restore and the
+// pidfile.
+func (r *restorer) finish() (*Restored, error) {
 	tty.RedrawForeground(r.files)
 	res := &Restored{Pid: r.procs[0].t.Tid}
 	// The tree runs: as in criu, a failed post-resume is only logged.
