@@ -186,6 +186,39 @@ func (d *dumper) run() (err error) {
 		return err
 	}
 	d.stats.Frozen = time.Now()
+	d.recordTree()
+	if err := d.stop("seize", 0); err != nil {
+		return err
+	}
+	if err := d.runPhases(); err != nil {
+		return err
+	}
+	if d.preflight {
+		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.Frozen))
+		return d.resume()
+	}
+	if err := d.stop("images", 0); err != nil {
+		return err
+	}
+	d.log.Debug("dump phase", "phase", "images")
+	if err := d.writeImages(); err != nil {
+		return err
+	}
+	if err := d.notify("post-dump"); err != nil {
+		return err
+	}
+	// The last point of return: from here the tree is killed (or let go)
+	// and a signal no longer stops the dump, whose images are complete.
+	if err := d.stop("finish", 0); err != nil {
+		return err
+	}
+	d.log.Debug("dump phase", "phase", "finish")
+	return d.finish()
+}
+
+// recordTree tells the files table which pids are the tree's, and the
+// preflight report its size, once the tree is seized.
+func (d *dumper) recordTree() {
 	d.files.Tasks = map[int]bool{}
 	for _, p := range d.all {
 		d.files.Tasks[p.pid] = true
@@ -198,9 +231,12 @@ func (d *dumper) run() (err error) {
 		d.report.Processes++
 		d.report.Threads += len(p.threads)
 	}
-	if err := d.stop("seize", 0); err != nil {
-		return err
-	}
+}
+
+// runPhases runs the dump's phases in order: each for every process
+// (zombies and processes a preflight already refused skipped) or once for
+// the tree; a preflight runs only those that check.
+func (d *dumper) runPhases() error {
 	phases := []struct {
 		name   string
 		fn     func(*process) error // per process,
@@ -245,27 +281,7 @@ func (d *dumper) run() (err error) {
 			}
 		}
 	}
-	if d.preflight {
-		d.log.Info("preflight done, resuming the tree", "refused", len(d.files.Refused), "stopped", time.Since(d.stats.Frozen))
-		return d.resume()
-	}
-	if err := d.stop("images", 0); err != nil {
-		return err
-	}
-	d.log.Debug("dump phase", "phase", "images")
-	if err := d.writeImages(); err != nil {
-		return err
-	}
-	if err := d.notify("post-dump"); err != nil {
-		return err
-	}
-	// The last point of return: from here the tree is killed (or let go)
-	// and a signal no longer stops the dump, whose images are complete.
-	if err := d.stop("finish", 0); err != nil {
-		return err
-	}
-	d.log.Debug("dump phase", "phase", "finish")
-	return d.finish()
+	return nil
 }
 
 // stop is a safe point of the dump: the test hook's point "dump-PHASE",
