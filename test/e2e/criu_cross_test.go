@@ -24,6 +24,8 @@ type crossCase struct {
 	// checks); toCRIU why criu 4.2 cannot restore the victim, from its
 	// own dump either. "" if it can.
 	fromCRIU, toCRIU string
+	// critOnly: a victim only TestCrit42 dumps (criu 4.2 refuses it).
+	critOnly bool
 }
 
 func crossCases() []crossCase {
@@ -137,6 +139,11 @@ func TestCrossCRIUToStasis(t *testing.T) {
 			v.Reap(t)
 			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.ShowAll(t, dir)
+			// stasis show prints what crit 4.2 shows for each image
+			// criu wrote, stats-dump included.
+			copyCRIUStats(t, dir, "stats-dump")
+			n, _ := testutil.CheckWithCrit42(t, dir)
+			t.Logf("crit 4.2: %d images of criu's dump shown as stasis shows them", n)
 			testutil.RestoreDetached(t, dir, v, flags...)
 		})
 }
@@ -147,6 +154,8 @@ func TestCrossStasisToCRIU(t *testing.T) {
 	crossAll(t, func(c crossCase) string { return c.toCRIU }, "criu 4.2's own restore fails this victim: ",
 		func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string) {
 			dumpTree(t, v, tree, dir, flags...)
+			n, same := testutil.CheckWithCrit42(t, dir)
+			t.Logf("crit 4.2: %d images decoded, %d re-encoded identical", n, same)
 			testutil.CriuRestoreDetached(t, dir, v, flags...)
 		})
 }
@@ -177,8 +186,9 @@ func crossAll(t *testing.T, skip func(crossCase) string, why string,
 	}
 }
 
-// TestCrit42 dumps every cross victim with stasis and checks its images
-// with crit 4.2 (testutil.Crit42): crit decodes every image (but the raw
+// TestCrit42 checks stasis' images with crit 4.2 (testutil.Crit42), for
+// the victims the cross test TestCrossStasisToCRIU does not dump (it
+// checks its own dumps the same way): crit decodes every image (but the raw
 // ones: pages, and stasis-checksums.json, which criu ignores), encodes the
 // JSON back to the same bytes, and `crit show` prints what `stasis show`
 // prints (hex addresses, flags and states by name, devices, IP addresses).
@@ -187,6 +197,9 @@ func TestCrit42(t *testing.T) {
 	testutil.Crit42(t)
 	var images, identical, dumps int
 	for _, c := range crit42Cases() {
+		if c.toCRIU == "" && !c.critOnly {
+			continue // TestCrossStasisToCRIU checks its dump with crit 4.2
+		}
 		t.Run(c.label, func(t *testing.T) {
 			v, _ := c.startCross(t)
 			tree := testutil.MustTree(t, v.Pid)
@@ -240,50 +253,21 @@ func crit42Cases() []crossCase {
 				return v, nil
 			}},
 	} {
+		c.critOnly = true
 		out = append(out, c)
 	}
 	return out
 }
 
 // TestCrit42CRIUImages: for what criu 4.2 itself writes, `stasis show`
-// prints what `crit show` prints: every image of a criu dump of each cross
-// victim criu dumps whole, stats-dump included, and the stats-restore of
-// a criu restore. (crit's decode | encode of them is checked too.)
+// prints what `crit show` prints: a criu dump of a container and the
+// stats-restore of a criu restore (TestCrossCRIUToStasis checks its dump
+// of every other victim the same way; crit's decode | encode too).
 func TestCrit42CRIUImages(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	testutil.Crit42(t)
 	var images, dumps int
-	withStats := func(t *testing.T, dir string, names ...string) {
-		t.Helper()
-		for _, n := range names {
-			b, err := os.ReadFile(filepath.Join(testutil.CRIUWorkDir(t), n))
-			if err != nil {
-				t.Fatalf("criu wrote no %s: %v", n, err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, c := range crossCases() {
-		if c.fromCRIU != "" {
-			continue // criu refuses it, or its dump lacks what the victim has
-		}
-		t.Run(c.label, func(t *testing.T) {
-			v, _ := c.startCross(t)
-			tree := testutil.MustTree(t, v.Pid)
-			testutil.Track(t, testutil.Pids(tree[1:]))
-			dir := t.TempDir()
-			r := testutil.RunCRIU(t, 30*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "-R"}, c.flags...)...)
-			if r.Code != 0 {
-				t.Fatalf("criu 4.2 dump -R of pid %d failed (exit %d): %s\n%s", v.Pid, r.Code, testutil.CriuErrors(r.Log), r)
-			}
-			withStats(t, dir, "stats-dump")
-			n, _ := testutil.CheckWithCrit42(t, dir)
-			images, dumps = images+n, dumps+1
-		})
-	}
 	t.Run("container", func(t *testing.T) {
 		// pid, uts and ipc namespaces with System V objects (ns_test.go).
 		c := startContainer(t, "flat")
@@ -302,10 +286,25 @@ func TestCrit42CRIUImages(t *testing.T) {
 		testutil.CriuDump(t, v.Pid, dir)
 		v.Reap(t)
 		testutil.CriuRestoreDetached(t, dir, v)
-		withStats(t, dir, "stats-dump", "stats-restore")
+		copyCRIUStats(t, dir, "stats-dump", "stats-restore")
 		n, _ := testutil.CheckWithCrit42(t, dir)
 		images, dumps = images+n, dumps+1
 		v.TermAndCheck(t)
 	})
 	t.Logf("crit 4.2 and stasis show agree over %d images of %d criu dumps", images, dumps)
+}
+
+// copyCRIUStats copies the stats files criu 4.2 wrote into its work dir
+// (testutil.RunCRIU's) into the images dir, for crit and stasis show.
+func copyCRIUStats(t *testing.T, dir string, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		b, err := os.ReadFile(filepath.Join(testutil.CRIUWorkDir(t), n))
+		if err != nil {
+			t.Fatalf("criu wrote no %s: %v", n, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
