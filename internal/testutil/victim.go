@@ -77,7 +77,7 @@ func start(t testing.TB, path string, args []string, ready string, setup func(*e
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", path, err)
 	}
-	v := &Victim{Pid: cmd.Process.Pid, Comm: Comm(cmd.Process.Pid), Log: log, Ready: ready, t: t, exited: make(chan int, 1)}
+	v := &Victim{Pid: cmd.Process.Pid, Comm: execComm(cmd.Process.Pid), Log: log, Ready: ready, t: t, exited: make(chan int, 1)}
 	go func() {
 		cmd.Wait()
 		v.exited <- exitCode(cmd.ProcessState.Sys().(syscall.WaitStatus))
@@ -345,4 +345,17 @@ func DumpRestore(t testing.TB, v *Victim, dumpArgs ...string) string {
 	CheckImages(t, dir)
 	RestoreDetached(t, dir, v)
 	return dir
+}
+
+// execComm is the comm of a child just started: Start returns once the
+// exec has closed the child's close-on-exec fds, which the kernel does
+// before it renames the task, so for a moment the child still has the
+// test's own comm.
+func execComm(pid int) string {
+	own := Comm(os.Getpid())
+	c := Comm(pid)
+	for deadline := time.Now().Add(time.Second); c == own && time.Now().Before(deadline); c = Comm(pid) {
+		time.Sleep(time.Millisecond)
+	}
+	return c
 }
