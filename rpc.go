@@ -55,7 +55,7 @@ var backend = rpc.Backend{
 	},
 	Restore: func(ctx context.Context, r rpc.RestoreRequest) (int, error) {
 		res, err := RestoreContext(ctx, RestoreOptions{
-			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob,
+			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify,
 		})

@@ -28,6 +28,10 @@ func newRestoreCmd() *cobra.Command {
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
 			}
+			if o.Sibling && !detach {
+				// criu's words: stasis could not wait for the root.
+				return errorf("restore: --restore-sibling only makes sense with --restore-detached")
+			}
 			for _, a := range inherit {
 				in, err := stasis.ParseInheritFd(a)
 				if err != nil {
@@ -76,6 +80,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
+	f.BoolVarP(&o.Sibling, "restore-sibling", "S", false, "restore the root as a sibling of stasis (a child of its parent), with -d")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")
 	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: stasis' fd N takes the place of the dumped object KEY, e.g. fd[3]:pipe:[1234] (repeatable)")
 	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "restore file locks")

@@ -13,11 +13,13 @@ import (
 // restore serves RESTORE, always detached as criu's: the reply carries
 // the root's pid and the tree runs on once the server has exited.
 //
-// rst_sibling: criu forks the root with CLONE_PARENT, so that it is the
-// client's child. stasis clones the root from its puppet and adopts it as
-// child subreaper; when the server exits after the reply, the tree goes
-// to the client's nearest child subreaper (runc, conmon, containerd's
-// shim, go-criu users that set PR_SET_CHILD_SUBREAPER) or init.
+// rst_sibling: the root is the client's child, as criu makes it with
+// CLONE_PARENT (stasis' puppet is the client's child and clones it with
+// CLONE_PARENT: puppet.SiblingArg); runc adopts it as the container's
+// init and waits for it. Without it, stasis adopts the root as child
+// subreaper and, when the server exits after the reply, the tree goes to
+// the client's nearest child subreaper or init. The service refuses it,
+// as criu does: the client is not the parent of the process serving it.
 func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	fail := func(err error) *rpc.CriuResp { return failure(rpc.CriuReqType_RESTORE, err) }
 	if o == nil {
@@ -25,6 +27,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	}
 	if err := refuse("RESTORE", o, restoreRefused); err != nil {
 		return fail(err)
+	}
+	if o.GetRstSibling() && s.service {
+		return fail(fmt.Errorf("rpc: rst_sibling is not allowed in standalone service: %w", ErrBadRequest))
 	}
 	lock, err := networkLock(o)
 	if err != nil {
@@ -44,7 +49,7 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	}
 	defer d.close()
 	r := RestoreRequest{
-		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(),
+		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
 		Log: d.log, Notify: s.hook(o, false),
 	}

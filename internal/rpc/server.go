@@ -41,6 +41,8 @@ type DumpRequest struct {
 type RestoreRequest struct {
 	ImagesDir, WorkDir     string
 	ShellJob, Unprivileged bool
+	// Sibling (rst_sibling): the root is the client's child, as criu's.
+	Sibling bool
 	NetworkLock            string
 	Files                  files.RestoreOptions
 	Log                    *slog.Logger
@@ -55,6 +57,9 @@ type server struct {
 	ctx context.Context
 	c   *conn
 	b   Backend
+	// service: a connection of `service` (the client is not this
+	// process' parent), not an inherited swrk socket.
+	service bool
 }
 
 // Serve serves criu's swrk protocol on f, a SOCK_SEQPACKET socket whose
@@ -67,7 +72,8 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 	if err != nil {
 		return err
 	}
-	s := &server{ctx: ctx, c: c, b: b}
+	s := &server{ctx: ctx, c: c, b: b, service: os.Getenv(serviceConnEnv) == "1"}
+	os.Unsetenv(serviceConnEnv)
 	for {
 		req, err := c.recv()
 		if errors.Is(err, io.EOF) {

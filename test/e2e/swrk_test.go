@@ -175,6 +175,9 @@ func TestSwrkNotifySequence(t *testing.T) {
 type recorder struct {
 	criu.NoNotify
 	seen []string
+	// ppid is the parent of the restored root at post-restore, while the
+	// swrk process still runs: with rst_sibling, the client.
+	ppid int
 }
 
 func (r *recorder) PreDump() error       { r.seen = append(r.seen, "pre-dump"); return nil }
@@ -193,6 +196,9 @@ func (r *recorder) SetupNamespaces(p int32) error {
 }
 func (r *recorder) PostRestore(p int32) error {
 	r.seen = append(r.seen, fmt.Sprint("post-restore ", p))
+	if st, err := testutil.ReadStat(int(p)); err == nil {
+		r.ppid = st.PPid
+	}
 	return nil
 }
 
@@ -264,6 +270,11 @@ func TestSwrkGoCriu(t *testing.T) {
 	t.Logf("go-criu restore (rst_sibling) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
 	if want := []string{"pre-restore", fmt.Sprint("post-restore ", v.Pid), "post-resume"}; !slices.Equal(rec.seen, want) {
 		t.Errorf("restore callbacks %v, want %v", rec.seen, want)
+	}
+	// criu forks the root with CLONE_PARENT: the client's child at once,
+	// not adopted once the swrk process has exited.
+	if rec.ppid != os.Getpid() {
+		t.Errorf("rst_sibling: at post-restore the root's parent is %d, want the client %d", rec.ppid, os.Getpid())
 	}
 	v.Adopt(t)
 	expectCountingFrom(t, status, from)
