@@ -42,11 +42,11 @@ type RestoreRequest struct {
 	ImagesDir, WorkDir     string
 	ShellJob, Unprivileged bool
 	// Sibling (rst_sibling): the root is the client's child, as criu's.
-	Sibling bool
-	NetworkLock            string
-	Files                  files.RestoreOptions
-	Log                    *slog.Logger
-	Notify                 func(script string, pid int) error
+	Sibling     bool
+	NetworkLock string
+	Files       files.RestoreOptions
+	Log         *slog.Logger
+	Notify      func(script string, pid int) error
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
