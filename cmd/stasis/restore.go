@@ -15,6 +15,7 @@ func newRestoreCmd() *cobra.Command {
 	var lf logFlags
 	var detach bool
 	var inherit []string
+	var scripts []string
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -45,6 +46,14 @@ func newRestoreCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
+			if len(scripts) > 0 {
+				as, err := stasis.NewActionScripts(scripts, o.ImagesDir, 0)
+				if err != nil {
+					return errorf("restore: %v", err)
+				}
+				defer as.Close()
+				o.Notify = as.Notify
+			}
 			ctx, release := interruptible()
 			r, err := stasis.RestoreContext(ctx, o)
 			// The tree runs on its own now: a signal while stasis waits
@@ -91,6 +100,7 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
+	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

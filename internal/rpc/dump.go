@@ -25,6 +25,9 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		// DUMP reply of its own (restored=true).
 		return fail(fmt.Errorf("rpc: DUMP without a pid (a dump of the client itself): %w", ErrNotImplemented))
 	}
+	if err := configure(o); err != nil {
+		return fail(err)
+	}
 	if err := refuse("DUMP", o, dumpRefused); err != nil {
 		return fail(err)
 	}

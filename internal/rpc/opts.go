@@ -169,7 +169,6 @@ var commonRefused = []option{
 	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
 	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
 	{"orphan_pts_master", func(o *rpc.CriuOpts) bool { return o.GetOrphanPtsMaster() }},
-	{"config_file", func(o *rpc.CriuOpts) bool { return configFileUsed(o.GetConfigFile()) }},
 	{"lsm_profile", func(o *rpc.CriuOpts) bool { return o.GetLsmProfile() != "" }},
 	{"lsm_mount_context", func(o *rpc.CriuOpts) bool { return o.GetLsmMountContext() != "" }},
 	{"tls", func(o *rpc.CriuOpts) bool {
@@ -213,23 +212,4 @@ func refuse(op string, o *rpc.CriuOpts, list []option) error {
 		return nil
 	}
 	return fmt.Errorf("rpc: %s option %s: %w", op, strings.Join(set, ", "), ErrNotImplemented)
-}
-
-// configFileUsed: criu ignores a config_file that does not exist (runc
-// always sends /etc/criu/runc.conf); one with options in it would change
-// the request, which stasis cannot read yet.
-func configFileUsed(path string) bool {
-	if path == "" {
-		return false
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			return true
-		}
-	}
-	return false
 }

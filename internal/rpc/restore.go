@@ -25,6 +25,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if o == nil {
 		return fail(fmt.Errorf("rpc: RESTORE without options: %w", ErrBadRequest))
 	}
+	if err := configure(o); err != nil {
+		return fail(err)
+	}
 	if err := refuse("RESTORE", o, restoreRefused); err != nil {
 		return fail(err)
 	}

@@ -113,16 +113,6 @@ func TestOpenLogNoSubdir(t *testing.T) {
 	}
 }
 
-func TestConfigFileUsed(t *testing.T) {
-	dir := t.TempDir()
-	empty, full := dir+"/empty.conf", dir+"/full.conf"
-	os.WriteFile(empty, []byte("# nothing\n\n"), 0o644)
-	os.WriteFile(full, []byte("tcp-established\n"), 0o644)
-	if configFileUsed(dir+"/missing.conf") || configFileUsed(empty) || !configFileUsed(full) {
-		t.Error("config_file: a missing or empty file is ignored as criu does, one with options is refused")
-	}
-}
-
 func TestLongErrorFitsGoCriu(t *testing.T) {
 	r := failure(rpc.CriuReqType_DUMP, errors.New(strings.Repeat("x", 100000)))
 	b, err := r.MarshalVT()
