@@ -28,6 +28,17 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := configure(o); err != nil {
 		return fail(err)
 	}
+	d, err := openDirs(s.c.peer, o)
+	if err != nil {
+		return fail(err)
+	}
+	defer d.close()
+	// From here on, the log says why a request failed, as criu's does.
+	fail = func(err error) *rpc.CriuResp {
+		d.log.Error("dump failed", "err", err)
+		return failure(rpc.CriuReqType_DUMP, err)
+	}
+	logRequest(d.log, "DUMP", o)
 	if err := refuse("DUMP", o, dumpRefused); err != nil {
 		return fail(err)
 	}
@@ -35,11 +46,6 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err != nil {
 		return fail(err)
 	}
-	d, err := openDirs(s.c.peer, o)
-	if err != nil {
-		return fail(err)
-	}
-	defer d.close()
 	r := DumpRequest{
 		Pid: int(o.GetPid()), ImagesDir: d.images, WorkDir: d.work,
 		LeaveRunning: o.GetLeaveRunning(), LeaveStopped: o.GetLeaveStopped(),
@@ -57,7 +63,6 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	}
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {
-		d.log.Error("dump failed", "err", err)
 		return fail(err)
 	}
 	return success(rpc.CriuReqType_DUMP)

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -168,7 +169,6 @@ var commonRefused = []option{
 	{"weak_sysctls", func(o *rpc.CriuOpts) bool { return o.GetWeakSysctls() }},
 	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
 	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
-	{"orphan_pts_master", func(o *rpc.CriuOpts) bool { return o.GetOrphanPtsMaster() }},
 	{"lsm_profile", func(o *rpc.CriuOpts) bool { return o.GetLsmProfile() != "" }},
 	{"lsm_mount_context", func(o *rpc.CriuOpts) bool { return o.GetLsmMountContext() != "" }},
 	{"tls", func(o *rpc.CriuOpts) bool {
@@ -212,4 +212,14 @@ func refuse(op string, o *rpc.CriuOpts, list []option) error {
 		return nil
 	}
 	return fmt.Errorf("rpc: %s option %s: %w", op, strings.Join(set, ", "), ErrNotImplemented)
+}
+
+// logRequest writes the request's options to its log at debug level
+// (log_level 4), every field set, as JSON.
+func logRequest(log *slog.Logger, op string, o *rpc.CriuOpts) {
+	b, err := json.Marshal(o)
+	if err != nil {
+		b = []byte(err.Error())
+	}
+	log.Debug("rpc request", "type", op, "opts", string(b))
 }

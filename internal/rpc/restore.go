@@ -28,6 +28,16 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := configure(o); err != nil {
 		return fail(err)
 	}
+	d, err := openDirs(s.c.peer, o)
+	if err != nil {
+		return fail(err)
+	}
+	defer d.close()
+	fail = func(err error) *rpc.CriuResp {
+		d.log.Error("restore failed", "err", err)
+		return failure(rpc.CriuReqType_RESTORE, err)
+	}
+	logRequest(d.log, "RESTORE", o)
 	if err := refuse("RESTORE", o, restoreRefused); err != nil {
 		return fail(err)
 	}
@@ -46,11 +56,6 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 		}
 		inherit = append(inherit, files.InheritFd{Key: in.GetKey(), Fd: int(in.GetFd())})
 	}
-	d, err := openDirs(s.c.peer, o)
-	if err != nil {
-		return fail(err)
-	}
-	defer d.close()
 	r := RestoreRequest{
 		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
@@ -64,7 +69,6 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	d.log.Info("rpc restore", "client", s.c.peer, "images", r.ImagesDir, "work", r.WorkDir, "rst_sibling", o.GetRstSibling())
 	pid, err := s.b.Restore(s.ctx, r)
 	if err != nil {
-		d.log.Error("restore failed", "err", err)
 		return fail(err)
 	}
 	resp := success(rpc.CriuReqType_RESTORE)
