@@ -422,6 +422,33 @@ func TestSwrkBadRequests(t *testing.T) {
 		}
 		testutil.AssertContains(t, resp.GetCrErrmsg(), "malformed")
 	})
+	t.Run("oversized", func(t *testing.T) {
+		// A DUMP just over stasis' 4 MiB bound (its external list); the
+		// kernel takes a packet of up to about that much.
+		dir := t.TempDir()
+		req := dumpReq(t, v.Pid, dir, false)
+		big := strings.Repeat("x", 1<<20)
+		for i := 0; i < 4; i++ {
+			req.Opts.External = append(req.Opts.External, big)
+		}
+		req.Opts.External = append(req.Opts.External, strings.Repeat("y", 32<<10))
+		b, err := req.MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sw := startSwrk(t, bin)
+		// A packet that large needs a send buffer as large (root may).
+		if err := unix.SetsockoptInt(sw.sk, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 16<<20); err != nil {
+			t.Fatal(err)
+		}
+		sw.sendRaw(b)
+		resp := sw.recv()
+		if code := sw.exit(); resp == nil || resp.GetSuccess() || resp.GetType() != rpc.CriuReqType_EMPTY || code == 0 {
+			t.Fatalf("oversized request: reply %v, exit %d; want an EMPTY failure", resp, code)
+		}
+		testutil.AssertContains(t, resp.GetCrErrmsg(), "bytes, more than")
+		untouched(t, dir)
+	})
 	t.Run("keep_open dump", func(t *testing.T) {
 		dir := t.TempDir()
 		req := dumpReq(t, v.Pid, dir, true)
