@@ -64,6 +64,7 @@ var backend = rpc.Backend{
 		}
 		return res.Pid, nil
 	},
+	DisplayStats: DisplayStats,
 	Check: func() error {
 		var missing []error
 		for _, f := range Check() {

@@ -1,7 +1,10 @@
 package rpc
 
 import (
+	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
@@ -46,5 +49,35 @@ func TestConfigPrecedence(t *testing.T) {
 	o = &rpc.CriuOpts{ConfigFile: proto.String(req)}
 	if err := configure(o); !errors.Is(err, ErrBadRequest) {
 		t.Errorf("unknown option in config_file: %v, want a bad request naming it", err)
+	}
+}
+
+// TestDisplayStatsAndConfig: a DUMP whose config_file sets display-stats
+// (and whose request sets it too) has its stats shown once it succeeded,
+// from the work dir; the backend gets the file options of the config.
+func TestDisplayStatsAndConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("HOME", dir)
+	t.Setenv("CRIU_CONFIG_FILE", "")
+	conf := filepath.Join(dir, "c.conf")
+	os.WriteFile(conf, []byte("display-stats\nfile-locks\n"), 0o644)
+	var shown string
+	var got DumpRequest
+	b := Backend{
+		Dump: func(_ context.Context, r DumpRequest) error { got = r; return nil },
+		DisplayStats: func(_ io.Writer, work string, restore bool) error {
+			shown = fmt.Sprint(work, restore)
+			return nil
+		},
+	}
+	fd, done := pair(t, b)
+	r := roundTrip(t, fd, &rpc.CriuReq{Type: rpc.CriuReqType_DUMP.Enum(), Opts: &rpc.CriuOpts{
+		ImagesDirFd: proto.Int32(-1), ImagesDir: proto.String(dir), Pid: proto.Int32(int32(os.Getpid())), ConfigFile: proto.String(conf)}})
+	if !r.GetSuccess() {
+		t.Fatalf("DUMP: %v", r)
+	}
+	<-done
+	if shown != fmt.Sprint(dir, false) || !got.Files.FileLocks {
+		t.Errorf("display_stats shown %q, file_locks %v; want the work dir's dump stats and the config's file-locks", shown, got.Files.FileLocks)
 	}
 }

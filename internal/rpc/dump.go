@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
@@ -58,6 +59,16 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.SkipInFlight = o.GetTcpSkipInFlight()
 	r.Files.LinkRemap = o.GetLinkRemap()
 	r.Files.External = o.GetExternal()
+	stdio, err := stdioExternal(r.Pid)
+	if err != nil {
+		return fail(err)
+	}
+	for _, k := range stdio {
+		if !slices.Contains(r.Files.External, k) {
+			d.log.Info("stdio pipe shared with the outside: external, for the runtime's inherit_fd at restore", "pipe", k)
+			r.Files.External = append(r.Files.External, k)
+		}
+	}
 	if o.GhostLimit != nil {
 		r.Files.GhostLimit = int64(o.GetGhostLimit())
 	}
@@ -65,5 +76,6 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := s.b.Dump(s.ctx, r); err != nil {
 		return fail(err)
 	}
+	s.displayStats(o, d, false)
 	return success(rpc.CriuReqType_DUMP)
 }

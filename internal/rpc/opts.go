@@ -178,7 +178,6 @@ var commonRefused = []option{
 	{"pidfd_store_sk", func(o *rpc.CriuOpts) bool { return o.PidfdStoreSk != nil }},
 	{"mntns_compat_mode", func(o *rpc.CriuOpts) bool { return o.GetMntnsCompatMode() }},
 	{"skip_file_rwx_check", func(o *rpc.CriuOpts) bool { return o.GetSkipFileRwxCheck() }},
-	{"display_stats", func(o *rpc.CriuOpts) bool { return o.GetDisplayStats() }},
 	{"evasive_devices", func(o *rpc.CriuOpts) bool { return o.GetEvasiveDevices() }},
 }
 
@@ -222,4 +221,15 @@ func logRequest(log *slog.Logger, op string, o *rpc.CriuOpts) {
 		b = []byte(err.Error())
 	}
 	log.Debug("rpc request", "type", op, "opts", string(b))
+}
+
+// displayStats prints the stats of a request that set display_stats on
+// the server's stdout, as criu does; a failure to is only logged.
+func (s *server) displayStats(o *rpc.CriuOpts, d *dirs, restore bool) {
+	if !o.GetDisplayStats() || s.b.DisplayStats == nil {
+		return
+	}
+	if err := s.b.DisplayStats(os.Stdout, d.work, restore); err != nil {
+		d.log.Warn("display_stats", "err", err)
+	}
 }

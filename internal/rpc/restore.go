@@ -71,6 +71,7 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err != nil {
 		return fail(err)
 	}
+	s.displayStats(o, d, true)
 	resp := success(rpc.CriuReqType_RESTORE)
 	resp.Restore = &rpc.CriuRestoreResp{Pid: proto.Int32(int32(pid))}
 	return resp

@@ -495,8 +495,10 @@ func TestSwrkBadRequests(t *testing.T) {
 
 // TestSwrkInheritFd: the way runc keeps a container's stdio pipes, with
 // go-criu unchanged and stasis found as `criu` on $PATH (a symlink, so
-// argv[0] is criu): a victim writing numbers into the test's pipe is
-// dumped with external pipe:[INO] and restored with go-criu's
+// argv[0] is criu): a victim writing numbers into the test's pipe (its
+// stdout) is dumped without naming it, as runc dumps a container whose
+// stdio are its pipes (stasis names the root's stdio pipes held outside
+// the tree external), and restored with go-criu's
 // AddInheritFd (inherit_fd: the server's fd 3); it goes on writing into
 // the same pipe, no number lost or repeated, and passes its self-check.
 func TestSwrkInheritFd(t *testing.T) {
@@ -516,9 +518,9 @@ func TestSwrkInheritFd(t *testing.T) {
 	}
 	defer df.Close()
 	opts := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), Pid: proto.Int32(int32(v.pid)),
-		External: []string{v.key}, LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
+		LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
 	if err := c.Dump(opts, nil); err != nil {
-		t.Fatalf("go-criu Dump with external %s: %v\n%s", v.key, err, logTail(dir, "dump.log"))
+		t.Fatalf("go-criu Dump of a victim whose stdout is the test's pipe %s: %v\n%s", v.key, err, logTail(dir, "dump.log"))
 	}
 	<-v.waited
 	c.AddInheritFd(v.key, v.w)
