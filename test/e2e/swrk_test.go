@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -204,12 +205,29 @@ func (r *recorder) PostRestore(p int32) error {
 
 // TestSwrkGoCriu: go-criu v8 with stasis as its criu binary, unchanged:
 // Dump with leave_running (the counter goes on), Dump, Restore with
-// rst_sibling; the callbacks come as go-criu names them and the counter
-// resumes and checks itself.
+// rst_sibling (the root is the client's child from post-restore on); the
+// callbacks come as go-criu names them, the same as with CRIU 4.2 driven
+// the same way in the same test, and the counter resumes and checks
+// itself.
 func TestSwrkGoCriu(t *testing.T) {
 	testutil.RequireRoot(t)
+	ref := testutil.CRIU(t)
+	var ours, theirs []string
+	t.Run("stasis", func(t *testing.T) { ours = goCriuFlow(t, testutil.StasisBin(t), true) })
+	t.Run("criu", func(t *testing.T) { theirs = goCriuFlow(t, ref, false) })
+	if t.Failed() {
+		return
+	}
+	if !slices.Equal(ours, theirs) {
+		t.Errorf("go-criu callbacks: stasis %v, criu 4.2 %v", ours, theirs)
+	}
+}
+
+// goCriuFlow runs TestSwrkGoCriu's calls with bin and returns the
+// callbacks of the three, the root's pid replaced by ROOT.
+func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 	c := criu.MakeCriu()
-	c.SetCriuPath(testutil.StasisBin(t))
+	c.SetCriuPath(bin)
 	v, status := counterVictim(t)
 	opts := func(dir, log string) *rpc.CriuOpts {
 		f, err := os.Open(dir)
@@ -219,6 +237,7 @@ func TestSwrkGoCriu(t *testing.T) {
 		t.Cleanup(func() { f.Close() })
 		return &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(f.Fd())), LogLevel: proto.Int32(4), LogFile: proto.String(log)}
 	}
+	var all []string
 
 	dirR, work := t.TempDir(), t.TempDir()
 	o := opts(dirR, "dump.log")
@@ -241,9 +260,8 @@ func TestSwrkGoCriu(t *testing.T) {
 		}
 	}
 	t.Logf("go-criu dump (leave_running) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
-	if want := []string{"pre-dump", "post-dump"}; !slices.Equal(rec.seen, want) {
-		t.Errorf("dump callbacks %v, want %v", rec.seen, want)
-	}
+	all = append(all, "dump -R:")
+	all = append(all, rec.seen...)
 	testutil.AssertRunning(t, v.Pid)
 	after := testutil.ReadCounter(t, status)
 	testutil.WaitFor(t, 2*time.Second, "the counter to go on", func() bool { return testutil.ReadCounter(t, status) > after+3 })
@@ -254,9 +272,12 @@ func TestSwrkGoCriu(t *testing.T) {
 	dir := t.TempDir()
 	o = opts(dir, "dump.log")
 	o.Pid = proto.Int32(int32(v.Pid))
-	if err := c.Dump(o, criu.NoNotify{}); err != nil {
+	rec = recorder{}
+	if err := c.Dump(o, &rec); err != nil {
 		t.Fatalf("go-criu Dump: %v\n%s", err, logTail(dir, "dump.log"))
 	}
+	all = append(all, "dump:")
+	all = append(all, rec.seen...)
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
 	resetCounterFile(t, status)
@@ -268,9 +289,8 @@ func TestSwrkGoCriu(t *testing.T) {
 		t.Fatalf("go-criu Restore: %v\n%s", err, logTail(dir, "restore.log"))
 	}
 	t.Logf("go-criu restore (rst_sibling) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
-	if want := []string{"pre-restore", fmt.Sprint("post-restore ", v.Pid), "post-resume"}; !slices.Equal(rec.seen, want) {
-		t.Errorf("restore callbacks %v, want %v", rec.seen, want)
-	}
+	all = append(all, "restore:")
+	all = append(all, rec.seen...)
 	// criu forks the root with CLONE_PARENT: the client's child at once,
 	// not adopted once the swrk process has exited.
 	if rec.ppid != os.Getpid() {
@@ -279,6 +299,16 @@ func TestSwrkGoCriu(t *testing.T) {
 	v.Adopt(t)
 	expectCountingFrom(t, status, from)
 	v.TermAndCheck(t)
+	for i, l := range all {
+		all[i] = strings.ReplaceAll(l, " "+strconv.Itoa(v.Pid), " ROOT")
+	}
+	if ours {
+		want := []string{"dump -R:", "pre-dump", "post-dump", "dump:", "pre-dump", "post-dump", "restore:", "pre-restore", "post-restore ROOT", "post-resume"}
+		if !slices.Equal(all, want) {
+			t.Errorf("callbacks %v, want %v", all, want)
+		}
+	}
+	return all
 }
 
 // TestSwrkService: `stasis service --address SOCK` serves a DUMP with
