@@ -81,3 +81,16 @@ func TestDisplayStatsAndConfig(t *testing.T) {
 		t.Errorf("display_stats shown %q, file_locks %v; want the work dir's dump stats and the config's file-locks", shown, got.Files.FileLocks)
 	}
 }
+
+// TestServiceRefusesSibling: a connection of `service` (its client is not
+// the serving process' parent) gets criu's refusal of rst_sibling.
+func TestServiceRefusesSibling(t *testing.T) {
+	t.Setenv(serviceConnEnv, "1")
+	fd, done := pair(t, Backend{})
+	r := roundTrip(t, fd, &rpc.CriuReq{Type: rpc.CriuReqType_RESTORE.Enum(), Opts: &rpc.CriuOpts{
+		ImagesDirFd: proto.Int32(-1), ImagesDir: proto.String(t.TempDir()), RstSibling: proto.Bool(true)}})
+	<-done
+	if r.GetSuccess() || r.GetType() != rpc.CriuReqType_RESTORE || r.GetCrErrmsg() != "rpc: rst_sibling is not allowed in standalone service: bad request" {
+		t.Errorf("service RESTORE rst_sibling: %v", r)
+	}
+}
