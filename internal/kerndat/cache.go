@@ -3,6 +3,7 @@ package kerndat
 import (
 	"bytes"
 	"debug/elf"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -57,8 +58,16 @@ type cacheFile struct {
 }
 
 type cacheEntry struct {
-	Key      cacheKey  `json:"key"`
-	Features []Feature `json:"features"`
+	Key      cacheKey        `json:"key"`
+	Features []cachedFeature `json:"features"`
+}
+
+// cachedFeature is what a probe found; the rest of a Feature is the
+// binary's own table (info).
+type cachedFeature struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
 }
 
 // maxCacheEntries bounds the file: old builds drop out.
@@ -70,7 +79,7 @@ type cacheKey struct {
 	Build   string `json:"build"`   // the Go build ID of the running binary
 	Euid    int    `json:"euid"`    //
 	CapEff  string `json:"cap_eff"` // effective capabilities
-	Seccomp string `json:"seccomp"` // seccomp mode and NoNewPrivs of this process
+	Seccomp string `json:"seccomp"` // seccomp mode and no_new_privs of this process
 	Kernel  string `json:"kernel"`  // uname release and version, for a reader
 }
 
@@ -141,11 +150,11 @@ func flush() {
 		return
 	}
 	cache.dirty = false
-	fs := make([]Feature, 0, len(cache.fs))
+	fs := make([]cachedFeature, 0, len(cache.fs))
 	for _, g := range groups {
 		for _, n := range g.names {
 			if f, ok := cache.fs[n]; ok {
-				fs = append(fs, f)
+				fs = append(fs, cachedFeature{Name: f.Name, OK: f.OK, Detail: f.Detail})
 			}
 		}
 	}
@@ -173,15 +182,15 @@ func readCache(path string, key cacheKey) ([]Feature, error) {
 		if e.Key != key {
 			continue
 		}
-		for i := range e.Features {
-			in, known := info[e.Features[i].Name]
+		fs := make([]Feature, len(e.Features))
+		for i, c := range e.Features {
+			in, known := info[c.Name]
 			if !known {
-				return nil, fmt.Errorf("kdat cache %s: unknown feature %q", path, e.Features[i].Name)
+				return nil, fmt.Errorf("kdat cache %s: unknown feature %q", path, c.Name)
 			}
-			// The table is the binary's own.
-			e.Features[i].Impact, e.Features[i].Required, e.Features[i].Since = in.impact, in.required, in.since
+			fs[i] = Feature{Name: c.Name, OK: c.OK, Detail: c.Detail, Impact: in.impact, Required: in.required, Since: in.since}
 		}
-		return e.Features, nil
+		return fs, nil
 	}
 	return nil, fmt.Errorf("kdat cache %s: no entry for %+v", path, key)
 }
@@ -216,7 +225,7 @@ func readCacheFile(path string) (cacheFile, error) {
 // renamed over it), so that a concurrent reader sees the old file or the
 // new one. No fsync, as criu: a cache lost with a crash is probed again.
 func writeCache(path string, c cacheFile) error {
-	b, err := json.MarshalIndent(c, "", "\t")
+	b, err := json.Marshal(c)
 	if err != nil {
 		return err
 	}
@@ -248,20 +257,15 @@ func currentKey() (cacheKey, error) {
 		return k, err
 	}
 	k.Euid = os.Geteuid()
-	st, err := os.ReadFile("/proc/self/status")
-	if err != nil {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
 		return k, err
 	}
-	for _, line := range strings.Split(string(st), "\n") {
-		name, val, _ := strings.Cut(line, ":")
-		val = strings.TrimSpace(val)
-		switch name {
-		case "CapEff":
-			k.CapEff = val
-		case "Seccomp", "NoNewPrivs":
-			k.Seccomp += name + "=" + val + " "
-		}
-	}
+	k.CapEff = fmt.Sprintf("%08x%08x", data[1].Effective, data[0].Effective)
+	mode, _ := unix.PrctlRetInt(unix.PR_GET_SECCOMP, 0, 0, 0, 0)
+	nnp, _ := unix.PrctlRetInt(unix.PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0)
+	k.Seccomp = fmt.Sprintf("mode %d, no_new_privs %d", mode, nnp)
 	var u unix.Utsname
 	if err := unix.Uname(&u); err == nil {
 		k.Kernel = unix.ByteSliceToString(u.Release[:]) + " " + unix.ByteSliceToString(u.Version[:])
@@ -273,14 +277,26 @@ var errNoBuildID = errors.New("no Go build ID in /proc/self/exe")
 
 // buildID reads the Go build ID note of the running binary: it changes
 // with every build whose content differs, unlike a version or a VCS
-// revision (a build from a modified tree keeps the revision).
+// revision (a build from a modified tree keeps the revision). The Go linker
+// puts the note at the start of the text, within the file's first pages
+// (cmd/internal/buildid reads 32 KiB), so that is all that is read; the
+// section headers are the fallback.
 var buildID = sync.OnceValues(func() (string, error) {
-	f, err := elf.Open("/proc/self/exe")
+	f, err := os.Open("/proc/self/exe")
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	s := f.Section(".note.go.buildid")
+	head := make([]byte, 32<<10)
+	n, _ := io.ReadFull(f, head)
+	if id, ok := goNote(head[:n]); ok {
+		return id, nil
+	}
+	e, err := elf.NewFile(f)
+	if err != nil {
+		return "", err
+	}
+	s := e.Section(".note.go.buildid")
 	if s == nil {
 		return "", errNoBuildID
 	}
@@ -288,13 +304,28 @@ var buildID = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// An ELF note: namesz, descsz, type, "Go\0\0", then the ID.
-	if len(b) < 16 || !bytes.Equal(b[12:16], []byte("Go\x00\x00")) {
-		return "", errNoBuildID
+	if id, ok := goNote(b); ok {
+		return id, nil
 	}
-	desc := b[16:]
-	if n := int(uint32(b[4]) | uint32(b[5])<<8 | uint32(b[6])<<16 | uint32(b[7])<<24); n <= len(desc) {
-		desc = desc[:n]
-	}
-	return string(desc), nil
+	return "", errNoBuildID
 })
+
+// goNote finds the ELF note "Go" of type 4 (the build ID) in b: namesz 4,
+// descsz, type 4, "Go\0\0", then descsz bytes.
+func goNote(b []byte) (string, bool) {
+	for off := 0; ; {
+		i := bytes.Index(b[off:], []byte("\x04\x00\x00\x00Go\x00\x00"))
+		if i < 0 {
+			return "", false
+		}
+		i += off
+		off = i + 1
+		if i < 8 || binary.LittleEndian.Uint32(b[i-8:]) != 4 {
+			continue
+		}
+		n := int(binary.LittleEndian.Uint32(b[i-4:]))
+		if d := b[i+8:]; n > 0 && n <= len(d) && n < 1024 {
+			return string(d[:n]), true
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package kerndat
 
 import (
+	"debug/elf"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,7 @@ func TestCacheKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(k.BootID) != 36 || k.Build == "" || k.CapEff == "" || !strings.Contains(k.Seccomp, "Seccomp=") {
+	if len(k.BootID) != 36 || k.Build == "" || k.CapEff == "" || !strings.Contains(k.Seccomp, "mode ") {
 		t.Errorf("key %+v", k)
 	}
 }
@@ -79,7 +80,7 @@ func TestCacheUsed(t *testing.T) {
 		t.Fatalf("cache holds %+v, %v; want only kcmp", fs, err)
 	}
 	fs[0].OK, fs[0].Detail = false, "from the cache"
-	if err := writeCache(path, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: k, Features: fs}}}); err != nil {
+	if err := writeCache(path, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: k, Features: toCached(fs)}}}); err != nil {
 		t.Fatal(err)
 	}
 	resetCache(t, path)
@@ -120,20 +121,20 @@ func TestCacheRejected(t *testing.T) {
 		write func(path string) error
 	}{
 		{"other boot", func(p string) error {
-			return writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: otherBoot, Features: planted}}})
+			return writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: otherBoot, Features: toCached(planted)}}})
 		}},
 		{"other build", func(p string) error {
-			return writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: otherBuild, Features: planted}}})
+			return writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: otherBuild, Features: toCached(planted)}}})
 		}},
 		{"other version", func(p string) error {
-			return writeCache(p, cacheFile{Version: cacheVersion + 1, Entries: []cacheEntry{{Key: k, Features: planted}}})
+			return writeCache(p, cacheFile{Version: cacheVersion + 1, Entries: []cacheEntry{{Key: k, Features: toCached(planted)}}})
 		}},
 		{"corrupt", func(p string) error { return os.WriteFile(p, []byte(`{"version":1,"key":`), 0o600) }},
 		{"unknown feature", func(p string) error {
-			return writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: k, Features: []Feature{{Name: "bogus"}}}}})
+			return writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: k, Features: []cachedFeature{{Name: "bogus"}}}}})
 		}},
 		{"world-writable", func(p string) error {
-			if err := writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: k, Features: planted}}}); err != nil {
+			if err := writeCache(p, cacheFile{Version: cacheVersion, Entries: []cacheEntry{{Key: k, Features: toCached(planted)}}}); err != nil {
 				return err
 			}
 			return os.Chmod(p, 0o666)
@@ -180,7 +181,7 @@ func TestCacheKeepsOtherBuilds(t *testing.T) {
 	otherBoot.BootID = "00000000-0000-0000-0000-000000000000"
 	planted := []Feature{{Name: Kcmp, Detail: "planted"}}
 	if err := writeCache(path, cacheFile{Version: cacheVersion, Entries: []cacheEntry{
-		{Key: otherBuild, Features: planted}, {Key: otherBoot, Features: planted}}}); err != nil {
+		{Key: otherBuild, Features: toCached(planted)}, {Key: otherBoot, Features: toCached(planted)}}}); err != nil {
 		t.Fatal(err)
 	}
 	resetCache(t, path)
@@ -190,5 +191,37 @@ func TestCacheKeepsOtherBuilds(t *testing.T) {
 	c, err := readCacheFile(path)
 	if err != nil || len(c.Entries) != 2 || c.Entries[0].Key != k || c.Entries[1].Key != otherBuild {
 		t.Errorf("entries %+v, %v; want ours then the other build's", c.Entries, err)
+	}
+}
+
+func toCached(fs []Feature) []cachedFeature {
+	var out []cachedFeature
+	for _, f := range fs {
+		out = append(out, cachedFeature{Name: f.Name, OK: f.OK, Detail: f.Detail})
+	}
+	return out
+}
+
+// TestBuildID: the quick read of the note agrees with the section.
+func TestBuildID(t *testing.T) {
+	id, err := buildID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := f.Section(".note.go.buildid")
+	if s == nil {
+		t.Skip("no .note.go.buildid section")
+	}
+	b, _ := s.Data()
+	if want, ok := goNote(b); !ok || want != id {
+		t.Errorf("buildID %q, section says %q", id, want)
+	}
+	if strings.Count(id, "/") < 1 {
+		t.Errorf("build ID %q: want Go's action/content form", id)
 	}
 }
