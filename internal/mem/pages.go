@@ -162,33 +162,9 @@ type DumpStats struct {
 // chunk of the copy: an error from it (an interrupted dump) ends the copy
 // with that error.
 func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagemap.PagemapEntry, DumpStats, error) {
-	var st DumpStats
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	runs, entries, st, err := pageList(pid, areas)
 	if err != nil {
 		return nil, st, err
-	}
-	defer pm.Close()
-	var runs []Run
-	var entries []*pagemap.PagemapEntry
-	for _, a := range areas {
-		if a.Dumpable() {
-			st.PagesScanned += (a.End() - a.Start()) / PageSize
-		}
-		r, err := PageRuns(pm, a)
-		if err != nil {
-			return nil, st, fmt.Errorf("pid %d: %w", pid, err)
-		}
-		runs = append(runs, r...)
-		// An entry never crosses a VMA: restore checks each lies in one.
-		for _, m := range mergeRuns(r) {
-			entries = append(entries, &pagemap.PagemapEntry{
-				Vaddr:         proto.Uint64(m.Addr),
-				CompatNrPages: proto.Uint32(0),
-				NrPages:       proto.Uint64(m.Pages),
-				Flags:         proto.Uint32(PEPresent),
-			})
-			st.PagesWritten += m.Pages
-		}
 	}
 	fill := func(ios []ptrace.VMIO) error {
 		if stop != nil {
@@ -202,6 +178,40 @@ func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagem
 		return nil, st, fmt.Errorf("dump pages of pid %d: %w", pid, err)
 	}
 	return entries, st, nil
+}
+
+// pageList returns the runs of pages of pid's dumpable areas to save, in
+// address order, and the pagemap entries that describe them.
+func pageList(pid int, areas []*Area) ([]Run, []*pagemap.PagemapEntry, DumpStats, error) {
+	var st DumpStats
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, nil, st, err
+	}
+	defer pm.Close()
+	var runs []Run
+	var entries []*pagemap.PagemapEntry
+	for _, a := range areas {
+		if a.Dumpable() {
+			st.PagesScanned += (a.End() - a.Start()) / PageSize
+		}
+		r, err := PageRuns(pm, a)
+		if err != nil {
+			return nil, nil, st, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		runs = append(runs, r...)
+		// An entry never crosses a VMA: restore checks each lies in one.
+		for _, m := range mergeRuns(r) {
+			entries = append(entries, &pagemap.PagemapEntry{
+				Vaddr:         proto.Uint64(m.Addr),
+				CompatNrPages: proto.Uint32(0),
+				NrPages:       proto.Uint64(m.Pages),
+				Flags:         proto.Uint32(PEPresent),
+			})
+			st.PagesWritten += m.Pages
+		}
+	}
+	return runs, entries, st, nil
 }
 
 // copyRuns streams the runs through fixed buffers: fill reads a batch from
@@ -654,9 +664,13 @@ func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop f
 	if err != nil {
 		return DumpStats{}, nil, err
 	}
-	h := checksum.NewHasher(f, checksum.PagesBlock)
-	entries, st, err := DumpPages(pid, areas, h, stop)
-	sum := h.Sum()
+	runs, entries, st, err := pageList(pid, areas)
+	var sum *checksum.Sum
+	if err == nil {
+		if sum, err = copyToFile(pid, runs, f, stop); err != nil {
+			err = fmt.Errorf("dump pages of pid %d: %w", pid, err)
+		}
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
