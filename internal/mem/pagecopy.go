@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -44,8 +45,8 @@ type copyWindow struct {
 
 // copyToFile copies runs (in file order) from pid into f, which it sizes
 // to their total, and returns the file's checksum. stop is called before
-// each window.
-func copyToFile(pid int, runs []Run, f *os.File, stop func() error) (*checksum.Sum, error) {
+// each window; meter (may be nil) counts the bytes.
+func copyToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progress.Meter) (*checksum.Sum, error) {
 	var total int64
 	for _, r := range runs {
 		total += int64(r.Pages * PageSize)
@@ -60,6 +61,7 @@ func copyToFile(pid int, runs []Run, f *os.File, stop func() error) (*checksum.S
 	if err := f.Truncate(total); err != nil {
 		return nil, err
 	}
+	meter.Expect(uint64(total))
 	wins := windows(runs, copyChunk)
 	sum.CRC = make([]uint32, (total+checksum.PagesBlock-1)/checksum.PagesBlock)
 	workers := min(runtime.GOMAXPROCS(0), copyWorkers, len(wins))
@@ -77,6 +79,7 @@ func copyToFile(pid int, runs []Run, f *os.File, stop func() error) (*checksum.S
 				if first = copyWindowTo(pid, f, win, sum.CRC); first != nil {
 					failed.Do(func() { close(quit) })
 				}
+				meter.Add(uint64(win.size))
 			}
 			errs <- first
 		}()

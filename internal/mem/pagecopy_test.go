@@ -44,7 +44,7 @@ func TestCopyToFile(t *testing.T) {
 	}
 	defer f.Close()
 	calls := 0
-	sum, err := copyToFile(os.Getpid(), runs, f, func() error { calls++; return nil })
+	sum, err := copyToFile(os.Getpid(), runs, f, func() error { calls++; return nil }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func TestCopyToFileStops(t *testing.T) {
 			return stopErr
 		}
 		return nil
-	})
+	}, nil)
 	if !errors.Is(err, stopErr) {
 		t.Errorf("copy = %v, want the stop error", err)
 	}

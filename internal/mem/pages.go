@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -395,7 +396,7 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 // what the task has and written only where they differ, so that pages
 // still shared with the parent stay shared. stop is called before each
 // chunk: an error from it (an interrupted restore) ends the fill with it.
-func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter) (FillStats, error) {
 	var st FillStats
 	var want int64
 	for _, pe := range entries {
@@ -428,13 +429,18 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 		all = append(all, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
 		off += n
 	}
-	return fillIOs(pid, all, vmas, kept, stop)
+	return fillIOsMeter(pid, all, vmas, kept, stop, meter)
 }
 
 // fillIOs writes the runs of pages of all (each inside one VMA) into pid:
 // not those of the kernel's areas, and in kept VMAs only the pages that
 // differ (FillPages).
 func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+	return fillIOsMeter(pid, all, vmas, kept, stop, nil)
+}
+
+// fillIOsMeter is fillIOs counting the bytes written in meter (may be nil).
+func fillIOsMeter(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter) (FillStats, error) {
 	var st FillStats
 	inKept := keptLookup(vmas, kept)
 	inKernel := areaLookup(vmas, kernelArea)
@@ -465,7 +471,7 @@ func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]b
 	for _, io := range diff {
 		st.SkippedCOW -= uint64(len(io.Local) / PageSize)
 	}
-	return st, writeParallel(pid, ios, stop)
+	return st, writeParallel(pid, ios, stop, meter)
 }
 
 // FillStats counts pages as criu's stats-restore does.
@@ -533,7 +539,7 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 // writeParallel splits the writes into chunks handled by a few
 // goroutines: process_vm_writev needs no ptrace stop, and the page-fault
 // work on the target side scales with CPUs.
-func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
+func writeParallel(pid int, ios []ptrace.VMIO, stop func() error, meter *progress.Meter) error {
 	const chunk = 64 << 20
 	var parts [][]ptrace.VMIO
 	var cur []ptrace.VMIO
@@ -553,6 +559,11 @@ func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
 	if len(cur) > 0 {
 		parts = append(parts, cur)
 	}
+	var total uint64
+	for _, io := range ios {
+		total += uint64(len(io.Local))
+	}
+	meter.Expect(total)
 	workers := min(len(parts), 4)
 	work := make(chan []ptrace.VMIO)
 	errs := make(chan error, workers)
@@ -562,6 +573,9 @@ func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
 			for p := range work {
 				if first == nil {
 					first = ptrace.WritevMem(pid, p)
+					for _, io := range p {
+						meter.Add(uint64(len(io.Local)))
+					}
 				}
 			}
 			errs <- first
@@ -658,8 +672,8 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 // pages-PAGESID.img and their pagemap into pagemap-IMGPID.img (imgPid: its
 // pid in the images, the dumped root's pid namespace's), and returns the
 // checksum of the pages image, computed while it was written. stop is as
-// for DumpPages.
-func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
+// for DumpPages; meter (may be nil) counts the bytes copied.
+func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error, meter *progress.Meter) (DumpStats, *checksum.Sum, error) {
 	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
 	if err != nil {
 		return DumpStats{}, nil, err
@@ -667,7 +681,7 @@ func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop f
 	runs, entries, st, err := pageList(pid, areas)
 	var sum *checksum.Sum
 	if err == nil {
-		if sum, err = copyToFile(pid, runs, f, stop); err != nil {
+		if sum, err = copyToFile(pid, runs, f, stop, meter); err != nil {
 			err = fmt.Errorf("dump pages of pid %d: %w", pid, err)
 		}
 	}
