@@ -69,9 +69,10 @@ func (b *bencher) issueVictims(c config) ([]issueVictim, error) {
 	}
 	if c.huge > 0 {
 		v := issueVictim{label: "mem" + sizeLabel(c.huge), bin: b.victim, args: []string{strconv.FormatInt(c.huge, 10)}, ready: []string{"ready"}, bytes: c.huge}
-		// The victim, its images in the page cache and its restored copy
-		// are in memory at once, with some room for everyone else.
-		if need := 3*c.huge + 2<<30; memTotal() < need {
+		// The victim and its images in the page cache are in memory at
+		// once, then the images and the restored copy, with some room for
+		// everyone else.
+		if need := 2*c.huge + 2<<30; memTotal() < need {
 			v.skip = fmt.Sprintf("needs %s of RAM, the machine has %s", fmtSize(need), fmtSize(memTotal()))
 		}
 		vs = append(vs, v)
