@@ -32,6 +32,9 @@ import (
 // The old path (process_vm_readv into a buffer, then write(2): two
 // copies) stays for writers that are not files (copyRuns).
 
+// errNoMap: the pages image cannot be mapped; copyRuns streams it.
+var errNoMap = errors.New("cannot be mapped")
+
 // copyWorkers bounds the windows copied at once.
 const copyWorkers = 4
 
@@ -61,6 +64,13 @@ func copyToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progr
 	if err := f.Truncate(total); err != nil {
 		return nil, err
 	}
+	m, err := unix.Mmap(int(f.Fd()), 0, PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		// A filesystem that cannot map files (some FUSE ones): the
+		// caller streams instead.
+		return nil, fmt.Errorf("map %s: %w: %w", f.Name(), errNoMap, err)
+	}
+	unix.Munmap(m)
 	meter.Expect(uint64(total))
 	wins := windows(runs, copyChunk)
 	sum.CRC = make([]uint32, (total+checksum.PagesBlock-1)/checksum.PagesBlock)

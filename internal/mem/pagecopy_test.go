@@ -3,6 +3,7 @@ package mem
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
+	"github.com/stasis-cr/stasis/internal/progress"
 )
 
 // TestCopyToFile copies scattered runs of this process' own memory into a
@@ -101,5 +103,46 @@ func TestWindows(t *testing.T) {
 	}
 	if len(w[0].runs) != 2 || w[0].runs[1].Addr != 0x20000 || w[0].runs[1].Pages != 1 || w[1].runs[0].Addr != 0x21000 {
 		t.Errorf("first windows' runs %+v %+v", w[0].runs, w[1].runs)
+	}
+}
+
+// TestStreamToFile: the fallback for files that cannot be mapped writes
+// the same bytes and sums as copyToFile.
+func TestStreamToFile(t *testing.T) {
+	mem, err := unix.Mmap(-1, 0, 40*PageSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(mem)
+	for i := range mem {
+		mem[i] = byte(i * 13)
+	}
+	runs := []Run{{Addr: uint64(addrOf(mem)), Pages: 3}, {Addr: uint64(addrOf(mem)) + 10*PageSize, Pages: 30}}
+	dir := t.TempDir()
+	var sums []*checksum.Sum
+	var files [][]byte
+	for i, copyFn := range []func(int, []Run, *os.File, func() error, *progress.Meter) (*checksum.Sum, error){copyToFile, streamToFile} {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Write(make([]byte, 5*PageSize)) // left over: must go
+		m := progress.New()
+		s, err := copyFn(os.Getpid(), runs, f, nil, m)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done, total, _ := m.Read(); done != 33*PageSize || total != 33*PageSize {
+			t.Errorf("copy %d: meter %d/%d, want %d", i, done, total, 33*PageSize)
+		}
+		b, _ := os.ReadFile(f.Name())
+		sums, files = append(sums, s), append(files, b)
+	}
+	if !bytes.Equal(files[0], files[1]) || len(files[0]) != 33*PageSize {
+		t.Errorf("files differ or have the wrong size: %d, %d bytes", len(files[0]), len(files[1]))
+	}
+	if fmt.Sprint(*sums[0]) != fmt.Sprint(*sums[1]) {
+		t.Errorf("sums differ: %+v, %+v", *sums[0], *sums[1])
 	}
 }

@@ -292,6 +292,38 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 	return werr
 }
 
+// streamToFile is copyToFile through a buffer and write(2), for files that
+// cannot be mapped.
+func streamToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progress.Meter) (*checksum.Sum, error) {
+	if err := f.Truncate(0); err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var total uint64
+	for _, r := range runs {
+		total += r.Pages * PageSize
+	}
+	meter.Expect(total)
+	h := checksum.NewHasher(f, checksum.PagesBlock)
+	err := copyRuns(runs, h, func(ios []ptrace.VMIO) error {
+		if stop != nil {
+			if err := stop(); err != nil {
+				return err
+			}
+		}
+		if err := ptrace.ReadvMem(pid, ios); err != nil {
+			return err
+		}
+		for _, io := range ios {
+			meter.Add(uint64(len(io.Local)))
+		}
+		return nil
+	})
+	return h.Sum(), err
+}
+
 // gaps returns the parts of [start, end) that no pagemap entry covers.
 func gaps(start, end uint64, entries []*pagemap.PagemapEntry) [][2]uint64 {
 	var out [][2]uint64
@@ -681,7 +713,11 @@ func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop f
 	runs, entries, st, err := pageList(pid, areas)
 	var sum *checksum.Sum
 	if err == nil {
-		if sum, err = copyToFile(pid, runs, f, stop, meter); err != nil {
+		sum, err = copyToFile(pid, runs, f, stop, meter)
+		if errors.Is(err, errNoMap) {
+			sum, err = streamToFile(pid, runs, f, stop, meter)
+		}
+		if err != nil {
 			err = fmt.Errorf("dump pages of pid %d: %w", pid, err)
 		}
 	}
