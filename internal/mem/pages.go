@@ -446,23 +446,52 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 	if fi.Size() < want {
 		return st, fmt.Errorf("%s is truncated: pagemap needs %d bytes, file has %d: %w", fi.Name(), want, fi.Size(), ErrTruncatedPages)
 	}
-	data, err := unix.Mmap(int(pages.Fd()), 0, int(want), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
-	if err != nil {
-		return st, fmt.Errorf("map %s: %w", fi.Name(), err)
+	// The image is mapped a window at a time: stasis' memory stays the
+	// same whatever the dump's size (a whole 8 GiB image mapped would be
+	// 8 GiB of resident pages in stasis).
+	type span struct {
+		vaddr, off, n uint64
 	}
-	defer unix.Munmap(data)
-	all := make([]ptrace.VMIO, 0, len(entries))
+	var spans []span
 	var off uint64
 	for _, pe := range entries {
 		if !HasData(pe) {
 			continue
 		}
 		n := NrPages(pe) * PageSize
-		all = append(all, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
+		spans = append(spans, span{pe.GetVaddr(), off, n})
 		off += n
 	}
-	return fillIOsMeter(pid, all, vmas, kept, stop, meter)
+	meter.Expect(uint64(want))
+	for lo := uint64(0); lo < uint64(want); lo += fillWindow {
+		hi := min(lo+fillWindow, uint64(want))
+		data, err := unix.Mmap(int(pages.Fd()), int64(lo), int(hi-lo), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
+		if err != nil {
+			return st, fmt.Errorf("map %s at %d: %w", fi.Name(), lo, err)
+		}
+		var ios []ptrace.VMIO
+		for _, sp := range spans {
+			a, b := max(sp.off, lo), min(sp.off+sp.n, hi)
+			if a >= b {
+				continue
+			}
+			ios = append(ios, ptrace.VMIO{Remote: sp.vaddr + (a - sp.off), Local: data[a-lo : b-lo]})
+		}
+		wst, err := fillIOsMeter(pid, ios, vmas, kept, stop, meter)
+		unix.Munmap(data)
+		st.Compared += wst.Compared
+		st.SkippedCOW += wst.SkippedCOW
+		st.Restored += wst.Restored
+		if err != nil {
+			return st, err
+		}
+	}
+	return st, nil
 }
+
+// fillWindow is how much of a pages image the fill maps at once: four
+// writers' worth (writeParallel).
+const fillWindow = 4 * fillChunk
 
 // fillIOs writes the runs of pages of all (each inside one VMA) into pid:
 // not those of the kernel's areas, and in kept VMAs only the pages that
@@ -493,6 +522,16 @@ func fillIOsMeter(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uin
 		return st, err
 	}
 	ios = append(ios, diff...)
+	// What is not written (the kernel's areas, pages equal to the
+	// parent's) is done as well.
+	skipped := 0
+	for _, io := range all {
+		skipped += len(io.Local)
+	}
+	for _, io := range ios {
+		skipped -= len(io.Local)
+	}
+	meter.Add(uint64(skipped))
 	for _, io := range cmp {
 		st.Compared += uint64(len(io.Local) / PageSize)
 	}
@@ -568,11 +607,14 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	return out, nil
 }
 
+// fillChunk is one writer's share of the fill at a time.
+const fillChunk = 32 << 20
+
 // writeParallel splits the writes into chunks handled by a few
 // goroutines: process_vm_writev needs no ptrace stop, and the page-fault
 // work on the target side scales with CPUs.
 func writeParallel(pid int, ios []ptrace.VMIO, stop func() error, meter *progress.Meter) error {
-	const chunk = 64 << 20
+	const chunk = fillChunk
 	var parts [][]ptrace.VMIO
 	var cur []ptrace.VMIO
 	size := 0
@@ -591,11 +633,6 @@ func writeParallel(pid int, ios []ptrace.VMIO, stop func() error, meter *progres
 	if len(cur) > 0 {
 		parts = append(parts, cur)
 	}
-	var total uint64
-	for _, io := range ios {
-		total += uint64(len(io.Local))
-	}
-	meter.Expect(total)
 	workers := min(len(parts), 4)
 	work := make(chan []ptrace.VMIO)
 	errs := make(chan error, workers)
