@@ -41,7 +41,10 @@ func newDumpCmd() *cobra.Command {
 			o.Log = log
 			ctx, release := interruptible()
 			defer release()
-			if err := stasis.DumpContext(ctx, o); err != nil {
+			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
+			err = stasis.DumpContext(ctx, o)
+			endProgress()
+			if err != nil {
 				if lf.file != "" {
 					log.Error("dump failed", "err", err)
 					err = fmt.Errorf("%w (%s kept)", err, lf.path(workDir(o.WorkDir, o.ImagesDir)))

@@ -42,7 +42,9 @@ func newRestoreCmd() *cobra.Command {
 			defer closeLog()
 			o.Log = log
 			ctx, release := interruptible()
+			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
 			r, err := stasis.RestoreContext(ctx, o)
+			endProgress()
 			// The tree runs on its own now: a signal while stasis waits
 			// for it does what it did before (criu is no different).
 			release()

@@ -23,6 +23,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
@@ -499,7 +500,7 @@ func (d *dumper) dumpPages(p *process) error {
 	st, sum, err := mem.WritePages(d.dir, p.pid, d.ns.ImagePid(p.pid), p.pagesID, p.areas, func() error {
 		interrupt.At(d.ctx, "dump-page-copy")
 		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
-	})
+	}, progress.From(d.ctx))
 	if sum != nil {
 		d.sums[pagesName(p.pagesID)] = sum
 	}
