@@ -77,5 +77,15 @@ func TestUnixTail(t *testing.T) {
 		{scenario: "shut", args: []string{"DIR"}},
 		{scenario: "gone", args: []string{"DIR"}},
 		{scenario: "dgpair", args: []string{"DIR"}},
+		{scenario: "epoll", args: []string{"DIR"}},
+	})
+}
+
+// TestFileTail: epoll items whose number was closed or reused
+// (filetail.c).
+func TestFileTail(t *testing.T) {
+	runTail(t, "filetail", []tailCase{
+		{scenario: "epoll-closed", args: []string{"DIR"}},
+		{scenario: "epoll-reused", args: []string{"DIR"}},
 	})
 }
