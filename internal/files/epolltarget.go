@@ -9,6 +9,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/eventpoll"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fsnotify"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -92,24 +93,42 @@ func (r *Restorer) epollInflight(id uint32) bool {
 
 // epollTargetElsewhere finds the file of item it (the toff-th under its
 // number) of the epoll fd among the fds of the tree, and returns its file
-// id, dumping that fd now if it was not yet (its task's own dump then
-// finds it the same open file description).
+// id (see treeFile).
 func (t *Table) epollTargetElsewhere(fd *Fd, it *eventpoll.EventpollTfdEntry, toff int) (uint32, bool, error) {
-	tasks := make([]int, 0, len(t.Tasks)+1)
+	first := 0
 	if fd.Via == nil {
-		tasks = append(tasks, fd.Pid) // its own task first
+		first = fd.Pid // its own task first
 	}
+	return t.treeFile(first, func(pid, num int, st *unix.Stat_t) (bool, error) {
+		if it.Inode != nil && st.Ino != it.GetInode() {
+			return false, nil
+		}
+		same, err := linux.KcmpEpollTargetOf(pid, num, fd.Pid, fd.Num, int(it.GetTfd()), toff)
+		return err == nil && same, nil
+	})
+}
+
+// treeFile finds an fd of the tree (pid first, if not 0) whose file
+// match accepts, and returns its file id, dumping that fd now if it was
+// not yet (its task's own dump then finds it the same open file
+// description): how a file is found that something else refers to
+// without a number of its own (an epoll item, an inotify watch).
+func (t *Table) treeFile(first int, match func(pid, num int, st *unix.Stat_t) (bool, error)) (uint32, bool, error) {
+	tasks := make([]int, 0, len(t.Tasks)+1)
 	for p := range t.Tasks {
-		if p != fd.Pid {
+		if p != first {
 			tasks = append(tasks, p)
 		}
 	}
-	slices.Sort(tasks[min(1, len(tasks)):])
+	slices.Sort(tasks)
+	if first != 0 {
+		tasks = append([]int{first}, tasks...)
+	}
 	for _, pid := range tasks {
 		dir := fmt.Sprintf("/proc/%d/fd", pid)
 		ents, err := os.ReadDir(dir)
 		if err != nil {
-			continue // a thread gone, or one sharing its leader's table
+			continue // a thread gone
 		}
 		for _, e := range ents {
 			num, err := strconv.Atoi(e.Name())
@@ -117,11 +136,14 @@ func (t *Table) epollTargetElsewhere(fd *Fd, it *eventpoll.EventpollTfdEntry, to
 				continue
 			}
 			var st unix.Stat_t
-			if it.Inode != nil && (unix.Stat(dir+"/"+e.Name(), &st) != nil || st.Ino != it.GetInode()) {
+			if unix.Stat(dir+"/"+e.Name(), &st) != nil {
 				continue
 			}
-			same, err := linux.KcmpEpollTargetOf(pid, num, fd.Pid, fd.Num, int(it.GetTfd()), toff)
-			if err != nil || !same {
+			ok, err := match(pid, num, &st)
+			if err != nil {
+				return 0, false, err
+			}
+			if !ok {
 				continue
 			}
 			id, err := t.DumpFile(&Fd{Pid: pid, Num: num}, nil)
@@ -253,4 +275,31 @@ func (r *Restorer) addEpollItemsHere(ep *os.File, fe *fdinfo.FileEntry) error {
 		done <- nil
 	}()
 	return <-done
+}
+
+// treeFileByInode finds an fd of the tree on inode ino of the device
+// the kernel calls sdev (fdinfo's s_dev).
+func (t *Table) treeFileByInode(sdev uint32, ino uint64) (uint32, bool, error) {
+	return t.treeFile(0, func(_, _ int, st *unix.Stat_t) (bool, error) {
+		return st.Ino == ino && kdev(unix.Major(st.Dev), unix.Minor(st.Dev)) == sdev, nil
+	})
+}
+
+// fieldWatchFile is the file id of a watched file deleted since, open in
+// the tree (InotifyWdEntry; stasis, criu's readers skip it).
+const fieldWatchFile = 1501
+
+func setWatchFile(w *fsnotify.InotifyWdEntry, id uint32) {
+	r := w.ProtoReflect()
+	b := append([]byte{}, r.GetUnknown()...)
+	b = protowire.AppendTag(b, fieldWatchFile, protowire.VarintType)
+	r.SetUnknown(protowire.AppendVarint(b, uint64(id)))
+}
+
+func watchFile(w *fsnotify.InotifyWdEntry) (uint32, error) {
+	v, err := unknownVarint(w.ProtoReflect().GetUnknown(), fieldWatchFile)
+	if err == nil && v > 1<<31 {
+		err = fmt.Errorf("file id %d", v)
+	}
+	return uint32(v), err
 }

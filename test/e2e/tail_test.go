@@ -81,11 +81,16 @@ func TestUnixTail(t *testing.T) {
 	})
 }
 
-// TestFileTail: epoll items whose number was closed or reused
-// (filetail.c).
+// TestFileTail: epoll items whose number was closed or reused, an fd on
+// a symbolic link itself, fanotify's group flags, an inotify watch on a
+// deleted file, pidfds of processes gone before the dump (filetail.c).
 func TestFileTail(t *testing.T) {
 	runTail(t, "filetail", []tailCase{
 		{scenario: "epoll-closed", args: []string{"DIR"}},
 		{scenario: "epoll-reused", args: []string{"DIR"}},
+		{scenario: "opath", args: []string{"DIR"}},
+		{scenario: "fanotify", args: []string{"DIR"}},
+		{scenario: "inotify-gone", args: []string{"DIR"}},
+		{scenario: "pidfd-dead", args: []string{"DIR"}},
 	})
 }
