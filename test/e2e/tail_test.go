@@ -94,3 +94,14 @@ func TestFileTail(t *testing.T) {
 		{scenario: "pidfd-dead", args: []string{"DIR"}},
 	})
 }
+
+// TestInetTail: UDP shutdown states, IPv6 options, SO_REUSEPORT groups, a
+// closed TCP socket keeping its port (inettail.c).
+func TestInetTail(t *testing.T) {
+	runTail(t, "inettail", []tailCase{
+		{scenario: "udp-shut"},
+		{scenario: "ipv6opts"},
+		{scenario: "reuseport"},
+		{scenario: "closed"},
+	})
+}
