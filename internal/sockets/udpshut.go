@@ -28,7 +28,7 @@ const (
 func inetShutdown(family, protocol int, ino uint32) (uint8, error) {
 	r := make([]byte, inetDiagReqLen)
 	r[0], r[1] = byte(family), byte(protocol)
-	binary.NativeEndian.PutUint32(r[4:], 0xffffffff) // every state
+	binary.NativeEndian.PutUint32(r[4:], 0xffffffff)  // every state
 	binary.NativeEndian.PutUint32(r[48:], 0xffffffff) // no cookie
 	binary.NativeEndian.PutUint32(r[52:], 0xffffffff)
 	var sh uint8
