@@ -103,5 +103,6 @@ func TestInetTail(t *testing.T) {
 		{scenario: "ipv6opts"},
 		{scenario: "reuseport"},
 		{scenario: "closed"},
+		{scenario: "tcpclose", dump: []string{"--tcp-close"}},
 	})
 }

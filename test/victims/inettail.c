@@ -20,6 +20,10 @@
  *            CLOSE after the exchange) with its local port still bound:
  *            getsockname keeps the port, connect to the listener again
  *            works.
+ * tcpclose   a TCP listener (10), a client (11) connected to it and the
+ *            end it accepted (12), "hi" sent each way and unread; dumped
+ *            with --tcp-close: after the restore both ends read EOF and
+ *            get EPIPE on a write; the listener still accepts.
  */
 #include "victim.h"
 
@@ -141,6 +145,19 @@ int main(int argc, char **argv)
 		shutdown(11, SHUT_RDWR);
 		sleep_ms(50);
 		port = port_of(11);
+	} else if (!strcmp(sc, "tcpclose")) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+		socklen_t l = sizeof(a);
+
+		move_to(socket(AF_INET, SOCK_STREAM, 0), 10);
+		if (bind(10, (struct sockaddr *)&a, sizeof(a)) || listen(10, 4) || getsockname(10, (struct sockaddr *)&a, &l))
+			die("listen: %s", strerror(errno));
+		move_to(socket(AF_INET, SOCK_STREAM, 0), 11);
+		if (connect(11, (struct sockaddr *)&a, sizeof(a)))
+			die("connect: %s", strerror(errno));
+		move_to(accept(10, NULL, NULL), 12);
+		if (send(11, "hi", 2, 0) != 2 || send(12, "hi", 2, 0) != 2)
+			die("send: %s", strerror(errno));
 	} else {
 		die("unknown scenario %s", sc);
 	}
@@ -216,6 +233,25 @@ int main(int argc, char **argv)
 		getsockname(10, (struct sockaddr *)&a, &l);
 		if (connect(11, (struct sockaddr *)&a, sizeof(a)))
 			fail("fd 11: connect again: %s", strerror(errno));
+	} else if (!strcmp(sc, "tcpclose")) {
+		char b[4];
+
+		for (int fd = 11; fd <= 12; fd++) {
+			ssize_t n = recv(fd, b, sizeof(b), MSG_DONTWAIT);
+
+			if (n != 0)
+				fail("fd %d: recv %zd (%s), want EOF", fd, n, n < 0 ? strerror(errno) : "bytes");
+			if (send(fd, "x", 1, 0) != -1 || errno != EPIPE)
+				fail("fd %d: send: want EPIPE, got %s", fd, strerror(errno));
+		}
+		struct sockaddr_in a;
+		socklen_t l = sizeof(a);
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+
+		getsockname(10, (struct sockaddr *)&a, &l);
+		if (connect(c, (struct sockaddr *)&a, l))
+			fail("connect to the listener: %s", strerror(errno));
+		close(c);
 	}
 	victim_finish();
 }
