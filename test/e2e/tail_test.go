@@ -106,3 +106,10 @@ func TestInetTail(t *testing.T) {
 		{scenario: "tcpclose", dump: []string{"--tcp-close"}},
 	})
 }
+
+// TestTTYTail: a pty slave's owner and mode (ttytail.c).
+func TestTTYTail(t *testing.T) {
+	runTail(t, "ttytail", []tailCase{
+		{scenario: "owner"},
+	})
+}
