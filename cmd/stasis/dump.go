@@ -84,13 +84,14 @@ func (r *refusalFlags) register(f *pflag.FlagSet, o *stasis.DumpOptions) {
 	f.BoolVarP(&o.Files.ExtUnixSk, "ext-unix-sk", "x", false, "allow unix sockets connected to a peer outside the tree")
 	f.BoolVar(&o.Files.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
 	f.BoolVar(&o.Files.SkipInFlight, "skip-in-flight", false, "skip TCP connections not yet accepted")
+	f.BoolVar(&o.Files.TCPClose, "tcp-close", false, "do not checkpoint established TCP connections: the restore brings them back closed")
 	f.StringArrayVar(&o.Files.External, "external", nil, "an object outside the tree the dump accepts, e.g. pipe:[INO] (repeatable)")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 }
 
 // refusalFlagNames are the long names register gives that make sense
 // only with a pid (--unprivileged also goes with the kernel probes).
-var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "external"}
+var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "tcp-close", "external"}
 
 // apply puts what register could not parse itself into o.
 func (r *refusalFlags) apply(o *stasis.DumpOptions) error {

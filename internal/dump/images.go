@@ -176,6 +176,7 @@ func (d *dumper) inventory() *inventory.InventoryEntry {
 		PluginsEntry:      &inventory.PluginsEntry{},
 		DumpCriuRunId:     proto.String(d.runID),
 		NetworkLockMethod: proto.Uint32(netlock.InventoryMethod(d.opts.NetworkLock)),
+		TcpClose:          proto.Bool(d.opts.Files.TCPClose),
 	}
 }
 

@@ -47,6 +47,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()
 	r.Files.SkipInFlight = o.GetTcpSkipInFlight()
+	r.Files.TCPClose = o.GetTcpClose()
 	r.Files.LinkRemap = o.GetLinkRemap()
 	r.Files.External = o.GetExternal()
 	if o.GhostLimit != nil {

@@ -188,7 +188,6 @@ var (
 	dumpRefused = append([]option{
 		{"rst_sibling", func(o *rpc.CriuOpts) bool { return o.GetRstSibling() }},
 		{"inherit_fd", func(o *rpc.CriuOpts) bool { return len(o.GetInheritFd()) > 0 }},
-		{"tcp_close", func(o *rpc.CriuOpts) bool { return o.GetTcpClose() }},
 	}, commonRefused...)
 	restoreRefused = append([]option{
 		{"pid", func(o *rpc.CriuOpts) bool { return o.Pid != nil }},
@@ -196,7 +195,6 @@ var (
 		{"leave_stopped", func(o *rpc.CriuOpts) bool { return o.GetLeaveStopped() }},
 		{"link_remap", func(o *rpc.CriuOpts) bool { return o.GetLinkRemap() }},
 		{"external", func(o *rpc.CriuOpts) bool { return len(o.GetExternal()) > 0 }},
-		{"tcp_skip_in_flight", func(o *rpc.CriuOpts) bool { return o.GetTcpSkipInFlight() }},
 		{"ghost_limit", func(o *rpc.CriuOpts) bool { return o.GhostLimit != nil }},
 	}, commonRefused...)
 )
