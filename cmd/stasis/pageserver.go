@@ -22,7 +22,7 @@ func newPageServerCmd() *cobra.Command {
 	var o stasis.PageServerOptions
 	var lf logFlags
 	var address, pidfile string
-	var port, psSocket, listenFd int
+	var port, psSocket, listenFd, statusFd int
 	var daemon bool
 	cmd := &cobra.Command{
 		Use:   "page-server -D DIR --port PORT [--address ADDR] [--daemon]",
@@ -65,6 +65,12 @@ func newPageServerCmd() *cobra.Command {
 			if daemon {
 				return startDaemon(l, pidfile)
 			}
+			if statusFd > 0 {
+				// criu's --status-fd: one byte once the socket listens.
+				sf := os.NewFile(uintptr(statusFd), "status-fd")
+				_, _ = sf.Write([]byte{0})
+				sf.Close()
+			}
 			if pidfile != "" {
 				if err := os.WriteFile(pidfile, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
 					return errorf("page-server: --pidfile: %v", err)
@@ -86,6 +92,7 @@ func newPageServerCmd() *cobra.Command {
 	f.BoolVarP(&daemon, "daemon", "d", false, "run in the background once listening")
 	f.StringVar(&pidfile, "pidfile", "", "write the page server's pid to FILE")
 	f.IntVar(&psSocket, "ps-socket", 0, "serve the already connected socket fd instead of listening")
+	f.IntVar(&statusFd, "status-fd", 0, "write a byte to this fd once listening")
 	f.IntVar(&listenFd, listenFdFlag, 0, "")
 	_ = f.MarkHidden(listenFdFlag)
 	lf.register(f)

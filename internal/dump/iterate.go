@@ -212,7 +212,7 @@ func (d *dumper) planPages(p *process, serverParent bool) ([]mem.PlanRun, error)
 	d.stats.PagesSkippedParent += st.InParent
 	d.stats.PagesScanned += st.Scanned
 	d.stats.PagesWritten += st.Written
-	d.log.Debug("pages planned", "pid", p.pid, "written", st.Written, "in parent", st.InParent, "tracked", tr != nil && tr.Armed)
+	d.log.Debug("pages planned", "pid", p.pid, "written", st.Written, "in parent", st.InParent, "not in parent", st.NotInParent, "tracked", tr != nil && tr.Armed)
 	return plan, nil
 }
 

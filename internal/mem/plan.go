@@ -87,6 +87,9 @@ func (p *Parent) has(addr uint64) bool {
 // PlanStats counts the pages of a plan.
 type PlanStats struct {
 	Scanned, Written, InParent uint64
+	// NotInParent: pages not written since the parent that it does not
+	// have either (saved with their data).
+	NotInParent uint64
 }
 
 // Plan decides which pages of pid (areas, and smaps, read while it is
@@ -135,6 +138,9 @@ func Plan(pid int, areas []*Area, smaps []proc.VMA, tr *Tracker, parent *Parent)
 				}
 				isDirty := d < len(dirty) && dirty[d][0] <= addr
 				in := !isDirty && parent.has(addr)
+				if !isDirty && !in {
+					st.NotInParent++
+				}
 				plan = appendRun(plan, PlanRun{Addr: addr, Pages: 1, InParent: in, Shared: r.Shared && !in, area: i})
 				if in {
 					st.InParent++
@@ -145,7 +151,7 @@ func Plan(pid int, areas []*Area, smaps []proc.VMA, tr *Tracker, parent *Parent)
 		}
 	}
 	if tr != nil {
-		if err := tr.arm(areas, smaps); err != nil {
+		if err := tr.arm(pm, areas, smaps); err != nil {
 			return nil, st, err
 		}
 	}

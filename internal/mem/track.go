@@ -139,6 +139,24 @@ func stealFd(pid, fd int) (*os.File, error) {
 	return os.NewFile(uintptr(nfd), fmt.Sprintf("userfaultfd of pid %d", pid)), nil
 }
 
+// pmUffdWP is PM_UFFD_WP, bit 57 of a pagemap entry; swpPteMarker is
+// SWP_PTE_MARKER, the last swap type (include/linux/swap.h: 32 types, the
+// special ones at the top, the marker highest), shown in the entry's low
+// 5 bits when the reader may see frames.
+const (
+	pmUffdWP     = 1 << 57
+	swpPteMarker = 31
+)
+
+// uffdMarker reports whether a pagemap entry is a userfaultfd
+// write-protect marker: a page that is not there (never populated, or
+// zapped by MADV_DONTNEED while protected), which pagemap shows as
+// swapped. A reader who may not see frames cannot tell it from a page
+// really swapped out: Plan saves those with their data.
+func uffdMarker(pme uint64) bool {
+	return pme&(linux.PmPresent|linux.PmSwap|pmUffdWP) == linux.PmSwap|pmUffdWP && pme&0x1f == swpPteMarker && pme&linux.PmPFNMask>>5 != 0
+}
+
 // trackable reports whether an area's writes are tracked: a private
 // mapping whose pages the dump saves, not the vDSO.
 func trackable(a *Area) bool {
@@ -171,6 +189,9 @@ func (t *Tracker) covered(a *Area, smaps []proc.VMA) bool {
 
 // written returns the ranges of a written since the tracker was armed,
 // sorted; with userfaultfd they are protected again by the same scan.
+// Swapped pages count as written: their data is saved every time (a
+// marker that a reader without CAP_SYS_ADMIN cannot tell from a swapped
+// page is then saved as the zeros it reads as).
 func (t *Tracker) written(pm *os.File, a *Area) ([][2]uint64, error) {
 	var out [][2]uint64
 	add := func(lo, hi uint64) {
@@ -180,9 +201,23 @@ func (t *Tracker) written(pm *os.File, a *Area) ([][2]uint64, error) {
 		}
 		out = append(out, [2]uint64{lo, hi})
 	}
+	vec := make([]linux.PageRegion, 256)
+	var swapped [][2]uint64
+	for at := a.Start(); at < a.End(); {
+		n, walked, err := pagemapScan(pm, at, a.End(), linux.PageIsSwapped, 0, vec)
+		if err != nil {
+			return nil, fmt.Errorf("PAGEMAP_SCAN(SWAPPED) at %#x of pid %d: %w", at, t.Pid, err)
+		}
+		for _, r := range vec[:n] {
+			swapped = append(swapped, [2]uint64{r.Start, r.End})
+		}
+		if walked <= at {
+			break
+		}
+		at = walked
+	}
 	switch t.Method {
 	case TrackUffd:
-		vec := make([]linux.PageRegion, 256)
 		for at := a.Start(); at < a.End(); {
 			n, walked, err := scanWritten(pm, at, a.End(), vec)
 			if err != nil {
@@ -212,6 +247,10 @@ func (t *Tracker) written(pm *os.File, a *Area) ([][2]uint64, error) {
 			at += n * PageSize
 		}
 	}
+	if len(swapped) > 0 {
+		out = append(out, swapped...)
+		sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	}
 	return out, nil
 }
 
@@ -220,7 +259,7 @@ func (t *Tracker) written(pm *os.File, a *Area) ([][2]uint64, error) {
 // write-protected (the others were protected again by their scan); with
 // soft-dirty the bits are cleared. An area the kernel refuses to
 // register stays untracked: the next iteration saves it whole.
-func (t *Tracker) arm(areas []*Area, smaps []proc.VMA) error {
+func (t *Tracker) arm(pm *os.File, areas []*Area, smaps []proc.VMA) error {
 	switch t.Method {
 	case TrackSoftDirty:
 		if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", t.Pid), []byte("4"), 0); err != nil {
@@ -240,7 +279,14 @@ func (t *Tracker) arm(areas []*Area, smaps []proc.VMA) error {
 				}
 				return fmt.Errorf("register %#x-%#x of pid %d for write tracking: %w", a.Start(), a.End(), t.Pid, err)
 			}
-			if err := uffdWriteProtect(t.uffd, a.Start(), a.End()); err != nil {
+			// Only the populated runs: WP_UNPOPULATED would put a marker
+			// in every empty page table entry (page tables for a whole
+			// reservation of terabytes); a page populated later has no
+			// protection bit, and so reads as written, as it should.
+			err := populated(pm, a.Start(), a.End(), func(lo, hi uint64) error {
+				return uffdWriteProtect(t.uffd, lo, hi)
+			})
+			if err != nil {
 				return fmt.Errorf("write-protect %#x-%#x of pid %d: %w", a.Start(), a.End(), t.Pid, err)
 			}
 		}
