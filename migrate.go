@@ -6,12 +6,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"strconv"
+	"syscall"
 
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/pagesrv"
+	"github.com/stasis-cr/stasis/internal/rpc"
 )
 
 // MemDumpOptions are the options of iterative dumps (criu's pre-dump and
@@ -135,4 +138,38 @@ func prevPath(images, prev string) string {
 		return prev
 	}
 	return images + "/" + prev
+}
+
+func memFromRPC(m rpc.MemRequest) MemDumpOptions {
+	return MemDumpOptions{TrackMem: m.TrackMem, PrevImagesDir: m.PrevImagesDir, PageServer: m.PageServer, Address: m.Address, Port: m.Port}
+}
+
+// startPageServer starts a page server process for the RPC's PAGE_SERVER
+// (stasis page-server on a socket that listens already) and returns its
+// pid and port.
+func startPageServer(_ context.Context, r rpc.PageServerRequest) (int, int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(r.Address, strconv.Itoa(r.Port)))
+	if err != nil {
+		return 0, 0, fmt.Errorf("page server: %w", err)
+	}
+	defer l.Close()
+	f, err := l.(*net.TCPListener).File()
+	if err != nil {
+		return 0, 0, fmt.Errorf("page server: %w", err)
+	}
+	defer f.Close()
+	args := []string{"page-server", "-D", r.ImagesDir, "--stasis-listen-fd=3"}
+	if r.PrevImagesDir != "" {
+		args = append(args, "--prev-images-dir", r.PrevImagesDir)
+	}
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.ExtraFiles = []*os.File{f}
+	if r.Daemon {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
+	if err := cmd.Start(); err != nil {
+		return 0, 0, fmt.Errorf("page server: %w", err)
+	}
+	go cmd.Wait() //nolint:errcheck // reaped if the swrk outlives it
+	return cmd.Process.Pid, l.Addr().(*net.TCPAddr).Port, nil
 }

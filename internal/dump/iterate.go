@@ -313,10 +313,8 @@ func (d *dumper) holdTrackers(keep bool) {
 // and arm the tracking, resume the tree, then copy and write.
 func (d *dumper) runPreDump() (err error) {
 	d.stats.Start = time.Now()
+	// No notification: criu runs no action script in a pre-dump.
 	if err := d.prepareIteration(); err != nil {
-		return err
-	}
-	if err := d.notify("pre-dump"); err != nil {
 		return err
 	}
 	if err := d.checkTarget(); err != nil {
@@ -397,10 +395,8 @@ func (d *dumper) runPreDump() (err error) {
 		}
 	}
 	d.stats.MemEnd = time.Now()
-	if ps := d.opts.Mem.PageServer; ps != nil {
-		if err := ps.Close(); err != nil {
-			return fmt.Errorf("pre-dump: page server: %w", err)
-		}
+	if err := d.closePageServer(); err != nil {
+		return err
 	}
 	return d.writePreDumpImages()
 }
