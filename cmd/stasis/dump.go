@@ -66,6 +66,7 @@ func newDumpCmd() *cobra.Command {
 	rf.register(f, &o)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	lf.register(f)
+	registerMemFlags(f, &o.Mem)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd
 }

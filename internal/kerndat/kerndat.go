@@ -242,7 +242,7 @@ var info = map[string]struct {
 	Kcmp:                 {"shared open files cannot be told apart from copies: dump does not work", true, "3.5"},
 	FdinfoMntID:          {"open files cannot be matched to their mounts", false, "3.15"},
 	PagemapScan:          {"memory is found by reading pagemap page by page (slower), and there is no incremental dump without soft-dirty", false, "6.7"},
-	SoftDirty:            {"pre-dump and --track-mem must use PAGEMAP_SCAN with uffd WP_ASYNC instead", false, ""},
+	SoftDirty:            {"pre-dump and --track-mem use PAGEMAP_SCAN with uffd WP_ASYNC instead", false, ""},
 	Userfaultfd:          {"no lazy restore (--lazy-pages) and no uffd-based memory tracking", false, "4.3"},
 	UffdWPAsync:          {"no write tracking through PAGEMAP_SCAN: without soft-dirty, no pre-dump or --track-mem", false, "6.7"},
 	UffdNonCoop:          {"no lazy restore of trees that fork, mremap or munmap while pages are still missing", false, "4.11"},

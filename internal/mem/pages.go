@@ -114,7 +114,7 @@ func pageRunsIn(f *os.File, a *Area, lo, hi uint64, runs *[]Run) error {
 		for i := uint64(0); i < n; i++ {
 			pme := binary.LittleEndian.Uint64(b[i*8:])
 			// A guard region's marker shows as swapped; it has no page.
-			keep := pme&(linux.PmPresent|linux.PmSwap) != 0 && pme&linux.PmGuardRegion == 0
+			keep := pme&(linux.PmPresent|linux.PmSwap) != 0 && pme&linux.PmGuardRegion == 0 && !uffdMarker(pme)
 			if keep && filePrivate && pme&linux.PmFile != 0 {
 				keep = false // still the file's own page
 			}

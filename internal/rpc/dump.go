@@ -53,6 +53,9 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if o.GhostLimit != nil {
 		r.Files.GhostLimit = int64(o.GetGhostLimit())
 	}
+	if r.Mem, err = memRequest(o); err != nil {
+		return fail(err)
+	}
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {
 		d.log.Error("dump failed", "err", err)
