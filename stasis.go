@@ -17,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/restore"
@@ -49,6 +50,8 @@ type DumpOptions struct {
 	// tree is killed or let go); pid is 0. An error fails the dump there:
 	// the tree is resumed and the images removed.
 	Notify Notify
+	// Mem: --track-mem, --prev-images-dir, --page-server (migrate.go).
+	Mem MemDumpOptions
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -148,7 +151,13 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 	if err := kerndat.Require(dump.Needs...); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	mo, done, err := opts.Mem.memOptions()
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	defer done()
 	err = dump.Dump(ctx, dump.Options{
+		Mem: mo,
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
@@ -286,6 +295,9 @@ func Reexec() (code int, ok bool) {
 	}
 	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
 		return puppet.RunSibling(), true
+	}
+	if len(os.Args) > 1 && os.Args[1] == mem.HolderArg {
+		return mem.RunHolder(os.Args[1:]), true
 	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])

@@ -156,7 +156,7 @@ var commandHints = map[string]map[string]string{
 var cobraBuiltin = map[string]bool{"help": true, "version": true}
 
 // criuCommands are the subcommands that take criu's options.
-var criuCommands = map[string]bool{"dump": true, "pre-dump": true, "restore": true, "check": true}
+var criuCommands = map[string]bool{"dump": true, "pre-dump": true, "restore": true, "check": true, "page-server": true}
 
 const (
 	refusedUsage = "not implemented yet"

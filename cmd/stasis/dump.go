@@ -50,7 +50,10 @@ func newDumpCmd() *cobra.Command {
 			}
 			ctx, release := interruptible()
 			defer release()
-			if err := stasis.DumpContext(ctx, o); err != nil {
+			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
+			err = stasis.DumpContext(ctx, o)
+			endProgress()
+			if err != nil {
 				if lf.file != "" {
 					log.Error("dump failed", "err", err)
 					err = fmt.Errorf("%w (%s kept)", err, lf.path(workDir(o.WorkDir, o.ImagesDir)))
@@ -73,6 +76,7 @@ func newDumpCmd() *cobra.Command {
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	lf.register(f)
+	registerMemFlags(f, &o.Mem)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd
 }
@@ -91,13 +95,14 @@ func (r *refusalFlags) register(f *pflag.FlagSet, o *stasis.DumpOptions) {
 	f.BoolVarP(&o.Files.ExtUnixSk, "ext-unix-sk", "x", false, "allow unix sockets connected to a peer outside the tree")
 	f.BoolVar(&o.Files.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
 	f.BoolVar(&o.Files.SkipInFlight, "skip-in-flight", false, "skip TCP connections not yet accepted")
+	f.BoolVar(&o.Files.TCPClose, "tcp-close", false, "do not checkpoint established TCP connections: the restore brings them back closed")
 	f.StringArrayVar(&o.Files.External, "external", nil, "an object outside the tree the dump accepts, e.g. pipe:[INO] (repeatable)")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 }
 
 // refusalFlagNames are the long names register gives that make sense
 // only with a pid (--unprivileged also goes with the kernel probes).
-var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "external"}
+var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "tcp-close", "external"}
 
 // apply puts what register could not parse itself into o.
 func (r *refusalFlags) apply(o *stasis.DumpOptions) error {

@@ -55,7 +55,9 @@ func newRestoreCmd() *cobra.Command {
 				o.Notify = as.Notify
 			}
 			ctx, release := interruptible()
+			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
 			r, err := stasis.RestoreContext(ctx, o)
+			endProgress()
 			// The tree runs on its own now: a signal while stasis waits
 			// for it does what it did before (criu is no different).
 			release()

@@ -22,7 +22,7 @@ var (
 		"enable-external-masters", "freeze-cgroup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
 )
 

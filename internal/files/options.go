@@ -29,6 +29,10 @@ type DumpOptions struct {
 	// SkipInFlight skips TCP connections not yet accepted (criu's
 	// --skip-in-flight).
 	SkipInFlight bool
+	// TCPClose records established TCP connections without their state
+	// (no repair mode, no network lock), to be restored closed (criu's
+	// --tcp-close at dump; inventory's tcp_close tells the restore).
+	TCPClose bool
 	// OnConnection, if set, is called with each established TCP
 	// connection before its state is read: the network lock drops its
 	// packets from then on, so that nothing changes under the dump.

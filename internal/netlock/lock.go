@@ -219,6 +219,10 @@ func (l *Lock) close() error {
 // or once it has failed (their peers should get resets then).
 func Unlock(pid int) error { return unlockTables(TableName(pid)) }
 
+// UnlockRun deletes the persistent lock of the dump whose run id is runID
+// (criu's or stasis'), if there is one.
+func UnlockRun(runID string) error { return unlockTables(CRIUTableName(runID)) }
+
 // unlockTables deletes the inet tables of these names that exist.
 func unlockTables(names ...string) error {
 	name := strings.Join(names, ", ")

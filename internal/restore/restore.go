@@ -257,6 +257,9 @@ func (r *restorer) prepare() error {
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return err
 	}
+	if r.imgs.inv.GetTcpClose() {
+		r.opts.Files.TCPClose = true // dumped with --tcp-close: no state to restore
+	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.HostPids = map[int]int{}
 	if !r.opts.PidNS && !r.ns.NewPidNS() {

@@ -57,6 +57,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()
 	r.Files.SkipInFlight = o.GetTcpSkipInFlight()
+	r.Files.TCPClose = o.GetTcpClose()
 	r.Files.LinkRemap = o.GetLinkRemap()
 	r.Files.External = o.GetExternal()
 	stdio, err := stdioExternal(r.Pid)
@@ -71,6 +72,9 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	}
 	if o.GhostLimit != nil {
 		r.Files.GhostLimit = int64(o.GetGhostLimit())
+	}
+	if r.Mem, err = memRequest(o); err != nil {
+		return fail(err)
 	}
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {

@@ -140,9 +140,6 @@ type option struct {
 // ignored.
 var commonRefused = []option{
 	{"root", func(o *rpc.CriuOpts) bool { return o.GetRoot() != "" && o.GetRoot() != "/" }},
-	{"ps", func(o *rpc.CriuOpts) bool { return o.Ps != nil }},
-	{"parent_img", func(o *rpc.CriuOpts) bool { return o.GetParentImg() != "" }},
-	{"track_mem", func(o *rpc.CriuOpts) bool { return o.GetTrackMem() }},
 	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
 	{"veths", func(o *rpc.CriuOpts) bool { return len(o.GetVeths()) > 0 }},
 	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
@@ -186,17 +183,15 @@ var (
 	dumpRefused = append([]option{
 		{"rst_sibling", func(o *rpc.CriuOpts) bool { return o.GetRstSibling() }},
 		{"inherit_fd", func(o *rpc.CriuOpts) bool { return len(o.GetInheritFd()) > 0 }},
-		{"tcp_close", func(o *rpc.CriuOpts) bool { return o.GetTcpClose() }},
 	}, commonRefused...)
-	restoreRefused = append([]option{
+	restoreRefused = append(append([]option{
 		{"pid", func(o *rpc.CriuOpts) bool { return o.Pid != nil }},
 		{"leave_running", func(o *rpc.CriuOpts) bool { return o.GetLeaveRunning() }},
 		{"leave_stopped", func(o *rpc.CriuOpts) bool { return o.GetLeaveStopped() }},
 		{"link_remap", func(o *rpc.CriuOpts) bool { return o.GetLinkRemap() }},
 		{"external", func(o *rpc.CriuOpts) bool { return len(o.GetExternal()) > 0 }},
-		{"tcp_skip_in_flight", func(o *rpc.CriuOpts) bool { return o.GetTcpSkipInFlight() }},
 		{"ghost_limit", func(o *rpc.CriuOpts) bool { return o.GhostLimit != nil }},
-	}, commonRefused...)
+	}, memRefused...), commonRefused...)
 )
 
 // refuse names every option of o in list that is set.
