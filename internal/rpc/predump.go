@@ -89,6 +89,9 @@ func (s *server) preDump(o *rpc.CriuOpts, t rpc.CriuReqType) *rpc.CriuResp {
 	if o == nil || o.GetPid() == 0 {
 		return fail(fmt.Errorf("rpc: %v without a pid: %w", t, ErrBadRequest))
 	}
+	if err := configure(o); err != nil {
+		return fail(err)
+	}
 	if err := refuse(t.String(), o, dumpRefused); err != nil {
 		return fail(err)
 	}
