@@ -78,6 +78,10 @@ type RestoreOptions struct {
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
 	ShellJob  bool   // -j/--shell-job: restore into the caller's session
 	PidNS     bool   // --pidns: restore into a new pid namespace with the original pids
+	// Sibling (-S/--restore-sibling, the RPC's rst_sibling): the root is
+	// a child of the caller's parent, not of the caller (Restored.Wait
+	// cannot wait for it), as criu's root is of the swrk client.
+	Sibling bool
 	// NetworkLock (--network-lock): "nftables" (the default, also "") locks
 	// the connections during the restore and removes the dump's lock once
 	// they run; "skip" touches no lock.
@@ -231,7 +235,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
 		Unprivileged: !priv.Full(), Notify: opts.Notify,
 	})
 	return r, priv.Explain("restore", 0, err)
@@ -291,6 +295,9 @@ func Reexec() (code int, ok bool) {
 	}
 	if len(os.Args) > 1 && os.Args[1] == mem.HolderArg {
 		return mem.RunHolder(os.Args[1:]), true
+	}
+	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
+		return puppet.RunSibling(), true
 	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])

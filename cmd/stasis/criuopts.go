@@ -131,15 +131,14 @@ var extraRefused = []criuOpt{
 // hintOptions are criu options that change nothing in what stasis does, so
 // accepting them honours them; the value says why.
 var hintOptions = map[string]string{
-	"log-pid":           "stasis writes one log, its tasks log nothing",
-	"ghost-fiemap":      "stasis copies unlinked files' contents whatever their holes",
-	"force-irmap":       "a hint to resolve inotify watch names, which stasis does when it can",
-	"deprecated":        "allows deprecated features, of which stasis has none",
-	"no-default-config": "stasis reads no default configuration file",
-	"extra":             "check runs every probe",
-	"experimental":      "check runs every probe",
-	"all":               "check runs every probe",
-	"cpu-cap":           "only none (no cpu check), which is what stasis does",
+	"log-pid":      "stasis writes one log, its tasks log nothing",
+	"ghost-fiemap": "stasis copies unlinked files' contents whatever their holes",
+	"force-irmap":  "a hint to resolve inotify watch names, which stasis does when it can",
+	"deprecated":   "allows deprecated features, of which stasis has none",
+	"extra":        "check runs every probe",
+	"experimental": "check runs every probe",
+	"all":          "check runs every probe",
+	"cpu-cap":      "only none (no cpu check), which is what stasis does",
 }
 
 // commandHints are dump options that criu takes at restore too, where
@@ -214,6 +213,7 @@ func addCRIUOptions(cmd *cobra.Command) {
 	if cmd.Name() == "dump" || cmd.Name() == "restore" {
 		addDisplayStats(cmd)
 	}
+	addConfigFlags(f)
 	for _, o := range append(append([]criuOpt{}, criuOptions...), extraRefused...) {
 		if cobraBuiltin[o.name] {
 			continue

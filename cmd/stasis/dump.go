@@ -16,6 +16,7 @@ func newDumpCmd() *cobra.Command {
 	var o stasis.DumpOptions
 	var lf logFlags
 	var rf refusalFlags
+	var scripts []string
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -39,6 +40,14 @@ func newDumpCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
+			if len(scripts) > 0 {
+				as, err := stasis.NewActionScripts(scripts, o.ImagesDir, o.Pid)
+				if err != nil {
+					return errorf("dump: %v", err)
+				}
+				defer as.Close()
+				o.Notify = as.Notify
+			}
 			ctx, release := interruptible()
 			defer release()
 			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
@@ -65,6 +74,7 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
 	rf.register(f, &o)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
+	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
 	addUnimplemented(f, dumpUnimplemented)

@@ -23,7 +23,7 @@ var (
 		"lsm-profile", "lsm-mount-context",
 	}
 	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
-	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
+	restoreUnimplemented = append([]string{"exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
 func addUnimplemented(f *pflag.FlagSet, names []string) {

@@ -37,6 +37,10 @@ type Options struct {
 	// gets its original pid whatever this host uses. A small init (stasis
 	// itself) is the namespace's pid 1 and the root's parent.
 	PidNS bool
+	// Sibling (criu's --restore-sibling, the RPC's rst_sibling): the root
+	// is a child of stasis' parent, not of stasis, as criu's is of the
+	// swrk client. Restored.Wait cannot wait for it then.
+	Sibling bool
 	// NetworkLock locks the tree's TCP connections while it is restored
 	// and unlocks them (with the dump's lock) once it runs.
 	NetworkLock netlock.Mode
@@ -59,6 +63,7 @@ type Options struct {
 type Restored struct {
 	Pid     int // pid of the root task (host view)
 	waitPid int // the child of stasis whose exit reports the root's
+	sibling bool
 }
 
 // Wait waits for the restored root to exit and returns its exit code,
@@ -67,6 +72,9 @@ type Restored struct {
 func (r *Restored) Wait() (int, error) {
 	var ws unix.WaitStatus
 	pid := r.Pid
+	if r.sibling {
+		return -1, fmt.Errorf("wait for restored pid %d: restored as a sibling, it is its parent's child: %w", r.Pid, unix.ECHILD)
+	}
 	if r.waitPid != 0 {
 		pid = r.waitPid
 	}
@@ -269,7 +277,7 @@ func (r *restorer) prepare() error {
 // pidfile.
 func (r *restorer) finish() (*Restored, error) {
 	tty.RedrawForeground(r.files)
-	res := &Restored{Pid: r.procs[0].t.Tid}
+	res := &Restored{Pid: r.procs[0].t.Tid, sibling: r.opts.Sibling}
 	// The tree runs: as in criu, a failed post-resume is only logged.
 	if err := r.notify("post-resume"); err != nil {
 		r.log.Warn("the restored tree runs anyway", "err", err)
@@ -334,7 +342,11 @@ func (r *restorer) createTree() error {
 		return fmt.Errorf("become child subreaper: %w", err)
 	}
 	var err error
-	if r.puppet, err = puppet.Start(r.opts.Unprivileged); err != nil {
+	start := puppet.Start
+	if r.opts.Sibling {
+		start = puppet.StartSibling
+	}
+	if r.puppet, err = start(r.opts.Unprivileged); err != nil {
 		return err
 	}
 	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.Tr.Tid); err != nil {
