@@ -172,6 +172,9 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 		if err := dumpIPC(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc]), nextPages); err != nil {
 			return err
 		}
+		if err := dumpMQueues(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc])); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -187,13 +190,14 @@ type Task struct {
 // and set_tid arrays for each task, and the contents of the namespaces
 // the root creates, filled right after it is cloned.
 type Restorer struct {
-	dir   *images.Dir
-	root  *rtask
-	tasks map[int]*rtask
-	uts   *utsImage
-	ipc   *ipcImages
-	user  *userImage
-	time  *timeImage
+	dir     *images.Dir
+	root    *rtask
+	tasks   map[int]*rtask
+	uts     *utsImage
+	ipc     *ipcImages
+	user    *userImage
+	time    *timeImage
+	mqueues []*MQueue
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -268,7 +272,9 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		case kUts:
 			r.uts, err = readUTS(r.dir, id)
 		case kIpc:
-			r.ipc, err = readIPC(r.dir, id)
+			if r.ipc, err = readIPC(r.dir, id); err == nil {
+				r.mqueues, err = readMQueues(r.dir, id)
+			}
 		case kUser:
 			r.user, err = readUser(r.dir, id)
 		case kTime:
@@ -384,7 +390,7 @@ func (r *Restorer) Created(pid, host int) error {
 			return err
 		}
 	}
-	return nil
+	return restoreMQueues(host, r.mqueues)
 }
 
 // NewKinds names the kinds of namespace the restore creates ("pid",
