@@ -48,6 +48,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.TCPEstablished = o.GetTcpEstablished()
 	r.Files.SkipInFlight = o.GetTcpSkipInFlight()
 	r.Files.LinkRemap = o.GetLinkRemap()
+	r.Files.EvasiveDevices = o.GetEvasiveDevices()
 	r.Files.External = o.GetExternal()
 	if o.GhostLimit != nil {
 		r.Files.GhostLimit = int64(o.GetGhostLimit())

@@ -180,7 +180,6 @@ var commonRefused = []option{
 	{"mntns_compat_mode", func(o *rpc.CriuOpts) bool { return o.GetMntnsCompatMode() }},
 	{"skip_file_rwx_check", func(o *rpc.CriuOpts) bool { return o.GetSkipFileRwxCheck() }},
 	{"display_stats", func(o *rpc.CriuOpts) bool { return o.GetDisplayStats() }},
-	{"evasive_devices", func(o *rpc.CriuOpts) bool { return o.GetEvasiveDevices() }},
 }
 
 // Options that belong to the other direction: refused, not ignored.

@@ -1,9 +1,15 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -42,5 +48,56 @@ func TestDevices(t *testing.T) {
 			testutil.RestoreDetached(t, dir, v)
 			v.TermAndCheck(t)
 		})
+	}
+}
+
+// TestEvasiveDevices: a process holds a device opened by a path that now
+// names another node of the same device (a /dev made again): the dump
+// refuses it, naming the path and --evasive-devices, and leaves the
+// process running; with --evasive-devices it is dumped and the restored
+// fd is on the same device. A path naming another device is refused even
+// so.
+func TestEvasiveDevices(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	dir := t.TempDir()
+	node, other := filepath.Join(dir, "null"), filepath.Join(dir, "other")
+	if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	v := testutil.StartProgram(t, "/bin/sh", "-c", "exec sleep 1000 5<>"+node)
+	testutil.WaitFor(t, 5*time.Second, "sleep with the node open at fd 5", func() bool {
+		l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/5", v.Pid))
+		return l == node && testutil.Comm(v.Pid) == "sleep"
+	})
+	// Another node bind-mounted over the path: it names another inode,
+	// the one the fd holds is still linked.
+	over := func(rdev uint64) {
+		os.Remove(other)
+		if err := unix.Mknod(other, unix.S_IFCHR|0o666, int(rdev)); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Mount(other, node, "", unix.MS_BIND, ""); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Unmount(node, unix.MNT_DETACH) })
+	}
+	over(unix.Mkdev(1, 5)) // /dev/zero's number
+	testutil.AssertContains(t, testutil.DumpFail(t, v.Pid, t.TempDir(), "--evasive-devices"), node, "another file than device 1:3")
+	unix.Unmount(node, unix.MNT_DETACH)
+	over(unix.Mkdev(1, 3))
+	testutil.AssertContains(t, testutil.DumpFail(t, v.Pid, t.TempDir()), node, "--evasive-devices")
+	assertRunning(t, v.Pid)
+	img := t.TempDir()
+	testutil.Dump(t, v.Pid, img, "--evasive-devices")
+	v.Reap(t)
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	if r := testutil.Run(t, 30*time.Second, "restore", "-D", img, "-d", "--pidfile", pidfile, "--evasive-devices"); r.Code != 0 {
+		t.Fatalf("restore failed\n%s", r)
+	}
+	pid := readPidfile(t, pidfile)
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/5", pid), &st); err != nil || st.Rdev != unix.Mkdev(1, 3) {
+		t.Errorf("restored fd 5: device %d:%d (%v), want 1:3", unix.Major(st.Rdev), unix.Minor(st.Rdev), err)
 	}
 }
