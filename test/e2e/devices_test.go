@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -100,4 +101,83 @@ func TestEvasiveDevices(t *testing.T) {
 	if err := unix.Stat(fmt.Sprintf("/proc/%d/fd/5", pid), &st); err != nil || st.Rdev != unix.Mkdev(1, 3) {
 		t.Errorf("restored fd 5: device %d:%d (%v), want 1:3", unix.Major(st.Rdev), unix.Minor(st.Rdev), err)
 	}
+}
+
+// TestConsoleExternal: a container's console, as LXC gives it: the
+// tree's stdio is a pty slave whose master the runtime (here the test)
+// holds outside the tree. The dump takes it with --external
+// tty[RDEV:DEV] and the restore with --inherit-fd fd[N]:tty[RDEV:DEV],
+// the slave given by the runtime: bytes typed on the master come back
+// from the restored cat.
+func TestConsoleExternal(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	master, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer master.Close()
+	if err := unix.IoctlSetPointerInt(int(master.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(master.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slave, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slave.Close()
+	if _, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS); err != nil {
+		t.Fatal(err)
+	}
+	cat := exec.Command("/bin/cat")
+	cat.Stdin, cat.Stdout, cat.Stderr = slave, slave, slave
+	cat.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	if err := cat.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan struct{})
+	go func() { cat.Wait(); close(waited) }()
+	t.Cleanup(func() { cat.Process.Kill(); <-waited })
+	echo := func(what string) {
+		t.Helper()
+		if _, err := master.WriteString(what + "\n"); err != nil {
+			t.Fatal(err)
+		}
+		var got []byte
+		buf := make([]byte, 256)
+		deadline := time.Now().Add(10 * time.Second)
+		for strings.Count(string(got), what) < 2 && time.Now().Before(deadline) {
+			master.SetReadDeadline(deadline)
+			k, err := master.Read(buf)
+			if err != nil {
+				break
+			}
+			got = append(got, buf[:k]...)
+		}
+		// The terminal echoes the line, then cat writes it.
+		if strings.Count(string(got), what) < 2 {
+			t.Fatalf("console: %q after typing %q", got, what)
+		}
+	}
+	echo("before")
+	var st unix.Stat_t
+	if err := unix.Fstat(int(slave.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	key := fmt.Sprintf("tty[%x:%x]", st.Rdev, st.Dev)
+	testutil.AssertContains(t, testutil.DumpFail(t, cat.Process.Pid, t.TempDir()), key)
+	dir := t.TempDir()
+	testutil.Dump(t, cat.Process.Pid, dir, "--external", key)
+	<-waited
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	rs := exec.Command(testutil.StasisBin(t), "restore", "-D", dir, "-d", "--pidfile", pidfile, "--inherit-fd", "fd[3]:"+key)
+	rs.ExtraFiles = []*os.File{slave}
+	if out, err := rs.CombinedOutput(); err != nil {
+		t.Fatalf("restore: %v\n%s", err, out)
+	}
+	readPidfile(t, pidfile)
+	echo("after")
 }
