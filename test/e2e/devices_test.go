@@ -19,7 +19,7 @@ import (
 // zero, random, urandom, full (criu's regular files by path), a pty
 // from /dev/ptmx with its slave as the controlling terminal, and
 // /dev/tty, its alias; each comes back on the same device with its mode
-// and works: in stasis' namespaces, and in a user namespace (root mapped
+// and works: in stasis' namespaces, dumped by criu 4.2 too, and in a user namespace (root mapped
 // to root, setgroups "deny") with uts and ipc namespaces of its own. criu
 // 4.2's outcome on the same victim is logged.
 func TestDevices(t *testing.T) {
@@ -30,6 +30,16 @@ func TestDevices(t *testing.T) {
 		v := testutil.StartVictim(t, "devices")
 		v.WaitReady(t)
 		t.Logf("criu 4.2 on the same victim: %s", testutil.CriuOutcome(t, v))
+	})
+	t.Run("criu-to-stasis", func(t *testing.T) {
+		testutil.CRIU(t)
+		v := testutil.StartVictim(t, "devices")
+		v.WaitReady(t)
+		dir := t.TempDir()
+		testutil.CriuDump(t, v.Pid, dir, "--network-lock", "nftables")
+		v.Reap(t)
+		testutil.RestoreDetached(t, dir, v)
+		v.TermAndCheck(t)
 	})
 	for _, tc := range []struct {
 		name string

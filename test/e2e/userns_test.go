@@ -218,3 +218,41 @@ func TestContainerUserRangeMap(t *testing.T) {
 	}
 	checkRestoredContainer(t, c, host, want)
 }
+
+// TestContainerTimeCrossCRIU: a container in a time namespace with
+// offsets (and pid, uts, ipc namespaces), which criu 4.2 dumps: dumped by
+// criu and restored by stasis, and the other way round; each time the
+// victim's clocks continue from where they were.
+func TestContainerTimeCrossCRIU(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.CRIU(t)
+	t.Parallel()
+	args := []string{"--time", "--monotonic", "100000", "--boottime", "200000", "--pid", "--fork", "--uts", "--ipc"}
+	t.Run("criu-to-stasis", func(t *testing.T) {
+		c, _ := startUserContainer(t, false, "time", args...)
+		want := nsPids(t, c.init)
+		dir := t.TempDir()
+		r := testutil.RunCRIU(t, 30*time.Second, dir, "dump", "-t", strconv.Itoa(c.init), "-D", dir, "--network-lock", "nftables")
+		if r.Code != 0 {
+			t.Fatalf("criu dump failed: %s\n%s", testutil.CriuErrors(r.Log), r)
+		}
+		c.waitGone(t)
+		time.Sleep(2 * time.Second)
+		host, rtook := restoreContainer(t, dir)
+		t.Logf("criu 4.2 dump %v, stasis restore %v", r.Took.Round(time.Millisecond), rtook.Round(time.Millisecond))
+		checkRestoredContainer(t, c, host, want)
+	})
+	t.Run("stasis-to-criu", func(t *testing.T) {
+		c, _ := startUserContainer(t, false, "time", args...)
+		want := nsPids(t, c.init)
+		dir := t.TempDir()
+		dumpContainer(t, c, dir)
+		time.Sleep(2 * time.Second)
+		pidfile := filepath.Join(t.TempDir(), "pid")
+		r := testutil.RunCRIU(t, 30*time.Second, dir, "restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables")
+		if r.Code != 0 {
+			t.Fatalf("criu restore failed: %s\n%s", testutil.CriuErrors(r.Log), r)
+		}
+		checkRestoredContainer(t, c, readPidfile(t, pidfile), want)
+	})
+}
