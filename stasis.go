@@ -293,11 +293,11 @@ func Reexec() (code int, ok bool) {
 	if len(os.Args) > 1 && os.Args[1] == puppet.PuppetArg {
 		return 2, true
 	}
-	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
-		return puppet.RunSibling(), true
-	}
 	if len(os.Args) > 1 && os.Args[1] == mem.HolderArg {
 		return mem.RunHolder(os.Args[1:]), true
+	}
+	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
+		return puppet.RunSibling(), true
 	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])

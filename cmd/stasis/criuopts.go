@@ -145,9 +145,10 @@ var hintOptions = map[string]string{
 // they change nothing (what they chose is in the images).
 var commandHints = map[string]map[string]string{
 	"restore": {
-		"link-remap":     "linked-again files are reopened from the images, flag or not",
-		"skip-in-flight": "connections not yet accepted were not dumped",
-		"ghost-limit":    "the dump's limit: the images hold what was copied",
+		"link-remap":      "linked-again files are reopened from the images, flag or not",
+		"skip-in-flight":  "connections not yet accepted were not dumped",
+		"ghost-limit":     "the dump's limit: the images hold what was copied",
+		"evasive-devices": "a device is opened by the path the images name",
 	},
 }
 

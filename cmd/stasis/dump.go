@@ -91,6 +91,7 @@ func (r *refusalFlags) register(f *pflag.FlagSet, o *stasis.DumpOptions) {
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell: its session leader is outside it")
 	f.StringVar(&r.ghostLimit, "ghost-limit", "", "largest unlinked open file copied into the images (size, K/M/G suffixes; default 64M)")
 	f.BoolVar(&o.Files.LinkRemap, "link-remap", false, "link unlinked open files under a new name instead of copying them")
+	f.BoolVar(&o.Files.EvasiveDevices, "evasive-devices", false, "accept a device opened by a path that now names another node of the same device")
 	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "dump file locks (flock, POSIX and OFD locks)")
 	f.BoolVarP(&o.Files.ExtUnixSk, "ext-unix-sk", "x", false, "allow unix sockets connected to a peer outside the tree")
 	f.BoolVar(&o.Files.TCPEstablished, "tcp-established", false, "checkpoint established TCP connections (TCP_REPAIR)")
@@ -102,7 +103,7 @@ func (r *refusalFlags) register(f *pflag.FlagSet, o *stasis.DumpOptions) {
 
 // refusalFlagNames are the long names register gives that make sense
 // only with a pid (--unprivileged also goes with the kernel probes).
-var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "tcp-close", "external"}
+var refusalFlagNames = []string{"shell-job", "ghost-limit", "link-remap", "evasive-devices", "file-locks", "ext-unix-sk", "tcp-established", "skip-in-flight", "tcp-close", "external"}
 
 // apply puts what register could not parse itself into o.
 func (r *refusalFlags) apply(o *stasis.DumpOptions) error {

@@ -17,7 +17,7 @@ import (
 var (
 	commonUnimplemented = []string{
 		"manage-cgroups", "cgroup-root",
-		"evasive-devices", "lazy-pages", "page-server", "address", "port",
+		"lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
 		"enable-external-masters", "freeze-cgroup", "timeout",
 		"lsm-profile", "lsm-mount-context",

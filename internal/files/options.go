@@ -17,6 +17,9 @@ type DumpOptions struct {
 	// LinkRemap: an unlinked file is linked again under a new name
 	// instead of being copied (--link-remap).
 	LinkRemap bool
+	// EvasiveDevices accepts a device opened by a path that now names
+	// another node of the same device (--evasive-devices).
+	EvasiveDevices bool
 	// FileLocks dumps file locks (-l/--file-locks); without it a locked
 	// file is an error.
 	FileLocks bool

@@ -109,6 +109,7 @@ type restorer struct {
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
+	chanSock  *os.File // stasis' end of the fd channel when it is a socket (channel.go)
 }
 
 type restoreStats struct {
@@ -171,6 +172,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 			r.rollback()
 		} else {
 			r.files.Succeeded()
+		}
+		if r.chanSock != nil {
+			r.chanSock.Close()
 		}
 		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
@@ -354,6 +358,14 @@ func (r *restorer) createTree() error {
 	}
 	r.channelFd = r.imgs.maxFd() + 1
 	if err := r.puppet.OpenChannel(r.channelFd); err != nil {
+		return err
+	}
+	if r.ns.NewUserNS() {
+		if err := r.openSocketChannel(); err != nil {
+			return err
+		}
+	}
+	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
 		return err
 	}
 	root := r.imgs.root

@@ -59,6 +59,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.SkipInFlight = o.GetTcpSkipInFlight()
 	r.Files.TCPClose = o.GetTcpClose()
 	r.Files.LinkRemap = o.GetLinkRemap()
+	r.Files.EvasiveDevices = o.GetEvasiveDevices()
 	r.Files.External = o.GetExternal()
 	stdio, err := stdioExternal(r.Pid)
 	if err != nil {

@@ -175,7 +175,6 @@ var commonRefused = []option{
 	{"pidfd_store_sk", func(o *rpc.CriuOpts) bool { return o.PidfdStoreSk != nil }},
 	{"mntns_compat_mode", func(o *rpc.CriuOpts) bool { return o.GetMntnsCompatMode() }},
 	{"skip_file_rwx_check", func(o *rpc.CriuOpts) bool { return o.GetSkipFileRwxCheck() }},
-	{"evasive_devices", func(o *rpc.CriuOpts) bool { return o.GetEvasiveDevices() }},
 }
 
 // Options that belong to the other direction: refused, not ignored.

@@ -23,12 +23,12 @@ type Backend struct {
 	Restore func(ctx context.Context, r RestoreRequest) (pid int, err error)
 	// Check says whether this kernel has what stasis needs (criu check).
 	Check func() error
-	// DisplayStats prints the stats image a dump or restore left in
-	// workDir (display_stats), as criu does on its stdout.
-	DisplayStats func(w io.Writer, workDir string, restore bool) error
 	// PreDump and PageServer: predump.go.
 	PreDump    func(ctx context.Context, r DumpRequest) error
 	PageServer func(ctx context.Context, r PageServerRequest) (pid, port int, err error)
+	// DisplayStats prints the stats image a dump or restore left in
+	// workDir (display_stats), as criu does on its stdout.
+	DisplayStats func(w io.Writer, workDir string, restore bool) error
 }
 
 // DumpRequest is a DUMP's criu_opts in stasis' terms.
