@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
@@ -42,6 +43,7 @@ type Options struct {
 	// the moment each is dumped until the restore (see netlock).
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
+	Cgroups     cgroup.DumpOptions
 	Log         *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump
 	// ("pre-dump", "post-dump"); an error fails the dump there.
@@ -67,22 +69,26 @@ const (
 )
 
 type dumper struct {
-	ctx     context.Context // canceled by a signal: roll back at the next safe point
-	opts    Options
-	runID   string // inventory's dump_criu_run_id; names the network lock
-	log     *slog.Logger
-	dir     *images.Dir
-	files   *files.Table
-	root    *process
-	all     []*process // every process seized, parents first
-	ids     idAlloc
-	kobjs   []linux.KcmpSet[int] // processes by object, see dumpIDs
-	ns      *ns.Dumper           // namespaces, and the images' pids
-	seccomp core.SeccompTable
-	lock    *netlock.Lock
-	sums    map[string]*checksum.Sum // computed while writing
-	workDir *images.Dir              // where stats-dump went, if not dir
-	stats   stats.Dump
+	ctx   context.Context // canceled by a signal: roll back at the next safe point
+	opts  Options
+	runID string // inventory's dump_criu_run_id; names the network lock
+	log   *slog.Logger
+	dir   *images.Dir
+	files *files.Table
+	root  *process
+	all   []*process // every process seized, parents first
+	ids   idAlloc
+	kobjs []linux.KcmpSet[int] // processes by object, see dumpIDs
+	ns    *ns.Dumper           // namespaces, and the images' pids
+	cg    *cgroup.Dumper       // the tasks' cgroups (cgroup.img)
+	// preseized are the threads seized through --freeze-cgroup, not yet
+	// found in the tree.
+	preseized map[int]bool
+	seccomp   core.SeccompTable
+	lock      *netlock.Lock
+	sums      map[string]*checksum.Sum // computed while writing
+	workDir   *images.Dir              // where stats-dump went, if not dir
+	stats     stats.Dump
 
 	preflight bool   // only check: see Preflight
 	report    Report // what a preflight found
@@ -152,6 +158,10 @@ func (d *dumper) run() (err error) {
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}
+	if d.cg, err = cgroup.NewDumper(d.opts.Cgroups); err != nil {
+		return err
+	}
+	defer d.cg.Close()
 	if err := d.notify("pre-dump"); err != nil {
 		return err
 	}
@@ -182,7 +192,12 @@ func (d *dumper) run() (err error) {
 			}
 		}
 	}()
-	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
+	if err := d.freezeCgroup(); err != nil {
+		return err
+	}
+	d.root, err = d.seizeTree(d.opts.Pid, nil)
+	d.releaseFrozen()
+	if err != nil {
 		return err
 	}
 	d.stats.Frozen = time.Now()
@@ -246,6 +261,7 @@ func (d *dumper) runPhases() error {
 		{name: "check", fn: d.check, checks: true},
 		{name: "ids", fn: d.dumpIDs, checks: true},
 		{name: "task state", fn: d.dumpCore, checks: true},
+		{name: "cgroups", fn: d.dumpCgroups, checks: true},
 		{name: "files", fn: d.dumpFiles, checks: true},
 		{name: "memory layout", fn: d.dumpMM, checks: true},
 		// What only the whole tree tells (a pipe or a peer outside it),

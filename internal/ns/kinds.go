@@ -27,13 +27,16 @@ var kinds = []kind{
 	{"time", "time", unix.CLONE_NEWTIME, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
 	{"mnt", "mount", unix.CLONE_NEWNS, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
 	{"user", "user", unix.CLONE_NEWUSER, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
-	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
+	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
 }
 
 const (
 	kPid = 0
 	kIpc = 2
 	kUts = 3
+	// kCgroup's namespace is made by internal/cgroup (the root unshares
+	// it from its namespace's root cgroup), not by a clone flag.
+	kCgroup = 7
 )
 
 // inodes are the namespaces of a task, by kind (0: unreadable).

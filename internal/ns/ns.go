@@ -179,6 +179,9 @@ type Restorer struct {
 	tasks map[int]*rtask
 	uts   *utsImage
 	ipc   *ipcImages
+	// cgroupNS: the root has a cgroup namespace of its own, which
+	// internal/cgroup makes (NewCgroupNS).
+	cgroupNS bool
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -243,6 +246,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		if !kd.supported {
 			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
 		}
+		if k == kCgroup {
+			r.cgroupNS = true
+			continue
+		}
 		r.root.flags |= kd.flag
 		var err error
 		switch k {
@@ -261,6 +268,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 	}
 	return nil
 }
+
+// NewCgroupNS tells whether the root has a cgroup namespace of its own:
+// internal/cgroup has it unshare one from the namespace's root cgroup.
+func (r *Restorer) NewCgroupNS() bool { return r.cgroupNS }
 
 // NewPidNS tells whether the root starts a pid namespace: the pids of the
 // images are that namespace's, not the host's.
@@ -349,7 +360,7 @@ func (r *Restorer) Created(pid, host int) error {
 func (r *Restorer) NewKinds() []string {
 	var out []string
 	for _, k := range kinds {
-		if r.root.flags&k.flag != 0 {
+		if r.root.flags&k.flag != 0 || k.flag == unix.CLONE_NEWCGROUP && r.cgroupNS {
 			out = append(out, k.title)
 		}
 	}

@@ -36,5 +36,12 @@ func (r *restorer) loadNamespaces() error {
 // namespace level and the namespaces it starts.
 func (r *restorer) cloneProcess(t *ptrace.Task, s *ptrace.Scratch, img *taskImages) (*ptrace.Task, error) {
 	pids, flags := r.ns.Clone(img.Pid())
-	return pstree.CloneWithPids(t, s, pids, flags)
+	c, err := pstree.CloneWithPids(t, s, pids, flags)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.enterCgroups(c, img); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
