@@ -307,7 +307,10 @@ func TestCgroupsFreeze(t *testing.T) {
 	l := newCgLayout(t)
 	v, tree, before := startCgVictim(t, l)
 	cg := filepath.Join(l.v2, l.v2Base)
-	testutil.Dump(t, v.Pid, t.TempDir(), "--freeze-cgroup", cg, "-R")
+	r := testutil.Dump(t, v.Pid, t.TempDir(), "--freeze-cgroup", cg, "-R")
+	if log, _ := os.ReadFile(r.Log); !strings.Contains(string(log), "cgroup frozen and seized") {
+		t.Errorf("the dump did not freeze %s (no \"cgroup frozen and seized\" in its log)", cg)
+	}
 	assertThawed(t, cg)
 	testutil.AssertRunning(t, v.Pid)
 	dir := t.TempDir()
