@@ -401,3 +401,38 @@ func TestCgroupsBadInput(t *testing.T) {
 	sameSnapshot(t, "after the restore", cgSnapshot(t, v.Pid), before)
 	v.TermAndCheck(t)
 }
+
+// TestCgroupsCross: the cgroup victim dumped by criu 4.2 and restored by
+// stasis, and the other way round, its cgroups removed in between: both
+// tools make them again from the other's cgroup.img, with the limits.
+func TestCgroupsCross(t *testing.T) {
+	testutil.RequireCRIU(t)
+	t.Parallel()
+	for _, way := range []string{"criu-to-stasis", "stasis-to-criu"} {
+		t.Run(way, func(t *testing.T) {
+			l := newCgLayout(t)
+			v, tree, before := startCgVictim(t, l)
+			dir := t.TempDir()
+			if way == "criu-to-stasis" {
+				testutil.CriuDump(t, v.Pid, dir)
+				v.Reap(t)
+				testutil.ReapTasks(t, testutil.Pids(tree[1:]))
+			} else {
+				dumpTree(t, v, tree, dir)
+			}
+			l.remove(t)
+			if way == "criu-to-stasis" {
+				restoreCg(t, dir, v, tree)
+			} else {
+				testutil.CriuRestoreDetached(t, dir, v)
+				testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
+				testutil.Track(t, testutil.Pids(tree[1:]), v.Pid)
+			}
+			sameSnapshot(t, way, cgSnapshot(t, v.Pid), before)
+			if b, err := os.ReadFile(l.memLimit()); err != nil || strings.TrimSpace(string(b)) != "268435456" {
+				t.Errorf("%s: memory limit of the restored cgroup: %q (%v), want 268435456", way, b, err)
+			}
+			v.TermAndCheck(t)
+		})
+	}
+}
