@@ -436,3 +436,55 @@ func TestCgroupsCross(t *testing.T) {
 		})
 	}
 }
+
+// TestCgroupsNamespace: the victim unshares a cgroup namespace rooted at
+// BASE (in every hierarchy it has a BASE in) and then enters BASE/main:
+// it sees its cgroups relative to BASE. Dumped, its cgroups removed and
+// restored, it is in a cgroup namespace of its own again, rooted at BASE
+// (it sees the same paths), in the same cgroups (seen from the host).
+func TestCgroupsNamespace(t *testing.T) {
+	t.Parallel()
+	l := newCgLayout(t)
+	args := []string{"-P", filepath.Join(l.v2, l.v2Base, "cgroup.procs")}
+	if l.memMnt != "" {
+		args = append(args, "-P", filepath.Join(l.memMnt, l.memBase, "cgroup.procs"))
+	}
+	if l.pidMnt != "" {
+		args = append(args, "-P", filepath.Join(l.pidMnt, l.pidBase, "cgroup.procs"))
+	}
+	va := l.victimArgs()
+	for i := 0; i < len(va); i += 2 {
+		if va[i] != "-l" { // limits are read through the host's paths
+			args = append(args, va[i], va[i+1])
+		}
+	}
+	v, tree := startTreeVictim(t, "cgroup", args...)
+	before := cgSnapshot(t, v.Pid)
+	nsBefore := nsInode(t, v.Pid, "cgroup")
+	if nsBefore == nsInode(t, os.Getpid(), "cgroup") {
+		t.Fatal("the victim is in the test's cgroup namespace")
+	}
+	inside, _ := os.ReadFile(v.Log)
+	dir := t.TempDir()
+	dumpTree(t, v, tree, dir)
+	l.remove(t)
+	restoreCg(t, dir, v, tree)
+	sameSnapshot(t, "after the restore", cgSnapshot(t, v.Pid), before)
+	if got := nsInode(t, v.Pid, "cgroup"); got == nsInode(t, os.Getpid(), "cgroup") {
+		t.Errorf("restored pid %d is in the restoring process's cgroup namespace", v.Pid)
+	}
+	if k := testutil.Children(v.Pid); len(k) != 1 || nsInode(t, k[0], "cgroup") != nsInode(t, v.Pid, "cgroup") {
+		t.Errorf("the child is not in the root's cgroup namespace")
+	}
+	_ = inside
+	v.TermAndCheck(t)
+}
+
+func nsInode(t *testing.T, pid int, kind string) uint64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/%s", pid, kind), &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Ino
+}

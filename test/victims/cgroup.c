@@ -5,6 +5,8 @@
  *   cgroup READY [-p FILE]... [-t FILE]... [-k FILE]... [-l MOUNT:CTRL:NAME]...
  *          [-r OLD=NEW]...
  *
+ *   -P FILE   the process writes its pid to FILE first, and once all -P
+ *             are done unshares its cgroup namespace there (its root)
  *   -p FILE   the process writes its pid to FILE (a cgroup.procs)
  *   -t FILE   a second thread writes its tid to FILE (cgroup.threads, or a
  *             v1 hierarchy's tasks)
@@ -25,13 +27,14 @@
  */
 #include "victim.h"
 #include <pthread.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
 #define MAXARG 16
 
-static char procs[MAXARG][512], thr[MAXARG][512], kid[MAXARG][512], lim[MAXARG][512], rel[MAXARG][512];
-static int nprocs, nthr, nkid, nlim, nrel;
+static char nsroot[MAXARG][512], procs[MAXARG][512], thr[MAXARG][512], kid[MAXARG][512], lim[MAXARG][512], rel[MAXARG][512];
+static int nnsroot, nprocs, nthr, nkid, nlim, nrel;
 static char relfile[512];
 static char self_cg[4096], thr_cg[4096], kid_cg[4096], lim_val[MAXARG][256];
 static volatile pid_t thr_tid;
@@ -176,11 +179,12 @@ int main(int argc, char **argv)
 		die("usage: cgroup READY [-p FILE] [-t FILE] [-k FILE] [-l M:C:N] [-r O=N]");
 	victim_init();
 	optind = 2;
-	while ((opt = getopt(argc, argv, "p:t:k:l:r:R:")) != -1) {
+	while ((opt = getopt(argc, argv, "P:p:t:k:l:r:R:")) != -1) {
 		char(*dst)[512];
 		int *n;
 
 		switch (opt) {
+		case 'P': dst = nsroot, n = &nnsroot; break;
 		case 'p': dst = procs, n = &nprocs; break;
 		case 't': dst = thr, n = &nthr; break;
 		case 'k': dst = kid, n = &nkid; break;
@@ -196,6 +200,11 @@ int main(int argc, char **argv)
 	for (i = 0; i < nrel; i++)
 		if (!strchr(rel[i], '='))
 			die("-r %s: want OLD=NEW", rel[i]);
+	for (i = 0; i < nnsroot; i++)
+		if (put(nsroot[i], getpid()))
+			die("write %d to %s: %s", getpid(), nsroot[i], strerror(errno));
+	if (nnsroot && unshare(CLONE_NEWCGROUP))
+		die("unshare(CLONE_NEWCGROUP): %s", strerror(errno));
 	for (i = 0; i < nprocs; i++)
 		if (put(procs[i], getpid()))
 			die("write %d to %s: %s", getpid(), procs[i], strerror(errno));
