@@ -166,7 +166,9 @@ func openHierarchy(cnames []string, yard string) (*hierarchy, error) {
 			}
 		}
 		if err := unix.FsconfigCreate(fsfd); err != nil {
-			return nil, fmt.Errorf("open the %s hierarchy %q: %w", fstype, strings.Join(cnames, ","), os.NewSyscallError("fsconfig", err))
+			// A controller bound to another hierarchy (v1 images on a
+			// pure v2 host) cannot be mounted on its own.
+			return nil, fmt.Errorf("open the %s hierarchy %q (does this host have it?): %w (--manage-cgroups=ignore leaves cgroups alone)", fstype, strings.Join(cnames, ","), os.NewSyscallError("fsconfig", err))
 		}
 		if fd, err = unix.Fsmount(fsfd, unix.FSMOUNT_CLOEXEC, 0); err != nil {
 			return nil, fmt.Errorf("open the %s hierarchy %q: %w", fstype, strings.Join(cnames, ","), os.NewSyscallError("fsmount", err))

@@ -31,6 +31,8 @@ type cgLayout struct {
 	v2             string // cgroup2 mount point
 	v2Base         string // "/BASE" in the v2 hierarchy
 	memMnt, pidMnt string // v1 mount points, "" on pure v2
+	frzMnt         string // the v1 freezer's mount point, with freezer only
+	frzBase        string // OWN/BASE in the v1 freezer, the whole tree in it
 	memBase        string // OWN/BASE in the v1 memory hierarchy
 	pidBase        string
 	dirs           []string // every directory made, parents first
@@ -97,7 +99,11 @@ func writeCg(t *testing.T, file, v string) {
 }
 
 // newCgLayout makes the cgroups; they are removed at the end of the test.
-func newCgLayout(t *testing.T) *cgLayout {
+func newCgLayout(t *testing.T) *cgLayout { return newCgLayoutFreezer(t, false) }
+
+// newCgLayoutFreezer is newCgLayout with, if freezer and the host has a
+// v1 freezer, the tree in a v1 freezer cgroup OWN/BASE too.
+func newCgLayoutFreezer(t *testing.T, freezer bool) *cgLayout {
 	t.Helper()
 	testutil.RequireRoot(t)
 	v2, v1 := cgMounts(t)
@@ -139,6 +145,11 @@ func newCgLayout(t *testing.T) *cgLayout {
 		mk(filepath.Join(m, "kid"))
 		writeCg(t, filepath.Join(m, "main", "memory.limit_in_bytes"), "268435456")
 	}
+	if freezer && v1["freezer"] != "" {
+		l.frzMnt = v1["freezer"]
+		l.frzBase = filepath.Join(ownCgroup(t, "freezer"), base)
+		mk(filepath.Join(l.frzMnt, l.frzBase))
+	}
 	if l.pidMnt != "" {
 		l.pidBase = filepath.Join(ownCgroup(t, "pids"), base)
 		p := filepath.Join(l.pidMnt, l.pidBase)
@@ -161,6 +172,9 @@ func (l *cgLayout) victimArgs() []string {
 	} else {
 		args = append(args, "-l", l.v2+"::memory.max")
 	}
+	if l.frzMnt != "" {
+		args = append(args, "-p", filepath.Join(l.frzMnt, l.frzBase, "cgroup.procs"))
+	}
 	if l.pidMnt != "" {
 		args = append(args, "-p", filepath.Join(l.pidMnt, l.pidBase, "main", "cgroup.procs"), "-l", l.pidMnt+":pids:pids.max")
 	} else {
@@ -181,10 +195,13 @@ func (l *cgLayout) memLimit() string {
 // under it), deepest first; a cgroup a task just left may be busy a moment.
 func (l *cgLayout) remove(t *testing.T) {
 	var all []string
-	for _, top := range []string{filepath.Join(l.v2, l.v2Base), filepath.Join(l.memMnt, l.memBase), filepath.Join(l.pidMnt, l.pidBase)} {
-		if top == filepath.Join(l.memMnt, l.memBase) && l.memMnt == "" || top == filepath.Join(l.pidMnt, l.pidBase) && l.pidMnt == "" {
-			continue
+	tops := []string{filepath.Join(l.v2, l.v2Base)}
+	for _, m := range [][2]string{{l.memMnt, l.memBase}, {l.pidMnt, l.pidBase}, {l.frzMnt, l.frzBase}} {
+		if m[0] != "" {
+			tops = append(tops, filepath.Join(m[0], m[1]))
 		}
+	}
+	for _, top := range tops {
 		filepath.WalkDir(top, func(p string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {
 				all = append(all, p)
@@ -304,9 +321,21 @@ func TestCgroups(t *testing.T) {
 // is restored as it was.
 func TestCgroupsFreeze(t *testing.T) {
 	t.Parallel()
-	l := newCgLayout(t)
+	l := newCgLayoutFreezer(t, true)
 	v, tree, before := startCgVictim(t, l)
 	cg := filepath.Join(l.v2, l.v2Base)
+	if l.frzMnt != "" {
+		// A v1 freezer as LXC gives it: its state goes into cgroup.img.
+		frz := filepath.Join(l.frzMnt, l.frzBase)
+		r := testutil.Dump(t, v.Pid, t.TempDir(), "--freeze-cgroup", frz, "-R")
+		if log, _ := os.ReadFile(r.Log); !strings.Contains(string(log), "cgroup frozen and seized") {
+			t.Errorf("the dump did not freeze %s", frz)
+		}
+		if b, _ := os.ReadFile(filepath.Join(frz, "freezer.state")); strings.TrimSpace(string(b)) != "THAWED" {
+			t.Errorf("v1 freezer %s after the dump: %q, want THAWED", frz, b)
+		}
+		testutil.AssertRunning(t, v.Pid)
+	}
 	r := testutil.Dump(t, v.Pid, t.TempDir(), "--freeze-cgroup", cg, "-R")
 	if log, _ := os.ReadFile(r.Log); !strings.Contains(string(log), "cgroup frozen and seized") {
 		t.Errorf("the dump did not freeze %s (no \"cgroup frozen and seized\" in its log)", cg)
