@@ -69,29 +69,30 @@ const (
 )
 
 type dumper struct {
-	ctx   context.Context // canceled by a signal: roll back at the next safe point
-	opts  Options
-	runID string // inventory's dump_criu_run_id; names the network lock
-	log   *slog.Logger
-	dir   *images.Dir
-	files *files.Table
-	root  *process
-	all   []*process // every process seized, parents first
-	ids   idAlloc
-	kobjs []linux.KcmpSet[int] // processes by object, see dumpIDs
-	ns    *ns.Dumper           // namespaces, and the images' pids
-	cg    *cgroup.Dumper       // the tasks' cgroups (cgroup.img)
-	// preseized are the threads seized through --freeze-cgroup, not yet
-	// found in the tree.
-	preseized map[int]bool
-	seccomp   core.SeccompTable
-	lock      *netlock.Lock
-	sums      map[string]*checksum.Sum // computed while writing
-	workDir   *images.Dir              // where stats-dump went, if not dir
-	stats     stats.Dump
+	ctx     context.Context // canceled by a signal: roll back at the next safe point
+	opts    Options
+	runID   string // inventory's dump_criu_run_id; names the network lock
+	log     *slog.Logger
+	dir     *images.Dir
+	files   *files.Table
+	root    *process
+	all     []*process // every process seized, parents first
+	ids     idAlloc
+	kobjs   []linux.KcmpSet[int] // processes by object, see dumpIDs
+	ns      *ns.Dumper           // namespaces, and the images' pids
+	seccomp core.SeccompTable
+	lock    *netlock.Lock
+	sums    map[string]*checksum.Sum // computed while writing
+	workDir *images.Dir              // where stats-dump went, if not dir
+	stats   stats.Dump
 
 	preflight bool   // only check: see Preflight
 	report    Report // what a preflight found
+
+	cg *cgroup.Dumper // the tasks' cgroups (cgroup.img)
+	// preseized are the threads seized through --freeze-cgroup, not yet
+	// found in the tree.
+	preseized map[int]bool
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once

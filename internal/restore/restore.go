@@ -98,9 +98,10 @@ type restorer struct {
 	// puppet0Scratch is the puppet's scratch mapping, which init inherits.
 	puppet0Scratch ptrace.Scratch
 	stats          restoreStats
-	files          *files.Restorer  // files.img entries opened in stasis, shared by all tasks
-	mem            *mem.Restorer    // the tasks' address spaces (see memory)
-	cg             *cgroup.Restorer // the tasks' cgroups (cgroup.img)
+	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
+	mem            *mem.Restorer   // the tasks' address spaces (see memory)
+	// cg holds the tasks' cgroups (cgroup.img).
+	cg *cgroup.Restorer
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
