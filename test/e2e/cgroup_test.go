@@ -517,3 +517,35 @@ func nsInode(t *testing.T, pid int, kind string) uint64 {
 	}
 	return st.Ino
 }
+
+// TestCgroupsModes: the cgroups still exist, with a memory limit changed
+// since the dump. --manage-cgroups=full writes the dumped limit back (the
+// victim checks it); ignore leaves the tasks in the restoring process's
+// cgroups.
+func TestCgroupsModes(t *testing.T) {
+	t.Parallel()
+	l := newCgLayout(t)
+	v, tree, before := startCgVictim(t, l)
+	dir := t.TempDir()
+	dumpTree(t, v, tree, dir)
+
+	restoreCg(t, dir, v, tree, "--manage-cgroups=ignore")
+	own := cgroupOf(t, os.Getpid(), os.Getpid())
+	if got := cgroupOf(t, v.Pid, v.Pid); got != own {
+		t.Errorf("--manage-cgroups=ignore: restored in\n%s\nwant the test's own\n%s", got, own)
+	}
+	for _, k := range testutil.Pids(tree[1:]) {
+		unix.Kill(k, unix.SIGKILL)
+	}
+	v.Signal(t, unix.SIGKILL)
+	v.Reap(t)
+	testutil.ReapTasks(t, testutil.Pids(tree[1:]))
+
+	writeCg(t, l.memLimit(), "134217728")
+	restoreCg(t, dir, v, tree, "--manage-cgroups=full")
+	sameSnapshot(t, "--manage-cgroups=full", cgSnapshot(t, v.Pid), before)
+	if b, _ := os.ReadFile(l.memLimit()); strings.TrimSpace(string(b)) != "268435456" {
+		t.Errorf("--manage-cgroups=full: memory limit %q, want the dumped 268435456", b)
+	}
+	v.TermAndCheck(t)
+}
