@@ -423,7 +423,9 @@ func (r *Restorer) writeProp(h *hierarchy, p string, pe *cgpb.CgroupPropEntry) e
 }
 
 // enableController enables ctl in the cgroup.subtree_control of p and
-// each of its ancestors that lacks it, from the top.
+// of each ancestor this restore made that lacks it, from the top. One
+// that existed before and lacks it is the host's to change: the restore
+// fails naming it.
 func (r *Restorer) enableController(h *hierarchy, p, ctl string) error {
 	var chain []string
 	for q := p; ; q = path.Dir(q) {
@@ -441,11 +443,24 @@ func (r *Restorer) enableController(h *hierarchy, p, ctl string) error {
 		if hasString(strings.Fields(string(b)), ctl) {
 			continue
 		}
+		if !r.made(h, q) {
+			return fmt.Errorf("cgroup %s has the %s controller off for its children (cgroup.subtree_control): enable it, or restore with --manage-cgroups=none: %w", q, ctl, ErrMissing)
+		}
 		if err := r.writeFile(sc, "+"+ctl); err != nil {
 			return fmt.Errorf("enable %s in cgroup %s: %w", ctl, q, err)
 		}
 	}
 	return nil
+}
+
+// made tells whether this restore made cgroup p of h.
+func (r *Restorer) made(h *hierarchy, p string) bool {
+	for _, c := range r.created {
+		if c.h == h && c.p == p {
+			return true
+		}
+	}
+	return false
 }
 
 func (r *Restorer) writeFile(file, v string) error {
