@@ -17,6 +17,7 @@ func newDumpCmd() *cobra.Command {
 	var lf logFlags
 	var rf refusalFlags
 	var scripts []string
+	var cf cgroupFlags
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -32,6 +33,9 @@ func newDumpCmd() *cobra.Command {
 				o.ImagesDir = "."
 			}
 			if err := rf.apply(&o); err != nil {
+				return errorf("dump: %v", err)
+			}
+			if err := cf.applyDump(&o.Cgroups); err != nil {
 				return errorf("dump: %v", err)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
@@ -73,6 +77,7 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVarP(&o.LeaveRunning, "leave-running", "R", false, "leave the tree running after the dump")
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
 	rf.register(f, &o)
+	cf.registerDump(f, &o.Cgroups)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	lf.register(f)

@@ -16,6 +16,7 @@ func newRestoreCmd() *cobra.Command {
 	var detach bool
 	var inherit []string
 	var scripts []string
+	var cf cgroupFlags
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -39,6 +40,9 @@ func newRestoreCmd() *cobra.Command {
 					return errorf("restore: %v", err)
 				}
 				o.Files.InheritFds = append(o.Files.InheritFds, in)
+			}
+			if err := cf.applyRestore(&o.Cgroups); err != nil {
+				return errorf("restore: %v", err)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
@@ -103,6 +107,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
+	cf.registerRestore(f)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

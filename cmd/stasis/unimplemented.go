@@ -16,10 +16,9 @@ import (
 // as unknown or, worse, being ignored.
 var (
 	commonUnimplemented = []string{
-		"manage-cgroups", "cgroup-root",
 		"lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
-		"enable-external-masters", "freeze-cgroup", "timeout",
+		"enable-external-masters", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
 	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)

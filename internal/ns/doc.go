@@ -27,7 +27,9 @@
 // a System V segment or runs.
 //
 // As in criu, every task of the tree shares the root's uts and ipc
-// namespaces; the root may be in new ones. Mount, network, user, cgroup
-// and time namespaces other than stasis' own are refused, naming the
-// kind (they are to be added beside these, one file each).
+// namespaces; the root may be in new ones. A cgroup namespace of the
+// root's own is internal/cgroup's (its root is where the root task
+// unshares it: NewCgroupNS). Mount, network, user and time namespaces
+// other than stasis' own are refused, naming the kind (they are to be
+// added beside these, one file each).
 package ns

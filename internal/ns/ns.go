@@ -198,6 +198,9 @@ type Restorer struct {
 	user    *userImage
 	time    *timeImage
 	mqueues []*MQueue
+	// cgroupNS: the root has a cgroup namespace of its own, which
+	// internal/cgroup makes (NewCgroupNS).
+	cgroupNS bool
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -262,6 +265,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		if !kd.supported {
 			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
 		}
+		if k == kCgroup {
+			r.cgroupNS = true
+			continue
+		}
 		r.root.flags |= kd.flag
 		var err error
 		switch k {
@@ -290,6 +297,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 // NewUserNS tells whether the root starts a user namespace: its tasks
 // cannot reach into stasis (pidfd_getfd).
 func (r *Restorer) NewUserNS() bool { return r.user != nil }
+
+// NewCgroupNS tells whether the root has a cgroup namespace of its own:
+// internal/cgroup has it unshare one from the namespace's root cgroup.
+func (r *Restorer) NewCgroupNS() bool { return r.cgroupNS }
 
 // NewPidNS tells whether the root starts a pid namespace: the pids of the
 // images are that namespace's, not the host's.
@@ -398,7 +409,7 @@ func (r *Restorer) Created(pid, host int) error {
 func (r *Restorer) NewKinds() []string {
 	var out []string
 	for _, k := range kinds {
-		if r.root.flags&k.flag != 0 {
+		if r.root.flags&k.flag != 0 || k.flag == unix.CLONE_NEWCGROUP && r.cgroupNS {
 			out = append(out, k.title)
 		}
 	}
