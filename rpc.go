@@ -51,6 +51,7 @@ var backend = rpc.Backend{
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: memFromRPC(r.Mem),
+			Cgroups: r.Cgroups,
 		})
 	},
 	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
@@ -64,7 +65,7 @@ var backend = rpc.Backend{
 		res, err := RestoreContext(ctx, RestoreOptions{
 			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
-			Files: r.Files, Log: r.Log, Notify: r.Notify,
+			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups,
 		})
 		if err != nil {
 			return 0, err

@@ -77,6 +77,9 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if r.Mem, err = memRequest(o); err != nil {
 		return fail(err)
 	}
+	if err := dumpCgroups(o, &r); err != nil {
+		return fail(err)
+	}
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {
 		return fail(err)

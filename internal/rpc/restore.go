@@ -61,6 +61,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
 		Log: d.log, Notify: s.hook(o, false),
 	}
+	if err := restoreCgroups(o, &r); err != nil {
+		return fail(err)
+	}
 	r.Files.InheritFds = inherit
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()

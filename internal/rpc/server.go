@@ -12,6 +12,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 )
@@ -41,7 +42,8 @@ type DumpRequest struct {
 	Files                      files.DumpOptions
 	Log                        *slog.Logger
 	Notify                     func(script string, pid int) error
-	Mem                        MemRequest // predump.go
+	Mem                        MemRequest         // predump.go
+	Cgroups                    cgroup.DumpOptions // container.go
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
@@ -54,6 +56,7 @@ type RestoreRequest struct {
 	Files       files.RestoreOptions
 	Log         *slog.Logger
 	Notify      func(script string, pid int) error
+	Cgroups     cgroup.RestoreOptions // container.go
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
