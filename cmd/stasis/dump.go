@@ -16,6 +16,7 @@ func newDumpCmd() *cobra.Command {
 	var o stasis.DumpOptions
 	var lf logFlags
 	var rf refusalFlags
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -29,6 +30,9 @@ func newDumpCmd() *cobra.Command {
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
+			}
+			if err := nf.empty(&o.Net); err != nil {
+				return errorf("dump: %v", err)
 			}
 			if err := rf.apply(&o); err != nil {
 				return errorf("dump: %v", err)
@@ -62,6 +66,7 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
 	rf.register(f, &o)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
+	nf.registerDump(f)
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

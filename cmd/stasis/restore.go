@@ -15,6 +15,7 @@ func newRestoreCmd() *cobra.Command {
 	var lf logFlags
 	var detach bool
 	var inherit []string
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -34,6 +35,9 @@ func newRestoreCmd() *cobra.Command {
 					return errorf("restore: %v", err)
 				}
 				o.Files.InheritFds = append(o.Files.InheritFds, in)
+			}
+			if err := nf.applyRestore(&o.Net); err != nil {
+				return errorf("restore: %v", err)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
@@ -86,6 +90,7 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
+	nf.registerRestore(f, &o.Net)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

@@ -21,7 +21,7 @@ type kind struct {
 // root_ids) are numbered in this order.
 var kinds = []kind{
 	{"pid", "pid", unix.CLONE_NEWPID, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.PidNsId }},
-	{"net", "network", unix.CLONE_NEWNET, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
+	{"net", "network", unix.CLONE_NEWNET, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
 	{"ipc", "ipc", unix.CLONE_NEWIPC, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.IpcNsId }},
 	{"uts", "uts", unix.CLONE_NEWUTS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UtsNsId }},
 	{"time", "time", unix.CLONE_NEWTIME, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},

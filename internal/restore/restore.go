@@ -18,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -41,7 +42,10 @@ type Options struct {
 	// and unlocks them (with the dump's lock) once it runs.
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
-	Log         *slog.Logger
+	// Net: --veth-pair, --external veth[]/net[], --join-ns net:,
+	// --empty-ns net (internal/netns).
+	Net netns.Options
+	Log *slog.Logger
 	// Unprivileged: stasis lacks CAP_SYS_ADMIN (criu's --unprivileged).
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
 	// which needs it, so a tree under seccomp is refused.
@@ -101,6 +105,9 @@ type restorer struct {
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
+	// lockNet takes the network lock in the namespace of the tree's root
+	// once it made one (netCreated).
+	lockNet func(nsPid int) error
 }
 
 type restoreStats struct {
@@ -147,9 +154,18 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
 		runID = r.imgs.inv.GetDumpCriuRunId()
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), r.log)
-	if err != nil {
-		return nil, err
+	var lock *netlock.Lock
+	r.lockNet = func(nsPid int) (err error) {
+		lock, err = netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), nsPid, r.log)
+		return err
+	}
+	// A tree with a network namespace of its own is locked in it, once
+	// its root made it (createTree).
+	if !r.ns.HasNet() {
+		if err := r.lockNet(0); err != nil {
+			return nil, err
+		}
+		r.lockNet = nil
 	}
 	// Last: after the rollback, or once the tasks run with their sockets
 	// out of repair mode (criu's network_unlock).
@@ -341,6 +357,9 @@ func (r *restorer) createTree() error {
 	if err := r.puppet.OpenChannel(r.channelFd); err != nil {
 		return err
 	}
+	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
+		return err
+	}
 	root := r.imgs.root
 	from := r.puppet.Tr
 	if r.opts.PidNS {
@@ -358,6 +377,9 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
+	if err := r.netCreated(t.Tid); err != nil {
+		return err
+	}
 	if err := r.ns.Created(root.Pid(), t.Tid); err != nil {
 		return err
 	}
