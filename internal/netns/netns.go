@@ -83,7 +83,7 @@ type Restorer struct {
 	ns    *netdev.NetnsEntry
 	links []*netdev.NetDeviceEntry
 	saved map[string]*saveFile
-	nft   []byte
+	nft   *ruleset
 	outs  map[string]vethOut
 	// join is the namespace the root joins (--join-ns, an external
 	// key), nil when it makes its own.
