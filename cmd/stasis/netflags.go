@@ -22,7 +22,7 @@ func (n *netFlags) registerDump(f *pflag.FlagSet) {
 
 func (n *netFlags) registerRestore(f *pflag.FlagSet, o *stasis.NetOptions) {
 	f.StringArrayVar(&n.emptyNS, "empty-ns", nil, "net: restore an empty network namespace (the runtime sets it up)")
-	f.StringArrayVar(&n.joinNS, "join-ns", nil, "net:PATH or net:PID: the tree joins that network namespace")
+	f.StringArrayVarP(&n.joinNS, "join-ns", "J", nil, "net:PATH or net:PID: the tree joins that network namespace")
 	f.StringArrayVar(&o.VethPairs, "veth-pair", nil, "IN=OUT[@BRIDGE]: the veth IN of the tree gets its outside end OUT (in BRIDGE)")
 	f.StringArrayVar(&n.external, "external", nil, "veth[IFNAME]:OUT[@BRIDGE] (a veth's outside end) (repeatable)")
 	f.BoolVar(&o.WeakSysctls, "weak-sysctls", false, "skip the sysctls that cannot be written")
