@@ -339,3 +339,58 @@ func TestContainerNetMissingKey(t *testing.T) {
 		t.Errorf("%d links in the test's namespace after the failed restores, %d before", after, before)
 	}
 }
+
+// TestNetnsRefused: a network namespace holding what stasis cannot
+// restore (an ifb link, an nftables set) fails the dump with an error
+// naming it, and the tree runs on untouched.
+func TestNetnsRefused(t *testing.T) {
+	t.Parallel()
+	testutil.RequireRoot(t)
+	for _, tc := range []struct {
+		name string
+		set  func(t *testing.T, ns netns.NsHandle)
+		want string
+	}{
+		{"ifb link", func(t *testing.T, ns netns.NsHandle) {
+			h, err := netlink.NewHandleAt(ns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			if err := h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "ifb7"}}); err != nil {
+				t.Fatal(err)
+			}
+		}, "link ifb7 (index 2) is ifb: only lo, veth, bridge, macvlan and tun/tap links are not supported"},
+		{"nftables set", func(t *testing.T, ns netns.NsHandle) {
+			nft, err := nftables.New(nftables.WithNetNSFd(int(ns)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb := nft.AddTable(&nftables.Table{Name: "sets", Family: nftables.TableFamilyIPv4})
+			if err := nft.AddSet(&nftables.Set{Table: tb, Name: "blocked", KeyType: nftables.TypeIPAddr}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := nft.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}, "nftables table ip sets: set blocked: sets and maps are not supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := testutil.StartProgram(t, testutil.RequireTool(t, "unshare"), "--net", "sleep", "1000")
+			self, _ := os.Readlink("/proc/self/ns/net")
+			testutil.WaitFor(t, 5*time.Second, "unshare to enter its namespace and exec sleep", func() bool {
+				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", v.Pid))
+				return l != self && testutil.Comm(v.Pid) == "sleep"
+			})
+			ns, err := netns.GetFromPid(v.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ns.Close()
+			tc.set(t, ns)
+			msg := testutil.DumpFail(t, v.Pid, t.TempDir())
+			testutil.AssertContains(t, msg, tc.want, "the tree was resumed")
+			assertRunning(t, v.Pid)
+		})
+	}
+}
