@@ -234,7 +234,9 @@ func (r *Restorer) Fill(pid int) error {
 	if !r.New() || r.ns == nil {
 		return nil
 	}
-	host, err := os.Open("/proc/self/ns/net")
+	// thread-self: the main thread may have been left in another
+	// namespace by a locked goroutine that ended on it (Go keeps it).
+	host, err := os.Open("/proc/thread-self/ns/net")
 	if err != nil {
 		return err
 	}

@@ -45,7 +45,10 @@ func readInodes(pid int) (inodes, error) {
 		var st unix.Stat_t
 		path := fmt.Sprintf("/proc/%d/ns/%s", pid, k.name)
 		if pid == 0 {
-			path = "/proc/self/ns/" + k.name
+			// The thread's: the main thread may have been left in a
+			// namespace a locked goroutine joined and ended on (Go
+			// keeps that thread), the process's link shows its.
+			path = "/proc/thread-self/ns/" + k.name
 		}
 		if err := unix.Stat(path, &st); err != nil {
 			if pid == 0 {

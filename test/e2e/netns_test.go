@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -84,7 +85,7 @@ func startNetContainer(t *testing.T) *netContainer {
 			netlink.LinkDel(l)
 		}
 	})
-	self, _ := os.Readlink("/proc/self/ns/net")
+	self, _ := os.Readlink("/proc/thread-self/ns/net")
 	testutil.WaitFor(t, 10*time.Second, "the container's init", func() bool {
 		kids := testutil.Children(c.unshare.Process.Pid)
 		if len(kids) != 1 {
@@ -215,6 +216,17 @@ func echo(t *testing.T, conn net.Conn, msg []byte) {
 	}
 }
 
+// waitGone waits for the container's end and for its veth's outside end
+// to go with its namespace, which the kernel destroys asynchronously.
+func (c *netContainer) waitGone(t *testing.T) {
+	t.Helper()
+	c.container.waitGone(t)
+	testutil.WaitFor(t, 10*time.Second, "the veth's outside end to go with the namespace", func() bool {
+		_, err := netlink.LinkByName(c.out)
+		return err != nil
+	})
+}
+
 func (c *netContainer) restoreArgs() []string {
 	return []string{"--tcp-established", "--external", fmt.Sprintf("veth[eth0]:%s@%s", c.out, c.bridge)}
 }
@@ -265,7 +277,7 @@ func TestContainerNet(t *testing.T) {
 // network namespace too.
 func checkRestoredNet(t *testing.T, c *netContainer, host int, want []string) {
 	t.Helper()
-	self, _ := os.Readlink("/proc/self/ns/net")
+	self, _ := os.Readlink("/proc/thread-self/ns/net")
 	if l, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", host)); err != nil || l == self {
 		t.Errorf("restored init %d: network namespace %q (%v), stasis' is %q", host, l, err, self)
 	}
@@ -322,9 +334,17 @@ func TestContainerNetMissingKey(t *testing.T) {
 	dir := t.TempDir()
 	testutil.Dump(t, c.init, dir)
 	c.waitGone(t)
+	// A veth made with no outside name would be the kernel's vethN; other
+	// tests make and remove links meanwhile.
 	links := func() int {
 		l, _ := netlink.LinkList()
-		return len(l)
+		n := 0
+		for _, x := range l {
+			if strings.HasPrefix(x.Attrs().Name, "veth") {
+				n++
+			}
+		}
+		return n
 	}
 	before := links()
 	msg := testutil.RestoreFail(t, dir)
@@ -336,7 +356,7 @@ func TestContainerNetMissingKey(t *testing.T) {
 		t.Errorf("restore without the external namespace: %q, want it to name the key ctnet", msg)
 	}
 	if after := links(); after != before {
-		t.Errorf("%d links in the test's namespace after the failed restores, %d before", after, before)
+		t.Errorf("%d veth links in the test's namespace after the failed restores, %d before", after, before)
 	}
 }
 
@@ -377,7 +397,7 @@ func TestNetnsRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := testutil.StartProgram(t, testutil.RequireTool(t, "unshare"), "--net", "sleep", "1000")
-			self, _ := os.Readlink("/proc/self/ns/net")
+			self, _ := os.Readlink("/proc/thread-self/ns/net")
 			testutil.WaitFor(t, 5*time.Second, "unshare to enter its namespace and exec sleep", func() bool {
 				l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", v.Pid))
 				return l != self && testutil.Comm(v.Pid) == "sleep"
@@ -393,4 +413,58 @@ func TestNetnsRefused(t *testing.T) {
 			assertRunning(t, v.Pid)
 		})
 	}
+}
+
+// TestContainerNetExternal: the runtime's way (runc, podman): the
+// container's network namespace belongs to the runtime, which keeps it
+// across the checkpoint (here the test holds it open). The dump, told
+// --external net[INO]:KEY, writes only the key and leaves the connection
+// locked inside the namespace (where no socket answers for it any more);
+// the restore gets the namespace as --inherit-fd fd[N]:KEY, the root
+// joins it, and the lock there is removed once the connection is back:
+// no reset, every byte in order.
+func TestContainerNetExternal(t *testing.T) {
+	t.Parallel()
+	c := startNetContainer(t)
+	want := nsPids(t, c.init)
+	nsf, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", c.init))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nsf.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(nsf.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := net.DialTimeout("tcp", c.subnet+".2:7000", 10*time.Second)
+	if err != nil {
+		t.Fatalf("connect to the container: %v\n%s", err, c.logText())
+	}
+	defer conn.Close()
+	echo(t, conn, []byte("before the dump"))
+	dir := t.TempDir()
+	testutil.Dump(t, c.init, dir, "--tcp-established", "--external", fmt.Sprintf("net[%d]:ctnet", st.Ino))
+	c.container.waitGone(t) // the namespace stays: the test holds it
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	cmd := exec.Command(testutil.StasisBin(t), "restore", "-D", dir, "-d", "--pidfile", pidfile, "--tcp-established",
+		"--inherit-fd", "fd[3]:ctnet", "-v4", "-o", filepath.Join(dir, "restore.log"))
+	cmd.ExtraFiles = []*os.File{nsf}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("restore into the runtime's namespace: %v\n%s\n%s", err, out, testutil.CriuErrors(nsLogText(filepath.Join(dir, "restore.log"))))
+	}
+	host := readPidfile(t, pidfile)
+	var st2 unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", host), &st2); err != nil || st2.Ino != st.Ino {
+		t.Errorf("restored init %d is in network namespace %d (%v), want the runtime's %d", host, st2.Ino, err, st.Ino)
+	}
+	echo(t, conn, []byte("after the restore"))
+	c.checkNet(t, host)
+	nft, err := nftables.New(nftables.WithNetNSFd(int(nsf.Fd())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if locks, err := netlock.Tables(nft); err != nil || len(locks) != 0 {
+		t.Errorf("network lock tables left in the runtime's namespace: %v (%v)", locks, err)
+	}
+	checkRestoredNet(t, c, host, want)
 }
