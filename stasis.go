@@ -20,6 +20,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/restore"
 )
@@ -42,13 +43,16 @@ type DumpOptions struct {
 	// accepting the limits that brings, as criu's flag. Without
 	// CAP_SYS_ADMIN the flag is required.
 	Unprivileged bool
-	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
+	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external
+	// (net[INO]:KEY too).
 	Files FileDumpOptions
 	// Cgroups: --manage-cgroups, --cgroup-props, --cgroup-props-file,
 	// --cgroup-dump-controller, --cgroup-yard, --cgroup-root,
 	// --freeze-cgroup.
 	Cgroups CgroupDumpOptions
-	Log     *slog.Logger
+	// Net: --empty-ns net.
+	Net NetOptions
+	Log *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump,
 	// in criu's order and with its names ("pre-dump" before the tree is
 	// touched, "post-dump" once the images are complete and before the
@@ -63,6 +67,14 @@ type DumpOptions struct {
 // --action-script, the RPC's notify_scripts) with criu's name for the
 // point and, where criu gives one, the root's host pid.
 type Notify func(script string, pid int) error
+
+// NetOptions are the options about the network namespace of a tree, as
+// criu's flags: see internal/netns.Options.
+type NetOptions = netns.Options
+
+// IsNetExternal tells whether an --external value names a network object:
+// net[INO]:KEY or veth[IFNAME]:OUT[@BRIDGE].
+func IsNetExternal(s string) bool { return netns.IsExternal(s) }
 
 // FileDumpOptions are the options about the files of a dump.
 type FileDumpOptions = files.DumpOptions
@@ -120,7 +132,12 @@ type RestoreOptions struct {
 	// Cgroups: --manage-cgroups (soft by default, as criu), --cgroup-root,
 	// --cgroup-yard.
 	Cgroups CgroupRestoreOptions
-	Log     *slog.Logger
+	// Net: --veth-pair, --external veth[IFNAME]:OUT[@BRIDGE], --join-ns
+	// net:PATH, --empty-ns net, --weak-sysctls; an external network
+	// namespace (dumped with --external net[INO]:KEY) is given with
+	// --inherit-fd fd[N]:KEY.
+	Net NetOptions
+	Log *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a
 	// restore, in criu's order: "pre-restore", ("setup-namespaces" with
 	// the root's pid and "post-setup-namespaces" when the tree gets
@@ -187,7 +204,7 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		Mem: mo,
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
-		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
+		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log),
 	})
 	return priv.Explain("dump", opts.Pid, err)
@@ -281,7 +298,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log),
 	})
 	return r, priv.Explain("restore", 0, err)

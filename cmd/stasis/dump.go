@@ -18,6 +18,7 @@ func newDumpCmd() *cobra.Command {
 	var rf refusalFlags
 	var scripts []string
 	var cf cgroupFlags
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -31,6 +32,9 @@ func newDumpCmd() *cobra.Command {
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
+			}
+			if err := nf.empty(&o.Net); err != nil {
+				return errorf("dump: %v", err)
 			}
 			if err := rf.apply(&o); err != nil {
 				return errorf("dump: %v", err)
@@ -80,6 +84,7 @@ func newDumpCmd() *cobra.Command {
 	cf.registerDump(f, &o.Cgroups)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
+	nf.registerDump(f)
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
 	addUnimplemented(f, dumpUnimplemented)

@@ -17,6 +17,7 @@ func newRestoreCmd() *cobra.Command {
 	var inherit []string
 	var scripts []string
 	var cf cgroupFlags
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -42,6 +43,9 @@ func newRestoreCmd() *cobra.Command {
 				o.Files.InheritFds = append(o.Files.InheritFds, in)
 			}
 			if err := cf.applyRestore(&o.Cgroups); err != nil {
+				return errorf("restore: %v", err)
+			}
+			if err := nf.applyRestore(&o.Net); err != nil {
 				return errorf("restore: %v", err)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
@@ -108,6 +112,7 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	cf.registerRestore(f)
+	nf.registerRestore(f, &o.Net)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

@@ -17,12 +17,12 @@ import (
 var (
 	commonUnimplemented = []string{
 		"lazy-pages", "page-server", "address", "port",
-		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
+		"auto-dedup", "root", "ext-mount-map", "enable-external-sharing",
 		"enable-external-masters", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
 	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
-	restoreUnimplemented = append([]string{"exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
+	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
 func addUnimplemented(f *pflag.FlagSet, names []string) {

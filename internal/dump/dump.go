@@ -22,6 +22,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/progress"
@@ -45,7 +46,9 @@ type Options struct {
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
 	Cgroups     cgroup.DumpOptions
-	Log         *slog.Logger
+	// Net: --empty-ns net; --external net[INO]:KEY comes in Files.External.
+	Net netns.Options
+	Log *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump
 	// ("pre-dump", "post-dump"); an error fails the dump there.
 	Notify func(script string, pid int) error
@@ -142,6 +145,8 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	d := &dumper{ctx: ctx, opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
+	d.ns.Net, d.ns.Log = opts.Net, opts.Log
+	d.ns.Net.External = append(d.ns.Net.External, opts.Files.External...)
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
 		d.lock.SetRunID(d.runID)
@@ -408,6 +413,10 @@ func (d *dumper) check(p *process) error {
 	}
 	if err := d.files.Refuse(d.ns.Check(p.pid, p == d.root)); err != nil {
 		return err
+	}
+	if p == d.root {
+		// The tree's connections are locked in its network namespace.
+		d.lock.SetNetNS(d.ns.NetPid())
 	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
 		return err

@@ -21,7 +21,7 @@ type kind struct {
 // root_ids) are numbered in this order.
 var kinds = []kind{
 	{"pid", "pid", unix.CLONE_NEWPID, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.PidNsId }},
-	{"net", "network", unix.CLONE_NEWNET, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
+	{"net", "network", unix.CLONE_NEWNET, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
 	{"ipc", "ipc", unix.CLONE_NEWIPC, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.IpcNsId }},
 	{"uts", "uts", unix.CLONE_NEWUTS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UtsNsId }},
 	{"time", "time", unix.CLONE_NEWTIME, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
@@ -50,7 +50,10 @@ func readInodes(pid int) (inodes, error) {
 		var st unix.Stat_t
 		path := fmt.Sprintf("/proc/%d/ns/%s", pid, k.name)
 		if pid == 0 {
-			path = "/proc/self/ns/" + k.name
+			// The thread's: the main thread may have been left in a
+			// namespace a locked goroutine joined and ended on (Go
+			// keeps that thread), the process's link shows its.
+			path = "/proc/thread-self/ns/" + k.name
 		}
 		if err := unix.Stat(path, &st); err != nil {
 			if pid == 0 {

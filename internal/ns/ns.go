@@ -3,6 +3,7 @@ package ns
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"golang.org/x/sys/unix"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -27,6 +29,10 @@ type Dumper struct {
 	forChildren map[int]int
 	pids        pidTable
 	written     bool
+	dir         *images.Dir
+	// Net are the options of the network namespace's dump (net.go).
+	Net netns.Options
+	Log *slog.Logger
 }
 
 // NewDumper starts the bookkeeping with stasis' own namespaces, which
@@ -163,6 +169,10 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 			return err
 		}
 	}
+	d.dir = dir
+	if err := d.dumpNet(); err != nil {
+		return err
+	}
 	if d.rootIn[kUts] != d.self[kUts] {
 		if err := dumpUTS(dir, d.root, d.ids.id(kUts, d.rootIn[kUts])); err != nil {
 			return err
@@ -201,6 +211,11 @@ type Restorer struct {
 	// cgroupNS: the root has a cgroup namespace of its own, which
 	// internal/cgroup makes (NewCgroupNS).
 	cgroupNS bool
+	// netID is the id of the root's own network namespace, net its
+	// restore (net.go); rootHost the root's host pid once cloned.
+	netID    uint32
+	net      *netns.Restorer
+	rootHost int
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -286,6 +301,8 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 			r.user, err = readUser(r.dir, id)
 		case kTime:
 			r.time, err = readTime(r.dir, id)
+		case kNet:
+			r.netID = id
 		}
 		if err != nil {
 			return err
@@ -390,6 +407,10 @@ func (r *Restorer) Created(pid, host int) error {
 		if err := r.user.restore(host); err != nil {
 			return err
 		}
+	}
+	r.rootHost = host
+	if err := r.net.Fill(host); err != nil {
+		return err
 	}
 	if r.uts != nil {
 		if err := r.uts.restore(host); err != nil {

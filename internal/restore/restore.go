@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -47,7 +48,10 @@ type Options struct {
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
 	Cgroups     cgroup.RestoreOptions
-	Log         *slog.Logger
+	// Net: --veth-pair, --external veth[]/net[], --join-ns net:,
+	// --empty-ns net (internal/netns).
+	Net netns.Options
+	Log *slog.Logger
 	// Unprivileged: stasis lacks CAP_SYS_ADMIN (criu's --unprivileged).
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
 	// which needs it, so a tree under seccomp is refused.
@@ -114,6 +118,9 @@ type restorer struct {
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
 	chanSock  *os.File // stasis' end of the fd channel when it is a socket (channel.go)
+	// lockNet takes the network lock in the namespace of the tree's root
+	// once it made one (netCreated).
+	lockNet func(nsPid int) error
 }
 
 type restoreStats struct {
@@ -160,9 +167,18 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
 		runID = r.imgs.inv.GetDumpCriuRunId()
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), r.log)
-	if err != nil {
-		return nil, err
+	var lock *netlock.Lock
+	r.lockNet = func(nsPid int) (err error) {
+		lock, err = netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), nsPid, r.log)
+		return err
+	}
+	// A tree with a network namespace of its own is locked in it, once
+	// its root made it (createTree).
+	if !r.ns.HasNet() {
+		if err := r.lockNet(0); err != nil {
+			return nil, err
+		}
+		r.lockNet = nil
 	}
 	// Last: after the rollback, or once the tasks run with their sockets
 	// out of repair mode (criu's network_unlock).
@@ -382,6 +398,9 @@ func (r *restorer) createTree() error {
 	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
 		return err
 	}
+	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
+		return err
+	}
 	root := r.imgs.root
 	from := r.puppet.Tr
 	if r.opts.PidNS {
@@ -399,6 +418,9 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
+	if err := r.netCreated(t.Tid); err != nil {
+		return err
+	}
 	if err := r.ns.Created(root.Pid(), t.Tid); err != nil {
 		return err
 	}
