@@ -51,7 +51,7 @@ var backend = rpc.Backend{
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: memFromRPC(r.Mem),
-			Cgroups: r.Cgroups,
+			Cgroups: r.Cgroups, Net: r.Net,
 		})
 	},
 	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
@@ -65,7 +65,7 @@ var backend = rpc.Backend{
 		res, err := RestoreContext(ctx, RestoreOptions{
 			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
-			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups,
+			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups, Net: r.Net,
 		})
 		if err != nil {
 			return 0, err

@@ -80,6 +80,9 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := dumpCgroups(o, &r); err != nil {
 		return fail(err)
 	}
+	if err := dumpNet(o, &r); err != nil {
+		return fail(err)
+	}
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {
 		return fail(err)

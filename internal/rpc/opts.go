@@ -141,7 +141,6 @@ type option struct {
 var commonRefused = []option{
 	{"root", func(o *rpc.CriuOpts) bool { return o.GetRoot() != "" && o.GetRoot() != "/" }},
 	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
-	{"veths", func(o *rpc.CriuOpts) bool { return len(o.GetVeths()) > 0 }},
 	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
 	{"force_irmap", func(o *rpc.CriuOpts) bool { return o.GetForceIrmap() }},
 	{"exec_cmd", func(o *rpc.CriuOpts) bool { return len(o.GetExecCmd()) > 0 }},
@@ -153,10 +152,7 @@ var commonRefused = []option{
 	{"enable_fs", func(o *rpc.CriuOpts) bool { return len(o.GetEnableFs()) > 0 }},
 	{"unix_sk_ino", func(o *rpc.CriuOpts) bool { return len(o.GetUnixSkIno()) > 0 }},
 	{"irmap_scan_paths", func(o *rpc.CriuOpts) bool { return len(o.GetIrmapScanPaths()) > 0 }},
-	{"empty_ns", func(o *rpc.CriuOpts) bool { return o.GetEmptyNs() != 0 }},
-	{"join_ns", func(o *rpc.CriuOpts) bool { return len(o.GetJoinNs()) > 0 }},
 	{"timeout", func(o *rpc.CriuOpts) bool { return o.GetTimeout() != 0 }},
-	{"weak_sysctls", func(o *rpc.CriuOpts) bool { return o.GetWeakSysctls() }},
 	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
 	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
 	{"lsm_profile", func(o *rpc.CriuOpts) bool { return o.GetLsmProfile() != "" }},
@@ -180,7 +176,6 @@ var (
 		{"leave_running", func(o *rpc.CriuOpts) bool { return o.GetLeaveRunning() }},
 		{"leave_stopped", func(o *rpc.CriuOpts) bool { return o.GetLeaveStopped() }},
 		{"link_remap", func(o *rpc.CriuOpts) bool { return o.GetLinkRemap() }},
-		{"external", func(o *rpc.CriuOpts) bool { return len(o.GetExternal()) > 0 }},
 		{"ghost_limit", func(o *rpc.CriuOpts) bool { return o.GhostLimit != nil }},
 	}, memRefused...), commonRefused...)
 )

@@ -64,6 +64,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)
 	}
+	if err := restoreNet(o, &r); err != nil {
+		return fail(err)
+	}
 	r.Files.InheritFds = inherit
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()

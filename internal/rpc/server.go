@@ -15,6 +15,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/netns"
 )
 
 // Backend is what the server calls to do the work: the root package's
@@ -44,6 +45,7 @@ type DumpRequest struct {
 	Notify                     func(script string, pid int) error
 	Mem                        MemRequest         // predump.go
 	Cgroups                    cgroup.DumpOptions // container.go
+	Net                        netns.Options      // container.go
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
@@ -57,6 +59,7 @@ type RestoreRequest struct {
 	Log         *slog.Logger
 	Notify      func(script string, pid int) error
 	Cgroups     cgroup.RestoreOptions // container.go
+	Net         netns.Options         // container.go
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
