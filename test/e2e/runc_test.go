@@ -228,13 +228,12 @@ func runcCycle(t *testing.T, criu string) {
 }
 
 // TestRunc: runc with stasis as criu, then with CRIU 4.2. Out of the
-// default run until stasis serves a container's mount namespace, cgroups
-// and empty network namespace over RPC (root, ext_mnt, manage_cgroups,
-// freeze_cgroup, empty_ns): STASIS_RUNC=1 runs it.
+// default run until stasis' RPC serves a container's mount namespace
+// (root, ext_mnt): STASIS_RUNC=1 runs it.
 func TestRunc(t *testing.T) {
 	testutil.RequireRoot(t)
 	if os.Getenv("STASIS_RUNC") != "1" {
-		t.Skip("set STASIS_RUNC=1: runc's DUMP sets root, ext_mnt, manage_cgroups, freeze_cgroup, empty_ns, which stasis' RPC does not serve yet")
+		t.Skip("set STASIS_RUNC=1: runc's DUMP sets root and ext_mnt (the container's mounts), which stasis' RPC does not serve yet")
 	}
 	ref := testutil.CRIU(t)
 	t.Run("stasis", func(t *testing.T) { runcCycle(t, "") })
