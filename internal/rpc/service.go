@@ -108,7 +108,13 @@ func listener(address string) (fd int, inherited bool, err error) {
 	if st, err := os.Lstat(address); err == nil && st.Mode()&os.ModeSocket != 0 {
 		_ = os.Remove(address)
 	}
-	if err := unix.Bind(fd, &unix.SockaddrUnix{Name: address}); err != nil {
+	// The socket file is made 0666 by the bind itself (the chmod below
+	// only confirms it): a client that finds it must never see it
+	// narrower. Nothing else creates files while the service starts.
+	old := unix.Umask(0o111)
+	err = unix.Bind(fd, &unix.SockaddrUnix{Name: address})
+	unix.Umask(old)
+	if err != nil {
 		unix.Close(fd)
 		return -1, false, fmt.Errorf("rpc service: bind %s: %w", address, err)
 	}
