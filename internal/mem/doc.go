@@ -11,7 +11,13 @@
 //	            kinds) / MapAreas, Protect (mmap, mprotect, madvise)
 //	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img;
 //	            PageRuns reads the page map only where PAGEMAP_SCAN finds
-//	            pages) / the pagemap reader, PagedAreas, FillPages
+//	            pages) / the pagemap reader, PagedAreas, FillPages (the
+//	            image mapped 128 MiB at a time, process_vm_writev on four
+//	            goroutines)
+//	pagecopy.go how the dump copies pages into pages-N.img: populated
+//	            mmap windows of the image filled by process_vm_readv on
+//	            parallel workers, block sums from the windows (copyToFile);
+//	            streamToFile for files that cannot be mapped
 //	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
 //	vdso.go     the vDSO: SyscallInsn (the dump injects through it, or
 //	            through any executable mapping without one) /
