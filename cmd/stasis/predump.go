@@ -20,6 +20,7 @@ func registerMemFlags(f *pflag.FlagSet, o *stasis.MemDumpOptions) {
 	f.StringVar(&o.Address, "address", "", "page server address (default 127.0.0.1)")
 	f.IntVar(&o.Port, "port", 0, "page server port")
 	f.IntVar(&o.PsSocket, "ps-socket", 0, "use this connected socket (fd) to the page server")
+	f.BoolVar(&o.AutoDedup, "auto-dedup", false, "punch the pages saved here out of the previous dumps' pages images")
 }
 
 func newPreDumpCmd() *cobra.Command {
@@ -65,5 +66,31 @@ func newPreDumpCmd() *cobra.Command {
 	registerMemFlags(f, &o.Mem)
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
+	return cmd
+}
+
+func init() { subcommands = append(subcommands, newDedupCmd) }
+
+func newDedupCmd() *cobra.Command {
+	var dir string
+	var lf logFlags
+	cmd := &cobra.Command{
+		Use:   "dedup -D DIR",
+		Short: "free the pages of the parent images that DIR holds itself (criu dedup)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				dir = "."
+			}
+			n, err := stasis.Dedup(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d pages freed in the parent images\n", n)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&dir, "images-dir", "D", "", "the images dir of the last dump of the chain")
+	lf.register(cmd.Flags())
 	return cmd
 }

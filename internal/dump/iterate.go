@@ -35,6 +35,9 @@ type MemOptions struct {
 	// PageServer, if set, receives the pagemaps and pages instead of the
 	// images dir (--page-server).
 	PageServer PageServer
+	// AutoDedup (--auto-dedup): punch the pages saved here out of the
+	// parents' pages images.
+	AutoDedup bool
 }
 
 // PageServer is a connection to a page server (package pagesrv).
@@ -264,7 +267,23 @@ func (d *dumper) dumpIterPages(p *process) error {
 	}
 	p.pagesID = id
 	d.stats.MemEnd = time.Now()
+	if err == nil {
+		err = d.autoDedup(imgPid)
+	}
 	return err
+}
+
+// autoDedup punches what this dump saved of imgPid out of the parents.
+func (d *dumper) autoDedup(imgPid int) error {
+	if !d.opts.Mem.AutoDedup || d.opts.Mem.PageServer != nil || d.it.parent == "" {
+		return nil
+	}
+	n, err := mem.DedupImage(d.dir, fmt.Sprintf("pagemap-%d.img", imgPid))
+	if err != nil {
+		return fmt.Errorf("--auto-dedup: %w", err)
+	}
+	d.log.Debug("auto-dedup", "pid", imgPid, "pages punched", n)
+	return nil
 }
 
 func (d *dumper) pageStop(pid int) func() error {
@@ -392,6 +411,9 @@ func (d *dumper) runPreDump() (err error) {
 		}
 		if st.Gone > 0 {
 			d.log.Info("pages unmapped during the pre-dump", "pid", pid, "pages", st.Gone)
+		}
+		if err := d.autoDedup(imgPid); err != nil {
+			return err
 		}
 	}
 	d.stats.MemEnd = time.Now()
