@@ -207,7 +207,9 @@ func (d *dumper) planPages(p *process, serverParent bool) ([]mem.PlanRun, error)
 	if tr != nil && !tr.Armed {
 		parent = nil // nothing tracked yet: everything is saved
 	}
+	t0 := time.Now()
 	plan, st, err := mem.Plan(p.pid, p.areas, p.smaps, tr, parent)
+	d.log.Debug("plan", "pid", p.pid, "took", time.Since(t0))
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +364,9 @@ func (d *dumper) runPreDump() (err error) {
 	}
 	d.stats.Frozen = time.Now()
 	d.recordTree()
+	t0 := time.Now()
 	d.takeTrackers()
+	d.log.Debug("trackers taken", "took", time.Since(t0))
 	var procs []*process
 	for _, p := range d.all {
 		if p.zombie {
