@@ -259,3 +259,29 @@ func TestPageServerCRIU(t *testing.T) {
 		testutil.AssertContains(t, v.LogTail(), "PASS")
 	})
 }
+
+// TestPreDumpChainCRIURestore: criu 4.2 restores a chain stasis made
+// (pre-dump, pre-dump, dump --track-mem): its pagemaps in parent and the
+// parent links are criu's own format; the victim checks every page.
+func TestPreDumpChainCRIURestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.CRIU(t)
+	t.Parallel()
+	v := testutil.StartVictim(t, "track", "16", "50")
+	v.WaitReady(t)
+	root := t.TempDir()
+	dir := func(n int) string { return filepath.Join(root, strconv.Itoa(n)) }
+	pid := strconv.Itoa(v.Pid)
+	stasisRun(t, "pre-dump", "-t", pid, "-D", dir(1))
+	nextChange(t, v, 1)
+	stasisRun(t, "pre-dump", "-t", pid, "-D", dir(2), "--prev-images-dir", "../1")
+	time.Sleep(200 * time.Millisecond)
+	stasisRun(t, "dump", "-t", pid, "-D", dir(3), "--prev-images-dir", "../2", "--track-mem")
+	v.Reap(t)
+	if _, parent := pagesOf(t, dir(3), v.Pid); parent == 0 {
+		t.Fatal("the dump has no page in parent")
+	}
+	testutil.CriuRestoreDetached(t, dir(3), v)
+	v.TermAndCheck(t)
+	testutil.AssertContains(t, v.LogTail(), "changes: 1", "area B intact", "PASS")
+}
