@@ -27,7 +27,7 @@ func TestCRIUOptionRefused(t *testing.T) {
 		{[]string{"--freeze-cgroup=/sys/fs/cgroup/x"}, "dump: --freeze-cgroup is not implemented yet (criu 4.2 option)"},
 		{[]string{"-r", "/tmp"}, "dump: --root is not implemented yet (criu 4.2 option)"},
 		{[]string{"--orphan-pts-master"}, "dump: --orphan-pts-master is not implemented yet"},
-		{[]string{"--manage-cgroups", "--track-mem"}, "dump: --manage-cgroups, --track-mem are not implemented yet (criu 4.2 options)"},
+		{[]string{"--manage-cgroups", "--lazy-pages"}, "dump: --lazy-pages, --manage-cgroups are not implemented yet (criu 4.2 options)"},
 	} {
 		dir := filepath.Join(t.TempDir(), "images")
 		msg := testutil.DumpFail(t, v.Pid, dir, c.args...)
