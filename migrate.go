@@ -36,6 +36,9 @@ type MemDumpOptions struct {
 	// AutoDedup (--auto-dedup): the pages this dump saves are punched out
 	// of the parents' pages images (see Dedup).
 	AutoDedup bool
+	// PreDumpMode (--pre-dump-mode): criu's splice or read; stasis reads
+	// the pages either way.
+	PreDumpMode string
 }
 
 // connect opens the page server connection the options ask for.

@@ -21,6 +21,16 @@ func registerMemFlags(f *pflag.FlagSet, o *stasis.MemDumpOptions) {
 	f.IntVar(&o.Port, "port", 0, "page server port")
 	f.IntVar(&o.PsSocket, "ps-socket", 0, "use this connected socket (fd) to the page server")
 	f.BoolVar(&o.AutoDedup, "auto-dedup", false, "punch the pages saved here out of the previous dumps' pages images")
+	f.StringVar(&o.PreDumpMode, "pre-dump-mode", "", "splice or read: how criu copies pages; stasis always reads them (process_vm_readv), both are taken")
+}
+
+// checkMemFlags refuses what the parser could not (criu's values).
+func checkMemFlags(o *stasis.MemDumpOptions) error {
+	switch o.PreDumpMode {
+	case "", "splice", "read":
+		return nil
+	}
+	return fmt.Errorf("--pre-dump-mode %q: splice or read", o.PreDumpMode)
 }
 
 func newPreDumpCmd() *cobra.Command {
@@ -36,6 +46,9 @@ func newPreDumpCmd() *cobra.Command {
 			}
 			if o.Pid == 0 {
 				return errorf("pre-dump: -t/--tree PID is required")
+			}
+			if err := checkMemFlags(&o.Mem); err != nil {
+				return errorf("pre-dump: %v", err)
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."

@@ -22,7 +22,7 @@ var (
 		"enable-external-masters", "freeze-cgroup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
