@@ -62,7 +62,7 @@ var backend = rpc.Backend{
 	PageServer: startPageServer,
 	Restore: func(ctx context.Context, r rpc.RestoreRequest) (int, error) {
 		res, err := RestoreContext(ctx, RestoreOptions{
-			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob,
+			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify,
 		})
@@ -71,6 +71,7 @@ var backend = rpc.Backend{
 		}
 		return res.Pid, nil
 	},
+	DisplayStats: DisplayStats,
 	Check: func() error {
 		var missing []error
 		for _, f := range Check() {

@@ -26,6 +26,9 @@ type Backend struct {
 	// PreDump and PageServer: predump.go.
 	PreDump    func(ctx context.Context, r DumpRequest) error
 	PageServer func(ctx context.Context, r PageServerRequest) (pid, port int, err error)
+	// DisplayStats prints the stats image a dump or restore left in
+	// workDir (display_stats), as criu does on its stdout.
+	DisplayStats func(w io.Writer, workDir string, restore bool) error
 }
 
 // DumpRequest is a DUMP's criu_opts in stasis' terms.
@@ -45,10 +48,12 @@ type DumpRequest struct {
 type RestoreRequest struct {
 	ImagesDir, WorkDir     string
 	ShellJob, Unprivileged bool
-	NetworkLock            string
-	Files                  files.RestoreOptions
-	Log                    *slog.Logger
-	Notify                 func(script string, pid int) error
+	// Sibling (rst_sibling): the root is the client's child, as criu's.
+	Sibling     bool
+	NetworkLock string
+	Files       files.RestoreOptions
+	Log         *slog.Logger
+	Notify      func(script string, pid int) error
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
@@ -59,6 +64,9 @@ type server struct {
 	ctx context.Context
 	c   *conn
 	b   Backend
+	// service: a connection of `service` (the client is not this
+	// process' parent), not an inherited swrk socket.
+	service bool
 }
 
 // Serve serves criu's swrk protocol on f, a SOCK_SEQPACKET socket whose
@@ -71,7 +79,8 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 	if err != nil {
 		return err
 	}
-	s := &server{ctx: ctx, c: c, b: b}
+	s := &server{ctx: ctx, c: c, b: b, service: os.Getenv(serviceConnEnv) == "1"}
+	os.Unsetenv(serviceConnEnv)
 	for {
 		req, err := c.recv()
 		if errors.Is(err, io.EOF) {
