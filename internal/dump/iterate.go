@@ -214,6 +214,9 @@ func (d *dumper) planPages(p *process, serverParent bool) ([]mem.PlanRun, error)
 		return nil, err
 	}
 	it.planStats[p] = st
+	if st.ArmErr != nil {
+		d.log.Warn("memory tracking dropped: the next iteration saves all pages", "pid", p.pid, "err", st.ArmErr)
+	}
 	d.stats.PagesSkippedParent += st.InParent
 	d.stats.PagesScanned += st.Scanned
 	d.stats.PagesWritten += st.Written
