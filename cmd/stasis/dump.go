@@ -30,6 +30,9 @@ func newDumpCmd() *cobra.Command {
 			if o.Pid == 0 {
 				return errorf("dump: -t/--tree PID is required")
 			}
+			if err := checkMemFlags(&o.Mem); err != nil {
+				return errorf("dump: %v", err)
+			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
 			}

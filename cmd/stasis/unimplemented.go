@@ -21,7 +21,7 @@ var (
 		"enable-external-masters", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
