@@ -92,6 +92,8 @@ func TestFileTail(t *testing.T) {
 		{scenario: "fanotify", args: []string{"DIR"}},
 		{scenario: "inotify-gone", args: []string{"DIR"}},
 		{scenario: "pidfd-dead", args: []string{"DIR"}},
+		{scenario: "flock-owner", args: []string{"DIR"}, dump: []string{"-l"}, restore: []string{"-l"}},
+		{scenario: "mapmode", args: []string{"DIR"}},
 	})
 }
 
