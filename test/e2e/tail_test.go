@@ -106,6 +106,8 @@ func TestInetTail(t *testing.T) {
 		{scenario: "reuseport"},
 		{scenario: "closed"},
 		{scenario: "tcpclose", dump: []string{"--tcp-close"}},
+		// criu 4.2 refuses it too: the held bytes cannot be read back.
+		{scenario: "udp-cork", refused: "corked UDP socket (UDP_CORK) holding a datagram back"},
 	})
 }
 
