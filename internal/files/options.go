@@ -17,6 +17,9 @@ type DumpOptions struct {
 	// LinkRemap: an unlinked file is linked again under a new name
 	// instead of being copied (--link-remap).
 	LinkRemap bool
+	// EvasiveDevices accepts a device opened by a path that now names
+	// another node of the same device (--evasive-devices).
+	EvasiveDevices bool
 	// FileLocks dumps file locks (-l/--file-locks); without it a locked
 	// file is an error.
 	FileLocks bool
@@ -55,6 +58,7 @@ var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
 	regexp.MustCompile(`^unix\[[0-9]+\]$`),             // a unix socket of the tree by inode, whose peer is outside
 	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
+	regexp.MustCompile(`^net\[[0-9]+\]:.+$`),           // a network namespace by inode, and its key (internal/netns)
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -66,7 +70,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode) and tty[RDEV:DEV] (a terminal's device numbers, hex) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex) and net[INO]:KEY (a network namespace) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {

@@ -42,6 +42,19 @@ type Restorer struct {
 	// (they differ with --pidns), entered by the restore as it creates
 	// the tasks; nil means the same.
 	HostPids map[int]int
+	// NetNS runs fn in the network namespace the tree's sockets belong
+	// to, set by the restore once the tree's root made or joined one;
+	// nil is stasis' own. Sockets are created through InNetNS.
+	NetNS func(fn func() error) error
+}
+
+// InNetNS runs fn, which creates sockets, in the tree's network
+// namespace (a socket is of the namespace of the thread that made it).
+func (r *Restorer) InNetNS(fn func() error) error {
+	if r.NetNS == nil {
+		return fn()
+	}
+	return r.NetNS(fn)
 }
 
 // NewRestorer returns a Restorer of the files of a dump.

@@ -18,6 +18,10 @@
 //     sysctls (ipcns-var-ID.img), System V shared memory (ipcns-shm-ID.img,
 //     contents in pagemap-shmem-SHMID.img as criu writes them),
 //     semaphores and message queues. Their raw calls are in ipc_unsafe.go.
+//   - net.go: the network namespace, whose contents are internal/netns's:
+//     its dump, the root's CLONE_NEWNET (or the namespace the puppet
+//     joins before the root is cloned, --join-ns net: or an external
+//     key), its filling once the root made it.
 //
 // A namespace is read and filled by stasis itself, from a thread that
 // joins it for the time of the work and dies after
@@ -27,7 +31,9 @@
 // a System V segment or runs.
 //
 // As in criu, every task of the tree shares the root's uts and ipc
-// namespaces; the root may be in new ones. Mount, network, user, cgroup
-// and time namespaces other than stasis' own are refused, naming the
-// kind (they are to be added beside these, one file each).
+// namespaces; the root may be in new ones. A cgroup namespace of the
+// root's own is internal/cgroup's (its root is where the root task
+// unshares it: NewCgroupNS); a network namespace's contents are
+// internal/netns'. Mount namespaces other than stasis' own are refused,
+// naming the kind.
 package ns

@@ -130,7 +130,7 @@ func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 			if err := checkCorked(fd, sk); err != nil {
 				return nil, err
 			}
-			sh, err := inetShutdown(family, proto_, uint32(fd.Stat.Ino))
+			sh, err := inetShutdown(sk, family, proto_, uint32(fd.Stat.Ino))
 			if err != nil {
 				return nil, err
 			}
@@ -259,7 +259,7 @@ func openInet(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if isMPTCP(ie) && ie.GetState() != linux.TCPListen && ie.GetState() != linux.TCPClose {
 		return nil, fmt.Errorf("restore %s: an MPTCP socket in state %s (the kernel has no repair mode for MPTCP): %w", what, tcpStateName(ie.GetState()), images.ErrCorrupt)
 	}
-	fd, err := unix.Socket(int(family), int(typ)|unix.SOCK_CLOEXEC, int(proto_))
+	fd, err := socket(r, int(family), int(typ)|unix.SOCK_CLOEXEC, int(proto_))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}

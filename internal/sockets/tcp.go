@@ -490,7 +490,7 @@ func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *in
 	if err := c.setWindow(); err != nil {
 		return err
 	}
-	if err := c.replayFins(); err != nil {
+	if err := r.InNetNS(c.replayFins); err != nil {
 		return err
 	}
 	return c.endRepairAtRun(r, unsent, buf)

@@ -25,8 +25,9 @@ const (
 )
 
 // inetShutdown reads sk_shutdown (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2) of
-// the socket of inode ino: 0 if inet_diag cannot tell (no udp_diag).
-func inetShutdown(family, protocol int, ino uint32) (uint8, error) {
+// the socket of inode ino, sk (asked in its network namespace): 0 if
+// inet_diag cannot tell (no udp_diag).
+func inetShutdown(sk, family, protocol int, ino uint32) (uint8, error) {
 	r := make([]byte, inetDiagReqLen)
 	r[0], r[1] = byte(family), byte(protocol)
 	binary.NativeEndian.PutUint32(r[4:], 0xffffffff)  // every state
@@ -34,7 +35,7 @@ func inetShutdown(family, protocol int, ino uint32) (uint8, error) {
 	binary.NativeEndian.PutUint32(r[52:], 0xffffffff)
 	var sh uint8
 	found := errors.New("found")
-	err := sockDiagDump("inet sockets", r, func(b []byte) error {
+	err := sockDiagDump("inet sockets", sk, r, func(b []byte) error {
 		if len(b) < inetDiagMsgLen || binary.NativeEndian.Uint32(b[68:]) != ino {
 			return nil
 		}

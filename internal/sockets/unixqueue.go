@@ -355,7 +355,7 @@ func (b *unixBuild) refill(s *usk) error {
 			}
 		}
 		if from < 0 {
-			tmp, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			tmp, err := socket(b.r, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return os.NewSyscallError("socket", err)
 			}

@@ -67,7 +67,7 @@ func dumpUnix(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	st := unixsks(t)
 	if st.diag == nil {
 		var err error
-		if st.diag, err = readUnixDiag(); err != nil {
+		if st.diag, err = readUnixDiag(sk); err != nil {
 			return nil, fmt.Errorf("%s: %w", fd, err)
 		}
 	}
@@ -578,7 +578,7 @@ func (b *unixBuild) make(s *usk) error {
 		if p.ue.GetType() != s.ue.GetType() {
 			return fmt.Errorf("its peer %s is of another type: %w", p, images.ErrCorrupt)
 		}
-		sv, err := unix.Socketpair(unix.AF_UNIX, typ|flags, 0)
+		sv, err := socketpair(b.r, unix.AF_UNIX, typ|flags, 0)
 		if err != nil {
 			return os.NewSyscallError("socketpair", err)
 		}
@@ -588,13 +588,13 @@ func (b *unixBuild) make(s *usk) error {
 		// Its peer is closed: a pair whose other end is closed once the
 		// queue is refilled through it. So is an unnamed datagram socket
 		// with messages queued: only a peer, now gone, could send them.
-		sv, err := unix.Socketpair(unix.AF_UNIX, typ|flags, 0)
+		sv, err := socketpair(b.r, unix.AF_UNIX, typ|flags, 0)
 		if err != nil {
 			return os.NewSyscallError("socketpair", err)
 		}
 		s.fd, s.other, s.paired = sv[0], sv[1], true
 	default:
-		fd, err := unix.Socket(unix.AF_UNIX, typ|flags, 0)
+		fd, err := socket(b.r, unix.AF_UNIX, typ|flags, 0)
 		if err != nil {
 			return os.NewSyscallError("socket", err)
 		}
