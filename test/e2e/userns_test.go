@@ -161,6 +161,24 @@ func TestContainerUserTimeNS(t *testing.T) {
 			t.Logf("%s: %s", filepath.Base(f), strings.Join(strings.Fields(testutil.Run(t, 10*time.Second, "show", f).Stdout), " "))
 		}
 	}
+	t.Run("missing-userns", func(t *testing.T) {
+		// A dump without its user namespace's image fails before
+		// creating a task, naming the image.
+		bad := t.TempDir()
+		ents, _ := os.ReadDir(dir)
+		for _, e := range ents {
+			if n := e.Name(); !strings.HasPrefix(n, "userns-") && n != "stasis-checksums.json" {
+				b, err := os.ReadFile(filepath.Join(dir, n))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		testutil.AssertContains(t, testutil.RestoreFail(t, bad), "userns-")
+	})
 	time.Sleep(2 * time.Second)
 	host, rtook := restoreContainer(t, dir)
 	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), rtook.Round(time.Millisecond))
