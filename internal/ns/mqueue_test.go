@@ -29,9 +29,15 @@ func TestMQueueEntry(t *testing.T) {
 		t.Errorf("round trip: %+v", got)
 	}
 	for _, bad := range []func(protoreflect.Message){
-		func(m protoreflect.Message) { m.Set(m.Descriptor().Fields().ByName("name"), protoreflect.ValueOfString("a/b")) },
-		func(m protoreflect.Message) { m.Set(m.Descriptor().Fields().ByName("maxmsg"), protoreflect.ValueOfInt64(1)) },
-		func(m protoreflect.Message) { m.Set(m.Descriptor().Fields().ByName("msgsize"), protoreflect.ValueOfInt64(1)) },
+		func(m protoreflect.Message) {
+			m.Set(m.Descriptor().Fields().ByName("name"), protoreflect.ValueOfString("a/b"))
+		},
+		func(m protoreflect.Message) {
+			m.Set(m.Descriptor().Fields().ByName("maxmsg"), protoreflect.ValueOfInt64(1))
+		},
+		func(m protoreflect.Message) {
+			m.Set(m.Descriptor().Fields().ByName("msgsize"), protoreflect.ValueOfInt64(1))
+		},
 	} {
 		m := q.Entry().ProtoReflect()
 		bad(m)
