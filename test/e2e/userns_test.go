@@ -240,14 +240,16 @@ func TestContainerUserRangeMap(t *testing.T) {
 // TestContainerTimeCrossCRIU: a container in a time namespace with
 // offsets (and pid, uts, ipc namespaces), which criu 4.2 dumps: dumped by
 // criu and restored by stasis, and the other way round; each time the
-// victim's clocks continue from where they were.
+// victim's clocks continue from where they were (criu reads them some
+// time after it froze the tree, which then shows as a jump forward: only
+// a jump back, the offsets lost, is checked after criu's dump).
 func TestContainerTimeCrossCRIU(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	t.Parallel()
 	args := []string{"--time", "--monotonic", "100000", "--boottime", "200000", "--pid", "--fork", "--uts", "--ipc"}
 	t.Run("criu-to-stasis", func(t *testing.T) {
-		c, _ := startUserContainer(t, false, "time", args...)
+		c, _ := startUserContainer(t, false, "", args...)
 		want := nsPids(t, c.init)
 		dir := t.TempDir()
 		r := testutil.RunCRIU(t, 30*time.Second, dir, "dump", "-t", strconv.Itoa(c.init), "-D", dir, "--network-lock", "nftables")
