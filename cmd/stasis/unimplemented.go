@@ -16,14 +16,13 @@ import (
 // as unknown or, worse, being ignored.
 var (
 	commonUnimplemented = []string{
-		"manage-cgroups", "cgroup-root",
 		"lazy-pages", "page-server", "address", "port",
-		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
-		"enable-external-masters", "freeze-cgroup", "timeout",
+		"auto-dedup", "root", "ext-mount-map", "enable-external-sharing",
+		"enable-external-masters", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
-	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
 func addUnimplemented(f *pflag.FlagSet, names []string) {

@@ -32,6 +32,10 @@ type DumpOptions struct {
 	// SkipInFlight skips TCP connections not yet accepted (criu's
 	// --skip-in-flight).
 	SkipInFlight bool
+	// TCPClose records established TCP connections without their state
+	// (no repair mode, no network lock), to be restored closed (criu's
+	// --tcp-close at dump; inventory's tcp_close tells the restore).
+	TCPClose bool
 	// OnConnection, if set, is called with each established TCP
 	// connection before its state is read: the network lock drops its
 	// packets from then on, so that nothing changes under the dump.
@@ -54,6 +58,7 @@ var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
 	regexp.MustCompile(`^unix\[[0-9]+\]$`),             // a unix socket of the tree by inode, whose peer is outside
 	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
+	regexp.MustCompile(`^net\[[0-9]+\]:.+$`),           // a network namespace by inode, and its key (internal/netns)
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -65,7 +70,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode) and tty[RDEV:DEV] (a terminal's device numbers, hex) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex) and net[INO]:KEY (a network namespace) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {

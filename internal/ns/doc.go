@@ -18,6 +18,10 @@
 //     sysctls (ipcns-var-ID.img), System V shared memory (ipcns-shm-ID.img,
 //     contents in pagemap-shmem-SHMID.img as criu writes them),
 //     semaphores and message queues. Their raw calls are in ipc_unsafe.go.
+//   - net.go: the network namespace, whose contents are internal/netns's:
+//     its dump, the root's CLONE_NEWNET (or the namespace the puppet
+//     joins before the root is cloned, --join-ns net: or an external
+//     key), its filling once the root made it.
 //   - mqueue.go (raw calls in mqueue_unsafe.go): POSIX message queues,
 //     every queue of a tree's own ipc namespace in stasis' own
 //     mqueue-ID.img (criu has none), read by receiving the messages and
@@ -38,8 +42,9 @@
 //
 // As in criu, every task of the tree shares the root's uts, ipc, user
 // and time namespaces; the root may be in new ones. Credentials are kept
-// as the task's user namespace sees them (internal/core, userns.go).
-// Mount, network and cgroup namespaces other than stasis' own are
-// refused, naming the kind (they are to be added beside these, one file
-// each).
+// as the task's user namespace sees them (internal/core, userns.go). A
+// cgroup namespace of the root's own is internal/cgroup's (its root is
+// where the root task unshares it: NewCgroupNS); a network namespace's
+// contents are internal/netns'. Mount namespaces other than stasis' own
+// are refused, naming the kind.
 package ns

@@ -3,6 +3,7 @@ package ns
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"golang.org/x/sys/unix"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -29,6 +31,10 @@ type Dumper struct {
 	pids        pidTable
 	written     bool
 	clocks      *timens.TimensEntry // of the root's time namespace, read when it was frozen
+	dir         *images.Dir
+	// Net are the options of the network namespace's dump (net.go).
+	Net netns.Options
+	Log *slog.Logger
 }
 
 // NewDumper starts the bookkeeping with stasis' own namespaces, which
@@ -170,6 +176,10 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 			return err
 		}
 	}
+	d.dir = dir
+	if err := d.dumpNet(); err != nil {
+		return err
+	}
 	if d.rootIn[kUts] != d.self[kUts] {
 		if err := dumpUTS(dir, d.root, d.ids.id(kUts, d.rootIn[kUts])); err != nil {
 			return err
@@ -205,6 +215,14 @@ type Restorer struct {
 	user    *userImage
 	time    *timeImage
 	mqueues []*MQueue
+	// cgroupNS: the root has a cgroup namespace of its own, which
+	// internal/cgroup makes (NewCgroupNS).
+	cgroupNS bool
+	// netID is the id of the root's own network namespace, net its
+	// restore (net.go); rootHost the root's host pid once cloned.
+	netID    uint32
+	net      *netns.Restorer
+	rootHost int
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -269,6 +287,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		if !kd.supported {
 			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
 		}
+		if k == kCgroup {
+			r.cgroupNS = true
+			continue
+		}
 		r.root.flags |= kd.flag
 		var err error
 		switch k {
@@ -286,6 +308,8 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 			r.user, err = readUser(r.dir, id)
 		case kTime:
 			r.time, err = readTime(r.dir, id)
+		case kNet:
+			r.netID = id
 		}
 		if err != nil {
 			return err
@@ -297,6 +321,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 // NewUserNS tells whether the root starts a user namespace: its tasks
 // cannot reach into stasis (pidfd_getfd).
 func (r *Restorer) NewUserNS() bool { return r.user != nil }
+
+// NewCgroupNS tells whether the root has a cgroup namespace of its own:
+// internal/cgroup has it unshare one from the namespace's root cgroup.
+func (r *Restorer) NewCgroupNS() bool { return r.cgroupNS }
 
 // NewPidNS tells whether the root starts a pid namespace: the pids of the
 // images are that namespace's, not the host's.
@@ -387,6 +415,10 @@ func (r *Restorer) Created(pid, host int) error {
 			return err
 		}
 	}
+	r.rootHost = host
+	if err := r.net.Fill(host); err != nil {
+		return err
+	}
 	if r.uts != nil {
 		if err := r.uts.restore(host); err != nil {
 			return err
@@ -405,7 +437,7 @@ func (r *Restorer) Created(pid, host int) error {
 func (r *Restorer) NewKinds() []string {
 	var out []string
 	for _, k := range kinds {
-		if r.root.flags&k.flag != 0 {
+		if r.root.flags&k.flag != 0 || k.flag == unix.CLONE_NEWCGROUP && r.cgroupNS {
 			out = append(out, k.title)
 		}
 	}
