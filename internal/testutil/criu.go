@@ -189,3 +189,7 @@ func CRIUWorkDir(t testing.TB) string {
 	t.Helper()
 	return filepath.Dir(logFile(t, "criu-work"))
 }
+
+// RemoveCRIULockAtEnd is removeCRIULockAtEnd for a criu log a test got
+// otherwise (a swrk request's log_file, runc's dump.log).
+func RemoveCRIULockAtEnd(t testing.TB, log string) { removeCRIULockAtEnd(t, log) }

@@ -56,13 +56,15 @@ func configScripts(t *testing.T, bin string) []string {
 	for _, d := range []string{dirR, dir} {
 		os.WriteFile(filepath.Join(d, "marker"), nil, 0o644)
 	}
-	runTool(t, bin, "dump", "-t", strconv.Itoa(v.Pid), "-D", dirR, "--config", conf, "--no-default-config")
+	runTool(t, bin, "dump", "-t", strconv.Itoa(v.Pid), "-D", dirR, "--config", conf, "--no-default-config", "-v4", "-o", "dump.log")
+	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dirR, "dump.log"))
 	testutil.AssertRunning(t, v.Pid)
 	n := testutil.ReadCounter(t, status)
 	testutil.WaitFor(t, 2*time.Second, "the counter to go on (leave-running from --config)", func() bool {
 		return testutil.ReadCounter(t, status) > n+2
 	})
-	runTool(t, bin, "dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--action-script", script)
+	runTool(t, bin, "dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--action-script", script, "-v4", "-o", "dump.log")
+	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dir, "dump.log"))
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
 	resetCounterFile(t, status)

@@ -116,6 +116,7 @@ func notifySequences(t *testing.T, bin string, tool string) (dumpR, dump, restor
 	dirR, dir := t.TempDir(), t.TempDir()
 	sw := startSwrk(t, bin)
 	dumpR, resp := sw.call(dumpReq(t, v.Pid, dirR, true))
+	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dirR, "dump.log"))
 	if code := sw.exit(); !resp.GetSuccess() || code != 0 {
 		t.Fatalf("%s dump -R: %v (exit %d)\n%s", tool, dumpR, code, logTail(dirR, "dump.log"))
 	}
@@ -127,6 +128,7 @@ func notifySequences(t *testing.T, bin string, tool string) (dumpR, dump, restor
 
 	sw = startSwrk(t, bin)
 	dump, resp = sw.call(dumpReq(t, v.Pid, dir, false))
+	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dir, "dump.log"))
 	if code := sw.exit(); !resp.GetSuccess() || code != 0 {
 		t.Fatalf("%s dump: %v (exit %d)\n%s", tool, dump, code, logTail(dir, "dump.log"))
 	}
@@ -253,7 +255,9 @@ func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 	o.WorkDirFd = proto.Int32(int32(wf.Fd()))
 	var rec recorder
 	start := time.Now()
-	if err := c.Dump(o, &rec); err != nil {
+	err = c.Dump(o, &rec)
+	testutil.RemoveCRIULockAtEnd(t, filepath.Join(work, "dump.log"))
+	if err != nil {
 		t.Fatalf("go-criu Dump leave_running: %v\n%s", err, logTail(work, "dump.log"))
 	}
 	for _, f := range []string{"stats-dump", "dump.log"} {
@@ -275,7 +279,9 @@ func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 	o = opts(dir, "dump.log")
 	o.Pid = proto.Int32(int32(v.Pid))
 	rec = recorder{}
-	if err := c.Dump(o, &rec); err != nil {
+	err = c.Dump(o, &rec)
+	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dir, "dump.log"))
+	if err != nil {
 		t.Fatalf("go-criu Dump: %v\n%s", err, logTail(dir, "dump.log"))
 	}
 	all = append(all, "dump:")
