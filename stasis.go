@@ -17,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/puppet"
@@ -53,6 +54,8 @@ type DumpOptions struct {
 	// tree is killed or let go); pid is 0. An error fails the dump there:
 	// the tree is resumed and the images removed.
 	Notify Notify
+	// Mem: --track-mem, --prev-images-dir, --page-server (migrate.go).
+	Mem MemDumpOptions
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -87,6 +90,10 @@ type RestoreOptions struct {
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
 	ShellJob  bool   // -j/--shell-job: restore into the caller's session
 	PidNS     bool   // --pidns: restore into a new pid namespace with the original pids
+	// Sibling (-S/--restore-sibling, the RPC's rst_sibling): the root is
+	// a child of the caller's parent, not of the caller (Restored.Wait
+	// cannot wait for it), as criu's root is of the swrk client.
+	Sibling bool
 	// NetworkLock (--network-lock): "nftables" (the default, also "") locks
 	// the connections during the restore and removes the dump's lock once
 	// they run; "skip" touches no lock.
@@ -161,7 +168,13 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 	if err := kerndat.Require(dump.Needs...); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	mo, done, err := opts.Mem.memOptions()
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	defer done()
 	err = dump.Dump(ctx, dump.Options{
+		Mem: mo,
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
@@ -239,7 +252,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Unprivileged: !priv.Full(), Notify: opts.Notify,
 	})
 	return r, priv.Explain("restore", 0, err)
@@ -296,6 +309,12 @@ func FeatureNames() []string {
 func Reexec() (code int, ok bool) {
 	if len(os.Args) > 1 && os.Args[1] == puppet.PuppetArg {
 		return 2, true
+	}
+	if len(os.Args) > 1 && os.Args[1] == mem.HolderArg {
+		return mem.RunHolder(os.Args[1:]), true
+	}
+	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
+		return puppet.RunSibling(), true
 	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])

@@ -16,6 +16,7 @@ func newRestoreCmd() *cobra.Command {
 	var detach bool
 	var inherit []string
 	var nf netFlags
+	var scripts []string
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -28,6 +29,10 @@ func newRestoreCmd() *cobra.Command {
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
+			}
+			if o.Sibling && !detach {
+				// criu's words: stasis could not wait for the root.
+				return errorf("restore: --restore-sibling only makes sense with --restore-detached")
 			}
 			for _, a := range inherit {
 				in, err := stasis.ParseInheritFd(a)
@@ -45,8 +50,18 @@ func newRestoreCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
+			if len(scripts) > 0 {
+				as, err := stasis.NewActionScripts(scripts, o.ImagesDir, 0)
+				if err != nil {
+					return errorf("restore: %v", err)
+				}
+				defer as.Close()
+				o.Notify = as.Notify
+			}
 			ctx, release := interruptible()
+			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
 			r, err := stasis.RestoreContext(ctx, o)
+			endProgress()
 			// The tree runs on its own now: a signal while stasis waits
 			// for it does what it did before (criu is no different).
 			release()
@@ -80,6 +95,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
+	f.BoolVarP(&o.Sibling, "restore-sibling", "S", false, "restore the root as a sibling of stasis (a child of its parent), with -d")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")
 	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: stasis' fd N takes the place of the dumped object KEY, e.g. fd[3]:pipe:[1234] (repeatable)")
 	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "restore file locks")
@@ -91,6 +107,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 	nf.registerRestore(f, &o.Net)
+	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

@@ -17,13 +17,13 @@ import (
 var (
 	commonUnimplemented = []string{
 		"manage-cgroups", "cgroup-root",
-		"evasive-devices", "lazy-pages", "page-server", "address", "port",
+		"lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "root", "ext-mount-map", "enable-external-sharing",
 		"enable-external-masters", "freeze-cgroup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
-	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
 func addUnimplemented(f *pflag.FlagSet, names []string) {

@@ -24,6 +24,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
@@ -49,6 +50,8 @@ type Options struct {
 	// Notify, if set, is called at criu's action-script points of a dump
 	// ("pre-dump", "post-dump"); an error fails the dump there.
 	Notify func(script string, pid int) error
+	// Mem: pre-dump, --track-mem, --prev-images-dir, --page-server.
+	Mem MemOptions
 }
 
 // Sentinel errors of refused dumps.
@@ -87,8 +90,9 @@ type dumper struct {
 	workDir *images.Dir              // where stats-dump went, if not dir
 	stats   stats.Dump
 
-	preflight bool   // only check: see Preflight
-	report    Report // what a preflight found
+	it        *iteration // an iterative dump's state (iterate.go), or nil
+	preflight bool       // only check: see Preflight
+	report    Report     // what a preflight found
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -157,6 +161,9 @@ func (d *dumper) run() (err error) {
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}
+	if err := d.prepareIteration(); err != nil {
+		return err
+	}
 	if err := d.notify("pre-dump"); err != nil {
 		return err
 	}
@@ -172,6 +179,7 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	defer func() {
+		d.holdTrackers(err == nil && (d.opts.LeaveRunning || d.opts.LeaveStopped))
 		if err != nil {
 			d.log.Error("dump failed, resuming the tree", "err", err)
 			d.files.RemoveLinkRemaps()
@@ -187,11 +195,17 @@ func (d *dumper) run() (err error) {
 			}
 		}
 	}()
+	if !d.preflight {
+		if err := d.linkParent(); err != nil {
+			return err
+		}
+	}
 	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
 		return err
 	}
 	d.stats.Frozen = time.Now()
 	d.recordTree()
+	d.takeTrackers()
 	if err := d.stop("seize", 0); err != nil {
 		return err
 	}
@@ -501,6 +515,9 @@ func (d *dumper) unmapScratch(p *process) error {
 
 // dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
+	if d.it != nil {
+		return d.dumpIterPages(p)
+	}
 	if d.stats.MemStart.IsZero() {
 		d.stats.MemStart = time.Now()
 	}
@@ -508,7 +525,7 @@ func (d *dumper) dumpPages(p *process) error {
 	st, sum, err := mem.WritePages(d.dir, p.pid, d.ns.ImagePid(p.pid), p.pagesID, p.areas, func() error {
 		interrupt.At(d.ctx, "dump-page-copy")
 		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
-	})
+	}, progress.From(d.ctx))
 	if sum != nil {
 		d.sums[pagesName(p.pagesID)] = sum
 	}

@@ -17,6 +17,9 @@ type DumpOptions struct {
 	// LinkRemap: an unlinked file is linked again under a new name
 	// instead of being copied (--link-remap).
 	LinkRemap bool
+	// EvasiveDevices accepts a device opened by a path that now names
+	// another node of the same device (--evasive-devices).
+	EvasiveDevices bool
 	// FileLocks dumps file locks (-l/--file-locks); without it a locked
 	// file is an error.
 	FileLocks bool
@@ -29,6 +32,10 @@ type DumpOptions struct {
 	// SkipInFlight skips TCP connections not yet accepted (criu's
 	// --skip-in-flight).
 	SkipInFlight bool
+	// TCPClose records established TCP connections without their state
+	// (no repair mode, no network lock), to be restored closed (criu's
+	// --tcp-close at dump; inventory's tcp_close tells the restore).
+	TCPClose bool
 	// OnConnection, if set, is called with each established TCP
 	// connection before its state is read: the network lock drops its
 	// packets from then on, so that nothing changes under the dump.

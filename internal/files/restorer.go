@@ -143,6 +143,10 @@ func (r *Restorer) Log() *slog.Logger {
 // (sockets, ghost files, the other end of a pair) goes away then.
 func (r *Restorer) OnDone(fn func() error) { r.done = append(r.done, fn) }
 
+// atVeryEnd registers fn to run in Close after every OnDone function,
+// whenever it was registered.
+func (r *Restorer) atVeryEnd(fn func() error) { r.done = append([]func() error{fn}, r.done...) }
+
 // BeforeRun registers fn to run in Finish, once every task has its
 // memory and fds and before any runs: what a task must not see half
 // done (memfd seals, a TCP connection out of repair mode).

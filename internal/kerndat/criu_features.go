@@ -26,12 +26,9 @@ func init() {
 // notInStasis are criu features stasis has no use for yet: the kernel may
 // well have them, stasis cannot do what they are for.
 var notInStasis = map[string]string{
-	// criu answers from soft-dirty; stasis has no pre-dump or --track-mem
-	// (PAGEMAP_SCAN with uffd WP_ASYNC would do where soft-dirty is off).
-	"mem_dirty_track":      "stasis does not track memory changes yet (no pre-dump, --track-mem)",
 	"uffd":                 "stasis has no lazy restore yet (--lazy-pages)",
 	"uffd-noncoop":         "stasis has no lazy restore yet (--lazy-pages)",
-	"pidfd_store":          "stasis keeps no pidfd store between pre-dumps (no pre-dump yet)",
+	"pidfd_store":          "stasis keeps no pidfd store between pre-dumps (it keeps the tracking's userfaultfds with a holder process)",
 	"tun":                  "stasis does not dump tun/tap devices yet",
 	"tun_ns":               "stasis does not dump tun/tap devices yet",
 	"userns":               "stasis does not dump user namespaces yet",
@@ -60,6 +57,7 @@ func lacking(why string) func() (bool, string) {
 // not measure: each is tried here, once per call.
 var criuProbes = map[string]func() (bool, string){
 	"aio_remap":                since("aio ring mremap", 3, 19),
+	"mem_dirty_track":          probeMemTrack,
 	"kcmp_epoll":               and(all(Kcmp), since("KCMP_EPOLL_TFD", 4, 13)),
 	"tcp_half_closed":          and(tryTCPRepair, since("TCP_REPAIR of half-closed connections", 4, 11)),
 	"pagemap_scan_guard_pages": and(all(PagemapScan), since("PAGE_IS_GUARD", 6, 14)),

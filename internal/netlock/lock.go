@@ -222,6 +222,10 @@ func (l *Lock) close() error {
 // or once it has failed (their peers should get resets then).
 func Unlock(pid int) error { return unlockTables(0, TableName(pid)) }
 
+// UnlockRun deletes the persistent lock of the dump whose run id is runID
+// (criu's or stasis'), if there is one, in stasis' network namespace.
+func UnlockRun(runID string) error { return unlockTables(0, CRIUTableName(runID)) }
+
 // unlockTables deletes the inet tables of these names that exist, in the
 // network namespace of process nsPid (0: stasis').
 func unlockTables(nsPid int, names ...string) error {

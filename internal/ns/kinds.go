@@ -24,16 +24,18 @@ var kinds = []kind{
 	{"net", "network", unix.CLONE_NEWNET, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
 	{"ipc", "ipc", unix.CLONE_NEWIPC, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.IpcNsId }},
 	{"uts", "uts", unix.CLONE_NEWUTS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UtsNsId }},
-	{"time", "time", unix.CLONE_NEWTIME, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
+	{"time", "time", unix.CLONE_NEWTIME, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
 	{"mnt", "mount", unix.CLONE_NEWNS, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
-	{"user", "user", unix.CLONE_NEWUSER, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
+	{"user", "user", unix.CLONE_NEWUSER, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
 	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
 }
 
 const (
-	kPid = 0
-	kIpc = 2
-	kUts = 3
+	kPid  = 0
+	kIpc  = 2
+	kUts  = 3
+	kTime = 4
+	kUser = 6
 )
 
 // inodes are the namespaces of a task, by kind (0: unreadable).

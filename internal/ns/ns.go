@@ -75,6 +75,9 @@ func (d *Dumper) Check(pid int, root bool) error {
 				pid, k.title, d.root, k.title, ErrNotSupported)
 		}
 	}
+	if err := checkTimeForChildren(pid, in[kTime]); err != nil {
+		return err
+	}
 	d.tasks[pid] = in
 	child, err := pidForChildren(pid, in[kPid])
 	if err != nil {
@@ -160,6 +163,16 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 	if err := d.dumpNet(); err != nil {
 		return err
 	}
+	if d.rootIn[kUser] != d.self[kUser] {
+		if err := dumpUser(dir, d.root, d.ids.id(kUser, d.rootIn[kUser])); err != nil {
+			return err
+		}
+	}
+	if d.rootIn[kTime] != d.self[kTime] {
+		if err := dumpTime(dir, d.root, d.ids.id(kTime, d.rootIn[kTime])); err != nil {
+			return err
+		}
+	}
 	if d.rootIn[kUts] != d.self[kUts] {
 		if err := dumpUTS(dir, d.root, d.ids.id(kUts, d.rootIn[kUts])); err != nil {
 			return err
@@ -167,6 +180,9 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 	}
 	if d.rootIn[kIpc] != d.self[kIpc] {
 		if err := dumpIPC(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc]), nextPages); err != nil {
+			return err
+		}
+		if err := dumpMQueues(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc])); err != nil {
 			return err
 		}
 	}
@@ -184,11 +200,14 @@ type Task struct {
 // and set_tid arrays for each task, and the contents of the namespaces
 // the root creates, filled right after it is cloned.
 type Restorer struct {
-	dir   *images.Dir
-	root  *rtask
-	tasks map[int]*rtask
-	uts   *utsImage
-	ipc   *ipcImages
+	dir     *images.Dir
+	root    *rtask
+	tasks   map[int]*rtask
+	uts     *utsImage
+	ipc     *ipcImages
+	user    *userImage
+	time    *timeImage
+	mqueues []*MQueue
 	// netID is the id of the root's own network namespace, net its
 	// restore (net.go); rootHost the root's host pid once cloned.
 	netID    uint32
@@ -268,7 +287,13 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		case kUts:
 			r.uts, err = readUTS(r.dir, id)
 		case kIpc:
-			r.ipc, err = readIPC(r.dir, id)
+			if r.ipc, err = readIPC(r.dir, id); err == nil {
+				r.mqueues, err = readMQueues(r.dir, id)
+			}
+		case kUser:
+			r.user, err = readUser(r.dir, id)
+		case kTime:
+			r.time, err = readTime(r.dir, id)
 		case kNet:
 			r.netID = id
 		}
@@ -278,6 +303,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 	}
 	return nil
 }
+
+// NewUserNS tells whether the root starts a user namespace: its tasks
+// cannot reach into stasis (pidfd_getfd).
+func (r *Restorer) NewUserNS() bool { return r.user != nil }
 
 // NewPidNS tells whether the root starts a pid namespace: the pids of the
 // images are that namespace's, not the host's.
@@ -291,7 +320,19 @@ func (r *Restorer) Clone(pid int) ([]int, uint64) {
 	if t == nil {
 		return []int{pid}, 0
 	}
-	return setTid(t.levels), t.flags
+	// The time namespace is the puppet's time_for_children (BeforeRoot):
+	// clone(CLONE_NEWTIME) would freeze a new one's offsets at zero.
+	return setTid(t.levels), t.flags &^ unix.CLONE_NEWTIME
+}
+
+// BeforeRoot prepares, in the task the root is cloned from (the puppet,
+// host pid host), the namespaces a clone cannot make with their state:
+// the time namespace with its offsets.
+func (r *Restorer) BeforeRoot(puppet Caller, host int) error {
+	if r.time == nil {
+		return nil
+	}
+	return r.time.restore(puppet, host)
 }
 
 // ChildCreated gives parent (process pid) back the pid namespace its
@@ -348,6 +389,14 @@ func (r *Restorer) Created(pid, host int) error {
 	if pid != r.root.pid {
 		return nil
 	}
+	// The maps first: the other namespaces of the clone are owned by the
+	// user namespace, and nothing of the task may run before its ids mean
+	// what they meant.
+	if r.user != nil {
+		if err := r.user.restore(host); err != nil {
+			return err
+		}
+	}
 	r.rootHost = host
 	if err := r.net.Fill(host); err != nil {
 		return err
@@ -362,7 +411,7 @@ func (r *Restorer) Created(pid, host int) error {
 			return err
 		}
 	}
-	return nil
+	return restoreMQueues(host, r.mqueues)
 }
 
 // NewKinds names the kinds of namespace the restore creates ("pid",

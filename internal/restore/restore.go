@@ -38,6 +38,10 @@ type Options struct {
 	// gets its original pid whatever this host uses. A small init (stasis
 	// itself) is the namespace's pid 1 and the root's parent.
 	PidNS bool
+	// Sibling (criu's --restore-sibling, the RPC's rst_sibling): the root
+	// is a child of stasis' parent, not of stasis, as criu's is of the
+	// swrk client. Restored.Wait cannot wait for it then.
+	Sibling bool
 	// NetworkLock locks the tree's TCP connections while it is restored
 	// and unlocks them (with the dump's lock) once it runs.
 	NetworkLock netlock.Mode
@@ -63,6 +67,7 @@ type Options struct {
 type Restored struct {
 	Pid     int // pid of the root task (host view)
 	waitPid int // the child of stasis whose exit reports the root's
+	sibling bool
 }
 
 // Wait waits for the restored root to exit and returns its exit code,
@@ -71,6 +76,9 @@ type Restored struct {
 func (r *Restored) Wait() (int, error) {
 	var ws unix.WaitStatus
 	pid := r.Pid
+	if r.sibling {
+		return -1, fmt.Errorf("wait for restored pid %d: restored as a sibling, it is its parent's child: %w", r.Pid, unix.ECHILD)
+	}
 	if r.waitPid != 0 {
 		pid = r.waitPid
 	}
@@ -105,6 +113,7 @@ type restorer struct {
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
+	chanSock  *os.File // stasis' end of the fd channel when it is a socket (channel.go)
 	// lockNet takes the network lock in the namespace of the tree's root
 	// once it made one (netCreated).
 	lockNet func(nsPid int) error
@@ -179,6 +188,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 			r.rollback()
 		} else {
 			r.files.Succeeded()
+		}
+		if r.chanSock != nil {
+			r.chanSock.Close()
 		}
 		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
@@ -265,6 +277,9 @@ func (r *restorer) prepare() error {
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return err
 	}
+	if r.imgs.inv.GetTcpClose() {
+		r.opts.Files.TCPClose = true // dumped with --tcp-close: no state to restore
+	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.HostPids = map[int]int{}
 	if !r.opts.PidNS && !r.ns.NewPidNS() {
@@ -282,7 +297,7 @@ func (r *restorer) prepare() error {
 // pidfile.
 func (r *restorer) finish() (*Restored, error) {
 	tty.RedrawForeground(r.files)
-	res := &Restored{Pid: r.procs[0].t.Tid}
+	res := &Restored{Pid: r.procs[0].t.Tid, sibling: r.opts.Sibling}
 	// The tree runs: as in criu, a failed post-resume is only logged.
 	if err := r.notify("post-resume"); err != nil {
 		r.log.Warn("the restored tree runs anyway", "err", err)
@@ -347,7 +362,11 @@ func (r *restorer) createTree() error {
 		return fmt.Errorf("become child subreaper: %w", err)
 	}
 	var err error
-	if r.puppet, err = puppet.Start(r.opts.Unprivileged); err != nil {
+	start := puppet.Start
+	if r.opts.Sibling {
+		start = puppet.StartSibling
+	}
+	if r.puppet, err = start(r.opts.Unprivileged); err != nil {
 		return err
 	}
 	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.Tr.Tid); err != nil {
@@ -357,7 +376,15 @@ func (r *restorer) createTree() error {
 	if err := r.puppet.OpenChannel(r.channelFd); err != nil {
 		return err
 	}
+	if r.ns.NewUserNS() {
+		if err := r.openSocketChannel(); err != nil {
+			return err
+		}
+	}
 	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
+		return err
+	}
+	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
 		return err
 	}
 	root := r.imgs.root
