@@ -4,7 +4,7 @@
 //   - kinds.go: the namespace kinds, criu's namespace ids (one counter for
 //     every kind, stasis' own namespaces first: inventory root_ids, then
 //     each new one in the order tasks are met, ids-PID's *_ns_id), which
-//     kinds stasis can dump (pid, uts, ipc), and the refusal naming any
+//     kinds stasis can dump (pid, uts, ipc, net, ...), and the refusal naming any
 //     other kind a task is in when it is not stasis' own.
 //   - pid.go: pid namespaces, nested too. Images hold every pid as the
 //     dumped root's namespace sees it (criu's: the root of a container is
