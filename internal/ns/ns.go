@@ -78,6 +78,11 @@ func (d *Dumper) Check(pid int, root bool) error {
 	if err := checkTimeForChildren(pid, in[kTime]); err != nil {
 		return err
 	}
+	if root {
+		if err := d.checkNet(); err != nil {
+			return err
+		}
+	}
 	d.tasks[pid] = in
 	child, err := pidForChildren(pid, in[kPid])
 	if err != nil {

@@ -402,7 +402,7 @@ func TestNetnsRefused(t *testing.T) {
 			if err := h.LinkAdd(&netlink.Ifb{LinkAttrs: netlink.LinkAttrs{Name: "ifb7"}}); err != nil {
 				t.Fatal(err)
 			}
-		}, "link ifb7 (index 2) is ifb: only lo, veth, bridge, macvlan and tun/tap links are not supported"},
+		}, "link ifb7 (index 2) is ifb: restoring it is not supported"},
 		{"nftables set", func(t *testing.T, ns netns.NsHandle) {
 			nft, err := nftables.New(nftables.WithNetNSFd(int(ns)))
 			if err != nil {
