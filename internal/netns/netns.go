@@ -6,8 +6,8 @@ import (
 	"os"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/netdev"
-	"github.com/google/nftables"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/sysctl"
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
