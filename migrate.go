@@ -33,6 +33,12 @@ type MemDumpOptions struct {
 	Address    string
 	Port       int
 	PsSocket   int
+	// AutoDedup (--auto-dedup): the pages this dump saves are punched out
+	// of the parents' pages images (see Dedup).
+	AutoDedup bool
+	// PreDumpMode (--pre-dump-mode): criu's splice or read; stasis reads
+	// the pages either way.
+	PreDumpMode string
 }
 
 // connect opens the page server connection the options ask for.
@@ -56,7 +62,7 @@ func (o MemDumpOptions) connect() (*pagesrv.Client, error) {
 // memOptions turns o into the dump's, connected to the page server;
 // done closes the connection if the dump left it open (a failure).
 func (o MemDumpOptions) memOptions() (dump.MemOptions, func(), error) {
-	mo := dump.MemOptions{TrackMem: o.TrackMem, PrevImagesDir: o.PrevImagesDir}
+	mo := dump.MemOptions{TrackMem: o.TrackMem, PrevImagesDir: o.PrevImagesDir, AutoDedup: o.AutoDedup}
 	c, err := o.connect()
 	if err != nil {
 		return mo, nil, err
@@ -172,4 +178,15 @@ func startPageServer(_ context.Context, r rpc.PageServerRequest) (int, int, erro
 	}
 	go cmd.Wait() //nolint:errcheck // reaped if the swrk outlives it
 	return cmd.Process.Pid, l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Dedup punches out of the parent images of the chain ending in dir the
+// pages that dir holds itself (criu dedup): the parents' pages images keep
+// their size, their blocks are freed. It returns the pages punched.
+func Dedup(dir string) (uint64, error) {
+	st, err := mem.Dedup(dir)
+	if err != nil {
+		return st.Pages, fmt.Errorf("dedup: %w", err)
+	}
+	return st.Pages, nil
 }

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
@@ -45,6 +46,10 @@ type DumpOptions struct {
 	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external
 	// (net[INO]:KEY too).
 	Files FileDumpOptions
+	// Cgroups: --manage-cgroups, --cgroup-props, --cgroup-props-file,
+	// --cgroup-dump-controller, --cgroup-yard, --cgroup-root,
+	// --freeze-cgroup.
+	Cgroups CgroupDumpOptions
 	// Net: --empty-ns net.
 	Net NetOptions
 	Log *slog.Logger
@@ -77,6 +82,25 @@ type FileDumpOptions = files.DumpOptions
 // FileRestoreOptions are the options about the files of a restore.
 type FileRestoreOptions = files.RestoreOptions
 
+// CgroupDumpOptions are the cgroup options of a dump.
+type CgroupDumpOptions = cgroup.DumpOptions
+
+// CgroupRestoreOptions are the cgroup options of a restore.
+type CgroupRestoreOptions = cgroup.RestoreOptions
+
+// CgroupMode is criu's --manage-cgroups mode.
+type CgroupMode = cgroup.Mode
+
+// CgroupRoot is one --cgroup-root [CTRL:]PATH.
+type CgroupRoot = cgroup.Root
+
+// ParseCgroupMode parses --manage-cgroups' value ("" is soft, criu's
+// default).
+func ParseCgroupMode(s string) (CgroupMode, error) { return cgroup.ParseMode(s) }
+
+// ParseCgroupRoot parses --cgroup-root [CTRL:]PATH.
+func ParseCgroupRoot(s string) (CgroupRoot, error) { return cgroup.ParseRoot(s) }
+
 // InheritFd is one --inherit-fd fd[N]:KEY of a restore.
 type InheritFd = files.InheritFd
 
@@ -105,6 +129,9 @@ type RestoreOptions struct {
 	Unprivileged bool
 	// Files: --inherit-fd, -l/--file-locks, --file-validation.
 	Files FileRestoreOptions
+	// Cgroups: --manage-cgroups (soft by default, as criu), --cgroup-root,
+	// --cgroup-yard.
+	Cgroups CgroupRestoreOptions
 	// Net: --veth-pair, --external veth[IFNAME]:OUT[@BRIDGE], --join-ns
 	// net:PATH, --empty-ns net, --weak-sysctls; an external network
 	// namespace (dumped with --external net[INO]:KEY) is given with
@@ -178,9 +205,28 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
-		Notify: opts.Notify,
+		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log),
 	})
 	return priv.Explain("dump", opts.Pid, err)
+}
+
+// cgroupDump completes the cgroup options of a dump: without
+// CAP_SYS_ADMIN (--unprivileged) no hierarchy can be mounted, and as in
+// criu no cgroup is recorded.
+func cgroupDump(o CgroupDumpOptions, full bool, log *slog.Logger) CgroupDumpOptions {
+	o.Off = o.Off || !full
+	if o.Log == nil {
+		o.Log = log
+	}
+	return o
+}
+
+func cgroupRestore(o CgroupRestoreOptions, full bool, log *slog.Logger) CgroupRestoreOptions {
+	o.Off = o.Off || !full
+	if o.Log == nil {
+		o.Log = log
+	}
+	return o
 }
 
 // privilege checks up front that stasis may run op at all, as criu's
@@ -253,7 +299,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
-		Unprivileged: !priv.Full(), Notify: opts.Notify,
+		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log),
 	})
 	return r, priv.Explain("restore", 0, err)
 }

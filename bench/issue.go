@@ -245,6 +245,8 @@ func printIssue(rows []issueRow, l limits, runs, warmup int) {
 				return "-"
 			case t.failed != "":
 				return "FAILED: " + t.failed
+			case len(ds) == 0:
+				return "-"
 			}
 			lo, med := minMedian(ds)
 			hi := slicesMax(ds)
@@ -254,8 +256,12 @@ func printIssue(rows []issueRow, l limits, runs, warmup int) {
 			}
 			return out
 		}
+		if s.failed != "" || len(s.dump) == 0 {
+			fmt.Printf("| %s | FAILED: %s | | | | | |\n", r.v.label, s.failed)
+			continue
+		}
 		ratio := func(a, b []time.Duration) string {
-			if len(a) == 0 || len(b) == 0 {
+			if len(a) == 0 || len(b) == 0 || (c != nil && c.failed != "") {
 				return "-"
 			}
 			_, ma := minMedian(a)

@@ -149,6 +149,11 @@ var commandHints = map[string]map[string]string{
 		"skip-in-flight":  "connections not yet accepted were not dumped",
 		"ghost-limit":     "the dump's limit: the images hold what was copied",
 		"evasive-devices": "a device is opened by the path the images name",
+		// What they chose is in cgroup.img.
+		"cgroup-props":           "the dump's: cgroup.img holds the properties it recorded",
+		"cgroup-props-file":      "the dump's: cgroup.img holds the properties it recorded",
+		"cgroup-dump-controller": "the dump's: cgroup.img holds the controllers it recorded",
+		"freeze-cgroup":          "the dump's: a frozen cgroup is frozen again from cgroup.img",
 	},
 }
 

@@ -16,8 +16,9 @@ func newDumpCmd() *cobra.Command {
 	var o stasis.DumpOptions
 	var lf logFlags
 	var rf refusalFlags
-	var nf netFlags
 	var scripts []string
+	var cf cgroupFlags
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "dump -t PID -D DIR",
 		Short: "checkpoint a process tree into an images directory",
@@ -29,6 +30,9 @@ func newDumpCmd() *cobra.Command {
 			if o.Pid == 0 {
 				return errorf("dump: -t/--tree PID is required")
 			}
+			if err := checkMemFlags(&o.Mem); err != nil {
+				return errorf("dump: %v", err)
+			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
 			}
@@ -36,6 +40,9 @@ func newDumpCmd() *cobra.Command {
 				return errorf("dump: %v", err)
 			}
 			if err := rf.apply(&o); err != nil {
+				return errorf("dump: %v", err)
+			}
+			if err := cf.applyDump(&o.Cgroups); err != nil {
 				return errorf("dump: %v", err)
 			}
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
@@ -77,9 +84,10 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVarP(&o.LeaveRunning, "leave-running", "R", false, "leave the tree running after the dump")
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
 	rf.register(f, &o)
+	cf.registerDump(f, &o.Cgroups)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
-	nf.registerDump(f)
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
+	nf.registerDump(f)
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
 	addUnimplemented(f, dumpUnimplemented)

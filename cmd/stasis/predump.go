@@ -20,6 +20,17 @@ func registerMemFlags(f *pflag.FlagSet, o *stasis.MemDumpOptions) {
 	f.StringVar(&o.Address, "address", "", "page server address (default 127.0.0.1)")
 	f.IntVar(&o.Port, "port", 0, "page server port")
 	f.IntVar(&o.PsSocket, "ps-socket", 0, "use this connected socket (fd) to the page server")
+	f.BoolVar(&o.AutoDedup, "auto-dedup", false, "punch the pages saved here out of the previous dumps' pages images")
+	f.StringVar(&o.PreDumpMode, "pre-dump-mode", "", "splice or read: how criu copies pages; stasis always reads them (process_vm_readv), both are taken")
+}
+
+// checkMemFlags refuses what the parser could not (criu's values).
+func checkMemFlags(o *stasis.MemDumpOptions) error {
+	switch o.PreDumpMode {
+	case "", "splice", "read":
+		return nil
+	}
+	return fmt.Errorf("--pre-dump-mode %q: splice or read", o.PreDumpMode)
 }
 
 func newPreDumpCmd() *cobra.Command {
@@ -35,6 +46,9 @@ func newPreDumpCmd() *cobra.Command {
 			}
 			if o.Pid == 0 {
 				return errorf("pre-dump: -t/--tree PID is required")
+			}
+			if err := checkMemFlags(&o.Mem); err != nil {
+				return errorf("pre-dump: %v", err)
 			}
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
@@ -65,5 +79,31 @@ func newPreDumpCmd() *cobra.Command {
 	registerMemFlags(f, &o.Mem)
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
+	return cmd
+}
+
+func init() { subcommands = append(subcommands, newDedupCmd) }
+
+func newDedupCmd() *cobra.Command {
+	var dir string
+	var lf logFlags
+	cmd := &cobra.Command{
+		Use:   "dedup -D DIR",
+		Short: "free the pages of the parent images that DIR holds itself (criu dedup)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				dir = "."
+			}
+			n, err := stasis.Dedup(dir)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%d pages freed in the parent images\n", n)
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&dir, "images-dir", "D", "", "the images dir of the last dump of the chain")
+	lf.register(cmd.Flags())
 	return cmd
 }

@@ -15,8 +15,9 @@ func newRestoreCmd() *cobra.Command {
 	var lf logFlags
 	var detach bool
 	var inherit []string
-	var nf netFlags
 	var scripts []string
+	var cf cgroupFlags
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -40,6 +41,9 @@ func newRestoreCmd() *cobra.Command {
 					return errorf("restore: %v", err)
 				}
 				o.Files.InheritFds = append(o.Files.InheritFds, in)
+			}
+			if err := cf.applyRestore(&o.Cgroups); err != nil {
+				return errorf("restore: %v", err)
 			}
 			if err := nf.applyRestore(&o.Net); err != nil {
 				return errorf("restore: %v", err)
@@ -106,8 +110,9 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
-	nf.registerRestore(f, &o.Net)
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
+	cf.registerRestore(f)
+	nf.registerRestore(f, &o.Net)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

@@ -16,13 +16,12 @@ import (
 // as unknown or, worse, being ignored.
 var (
 	commonUnimplemented = []string{
-		"manage-cgroups", "cgroup-root",
 		"lazy-pages", "page-server", "address", "port",
 		"auto-dedup", "root", "ext-mount-map", "enable-external-sharing",
-		"enable-external-masters", "freeze-cgroup", "timeout",
+		"enable-external-masters", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 

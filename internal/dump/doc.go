@@ -8,6 +8,13 @@
 // the tree is seized puts every task back exactly as it was and lets it
 // run.
 //
+// Iterative dumps (iterate.go): PreDump (criu pre-dump) seizes, checks,
+// plans each process's pages and arms the write tracking, resumes the
+// tree, then copies; a dump with --track-mem/--prev-images-dir or a page
+// server replaces the pages phase by the same plan and copy (mem.Plan,
+// mem.SavePlan) with the tree stopped. The trackers go to a holder
+// process in the new images dir when the tree runs on.
+//
 // The whole dump runs on one goroutine locked to its OS thread, the
 // tracer thread of package ptrace.
 package dump

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
@@ -44,6 +45,7 @@ type Options struct {
 	// the moment each is dumped until the restore (see netlock).
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
+	Cgroups     cgroup.DumpOptions
 	// Net: --empty-ns net; --external net[INO]:KEY comes in Files.External.
 	Net netns.Options
 	Log *slog.Logger
@@ -93,6 +95,11 @@ type dumper struct {
 	it        *iteration // an iterative dump's state (iterate.go), or nil
 	preflight bool       // only check: see Preflight
 	report    Report     // what a preflight found
+
+	cg *cgroup.Dumper // the tasks' cgroups (cgroup.img)
+	// preseized are the threads seized through --freeze-cgroup, not yet
+	// found in the tree.
+	preseized map[int]bool
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -164,6 +171,10 @@ func (d *dumper) run() (err error) {
 	if err := d.prepareIteration(); err != nil {
 		return err
 	}
+	if d.cg, err = cgroup.NewDumper(d.opts.Cgroups); err != nil {
+		return err
+	}
+	defer d.cg.Close()
 	if err := d.notify("pre-dump"); err != nil {
 		return err
 	}
@@ -200,7 +211,12 @@ func (d *dumper) run() (err error) {
 			return err
 		}
 	}
-	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
+	if err := d.freezeCgroup(); err != nil {
+		return err
+	}
+	d.root, err = d.seizeTree(d.opts.Pid, nil)
+	d.releaseFrozen()
+	if err != nil {
 		return err
 	}
 	d.stats.Frozen = time.Now()
@@ -265,6 +281,7 @@ func (d *dumper) runPhases() error {
 		{name: "check", fn: d.check, checks: true},
 		{name: "ids", fn: d.dumpIDs, checks: true},
 		{name: "task state", fn: d.dumpCore, checks: true},
+		{name: "cgroups", fn: d.dumpCgroups, checks: true},
 		{name: "files", fn: d.dumpFiles, checks: true},
 		{name: "memory layout", fn: d.dumpMM, checks: true},
 		// What only the whole tree tells (a pipe or a peer outside it),

@@ -52,6 +52,7 @@ func (d *dumper) writeImages() error {
 		},
 		d.dumpShmem,
 		func() error { return d.ns.Write(d.dir, func() int { return d.ids.next("pages") }) },
+		func() error { return d.cg.Write(d.dir) },
 		func() error { return d.files.WriteImages(d.dir) },
 		func() error { return w("seccomp.img", d.seccomp.Entry()) },
 		func() error {

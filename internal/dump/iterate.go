@@ -35,6 +35,9 @@ type MemOptions struct {
 	// PageServer, if set, receives the pagemaps and pages instead of the
 	// images dir (--page-server).
 	PageServer PageServer
+	// AutoDedup (--auto-dedup): punch the pages saved here out of the
+	// parents' pages images.
+	AutoDedup bool
 }
 
 // PageServer is a connection to a page server (package pagesrv).
@@ -204,11 +207,16 @@ func (d *dumper) planPages(p *process, serverParent bool) ([]mem.PlanRun, error)
 	if tr != nil && !tr.Armed {
 		parent = nil // nothing tracked yet: everything is saved
 	}
+	t0 := time.Now()
 	plan, st, err := mem.Plan(p.pid, p.areas, p.smaps, tr, parent)
+	d.log.Debug("plan", "pid", p.pid, "took", time.Since(t0))
 	if err != nil {
 		return nil, err
 	}
 	it.planStats[p] = st
+	if st.ArmErr != nil {
+		d.log.Warn("memory tracking dropped: the next iteration saves all pages", "pid", p.pid, "err", st.ArmErr)
+	}
 	d.stats.PagesSkippedParent += st.InParent
 	d.stats.PagesScanned += st.Scanned
 	d.stats.PagesWritten += st.Written
@@ -264,7 +272,23 @@ func (d *dumper) dumpIterPages(p *process) error {
 	}
 	p.pagesID = id
 	d.stats.MemEnd = time.Now()
+	if err == nil {
+		err = d.autoDedup(imgPid)
+	}
 	return err
+}
+
+// autoDedup punches what this dump saved of imgPid out of the parents.
+func (d *dumper) autoDedup(imgPid int) error {
+	if !d.opts.Mem.AutoDedup || d.opts.Mem.PageServer != nil || d.it.parent == "" {
+		return nil
+	}
+	n, err := mem.DedupImage(d.dir, fmt.Sprintf("pagemap-%d.img", imgPid))
+	if err != nil {
+		return fmt.Errorf("--auto-dedup: %w", err)
+	}
+	d.log.Debug("auto-dedup", "pid", imgPid, "pages punched", n)
+	return nil
 }
 
 func (d *dumper) pageStop(pid int) func() error {
@@ -343,7 +367,9 @@ func (d *dumper) runPreDump() (err error) {
 	}
 	d.stats.Frozen = time.Now()
 	d.recordTree()
+	t0 := time.Now()
 	d.takeTrackers()
+	d.log.Debug("trackers taken", "took", time.Since(t0))
 	var procs []*process
 	for _, p := range d.all {
 		if p.zombie {
@@ -392,6 +418,9 @@ func (d *dumper) runPreDump() (err error) {
 		}
 		if st.Gone > 0 {
 			d.log.Info("pages unmapped during the pre-dump", "pid", pid, "pages", st.Gone)
+		}
+		if err := d.autoDedup(imgPid); err != nil {
+			return err
 		}
 	}
 	d.stats.MemEnd = time.Now()

@@ -32,7 +32,6 @@ var notInStasis = map[string]string{
 	"tun":                  "stasis does not dump tun/tap devices yet",
 	"tun_ns":               "stasis does not dump tun/tap devices yet",
 	"userns":               "stasis does not dump user namespaces yet",
-	"cgroupns":             "stasis does not dump cgroup namespaces yet (--manage-cgroups)",
 	"autofs":               "stasis does not dump autofs mounts",
 	"compat_cr":            "stasis does not dump 32-bit (compat) tasks",
 	"sk_ns":                "stasis does not dump sockets of other network namespaces yet",
@@ -62,6 +61,7 @@ var criuProbes = map[string]func() (bool, string){
 	"tcp_half_closed":          and(tryTCPRepair, since("TCP_REPAIR of half-closed connections", 4, 11)),
 	"pagemap_scan_guard_pages": and(all(PagemapScan), since("PAGE_IS_GUARD", 6, 14)),
 	"timerfd":                  probeTimerfd,
+	"cgroupns":                 probeCgroupNS,
 	"fdinfo_lock":              probeFdinfoLock,
 	"loginuid":                 probeLoginuid,
 	"sk_unix_file":             probeUnixFile,
@@ -276,4 +276,12 @@ func nlAsk(proto int, typ, flags uint16, payload []byte) error {
 		}
 	}
 	return nil
+}
+
+// probeCgroupNS: stasis dumps and restores cgroup namespaces (internal/cgroup).
+func probeCgroupNS() (bool, string) {
+	if _, err := os.Stat("/proc/self/ns/cgroup"); err != nil {
+		return errDetail("cgroup namespaces (/proc/self/ns/cgroup)", err)
+	}
+	return true, "cgroup namespaces (/proc/self/ns/cgroup)"
 }

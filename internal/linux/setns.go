@@ -11,7 +11,7 @@ import (
 // nsNames are the /proc/PID/ns names of the namespace kinds a thread can
 // join alone (setns(2): a mount or user namespace needs a thread that
 // shares nothing, which a Go thread never is).
-var nsNames = map[int]string{unix.CLONE_NEWIPC: "ipc", unix.CLONE_NEWUTS: "uts", unix.CLONE_NEWNET: "net"}
+var nsNames = map[int]string{unix.CLONE_NEWIPC: "ipc", unix.CLONE_NEWUTS: "uts", unix.CLONE_NEWNET: "net", unix.CLONE_NEWCGROUP: "cgroup"}
 
 // InNamespace runs fn in the namespace of kind nstype (CLONE_NEWIPC,
 // CLONE_NEWUTS, CLONE_NEWNET) of pid: directly when stasis is in it

@@ -11,7 +11,13 @@
 //	            kinds) / MapAreas, Protect (mmap, mprotect, madvise)
 //	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img;
 //	            PageRuns reads the page map only where PAGEMAP_SCAN finds
-//	            pages) / the pagemap reader, PagedAreas, FillPages
+//	            pages) / the pagemap reader, PagedAreas, FillPages (the
+//	            image mapped 128 MiB at a time, process_vm_writev on four
+//	            goroutines)
+//	pagecopy.go how the dump copies pages into pages-N.img: populated
+//	            mmap windows of the image filled by process_vm_readv on
+//	            parallel workers, block sums from the windows (copyToFile);
+//	            streamToFile for files that cannot be mapped
 //	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
 //	vdso.go     the vDSO: SyscallInsn (the dump injects through it, or
 //	            through any executable mapping without one) /
@@ -30,7 +36,19 @@
 //	            (mm-PID.img, pagemap-PID.img), Restorer.RestoreMemory,
 //	            which runs the steps above in order; keepInherited (a
 //	            child keeps what it shares with its parent); FreeRange
+//	track.go    write tracking between the iterations of a chain
+//	            (pre-dump, dump --track-mem): Tracker, userfaultfd
+//	            WP_ASYNC + PAGEMAP_SCAN(PAGE_IS_WRITTEN), or soft-dirty
+//	trackhold.go the holder process that keeps the trackers' userfaultfds
+//	            open between iterations (a socket in the images dir)
+//	plan.go     which pages an iteration saves (Plan: written since the
+//	            parent, or not in it) and SavePlan into an Xfer
+//	xfer.go     ImagesXfer, the Xfer into an images dir (a page server's
+//	            is package pagesrv's)
+//	dedup.go    criu dedup: the pages a dump saves punched out of its
+//	            parents' pages images
 //	scan_unsafe.go  the PAGEMAP_SCAN ioctl (pages.go, guard.go)
+//	track_unsafe.go the userfaultfd ioctls and the WP_MATCHING scan
 //	errors.go   sentinels
 //
 // The orchestrators call one entry per phase: the dump Classify and

@@ -90,6 +90,9 @@ type PlanStats struct {
 	// NotInParent: pages not written since the parent that it does not
 	// have either (saved with their data).
 	NotInParent uint64
+	// ArmErr: why the tracker could not be armed for the next iteration
+	// (it was dropped).
+	ArmErr error
 }
 
 // Plan decides which pages of pid (areas, and smaps, read while it is
@@ -151,8 +154,13 @@ func Plan(pid int, areas []*Area, smaps []proc.VMA, tr *Tracker, parent *Parent)
 		}
 	}
 	if tr != nil {
+		// A tracker that cannot be armed (its process exec'd since: the
+		// userfaultfd is bound to the old mm) is dropped, not the dump:
+		// the next iteration then saves everything.
 		if err := tr.arm(pm, areas, smaps); err != nil {
-			return nil, st, err
+			st.ArmErr = err
+			tr.Close()
+			tr.Armed = false
 		}
 	}
 	return plan, st, nil

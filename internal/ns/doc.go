@@ -31,7 +31,9 @@
 // a System V segment or runs.
 //
 // As in criu, every task of the tree shares the root's uts and ipc
-// namespaces; the root may be in new ones. Mount, user, cgroup and time
-// namespaces other than stasis' own are refused, naming the kind (they
-// are to be added beside these, one file each).
+// namespaces; the root may be in new ones. A cgroup namespace of the
+// root's own is internal/cgroup's (its root is where the root task
+// unshares it: NewCgroupNS); a network namespace's contents are
+// internal/netns'. Mount namespaces other than stasis' own are refused,
+// naming the kind.
 package ns

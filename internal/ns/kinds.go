@@ -27,7 +27,7 @@ var kinds = []kind{
 	{"time", "time", unix.CLONE_NEWTIME, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
 	{"mnt", "mount", unix.CLONE_NEWNS, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
 	{"user", "user", unix.CLONE_NEWUSER, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
-	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
+	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
 }
 
 const (
@@ -36,6 +36,9 @@ const (
 	kUts  = 3
 	kTime = 4
 	kUser = 6
+	// kCgroup's namespace is made by internal/cgroup (the root unshares
+	// it from its namespace's root cgroup), not by a clone flag.
+	kCgroup = 7
 )
 
 // inodes are the namespaces of a task, by kind (0: unreadable).

@@ -164,10 +164,6 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 		return nil
 	}
 	d.written = true
-	d.dir = dir
-	if err := d.dumpNet(); err != nil {
-		return err
-	}
 	if d.rootIn[kUser] != d.self[kUser] {
 		if err := dumpUser(dir, d.root, d.ids.id(kUser, d.rootIn[kUser])); err != nil {
 			return err
@@ -177,6 +173,10 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 		if err := dumpTime(dir, d.root, d.ids.id(kTime, d.rootIn[kTime])); err != nil {
 			return err
 		}
+	}
+	d.dir = dir
+	if err := d.dumpNet(); err != nil {
+		return err
 	}
 	if d.rootIn[kUts] != d.self[kUts] {
 		if err := dumpUTS(dir, d.root, d.ids.id(kUts, d.rootIn[kUts])); err != nil {
@@ -213,6 +213,9 @@ type Restorer struct {
 	user    *userImage
 	time    *timeImage
 	mqueues []*MQueue
+	// cgroupNS: the root has a cgroup namespace of its own, which
+	// internal/cgroup makes (NewCgroupNS).
+	cgroupNS bool
 	// netID is the id of the root's own network namespace, net its
 	// restore (net.go); rootHost the root's host pid once cloned.
 	netID    uint32
@@ -282,6 +285,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		if !kd.supported {
 			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
 		}
+		if k == kCgroup {
+			r.cgroupNS = true
+			continue
+		}
 		r.root.flags |= kd.flag
 		var err error
 		switch k {
@@ -312,6 +319,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 // NewUserNS tells whether the root starts a user namespace: its tasks
 // cannot reach into stasis (pidfd_getfd).
 func (r *Restorer) NewUserNS() bool { return r.user != nil }
+
+// NewCgroupNS tells whether the root has a cgroup namespace of its own:
+// internal/cgroup has it unshare one from the namespace's root cgroup.
+func (r *Restorer) NewCgroupNS() bool { return r.cgroupNS }
 
 // NewPidNS tells whether the root starts a pid namespace: the pids of the
 // images are that namespace's, not the host's.
@@ -424,7 +435,7 @@ func (r *Restorer) Created(pid, host int) error {
 func (r *Restorer) NewKinds() []string {
 	var out []string
 	for _, k := range kinds {
-		if r.root.flags&k.flag != 0 {
+		if r.root.flags&k.flag != 0 || k.flag == unix.CLONE_NEWCGROUP && r.cgroupNS {
 			out = append(out, k.title)
 		}
 	}

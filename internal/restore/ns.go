@@ -44,7 +44,14 @@ func (r *restorer) loadNamespaces() error {
 func (r *restorer) cloneProcess(t *ptrace.Task, s *ptrace.Scratch, img *taskImages) (*ptrace.Task, error) {
 	pids, flags := r.ns.Clone(img.Pid())
 	flags |= r.siblingFlag(t)
-	return pstree.CloneWithPids(t, s, pids, flags)
+	c, err := pstree.CloneWithPids(t, s, pids, flags)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.enterCgroups(c, img); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // netOptions are the network namespace's options with the --inherit-fd

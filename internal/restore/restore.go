@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
@@ -46,6 +47,7 @@ type Options struct {
 	// and unlocks them (with the dump's lock) once it runs.
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
+	Cgroups     cgroup.RestoreOptions
 	// Net: --veth-pair, --external veth[]/net[], --join-ns net:,
 	// --empty-ns net (internal/netns).
 	Net netns.Options
@@ -110,6 +112,8 @@ type restorer struct {
 	stats          restoreStats
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
 	mem            *mem.Restorer   // the tasks' address spaces (see memory)
+	// cg holds the tasks' cgroups (cgroup.img).
+	cg *cgroup.Restorer
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
@@ -205,6 +209,10 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.stop("create tree", 0); err != nil {
 		return nil, err
 	}
+	// Made before the first task, which goes straight into them.
+	if err := r.cg.Prepare(); err != nil {
+		return nil, err
+	}
 	if err := r.createTree(); err != nil {
 		return nil, err
 	}
@@ -267,6 +275,9 @@ func (r *restorer) prepare() error {
 	if err := r.loadNamespaces(); err != nil {
 		return err
 	}
+	if err := r.loadCgroups(); err != nil {
+		return err
+	}
 	if r.opts.Unprivileged {
 		if r.opts.PidNS {
 			return fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
@@ -298,6 +309,9 @@ func (r *restorer) prepare() error {
 // pidfile.
 func (r *restorer) finish() (*Restored, error) {
 	tty.RedrawForeground(r.files)
+	if err := r.cg.Finish(); err != nil {
+		r.log.Warn("the restored tree runs, but its cgroups were not frozen again", "err", err)
+	}
 	res := &Restored{Pid: r.procs[0].t.Tid, sibling: r.opts.Sibling}
 	// The tree runs: as in criu, a failed post-resume is only logged.
 	if err := r.notify("post-resume"); err != nil {
@@ -382,10 +396,10 @@ func (r *restorer) createTree() error {
 			return err
 		}
 	}
-	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
+	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
 		return err
 	}
-	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
+	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
 		return err
 	}
 	root := r.imgs.root
@@ -449,5 +463,11 @@ func (r *restorer) rollback() {
 	if r.puppet != nil {
 		r.puppet.Kill()
 		r.puppet = nil
+	}
+	// Once no task is left in them.
+	if r.cg != nil {
+		if err := r.cg.Rollback(); err != nil {
+			r.log.Warn("rollback of the restored cgroups", "err", err)
+		}
 	}
 }

@@ -24,8 +24,8 @@ const (
 )
 
 // inetShutdown reads sk_shutdown (RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2) of
-// the socket of inode ino (sk, in its network namespace): 0 if inet_diag
-// cannot tell (no udp_diag).
+// the socket of inode ino, sk (asked in its network namespace): 0 if
+// inet_diag cannot tell (no udp_diag).
 func inetShutdown(sk, family, protocol int, ino uint32) (uint8, error) {
 	r := make([]byte, inetDiagReqLen)
 	r[0], r[1] = byte(family), byte(protocol)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -77,4 +78,32 @@ func TestSwrkPreDump(t *testing.T) {
 	testutil.RestoreDetached(t, dir("3"), v)
 	v.TermAndCheck(t)
 	testutil.AssertContains(t, v.LogTail(), "changes: 1", "PASS")
+}
+
+// TestSwrkPageServer: PAGE_SERVER starts a page server in the background
+// and answers with its pid and port; a dump sends its pages there.
+func TestSwrkPageServer(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	v := testutil.StartVictim(t, "track", "4", "50")
+	v.WaitReady(t)
+	srv, loc := t.TempDir(), t.TempDir()
+	c := startSwrk(t, testutil.StasisBin(t))
+	seen, r := c.call(&rpc.CriuReq{Type: rpc.CriuReqType_PAGE_SERVER.Enum(), Opts: &rpc.CriuOpts{
+		ImagesDirFd: proto.Int32(dirFd(t, srv)), LogLevel: proto.Int32(4), LogFile: proto.String("ps.log"),
+		Ps: &rpc.CriuPageServerInfo{Address: proto.String("127.0.0.1"), Port: proto.Int32(0)},
+	}})
+	if r.GetType() != rpc.CriuReqType_PAGE_SERVER || !r.GetSuccess() || r.GetPs().GetPid() <= 0 || r.GetPs().GetPort() <= 0 {
+		t.Fatalf("PAGE_SERVER: %v %v", seen, r)
+	}
+	testutil.Track(t, []int{int(r.GetPs().GetPid())})
+	if code := c.exit(); code != 0 {
+		t.Fatalf("swrk exited %d", code)
+	}
+	stasisRun(t, "dump", "-t", strconv.Itoa(v.Pid), "-D", loc, "--page-server", "--address", "127.0.0.1", "--port", strconv.Itoa(int(r.GetPs().GetPort())))
+	v.Reap(t)
+	// The dump's CLOSE was answered: the server has written everything.
+	mergeImages(t, loc, srv)
+	testutil.RestoreDetached(t, srv, v)
+	v.TermAndCheck(t)
 }

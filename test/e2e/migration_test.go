@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -43,11 +45,32 @@ func TestPreDumpChain(t *testing.T) {
 	nextChange(t, v, 3) // fork
 	kids := testutil.Pids(testutil.TrackTree(t, v.Pid)[1:])
 	time.Sleep(300 * time.Millisecond)
-	stasisRun(t, "pre-dump", "-t", pid, "-D", dir(3), "--prev-images-dir", "../2", "--track-mem")
+	blocks := func(n int) int64 {
+		var sum int64
+		names, _ := filepath.Glob(filepath.Join(dir(n), "pages-*.img"))
+		for _, p := range names {
+			var st unix.Stat_t
+			if err := unix.Stat(p, &st); err == nil {
+				sum += st.Blocks
+			}
+		}
+		return sum
+	}
+	before := blocks(2)
+	stasisRun(t, "pre-dump", "-t", pid, "-D", dir(3), "--prev-images-dir", "../2", "--track-mem", "--auto-dedup")
+	if after := blocks(2); after >= before {
+		t.Errorf("--auto-dedup freed nothing in dir 2: %d blocks before, %d after", before, after)
+	}
 	time.Sleep(300 * time.Millisecond)
 	stasisRun(t, "dump", "-t", pid, "-D", dir(4), "--prev-images-dir", "../3", "--track-mem")
 	v.Reap(t)
 	testutil.ReapTasks(t, kids)
+	before = blocks(1)
+	r := stasisRun(t, "dedup", "-D", dir(4))
+	t.Logf("dedup: %s; dir 1: %d blocks, then %d", strings.TrimSpace(r.Stdout), before, blocks(1))
+	if blocks(1) >= before {
+		t.Errorf("stasis dedup freed nothing in dir 1")
+	}
 
 	for n := 2; n <= 4; n++ {
 		own, parent := pagesOf(t, dir(n), v.Pid)
@@ -235,4 +258,30 @@ func TestPageServerCRIU(t *testing.T) {
 		v.TermAndCheck(t)
 		testutil.AssertContains(t, v.LogTail(), "PASS")
 	})
+}
+
+// TestPreDumpChainCRIURestore: criu 4.2 restores a chain stasis made
+// (pre-dump, pre-dump, dump --track-mem): its pagemaps in parent and the
+// parent links are criu's own format; the victim checks every page.
+func TestPreDumpChainCRIURestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.CRIU(t)
+	t.Parallel()
+	v := testutil.StartVictim(t, "track", "16", "50")
+	v.WaitReady(t)
+	root := t.TempDir()
+	dir := func(n int) string { return filepath.Join(root, strconv.Itoa(n)) }
+	pid := strconv.Itoa(v.Pid)
+	stasisRun(t, "pre-dump", "-t", pid, "-D", dir(1))
+	nextChange(t, v, 1)
+	stasisRun(t, "pre-dump", "-t", pid, "-D", dir(2), "--prev-images-dir", "../1")
+	time.Sleep(200 * time.Millisecond)
+	stasisRun(t, "dump", "-t", pid, "-D", dir(3), "--prev-images-dir", "../2", "--track-mem")
+	v.Reap(t)
+	if _, parent := pagesOf(t, dir(3), v.Pid); parent == 0 {
+		t.Fatal("the dump has no page in parent")
+	}
+	testutil.CriuRestoreDetached(t, dir(3), v)
+	v.TermAndCheck(t)
+	testutil.AssertContains(t, v.LogTail(), "changes: 1", "area B intact", "PASS")
 }

@@ -76,8 +76,10 @@ func TestSwrkVersionFeatures(t *testing.T) {
 		t.Logf("stasis %s: %v (exit %d)", r.name, seen, code)
 		if r.name == "FEATURE_CHECK" {
 			f := resp.GetFeatures()
-			if f.MemTrack == nil || f.LazyPages == nil || f.PidfdStore == nil || f.GetMemTrack() || f.GetLazyPages() || f.GetPidfdStore() {
-				t.Errorf("FEATURE_CHECK features %v: want all three present and false (stasis has no pre-dump, lazy pages or pidfd store yet)", f)
+			// mem_track: as `check --feature mem_dirty_track` answers.
+			tracks := exec.Command(bin, "check", "--feature", "mem_dirty_track").Run() == nil
+			if f.MemTrack == nil || f.LazyPages == nil || f.PidfdStore == nil || f.GetMemTrack() != tracks || f.GetLazyPages() || f.GetPidfdStore() {
+				t.Errorf("FEATURE_CHECK features %v: want all three present, mem_track %v, the others false (stasis has no lazy pages or pidfd store yet)", f, tracks)
 			}
 		}
 		if r.name == "VERSION" && (resp.GetVersion().GetMajorNumber() != 4 || resp.GetVersion().GetMinorNumber() != 2) {
@@ -433,14 +435,13 @@ func TestSwrkBadRequests(t *testing.T) {
 	t.Run("unsupported option", func(t *testing.T) {
 		dir := t.TempDir()
 		req := dumpReq(t, v.Pid, dir, false)
-		req.Opts.TrackMem, req.Opts.ManageCgroups = proto.Bool(true), proto.Bool(true)
-		fails(t, req, rpc.CriuReqType_DUMP, "track_mem", "manage_cgroups", "not implemented")
+		req.Opts.LazyPages, req.Opts.ManageCgroups = proto.Bool(true), proto.Bool(true)
+		fails(t, req, rpc.CriuReqType_DUMP, "lazy_pages", "manage_cgroups", "not implemented")
 		untouched(t, dir)
 	})
 	t.Run("unsupported type", func(t *testing.T) {
-		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_PRE_DUMP.Enum(), Opts: dumpReq(t, v.Pid, t.TempDir(), false).Opts},
-			rpc.CriuReqType_PRE_DUMP, "PRE_DUMP", "not implemented")
-		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_PAGE_SERVER_CHLD.Enum()}, rpc.CriuReqType_PAGE_SERVER, "not implemented")
+		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_DUMP.Enum()}, rpc.CriuReqType_CPUINFO_DUMP, "CPUINFO_DUMP", "not implemented")
+		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_PAGE_SERVER_CHLD.Enum()}, rpc.CriuReqType_PAGE_SERVER, "without options")
 		untouched(t, "")
 	})
 	t.Run("malformed", func(t *testing.T) {
