@@ -14,5 +14,8 @@
 // RestoreState, the anon-fd ones in anon.go). The steps a kind must run
 // inside the restored task take a remote.Task: fds and root/cwd/umask
 // (fds_task.go), file owners (fown_task.go), locks and leases
-// (locks_task.go), epoll items (epoll.go).
+// (locks_task.go), epoll items (epoll.go), a POSIX message queue's
+// notification (mqueue.go, registered by its owner from fown_task.go).
+// devices.go checks that a device is dumped by a path that still names
+// it (--evasive-devices).
 package files

@@ -19,8 +19,9 @@ import (
 // takes it itself with an injected fcntl(F_SETLK); it must come after
 // every close the restore injects in the task, as closing any fd of a
 // file drops the process's POSIX locks on it. flock and OFD locks belong
-// to the open file description, which stasis takes on its own copy
-// (lockFile). A lease belongs to the open file description as well, but
+// to the open file description: an OFD lock stasis takes on its own copy
+// (lockFile), a flock the task takes, as the kernel shows its taker's pid.
+// A lease belongs to the open file description as well, but
 // the task takes it (restoreLease).
 func (r *Restorer) RestoreLocks(t remote.Task, fds []*fdinfo.FdinfoEntry) error {
 	locks, err := r.locksOf(t.Pid())
@@ -34,6 +35,19 @@ func (r *Restorer) RestoreLocks(t remote.Task, fds []*fdinfo.FdinfoEntry) error 
 		}
 		if isLease(l) {
 			if err := r.restoreLease(t, id, l); err != nil {
+				return err
+			}
+			continue
+		}
+		if l.GetFlag() == flFlock {
+			// The lock is the description's, but /proc/locks and
+			// fdinfo name the pid that took it: the task takes it.
+			how := uint64(unix.LOCK_SH)
+			if l.GetType() == unix.F_WRLCK {
+				how = unix.LOCK_EX
+			}
+			_, err := t.Call("flock", unix.SYS_FLOCK, uint64(l.GetFd()), how|unix.LOCK_NB)
+			if err := lockError(l, r.Files[id], err); err != nil {
 				return err
 			}
 			continue

@@ -125,7 +125,9 @@ func addMappedFile(pid int, a *Area, files FileTable) error {
 		a.E.Fdflags = proto.Uint32(flags)
 	} else if a.Path != "" {
 		flags := uint32(unix.O_RDONLY)
-		if a.Has(FileShared) && a.E.GetProt()&unix.PROT_WRITE != 0 {
+		// A shared mapping of a file opened for writing may be made
+		// writable by mprotect later: its file is opened so again.
+		if a.Has(FileShared) && (a.E.GetProt()&unix.PROT_WRITE != 0 || a.MayWrite) {
 			flags = unix.O_RDWR
 		}
 		id, err := files.AddLink(fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, a.Start(), a.End()), flags)

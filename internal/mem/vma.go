@@ -58,6 +58,9 @@ type Area struct {
 	Memfd bool   // Path is a memfd ("/memfd:NAME")
 	Dev   uint64 // device and inode of the mapped file, from /proc/PID/map_files
 	Ino   uint64
+	// MayWrite: the mapping may be made writable (smaps "mw"): a shared
+	// one maps a file opened for writing, whatever its protection now.
+	MayWrite bool
 }
 
 func (a *Area) Has(status uint32) bool { return a.E.GetStatus()&status != 0 }
@@ -88,7 +91,7 @@ func Classify(pid int, vmas []proc.VMA, refuse func(error) error) ([]*Area, erro
 // entry of the range, the kind of mapping (what backs it), the smaps
 // flags that add MAP_ flags or refuse it, the madvise advice.
 func classify(pid int, v proc.VMA, areas []*Area) (*Area, error) {
-	a := &Area{E: newEntry(v)}
+	a := &Area{E: newEntry(v), MayWrite: v.HasFlag("mw")}
 	k := kindOf(pid, v)
 	if k == nil {
 		return nil, fmt.Errorf("vma %#x-%#x of pid %d (%q, inode %d): %w", v.Start, v.End, pid, v.Path, v.Inode, ErrUnsupportedVMA)

@@ -4,8 +4,8 @@
 //   - kinds.go: the namespace kinds, criu's namespace ids (one counter for
 //     every kind, stasis' own namespaces first: inventory root_ids, then
 //     each new one in the order tasks are met, ids-PID's *_ns_id), which
-//     kinds stasis can dump (pid, uts, ipc, net, ...), and the refusal naming any
-//     other kind a task is in when it is not stasis' own.
+//     kinds stasis can dump (pid, uts, ipc, net, user, time), and the
+//     refusal naming any other kind a task is in when it is not stasis' own.
 //   - pid.go: pid namespaces, nested too. Images hold every pid as the
 //     dumped root's namespace sees it (criu's: the root of a container is
 //     pid 1); a task of a namespace nested inside the tree keeps its pids
@@ -22,6 +22,16 @@
 //     its dump, the root's CLONE_NEWNET (or the namespace the puppet
 //     joins before the root is cloned, --join-ns net: or an external
 //     key), its filling once the root made it.
+//   - mqueue.go (raw calls in mqueue_unsafe.go): POSIX message queues,
+//     every queue of a tree's own ipc namespace in stasis' own
+//     mqueue-ID.img (criu has none), read by receiving the messages and
+//     sending them back; the fd kind is internal/files' mqueue.go.
+//   - user.go: user namespaces (userns-ID.img, setgroups "deny" kept in
+//     an extension field), maps written from stasis right after the
+//     root's clone; asNSRoot for the ipc sysctls such a namespace owns.
+//   - time.go: time namespaces (timens-ID.img: the clocks as the
+//     namespace saw them), made by the puppet before the root is cloned
+//     into it (BeforeRoot).
 //
 // A namespace is read and filled by stasis itself, from a thread that
 // joins it for the time of the work and dies after
@@ -30,10 +40,11 @@
 // after the root task that creates them is cloned, before any task maps
 // a System V segment or runs.
 //
-// As in criu, every task of the tree shares the root's uts and ipc
-// namespaces; the root may be in new ones. A cgroup namespace of the
-// root's own is internal/cgroup's (its root is where the root task
-// unshares it: NewCgroupNS); a network namespace's contents are
-// internal/netns'. Mount namespaces other than stasis' own are refused,
-// naming the kind.
+// As in criu, every task of the tree shares the root's uts, ipc, user
+// and time namespaces; the root may be in new ones. Credentials are kept
+// as the task's user namespace sees them (internal/core, userns.go). A
+// cgroup namespace of the root's own is internal/cgroup's (its root is
+// where the root task unshares it: NewCgroupNS); a network namespace's
+// contents are internal/netns'. Mount namespaces other than stasis' own
+// are refused, naming the kind.
 package ns

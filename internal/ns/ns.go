@@ -9,6 +9,7 @@ import (
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/netns"
@@ -29,6 +30,7 @@ type Dumper struct {
 	forChildren map[int]int
 	pids        pidTable
 	written     bool
+	clocks      *timens.TimensEntry // of the root's time namespace, read when it was frozen
 	dir         *images.Dir
 	// Net are the options of the network namespace's dump (net.go).
 	Net netns.Options
@@ -78,7 +80,13 @@ func (d *Dumper) Check(pid int, root bool) error {
 	if err := checkTimeForChildren(pid, in[kTime]); err != nil {
 		return err
 	}
+	if root && in[kTime] != d.self[kTime] {
+		if d.clocks, err = readTimeNS(pid); err != nil {
+			return err
+		}
+	}
 	if root {
+		// After the clocks: the time the check takes is no jump.
 		if err := d.checkNet(); err != nil {
 			return err
 		}
@@ -169,8 +177,8 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 			return err
 		}
 	}
-	if d.rootIn[kTime] != d.self[kTime] {
-		if err := dumpTime(dir, d.root, d.ids.id(kTime, d.rootIn[kTime])); err != nil {
+	if d.clocks != nil {
+		if err := dir.Write(timeName(d.ids.id(kTime, d.rootIn[kTime])), d.clocks); err != nil {
 			return err
 		}
 	}

@@ -67,15 +67,18 @@ func timespec(ns int64) *timens.Timespec {
 	return &timens.Timespec{TvSec: proto.Uint64(uint64(ns / nsecPerSec)), TvNsec: proto.Uint64(uint64(ns % nsecPerSec))}
 }
 
-func dumpTime(dir *images.Dir, pid int, id uint32) error {
+// readTimeNS reads the clocks of the time namespace of pid now: the dump
+// does it as soon as the tree is frozen, so that the time the dump takes
+// after does not show either.
+func readTimeNS(pid int) (*timens.TimensEntry, error) {
 	mono, boot, err := timeOffsets(pid)
 	if err != nil {
-		return fmt.Errorf("time namespace of pid %d: %w", pid, err)
+		return nil, fmt.Errorf("time namespace of pid %d: %w", pid, err)
 	}
-	return dir.Write(timeName(id), &timens.TimensEntry{
+	return &timens.TimensEntry{
 		Monotonic: timespec(clockNs(unix.CLOCK_MONOTONIC) + mono),
 		Boottime:  timespec(clockNs(unix.CLOCK_BOOTTIME) + boot),
-	})
+	}, nil
 }
 
 type timeImage struct {

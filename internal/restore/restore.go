@@ -391,16 +391,17 @@ func (r *restorer) createTree() error {
 	if err := r.puppet.OpenChannel(r.channelFd); err != nil {
 		return err
 	}
-	if r.ns.NewUserNS() {
-		if err := r.openSocketChannel(); err != nil {
-			return err
-		}
-	}
 	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
 		return err
 	}
 	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
 		return err
+	}
+	// Last: the steps above take files through the pidfd.
+	if r.ns.NewUserNS() {
+		if err := r.openSocketChannel(); err != nil {
+			return err
+		}
 	}
 	root := r.imgs.root
 	from := r.puppet.Tr

@@ -127,6 +127,9 @@ func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 		}
 		ie.State = proto.Uint32(state)
 		if proto_ == unix.IPPROTO_UDP || proto_ == unix.IPPROTO_UDPLITE {
+			if err := checkCorked(fd, sk); err != nil {
+				return nil, err
+			}
 			sh, err := inetShutdown(sk, family, proto_, uint32(fd.Stat.Ino))
 			if err != nil {
 				return nil, err

@@ -9,6 +9,7 @@ import (
 	sk_opts "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-opts"
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -73,4 +74,25 @@ func shutdownDgram(fd int, sh sk_opts.SkShutdown) error {
 		return fmt.Errorf("shutdown %v: %w", sh, os.NewSyscallError("shutdown", err))
 	}
 	return nil
+}
+
+// checkCorked refuses a UDP socket corked (UDP_CORK) with bytes held
+// back: no interface reads them out of the kernel, and the restored
+// socket would have lost them (criu 4.2 refuses it too). A corked
+// socket without bytes is restored uncorked, as criu's.
+func checkCorked(fd *files.Fd, sk int) error {
+	cork, err := unix.GetsockoptInt(sk, unix.IPPROTO_UDP, unix.UDP_CORK)
+	if err != nil || cork == 0 {
+		return nil
+	}
+	held, err := unix.IoctlGetInt(sk, unix.SIOCOUTQ)
+	if err != nil {
+		return fmt.Errorf("%s: %w", fd, os.NewSyscallError("ioctl SIOCOUTQ", err))
+	}
+	if held == 0 {
+		return nil
+	}
+	return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
+		Kind: fmt.Sprintf("a corked UDP socket (UDP_CORK) holding a datagram back (%d bytes of send buffer)", held),
+		Hint: "the bytes held cannot be read out of the kernel: dump once it is uncorked"}
 }

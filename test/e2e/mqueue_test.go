@@ -64,3 +64,18 @@ func TestMqueue(t *testing.T) {
 		})
 	}
 }
+
+// TestMqueueRefused: a queue holding messages with a notification
+// registered cannot be read without firing it: the dump is refused,
+// naming the queue and the pid, and the victim runs on with its queues
+// as they were (checked from inside).
+func TestMqueueRefused(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	prefix := fmt.Sprintf("/stasis-mq-%d-refused", os.Getpid())
+	v := testutil.StartVictim(t, "mqueue", prefix, "notify-full")
+	v.WaitReady(t)
+	msg := testutil.DumpFail(t, v.Pid, t.TempDir())
+	testutil.AssertContains(t, msg, prefix+"-a", "has 5 messages and a notification registered by pid "+fmt.Sprint(v.Pid), "not supported")
+	v.TermAndCheck(t)
+}

@@ -29,8 +29,17 @@
  * proc-dead     fd 30 open on /proc/CHILD/status and cwd in /proc/CHILD of
  *               a child that exited and was reaped: reads give ESRCH, the
  *               cwd's link still names /proc/CHILD.
+ * flock-owner   DIR/l locked with flock(LOCK_EX) through fd 30 (dump -l):
+ *               fdinfo's lock line names the victim's pid.
+ * mapmode       DIR/m (2 pages) opened O_RDWR, mapped MAP_SHARED|PROT_READ,
+ *               that fd closed, the file open O_RDONLY at fd 30: after the
+ *               restore mprotect(PROT_READ|PROT_WRITE) works and a write
+ *               through the mapping reaches the file.
  */
 #include "victim.h"
+
+#include <sys/file.h>
+#include <sys/mman.h>
 
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -44,6 +53,7 @@
 #include <linux/sched.h>
 
 static char dir[256];
+static char *map;
 
 static void epoll_check(int ep, uint64_t want, int n_want)
 {
@@ -162,6 +172,22 @@ int main(int argc, char **argv)
 			die("chdir %s: %s", p, strerror(errno));
 		kill(c, SIGKILL);
 		waitpid(c, NULL, 0);
+	} else if (!strcmp(sc, "flock-owner")) {
+		snprintf(p, sizeof(p), "%s/l", dir);
+		move_to(open(p, O_CREAT | O_RDWR, 0644), 30);
+		if (flock(30, LOCK_EX))
+			die("flock: %s", strerror(errno));
+	} else if (!strcmp(sc, "mapmode")) {
+		snprintf(p, sizeof(p), "%s/m", dir);
+		int f = open(p, O_CREAT | O_RDWR, 0644);
+
+		if (f < 0 || ftruncate(f, 8192))
+			die("%s: %s", p, strerror(errno));
+		map = mmap(NULL, 8192, PROT_READ, MAP_SHARED, f, 0);
+		if (map == MAP_FAILED)
+			die("mmap: %s", strerror(errno));
+		close(f);
+		move_to(open(p, O_RDONLY), 30);
 	} else {
 		die("unknown scenario %s", sc);
 	}
@@ -257,6 +283,29 @@ int main(int argc, char **argv)
 			fail("cwd is not in /proc any more");
 		if (access("status", F_OK) == 0)
 			fail("cwd: status exists, the process is gone");
+	}
+	if (!strcmp(sc, "flock-owner")) {
+		char q[64], b[4096], want[64];
+		int f, n;
+
+		snprintf(q, sizeof(q), "/proc/self/fdinfo/30");
+		f = open(q, O_RDONLY);
+		n = f < 0 ? -1 : read(f, b, sizeof(b) - 1);
+		b[n > 0 ? n : 0] = 0;
+		close(f);
+		snprintf(want, sizeof(want), "FLOCK  ADVISORY  WRITE %d ", getpid());
+		if (!strstr(b, want))
+			fail("fd 30: want a lock line with '%s':\n%s", want, b);
+	} else if (!strcmp(sc, "mapmode")) {
+		if (mprotect(map, 8192, PROT_READ | PROT_WRITE))
+			fail("mprotect PROT_WRITE: %s", strerror(errno));
+		else {
+			map[100] = 'w';
+			char c = 0;
+
+			if (pread(30, &c, 1, 100) != 1 || c != 'w')
+				fail("the write through the mapping is not in the file");
+		}
 	}
 	victim_finish();
 }

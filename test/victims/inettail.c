@@ -20,6 +20,10 @@
  *            CLOSE after the exchange) with its local port still bound:
  *            getsockname keeps the port, connect to the listener again
  *            works.
+ * udp-cork   R, a bound UDP socket, and S connected to it with UDP_CORK on
+ *            and "ab" sent (held, corked): after the restore S is still
+ *            corked; uncorked, R gets "ab". A dump must refuse it (the
+ *            held bytes cannot be read), leaving it as it was.
  * tcpclose   a TCP listener (10), a client (11) connected to it and the
  *            end it accepted (12), "hi" sent each way and unread; dumped
  *            with --tcp-close: after the restore both ends read EOF and
@@ -30,6 +34,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 
 static int udp4(void)
@@ -145,6 +150,13 @@ int main(int argc, char **argv)
 		shutdown(11, SHUT_RDWR);
 		sleep_ms(50);
 		port = port_of(11);
+	} else if (!strcmp(sc, "udp-cork")) {
+		move_to(udp4(), 10);
+		move_to(socket(AF_INET, SOCK_DGRAM, 0), 11);
+		connect_to(11, 10);
+		setint(11, IPPROTO_UDP, UDP_CORK, 1);
+		if (send(11, "ab", 2, 0) != 2)
+			die("send: %s", strerror(errno));
 	} else if (!strcmp(sc, "tcpclose")) {
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
 		socklen_t l = sizeof(a);
@@ -233,6 +245,15 @@ int main(int argc, char **argv)
 		getsockname(10, (struct sockaddr *)&a, &l);
 		if (connect(11, (struct sockaddr *)&a, sizeof(a)))
 			fail("fd 11: connect again: %s", strerror(errno));
+	} else if (!strcmp(sc, "udp-cork")) {
+		char b[8] = "";
+
+		if (!getint(11, IPPROTO_UDP, UDP_CORK))
+			fail("UDP_CORK lost");
+		setint(11, IPPROTO_UDP, UDP_CORK, 0);
+		sleep_ms(20);
+		if (recv(10, b, sizeof(b), MSG_DONTWAIT) != 2 || memcmp(b, "ab", 2))
+			fail("the corked bytes did not come (%s)", strerror(errno));
 	} else if (!strcmp(sc, "tcpclose")) {
 		char b[4];
 

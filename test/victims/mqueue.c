@@ -10,7 +10,9 @@
  * On SIGTERM: PREFIX-a's attributes (flags of each fd, maxmsg, msgsize,
  * 5 messages), mode, and its messages in order m4 m2 m3 m1 m5; a message
  * sent to PREFIX-b raises SIGUSR1 with si_code SI_MESGQ; PREFIX-c holds y
- * then x. Every queue is unlinked at the end.
+ * then x. Every queue is unlinked at the end. With a third argument
+ * "notify-full", PREFIX-a also has a notification registered (SIGUSR2),
+ * which a dump must refuse (reading its messages would fire it).
  */
 #include "victim.h"
 
@@ -69,7 +71,7 @@ int main(int argc, char **argv)
 	int i;
 
 	if (argc < 3)
-		die("usage: mqueue READY PREFIX");
+		die("usage: mqueue READY PREFIX [notify-full]");
 	victim_init();
 	snprintf(qa, sizeof(qa), "%s-a", argv[2]);
 	snprintf(qb, sizeof(qb), "%s-b", argv[2]);
@@ -93,6 +95,11 @@ int main(int argc, char **argv)
 	sev.sigev_signo = SIGUSR1;
 	if (mq_notify(22, &sev))
 		die("mq_notify: %s", strerror(errno));
+	if (argc > 3 && !strcmp(argv[3], "notify-full")) {
+		sev.sigev_signo = SIGUSR2;
+		if (mq_notify(20, &sev))
+			die("mq_notify %s: %s", qa, strerror(errno));
+	}
 	c = open_q(qc, O_RDWR, 4, 16, 23);
 	send(c, "x", 3);
 	send(c, "y", 7);
