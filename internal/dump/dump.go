@@ -416,7 +416,9 @@ func (d *dumper) check(p *process) error {
 	}
 	if p == d.root {
 		// The tree's connections are locked in its network namespace.
-		d.lock.SetNetNS(d.ns.NetPid())
+		if err := d.lock.SetNetNS(d.ns.NetPid()); err != nil {
+			return err
+		}
 	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
 		return err

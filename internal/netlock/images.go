@@ -79,7 +79,9 @@ func ForRestore(mode Mode, pid int, runID string, entries iter.Seq[*fdinfo.FileE
 	if l == nil {
 		return nil, nil
 	}
-	l.SetNetNS(nsPid)
+	if err := l.SetNetNS(nsPid); err != nil {
+		return nil, err
+	}
 	if runID != "" {
 		l.foreign = append(l.foreign, CRIUTableName(runID))
 	}
@@ -103,7 +105,7 @@ func (l *Lock) Unlock() error {
 	if l == nil || l.conns == nil {
 		return nil
 	}
-	err := unlockTables(l.nsPid, append([]string{TableName(l.pid)}, l.foreign...)...)
+	err := unlockTables(l.ns, append([]string{TableName(l.pid)}, l.foreign...)...)
 	if err != nil {
 		name := TableName(l.pid)
 		if len(l.foreign) > 0 {

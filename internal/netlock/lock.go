@@ -91,9 +91,9 @@ type Lock struct {
 	// persisted: the connections are in the persistent table, and the
 	// owned one is gone.
 	persisted bool
-	// nsPid: the lock is in the network namespace of this process (the
-	// tree's own, netns.go), 0 for stasis'.
-	nsPid int
+	// ns: the lock is in this network namespace (the tree's own,
+	// netns.go), nil for stasis'.
+	ns *os.File
 }
 
 // New returns the lock of the tree whose root has pid, in stasis'
@@ -150,7 +150,7 @@ func (l *Lock) Add(c Conn) error {
 // the netlink socket, that is when stasis exits, whatever the way.
 func (l *Lock) open() error {
 	name := fmt.Sprintf("%s-by-%d", TableName(l.pid), os.Getpid())
-	owner, err := dialOwner(l.nsPid)
+	owner, err := dialOwner(l.ns)
 	if err != nil {
 		return fmt.Errorf("network lock %s: %w", name, err)
 	}
@@ -197,9 +197,14 @@ func (l *Lock) Persist() error {
 // made the lock outlive stasis. It is called once the tree runs again
 // (its sockets out of repair mode) or is gone.
 func (l *Lock) Release() error {
-	if l == nil || l.nft == nil {
+	if l == nil {
 		return nil
 	}
+	if l.nft == nil {
+		l.closeNetNS()
+		return nil
+	}
+	defer l.closeNetNS()
 	l.nft.DelTable(l.table.table)
 	err := l.nft.Flush()
 	if err != nil {
@@ -220,22 +225,17 @@ func (l *Lock) close() error {
 // Unlock deletes the persistent lock of the tree whose root had pid, if
 // there is one: the restore calls it once the restored connections run,
 // or once it has failed (their peers should get resets then).
-func Unlock(pid int) error { return unlockTables(0, TableName(pid)) }
+func Unlock(pid int) error { return unlockTables(nil, TableName(pid)) }
 
 // UnlockRun deletes the persistent lock of the dump whose run id is runID
 // (criu's or stasis'), if there is one, in stasis' network namespace.
-func UnlockRun(runID string) error { return unlockTables(0, CRIUTableName(runID)) }
+func UnlockRun(runID string) error { return unlockTables(nil, CRIUTableName(runID)) }
 
 // unlockTables deletes the inet tables of these names that exist, in the
-// network namespace of process nsPid (0: stasis').
-func unlockTables(nsPid int, names ...string) error {
+// network namespace ns (nil: stasis').
+func unlockTables(ns *os.File, names ...string) error {
 	name := strings.Join(names, ", ")
-	opts, done, err := inNetNS(nsPid)
-	if err != nil {
-		return fmt.Errorf("network unlock %s: %w", name, err)
-	}
-	defer done()
-	nft, err := nftables.New(opts...)
+	nft, err := nftables.New(inNetNS(ns)...)
 	if err != nil {
 		return fmt.Errorf("network unlock %s: %w", name, err)
 	}

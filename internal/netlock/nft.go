@@ -3,6 +3,7 @@ package netlock
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/google/nftables"
@@ -167,14 +168,10 @@ type owner struct {
 	nl  *netlink.Conn
 }
 
-func dialOwner(nsPid int) (*owner, error) {
+func dialOwner(ns *os.File) (*owner, error) {
 	o := &owner{}
-	opts, done, err := inNetNS(nsPid)
-	if err != nil {
-		return nil, err
-	}
-	defer done() // a lasting connection has its socket: the namespace is its own
-	o.nft, err = nftables.New(append(opts, nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+	var err error
+	o.nft, err = nftables.New(append(inNetNS(ns), nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
 		o.nl = c
 		return nil
 	}))...)

@@ -160,7 +160,7 @@ func netdevEntry(l *link, ns uint32) (*netdev.NetDeviceEntry, error) {
 		if kind == "" {
 			kind = "a device without a kind"
 		}
-		return nil, fmt.Errorf("link %s (index %d) is %s: only lo, veth, bridge, macvlan and tun/tap links are %w", l.name, l.index, kind, ErrNotSupported)
+		return nil, fmt.Errorf("link %s (index %d) is %s: restoring it is %w (stasis restores lo, veth, bridge, macvlan and tun/tap links)", l.name, l.index, kind, ErrNotSupported)
 	}
 	return e, nil
 }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/netdev"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/sysctl"
+	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
@@ -71,6 +72,45 @@ func Dump(dir *images.Dir, pid int, id uint32, opts Options, log *slog.Logger) e
 		return fmt.Errorf("dump the network namespace of pid %d: %w", pid, err)
 	}
 	log.Debug("network namespace dumped", "pid", pid, "id", id, "empty", opts.Empty)
+	return nil
+}
+
+// Check refuses, before anything is dumped, what Dump of the network
+// namespace of process pid would refuse: a link of a kind stasis does
+// not restore, an nftables object or rule it cannot print.
+func Check(pid int, opts Options) error {
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st); err != nil {
+		return fmt.Errorf("network namespace of pid %d: %w", pid, os.NewSyscallError("stat", err))
+	}
+	if opts.Empty || opts.externalKey(st.Ino) != "" {
+		return nil
+	}
+	err := linux.InNamespace(pid, unix.CLONE_NEWNET, func() error {
+		nl, err := openRtnl()
+		if err != nil {
+			return err
+		}
+		defer nl.close()
+		links, err := listLinks(nl)
+		if err != nil {
+			return err
+		}
+		for _, l := range links {
+			if _, err := netdevEntry(l, 0); err != nil {
+				return err
+			}
+		}
+		nft, err := nftables.New()
+		if err != nil {
+			return fmt.Errorf("nftables: %w", err)
+		}
+		_, err = printRuleset(nft)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("network namespace of pid %d: %w", pid, err)
+	}
 	return nil
 }
 

@@ -25,8 +25,9 @@ import (
 // regular chains (type, hook, priority, policy), and rules made of
 // interface names, ip/ip6 addresses and prefixes, ip protocol, tcp/udp
 // ports, meta mark, nfproto and l4proto, ct state, counters and verdicts
-// (accept, drop, return, jump, goto). A rule, set or map outside that is
-// refused at dump, naming its table and chain, rather than lost. The
+// (accept, drop, return, jump, goto). A rule outside that (or with a
+// comment), a set, map, flowtable or named object is refused at dump,
+// naming its table and chain, rather than lost. The
 // network lock's tables (criu's and stasis') are left out both ways.
 
 func nftName(id uint32) string { return fmt.Sprintf("nftables-%d.img", id) }
@@ -98,6 +99,12 @@ func printRuleset(nft *nftables.Conn) (string, error) {
 		if sets, err := nft.GetSets(t); err == nil && len(sets) > 0 {
 			return "", fmt.Errorf("nftables table %s %s: set %s: sets and maps are %w yet", fam, t.Name, sets[0].Name, ErrNotSupported)
 		}
+		if fts, err := nft.ListFlowtables(t); err == nil && len(fts) > 0 {
+			return "", fmt.Errorf("nftables table %s %s: flowtable %s: flowtables are %w yet", fam, t.Name, fts[0].Name, ErrNotSupported)
+		}
+		if objs, err := nft.GetNamedObjects(t); err == nil && len(objs) > 0 {
+			return "", fmt.Errorf("nftables table %s %s: %d named objects (counters, quotas, limits, ...): they are %w yet", fam, t.Name, len(objs), ErrNotSupported)
+		}
 		fmt.Fprintf(&b, "table %s %s {\n", fam, t.Name)
 		first := true
 		for _, c := range chains {
@@ -129,6 +136,9 @@ func printRuleset(nft *nftables.Conn) (string, error) {
 				return "", fmt.Errorf("nftables chain %s %s %s: rules: %w", fam, t.Name, c.Name, err)
 			}
 			for _, r := range rules {
+				if len(r.UserData) > 0 {
+					return "", fmt.Errorf("nftables chain %s %s %s, rule handle %d: a comment (rule user data) is %w yet", fam, t.Name, c.Name, r.Handle, ErrNotSupported)
+				}
 				s, err := printRule(t.Family, r.Exprs)
 				if err != nil {
 					return "", fmt.Errorf("nftables chain %s %s %s, rule handle %d: %w", fam, t.Name, c.Name, r.Handle, err)

@@ -4,8 +4,8 @@
 //   - kinds.go: the namespace kinds, criu's namespace ids (one counter for
 //     every kind, stasis' own namespaces first: inventory root_ids, then
 //     each new one in the order tasks are met, ids-PID's *_ns_id), which
-//     kinds stasis can dump (pid, uts, ipc, user, time), and the refusal
-//     naming any other kind a task is in when it is not stasis' own.
+//     kinds stasis can dump (pid, uts, ipc, net, user, time), and the
+//     refusal naming any other kind a task is in when it is not stasis' own.
 //   - pid.go: pid namespaces, nested too. Images hold every pid as the
 //     dumped root's namespace sees it (criu's: the root of a container is
 //     pid 1); a task of a namespace nested inside the tree keeps its pids

@@ -24,6 +24,15 @@ func (d *Dumper) dumpNet() error {
 	return netns.Dump(d.dir, d.root, d.ids.id(kNet, d.rootIn[kNet]), d.Net, d.log())
 }
 
+// checkNet refuses, when the root is checked, what the dump of its
+// network namespace would refuse, before anything is dumped.
+func (d *Dumper) checkNet() error {
+	if d.rootIn[kNet] == d.self[kNet] {
+		return nil
+	}
+	return netns.Check(d.root, d.Net)
+}
+
 // NetPid is the host pid whose network namespace the tree's sockets are
 // in, when it is not stasis' own (0): the dumped root. Check has seen
 // the root.

@@ -85,6 +85,12 @@ func (d *Dumper) Check(pid int, root bool) error {
 			return err
 		}
 	}
+	if root {
+		// After the clocks: the time the check takes is no jump.
+		if err := d.checkNet(); err != nil {
+			return err
+		}
+	}
 	d.tasks[pid] = in
 	child, err := pidForChildren(pid, in[kPid])
 	if err != nil {

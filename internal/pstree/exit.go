@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -81,6 +82,7 @@ func Reap(tids []int) {
 	// its threads are, so waiting for each in turn would spend the whole
 	// deadline on the first leader of a multithreaded process.
 	deadline := time.Now().Add(ZombieWait)
+	killed := slices.Clone(tids)
 	for len(tids) > 0 && time.Now().Before(deadline) {
 		left := tids[:0]
 		for _, tid := range tids {
@@ -90,8 +92,13 @@ func Reap(tids []int) {
 				if _, serr := os.Stat(fmt.Sprintf("/proc/%d", tid)); serr != nil {
 					continue // gone
 				}
-				if st, serr := proc.ReadStat(tid); serr == nil && st.State == 'Z' {
-					continue // dead, a zombie of its parent (a sibling restore's root)
+				// A zombie whose parent is outside the tree and not stasis
+				// (a sibling restore's root: its parent is stasis' parent)
+				// is that parent's to reap. One whose parent is being
+				// killed comes to stasis, the subreaper, once it is gone.
+				if st, serr := proc.ReadStat(tid); serr == nil && st.State == 'Z' &&
+					st.PPid != os.Getpid() && !slices.Contains(killed, st.PPid) {
+					continue
 				}
 			}
 			left = append(left, tid)

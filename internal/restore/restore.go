@@ -196,6 +196,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		if r.chanSock != nil {
 			r.chanSock.Close()
 		}
+		r.ns.CloseNet()
 		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
 		}

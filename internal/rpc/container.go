@@ -2,13 +2,10 @@ package rpc
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
-	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/cgroup"
-	"github.com/stasis-cr/stasis/internal/netns"
 )
 
 // The container options of criu_opts (what runc, podman and containerd
@@ -87,52 +84,5 @@ func restoreCgroups(o *rpc.CriuOpts, r *RestoreRequest) error {
 		return err
 	}
 	r.Cgroups = cgroup.RestoreOptions{Mode: mode, Roots: roots, Yard: o.GetCgroupYard()}
-	return nil
-}
-
-// emptyNet reads empty_ns: only CLONE_NEWNET can be empty, as in criu.
-func emptyNet(o *rpc.CriuOpts) (bool, error) {
-	ns := o.GetEmptyNs()
-	if ns&^uint32(unix.CLONE_NEWNET) != 0 {
-		return false, fmt.Errorf("rpc: empty_ns %#x: only CLONE_NEWNET (%#x) can be empty, as in criu: %w", ns, unix.CLONE_NEWNET, ErrBadRequest)
-	}
-	return ns != 0, nil
-}
-
-// dumpNet fills the network namespace options of a DUMP (its external
-// net[INO]:KEY come with the files' external, as on the command line).
-func dumpNet(o *rpc.CriuOpts, r *DumpRequest) error {
-	empty, err := emptyNet(o)
-	if err != nil {
-		return err
-	}
-	r.Net = netns.Options{Empty: empty}
-	return nil
-}
-
-// restoreNet fills the network namespace options of a RESTORE: empty_ns,
-// join_ns (net only), veths, weak_sysctls, and external veth[...] values;
-// an external namespace's fd comes with inherit_fd.
-func restoreNet(o *rpc.CriuOpts, r *RestoreRequest) error {
-	empty, err := emptyNet(o)
-	if err != nil {
-		return err
-	}
-	r.Net = netns.Options{Empty: empty, WeakSysctls: o.GetWeakSysctls()}
-	for _, v := range o.GetVeths() {
-		r.Net.VethPairs = append(r.Net.VethPairs, v.GetIfIn()+"="+v.GetIfOut())
-	}
-	for _, j := range o.GetJoinNs() {
-		if j.GetNs() != "net" {
-			return fmt.Errorf("rpc: join_ns %s:%s: joining %s namespaces: %w (net only)", j.GetNs(), j.GetNsFile(), j.GetNs(), ErrNotImplemented)
-		}
-		r.Net.Join = j.GetNsFile()
-	}
-	for _, e := range o.GetExternal() {
-		if !strings.HasPrefix(e, "veth[") || !netns.IsExternal(e) {
-			return fmt.Errorf("rpc: RESTORE external %s: a restore takes veth[IFNAME]:OUT[@BRIDGE] so far (an external network namespace comes with inherit_fd): %w", e, ErrNotImplemented)
-		}
-		r.Net.External = append(r.Net.External, e)
-	}
 	return nil
 }

@@ -61,6 +61,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.LinkRemap = o.GetLinkRemap()
 	r.Files.EvasiveDevices = o.GetEvasiveDevices()
 	r.Files.External = o.GetExternal()
+	r.Net = netDumpOptions(o)
 	stdio, err := stdioExternal(r.Pid)
 	if err != nil {
 		return fail(err)
@@ -78,9 +79,6 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		return fail(err)
 	}
 	if err := dumpCgroups(o, &r); err != nil {
-		return fail(err)
-	}
-	if err := dumpNet(o, &r); err != nil {
 		return fail(err)
 	}
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)

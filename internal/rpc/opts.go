@@ -6,11 +6,14 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/netns"
 )
 
 // dirs are the images and work directories of a request, opened from
@@ -152,6 +155,7 @@ var commonRefused = []option{
 	{"enable_fs", func(o *rpc.CriuOpts) bool { return len(o.GetEnableFs()) > 0 }},
 	{"unix_sk_ino", func(o *rpc.CriuOpts) bool { return len(o.GetUnixSkIno()) > 0 }},
 	{"irmap_scan_paths", func(o *rpc.CriuOpts) bool { return len(o.GetIrmapScanPaths()) > 0 }},
+	{"empty_ns", func(o *rpc.CriuOpts) bool { return o.GetEmptyNs()&^unix.CLONE_NEWNET != 0 }}, // net: net.go
 	{"timeout", func(o *rpc.CriuOpts) bool { return o.GetTimeout() != 0 }},
 	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
 	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
@@ -176,6 +180,9 @@ var (
 		{"leave_running", func(o *rpc.CriuOpts) bool { return o.GetLeaveRunning() }},
 		{"leave_stopped", func(o *rpc.CriuOpts) bool { return o.GetLeaveStopped() }},
 		{"link_remap", func(o *rpc.CriuOpts) bool { return o.GetLinkRemap() }},
+		{"external", func(o *rpc.CriuOpts) bool {
+			return slices.ContainsFunc(o.GetExternal(), func(e string) bool { return !netns.IsExternal(e) })
+		}},
 		{"ghost_limit", func(o *rpc.CriuOpts) bool { return o.GhostLimit != nil }},
 	}, memRefused...), commonRefused...)
 )

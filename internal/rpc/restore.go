@@ -64,14 +64,14 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)
 	}
-	if err := restoreNet(o, &r); err != nil {
-		return fail(err)
-	}
 	r.Files.InheritFds = inherit
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()
 	r.Files.TCPClose = o.GetTcpClose()
+	if r.Net, err = netRestoreOptions(o); err != nil {
+		return fail(err)
+	}
 	d.log.Info("rpc restore", "client", s.c.peer, "images", r.ImagesDir, "work", r.WorkDir, "rst_sibling", o.GetRstSibling())
 	pid, err := s.b.Restore(s.ctx, r)
 	if err != nil {

@@ -41,11 +41,11 @@ type DumpRequest struct {
 	ShellJob, Unprivileged     bool
 	NetworkLock                string
 	Files                      files.DumpOptions
+	Net                        netns.Options // net.go
 	Log                        *slog.Logger
 	Notify                     func(script string, pid int) error
 	Mem                        MemRequest         // predump.go
 	Cgroups                    cgroup.DumpOptions // container.go
-	Net                        netns.Options      // container.go
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
@@ -56,10 +56,10 @@ type RestoreRequest struct {
 	Sibling     bool
 	NetworkLock string
 	Files       files.RestoreOptions
+	Net         netns.Options // net.go
 	Log         *slog.Logger
 	Notify      func(script string, pid int) error
 	Cgroups     cgroup.RestoreOptions // container.go
-	Net         netns.Options         // container.go
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
