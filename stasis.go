@@ -17,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/restore"
@@ -42,7 +43,10 @@ type DumpOptions struct {
 	Unprivileged bool
 	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
 	Files FileDumpOptions
-	Log   *slog.Logger
+	// Mounts: --ext-mount-map, --enable-fs, --enable-external-sharing,
+	// --enable-external-masters (--external mnt[...] come from Files).
+	Mounts MountDumpOptions
+	Log    *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump,
 	// in criu's order and with its names ("pre-dump" before the tree is
 	// touched, "post-dump" once the images are complete and before the
@@ -86,7 +90,9 @@ type RestoreOptions struct {
 	Unprivileged bool
 	// Files: --inherit-fd, -l/--file-locks, --file-validation.
 	Files FileRestoreOptions
-	Log   *slog.Logger
+	// Mounts: -r/--root, --external mnt[KEY]:PATH, --ext-mount-map.
+	Mounts MountRestoreOptions
+	Log    *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a
 	// restore, in criu's order: "pre-restore", ("setup-namespaces" with
 	// the root's pid and "post-setup-namespaces" when the tree gets
@@ -148,9 +154,23 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
-		Notify: opts.Notify,
+		Notify: opts.Notify, Mounts: dumpMounts(opts),
 	})
 	return priv.Explain("dump", opts.Pid, err)
+}
+
+// MountDumpOptions are criu's dump options about a container's mounts.
+type MountDumpOptions = mount.DumpOptions
+
+// MountRestoreOptions are criu's restore options about a container's
+// mounts (--root, external mounts).
+type MountRestoreOptions = mount.RestoreOptions
+
+// dumpMounts adds the --external mnt[...] values to the mount options.
+func dumpMounts(opts DumpOptions) mount.DumpOptions {
+	m := opts.Mounts
+	m.External = append(append([]string(nil), m.External...), opts.Files.External...)
+	return m
 }
 
 // privilege checks up front that stasis may run op at all, as criu's
@@ -223,7 +243,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
-		Unprivileged: !priv.Full(), Notify: opts.Notify,
+		Unprivileged: !priv.Full(), Notify: opts.Notify, Mounts: opts.Mounts,
 	})
 	return r, priv.Explain("restore", 0, err)
 }

@@ -146,9 +146,12 @@ var hintOptions = map[string]string{
 // they change nothing (what they chose is in the images).
 var commandHints = map[string]map[string]string{
 	"restore": {
-		"link-remap":     "linked-again files are reopened from the images, flag or not",
-		"skip-in-flight": "connections not yet accepted were not dumped",
-		"ghost-limit":    "the dump's limit: the images hold what was copied",
+		"link-remap":              "linked-again files are reopened from the images, flag or not",
+		"skip-in-flight":          "connections not yet accepted were not dumped",
+		"ghost-limit":             "the dump's limit: the images hold what was copied",
+		"enable-fs":               "the images say how each mount is made",
+		"enable-external-sharing": "the images say how each mount is made",
+		"enable-external-masters": "the images say how each mount is made",
 	},
 }
 

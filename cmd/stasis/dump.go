@@ -62,6 +62,7 @@ func newDumpCmd() *cobra.Command {
 	f.BoolVarP(&o.LeaveStopped, "leave-stopped", "s", false, "leave the tree stopped after the dump")
 	rf.register(f, &o)
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
+	addMountDumpFlags(f, &o.Mounts)
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

@@ -86,6 +86,7 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
+	addMountRestoreFlags(f, &o.Mounts)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

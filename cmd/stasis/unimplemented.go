@@ -18,11 +18,10 @@ var (
 	commonUnimplemented = []string{
 		"manage-cgroups", "cgroup-root",
 		"evasive-devices", "lazy-pages", "page-server", "address", "port",
-		"auto-dedup", "empty-ns", "root", "ext-mount-map", "enable-external-sharing",
-		"enable-external-masters", "freeze-cgroup", "timeout",
+		"auto-dedup", "empty-ns", "freeze-cgroup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"root", "track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
 )
 

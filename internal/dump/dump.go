@@ -20,6 +20,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -42,6 +43,7 @@ type Options struct {
 	// the moment each is dumped until the restore (see netlock).
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
+	Mounts      mount.DumpOptions // external mounts, --enable-fs, sharing
 	Log         *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump
 	// ("pre-dump", "post-dump"); an error fails the dump there.
@@ -131,6 +133,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	d := &dumper{ctx: ctx, opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
+	d.ns.MountOpts = opts.Mounts
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
 		d.lock.SetRunID(d.runID)
@@ -377,6 +380,9 @@ func (d *dumper) check(p *process) error {
 	}
 	if err := d.files.Refuse(d.ns.Check(p.pid, p == d.root)); err != nil {
 		return err
+	}
+	if m := d.ns.Mounts(); m != nil && p == d.root {
+		d.files.Mounts = m
 	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
 		return err

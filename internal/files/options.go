@@ -51,6 +51,7 @@ var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^pipe:\[[0-9]+\]$`),
 	regexp.MustCompile(`^unix\[[0-9]+\]$`),             // a unix socket of the tree by inode, whose peer is outside
 	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
+	regexp.MustCompile(`^mnt\[[^]]+\]:.+$`),            // a mount bound from outside the container (internal/mount)
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -62,7 +63,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode) and tty[RDEV:DEV] (a terminal's device numbers, hex) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex) and mnt[MOUNTPOINT]:KEY (a mount bound from outside the container) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {

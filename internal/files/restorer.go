@@ -42,6 +42,10 @@ type Restorer struct {
 	// (they differ with --pidns), entered by the restore as it creates
 	// the tasks; nil means the same.
 	HostPids map[int]int
+	// Root is where stasis reaches the root of the tree's own mount
+	// namespace once it is restored ("/proc/PID/root"), "" when the tree
+	// has none: the paths of its files are resolved there (mountns.go).
+	Root string
 }
 
 // NewRestorer returns a Restorer of the files of a dump.

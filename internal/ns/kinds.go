@@ -25,7 +25,7 @@ var kinds = []kind{
 	{"ipc", "ipc", unix.CLONE_NEWIPC, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.IpcNsId }},
 	{"uts", "uts", unix.CLONE_NEWUTS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UtsNsId }},
 	{"time", "time", unix.CLONE_NEWTIME, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
-	{"mnt", "mount", unix.CLONE_NEWNS, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
+	{"mnt", "mount", unix.CLONE_NEWNS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
 	{"user", "user", unix.CLONE_NEWUSER, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
 	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
 }
@@ -34,6 +34,7 @@ const (
 	kPid = 0
 	kIpc = 2
 	kUts = 3
+	kMnt = 5
 )
 
 // inodes are the namespaces of a task, by kind (0: unreadable).

@@ -10,6 +10,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -27,6 +28,10 @@ type Dumper struct {
 	forChildren map[int]int
 	pids        pidTable
 	written     bool
+	// MountOpts are the dump's options about mounts (external ones);
+	// mounts is the root's mount namespace when it has its own.
+	MountOpts mount.DumpOptions
+	mounts    *mount.Tree
 }
 
 // NewDumper starts the bookkeeping with stasis' own namespaces, which
@@ -55,6 +60,11 @@ func (d *Dumper) Check(pid int, root bool) error {
 		d.root, d.rootIn = pid, in
 		if err := d.pids.setRoot(pid, in[kPid] != d.self[kPid]); err != nil {
 			return err
+		}
+		if in[kMnt] != d.self[kMnt] {
+			if d.mounts, err = mount.Read(pid, d.MountOpts); err != nil {
+				return err
+			}
 		}
 	}
 	for i, k := range kinds {
@@ -115,6 +125,10 @@ func (d *Dumper) flatPid(pid int) bool {
 	return ok && in[kPid] == d.self[kPid]
 }
 
+// Mounts is the mount namespace of the dumped root when it has its own,
+// nil otherwise: its files are named as it sees them.
+func (d *Dumper) Mounts() *mount.Tree { return d.mounts }
+
 // SetIDs fills the namespace ids of the ids image of process pid, which
 // Check has seen.
 func (d *Dumper) SetIDs(pid int, e *criucore.TaskKobjIdsEntry) {
@@ -160,6 +174,11 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 			return err
 		}
 	}
+	if d.mounts != nil {
+		if err := d.mounts.Write(dir, d.ids.id(kMnt, d.rootIn[kMnt])); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -179,6 +198,7 @@ type Restorer struct {
 	tasks map[int]*rtask
 	uts   *utsImage
 	ipc   *ipcImages
+	mnt   *mount.Image
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -254,6 +274,8 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 			r.uts, err = readUTS(r.dir, id)
 		case kIpc:
 			r.ipc, err = readIPC(r.dir, id)
+		case kMnt:
+			r.mnt, err = mount.Load(r.dir, id)
 		}
 		if err != nil {
 			return err
@@ -342,6 +364,39 @@ func (r *Restorer) Created(pid, host int) error {
 		}
 	}
 	return nil
+}
+
+// PrepareMounts resolves the restore's options about mounts (--root,
+// external mounts) against the images' mount namespace and refuses a
+// missing one, before any task is created.
+func (r *Restorer) PrepareMounts(opts mount.RestoreOptions) error {
+	if r.mnt == nil {
+		if opts.Root != "" {
+			return fmt.Errorf("restore --root %s: the images have no mount namespace of their own to put there: %w", opts.Root, ErrNotSupported)
+		}
+		return nil
+	}
+	return r.mnt.Prepare(opts)
+}
+
+// Mount builds the mount tree in the new mount namespace of the root
+// task t (cloned, not run yet) and makes it its root. Nothing to do when
+// the images have no mount namespace of their own.
+func (r *Restorer) Mount(t remote.Task) error {
+	if r.mnt == nil || t.Pid() != r.root.pid {
+		return nil
+	}
+	return r.mnt.Build(t)
+}
+
+// MountRoot is where stasis reaches the root of the restored mount
+// namespace (the root task's root through /proc), "" if the tree has
+// none of its own: paths of its files are resolved there.
+func (r *Restorer) MountRoot(host int) string {
+	if r.mnt == nil {
+		return ""
+	}
+	return fmt.Sprintf("/proc/%d/root", host)
 }
 
 // NewKinds names the kinds of namespace the restore creates ("pid",

@@ -40,9 +40,9 @@ func TestCheckOwnNamespaces(t *testing.T) {
 // TestCheckRefusesKinds: a task in a network or mount namespace of its
 // own is refused, naming the kind.
 func TestCheckRefusesKinds(t *testing.T) {
-	require.RootFor(t, "unshare --net/--mount")
+	require.RootFor(t, "unshare --net")
 	unshare := require.Tool(t, "unshare")
-	for flag, kind := range map[string]string{"--net": "network", "--mount": "mount"} {
+	for flag, kind := range map[string]string{"--net": "network"} {
 		cmd := exec.Command(unshare, flag, "sleep", "1000")
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -139,12 +139,12 @@ func TestNestedPids(t *testing.T) {
 	}
 }
 
-// TestLoadRefuses: a root in a mount namespace of its own, a task in
+// TestLoadRefuses: a root in a network namespace of its own, a task in
 // another uts namespace than the root's, a nested init that is not pid 1
 // there.
 func TestLoadRefuses(t *testing.T) {
-	mnt := ids(1)
-	mnt.MntNsId = proto.Uint32(11)
+	netns := ids(1)
+	netns.NetNsId = proto.Uint32(11)
 	uts := ids(1)
 	uts.UtsNsId = proto.Uint32(12)
 	for name, c := range map[string]struct {
@@ -152,7 +152,7 @@ func TestLoadRefuses(t *testing.T) {
 		want  error
 		msg   string
 	}{
-		"mount": {[]Task{{IDs: mnt, Pstree: entry(1, 0, []uint32{1}, nil, nil)}}, ErrNotSupported, "mount namespace"},
+		"network": {[]Task{{IDs: netns, Pstree: entry(1, 0, []uint32{1}, nil, nil)}}, ErrNotSupported, "network namespace"},
 		"uts": {[]Task{{IDs: ids(1), Pstree: entry(1, 0, []uint32{1}, nil, nil)},
 			{Parent: 1, IDs: uts, Pstree: entry(2, 1, []uint32{2}, nil, nil)}}, ErrNotSupported, "uts namespace"},
 		"nested-init": {[]Task{{IDs: ids(1), Pstree: entry(1, 0, []uint32{1}, nil, nil)},

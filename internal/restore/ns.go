@@ -25,6 +25,9 @@ func (r *restorer) loadNamespaces() error {
 	if r.ns, err = ns.Load(r.imgs.dir, r.imgs.inv.GetRootIds(), tasks); err != nil {
 		return err
 	}
+	if err := r.ns.PrepareMounts(r.opts.Mounts); err != nil {
+		return err
+	}
 	if k := r.ns.NewKinds(); len(k) > 0 && r.opts.Unprivileged {
 		return fmt.Errorf("restore: the tree's own %s namespaces: creating them needs CAP_SYS_ADMIN, which --unprivileged has not: %w",
 			strings.Join(k, ", "), kerndat.ErrPrivilege)

@@ -17,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/pstree"
@@ -41,6 +42,7 @@ type Options struct {
 	// and unlocks them (with the dump's lock) once it runs.
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
+	Mounts      mount.RestoreOptions // --root, external mounts
 	Log         *slog.Logger
 	// Unprivileged: stasis lacks CAP_SYS_ADMIN (criu's --unprivileged).
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
@@ -368,6 +370,10 @@ func (r *restorer) createTree() error {
 	if err := tr.mapScratch(via); err != nil {
 		return err
 	}
+	if err := r.ns.Mount(tr); err != nil {
+		return err
+	}
+	r.files.Root = r.ns.MountRoot(t.Tid)
 	return tr.create()
 }
 
