@@ -9,6 +9,8 @@ import (
 
 	mntimg "github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/proc"
 )
 
 // build runs on the thread that joined the new namespaces: the tree
@@ -346,6 +348,11 @@ func (b *builder) propagation(m *rmount, what string) error {
 	if joined && e.GetMasterId() == 0 {
 		return nil // bound from a peer: in its group
 	}
+	if e.GetSharedId() != 0 && e.GetMasterId() == 0 && b.shared(m) {
+		// Made under a shared parent, whose peers got copies of it in
+		// its new group: the copies are in the image too (adopted).
+		return nil
+	}
 	if e.GetMasterId() != 0 {
 		if err := set(unix.MS_SLAVE, "slave"); err != nil {
 			return err
@@ -379,4 +386,28 @@ func (b *builder) flags(m *rmount) error {
 		return fmt.Errorf("mount %d at %s: %w", e.GetMntId(), e.GetMountpoint(), os.NewSyscallError(fmt.Sprintf("remount with flags %#x", fl), err))
 	}
 	return nil
+}
+
+// shared tells whether m is in a peer group now (its line in the
+// namespace's mountinfo).
+func (b *builder) shared(m *rmount) bool {
+	f, err := os.Open("/proc/thread-self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	infos, err := proc.ParseMountinfo(f)
+	if err != nil {
+		return false
+	}
+	for _, in := range infos {
+		if uint64(in.ID) == m.newID {
+			for _, o := range in.Optional {
+				if strings.HasPrefix(o, "shared:") {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }

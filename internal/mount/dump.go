@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -241,6 +242,11 @@ func (t *Tree) Write(dir *images.Dir, id uint32) error {
 				continue
 			}
 			fd, err := unix.OpenTree(unix.AT_FDCWD, m.info.MountPoint, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+			if errors.Is(err, unix.EINVAL) {
+				// An unbindable mount cannot be cloned: read in place,
+				// without what mounts on top of it hide.
+				fd, err = unix.Open(m.info.MountPoint, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			}
 			if err != nil {
 				return fmt.Errorf("tmpfs mount %d at %s: %w", m.info.ID, m.info.MountPoint, os.NewSyscallError("open_tree", err))
 			}

@@ -39,6 +39,7 @@ func dumpTmpfs(dir *images.Dir, root, name string) (err error) {
 	links := map[[2]uint64]string{} // hard links: the first name of each inode
 	// The slash: root is a magic link (/proc/self/fd/N), walked into.
 	root += "/"
+	var dev uint64
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -51,6 +52,11 @@ func dumpTmpfs(dir *images.Dir, root, name string) (err error) {
 		var st unix.Stat_t
 		if err := unix.Lstat(p, &st); err != nil {
 			return fmt.Errorf("%s: %w", name, os.NewSyscallError("lstat", err))
+		}
+		if rel == "." {
+			dev = st.Dev
+		} else if st.Dev != dev {
+			return fs.SkipDir // another mount on top: one file system only
 		}
 		h := &tar.Header{
 			Name: name, Mode: int64(st.Mode & 0o7777), Uid: int(st.Uid), Gid: int(st.Gid),
