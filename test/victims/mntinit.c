@@ -20,14 +20,16 @@
  * Files on the tmpfs: /tmp/f1 (0640), a symlink, a hard link, a FIFO, a
  * deep directory. Open: fd 3 /tmp/f1 read-write at offset 5, fd 4
  * /ext/host.txt (made by the test) at offset 2, fd 5 /tmp/a/sub/x, fd 6
- * an unlinked file of the tmpfs (a ghost); cwd /tmp/d. A child, pid 2,
+ * an unlinked file of the tmpfs (a ghost), fds 7 and 8 the master and
+ * slave of pty 0 of the container's devpts; cwd /tmp/d. A child, pid 2,
  * is busybox sleep from the rootfs. MODE "badfs" adds a ramfs at
  * /tmp/ram, which no dump can make again. READY is /ext/ready.
  *
  * On SIGTERM it checks all of it from inside: its pid and session, cwd,
  * each fd's file, offset and contents, the ghost is still unlinked, the
  * files of the tmpfs, the read-only bind, the peer group, master and
- * unbindable flags of the tree in its own mountinfo, then ends the child
+ * unbindable flags of the tree in its own mountinfo, the pty's index and
+ * a line through it, then ends the child
  * and checks it was pid 2.
  */
 #include "victim.h"
@@ -158,6 +160,11 @@ static void stage2(const char *mode)
 		die("ghost: %s", strerror(errno));
 	if (chdir("/tmp/d"))
 		die("chdir /tmp/d: %s", strerror(errno));
+	/* A pty of the container's own devpts instance. */
+	move_to(open("/dev/pts/ptmx", O_RDWR | O_NOCTTY), 7);
+	if (unlockpt(7))
+		die("unlockpt: %s", strerror(errno));
+	move_to(open("/dev/pts/0", O_RDWR | O_NOCTTY), 8);
 
 	child = fork();
 	if (child < 0)
@@ -271,6 +278,16 @@ static void check(void)
 	}
 	if (!mountline("/proc/timer_list", a, sizeof(a)) || !mountline("/tmp/b/sub", b, sizeof(b)) || !mountline("/tmp/s/sub", s, sizeof(s)))
 		fail("the masked /proc/timer_list or a propagated mount is missing");
+	{
+		char pts[64] = "", buf[16] = "";
+
+		if (ptsname_r(7, pts, sizeof(pts)) || strcmp(pts, "/dev/pts/0"))
+			fail("pty master is %s, want /dev/pts/0", pts);
+		if (fstat(8, &st) || stat("/dev/pts/0", &f1st) || st.st_dev != f1st.st_dev || st.st_rdev != f1st.st_rdev)
+			fail("pty 0 is not the one of the container's devpts");
+		if (write(7, "ping\n", 5) != 5 || read(8, buf, sizeof(buf) - 1) != 5 || strcmp(buf, "ping\n"))
+			fail("pty: read \"%s\" through the pair, want ping", buf);
+	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != 2 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM)
 		fail("child 2 ended with %#x", status);
