@@ -23,6 +23,8 @@ import (
 type MountNS interface {
 	// Has tells whether mount id is one of the namespace's.
 	Has(id int) bool
+	// Root is where stasis reaches the namespace's root.
+	Root() string
 }
 
 // setMount records on a regular-file entry the mount its file is on,
@@ -46,6 +48,11 @@ func (t *Table) setMount(fe *fdinfo.FileEntry, src string, mntID int) error {
 		mntID = fi.MntID
 	}
 	if !t.Mounts.Has(mntID) {
+		// Opened before the namespace was made (stdio left by unshare):
+		// the same file under the same name in the namespace will do.
+		mntID = t.sameIn(src, fe.GetReg().GetName())
+	}
+	if !t.Mounts.Has(mntID) {
 		return fmt.Errorf("%s (%s) is on mount %d, outside the tree's mount namespace: %w", src, fe.GetReg().GetName(), mntID, ErrUnsupported)
 	}
 	fe.Reg.MntId = proto.Int32(int32(mntID))
@@ -62,4 +69,18 @@ func (r *Restorer) inRoot(name string) string {
 		return name
 	}
 	return r.Root + name
+}
+
+// sameIn returns the mount of the namespace where name is, if it is the
+// file src opens, -1 otherwise.
+func (t *Table) sameIn(src, name string) int {
+	var st unix.Stat_t
+	var stx unix.Statx_t
+	if unix.Stat(src, &st) != nil || unix.Statx(unix.AT_FDCWD, t.Mounts.Root()+name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_INO, &stx) != nil {
+		return -1
+	}
+	if stx.Ino != st.Ino || unix.Mkdev(stx.Dev_major, stx.Dev_minor) != st.Dev {
+		return -1
+	}
+	return int(stx.Mnt_id)
 }
