@@ -471,3 +471,23 @@ func TestContainerMountsCrossCRIU(t *testing.T) {
 		endMntContainer(t, c, host, true)
 	})
 }
+
+// TestContainerMountsAuto: with --ext-mount-map auto the binds from the
+// host need no key: the dump finds them on the host, the restore binds
+// them from there again (LXC dumps so).
+func TestContainerMountsAuto(t *testing.T) {
+	t.Parallel()
+	c := startMntContainer(t, "plain", false)
+	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+	dir := t.TempDir()
+	testutil.Dump(t, c.init, dir, "--ext-mount-map", "auto")
+	c.waitGone(t)
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	r := testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--pidfile", pidfile, "--root", c.rootfs, "-v4", "-o", filepath.Join(dir, "restore.log"))
+	if r.Code != 0 {
+		t.Fatalf("restore failed\n%s\n%s", r, testutil.CriuErrors(nsLogText(filepath.Join(dir, "restore.log"))))
+	}
+	host := readPidfile(t, pidfile)
+	checkMountsBack(t, host, wantMounts, wantPids)
+	endMntContainer(t, c, host, true)
+}
