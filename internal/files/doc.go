@@ -15,4 +15,9 @@
 // inside the restored task take a remote.Task: fds and root/cwd/umask
 // (fds_task.go), file owners (fown_task.go), locks and leases
 // (locks_task.go), epoll items (epoll.go).
+//
+// A tree with a mount namespace of its own (a container) names its files
+// as it sees them, each regular file with the mount it is on (mnt_id);
+// the restore reaches them through the restored root's /proc/PID/root
+// (Restorer.Root, mountns.go; internal/mount builds that namespace).
 package files

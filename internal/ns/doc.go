@@ -4,7 +4,7 @@
 //   - kinds.go: the namespace kinds, criu's namespace ids (one counter for
 //     every kind, stasis' own namespaces first: inventory root_ids, then
 //     each new one in the order tasks are met, ids-PID's *_ns_id), which
-//     kinds stasis can dump (pid, uts, ipc), and the refusal naming any
+//     kinds stasis can dump (pid, uts, ipc, mnt), and the refusal naming any
 //     other kind a task is in when it is not stasis' own.
 //   - pid.go: pid namespaces, nested too. Images hold every pid as the
 //     dumped root's namespace sees it (criu's: the root of a container is
@@ -26,8 +26,14 @@
 // after the root task that creates them is cloned, before any task maps
 // a System V segment or runs.
 //
-// As in criu, every task of the tree shares the root's uts and ipc
-// namespaces; the root may be in new ones. Mount, network, user, cgroup
+//   - the mount namespace: internal/mount reads and rebuilds the tree;
+//     Dumper.Check reads it with the root, Restorer.PrepareMounts checks
+//     the restore's options against it before any task exists, and
+//     Restorer.Mount builds it once the root task is cloned with
+//     CLONE_NEWNS, before it runs.
+//
+// As in criu, every task of the tree shares the root's uts, ipc and
+// mount namespaces; the root may be in new ones. Network, user, cgroup
 // and time namespaces other than stasis' own are refused, naming the
 // kind (they are to be added beside these, one file each).
 package ns
