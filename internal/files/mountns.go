@@ -63,7 +63,9 @@ func (t *Table) setMount(fe *fdinfo.FileEntry, src string, mntID int) error {
 // task's root, through /proc (Restorer.Root).
 var procRoot = regexp.MustCompile(`^/proc/[0-9]+/root(/|$)`)
 
-// inRoot is where stasis reaches name, a path of the restored tree.
+// InRoot is where stasis reaches name, a path of the restored tree.
+func (r *Restorer) InRoot(name string) string { return r.inRoot(name) }
+
 func (r *Restorer) inRoot(name string) string {
 	if r.Root == "" || !strings.HasPrefix(name, "/") {
 		return name

@@ -593,28 +593,29 @@ func (b *unixBuild) bind(s *usk) error {
 	}
 	a := s.addr()
 	abstract := name[0] == 0
+	host := b.r.InRoot(a.Name) // the path of a container's socket in its mounts
 	if !abstract {
-		if err := files.CreateDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
+		if err := files.CreateDirOK(host); errors.Is(err, images.ErrUnsafePath) {
 			return err
 		}
 		var st unix.Stat_t
-		if err := unix.Lstat(a.Name, &st); err == nil {
+		if err := unix.Lstat(host, &st); err == nil {
 			if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 				return fmt.Errorf("%s exists and is not a socket: remove it or move it away", a.Name)
 			}
-			if err := unix.Unlink(a.Name); err != nil {
+			if err := unix.Unlink(host); err != nil {
 				return fmt.Errorf("remove the stale socket file %s: %w", a.Name, err)
 			}
 		}
 	}
-	if err := bindUnix(s, a); err != nil {
+	if err := bindUnix(s, a, b.r.Root); err != nil {
 		return fmt.Errorf("bind to %s: %w", unixName(name), err)
 	}
 	if fp := s.ue.GetFilePerms(); fp != nil && !abstract {
-		if err := unix.Chmod(a.Name, fp.GetMode()&0o7777); err != nil {
+		if err := unix.Chmod(host, fp.GetMode()&0o7777); err != nil {
 			return fmt.Errorf("chmod %s: %w", a.Name, err)
 		}
-		if err := unix.Lchown(a.Name, int(fp.GetUid()), int(fp.GetGid())); err != nil {
+		if err := unix.Lchown(host, int(fp.GetUid()), int(fp.GetGid())); err != nil {
 			return fmt.Errorf("chown %s: %w", a.Name, err)
 		}
 	}
@@ -649,7 +650,9 @@ func (b *unixBuild) connect(s *usk) error {
 	if len(p.ue.GetName()) == 0 {
 		return fmt.Errorf("its peer %s has no name to connect to", p)
 	}
-	if err := unix.Connect(s.fd, p.addr()); err != nil {
+	a := p.addr()
+	err := inRoot(b.r.Root, a.Name, "", func() error { return unix.Connect(s.fd, a) })
+	if err != nil {
 		return fmt.Errorf("connect to %s: %w", unixName(p.ue.GetName()), os.NewSyscallError("connect", err))
 	}
 	return nil
@@ -676,7 +679,7 @@ func (b *unixBuild) unlinkDeleted(s *usk) error {
 	if !s.ue.GetDeleted() || connected(s) || len(s.ue.GetName()) == 0 || s.ue.GetName()[0] == 0 {
 		return nil
 	}
-	if err := unix.Unlink(s.addr().Name); err != nil {
+	if err := unix.Unlink(b.r.InRoot(s.addr().Name)); err != nil {
 		return fmt.Errorf("unlink %s, which was deleted: %w", s.addr().Name, err)
 	}
 	return nil
@@ -753,27 +756,51 @@ func b2i(b bool) int {
 
 // bindUnix binds s to a, its name joined to its directory. A relative
 // name is bound as it was, from inside its directory, so that the
-// program's getsockname gives it back as it gave it: on a thread of its
-// own with a working directory of its own (CLONE_FS unshared), as
-// stasis' other threads must keep theirs. The thread ends with the
-// goroutine, locked.
-func bindUnix(s *usk, a *unix.SockaddrUnix) error {
+// program's getsockname gives it back as it gave it; a container's
+// socket from inside its root (root: files.Restorer.Root).
+func bindUnix(s *usk, a *unix.SockaddrUnix, root string) error {
 	name, dir := s.ue.GetName(), s.ue.GetNameDir()
 	if len(name) == 0 || name[0] == 0 || name[0] == '/' || dir == "" {
-		return os.NewSyscallError("bind", unix.Bind(s.fd, a))
+		return os.NewSyscallError("bind", inRoot(root, a.Name, "", func() error { return unix.Bind(s.fd, a) }))
+	}
+	return inRoot(root, unixPath(name), dir, func() error {
+		return os.NewSyscallError("bind", unix.Bind(s.fd, &unix.SockaddrUnix{Name: unixPath(name)}))
+	})
+}
+
+// inRoot runs fn, which names path (abstract or not), from directory dir
+// ("": as is) under root (a restored container's, "": stasis'): on a
+// thread of its own with a root and working directory of its own
+// (CLONE_FS unshared), as stasis' other threads must keep theirs. The
+// thread ends with the goroutine, locked.
+func inRoot(root, path, dir string, fn func() error) error {
+	if (root == "" || path == "" || path[0] == 0) && dir == "" {
+		return fn()
 	}
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread's cwd is not stasis' any more
+		runtime.LockOSThread() // never unlocked: the thread's root and cwd are not stasis' any more
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			done <- os.NewSyscallError("unshare CLONE_FS", err)
 			return
 		}
-		if err := unix.Chdir(dir); err != nil {
-			done <- fmt.Errorf("directory %s of the relative name: %w", dir, os.NewSyscallError("chdir", err))
-			return
+		if root != "" {
+			if err := unix.Chroot(root); err != nil {
+				done <- fmt.Errorf("root %s of the container: %w", root, os.NewSyscallError("chroot", err))
+				return
+			}
+			if err := unix.Chdir("/"); err != nil {
+				done <- os.NewSyscallError("chdir", err)
+				return
+			}
 		}
-		done <- os.NewSyscallError("bind", unix.Bind(s.fd, &unix.SockaddrUnix{Name: unixPath(name)}))
+		if dir != "" {
+			if err := unix.Chdir(dir); err != nil {
+				done <- fmt.Errorf("directory %s of the relative name: %w", dir, os.NewSyscallError("chdir", err))
+				return
+			}
+		}
+		done <- fn()
 	}()
 	return <-done
 }

@@ -21,7 +21,8 @@
  * deep directory. Open: fd 3 /tmp/f1 read-write at offset 5, fd 4
  * /ext/host.txt (made by the test) at offset 2, fd 5 /tmp/a/sub/x, fd 6
  * an unlinked file of the tmpfs (a ghost), fds 7 and 8 the master and
- * slave of pty 0 of the container's devpts; cwd /tmp/d. A child, pid 2,
+ * slave of pty 0 of the container's devpts, fd 9 a unix socket listening
+ * at /tmp/lsock, fds 10 and 11 a connection to it; cwd /tmp/d. A child, pid 2,
  * is busybox sleep from the rootfs. MODE "badfs" adds a ramfs at
  * /tmp/ram, which no dump can make again. READY is /ext/ready.
  *
@@ -29,13 +30,16 @@
  * each fd's file, offset and contents, the ghost is still unlinked, the
  * files of the tmpfs, the read-only bind, the peer group, master and
  * unbindable flags of the tree in its own mountinfo, the pty's index and
- * a line through it, then ends the child
+ * a line through it, the socket's name, the connection, a new one to the
+ * listener's path, then ends the child
  * and checks it was pid 2.
  */
 #include "victim.h"
 
 #include <sched.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -165,6 +169,18 @@ static void stage2(const char *mode)
 	if (unlockpt(7))
 		die("unlockpt: %s", strerror(errno));
 	move_to(open("/dev/pts/0", O_RDWR | O_NOCTTY), 8);
+	/* A unix socket listening at a path of the tmpfs, a connection to it. */
+	{
+		struct sockaddr_un a = { .sun_family = AF_UNIX, .sun_path = "/tmp/lsock" };
+
+		move_to(socket(AF_UNIX, SOCK_STREAM, 0), 9);
+		if (bind(9, (struct sockaddr *)&a, sizeof(a)) || listen(9, 4))
+			die("bind /tmp/lsock: %s", strerror(errno));
+		move_to(socket(AF_UNIX, SOCK_STREAM, 0), 10);
+		if (connect(10, (struct sockaddr *)&a, sizeof(a)))
+			die("connect /tmp/lsock: %s", strerror(errno));
+		move_to(accept(9, NULL, NULL), 11);
+	}
 
 	child = fork();
 	if (child < 0)
@@ -287,6 +303,21 @@ static void check(void)
 			fail("pty 0 is not the one of the container's devpts");
 		if (write(7, "ping\n", 5) != 5 || read(8, buf, sizeof(buf) - 1) != 5 || strcmp(buf, "ping\n"))
 			fail("pty: read \"%s\" through the pair, want ping", buf);
+	}
+	{
+		struct sockaddr_un a = { 0 }, b = { .sun_family = AF_UNIX, .sun_path = "/tmp/lsock" };
+		socklen_t len = sizeof(a);
+		char buf[16] = "";
+		int c;
+
+		if (getsockname(9, (struct sockaddr *)&a, &len) || strcmp(a.sun_path, "/tmp/lsock"))
+			fail("listener bound to \"%s\", want /tmp/lsock", a.sun_path);
+		if (write(10, "sock", 4) != 4 || read(11, buf, sizeof(buf) - 1) != 4 || strcmp(buf, "sock"))
+			fail("connection to /tmp/lsock: read \"%s\", want sock", buf);
+		c = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (c < 0 || connect(c, (struct sockaddr *)&b, sizeof(b)))
+			fail("a new connection to /tmp/lsock: %s", strerror(errno));
+		close(c);
 	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != 2 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM)
