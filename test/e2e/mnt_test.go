@@ -85,7 +85,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 }
 
 // startMntContainer builds the rootfs and starts the container (mode
-// "plain" or "badfs"); overlay makes the rootfs an overlayfs mounted by
+// "plain", "badfs" or "slave", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
 // the test on the host, as runtimes mount theirs.
 func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	t.Helper()
@@ -114,6 +114,17 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	if err := os.WriteFile(filepath.Join(c.ext, "host.txt"), []byte("host file\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if mode == "slave" {
+		// A shared mount on the host, of which the container's /ext is
+		// a slave: an external master.
+		if err := unix.Mount(c.ext, c.ext, "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind %s: %v", c.ext, err)
+		}
+		t.Cleanup(func() { unix.Unmount(c.ext, unix.MNT_DETACH) })
+		if err := unix.Mount("", c.ext, "", unix.MS_SHARED, ""); err != nil {
+			t.Fatalf("make %s shared: %v", c.ext, err)
+		}
+	}
 	if overlay {
 		opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", fill, filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
 		if err := unix.Mount("overlay", c.rootfs, "overlay", 0, opts); err != nil {
@@ -129,7 +140,11 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	c.unshare = exec.Command(unshare, "--pid", "--fork", "--mount", "--uts", "--ipc", filepath.Join(c.rootfs, "mntinit"), "stage1", c.rootfs, c.ext, mode)
+	args := []string{"--pid", "--fork", "--mount", "--uts", "--ipc"}
+	if mode == "slave" {
+		args = append(args, "--propagation", "slave") // unshare's default is private
+	}
+	c.unshare = exec.Command(unshare, append(args, filepath.Join(c.rootfs, "mntinit"), "stage1", c.rootfs, c.ext, mode)...)
 	c.unshare.Stdout, c.unshare.Stderr = f, f
 	c.unshare.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.unshare.Start(); err != nil {
@@ -489,5 +504,38 @@ func TestContainerMountsAuto(t *testing.T) {
 	}
 	host := readPidfile(t, pidfile)
 	checkMountsBack(t, host, wantMounts, wantPids)
+	endMntContainer(t, c, host, true)
+}
+
+// TestContainerMountsExternalMasters: the container's /ext is a slave of
+// a shared mount of the host. The dump refuses it unless
+// --enable-external-masters (criu's flag) is given; with it, the restored
+// /ext is a slave of the host's peer group again: a mount under the
+// host's shows in the container.
+func TestContainerMountsExternalMasters(t *testing.T) {
+	t.Parallel()
+	c := startMntContainer(t, "slave", false)
+	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+	if !strings.Contains(strings.Join(wantMounts, "\n"), "/ext on / ") || !strings.Contains(strings.Join(wantMounts, "\n"), "master:") {
+		t.Fatalf("the container's /ext is no slave:\n%s", strings.Join(wantMounts, "\n"))
+	}
+	testutil.AssertContains(t, testutil.DumpFail(t, c.init, t.TempDir(), mntDumpFlags...), "at /ext is a slave of peer group", "--enable-external-masters")
+	assertRunning(t, c.init)
+	dir := t.TempDir()
+	testutil.Dump(t, c.init, dir, append([]string{"--enable-external-masters"}, mntDumpFlags...)...)
+	c.waitGone(t)
+	host, _ := restoreMntContainer(t, c, dir)
+	checkMountsBack(t, host, wantMounts, wantPids)
+	sub := filepath.Join(c.ext, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("propagated", sub, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(sub, unix.MNT_DETACH)
+	if got := strings.Join(mountinfo(t, host), "\n"); !strings.Contains(got, "/ext/sub on /ext ") {
+		t.Errorf("a mount made under the host's /ext did not propagate into the restored container:\n%s", got)
+	}
 	endMntContainer(t, c, host, true)
 }

@@ -4,7 +4,9 @@
  * stage1 ROOTFS EXTDIR MODE` (see README.md). Built static: after
  * pivot_root it runs from the container's rootfs, which holds no libc.
  *
- * stage1 (pid 1, still on the host's tree): makes every mount private,
+ * stage1 (pid 1, still on the host's tree): makes every mount private
+ * (MODE "slave": a slave of the host's, so that the container's binds from
+ * the host are slaves of host peer groups: external masters),
  * binds ROOTFS on itself (pivot_root wants a mount), binds EXTDIR at
  * /ext (an external mount), mounts a tmpfs at /tmp and one at /dev with
  * the host's /dev/null bound on /dev/null (as runtimes do), then
@@ -70,7 +72,8 @@ static void stage1(const char *root, const char *ext, const char *mode)
 {
 	char p[4096];
 
-	xmount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	/* "slave": the host's mounts stay masters of the container's copies. */
+	xmount(NULL, "/", NULL, MS_REC | (strcmp(mode, "slave") ? MS_PRIVATE : MS_SLAVE), NULL);
 	xmount(root, root, NULL, MS_BIND, NULL);
 	snprintf(p, sizeof(p), "%s/ext", root);
 	xmount(ext, p, NULL, MS_BIND, NULL);
