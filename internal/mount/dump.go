@@ -93,16 +93,19 @@ func Read(pid int, opts DumpOptions) (*Tree, error) {
 		if err := t.entry(m, t.mounts[:i], keys, auto, host, opts); err != nil {
 			return nil, err
 		}
+		// The root and external mounts are bound from outside anyway:
+		// their sharing with the host is kept as it is (as criu does).
+		outside := m == t.root || m.e.ExtKey != nil
 		for _, o := range m.info.Optional {
 			g, id, _ := strings.Cut(o, ":")
 			switch g {
 			case "shared":
-				if hostShared[id] && !opts.ExternalSharing && m.e.ExtKey == nil {
+				if hostShared[id] && !opts.ExternalSharing && !outside {
 					return nil, fmt.Errorf("mount %d at %s is in peer group %s, shared with mounts outside the container: give --enable-external-sharing (as criu): %w",
 						m.info.ID, m.info.MountPoint, id, ErrNotSupported)
 				}
 			case "master":
-				if !shared[id] && !opts.ExternalMasters {
+				if !shared[id] && !opts.ExternalMasters && !outside {
 					return nil, fmt.Errorf("mount %d at %s is a slave of peer group %s, outside the container: give --enable-external-masters (as criu): %w",
 						m.info.ID, m.info.MountPoint, id, ErrNotSupported)
 				}

@@ -115,14 +115,16 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 		t.Fatal(err)
 	}
 	if mode == "slave" {
-		// A shared mount on the host, of which the container's /ext is
-		// a slave: an external master.
-		if err := unix.Mount(c.ext, c.ext, "", unix.MS_BIND, ""); err != nil {
-			t.Fatalf("bind %s: %v", c.ext, err)
-		}
-		t.Cleanup(func() { unix.Unmount(c.ext, unix.MNT_DETACH) })
-		if err := unix.Mount("", c.ext, "", unix.MS_SHARED, ""); err != nil {
-			t.Fatalf("make %s shared: %v", c.ext, err)
+		// Shared mounts on the host, of which the container's root and
+		// /ext are slaves: external masters.
+		for _, d := range []string{c.ext, c.rootfs} {
+			if err := unix.Mount(d, d, "", unix.MS_BIND, ""); err != nil {
+				t.Fatalf("bind %s: %v", d, err)
+			}
+			t.Cleanup(func() { unix.Unmount(d, unix.MNT_DETACH) })
+			if err := unix.Mount("", d, "", unix.MS_SHARED, ""); err != nil {
+				t.Fatalf("make %s shared: %v", d, err)
+			}
 		}
 	}
 	if overlay {
@@ -507,22 +509,23 @@ func TestContainerMountsAuto(t *testing.T) {
 	endMntContainer(t, c, host, true)
 }
 
-// TestContainerMountsExternalMasters: the container's /ext is a slave of
-// a shared mount of the host. The dump refuses it unless
-// --enable-external-masters (criu's flag) is given; with it, the restored
-// /ext is a slave of the host's peer group again: a mount under the
-// host's shows in the container.
+// TestContainerMountsExternalMasters: the container's rootfs and its
+// /ext are slaves of shared mounts of the host (external masters). As
+// with criu 4.2, no flag is needed for the root and external mounts: the
+// restored ones are slaves of the host's peer groups again (a mount made
+// under the host's ext shows in the container).
 func TestContainerMountsExternalMasters(t *testing.T) {
 	t.Parallel()
 	c := startMntContainer(t, "slave", false)
 	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
-	if !strings.Contains(strings.Join(wantMounts, "\n"), "/ext on / ") || !strings.Contains(strings.Join(wantMounts, "\n"), "master:") {
-		t.Fatalf("the container's /ext is no slave:\n%s", strings.Join(wantMounts, "\n"))
+	for _, mp := range []string{"/ on - ", "/ext on / "} {
+		i := slices.IndexFunc(wantMounts, func(l string) bool { return strings.HasPrefix(l, mp) })
+		if i < 0 || !strings.Contains(wantMounts[i], "master:") {
+			t.Fatalf("the container's %s is no slave:\n%s", mp, strings.Join(wantMounts, "\n"))
+		}
 	}
-	testutil.AssertContains(t, testutil.DumpFail(t, c.init, t.TempDir(), mntDumpFlags...), "at /ext is a slave of peer group", "--enable-external-masters")
-	assertRunning(t, c.init)
 	dir := t.TempDir()
-	testutil.Dump(t, c.init, dir, append([]string{"--enable-external-masters"}, mntDumpFlags...)...)
+	testutil.Dump(t, c.init, dir, mntDumpFlags...)
 	c.waitGone(t)
 	host, _ := restoreMntContainer(t, c, dir)
 	checkMountsBack(t, host, wantMounts, wantPids)
