@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	mntimg "github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
@@ -57,6 +58,17 @@ func (b *builder) build() error {
 			return err
 		}
 	}
+	// pivot_root refuses a shared new root: a root that is to be a slave
+	// becomes one now, one that is to be shared after.
+	if root.e.GetMasterId() != 0 {
+		if err := b.propagation(root, "the root mount"); err != nil {
+			return err
+		}
+	} else if g, _ := b.current(root); g != 0 {
+		if err := unix.Mount("", b.yard, "", unix.MS_PRIVATE, ""); err != nil {
+			return os.NewSyscallError("mount --make-private the root", err)
+		}
+	}
 	if err := unix.Chdir(b.yard); err != nil {
 		return os.NewSyscallError("chdir", err)
 	}
@@ -69,9 +81,10 @@ func (b *builder) build() error {
 	if err := unix.Chdir("/"); err != nil {
 		return os.NewSyscallError("chdir", err)
 	}
-	// The root's own propagation once it is the root: pivot_root
-	// refuses a shared new root.
 	root.target = "/"
+	if root.e.GetMasterId() != 0 {
+		return nil
+	}
 	return b.propagation(root, "the root mount")
 }
 
@@ -95,7 +108,7 @@ func (b *builder) mountOne(m *rmount) error {
 	var err error
 	switch {
 	case m.source != "":
-		err = bind(m.source, m.target)
+		err = b.bindOutside(m)
 	default:
 		if s := b.peer(m); s != nil {
 			err = bind(below(s, m), m.target)
@@ -221,6 +234,24 @@ func (b *builder) mountpoint(m *rmount) error {
 	return nil
 }
 
+// bindOutside binds m from its source in stasis' namespace (an external
+// mount, --root): a clone of it taken there (open_tree, on the tracer)
+// and moved into the new namespace, so that it shares what the source
+// shares (a peer of the host's group, a slave of its master) as the
+// dumped one did.
+func (b *builder) bindOutside(m *rmount) error {
+	var fd int
+	var err error
+	b.onTracer(func() {
+		fd, err = unix.OpenTree(unix.AT_FDCWD, m.source, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+	})
+	if err != nil {
+		return os.NewSyscallError("open_tree "+m.source, err)
+	}
+	defer unix.Close(fd)
+	return os.NewSyscallError("move_mount "+m.source, unix.MoveMount(fd, "", unix.AT_FDCWD, m.target, unix.MOVE_MOUNT_F_EMPTY_PATH))
+}
+
 func bind(src, target string) error {
 	return os.NewSyscallError("mount --bind "+src, unix.Mount(src, target, "", unix.MS_BIND, ""))
 }
@@ -328,7 +359,11 @@ func (b *builder) remoteMount(src, target, fs string, flags uintptr, data string
 	return err
 }
 
-// propagation gives m its peer group, master and bindability.
+// propagation gives m its peer group, master and bindability, from
+// what it has now: a mount bound from a peer is in its group, one bound
+// from a shared mount of its master's group is made its slave, one the
+// kernel propagated a parent's mount to keeps its group, a clone of a
+// source outside shares what the source shares.
 func (b *builder) propagation(m *rmount, what string) error {
 	e := m.e
 	set := func(flag uintptr, name string) error {
@@ -337,34 +372,35 @@ func (b *builder) propagation(m *rmount, what string) error {
 		}
 		return nil
 	}
-	joined := false
-	if e.GetSharedId() != 0 {
-		for _, s := range b.im.mounts {
-			if s != m && s.fd != nil && s.e.GetSharedId() == e.GetSharedId() {
-				joined = true
+	wantShared, wantSlave := e.GetSharedId() != 0, e.GetMasterId() != 0
+	group, master := b.current(m)
+	if group != 0 && wantShared {
+		// The group it is in must be its own image group's, not that of
+		// another made mount of another group.
+		for _, n := range b.im.mounts {
+			if n != m && n.group == group && n.e.GetSharedId() != e.GetSharedId() {
+				group = -1
 			}
 		}
 	}
-	if joined && e.GetMasterId() == 0 {
-		return nil // bound from a peer: in its group
-	}
-	if e.GetSharedId() != 0 && e.GetMasterId() == 0 && b.shared(m) {
-		// Made under a shared parent, whose peers got copies of it in
-		// its new group: the copies are in the image too (adopted).
-		return nil
-	}
-	if e.GetMasterId() != 0 {
+	switch {
+	case wantSlave && (master == 0 || group != 0):
 		if err := set(unix.MS_SLAVE, "slave"); err != nil {
 			return err
 		}
-	} else if err := set(unix.MS_PRIVATE, "private"); err != nil {
-		return err
+		group = 0
+	case !wantSlave && master != 0 || !wantShared && group != 0 || group == -1:
+		if err := set(unix.MS_PRIVATE, "private"); err != nil {
+			return err
+		}
+		group = 0
 	}
-	if e.GetSharedId() != 0 && !joined {
+	if wantShared && group == 0 {
 		if err := set(unix.MS_SHARED, "shared"); err != nil {
 			return err
 		}
 	}
+	m.group, _ = b.current(m)
 	if e.GetFlags()&msUnbindable != 0 {
 		return set(unix.MS_UNBINDABLE, "unbindable")
 	}
@@ -388,26 +424,32 @@ func (b *builder) flags(m *rmount) error {
 	return nil
 }
 
-// shared tells whether m is in a peer group now (its line in the
-// namespace's mountinfo).
-func (b *builder) shared(m *rmount) bool {
+// current returns m's peer group and master now (0: none), from its
+// line in the namespace's mountinfo.
+func (b *builder) current(m *rmount) (group, master int) {
 	f, err := os.Open("/proc/thread-self/mountinfo")
 	if err != nil {
-		return false
+		return 0, 0
 	}
 	defer f.Close()
 	infos, err := proc.ParseMountinfo(f)
 	if err != nil {
-		return false
+		return 0, 0
 	}
 	for _, in := range infos {
-		if uint64(in.ID) == m.newID {
-			for _, o := range in.Optional {
-				if strings.HasPrefix(o, "shared:") {
-					return true
-				}
+		if uint64(in.ID) != m.newID {
+			continue
+		}
+		for _, o := range in.Optional {
+			k, v, _ := strings.Cut(o, ":")
+			n, _ := strconv.Atoi(v)
+			switch k {
+			case "shared":
+				group = n
+			case "master":
+				master = n
 			}
 		}
 	}
-	return false
+	return group, master
 }

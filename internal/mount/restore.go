@@ -34,6 +34,7 @@ type rmount struct {
 	target string   // where it is mounted while the tree is built
 	fd     *os.File // O_PATH on its root once mounted
 	newID  uint64   // its id once mounted
+	group  int      // its peer group once mounted (0: none)
 }
 
 // Load reads mountpoints-ID.img and checks that its entries form one

@@ -85,7 +85,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 }
 
 // startMntContainer builds the rootfs and starts the container (mode
-// "plain", "badfs" or "slave", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
+// "plain", "badfs", "slave" or "peer", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
 // the test on the host, as runtimes mount theirs.
 func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	t.Helper()
@@ -114,10 +114,14 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	if err := os.WriteFile(filepath.Join(c.ext, "host.txt"), []byte("host file\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if mode == "slave" {
+	if mode == "slave" || mode == "peer" {
 		// Shared mounts on the host, of which the container's root and
-		// /ext are slaves: external masters.
-		for _, d := range []string{c.ext, c.rootfs} {
+		// /ext are slaves (external masters), or /ext a peer.
+		dirs := []string{c.ext, c.rootfs}
+		if mode == "peer" {
+			dirs = dirs[:1]
+		}
+		for _, d := range dirs {
 			if err := unix.Mount(d, d, "", unix.MS_BIND, ""); err != nil {
 				t.Fatalf("bind %s: %v", d, err)
 			}
@@ -143,8 +147,11 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	}
 	defer f.Close()
 	args := []string{"--pid", "--fork", "--mount", "--uts", "--ipc"}
-	if mode == "slave" {
-		args = append(args, "--propagation", "slave") // unshare's default is private
+	switch mode { // unshare's default is private
+	case "slave":
+		args = append(args, "--propagation", "slave")
+	case "peer":
+		args = append(args, "--propagation", "unchanged")
 	}
 	c.unshare = exec.Command(unshare, append(args, filepath.Join(c.rootfs, "mntinit"), "stage1", c.rootfs, c.ext, mode)...)
 	c.unshare.Stdout, c.unshare.Stderr = f, f
@@ -523,6 +530,36 @@ func TestContainerMountsExternalMasters(t *testing.T) {
 		if i < 0 || !strings.Contains(wantMounts[i], "master:") {
 			t.Fatalf("the container's %s is no slave:\n%s", mp, strings.Join(wantMounts, "\n"))
 		}
+	}
+	dir := t.TempDir()
+	testutil.Dump(t, c.init, dir, mntDumpFlags...)
+	c.waitGone(t)
+	host, _ := restoreMntContainer(t, c, dir)
+	checkMountsBack(t, host, wantMounts, wantPids)
+	sub := filepath.Join(c.ext, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("propagated", sub, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(sub, unix.MNT_DETACH)
+	if got := strings.Join(mountinfo(t, host), "\n"); !strings.Contains(got, "/ext/sub on /ext ") {
+		t.Errorf("a mount made under the host's /ext did not propagate into the restored container:\n%s", got)
+	}
+	endMntContainer(t, c, host, true)
+}
+
+// TestContainerMountsExternalSharing: the container's /ext is a peer of a
+// shared mount of the host. As criu 4.2, no flag is needed for an
+// external mount; the restored /ext is a peer of the host's again:
+// mounts propagate both ways.
+func TestContainerMountsExternalSharing(t *testing.T) {
+	t.Parallel()
+	c := startMntContainer(t, "peer", false)
+	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+	if i := slices.IndexFunc(wantMounts, func(l string) bool { return strings.HasPrefix(l, "/ext on / ") }); i < 0 || !strings.Contains(wantMounts[i], "shared:") {
+		t.Fatalf("the container's /ext is no peer of the host's:\n%s", strings.Join(wantMounts, "\n"))
 	}
 	dir := t.TempDir()
 	testutil.Dump(t, c.init, dir, mntDumpFlags...)

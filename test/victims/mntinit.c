@@ -6,7 +6,8 @@
  *
  * stage1 (pid 1, still on the host's tree): makes every mount private
  * (MODE "slave": a slave of the host's, so that the container's binds from
- * the host are slaves of host peer groups: external masters),
+ * the host are slaves of host peer groups: external masters; "peer": left
+ * as they are, peers of the host's),
  * binds ROOTFS on itself (pivot_root wants a mount), binds EXTDIR at
  * /ext (an external mount), mounts a tmpfs at /tmp and one at /dev with
  * the host's /dev/null bound on /dev/null (as runtimes do), then
@@ -72,8 +73,12 @@ static void stage1(const char *root, const char *ext, const char *mode)
 {
 	char p[4096];
 
-	/* "slave": the host's mounts stay masters of the container's copies. */
-	xmount(NULL, "/", NULL, MS_REC | (strcmp(mode, "slave") ? MS_PRIVATE : MS_SLAVE), NULL);
+	/*
+	 * "slave": the host's mounts stay masters of the container's copies;
+	 * "peer": peers (unshare leaves them so with --propagation unchanged).
+	 */
+	if (strcmp(mode, "peer"))
+		xmount(NULL, "/", NULL, MS_REC | (strcmp(mode, "slave") ? MS_PRIVATE : MS_SLAVE), NULL);
 	xmount(root, root, NULL, MS_BIND, NULL);
 	snprintf(p, sizeof(p), "%s/ext", root);
 	xmount(ext, p, NULL, MS_BIND, NULL);
