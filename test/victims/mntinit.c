@@ -26,7 +26,9 @@
  * an unlinked file of the tmpfs (a ghost), fds 7 and 8 the master and
  * slave of pty 0 of the container's devpts, fd 9 a unix socket listening
  * at /tmp/lsock, fds 10 and 11 a connection to it; cwd /tmp/d. A child, pid 2,
- * is busybox sleep from the rootfs. MODE "badfs" adds a ramfs at
+ * is busybox sleep from the rootfs. The hostname is stasis-mnt; a System
+ * V shm segment (attached, "shared memory"), a semaphore (42) and a queued
+ * message (type 7) are in its ipc namespace. MODE "badfs" adds a ramfs at
  * /tmp/ram, which no dump can make again. READY is /ext/ready.
  *
  * On SIGTERM it checks all of it from inside: its pid and session, cwd,
@@ -34,13 +36,17 @@
  * files of the tmpfs, the read-only bind, the peer group, master and
  * unbindable flags of the tree in its own mountinfo, the pty's index and
  * a line through it, the socket's name, the connection, a new one to the
- * listener's path, then ends the child
+ * listener's path, the hostname and System V objects, then ends the child
  * and checks it was pid 2.
  */
 #include "victim.h"
 
 #include <sched.h>
+#include <sys/ipc.h>
 #include <sys/mount.h>
+#include <sys/msg.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/stat.h>
@@ -101,7 +107,12 @@ static void stage1(const char *root, const char *ext, const char *mode)
 	die("exec /mntinit: %s", strerror(errno));
 }
 
+#define KEY_SHM 0x4d4e5401
+#define KEY_SEM 0x4d4e5402
+#define KEY_MSG 0x4d4e5403
+
 static pid_t child;
+static char *shm;
 static struct stat f1st;
 
 static void stage2(const char *mode)
@@ -188,6 +199,21 @@ static void stage2(const char *mode)
 		if (connect(10, (struct sockaddr *)&a, sizeof(a)))
 			die("connect /tmp/lsock: %s", strerror(errno));
 		move_to(accept(9, NULL, NULL), 11);
+	}
+
+	/* The rest of the container: its hostname and System V objects. */
+	if (sethostname("stasis-mnt", 10))
+		die("sethostname: %s", strerror(errno));
+	{
+		int id = shmget(KEY_SHM, 4096, IPC_CREAT | 0600), sem = semget(KEY_SEM, 1, IPC_CREAT | 0600);
+		int q = msgget(KEY_MSG, IPC_CREAT | 0600);
+		struct { long type; char text[8]; } msg = { 7, "queued" };
+
+		if (id < 0 || (shm = shmat(id, NULL, 0)) == (void *)-1 || sem < 0 || q < 0)
+			die("System V objects: %s", strerror(errno));
+		strcpy(shm, "shared memory");
+		if (semctl(sem, 0, SETVAL, 42) || msgsnd(q, &msg, sizeof(msg.text), 0))
+			die("semaphore and message: %s", strerror(errno));
 	}
 
 	child = fork();
@@ -326,6 +352,20 @@ static void check(void)
 		if (c < 0 || connect(c, (struct sockaddr *)&b, sizeof(b)))
 			fail("a new connection to /tmp/lsock: %s", strerror(errno));
 		close(c);
+	}
+	{
+		char host[64] = "";
+		struct { long type; char text[8]; } msg = { 0 };
+		int sem = semget(KEY_SEM, 1, 0), q = msgget(KEY_MSG, 0);
+
+		if (gethostname(host, sizeof(host)) || strcmp(host, "stasis-mnt"))
+			fail("hostname \"%s\", want stasis-mnt", host);
+		if (strcmp(shm, "shared memory"))
+			fail("shm holds \"%.16s\"", shm);
+		if (sem < 0 || semctl(sem, 0, GETVAL) != 42)
+			fail("semaphore %d: value %d, want 42", sem, sem < 0 ? -1 : semctl(sem, 0, GETVAL));
+		if (q < 0 || msgrcv(q, &msg, sizeof(msg.text), 0, IPC_NOWAIT) != sizeof(msg.text) || msg.type != 7 || strcmp(msg.text, "queued"))
+			fail("message queue %d: got type %ld \"%s\", want 7 \"queued\"", q, msg.type, msg.text);
 	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != 2 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM)
