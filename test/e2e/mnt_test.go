@@ -85,7 +85,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 }
 
 // startMntContainer builds the rootfs and starts the container (mode
-// "plain", "badfs", "slave" or "peer", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
+// "plain", "badfs", "slave", "peer" or "cgroup", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
 // the test on the host, as runtimes mount theirs.
 func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	t.Helper()
@@ -577,5 +577,22 @@ func TestContainerMountsExternalSharing(t *testing.T) {
 	if got := strings.Join(mountinfo(t, host), "\n"); !strings.Contains(got, "/ext/sub on /ext ") {
 		t.Errorf("a mount made under the host's /ext did not propagate into the restored container:\n%s", got)
 	}
+	endMntContainer(t, c, host, true)
+}
+
+// TestContainerMountsCgroup: a cgroup2 mount of the container comes back
+// (the mount: the cgroups are the cgroup part's).
+func TestContainerMountsCgroup(t *testing.T) {
+	t.Parallel()
+	c := startMntContainer(t, "cgroup", false)
+	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+	if !strings.Contains(strings.Join(wantMounts, "\n"), "/tmp/cg2 on /tmp ") {
+		t.Fatalf("no cgroup2 mount in the container:\n%s", strings.Join(wantMounts, "\n"))
+	}
+	dir := t.TempDir()
+	testutil.Dump(t, c.init, dir, mntDumpFlags...)
+	c.waitGone(t)
+	host, _ := restoreMntContainer(t, c, dir)
+	checkMountsBack(t, host, wantMounts, wantPids)
 	endMntContainer(t, c, host, true)
 }

@@ -29,7 +29,8 @@
  * is busybox sleep from the rootfs. The hostname is stasis-mnt; a System
  * V shm segment (attached, "shared memory"), a semaphore (42) and a queued
  * message (type 7) are in its ipc namespace. MODE "badfs" adds a ramfs at
- * /tmp/ram, which no dump can make again. READY is /ext/ready.
+ * /tmp/ram, which no dump can make again; "cgroup" a cgroup2 mount at
+ * /tmp/cg2. READY is /ext/ready.
  *
  * On SIGTERM it checks all of it from inside: its pid and session, cwd,
  * each fd's file, offset and contents, the ghost is still unlinked, the
@@ -160,6 +161,10 @@ static void stage2(const char *mode)
 	put("/tmp/rodir/r", "read-only\n", 0644);
 	xmount("/tmp/rodir", "/rob", NULL, MS_BIND, NULL);
 	xmount(NULL, "/rob", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID, NULL);
+	if (!strcmp(mode, "cgroup")) {
+		xmkdir("/tmp/cg2");
+		xmount("cgroup2", "/tmp/cg2", "cgroup2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	}
 	if (!strcmp(mode, "badfs")) {
 		xmkdir("/tmp/ram");
 		xmount("ram", "/tmp/ram", "ramfs", 0, NULL);
