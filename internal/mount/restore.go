@@ -54,6 +54,10 @@ func Load(dir *images.Dir, id uint32) (*Image, error) {
 		if !path.IsAbs(mp) || path.Clean(mp) != mp {
 			return nil, bad("mount %d: mountpoint %q is not a clean absolute path", e.GetMntId(), mp)
 		}
+		// Its root names a directory bind mounts are made from.
+		if r := e.GetRoot(); !path.IsAbs(r) || path.Clean(r) != r {
+			return nil, bad("mount %d: root %q is not a clean absolute path", e.GetMntId(), r)
+		}
 		if im.byID[e.GetMntId()] != nil {
 			return nil, bad("mount %d listed twice", e.GetMntId())
 		}
