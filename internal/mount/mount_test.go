@@ -60,6 +60,7 @@ func TestLoadRefuses(t *testing.T) {
 		"relative":      {entry(2, 1, "/"), entry(3, 2, "etc")},
 		"root not at /": {entry(2, 1, "/x")},
 		"twice":         {entry(2, 1, "/"), entry(2, 1, "/a")},
+		"root escapes":  {entry(2, 1, "/"), func() *mntimg.MntEntry { e := entry(3, 2, "/a"); e.Root = proto.String("/x/../../etc"); return e }()},
 	} {
 		dir, err := images.Create(t.TempDir())
 		if err != nil {
