@@ -199,8 +199,14 @@ func (im *Image) Build(t remote.Task) error {
 	if err != nil {
 		return fmt.Errorf("restore mounts: %w", err)
 	}
-	defer os.RemoveAll(base) // empty dirs in stasis' namespace: nothing is mounted there
 	yard, stage := filepath.Join(base, "root"), filepath.Join(base, "stage")
+	// Empty directories in stasis' namespace (the mounts are in the
+	// new one): removed one by one, never recursively.
+	defer func() {
+		os.Remove(yard)
+		os.Remove(stage)
+		os.Remove(base)
+	}()
 	for _, d := range []string{yard, stage} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			return fmt.Errorf("restore mounts: %w", err)
