@@ -50,12 +50,19 @@ var backend = rpc.Backend{
 			Pid: r.Pid, ImagesDir: r.ImagesDir, WorkDir: r.WorkDir,
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
-			Files: r.Files, Log: r.Log, Notify: r.Notify,
+			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: memFromRPC(r.Mem),
 		})
 	},
+	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
+		return PreDumpContext(ctx, DumpOptions{
+			Pid: r.Pid, ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, Unprivileged: r.Unprivileged,
+			Log: r.Log, Mem: memFromRPC(r.Mem),
+		})
+	},
+	PageServer: startPageServer,
 	Restore: func(ctx context.Context, r rpc.RestoreRequest) (int, error) {
 		res, err := RestoreContext(ctx, RestoreOptions{
-			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob,
+			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify,
 		})
@@ -64,6 +71,7 @@ var backend = rpc.Backend{
 		}
 		return res.Pid, nil
 	},
+	DisplayStats: DisplayStats,
 	Check: func() error {
 		var missing []error
 		for _, f := range Check() {

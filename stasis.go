@@ -12,13 +12,16 @@ import (
 	"strconv"
 	"syscall"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/puppet"
 	"github.com/stasis-cr/stasis/internal/restore"
 )
@@ -41,18 +44,27 @@ type DumpOptions struct {
 	// accepting the limits that brings, as criu's flag. Without
 	// CAP_SYS_ADMIN the flag is required.
 	Unprivileged bool
-	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external.
+	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external
+	// (net[INO]:KEY too).
 	Files FileDumpOptions
 	// Mounts: --ext-mount-map, --enable-fs, --enable-external-sharing,
 	// --enable-external-masters (--external mnt[...] come from Files).
 	Mounts MountDumpOptions
-	Log    *slog.Logger
+	// Cgroups: --manage-cgroups, --cgroup-props, --cgroup-props-file,
+	// --cgroup-dump-controller, --cgroup-yard, --cgroup-root,
+	// --freeze-cgroup.
+	Cgroups CgroupDumpOptions
+	// Net: --empty-ns net.
+	Net NetOptions
+	Log *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump,
 	// in criu's order and with its names ("pre-dump" before the tree is
 	// touched, "post-dump" once the images are complete and before the
 	// tree is killed or let go); pid is 0. An error fails the dump there:
 	// the tree is resumed and the images removed.
 	Notify Notify
+	// Mem: --track-mem, --prev-images-dir, --page-server (migrate.go).
+	Mem MemDumpOptions
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -60,11 +72,38 @@ type DumpOptions struct {
 // point and, where criu gives one, the root's host pid.
 type Notify func(script string, pid int) error
 
+// NetOptions are the options about the network namespace of a tree, as
+// criu's flags: see internal/netns.Options.
+type NetOptions = netns.Options
+
+// IsNetExternal tells whether an --external value names a network object:
+// net[INO]:KEY or veth[IFNAME]:OUT[@BRIDGE].
+func IsNetExternal(s string) bool { return netns.IsExternal(s) }
+
 // FileDumpOptions are the options about the files of a dump.
 type FileDumpOptions = files.DumpOptions
 
 // FileRestoreOptions are the options about the files of a restore.
 type FileRestoreOptions = files.RestoreOptions
+
+// CgroupDumpOptions are the cgroup options of a dump.
+type CgroupDumpOptions = cgroup.DumpOptions
+
+// CgroupRestoreOptions are the cgroup options of a restore.
+type CgroupRestoreOptions = cgroup.RestoreOptions
+
+// CgroupMode is criu's --manage-cgroups mode.
+type CgroupMode = cgroup.Mode
+
+// CgroupRoot is one --cgroup-root [CTRL:]PATH.
+type CgroupRoot = cgroup.Root
+
+// ParseCgroupMode parses --manage-cgroups' value ("" is soft, criu's
+// default).
+func ParseCgroupMode(s string) (CgroupMode, error) { return cgroup.ParseMode(s) }
+
+// ParseCgroupRoot parses --cgroup-root [CTRL:]PATH.
+func ParseCgroupRoot(s string) (CgroupRoot, error) { return cgroup.ParseRoot(s) }
 
 // InheritFd is one --inherit-fd fd[N]:KEY of a restore.
 type InheritFd = files.InheritFd
@@ -79,6 +118,10 @@ type RestoreOptions struct {
 	PidFile   string // --pidfile: written with the (host) PID of the restored root
 	ShellJob  bool   // -j/--shell-job: restore into the caller's session
 	PidNS     bool   // --pidns: restore into a new pid namespace with the original pids
+	// Sibling (-S/--restore-sibling, the RPC's rst_sibling): the root is
+	// a child of the caller's parent, not of the caller (Restored.Wait
+	// cannot wait for it), as criu's root is of the swrk client.
+	Sibling bool
 	// NetworkLock (--network-lock): "nftables" (the default, also "") locks
 	// the connections during the restore and removes the dump's lock once
 	// they run; "skip" touches no lock.
@@ -92,7 +135,15 @@ type RestoreOptions struct {
 	Files FileRestoreOptions
 	// Mounts: -r/--root, --external mnt[KEY]:PATH, --ext-mount-map.
 	Mounts MountRestoreOptions
-	Log    *slog.Logger
+	// Cgroups: --manage-cgroups (soft by default, as criu), --cgroup-root,
+	// --cgroup-yard.
+	Cgroups CgroupRestoreOptions
+	// Net: --veth-pair, --external veth[IFNAME]:OUT[@BRIDGE], --join-ns
+	// net:PATH, --empty-ns net, --weak-sysctls; an external network
+	// namespace (dumped with --external net[INO]:KEY) is given with
+	// --inherit-fd fd[N]:KEY.
+	Net NetOptions
+	Log *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a
 	// restore, in criu's order: "pre-restore", ("setup-namespaces" with
 	// the root's pid and "post-setup-namespaces" when the tree gets
@@ -150,11 +201,17 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 	if err := kerndat.Require(dump.Needs...); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	mo, done, err := opts.Mem.memOptions()
+	if err != nil {
+		return fmt.Errorf("dump: %w", err)
+	}
+	defer done()
 	err = dump.Dump(ctx, dump.Options{
+		Mem: mo,
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
-		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
-		Notify: opts.Notify, Mounts: dumpMounts(opts),
+		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
+		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log), Mounts: dumpMounts(opts),
 	})
 	return priv.Explain("dump", opts.Pid, err)
 }
@@ -171,6 +228,25 @@ func dumpMounts(opts DumpOptions) mount.DumpOptions {
 	m := opts.Mounts
 	m.External = append(append([]string(nil), m.External...), opts.Files.External...)
 	return m
+}
+
+// cgroupDump completes the cgroup options of a dump: without
+// CAP_SYS_ADMIN (--unprivileged) no hierarchy can be mounted, and as in
+// criu no cgroup is recorded.
+func cgroupDump(o CgroupDumpOptions, full bool, log *slog.Logger) CgroupDumpOptions {
+	o.Off = o.Off || !full
+	if o.Log == nil {
+		o.Log = log
+	}
+	return o
+}
+
+func cgroupRestore(o CgroupRestoreOptions, full bool, log *slog.Logger) CgroupRestoreOptions {
+	o.Off = o.Off || !full
+	if o.Log == nil {
+		o.Log = log
+	}
+	return o
 }
 
 // privilege checks up front that stasis may run op at all, as criu's
@@ -242,8 +318,8 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
-		ShellJob: opts.ShellJob, PidNS: opts.PidNS, NetworkLock: lock, Files: opts.Files, Log: opts.Log,
-		Unprivileged: !priv.Full(), Notify: opts.Notify, Mounts: opts.Mounts,
+		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
+		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log), Mounts: opts.Mounts,
 	})
 	return r, priv.Explain("restore", 0, err)
 }
@@ -299,6 +375,12 @@ func FeatureNames() []string {
 func Reexec() (code int, ok bool) {
 	if len(os.Args) > 1 && os.Args[1] == puppet.PuppetArg {
 		return 2, true
+	}
+	if len(os.Args) > 1 && os.Args[1] == mem.HolderArg {
+		return mem.RunHolder(os.Args[1:]), true
+	}
+	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
+		return puppet.RunSibling(), true
 	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])

@@ -47,12 +47,15 @@ type config struct {
 	// killsafe group
 	killPoints int
 	criu       string
+	// issue group
+	huge  int64 // memory of the huge row (0: none)
+	files int   // open files of the files row (0: none)
 }
 
 // groups are the victims bench can measure, in the order they run;
 // defaultGroups run without -only (killsafe takes ~10 min more).
 var (
-	groups        = []string{"tiny", "big", "threads", "tree", "killsafe"}
+	groups        = []string{"tiny", "big", "threads", "tree", "killsafe", "issue"}
 	defaultGroups = groups[:4]
 )
 
@@ -78,7 +81,9 @@ func main() {
 	flag.IntVar(&c.treeProcs, "tree-procs", 50, "processes of the tree group")
 	treeMem := flag.String("tree-mem", "64MiB", "memory of each process of the tree group")
 	flag.IntVar(&c.killPoints, "kill-points", 100, "killsafe: SIGKILLs of a dump per tool")
-	flag.StringVar(&c.criu, "criu", "", "killsafe: CRIU binary to compare with (default "+criuDefault+"; off: none)")
+	flag.StringVar(&c.criu, "criu", "", "killsafe, issue: CRIU binary to compare with (default "+criuDefault+"; off: none)")
+	huge := flag.String("huge", "8GiB", "issue: memory of the huge row (0: no such row)")
+	flag.IntVar(&c.files, "files", 100000, "issue: open files of the files row (0: no such row)")
 	flag.Parse()
 	var err error
 	if c.size, err = parseSize(size); err != nil || c.size < pageSize {
@@ -110,6 +115,10 @@ func main() {
 	}
 	slices.Sort(c.threads)
 	c.threads = slices.Compact(c.threads)
+	if c.huge, err = parseSize(*huge); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: bad -huge %q\n", *huge)
+		os.Exit(2)
+	}
 	if c.treeMem, err = parseSize(*treeMem); err != nil || c.treeMem < pageSize || c.treeProcs < 1 {
 		fmt.Fprintf(os.Stderr, "bench: bad -tree-procs %d / -tree-mem %q\n", c.treeProcs, *treeMem)
 		os.Exit(2)
@@ -217,7 +226,7 @@ func run(c config) error {
 	progress("sampling CPU load of other processes")
 	busyBefore := cpuBusy(time.Second)
 	var lim limits
-	if c.only["big"] || c.only["tree"] {
+	if c.only["big"] || c.only["tree"] || c.only["issue"] {
 		if lim, err = measureLimits(imgRoot, c.size, c.runs); err != nil {
 			return err
 		}
@@ -262,6 +271,12 @@ func run(c config) error {
 		scaled = append(scaled, r)
 	}
 
+	if c.only["issue"] {
+		if err := b.issueTable(c, criuPath(c.criu)); err != nil {
+			return err
+		}
+	}
+
 	var kills []killResult
 	if c.only["killsafe"] {
 		if kills, err = b.killSafe(c); err != nil {
@@ -280,6 +295,9 @@ func run(c config) error {
 	}
 	if kills != nil {
 		printKillSafe(kills, c.size)
+	}
+	if b.issueRows != nil {
+		printIssue(b.issueRows, lim, c.runs, c.warmup)
 	}
 	if c.profile && len(cases)+len(scaled) > 0 {
 		printProfile(prof, cases, c.runs)
@@ -325,6 +343,7 @@ type bencher struct {
 	stasis, victim, tmp, imgRoot string
 	runs, warmup                 int
 	logProfile                   bool // scaling groups: run the commands with -v4 -o LOG and cut their phases
+	issueRows                    []issueRow
 }
 
 // sample is one dump + restore of one fresh victim.

@@ -6,8 +6,6 @@ import (
 
 func init() {
 	for _, c := range []struct{ use, short string }{
-		{"pre-dump", "pre-dump a tree (criu 4.2 command; not implemented yet)"},
-		{"page-server", "serve pages to a dump (criu 4.2 command; not implemented yet)"},
 		{"lazy-pages", "serve pages to a lazy restore (criu 4.2 command; not implemented yet)"},
 		{"dedup", "deduplicate memory images (criu 4.2 command; not implemented yet)"},
 		{"cpuinfo", "dump or check cpu information (criu 4.2 command; not implemented yet)"},

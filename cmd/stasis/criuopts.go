@@ -131,27 +131,33 @@ var extraRefused = []criuOpt{
 // hintOptions are criu options that change nothing in what stasis does, so
 // accepting them honours them; the value says why.
 var hintOptions = map[string]string{
-	"log-pid":           "stasis writes one log, its tasks log nothing",
-	"ghost-fiemap":      "stasis copies unlinked files' contents whatever their holes",
-	"force-irmap":       "a hint to resolve inotify watch names, which stasis does when it can",
-	"deprecated":        "allows deprecated features, of which stasis has none",
-	"no-default-config": "stasis reads no default configuration file",
-	"extra":             "check runs every probe",
-	"experimental":      "check runs every probe",
-	"all":               "check runs every probe",
-	"cpu-cap":           "only none (no cpu check), which is what stasis does",
+	"log-pid":      "stasis writes one log, its tasks log nothing",
+	"ghost-fiemap": "stasis copies unlinked files' contents whatever their holes",
+	"force-irmap":  "a hint to resolve inotify watch names, which stasis does when it can",
+	"deprecated":   "allows deprecated features, of which stasis has none",
+	"extra":        "check runs every probe",
+	"experimental": "check runs every probe",
+	"all":          "check runs every probe",
+	"cpu-cap":      "only none (no cpu check), which is what stasis does",
 }
 
 // commandHints are dump options that criu takes at restore too, where
 // they change nothing (what they chose is in the images).
 var commandHints = map[string]map[string]string{
 	"restore": {
-		"link-remap":              "linked-again files are reopened from the images, flag or not",
-		"skip-in-flight":          "connections not yet accepted were not dumped",
-		"ghost-limit":             "the dump's limit: the images hold what was copied",
+		"link-remap":      "linked-again files are reopened from the images, flag or not",
+		"skip-in-flight":  "connections not yet accepted were not dumped",
+		"ghost-limit":     "the dump's limit: the images hold what was copied",
+		"evasive-devices": "a device is opened by the path the images name",
+		// The mount image says how each mount is made.
 		"enable-fs":               "the images say how each mount is made",
 		"enable-external-sharing": "the images say how each mount is made",
 		"enable-external-masters": "the images say how each mount is made",
+		// What they chose is in cgroup.img.
+		"cgroup-props":           "the dump's: cgroup.img holds the properties it recorded",
+		"cgroup-props-file":      "the dump's: cgroup.img holds the properties it recorded",
+		"cgroup-dump-controller": "the dump's: cgroup.img holds the controllers it recorded",
+		"freeze-cgroup":          "the dump's: a frozen cgroup is frozen again from cgroup.img",
 	},
 }
 
@@ -160,7 +166,7 @@ var commandHints = map[string]map[string]string{
 var cobraBuiltin = map[string]bool{"help": true, "version": true}
 
 // criuCommands are the subcommands that take criu's options.
-var criuCommands = map[string]bool{"dump": true, "pre-dump": true, "restore": true, "check": true}
+var criuCommands = map[string]bool{"dump": true, "pre-dump": true, "restore": true, "check": true, "page-server": true}
 
 const (
 	refusedUsage = "not implemented yet"
@@ -217,6 +223,7 @@ func addCRIUOptions(cmd *cobra.Command) {
 	if cmd.Name() == "dump" || cmd.Name() == "restore" {
 		addDisplayStats(cmd)
 	}
+	addConfigFlags(f)
 	for _, o := range append(append([]criuOpt{}, criuOptions...), extraRefused...) {
 		if cobraBuiltin[o.name] {
 			continue

@@ -121,9 +121,9 @@ func TestCRIUOptionsAccepted(t *testing.T) {
 	}
 	t.Logf("criu options (implemented: by dump, restore or check): %v", counts)
 	// The refusal names the option whatever its spelling.
-	for _, args := range [][]string{{"--freeze-cgroup", "X", "-t", "1"}, {"--freeze-cgroup=X"}} {
+	for _, args := range [][]string{{"--timeout", "X", "-t", "1"}, {"--timeout=X"}} {
 		err := parseOnly(t, "dump", args...)
-		if err == nil || err.Error() != "dump: --freeze-cgroup is not implemented yet (criu 4.2 option)" {
+		if err == nil || err.Error() != "dump: --timeout is not implemented yet (criu 4.2 option)" {
 			t.Errorf("dump %v: %v", args, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -58,4 +59,9 @@ func (l *logFlags) open(workDir string) (*slog.Logger, func(), error) {
 		closer = func() { f.Close() }
 	}
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closer, nil
+}
+
+// quiet is criu's -v0: nothing but errors is printed, not even progress.
+func (l *logFlags) quiet(cmd *cobra.Command) bool {
+	return l.verbosity == 0 && cmd.Flags().Changed("verbosity")
 }

@@ -55,8 +55,13 @@ func main() {
 		os.Exit(code)
 	}
 	root := newRoot()
-	root.SetArgs(normalizeArgs(os.Args[1:]))
-	err := root.Execute()
+	args, err := withConfig(normalizeArgs(os.Args[1:]))
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "Error: %v\n", err)
+		os.Exit(1)
+	}
+	root.SetArgs(args)
+	err = root.Execute()
 	if err == nil {
 		return
 	}

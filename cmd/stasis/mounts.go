@@ -20,5 +20,4 @@ func addMountDumpFlags(f *pflag.FlagSet, o *stasis.MountDumpOptions) {
 func addMountRestoreFlags(f *pflag.FlagSet, o *stasis.MountRestoreOptions) {
 	f.StringVarP(&o.Root, "root", "r", "", "the directory the container's root mount is bound from (its rootfs)")
 	f.StringArrayVarP(&o.ExtMountMap, "ext-mount-map", "M", nil, "KEY:PATH: the external mount KEY of the dump is bound from PATH (repeatable)")
-	f.StringArrayVar(&o.External, "external", nil, "mnt[KEY]:PATH: the external mount KEY of the dump is bound from PATH (repeatable)")
 }

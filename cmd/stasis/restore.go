@@ -15,6 +15,9 @@ func newRestoreCmd() *cobra.Command {
 	var lf logFlags
 	var detach bool
 	var inherit []string
+	var scripts []string
+	var cf cgroupFlags
+	var nf netFlags
 	cmd := &cobra.Command{
 		Use:   "restore -D DIR",
 		Short: "restore a process tree from an images directory",
@@ -28,6 +31,10 @@ func newRestoreCmd() *cobra.Command {
 			if o.ImagesDir == "" {
 				o.ImagesDir = "."
 			}
+			if o.Sibling && !detach {
+				// criu's words: stasis could not wait for the root.
+				return errorf("restore: --restore-sibling only makes sense with --restore-detached")
+			}
 			for _, a := range inherit {
 				in, err := stasis.ParseInheritFd(a)
 				if err != nil {
@@ -35,14 +42,31 @@ func newRestoreCmd() *cobra.Command {
 				}
 				o.Files.InheritFds = append(o.Files.InheritFds, in)
 			}
+			if err := cf.applyRestore(&o.Cgroups); err != nil {
+				return errorf("restore: %v", err)
+			}
+			if err := nf.applyRestore(&o.Net); err != nil {
+				return errorf("restore: %v", err)
+			}
+			o.Mounts.External = append(o.Mounts.External, nf.mnt...)
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
 				return err
 			}
 			defer closeLog()
 			o.Log = log
+			if len(scripts) > 0 {
+				as, err := stasis.NewActionScripts(scripts, o.ImagesDir, 0)
+				if err != nil {
+					return errorf("restore: %v", err)
+				}
+				defer as.Close()
+				o.Notify = as.Notify
+			}
 			ctx, release := interruptible()
+			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
 			r, err := stasis.RestoreContext(ctx, o)
+			endProgress()
 			// The tree runs on its own now: a signal while stasis waits
 			// for it does what it did before (criu is no different).
 			release()
@@ -76,6 +100,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
+	f.BoolVarP(&o.Sibling, "restore-sibling", "S", false, "restore the root as a sibling of stasis (a child of its parent), with -d")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")
 	f.StringArrayVar(&inherit, "inherit-fd", nil, "fd[N]:KEY: stasis' fd N takes the place of the dumped object KEY, e.g. fd[3]:pipe:[1234] (repeatable)")
 	f.BoolVarP(&o.Files.FileLocks, "file-locks", "l", false, "restore file locks")
@@ -86,6 +111,9 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
+	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
+	cf.registerRestore(f)
+	nf.registerRestore(f, &o.Net)
 	addMountRestoreFlags(f, &o.Mounts)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)

@@ -16,13 +16,12 @@ import (
 // as unknown or, worse, being ignored.
 var (
 	commonUnimplemented = []string{
-		"manage-cgroups", "cgroup-root",
-		"evasive-devices", "lazy-pages", "page-server", "address", "port",
-		"auto-dedup", "empty-ns", "freeze-cgroup", "timeout",
+		"lazy-pages", "page-server", "address", "port",
+		"auto-dedup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"root", "track-mem", "prev-images-dir", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
-	restoreUnimplemented = append([]string{"restore-sibling", "exec-cmd", "veth-pair", "join-ns", "auto-ext-mnt"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"root", "pre-dump-mode", "irmap-scan-path", "stream"}, commonUnimplemented...)
+	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 
 func addUnimplemented(f *pflag.FlagSet, names []string) {

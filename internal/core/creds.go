@@ -27,6 +27,10 @@ const (
 )
 
 func dumpCreds(t *ptrace.Task, s *ptrace.Scratch, st *proc.Status) (*creds.CredsEntry, error) {
+	st, err := userView(t.Tid, st)
+	if err != nil {
+		return nil, err
+	}
 	sb, err := t.Call("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
 	if err != nil {
 		return nil, err
@@ -107,6 +111,9 @@ func restoreCreds(t remote.Task, th *criucore.ThreadCoreEntry) error {
 
 func readCredState(t remote.Task) (*credState, error) {
 	st, err := proc.ReadStatus(t.HostPid())
+	if err == nil {
+		st, err = userView(t.HostPid(), st)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -178,6 +185,11 @@ func restoreGroups(t remote.Task, c *creds.CredsEntry, cur *credState) error {
 		}
 	}
 	_, err := t.Call("setgroups", unix.SYS_SETGROUPS, uint64(len(want)), addr)
+	if b, rerr := os.ReadFile(fmt.Sprintf("/proc/%d/setgroups", t.HostPid())); err != nil && rerr == nil && strings.TrimSpace(string(b)) == "deny" {
+		// The namespace's setgroups "deny" is kept (criu turns it into
+		// "allow"): the groups must come with the task.
+		return fmt.Errorf("groups %v (it has %v): its user namespace denies setgroups: %w", want, cur.groups, err)
+	}
 	return err
 }
 

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
 	"github.com/stasis-cr/stasis/internal/files"
@@ -22,8 +23,10 @@ import (
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	_ "github.com/stasis-cr/stasis/internal/sockets" // registers the socket kinds with files
@@ -43,11 +46,16 @@ type Options struct {
 	// the moment each is dumped until the restore (see netlock).
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
+	Cgroups     cgroup.DumpOptions
 	Mounts      mount.DumpOptions // external mounts, --enable-fs, sharing
-	Log         *slog.Logger
+	// Net: --empty-ns net; --external net[INO]:KEY comes in Files.External.
+	Net netns.Options
+	Log *slog.Logger
 	// Notify, if set, is called at criu's action-script points of a dump
 	// ("pre-dump", "post-dump"); an error fails the dump there.
 	Notify func(script string, pid int) error
+	// Mem: pre-dump, --track-mem, --prev-images-dir, --page-server.
+	Mem MemOptions
 }
 
 // Sentinel errors of refused dumps.
@@ -86,8 +94,14 @@ type dumper struct {
 	workDir *images.Dir              // where stats-dump went, if not dir
 	stats   stats.Dump
 
-	preflight bool   // only check: see Preflight
-	report    Report // what a preflight found
+	it        *iteration // an iterative dump's state (iterate.go), or nil
+	preflight bool       // only check: see Preflight
+	report    Report     // what a preflight found
+
+	cg *cgroup.Dumper // the tasks' cgroups (cgroup.img)
+	// preseized are the threads seized through --freeze-cgroup, not yet
+	// found in the tree.
+	preseized map[int]bool
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -134,6 +148,8 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
 	d.ns.MountOpts = opts.Mounts
+	d.ns.Net, d.ns.Log = opts.Net, opts.Log
+	d.ns.Net.External = append(d.ns.Net.External, opts.Files.External...)
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
 		d.lock.SetRunID(d.runID)
@@ -155,6 +171,13 @@ func (d *dumper) run() (err error) {
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}
+	if err := d.prepareIteration(); err != nil {
+		return err
+	}
+	if d.cg, err = cgroup.NewDumper(d.opts.Cgroups); err != nil {
+		return err
+	}
+	defer d.cg.Close()
 	if err := d.notify("pre-dump"); err != nil {
 		return err
 	}
@@ -170,6 +193,7 @@ func (d *dumper) run() (err error) {
 		}
 	}
 	defer func() {
+		d.holdTrackers(err == nil && (d.opts.LeaveRunning || d.opts.LeaveStopped))
 		if err != nil {
 			d.log.Error("dump failed, resuming the tree", "err", err)
 			d.files.RemoveLinkRemaps()
@@ -185,11 +209,22 @@ func (d *dumper) run() (err error) {
 			}
 		}
 	}()
-	if d.root, err = d.seizeTree(d.opts.Pid, nil); err != nil {
+	if !d.preflight {
+		if err := d.linkParent(); err != nil {
+			return err
+		}
+	}
+	if err := d.freezeCgroup(); err != nil {
+		return err
+	}
+	d.root, err = d.seizeTree(d.opts.Pid, nil)
+	d.releaseFrozen()
+	if err != nil {
 		return err
 	}
 	d.stats.Frozen = time.Now()
 	d.recordTree()
+	d.takeTrackers()
 	if err := d.stop("seize", 0); err != nil {
 		return err
 	}
@@ -249,6 +284,7 @@ func (d *dumper) runPhases() error {
 		{name: "check", fn: d.check, checks: true},
 		{name: "ids", fn: d.dumpIDs, checks: true},
 		{name: "task state", fn: d.dumpCore, checks: true},
+		{name: "cgroups", fn: d.dumpCgroups, checks: true},
 		{name: "files", fn: d.dumpFiles, checks: true},
 		{name: "memory layout", fn: d.dumpMM, checks: true},
 		// What only the whole tree tells (a pipe or a peer outside it),
@@ -384,6 +420,10 @@ func (d *dumper) check(p *process) error {
 	if m := d.ns.Mounts(); m != nil && p == d.root {
 		d.files.Mounts = m
 	}
+	if p == d.root {
+		// The tree's connections are locked in its network namespace.
+		d.lock.SetNetNS(d.ns.NetPid())
+	}
 	if p.smaps, err = proc.ReadSmaps(p.pid); err != nil {
 		return err
 	}
@@ -498,6 +538,9 @@ func (d *dumper) unmapScratch(p *process) error {
 
 // dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
+	if d.it != nil {
+		return d.dumpIterPages(p)
+	}
 	if d.stats.MemStart.IsZero() {
 		d.stats.MemStart = time.Now()
 	}
@@ -505,7 +548,7 @@ func (d *dumper) dumpPages(p *process) error {
 	st, sum, err := mem.WritePages(d.dir, p.pid, d.ns.ImagePid(p.pid), p.pagesID, p.areas, func() error {
 		interrupt.At(d.ctx, "dump-page-copy")
 		return interrupt.Check(d.ctx, fmt.Sprintf("dump phase pages (pid %d)", p.pid))
-	})
+	}, progress.From(d.ctx))
 	if sum != nil {
 		d.sums[pagesName(p.pagesID)] = sum
 	}

@@ -39,6 +39,7 @@ func objIDs(id uint32) *criucore.TaskKobjIdsEntry {
 func (d *dumper) writeImages() error {
 	w := func(name string, m ...proto.Message) error { return d.dir.Write(name, m...) }
 	steps := []func() error{
+		d.closePageServer,
 		d.writePstree,
 		func() error {
 			d.log.Debug("dump phase", "phase", "process images")
@@ -51,6 +52,7 @@ func (d *dumper) writeImages() error {
 		},
 		d.dumpShmem,
 		func() error { return d.ns.Write(d.dir, func() int { return d.ids.next("pages") }) },
+		func() error { return d.cg.Write(d.dir) },
 		func() error { return d.files.WriteImages(d.dir) },
 		func() error { return w("seccomp.img", d.seccomp.Entry()) },
 		func() error {
@@ -166,7 +168,7 @@ func (d *dumper) writeProcess(p *process) error {
 func (d *dumper) inventory() *inventory.InventoryEntry {
 	rootIDs := objIDs(rootObjID)
 	d.ns.RootIDs(rootIDs)
-	return &inventory.InventoryEntry{
+	inv := &inventory.InventoryEntry{
 		ImgVersion:        proto.Uint32(ImgVersion),
 		FdinfoPerId:       proto.Bool(true),
 		NsPerId:           proto.Bool(true),
@@ -176,7 +178,10 @@ func (d *dumper) inventory() *inventory.InventoryEntry {
 		PluginsEntry:      &inventory.PluginsEntry{},
 		DumpCriuRunId:     proto.String(d.runID),
 		NetworkLockMethod: proto.Uint32(netlock.InventoryMethod(d.opts.NetworkLock)),
+		TcpClose:          proto.Bool(d.opts.Files.TCPClose),
 	}
+	d.iterInventory(inv)
+	return inv
 }
 
 func hostLSM() inventory.Lsmtype {

@@ -89,7 +89,7 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 			if seized[tid] {
 				continue
 			}
-			tr, sig, err := ptrace.SeizeAndStop(tid)
+			tr, sig, err := d.seizeTid(tid)
 			if err != nil {
 				if errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.EPERM) && exited(tid) {
 					continue // the thread exited first (an exiting task refuses PTRACE_SEIZE with EPERM)

@@ -364,8 +364,8 @@ func TestAnonEpoll(t *testing.T) {
 	if got, want := anonGetfl(t, ep2), anonGetfl(t, ep); got != want {
 		t.Errorf("reopened flags %#o, want %#o", got, want)
 	}
-	targets := epollTargets(fe)
-	if len(targets) != len(items) {
+	targets, err := epollTargets(fe)
+	if err != nil || len(targets) != len(items) {
 		t.Fatalf("targets %v", targets)
 	}
 	for _, tg := range targets {
@@ -390,7 +390,7 @@ func TestAnonEpoll(t *testing.T) {
 	if o, r := anonReady(t, ep), anonReady(t, ep2); len(o) != 0 || len(r) != 0 {
 		t.Errorf("second epoll_wait: original %v, reopened %v; want nothing", o, r)
 	}
-	if epollTargets(&fdinfo.FileEntry{Type: fdinfo.FdTypes_EVENTFD.Enum()}) != nil {
+	if tg, _ := epollTargets(&fdinfo.FileEntry{Type: fdinfo.FdTypes_EVENTFD.Enum()}); tg != nil {
 		t.Error("targets of an eventfd entry")
 	}
 }

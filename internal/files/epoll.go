@@ -22,8 +22,8 @@ import (
 
 func init() {
 	Register(&Kind{Name: "eventpoll", Type: fdinfo.FdTypes_EVENTPOLL,
-		Dump: func(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) { return DumpEpoll(fd.Pid, fd.Num, fd.ID, fd.Info) },
-		Open: func(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return OpenEpoll(fe) }})
+		Dump: func(t *Table, fd *Fd) (*fdinfo.FileEntry, error) { return t.dumpEpoll(fd) },
+		Open: func(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) { return r.openEpoll(fe) }})
 }
 
 // DumpEpoll returns the entry of an epoll fd with one EventpollTfdEntry per
@@ -36,10 +36,23 @@ func init() {
 // item whose fd was closed (the file living on in a dup or in another
 // task) or reused for another file is refused with ErrUnsupported.
 func DumpEpoll(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, error) {
-	items, err := parseEpollItems(fi)
+	return dumpEpoll(nil, &Fd{Pid: pid, Num: fd, ID: id, Info: fi})
+}
+
+func (t *Table) dumpEpoll(fd *Fd) (*fdinfo.FileEntry, error) { return dumpEpoll(t, fd) }
+
+// dumpEpoll is DumpEpoll; with a table, an item whose number was closed
+// or taken by another file, or any item of an epoll in flight (stasis
+// holds it: its numbers are those of a task that sent it), is found by
+// kcmp among the fds of the tree (epollTargetElsewhere) and records the
+// file id of its target (fieldEpollTarget).
+func dumpEpoll(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
+	pid, id := fd.Pid, fd.ID
+	items, err := parseEpollItems(fd.Info)
 	if err != nil {
-		return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): %w", fd, pid, err)
+		return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): %w", fd.Num, pid, err)
 	}
+	inflight := fd.Via != nil // stasis holds it: a file in flight
 	// Items are printed in the order of the kernel's tree, the order in
 	// which kcmp counts items registered under the same number.
 	seen := map[uint32]int{}
@@ -47,30 +60,45 @@ func DumpEpoll(pid, fd int, id uint32, fi *proc.Fdinfo) (*fdinfo.FileEntry, erro
 		tfd := it.GetTfd()
 		toff := seen[tfd]
 		seen[tfd]++
-		same, err := linux.KcmpEpollTarget(pid, fd, int(tfd), toff)
-		switch {
-		case errors.Is(err, unix.EBADF):
-			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches fd %d, closed since (its file lives on elsewhere): %w",
-				fd, pid, tfd, ErrUnsupported)
-		case err != nil:
-			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): compare item %d with fd %d: %w",
-				fd, pid, tfd, tfd, err)
-		case !same:
-			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches a file added as fd %d, which is now another file: %w",
-				fd, pid, tfd, ErrUnsupported)
-		}
 		it.Id = proto.Uint32(id)
+		same := false
+		if !inflight {
+			same, err = linux.KcmpEpollTarget(pid, fd.Num, int(tfd), toff)
+			if err != nil && !errors.Is(err, unix.EBADF) {
+				return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): compare item %d with fd %d: %w",
+					fd.Num, pid, tfd, tfd, err)
+			}
+		}
+		if same {
+			continue
+		}
+		if t != nil {
+			tid, found, err := t.epollTargetElsewhere(fd, it, toff)
+			if err != nil {
+				return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): find the file of item %d: %w", fd.Num, pid, tfd, err)
+			}
+			if found {
+				setEpollTarget(it, tid)
+				continue
+			}
+		}
+		if errors.Is(err, unix.EBADF) || inflight {
+			return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches fd %d, closed since, whose file no fd of the tree holds: %w",
+				fd.Num, pid, tfd, ErrUnsupported)
+		}
+		return nil, fmt.Errorf("dump fd %d of pid %d (eventpoll): it watches a file added as fd %d, which is now another file: %w",
+			fd.Num, pid, tfd, ErrUnsupported)
 	}
-	return &fdinfo.FileEntry{
-		Type: fdinfo.FdTypes_EVENTPOLL.Enum(),
-		Id:   proto.Uint32(id),
-		Epfd: &eventpoll.EventpollFileEntry{
-			Id:    proto.Uint32(id),
-			Flags: proto.Uint32(anonFlags(fi)),
-			Fown:  AnonFown(),
-			Tfd:   items,
-		},
-	}, nil
+	e := &eventpoll.EventpollFileEntry{
+		Id:    proto.Uint32(id),
+		Flags: proto.Uint32(anonFlags(fd.Info)),
+		Fown:  AnonFown(),
+		Tfd:   items,
+	}
+	if inflight {
+		setEpollInflight(e)
+	}
+	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_EVENTPOLL.Enum(), Id: proto.Uint32(id), Epfd: e}, nil
 }
 
 // parseEpollItems reads the items of an epoll fdinfo, one line each
@@ -187,12 +215,28 @@ func OpenEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
 	return f, nil
 }
 
+// openEpoll is OpenEpoll; an epoll no task holds (in flight) gets its
+// items from stasis at once (addEpollItemsHere).
+func (r *Restorer) openEpoll(fe *fdinfo.FileEntry) (*os.File, error) {
+	f, err := OpenEpoll(fe)
+	if err != nil || !r.epollInflight(fe.GetId()) {
+		return f, err
+	}
+	if err := r.addEpollItemsHere(f, fe); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reopen epoll file id %d (in flight): %w", fe.GetId(), err)
+	}
+	return f, nil
+}
+
 // epollTarget is one item of an epoll fd: the task's fd number it was
-// added with, and its epoll_event.
+// added with, and its epoll_event; File is the file id of its target
+// when that number is not the target in the task (0 otherwise).
 type epollTarget struct {
 	Fd     int
 	Events uint32
 	Data   uint64
+	File   uint32
 }
 
 // epollTargets lists the items of an epoll entry in image order, for
@@ -200,16 +244,20 @@ type epollTarget struct {
 // after every fd of the task is at its number. Events keeps the flag bits
 // (EPOLLET, EPOLLONESHOT, EPOLLEXCLUSIVE, EPOLLWAKEUP) and the
 // EPOLLERR|EPOLLHUP the kernel adds. It is nil for any other entry.
-func epollTargets(fe *fdinfo.FileEntry) []epollTarget {
+func epollTargets(fe *fdinfo.FileEntry) ([]epollTarget, error) {
 	e := fe.GetEpfd()
 	if fe.GetType() != fdinfo.FdTypes_EVENTPOLL || e == nil {
-		return nil
+		return nil, nil
 	}
 	out := make([]epollTarget, 0, len(e.GetTfd()))
 	for _, t := range e.GetTfd() {
-		out = append(out, epollTarget{Fd: int(t.GetTfd()), Events: t.GetEvents(), Data: t.GetData()})
+		file, err := epollTargetFile(t)
+		if err != nil {
+			return nil, fmt.Errorf("epoll file id %d, item fd %d: target file id: %v: %w", fe.GetId(), t.GetTfd(), err, images.ErrCorrupt)
+		}
+		out = append(out, epollTarget{Fd: int(t.GetTfd()), Events: t.GetEvents(), Data: t.GetData(), File: file})
 	}
-	return out
+	return out, nil
 }
 
 // epollRestore is the restore state of the epoll fds: the file ids whose
@@ -225,8 +273,11 @@ func (r *Restorer) RestoreEpollTargets(t remote.Task, fds []*fdinfo.FdinfoEntry)
 	done := stateOf(r.state, "epoll", func() *epollRestore { return &epollRestore{done: map[uint32]bool{}} }).done
 	for _, fe := range fds {
 		file := r.Files[fe.GetId()]
-		targets := epollTargets(file)
-		if len(targets) == 0 || done[fe.GetId()] {
+		targets, err := epollTargets(file)
+		if err != nil {
+			return err
+		}
+		if len(targets) == 0 || done[fe.GetId()] || r.epollInflight(fe.GetId()) {
 			continue
 		}
 		done[fe.GetId()] = true
@@ -238,7 +289,16 @@ func (r *Restorer) RestoreEpollTargets(t remote.Task, fds []*fdinfo.FdinfoEntry)
 			if err != nil {
 				return err
 			}
-			if _, err := t.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(fe.GetFd()), unix.EPOLL_CTL_ADD, uint64(tg.Fd), a); err != nil {
+			add := func() error {
+				_, err := t.Call("epoll_ctl", unix.SYS_EPOLL_CTL, uint64(fe.GetFd()), unix.EPOLL_CTL_ADD, uint64(tg.Fd), a)
+				return err
+			}
+			if tg.File != 0 && !hasFd(fds, tg.Fd, tg.File) {
+				err = r.addUnderNumber(t, fds, tg, add)
+			} else {
+				err = add()
+			}
+			if err != nil {
 				return fmt.Errorf("epoll fd %d: add fd %d: %w", fe.GetFd(), tg.Fd, err)
 			}
 		}

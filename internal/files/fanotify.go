@@ -198,12 +198,15 @@ func openFanotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if fe.GetType() != fdinfo.FdTypes_FANOTIFY || e == nil {
 		return nil, NotKind(fe, "a fanotify")
 	}
-	flags := uint(e.GetFaflags()) | unix.FAN_CLOEXEC
+	// The group's flags as dumped: FAN_CLOEXEC is one of them (fdinfo
+	// shows it), so stasis' copy is made close-on-exec by fcntl instead.
+	flags := uint(e.GetFaflags())
 	fd, err := unix.FanotifyInit(flags, uint(e.GetEvflags()))
 	if err != nil {
 		return nil, fmt.Errorf("reopen fanotify file id %d: %w", fe.GetId(),
 			os.NewSyscallError(fmt.Sprintf("fanotify_init(%#x, %#x)", flags, e.GetEvflags()), err))
 	}
+	unix.CloseOnExec(fd)
 	// FAN_NONBLOCK stays in the group's flags, as dumped, but the file
 	// must be blocking when wrapped (NewAnonFile); AnonSetfl sets the
 	// entry's status flags afterwards.

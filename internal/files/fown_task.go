@@ -21,6 +21,11 @@ func (r *Restorer) RestoreOwners(t remote.Task, fds []*fdinfo.FdinfoEntry) error
 	done := map[uint32]bool{}
 	for _, fd := range fds {
 		id := fd.GetId()
+		if !done[id] {
+			if err := restoreMqNotify(t, fd.GetFd(), r.Files[id]); err != nil {
+				return err
+			}
+		}
 		o, ok := ownerOf(r.Files[id])
 		if !ok || done[id] {
 			continue

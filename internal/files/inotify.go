@@ -35,7 +35,7 @@ func init() {
 // inotify_add_watch takes back.
 const inotifyMaskBits = unix.IN_ALL_EVENTS | unix.IN_ONESHOT | unix.IN_EXCL_UNLINK
 
-func dumpInotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
+func dumpInotify(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	wds, err := parseInotify(fd.Info)
 	if err != nil {
 		return nil, err
@@ -53,7 +53,14 @@ func dumpInotify(_ *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 		}
 		path, err := watcheePath(mounts, w.GetSDev(), w.GetIIno(), w.FHandle)
 		if err != nil {
-			return nil, fmt.Errorf("watch %d on device %s, inode %d: %w", w.GetWd(), kdevString(w.GetSDev()), w.GetIIno(), err)
+			// A file deleted since, still open in the tree: the watch
+			// goes on the file that fd gets back (a ghost).
+			id, found, terr := t.treeFileByInode(w.GetSDev(), w.GetIIno())
+			if terr != nil || !found {
+				return nil, fmt.Errorf("watch %d on device %s, inode %d: %w", w.GetWd(), kdevString(w.GetSDev()), w.GetIIno(), err)
+			}
+			setWatchFile(w, id)
+			continue
 		}
 		w.FHandle.Path = proto.String(path)
 	}
@@ -120,7 +127,7 @@ func parseInotify(fi *proc.Fdinfo) ([]*fsnotify.InotifyWdEntry, error) {
 // openInotify creates an inotify fd with the watches of the entry, each
 // with its dumped wd, and its flags. Watches are added in stasis: the
 // group and its marks belong to the file, which the task then shares.
-func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openInotify(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	e := fe.GetIfy()
 	if fe.GetType() != fdinfo.FdTypes_INOTIFY || e == nil {
 		return nil, NotKind(fe, "an inotify")
@@ -138,7 +145,7 @@ func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	wds := slices.Clone(e.GetWd())
 	slices.SortFunc(wds, func(a, b *fsnotify.InotifyWdEntry) int { return int(a.GetWd()) - int(b.GetWd()) })
 	for _, w := range wds {
-		if err := addInotifyWatch(fd, mounts, w); err != nil {
+		if err := r.addInotifyWatch(fd, mounts, w); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("reopen inotify file id %d: %w", fe.GetId(), err)
 		}
@@ -154,7 +161,7 @@ func openInotify(_ *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 // chosen by INOTIFY_IOC_SETNEXTWD, not by criu's old loop of adding and
 // removing watches until the counter reaches it, which would queue an
 // IN_IGNORED event for the program per removed watch.
-func addInotifyWatch(fd int, mounts []proc.Mount, w *fsnotify.InotifyWdEntry) error {
+func (r *Restorer) addInotifyWatch(fd int, mounts []proc.Mount, w *fsnotify.InotifyWdEntry) error {
 	wd := w.GetWd()
 	if wd == 0 || wd > math.MaxInt32 {
 		return fmt.Errorf("watch with wd %d: %w", wd, images.ErrCorrupt)
@@ -162,11 +169,57 @@ func addInotifyWatch(fd int, mounts []proc.Mount, w *fsnotify.InotifyWdEntry) er
 	if w.GetFHandle() == nil {
 		return fmt.Errorf("watch %d has no file handle: %w", wd, images.ErrCorrupt)
 	}
+	if id, err := watchFile(w); err != nil {
+		return fmt.Errorf("watch %d: file id: %v: %w", wd, err, images.ErrCorrupt)
+	} else if id != 0 {
+		return r.watchGhost(fd, w, id)
+	}
 	target, err := openWatchee(mounts, w.GetSDev(), w.GetIIno(), w.GetFHandle())
 	if err != nil {
 		return fmt.Errorf("watch %d: %w", wd, err)
 	}
 	defer target.Close()
+	return addWatchAt(fd, w, target)
+}
+
+// watchGhost adds watch w of inotify fd on the file of id, a file the
+// tree holds open that was deleted before the dump (a ghost, made again
+// under a temporary name). The removal of that name, when the restore
+// ends, takes the file's last link: the kernel drops every inotify watch
+// of the file then (IN_IGNORED). So the watch is added after it, the last
+// thing the restore does, if it succeeded; events between the tasks'
+// start and then are not seen.
+func (r *Restorer) watchGhost(fd int, w *fsnotify.InotifyWdEntry, id uint32) error {
+	target, err := r.Open(id)
+	if err != nil {
+		return fmt.Errorf("watch %d: its file id %d: %w", w.GetWd(), id, err)
+	}
+	// The restorer's files are closed before its end hooks run.
+	ify, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	tf, err := unix.FcntlInt(target.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		unix.Close(ify)
+		return os.NewSyscallError("fcntl F_DUPFD_CLOEXEC", err)
+	}
+	r.atVeryEnd(func() error {
+		defer unix.Close(ify)
+		f := os.NewFile(uintptr(tf), target.Name())
+		defer f.Close()
+		if !r.success {
+			return nil
+		}
+		return addWatchAt(ify, w, f)
+	})
+	return nil
+}
+
+// addWatchAt adds watch w to inotify fd on the open file target, with
+// its wd.
+func addWatchAt(fd int, w *fsnotify.InotifyWdEntry, target *os.File) error {
+	wd := w.GetWd()
 	// The next watch gets the wd passed (by value), if it is free.
 	if err := unix.IoctlSetInt(fd, linux.InotifyIocSetNextWd, int(wd)); err != nil {
 		return fmt.Errorf("watch %d on %s: %w (the kernel needs CONFIG_CHECKPOINT_RESTORE)", wd, target.Name(),

@@ -131,7 +131,8 @@ func kindOf(target string, st *unix.Stat_t) string {
 		return "unknown object"
 	}
 	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG, unix.S_IFDIR:
+	case unix.S_IFREG, unix.S_IFDIR, unix.S_IFLNK:
+		// A symbolic link is open only as itself (O_PATH|O_NOFOLLOW).
 		return "reg"
 	case unix.S_IFIFO:
 		return "fifo"

@@ -17,6 +17,9 @@ type DumpOptions struct {
 	// LinkRemap: an unlinked file is linked again under a new name
 	// instead of being copied (--link-remap).
 	LinkRemap bool
+	// EvasiveDevices accepts a device opened by a path that now names
+	// another node of the same device (--evasive-devices).
+	EvasiveDevices bool
 	// FileLocks dumps file locks (-l/--file-locks); without it a locked
 	// file is an error.
 	FileLocks bool
@@ -29,6 +32,10 @@ type DumpOptions struct {
 	// SkipInFlight skips TCP connections not yet accepted (criu's
 	// --skip-in-flight).
 	SkipInFlight bool
+	// TCPClose records established TCP connections without their state
+	// (no repair mode, no network lock), to be restored closed (criu's
+	// --tcp-close at dump; inventory's tcp_close tells the restore).
+	TCPClose bool
 	// OnConnection, if set, is called with each established TCP
 	// connection before its state is read: the network lock drops its
 	// packets from then on, so that nothing changes under the dump.
@@ -52,6 +59,7 @@ var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^unix\[[0-9]+\]$`),             // a unix socket of the tree by inode, whose peer is outside
 	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
 	regexp.MustCompile(`^mnt\[[^]]+\]:.+$`),            // a mount bound from outside the container (internal/mount)
+	regexp.MustCompile(`^net\[[0-9]+\]:.+$`),           // a network namespace by inode, and its key (internal/netns)
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -63,7 +71,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex) and mnt[MOUNTPOINT]:KEY (a mount bound from outside the container) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex), net[INO]:KEY (a network namespace) and mnt[MOUNTPOINT]:KEY (a mount bound from outside the container) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {

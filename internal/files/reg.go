@@ -116,6 +116,11 @@ func (t *Table) AddReg(path string, flags uint32, st *unix.Stat_t) uint32 {
 
 func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 	name, gone := t.unlinked(fd.Target, &fd.Stat)
+	if !gone {
+		if err := t.checkDevicePath(fd, name); err != nil {
+			return nil, err
+		}
+	}
 	if gone {
 		if err := t.remapUnlinked(fd.ID, fd.Path(), name, &fd.Stat); err != nil {
 			return nil, err

@@ -46,6 +46,19 @@ type Restorer struct {
 	// namespace once it is restored ("/proc/PID/root"), "" when the tree
 	// has none: the paths of its files are resolved there (mountns.go).
 	Root string
+	// NetNS runs fn in the network namespace the tree's sockets belong
+	// to, set by the restore once the tree's root made or joined one;
+	// nil is stasis' own. Sockets are created through InNetNS.
+	NetNS func(fn func() error) error
+}
+
+// InNetNS runs fn, which creates sockets, in the tree's network
+// namespace (a socket is of the namespace of the thread that made it).
+func (r *Restorer) InNetNS(fn func() error) error {
+	if r.NetNS == nil {
+		return fn()
+	}
+	return r.NetNS(fn)
 }
 
 // NewRestorer returns a Restorer of the files of a dump.
@@ -133,6 +146,10 @@ func (r *Restorer) Log() *slog.Logger {
 // Close, last registered first): what a kind's Open made for itself
 // (sockets, ghost files, the other end of a pair) goes away then.
 func (r *Restorer) OnDone(fn func() error) { r.done = append(r.done, fn) }
+
+// atVeryEnd registers fn to run in Close after every OnDone function,
+// whenever it was registered.
+func (r *Restorer) atVeryEnd(fn func() error) { r.done = append([]func() error{fn}, r.done...) }
 
 // BeforeRun registers fn to run in Finish, once every task has its
 // memory and fds and before any runs: what a task must not see half

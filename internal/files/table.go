@@ -189,6 +189,9 @@ func (t *Table) dumpFile(fd *Fd, allow func(fd *Fd, kind string) error) (*desc, 
 		return nil, fmt.Errorf("%s (%s): %w", fd, fd.Target, err)
 	}
 	name := kindOf(fd.Target, &fd.Stat)
+	if name == "reg" && isMqueue(fd) {
+		name = "mqueue"
+	}
 	k := kindsByName[name]
 	if k == nil || k.Dump == nil {
 		return nil, &UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: name, Target: fd.Target}

@@ -17,8 +17,9 @@ import (
 )
 
 // critLacks lists magics Debian's crit (criu 3.17) cannot decode: PIDFD is
-// newer than its magic table, SIGNAL and BINFMT_MISC have no handler.
-var critLacks = map[string]bool{"PIDFD": true, "SIGNAL": true, "BINFMT_MISC": true}
+// newer than its magic table, SIGNAL and BINFMT_MISC have no handler;
+// STASIS_MQUEUE is stasis' own.
+var critLacks = map[string]bool{"PIDFD": true, "SIGNAL": true, "BINFMT_MISC": true, "STASIS_MQUEUE": true}
 
 type critImage struct {
 	Magic   string           `json:"magic"`

@@ -56,7 +56,9 @@ func (e *encoder) header() error {
 
 // entry writes one entry. Marshal uses default options on purpose: it
 // refuses messages with unset proto2 required fields, which criu's
-// protobuf-c would reject on restore.
+// protobuf-c would reject on restore. Deterministic: stasis' own
+// messages (stasis.go) are dynamic, whose fields are otherwise written in
+// map order.
 func (e *encoder) entry(m proto.Message) error {
 	if err := e.finishEntry(); err != nil {
 		return err
@@ -71,7 +73,7 @@ func (e *encoder) entry(m proto.Message) error {
 		return e.fail(fmt.Errorf("entry %d of a %s image must be a %s, not %s", e.idx, e.kind.magic, fullName(want), fullName(m)))
 	}
 	var err error
-	e.buf, err = proto.MarshalOptions{}.MarshalAppend(binary.LittleEndian.AppendUint32(e.buf[:0], 0), m)
+	e.buf, err = proto.MarshalOptions{Deterministic: true}.MarshalAppend(binary.LittleEndian.AppendUint32(e.buf[:0], 0), m)
 	if err != nil {
 		return e.fail(fmt.Errorf("encode entry %d (%s): %w", e.idx, fullName(m), err))
 	}

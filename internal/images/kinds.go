@@ -78,6 +78,8 @@ const (
 // (v8.3.0) lacks.
 var extraMagics = map[string]uint32{
 	"PIDFD": 0x54435556,
+	// stasis' own images (stasis.go), unknown to criu.
+	"STASIS_MQUEUE": 0x58514d53,
 }
 
 // kind describes one image file of criu's image set (criu/image-desc.c).
@@ -261,6 +263,7 @@ var kinds = []*kind{
 	{pattern: "autofs-%u.img", magic: "AUTOFS", rest: &autofs.AutofsEntry{}},
 	{pattern: "binfmt-misc.img", magic: "BINFMT_MISC", rest: &binfmt_misc.BinfmtMiscEntry{}},
 	{pattern: "binfmt-misc-%u.img", magic: "BINFMT_MISC", rest: &binfmt_misc.BinfmtMiscEntry{}},
+	{pattern: "mqueue-%u.img", magic: "STASIS_MQUEUE", rest: MqueueEntry.New().Interface()},
 
 	// Raw images: no header, written by external tools or as-is data.
 	{pattern: "ifaddr-%u.img"},

@@ -26,16 +26,12 @@ func init() {
 // notInStasis are criu features stasis has no use for yet: the kernel may
 // well have them, stasis cannot do what they are for.
 var notInStasis = map[string]string{
-	// criu answers from soft-dirty; stasis has no pre-dump or --track-mem
-	// (PAGEMAP_SCAN with uffd WP_ASYNC would do where soft-dirty is off).
-	"mem_dirty_track":      "stasis does not track memory changes yet (no pre-dump, --track-mem)",
 	"uffd":                 "stasis has no lazy restore yet (--lazy-pages)",
 	"uffd-noncoop":         "stasis has no lazy restore yet (--lazy-pages)",
-	"pidfd_store":          "stasis keeps no pidfd store between pre-dumps (no pre-dump yet)",
+	"pidfd_store":          "stasis keeps no pidfd store between pre-dumps (it keeps the tracking's userfaultfds with a holder process)",
 	"tun":                  "stasis does not dump tun/tap devices yet",
 	"tun_ns":               "stasis does not dump tun/tap devices yet",
 	"userns":               "stasis does not dump user namespaces yet",
-	"cgroupns":             "stasis does not dump cgroup namespaces yet (--manage-cgroups)",
 	"autofs":               "stasis does not dump autofs mounts",
 	"compat_cr":            "stasis does not dump 32-bit (compat) tasks",
 	"sk_ns":                "stasis does not dump sockets of other network namespaces yet",
@@ -60,10 +56,12 @@ func lacking(why string) func() (bool, string) {
 // not measure: each is tried here, once per call.
 var criuProbes = map[string]func() (bool, string){
 	"aio_remap":                since("aio ring mremap", 3, 19),
+	"mem_dirty_track":          probeMemTrack,
 	"kcmp_epoll":               and(all(Kcmp), since("KCMP_EPOLL_TFD", 4, 13)),
 	"tcp_half_closed":          and(tryTCPRepair, since("TCP_REPAIR of half-closed connections", 4, 11)),
 	"pagemap_scan_guard_pages": and(all(PagemapScan), since("PAGE_IS_GUARD", 6, 14)),
 	"timerfd":                  probeTimerfd,
+	"cgroupns":                 probeCgroupNS,
 	"fdinfo_lock":              probeFdinfoLock,
 	"loginuid":                 probeLoginuid,
 	"sk_unix_file":             probeUnixFile,
@@ -278,4 +276,12 @@ func nlAsk(proto int, typ, flags uint16, payload []byte) error {
 		}
 	}
 	return nil
+}
+
+// probeCgroupNS: stasis dumps and restores cgroup namespaces (internal/cgroup).
+func probeCgroupNS() (bool, string) {
+	if _, err := os.Stat("/proc/self/ns/cgroup"); err != nil {
+		return errDetail("cgroup namespaces (/proc/self/ns/cgroup)", err)
+	}
+	return true, "cgroup namespaces (/proc/self/ns/cgroup)"
 }

@@ -14,6 +14,15 @@
 // (discarded afterwards, with any tracer state); kcmp is linux.KcmpOrder;
 // uapi constants and structs are internal/linux's or x/sys/unix's.
 //
+// Results are kept between runs in /run/stasis.kdat (cache.go; criu keeps
+// /run/criu.kdat): the ptrace probe alone forks and traces a `sleep`, ~10
+// ms of a small dump. An entry is used only by the same build (Go build
+// ID), kernel boot (boot_id), euid, capabilities and seccomp mode; a file
+// that is missing, damaged, foreign or writable by others is ignored and
+// rewritten (atomically, mode 0600, no fsync). Cheap answers that change
+// without a reboot (pid_max, capabilities) are never cached. Probe, which
+// `stasis check` runs, always probes and rewrites the file.
+//
 // Thread rules: the time-namespace probe unshares on a throwaway thread
 // (RunLocked's too). Everything else is plain syscalls and safe from any
 // goroutine.

@@ -41,30 +41,49 @@ const (
 	MembarrierQuery      = "membarrier registrations"
 )
 
-// group is a set of features measured together, at most once.
+// group is a set of features measured together, at most once per process,
+// and, unless volatile, at most once per boot and build (cache.go).
 type group struct {
-	names []string
-	run   func() []Feature
-	once  sync.Once
-	res   []Feature
+	names    []string
+	run      func() []Feature
+	volatile bool // probed every time: cheap, and may change without a reboot
+
+	mu     sync.Mutex
+	res    []Feature
+	probed bool // res comes from run in this process, not from the cache
 }
 
-func (g *group) get() []Feature {
-	g.once.Do(func() {
-		g.res = g.run()
-		if len(g.res) != len(g.names) {
-			panic(fmt.Sprintf("kerndat: probe for %v returned %d features", g.names, len(g.res)))
+// get returns the group's results: from this process, from the cache
+// unless fresh, or probed now.
+func (g *group) get(fresh bool) []Feature {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.res != nil && (g.probed || !fresh) {
+		return g.res
+	}
+	if !fresh && !g.volatile {
+		if fs, ok := cached(g.names); ok {
+			g.res = fs
+			return fs
 		}
-	})
-	return g.res
+	}
+	res := g.run()
+	if len(res) != len(g.names) {
+		panic(fmt.Sprintf("kerndat: probe for %v returned %d features", g.names, len(res)))
+	}
+	g.res, g.probed = res, true
+	if !g.volatile {
+		remember(res)
+	}
+	return res
 }
 
 var groups = []*group{
 	{names: []string{CheckpointRestore}, run: probeMapFiles},
-	{names: []string{CapCheckpointRestore, CapSysResource}, run: probeCaps},
+	{names: []string{CapCheckpointRestore, CapSysResource}, run: probeCaps, volatile: true},
 	{names: []string{PtraceSeize, PtraceXstate, PtraceRseq, PtraceSuspendSeccomp, PtraceSeccompFilter}, run: probePtrace},
 	{names: []string{Clone3SetTID}, run: probeClone3},
-	{names: []string{PidMax}, run: probePidMax},
+	{names: []string{PidMax}, run: probePidMax, volatile: true},
 	{names: []string{SetMMMap}, run: probeMMMap},
 	{names: []string{MapVDSO}, run: probeMapVDSO},
 	{names: []string{PidfdGetfd}, run: probePidfd},
@@ -76,21 +95,31 @@ var groups = []*group{
 	{names: []string{MembarrierQuery}, run: probeMembarrier},
 }
 
-// Probe runs every probe (once per process) and returns the results in a
-// fixed order.
+// Probe runs every probe (once per process, whatever the cache holds: it
+// is `stasis check`), rewrites the cache with the results and returns
+// them in a fixed order.
 func Probe() []Feature {
 	if fs, ok := faked(); ok {
 		return fs
 	}
 	var out []Feature
 	for _, g := range groups {
-		out = append(out, g.get()...)
+		out = append(out, g.get(true)...)
 	}
+	flush()
 	return out
 }
 
-// Lookup returns the result for one feature, probing its group if needed.
+// Lookup returns the result for one feature: this process' or the cache's,
+// or probed now.
 func Lookup(name string) (Feature, bool) {
+	f, ok := lookup(name)
+	flush()
+	return f, ok
+}
+
+// lookup is Lookup without writing the cache.
+func lookup(name string) (Feature, bool) {
 	if fs, ok := faked(); ok {
 		for _, f := range fs {
 			if f.Name == name {
@@ -102,7 +131,7 @@ func Lookup(name string) (Feature, bool) {
 	for _, g := range groups {
 		for i, n := range g.names {
 			if n == name {
-				return g.get()[i], true
+				return g.get(false)[i], true
 			}
 		}
 	}
@@ -119,8 +148,9 @@ func Lookup(name string) (Feature, bool) {
 // with what it cannot do without, so that a kernel without a feature is
 // told so, not left to fail with an errno midway.
 func Require(names ...string) error {
+	defer flush()
 	for _, name := range names {
-		f, ok := Lookup(name)
+		f, ok := lookup(name)
 		if !ok {
 			return fmt.Errorf("needs kernel feature %q, unknown to kerndat: %w", name, ErrNotSupported)
 		}
@@ -212,7 +242,7 @@ var info = map[string]struct {
 	Kcmp:                 {"shared open files cannot be told apart from copies: dump does not work", true, "3.5"},
 	FdinfoMntID:          {"open files cannot be matched to their mounts", false, "3.15"},
 	PagemapScan:          {"memory is found by reading pagemap page by page (slower), and there is no incremental dump without soft-dirty", false, "6.7"},
-	SoftDirty:            {"pre-dump and --track-mem must use PAGEMAP_SCAN with uffd WP_ASYNC instead", false, ""},
+	SoftDirty:            {"pre-dump and --track-mem use PAGEMAP_SCAN with uffd WP_ASYNC instead", false, ""},
 	Userfaultfd:          {"no lazy restore (--lazy-pages) and no uffd-based memory tracking", false, "4.3"},
 	UffdWPAsync:          {"no write tracking through PAGEMAP_SCAN: without soft-dirty, no pre-dump or --track-mem", false, "6.7"},
 	UffdNonCoop:          {"no lazy restore of trees that fork, mremap or munmap while pages are still missing", false, "4.11"},

@@ -200,10 +200,13 @@ func TestCRIUFeatures(t *testing.T) {
 	if _, _, known := CRIUFeature("no_such_feature"); known {
 		t.Error("no_such_feature should be unknown")
 	}
-	// No pre-dump or --track-mem yet: whatever the kernel tracks, stasis
-	// does not, and must not say it does.
-	if ok, _, _ := CRIUFeature("mem_dirty_track"); ok {
-		t.Error("mem_dirty_track supported, but stasis does not track memory")
+	// stasis tracks memory with PAGEMAP_SCAN and WP_ASYNC or soft-dirty:
+	// mem_dirty_track says so exactly when one of them is there.
+	scan, _ := Lookup(PagemapScan)
+	wp, _ := Lookup(UffdWPAsync)
+	sd, _ := Lookup(SoftDirty)
+	if ok, _, _ := CRIUFeature("mem_dirty_track"); ok != (scan.OK && wp.OK || sd.OK) {
+		t.Errorf("mem_dirty_track = %v, but PAGEMAP_SCAN %v, WP_ASYNC %v, soft-dirty %v", ok, scan.OK, wp.OK, sd.OK)
 	}
 	known := map[string]bool{}
 	for _, n := range names {

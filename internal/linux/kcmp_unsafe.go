@@ -28,3 +28,17 @@ func KcmpEpollTarget(pid, epfd, tfd, toff int) (bool, error) {
 	}
 	return r == 0, nil
 }
+
+// KcmpEpollTargetOf reports whether fd fd1 of pid1 is the file watched by
+// the toff-th item that epoll fd epfd of pid2 registered under number
+// tfd: how the target of an item whose number was closed or taken by
+// another file is found among the fds of the tree.
+func KcmpEpollTargetOf(pid1, fd1, pid2, epfd, tfd, toff int) (bool, error) {
+	slot := kcmpEpollSlot{efd: uint32(epfd), tfd: uint32(tfd), toff: uint32(toff)}
+	r, _, e := unix.Syscall6(unix.SYS_KCMP, uintptr(pid1), uintptr(pid2), KcmpEpollTfd,
+		uintptr(fd1), uintptr(unsafe.Pointer(&slot)), 0)
+	if e != 0 {
+		return false, os.NewSyscallError("kcmp KCMP_EPOLL_TFD", e)
+	}
+	return r == 0, nil
+}

@@ -11,13 +11,13 @@ import (
 // nsNames are the /proc/PID/ns names of the namespace kinds a thread can
 // join alone (setns(2): a mount or user namespace needs a thread that
 // shares nothing, which a Go thread never is).
-var nsNames = map[int]string{unix.CLONE_NEWIPC: "ipc", unix.CLONE_NEWUTS: "uts", unix.CLONE_NEWNET: "net"}
+var nsNames = map[int]string{unix.CLONE_NEWIPC: "ipc", unix.CLONE_NEWUTS: "uts", unix.CLONE_NEWNET: "net", unix.CLONE_NEWCGROUP: "cgroup"}
 
 // InNamespace runs fn in the namespace of kind nstype (CLONE_NEWIPC,
 // CLONE_NEWUTS, CLONE_NEWNET) of pid: directly when stasis is in it
-// already, otherwise on a fresh OS thread that joins it and dies after fn
-// (its goroutine ends locked), so that no other goroutine ever runs in a
-// foreign namespace. What fn reads through /proc/sys or System V calls is
+// already, otherwise on an OS thread that joins it for fn and goes back
+// to stasis' namespace after (or dies, if it cannot), so that no other
+// goroutine ever runs in a foreign namespace. What fn reads through /proc/sys or System V calls is
 // the namespace's.
 func InNamespace(pid int, nstype int, fn func() error) error {
 	name, ok := nsNames[nstype]
@@ -39,13 +39,26 @@ func InNamespace(pid int, nstype int, fn func() error) error {
 	defer f.Close()
 	done := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread ends with the goroutine.
+		// Unlocked only once back in its own namespace: a thread that
+		// ends locked is ended, but for the main thread, which Go keeps
+		// (wedged, in the foreign namespace, which it would keep alive
+		// and show as the process's in /proc/self/ns).
 		runtime.LockOSThread()
+		back, err := os.Open("/proc/thread-self/ns/" + name)
+		if err != nil {
+			done <- fmt.Errorf("%s namespace of stasis: %w", name, err)
+			return
+		}
+		defer back.Close()
 		if err := unix.Setns(int(f.Fd()), nstype); err != nil {
 			done <- fmt.Errorf("join the %s namespace of pid %d: %w", name, pid, os.NewSyscallError("setns", err))
 			return
 		}
-		done <- fn()
+		err = fn()
+		if unix.Setns(int(back.Fd()), nstype) == nil {
+			runtime.UnlockOSThread()
+		}
+		done <- err
 	}()
 	return <-done
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -113,7 +114,7 @@ func pageRunsIn(f *os.File, a *Area, lo, hi uint64, runs *[]Run) error {
 		for i := uint64(0); i < n; i++ {
 			pme := binary.LittleEndian.Uint64(b[i*8:])
 			// A guard region's marker shows as swapped; it has no page.
-			keep := pme&(linux.PmPresent|linux.PmSwap) != 0 && pme&linux.PmGuardRegion == 0
+			keep := pme&(linux.PmPresent|linux.PmSwap) != 0 && pme&linux.PmGuardRegion == 0 && !uffdMarker(pme)
 			if keep && filePrivate && pme&linux.PmFile != 0 {
 				keep = false // still the file's own page
 			}
@@ -162,33 +163,9 @@ type DumpStats struct {
 // chunk of the copy: an error from it (an interrupted dump) ends the copy
 // with that error.
 func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagemap.PagemapEntry, DumpStats, error) {
-	var st DumpStats
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	runs, entries, st, err := pageList(pid, areas)
 	if err != nil {
 		return nil, st, err
-	}
-	defer pm.Close()
-	var runs []Run
-	var entries []*pagemap.PagemapEntry
-	for _, a := range areas {
-		if a.Dumpable() {
-			st.PagesScanned += (a.End() - a.Start()) / PageSize
-		}
-		r, err := PageRuns(pm, a)
-		if err != nil {
-			return nil, st, fmt.Errorf("pid %d: %w", pid, err)
-		}
-		runs = append(runs, r...)
-		// An entry never crosses a VMA: restore checks each lies in one.
-		for _, m := range mergeRuns(r) {
-			entries = append(entries, &pagemap.PagemapEntry{
-				Vaddr:         proto.Uint64(m.Addr),
-				CompatNrPages: proto.Uint32(0),
-				NrPages:       proto.Uint64(m.Pages),
-				Flags:         proto.Uint32(PEPresent),
-			})
-			st.PagesWritten += m.Pages
-		}
 	}
 	fill := func(ios []ptrace.VMIO) error {
 		if stop != nil {
@@ -202,6 +179,40 @@ func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagem
 		return nil, st, fmt.Errorf("dump pages of pid %d: %w", pid, err)
 	}
 	return entries, st, nil
+}
+
+// pageList returns the runs of pages of pid's dumpable areas to save, in
+// address order, and the pagemap entries that describe them.
+func pageList(pid int, areas []*Area) ([]Run, []*pagemap.PagemapEntry, DumpStats, error) {
+	var st DumpStats
+	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	if err != nil {
+		return nil, nil, st, err
+	}
+	defer pm.Close()
+	var runs []Run
+	var entries []*pagemap.PagemapEntry
+	for _, a := range areas {
+		if a.Dumpable() {
+			st.PagesScanned += (a.End() - a.Start()) / PageSize
+		}
+		r, err := PageRuns(pm, a)
+		if err != nil {
+			return nil, nil, st, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		runs = append(runs, r...)
+		// An entry never crosses a VMA: restore checks each lies in one.
+		for _, m := range mergeRuns(r) {
+			entries = append(entries, &pagemap.PagemapEntry{
+				Vaddr:         proto.Uint64(m.Addr),
+				CompatNrPages: proto.Uint32(0),
+				NrPages:       proto.Uint64(m.Pages),
+				Flags:         proto.Uint32(PEPresent),
+			})
+			st.PagesWritten += m.Pages
+		}
+	}
+	return runs, entries, st, nil
 }
 
 // copyRuns streams the runs through fixed buffers: fill reads a batch from
@@ -279,6 +290,38 @@ func copyRuns(runs []Run, w io.Writer, fill func([]ptrace.VMIO) error) error {
 		return err
 	}
 	return werr
+}
+
+// streamToFile is copyToFile through a buffer and write(2), for files that
+// cannot be mapped.
+func streamToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progress.Meter) (*checksum.Sum, error) {
+	if err := f.Truncate(0); err != nil {
+		return nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	var total uint64
+	for _, r := range runs {
+		total += r.Pages * PageSize
+	}
+	meter.Expect(total)
+	h := checksum.NewHasher(f, checksum.PagesBlock)
+	err := copyRuns(runs, h, func(ios []ptrace.VMIO) error {
+		if stop != nil {
+			if err := stop(); err != nil {
+				return err
+			}
+		}
+		if err := ptrace.ReadvMem(pid, ios); err != nil {
+			return err
+		}
+		for _, io := range ios {
+			meter.Add(uint64(len(io.Local)))
+		}
+		return nil
+	})
+	return h.Sum(), err
 }
 
 // gaps returns the parts of [start, end) that no pagemap entry covers.
@@ -385,7 +428,7 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 // what the task has and written only where they differ, so that pages
 // still shared with the parent stay shared. stop is called before each
 // chunk: an error from it (an interrupted restore) ends the fill with it.
-func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter) (FillStats, error) {
 	var st FillStats
 	var want int64
 	for _, pe := range entries {
@@ -403,28 +446,62 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 	if fi.Size() < want {
 		return st, fmt.Errorf("%s is truncated: pagemap needs %d bytes, file has %d: %w", fi.Name(), want, fi.Size(), ErrTruncatedPages)
 	}
-	data, err := unix.Mmap(int(pages.Fd()), 0, int(want), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
-	if err != nil {
-		return st, fmt.Errorf("map %s: %w", fi.Name(), err)
+	// The image is mapped a window at a time: stasis' memory stays the
+	// same whatever the dump's size (a whole 8 GiB image mapped would be
+	// 8 GiB of resident pages in stasis).
+	type span struct {
+		vaddr, off, n uint64
 	}
-	defer unix.Munmap(data)
-	all := make([]ptrace.VMIO, 0, len(entries))
+	var spans []span
 	var off uint64
 	for _, pe := range entries {
 		if !HasData(pe) {
 			continue
 		}
 		n := NrPages(pe) * PageSize
-		all = append(all, ptrace.VMIO{Remote: pe.GetVaddr(), Local: data[off : off+n]})
+		spans = append(spans, span{pe.GetVaddr(), off, n})
 		off += n
 	}
-	return fillIOs(pid, all, vmas, kept, stop)
+	meter.Expect(uint64(want))
+	for lo := uint64(0); lo < uint64(want); lo += fillWindow {
+		hi := min(lo+fillWindow, uint64(want))
+		data, err := unix.Mmap(int(pages.Fd()), int64(lo), int(hi-lo), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
+		if err != nil {
+			return st, fmt.Errorf("map %s at %d: %w", fi.Name(), lo, err)
+		}
+		var ios []ptrace.VMIO
+		for _, sp := range spans {
+			a, b := max(sp.off, lo), min(sp.off+sp.n, hi)
+			if a >= b {
+				continue
+			}
+			ios = append(ios, ptrace.VMIO{Remote: sp.vaddr + (a - sp.off), Local: data[a-lo : b-lo]})
+		}
+		wst, err := fillIOsMeter(pid, ios, vmas, kept, stop, meter)
+		unix.Munmap(data)
+		st.Compared += wst.Compared
+		st.SkippedCOW += wst.SkippedCOW
+		st.Restored += wst.Restored
+		if err != nil {
+			return st, err
+		}
+	}
+	return st, nil
 }
+
+// fillWindow is how much of a pages image the fill maps at once: four
+// writers' worth (writeParallel).
+const fillWindow = 4 * fillChunk
 
 // fillIOs writes the runs of pages of all (each inside one VMA) into pid:
 // not those of the kernel's areas, and in kept VMAs only the pages that
 // differ (FillPages).
 func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+	return fillIOsMeter(pid, all, vmas, kept, stop, nil)
+}
+
+// fillIOsMeter is fillIOs counting the bytes written in meter (may be nil).
+func fillIOsMeter(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter) (FillStats, error) {
 	var st FillStats
 	inKept := keptLookup(vmas, kept)
 	inKernel := areaLookup(vmas, kernelArea)
@@ -445,6 +522,16 @@ func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]b
 		return st, err
 	}
 	ios = append(ios, diff...)
+	// What is not written (the kernel's areas, pages equal to the
+	// parent's) is done as well.
+	skipped := 0
+	for _, io := range all {
+		skipped += len(io.Local)
+	}
+	for _, io := range ios {
+		skipped -= len(io.Local)
+	}
+	meter.Add(uint64(skipped))
 	for _, io := range cmp {
 		st.Compared += uint64(len(io.Local) / PageSize)
 	}
@@ -455,7 +542,7 @@ func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]b
 	for _, io := range diff {
 		st.SkippedCOW -= uint64(len(io.Local) / PageSize)
 	}
-	return st, writeParallel(pid, ios, stop)
+	return st, writeParallel(pid, ios, stop, meter)
 }
 
 // FillStats counts pages as criu's stats-restore does.
@@ -520,11 +607,14 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	return out, nil
 }
 
+// fillChunk is one writer's share of the fill at a time.
+const fillChunk = 32 << 20
+
 // writeParallel splits the writes into chunks handled by a few
 // goroutines: process_vm_writev needs no ptrace stop, and the page-fault
 // work on the target side scales with CPUs.
-func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
-	const chunk = 64 << 20
+func writeParallel(pid int, ios []ptrace.VMIO, stop func() error, meter *progress.Meter) error {
+	const chunk = fillChunk
 	var parts [][]ptrace.VMIO
 	var cur []ptrace.VMIO
 	size := 0
@@ -552,6 +642,9 @@ func writeParallel(pid int, ios []ptrace.VMIO, stop func() error) error {
 			for p := range work {
 				if first == nil {
 					first = ptrace.WritevMem(pid, p)
+					for _, io := range p {
+						meter.Add(uint64(len(io.Local)))
+					}
 				}
 			}
 			errs <- first
@@ -648,15 +741,23 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 // pages-PAGESID.img and their pagemap into pagemap-IMGPID.img (imgPid: its
 // pid in the images, the dumped root's pid namespace's), and returns the
 // checksum of the pages image, computed while it was written. stop is as
-// for DumpPages.
-func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error) (DumpStats, *checksum.Sum, error) {
+// for DumpPages; meter (may be nil) counts the bytes copied.
+func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error, meter *progress.Meter) (DumpStats, *checksum.Sum, error) {
 	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
 	if err != nil {
 		return DumpStats{}, nil, err
 	}
-	h := checksum.NewHasher(f, checksum.PagesBlock)
-	entries, st, err := DumpPages(pid, areas, h, stop)
-	sum := h.Sum()
+	runs, entries, st, err := pageList(pid, areas)
+	var sum *checksum.Sum
+	if err == nil {
+		sum, err = copyToFile(pid, runs, f, stop, meter)
+		if errors.Is(err, errNoMap) {
+			sum, err = streamToFile(pid, runs, f, stop, meter)
+		}
+		if err != nil {
+			err = fmt.Errorf("dump pages of pid %d: %w", pid, err)
+		}
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}

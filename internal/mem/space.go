@@ -13,6 +13,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
 
@@ -84,6 +85,7 @@ type Restorer struct {
 	Shmem    *ShmemObjects          // the tree's shared anonymous memory
 	Keep     [2]uint64              // the orchestrator's injection page: never unmapped
 	Log      *slog.Logger
+	Progress *progress.Meter // counts the pages filled (nil: not counted)
 }
 
 // RestoreMemory gives the task t the address space of img. The root
@@ -114,7 +116,7 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 		return st, err
 	}
 	defer pages.Close()
-	st, err = FillPages(t.HostPid(), img.Pagemap, pages, vmas, kept, stop)
+	st, err = FillPages(t.HostPid(), img.Pagemap, pages, vmas, kept, stop, r.Progress)
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", pages.Name(), err)
 	}

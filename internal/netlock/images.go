@@ -71,11 +71,15 @@ func addrPort(family uint32, words []uint32, port uint32) (netip.AddrPort, error
 // runID is the dump's run id if it was locked with nftables (inventory
 // network_lock_method 1), by stasis or criu: its persistent lock is
 // CRIUTableName(runID); images of stasis before that have stasis-PID.
-func ForRestore(mode Mode, pid int, runID string, entries iter.Seq[*fdinfo.FileEntry], log *slog.Logger) (*Lock, error) {
+//
+// nsPid is the process in whose network namespace the tree's sockets are
+// (the restored root, once it made its own), 0 for stasis'.
+func ForRestore(mode Mode, pid int, runID string, entries iter.Seq[*fdinfo.FileEntry], nsPid int, log *slog.Logger) (*Lock, error) {
 	l := New(mode, pid, log)
 	if l == nil {
 		return nil, nil
 	}
+	l.SetNetNS(nsPid)
 	if runID != "" {
 		l.foreign = append(l.foreign, CRIUTableName(runID))
 	}
@@ -99,7 +103,7 @@ func (l *Lock) Unlock() error {
 	if l == nil || l.conns == nil {
 		return nil
 	}
-	err := unlockTables(append([]string{TableName(l.pid)}, l.foreign...)...)
+	err := unlockTables(l.nsPid, append([]string{TableName(l.pid)}, l.foreign...)...)
 	if err != nil {
 		name := TableName(l.pid)
 		if len(l.foreign) > 0 {

@@ -91,6 +91,9 @@ type Lock struct {
 	// persisted: the connections are in the persistent table, and the
 	// owned one is gone.
 	persisted bool
+	// nsPid: the lock is in the network namespace of this process (the
+	// tree's own, netns.go), 0 for stasis'.
+	nsPid int
 }
 
 // New returns the lock of the tree whose root has pid, in stasis'
@@ -147,7 +150,7 @@ func (l *Lock) Add(c Conn) error {
 // the netlink socket, that is when stasis exits, whatever the way.
 func (l *Lock) open() error {
 	name := fmt.Sprintf("%s-by-%d", TableName(l.pid), os.Getpid())
-	owner, err := dialOwner()
+	owner, err := dialOwner(l.nsPid)
 	if err != nil {
 		return fmt.Errorf("network lock %s: %w", name, err)
 	}
@@ -217,12 +220,22 @@ func (l *Lock) close() error {
 // Unlock deletes the persistent lock of the tree whose root had pid, if
 // there is one: the restore calls it once the restored connections run,
 // or once it has failed (their peers should get resets then).
-func Unlock(pid int) error { return unlockTables(TableName(pid)) }
+func Unlock(pid int) error { return unlockTables(0, TableName(pid)) }
 
-// unlockTables deletes the inet tables of these names that exist.
-func unlockTables(names ...string) error {
+// UnlockRun deletes the persistent lock of the dump whose run id is runID
+// (criu's or stasis'), if there is one, in stasis' network namespace.
+func UnlockRun(runID string) error { return unlockTables(0, CRIUTableName(runID)) }
+
+// unlockTables deletes the inet tables of these names that exist, in the
+// network namespace of process nsPid (0: stasis').
+func unlockTables(nsPid int, names ...string) error {
 	name := strings.Join(names, ", ")
-	nft, err := nftables.New()
+	opts, done, err := inNetNS(nsPid)
+	if err != nil {
+		return fmt.Errorf("network unlock %s: %w", name, err)
+	}
+	defer done()
+	nft, err := nftables.New(opts...)
 	if err != nil {
 		return fmt.Errorf("network unlock %s: %w", name, err)
 	}

@@ -167,13 +167,17 @@ type owner struct {
 	nl  *netlink.Conn
 }
 
-func dialOwner() (*owner, error) {
+func dialOwner(nsPid int) (*owner, error) {
 	o := &owner{}
-	var err error
-	o.nft, err = nftables.New(nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
+	opts, done, err := inNetNS(nsPid)
+	if err != nil {
+		return nil, err
+	}
+	defer done() // a lasting connection has its socket: the namespace is its own
+	o.nft, err = nftables.New(append(opts, nftables.AsLasting(), nftables.WithSockOptions(func(c *netlink.Conn) error {
 		o.nl = c
 		return nil
-	}))
+	}))...)
 	if err != nil {
 		return nil, fmt.Errorf("open a netlink socket to nftables: %w", err)
 	}

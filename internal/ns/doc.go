@@ -18,6 +18,10 @@
 //     sysctls (ipcns-var-ID.img), System V shared memory (ipcns-shm-ID.img,
 //     contents in pagemap-shmem-SHMID.img as criu writes them),
 //     semaphores and message queues. Their raw calls are in ipc_unsafe.go.
+//   - net.go: the network namespace, whose contents are internal/netns's:
+//     its dump, the root's CLONE_NEWNET (or the namespace the puppet
+//     joins before the root is cloned, --join-ns net: or an external
+//     key), its filling once the root made it.
 //
 // A namespace is read and filled by stasis itself, from a thread that
 // joins it for the time of the work and dies after
@@ -26,14 +30,13 @@
 // after the root task that creates them is cloned, before any task maps
 // a System V segment or runs.
 //
-//   - the mount namespace: internal/mount reads and rebuilds the tree;
-//     Dumper.Check reads it with the root, Restorer.PrepareMounts checks
-//     the restore's options against it before any task exists, and
-//     Restorer.Mount builds it once the root task is cloned with
-//     CLONE_NEWNS, before it runs.
-//
-// As in criu, every task of the tree shares the root's uts, ipc and
-// mount namespaces; the root may be in new ones. Network, user, cgroup
-// and time namespaces other than stasis' own are refused, naming the
-// kind (they are to be added beside these, one file each).
+// As in criu, every task of the tree shares the root's uts and ipc
+// namespaces; the root may be in new ones. A cgroup namespace of the
+// root's own is internal/cgroup's (its root is where the root task
+// unshares it: NewCgroupNS); a network namespace's contents are
+// internal/netns'; a mount namespace's tree is internal/mount's
+// (Dumper.Check reads it with the root, Restorer.PrepareMounts checks the
+// restore's options against it before any task exists, Restorer.Mount
+// builds it once the root task is cloned with CLONE_NEWNS, before it
+// runs).
 package ns

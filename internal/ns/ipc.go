@@ -283,7 +283,7 @@ func readIPC(dir *images.Dir, id uint32) (*ipcImages, error) {
 // the objects were made under), then each object with its id.
 func (m *ipcImages) restore(dir *images.Dir, pid int) error {
 	err := linux.InNamespace(pid, unix.CLONE_NEWIPC, func() error {
-		if err := restoreIPCVar(m.v); err != nil {
+		if err := asNSRoot(pid, func() error { return restoreIPCVar(m.v) }); err != nil {
 			return fmt.Errorf("%s: %w", ipcFile("var", m.id), err)
 		}
 		for _, s := range m.shm {

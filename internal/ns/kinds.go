@@ -21,20 +21,25 @@ type kind struct {
 // root_ids) are numbered in this order.
 var kinds = []kind{
 	{"pid", "pid", unix.CLONE_NEWPID, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.PidNsId }},
-	{"net", "network", unix.CLONE_NEWNET, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
+	{"net", "network", unix.CLONE_NEWNET, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.NetNsId }},
 	{"ipc", "ipc", unix.CLONE_NEWIPC, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.IpcNsId }},
 	{"uts", "uts", unix.CLONE_NEWUTS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UtsNsId }},
-	{"time", "time", unix.CLONE_NEWTIME, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
+	{"time", "time", unix.CLONE_NEWTIME, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
 	{"mnt", "mount", unix.CLONE_NEWNS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
-	{"user", "user", unix.CLONE_NEWUSER, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
-	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
+	{"user", "user", unix.CLONE_NEWUSER, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
+	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
 }
 
 const (
-	kPid = 0
-	kIpc = 2
-	kUts = 3
-	kMnt = 5
+	kPid  = 0
+	kIpc  = 2
+	kUts  = 3
+	kTime = 4
+	kMnt  = 5
+	kUser = 6
+	// kCgroup's namespace is made by internal/cgroup (the root unshares
+	// it from its namespace's root cgroup), not by a clone flag.
+	kCgroup = 7
 )
 
 // inodes are the namespaces of a task, by kind (0: unreadable).
@@ -46,7 +51,10 @@ func readInodes(pid int) (inodes, error) {
 		var st unix.Stat_t
 		path := fmt.Sprintf("/proc/%d/ns/%s", pid, k.name)
 		if pid == 0 {
-			path = "/proc/self/ns/" + k.name
+			// The thread's: the main thread may have been left in a
+			// namespace a locked goroutine joined and ended on (Go
+			// keeps that thread), the process's link shows its.
+			path = "/proc/thread-self/ns/" + k.name
 		}
 		if err := unix.Stat(path, &st); err != nil {
 			if pid == 0 {

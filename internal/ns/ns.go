@@ -3,6 +3,7 @@ package ns
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"golang.org/x/sys/unix"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mount"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -32,6 +34,10 @@ type Dumper struct {
 	// mounts is the root's mount namespace when it has its own.
 	MountOpts mount.DumpOptions
 	mounts    *mount.Tree
+	dir       *images.Dir
+	// Net are the options of the network namespace's dump (net.go).
+	Net netns.Options
+	Log *slog.Logger
 }
 
 // NewDumper starts the bookkeeping with stasis' own namespaces, which
@@ -78,6 +84,9 @@ func (d *Dumper) Check(pid int, root bool) error {
 			return fmt.Errorf("pid %d is in another %s namespace than the dumped root (pid %d): %s namespaces nested inside the tree are %w yet",
 				pid, k.title, d.root, k.title, ErrNotSupported)
 		}
+	}
+	if err := checkTimeForChildren(pid, in[kTime]); err != nil {
+		return err
 	}
 	d.tasks[pid] = in
 	child, err := pidForChildren(pid, in[kPid])
@@ -164,6 +173,20 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 		return nil
 	}
 	d.written = true
+	if d.rootIn[kUser] != d.self[kUser] {
+		if err := dumpUser(dir, d.root, d.ids.id(kUser, d.rootIn[kUser])); err != nil {
+			return err
+		}
+	}
+	if d.rootIn[kTime] != d.self[kTime] {
+		if err := dumpTime(dir, d.root, d.ids.id(kTime, d.rootIn[kTime])); err != nil {
+			return err
+		}
+	}
+	d.dir = dir
+	if err := d.dumpNet(); err != nil {
+		return err
+	}
 	if d.rootIn[kUts] != d.self[kUts] {
 		if err := dumpUTS(dir, d.root, d.ids.id(kUts, d.rootIn[kUts])); err != nil {
 			return err
@@ -171,6 +194,9 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 	}
 	if d.rootIn[kIpc] != d.self[kIpc] {
 		if err := dumpIPC(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc]), nextPages); err != nil {
+			return err
+		}
+		if err := dumpMQueues(dir, d.root, d.ids.id(kIpc, d.rootIn[kIpc])); err != nil {
 			return err
 		}
 	}
@@ -193,12 +219,23 @@ type Task struct {
 // and set_tid arrays for each task, and the contents of the namespaces
 // the root creates, filled right after it is cloned.
 type Restorer struct {
-	dir   *images.Dir
-	root  *rtask
-	tasks map[int]*rtask
-	uts   *utsImage
-	ipc   *ipcImages
-	mnt   *mount.Image
+	dir     *images.Dir
+	root    *rtask
+	tasks   map[int]*rtask
+	uts     *utsImage
+	ipc     *ipcImages
+	user    *userImage
+	time    *timeImage
+	mqueues []*MQueue
+	// cgroupNS: the root has a cgroup namespace of its own, which
+	// internal/cgroup makes (NewCgroupNS).
+	cgroupNS bool
+	mnt      *mount.Image
+	// netID is the id of the root's own network namespace, net its
+	// restore (net.go); rootHost the root's host pid once cloned.
+	netID    uint32
+	net      *netns.Restorer
+	rootHost int
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -263,6 +300,10 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		if !kd.supported {
 			return fmt.Errorf("image ids-%d.img: the root is in a %s namespace of its own: restoring %s namespaces is %w yet", r.root.pid, kd.title, kd.title, ErrNotSupported)
 		}
+		if k == kCgroup {
+			r.cgroupNS = true
+			continue
+		}
 		r.root.flags |= kd.flag
 		var err error
 		switch k {
@@ -273,7 +314,15 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		case kUts:
 			r.uts, err = readUTS(r.dir, id)
 		case kIpc:
-			r.ipc, err = readIPC(r.dir, id)
+			if r.ipc, err = readIPC(r.dir, id); err == nil {
+				r.mqueues, err = readMQueues(r.dir, id)
+			}
+		case kUser:
+			r.user, err = readUser(r.dir, id)
+		case kTime:
+			r.time, err = readTime(r.dir, id)
+		case kNet:
+			r.netID = id
 		case kMnt:
 			r.mnt, err = mount.Load(r.dir, id)
 		}
@@ -283,6 +332,14 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 	}
 	return nil
 }
+
+// NewUserNS tells whether the root starts a user namespace: its tasks
+// cannot reach into stasis (pidfd_getfd).
+func (r *Restorer) NewUserNS() bool { return r.user != nil }
+
+// NewCgroupNS tells whether the root has a cgroup namespace of its own:
+// internal/cgroup has it unshare one from the namespace's root cgroup.
+func (r *Restorer) NewCgroupNS() bool { return r.cgroupNS }
 
 // NewPidNS tells whether the root starts a pid namespace: the pids of the
 // images are that namespace's, not the host's.
@@ -296,7 +353,19 @@ func (r *Restorer) Clone(pid int) ([]int, uint64) {
 	if t == nil {
 		return []int{pid}, 0
 	}
-	return setTid(t.levels), t.flags
+	// The time namespace is the puppet's time_for_children (BeforeRoot):
+	// clone(CLONE_NEWTIME) would freeze a new one's offsets at zero.
+	return setTid(t.levels), t.flags &^ unix.CLONE_NEWTIME
+}
+
+// BeforeRoot prepares, in the task the root is cloned from (the puppet,
+// host pid host), the namespaces a clone cannot make with their state:
+// the time namespace with its offsets.
+func (r *Restorer) BeforeRoot(puppet Caller, host int) error {
+	if r.time == nil {
+		return nil
+	}
+	return r.time.restore(puppet, host)
 }
 
 // ChildCreated gives parent (process pid) back the pid namespace its
@@ -353,6 +422,18 @@ func (r *Restorer) Created(pid, host int) error {
 	if pid != r.root.pid {
 		return nil
 	}
+	// The maps first: the other namespaces of the clone are owned by the
+	// user namespace, and nothing of the task may run before its ids mean
+	// what they meant.
+	if r.user != nil {
+		if err := r.user.restore(host); err != nil {
+			return err
+		}
+	}
+	r.rootHost = host
+	if err := r.net.Fill(host); err != nil {
+		return err
+	}
 	if r.uts != nil {
 		if err := r.uts.restore(host); err != nil {
 			return err
@@ -363,7 +444,7 @@ func (r *Restorer) Created(pid, host int) error {
 			return err
 		}
 	}
-	return nil
+	return restoreMQueues(host, r.mqueues)
 }
 
 // PrepareMounts resolves the restore's options about mounts (--root,
@@ -404,7 +485,7 @@ func (r *Restorer) MountRoot(host int) string {
 func (r *Restorer) NewKinds() []string {
 	var out []string
 	for _, k := range kinds {
-		if r.root.flags&k.flag != 0 {
+		if r.root.flags&k.flag != 0 || k.flag == unix.CLONE_NEWCGROUP && r.cgroupNS {
 			out = append(out, k.title)
 		}
 	}

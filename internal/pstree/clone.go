@@ -36,7 +36,9 @@ func CloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) 
 	args := make([]byte, cloneArgsSize+8*len(pids))
 	le := binary.LittleEndian
 	le.PutUint64(args[0:], flags)
-	if flags&unix.CLONE_THREAD == 0 {
+	// clone3 takes no exit signal with CLONE_PARENT: the child gets the
+	// cloner's own, which is SIGCHLD for every task stasis makes.
+	if flags&(unix.CLONE_THREAD|unix.CLONE_PARENT) == 0 {
 		le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal
 	}
 	le.PutUint64(args[64:], s.Addr+cloneArgsSize) // set_tid

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/linux"
+	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -88,6 +89,9 @@ func Reap(tids []int) {
 			if errors.Is(err, unix.ECHILD) {
 				if _, serr := os.Stat(fmt.Sprintf("/proc/%d", tid)); serr != nil {
 					continue // gone
+				}
+				if st, serr := proc.ReadStat(tid); serr == nil && st.State == 'Z' {
+					continue // dead, a zombie of its parent (a sibling restore's root)
 				}
 			}
 			left = append(left, tid)

@@ -105,6 +105,17 @@ func (t *Task) VTgid() int {
 // A thread under seccomp is seized with PTRACE_O_SUSPEND_SECCOMP: its
 // filter must not see (and may deny or kill on) the calls stasis injects.
 func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
+	if err := SeizeInterrupt(tid); err != nil {
+		return nil, 0, err
+	}
+	return StopSeized(tid)
+}
+
+// SeizeInterrupt attaches to tid and asks it to stop, without waiting
+// for the stop: a task in a frozen cgroup v1 only stops once thawed
+// (--freeze-cgroup seizes the whole cgroup so, then thaws it). StopSeized
+// waits for the stop.
+func SeizeInterrupt(tid int) error {
 	opts := unix.PTRACE_O_TRACESYSGOOD
 	seccomp := underSeccomp(tid)
 	if seccomp {
@@ -113,14 +124,20 @@ func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 	if err := Seize(tid, opts); err != nil {
 		if seccomp && errors.Is(err, unix.EPERM) {
 			// The kernel wants CAP_SYS_ADMIN for this option alone.
-			return nil, 0, fmt.Errorf("tid %d is under seccomp: its filter is suspended with PTRACE_O_SUSPEND_SECCOMP, which needs CAP_SYS_ADMIN: %w", tid, err)
+			return fmt.Errorf("tid %d is under seccomp: its filter is suspended with PTRACE_O_SUSPEND_SECCOMP, which needs CAP_SYS_ADMIN: %w", tid, err)
 		}
-		return nil, 0, err
+		return err
 	}
 	if err := Interrupt(tid); err != nil {
 		_ = Detach(tid, 0)
-		return nil, 0, err
+		return err
 	}
+	return nil
+}
+
+// StopSeized waits for tid, seized and interrupted by SeizeInterrupt,
+// to stop, as SeizeAndStop does.
+func StopSeized(tid int) (*Task, unix.Signal, error) {
 	t := &Task{Tid: tid, seized: true, tracer: unix.Gettid()}
 	for {
 		st, err := Wait(tid)

@@ -21,6 +21,7 @@ const PuppetArg = "__stasis_puppet"
 // Puppet is the helper process the restored tasks are cloned from.
 type Puppet struct {
 	cmd     *exec.Cmd
+	pid     int // a sibling puppet's (StartSibling), which has no cmd
 	Tr      *ptrace.Task
 	Scratch *ptrace.Scratch
 }
@@ -64,25 +65,29 @@ func Start(unprivileged bool) (*Puppet, error) {
 		p.Kill()
 		return nil, err
 	}
-	vdso, err := findVDSO(pid)
-	if err != nil {
-		p.Kill()
-		return nil, err
-	}
-	ip, err := ptrace.FindSyscallInsn(pid, vdso.Start, vdso.End)
-	if err != nil {
-		p.Kill()
-		return nil, err
-	}
-	if p.Tr, err = ptrace.Attached(pid, ip); err != nil {
-		p.Kill()
-		return nil, err
-	}
-	if p.Scratch, err = ptrace.MapScratch(p.Tr, 0, 4096); err != nil {
+	if err := p.attach(pid); err != nil {
 		p.Kill()
 		return nil, err
 	}
 	return p, nil
+}
+
+// attach wraps the puppet pid, stopped at its exec, as a task to inject
+// system calls into, with its scratch page.
+func (p *Puppet) attach(pid int) error {
+	vdso, err := findVDSO(pid)
+	if err != nil {
+		return err
+	}
+	ip, err := ptrace.FindSyscallInsn(pid, vdso.Start, vdso.End)
+	if err != nil {
+		return err
+	}
+	if p.Tr, err = ptrace.Attached(pid, ip); err != nil {
+		return err
+	}
+	p.Scratch, err = ptrace.MapScratch(p.Tr, 0, 4096)
+	return err
 }
 
 // OpenChannel gives the puppet a pidfd of stasis at fd number fd. Every
@@ -119,7 +124,11 @@ func findVDSO(pid int) (proc.VMA, error) {
 }
 
 func (p *Puppet) Kill() {
-	if p.cmd.Process != nil {
+	if p.pid != 0 {
+		p.killSibling()
+		return
+	}
+	if p.cmd != nil && p.cmd.Process != nil {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 	}

@@ -130,6 +130,9 @@ func (tr *taskRestorer) createThreads() error {
 		}
 		tr.threads = append(tr.threads, t)
 		tr.r.files.HostPids[int(tid)] = t.Tid
+		if err := tr.moveThread(i+1, t); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -24,6 +24,9 @@ func (tr *taskRestorer) Put(off uint64, b []byte) (uint64, error) { return tr.s.
 func (tr *taskRestorer) Get(off uint64, n int) ([]byte, error) { return tr.s.Get(off, n) }
 
 func (tr *taskRestorer) PassFile(f *os.File) (int, error) {
+	if tr.r.chanSock != nil {
+		return tr.passBySocket(f)
+	}
 	fd, err := tr.t.Call("pidfd_getfd", unix.SYS_PIDFD_GETFD, uint64(tr.r.channelFd), uint64(f.Fd()), 0)
 	return int(fd), err
 }

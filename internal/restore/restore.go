@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
@@ -19,6 +20,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
 	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -38,12 +40,20 @@ type Options struct {
 	// gets its original pid whatever this host uses. A small init (stasis
 	// itself) is the namespace's pid 1 and the root's parent.
 	PidNS bool
+	// Sibling (criu's --restore-sibling, the RPC's rst_sibling): the root
+	// is a child of stasis' parent, not of stasis, as criu's is of the
+	// swrk client. Restored.Wait cannot wait for it then.
+	Sibling bool
 	// NetworkLock locks the tree's TCP connections while it is restored
 	// and unlocks them (with the dump's lock) once it runs.
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
+	Cgroups     cgroup.RestoreOptions
 	Mounts      mount.RestoreOptions // --root, external mounts
-	Log         *slog.Logger
+	// Net: --veth-pair, --external veth[]/net[], --join-ns net:,
+	// --empty-ns net (internal/netns).
+	Net netns.Options
+	Log *slog.Logger
 	// Unprivileged: stasis lacks CAP_SYS_ADMIN (criu's --unprivileged).
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
 	// which needs it, so a tree under seccomp is refused.
@@ -61,6 +71,7 @@ type Options struct {
 type Restored struct {
 	Pid     int // pid of the root task (host view)
 	waitPid int // the child of stasis whose exit reports the root's
+	sibling bool
 }
 
 // Wait waits for the restored root to exit and returns its exit code,
@@ -69,6 +80,9 @@ type Restored struct {
 func (r *Restored) Wait() (int, error) {
 	var ws unix.WaitStatus
 	pid := r.Pid
+	if r.sibling {
+		return -1, fmt.Errorf("wait for restored pid %d: restored as a sibling, it is its parent's child: %w", r.Pid, unix.ECHILD)
+	}
 	if r.waitPid != 0 {
 		pid = r.waitPid
 	}
@@ -100,9 +114,15 @@ type restorer struct {
 	stats          restoreStats
 	files          *files.Restorer // files.img entries opened in stasis, shared by all tasks
 	mem            *mem.Restorer   // the tasks' address spaces (see memory)
+	// cg holds the tasks' cgroups (cgroup.img).
+	cg *cgroup.Restorer
 	// channelFd is the fd number of the pidfd of stasis in every task,
 	// above every fd number of the image (see puppet.OpenChannel).
 	channelFd int
+	chanSock  *os.File // stasis' end of the fd channel when it is a socket (channel.go)
+	// lockNet takes the network lock in the namespace of the tree's root
+	// once it made one (netCreated).
+	lockNet func(nsPid int) error
 }
 
 type restoreStats struct {
@@ -149,9 +169,18 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
 		runID = r.imgs.inv.GetDumpCriuRunId()
 	}
-	lock, err := netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), r.log)
-	if err != nil {
-		return nil, err
+	var lock *netlock.Lock
+	r.lockNet = func(nsPid int) (err error) {
+		lock, err = netlock.ForRestore(r.opts.NetworkLock, r.imgs.root.Pid(), runID, maps.Values(r.imgs.files), nsPid, r.log)
+		return err
+	}
+	// A tree with a network namespace of its own is locked in it, once
+	// its root made it (createTree).
+	if !r.ns.HasNet() {
+		if err := r.lockNet(0); err != nil {
+			return nil, err
+		}
+		r.lockNet = nil
 	}
 	// Last: after the rollback, or once the tasks run with their sockets
 	// out of repair mode (criu's network_unlock).
@@ -166,6 +195,9 @@ func (r *restorer) run() (_ *Restored, err error) {
 		} else {
 			r.files.Succeeded()
 		}
+		if r.chanSock != nil {
+			r.chanSock.Close()
+		}
 		if cerr := errors.Join(r.files.Close(), r.imgs.shmem.Close()); cerr != nil {
 			r.log.Warn("closing restored files", "err", cerr)
 		}
@@ -176,6 +208,10 @@ func (r *restorer) run() (_ *Restored, err error) {
 		return nil, err
 	}
 	if err := r.stop("create tree", 0); err != nil {
+		return nil, err
+	}
+	// Made before the first task, which goes straight into them.
+	if err := r.cg.Prepare(); err != nil {
 		return nil, err
 	}
 	if err := r.createTree(); err != nil {
@@ -240,6 +276,9 @@ func (r *restorer) prepare() error {
 	if err := r.loadNamespaces(); err != nil {
 		return err
 	}
+	if err := r.loadCgroups(); err != nil {
+		return err
+	}
 	if r.opts.Unprivileged {
 		if r.opts.PidNS {
 			return fmt.Errorf("restore --pidns: creating a pid namespace (clone3 CLONE_NEWPID) needs CAP_SYS_ADMIN, which --unprivileged has not; restore without --pidns: %w", kerndat.ErrPrivilege)
@@ -250,6 +289,9 @@ func (r *restorer) prepare() error {
 	}
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
 		return err
+	}
+	if r.imgs.inv.GetTcpClose() {
+		r.opts.Files.TCPClose = true // dumped with --tcp-close: no state to restore
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.HostPids = map[int]int{}
@@ -268,7 +310,10 @@ func (r *restorer) prepare() error {
 // pidfile.
 func (r *restorer) finish() (*Restored, error) {
 	tty.RedrawForeground(r.files)
-	res := &Restored{Pid: r.procs[0].t.Tid}
+	if err := r.cg.Finish(); err != nil {
+		r.log.Warn("the restored tree runs, but its cgroups were not frozen again", "err", err)
+	}
+	res := &Restored{Pid: r.procs[0].t.Tid, sibling: r.opts.Sibling}
 	// The tree runs: as in criu, a failed post-resume is only logged.
 	if err := r.notify("post-resume"); err != nil {
 		r.log.Warn("the restored tree runs anyway", "err", err)
@@ -333,7 +378,11 @@ func (r *restorer) createTree() error {
 		return fmt.Errorf("become child subreaper: %w", err)
 	}
 	var err error
-	if r.puppet, err = puppet.Start(r.opts.Unprivileged); err != nil {
+	start := puppet.Start
+	if r.opts.Sibling {
+		start = puppet.StartSibling
+	}
+	if r.puppet, err = start(r.opts.Unprivileged); err != nil {
 		return err
 	}
 	if r.scratchBase, err = scratchHole(r.imgs, r.puppet.Tr.Tid); err != nil {
@@ -341,6 +390,17 @@ func (r *restorer) createTree() error {
 	}
 	r.channelFd = r.imgs.maxFd() + 1
 	if err := r.puppet.OpenChannel(r.channelFd); err != nil {
+		return err
+	}
+	if r.ns.NewUserNS() {
+		if err := r.openSocketChannel(); err != nil {
+			return err
+		}
+	}
+	if err := r.ns.BeforeRoot(r.puppet.Tr, r.puppet.Tr.Tid); err != nil {
+		return err
+	}
+	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
 		return err
 	}
 	root := r.imgs.root
@@ -360,6 +420,9 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	tr := r.newTaskRestorer(t, root)
+	if err := r.netCreated(t.Tid); err != nil {
+		return err
+	}
 	if err := r.ns.Created(root.Pid(), t.Tid); err != nil {
 		return err
 	}
@@ -405,5 +468,11 @@ func (r *restorer) rollback() {
 	if r.puppet != nil {
 		r.puppet.Kill()
 		r.puppet = nil
+	}
+	// Once no task is left in them.
+	if r.cg != nil {
+		if err := r.cg.Rollback(); err != nil {
+			r.log.Warn("rollback of the restored cgroups", "err", err)
+		}
 	}
 }

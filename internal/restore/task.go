@@ -7,6 +7,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/progress"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/puppet"
 )
@@ -104,7 +105,8 @@ func (tr *taskRestorer) restoreMM() error { return tr.r.memory().RestoreMM(tr, t
 func (r *restorer) memory() *mem.Restorer {
 	if r.mem == nil {
 		r.mem = &mem.Restorer{Dir: r.imgs.dir, Files: r.files, FileName: r.imgs.fileName, SameFile: r.imgs.sameFile,
-			Shmem: r.imgs.shmem, Keep: [2]uint64{r.scratchBase, r.scratchBase + scratchSize}, Log: r.log}
+			Shmem: r.imgs.shmem, Keep: [2]uint64{r.scratchBase, r.scratchBase + scratchSize}, Log: r.log,
+			Progress: progress.From(r.ctx)}
 	}
 	return r.mem
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
@@ -25,11 +26,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		// DUMP reply of its own (restored=true).
 		return fail(fmt.Errorf("rpc: DUMP without a pid (a dump of the client itself): %w", ErrNotImplemented))
 	}
-	if err := refuse("DUMP", o, dumpRefused); err != nil {
-		return fail(err)
-	}
-	lock, err := networkLock(o)
-	if err != nil {
+	if err := configure(o); err != nil {
 		return fail(err)
 	}
 	d, err := openDirs(s.c.peer, o)
@@ -37,6 +34,19 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		return fail(err)
 	}
 	defer d.close()
+	// From here on, the log says why a request failed, as criu's does.
+	fail = func(err error) *rpc.CriuResp {
+		d.log.Error("dump failed", "err", err)
+		return failure(rpc.CriuReqType_DUMP, err)
+	}
+	logRequest(d.log, "DUMP", o)
+	if err := refuse("DUMP", o, dumpRefused); err != nil {
+		return fail(err)
+	}
+	lock, err := networkLock(o)
+	if err != nil {
+		return fail(err)
+	}
 	r := DumpRequest{
 		Pid: int(o.GetPid()), ImagesDir: d.images, WorkDir: d.work,
 		LeaveRunning: o.GetLeaveRunning(), LeaveStopped: o.GetLeaveStopped(),
@@ -47,15 +57,30 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()
 	r.Files.SkipInFlight = o.GetTcpSkipInFlight()
+	r.Files.TCPClose = o.GetTcpClose()
 	r.Files.LinkRemap = o.GetLinkRemap()
+	r.Files.EvasiveDevices = o.GetEvasiveDevices()
 	r.Files.External = o.GetExternal()
+	stdio, err := stdioExternal(r.Pid)
+	if err != nil {
+		return fail(err)
+	}
+	for _, k := range stdio {
+		if !slices.Contains(r.Files.External, k) {
+			d.log.Info("stdio pipe shared with the outside: external, for the runtime's inherit_fd at restore", "pipe", k)
+			r.Files.External = append(r.Files.External, k)
+		}
+	}
 	if o.GhostLimit != nil {
 		r.Files.GhostLimit = int64(o.GetGhostLimit())
 	}
-	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
-	if err := s.b.Dump(s.ctx, r); err != nil {
-		d.log.Error("dump failed", "err", err)
+	if r.Mem, err = memRequest(o); err != nil {
 		return fail(err)
 	}
+	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
+	if err := s.b.Dump(s.ctx, r); err != nil {
+		return fail(err)
+	}
+	s.displayStats(o, d, false)
 	return success(rpc.CriuReqType_DUMP)
 }

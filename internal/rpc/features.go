@@ -3,19 +3,26 @@ package rpc
 import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/kerndat"
 )
 
 // featureCheck answers FEATURE_CHECK for what stasis can do on this
 // kernel, every field present as criu sends them: true only if asked and
-// supported. None is today: mem_track needs incremental dumps (pre-dump,
-// track_mem; this kernel has no soft-dirty, so they would need
-// PAGEMAP_SCAN), lazy_pages needs the userfaultfd page server, and
-// pidfd_store needs pidfd_store_sk; stasis implements none of them yet,
+// supported. mem_track is where the kernel tracks writes (pre-dump,
+// track_mem: predump.go); lazy_pages needs the userfaultfd page server, and
+// pidfd_store needs pidfd_store_sk; stasis implements neither yet,
 // and a client that was told yes would fail later instead of now.
-func featureCheck(_ *rpc.CriuFeatures) *rpc.CriuResp {
+func featureCheck(asked *rpc.CriuFeatures) *rpc.CriuResp {
 	resp := success(rpc.CriuReqType_FEATURE_CHECK)
+	// mem_track: pre-dump and track_mem work where the kernel tracks
+	// writes (PAGEMAP_SCAN with WP_ASYNC, or soft-dirty).
+	track := false
+	if asked.GetMemTrack() {
+		track, _, _ = kerndat.CRIUFeature("mem_dirty_track")
+	}
 	resp.Features = &rpc.CriuFeatures{
-		MemTrack:   proto.Bool(false),
+		MemTrack:   proto.Bool(track),
 		LazyPages:  proto.Bool(false),
 		PidfdStore: proto.Bool(false),
 	}

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -139,9 +140,6 @@ type option struct {
 // ignored.
 var commonRefused = []option{
 	{"root", func(o *rpc.CriuOpts) bool { return o.GetRoot() != "" && o.GetRoot() != "/" }},
-	{"ps", func(o *rpc.CriuOpts) bool { return o.Ps != nil }},
-	{"parent_img", func(o *rpc.CriuOpts) bool { return o.GetParentImg() != "" }},
-	{"track_mem", func(o *rpc.CriuOpts) bool { return o.GetTrackMem() }},
 	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
 	{"veths", func(o *rpc.CriuOpts) bool { return len(o.GetVeths()) > 0 }},
 	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
@@ -168,8 +166,6 @@ var commonRefused = []option{
 	{"weak_sysctls", func(o *rpc.CriuOpts) bool { return o.GetWeakSysctls() }},
 	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
 	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
-	{"orphan_pts_master", func(o *rpc.CriuOpts) bool { return o.GetOrphanPtsMaster() }},
-	{"config_file", func(o *rpc.CriuOpts) bool { return configFileUsed(o.GetConfigFile()) }},
 	{"lsm_profile", func(o *rpc.CriuOpts) bool { return o.GetLsmProfile() != "" }},
 	{"lsm_mount_context", func(o *rpc.CriuOpts) bool { return o.GetLsmMountContext() != "" }},
 	{"tls", func(o *rpc.CriuOpts) bool {
@@ -179,8 +175,6 @@ var commonRefused = []option{
 	{"pidfd_store_sk", func(o *rpc.CriuOpts) bool { return o.PidfdStoreSk != nil }},
 	{"mntns_compat_mode", func(o *rpc.CriuOpts) bool { return o.GetMntnsCompatMode() }},
 	{"skip_file_rwx_check", func(o *rpc.CriuOpts) bool { return o.GetSkipFileRwxCheck() }},
-	{"display_stats", func(o *rpc.CriuOpts) bool { return o.GetDisplayStats() }},
-	{"evasive_devices", func(o *rpc.CriuOpts) bool { return o.GetEvasiveDevices() }},
 }
 
 // Options that belong to the other direction: refused, not ignored.
@@ -188,17 +182,15 @@ var (
 	dumpRefused = append([]option{
 		{"rst_sibling", func(o *rpc.CriuOpts) bool { return o.GetRstSibling() }},
 		{"inherit_fd", func(o *rpc.CriuOpts) bool { return len(o.GetInheritFd()) > 0 }},
-		{"tcp_close", func(o *rpc.CriuOpts) bool { return o.GetTcpClose() }},
 	}, commonRefused...)
-	restoreRefused = append([]option{
+	restoreRefused = append(append([]option{
 		{"pid", func(o *rpc.CriuOpts) bool { return o.Pid != nil }},
 		{"leave_running", func(o *rpc.CriuOpts) bool { return o.GetLeaveRunning() }},
 		{"leave_stopped", func(o *rpc.CriuOpts) bool { return o.GetLeaveStopped() }},
 		{"link_remap", func(o *rpc.CriuOpts) bool { return o.GetLinkRemap() }},
 		{"external", func(o *rpc.CriuOpts) bool { return len(o.GetExternal()) > 0 }},
-		{"tcp_skip_in_flight", func(o *rpc.CriuOpts) bool { return o.GetTcpSkipInFlight() }},
 		{"ghost_limit", func(o *rpc.CriuOpts) bool { return o.GhostLimit != nil }},
-	}, commonRefused...)
+	}, memRefused...), commonRefused...)
 )
 
 // refuse names every option of o in list that is set.
@@ -215,21 +207,23 @@ func refuse(op string, o *rpc.CriuOpts, list []option) error {
 	return fmt.Errorf("rpc: %s option %s: %w", op, strings.Join(set, ", "), ErrNotImplemented)
 }
 
-// configFileUsed: criu ignores a config_file that does not exist (runc
-// always sends /etc/criu/runc.conf); one with options in it would change
-// the request, which stasis cannot read yet.
-func configFileUsed(path string) bool {
-	if path == "" {
-		return false
-	}
-	b, err := os.ReadFile(path)
+// logRequest writes the request's options to its log at debug level
+// (log_level 4), every field set, as JSON.
+func logRequest(log *slog.Logger, op string, o *rpc.CriuOpts) {
+	b, err := json.Marshal(o)
 	if err != nil {
-		return false
+		b = []byte(err.Error())
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
-			return true
-		}
+	log.Debug("rpc request", "type", op, "opts", string(b))
+}
+
+// displayStats prints the stats of a request that set display_stats on
+// the server's stdout, as criu does; a failure to is only logged.
+func (s *server) displayStats(o *rpc.CriuOpts, d *dirs, restore bool) {
+	if !o.GetDisplayStats() || s.b.DisplayStats == nil {
+		return
 	}
-	return false
+	if err := s.b.DisplayStats(os.Stdout, d.work, restore); err != nil {
+		d.log.Warn("display_stats", "err", err)
+	}
 }

@@ -13,18 +13,36 @@ import (
 // restore serves RESTORE, always detached as criu's: the reply carries
 // the root's pid and the tree runs on once the server has exited.
 //
-// rst_sibling: criu forks the root with CLONE_PARENT, so that it is the
-// client's child. stasis clones the root from its puppet and adopts it as
-// child subreaper; when the server exits after the reply, the tree goes
-// to the client's nearest child subreaper (runc, conmon, containerd's
-// shim, go-criu users that set PR_SET_CHILD_SUBREAPER) or init.
+// rst_sibling: the root is the client's child, as criu makes it with
+// CLONE_PARENT (stasis' puppet is the client's child and clones it with
+// CLONE_PARENT: puppet.SiblingArg); runc adopts it as the container's
+// init and waits for it. Without it, stasis adopts the root as child
+// subreaper and, when the server exits after the reply, the tree goes to
+// the client's nearest child subreaper or init. The service refuses it,
+// as criu does: the client is not the parent of the process serving it.
 func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	fail := func(err error) *rpc.CriuResp { return failure(rpc.CriuReqType_RESTORE, err) }
 	if o == nil {
 		return fail(fmt.Errorf("rpc: RESTORE without options: %w", ErrBadRequest))
 	}
+	if err := configure(o); err != nil {
+		return fail(err)
+	}
+	d, err := openDirs(s.c.peer, o)
+	if err != nil {
+		return fail(err)
+	}
+	defer d.close()
+	fail = func(err error) *rpc.CriuResp {
+		d.log.Error("restore failed", "err", err)
+		return failure(rpc.CriuReqType_RESTORE, err)
+	}
+	logRequest(d.log, "RESTORE", o)
 	if err := refuse("RESTORE", o, restoreRefused); err != nil {
 		return fail(err)
+	}
+	if o.GetRstSibling() && s.service {
+		return fail(fmt.Errorf("rpc: rst_sibling is not allowed in standalone service: %w", ErrBadRequest))
 	}
 	lock, err := networkLock(o)
 	if err != nil {
@@ -38,13 +56,8 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 		}
 		inherit = append(inherit, files.InheritFd{Key: in.GetKey(), Fd: int(in.GetFd())})
 	}
-	d, err := openDirs(s.c.peer, o)
-	if err != nil {
-		return fail(err)
-	}
-	defer d.close()
 	r := RestoreRequest{
-		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(),
+		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
 		Log: d.log, Notify: s.hook(o, false),
 	}
@@ -56,9 +69,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	d.log.Info("rpc restore", "client", s.c.peer, "images", r.ImagesDir, "work", r.WorkDir, "rst_sibling", o.GetRstSibling())
 	pid, err := s.b.Restore(s.ctx, r)
 	if err != nil {
-		d.log.Error("restore failed", "err", err)
 		return fail(err)
 	}
+	s.displayStats(o, d, true)
 	resp := success(rpc.CriuReqType_RESTORE)
 	resp.Restore = &rpc.CriuRestoreResp{Pid: proto.Int32(int32(pid))}
 	return resp

@@ -23,6 +23,12 @@ type Backend struct {
 	Restore func(ctx context.Context, r RestoreRequest) (pid int, err error)
 	// Check says whether this kernel has what stasis needs (criu check).
 	Check func() error
+	// PreDump and PageServer: predump.go.
+	PreDump    func(ctx context.Context, r DumpRequest) error
+	PageServer func(ctx context.Context, r PageServerRequest) (pid, port int, err error)
+	// DisplayStats prints the stats image a dump or restore left in
+	// workDir (display_stats), as criu does on its stdout.
+	DisplayStats func(w io.Writer, workDir string, restore bool) error
 }
 
 // DumpRequest is a DUMP's criu_opts in stasis' terms.
@@ -35,16 +41,19 @@ type DumpRequest struct {
 	Files                      files.DumpOptions
 	Log                        *slog.Logger
 	Notify                     func(script string, pid int) error
+	Mem                        MemRequest // predump.go
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
 type RestoreRequest struct {
 	ImagesDir, WorkDir     string
 	ShellJob, Unprivileged bool
-	NetworkLock            string
-	Files                  files.RestoreOptions
-	Log                    *slog.Logger
-	Notify                 func(script string, pid int) error
+	// Sibling (rst_sibling): the root is the client's child, as criu's.
+	Sibling     bool
+	NetworkLock string
+	Files       files.RestoreOptions
+	Log         *slog.Logger
+	Notify      func(script string, pid int) error
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
@@ -55,6 +64,9 @@ type server struct {
 	ctx context.Context
 	c   *conn
 	b   Backend
+	// service: a connection of `service` (the client is not this
+	// process' parent), not an inherited swrk socket.
+	service bool
 }
 
 // Serve serves criu's swrk protocol on f, a SOCK_SEQPACKET socket whose
@@ -67,7 +79,8 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 	if err != nil {
 		return err
 	}
-	s := &server{ctx: ctx, c: c, b: b}
+	s := &server{ctx: ctx, c: c, b: b, service: os.Getenv(serviceConnEnv) == "1"}
+	os.Unsetenv(serviceConnEnv)
 	for {
 		req, err := c.recv()
 		if errors.Is(err, io.EOF) {
@@ -98,9 +111,13 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 		return keep, s.reply(version())
 	case rpc.CriuReqType_FEATURE_CHECK:
 		return keep, s.reply(featureCheck(req.GetFeatures()))
-	case rpc.CriuReqType_CPUINFO_DUMP, rpc.CriuReqType_CPUINFO_CHECK,
-		rpc.CriuReqType_PAGE_SERVER, rpc.CriuReqType_PAGE_SERVER_CHLD:
+	case rpc.CriuReqType_CPUINFO_DUMP, rpc.CriuReqType_CPUINFO_CHECK:
 		return keep, s.reply(unsupported(t))
+	case rpc.CriuReqType_PAGE_SERVER, rpc.CriuReqType_PAGE_SERVER_CHLD:
+		if err := s.allowed(t); err != nil {
+			return false, s.reply(failure(rpc.CriuReqType_PAGE_SERVER, err))
+		}
+		return keep, s.reply(s.pageServer(req))
 	}
 	if err := s.allowed(t); err != nil {
 		return false, s.reply(failure(t, err))
@@ -120,7 +137,7 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 		// criu exits 0 after a WAIT_PID whatever its reply said.
 		return false, s.c.send(waitPid(req))
 	case rpc.CriuReqType_PRE_DUMP, rpc.CriuReqType_SINGLE_PRE_DUMP:
-		return false, s.reply(unsupported(t))
+		return false, s.preDumps(req)
 	}
 	// EMPTY, a NOTIFY out of turn, or a number rpc.proto does not have.
 	err = fmt.Errorf("rpc: invalid request type %d: %w", int32(t), ErrBadRequest)

@@ -23,6 +23,10 @@ const DefaultAddress = "criu_service.socket"
 // daemon, so that the socket exists once the command returns.
 const listenFdEnv = "STASIS_SERVICE_LISTEN_FD"
 
+// serviceConnEnv tells the swrk process serving a connection of the
+// service that its client is not its parent (rst_sibling is refused).
+const serviceConnEnv = "STASIS_SERVICE_CONN"
+
 // ServiceOptions are `criu service`'s.
 type ServiceOptions struct {
 	Address string // unix socket path; DefaultAddress if ""
@@ -159,6 +163,7 @@ func serveConn(cfd int, o ServiceOptions) error {
 	}
 	cmd := exec.Command(o.Swrk[0], o.Swrk[1:]...)
 	cmd.ExtraFiles = []*os.File{f}
+	cmd.Env = append(os.Environ(), serviceConnEnv+"=1")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("rpc service: start %s: %w", o.Swrk[0], err)

@@ -126,6 +126,15 @@ func dumpInet(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 			state = linux.TCPEstablished
 		}
 		ie.State = proto.Uint32(state)
+		if proto_ == unix.IPPROTO_UDP || proto_ == unix.IPPROTO_UDPLITE {
+			sh, err := inetShutdown(sk, family, proto_, uint32(fd.Stat.Ino))
+			if err != nil {
+				return nil, err
+			}
+			if sh != 0 {
+				ie.Shutdown = sk_opts.SkShutdown(sh & 3).Enum()
+			}
+		}
 	}
 	return &fdinfo.FileEntry{Type: fdinfo.FdTypes_INETSK.Enum(), Id: proto.Uint32(fd.ID), Isk: ie}, nil
 }
@@ -247,7 +256,7 @@ func openInet(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if isMPTCP(ie) && ie.GetState() != linux.TCPListen && ie.GetState() != linux.TCPClose {
 		return nil, fmt.Errorf("restore %s: an MPTCP socket in state %s (the kernel has no repair mode for MPTCP): %w", what, tcpStateName(ie.GetState()), images.ErrCorrupt)
 	}
-	fd, err := unix.Socket(int(family), int(typ)|unix.SOCK_CLOEXEC, int(proto_))
+	fd, err := socket(r, int(family), int(typ)|unix.SOCK_CLOEXEC, int(proto_))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
@@ -308,6 +317,9 @@ func restoreInet(r *files.Restorer, fd int, id uint32, ie *sk_inet.InetSkEntry, 
 			if err := unix.Connect(fd, ends.remoteSa); err != nil {
 				return fmt.Errorf("connect to %s: %w", ends.remote, os.NewSyscallError("connect", err))
 			}
+		}
+		if err := shutdownDgram(fd, ie.GetShutdown()); err != nil {
+			return err
 		}
 	case ie.GetState() == linux.TCPListen:
 		if err := bindInet(fd, ie, ends); err != nil {
@@ -389,11 +401,27 @@ func boolInt(b bool) int {
 func dumpIPOpts(sk, family int) (*sk_inet.IpOptsEntry, error) {
 	o := &sk_inet.IpOptsEntry{}
 	if family == unix.AF_INET6 {
-		v, err := unix.GetsockoptInt(sk, unix.IPPROTO_IPV6, unix.IPV6_FREEBIND)
-		if err != nil {
-			return nil, fmt.Errorf("getsockopt IPV6_FREEBIND: %w", err)
+		// criu 4.2 keeps IPV6_RECVPKTINFO as pktinfo; the traffic class
+		// and hop limit go where IPv4's TOS and TTL do.
+		for _, opt := range []struct {
+			name string
+			opt  int
+			set  func(int)
+		}{
+			{"IPV6_FREEBIND", unix.IPV6_FREEBIND, func(v int) { o.Freebind = proto.Bool(v != 0) }},
+			{"IPV6_RECVPKTINFO", unix.IPV6_RECVPKTINFO, func(v int) { o.Pktinfo = proto.Bool(v != 0) }},
+			{"IPV6_TCLASS", unix.IPV6_TCLASS, func(v int) { o.Tos = proto.Uint32(uint32(v)) }},
+			{"IPV6_UNICAST_HOPS", unix.IPV6_UNICAST_HOPS, func(v int) { o.Ttl = proto.Uint32(uint32(v)) }},
+		} {
+			v, err := unix.GetsockoptInt(sk, unix.IPPROTO_IPV6, opt.opt)
+			if err == unix.EOPNOTSUPP || err == unix.ENOPROTOOPT {
+				continue
+			}
+			if err != nil {
+				return nil, fmt.Errorf("getsockopt %s: %w", opt.name, err)
+			}
+			opt.set(v)
 		}
-		o.Freebind = proto.Bool(v != 0)
 		return o, nil
 	}
 	for _, opt := range []struct {
@@ -428,13 +456,23 @@ func restoreIPOpts(fd int, family uint32, o *sk_inet.IpOptsEntry) error {
 		}
 		return nil
 	}
+	var errs []error
 	if family == unix.AF_INET6 {
 		if o.Freebind != nil {
-			return set(unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, "IPV6_FREEBIND", boolInt(o.GetFreebind()))
+			errs = append(errs, set(unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, "IPV6_FREEBIND", boolInt(o.GetFreebind())))
 		}
-		return nil
+		if o.Pktinfo != nil {
+			errs = append(errs, set(unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, "IPV6_RECVPKTINFO", boolInt(o.GetPktinfo())))
+		}
+		if o.Tos != nil && o.GetTos() != 0 {
+			errs = append(errs, set(unix.IPPROTO_IPV6, unix.IPV6_TCLASS, "IPV6_TCLASS", int(o.GetTos())))
+		}
+		// 64 is what the route gives a socket that never set it.
+		if o.Ttl != nil && o.GetTtl() != 64 {
+			errs = append(errs, set(unix.IPPROTO_IPV6, unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", int(o.GetTtl())))
+		}
+		return errors.Join(errs...)
 	}
-	var errs []error
 	if o.Freebind != nil {
 		errs = append(errs, set(unix.IPPROTO_IP, unix.IP_FREEBIND, "IP_FREEBIND", boolInt(o.GetFreebind())))
 	}

@@ -22,10 +22,10 @@ import (
 // a closed number taken again by another file would be found equal to it.
 
 // inflightKinds are the kinds whose dump does not need the fd to be a
-// task's: the others read or act on their owner (an epoll's targets are
-// fd numbers of its owner, a tty its session, a TCP socket is put in
+// task's: the others read or act on their owner (a tty its session, a TCP socket is put in
 // repair mode and given back to it).
-var inflightKinds = map[string]bool{"reg": true, "fifo": true, "pipe": true, "memfd": true, "eventfd": true, "socket": true, "pidfd": true}
+var inflightKinds = map[string]bool{"reg": true, "fifo": true, "pipe": true, "memfd": true, "eventfd": true, "socket": true, "pidfd": true,
+	"eventpoll": true} // its items are found among the tree's fds (files/epolltarget.go)
 
 // dumpInflight records the files a message queued on via carries, whose
 // copies in stasis are fds, and returns their ids in order. It owns fds.

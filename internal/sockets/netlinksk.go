@@ -93,7 +93,7 @@ func netlinkGroups(sk int) ([]uint32, error) {
 // openNetlink creates a netlink socket with the port id, groups and peer
 // of an entry. The port id is taken explicitly: the one the kernel gave
 // the dumped socket (often the pid, which the task has again).
-func openNetlink(_ *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openNetlink(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	ne := fe.GetNlsk()
 	if ne == nil || fe.GetType() != fdinfo.FdTypes_NETLINKSK {
 		return nil, files.NotKind(fe, "a netlink socket")
@@ -104,7 +104,7 @@ func openNetlink(_ *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	}
 	// criu does not keep the type: SOCK_RAW and SOCK_DGRAM are the same
 	// to netlink.
-	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(ne.GetProtocol()))
+	fd, err := socket(r, unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, int(ne.GetProtocol()))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}

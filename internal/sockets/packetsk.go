@@ -86,15 +86,16 @@ type packetMc struct {
 	Addr           []byte
 }
 
-// readPacketDiag lists the packet sockets of stasis' network namespace.
-func readPacketDiag() (map[uint32]*packetDiag, error) {
+// readPacketDiag lists the packet sockets of the network namespace of
+// socket sk.
+func readPacketDiag(sk int) (map[uint32]*packetDiag, error) {
 	r := make([]byte, packetDiagReqLen)
 	r[0] = unix.AF_PACKET
 	binary.NativeEndian.PutUint32(r[8:], packetShowInfo|packetShowMclist|packetShowRingCfg|packetShowFanout)
 	binary.NativeEndian.PutUint32(r[12:], 0xffffffff) // no cookie
 	binary.NativeEndian.PutUint32(r[16:], 0xffffffff)
 	out := map[uint32]*packetDiag{}
-	err := sockDiagDump("packet sockets", r, func(b []byte) error {
+	err := sockDiagDump("packet sockets", sk, r, func(b []byte) error {
 		d, err := parsePacketDiag(b)
 		if err != nil {
 			return err
@@ -167,7 +168,7 @@ type packetSockets struct{ diag map[uint32]*packetDiag }
 func dumpPacket(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	st := files.DumpState(t, "packetsk", func() *packetSockets { return &packetSockets{} })
 	if st.diag == nil {
-		diag, err := readPacketDiag()
+		diag, err := readPacketDiag(sk)
 		if err != nil {
 			return nil, err
 		}
@@ -257,7 +258,7 @@ func packetSupported(fd *files.Fd, sk int, d *packetDiag) error {
 // namespace, as criu keeps it), then the options, memberships and fanout
 // group, in criu's order: the fanout group is joined last, when the
 // socket is bound and receiving.
-func openPacket(_ *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+func openPacket(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	pe := fe.GetPsk()
 	if pe == nil || fe.GetType() != fdinfo.FdTypes_PACKETSK {
 		return nil, files.NotKind(fe, "a packet socket")
@@ -272,7 +273,7 @@ func openPacket(_ *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	case pe.RxRing != nil || pe.TxRing != nil:
 		return nil, fmt.Errorf("restore %s: %w: packet rings (PACKET_RX_RING/PACKET_TX_RING)", what, files.ErrUnsupported)
 	}
-	fd, err := unix.Socket(unix.AF_PACKET, int(pe.GetType())|unix.SOCK_CLOEXEC, int(pe.GetProtocol()))
+	fd, err := socket(r, unix.AF_PACKET, int(pe.GetType())|unix.SOCK_CLOEXEC, int(pe.GetProtocol()))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}

@@ -54,8 +54,9 @@ type unixDiag struct {
 	Shutdown       uint8 // RCV_SHUTDOWN 1 | SEND_SHUTDOWN 2
 }
 
-// readUnixDiag lists every unix socket of stasis' network namespace.
-func readUnixDiag() (map[uint32]*unixDiag, error) {
+// readUnixDiag lists every unix socket of the network namespace of
+// socket sk (stasis' own or the tree's).
+func readUnixDiag(sk int) (map[uint32]*unixDiag, error) {
 	r := make([]byte, unixDiagReqLen)
 	ne := binary.NativeEndian
 	r[0] = unix.AF_UNIX
@@ -64,7 +65,7 @@ func readUnixDiag() (map[uint32]*unixDiag, error) {
 	ne.PutUint32(r[16:], 0xffffffff) // no cookie
 	ne.PutUint32(r[20:], 0xffffffff)
 	out := map[uint32]*unixDiag{}
-	err := sockDiagDump("unix sockets", r, func(b []byte) error {
+	err := sockDiagDump("unix sockets", sk, r, func(b []byte) error {
 		d, err := parseUnixDiag(b)
 		if err != nil {
 			return err
@@ -76,11 +77,12 @@ func readUnixDiag() (map[uint32]*unixDiag, error) {
 }
 
 // sockDiagDump sends a sock_diag dump request of what (its family's
-// request struct) and calls fn with the payload of each answer.
-func sockDiagDump(what string, req []byte, fn func([]byte) error) error {
-	s, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+// request struct) in the network namespace of socket sk and calls fn
+// with the payload of each answer.
+func sockDiagDump(what string, sk int, req []byte, fn func([]byte) error) error {
+	s, err := diagSocket(sk)
 	if err != nil {
-		return fmt.Errorf("sock_diag: %w", os.NewSyscallError("socket", err))
+		return fmt.Errorf("sock_diag: %w", err)
 	}
 	defer unix.Close(s)
 	msg := make([]byte, unix.NLMSG_HDRLEN+len(req))

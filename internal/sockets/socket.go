@@ -49,3 +49,23 @@ func dumpSocket(t *files.Table, fd *files.Fd) (*fdinfo.FileEntry, error) {
 	}
 	return dump(t, fd, sk)
 }
+
+// socket makes a socket of the restored tree: in its network namespace
+// (a socket belongs to the namespace of the thread that made it; bind,
+// connect and repair then act there from any thread).
+func socket(r *files.Restorer, domain, typ, proto int) (fd int, err error) {
+	err = r.InNetNS(func() error {
+		fd, err = unix.Socket(domain, typ, proto)
+		return err
+	})
+	return fd, err
+}
+
+// socketpair is socket for a connected pair.
+func socketpair(r *files.Restorer, domain, typ, proto int) (sv [2]int, err error) {
+	err = r.InNetNS(func() error {
+		sv, err = unix.Socketpair(domain, typ, proto)
+		return err
+	})
+	return sv, err
+}

@@ -198,6 +198,8 @@ func dumpTCP(t *files.Table, fd *files.Fd, sk int, ie *sk_inet.InetSkEntry) erro
 	case info.state == linux.TCPClose:
 	case info.state == linux.TCPSynSent:
 		return dumpSynSent(fd, ie)
+	case isTCPConn(info.state) && t.Opts.TCPClose:
+		return nil // recorded as it is, to be restored closed
 	case isTCPConn(info.state):
 		if !t.Opts.TCPEstablished {
 			return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target,
@@ -488,7 +490,7 @@ func restoreTCPConn(r *files.Restorer, fd int, ie *sk_inet.InetSkEntry, ends *in
 	if err := c.setWindow(); err != nil {
 		return err
 	}
-	if err := c.replayFins(); err != nil {
+	if err := r.InNetNS(c.replayFins); err != nil {
 		return err
 	}
 	return c.endRepairAtRun(r, unsent, buf)

@@ -32,6 +32,7 @@ type unixPacket struct {
 	idFor  uint32
 	data   []byte
 	rights []uint32 // the files it carries, by file id, in order
+	addr   []byte   // a datagram's sender, as sock_diag names it; nil if unbound
 }
 
 // queued is one message peeked: its bytes and stasis' copies of the fds
@@ -39,6 +40,7 @@ type unixPacket struct {
 type queued struct {
 	data []byte
 	fds  []int
+	addr []byte
 }
 
 // dumpQueue records what is queued to be read on fd, whose copy in
@@ -50,6 +52,9 @@ func (st *unixDump) dumpQueue(t *files.Table, fd *files.Fd, sk, typ int) error {
 	}
 	for i, m := range msgs {
 		p := unixPacket{idFor: fd.ID, data: m.data}
+		if typ == unix.SOCK_DGRAM {
+			p.addr = m.addr
+		}
 		if len(m.fds) > 0 {
 			if p.rights, err = dumpInflight(t, fd, i+1, m.fds); err != nil {
 				for _, q := range msgs[i+1:] {
@@ -73,6 +78,7 @@ func (st *unixDump) writeQueues(dir *images.Dir) error {
 	}
 	for _, p := range st.packets {
 		e := &sk_packet.SkPacketEntry{IdFor: proto.Uint32(p.idFor), Length: proto.Uint32(uint32(len(p.data)))}
+		setPacketAddr(e, p.addr)
 		if len(p.rights) > 0 {
 			e.Scm = []*sk_packet.ScmEntry{{Type: proto.Uint32(scmRights), Rights: p.rights}}
 		}
@@ -137,7 +143,7 @@ func peekMessages(sk, typ int) ([]queued, error) {
 			size = n
 		}
 		buf := make([]byte, size)
-		n, fds, err := peekOne(sk, buf)
+		n, fds, from, err := peekOne(sk, buf)
 		if err == unix.EAGAIN || (err == nil && n == 0) {
 			return out, nil
 		}
@@ -162,18 +168,18 @@ func peekMessages(sk, typ int) ([]queued, error) {
 			}
 			continue
 		}
-		out = append(out, queued{data: buf[:n], fds: fds})
+		out = append(out, queued{data: buf[:n], fds: fds, addr: rawUnixAddr(from)})
 		off += n
 	}
 }
 
 // peekOne peeks at the next message into buf: its length and the fds
 // it carries, installed in stasis (close-on-exec).
-func peekOne(sk int, buf []byte) (int, []int, error) {
+func peekOne(sk int, buf []byte) (int, []int, unix.Sockaddr, error) {
 	oob := make([]byte, unix.CmsgSpace(253*4)+unix.CmsgSpace(64)) // SCM_MAX_FD fds, credentials
-	n, oobn, flags, _, err := unix.Recvmsg(sk, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
+	n, oobn, flags, from, err := unix.Recvmsg(sk, buf, oob, unix.MSG_PEEK|unix.MSG_DONTWAIT|unix.MSG_CMSG_CLOEXEC)
 	if err != nil {
-		return 0, nil, err
+		return 0, nil, nil, err
 	}
 	fds, err := parseCmsgs(oob[:oobn])
 	if err == nil && flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
@@ -181,9 +187,9 @@ func peekOne(sk int, buf []byte) (int, []int, error) {
 	}
 	if err != nil {
 		closeAll(fds)
-		return 0, nil, fmt.Errorf("%d bytes: %w", n, err)
+		return 0, nil, nil, fmt.Errorf("%d bytes: %w", n, err)
 	}
-	return n, fds, nil
+	return n, fds, from, nil
 }
 
 // fdsStart finds where, in the n bytes peeked at off of a stream queue,
@@ -212,7 +218,7 @@ func fdsStart(sk, off, n int) (int, error) {
 	if err := unix.SetsockoptInt(sk, unix.SOL_SOCKET, unix.SO_PEEK_OFF, off); err != nil {
 		return 0, os.NewSyscallError("setsockopt SO_PEEK_OFF", err)
 	}
-	got, fds, err := peekOne(sk, mem[guard-valid:])
+	got, fds, _, err := peekOne(sk, mem[guard-valid:])
 	closeAll(fds) // none: the buffer with files is never copied whole
 	switch {
 	case errors.Is(err, unix.EFAULT):
@@ -300,7 +306,11 @@ func readUnixQueues(dir *images.Dir, byID map[uint32]*usk, haveFile func(id uint
 		case uint64(len(data)) != uint64(e.GetLength()):
 			return bad("message of %d bytes has %d: %w", e.GetLength(), len(data), images.ErrCorrupt)
 		}
-		p := unixPacket{idFor: e.GetIdFor(), data: data}
+		addr, err := packetAddr(e)
+		if err != nil || len(addr) > len(unix.RawSockaddrUnix{}.Path) {
+			return bad("message for %s: sender's address (field %d): %v: %w", s, fieldPacketAddr, err, images.ErrCorrupt)
+		}
+		p := unixPacket{idFor: e.GetIdFor(), data: data, addr: addr}
 		for _, scm := range e.GetScm() {
 			if scm.GetType() != scmRights {
 				return bad("message for %s carries a control message of type %d: %w", s, scm.GetType(), files.ErrUnsupported)
@@ -345,7 +355,7 @@ func (b *unixBuild) refill(s *usk) error {
 			}
 		}
 		if from < 0 {
-			tmp, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+			tmp, err := socket(b.r, unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				return os.NewSyscallError("socket", err)
 			}
@@ -356,6 +366,17 @@ func (b *unixBuild) refill(s *usk) error {
 		return fmt.Errorf("%d queued messages: no socket of the dump can send them to it again", len(s.packets))
 	}
 	for i, m := range s.packets {
+		from, to := from, to
+		if len(m.addr) > 0 && s.ue.GetType() == unix.SOCK_DGRAM && !s.paired && s.other < 0 {
+			fd, done, err := b.sender(m.addr)
+			if err != nil {
+				return fmt.Errorf("queued message %d of %d: %w", i+1, len(s.packets), err)
+			}
+			if fd >= 0 {
+				defer done()
+				from, to = fd, s.addr()
+			}
+		}
 		var oob []byte
 		if len(m.rights) > 0 {
 			fds, err := b.rights(m.rights)
@@ -407,4 +428,53 @@ func (b *unixBuild) rights(ids []uint32) ([]int, error) {
 		fds[i] = int(f.Fd())
 	}
 	return fds, nil
+}
+
+// sender is a socket bound to addr, the name of the socket that sent a
+// queued datagram, to send it again from: the dump's own socket of that
+// name, or a temporary one bound to it (the sender has closed since, as
+// criu's restore does for its queues). -1 when no socket can take the
+// name (a relative path whose directory is unknown, an abstract name
+// taken outside the tree): the message then comes from an unbound
+// socket, as before the dump's address was recorded.
+func (b *unixBuild) sender(addr []byte) (int, func(), error) {
+	for _, q := range b.all {
+		if q.fd >= 0 && !q.extern() && q.ue.GetType() == unix.SOCK_DGRAM && sameUnixName(q.ue.GetName(), addr) {
+			return q.fd, func() {}, nil
+		}
+	}
+	if addr[0] != 0 && addr[0] != '/' {
+		return -1, nil, nil
+	}
+	tmp, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, nil, os.NewSyscallError("socket", err)
+	}
+	closeTmp := func() { unix.Close(tmp) }
+	if addr[0] == 0 {
+		if err := unix.Bind(tmp, &unix.SockaddrUnix{Name: string(addr)}); err != nil {
+			closeTmp()
+			return -1, nil, nil
+		}
+		return tmp, closeTmp, nil
+	}
+	// The sender's file is not needed once bound: the address is the
+	// socket's own.
+	a := &aside{name: unixPath(addr)}
+	err = a.prepare()
+	if err == nil {
+		if err = unix.Bind(tmp, &unix.SockaddrUnix{Name: a.name}); err != nil {
+			err = fmt.Errorf("bind a socket to %s, its sender's name: %w", a.name, os.NewSyscallError("bind", err))
+		} else if err = unix.Unlink(a.name); err != nil {
+			err = fmt.Errorf("unlink %s after the bind: %w", a.name, os.NewSyscallError("unlink", err))
+		}
+	}
+	if derr := a.done(); err == nil {
+		err = derr
+	}
+	if err != nil {
+		closeTmp()
+		return -1, nil, err
+	}
+	return tmp, closeTmp, nil
 }

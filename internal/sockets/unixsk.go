@@ -67,7 +67,7 @@ func dumpUnix(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error) {
 	st := unixsks(t)
 	if st.diag == nil {
 		var err error
-		if st.diag, err = readUnixDiag(); err != nil {
+		if st.diag, err = readUnixDiag(sk); err != nil {
 			return nil, fmt.Errorf("%s: %w", fd, err)
 		}
 	}
@@ -151,6 +151,9 @@ func unixFile(sk int, ue *sk_unix.UnixSkEntry) error {
 			return fmt.Errorf("relative name %q is not the end of its file's path %s", name, path)
 		}
 		ue.NameDir = proto.String(dir)
+	} else if !ue.GetDeleted() && path != name {
+		// Renamed, or its directory was: the file is elsewhere now.
+		setMovedFile(ue, path)
 	}
 	return nil
 }
@@ -410,6 +413,10 @@ type usk struct {
 	paired  bool
 	inherit bool
 	packets []unixPacket
+	moved   string // where a moved socket's file must be (unixfile.go)
+	at      string // where its file is while the sockets are built, if not at its name
+	tmp     string // the temporary name of a deleted socket's file, unlinked at the end
+	aside   *aside // what a bind through its name moved and made
 }
 
 func (s *usk) String() string {
@@ -420,6 +427,9 @@ func (s *usk) extern() bool { return s.ue.GetUflags()&uskExtern != 0 }
 
 // addr is where the socket is bound, to connect or send to it.
 func (s *usk) addr() *unix.SockaddrUnix {
+	if s.at != "" {
+		return &unix.SockaddrUnix{Name: s.at}
+	}
 	name := s.ue.GetName()
 	if len(name) > 0 && name[0] == 0 {
 		return &unix.SockaddrUnix{Name: string(name)}
@@ -458,6 +468,9 @@ func buildUnix(r *files.Restorer) (fds map[uint32]int, err error) {
 			}
 			if err != nil && s.fd >= 0 {
 				unix.Close(s.fd)
+			}
+			if err != nil {
+				s.removeTemp()
 			}
 		}
 	}()
@@ -506,6 +519,11 @@ func (b *unixBuild) collect() error {
 		if b.byIno[ue.GetIno()] != nil {
 			return bad("inode twice")
 		}
+		moved, err := checkMovedFile(ue)
+		if err != nil {
+			return bad("%v", err)
+		}
+		s.moved = moved
 		b.byIno[ue.GetIno()] = s
 		b.byID[ue.GetId()] = s
 		b.all = append(b.all, s)
@@ -560,22 +578,23 @@ func (b *unixBuild) make(s *usk) error {
 		if p.ue.GetType() != s.ue.GetType() {
 			return fmt.Errorf("its peer %s is of another type: %w", p, images.ErrCorrupt)
 		}
-		sv, err := unix.Socketpair(unix.AF_UNIX, typ|flags, 0)
+		sv, err := socketpair(b.r, unix.AF_UNIX, typ|flags, 0)
 		if err != nil {
 			return os.NewSyscallError("socketpair", err)
 		}
 		s.fd, p.fd = sv[0], sv[1]
 		s.paired, p.paired = true, true
-	case s.ue.GetPeer() == 0 && connected(s):
+	case s.ue.GetPeer() == 0 && (connected(s) || typ == unix.SOCK_DGRAM && len(s.ue.GetName()) == 0 && len(s.packets) > 0):
 		// Its peer is closed: a pair whose other end is closed once the
-		// queue is refilled through it.
-		sv, err := unix.Socketpair(unix.AF_UNIX, typ|flags, 0)
+		// queue is refilled through it. So is an unnamed datagram socket
+		// with messages queued: only a peer, now gone, could send them.
+		sv, err := socketpair(b.r, unix.AF_UNIX, typ|flags, 0)
 		if err != nil {
 			return os.NewSyscallError("socketpair", err)
 		}
 		s.fd, s.other, s.paired = sv[0], sv[1], true
 	default:
-		fd, err := unix.Socket(unix.AF_UNIX, typ|flags, 0)
+		fd, err := socket(b.r, unix.AF_UNIX, typ|flags, 0)
 		if err != nil {
 			return os.NewSyscallError("socket", err)
 		}
@@ -593,6 +612,9 @@ func (b *unixBuild) bind(s *usk) error {
 	}
 	a := s.addr()
 	abstract := name[0] == 0
+	if !abstract && (s.ue.GetDeleted() || s.moved != "") {
+		return b.bindAside(s, a, s.moved)
+	}
 	host := b.r.InRoot(a.Name) // the path of a container's socket in its mounts
 	if !abstract {
 		if err := files.CreateDirOK(host); errors.Is(err, images.ErrUnsafePath) {
@@ -611,13 +633,24 @@ func (b *unixBuild) bind(s *usk) error {
 	if err := bindUnix(s, a, b.r.Root); err != nil {
 		return fmt.Errorf("bind to %s: %w", unixName(name), err)
 	}
-	if fp := s.ue.GetFilePerms(); fp != nil && !abstract {
-		if err := unix.Chmod(host, fp.GetMode()&0o7777); err != nil {
-			return fmt.Errorf("chmod %s: %w", a.Name, err)
-		}
-		if err := unix.Lchown(host, int(fp.GetUid()), int(fp.GetGid())); err != nil {
-			return fmt.Errorf("chown %s: %w", a.Name, err)
-		}
+	if abstract {
+		return nil
+	}
+	return setUnixPerms(s, host)
+}
+
+// setUnixPerms gives the file of a socket just bound at path the mode
+// and owner of the dump.
+func setUnixPerms(s *usk, path string) error {
+	fp := s.ue.GetFilePerms()
+	if fp == nil {
+		return nil
+	}
+	if err := unix.Chmod(path, fp.GetMode()&0o7777); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if err := unix.Lchown(path, int(fp.GetUid()), int(fp.GetGid())); err != nil {
+		return fmt.Errorf("chown %s: %w", path, err)
 	}
 	return nil
 }
@@ -674,15 +707,25 @@ func (b *unixBuild) shutdown(s *usk) error {
 }
 
 // unlinkDeleted removes the file of a socket bound to a path that was
-// unlinked before the dump, once nothing needs to reach it by name.
+// unlinked before the dump (kept under a temporary name while peers
+// connected to it), and the directories made to bind it.
 func (b *unixBuild) unlinkDeleted(s *usk) error {
-	if !s.ue.GetDeleted() || connected(s) || len(s.ue.GetName()) == 0 || s.ue.GetName()[0] == 0 {
-		return nil
+	return s.removeTemp()
+}
+
+func (s *usk) removeTemp() error {
+	var errs []error
+	if s.tmp != "" {
+		if err := unix.Unlink(s.tmp); err != nil {
+			errs = append(errs, fmt.Errorf("unlink %s, the file of a socket deleted before the dump: %w", s.tmp, os.NewSyscallError("unlink", err)))
+		}
+		s.tmp = ""
 	}
-	if err := unix.Unlink(b.r.InRoot(s.addr().Name)); err != nil {
-		return fmt.Errorf("unlink %s, which was deleted: %w", s.addr().Name, err)
+	if s.aside != nil {
+		errs = append(errs, s.aside.done())
+		s.aside = nil
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // applyUnixOpts gives a new socket the options of an entry. Buffer

@@ -104,7 +104,7 @@ func TestReadUnixDiagSelf(t *testing.T) {
 	defer unix.Close(sv[0])
 	defer unix.Close(sv[1])
 	unix.Shutdown(sv[0], unix.SHUT_WR)
-	all, err := readUnixDiag()
+	all, err := readUnixDiag(-1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ type Dump struct {
 	Start, Frozen, End         time.Time // seize started, tree frozen, images written
 	MemStart, MemEnd           time.Time // the pages phase
 	PagesScanned, PagesWritten uint64
+	PagesSkippedParent         uint64 // left in the parent dump (--track-mem)
 }
 
 // Restore is what a restore measures for stats-restore.
@@ -38,7 +39,7 @@ func WriteDump(dir *images.Dir, work string, s Dump) (*images.Dir, error) {
 		MemdumpTime:        us(s.MemStart, s.MemEnd),
 		MemwriteTime:       us(s.MemStart, s.MemEnd),
 		PagesScanned:       proto.Uint64(s.PagesScanned),
-		PagesSkippedParent: proto.Uint64(0),
+		PagesSkippedParent: proto.Uint64(s.PagesSkippedParent),
 		PagesWritten:       proto.Uint64(s.PagesWritten),
 		PagesLazy:          proto.Uint64(0),
 	}}

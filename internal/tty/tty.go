@@ -825,6 +825,9 @@ func (p *ptyPair) setup(r *files.Restorer, s *ttyRestore) error {
 			}
 		}
 	}
+	if err := slaveOwner(r, sfd, si); err != nil {
+		return err
+	}
 	if stio == nil {
 		if stio, err = unix.IoctlGetTermios(sfd, unix.TCGETS); err != nil {
 			return os.NewSyscallError("ioctl TCGETS", err)
@@ -926,4 +929,30 @@ func shellJobTermios(r *files.Restorer, c sessionTty) (*unix.Termios, error) {
 		}
 	}
 	return nil, nil
+}
+
+// slaveOwner gives the slave's device file the owner and mode it had (a
+// program that chowned its pts, as a terminal emulator or sshd does for
+// its user): the owner is in the slave's tty info, the mode in the
+// regular file entry of the slave's path (criu 4.2 restores both).
+func slaveOwner(r *files.Restorer, sfd int, si *tty.TtyInfoEntry) error {
+	if si == nil || si.Uid == nil || si.Gid == nil {
+		return nil
+	}
+	if err := unix.Fchown(sfd, int(si.GetUid()), int(si.GetGid())); err != nil {
+		return fmt.Errorf("owner %d:%d: %w", si.GetUid(), si.GetGid(), os.NewSyscallError("fchown", err))
+	}
+	for _, fe := range r.Files {
+		t := fe.GetTty()
+		if t == nil || t.GetTtyInfoId() != si.GetId() {
+			continue
+		}
+		if rf := r.Files[t.GetRegfId()].GetReg(); rf != nil && rf.Mode != nil && rf.GetMode()&unix.S_IFMT == unix.S_IFCHR {
+			if err := unix.Fchmod(sfd, rf.GetMode()&0o7777); err != nil {
+				return fmt.Errorf("mode %o: %w", rf.GetMode()&0o7777, os.NewSyscallError("fchmod", err))
+			}
+			break
+		}
+	}
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ type crossCase struct {
 	fromCRIU, toCRIU string
 	// critOnly: a victim only TestCrit42 dumps (criu 4.2 refuses it).
 	critOnly bool
+	// serial: the case shares something with others (a pty index, a
+	// port, the network lock's table, a timing) and runs alone.
+	serial bool
 }
 
 func crossCases() []crossCase {
@@ -43,9 +47,11 @@ func crossCases() []crossCase {
 			// tree does not own ("doesn't live in IPC ns").
 			continue
 		case "signals":
+			x.serial = true
 			x.before = func(t *testing.T, v *testutil.Victim) { sendPendingUSR2(t, v) }
 			x.after = sendUSR1
 		case "pipe":
+			x.serial = true // SIGIO timing
 			x.toCRIU = "criu sets O_ASYNC on a pipe through its own fd number: SIGIO carries si_fd 3, not 64"
 		}
 		out = append(out, x)
@@ -67,13 +73,13 @@ func crossCases() []crossCase {
 		crossCase{victimCase: victimCase{label: "inotify", name: "inotify", args: dirArg},
 			toCRIU: "the IN_IGNORED of a watch removed after criu's restore does not arrive"},
 		crossCase{victimCase: victimCase{label: "netlink", name: "netlink", args: noArgs}},
-		crossCase{victimCase: victimCase{label: "pty", name: "pty", args: noArgs},
+		crossCase{victimCase: victimCase{label: "pty", name: "pty", args: noArgs}, serial: true,
 			fromCRIU: "criu does not dump the bytes pending in a pty",
 			toCRIU:   "criu loses a pty's pending bytes and exclusive mode"},
 		crossCase{victimCase: victimCase{label: "memfd", name: "memfd", args: noArgs},
 			toCRIU: "criu cannot seal a memfd it mapped writable (Cannot apply seals on memfd)"},
 		crossCase{victimCase: victimCase{label: "threads", name: "threads", args: func(*testing.T) []string { return []string{"20"} }}},
-		crossCase{victimCase: victimCase{label: "timers", name: "timers", args: noArgs},
+		crossCase{victimCase: victimCase{label: "timers", name: "timers", args: noArgs}, serial: true,
 			toCRIU: "criu restores a blocked timer signal without its overrun count",
 			after:  func(*testing.T, *testutil.Victim) { time.Sleep(1500 * time.Millisecond) }},
 		crossCase{victimCase: victimCase{label: "unixsk", name: "unixsk", args: func(t *testing.T) []string { return []string{"all", t.TempDir()} }},
@@ -84,7 +90,7 @@ func crossCases() []crossCase {
 		}}},
 		// criu 4.2 locks with nftables here (no iptables binary); each
 		// tool's restore removes the other's lock (inet CRIU-RUNID).
-		crossCase{victimCase: victimCase{label: "tcp", name: "tcpsrv"}, flags: []string{"--tcp-established", "--network-lock", "nftables"},
+		crossCase{victimCase: victimCase{label: "tcp", name: "tcpsrv"}, serial: true, flags: []string{"--tcp-established", "--network-lock", "nftables"},
 			start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
 				v, tc, _ := startTCPServer(t, "127.0.0.1")
 				return v, func(t *testing.T) { finishStream(t, tc) }
@@ -98,7 +104,7 @@ func crossCases() []crossCase {
 			start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
 				return credsVictim(t), nil
 			}},
-		crossCase{victimCase: victimCase{label: "inet", name: "inet"}, start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
+		crossCase{victimCase: victimCase{label: "inet", name: "inet"}, serial: true, start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
 			v, p := startInet(t)
 			return v, func(t *testing.T) { askAll(t, p) }
 		}},
@@ -162,7 +168,9 @@ func TestCrossStasisToCRIU(t *testing.T) {
 
 // crossAll runs every cross case: the victim is started, checkpointed
 // and restored by crossOver, and checks itself in its restored tree. A
-// case for which skip gives a reason is skipped with it.
+// case for which skip gives a reason is skipped with it. The cases run
+// side by side (each has its own victim, pids and images), but the
+// serial ones, which run first, alone.
 func crossAll(t *testing.T, skip func(crossCase) string, why string,
 	crossOver func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string)) {
 	testutil.RequireRoot(t)
@@ -171,6 +179,9 @@ func crossAll(t *testing.T, skip func(crossCase) string, why string,
 		t.Run(c.label, func(t *testing.T) {
 			if reason := skip(c); reason != "" {
 				t.Skip(why + reason)
+			}
+			if !c.serial {
+				t.Parallel()
 			}
 			v, after := c.startCross(t)
 			tree := testutil.MustTree(t, v.Pid)
@@ -195,12 +206,26 @@ func crossAll(t *testing.T, skip func(crossCase) string, why string,
 func TestCrit42(t *testing.T) {
 	testutil.RequireRoot(t)
 	testutil.Crit42(t)
-	var images, identical, dumps int
+	var (
+		mu                       sync.Mutex
+		images, identical, dumps int
+	)
+	count := func(n, same int) {
+		mu.Lock()
+		images, identical, dumps = images+n, identical+same, dumps+1
+		mu.Unlock()
+	}
+	t.Cleanup(func() {
+		t.Logf("crit 4.2 over %d dumps: %d images decoded, %d re-encoded identical", dumps, images, identical)
+	})
 	for _, c := range crit42Cases() {
 		if c.toCRIU == "" && !c.critOnly {
 			continue // TestCrossStasisToCRIU checks its dump with crit 4.2
 		}
 		t.Run(c.label, func(t *testing.T) {
+			if !c.serial {
+				t.Parallel()
+			}
 			v, _ := c.startCross(t)
 			tree := testutil.MustTree(t, v.Pid)
 			testutil.Track(t, testutil.Pids(tree[1:]))
@@ -208,19 +233,19 @@ func TestCrit42(t *testing.T) {
 			testutil.Dump(t, v.Pid, dir, append([]string{"-R"}, c.flags...)...)
 			n, same := testutil.CheckWithCrit42(t, dir)
 			t.Logf("crit 4.2: %d images decoded, %d re-encoded identical", n, same)
-			images, identical, dumps = images+n, identical+same, dumps+1
+			count(n, same)
 		})
 	}
 	t.Run("container", func(t *testing.T) {
+		t.Parallel()
 		// pid, uts and ipc namespaces with System V objects (ns_test.go).
 		c := startContainer(t, "flat")
 		dir := t.TempDir()
 		testutil.Dump(t, c.init, dir, "-R")
 		n, same := testutil.CheckWithCrit42(t, dir)
 		t.Logf("crit 4.2: %d images decoded, %d re-encoded identical", n, same)
-		images, identical, dumps = images+n, identical+same, dumps+1
+		count(n, same)
 	})
-	t.Logf("crit 4.2 over %d dumps: %d images decoded, %d re-encoded identical", dumps, images, identical)
 }
 
 // crit42Cases are the cross victims and the kinds of state only stasis
@@ -239,7 +264,7 @@ func crit42Cases() []crossCase {
 	for _, c := range []crossCase{
 		{victimCase: victimCase{label: "shmem-sysv"}, start: start("shmem", func(*testing.T) []string { return []string{"sysv"} })},
 		{victimCase: victimCase{label: "fanotify"}, start: start("fanotify", func(t *testing.T) []string { return []string{t.TempDir(), fanotifyMount(t)} })},
-		{victimCase: victimCase{label: "rawsk"}, start: start("rawsk", func(t *testing.T) []string {
+		{victimCase: victimCase{label: "rawsk"}, serial: true, start: start("rawsk", func(t *testing.T) []string {
 			port := freePort(t, "127.0.0.1")
 			if port >= 65535 {
 				port = 40000
@@ -247,7 +272,7 @@ func crit42Cases() []crossCase {
 			return []string{"all", strconv.Itoa(port)}
 		})},
 		{victimCase: victimCase{label: "strict"}, start: start("strict", func(*testing.T) []string { return nil })},
-		{victimCase: victimCase{label: "lease"}, flags: []string{"-l"},
+		{victimCase: victimCase{label: "lease"}, serial: true, flags: []string{"-l"},
 			start: func(t *testing.T) (*testutil.Victim, func(*testing.T)) {
 				v, _ := startLease(t, "active", -1)
 				return v, nil

@@ -23,11 +23,11 @@ func TestCRIUOptionRefused(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--freeze-cgroup", "/sys/fs/cgroup/x"}, "dump: --freeze-cgroup is not implemented yet (criu 4.2 option)"},
-		{[]string{"--freeze-cgroup=/sys/fs/cgroup/x"}, "dump: --freeze-cgroup is not implemented yet (criu 4.2 option)"},
+		{[]string{"--timeout", "5"}, "dump: --timeout is not implemented yet (criu 4.2 option)"},
+		{[]string{"--timeout=5"}, "dump: --timeout is not implemented yet (criu 4.2 option)"},
 		{[]string{"-r", "/tmp"}, "dump: --root is not implemented yet (criu 4.2 option)"},
 		{[]string{"--orphan-pts-master"}, "dump: --orphan-pts-master is not implemented yet"},
-		{[]string{"--manage-cgroups", "--track-mem"}, "dump: --manage-cgroups, --track-mem are not implemented yet (criu 4.2 options)"},
+		{[]string{"--auto-dedup", "--track-mem"}, "dump: --auto-dedup, --track-mem are not implemented yet (criu 4.2 options)"},
 	} {
 		dir := filepath.Join(t.TempDir(), "images")
 		msg := testutil.DumpFail(t, v.Pid, dir, c.args...)

@@ -10,8 +10,9 @@ import (
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
-// Tests that call t.Parallel() run together (go test -parallel, GOMAXPROCS
-// by default) once the others are done: they are the ones that share
+// Tests that call t.Parallel() run together (go test -parallel: 4 in the
+// README's command, as they mostly wait on their victims) once the others
+// are done: they are the ones that share
 // nothing with each other - no pty (a freed /dev/pts index is the next
 // one any pty gets), terminal, fixed port, nftables table, network
 // namespace, lease (the kernel breaks it on a wall-clock timeout), no

@@ -73,6 +73,9 @@ func TestMemTail(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, c := range memtailCases {
 		t.Run(c.scenario, func(t *testing.T) {
+			if c.maxDump == 0 {
+				t.Parallel() // its own victims; a timed one runs alone
+			}
 			// criu 4.2 first, so that its result is logged whatever
 			// stasis does.
 			w := testutil.StartVictim(t, "memtail", c.scenario)
@@ -120,6 +123,7 @@ func TestMemTailFromCRIU(t *testing.T) {
 	testutil.CRIU(t)
 	for _, sc := range []string{"guard", "novdso", "sparse", "sched", "loginuid", "memfdpriv", "memfdpriv-closed", "memfdpriv-only", "execmemfd", "zombie-thread"} {
 		t.Run(sc, func(t *testing.T) {
+			t.Parallel()
 			v := testutil.StartVictim(t, "memtail", sc)
 			v.WaitReady(t)
 			dir := t.TempDir()
@@ -140,6 +144,7 @@ func TestMemTailToCRIU(t *testing.T) {
 	testutil.CRIU(t)
 	for _, sc := range []string{"guard", "droppable", "novdso", "sparse", "sched", "loginuid", "execmemfd", "memfdpriv", "memfdpriv-closed", "memfdpriv-only", "zombie-thread"} {
 		t.Run(sc, func(t *testing.T) {
+			t.Parallel()
 			v := testutil.StartVictim(t, "memtail", sc)
 			v.WaitReady(t)
 			dir := t.TempDir()

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,9 @@ func TestSwrkNotifySequence(t *testing.T) {
 type recorder struct {
 	criu.NoNotify
 	seen []string
+	// ppid is the parent of the restored root at post-restore, while the
+	// swrk process still runs: with rst_sibling, the client.
+	ppid int
 }
 
 func (r *recorder) PreDump() error       { r.seen = append(r.seen, "pre-dump"); return nil }
@@ -193,17 +197,37 @@ func (r *recorder) SetupNamespaces(p int32) error {
 }
 func (r *recorder) PostRestore(p int32) error {
 	r.seen = append(r.seen, fmt.Sprint("post-restore ", p))
+	if st, err := testutil.ReadStat(int(p)); err == nil {
+		r.ppid = st.PPid
+	}
 	return nil
 }
 
 // TestSwrkGoCriu: go-criu v8 with stasis as its criu binary, unchanged:
 // Dump with leave_running (the counter goes on), Dump, Restore with
-// rst_sibling; the callbacks come as go-criu names them and the counter
-// resumes and checks itself.
+// rst_sibling (the root is the client's child from post-restore on); the
+// callbacks come as go-criu names them, the same as with CRIU 4.2 driven
+// the same way in the same test, and the counter resumes and checks
+// itself.
 func TestSwrkGoCriu(t *testing.T) {
 	testutil.RequireRoot(t)
+	ref := testutil.CRIU(t)
+	var ours, theirs []string
+	t.Run("stasis", func(t *testing.T) { ours = goCriuFlow(t, testutil.StasisBin(t), true) })
+	t.Run("criu", func(t *testing.T) { theirs = goCriuFlow(t, ref, false) })
+	if t.Failed() {
+		return
+	}
+	if !slices.Equal(ours, theirs) {
+		t.Errorf("go-criu callbacks: stasis %v, criu 4.2 %v", ours, theirs)
+	}
+}
+
+// goCriuFlow runs TestSwrkGoCriu's calls with bin and returns the
+// callbacks of the three, the root's pid replaced by ROOT.
+func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 	c := criu.MakeCriu()
-	c.SetCriuPath(testutil.StasisBin(t))
+	c.SetCriuPath(bin)
 	v, status := counterVictim(t)
 	opts := func(dir, log string) *rpc.CriuOpts {
 		f, err := os.Open(dir)
@@ -213,6 +237,7 @@ func TestSwrkGoCriu(t *testing.T) {
 		t.Cleanup(func() { f.Close() })
 		return &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(f.Fd())), LogLevel: proto.Int32(4), LogFile: proto.String(log)}
 	}
+	var all []string
 
 	dirR, work := t.TempDir(), t.TempDir()
 	o := opts(dirR, "dump.log")
@@ -235,9 +260,8 @@ func TestSwrkGoCriu(t *testing.T) {
 		}
 	}
 	t.Logf("go-criu dump (leave_running) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
-	if want := []string{"pre-dump", "post-dump"}; !slices.Equal(rec.seen, want) {
-		t.Errorf("dump callbacks %v, want %v", rec.seen, want)
-	}
+	all = append(all, "dump -R:")
+	all = append(all, rec.seen...)
 	testutil.AssertRunning(t, v.Pid)
 	after := testutil.ReadCounter(t, status)
 	testutil.WaitFor(t, 2*time.Second, "the counter to go on", func() bool { return testutil.ReadCounter(t, status) > after+3 })
@@ -248,9 +272,12 @@ func TestSwrkGoCriu(t *testing.T) {
 	dir := t.TempDir()
 	o = opts(dir, "dump.log")
 	o.Pid = proto.Int32(int32(v.Pid))
-	if err := c.Dump(o, criu.NoNotify{}); err != nil {
+	rec = recorder{}
+	if err := c.Dump(o, &rec); err != nil {
 		t.Fatalf("go-criu Dump: %v\n%s", err, logTail(dir, "dump.log"))
 	}
+	all = append(all, "dump:")
+	all = append(all, rec.seen...)
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
 	resetCounterFile(t, status)
@@ -262,12 +289,26 @@ func TestSwrkGoCriu(t *testing.T) {
 		t.Fatalf("go-criu Restore: %v\n%s", err, logTail(dir, "restore.log"))
 	}
 	t.Logf("go-criu restore (rst_sibling) took %v, callbacks %v", time.Since(start).Round(time.Millisecond), rec.seen)
-	if want := []string{"pre-restore", fmt.Sprint("post-restore ", v.Pid), "post-resume"}; !slices.Equal(rec.seen, want) {
-		t.Errorf("restore callbacks %v, want %v", rec.seen, want)
+	all = append(all, "restore:")
+	all = append(all, rec.seen...)
+	// criu forks the root with CLONE_PARENT: the client's child at once,
+	// not adopted once the swrk process has exited.
+	if rec.ppid != os.Getpid() {
+		t.Errorf("rst_sibling: at post-restore the root's parent is %d, want the client %d", rec.ppid, os.Getpid())
 	}
 	v.Adopt(t)
 	expectCountingFrom(t, status, from)
 	v.TermAndCheck(t)
+	for i, l := range all {
+		all[i] = strings.ReplaceAll(l, " "+strconv.Itoa(v.Pid), " ROOT")
+	}
+	if ours {
+		want := []string{"dump -R:", "pre-dump", "post-dump", "dump:", "pre-dump", "post-dump", "restore:", "pre-restore", "post-restore ROOT", "post-resume"}
+		if !slices.Equal(all, want) {
+			t.Errorf("callbacks %v, want %v", all, want)
+		}
+	}
+	return all
 }
 
 // TestSwrkService: `stasis service --address SOCK` serves a DUMP with
@@ -411,6 +452,33 @@ func TestSwrkBadRequests(t *testing.T) {
 		}
 		testutil.AssertContains(t, resp.GetCrErrmsg(), "malformed")
 	})
+	t.Run("oversized", func(t *testing.T) {
+		// A DUMP just over stasis' 4 MiB bound (its external list); the
+		// kernel takes a packet of up to about that much.
+		dir := t.TempDir()
+		req := dumpReq(t, v.Pid, dir, false)
+		big := strings.Repeat("x", 1<<20)
+		for i := 0; i < 4; i++ {
+			req.Opts.External = append(req.Opts.External, big)
+		}
+		req.Opts.External = append(req.Opts.External, strings.Repeat("y", 32<<10))
+		b, err := req.MarshalVT()
+		if err != nil {
+			t.Fatal(err)
+		}
+		sw := startSwrk(t, bin)
+		// A packet that large needs a send buffer as large (root may).
+		if err := unix.SetsockoptInt(sw.sk, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 16<<20); err != nil {
+			t.Fatal(err)
+		}
+		sw.sendRaw(b)
+		resp := sw.recv()
+		if code := sw.exit(); resp == nil || resp.GetSuccess() || resp.GetType() != rpc.CriuReqType_EMPTY || code == 0 {
+			t.Fatalf("oversized request: reply %v, exit %d; want an EMPTY failure", resp, code)
+		}
+		testutil.AssertContains(t, resp.GetCrErrmsg(), "bytes, more than")
+		untouched(t, dir)
+	})
 	t.Run("keep_open dump", func(t *testing.T) {
 		dir := t.TempDir()
 		req := dumpReq(t, v.Pid, dir, true)
@@ -457,8 +525,10 @@ func TestSwrkBadRequests(t *testing.T) {
 
 // TestSwrkInheritFd: the way runc keeps a container's stdio pipes, with
 // go-criu unchanged and stasis found as `criu` on $PATH (a symlink, so
-// argv[0] is criu): a victim writing numbers into the test's pipe is
-// dumped with external pipe:[INO] and restored with go-criu's
+// argv[0] is criu): a victim writing numbers into the test's pipe (its
+// stdout) is dumped without naming it, as runc dumps a container whose
+// stdio are its pipes (stasis names the root's stdio pipes held outside
+// the tree external), and restored with go-criu's
 // AddInheritFd (inherit_fd: the server's fd 3); it goes on writing into
 // the same pipe, no number lost or repeated, and passes its self-check.
 func TestSwrkInheritFd(t *testing.T) {
@@ -478,9 +548,9 @@ func TestSwrkInheritFd(t *testing.T) {
 	}
 	defer df.Close()
 	opts := &rpc.CriuOpts{ImagesDirFd: proto.Int32(int32(df.Fd())), Pid: proto.Int32(int32(v.pid)),
-		External: []string{v.key}, LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
+		LogLevel: proto.Int32(4), LogFile: proto.String("dump.log")}
 	if err := c.Dump(opts, nil); err != nil {
-		t.Fatalf("go-criu Dump with external %s: %v\n%s", v.key, err, logTail(dir, "dump.log"))
+		t.Fatalf("go-criu Dump of a victim whose stdout is the test's pipe %s: %v\n%s", v.key, err, logTail(dir, "dump.log"))
 	}
 	<-v.waited
 	c.AddInheritFd(v.key, v.w)

@@ -298,15 +298,15 @@ func TestUnixSCMRights(t *testing.T) {
 }
 
 // TestUnixSCMRightsRefused: a file stasis cannot dump in flight (an
-// epoll) fails the dump with the socket, the pid and what is in flight;
+// inotify) fails the dump with the socket, the pid and what is in flight;
 // the victim still receives the message and its file.
 func TestUnixSCMRightsRefused(t *testing.T) {
 	testutil.RequireRoot(t)
-	v := testutil.StartVictim(t, "unixsk", "scm-epoll", "-")
+	v := testutil.StartVictim(t, "unixsk", "scm-inotify", "-")
 	v.WaitReady(t)
 	msg := testutil.DumpFail(t, v.Pid, t.TempDir())
 	assertNamesPID(t, msg, v.Pid)
-	testutil.AssertContains(t, msg, "fd 11", "eventpoll", "in flight", "SCM_RIGHTS", "not supported")
+	testutil.AssertContains(t, msg, "fd 11", "inotify", "in flight", "SCM_RIGHTS", "not supported")
 	testutil.AssertRunning(t, v.Pid)
 	v.TermAndCheck(t)
 }

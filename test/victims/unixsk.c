@@ -5,7 +5,7 @@
  *   unixsk READY outside-stream PATH    stream socket connected to PATH (fd 30)
  *   unixsk READY outside-dgram PATH     datagram socket connected to PATH (fd 30)
  *   unixsk READY scm DIR                files in flight in queues (SCM_RIGHTS)
- *   unixsk READY scm-epoll -            an epoll in flight on a stream pair 10/11
+ *   unixsk READY scm-inotify -          an inotify in flight on a stream pair 10/11
  *
  * all:
  * - fds 10/11 stream socketpair: 10 sent "s1-hello" + 100000 pattern bytes,
@@ -38,12 +38,13 @@
  *   "to-15" on it) and fd 13 itself: 13 reads each with its files, the
  *   memfd's content, the eventfd's counter, "to-15" on the socket received,
  *   which then talks to 14, and the fd 13 received is fd 13's socket.
- * scm-epoll: an epoll (fd 40, kept) in flight, which stasis refuses: the
+ * scm-inotify: an inotify (fd 40, kept) in flight, which stasis refuses: the
  * message and its file must still be there after the failed dump.
  */
 #include "victim.h"
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
 #include <poll.h>
 #include <stddef.h>
@@ -533,19 +534,19 @@ static void check_scm(void)
 	expect_empty(13);
 }
 
-static void check_scm_epoll(void)
+static void check_scm_inotify(void)
 {
 	int f[8];
 
 	if (expect_fds(11, "fd", f, 1) && ino_of(f[0]) != ino_of(40))
-		fail("fd 11: the epoll passed with the message is another file");
+		fail("fd 11: the inotify passed with the message is another file");
 	expect_empty(11);
 }
 
 int main(int argc, char **argv)
 {
 	if (argc < 4)
-		die("usage: unixsk READY all DIR | outside-stream PATH | outside-dgram PATH | scm DIR | scm-epoll -");
+		die("usage: unixsk READY all DIR | outside-stream PATH | outside-dgram PATH | scm DIR | scm-inotify -");
 	victim_init();
 	signal(SIGPIPE, SIG_IGN);
 	const char *mode = argv[2];
@@ -563,10 +564,10 @@ int main(int argc, char **argv)
 		send_all(30, "before", 6);
 	} else if (!strcmp(mode, "scm")) {
 		setup_scm(argv[3]);
-	} else if (!strcmp(mode, "scm-epoll")) {
+	} else if (!strcmp(mode, "scm-inotify")) {
 		int ep = 40;
 
-		move_to(epoll_create1(0), 40);
+		move_to(inotify_init1(0), 40);
 		pair(SOCK_STREAM, 10, 11);
 		send_fds(10, "fd", &ep, 1);
 	} else {
@@ -580,8 +581,8 @@ int main(int argc, char **argv)
 		fail("fd 30: send after the restore: %s", strerror(errno));
 	else if (!strcmp(mode, "scm"))
 		check_scm();
-	else if (!strcmp(mode, "scm-epoll"))
-		check_scm_epoll();
+	else if (!strcmp(mode, "scm-inotify"))
+		check_scm_inotify();
 	else if (!outside)
 		check_all();
 	victim_finish();

@@ -1,0 +1,5 @@
+package mem
+
+import "unsafe"
+
+func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }

@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"testing"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// tailCase is one scenario of the long tail of kernel objects (issue 15):
+// a victim that sets one object up and checks itself after a dump, kill
+// and restore. criu 4.2's result on a fresh copy of the same victim is
+// logged beside stasis'.
+type tailCase struct {
+	scenario string
+	// args after the scenario; "DIR" is replaced by a fresh temp dir
+	// for each run.
+	args []string
+	// dump and restore are stasis' extra flags (criu gets the same).
+	dump, restore []string
+	// refused: stasis' dump must fail with this in its error and leave
+	// the victim running as it was.
+	refused string
+}
+
+// runTail runs the cases of one victim, in parallel.
+func runTail(t *testing.T, victim string, cases []tailCase) {
+	testutil.RequireRoot(t)
+	for _, c := range cases {
+		t.Run(c.scenario, func(t *testing.T) {
+			t.Parallel()
+			args := func() []string {
+				a := []string{c.scenario}
+				for _, s := range c.args {
+					if s == "DIR" {
+						s = t.TempDir()
+					}
+					a = append(a, s)
+				}
+				return a
+			}
+			w := testutil.StartVictim(t, victim, args()...)
+			w.WaitReady(t)
+			t.Logf("criu 4.2 on %s %s: %s", victim, c.scenario, testutil.CriuOutcome(t, w, c.dump...))
+
+			v := testutil.StartVictim(t, victim, args()...)
+			v.WaitReady(t)
+			dir := t.TempDir()
+			if c.refused != "" {
+				testutil.AssertContains(t, testutil.DumpFail(t, v.Pid, dir, c.dump...), c.refused)
+				testutil.AssertRunning(t, v.Pid)
+				v.TermAndCheck(t)
+				t.Logf("stasis on %s %s: refused, as it must be", victim, c.scenario)
+				return
+			}
+			tree := testutil.MustTree(t, v.Pid)
+			testutil.Dump(t, v.Pid, dir, c.dump...)
+			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
+			testutil.CheckImages(t, dir)
+			testutil.RestoreDetached(t, dir, v, c.restore...)
+			v.TermAndCheck(t)
+			t.Logf("stasis on %s %s: PASS", victim, c.scenario)
+		})
+	}
+}
+
+// TestUnixTail: unix sockets whose file was replaced, moved or removed,
+// queues of unconnected, shut-down and orphaned sockets, an epoll in
+// flight, a datagram pair across processes (unixtail.c).
+func TestUnixTail(t *testing.T) {
+	runTail(t, "unixtail", []tailCase{
+		{scenario: "fifo", args: []string{"DIR"}},
+		{scenario: "rmdir", args: []string{"DIR"}},
+		{scenario: "renamed", args: []string{"DIR"}},
+		{scenario: "rebound", args: []string{"DIR"}},
+		{scenario: "unconn", args: []string{"DIR"}},
+		{scenario: "shut", args: []string{"DIR"}},
+		{scenario: "gone", args: []string{"DIR"}},
+		{scenario: "dgpair", args: []string{"DIR"}},
+		{scenario: "epoll", args: []string{"DIR"}},
+	})
+}
+
+// TestFileTail: epoll items whose number was closed or reused, an fd on
+// a symbolic link itself, fanotify's group flags, an inotify watch on a
+// deleted file, pidfds of processes gone before the dump (filetail.c).
+func TestFileTail(t *testing.T) {
+	runTail(t, "filetail", []tailCase{
+		{scenario: "epoll-closed", args: []string{"DIR"}},
+		{scenario: "epoll-reused", args: []string{"DIR"}},
+		{scenario: "opath", args: []string{"DIR"}},
+		{scenario: "fanotify", args: []string{"DIR"}},
+		{scenario: "inotify-gone", args: []string{"DIR"}},
+		{scenario: "pidfd-dead", args: []string{"DIR"}},
+	})
+}
+
+// TestInetTail: UDP shutdown states, IPv6 options, SO_REUSEPORT groups, a
+// closed TCP socket keeping its port (inettail.c).
+func TestInetTail(t *testing.T) {
+	runTail(t, "inettail", []tailCase{
+		{scenario: "udp-shut"},
+		{scenario: "ipv6opts"},
+		{scenario: "reuseport"},
+		{scenario: "closed"},
+		{scenario: "tcpclose", dump: []string{"--tcp-close"}},
+	})
+}
+
+// TestTTYTail: a pty slave's owner and mode (ttytail.c).
+func TestTTYTail(t *testing.T) {
+	runTail(t, "ttytail", []tailCase{
+		{scenario: "owner"},
+	})
+}
