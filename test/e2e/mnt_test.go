@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/proc"
@@ -85,7 +87,7 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 }
 
 // startMntContainer builds the rootfs and starts the container (mode
-// "plain", "badfs", "slave", "peer" or "cgroup", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
+// "plain", "badfs", "slave", "peer", "cgroup" or "net", see mntinit.c); overlay makes the rootfs an overlayfs mounted by
 // the test on the host, as runtimes mount theirs.
 func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	t.Helper()
@@ -152,6 +154,8 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 		args = append(args, "--propagation", "slave")
 	case "peer":
 		args = append(args, "--propagation", "unchanged")
+	case "net":
+		args = append(args, "--net")
 	}
 	c.unshare = exec.Command(unshare, append(args, filepath.Join(c.rootfs, "mntinit"), "stage1", c.rootfs, c.ext, mode)...)
 	c.unshare.Stdout, c.unshare.Stderr = f, f
@@ -594,5 +598,70 @@ func TestContainerMountsCgroup(t *testing.T) {
 	c.waitGone(t)
 	host, _ := restoreMntContainer(t, c, dir)
 	checkMountsBack(t, host, wantMounts, wantPids)
+	endMntContainer(t, c, host, true)
+}
+
+// TestContainerWhole is issue 13's container in one piece: pid, mount,
+// uts, ipc and network namespaces, pivot_root'ed into a busybox rootfs
+// with a tmpfs, binds from the host, a shared tree, a hostname and System
+// V objects; a veth to a bridge of the host (with an address, a route, an
+// nftables table) and a TCP server whose client outside keeps its
+// connection (--tcp-established, --external veth[eth0]:OUT@BRIDGE); its
+// tasks in cgroups with a memory limit (v1 here). Dumped from the host,
+// killed, restored: the connection goes on with no reset, the mount
+// table, pids, cgroups and limit are as they were, and the init checks
+// the rest from inside.
+func TestContainerWhole(t *testing.T) {
+	t.Parallel()
+	l := newCgLayout(t)
+	c := startMntContainer(t, "net", false)
+	n := (os.Getpid()+int(netSeq.Add(1))*37)%250 + 1
+	nc := &netContainer{container: &container{init: c.init}, subnet: fmt.Sprintf("10.213.%d", n),
+		bridge: fmt.Sprintf("sbr%d-%d", os.Getpid()%10000, n), out: fmt.Sprintf("svh%d-%d", os.Getpid()%10000, n)}
+	t.Cleanup(func() {
+		for _, name := range []string{nc.bridge, nc.out} {
+			if l, err := netlink.LinkByName(name); err == nil {
+				netlink.LinkDel(l)
+			}
+		}
+	})
+	nc.setUp(t)
+	// Every task of the tree into the cgroups with the limit.
+	procs := []string{filepath.Join(l.v2, l.v2Base, "main", "cgroup.procs")}
+	if l.memMnt != "" {
+		procs = append(procs, filepath.Join(l.memMnt, l.memBase, "main", "cgroup.procs"))
+	}
+	for _, pid := range append([]int{c.init}, testutil.Children(c.init)...) {
+		for _, p := range procs {
+			writeCg(t, p, strconv.Itoa(pid))
+		}
+	}
+	wantMounts, wantPids, wantCg := mountinfo(t, c.init), nsPids(t, c.init), cgSnapshot(t, c.init)
+	conn, err := net.DialTimeout("tcp", nc.subnet+".2:7000", 10*time.Second)
+	if err != nil {
+		t.Fatalf("connect to the container: %v\n%s", err, c.logText())
+	}
+	defer conn.Close()
+	echo(t, conn, []byte("before the dump"))
+	dir := t.TempDir()
+	took := testutil.Dump(t, c.init, dir, append([]string{"--tcp-established"}, mntDumpFlags...)...).Took
+	c.waitGone(t)
+	pidfile := filepath.Join(t.TempDir(), "pid")
+	args := append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "-v4", "-o", filepath.Join(dir, "restore.log")}, c.restoreFlags()...)
+	r := testutil.Run(t, 30*time.Second, append(args, nc.restoreArgs()...)...)
+	if r.Code != 0 {
+		t.Fatalf("restore of the container failed\n%s\n%s", r, testutil.CriuErrors(nsLogText(filepath.Join(dir, "restore.log"))))
+	}
+	host := readPidfile(t, pidfile)
+	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), r.Took.Round(time.Millisecond))
+	for i := 0; i < 3; i++ {
+		echo(t, conn, []byte(strings.Repeat(strconv.Itoa(i), 1000+i)))
+	}
+	checkMountsBack(t, host, wantMounts, wantPids)
+	sameSnapshot(t, "after the restore", cgSnapshot(t, host), wantCg)
+	if b, err := os.ReadFile(l.memLimit()); err != nil || strings.TrimSpace(string(b)) != "268435456" {
+		t.Errorf("memory limit of the restored cgroup: %q (%v), want 268435456", b, err)
+	}
+	nc.checkNet(t, host)
 	endMntContainer(t, c, host, true)
 }

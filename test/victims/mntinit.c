@@ -30,7 +30,9 @@
  * V shm segment (attached, "shared memory"), a semaphore (42) and a queued
  * message (type 7) are in its ipc namespace. MODE "badfs" adds a ramfs at
  * /tmp/ram, which no dump can make again; "cgroup" a cgroup2 mount at
- * /tmp/cg2. READY is /ext/ready.
+ * /tmp/cg2; "net" a TCP echo server (pid 3) on port 7000 of its network
+ * namespace (the test makes the container with --net). READY is
+ * /ext/ready.
  *
  * On SIGTERM it checks all of it from inside: its pid and session, cwd,
  * each fd's file, offset and contents, the ghost is still unlinked, the
@@ -50,6 +52,7 @@
 #include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -112,7 +115,7 @@ static void stage1(const char *root, const char *ext, const char *mode)
 #define KEY_SEM 0x4d4e5402
 #define KEY_MSG 0x4d4e5403
 
-static pid_t child;
+static pid_t child, server;
 static char *shm;
 static struct stat f1st;
 
@@ -230,6 +233,29 @@ static void stage2(const char *mode)
 	}
 	if (child != 2)
 		die("child is pid %d, want 2", child);
+	if (!strcmp(mode, "net")) {
+		/* A TCP echo server on port 7000 of its network namespace. */
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(7000) };
+		int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+
+		setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof(a)) || listen(l, 4))
+			die("listen on 7000: %s", strerror(errno));
+		server = fork();
+		if (server == 0) {
+			char buf[4096];
+			ssize_t n;
+			int c = accept(l, NULL, NULL);
+
+			while (c >= 0 && (n = read(c, buf, sizeof(buf))) > 0)
+				if (write(c, buf, n) != n)
+					break;
+			_exit(0);
+		}
+		close(l);
+		if (server != 3)
+			die("server is pid %d, want 3", server);
+	}
 	victim_ready("/ext/ready");
 }
 
@@ -371,6 +397,12 @@ static void check(void)
 			fail("semaphore %d: value %d, want 42", sem, sem < 0 ? -1 : semctl(sem, 0, GETVAL));
 		if (q < 0 || msgrcv(q, &msg, sizeof(msg.text), 0, IPC_NOWAIT) != sizeof(msg.text) || msg.type != 7 || strcmp(msg.text, "queued"))
 			fail("message queue %d: got type %ld \"%s\", want 7 \"queued\"", q, msg.type, msg.text);
+	}
+	if (server > 0) {
+		kill(server, SIGTERM);
+		/* It has init's SIGTERM handler: its read is cut short, it exits 0. */
+		if (waitpid(server, &status, 0) != 3 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			fail("server 3 ended with %#x", status);
 	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != 2 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM)
