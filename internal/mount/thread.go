@@ -37,8 +37,27 @@ func inMountNS(pid int, others bool, fn func() error) error {
 	}
 	done := make(chan error, 1)
 	go func() {
-		// Never unlocked: the thread ends with the goroutine.
+		// Never unlocked: its root and cwd are its own now. A thread
+		// that ends locked is ended, but for the main thread, which Go
+		// keeps wedged: it goes back to stasis' namespaces first, so as
+		// not to keep the foreign ones alive (nor show them as the
+		// process's in /proc/self).
 		runtime.LockOSThread()
+		var back []*os.File
+		defer func() {
+			for i := len(back) - 1; i >= 0; i-- {
+				_ = unix.Setns(int(back[i].Fd()), flags[names[i]])
+				back[i].Close()
+			}
+		}()
+		for _, n := range names {
+			b, err := os.Open("/proc/thread-self/ns/" + n)
+			if err != nil {
+				done <- fmt.Errorf("%s namespace of stasis: %w", n, err)
+				return
+			}
+			back = append(back, b)
+		}
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			done <- fmt.Errorf("join the mount namespace of pid %d: %w", pid, os.NewSyscallError("unshare CLONE_FS", err))
 			return
@@ -49,7 +68,8 @@ func inMountNS(pid int, others bool, fn func() error) error {
 				return
 			}
 		}
-		done <- fn()
+		err := fn()
+		done <- err
 	}()
 	return <-done
 }
