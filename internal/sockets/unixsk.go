@@ -828,6 +828,19 @@ func inRoot(root, path, dir string, fn func() error) error {
 			return
 		}
 		if root != "" {
+			// Back to stasis' root after fn: a main thread Go keeps
+			// wedged must not hold the container's.
+			own, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				done <- os.NewSyscallError("open /", err)
+				return
+			}
+			defer func() {
+				if unix.Fchdir(own) == nil {
+					_ = unix.Chroot(".")
+				}
+				unix.Close(own)
+			}()
 			if err := unix.Chroot(root); err != nil {
 				done <- fmt.Errorf("root %s of the container: %w", root, os.NewSyscallError("chroot", err))
 				return
