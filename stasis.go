@@ -19,6 +19,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/puppet"
@@ -46,6 +47,9 @@ type DumpOptions struct {
 	// Files: --ghost-limit, --link-remap, -l/--file-locks, --external
 	// (net[INO]:KEY too).
 	Files FileDumpOptions
+	// Mounts: --ext-mount-map, --enable-fs, --enable-external-sharing,
+	// --enable-external-masters (--external mnt[...] come from Files).
+	Mounts MountDumpOptions
 	// Cgroups: --manage-cgroups, --cgroup-props, --cgroup-props-file,
 	// --cgroup-dump-controller, --cgroup-yard, --cgroup-root,
 	// --freeze-cgroup.
@@ -129,6 +133,8 @@ type RestoreOptions struct {
 	Unprivileged bool
 	// Files: --inherit-fd, -l/--file-locks, --file-validation.
 	Files FileRestoreOptions
+	// Mounts: -r/--root, --external mnt[KEY]:PATH, --ext-mount-map.
+	Mounts MountRestoreOptions
 	// Cgroups: --manage-cgroups (soft by default, as criu), --cgroup-root,
 	// --cgroup-yard.
 	Cgroups CgroupRestoreOptions
@@ -205,9 +211,23 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
-		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log),
+		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log), Mounts: dumpMounts(opts),
 	})
 	return priv.Explain("dump", opts.Pid, err)
+}
+
+// MountDumpOptions are criu's dump options about a container's mounts.
+type MountDumpOptions = mount.DumpOptions
+
+// MountRestoreOptions are criu's restore options about a container's
+// mounts (--root, external mounts).
+type MountRestoreOptions = mount.RestoreOptions
+
+// dumpMounts adds the --external mnt[...] values to the mount options.
+func dumpMounts(opts DumpOptions) mount.DumpOptions {
+	m := opts.Mounts
+	m.External = append(append([]string(nil), m.External...), opts.Files.External...)
+	return m
 }
 
 // cgroupDump completes the cgroup options of a dump: without
@@ -299,7 +319,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
-		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log),
+		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log), Mounts: opts.Mounts,
 	})
 	return r, priv.Explain("restore", 0, err)
 }

@@ -149,6 +149,10 @@ var commandHints = map[string]map[string]string{
 		"skip-in-flight":  "connections not yet accepted were not dumped",
 		"ghost-limit":     "the dump's limit: the images hold what was copied",
 		"evasive-devices": "a device is opened by the path the images name",
+		// The mount image says how each mount is made.
+		"enable-fs":               "the images say how each mount is made",
+		"enable-external-sharing": "the images say how each mount is made",
+		"enable-external-masters": "the images say how each mount is made",
 		// What they chose is in cgroup.img.
 		"cgroup-props":           "the dump's: cgroup.img holds the properties it recorded",
 		"cgroup-props-file":      "the dump's: cgroup.img holds the properties it recorded",

@@ -88,6 +88,7 @@ func newDumpCmd() *cobra.Command {
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the tree's TCP connections until they are restored: nftables or skip")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	nf.registerDump(f)
+	addMountDumpFlags(f, &o.Mounts)
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
 	addUnimplemented(f, dumpUnimplemented)

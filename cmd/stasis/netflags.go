@@ -14,6 +14,7 @@ type netFlags struct {
 	emptyNS  []string
 	joinNS   []string
 	external []string
+	mnt      []string // --external mnt[KEY]:PATH, the mounts' (mounts.go)
 }
 
 func (n *netFlags) registerDump(f *pflag.FlagSet) {
@@ -24,7 +25,7 @@ func (n *netFlags) registerRestore(f *pflag.FlagSet, o *stasis.NetOptions) {
 	f.StringArrayVar(&n.emptyNS, "empty-ns", nil, "net: restore an empty network namespace (the runtime sets it up)")
 	f.StringArrayVarP(&n.joinNS, "join-ns", "J", nil, "net:PATH or net:PID: the tree joins that network namespace")
 	f.StringArrayVar(&o.VethPairs, "veth-pair", nil, "IN=OUT[@BRIDGE]: the veth IN of the tree gets its outside end OUT (in BRIDGE)")
-	f.StringArrayVar(&n.external, "external", nil, "veth[IFNAME]:OUT[@BRIDGE] (a veth's outside end) (repeatable)")
+	f.StringArrayVar(&n.external, "external", nil, "veth[IFNAME]:OUT[@BRIDGE] (a veth's outside end), mnt[KEY]:PATH (the source of an external mount) (repeatable)")
 	f.BoolVar(&o.WeakSysctls, "weak-sysctls", false, "skip the sysctls that cannot be written")
 }
 
@@ -57,8 +58,12 @@ func (n *netFlags) applyRestore(o *stasis.NetOptions) error {
 		o.Join = path
 	}
 	for _, e := range n.external {
+		if strings.HasPrefix(e, "mnt[") {
+			n.mnt = append(n.mnt, e)
+			continue
+		}
 		if !strings.HasPrefix(e, "veth[") || !stasis.IsNetExternal(e) {
-			return fmt.Errorf("--external %s: restore takes veth[IFNAME]:OUT[@BRIDGE] only so far (an external network namespace comes with --inherit-fd fd[N]:KEY)", e)
+			return fmt.Errorf("--external %s: restore takes veth[IFNAME]:OUT[@BRIDGE] and mnt[KEY]:PATH only so far (an external network namespace comes with --inherit-fd fd[N]:KEY)", e)
 		}
 		o.External = append(o.External, e)
 	}

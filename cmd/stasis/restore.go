@@ -48,6 +48,7 @@ func newRestoreCmd() *cobra.Command {
 			if err := nf.applyRestore(&o.Net); err != nil {
 				return errorf("restore: %v", err)
 			}
+			o.Mounts.External = append(o.Mounts.External, nf.mnt...)
 			log, closeLog, err := lf.open(workDir(o.WorkDir, o.ImagesDir))
 			if err != nil {
 				return err
@@ -113,6 +114,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
 	cf.registerRestore(f)
 	nf.registerRestore(f, &o.Net)
+	addMountRestoreFlags(f, &o.Mounts)
 	lf.register(f)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd

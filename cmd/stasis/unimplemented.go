@@ -17,11 +17,10 @@ import (
 var (
 	commonUnimplemented = []string{
 		"lazy-pages", "page-server", "address", "port",
-		"auto-dedup", "root", "ext-mount-map", "enable-external-sharing",
-		"enable-external-masters", "timeout",
+		"auto-dedup", "timeout",
 		"lsm-profile", "lsm-mount-context",
 	}
-	dumpUnimplemented    = append([]string{"irmap-scan-path", "stream"}, commonUnimplemented...)
+	dumpUnimplemented    = append([]string{"root", "irmap-scan-path", "stream"}, commonUnimplemented...)
 	restoreUnimplemented = append([]string{"exec-cmd", "auto-ext-mnt"}, commonUnimplemented...)
 )
 

@@ -21,6 +21,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
@@ -46,6 +47,7 @@ type Options struct {
 	NetworkLock netlock.Mode
 	Files       files.DumpOptions
 	Cgroups     cgroup.DumpOptions
+	Mounts      mount.DumpOptions // external mounts, --enable-fs, sharing
 	// Net: --empty-ns net; --external net[INO]:KEY comes in Files.External.
 	Net netns.Options
 	Log *slog.Logger
@@ -145,6 +147,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	d := &dumper{ctx: ctx, opts: opts, preflight: preflight, log: opts.Log, sums: map[string]*checksum.Sum{},
 		// inventory's root_ids, stasis' own objects, take the first ids.
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
+	d.ns.MountOpts = opts.Mounts
 	d.ns.Net, d.ns.Log = opts.Net, opts.Log
 	d.ns.Net.External = append(d.ns.Net.External, opts.Files.External...)
 	d.runID = netlock.RunID(opts.Pid)
@@ -413,6 +416,9 @@ func (d *dumper) check(p *process) error {
 	}
 	if err := d.files.Refuse(d.ns.Check(p.pid, p == d.root)); err != nil {
 		return err
+	}
+	if m := d.ns.Mounts(); m != nil && p == d.root {
+		d.files.Mounts = m
 	}
 	if p == d.root {
 		// The tree's connections are locked in its network namespace.

@@ -18,4 +18,9 @@
 // notification (mqueue.go, registered by its owner from fown_task.go).
 // devices.go checks that a device is dumped by a path that still names
 // it (--evasive-devices).
+//
+// A tree with a mount namespace of its own (a container) names its files
+// as it sees them, each regular file with the mount it is on (mnt_id);
+// the restore reaches them through the restored root's /proc/PID/root
+// (Restorer.Root, mountns.go; internal/mount builds that namespace).
 package files

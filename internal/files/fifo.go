@@ -67,7 +67,7 @@ func openFifo(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	if reg == nil {
 		return nil, fmt.Errorf("FIFO file id %d: its path entry %d is not a regular-file entry of files.img: %w", fe.GetId(), fi.GetRegfId(), images.ErrCorrupt)
 	}
-	name := reg.GetName()
+	name := r.inRoot(reg.GetName())
 	path, remapped, err := r.remapped(r.Files[fi.GetRegfId()])
 	if err != nil {
 		return nil, err

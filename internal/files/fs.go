@@ -21,7 +21,12 @@ func (t *Table) DumpFS(pid int) (cwdID, rootID uint32, err error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("root of pid %d: %w", pid, err)
 	}
-	if rootID, err = t.AddPath(root, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+	add := t.AddPath
+	if t.Mounts != nil {
+		// "/" of its own mount namespace, not stasis'.
+		root, add = fmt.Sprintf("/proc/%d/root", pid), t.AddLink
+	}
+	if rootID, err = add(root, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
 		return 0, 0, fmt.Errorf("root of pid %d: %w", pid, err)
 	}
 	return cwdID, rootID, nil

@@ -143,7 +143,7 @@ func (r *Restorer) createGhost(id uint32, rf *regfile.RegFileEntry) (string, []s
 	if err := checkGhost(ge, rf); err != nil {
 		return "", nil, &images.Error{File: ghostName(id), Offset: off, Err: err}
 	}
-	name := rf.GetName()
+	name := r.inRoot(rf.GetName())
 	mode := ge.GetMode()
 	if mode&unix.S_IFMT == unix.S_IFDIR {
 		return makeGhostDir(id, name, ge)

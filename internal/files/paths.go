@@ -89,9 +89,21 @@ func CheckPaths(fe *fdinfo.FileEntry) error {
 // between the two is not caught.
 func CreateDirOK(path string) error {
 	dir := filepath.Dir(path)
-	fd, err := unix.Openat2(unix.AT_FDCWD, dir, &unix.OpenHow{
+	at, rel, resolve := unix.AT_FDCWD, dir, uint64(0)
+	if loc := procRoot.FindStringIndex(dir); loc != nil {
+		// A path of a restored mount namespace: the link to its root
+		// is stasis' own; what is below it is checked inside it.
+		root := strings.TrimSuffix(dir[:loc[1]], "/")
+		rfd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: root, Err: err}
+		}
+		defer unix.Close(rfd)
+		at, rel, resolve = rfd, "."+dir[len(root):], unix.RESOLVE_IN_ROOT
+	}
+	fd, err := unix.Openat2(at, rel, &unix.OpenHow{
 		Flags:   unix.O_PATH | unix.O_DIRECTORY | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS | resolve,
 	})
 	if err == nil {
 		unix.Close(fd)

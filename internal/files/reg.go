@@ -88,6 +88,9 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 		return id, nil
 	}
 	fe := regEntry(name, flags, 0, &st)
+	if err := t.setMount(fe, src, -1); err != nil {
+		return 0, err
+	}
 	if gone {
 		if err := t.remapUnlinked(t.nextID, src, name, &st); err != nil {
 			return 0, fmt.Errorf("%s: %w", src, err)
@@ -123,7 +126,11 @@ func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
 			return nil, err
 		}
 	}
-	return regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat), nil
+	fe := regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat)
+	if err := t.setMount(fe, fd.Path(), fd.Info.MntID); err != nil {
+		return nil, err
+	}
+	return fe, nil
 }
 
 // openReg opens a regular-file entry again with its dumped flags and
@@ -152,9 +159,9 @@ func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	}
 	var f *os.File
 	if remapped {
-		f, err = openAs(path, name, open)
+		f, err = openAs(path, r.inRoot(name), open)
 	} else {
-		f, err = open(name)
+		f, err = open(r.inRoot(name))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reopen file id %d: %w", fe.GetId(), err)

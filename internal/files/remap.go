@@ -311,9 +311,9 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 		if !rr.links[e.GetRemapId()] {
 			rr.links[e.GetRemapId()] = true
 			// Kept if the restore fails, so that it can be tried again.
-			r.onSuccess(func() error { return os.Remove(lf.GetName()) })
+			r.onSuccess(func() error { return os.Remove(r.inRoot(lf.GetName())) })
 		}
-		return lf.GetName(), true, nil
+		return r.inRoot(lf.GetName()), true, nil
 	}
 	return "", false, fmt.Errorf("file id %d (%s): remap type %v: %w", fe.GetId(), name, e.GetRemapType(), ErrUnsupported)
 }

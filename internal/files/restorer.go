@@ -42,6 +42,10 @@ type Restorer struct {
 	// (they differ with --pidns), entered by the restore as it creates
 	// the tasks; nil means the same.
 	HostPids map[int]int
+	// Root is where stasis reaches the root of the tree's own mount
+	// namespace once it is restored ("/proc/PID/root"), "" when the tree
+	// has none: the paths of its files are resolved there (mountns.go).
+	Root string
 	// NetNS runs fn in the network namespace the tree's sockets belong
 	// to, set by the restore once the tree's root made or joined one;
 	// nil is stasis' own. Sockets are created through InNetNS.

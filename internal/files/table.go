@@ -46,6 +46,9 @@ type Table struct {
 	// Refused are the reasons the dump would fail, one per resource, that
 	// a preflight found (see Refuse).
 	Refused []error
+	// Mounts is the tree's own mount namespace, nil if it has none
+	// (mountns.go).
+	Mounts MountNS
 }
 
 // Refuse returns err, which ends a dump; a preflight (Opts.Preflight)

@@ -277,6 +277,7 @@ var kinds = []*kind{
 	{pattern: "netns-exp-%u.img"},
 	{pattern: "tmpfs-%u.tar.gz"},
 	{pattern: "tmpfs-dev-%u.tar.gz"},
+	{pattern: "tmpfs-dev-%u.tar.gz.img"}, // criu 4.x
 }
 
 // byMagic maps a type magic to the first kind that carries it, for decoding

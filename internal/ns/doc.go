@@ -4,8 +4,9 @@
 //   - kinds.go: the namespace kinds, criu's namespace ids (one counter for
 //     every kind, stasis' own namespaces first: inventory root_ids, then
 //     each new one in the order tasks are met, ids-PID's *_ns_id), which
-//     kinds stasis can dump (pid, uts, ipc, net, user, time), and the
-//     refusal naming any other kind a task is in when it is not stasis' own.
+//     kinds stasis can dump (pid, uts, ipc, net, mnt, user, time, cgroup),
+//     and the refusal naming any other kind a task is in when it is not
+//     stasis' own.
 //   - pid.go: pid namespaces, nested too. Images hold every pid as the
 //     dumped root's namespace sees it (criu's: the root of a container is
 //     pid 1); a task of a namespace nested inside the tree keeps its pids
@@ -45,6 +46,9 @@
 // as the task's user namespace sees them (internal/core, userns.go). A
 // cgroup namespace of the root's own is internal/cgroup's (its root is
 // where the root task unshares it: NewCgroupNS); a network namespace's
-// contents are internal/netns'. Mount namespaces other than stasis' own
-// are refused, naming the kind.
+// contents are internal/netns'; a mount namespace's tree is
+// internal/mount's (Dumper.Check reads it with the root,
+// Restorer.PrepareMounts checks the restore's options against it before
+// any task exists, Restorer.Mount builds it once the root task is cloned
+// with CLONE_NEWNS, before it runs).
 package ns

@@ -25,7 +25,7 @@ var kinds = []kind{
 	{"ipc", "ipc", unix.CLONE_NEWIPC, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.IpcNsId }},
 	{"uts", "uts", unix.CLONE_NEWUTS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UtsNsId }},
 	{"time", "time", unix.CLONE_NEWTIME, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.TimeNsId }},
-	{"mnt", "mount", unix.CLONE_NEWNS, false, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
+	{"mnt", "mount", unix.CLONE_NEWNS, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.MntNsId }},
 	{"user", "user", unix.CLONE_NEWUSER, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.UserNsId }},
 	{"cgroup", "cgroup", unix.CLONE_NEWCGROUP, true, func(e *criucore.TaskKobjIdsEntry) **uint32 { return &e.CgroupNsId }},
 }
@@ -35,6 +35,7 @@ const (
 	kIpc  = 2
 	kUts  = 3
 	kTime = 4
+	kMnt  = 5
 	kUser = 6
 	// kCgroup's namespace is made by internal/cgroup (the root unshares
 	// it from its namespace's root cgroup), not by a clone flag.

@@ -12,6 +12,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/timens"
 
 	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
@@ -31,7 +32,11 @@ type Dumper struct {
 	pids        pidTable
 	written     bool
 	clocks      *timens.TimensEntry // of the root's time namespace, read when it was frozen
-	dir         *images.Dir
+	// MountOpts are the dump's options about mounts (external ones);
+	// mounts is the root's mount namespace when it has its own.
+	MountOpts mount.DumpOptions
+	mounts    *mount.Tree
+	dir       *images.Dir
 	// Net are the options of the network namespace's dump (net.go).
 	Net netns.Options
 	Log *slog.Logger
@@ -63,6 +68,11 @@ func (d *Dumper) Check(pid int, root bool) error {
 		d.root, d.rootIn = pid, in
 		if err := d.pids.setRoot(pid, in[kPid] != d.self[kPid]); err != nil {
 			return err
+		}
+		if in[kMnt] != d.self[kMnt] {
+			if d.mounts, err = mount.Read(pid, d.MountOpts); err != nil {
+				return err
+			}
 		}
 	}
 	for i, k := range kinds {
@@ -137,6 +147,10 @@ func (d *Dumper) flatPid(pid int) bool {
 	return ok && in[kPid] == d.self[kPid]
 }
 
+// Mounts is the mount namespace of the dumped root when it has its own,
+// nil otherwise: its files are named as it sees them.
+func (d *Dumper) Mounts() *mount.Tree { return d.mounts }
+
 // SetIDs fills the namespace ids of the ids image of process pid, which
 // Check has seen.
 func (d *Dumper) SetIDs(pid int, e *criucore.TaskKobjIdsEntry) {
@@ -199,6 +213,11 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 			return err
 		}
 	}
+	if d.mounts != nil {
+		if err := d.mounts.Write(dir, d.ids.id(kMnt, d.rootIn[kMnt])); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -224,6 +243,7 @@ type Restorer struct {
 	// cgroupNS: the root has a cgroup namespace of its own, which
 	// internal/cgroup makes (NewCgroupNS).
 	cgroupNS bool
+	mnt      *mount.Image
 	// netID is the id of the root's own network namespace, net its
 	// restore (net.go); rootHost the root's host pid once cloned.
 	netID    uint32
@@ -316,6 +336,8 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 			r.time, err = readTime(r.dir, id)
 		case kNet:
 			r.netID = id
+		case kMnt:
+			r.mnt, err = mount.Load(r.dir, id)
 		}
 		if err != nil {
 			return err
@@ -436,6 +458,39 @@ func (r *Restorer) Created(pid, host int) error {
 		}
 	}
 	return restoreMQueues(host, r.mqueues)
+}
+
+// PrepareMounts resolves the restore's options about mounts (--root,
+// external mounts) against the images' mount namespace and refuses a
+// missing one, before any task is created.
+func (r *Restorer) PrepareMounts(opts mount.RestoreOptions) error {
+	if r.mnt == nil {
+		if opts.Root != "" {
+			return fmt.Errorf("restore --root %s: the images have no mount namespace of their own to put there: %w", opts.Root, ErrNotSupported)
+		}
+		return nil
+	}
+	return r.mnt.Prepare(opts)
+}
+
+// Mount builds the mount tree in the new mount namespace of the root
+// task t (cloned, not run yet) and makes it its root. Nothing to do when
+// the images have no mount namespace of their own.
+func (r *Restorer) Mount(t remote.Task) error {
+	if r.mnt == nil || t.Pid() != r.root.pid {
+		return nil
+	}
+	return r.mnt.Build(t)
+}
+
+// MountRoot is where stasis reaches the root of the restored mount
+// namespace (the root task's root through /proc), "" if the tree has
+// none of its own: paths of its files are resolved there.
+func (r *Restorer) MountRoot(host int) string {
+	if r.mnt == nil {
+		return ""
+	}
+	return fmt.Sprintf("/proc/%d/root", host)
 }
 
 // NewKinds names the kinds of namespace the restore creates ("pid",

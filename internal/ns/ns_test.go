@@ -2,20 +2,15 @@ package ns
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-
-	"github.com/stasis-cr/stasis/internal/testutil/require"
 )
 
 // TestCheckOwnNamespaces: stasis' own process passes and gets criu's ids
@@ -34,33 +29,6 @@ func TestCheckOwnNamespaces(t *testing.T) {
 	}
 	if d.ImagePid(os.Getpid()) != os.Getpid() {
 		t.Errorf("ImagePid(self) = %d", d.ImagePid(os.Getpid()))
-	}
-}
-
-// TestCheckRefusesKinds: a task in a mount namespace of its
-// own is refused, naming the kind.
-func TestCheckRefusesKinds(t *testing.T) {
-	require.RootFor(t, "unshare --net/--mount")
-	unshare := require.Tool(t, "unshare")
-	for flag, kind := range map[string]string{"--mount": "mount"} {
-		cmd := exec.Command(unshare, flag, "sleep", "1000")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		pid := cmd.Process.Pid
-		self, _ := os.Readlink("/proc/self/ns/" + map[string]string{"network": "net", "mount": "mnt"}[kind])
-		for i := 0; i < 500; i++ {
-			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", pid, map[string]string{"network": "net", "mount": "mnt"}[kind])); l != self && l != "" {
-				break
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		err := NewDumper().Check(pid, true)
-		cmd.Process.Kill()
-		cmd.Wait()
-		if !errors.Is(err, ErrNotSupported) || !strings.Contains(err.Error(), fmt.Sprintf("pid %d is in another %s namespace", pid, kind)) {
-			t.Errorf("Check(%d in a new %s namespace) = %v", pid, kind, err)
-		}
 	}
 }
 
@@ -139,12 +107,9 @@ func TestNestedPids(t *testing.T) {
 	}
 }
 
-// TestLoadRefuses: a root in a mount namespace of its own, a task in
-// another uts namespace than the root's, a nested init that is not pid 1
-// there.
+// TestLoadRefuses: a task in another uts namespace than the root's, a
+// nested init that is not pid 1 there.
 func TestLoadRefuses(t *testing.T) {
-	mnt := ids(1)
-	mnt.MntNsId = proto.Uint32(11)
 	uts := ids(1)
 	uts.UtsNsId = proto.Uint32(12)
 	for name, c := range map[string]struct {
@@ -152,7 +117,6 @@ func TestLoadRefuses(t *testing.T) {
 		want  error
 		msg   string
 	}{
-		"mount": {[]Task{{IDs: mnt, Pstree: entry(1, 0, []uint32{1}, nil, nil)}}, ErrNotSupported, "mount namespace"},
 		"uts": {[]Task{{IDs: ids(1), Pstree: entry(1, 0, []uint32{1}, nil, nil)},
 			{Parent: 1, IDs: uts, Pstree: entry(2, 1, []uint32{2}, nil, nil)}}, ErrNotSupported, "uts namespace"},
 		"nested-init": {[]Task{{IDs: ids(1), Pstree: entry(1, 0, []uint32{1}, nil, nil)},

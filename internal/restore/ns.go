@@ -29,6 +29,9 @@ func (r *restorer) loadNamespaces() error {
 	if r.ns, err = ns.Load(r.imgs.dir, r.imgs.inv.GetRootIds(), tasks); err != nil {
 		return err
 	}
+	if err := r.ns.PrepareMounts(r.opts.Mounts); err != nil {
+		return err
+	}
 	if err := r.ns.LoadNet(r.netOptions(), r.log); err != nil {
 		return err
 	}

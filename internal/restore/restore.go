@@ -18,6 +18,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netlock"
 	"github.com/stasis-cr/stasis/internal/netns"
 	"github.com/stasis-cr/stasis/internal/ns"
@@ -48,6 +49,7 @@ type Options struct {
 	NetworkLock netlock.Mode
 	Files       files.RestoreOptions
 	Cgroups     cgroup.RestoreOptions
+	Mounts      mount.RestoreOptions // --root, external mounts
 	// Net: --veth-pair, --external veth[]/net[], --join-ns net:,
 	// --empty-ns net (internal/netns).
 	Net netns.Options
@@ -433,6 +435,10 @@ func (r *restorer) createTree() error {
 	if err := tr.mapScratch(via); err != nil {
 		return err
 	}
+	if err := r.ns.Mount(tr); err != nil {
+		return err
+	}
+	r.files.Root = r.ns.MountRoot(t.Tid)
 	return tr.create()
 }
 

@@ -208,7 +208,9 @@ func tempBeside(path, what string) string {
 // moved socket) or nowhere (want ""): s.at is where its file is while
 // the sockets are built, a temporary name for a deleted one.
 func (b *unixBuild) bindAside(s *usk, a *unix.SockaddrUnix, want string) (err error) {
-	s.aside = &aside{name: a.Name}
+	// Names are the tree's (a container's: through its root, InRoot).
+	host := b.r.InRoot(a.Name)
+	s.aside = &aside{name: host}
 	defer func() {
 		if perr := s.aside.putBack(); perr != nil && err == nil {
 			err = perr
@@ -217,24 +219,24 @@ func (b *unixBuild) bindAside(s *usk, a *unix.SockaddrUnix, want string) (err er
 	if err := s.aside.prepare(); err != nil {
 		return err
 	}
-	if err := bindUnix(s, a); err != nil {
+	if err := bindUnix(s, a, b.r.Root); err != nil {
 		return fmt.Errorf("bind to %s: %w", unixName(s.ue.GetName()), err)
 	}
-	if err := setUnixPerms(s, a.Name); err != nil {
+	if err := setUnixPerms(s, host); err != nil {
 		return err
 	}
 	to := want
 	if to == "" {
 		to = tempBeside(a.Name, "sk")
-	} else if err := clearMovedPlace(want); err != nil {
+	} else if err := clearMovedPlace(b.r.InRoot(want)); err != nil {
 		return err
 	}
-	if err := unix.Rename(a.Name, to); err != nil {
+	if err := unix.Rename(host, b.r.InRoot(to)); err != nil {
 		return fmt.Errorf("move the file of the socket bound to %s to %s: %w", a.Name, to, os.NewSyscallError("rename", err))
 	}
 	s.at = to
 	if want == "" {
-		s.tmp = to
+		s.tmp = b.r.InRoot(to)
 	}
 	return nil
 }

@@ -615,27 +615,28 @@ func (b *unixBuild) bind(s *usk) error {
 	if !abstract && (s.ue.GetDeleted() || s.moved != "") {
 		return b.bindAside(s, a, s.moved)
 	}
+	host := b.r.InRoot(a.Name) // the path of a container's socket in its mounts
 	if !abstract {
-		if err := files.CreateDirOK(a.Name); errors.Is(err, images.ErrUnsafePath) {
+		if err := files.CreateDirOK(host); errors.Is(err, images.ErrUnsafePath) {
 			return err
 		}
 		var st unix.Stat_t
-		if err := unix.Lstat(a.Name, &st); err == nil {
+		if err := unix.Lstat(host, &st); err == nil {
 			if st.Mode&unix.S_IFMT != unix.S_IFSOCK {
 				return fmt.Errorf("%s exists and is not a socket: remove it or move it away", a.Name)
 			}
-			if err := unix.Unlink(a.Name); err != nil {
+			if err := unix.Unlink(host); err != nil {
 				return fmt.Errorf("remove the stale socket file %s: %w", a.Name, err)
 			}
 		}
 	}
-	if err := bindUnix(s, a); err != nil {
+	if err := bindUnix(s, a, b.r.Root); err != nil {
 		return fmt.Errorf("bind to %s: %w", unixName(name), err)
 	}
 	if abstract {
 		return nil
 	}
-	return setUnixPerms(s, a.Name)
+	return setUnixPerms(s, host)
 }
 
 // setUnixPerms gives the file of a socket just bound at path the mode
@@ -682,7 +683,9 @@ func (b *unixBuild) connect(s *usk) error {
 	if len(p.ue.GetName()) == 0 {
 		return fmt.Errorf("its peer %s has no name to connect to", p)
 	}
-	if err := unix.Connect(s.fd, p.addr()); err != nil {
+	a := p.addr()
+	err := inRoot(b.r.Root, a.Name, "", func() error { return unix.Connect(s.fd, a) })
+	if err != nil {
 		return fmt.Errorf("connect to %s: %w", unixName(p.ue.GetName()), os.NewSyscallError("connect", err))
 	}
 	return nil
@@ -796,27 +799,64 @@ func b2i(b bool) int {
 
 // bindUnix binds s to a, its name joined to its directory. A relative
 // name is bound as it was, from inside its directory, so that the
-// program's getsockname gives it back as it gave it: on a thread of its
-// own with a working directory of its own (CLONE_FS unshared), as
-// stasis' other threads must keep theirs. The thread ends with the
-// goroutine, locked.
-func bindUnix(s *usk, a *unix.SockaddrUnix) error {
+// program's getsockname gives it back as it gave it; a container's
+// socket from inside its root (root: files.Restorer.Root).
+func bindUnix(s *usk, a *unix.SockaddrUnix, root string) error {
 	name, dir := s.ue.GetName(), s.ue.GetNameDir()
 	if len(name) == 0 || name[0] == 0 || name[0] == '/' || dir == "" {
-		return os.NewSyscallError("bind", unix.Bind(s.fd, a))
+		return os.NewSyscallError("bind", inRoot(root, a.Name, "", func() error { return unix.Bind(s.fd, a) }))
+	}
+	return inRoot(root, unixPath(name), dir, func() error {
+		return os.NewSyscallError("bind", unix.Bind(s.fd, &unix.SockaddrUnix{Name: unixPath(name)}))
+	})
+}
+
+// inRoot runs fn, which names path (abstract or not), from directory dir
+// ("": as is) under root (a restored container's, "": stasis'): on a
+// thread of its own with a root and working directory of its own
+// (CLONE_FS unshared), as stasis' other threads must keep theirs. The
+// thread ends with the goroutine, locked.
+func inRoot(root, path, dir string, fn func() error) error {
+	if (root == "" || path == "" || path[0] == 0) && dir == "" {
+		return fn()
 	}
 	done := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread's cwd is not stasis' any more
+		runtime.LockOSThread() // never unlocked: the thread's root and cwd are not stasis' any more
 		if err := unix.Unshare(unix.CLONE_FS); err != nil {
 			done <- os.NewSyscallError("unshare CLONE_FS", err)
 			return
 		}
-		if err := unix.Chdir(dir); err != nil {
-			done <- fmt.Errorf("directory %s of the relative name: %w", dir, os.NewSyscallError("chdir", err))
-			return
+		if root != "" {
+			// Back to stasis' root after fn: a main thread Go keeps
+			// wedged must not hold the container's.
+			own, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				done <- os.NewSyscallError("open /", err)
+				return
+			}
+			defer func() {
+				if unix.Fchdir(own) == nil {
+					_ = unix.Chroot(".")
+				}
+				unix.Close(own)
+			}()
+			if err := unix.Chroot(root); err != nil {
+				done <- fmt.Errorf("root %s of the container: %w", root, os.NewSyscallError("chroot", err))
+				return
+			}
+			if err := unix.Chdir("/"); err != nil {
+				done <- os.NewSyscallError("chdir", err)
+				return
+			}
 		}
-		done <- os.NewSyscallError("bind", unix.Bind(s.fd, &unix.SockaddrUnix{Name: unixPath(name)}))
+		if dir != "" {
+			if err := unix.Chdir(dir); err != nil {
+				done <- fmt.Errorf("directory %s of the relative name: %w", dir, os.NewSyscallError("chdir", err))
+				return
+			}
+		}
+		done <- fn()
 	}()
 	return <-done
 }

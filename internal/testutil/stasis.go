@@ -173,7 +173,8 @@ func images(t testing.TB, dir string) []string {
 	}
 	var out []string
 	for _, f := range all {
-		if !strings.HasPrefix(filepath.Base(f), "pages-") {
+		// Raw: pages, and tmpfs contents (a tar.gz, criu's tmpfs-dev-N.tar.gz.img).
+		if b := filepath.Base(f); !strings.HasPrefix(b, "pages-") && !strings.HasPrefix(b, "tmpfs-") {
 			out = append(out, f)
 		}
 	}

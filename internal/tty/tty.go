@@ -692,9 +692,14 @@ func pairOf(r *files.Restorer, s *ttyRestore, index int) (*ptyPair, error) {
 			unix.Close(fd)
 		}
 	}()
+	ptmx := "/dev/ptmx"
+	if r.Root != "" {
+		// A container's ptys are of its own devpts instance.
+		ptmx = r.Root + "/dev/pts/ptmx"
+	}
 	master := -1
 	for master < 0 {
-		fd, err := unix.Open("/dev/ptmx", unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(ptmx, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return nil, fmt.Errorf("make pty %d: %w", index, os.NewSyscallError("open /dev/ptmx", err))
 		}

@@ -338,14 +338,13 @@ func TestContainerCriuTimes(t *testing.T) {
 	checkRestoredContainer(t, c, readPidfile(t, pidfile), want)
 }
 
-// TestNamespaceRefused: a task in a mount namespace of its own (which
-// stasis does not do yet), or one that unshared a pid
-// namespace without forking its init, fails the dump with an error naming
-// the kind, and the tree runs on untouched.
+// TestNamespaceRefused: a task that unshared a pid namespace without
+// forking its init fails the dump with an error naming the kind, and the
+// tree runs on untouched (a mount namespace's refusals are
+// TestContainerMountsRefused's).
 func TestNamespaceRefused(t *testing.T) {
 	testutil.RequireRoot(t)
 	for _, tc := range []struct{ flag, ns, kind, msg string }{
-		{"--mount", "mnt", "mount", "mount namespaces are not supported yet"},
 		{"--pid", "pid_for_children", "pid", "unshared a pid namespace and has not forked its init yet"},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
