@@ -81,6 +81,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := dumpCgroups(o, &r); err != nil {
 		return fail(err)
 	}
+	dumpMounts(o, &r)
 	d.log.Info("rpc dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "work", r.WorkDir)
 	if err := s.b.Dump(s.ctx, r); err != nil {
 		return fail(err)

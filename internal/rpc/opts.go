@@ -142,17 +142,11 @@ type option struct {
 // but their default they fail the request, naming them, instead of being
 // ignored.
 var commonRefused = []option{
-	{"root", func(o *rpc.CriuOpts) bool { return o.GetRoot() != "" && o.GetRoot() != "/" }},
 	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
 	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
 	{"force_irmap", func(o *rpc.CriuOpts) bool { return o.GetForceIrmap() }},
 	{"exec_cmd", func(o *rpc.CriuOpts) bool { return len(o.GetExecCmd()) > 0 }},
-	{"ext_mnt", func(o *rpc.CriuOpts) bool { return len(o.GetExtMnt()) > 0 }},
-	{"auto_ext_mnt", func(o *rpc.CriuOpts) bool { return o.GetAutoExtMnt() }},
-	{"ext_sharing", func(o *rpc.CriuOpts) bool { return o.GetExtSharing() }},
-	{"ext_masters", func(o *rpc.CriuOpts) bool { return o.GetExtMasters() }},
 	{"skip_mnt", func(o *rpc.CriuOpts) bool { return len(o.GetSkipMnt()) > 0 }},
-	{"enable_fs", func(o *rpc.CriuOpts) bool { return len(o.GetEnableFs()) > 0 }},
 	{"unix_sk_ino", func(o *rpc.CriuOpts) bool { return len(o.GetUnixSkIno()) > 0 }},
 	{"irmap_scan_paths", func(o *rpc.CriuOpts) bool { return len(o.GetIrmapScanPaths()) > 0 }},
 	{"empty_ns", func(o *rpc.CriuOpts) bool { return o.GetEmptyNs()&^unix.CLONE_NEWNET != 0 }}, // net: net.go

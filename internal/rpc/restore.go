@@ -64,6 +64,7 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)
 	}
+	restoreMounts(o, &r)
 	r.Files.InheritFds = inherit
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()

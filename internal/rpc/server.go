@@ -15,6 +15,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netns"
 )
 
@@ -46,6 +47,7 @@ type DumpRequest struct {
 	Notify                     func(script string, pid int) error
 	Mem                        MemRequest         // predump.go
 	Cgroups                    cgroup.DumpOptions // container.go
+	Mounts                     mount.DumpOptions  // mounts.go
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
@@ -60,6 +62,7 @@ type RestoreRequest struct {
 	Log         *slog.Logger
 	Notify      func(script string, pid int) error
 	Cgroups     cgroup.RestoreOptions // container.go
+	Mounts      mount.RestoreOptions  // mounts.go
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
