@@ -263,15 +263,15 @@ func TestPreflightGhosts(t *testing.T) {
 	v.TermAndCheck(t)
 }
 
-// TestPreflightUnixInFlight: a socket whose queue carries an epoll fd
+// TestPreflightUnixInFlight: a socket whose queue carries an inotify fd
 // (SCM_RIGHTS) is refused; its peer, in the tree, is not reported as
 // connected to a socket outside it: one refusal, the dump's.
 func TestPreflightUnixInFlight(t *testing.T) {
 	testutil.RequireRoot(t)
-	v := testutil.StartVictim(t, "unixsk", "scm-epoll", "-")
+	v := testutil.StartVictim(t, "unixsk", "scm-inotify", "-")
 	v.WaitReady(t)
 	lines := checkPid(t, 1, v.Pid)
-	matchRefusals(t, lines[1:], []refusal{{want: []string{fmt.Sprintf("fd 11 of pid %d is a unix socket whose queue carries eventpoll in flight (SCM_RIGHTS)", v.Pid)}}})
+	matchRefusals(t, lines[1:], []refusal{{want: []string{fmt.Sprintf("fd 11 of pid %d is a unix socket whose queue carries inotify in flight (SCM_RIGHTS)", v.Pid)}}})
 	msg := dumpRefusal(t, v.Pid)
 	if len(lines) > 1 && strings.TrimSpace(lines[1]) != msg {
 		t.Errorf("dump says\n  %s\ncheck --pid says\n  %s", msg, strings.TrimSpace(lines[1]))
