@@ -16,5 +16,7 @@
 // process in the new images dir when the tree runs on.
 //
 // The whole dump runs on one goroutine locked to its OS thread, the
-// tracer thread of package ptrace.
+// tracer thread of package ptrace; only reads of /proc that no ptrace
+// call needs run beside it (threadproc.go: each thread's stat and status
+// while the tracer injects the calls of the threads before it).
 package dump

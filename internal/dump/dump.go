@@ -485,15 +485,15 @@ func (d *dumper) dumpCore(p *process) (err error) {
 	}
 	tids := make([]int, len(p.threads))
 	modes := make([]int, len(p.threads))
+	tps := readThreadProcs(p)
 	for i, th := range p.threads {
 		st, status := p.stat, p.status
 		if th.tid != p.pid {
-			if st, err = proc.ReadStat(th.tid); err != nil {
+			<-tps[i].done
+			if err := tps[i].err; err != nil {
 				return err
 			}
-			if status, err = proc.ReadStatus(th.tid); err != nil {
-				return err
-			}
+			st, status = tps[i].stat, tps[i].status
 		}
 		if th.core, err = core.DumpThread(th.tr, p.scratch, st, status, th.blocked); err != nil {
 			return err

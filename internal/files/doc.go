@@ -6,7 +6,9 @@
 // target, before anything else happens to the task. Restore reads the
 // file table and each task's fd table and root/cwd (read.go), opens each
 // file again in stasis (restorer.go) and passes it into the task at its
-// fd number (fds_task.go).
+// fd number (fds_task.go). Stasis holds a bounded number of them at once
+// (fdbudget.go): a file a task holds is closed in stasis and taken back
+// from that task with pidfd_getfd when needed again.
 //
 // Each kind registers its dump and open side by side (kind.go: Kind,
 // Register), from a file of this package or from a package of its own

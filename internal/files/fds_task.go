@@ -64,6 +64,7 @@ func (r *Restorer) RestoreFds(t remote.Task, fds []*fdinfo.FdinfoEntry) error {
 					return err
 				}
 			}
+			r.placed(t.HostPid(), fe.GetId(), int(target))
 			continue
 		}
 		var flags uint64
@@ -76,6 +77,7 @@ func (r *Restorer) RestoreFds(t remote.Task, fds []*fdinfo.FdinfoEntry) error {
 		if _, err := t.Call("close", unix.SYS_CLOSE, tmp); err != nil {
 			return err
 		}
+		r.placed(t.HostPid(), fe.GetId(), int(target))
 	}
 	return r.RestoreEpollTargets(t, fds)
 }

@@ -23,6 +23,13 @@ type Restorer struct {
 	Memfds map[uint32]*memfd.MemfdInodeEntry // memfd.img by inode id
 	Opts   RestoreOptions
 	open   map[uint32]*os.File
+	// homes, lru, inLRU and budget bound the files stasis holds at once
+	// (fdbudget.go): where each passed file lives in a task, the open
+	// ones that may be closed, oldest first, and how many of them stay.
+	homes  map[uint32]fdHome
+	lru    []uint32
+	inLRU  map[uint32]bool
+	budget int
 	state  map[string]any // per-kind state, see stateOf
 	// done run when the restore ends, success or not (a ghost file made
 	// to be opened is unlinked again, ...), last registered first.
@@ -63,13 +70,24 @@ func (r *Restorer) InNetNS(fn func() error) error {
 
 // NewRestorer returns a Restorer of the files of a dump.
 func NewRestorer(opts RestoreOptions, dir *images.Dir, files map[uint32]*fdinfo.FileEntry, memfds map[uint32]*memfd.MemfdInodeEntry) *Restorer {
-	return &Restorer{Opts: opts, Dir: dir, Files: files, Memfds: memfds, open: map[uint32]*os.File{}, state: map[string]any{}}
+	return &Restorer{Opts: opts, Dir: dir, Files: files, Memfds: memfds, open: map[uint32]*os.File{}, state: map[string]any{},
+		homes: map[uint32]fdHome{}, inLRU: map[uint32]bool{}, budget: fdBudget()}
 }
 
 // Open returns the file with the given id, opened again in stasis the
-// first time it is asked for. The caller must not close it.
+// first time it is asked for, or taken back from the task it was passed
+// to if stasis closed its copy since. The caller must not close it, nor
+// keep it past its own step.
 func (r *Restorer) Open(id uint32) (*os.File, error) {
 	if f, ok := r.open[id]; ok {
+		return f, nil
+	}
+	if f, ok, err := r.fromHome(id); ok {
+		if err != nil {
+			return nil, err
+		}
+		r.open[id] = f
+		r.keep(id)
 		return f, nil
 	}
 	fe := r.Files[id]
@@ -200,6 +218,7 @@ func (r *Restorer) Close() error {
 		f.Close()
 	}
 	r.open = map[uint32]*os.File{}
+	r.lru, r.inLRU = nil, map[uint32]bool{}
 	if r.success {
 		for _, fn := range r.succeeded {
 			errs = append(errs, fn())

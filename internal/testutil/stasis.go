@@ -44,10 +44,18 @@ func (r Result) String() string {
 // Run runs the stasis binary to completion, killing it after timeout.
 func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
+	return runUnder(t, timeout, nil, args...)
+}
+
+// runUnder is Run with the binary started through the command prefix
+// (say prlimit with its options), which must exec it.
+func runUnder(t testing.TB, timeout time.Duration, prefix []string, args ...string) Result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out, errb bytes.Buffer
-	cmd := exec.CommandContext(ctx, StasisBin(t), args...)
+	argv := append(append(append([]string{}, prefix...), StasisBin(t)), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
 	err := cmd.Run()

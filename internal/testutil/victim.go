@@ -250,12 +250,20 @@ func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 // of the test process (subreaper), whose exit status Wait collects.
 func RestoreDetached(t testing.TB, dir string, v *Victim, extra ...string) {
 	t.Helper()
+	RestoreDetachedUnder(t, nil, dir, v, extra...)
+}
+
+// RestoreDetachedUnder is RestoreDetached with stasis started through the
+// command prefix, which must exec it (prlimit --nofile=N:N, to restore
+// under a lower fd limit).
+func RestoreDetachedUnder(t testing.TB, prefix []string, dir string, v *Victim, extra ...string) {
+	t.Helper()
 	v.expectEnded(t)
 	before := Children(os.Getpid())
 	log := logFile(t, "restore")
 	pidfile := log + ".pid"
 	args := append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "-v4", "-o", log}, extra...)
-	r := Run(t, 25*time.Second, args...)
+	r := runUnder(t, 25*time.Second, prefix, args...)
 	r.Log = log
 	if r.Code != 0 {
 		checkNoNewChildren(t, before, dir)
