@@ -154,6 +154,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	}
 	opts.Files.ShellJob = opts.ShellJob
 	d.files = files.NewTable(opts.Files, func() int { return d.ids.next("pages") })
+	d.files.NsID = d.ns.FileID
 	return d
 }
 

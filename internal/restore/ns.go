@@ -81,3 +81,9 @@ func (r *restorer) netCreated(host int) error {
 	r.files.NetNS = func(fn func() error) error { return linux.InNamespace(host, unix.CLONE_NEWNET, fn) }
 	return nil
 }
+
+// nsPath opens the namespace files of the images (files' nsfile.go):
+// from a restored task in the namespace.
+func (r *restorer) nsPath(id, cflag uint32) (string, error) {
+	return r.ns.FilePath(id, cflag, func(pid int) (int, bool) { h, ok := r.files.HostPids[pid]; return h, ok })
+}

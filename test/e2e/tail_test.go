@@ -94,6 +94,7 @@ func TestFileTail(t *testing.T) {
 		{scenario: "pidfd-dead", args: []string{"DIR"}},
 		{scenario: "flock-owner", args: []string{"DIR"}, dump: []string{"-l"}, restore: []string{"-l"}},
 		{scenario: "mapmode", args: []string{"DIR"}},
+		{scenario: "netns", args: []string{"DIR"}},
 	})
 }
 
