@@ -111,6 +111,7 @@ func TestFileTail(t *testing.T) {
 		{scenario: "flock-owner", args: []string{"DIR"}, dump: []string{"-l"}, restore: []string{"-l"}},
 		{scenario: "mapmode", args: []string{"DIR"}},
 		{scenario: "netns", args: []string{"DIR"}},
+		{scenario: "proc-dead", args: []string{"DIR"}},
 		// the same in a network namespace of the victim's own
 		{name: "netns-own", scenario: "netns", args: []string{"DIR"}, rawImages: true, setup: func(c *exec.Cmd) {
 			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNET}
