@@ -133,9 +133,11 @@ func TestInetTail(t *testing.T) {
 	})
 }
 
-// TestTTYTail: a pty slave's owner and mode (ttytail.c).
+// TestTTYTail: a pty slave's owner and mode, a slave hung up by the
+// close of its master (ttytail.c).
 func TestTTYTail(t *testing.T) {
 	runTail(t, "ttytail", []tailCase{
 		{scenario: "owner"},
+		{scenario: "slave-only"},
 	})
 }

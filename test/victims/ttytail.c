@@ -6,9 +6,9 @@
  * owner        a pty pair: master fd 10, slave fd 11, the slave's device
  *              file chowned to 1234:5678, mode 0620: after the restore
  *              the slave's file has that owner and mode again.
- * slave-only   a pty whose master was closed (fd 11 the slave): reads give
- *              EIO (hung up) after the restore too. (stasis refuses it:
- *              TCGETS fails with EIO at dump; not in the tests yet.)
+ * slave-only   a pty whose master was closed (fd 11 the slave), hung up:
+ *              after the restore too a read gives end of file, a write
+ *              and tcgetattr EIO.
  */
 #include "victim.h"
 
@@ -57,9 +57,18 @@ int main(int argc, char **argv)
 			fail("slave %s: owner %d:%d mode %o, want 1234:5678 0620", name, st.st_uid, st.st_gid, st.st_mode & 07777);
 	} else if (!strcmp(sc, "slave-only")) {
 		char b[8];
+		struct termios t;
+		ssize_t n;
 
-		if (read(11, b, sizeof(b)) != -1 || errno != EIO)
-			fail("slave read: want EIO, got %s", strerror(errno));
+		errno = 0;
+		if ((n = read(11, b, sizeof(b))) != 0)
+			fail("slave read: want end of file, got %zd (%s)", n, strerror(errno));
+		errno = 0;
+		if (write(11, "x", 1) != -1 || errno != EIO)
+			fail("slave write: want EIO, got %s", strerror(errno));
+		errno = 0;
+		if (tcgetattr(11, &t) != -1 || errno != EIO)
+			fail("slave tcgetattr: want EIO, got %s", strerror(errno));
 	}
 	victim_finish();
 }
