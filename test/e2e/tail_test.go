@@ -139,5 +139,7 @@ func TestTTYTail(t *testing.T) {
 	runTail(t, "ttytail", []tailCase{
 		{scenario: "owner"},
 		{scenario: "slave-only"},
+		{scenario: "devtty"},
+		{scenario: "devtty-member"},
 	})
 }
