@@ -508,7 +508,9 @@ func (d *dumper) dumpCore(p *process) (err error) {
 
 func (d *dumper) dumpFiles(p *process) error {
 	var err error
-	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
+	if p.sharesFiles {
+		// its parent's table, dumped with the parent
+	} else if p.fds, err = d.files.DumpFds(p.pid); err != nil {
 		return err
 	}
 	p.cwdID, p.rootID, err = d.files.DumpFS(p.pid)

@@ -112,6 +112,7 @@ func TestFileTail(t *testing.T) {
 		{scenario: "mapmode", args: []string{"DIR"}},
 		{scenario: "netns", args: []string{"DIR"}},
 		{scenario: "proc-dead", args: []string{"DIR"}},
+		{scenario: "shared-fdt", args: []string{"DIR"}},
 		// the same in a network namespace of the victim's own
 		{name: "netns-own", scenario: "netns", args: []string{"DIR"}, rawImages: true, setup: func(c *exec.Cmd) {
 			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNET}
