@@ -96,12 +96,14 @@ func split(line string) ([]string, error) {
 	return words, nil
 }
 
-// ReadFile parses path. A file that does not exist gives no options and
-// no error when optional is set (criu skips absent default files).
+// ReadFile parses path. A file that does not exist, or that this user
+// cannot reach (a $HOME left from another user: root's, for a tool run
+// as nobody), gives no options and no error when optional is set (criu
+// skips absent default files).
 func ReadFile(path string, optional bool) ([]Option, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		if optional && errors.Is(err, fs.ErrNotExist) {
+		if optional && (errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission)) {
 			return nil, nil
 		}
 		return nil, fmt.Errorf("configuration file: %w", err)

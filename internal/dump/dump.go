@@ -157,6 +157,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 	}
 	opts.Files.ShellJob = opts.ShellJob
 	d.files = files.NewTable(opts.Files, func() int { return d.ids.next("pages") })
+	d.files.NsID = d.ns.FileID
 	return d
 }
 
@@ -515,7 +516,9 @@ func (d *dumper) dumpCore(p *process) (err error) {
 
 func (d *dumper) dumpFiles(p *process) error {
 	var err error
-	if p.fds, err = d.files.DumpFds(p.pid); err != nil {
+	if p.sharesFiles {
+		// its parent's table, dumped with the parent
+	} else if p.fds, err = d.files.DumpFds(p.pid); err != nil {
 		return err
 	}
 	p.cwdID, p.rootID, err = d.files.DumpFS(p.pid)

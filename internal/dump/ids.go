@@ -38,7 +38,15 @@ func (d *dumper) dumpIDs(p *process) error {
 			d.kobjs[i].Type = k.typ
 		}
 	}
+	shares, err := sharesParentFiles(p)
+	if err != nil {
+		return err
+	}
 	for i, k := range sharedObjs {
+		if shares && k.typ == linux.KcmpFiles {
+			p.sharesFiles = true // its parent's (sharedfdt.go)
+			continue
+		}
 		other, at, found, err := d.kobjs[i].Find(p.pid, 0)
 		if err != nil {
 			return fmt.Errorf("compare the %s of pid %d with the other processes': %w", k.name, p.pid, err)
@@ -57,6 +65,9 @@ func (d *dumper) dumpIDs(p *process) error {
 		VmId: u("vm"), FilesId: u("files"), FsId: u("fs"), SighandId: u("sighand"),
 		PidNsId: &root, NetNsId: &root, IpcNsId: &root, UtsNsId: &root,
 		MntNsId: &root, UserNsId: &root, CgroupNsId: &root, TimeNsId: &root,
+	}
+	if p.sharesFiles {
+		p.ids.FilesId = proto.Uint32(p.parent.ids.GetFilesId())
 	}
 	d.ns.SetIDs(p.pid, p.ids)
 	return nil

@@ -160,7 +160,12 @@ func (d *dumper) writeProcess(p *process) error {
 				CwdId: proto.Uint32(p.cwdID), RootId: proto.Uint32(p.rootID), Umask: proto.Uint32(p.status.Umask),
 			})
 		},
-		func() error { return w(fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId()), fds...) },
+		func() error {
+			if p.sharesFiles {
+				return nil // the parent's fdinfo image
+			}
+			return w(fmt.Sprintf("fdinfo-%d.img", p.ids.GetFilesId()), fds...)
+		},
 	}
 	return d.runSteps(steps)
 }

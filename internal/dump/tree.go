@@ -27,6 +27,8 @@ type process struct {
 	zombie   bool
 	exitCode int  // zombies: the wait status their parent will get
 	refused  bool // a preflight's phase failed on it: the next ones skip it
+	// sharesFiles: its fd table is its parent's (sharedfdt.go).
+	sharesFiles bool
 
 	stat    *proc.Stat
 	status  *proc.Status

@@ -19,7 +19,9 @@
 // (locks_task.go), epoll items (epoll.go), a POSIX message queue's
 // notification (mqueue.go, registered by its owner from fown_task.go).
 // devices.go checks that a device is dumped by a path that still names
-// it (--evasive-devices).
+// it (--evasive-devices). nsfile.go keeps fds of namespaces by the ids
+// internal/ns gives them (Table.NsID, Restorer.NsPath); procdead.go
+// files inside /proc/PID of a process gone (PROCFS remaps, DeadPids).
 //
 // A tree with a mount namespace of its own (a container) names its files
 // as it sees them, each regular file with the mount it is on (mnt_id);

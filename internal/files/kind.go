@@ -127,6 +127,8 @@ func kindOf(target string, st *unix.Stat_t) string {
 		return strings.Trim(strings.TrimPrefix(target, "anon_inode:"), "[]")
 	case strings.HasPrefix(target, "/memfd:"):
 		return "memfd"
+	case nsTarget.MatchString(target):
+		return "ns"
 	case !strings.HasPrefix(target, "/"):
 		return "unknown object"
 	}

@@ -79,6 +79,16 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 	if err := unix.Stat(src, &st); err != nil {
 		return 0, fmt.Errorf("stat %s (%s): %w", src, target, err)
 	}
+	if name, _, ok := deadProc(target, &st); ok {
+		key := strconv.FormatUint(uint64(flags), 8) + ":" + name
+		if id, ok := t.paths[key]; ok {
+			return id, nil
+		}
+		t.remapDeadProc(t.nextID, target, &st)
+		id := t.Add(regEntry(name, flags, 0, &st))
+		t.paths[key] = id
+		return id, nil
+	}
 	name, gone := t.unlinked(target, &st)
 	key := strconv.FormatUint(uint64(flags), 8) + ":" + name
 	if gone {
@@ -115,6 +125,9 @@ func (t *Table) AddReg(path string, flags uint32, st *unix.Stat_t) uint32 {
 }
 
 func dumpReg(t *Table, fd *Fd) (*fdinfo.FileEntry, error) {
+	if name, ok := t.remapDeadProc(fd.ID, fd.Target, &fd.Stat); ok {
+		return regEntry(name, fd.Flags(), fd.Info.Pos, &fd.Stat), nil
+	}
 	name, gone := t.unlinked(fd.Target, &fd.Stat)
 	if !gone {
 		if err := t.checkDevicePath(fd, name); err != nil {

@@ -314,6 +314,8 @@ func (r *Restorer) remapped(fe *fdinfo.FileEntry) (string, bool, error) {
 			r.onSuccess(func() error { return os.Remove(r.inRoot(lf.GetName())) })
 		}
 		return r.inRoot(lf.GetName()), true, nil
+	case remap.RemapType_PROCFS:
+		return "", false, r.deadProcOpen(fe.GetId(), name, int(e.GetRemapId()))
 	}
 	return "", false, fmt.Errorf("file id %d (%s): remap type %v: %w", fe.GetId(), name, e.GetRemapType(), ErrUnsupported)
 }

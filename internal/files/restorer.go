@@ -57,6 +57,10 @@ type Restorer struct {
 	// to, set by the restore once the tree's root made or joined one;
 	// nil is stasis' own. Sockets are created through InNetNS.
 	NetNS func(fn func() error) error
+	// NsPath gives the path that opens the namespace of an id and
+	// CLONE_NEW* flag of the images, set by the restore (internal/ns):
+	// nsfile.go.
+	NsPath func(id, cflag uint32) (string, error)
 }
 
 // InNetNS runs fn, which creates sockets, in the tree's network

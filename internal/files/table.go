@@ -40,6 +40,9 @@ type Table struct {
 	finish []func(killed bool) error
 	// beforeKill run just before the dump kills the tree (see BeforeKill).
 	beforeKill []func() error
+	// NsID gives the id and CLONE_NEW* flag of the namespace of a kind
+	// ("net") and inode, set by the dump (internal/ns): nsfile.go.
+	NsID func(kind string, ino uint64) (uint32, uint32, error)
 	// PagesID hands out the N of pages-N.img, shared with memory.
 	PagesID func() int
 	Opts    DumpOptions

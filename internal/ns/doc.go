@@ -30,6 +30,9 @@
 //   - user.go: user namespaces (userns-ID.img, setgroups "deny" kept in
 //     an extension field), maps written from stasis right after the
 //     root's clone; asNSRoot for the ipc sysctls such a namespace owns.
+//   - nsfile.go: the ids of namespaces fds of the tree refer to
+//     (FileID at dump, FilePath at restore: a restored task's
+//     /proc/PID/ns/KIND).
 //   - time.go: time namespaces (timens-ID.img: the clocks as the
 //     namespace saw them), made by the puppet before the root is cloned
 //     into it (BeforeRoot).

@@ -249,6 +249,10 @@ type Restorer struct {
 	netID    uint32
 	net      *netns.Restorer
 	rootHost int
+	// own are the dumping tool's namespaces (inventory root_ids), taskIDs
+	// each task's (nsfile.go).
+	own     *criucore.TaskKobjIdsEntry
+	taskIDs map[int]*criucore.TaskKobjIdsEntry
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -258,7 +262,7 @@ const cloneNewPid = 0x20000000 // CLONE_NEWPID
 // are not the dumping tool's own (inventory root_ids), before anything
 // is created.
 func Load(dir *images.Dir, rootIDs *criucore.TaskKobjIdsEntry, tasks []Task) (*Restorer, error) {
-	r := &Restorer{dir: dir, tasks: map[int]*rtask{}}
+	r := &Restorer{dir: dir, tasks: map[int]*rtask{}, own: rootIDs, taskIDs: map[int]*criucore.TaskKobjIdsEntry{}}
 	var rootTaskIDs *criucore.TaskKobjIdsEntry
 	for i, tk := range tasks {
 		var parent *rtask
@@ -272,6 +276,7 @@ func Load(dir *images.Dir, rootIDs *criucore.TaskKobjIdsEntry, tasks []Task) (*R
 			return nil, fmt.Errorf("image pstree.img: %w: %w", ErrBadImage, err)
 		}
 		r.tasks[t.pid] = t
+		r.taskIDs[t.pid] = tk.IDs
 		if i == 0 {
 			r.root, rootTaskIDs = t, tk.IDs
 			if t.depth() != 0 {

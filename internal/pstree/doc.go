@@ -3,6 +3,8 @@
 //   - tree.go: the tree of a restore (Proc, Tree) read from pstree.img,
 //     with a helper task for each session or group whose leader is gone
 //     (AddHelpers), and the pids and tids it will create (AllPids);
+//   - deadpid.go: a helper task with the pid of a process gone whose
+//     /proc directory a file of the tree is inside (AddPidHelper);
 //   - clone.go: creating a task with exactly its pids (clone3 with
 //     set_tid, one pid per pid namespace level), traced from birth;
 //   - session.go: a task starting its session or group, joining its

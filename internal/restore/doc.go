@@ -9,7 +9,10 @@
 //   - tree (restore.go createTree, process.go create): start the puppet
 //     (internal/puppet) and create each task from its real parent with
 //     its original pids (pstree.CloneWithPids), helpers for dead session
-//     and group leaders included (pstree.AddHelpers); a task gets its
+//     and group leaders included (pstree.AddHelpers), and for the pids
+//     of /proc files of processes gone (pstree.AddPidHelper); a child
+//     sharing its parent's fd table is cloned with CLONE_FILES
+//     (sharedfdt.go); a task gets its
 //     address space (mem, through remote.Task) before its children are
 //     cloned from it.
 //   - per process, parents first (restore.go run, process.go): groups,

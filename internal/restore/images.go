@@ -172,7 +172,29 @@ func (s *imageSet) addHelpers(shellJob bool) error {
 	for _, h := range helpers {
 		s.byProc[h] = &taskImages{Proc: h}
 	}
-	return err
+	if err != nil {
+		return err
+	}
+	return s.addPidHelpers(procs)
+}
+
+// addPidHelpers adds a helper task for each pid whose /proc directory a
+// file of the images is inside (files.DeadPids).
+func (s *imageSet) addPidHelpers(procs []*pstree.Proc) error {
+	pids, err := files.DeadPids(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, pid := range pids {
+		h, err := pstree.AddPidHelper(procs, pid)
+		if err != nil {
+			return err
+		}
+		if s.byProc[h] == nil {
+			s.byProc[h] = &taskImages{Proc: h}
+		}
+	}
+	return nil
 }
 
 // allPids lists every pid and tid the restore will create.

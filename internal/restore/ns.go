@@ -46,7 +46,7 @@ func (r *restorer) loadNamespaces() error {
 // namespace level and the namespaces it starts.
 func (r *restorer) cloneProcess(t *ptrace.Task, s *ptrace.Scratch, img *taskImages) (*ptrace.Task, error) {
 	pids, flags := r.ns.Clone(img.Pid())
-	flags |= r.siblingFlag(t)
+	flags |= r.siblingFlag(t) | r.filesFlag(img)
 	c, err := pstree.CloneWithPids(t, s, pids, flags)
 	if err != nil {
 		return nil, err
@@ -83,4 +83,10 @@ func (r *restorer) netCreated(host int) error {
 	}
 	r.files.NetNS = func(fn func() error) error { return linux.InNamespace(host, unix.CLONE_NEWNET, fn) }
 	return nil
+}
+
+// nsPath opens the namespace files of the images (files' nsfile.go):
+// from a restored task in the namespace.
+func (r *restorer) nsPath(id, cflag uint32) (string, error) {
+	return r.ns.FilePath(id, cflag, func(pid int) (int, bool) { h, ok := r.files.HostPids[pid]; return h, ok })
 }

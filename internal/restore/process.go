@@ -143,12 +143,33 @@ func (tr *taskRestorer) restoreFiles() error {
 		return nil
 	}
 	fds := tr.img.fds
+	shares, closes := tr.r.sharesParentFiles(tr.img), tr.r.closesChannel(tr) // sharedfdt.go
 	for _, step := range []func() error{
 		func() error { return tr.r.files.RestoreFS(tr, tr.img.fs) },
-		func() error { return tr.r.files.RestoreFds(tr, fds) },
-		func() error { return tr.r.files.RestoreOwners(tr, fds) },
-		func() error { return tr.r.files.RestoreLocks(tr, fds) },
-		func() error { return puppet.CloseChannel(tr, tr.r.channelFd) },
+		func() error {
+			if shares {
+				return nil
+			}
+			return tr.r.files.RestoreFds(tr, fds)
+		},
+		func() error {
+			if shares {
+				return nil
+			}
+			return tr.r.files.RestoreOwners(tr, fds)
+		},
+		func() error {
+			if shares {
+				return nil
+			}
+			return tr.r.files.RestoreLocks(tr, fds)
+		},
+		func() error {
+			if !closes {
+				return nil
+			}
+			return puppet.CloseChannel(tr, tr.r.channelFd)
+		},
 	} {
 		if err := step(); err != nil {
 			return err

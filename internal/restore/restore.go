@@ -296,6 +296,7 @@ func (r *restorer) prepare() error {
 	}
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.HostPids = map[int]int{}
+	r.files.NsPath = r.nsPath
 	if !r.opts.PidNS && !r.ns.NewPidNS() {
 		for _, pid := range r.imgs.allPids() {
 			if err := pstree.CheckPidFree(pid); err != nil {

@@ -1,6 +1,6 @@
 // Package tty owns terminals both ways, as criu's tty.c does: the fd kind
 // "tty" (tty.go: pty pairs, /dev/tty, a shell job's terminal, external
-// terminals; tty-info.img and tty-data.img), registered with the fd
+// terminals; hangup.go: a slave whose master was closed; tty-info.img and tty-data.img), registered with the fd
 // registry of package files from its init, like a database/sql driver
 // (package dump imports it for that), and the controlling terminals
 // (ctty.go: the session leader takes its terminal, each terminal gets its

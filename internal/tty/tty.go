@@ -189,6 +189,11 @@ func dumpTtyInfo(d *ttyDump, fd *files.Fd, typ tty.TtyType, id uint32, index int
 		}
 	}()
 	tio, err := unix.IoctlGetTermios(lfd, unix.TCGETS)
+	if errors.Is(err, unix.EIO) && id&1 == 0 {
+		// A slave whose master was closed is hung up (hangup.go): it
+		// has no state left, its entry no termios, as criu's.
+		return info, nil
+	}
 	if err != nil {
 		return nil, os.NewSyscallError("ioctl TCGETS", err)
 	}
@@ -302,7 +307,7 @@ func checkTtys(t *files.Table) error {
 		if info.GetType() != tty.TtyType_PTY || id&1 == 1 {
 			continue
 		}
-		if _, paired := d.infos[id|1]; !paired {
+		if _, paired := d.infos[id|1]; !paired && !hungUp(info) {
 			fd := d.holders[id]
 			if err := t.Refuse(&files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
 				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or with --inherit-fd fd[N]:%s",
@@ -605,6 +610,9 @@ func openTtyInfo(r *files.Restorer, s *ttyRestore, info *tty.TtyInfoEntry, flags
 	switch info.GetType() {
 	case tty.TtyType_PTY:
 		index := int(info.GetPty().GetIndex())
+		if hungUp(info) {
+			return openHungUp(index, flags)
+		}
 		if s.infos[uint32(index)<<1|1] == nil {
 			return ownTerminal(r, s, info, flags)
 		}

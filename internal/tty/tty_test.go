@@ -3,6 +3,7 @@ package tty
 import (
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -265,6 +266,8 @@ func TestTtyBadImages(t *testing.T) {
 	shortTermios := ptyInfo(8, 4)
 	shortTermios.Termios = &tty.TermiosEntry{CIflag: proto.Uint32(0), COflag: proto.Uint32(0), CCflag: proto.Uint32(0),
 		CLflag: proto.Uint32(0), CLine: proto.Uint32(0), CIspeed: proto.Uint32(0), COspeed: proto.Uint32(0), CCc: []uint32{1, 2}}
+	live := ptyInfo(8, 4) // a slave with termios: not hung up
+	live.Termios = termiosEntry(&unix.Termios{})
 	ext := ptyInfo(2016, 4)
 	ext.Type = tty.TtyType_EXT_TTY.Enum()
 	ctty := &tty.TtyInfoEntry{Id: proto.Uint32(ctlTtyIndex << 1), Type: tty.TtyType_CTTY.Enum(), Locked: proto.Bool(false),
@@ -287,7 +290,7 @@ func TestTtyBadImages(t *testing.T) {
 		{name: "data of an unknown tty", infoID: 8, infos: []*tty.TtyInfoEntry{ptyInfo(8, 4)},
 			data: []*tty.TtyDataEntry{{TtyId: proto.Uint32(99), Data: []byte("x")}},
 			want: "data of tty 0x63, which tty-info.img does not have", corrupt: true},
-		{name: "slave without master, no -j", infoID: 8, infos: []*tty.TtyInfoEntry{ptyInfo(8, 4)},
+		{name: "slave without master, no -j", infoID: 8, infos: []*tty.TtyInfoEntry{live},
 			want: "reopen tty file id 1 (/dev/pts/4): its master was outside the tree (a shell's terminal): restore with -j/--shell-job"},
 		{name: "external terminal", infoID: 2016, infos: []*tty.TtyInfoEntry{ext},
 			want: "a terminal outside the tree: restore with --inherit-fd fd[N]:tty["},
@@ -309,6 +312,25 @@ func TestTtyBadImages(t *testing.T) {
 	r := ttyImages(t, files.RestoreOptions{ShellJob: true}, 8, []*tty.TtyInfoEntry{shortTermios})
 	if _, err := shellJobTermios(r, sessionTty{Sid: 7}); !errors.Is(err, images.ErrCorrupt) || !strings.Contains(err.Error(), "termios with 2 control characters") {
 		t.Errorf("a short termios of a shell job: %v", err)
+	}
+}
+
+// TestTtyHungUp: a slave without termios nor master is hung up: reads
+// give end of file, TCGETS EIO.
+func TestTtyHungUp(t *testing.T) {
+	if _, err := os.Stat("/dev/ptmx"); err != nil {
+		testutil.SkipOrFail(t, "no pty: %v", err)
+	}
+	r := ttyImages(t, files.RestoreOptions{}, 8, []*tty.TtyInfoEntry{ptyInfo(8, 4)})
+	f, err := r.Open(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.Read(make([]byte, 4)); n != 0 || err != io.EOF {
+		t.Errorf("read: %d, %v; want end of file", n, err)
+	}
+	if _, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS); !errors.Is(err, unix.EIO) {
+		t.Errorf("TCGETS: %v, want EIO", err)
 	}
 }
 

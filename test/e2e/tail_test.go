@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"os/exec"
+	"syscall"
 	"testing"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -17,6 +19,18 @@ type tailCase struct {
 	args []string
 	// dump and restore are stasis' extra flags (criu gets the same).
 	dump, restore []string
+	// name is the subtest's name when it is not the scenario's;
+	// setup, if set, is applied to the victim's command before it starts.
+	name  string
+	setup func(*exec.Cmd)
+	// rawImages: the dump has a network namespace's raw images (ifaddr,
+	// route, nftables: criu's ip/nft dumps), which neither show nor crit
+	// decode, so they are not checked.
+	rawImages bool
+	// serial: not run in parallel with the other cases, for those that
+	// make ptys: the index of a pty the kill gives back could be taken
+	// by another case's pty before the restore wants it again.
+	serial bool
 	// refused: stasis' dump must fail with this in its error and leave
 	// the victim running as it was.
 	refused string
@@ -26,8 +40,14 @@ type tailCase struct {
 func runTail(t *testing.T, victim string, cases []tailCase) {
 	testutil.RequireRoot(t)
 	for _, c := range cases {
-		t.Run(c.scenario, func(t *testing.T) {
-			t.Parallel()
+		name := c.name
+		if name == "" {
+			name = c.scenario
+		}
+		t.Run(name, func(t *testing.T) {
+			if !c.serial {
+				t.Parallel()
+			}
 			args := func() []string {
 				a := []string{c.scenario}
 				for _, s := range c.args {
@@ -38,11 +58,11 @@ func runTail(t *testing.T, victim string, cases []tailCase) {
 				}
 				return a
 			}
-			w := testutil.StartVictim(t, victim, args()...)
+			w := testutil.StartVictimWith(t, c.setup, victim, args()...)
 			w.WaitReady(t)
 			t.Logf("criu 4.2 on %s %s: %s", victim, c.scenario, testutil.CriuOutcome(t, w, c.dump...))
 
-			v := testutil.StartVictim(t, victim, args()...)
+			v := testutil.StartVictimWith(t, c.setup, victim, args()...)
 			v.WaitReady(t)
 			dir := t.TempDir()
 			if c.refused != "" {
@@ -56,7 +76,9 @@ func runTail(t *testing.T, victim string, cases []tailCase) {
 			testutil.Dump(t, v.Pid, dir, c.dump...)
 			v.Reap(t)
 			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
-			testutil.CheckImages(t, dir)
+			if !c.rawImages {
+				testutil.CheckImages(t, dir)
+			}
 			testutil.RestoreDetached(t, dir, v, c.restore...)
 			v.TermAndCheck(t)
 			t.Logf("stasis on %s %s: PASS", victim, c.scenario)
@@ -94,6 +116,13 @@ func TestFileTail(t *testing.T) {
 		{scenario: "pidfd-dead", args: []string{"DIR"}},
 		{scenario: "flock-owner", args: []string{"DIR"}, dump: []string{"-l"}, restore: []string{"-l"}},
 		{scenario: "mapmode", args: []string{"DIR"}},
+		{scenario: "netns", args: []string{"DIR"}},
+		{scenario: "proc-dead", args: []string{"DIR"}},
+		{scenario: "shared-fdt", args: []string{"DIR"}},
+		// the same in a network namespace of the victim's own
+		{name: "netns-own", scenario: "netns", args: []string{"DIR"}, rawImages: true, setup: func(c *exec.Cmd) {
+			c.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Cloneflags: syscall.CLONE_NEWNET}
+		}},
 	})
 }
 
@@ -111,9 +140,13 @@ func TestInetTail(t *testing.T) {
 	})
 }
 
-// TestTTYTail: a pty slave's owner and mode (ttytail.c).
+// TestTTYTail: a pty slave's owner and mode, a slave hung up by the
+// close of its master (ttytail.c).
 func TestTTYTail(t *testing.T) {
 	runTail(t, "ttytail", []tailCase{
-		{scenario: "owner"},
+		{scenario: "owner", serial: true},
+		{scenario: "slave-only", serial: true},
+		{scenario: "devtty", serial: true},
+		{scenario: "devtty-member", serial: true},
 	})
 }

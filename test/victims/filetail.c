@@ -29,6 +29,10 @@
  * proc-dead     fd 30 open on /proc/CHILD/status and cwd in /proc/CHILD of
  *               a child that exited and was reaped: reads give ESRCH, the
  *               cwd's link still names /proc/CHILD.
+ * shared-fdt    two children cloned with CLONE_FILES (no CLONE_THREAD) share
+ *               the parent's fd table: fd 30 (an eventfd, counter 3) in
+ *               all, and after the restore kcmp(KCMP_FILES) says the same
+ *               table, an fd the parent opens is the children's.
  * flock-owner   DIR/l locked with flock(LOCK_EX) through fd 30 (dump -l):
  *               fdinfo's lock line names the victim's pid.
  * mapmode       DIR/m (2 pages) opened O_RDWR, mapped MAP_SHARED|PROT_READ,
@@ -53,6 +57,16 @@
 #include <linux/sched.h>
 
 static char dir[256];
+static pid_t fdt_child, fdt_child2;
+static volatile int fdt_go;
+
+static int fdt_main(void *arg)
+{
+	(void)arg;
+	while (!fdt_go)
+		pause();
+	return 0;
+}
 static char *map;
 
 static void epoll_check(int ep, uint64_t want, int n_want)
@@ -172,6 +186,14 @@ int main(int argc, char **argv)
 			die("chdir %s: %s", p, strerror(errno));
 		kill(c, SIGKILL);
 		waitpid(c, NULL, 0);
+	} else if (!strcmp(sc, "shared-fdt")) {
+		static char stack[64 << 10], stack2[64 << 10];
+
+		move_to(eventfd(3, 0), 30);
+		fdt_child = clone(fdt_main, stack + sizeof(stack), CLONE_FILES | SIGCHLD, NULL);
+		fdt_child2 = clone(fdt_main, stack2 + sizeof(stack2), CLONE_FILES | SIGCHLD, NULL);
+		if (fdt_child < 0 || fdt_child2 < 0)
+			die("clone CLONE_FILES: %s", strerror(errno));
 	} else if (!strcmp(sc, "flock-owner")) {
 		snprintf(p, sizeof(p), "%s/l", dir);
 		move_to(open(p, O_CREAT | O_RDWR, 0644), 30);
@@ -283,6 +305,22 @@ int main(int argc, char **argv)
 			fail("cwd is not in /proc any more");
 		if (access("status", F_OK) == 0)
 			fail("cwd: status exists, the process is gone");
+	}
+	if (!strcmp(sc, "shared-fdt")) {
+		int st;
+
+		if (syscall(SYS_kcmp, getpid(), fdt_child, 2 /* KCMP_FILES */, 0, 0) != 0 ||
+		    syscall(SYS_kcmp, getpid(), fdt_child2, 2 /* KCMP_FILES */, 0, 0) != 0)
+			fail("a child's fd table is not the parent's (%s)", strerror(errno));
+		if (counter(30) != 3)
+			fail("fd 30: counter is not 3");
+		move_to(eventfd(7, 0), 33);
+		if (syscall(SYS_kcmp, getpid(), fdt_child, 0 /* KCMP_FILE */, 33, 33) != 0)
+			fail("fd 33 opened by the parent is not the child's");
+		kill(fdt_child, SIGKILL);
+		kill(fdt_child2, SIGKILL);
+		waitpid(fdt_child, &st, 0);
+		waitpid(fdt_child2, &st, 0);
 	}
 	if (!strcmp(sc, "flock-owner")) {
 		char q[64], b[4096], want[64];
