@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,10 +29,8 @@ import (
 // /dev/null bound on /dev/null and a shared-propagation tree (see
 // test/victims/mntinit.c).
 type mntContainer struct {
+	container   // its log is the ext directory's (logText)
 	rootfs, ext string
-	unshare     *exec.Cmd
-	init        int // host pid of its init
-	exited      chan struct{}
 }
 
 // The flags criu 4.2 needs for the container, which stasis takes alike:
@@ -96,7 +93,7 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 	unshare := testutil.RequireTool(t, "unshare")
 	bin := buildMntinit(t)
 	dir := t.TempDir()
-	c := &mntContainer{rootfs: filepath.Join(dir, "rootfs"), ext: filepath.Join(dir, "ext"), exited: make(chan struct{})}
+	c := &mntContainer{container: container{exited: make(chan struct{})}, rootfs: filepath.Join(dir, "rootfs"), ext: filepath.Join(dir, "ext")}
 	fill := c.rootfs
 	if overlay {
 		fill = filepath.Join(dir, "lower")
@@ -158,19 +155,9 @@ func startMntContainer(t *testing.T, mode string, overlay bool) *mntContainer {
 		args = append(args, "--net")
 	}
 	c.unshare = exec.Command(unshare, append(args, filepath.Join(c.rootfs, "mntinit"), "stage1", c.rootfs, c.ext, mode)...)
-	c.unshare.Stdout, c.unshare.Stderr = f, f
-	c.unshare.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.unshare.Start(); err != nil {
+	if err := c.start(t, f); err != nil {
 		t.Fatal(err)
 	}
-	go func() { c.unshare.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		if c.init != 0 {
-			unix.Kill(c.init, unix.SIGKILL)
-		}
-		c.unshare.Process.Kill()
-		<-c.exited
-	})
 	testutil.WaitFor(t, 10*time.Second, "the container's init to be ready", func() bool {
 		_, err := os.Stat(filepath.Join(c.ext, "ready"))
 		return err == nil

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -69,18 +68,7 @@ func startNetContainer(t *testing.T, unshareFlags ...string) *netContainer {
 	defer f.Close()
 	args := append(unshareFlags, "--net", "--pid", "--fork", "--uts", "--ipc", bin, ready, c.go_)
 	c.unshare = exec.Command(unshare, args...)
-	c.unshare.Stdout, c.unshare.Stderr = f, f
-	c.unshare.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.unshare.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { c.unshare.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		if c.init != 0 {
-			unix.Kill(c.init, unix.SIGKILL)
-		}
-		c.unshare.Process.Kill()
-		<-c.exited
+	t.Cleanup(func() { // after the container's end (start's cleanup)
 		if l, err := netlink.LinkByName(c.bridge); err == nil {
 			netlink.LinkDel(l)
 		}
@@ -88,6 +76,9 @@ func startNetContainer(t *testing.T, unshareFlags ...string) *netContainer {
 			netlink.LinkDel(l)
 		}
 	})
+	if err := c.start(t, f); err != nil {
+		t.Fatal(err)
+	}
 	self, _ := os.Readlink("/proc/thread-self/ns/net")
 	testutil.WaitFor(t, 10*time.Second, "the container's init", func() bool {
 		kids := testutil.Children(c.unshare.Process.Pid)

@@ -43,19 +43,9 @@ func startContainer(t *testing.T, mode string) *container {
 	}
 	defer f.Close()
 	c.unshare = exec.Command(unshare, "--pid", "--fork", "--uts", "--ipc", bin, ready, mode)
-	c.unshare.Stdout, c.unshare.Stderr = f, f
-	c.unshare.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.unshare.Start(); err != nil {
+	if err := c.start(t, f); err != nil {
 		t.Fatal(err)
 	}
-	go func() { c.unshare.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		if c.init != 0 {
-			unix.Kill(c.init, unix.SIGKILL)
-		}
-		c.unshare.Process.Kill()
-		<-c.exited
-	})
 	testutil.WaitFor(t, 10*time.Second, "the container's init to be ready", func() bool {
 		_, err := os.Stat(ready)
 		return err == nil
@@ -67,6 +57,25 @@ func startContainer(t *testing.T, mode string) *container {
 	c.init = kids[0]
 	t.Logf("container init: host pid %d\n%s", c.init, c.logText())
 	return c
+}
+
+// start runs c.unshare with its output in f, in a session of its own;
+// the end of the test kills it and the container's init, once known.
+func (c *container) start(t *testing.T, f *os.File) error {
+	c.unshare.Stdout, c.unshare.Stderr = f, f
+	c.unshare.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := c.unshare.Start(); err != nil {
+		return err
+	}
+	go func() { c.unshare.Wait(); close(c.exited) }()
+	t.Cleanup(func() {
+		if c.init != 0 {
+			unix.Kill(c.init, unix.SIGKILL)
+		}
+		c.unshare.Process.Kill()
+		<-c.exited
+	})
+	return nil
 }
 
 func (c *container) logText() string {

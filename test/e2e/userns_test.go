@@ -61,9 +61,7 @@ func startUserContainer(t *testing.T, rangeMap bool, mode string, args ...string
 		if rangeMap {
 			c.unshare = exec.Command(vbin, ready, dir, "wait-map")
 		}
-		c.unshare.Stdout, c.unshare.Stderr = f, f
-		c.unshare.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		err := c.unshare.Start()
+		err := c.start(t, f)
 		if err == nil {
 			break
 		}
@@ -74,14 +72,6 @@ func startUserContainer(t *testing.T, rangeMap bool, mode string, args ...string
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	go func() { c.unshare.Wait(); close(c.exited) }()
-	t.Cleanup(func() {
-		if c.init != 0 {
-			unix.Kill(c.init, unix.SIGKILL)
-		}
-		c.unshare.Process.Kill()
-		<-c.exited
-	})
 	if rangeMap {
 		u := c.unshare.Process.Pid
 		self, _ := os.Readlink("/proc/self/ns/user")
