@@ -26,23 +26,11 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		// DUMP reply of its own (restored=true).
 		return fail(fmt.Errorf("rpc: DUMP without a pid (a dump of the client itself): %w", ErrNotImplemented))
 	}
-	if err := configure(o); err != nil {
-		return fail(err)
-	}
-	d, err := openDirs(s.c.peer, o)
-	if err != nil {
-		return fail(err)
+	d, fail, failed := s.begin(rpc.CriuReqType_DUMP, o, dumpRefused)
+	if failed != nil {
+		return failed
 	}
 	defer d.close()
-	// From here on, the log says why a request failed, as criu's does.
-	fail = func(err error) *rpc.CriuResp {
-		d.log.Error("dump failed", "err", err)
-		return failure(rpc.CriuReqType_DUMP, err)
-	}
-	logRequest(d.log, "DUMP", o)
-	if err := refuse("DUMP", o, dumpRefused); err != nil {
-		return fail(err)
-	}
 	lock, err := networkLock(o)
 	if err != nil {
 		return fail(err)

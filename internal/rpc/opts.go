@@ -195,6 +195,34 @@ func refuse(op string, o *rpc.CriuOpts, list []option) error {
 	return fmt.Errorf("rpc: %s option %s: %w", op, strings.Join(set, ", "), ErrNotImplemented)
 }
 
+// begin starts a DUMP or RESTORE: criu's configuration files, the
+// caller's dirs, the request's options in its log, the options refused
+// by name. fail is the reply to a failure, which the log records once it
+// is open, as criu's does. When the request cannot start, failed is its
+// reply (logged) and d is nil; otherwise d's close is the caller's.
+func (s *server) begin(typ rpc.CriuReqType, o *rpc.CriuOpts, refused []option) (d *dirs, fail func(error) *rpc.CriuResp, failed *rpc.CriuResp) {
+	fail = func(err error) *rpc.CriuResp { return failure(typ, err) }
+	if err := configure(o); err != nil {
+		return nil, fail, fail(err)
+	}
+	d, err := openDirs(s.c.peer, o)
+	if err != nil {
+		return nil, fail, fail(err)
+	}
+	op, log := typ.String(), d.log
+	fail = func(err error) *rpc.CriuResp {
+		log.Error(strings.ToLower(op)+" failed", "err", err)
+		return failure(typ, err)
+	}
+	logRequest(log, op, o)
+	if err := refuse(op, o, refused); err != nil {
+		failed = fail(err)
+		d.close()
+		return nil, fail, failed
+	}
+	return d, fail, nil
+}
+
 // logRequest writes the request's options to its log at debug level
 // (log_level 4), every field set, as JSON.
 func logRequest(log *slog.Logger, op string, o *rpc.CriuOpts) {

@@ -25,22 +25,11 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	if o == nil {
 		return fail(fmt.Errorf("rpc: RESTORE without options: %w", ErrBadRequest))
 	}
-	if err := configure(o); err != nil {
-		return fail(err)
-	}
-	d, err := openDirs(s.c.peer, o)
-	if err != nil {
-		return fail(err)
+	d, fail, failed := s.begin(rpc.CriuReqType_RESTORE, o, restoreRefused)
+	if failed != nil {
+		return failed
 	}
 	defer d.close()
-	fail = func(err error) *rpc.CriuResp {
-		d.log.Error("restore failed", "err", err)
-		return failure(rpc.CriuReqType_RESTORE, err)
-	}
-	logRequest(d.log, "RESTORE", o)
-	if err := refuse("RESTORE", o, restoreRefused); err != nil {
-		return fail(err)
-	}
 	if o.GetRstSibling() && s.service {
 		return fail(fmt.Errorf("rpc: rst_sibling is not allowed in standalone service: %w", ErrBadRequest))
 	}
