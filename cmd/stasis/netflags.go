@@ -15,6 +15,11 @@ type netFlags struct {
 	joinNS   []string
 	external []string
 	mnt      []string // --external mnt[KEY]:PATH, the mounts' (mounts.go)
+	// plain are --external KEY:VALUE entries with a bare key (no
+	// [...]), as LXC passes "console:" for a container without a
+	// console: criu keeps them for an image object naming KEY and
+	// ignores them otherwise; no stasis image object is keyed that way.
+	plain []string
 }
 
 func (n *netFlags) registerDump(f *pflag.FlagSet) {
@@ -60,6 +65,10 @@ func (n *netFlags) applyRestore(o *stasis.NetOptions) error {
 	for _, e := range n.external {
 		if strings.HasPrefix(e, "mnt[") {
 			n.mnt = append(n.mnt, e)
+			continue
+		}
+		if key, _, ok := strings.Cut(e, ":"); ok && key != "" && !strings.ContainsAny(key, "[]") {
+			n.plain = append(n.plain, e)
 			continue
 		}
 		if !strings.HasPrefix(e, "veth[") || !stasis.IsNetExternal(e) {

@@ -55,6 +55,9 @@ func newRestoreCmd() *cobra.Command {
 			}
 			defer closeLog()
 			o.Log = log
+			for _, e := range nf.plain {
+				log.Info("--external names no object of the images: ignored, as criu does", "external", e)
+			}
 			if len(scripts) > 0 {
 				as, err := stasis.NewActionScripts(scripts, o.ImagesDir, 0)
 				if err != nil {

@@ -85,8 +85,14 @@ func pairs(external, extMap []string) (map[string]string, bool, error) {
 			continue
 		}
 		a, b, ok := strings.Cut(e, ":")
-		if !ok || a == "" || b == "" {
+		if !ok || a == "" {
 			return nil, false, fmt.Errorf("--ext-mount-map %s: want MOUNTPOINT:KEY at dump, KEY:PATH at restore, or auto", e)
+		}
+		if b == "" {
+			// LXC passes "console:" for a container without a console:
+			// criu takes it and uses it only if a mount is keyed
+			// "console"; such a mount then fails as missing, by key.
+			continue
 		}
 		m[a] = b
 	}

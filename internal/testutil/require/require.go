@@ -78,6 +78,8 @@ var toolPackage = map[string]string{
 	"sshd": "openssh-server", "ssh": "openssh-client", "ssh-keygen": "openssh-client",
 	"setpriv": "util-linux", "unshare": "util-linux", "setsid": "util-linux",
 	"sleep": "coreutils", "sh": "dash", "protoc": "protobuf-compiler",
+	"lxc-create": "lxc", "lxc-start": "lxc", "lxc-checkpoint": "lxc", "lxc-stop": "lxc", "lxc-destroy": "lxc", "lxc-info": "lxc",
+	"busybox": "busybox-static",
 }
 
 // CITools are the programs the tests run, all of which CI must have.
