@@ -137,9 +137,17 @@ func (c crossCase) startCross(t *testing.T) (*testutil.Victim, func(*testing.T, 
 }
 
 // TestCrossCRIUToStasis dumps each victim with criu 4.2 and restores it
-// with stasis; the victim then checks its own state.
+// with stasis; the victim then checks its own state. The cases that share
+// something run alone, in TestCrossCRIUToStasisShared.
 func TestCrossCRIUToStasis(t *testing.T) {
-	crossAll(t, func(c crossCase) string { return c.fromCRIU }, "criu 4.2's dump loses what this victim checks: ",
+	t.Parallel()
+	crossCRIUToStasis(t, false)
+}
+
+func TestCrossCRIUToStasisShared(t *testing.T) { crossCRIUToStasis(t, true) }
+
+func crossCRIUToStasis(t *testing.T, serial bool) {
+	crossAll(t, serial, func(c crossCase) string { return c.fromCRIU }, "criu 4.2's dump loses what this victim checks: ",
 		func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string) {
 			testutil.CriuDump(t, v.Pid, dir, flags...)
 			v.Reap(t)
@@ -155,9 +163,16 @@ func TestCrossCRIUToStasis(t *testing.T) {
 }
 
 // TestCrossStasisToCRIU dumps each victim with stasis and restores it with
-// criu 4.2.
+// criu 4.2 (the cases that share something: TestCrossStasisToCRIUShared).
 func TestCrossStasisToCRIU(t *testing.T) {
-	crossAll(t, func(c crossCase) string { return c.toCRIU }, "criu 4.2's own restore fails this victim: ",
+	t.Parallel()
+	crossStasisToCRIU(t, false)
+}
+
+func TestCrossStasisToCRIUShared(t *testing.T) { crossStasisToCRIU(t, true) }
+
+func crossStasisToCRIU(t *testing.T, serial bool) {
+	crossAll(t, serial, func(c crossCase) string { return c.toCRIU }, "criu 4.2's own restore fails this victim: ",
 		func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string) {
 			dumpTree(t, v, tree, dir, flags...)
 			n, same := testutil.CheckWithCrit42(t, dir)
@@ -166,16 +181,19 @@ func TestCrossStasisToCRIU(t *testing.T) {
 		})
 }
 
-// crossAll runs every cross case: the victim is started, checkpointed
-// and restored by crossOver, and checks itself in its restored tree. A
-// case for which skip gives a reason is skipped with it. The cases run
-// side by side (each has its own victim, pids and images), but the
-// serial ones, which run first, alone.
-func crossAll(t *testing.T, skip func(crossCase) string, why string,
+// crossAll runs the cross cases that are serial or not: the victim is
+// started, checkpointed and restored by crossOver, and checks itself in
+// its restored tree. A case for which skip gives a reason is skipped with
+// it. The cases that are not serial run side by side (each has its own
+// victim, pids and images), the serial ones one after the other.
+func crossAll(t *testing.T, serial bool, skip func(crossCase) string, why string,
 	crossOver func(t *testing.T, v *testutil.Victim, tree []testutil.Task, dir string, flags []string)) {
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	for _, c := range crossCases() {
+		if c.serial != serial {
+			continue
+		}
 		t.Run(c.label, func(t *testing.T) {
 			if reason := skip(c); reason != "" {
 				t.Skip(why + reason)
@@ -204,6 +222,15 @@ func crossAll(t *testing.T, skip func(crossCase) string, why string,
 // JSON back to the same bytes, and `crit show` prints what `stasis show`
 // prints (hex addresses, flags and states by name, devices, IP addresses).
 func TestCrit42(t *testing.T) {
+	t.Parallel()
+	crit42(t, false)
+}
+
+// TestCrit42Shared: TestCrit42's cases that share something, one at a
+// time.
+func TestCrit42Shared(t *testing.T) { crit42(t, true) }
+
+func crit42(t *testing.T, serial bool) {
 	testutil.RequireRoot(t)
 	testutil.Crit42(t)
 	var (
@@ -222,6 +249,9 @@ func TestCrit42(t *testing.T) {
 		if c.toCRIU == "" && !c.critOnly {
 			continue // TestCrossStasisToCRIU checks its dump with crit 4.2
 		}
+		if c.serial != serial {
+			continue
+		}
 		t.Run(c.label, func(t *testing.T) {
 			if !c.serial {
 				t.Parallel()
@@ -235,6 +265,9 @@ func TestCrit42(t *testing.T) {
 			t.Logf("crit 4.2: %d images decoded, %d re-encoded identical", n, same)
 			count(n, same)
 		})
+	}
+	if serial {
+		return
 	}
 	t.Run("container", func(t *testing.T) {
 		t.Parallel()

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os/exec"
+	"slices"
 	"syscall"
 	"testing"
 
@@ -36,9 +37,13 @@ type tailCase struct {
 	refused string
 }
 
-// runTail runs the cases of one victim, in parallel.
+// runTail runs the cases of one victim, in parallel, and beside the
+// other parallel tests when none of its cases is serial.
 func runTail(t *testing.T, victim string, cases []tailCase) {
 	testutil.RequireRoot(t)
+	if !slices.ContainsFunc(cases, func(c tailCase) bool { return c.serial }) {
+		t.Parallel()
+	}
 	for _, c := range cases {
 		name := c.name
 		if name == "" {
