@@ -502,10 +502,22 @@ int main(int argc, char **argv)
 	static uint64_t before[MAX_THREADS];
 	for (int i = 0; i < nthreads; i++)
 		before[i] = ths[i].count;
-	sleep_ms(3 * sleep_interval_ms + 100);
+	/* Each must move on: a stuck thread never does, a running one may
+	 * wait for a core a while when the machine is loaded (40 spinning
+	 * threads of two victims on 2 cores), so the bound is generous. */
+	const long progress_ms = 5000;
+	for (long waited = 0;; waited += sleep_interval_ms) {
+		int stuck = 0;
+		for (int i = 0; i < nthreads; i++)
+			if (ths[i].kind != FUTEX && ths[i].count == before[i])
+				stuck++;
+		if (!stuck || waited >= progress_ms)
+			break;
+		sleep_ms(sleep_interval_ms);
+	}
 	for (int i = 0; i < nthreads; i++)
 		if (ths[i].kind != FUTEX && ths[i].count == before[i])
-			tfail(&ths[i], "made no progress in %ld ms (counter stuck at %llu)", 3 * sleep_interval_ms + 100,
+			tfail(&ths[i], "made no progress in %ld ms (counter stuck at %llu)", progress_ms,
 			      (unsigned long long)before[i]);
 
 	check_common(mainth, &main_mask, main_name, pattern(99999, 7), main_alt, main_rh, main_rl, main_ta, main_rseq,
