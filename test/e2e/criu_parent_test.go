@@ -47,6 +47,7 @@ const (
 // A dir without its parent link, or whose parent lacks pages, fails the
 // restore with the reason and leaves nothing.
 func TestCrossParentChain(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	criu := testutil.CRIU(t)
 	v := testutil.StartVictim(t, "dirty")

@@ -225,6 +225,7 @@ func (c *container) waitGone(t *testing.T) {
 // keys, ids, modes and attachment; semaphore values; queued messages and
 // their types) come back in new namespaces, checked from inside.
 func TestContainerPidUtsIpc(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	c := startContainer(t, "flat")
 	want := nsPids(t, c.init)
@@ -265,6 +266,7 @@ func TestContainerPidUtsIpc(t *testing.T) {
 // task and thread keeps its pid at every level (clone3 set_tid with one
 // entry per level), each nested init is pid 1 of its own.
 func TestContainerNestedPidNS(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	c := startContainer(t, "nested")
 	// 9 processes and a thread, 3 levels deep; 2 parents whose children
@@ -294,6 +296,7 @@ func TestContainerNestedPidNS(t *testing.T) {
 // needs nothing special for a pid namespace's root dumped from outside;
 // --network-lock nftables because this host has no iptables.
 func TestContainerCrossCRIU(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	t.Run("criu-to-stasis", func(t *testing.T) {
@@ -328,6 +331,7 @@ func TestContainerCrossCRIU(t *testing.T) {
 // TestContainerCriuTimes dumps and restores the same container with criu
 // 4.2 alone, for the times beside stasis'.
 func TestContainerCriuTimes(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	c := startContainer(t, "flat")
@@ -352,6 +356,7 @@ func TestContainerCriuTimes(t *testing.T) {
 // tree runs on untouched (a mount namespace's refusals are
 // TestContainerMountsRefused's).
 func TestNamespaceRefused(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	for _, tc := range []struct{ flag, ns, kind, msg string }{
 		{"--pid", "pid_for_children", "pid", "unshared a pid namespace and has not forked its init yet"},
