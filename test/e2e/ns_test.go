@@ -183,20 +183,7 @@ func checkRestoredContainer(t *testing.T, c *container, host int, want []string)
 	if err := unix.Kill(host, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var ws unix.WaitStatus
-	done := make(chan error, 1)
-	go func() { _, err := unix.Wait4(host, &ws, 0, nil); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("wait for restored init %d: %v", host, err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("restored init %d did not end after SIGTERM\n%s", host, c.logText())
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 || strings.Count(c.logText(), "PASS") != passes+1 {
-		t.Errorf("restored init ended with %#x, want exit 0 and a PASS\n%s", uint32(ws), c.logText())
-	}
+	waitInitPass(t, host, passes, c.logText)
 }
 
 // dumpContainer dumps the container with stasis (killing it) and waits
@@ -241,20 +228,7 @@ func TestContainerPidUtsIpc(t *testing.T) {
 		// A dump without its uts namespace's image (and without the
 		// manifest, as criu writes none) fails before creating a task,
 		// naming the image.
-		bad := t.TempDir()
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if n := e.Name(); !strings.HasPrefix(n, "utsns-") && n != "stasis-checksums.json" {
-				b, err := os.ReadFile(filepath.Join(dir, n))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		testutil.AssertContains(t, testutil.RestoreFail(t, bad), "utsns-")
+		testutil.AssertContains(t, testutil.RestoreFail(t, imagesWithout(t, dir, "utsns-")), "utsns-")
 	})
 	host, rtook := restoreContainer(t, dir)
 	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), rtook.Round(time.Millisecond))
@@ -377,5 +351,49 @@ func TestNamespaceRefused(t *testing.T) {
 			testutil.AssertContains(t, msg, want, tc.msg)
 			assertRunning(t, pid)
 		})
+	}
+}
+
+// imagesWithout copies the images of dir but those whose name starts
+// with prefix (and the checksums, which would name them) into a new
+// dir: a dump with one image missing.
+func imagesWithout(t *testing.T, dir, prefix string) string {
+	t.Helper()
+	bad := t.TempDir()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if n := e.Name(); !strings.HasPrefix(n, prefix) && n != "stasis-checksums.json" {
+			b, err := os.ReadFile(filepath.Join(dir, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return bad
+}
+
+// waitInitPass waits for the restored init host, sent SIGTERM, to exit 0
+// having logged one PASS more than passes (its self-check).
+func waitInitPass(t *testing.T, host, passes int, logText func() string) {
+	t.Helper()
+	var ws unix.WaitStatus
+	done := make(chan error, 1)
+	go func() { _, err := unix.Wait4(host, &ws, 0, nil); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait for restored init %d: %v", host, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("restored init %d did not end after SIGTERM\n%s", host, logText())
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 || strings.Count(logText(), "PASS") != passes+1 {
+		t.Errorf("restored init ended with %#x, want exit 0 and a PASS\n%s", uint32(ws), logText())
 	}
 }
