@@ -360,21 +360,9 @@ func TestNamespaceRefused(t *testing.T) {
 func imagesWithout(t *testing.T, dir, prefix string) string {
 	t.Helper()
 	bad := t.TempDir()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if n := e.Name(); !strings.HasPrefix(n, prefix) && n != "stasis-checksums.json" {
-			b, err := os.ReadFile(filepath.Join(dir, n))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	copyImages(t, dir, bad, func(e os.DirEntry) bool {
+		return !strings.HasPrefix(e.Name(), prefix) && e.Name() != "stasis-checksums.json"
+	})
 	return bad
 }
 
