@@ -19,6 +19,11 @@ var ErrRPCFailed = rpc.ErrFailed
 // not keep the connection): `criu swrk` then exits 255, as criu does.
 var ErrRPCBadRequest = rpc.ErrBadRequest
 
+// RPCSplitExit is ServeSwrk's error when the server split for a RESTORE
+// with rst_sibling (see SplitSibling) and the restorer ended before
+// taking it: `criu swrk` exits with that status, the restorer's.
+type RPCSplitExit = rpc.SplitExit
+
 // ServeSwrk serves criu's swrk RPC (go-criu, runc, libcriu) on conn, a
 // SOCK_SEQPACKET socket inherited from the client: one request (more
 // with keep_open on VERSION and FEATURE_CHECK), its notifications and

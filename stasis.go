@@ -382,6 +382,9 @@ func Reexec() (code int, ok bool) {
 	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
 		return puppet.RunSibling(), true
 	}
+	if len(os.Args) == 3 && os.Args[1] == puppet.WaitArg {
+		return puppet.RunWait(os.Args[2]), true
+	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])
 		if err != nil {

@@ -91,6 +91,9 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 	s := &server{ctx: ctx, c: c, b: b, service: os.Getenv(serviceConnEnv) == "1"}
 	os.Unsetenv(serviceConnEnv)
 	for {
+		if err := s.splitForSibling(); err != nil {
+			return err
+		}
 		req, err := c.recv()
 		if errors.Is(err, io.EOF) {
 			return nil
