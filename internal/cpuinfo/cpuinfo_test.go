@@ -2,8 +2,8 @@ package cpuinfo
 
 import (
 	"bufio"
-	"fmt"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
