@@ -65,6 +65,8 @@ type DumpOptions struct {
 	Notify Notify
 	// Mem: --track-mem, --prev-images-dir, --page-server (migrate.go).
 	Mem MemDumpOptions
+	// CPUCap (--cpu-cap): when given, cpuinfo.img is written (cpuinfo.go).
+	CPUCap CPUCaps
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -152,6 +154,9 @@ type RestoreOptions struct {
 	// tree runs "post-resume". An error fails the restore there, but for
 	// "post-resume", whose error is only logged.
 	Notify Notify
+	// CPUCap (--cpu-cap): when given, this CPU is checked against the
+	// images' cpuinfo.img for the capabilities it names (cpuinfo.go).
+	CPUCap CPUCaps
 }
 
 // Restored is a restored process tree, running on its own.
@@ -212,6 +217,7 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log), Mounts: dumpMounts(opts),
+		CPUCap: opts.CPUCap,
 	})
 	return priv.Explain("dump", opts.Pid, err)
 }
@@ -320,6 +326,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log), Mounts: opts.Mounts,
+		CPUCap: opts.CPUCap,
 	})
 	return r, priv.Explain("restore", 0, err)
 }

@@ -7,7 +7,6 @@ import (
 func init() {
 	for _, c := range []struct{ use, short string }{
 		{"lazy-pages", "serve pages to a lazy restore (criu 4.2 command; not implemented yet)"},
-		{"cpuinfo", "dump or check cpu information (criu 4.2 command; not implemented yet)"},
 	} {
 		c := c
 		subcommands = append(subcommands, func() *cobra.Command { return newRefusedCmd(c.use, c.short) })
@@ -22,8 +21,7 @@ func newRefusedCmd(use, short string) *cobra.Command {
 		Use:    use,
 		Short:  short,
 		Hidden: true,
-		// cpuinfo takes dump or check.
-		Args: cobra.ArbitraryArgs,
+		Args:   cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return errorf("%s is not implemented yet (criu 4.2 command)", cmd.Name())
 		},

@@ -91,6 +91,7 @@ func newDumpCmd() *cobra.Command {
 	addMountDumpFlags(f, &o.Mounts)
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
+	addCPUCapFlag(f, &o.CPUCap)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd
 }

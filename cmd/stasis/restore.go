@@ -132,6 +132,7 @@ func newRestoreCmd() *cobra.Command {
 	nf.registerRestore(f, &o.Net)
 	addMountRestoreFlags(f, &o.Mounts)
 	lf.register(f)
+	addCPUCapFlag(f, &o.CPUCap)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
@@ -56,6 +57,8 @@ type Options struct {
 	Notify func(script string, pid int) error
 	// Mem: pre-dump, --track-mem, --prev-images-dir, --page-server.
 	Mem MemOptions
+	// CPUCap: --cpu-cap given, cpuinfo.img is written (internal/cpuinfo).
+	CPUCap cpuinfo.Caps
 }
 
 // Sentinel errors of refused dumps.
