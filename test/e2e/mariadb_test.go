@@ -142,6 +142,9 @@ func TestServerMariaDB(t *testing.T) {
 		must(kept, "begin")
 		must(kept, "insert into d.t select "+strconv.Itoa(lo)+" + seq, 'kept' from d.seq_1_to_500")
 		run, _ := appRoundTrip(t, v, tool, "--tcp-established", "--file-locks")
+		if run.refused != "" {
+			t.Fatalf("%s", run)
+		}
 		runs = append(runs, run)
 		if got := keptOne("select connection_id()"); got != id {
 			t.Errorf("%s: the kept connection is connection %s, was %s", tool, got, id)
@@ -188,6 +191,7 @@ func TestServerMariaDB(t *testing.T) {
 		t.Errorf("a fresh server finds %s ticks, want %d", got, ticks)
 	}
 	checkTable("the fresh server")
+	checkImages(t, runs)
 	b, err := os.ReadFile(errLog(2))
 	if err != nil {
 		t.Fatal(err)
