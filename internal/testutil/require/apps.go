@@ -9,7 +9,7 @@ func init() {
 		{"jcmd", "default-jdk-headless"}, {"jstat", "default-jdk-headless"},
 		{"postfix", "postfix"}, {"postconf", "postfix"}, {"sendmail", "postfix"},
 		{"Xtigervnc", "tigervnc-standalone-server"}, {"xterm", "xterm"},
-		{"xclock", "x11-apps"}, {"xwd", "x11-apps"}, {"xdpyinfo", "x11-utils"},
+		{"xclock", "x11-apps"}, {"xwd", "x11-apps"}, {"xdpyinfo", "x11-utils"}, {"xwininfo", "x11-utils"},
 	} {
 		toolPackage[tp[0]] = tp[1]
 		CITools = append(CITools, tp[0])
