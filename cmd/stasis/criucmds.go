@@ -6,7 +6,6 @@ import (
 
 func init() {
 	for _, c := range []struct{ use, short string }{
-		{"lazy-pages", "serve pages to a lazy restore (criu 4.2 command; not implemented yet)"},
 		{"cpuinfo", "dump or check cpu information (criu 4.2 command; not implemented yet)"},
 	} {
 		c := c

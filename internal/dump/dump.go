@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"time"
@@ -56,6 +57,9 @@ type Options struct {
 	Notify func(script string, pid int) error
 	// Mem: pre-dump, --track-mem, --prev-images-dir, --page-server.
 	Mem MemOptions
+	// LazyPages (--lazy-pages): private anonymous pages are not saved but
+	// served on this listener once the images are complete (lazy.go).
+	LazyPages net.Listener
 }
 
 // Sentinel errors of refused dumps.
@@ -102,6 +106,7 @@ type dumper struct {
 	// preseized are the threads seized through --freeze-cgroup, not yet
 	// found in the tree.
 	preseized map[int]bool
+	lazy      *lazyTree // a lazy dump's pages to serve (lazy.go)
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -244,6 +249,9 @@ func (d *dumper) run() (err error) {
 		return err
 	}
 	if err := d.notify("post-dump"); err != nil {
+		return err
+	}
+	if err := d.serveLazy(); err != nil {
 		return err
 	}
 	// The last point of return: from here the tree is killed (or let go)
@@ -543,6 +551,9 @@ func (d *dumper) unmapScratch(p *process) error {
 
 // dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
+	if d.opts.LazyPages != nil {
+		return d.dumpLazyPages(p)
+	}
 	if d.it != nil {
 		return d.dumpIterPages(p)
 	}
