@@ -57,4 +57,3 @@ func TestContainerNestedMountNSCRIU(t *testing.T) {
 	}
 	endMntContainer(t, c, host, true)
 }
-
