@@ -65,6 +65,8 @@ type DumpOptions struct {
 	Notify Notify
 	// Mem: --track-mem, --prev-images-dir, --page-server (migrate.go).
 	Mem MemDumpOptions
+	// Seal: --compress, --encrypt --key-file (sealing.go).
+	Seal SealOptions
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -152,6 +154,8 @@ type RestoreOptions struct {
 	// tree runs "post-resume". An error fails the restore there, but for
 	// "post-resume", whose error is only logged.
 	Notify Notify
+	// KeyFile (--key-file): decrypts images sealed with --encrypt.
+	KeyFile string
 }
 
 // Restored is a restored process tree, running on its own.
@@ -213,6 +217,9 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log), Mounts: dumpMounts(opts),
 	})
+	if err == nil {
+		_, err = sealDir(opts.ImagesDir, opts.Seal, opts.Log)
+	}
 	return priv.Explain("dump", opts.Pid, err)
 }
 
@@ -315,6 +322,11 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	}
 	if err := kerndat.Require(restore.Needs...); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if opts.KeyFile != "" {
+		if err := UseKeyFile(opts.KeyFile); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,

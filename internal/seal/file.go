@@ -178,3 +178,28 @@ func decodeSpan(f, out *os.File, c *codec, s span) error {
 	}
 	return nil
 }
+
+// PlainSize is the size of the plain data of the sealed file f, from its
+// chunk headers (their contents are checked when it is opened).
+func PlainSize(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	off, plain := int64(headerSize), int64(0)
+	chb := make([]byte, chunkHeaderSize)
+	for idx := 0; ; idx++ {
+		if _, err := f.ReadAt(chb, off); err != nil {
+			return 0, fmt.Errorf("%s: truncated at offset %d (no last chunk): %w", filepath.Base(f.Name()), off, ErrCorrupt)
+		}
+		ch := parseChunkHeader(chb)
+		if ch.stored > maxStored || off+chunkHeaderSize+int64(ch.stored) > st.Size() {
+			return 0, fmt.Errorf("%s: chunk %d at offset %d: %w", filepath.Base(f.Name()), idx, off, ErrCorrupt)
+		}
+		off += chunkHeaderSize + int64(ch.stored)
+		plain += int64(ch.plain)
+		if ch.flags&chunkLast != 0 {
+			return plain, nil
+		}
+	}
+}
