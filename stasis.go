@@ -72,6 +72,8 @@ type DumpOptions struct {
 	// on Mem.Address:Mem.Port to a lazy-pages daemon, then kills the tree
 	// (lazy.go).
 	LazyPages bool
+	// Seal: --compress, --encrypt --key-file (sealing.go).
+	Seal SealOptions
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -166,6 +168,8 @@ type RestoreOptions struct {
 	// and filled by the lazy-pages daemon listening in the work dir
 	// (LazyPages) as the tasks touch it: they run before it has arrived.
 	LazyPages bool
+	// KeyFile (--key-file): decrypts images sealed with --encrypt.
+	KeyFile string
 }
 
 // Restored is a restored process tree, running on its own.
@@ -235,6 +239,9 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log), Mounts: dumpMounts(opts),
 		CPUCap: opts.CPUCap,
 	})
+	if err == nil {
+		_, err = sealDir(opts.ImagesDir, opts.Seal, opts.Log)
+	}
 	return priv.Explain("dump", opts.Pid, err)
 }
 
@@ -337,6 +344,11 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	}
 	if err := kerndat.Require(restore.Needs...); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if opts.KeyFile != "" {
+		if err := UseKeyFile(opts.KeyFile); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
 	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
