@@ -7,6 +7,8 @@ import "testing"
 func TestTaskTail(t *testing.T) {
 	runTail(t, "tasktail", []tailCase{
 		{scenario: "stopped"},
+		{scenario: "stopped-mt"},
+		{scenario: "stopped-unwaited"},
 		// criu 4.2 refuses it ("Can't make FS id").
 		{scenario: "share-fs"},
 		// criu 4.2 refuses these too ("Unseizable non-zombie", "Can't
