@@ -8,6 +8,7 @@ import "testing"
 func TestPacketTail(t *testing.T) {
 	runTail(t, "pkttail", []tailCase{
 		{scenario: "rx-v2"},
+		{scenario: "rx-fork"},
 		{scenario: "txrx-v2"},
 		{scenario: "rx-v3"},
 		{scenario: "spkt"},

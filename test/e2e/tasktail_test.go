@@ -7,11 +7,14 @@ import "testing"
 func TestTaskTail(t *testing.T) {
 	runTail(t, "tasktail", []tailCase{
 		{scenario: "stopped"},
+		{scenario: "stopped-mt"},
+		{scenario: "stopped-unwaited"},
+		// criu 4.2 refuses it ("Can't make FS id").
+		{scenario: "share-fs"},
 		// criu 4.2 refuses these too ("Unseizable non-zombie", "Can't
-		// make FS/VM/FILES id"); stasis names the tasks and the object.
+		// make VM/FILES id"); stasis names the tasks and the object.
 		{scenario: "traced", refused: "is traced by pid"},
 		{scenario: "traced-run", refused: "is traced by pid"},
-		{scenario: "share-fs", refused: "shares its fs info with pid"},
 		{scenario: "share-sighand", refused: "shares its memory with pid"},
 		{scenario: "share-files-sib", refused: "shares its fd table with pid"},
 		{scenario: "share-files-gc"},

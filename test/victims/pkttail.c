@@ -12,6 +12,10 @@
  *          address and size, the version and the ring are kept
  *          (PACKET_RX_RING again: EBUSY), and a frame sent after the
  *          restore shows in the ring, read at the old address.
+ * rx-fork  rx-v2 whose socket and ring a forked child shares: after the
+ *          restore the child finds the ring at the same address and a
+ *          frame it sends in it, then the parent does the checks of
+ *          rx-v2.
  * txrx-v2  fd 10: TPACKET_V2 with an rx and a tx ring in one mapping
  *          (rx first). After the restore a frame written into the tx
  *          ring at the old address and sent with send() comes back on
@@ -40,6 +44,7 @@
 #include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 
 #define PROTO 0x88b5
 #define FRAME_SIZE 2048
@@ -52,6 +57,7 @@ static int lo;
 static uint8_t *ring;
 static size_t ring_len;
 static uint32_t seq;
+static pid_t child;
 
 /* frame builds an ethernet frame to and from lo's (zero) address. */
 static int frame(uint8_t *b, uint32_t n)
@@ -222,11 +228,24 @@ int main(int argc, char **argv)
 	lo = if_nametoindex("lo");
 	if (!lo)
 		die("no lo: %s", strerror(errno));
-	if (!strcmp(sc, "rx-v2")) {
+	if (!strcmp(sc, "rx-v2") || !strcmp(sc, "rx-fork")) {
 		ring_socket(TPACKET_V2, 0);
 		send_raw(++seq);
 		if (find_v2(ring, seq, 1))
 			die("frame %u not in the rx ring before the dump", seq);
+		if (!strcmp(sc, "rx-fork")) {
+			child = fork();
+			if (child < 0)
+				die("fork: %s", strerror(errno));
+			if (child == 0) {
+				victim_wait();
+				check_ring(TPACKET_V2);
+				send_raw(1000);
+				if (find_v2(ring, 1000, 1))
+					fail("child: frame 1000 sent after the restore is not in the rx ring at %p", ring);
+				_exit(victim_failures ? 1 : 0);
+			}
+		}
 	} else if (!strcmp(sc, "txrx-v2")) {
 		ring_socket(TPACKET_V2, 1);
 	} else if (!strcmp(sc, "rx-v3")) {
@@ -250,7 +269,14 @@ int main(int argc, char **argv)
 	victim_ready(argv[1]);
 	victim_wait();
 
-	if (!strcmp(sc, "rx-v2")) {
+	if (child > 0) {
+		int st;
+
+		kill(child, SIGTERM);
+		if (waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st))
+			fail("the child sharing the ring failed (status %#x)", st);
+	}
+	if (!strcmp(sc, "rx-v2") || !strcmp(sc, "rx-fork")) {
 		check_ring(TPACKET_V2);
 		send_raw(++seq);
 		if (find_v2(ring, seq, 1))

@@ -7,6 +7,10 @@
  * stopped      a child stopped by SIGSTOP (group stop), its stop already
  *              reported to the parent: after the restore it is stopped
  *              still (state T); SIGCONT wakes it and it exits 0.
+ * stopped-mt   the same with a child of three threads.
+ * stopped-unwaited  a child stopped by SIGSTOP whose stop the parent has
+ *              not collected: after the restore waitpid(WUNTRACED)
+ *              reports it stopped by SIGSTOP.
  * traced       a child that asked to be traced (PTRACE_TRACEME) and
  *              stopped itself, in ptrace-stop under its parent.
  * traced-run   the same child, let run on by PTRACE_CONT: traced, running.
@@ -30,6 +34,7 @@
  */
 #include "victim.h"
 
+#include <pthread.h>
 #include <sched.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
@@ -102,6 +107,13 @@ static int fs_child(void *a)
 	if (umask(0) != 027 || !getcwd(c, sizeof(c)) || strcmp(c, "/"))
 		_exit(1);
 	_exit(0);
+}
+
+static void *spin(void *a)
+{
+	(void)a;
+	wait_go();
+	return NULL;
 }
 
 static void on_usr1(int s) { (void)s; }
@@ -186,14 +198,28 @@ int main(int argc, char **argv)
 		die("mmap: %s", strerror(errno));
 	if (!getcwd(cwd0, sizeof(cwd0)))
 		die("getcwd: %s", strerror(errno));
-	if (!strcmp(sc, "stopped")) {
+	if (!strcmp(sc, "stopped") || !strcmp(sc, "stopped-mt") || !strcmp(sc, "stopped-unwaited")) {
 		kids[nkids++] = fork();
 		if (kids[0] == 0) {
+			pthread_t th[2];
+			int n = strcmp(sc, "stopped-mt") ? 0 : 2;
+
+			for (int i = 0; i < n; i++)
+				if (pthread_create(&th[i], NULL, spin, NULL))
+					_exit(8);
+			sh->ready = 1;
 			wait_go();
+			for (int i = 0; i < n; i++)
+				pthread_join(th[i], NULL);
 			_exit(0);
 		}
+		while (!sh->ready)
+			sleep_ms(5);
 		kill(kids[0], SIGSTOP);
-		if (waitpid(kids[0], &st, WUNTRACED) != kids[0] || !WIFSTOPPED(st))
+		if (!strcmp(sc, "stopped-unwaited")) {
+			for (int i = 0; i < 500 && state_of(kids[0], NULL) != 'T'; i++)
+				sleep_ms(5);
+		} else if (waitpid(kids[0], &st, WUNTRACED) != kids[0] || !WIFSTOPPED(st))
 			die("the child did not stop: %#x", st);
 	} else if (!strcmp(sc, "traced") || !strcmp(sc, "traced-run")) {
 		kids[nkids++] = fork();
@@ -234,11 +260,14 @@ int main(int argc, char **argv)
 	victim_ready(argv[1]);
 	victim_wait();
 
-	if (!strcmp(sc, "stopped")) {
+	if (!strcmp(sc, "stopped") || !strcmp(sc, "stopped-mt") || !strcmp(sc, "stopped-unwaited")) {
 		char s = state_of(kids[0], NULL);
 
 		if (s != 'T')
 			fail("the stopped child %d is in state %c, want T", kids[0], s);
+		if (!strcmp(sc, "stopped-unwaited") &&
+		    (waitpid(kids[0], &st, WUNTRACED | WNOHANG) != kids[0] || !WIFSTOPPED(st) || WSTOPSIG(st) != SIGSTOP))
+			fail("waitpid(WUNTRACED) of the stopped child: status %#x (%s), want stopped by SIGSTOP", st, strerror(errno));
 		sh->go = 1;
 		kill(kids[0], SIGCONT);
 		child_ok(kids[0], "the stopped child");
