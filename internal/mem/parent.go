@@ -211,8 +211,8 @@ type ParentPages struct {
 
 // ResolveParents checks the entries of pagemap image name of dir (after
 // PagedAreas) for pages that are not in the images dir: those in parent
-// must be found in the chain of parent dirs, and lazy ones (no data
-// anywhere) are refused. It returns nil if every entry has its data in the
+// must be found in the chain of parent dirs; lazy ones (no data
+// anywhere, PE_LAZY) are left to CheckLazy, others without data refused. It returns nil if every entry has its data in the
 // pages image.
 func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntry) (*ParentPages, error) {
 	var p *ParentPages
@@ -222,6 +222,9 @@ func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntr
 			continue
 		}
 		n := NrPages(pe) * PageSize
+		if LazyOnly(pe) {
+			continue // with a lazy dump's page server: CheckLazy
+		}
 		if !InParent(pe) {
 			return nil, fmt.Errorf("%s entry %d: pages %#x-%#x (flags %#x): %w", name, i, pe.GetVaddr(), pe.GetVaddr()+n, pe.GetFlags(), ErrLazyPages)
 		}

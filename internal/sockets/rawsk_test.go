@@ -170,8 +170,12 @@ func TestOpenPacketBadEntries(t *testing.T) {
 		want error
 	}{
 		{"protocol", func(pe *packet_sock.PacketSockEntry) { pe.Protocol = proto.Uint32(0x10000) }, images.ErrCorrupt},
-		{"type", func(pe *packet_sock.PacketSockEntry) { pe.Type = proto.Uint32(unix.SOCK_PACKET) }, files.ErrUnsupported},
-		{"ring", func(pe *packet_sock.PacketSockEntry) { pe.RxRing = &packet_sock.PacketRing{} }, files.ErrUnsupported},
+		{"type", func(pe *packet_sock.PacketSockEntry) { pe.Type = proto.Uint32(unix.SOCK_SEQPACKET) }, files.ErrUnsupported},
+		{"ring", func(pe *packet_sock.PacketSockEntry) { pe.RxRing = &packet_sock.PacketRing{} }, images.ErrCorrupt},
+		{"spkt-ring", func(pe *packet_sock.PacketSockEntry) {
+			pe.Type = proto.Uint32(unix.SOCK_PACKET)
+			pe.TxRing = &packet_sock.PacketRing{BlockSize: proto.Uint32(4096), BlockNr: proto.Uint32(1), FrameSize: proto.Uint32(2048), FrameNr: proto.Uint32(2)}
+		}, images.ErrCorrupt},
 		{"mcaddr", func(pe *packet_sock.PacketSockEntry) {
 			pe.Mclist = []*packet_sock.PacketMclist{{Index: proto.Uint32(1), Type: proto.Uint32(0), Addr: make([]byte, 33)}}
 		}, images.ErrCorrupt},
