@@ -25,6 +25,7 @@ import (
 // beside cc1, reads as it comes.
 func TestGCC(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	gcc := testutil.RequireTool(t, "gcc")
 	src := bigCSource(1500)
 	// The reference: the same file compiled without interruption, beside
