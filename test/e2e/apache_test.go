@@ -162,7 +162,7 @@ export APACHE_RUN_DIR=%[1]s/run APACHE_LOCK_DIR=%[1]s/run APACHE_PID_FILE=%[1]s/
 	// tree left running. A second dump by stasis is of the connection the
 	// first restore repaired.
 	var runs []ckptRun
-	for i, tool := range []ckptTool{byStasis, byCRIU, byStasis} {
+	for i, tool := range ckptTools(t, true) {
 		if err := d.read(int64(4+8*i)<<20, 0); err != nil {
 			t.Fatalf("%v\n--- error.log ---\n%s", err, readTail(errorLog))
 		}
@@ -179,11 +179,7 @@ export APACHE_RUN_DIR=%[1]s/run APACHE_LOCK_DIR=%[1]s/run APACHE_PID_FILE=%[1]s/
 	if got := d.h.Sum(nil); !bytes.Equal(got, want[:]) {
 		t.Fatalf("sha256 of the download %x, want the file's %x", got, want)
 	}
-	var figures []string
-	for _, r := range runs {
-		figures = append(figures, r.String())
-	}
-	t.Logf("apache2 %s, the same run: %s; the download's longest read took %v", mpm, strings.Join(figures, "; "), d.maxGap.Round(time.Millisecond))
+	t.Logf("apache2 %s, the same run: %s; the download's longest read took %v", mpm, figures(runs), d.maxGap.Round(time.Millisecond))
 
 	get("/b.txt", page("b"))
 	n := dialServer(t, port)

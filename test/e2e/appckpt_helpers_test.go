@@ -107,3 +107,26 @@ func checkImages(t *testing.T, runs []ckptRun) {
 		}
 	}
 }
+
+// ckptTools is stasis, then CRIU 4.2 if it is there (haveCRIU), then
+// stasis again if again is set.
+func ckptTools(t *testing.T, again bool) []ckptTool {
+	t.Helper()
+	tools := []ckptTool{byStasis}
+	if haveCRIU(t) {
+		tools = append(tools, byCRIU)
+	}
+	if again {
+		tools = append(tools, byStasis)
+	}
+	return tools
+}
+
+// figures joins the figures of the runs, for the test's log.
+func figures(runs []ckptRun) string {
+	s := make([]string, len(runs))
+	for i, r := range runs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, "; ")
+}

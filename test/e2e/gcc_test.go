@@ -70,7 +70,7 @@ func TestGCC(t *testing.T) {
 			testutil.WaitFor(t, 10*time.Second, "env to exec gcc", func() bool { return testutil.Comm(v.Pid) == "gcc" })
 			v.Comm = "gcc"
 			var runs []ckptRun
-			for i, tool := range []ckptTool{byStasis, byCRIU} {
+			for i, tool := range ckptTools(t, false) {
 				// cc1 has parsed the file and written a tenth of its
 				// assembly (then two fifths): it has much left to do.
 				cc1 := waitCC1(t, v.Pid, int64(128+384*i)<<10, mode == "pipe")
@@ -102,7 +102,7 @@ func TestGCC(t *testing.T) {
 			if left, _ := os.ReadDir(tmp); len(left) != 0 {
 				t.Errorf("gcc left %d temporary file(s) in TMPDIR: %s", len(left), left[0].Name())
 			}
-			t.Logf("gcc %s: big.o (%d bytes) identical to the uninterrupted build's; %s; %s", mode, len(got), runs[0], runs[1])
+			t.Logf("gcc %s: big.o (%d bytes) identical to the uninterrupted build's; %s", mode, len(got), figures(runs))
 			checkImages(t, runs)
 		})
 	}
