@@ -95,12 +95,38 @@ func firstLine(s string) string {
 	return l
 }
 
-// checkImages decodes the images of stasis' runs with both decoders.
+// checkImages decodes the images of stasis' first run with both
+// decoders: a later run of the same tree has images of the same kinds,
+// and each costs seconds of `stasis show` and python on a loaded machine.
 func checkImages(t *testing.T, runs []ckptRun) {
 	t.Helper()
 	for _, r := range runs {
 		if r.tool == byStasis {
 			testutil.CheckImages(t, r.dir)
+			return
 		}
 	}
+}
+
+// ckptTools is stasis, then CRIU 4.2 if it is there (haveCRIU), then
+// stasis again if again is set.
+func ckptTools(t *testing.T, again bool) []ckptTool {
+	t.Helper()
+	tools := []ckptTool{byStasis}
+	if haveCRIU(t) {
+		tools = append(tools, byCRIU)
+	}
+	if again {
+		tools = append(tools, byStasis)
+	}
+	return tools
+}
+
+// figures joins the figures of the runs, for the test's log.
+func figures(runs []ckptRun) string {
+	s := make([]string, len(runs))
+	for i, r := range runs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, "; ")
 }

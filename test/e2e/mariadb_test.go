@@ -135,7 +135,7 @@ func TestServerMariaDB(t *testing.T) {
 	})
 
 	var runs []ckptRun
-	for round, tool := range []ckptTool{byStasis, byCRIU} {
+	for round, tool := range ckptTools(t, false) {
 		// The kept connection's transaction spans the checkpoint: rows
 		// inserted before it, more after it, then the commit.
 		lo := 100000 * (round + 1)
@@ -176,7 +176,7 @@ func TestServerMariaDB(t *testing.T) {
 	}
 	q.close()
 	kept.close()
-	t.Logf("mariadbd, the same run: %s; %s", runs[0], runs[1])
+	t.Logf("mariadbd, the same run: %s", figures(runs))
 
 	// A clean shutdown (SIGTERM) writes the buffer pool back.
 	v.TermAndCheck(t)
