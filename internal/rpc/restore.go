@@ -55,6 +55,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	}
 	restoreMounts(o, &r)
 	r.Files.InheritFds = inherit
+	if r.Files.OrphanPtsMaster, err = s.orphanPtsMaster(o); err != nil {
+		return fail(err)
+	}
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()
