@@ -445,8 +445,16 @@ func TestSwrkBadRequests(t *testing.T) {
 		fails(t, req, rpc.CriuReqType_DUMP, "auto_dedup", "lsm_profile", "not implemented")
 		untouched(t, dir)
 	})
-	t.Run("unsupported type", func(t *testing.T) {
-		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_DUMP.Enum()}, rpc.CriuReqType_CPUINFO_DUMP, "CPUINFO_DUMP", "not implemented")
+	t.Run("unknown type", func(t *testing.T) {
+		// criu 4.2 replies EMPTY, success false, and exits 255 ("RPC
+		// error: Invalid req"); stasis too, with cr_errmsg.
+		sw := startSwrk(t, bin)
+		_, resp := sw.call(&rpc.CriuReq{Type: rpc.CriuReqType(42).Enum()})
+		if code := sw.exit(); resp == nil || resp.GetSuccess() || resp.GetType() != rpc.CriuReqType_EMPTY || code != 255 {
+			t.Errorf("unknown request type: reply %v, exit %d; want criu's EMPTY failure and exit 255", resp, code)
+		}
+		testutil.AssertContains(t, resp.GetCrErrmsg(), "invalid request type 42")
+		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_DUMP.Enum()}, rpc.CriuReqType_CPUINFO_DUMP, "CPUINFO_DUMP without options")
 		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_PAGE_SERVER_CHLD.Enum()}, rpc.CriuReqType_PAGE_SERVER, "without options")
 		untouched(t, "")
 	})
