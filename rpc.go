@@ -36,12 +36,15 @@ type ServiceOptions struct {
 	// e.g. [/usr/bin/stasis, swrk, 3].
 	Swrk  []string
 	Ready func(address string) // called once the socket listens
+	// PidFile (--pidfile), if set, gets the pid of the process that
+	// serves (the daemon's with Daemon) once the socket listens.
+	PidFile string
 }
 
 // Service serves criu's RPC on a unix socket, each connection in a swrk
 // process of its own, until ctx is done.
 func Service(ctx context.Context, o ServiceOptions) error {
-	return rpc.Service(ctx, rpc.ServiceOptions{Address: o.Address, Daemon: o.Daemon, Swrk: o.Swrk, Ready: o.Ready})
+	return rpc.Service(ctx, rpc.ServiceOptions{Address: o.Address, Daemon: o.Daemon, Swrk: o.Swrk, Ready: o.Ready, PidFile: o.PidFile})
 }
 
 var backend = rpc.Backend{

@@ -63,5 +63,6 @@ func newServiceCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.Address, "address", "", "unix socket to listen on (default ./criu_service.socket)")
 	f.BoolVarP(&o.Daemon, "daemon", "d", false, "detach once the socket listens")
+	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the serving process (the daemon's with --daemon) into FILE")
 	return cmd
 }

@@ -365,9 +365,20 @@ func TestSwrkService(t *testing.T) {
 	v.TermAndCheck(t)
 
 	dsock := filepath.Join(t.TempDir(), "daemon.socket")
-	r := testutil.Run(t, 10*time.Second, "service", "--daemon", "--address", dsock)
-	if r.Code != 0 {
-		t.Fatalf("service --daemon: %s", r)
+	pidfile := dsock + ".pid"
+	// criu's socket is 0666 whatever the umask; --pidfile names the
+	// daemon once `service --daemon` has returned.
+	out, err := exec.Command("sh", "-c", `umask 077; exec "$0" service --daemon --address "$1" --pidfile "$2"`, bin, dsock, pidfile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("service --daemon: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(dsock); err != nil || st.Mode().Perm() != 0o666 {
+		t.Errorf("daemon socket under umask 077: %v %v, want criu's 0666", st.Mode(), err)
+	}
+	if b, err := os.ReadFile(pidfile); err != nil {
+		t.Errorf("--pidfile: %v", err)
+	} else if pid, _ := strconv.Atoi(string(b)); pid <= 0 || !strings.Contains(readCmdline(pid), dsock) {
+		t.Errorf("--pidfile names %q, not the daemon", b)
 	}
 	cl = connectService(t, dsock)
 	seen, resp = cl.call(&rpc.CriuReq{Type: rpc.CriuReqType_VERSION.Enum()})
@@ -626,4 +637,9 @@ func TestSwrkContainerNotify(t *testing.T) {
 			t.Errorf("%s: stasis sent %v, criu 4.2 %v", what, ours, theirs)
 		}
 	}
+}
+
+func readCmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(b)
 }
