@@ -35,7 +35,6 @@ var notInStasis = map[string]string{
 	"compat_cr":         "stasis does not dump 32-bit (compat) tasks",
 	"nsid":              "stasis does not dump network namespace ids yet",
 	"link_nsid":         "stasis does not dump links into other network namespaces yet",
-	"newifindex":        "stasis does not restore network devices yet",
 	"has_ipt_legacy":    "stasis locks the network with nftables only (--network-lock iptables is not implemented)",
 	"ns_pid":            "stasis does not read nested pid namespaces through NS_GET_PID yet",
 	"apparmor_stacking": "stasis does not restore LSM profiles yet (--lsm-profile)",

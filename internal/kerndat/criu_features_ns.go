@@ -20,6 +20,9 @@ var nsProbes = map[string]func() (bool, string){
 	// criu gates its MOVE_MOUNT_SET_GROUP restore (and scripts their
 	// --mntns-compat-mode) on this name: the kernel's answer.
 	"move_mount_set_group": since("MOVE_MOUNT_SET_GROUP", 5, 15),
+	// Network devices are made again with their index (internal/netns),
+	// which criu does with IFLA_NEW_IFINDEX: the kernel's answer.
+	"newifindex": since("IFLA_NEW_IFINDEX", 4, 15),
 }
 
 func init() {
