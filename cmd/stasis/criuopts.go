@@ -263,19 +263,12 @@ func addCRIUOptions(cmd *cobra.Command) {
 // stasis does not implement.
 func refuseCRIUOptions(cmd *cobra.Command) error {
 	var set []string
-	rpcOnly := false
 	cmd.Flags().Visit(func(fl *pflag.Flag) {
 		switch {
-		case fl.Name == "orphan-pts-master":
-			rpcOnly = true
 		case fl.Usage == refusedUsage:
 			set = append(set, "--"+fl.Name)
 		}
 	})
-	if rpcOnly {
-		// criu's command line has no such option either.
-		return fmt.Errorf("%s: --orphan-pts-master is an RPC option (orphan_pts_master): the new pty master goes to the RPC client in a notification, which the command line has not", cmd.Name())
-	}
 	switch len(set) {
 	case 0:
 		return nil
