@@ -533,6 +533,29 @@ func TestSwrkBadRequests(t *testing.T) {
 		testutil.AssertContains(t, resp.GetCrErrmsg(), "post-dump", "script error", "resumed")
 		untouched(t, dir)
 	})
+	t.Run("client gone at post-dump", func(t *testing.T) {
+		// The images are complete when post-dump is sent: a client that
+		// leaves then still gets the tree resumed and the images removed.
+		dir := t.TempDir()
+		sw := startSwrk(t, bin)
+		b, _ := dumpReq(t, v.Pid, dir, false).MarshalVT()
+		sw.sendRaw(b)
+		ack, _ := (&rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(true)}).MarshalVT()
+		for {
+			r := sw.recv()
+			if r == nil || r.GetType() != rpc.CriuReqType_NOTIFY {
+				t.Fatalf("no post-dump notification: %v", r)
+			}
+			if r.GetNotify().GetScript() == "post-dump" {
+				break
+			}
+			sw.sendRaw(ack)
+		}
+		if code := sw.exit(); code != 1 {
+			t.Errorf("swrk whose client left at post-dump exited %d, want 1", code)
+		}
+		untouched(t, dir)
+	})
 	t.Run("client gone", func(t *testing.T) {
 		dir := t.TempDir()
 		sw := startSwrk(t, bin)
