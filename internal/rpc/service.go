@@ -43,6 +43,8 @@ type ServiceOptions struct {
 	// daemon's with Daemon, written before Service returns), as criu's
 	// --pidfile.
 	PidFile string
+	// DaemonArgs are added to the daemon's command line (its log).
+	DaemonArgs []string
 }
 
 // Service listens on a SOCK_SEQPACKET unix socket and serves each
@@ -63,7 +65,7 @@ func Service(ctx context.Context, o ServiceOptions) error {
 		return err
 	}
 	if o.Daemon && !inherited {
-		return daemonize(lfd, o.Address, o.PidFile)
+		return daemonize(lfd, o.Address, o.PidFile, o.DaemonArgs)
 	}
 	defer unix.Close(lfd)
 	if o.PidFile != "" && !inherited {
@@ -142,7 +144,7 @@ func listener(address string) (fd int, inherited bool, err error) {
 
 // daemonize starts the service again in a new session with the bound
 // socket and returns: the caller exits, the daemon serves.
-func daemonize(lfd int, address, pidFile string) error {
+func daemonize(lfd int, address, pidFile string, args []string) error {
 	defer unix.Close(lfd)
 	self, err := os.Executable()
 	if err != nil {
@@ -157,7 +159,7 @@ func daemonize(lfd int, address, pidFile string) error {
 		return fmt.Errorf("rpc service --daemon: %w", err)
 	}
 	defer null.Close()
-	cmd := exec.Command(self, "service", "--address", abs)
+	cmd := exec.Command(self, append([]string{"service", "--address", abs}, args...)...)
 	cmd.Env = append(os.Environ(), listenFdEnv+"=3")
 	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(lfd), "service-listener")}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
