@@ -32,7 +32,9 @@ func TestCPUInfoCross(t *testing.T) {
 	a, _ := os.ReadFile(filepath.Join(ours, "cpuinfo.img"))
 	b, _ := os.ReadFile(filepath.Join(theirs, "cpuinfo.img"))
 	if !bytes.Equal(a, b) {
-		t.Errorf("stasis' cpuinfo.img (%d bytes) differs from criu 4.2's (%d bytes)", len(a), len(b))
+		mine, err1 := cpuinfo.Read(&images.Dir{Path: ours})
+		ref, err2 := cpuinfo.Read(&images.Dir{Path: theirs})
+		t.Errorf("stasis' cpuinfo.img (%d bytes) differs from criu 4.2's (%d bytes):\nstasis %+v %v\ncriu   %+v %v", len(a), len(b), mine, err1, ref, err2)
 	}
 	for _, caps := range [][]string{nil, {"--cpu-cap=all"}, {"--cpu-cap=cpu"}} {
 		if r := testutil.RunCRIU(t, 20*time.Second, ours, append([]string{"cpuinfo", "check", "-D", ours}, caps...)...); r.Code != 0 {
