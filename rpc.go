@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/stasis-cr/stasis/internal/kerndat"
@@ -41,12 +42,19 @@ type ServiceOptions struct {
 	// e.g. [/usr/bin/stasis, swrk, 3].
 	Swrk  []string
 	Ready func(address string) // called once the socket listens
+	// PidFile (--pidfile), if set, gets the pid of the process that
+	// serves (the daemon's with Daemon) once the socket listens.
+	PidFile string
+	// Log takes the service's messages; DaemonArgs are options the
+	// daemon is started with again (its log: -o ABS -vN).
+	Log        *slog.Logger
+	DaemonArgs []string
 }
 
 // Service serves criu's RPC on a unix socket, each connection in a swrk
 // process of its own, until ctx is done.
 func Service(ctx context.Context, o ServiceOptions) error {
-	return rpc.Service(ctx, rpc.ServiceOptions{Address: o.Address, Daemon: o.Daemon, Swrk: o.Swrk, Ready: o.Ready})
+	return rpc.Service(ctx, rpc.ServiceOptions{Address: o.Address, Daemon: o.Daemon, Swrk: o.Swrk, Ready: o.Ready, PidFile: o.PidFile, Log: o.Log, DaemonArgs: o.DaemonArgs})
 }
 
 var backend = rpc.Backend{

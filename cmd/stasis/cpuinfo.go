@@ -82,7 +82,9 @@ func newCPUInfoCmd() *cobra.Command {
 				err = stasis.CPUInfoCheck(dir, caps)
 			}
 			if err != nil {
-				log.Error("cpuinfo "+args[0], "err", err)
+				if lf.file != "" {
+					log.Error("cpuinfo "+args[0], "err", err)
+				}
 				return err
 			}
 			log.Info("cpuinfo "+args[0]+" done", "dir", dir)

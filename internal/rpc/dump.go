@@ -49,6 +49,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.LinkRemap = o.GetLinkRemap()
 	r.Files.EvasiveDevices = o.GetEvasiveDevices()
 	r.Files.External = o.GetExternal()
+	r.Files.OrphanPtsMaster = o.GetOrphanPtsMaster()
 	r.Net = netDumpOptions(o)
 	stdio, err := stdioExternal(r.Pid)
 	if err != nil {

@@ -21,6 +21,14 @@ import (
 // the client's nearest child subreaper or init. The service refuses it,
 // as criu does: the client is not the parent of the process serving it.
 func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
+	resp := s.doRestore(o)
+	if !resp.GetSuccess() {
+		return restoreFailed(resp)
+	}
+	return resp
+}
+
+func (s *server) doRestore(o *rpc.CriuOpts) *rpc.CriuResp {
 	fail := func(err error) *rpc.CriuResp { return failure(rpc.CriuReqType_RESTORE, err) }
 	if o == nil {
 		return fail(fmt.Errorf("rpc: RESTORE without options: %w", ErrBadRequest))
@@ -55,6 +63,9 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	}
 	restoreMounts(o, &r)
 	r.Files.InheritFds = inherit
+	if r.Files.OrphanPtsMaster, err = s.orphanPtsMaster(o); err != nil {
+		return fail(err)
+	}
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()

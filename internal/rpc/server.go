@@ -7,14 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"syscall"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/cpuinfo"
-	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netns"
@@ -210,15 +208,4 @@ func failure(t rpc.CriuReqType, err error) *rpc.CriuResp {
 		resp.CrErrno = proto.Int32(int32(n))
 	}
 	return resp
-}
-
-func errnoOf(err error) syscall.Errno {
-	var n syscall.Errno
-	switch {
-	case errors.Is(err, dump.ErrNoProcess):
-		return syscall.ESRCH
-	case errors.As(err, &n):
-		return n
-	}
-	return 0
 }

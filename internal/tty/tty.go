@@ -298,7 +298,7 @@ func termiosOnto(fd int, e *tty.TermiosEntry) (*unix.Termios, error) {
 // checkTtys refuses a pty slave whose master is outside the tree, but
 // with -j.
 func checkTtys(t *files.Table) error {
-	if t.Opts.ShellJob {
+	if t.Opts.ShellJob || t.Opts.OrphanPtsMaster {
 		return nil
 	}
 	d := dumpState(t)
@@ -535,6 +535,8 @@ type ptyPair struct {
 	index     int
 	master    *os.File
 	handedOut bool // master is the file of its entry
+	// orphanSent: master went to the caller (orphan.go).
+	orphanSent bool
 }
 
 func restoreState(r *files.Restorer) (*ttyRestore, error) {
@@ -614,6 +616,9 @@ func openTtyInfo(r *files.Restorer, s *ttyRestore, info *tty.TtyInfoEntry, flags
 			return openHungUp(index, flags)
 		}
 		if s.infos[uint32(index)<<1|1] == nil {
+			if r.Opts.OrphanPtsMaster != nil {
+				return orphanSlave(r, s, info, flags)
+			}
 			return ownTerminal(r, s, info, flags)
 		}
 		p, err := pairOf(r, s, index)
@@ -694,40 +699,20 @@ func pairOf(r *files.Restorer, s *ttyRestore, index int) (*ptyPair, error) {
 	if p := s.pairs[index]; p != nil {
 		return p, nil
 	}
-	var extra []int
-	defer func() {
-		for _, fd := range extra {
-			unix.Close(fd)
-		}
-	}()
 	ptmx := "/dev/ptmx"
 	if r.Root != "" {
 		// A container's ptys are of its own devpts instance.
 		ptmx = r.Root + "/dev/pts/ptmx"
 	}
-	master := -1
-	for master < 0 {
-		fd, err := unix.Open(ptmx, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	mf := takePrepared(ptmx, index) // made with the mounts (devpts.go)
+	if mf == nil {
+		master, err := openPtmxIndex(ptmx, index)
 		if err != nil {
-			return nil, fmt.Errorf("make pty %d: %w", index, os.NewSyscallError("open /dev/ptmx", err))
+			return nil, err
 		}
-		n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-		if err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("make pty %d: %w", index, os.NewSyscallError("ioctl TIOCGPTN", err))
-		}
-		switch {
-		case n == index:
-			master = fd
-		case n > index:
-			unix.Close(fd)
-			return nil, fmt.Errorf("make pty %d: /dev/pts/%d is in use on this host (%s): the index a pty had cannot be taken from its holder",
-				index, index, ptsHolder(index))
-		default:
-			extra = append(extra, fd)
-		}
+		mf = files.NewAnonFile(master, "/dev/ptmx")
 	}
-	p := &ptyPair{index: index, master: files.NewAnonFile(master, "/dev/ptmx")}
+	p := &ptyPair{index: index, master: mf}
 	r.OnDone(func() error {
 		if p.handedOut {
 			return nil
@@ -904,7 +889,15 @@ func cttysOf(r *files.Restorer) ([]sessionTty, error) {
 			continue
 		}
 		c := sessionTty{Sid: int(info.GetSid()), Pgrp: int(info.GetPgrp()), Name: ttyName(info)}
-		if ext || s.infos[id|1] == nil {
+		if !ext && s.infos[id|1] == nil && r.Opts.OrphanPtsMaster != nil {
+			// A pty whose master is the RPC client's (runc's
+			// console socket): a new pair, its master sent there.
+			p, err := orphanPair(r, s, int(info.GetPty().GetIndex()))
+			if err != nil {
+				return nil, err
+			}
+			c.File = p.master
+		} else if ext || s.infos[id|1] == nil {
 			// A terminal outside the tree (a console, a pty whose
 			// master the caller holds): the one --inherit-fd gives,
 			// which the session's leader takes again, or with -j

@@ -80,7 +80,7 @@ func TestCheckFeatureLikeCRIU(t *testing.T) {
 		}
 	}
 	// criu says yes where the kernel can; stasis cannot use it yet.
-	for _, name := range []string{"uffd", "userns"} {
+	for _, name := range []string{"uffd", "tun"} {
 		r := testutil.Run(t, 20*time.Second, "check", "--feature", name)
 		if r.Code != 1 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, name+" is not supported: stasis ") {
 			t.Errorf("--feature %s:\n%s", name, r)
