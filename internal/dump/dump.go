@@ -99,6 +99,8 @@ type dumper struct {
 	report    Report     // what a preflight found
 
 	cg *cgroup.Dumper // the tasks' cgroups (cgroup.img)
+	// freezer is --freeze-cgroup's, once frozen.
+	freezer *cgroup.Freezer
 	// preseized are the threads seized through --freeze-cgroup, not yet
 	// found in the tree.
 	preseized map[int]bool
@@ -169,6 +171,7 @@ func (d *dumper) run() (err error) {
 			d.log.Warn("network unlock", "err", lerr)
 		}
 	}()
+	defer d.restoreFreezer()
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}
