@@ -80,6 +80,7 @@ var toolPackage = map[string]string{
 	"sleep": "coreutils", "sh": "dash", "protoc": "protobuf-compiler",
 	"lxc-create": "lxc", "lxc-start": "lxc", "lxc-checkpoint": "lxc", "lxc-stop": "lxc", "lxc-destroy": "lxc", "lxc-info": "lxc",
 	"busybox": "busybox-static",
+	"podman":  "podman", "ctr": "containerd", "containerd": "containerd",
 }
 
 // CITools are the programs the tests run, all of which CI must have.
