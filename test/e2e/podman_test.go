@@ -17,8 +17,9 @@ import (
 // drives stasis installed as `criu` on $PATH, unchanged: a busybox
 // container from `podman import`, `container checkpoint` and `restore`
 // (--leave-running, --print-stats), `--export` and `restore --import
-// --name`; then checkpointctl reads the export. The same with CRIU 4.2
-// in the same run. Runs alone (no t.Parallel), as TestRunc: runc takes
+// --name`, that export restored by CRIU 4.2 too; then checkpointctl
+// reads the export. The same with CRIU 4.2 in the same run, its export
+// restored by stasis. Runs alone (no t.Parallel), as TestRunc: runc takes
 // every cgroup v1 hierarchy mounted when it starts.
 
 // podmanEnv is one podman of the test's own: storage, state, runc's
@@ -58,8 +59,8 @@ tmp_dir = %q
 network_config_dir = %q
 `, filepath.Join(dir, "events.log"), tmp, net)), 0o644)
 	e.global = []string{"--root", root, "--runroot", run, "--runtime-flag", "root=" + runc}
-	e.env = append(os.Environ(), "PATH="+criuDir(t, criu)+":"+os.Getenv("PATH"),
-		"CONTAINERS_CONF="+conf, "CONTAINERS_STORAGE_CONF="+storage, "CRIU_CONFIG_FILE="+criuConf(t))
+	e.env = append(os.Environ(), "", "CONTAINERS_CONF="+conf, "CONTAINERS_STORAGE_CONF="+storage, "CRIU_CONFIG_FILE="+criuConf(t))
+	e.useCriu(criu)
 	e.cg = fmt.Sprintf("/stasis-podman-%d", os.Getpid())
 	// Podman 4.3 keeps its lock in /dev/shm whatever its config says,
 	// and `import` its blob cache in /var/lib/containers.
@@ -80,6 +81,11 @@ network_config_dir = %q
 }
 
 const podmanImage = "localhost/stasis-busybox:latest"
+
+// useCriu makes podman's runc find criu ("": stasis) first on $PATH.
+func (e *podmanEnv) useCriu(criu string) {
+	e.env[len(os.Environ())] = "PATH=" + criuDir(e.t, criu) + ":" + os.Getenv("PATH")
+}
 
 func (e *podmanEnv) run(args ...string) (string, error) {
 	cmd := exec.Command(e.podman, append(append([]string{}, e.global...), args...)...)
@@ -172,8 +178,9 @@ func (e *podmanEnv) printedStats(out string, want ...string) {
 }
 
 // podmanCycle runs the flow and returns the path of the export, made in
-// dir.
-func podmanCycle(t *testing.T, criu, dir string, times runtimeTimes) string {
+// dir; then restores the export once more with other (stasis for "")
+// as criu: what one made, the other restores.
+func podmanCycle(t *testing.T, criu, other, dir string, times runtimeTimes) string {
 	e := newPodmanEnv(t, criu, times)
 	name := fmt.Sprintf("stasis-podman-%d", os.Getpid())
 	// No CAP_SYS_RESOURCE here: podman's default rlimits would need it.
@@ -209,6 +216,11 @@ func podmanCycle(t *testing.T, criu, dir string, times runtimeTimes) string {
 	if st := e.state(name); st == "running" {
 		t.Errorf("the exported container is %q, the copy runs beside it", st)
 	}
+	e.useCriu(other)
+	e.times = runtimeTimes{} // the figures are the criu's own flow's
+	e.run("stop", "--time", "0", copyName)
+	e.must("container", "restore", "--import", export, "--name", name+"-cross")
+	e.goesOn(name+"-cross", "in the container restored from the export by the other criu", n)
 	return export
 }
 
@@ -219,10 +231,10 @@ func TestPodman(t *testing.T) {
 	ref := testutil.CRIU(t)
 	exports := map[string]string{}
 	var times []string
-	for _, c := range []struct{ name, criu string }{{"stasis", ""}, {"criu", ref}} {
+	for _, c := range []struct{ name, criu, other string }{{"stasis", "", ref}, {"criu", ref, ""}} {
 		dir := filepath.Join(t.TempDir())
 		tm := runtimeTimes{}
-		t.Run(c.name, func(t *testing.T) { exports[c.name] = podmanCycle(t, c.criu, dir, tm) })
+		t.Run(c.name, func(t *testing.T) { exports[c.name] = podmanCycle(t, c.criu, c.other, dir, tm) })
 		times = append(times, c.name+": "+tm.String())
 	}
 	t.Logf("wall times: %s", strings.Join(times, " | "))
