@@ -39,7 +39,7 @@ func newCtrEnv(t *testing.T, criu string, times runtimeTimes) *ctrEnv {
 	testutil.RequireTool(t, "runc")
 	dir := t.TempDir()
 	e.sock = filepath.Join(dir, "containerd.sock")
-	e.ns = fmt.Sprintf("stasis-e2e-%d", os.Getpid())
+	e.ns = fmt.Sprintf("stasis-e2e-%d-%s", os.Getpid(), filepath.Base(t.Name()))
 	// Only what a container needs: no CRI (it wants CNI), no tracing,
 	// no snapshotter this machine lacks.
 	conf := filepath.Join(dir, "config.toml")
@@ -52,9 +52,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
 [ttrpc]
   address = %q
 `, filepath.Join(dir, "root"), filepath.Join(dir, "state"), e.sock, e.sock+".ttrpc")), 0o644)
-	// The shims' sockets go to /run/containerd/s whatever the config
-	// says; containerd puts the tasks in cgroup /NAMESPACE/ID.
-	hostLeftovers(t, "/"+e.ns, "/run/containerd")
+	// containerd puts the tasks in cgroup /NAMESPACE/ID.
+	hostLeftovers(t, "/"+e.ns)
 	log, err := os.Create(filepath.Join(dir, "containerd.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -210,11 +209,18 @@ func (e *ctrEnv) goesOnFrom(what string, low uint64) {
 func TestContainerd(t *testing.T) {
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
-	var times []string
-	for _, c := range []struct{ name, criu string }{{"stasis", ""}, {"criu", ref}} {
-		tm := runtimeTimes{}
-		t.Run(c.name, func(t *testing.T) { ctrCycle(t, c.criu, tm) })
-		times = append(times, c.name+": "+tm.String())
-	}
-	t.Logf("wall times: %s", strings.Join(times, " | "))
+	// The shims' sockets go to /run/containerd/s whatever the config
+	// says: removed once both containerds are done, if they made it.
+	hostLeftovers(t, "", "/run/containerd")
+	vs := []*runtimeVariant{{name: "stasis", times: runtimeTimes{}}, {name: "criu", criu: ref, times: runtimeTimes{}}}
+	// Two containerds of their own, sharing nothing: side by side.
+	t.Run("flows", func(t *testing.T) {
+		for _, v := range vs {
+			t.Run(v.name, func(t *testing.T) {
+				t.Parallel()
+				ctrCycle(t, v.criu, v.times)
+			})
+		}
+	})
+	t.Logf("wall times: %s | %s", vs[0], vs[1])
 }

@@ -230,6 +230,16 @@ func parseCount(s string) (uint64, error) {
 	return n, nil
 }
 
+// runtimeVariant is one run of a runtime's flow: with stasis as criu
+// (criu "") or criu 4.2, other the one that restores its export.
+type runtimeVariant struct {
+	name, criu, other string
+	times             runtimeTimes
+	export            string
+}
+
+func (v *runtimeVariant) String() string { return v.name + ": " + v.times.String() }
+
 // runtimeTimes collects the wall times of the runtimes' checkpoints and
 // restores for the test's closing log (the figures docs/runtimes.md
 // gives).
