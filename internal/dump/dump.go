@@ -151,6 +151,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
 	d.ns.MountOpts = opts.Mounts
 	d.ns.Net, d.ns.Log = opts.Net, opts.Log
+	d.ns.MemOnly = opts.Mem.PreDump
 	d.ns.Net.External = append(d.ns.Net.External, opts.Files.External...)
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
