@@ -20,6 +20,9 @@ type Freezer struct {
 	v2     bool
 	was    string // freezer.state before the freeze (v1)
 	frozen bool
+	// already: the cgroup was frozen before the dump (containerd pauses
+	// a task before it checkpoints it); Restore freezes it again.
+	already bool
 }
 
 // freezeTimeout bounds the wait for a cgroup to report frozen.
@@ -28,7 +31,10 @@ const freezeTimeout = 10 * time.Second
 // Freeze freezes the cgroup at dir (a path in a mounted hierarchy: a v1
 // freezer's directory, with freezer.state, or a v2 one, with
 // cgroup.freeze) and waits until every task in it is frozen. A cgroup
-// frozen already is refused: its tasks could not be seized.
+// frozen already is taken as it is, as criu does: its tasks are seized
+// while frozen, Thaw lets them into their ptrace stops, and Restore
+// freezes the cgroup again once the dump has let them go. One still
+// FREEZING is refused.
 func Freeze(dir string) (*Freezer, error) {
 	f := &Freezer{dir: dir}
 	st, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
@@ -47,6 +53,10 @@ func Freeze(dir string) (*Freezer, error) {
 		}
 	default:
 		return nil, fmt.Errorf("--freeze-cgroup %s: %w", dir, err)
+	}
+	if f.was == "FROZEN" {
+		f.frozen, f.already = true, true
+		return f, nil
 	}
 	if f.was != "THAWED" {
 		return nil, fmt.Errorf("--freeze-cgroup %s: the cgroup is %s already: thaw it, the dump freezes it itself: %w", dir, f.was, ErrNotSupported)
@@ -118,6 +128,17 @@ func (f *Freezer) Thaw() error {
 	}
 	f.frozen = false
 	return f.set(false)
+}
+
+// Restore puts back the state the cgroup had before Freeze: frozen again
+// if it was frozen then (the tasks the dump let go, or none if it killed
+// them), nothing to do otherwise.
+func (f *Freezer) Restore() error {
+	if f == nil || !f.already {
+		return nil
+	}
+	f.already = false
+	return f.set(true)
 }
 
 // Tasks lists every thread in the cgroup's tree: tid -> its process.

@@ -44,6 +44,7 @@ func (d *dumper) freezeCgroup() error {
 			d.log.Error("thaw the frozen cgroup", "cgroup", path, "err", terr)
 		}
 	}()
+	d.freezer = f
 	if f.V1() {
 		d.cg.SetFreezerState(f.State())
 	}
@@ -64,6 +65,15 @@ func (d *dumper) freezeCgroup() error {
 	}
 	d.log.Info("cgroup frozen and seized", "cgroup", path, "threads", len(d.preseized))
 	return f.Thaw()
+}
+
+// restoreFreezer freezes --freeze-cgroup's cgroup again if it was frozen
+// before the dump, once the tree is resumed or killed (criu does the
+// same: containerd pauses a task, checkpoints it, then resumes it).
+func (d *dumper) restoreFreezer() {
+	if err := d.freezer.Restore(); err != nil {
+		d.log.Error("freeze the cgroup again", "cgroup", d.opts.Cgroups.FreezeCgroup, "err", err)
+	}
 }
 
 // seizeTid seizes thread tid and waits for its stop; one seized through

@@ -106,6 +106,8 @@ type dumper struct {
 	report    Report     // what a preflight found
 
 	cg *cgroup.Dumper // the tasks' cgroups (cgroup.img)
+	// freezer is --freeze-cgroup's, once frozen.
+	freezer *cgroup.Freezer
 	// preseized are the threads seized through --freeze-cgroup, not yet
 	// found in the tree.
 	preseized map[int]bool
@@ -157,6 +159,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 		ids: idAlloc{"vm": rootObjID, "files": rootObjID, "fs": rootObjID, "sighand": rootObjID}, ns: ns.NewDumper()}
 	d.ns.MountOpts = opts.Mounts
 	d.ns.Net, d.ns.Log = opts.Net, opts.Log
+	d.ns.MemOnly = opts.Mem.PreDump
 	d.ns.Net.External = append(d.ns.Net.External, opts.Files.External...)
 	d.runID = netlock.RunID(opts.Pid)
 	if d.lock = netlock.New(opts.NetworkLock, opts.Pid, opts.Log); d.lock != nil {
@@ -177,6 +180,7 @@ func (d *dumper) run() (err error) {
 			d.log.Warn("network unlock", "err", lerr)
 		}
 	}()
+	defer d.restoreFreezer()
 	if err := d.opts.Files.Check(); err != nil {
 		return err
 	}

@@ -86,9 +86,11 @@ func Open(path string) (*Dir, error) {
 	return &Dir{Path: path}, nil
 }
 
-// Create makes (MkdirAll) an image directory for a new dump. It fails with
-// ErrDumpExists if the directory already holds inventory.img, and with
-// ErrNotWritable if it cannot be created or a file cannot be created in it.
+// Create makes (MkdirAll) an image directory for a new dump, and fails
+// with ErrNotWritable if it cannot be created or a file cannot be created
+// in it. A previous dump there is replaced, as criu overwrites it (podman
+// checkpoints into the same directory after --leave-running): its images
+// are removed first, so that none of them is taken for the new dump's.
 // Foreign files (runc's descriptors.json, logs) are left alone.
 func Create(path string) (*Dir, error) {
 	_, serr := os.Lstat(path)
@@ -96,7 +98,9 @@ func Create(path string) (*Dir, error) {
 		return nil, fmt.Errorf("create image dir %s: %w: %w", path, ErrNotWritable, err)
 	}
 	if _, err := os.Lstat(filepath.Join(path, "inventory.img")); err == nil {
-		return nil, fmt.Errorf("create image dir %s: %w (inventory.img is there)", path, ErrDumpExists)
+		if err := removeDump(path); err != nil {
+			return nil, err
+		}
 	}
 	// Permission bits say nothing for root (read-only mounts, /proc do):
 	// the only reliable test is to create a file.
@@ -110,6 +114,24 @@ func Create(path string) (*Dir, error) {
 		return nil, fmt.Errorf("create image dir %s: %w: %w", path, ErrNotWritable, err)
 	}
 	return &Dir{Path: path, Created: errors.Is(serr, os.ErrNotExist)}, nil
+}
+
+// removeDump removes the images of the dump in path (the names criu
+// gives its images), leaving every other file.
+func removeDump(path string) error {
+	ents, err := os.ReadDir(path)
+	if err != nil {
+		return fmt.Errorf("replace dump in %s: %w", path, err)
+	}
+	for _, e := range ents {
+		if e.IsDir() || lookup(e.Name()) == nil {
+			continue
+		}
+		if err := os.Remove(filepath.Join(path, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("replace dump in %s: %w: %w", path, ErrNotWritable, err)
+		}
+	}
+	return nil
 }
 
 // path joins name to the directory; names are single path elements.

@@ -18,8 +18,6 @@ var (
 	ErrBadMagic = errors.New("bad magic")
 	// ErrNotWritable: Create could not create a file in the directory.
 	ErrNotWritable = errors.New("not writable")
-	// ErrDumpExists: Create found inventory.img already in the directory.
-	ErrDumpExists = errors.New("dump already exists")
 	// ErrInconsistent: images that each decode but contradict each other
 	// (a VMA naming a file id files.img lacks, pages outside every VMA).
 	ErrInconsistent = errors.New("inconsistent image")

@@ -57,17 +57,26 @@ type Run struct {
 // in bounded chunks: a reservation of terabytes (mariadbd's 8 TiB
 // PROT_NONE buffer pool) has a page map of gigabytes, nearly all empty.
 func PageRuns(pagemapFile *os.File, a *Area) ([]Run, error) {
+	runs, _, err := scanPages(pagemapFile, a)
+	return runs, err
+}
+
+// scanPages is PageRuns, also counting the pages it looked at, as criu
+// 4.2 counts pages_scanned: present or swapped, not a private file
+// mapping's page still the file's own (zero pages counted, not saved).
+func scanPages(pagemapFile *os.File, a *Area) ([]Run, uint64, error) {
 	if !a.Dumpable() {
-		return nil, nil
+		return nil, 0, nil
 	}
 	var runs []Run
+	var scanned uint64
 	err := populated(pagemapFile, a.Start(), a.End(), func(lo, hi uint64) error {
-		return pageRunsIn(pagemapFile, a, lo, hi, &runs)
+		return pageRunsIn(pagemapFile, a, lo, hi, &runs, &scanned)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("read pagemap for %#x-%#x: %w", a.Start(), a.End(), err)
+		return nil, 0, fmt.Errorf("read pagemap for %#x-%#x: %w", a.Start(), a.End(), err)
 	}
-	return runs, nil
+	return runs, scanned, nil
 }
 
 // pagemapChunk bounds the page map entries read at once (512 KiB).
@@ -100,8 +109,8 @@ func populated(f *os.File, start, end uint64, fn func(lo, hi uint64) error) erro
 }
 
 // pageRunsIn appends to runs the pages of [lo, hi), a part of a, that
-// must be saved.
-func pageRunsIn(f *os.File, a *Area, lo, hi uint64, runs *[]Run) error {
+// must be saved, and adds to scanned those it considered.
+func pageRunsIn(f *os.File, a *Area, lo, hi uint64, runs *[]Run, scanned *uint64) error {
 	filePrivate := a.Has(FilePrivate)
 	zero := zeroPFN()
 	buf := make([]byte, min((hi-lo)/PageSize, pagemapChunk)*8)
@@ -117,6 +126,9 @@ func pageRunsIn(f *os.File, a *Area, lo, hi uint64, runs *[]Run) error {
 			keep := pme&(linux.PmPresent|linux.PmSwap) != 0 && pme&linux.PmGuardRegion == 0 && !uffdMarker(pme)
 			if keep && filePrivate && pme&linux.PmFile != 0 {
 				keep = false // still the file's own page
+			}
+			if keep {
+				*scanned++
 			}
 			if keep && zero != 0 && pme&linux.PmPresent != 0 && pme&linux.PmPFNMask == zero {
 				keep = false
@@ -196,13 +208,11 @@ func pageList(pid int, areas []*Area, lazy *[]Run) ([]Run, []*pagemap.PagemapEnt
 	var runs []Run
 	var entries []*pagemap.PagemapEntry
 	for _, a := range areas {
-		if a.Dumpable() {
-			st.PagesScanned += (a.End() - a.Start()) / PageSize
-		}
-		r, err := PageRuns(pm, a)
+		r, scanned, err := scanPages(pm, a)
 		if err != nil {
 			return nil, nil, st, fmt.Errorf("pid %d: %w", pid, err)
 		}
+		st.PagesScanned += scanned
 		flags := lazyFlags(a, lazy != nil)
 		if flags&PEPresent != 0 {
 			runs = append(runs, r...)

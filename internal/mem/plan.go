@@ -111,11 +111,11 @@ func Plan(pid int, areas []*Area, smaps []proc.VMA, tr *Tracker, parent *Parent)
 		if !a.Dumpable() {
 			continue
 		}
-		st.Scanned += (a.End() - a.Start()) / PageSize
-		runs, err := PageRuns(pm, a)
+		runs, scanned, err := scanPages(pm, a)
 		if err != nil {
 			return nil, st, fmt.Errorf("pid %d: %w", pid, err)
 		}
+		st.Scanned += scanned
 		// Scanned even without a parent: the scan is what protects the
 		// pages again for the next iteration.
 		var dirty [][2]uint64

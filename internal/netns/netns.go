@@ -1,7 +1,9 @@
 package netns
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 
@@ -151,7 +153,12 @@ func Load(dir *images.Dir, id uint32, opts Options, log *slog.Logger) (*Restorer
 	if id != 0 {
 		r.ns = &netdev.NetnsEntry{}
 		if err := dir.ReadOne(netnsName(id), r.ns); err != nil {
-			return nil, err
+			// criu writes no image of a namespace --empty-ns net leaves
+			// to the runtime (a podman container's): nothing to fill.
+			if !opts.Empty || !errors.Is(err, fs.ErrNotExist) {
+				return nil, err
+			}
+			r.ns = nil
 		}
 	}
 	if key := r.ns.GetExtKey(); key != "" && jp == "" {

@@ -40,6 +40,10 @@ type Dumper struct {
 	// Net are the options of the network namespace's dump (net.go).
 	Net netns.Options
 	Log *slog.Logger
+	// MemOnly: a pre-dump, which saves pages only: the mount tree and the
+	// network namespace are neither read nor checked (as in criu; runc
+	// sends no ext_mnt with a PRE_DUMP).
+	MemOnly bool
 }
 
 // NewDumper starts the bookkeeping with stasis' own namespaces, which
@@ -69,7 +73,7 @@ func (d *Dumper) Check(pid int, root bool) error {
 		if err := d.pids.setRoot(pid, in[kPid] != d.self[kPid]); err != nil {
 			return err
 		}
-		if in[kMnt] != d.self[kMnt] {
+		if in[kMnt] != d.self[kMnt] && !d.MemOnly {
 			if d.mounts, err = mount.Read(pid, d.MountOpts); err != nil {
 				return err
 			}
@@ -95,7 +99,7 @@ func (d *Dumper) Check(pid int, root bool) error {
 			return err
 		}
 	}
-	if root {
+	if root && !d.MemOnly {
 		// After the clocks: the time the check takes is no jump.
 		if err := d.checkNet(); err != nil {
 			return err

@@ -104,6 +104,7 @@ func (s *server) preDump(o *rpc.CriuOpts, t rpc.CriuReqType) *rpc.CriuResp {
 		return fail(err)
 	}
 	defer d.close()
+	logRequest(d.log, t.String(), o)
 	r := DumpRequest{Pid: int(o.GetPid()), ImagesDir: d.images, WorkDir: d.work, Log: d.log, Mem: mem, Unprivileged: o.GetUnprivileged()}
 	d.log.Info("rpc pre-dump", "client", s.c.peer, "pid", r.Pid, "images", r.ImagesDir, "parent", mem.PrevImagesDir)
 	if err := s.b.PreDump(s.ctx, r); err != nil {

@@ -43,6 +43,16 @@ func WriteDump(dir *images.Dir, work string, s Dump) (*images.Dir, error) {
 		PagesSkippedParent: proto.Uint64(s.PagesSkippedParent),
 		PagesWritten:       proto.Uint64(s.PagesWritten),
 		PagesLazy:          proto.Uint64(s.PagesLazy),
+		// As criu 4.2 writes them. stasis resolves no inotify path by
+		// scanning the filesystem (irmap), copies pages without page
+		// pipes (process_vm_readv into the image) and counts shared
+		// memory's pages among the others: 0, as criu's are then.
+		IrmapResolve:         proto.Uint32(0),
+		PagePipes:            proto.Uint64(0),
+		PagePipeBufs:         proto.Uint64(0),
+		ShpagesScanned:       proto.Uint64(0),
+		ShpagesSkippedParent: proto.Uint64(0),
+		ShpagesWritten:       proto.Uint64(0),
 	}}
 	if dir != nil && filepath.Clean(work) == filepath.Clean(dir.Path) {
 		return nil, dir.Write("stats-dump", e)

@@ -36,4 +36,13 @@ func TestWriteStats(t *testing.T) {
 		e.GetPagesScanned() != 100 || e.GetPagesWritten() != 42 {
 		t.Errorf("stats-dump %v", e)
 	}
+	// criu 4.2 writes every field of the entry; podman and checkpointctl
+	// read it.
+	m := e.ProtoReflect()
+	fields := m.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		if !m.Has(fields.Get(i)) {
+			t.Errorf("stats-dump lacks %s, which criu 4.2 writes", fields.Get(i).Name())
+		}
+	}
 }
