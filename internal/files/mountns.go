@@ -66,6 +66,15 @@ var procRoot = regexp.MustCompile(`^/proc/[0-9]+/root(/|$)`)
 // InRoot is where stasis reaches name, a path of the restored tree.
 func (r *Restorer) InRoot(name string) string { return r.inRoot(name) }
 
+// inRootOf is inRoot for a file on mount mntID, which may be in a mount
+// namespace nested in the tree's (RootOf).
+func (r *Restorer) inRootOf(name string, mntID int32) string {
+	if r.RootOf == nil || r.Root == "" || !strings.HasPrefix(name, "/") {
+		return r.inRoot(name)
+	}
+	return r.RootOf(mntID, r.Root) + name
+}
+
 func (r *Restorer) inRoot(name string) string {
 	if r.Root == "" || !strings.HasPrefix(name, "/") {
 		return name

@@ -172,9 +172,9 @@ func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	}
 	var f *os.File
 	if remapped {
-		f, err = openAs(path, r.inRoot(name), open)
+		f, err = openAs(path, r.inRootOf(name, rf.GetMntId()), open)
 	} else {
-		f, err = open(r.inRoot(name))
+		f, err = open(r.inRootOf(name, rf.GetMntId()))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reopen file id %d: %w", fe.GetId(), err)

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -58,3 +59,43 @@ func TestContainerNestedMountNSCRIU(t *testing.T) {
 	endMntContainer(t, c, host, true)
 }
 
+// TestContainerNestedMountNS: the same container with stasis: the nested
+// namespace's tree (a private tmpfs with a file open and the cwd, a mount
+// of the container's unmounted) comes back, in a namespace of its own,
+// and the container's is unchanged; both processes check themselves.
+func TestContainerNestedMountNS(t *testing.T) {
+	t.Parallel()
+	c := startMntContainer(t, "nestmnt", false)
+	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+	wantNested := mountinfo(t, nestedPid(t, c))
+	dir := t.TempDir()
+	took := testutil.Dump(t, c.init, dir, mntDumpFlags...).Took
+	c.waitGone(t)
+	// Two mount images, the container's and the nested namespace's,
+	// each decoded by crit (only these: crit takes a second an image).
+	ms, _ := filepath.Glob(filepath.Join(dir, "mountpoints-*.img"))
+	if len(ms) != 2 {
+		t.Fatalf("mount images %v, want the container's and the nested namespace's", ms)
+	}
+	critDecode(t, ms...)
+	host, rtook := restoreMntContainer(t, c, dir)
+	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), rtook.Round(time.Millisecond))
+	c.init = host
+	checkMountsBack(t, host, wantMounts, wantPids)
+	if got := mountinfo(t, nestedPid(t, c)); !slices.Equal(got, wantNested) {
+		t.Errorf("restored nested mountinfo:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantNested, "\n"))
+	}
+	endMntContainer(t, c, host, true)
+}
+
+// critDecode decodes images with crit (Debian's criu), which must
+// accept them.
+func critDecode(t *testing.T, files ...string) {
+	t.Helper()
+	crit := testutil.RequireTool(t, "crit")
+	for _, f := range files {
+		if out, err := exec.Command(crit, "decode", "-i", f).CombinedOutput(); err != nil {
+			t.Errorf("crit decode -i %s: %v\n%s", filepath.Base(f), err, out)
+		}
+	}
+}
