@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
 
@@ -46,10 +47,18 @@ func (t *Tree) Nest(n *Tree) error {
 		if m.tar && tarred[m.e.GetRootDev()] {
 			m.tar = false
 		}
+		// criu's format: the copy of an external mount is a bind of
+		// the container's, which alone holds the key (criu restores a
+		// nested mount with a key as external, the copy of the tree
+		// lost).
+		m.e.ExtKey = nil
 	}
 	t.nested = append(t.nested, n)
 	return nil
 }
+
+// Nested tells whether mount namespaces are nested in t's.
+func (t *Tree) Nested() bool { return len(t.nested) > 0 }
 
 // BuildNested makes the tree of im, a mount namespace nested in the
 // container's, in task t: cloned with CLONE_NEWNS from a task of the
@@ -88,6 +97,29 @@ func (im *Image) BuildNested(t remote.Task, parent *Image) error {
 			return nil
 		}
 	}
+}
+
+// PrepareNested is Prepare for a nested namespace's image: its mounts
+// are mostly copies of the container's, made by the clone, so no source
+// is needed but for an external key (criu's images have none there); a
+// mount the restore must make without a source fails then, named.
+func (im *Image) PrepareNested(opts RestoreOptions) error {
+	im.opts = opts
+	var err error
+	if im.keys, err = opts.restoreKeys(); err != nil {
+		return err
+	}
+	if im.host, err = proc.ReadMountinfo(os.Getpid()); err != nil {
+		return fmt.Errorf("stasis' own mounts: %w", err)
+	}
+	for _, m := range im.mounts {
+		if m.e.GetExtKey() != "" {
+			if m.source, err = im.external(m); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // match pairs the mounts of im with those of parent (see BuildNested).

@@ -100,7 +100,7 @@ func (r *Restorer) loadNestedMnt(t *rtask, id, parent uint32) error {
 // prepareNestedMnt resolves the mount options for each nested namespace.
 func (r *Restorer) prepareNestedMnt(opts mount.RestoreOptions) error {
 	for _, n := range r.nestedMnt {
-		if err := n.im.Prepare(opts); err != nil {
+		if err := n.im.PrepareNested(opts); err != nil {
 			return err
 		}
 	}

@@ -99,3 +99,52 @@ func critDecode(t *testing.T, files ...string) {
 		}
 	}
 }
+
+// TestContainerNestedMountNSCross: the container with a nested mount
+// namespace dumped by CRIU 4.2 and restored by stasis, and the other way
+// round: the images of both are the same format.
+func TestContainerNestedMountNSCross(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.CRIU(t)
+	t.Parallel()
+	t.Run("criu-to-stasis", func(t *testing.T) {
+		c := startMntContainer(t, "nestmnt", false)
+		wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+		wantNested := mountinfo(t, nestedPid(t, c))
+		dir := t.TempDir()
+		r := testutil.RunCRIU(t, 30*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(c.init), "-D", dir, "--network-lock", "nftables"}, mntDumpFlags...)...)
+		if r.Code != 0 {
+			t.Fatalf("criu dump failed: %s\n%s", testutil.CriuErrors(nsLogText(r.Log)), r)
+		}
+		c.waitGone(t)
+		host, rtook := restoreMntContainer(t, c, dir)
+		t.Logf("criu 4.2 dump %v, stasis restore %v", r.Took.Round(time.Millisecond), rtook.Round(time.Millisecond))
+		c.init = host
+		checkMountsBack(t, host, wantMounts, wantPids)
+		if got := mountinfo(t, nestedPid(t, c)); !slices.Equal(got, wantNested) {
+			t.Errorf("restored nested mountinfo:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantNested, "\n"))
+		}
+		endMntContainer(t, c, host, true)
+	})
+	t.Run("stasis-to-criu", func(t *testing.T) {
+		c := startMntContainer(t, "nestmnt", false)
+		wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
+		wantNested := mountinfo(t, nestedPid(t, c))
+		dir := t.TempDir()
+		took := testutil.Dump(t, c.init, dir, mntDumpFlags...).Took
+		c.waitGone(t)
+		pidfile := filepath.Join(t.TempDir(), "pid")
+		r := testutil.RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables"}, c.restoreFlags()...)...)
+		if r.Code != 0 {
+			t.Fatalf("criu restore failed: %s\n%s", testutil.CriuErrors(nsLogText(r.Log)), r)
+		}
+		t.Logf("stasis dump %v, criu 4.2 restore %v", took.Round(time.Millisecond), r.Took.Round(time.Millisecond))
+		host := readPidfile(t, pidfile)
+		c.init = host
+		checkMountsBack(t, host, wantMounts, wantPids)
+		if got := mountinfo(t, nestedPid(t, c)); !slices.Equal(got, wantNested) {
+			t.Errorf("restored nested mountinfo:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(wantNested, "\n"))
+		}
+		endMntContainer(t, c, host, true)
+	})
+}

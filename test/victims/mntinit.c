@@ -131,7 +131,7 @@ static int mountline(const char *mp, char *opts, size_t n);
  * with a file open as fd 12 and cwd, and /rob is unmounted. On SIGTERM
  * it checks them and exits 0 if all is well.
  */
-static __attribute__((noreturn)) void nest(void)
+static __attribute__((noreturn)) void nest(int ready)
 {
 	char opts[512], cwd[256];
 	struct stat st;
@@ -148,6 +148,10 @@ static __attribute__((noreturn)) void nest(void)
 	lseek(12, 3, SEEK_SET);
 	if (chdir("/tmp/nest/dir"))
 		die("chdir /tmp/nest/dir: %s", strerror(errno));
+	/* Set up: the init may say it is ready. */
+	if (write(ready, "n", 1) != 1)
+		die("tell the init: %s", strerror(errno));
+	close(ready);
 	victim_wait();
 	check_fd(12, 3, "nested\n");
 	check_file("/tmp/nest/n", "nested\n");
@@ -277,12 +281,23 @@ static void stage2(const char *mode)
 	if (child != 2)
 		die("child is pid %d, want 2", child);
 	if (!strcmp(mode, "nestmnt")) {
+		int p[2];
+		char c;
+
 		xmkdir("/tmp/nest");
+		if (pipe2(p, O_CLOEXEC))
+			die("pipe: %s", strerror(errno));
 		nested = fork();
 		if (nested < 0)
 			die("fork: %s", strerror(errno));
-		if (nested == 0)
-			nest();
+		if (nested == 0) {
+			close(p[0]);
+			nest(p[1]);
+		}
+		close(p[1]);
+		if (read(p[0], &c, 1) != 1)
+			die("nested %d did not set up its namespace", nested);
+		close(p[0]);
 		if (nested != 3)
 			die("nested is pid %d, want 3", nested);
 	}
