@@ -148,3 +148,16 @@ func TestContainerNestedMountNSCross(t *testing.T) {
 		endMntContainer(t, c, host, true)
 	})
 }
+
+// TestContainerNestedMountNSPivotRefused: a nested mount namespace that
+// pivot_root'ed elsewhere than the container's root is refused at dump,
+// naming it, and the container runs on.
+func TestContainerNestedMountNSPivotRefused(t *testing.T) {
+	t.Parallel()
+	c := startMntContainer(t, "nestpivot", false)
+	nested := nestedPid(t, c)
+	msg := testutil.DumpFail(t, c.init, t.TempDir(), mntDumpFlags...)
+	testutil.AssertContains(t, msg, "mount namespace of pid "+strconv.Itoa(nested), "pivot_root", "the tree was resumed")
+	testutil.AssertRunning(t, c.init)
+	testutil.AssertRunning(t, nested)
+}
