@@ -56,7 +56,7 @@ var backend = rpc.Backend{
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: memFromRPC(r.Mem),
-			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts,
+			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts, CPUCap: r.CPUCap,
 		})
 	},
 	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
@@ -71,7 +71,7 @@ var backend = rpc.Backend{
 			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups, Net: r.Net,
-			Mounts: r.Mounts,
+			Mounts: r.Mounts, CPUCap: r.CPUCap,
 		})
 		if err != nil {
 			return 0, err
