@@ -36,16 +36,10 @@ func (t *Table) setMount(fe *fdinfo.FileEntry, src string, mntID int) error {
 		return nil
 	}
 	if mntID < 0 {
-		fd, err := unix.Open(src, unix.O_PATH|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("mount of %s: %w", src, os.NewSyscallError("open", err))
+		var err error
+		if mntID, err = mountOf(src); err != nil {
+			return err
 		}
-		fi, err := proc.ReadFdinfo(os.Getpid(), fd)
-		unix.Close(fd)
-		if err != nil {
-			return fmt.Errorf("mount of %s: %w", src, err)
-		}
-		mntID = fi.MntID
 	}
 	if !t.Mounts.Has(mntID) {
 		// Opened before the namespace was made (stdio left by unshare):
@@ -59,12 +53,43 @@ func (t *Table) setMount(fe *fdinfo.FileEntry, src string, mntID int) error {
 	return nil
 }
 
+// mountOf returns the id of the mount the file src opens is on.
+func mountOf(src string) (int, error) {
+	fd, err := unix.Open(src, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("mount of %s: %w", src, os.NewSyscallError("open", err))
+	}
+	fi, err := proc.ReadFdinfo(os.Getpid(), fd)
+	unix.Close(fd)
+	if err != nil {
+		return -1, fmt.Errorf("mount of %s: %w", src, err)
+	}
+	return fi.MntID, nil
+}
+
+// nestedMounts tells whether the tree has mount namespaces nested in its
+// own: one name may then be two files, or one directory on two mounts
+// (a task's root), and the mount tells them apart.
+func (t *Table) nestedMounts() bool {
+	n, ok := t.Mounts.(interface{ Nested() bool })
+	return ok && n.Nested()
+}
+
 // procRoot matches a path into a restored mount namespace: below a
 // task's root, through /proc (Restorer.Root).
 var procRoot = regexp.MustCompile(`^/proc/[0-9]+/root(/|$)`)
 
 // InRoot is where stasis reaches name, a path of the restored tree.
 func (r *Restorer) InRoot(name string) string { return r.inRoot(name) }
+
+// inRootOf is inRoot for a file on mount mntID, which may be in a mount
+// namespace nested in the tree's (RootOf).
+func (r *Restorer) inRootOf(name string, mntID int32) string {
+	if r.RootOf == nil || r.Root == "" || !strings.HasPrefix(name, "/") {
+		return r.inRoot(name)
+	}
+	return r.RootOf(mntID, r.Root) + name
+}
 
 func (r *Restorer) inRoot(name string) string {
 	if r.Root == "" || !strings.HasPrefix(name, "/") {

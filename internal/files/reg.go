@@ -94,11 +94,18 @@ func (t *Table) AddLink(src string, flags uint32) (uint32, error) {
 	if gone {
 		key = fmt.Sprintf("%o:unlinked %d:%d", flags, st.Dev, st.Ino)
 	}
+	mnt := -1
+	if t.nestedMounts() {
+		if mnt, err = mountOf(src); err != nil {
+			return 0, err
+		}
+		key += ":mnt " + strconv.Itoa(mnt)
+	}
 	if id, ok := t.paths[key]; ok {
 		return id, nil
 	}
 	fe := regEntry(name, flags, 0, &st)
-	if err := t.setMount(fe, src, -1); err != nil {
+	if err := t.setMount(fe, src, mnt); err != nil {
 		return 0, err
 	}
 	if gone {
@@ -172,9 +179,9 @@ func openReg(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	}
 	var f *os.File
 	if remapped {
-		f, err = openAs(path, r.inRoot(name), open)
+		f, err = openAs(path, r.inRootOf(name, rf.GetMntId()), open)
 	} else {
-		f, err = open(r.inRoot(name))
+		f, err = open(r.inRootOf(name, rf.GetMntId()))
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reopen file id %d: %w", fe.GetId(), err)

@@ -53,6 +53,10 @@ type Restorer struct {
 	// namespace once it is restored ("/proc/PID/root"), "" when the tree
 	// has none: the paths of its files are resolved there (mountns.go).
 	Root string
+	// RootOf is where stasis reaches the root of the mount namespace
+	// that mount mntID is in, root for the tree's own (a namespace
+	// nested in it has its own root: mountns.go).
+	RootOf func(mntID int32, root string) string
 	// NetNS runs fn in the network namespace the tree's sockets belong
 	// to, set by the restore once the tree's root made or joined one;
 	// nil is stasis' own. Sockets are created through InNetNS.

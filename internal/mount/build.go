@@ -284,6 +284,9 @@ func (b *builder) fresh(m *rmount) error {
 	}
 	target := m.target
 	if e.GetRoot() != "/" {
+		if b.stage == "" {
+			return fmt.Errorf("%s mounted from its directory %s in a nested mount namespace: %w", fs, e.GetRoot(), ErrNotSupported)
+		}
 		target = b.stage
 	}
 	sbf := e.GetSbFlags() &^ unix.MS_RDONLY
@@ -413,8 +416,11 @@ func (b *builder) propagation(m *rmount, what string) error {
 // flags sets m's read-only and other flags, once everything below it is
 // mounted: the super block's, then the mount's.
 func (b *builder) flags(m *rmount) error {
+	return b.atFd(m, func(p string) error { return b.flagsAt(m, p) })
+}
+
+func (b *builder) flagsAt(m *rmount, p string) error {
 	e := m.e
-	p := fmt.Sprintf("/proc/self/fd/%d", m.fd.Fd())
 	if e.GetSbFlags()&unix.MS_RDONLY != 0 && fsName(e) != "" && m.source == "" {
 		if err := unix.Mount("", p, "", uintptr(unix.MS_REMOUNT|e.GetSbFlags()), e.GetOptions()); err != nil {
 			return fmt.Errorf("mount %d at %s: %w", e.GetMntId(), e.GetMountpoint(), os.NewSyscallError("remount read-only", err))
@@ -430,7 +436,7 @@ func (b *builder) flags(m *rmount) error {
 // current returns m's peer group and master now (0: none), from its
 // line in the namespace's mountinfo.
 func (b *builder) current(m *rmount) (group, master int) {
-	f, err := os.Open("/proc/thread-self/mountinfo")
+	f, err := b.mountinfo()
 	if err != nil {
 		return 0, 0
 	}

@@ -24,6 +24,9 @@ type Tree struct {
 	mounts []*mount // mountinfo order: parents before children
 	byID   map[int]*mount
 	root   *mount
+	// nested are the trees of mount namespaces nested in this one
+	// (nested.go).
+	nested []*Tree
 }
 
 type mount struct {
@@ -206,7 +209,17 @@ func under(p, dir string) bool {
 }
 
 // Has tells whether mount id is one of the namespace's (fdinfo mnt_id).
-func (t *Tree) Has(id int) bool { return t.byID[id] != nil }
+func (t *Tree) Has(id int) bool {
+	if t.byID[id] != nil {
+		return true
+	}
+	for _, n := range t.nested {
+		if n.Has(id) {
+			return true
+		}
+	}
+	return false
+}
 
 // Root is where stasis reaches the namespace's root: the dumped root
 // task's root directory, through /proc.

@@ -9,6 +9,8 @@ import (
 
 	mntimg "github.com/checkpoint-restore/go-criu/v8/crit/images/mnt"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/remote"
@@ -240,4 +242,33 @@ type builder struct {
 	yard, stage string
 	task        remote.Task
 	calls       chan func()
+	// proc is stasis' own /proc, for a thread whose /proc is the
+	// container's (nested.go); nil: /proc is stasis'.
+	proc *os.File
+}
+
+// mountinfo opens the mountinfo of the builder's thread.
+func (b *builder) mountinfo() (*os.File, error) {
+	if b.proc == nil {
+		return os.Open("/proc/thread-self/mountinfo")
+	}
+	fd, err := unix.Openat(int(b.proc.Fd()), "thread-self/mountinfo", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, os.NewSyscallError("open mountinfo", err)
+	}
+	return os.NewFile(uintptr(fd), "mountinfo"), nil
+}
+
+// atFd runs fn with a path that names m's mount for mount(2): through
+// /proc/self/fd, or with no /proc of stasis' (nested.go), "." once the
+// thread's cwd is m's root.
+func (b *builder) atFd(m *rmount, fn func(path string) error) error {
+	if b.proc == nil {
+		return fn(fmt.Sprintf("/proc/self/fd/%d", m.fd.Fd()))
+	}
+	if err := unix.Fchdir(int(m.fd.Fd())); err != nil {
+		return fmt.Errorf("mount %d at %s: %w", m.e.GetMntId(), m.e.GetMountpoint(), os.NewSyscallError("fchdir", err))
+	}
+	defer unix.Chdir("/")
+	return fn(".")
 }

@@ -36,6 +36,7 @@ type Dumper struct {
 	// mounts is the root's mount namespace when it has its own.
 	MountOpts mount.DumpOptions
 	mounts    *mount.Tree
+	nestedMnt map[uint64]*nestedMnt // mntnest.go
 	dir       *images.Dir
 	// Net are the options of the network namespace's dump (net.go).
 	Net netns.Options
@@ -85,6 +86,12 @@ func (d *Dumper) Check(pid int, root bool) error {
 		}
 		if !k.supported {
 			return fmt.Errorf("pid %d is in another %s namespace than stasis: %s namespaces are %w yet", pid, k.title, k.title, ErrNotSupported)
+		}
+		if i == kMnt && in[i] != d.rootIn[i] {
+			if err := d.checkNestedMnt(pid, in[i]); err != nil {
+				return err
+			}
+			continue
 		}
 		if i != kPid && in[i] != d.rootIn[i] {
 			return fmt.Errorf("pid %d is in another %s namespace than the dumped root (pid %d): %s namespaces nested inside the tree are %w yet",
@@ -221,6 +228,9 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 		if err := d.mounts.Write(dir, d.ids.id(kMnt, d.rootIn[kMnt])); err != nil {
 			return err
 		}
+		if err := d.writeNestedMnt(dir); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -248,6 +258,11 @@ type Restorer struct {
 	// internal/cgroup makes (NewCgroupNS).
 	cgroupNS bool
 	mnt      *mount.Image
+	// nestedMnt are the mount namespaces nested in the root's, by id,
+	// mntOf the one each task that makes one makes (mntnest.go).
+	nestedMnt map[uint32]*rnestedMnt
+	mntOf     map[int]uint32
+	rootMntID uint32
 	// netID is the id of the root's own network namespace, net its
 	// restore (net.go); rootHost the root's host pid once cloned.
 	netID    uint32
@@ -298,6 +313,16 @@ func Load(dir *images.Dir, rootIDs *criucore.TaskKobjIdsEntry, tasks []Task) (*R
 			if k == kPid {
 				continue
 			}
+			if k == kMnt {
+				pids := r.taskIDs[tk.Parent]
+				if pids == nil {
+					pids = rootTaskIDs // a helper's or zombie's: none of their own
+				}
+				if err := r.loadNestedMnt(t, nsID(tk.IDs, k), nsID(pids, k)); err != nil {
+					return nil, err
+				}
+				continue
+			}
 			if id := nsID(tk.IDs, k); id != 0 && id != nsID(rootTaskIDs, k) {
 				return nil, fmt.Errorf("image ids-%d.img: pid %d is in another %s namespace than the root: %s namespaces nested inside the tree are %w yet",
 					t.pid, t.pid, kd.title, kd.title, ErrNotSupported)
@@ -346,6 +371,7 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 		case kNet:
 			r.netID = id
 		case kMnt:
+			r.rootMntID = id
 			r.mnt, err = mount.Load(r.dir, id)
 		}
 		if err != nil {
@@ -479,15 +505,21 @@ func (r *Restorer) PrepareMounts(opts mount.RestoreOptions) error {
 		}
 		return nil
 	}
-	return r.mnt.Prepare(opts)
+	if err := r.mnt.Prepare(opts); err != nil {
+		return err
+	}
+	return r.prepareNestedMnt(opts)
 }
 
 // Mount builds the mount tree in the new mount namespace of the root
 // task t (cloned, not run yet) and makes it its root. Nothing to do when
 // the images have no mount namespace of their own.
 func (r *Restorer) Mount(t remote.Task) error {
-	if r.mnt == nil || t.Pid() != r.root.pid {
+	if r.mnt == nil {
 		return nil
+	}
+	if t.Pid() != r.root.pid {
+		return r.mountNested(t)
 	}
 	return r.mnt.Build(t)
 }

@@ -52,7 +52,11 @@ func (tr *taskRestorer) create() error {
 			}
 			return err
 		}
-		if err := tr.r.newTaskRestorer(t, c).create(); err != nil {
+		ctr := tr.r.newTaskRestorer(t, c)
+		if err := tr.r.ns.Mount(ctr); err != nil {
+			return err
+		}
+		if err := ctr.create(); err != nil {
 			return err
 		}
 	}

@@ -457,6 +457,7 @@ func (r *restorer) createTree() error {
 		return err
 	}
 	r.files.Root = r.ns.MountRoot(t.Tid)
+	r.files.RootOf = r.ns.MountRootOf
 	return tr.create()
 }
 

@@ -33,7 +33,8 @@
  * /tmp/cg2; "net" a TCP echo server (pid 3) on port 7000 of its network
  * namespace (the test makes the container with --net); "nestmnt" a
  * process (pid 3) in a mount namespace of its own, nested in the
- * container's (see nest()). READY is
+ * container's (see nest()), "nestpivot" the same process pivot_root'ed
+ * into its tmpfs. READY is
  * /ext/ready.
  *
  * On SIGTERM it checks all of it from inside: its pid and session, cwd,
@@ -131,7 +132,7 @@ static int mountline(const char *mp, char *opts, size_t n);
  * with a file open as fd 12 and cwd, and /rob is unmounted. On SIGTERM
  * it checks them and exits 0 if all is well.
  */
-static __attribute__((noreturn)) void nest(void)
+static __attribute__((noreturn)) void nest(int ready, int pivot)
 {
 	char opts[512], cwd[256];
 	struct stat st;
@@ -144,10 +145,25 @@ static __attribute__((noreturn)) void nest(void)
 	xmkdir("/tmp/nest/dir");
 	if (umount2("/rob", 0))
 		die("umount /rob: %s", strerror(errno));
+	if (pivot) {
+		/* A namespace of its own root: the tmpfs, with nothing in it. */
+		xmount("/tmp/nest", "/tmp/nest", NULL, MS_BIND, NULL);
+		if (chdir("/tmp/nest") || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
+			die("pivot_root into /tmp/nest: %s", strerror(errno));
+		if (write(ready, "n", 1) != 1)
+			die("tell the init: %s", strerror(errno));
+		close(ready);
+		victim_wait();
+		_exit(0);
+	}
 	move_to(open("/tmp/nest/n", O_RDONLY), 12);
 	lseek(12, 3, SEEK_SET);
 	if (chdir("/tmp/nest/dir"))
 		die("chdir /tmp/nest/dir: %s", strerror(errno));
+	/* Set up: the init may say it is ready. */
+	if (write(ready, "n", 1) != 1)
+		die("tell the init: %s", strerror(errno));
+	close(ready);
 	victim_wait();
 	check_fd(12, 3, "nested\n");
 	check_file("/tmp/nest/n", "nested\n");
@@ -276,13 +292,24 @@ static void stage2(const char *mode)
 	}
 	if (child != 2)
 		die("child is pid %d, want 2", child);
-	if (!strcmp(mode, "nestmnt")) {
+	if (!strcmp(mode, "nestmnt") || !strcmp(mode, "nestpivot")) {
+		int p[2];
+		char c;
+
 		xmkdir("/tmp/nest");
+		if (pipe2(p, O_CLOEXEC))
+			die("pipe: %s", strerror(errno));
 		nested = fork();
 		if (nested < 0)
 			die("fork: %s", strerror(errno));
-		if (nested == 0)
-			nest();
+		if (nested == 0) {
+			close(p[0]);
+			nest(p[1], !strcmp(mode, "nestpivot"));
+		}
+		close(p[1]);
+		if (read(p[0], &c, 1) != 1)
+			die("nested %d did not set up its namespace", nested);
+		close(p[0]);
 		if (nested != 3)
 			die("nested is pid %d, want 3", nested);
 	}
