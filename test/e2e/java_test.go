@@ -30,10 +30,12 @@ import (
 // "perfdata": the JVM keeps its counters in a shared file mapping,
 // /tmp/hsperfdata_root/PID; jstat reads that file from outside, and sees
 // the restored JVM's GC counts move on. "noperfdata": -XX:-UsePerfData,
-// no such mapping. The cases run one after the other: a JVM starting
-// while another's is dumped and gone deletes the stale hsperfdata file of
-// the dumped one (HotSpot's cleanup of dead pids' files; /tmp is fixed in
-// HotSpot on Linux, java.io.tmpdir does not move it).
+// no such mapping. A JVM that starts with perf data on deletes the
+// hsperfdata files of dead pids (/tmp is fixed in HotSpot on Linux,
+// java.io.tmpdir does not move it), that of a dumped JVM too, which its
+// restore needs: every other JVM these tests start (the noperfdata case,
+// jcmd, jstat) runs with -XX:-UsePerfData, and so the cases run in
+// parallel.
 func TestJava(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
@@ -49,7 +51,10 @@ func TestJava(t *testing.T) {
 		if !perf {
 			name = "noperfdata"
 		}
-		t.Run(name, func(t *testing.T) { testJava(t, java, classes, perf, criu) })
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			testJava(t, java, classes, perf, criu)
+		})
 	}
 }
 
