@@ -19,6 +19,11 @@ var ErrRPCFailed = rpc.ErrFailed
 // not keep the connection): `criu swrk` then exits 255, as criu does.
 var ErrRPCBadRequest = rpc.ErrBadRequest
 
+// RPCSplitExit is ServeSwrk's error when the server split for a RESTORE
+// with rst_sibling (see SplitSibling) and the restorer ended before
+// taking it: `criu swrk` exits with that status, the restorer's.
+type RPCSplitExit = rpc.SplitExit
+
 // ServeSwrk serves criu's swrk RPC (go-criu, runc, libcriu) on conn, a
 // SOCK_SEQPACKET socket inherited from the client: one request (more
 // with keep_open on VERSION and FEATURE_CHECK), its notifications and
@@ -51,7 +56,7 @@ var backend = rpc.Backend{
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: memFromRPC(r.Mem),
-			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts,
+			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts, CPUCap: r.CPUCap,
 		})
 	},
 	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
@@ -66,7 +71,7 @@ var backend = rpc.Backend{
 			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups, Net: r.Net,
-			Mounts: r.Mounts,
+			Mounts: r.Mounts, CPUCap: r.CPUCap,
 		})
 		if err != nil {
 			return 0, err

@@ -23,7 +23,7 @@ func newPageServerCmd() *cobra.Command {
 	var lf logFlags
 	var address, pidfile string
 	var port, psSocket, listenFd, statusFd int
-	var daemon bool
+	var daemon, lazyPages bool
 	cmd := &cobra.Command{
 		Use:   "page-server -D DIR --port PORT [--address ADDR] [--daemon]",
 		Short: "receive the pages of a dump or pre-dump (--page-server) into an images dir",
@@ -81,6 +81,9 @@ func newPageServerCmd() *cobra.Command {
 				return errorf("page-server: accept: %v", err)
 			}
 			l.Close()
+			if lazyPages {
+				return stasis.ServeLazyImages(c, o.ImagesDir, log)
+			}
 			return stasis.ServePages(c, false, o)
 		},
 	}
@@ -93,6 +96,7 @@ func newPageServerCmd() *cobra.Command {
 	f.StringVar(&pidfile, "pidfile", "", "write the page server's pid to FILE")
 	f.IntVar(&psSocket, "ps-socket", 0, "serve the already connected socket fd instead of listening")
 	f.IntVar(&statusFd, "status-fd", 0, "write a byte to this fd once listening")
+	f.BoolVar(&lazyPages, "lazy-pages", false, "serve the pages saved in -D to a lazy restore's lazy-pages daemon instead of receiving a dump")
 	f.IntVar(&listenFd, listenFdFlag, 0, "")
 	_ = f.MarkHidden(listenFdFlag)
 	lf.register(f)

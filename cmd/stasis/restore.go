@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +35,18 @@ func newRestoreCmd() *cobra.Command {
 			if o.Sibling && !detach {
 				// criu's words: stasis could not wait for the root.
 				return errorf("restore: --restore-sibling only makes sense with --restore-detached")
+			}
+			if o.Sibling && !stasis.SiblingRestorer() {
+				// As criu's own process is: the root's parent is ours
+				// and the root its only new child (LXC takes the first).
+				code, err := stasis.SplitSibling(os.Args)
+				if err != nil {
+					return errorf("restore: %v", err)
+				}
+				if code != 0 {
+					return exitError{code}
+				}
+				return nil
 			}
 			for _, a := range inherit {
 				in, err := stasis.ParseInheritFd(a)
@@ -111,6 +124,7 @@ func newRestoreCmd() *cobra.Command {
 	f.BoolVar(&o.Files.TCPEstablished, "tcp-established", false, "restore established TCP connections (TCP_REPAIR)")
 	f.BoolVar(&o.Files.TCPClose, "tcp-close", false, "restore established TCP connections closed")
 	f.StringVar(&o.Files.FileValidation, "file-validation", "filesize", "how reopened files are checked to be the dumped ones: filesize or buildid")
+	f.BoolVar(&o.LazyPages, "lazy-pages", false, "leave private anonymous memory to the lazy-pages daemon (stasis lazy-pages) listening in the work dir: the tasks run before it has arrived")
 	f.BoolVar(&o.PidNS, "pidns", false, "restore into a new pid namespace, where every task gets its original pid (no conflict with the host's)")
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
@@ -119,6 +133,7 @@ func newRestoreCmd() *cobra.Command {
 	nf.registerRestore(f, &o.Net)
 	addMountRestoreFlags(f, &o.Mounts)
 	lf.register(f)
+	addCPUCapFlag(f, &o.CPUCap)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd
 }

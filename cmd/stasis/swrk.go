@@ -29,6 +29,11 @@ drive criu. Exits 0 if the request succeeded, 1 if its reply is a failure.`,
 			ctx, release := interruptible()
 			defer release()
 			err = stasis.ServeSwrk(ctx, os.NewFile(uintptr(fd), "criu-xprt-srv"))
+			var split stasis.RPCSplitExit
+			if errors.As(err, &split) {
+				// The restorer served the request and said why.
+				return exitError{int(split)}
+			}
 			if errors.Is(err, stasis.ErrRPCBadRequest) {
 				fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 				return exitError{255}

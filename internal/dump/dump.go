@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strconv"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
@@ -56,6 +58,11 @@ type Options struct {
 	Notify func(script string, pid int) error
 	// Mem: pre-dump, --track-mem, --prev-images-dir, --page-server.
 	Mem MemOptions
+	// CPUCap: --cpu-cap given, cpuinfo.img is written (internal/cpuinfo).
+	CPUCap cpuinfo.Caps
+	// LazyPages (--lazy-pages): private anonymous pages are not saved but
+	// served on this listener once the images are complete (lazy.go).
+	LazyPages net.Listener
 }
 
 // Sentinel errors of refused dumps.
@@ -102,6 +109,7 @@ type dumper struct {
 	// preseized are the threads seized through --freeze-cgroup, not yet
 	// found in the tree.
 	preseized map[int]bool
+	lazy      *lazyTree // a lazy dump's pages to serve (lazy.go)
 }
 
 // Dump checkpoints the tree rooted at opts.Pid into opts.ImagesDir. Once
@@ -244,6 +252,9 @@ func (d *dumper) run() (err error) {
 		return err
 	}
 	if err := d.notify("post-dump"); err != nil {
+		return err
+	}
+	if err := d.serveLazy(); err != nil {
 		return err
 	}
 	// The last point of return: from here the tree is killed (or let go)
@@ -543,6 +554,9 @@ func (d *dumper) unmapScratch(p *process) error {
 
 // dumpPages saves the pages of p into its pages and pagemap images (mem).
 func (d *dumper) dumpPages(p *process) error {
+	if d.opts.LazyPages != nil {
+		return d.dumpLazyPages(p)
+	}
 	if d.it != nil {
 		return d.dumpIterPages(p)
 	}

@@ -154,6 +154,7 @@ func mergeRuns(runs []Run) []Run {
 type DumpStats struct {
 	PagesScanned uint64
 	PagesWritten uint64
+	PagesLazy    uint64 // left to a lazy dump's page server
 }
 
 // DumpPages saves the pages of every dumpable area of pid into w and
@@ -163,7 +164,7 @@ type DumpStats struct {
 // chunk of the copy: an error from it (an interrupted dump) ends the copy
 // with that error.
 func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagemap.PagemapEntry, DumpStats, error) {
-	runs, entries, st, err := pageList(pid, areas)
+	runs, entries, st, err := pageList(pid, areas, nil)
 	if err != nil {
 		return nil, st, err
 	}
@@ -182,8 +183,10 @@ func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagem
 }
 
 // pageList returns the runs of pages of pid's dumpable areas to save, in
-// address order, and the pagemap entries that describe them.
-func pageList(pid int, areas []*Area) ([]Run, []*pagemap.PagemapEntry, DumpStats, error) {
+// address order, and the pagemap entries that describe them. With lazy
+// (a lazy dump) the runs of the areas a lazy restore may leave missing go
+// there instead, not to be saved (lazy.go).
+func pageList(pid int, areas []*Area, lazy *[]Run) ([]Run, []*pagemap.PagemapEntry, DumpStats, error) {
 	var st DumpStats
 	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
 	if err != nil {
@@ -200,16 +203,25 @@ func pageList(pid int, areas []*Area) ([]Run, []*pagemap.PagemapEntry, DumpStats
 		if err != nil {
 			return nil, nil, st, fmt.Errorf("pid %d: %w", pid, err)
 		}
-		runs = append(runs, r...)
+		flags := lazyFlags(a, lazy != nil)
+		if flags&PEPresent != 0 {
+			runs = append(runs, r...)
+		} else {
+			*lazy = append(*lazy, r...)
+		}
 		// An entry never crosses a VMA: restore checks each lies in one.
 		for _, m := range mergeRuns(r) {
 			entries = append(entries, &pagemap.PagemapEntry{
 				Vaddr:         proto.Uint64(m.Addr),
 				CompatNrPages: proto.Uint32(0),
 				NrPages:       proto.Uint64(m.Pages),
-				Flags:         proto.Uint32(PEPresent),
+				Flags:         proto.Uint32(flags),
 			})
-			st.PagesWritten += m.Pages
+			if flags&PEPresent != 0 {
+				st.PagesWritten += m.Pages
+			} else {
+				st.PagesLazy += m.Pages
+			}
 		}
 	}
 	return runs, entries, st, nil
@@ -429,6 +441,12 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 // still shared with the parent stay shared. stop is called before each
 // chunk: an error from it (an interrupted restore) ends the fill with it.
 func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter) (FillStats, error) {
+	return fillPages(pid, entries, pages, vmas, kept, stop, meter, false)
+}
+
+// fillPages is FillPages; with lazy, the pages a lazy restore leaves to
+// the lazy-pages daemon (PE_LAZY) are skipped.
+func fillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter, lazy bool) (FillStats, error) {
 	var st FillStats
 	var want int64
 	for _, pe := range entries {
@@ -459,7 +477,9 @@ func FillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 			continue
 		}
 		n := NrPages(pe) * PageSize
-		spans = append(spans, span{pe.GetVaddr(), off, n})
+		if !lazy || !IsLazy(pe) {
+			spans = append(spans, span{pe.GetVaddr(), off, n})
+		}
 		off += n
 	}
 	meter.Expect(uint64(want))
@@ -743,11 +763,15 @@ func (img *Image) readPagemap(dir *images.Dir, file string) error {
 // checksum of the pages image, computed while it was written. stop is as
 // for DumpPages; meter (may be nil) counts the bytes copied.
 func WritePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error, meter *progress.Meter) (DumpStats, *checksum.Sum, error) {
+	return writePages(dir, pid, imgPid, pagesID, areas, stop, meter, nil)
+}
+
+func writePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop func() error, meter *progress.Meter, lazy *[]Run) (DumpStats, *checksum.Sum, error) {
 	f, err := dir.CreateRaw(fmt.Sprintf("pages-%d.img", pagesID))
 	if err != nil {
 		return DumpStats{}, nil, err
 	}
-	runs, entries, st, err := pageList(pid, areas)
+	runs, entries, st, err := pageList(pid, areas, lazy)
 	var sum *checksum.Sum
 	if err == nil {
 		sum, err = copyToFile(pid, runs, f, stop, meter)

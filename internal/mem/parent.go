@@ -130,12 +130,12 @@ func openParentLevel(dir *images.Dir, name string, depth int, seen map[string]bo
 		}
 	}
 	if off > 0 {
-		fi, err := os.Stat(l.pages)
+		size, err := images.Size(l.pages)
 		if err != nil {
 			return nil, fmt.Errorf("%s: pages of pages id %d: %w", filepath.Join(real, name), head.GetPagesId(), err)
 		}
-		if fi.Size() < off {
-			return nil, &images.Error{File: l.pages, Offset: fi.Size(), Err: fmt.Errorf("%w: %s needs %d bytes of pages", images.ErrTruncated, name, off)}
+		if size < off {
+			return nil, &images.Error{File: l.pages, Offset: size, Err: fmt.Errorf("%w: %s needs %d bytes of pages", images.ErrTruncated, name, off)}
 		}
 	}
 	return l, nil
@@ -211,8 +211,8 @@ type ParentPages struct {
 
 // ResolveParents checks the entries of pagemap image name of dir (after
 // PagedAreas) for pages that are not in the images dir: those in parent
-// must be found in the chain of parent dirs, and lazy ones (no data
-// anywhere) are refused. It returns nil if every entry has its data in the
+// must be found in the chain of parent dirs; lazy ones (no data
+// anywhere, PE_LAZY) are left to CheckLazy, others without data refused. It returns nil if every entry has its data in the
 // pages image.
 func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntry) (*ParentPages, error) {
 	var p *ParentPages
@@ -222,6 +222,9 @@ func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntr
 			continue
 		}
 		n := NrPages(pe) * PageSize
+		if LazyOnly(pe) {
+			continue // with a lazy dump's page server: CheckLazy
+		}
 		if !InParent(pe) {
 			return nil, fmt.Errorf("%s entry %d: pages %#x-%#x (flags %#x): %w", name, i, pe.GetVaddr(), pe.GetVaddr()+n, pe.GetFlags(), ErrLazyPages)
 		}
@@ -257,7 +260,7 @@ func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept 
 	for _, s := range img.parents.srcs {
 		m, ok := maps[s.path]
 		if !ok {
-			f, err := os.Open(s.path)
+			f, err := images.OpenFile(s.path)
 			if err != nil {
 				return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
 			}
@@ -296,7 +299,7 @@ func fillFromParents(chain *parentChain, vaddr, n uint64, w io.WriterAt, limit i
 		return fmt.Errorf("%s: pages %#x-%#x in parent: %w", chain.name, vaddr, vaddr+n, err)
 	}
 	for _, s := range srcs {
-		f, err := os.Open(s.path)
+		f, err := images.OpenFile(s.path)
 		if err != nil {
 			return err
 		}

@@ -86,6 +86,7 @@ type Restorer struct {
 	Keep     [2]uint64              // the orchestrator's injection page: never unmapped
 	Log      *slog.Logger
 	Progress *progress.Meter // counts the pages filled (nil: not counted)
+	Lazy     bool            // --lazy-pages: PE_LAZY pages are left missing (lazy.go)
 }
 
 // RestoreMemory gives the task t the address space of img. The root
@@ -116,7 +117,7 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 		return st, err
 	}
 	defer pages.Close()
-	st, err = FillPages(t.HostPid(), img.Pagemap, pages, vmas, kept, stop, r.Progress)
+	st, err = fillPages(t.HostPid(), img.Pagemap, pages, vmas, kept, stop, r.Progress, r.Lazy)
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", pages.Name(), err)
 	}
@@ -146,7 +147,7 @@ func (r *Restorer) opener(t remote.Task) FileOpener {
 			}
 			return t.PassFile(f)
 		}
-		if e.Fdflags == nil {
+		if e.Fdflags == nil || e.GetStatus()&AreaSocket != 0 {
 			fd, err := r.passFile(t, uint32(e.GetShmid()))
 			return int(fd), err
 		}

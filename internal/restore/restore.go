@@ -13,9 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/cgroup"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
+	"github.com/stasis-cr/stasis/internal/lazy"
 	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/mount"
@@ -58,6 +60,8 @@ type Options struct {
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
 	// which needs it, so a tree under seccomp is refused.
 	Unprivileged bool
+	// CPUCap: --cpu-cap given, this CPU is checked against cpuinfo.img.
+	CPUCap cpuinfo.Caps
 	// Notify, if set, is called at criu's action-script points of a
 	// restore ("pre-restore", "setup-namespaces" and
 	// "post-setup-namespaces" when the tree gets namespaces of its own,
@@ -65,6 +69,9 @@ type Options struct {
 	// "post-resume"), with the root's host pid where criu gives one; an
 	// error fails the restore there, but for "post-resume" (the tree runs).
 	Notify func(script string, pid int) error
+	// LazyPages (--lazy-pages): private anonymous pages come later, from
+	// the lazy-pages daemon listening in the work dir (lazy.go).
+	LazyPages bool
 }
 
 // Restored is a restored tree that runs on its own.
@@ -123,6 +130,7 @@ type restorer struct {
 	// lockNet takes the network lock in the namespace of the tree's root
 	// once it made one (netCreated).
 	lockNet func(nsPid int) error
+	lazy    *lazy.Conn // to the lazy-pages daemon (lazy.go)
 }
 
 type restoreStats struct {
@@ -195,6 +203,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 		} else {
 			r.files.Succeeded()
 		}
+		r.closeLazy()
 		if r.chanSock != nil {
 			r.chanSock.Close()
 		}
@@ -238,9 +247,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 		{name: "finish files", once: r.files.Finish},
 		{name: "exits", fn: (*taskRestorer).exitIfDead},
 		{name: "task state", fn: (*taskRestorer).restoreState},
+		{name: "lazy pages", once: r.lazyPages},
 		{name: "credentials", fn: (*taskRestorer).restoreCreds},
 		{name: "notify", once: func() error { return r.notify("post-restore", "pre-resume") }},
 		{name: "resume", fn: (*taskRestorer).resume},
+		{name: "lazy pages finished", once: r.finishLazy},
 	}
 	for _, ph := range phases {
 		if ph.once != nil {
@@ -274,6 +285,9 @@ func (r *restorer) prepare() error {
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return err
 	}
+	if err := cpuinfo.CheckDir(r.imgs.dir, r.opts.CPUCap); err != nil {
+		return fmt.Errorf("restore: %w", err)
+	}
 	if err := r.loadNamespaces(); err != nil {
 		return err
 	}
@@ -289,6 +303,9 @@ func (r *restorer) prepare() error {
 		}
 	}
 	if err := r.imgs.addHelpers(r.opts.ShellJob); err != nil {
+		return err
+	}
+	if err := r.checkLazy(); err != nil {
 		return err
 	}
 	if r.imgs.inv.GetTcpClose() {

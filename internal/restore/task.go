@@ -106,7 +106,7 @@ func (r *restorer) memory() *mem.Restorer {
 	if r.mem == nil {
 		r.mem = &mem.Restorer{Dir: r.imgs.dir, Files: r.files, FileName: r.imgs.fileName, SameFile: r.imgs.sameFile,
 			Shmem: r.imgs.shmem, Keep: [2]uint64{r.scratchBase, r.scratchBase + scratchSize}, Log: r.log,
-			Progress: progress.From(r.ctx)}
+			Progress: progress.From(r.ctx), Lazy: r.opts.LazyPages}
 	}
 	return r.mem
 }

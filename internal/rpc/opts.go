@@ -143,7 +143,6 @@ type option struct {
 // ignored.
 var commonRefused = []option{
 	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
-	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
 	{"force_irmap", func(o *rpc.CriuOpts) bool { return o.GetForceIrmap() }},
 	{"exec_cmd", func(o *rpc.CriuOpts) bool { return len(o.GetExecCmd()) > 0 }},
 	{"skip_mnt", func(o *rpc.CriuOpts) bool { return len(o.GetSkipMnt()) > 0 }},

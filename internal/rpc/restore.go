@@ -14,8 +14,8 @@ import (
 // the root's pid and the tree runs on once the server has exited.
 //
 // rst_sibling: the root is the client's child, as criu makes it with
-// CLONE_PARENT (stasis' puppet is the client's child and clones it with
-// CLONE_PARENT: puppet.SiblingArg); runc adopts it as the container's
+// CLONE_PARENT (the swrk process splits and becomes the puppet, which
+// clones it with CLONE_PARENT: splitForSibling); runc adopts it as the container's
 // init and waits for it. Without it, stasis adopts the root as child
 // subreaper and, when the server exits after the reply, the tree goes to
 // the client's nearest child subreaper or init. The service refuses it,
@@ -48,7 +48,7 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	r := RestoreRequest{
 		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: d.log, Notify: s.hook(o, false),
+		Log: d.log, Notify: s.hook(o, false), CPUCap: cpuCaps(o),
 	}
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)

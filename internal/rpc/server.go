@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/cgroup"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/dump"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/mount"
@@ -48,6 +49,7 @@ type DumpRequest struct {
 	Mem                        MemRequest         // predump.go
 	Cgroups                    cgroup.DumpOptions // container.go
 	Mounts                     mount.DumpOptions  // mounts.go
+	CPUCap                     cpuinfo.Caps       // cpuinfo.go
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
@@ -63,6 +65,7 @@ type RestoreRequest struct {
 	Notify      func(script string, pid int) error
 	Cgroups     cgroup.RestoreOptions // container.go
 	Mounts      mount.RestoreOptions  // mounts.go
+	CPUCap      cpuinfo.Caps          // cpuinfo.go
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its
@@ -91,6 +94,9 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 	s := &server{ctx: ctx, c: c, b: b, service: os.Getenv(serviceConnEnv) == "1"}
 	os.Unsetenv(serviceConnEnv)
 	for {
+		if err := s.splitForSibling(); err != nil {
+			return err
+		}
 		req, err := c.recv()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -121,7 +127,10 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 	case rpc.CriuReqType_FEATURE_CHECK:
 		return keep, s.reply(featureCheck(req.GetFeatures()))
 	case rpc.CriuReqType_CPUINFO_DUMP, rpc.CriuReqType_CPUINFO_CHECK:
-		return keep, s.reply(unsupported(t))
+		if err := s.allowed(t); err != nil {
+			return false, s.reply(failure(t, err))
+		}
+		return keep, s.reply(s.cpuinfoReq(t, req.GetOpts()))
 	case rpc.CriuReqType_PAGE_SERVER, rpc.CriuReqType_PAGE_SERVER_CHLD:
 		if err := s.allowed(t); err != nil {
 			return false, s.reply(failure(rpc.CriuReqType_PAGE_SERVER, err))

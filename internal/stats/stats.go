@@ -17,6 +17,7 @@ type Dump struct {
 	MemStart, MemEnd           time.Time // the pages phase
 	PagesScanned, PagesWritten uint64
 	PagesSkippedParent         uint64 // left in the parent dump (--track-mem)
+	PagesLazy                  uint64 // left to a lazy dump's page server
 }
 
 // Restore is what a restore measures for stats-restore.
@@ -41,7 +42,7 @@ func WriteDump(dir *images.Dir, work string, s Dump) (*images.Dir, error) {
 		PagesScanned:       proto.Uint64(s.PagesScanned),
 		PagesSkippedParent: proto.Uint64(s.PagesSkippedParent),
 		PagesWritten:       proto.Uint64(s.PagesWritten),
-		PagesLazy:          proto.Uint64(0),
+		PagesLazy:          proto.Uint64(s.PagesLazy),
 	}}
 	if dir != nil && filepath.Clean(work) == filepath.Clean(dir.Path) {
 		return nil, dir.Write("stats-dump", e)

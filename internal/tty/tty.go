@@ -310,7 +310,7 @@ func checkTtys(t *files.Table) error {
 		if _, paired := d.infos[id|1]; !paired && !hungUp(info) {
 			fd := d.holders[id]
 			if err := t.Refuse(&files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
-				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or with --inherit-fd fd[N]:%s",
+				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or dump with --external %[1]s and restore with --inherit-fd fd[N]:%[1]s (the terminal given back)",
 					ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev())))}); err != nil {
 				return err
 			}
@@ -899,17 +899,26 @@ func cttysOf(r *files.Restorer) ([]sessionTty, error) {
 	var out []sessionTty
 	for _, id := range slices.Sorted(maps.Keys(s.infos)) {
 		info := s.infos[id]
-		if info.GetType() != tty.TtyType_PTY || id&1 == 1 || info.GetSid() == 0 {
+		ext := info.GetType() == tty.TtyType_EXT_TTY
+		if !ext && (info.GetType() != tty.TtyType_PTY || id&1 == 1) || info.GetSid() == 0 {
 			continue
 		}
 		c := sessionTty{Sid: int(info.GetSid()), Pgrp: int(info.GetPgrp()), Name: ttyName(info)}
-		if s.infos[id|1] == nil {
-			if _, ok := r.Inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); !ok && !r.Opts.ShellJob {
+		if ext || s.infos[id|1] == nil {
+			// A terminal outside the tree (a console, a pty whose
+			// master the caller holds): the one --inherit-fd gives,
+			// which the session's leader takes again, or with -j
+			// stasis' own.
+			if f, ok := r.Inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); ok {
+				c.File = f
+				r.OnDone(f.Close)
+			} else if ext || !r.Opts.ShellJob {
 				continue // openTty says what is missing
-			}
-			c.Own = true
-			if c.File, err = terminal(r); err != nil {
-				return nil, err
+			} else {
+				c.Own = true
+				if c.File, err = terminal(r); err != nil {
+					return nil, err
+				}
 			}
 		} else {
 			p, err := pairOf(r, s, int(info.GetPty().GetIndex()))

@@ -35,14 +35,14 @@ func (c cycle) String() string {
 		c.dump.Round(time.Millisecond), c.restore.Round(time.Millisecond), float64(c.size)/(1<<20))
 }
 
-// appRoundTrip dumps the tree of v (which kills it), reaps it, restores it
+// appCycle dumps the tree of v (which kills it), reaps it, restores it
 // with -d and waits until every task is back with its threads, with stasis
 // or, when criu is set, with the CRIU 4.2 reference; flags go to both the
 // dump and the restore. The restored tasks are killed at the test's end.
 // The images are not decoded by crit here (testutil.CheckImages): a JVM's
 // 70 threads take a minute of python on a loaded CI machine, and the
 // victim tests decode every kind of image already.
-func appRoundTrip(t *testing.T, v *testutil.Victim, criu bool, flags ...string) cycle {
+func appCycle(t *testing.T, v *testutil.Victim, criu bool, flags ...string) cycle {
 	t.Helper()
 	tree := testutil.TrackTree(t, v.Pid)
 	dir := t.TempDir()
@@ -74,11 +74,6 @@ func appRoundTrip(t *testing.T, v *testutil.Victim, criu bool, flags ...string) 
 	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 	t.Logf("%d process(es), %d thread(s): %s", c.procs, c.threads, c)
 	return c
-}
-
-func firstLine(s string) string {
-	l, _, _ := strings.Cut(s, "\n")
-	return strings.TrimSpace(l)
 }
 
 // haveCRIU reports whether the CRIU 4.2 reference is there for the

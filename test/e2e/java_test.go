@@ -122,12 +122,12 @@ func testJava(t *testing.T, java, classes string, perf, criu bool) {
 	// same JVM (the checks after stasis' restore grow its heap).
 	var cr cycle
 	if criu {
-		cr = appRoundTrip(t, v, true, "--tcp-established")
+		cr = appCycle(t, v, true, "--tcp-established")
 		get("/hello", "hello ")
 	}
 	gcBefore := jstatGCs(t, v.Pid, perf)
 
-	st := appRoundTrip(t, v, false, "--tcp-established")
+	st := appCycle(t, v, false, "--tcp-established")
 	busy.end(t, busy.n.Load())
 	if diff := setDiff(threads, threadNames(t, v.Pid)); diff != "" {
 		t.Errorf("the JVM's threads after the restore: %s", diff)

@@ -267,7 +267,7 @@ func TestMailPostfix(t *testing.T) {
 
 	// The master holds a lock on its pid file (as CRIU, stasis wants
 	// --file-locks for that).
-	st := appRoundTrip(t, v, false, "--tcp-established", "--file-locks")
+	st := appCycle(t, v, false, "--tcp-established", "--file-locks")
 
 	s.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := s.c.Write([]byte(b2[half:] + ".\r\n")); err != nil {
@@ -279,7 +279,7 @@ func TestMailPostfix(t *testing.T) {
 
 	var cr cycle
 	if haveCRIU(t) {
-		cr = appRoundTrip(t, v, true, "--tcp-established", "--file-locks")
+		cr = appCycle(t, v, true, "--tcp-established", "--file-locks")
 	}
 
 	// A new connection after the restore, a third message.

@@ -40,6 +40,7 @@ func noText(lines []string) []string {
 // unknown request type gets criu's EMPTY failure; each reply has the
 // fields CRIU 4.2's has.
 func TestSwrkVersionFeatures(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	bin := testutil.StasisBin(t)
 	c := criu.MakeCriu()
@@ -156,6 +157,7 @@ func notifySequences(t *testing.T, bin string, tool string) (dumpR, dump, restor
 // a dump and a restore with rst_sibling, and the final replies, are CRIU
 // 4.2's for the same calls; the counter continues after the restore.
 func TestSwrkNotifySequence(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
 	var ours, theirs [3][]string
@@ -214,6 +216,7 @@ func (r *recorder) PostRestore(p int32) error {
 // the same way in the same test, and the counter resumes and checks
 // itself.
 func TestSwrkGoCriu(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
 	var ours, theirs []string
@@ -325,6 +328,7 @@ func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 // With --daemon the command returns once the socket listens, and the
 // daemon answers VERSION.
 func TestSwrkService(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	bin := testutil.StasisBin(t)
 	sock := filepath.Join(t.TempDir(), "criu_service.socket")
@@ -391,6 +395,7 @@ func TestSwrkService(t *testing.T) {
 // victim is untouched: still running, its counter going on, its
 // self-check good; no images are left behind.
 func TestSwrkBadRequests(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	bin := testutil.StasisBin(t)
 	v, status := counterVictim(t)
@@ -576,6 +581,7 @@ func TestSwrkInheritFd(t *testing.T) {
 // (with the root's pid) and post-setup-namespaces, as criu 4.2's do, and
 // the container checks itself after.
 func TestSwrkContainerNotify(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
 	seqs := map[string][2][]string{}

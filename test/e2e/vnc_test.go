@@ -96,7 +96,7 @@ func TestVNC(t *testing.T) {
 	before := grabPNG(t, port, filepath.Join(art, "vnc-before.png"))
 
 	at := count()
-	st := appRoundTrip(t, v, false)
+	st := appCycle(t, v, false)
 	n1 := count()
 	testutil.WaitFor(t, 10*time.Second, "the xterm's counter to move on after the restore", func() bool { return count() > n1 })
 	if n1 < at {
@@ -129,7 +129,7 @@ func TestVNC(t *testing.T) {
 
 	var cr cycle
 	if haveCRIU(t) {
-		cr = appRoundTrip(t, v, true)
+		cr = appCycle(t, v, true)
 		n2 := count()
 		testutil.WaitFor(t, 10*time.Second, "the counter to move on after the CRIU restore", func() bool { return count() > n2 })
 	}
