@@ -12,36 +12,37 @@
 # reboot, /var/tmp by default, not a tmpfs) and run the restore line after
 # the reboot; the files the pipeline has open must be there, unchanged.
 #
-# Usage (as root): examples/reboot.sh [ITERATIONS]
+# Usage (as root): examples/reboot.sh [STEPS]
 #   STASIS=path/to/stasis (default: bin/stasis, built if missing)
 #   WORK=dir (default: a new /var/tmp/stasis-reboot.XXXXXX)
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-iter=${1:-3000000}
+steps=${1:-300}
 WORK=${WORK:-$(mktemp -d /var/tmp/stasis-reboot.XXXXXX)}
+# STEPS steps of 2000 hashes, each followed by a 10 ms pause (so that the
+# job lasts at least STEPS/100 s however fast the machine), the progress
+# into the pipe, the step number to stderr.
 cat >"$WORK/compute.py" <<'PY'
-import hashlib, sys
-n = int(sys.argv[1])
+import hashlib, sys, time
 h = b"stasis"
-for i in range(1, n + 1):
-    h = hashlib.sha256(h).digest()
-    if i % 20000 == 0:
-        print(i, h.hex(), flush=True)
+for step in range(1, int(sys.argv[1]) + 1):
+    for _ in range(2000):
+        h = hashlib.sha256(h).digest()
+    print(step, h.hex(), flush=True)
+    print("step", step, file=sys.stderr, flush=True)
+    time.sleep(0.01)
 print("final", h.hex(), flush=True)
 PY
-job="python3 $WORK/compute.py $iter | sha256sum > \$0.tmp && mv \$0.tmp \$0"
+job="python3 $WORK/compute.py $steps | sha256sum > \$0.tmp && mv \$0.tmp \$0"
 
-echo "== an uninterrupted run, for reference"
-start=$(ms)
-sh -c "$job" "$WORK/reference"
-took=$(($(ms) - start))
-echo "   $(cat "$WORK/reference") in ${took} ms"
-
-echo "== the same computation, checkpointed mid-way"
+echo "== the computation, and an uninterrupted run beside it for reference"
+sh -c "$job" "$WORK/reference" 2>/dev/null &
+reference=$!
 LOG=$WORK/job.log detach sh -c "$job" "$WORK/result"
 pid=$!
-sleep $(awk "BEGIN { print $took / 3000 }")
-[ ! -e "$WORK/result" ] || { echo "it finished before the dump: give more ITERATIONS" >&2; exit 1; }
+waitfor 60 grep -q "^step $((steps / 10))$" "$WORK/job.log"
+[ ! -e "$WORK/result" ] || { echo "it finished before the dump: give more STEPS" >&2; exit 1; }
+echo "== dump it at step $(grep -c ^step "$WORK/job.log") of $steps"
 "$STASIS" dump -t "$pid" -D "$WORK/images" -v4 -o dump.log
 echo "   dumped pid $pid and its children into $WORK/images ($(du -sh "$WORK/images" | cut -f1))"
 echo "== as at a reboot: every process gone, data synced, page cache dropped"
@@ -57,6 +58,7 @@ start=$(ms)
 "$STASIS" restore -D "$WORK/images" -d -v4 -o restore.log --pidfile "$WORK/pid"
 echo "   restored pid $(cat "$WORK/pid") in $(($(ms) - start)) ms"
 waitfor 120 test -e "$WORK/result" || { echo "no result" >&2; exit 1; }
+wait "$reference"
 echo "   result:    $(cat "$WORK/result")"
 echo "   reference: $(cat "$WORK/reference")"
 if cmp -s "$WORK/result" "$WORK/reference"; then

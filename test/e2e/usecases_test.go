@@ -84,7 +84,7 @@ func runExample(t *testing.T, name string, env []string, args ...string) string 
 // run.
 func TestUseCaseReboot(t *testing.T) {
 	t.Parallel()
-	out := runExample(t, "reboot.sh", nil, "300000")
+	out := runExample(t, "reboot.sh", nil, "150")
 	testutil.AssertContains(t, out, "pid", ": gone", "== identical: nothing was lost")
 }
 
@@ -107,7 +107,7 @@ func TestUseCaseSnapshotStart(t *testing.T) {
 // from the newest: the right result.
 func TestUseCasePeriodic(t *testing.T) {
 	t.Parallel()
-	out := runExample(t, "periodic.sh", nil, "800000", "0.3", "2")
+	out := runExample(t, "periodic.sh", nil, "400", "0.3", "2")
 	testutil.AssertContains(t, out, "checkpoint 2:", "--prev-images-dir ../1", "== identical")
 }
 
