@@ -95,7 +95,7 @@ func TestUseCaseSnapshotStart(t *testing.T) {
 	t.Parallel()
 	testutil.RequireTool(t, "ip")
 	testutil.RequireTool(t, "nsenter")
-	out := runExample(t, "snapshot-start.sh", []string{"MODEL=1000000"}, "2")
+	out := runExample(t, "snapshot-start.sh", []string{"MODEL=300000"}, "2")
 	testutil.AssertContains(t, out, "cold start:", "== all 2 copies answer")
 	if strings.Count(out, "served=2") != 2 {
 		t.Errorf("want each copy's first answer to be its second request served (the first was the cold start's)")
