@@ -91,6 +91,7 @@ func newDumpCmd() *cobra.Command {
 	addMountDumpFlags(f, &o.Mounts)
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
+	registerSealFlags(f, &o.Seal)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd
 }

@@ -77,6 +77,7 @@ func newPreDumpCmd() *cobra.Command {
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell (accepted as criu does)")
 	registerMemFlags(f, &o.Mem)
+	registerSealFlags(f, &o.Seal)
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd
