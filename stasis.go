@@ -205,6 +205,7 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 	if err := kerndat.Require(dump.Needs...); err != nil {
 		return fmt.Errorf("dump: %w", err)
 	}
+	opts.Mem.Wire = opts.Seal
 	mo, done, err := opts.Mem.memOptions()
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)
