@@ -80,9 +80,9 @@ func (o MemDumpOptions) connect() (*pagesrv.Client, error) {
 			c.Close()
 			return nil, err
 		}
-		c = sc
+		return pagesrv.NewClient(sc, hp), nil
 	}
-	return pagesrv.NewClient(c, hp), nil
+	return pagesrv.NewTLSClient(c, hp), nil
 }
 
 // memOptions turns o into the dump's, connected to the page server;
