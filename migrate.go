@@ -15,6 +15,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/pagesrv"
 	"github.com/stasis-cr/stasis/internal/rpc"
+	"github.com/stasis-cr/stasis/internal/seal"
 )
 
 // MemDumpOptions are the options of iterative dumps (criu's pre-dump and
@@ -39,6 +40,11 @@ type MemDumpOptions struct {
 	// PreDumpMode (--pre-dump-mode): criu's splice or read; stasis reads
 	// the pages either way.
 	PreDumpMode string
+	// TLS (--tls...): the page server connection in TLS, as criu's.
+	TLS TLSOptions
+	// Wire: the dump's --compress/--encrypt, applied to the page server
+	// stream (a stasis page server only).
+	Wire SealOptions
 }
 
 // connect opens the page server connection the options ask for.
@@ -56,7 +62,27 @@ func (o MemDumpOptions) connect() (*pagesrv.Client, error) {
 	if addr == "" {
 		addr = "127.0.0.1"
 	}
-	return pagesrv.Dial(net.JoinHostPort(addr, strconv.Itoa(o.Port)))
+	hp := net.JoinHostPort(addr, strconv.Itoa(o.Port))
+	so, err := o.Wire.load()
+	if err != nil {
+		return nil, err
+	}
+	if !o.TLS.Enabled && !so.Enabled() {
+		return pagesrv.Dial(hp)
+	}
+	c, err := dialTLS(hp, o.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("page server: %w", err)
+	}
+	if so.Enabled() {
+		sc, err := seal.Client(c, pagesrv.LabelToServer, pagesrv.LabelToDump, so)
+		if err != nil {
+			c.Close()
+			return nil, err
+		}
+		return pagesrv.NewClient(sc, hp), nil
+	}
+	return pagesrv.NewTLSClient(c, hp), nil
 }
 
 // memOptions turns o into the dump's, connected to the page server;
@@ -91,6 +117,7 @@ func PreDumpContext(ctx context.Context, opts DumpOptions) error {
 	if err := kerndat.Require(dump.Needs...); err != nil {
 		return fmt.Errorf("pre-dump: %w", err)
 	}
+	opts.Mem.Wire = opts.Seal
 	mo, done, err := opts.Mem.memOptions()
 	if err != nil {
 		return fmt.Errorf("pre-dump: %w", err)
@@ -118,6 +145,7 @@ func MemTracking() (method, detail string) {
 type PageServerOptions struct {
 	ImagesDir     string // -D
 	PrevImagesDir string // --prev-images-dir: linked as "parent" in ImagesDir
+	KeyFile       string // --key-file: decrypts a stream sealed with --encrypt
 	Log           *slog.Logger
 }
 
@@ -135,7 +163,14 @@ func ServePages(c net.Conn, inherited bool, opts PageServerOptions) error {
 			return fmt.Errorf("page server: link the previous images: %w", err)
 		}
 	}
-	st, err := pagesrv.Serve(c, opts.ImagesDir, inherited, opts.Log)
+	var key []byte
+	if opts.KeyFile != "" {
+		var err error
+		if key, err = seal.LoadKey(opts.KeyFile); err != nil {
+			return fmt.Errorf("page server: %w", err)
+		}
+	}
+	st, err := pagesrv.ServeKey(c, opts.ImagesDir, inherited, key, opts.Log)
 	if opts.Log != nil {
 		opts.Log.Info("page server session over", "pagemaps", st.Pagemaps, "pages", st.Pages, "in parent", st.InParent)
 	}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/seal"
 	"github.com/stasis-cr/stasis/internal/tlsconf"
@@ -97,6 +98,13 @@ func sealDir(dir string, o SealOptions, log *slog.Logger) (SealStats, error) {
 		st.Files++
 		st.Plain += p
 		st.Stored += s
+	}
+	// The manifest of the dump's checksums (checked before anything is
+	// read) now covers the sealed bytes.
+	if st.Files > 0 {
+		if err := checksum.Write(dir, nil); err != nil {
+			return st, fmt.Errorf("seal images: checksums: %w", err)
+		}
 	}
 	if log != nil {
 		log.Info("images sealed", "dir", dir, "files", st.Files, "plain", st.Plain, "stored", st.Stored, "ratio", fmt.Sprintf("%.2f", st.Ratio()))

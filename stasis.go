@@ -226,6 +226,7 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 	if ll != nil {
 		defer ll.Close()
 	}
+	opts.Mem.Wire = opts.Seal
 	mo, done, err := opts.Mem.memOptions()
 	if err != nil {
 		return fmt.Errorf("dump: %w", err)

@@ -93,6 +93,7 @@ func newDumpCmd() *cobra.Command {
 	registerMemFlags(f, &o.Mem)
 	addCPUCapFlag(f, &o.CPUCap)
 	f.BoolVar(&o.LazyPages, "lazy-pages", false, "do not save private anonymous memory: serve it on --address:--port to a lazy restore's lazy-pages daemon, the tree frozen until it has it all")
+	registerSealFlags(f, &o.Seal)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd
 }

@@ -24,6 +24,7 @@ func newPageServerCmd() *cobra.Command {
 	var address, pidfile string
 	var port, psSocket, listenFd, statusFd int
 	var daemon, lazyPages bool
+	var tlsOpts stasis.TLSOptions
 	cmd := &cobra.Command{
 		Use:   "page-server -D DIR --port PORT [--address ADDR] [--daemon]",
 		Short: "receive the pages of a dump or pre-dump (--page-server) into an images dir",
@@ -76,9 +77,9 @@ func newPageServerCmd() *cobra.Command {
 					return errorf("page-server: --pidfile: %v", err)
 				}
 			}
-			c, err := l.Accept()
+			c, err := stasis.AcceptTLS(l, tlsOpts)
 			if err != nil {
-				return errorf("page-server: accept: %v", err)
+				return errorf("page-server: %v", err)
 			}
 			l.Close()
 			if lazyPages {
@@ -97,6 +98,8 @@ func newPageServerCmd() *cobra.Command {
 	f.IntVar(&psSocket, "ps-socket", 0, "serve the already connected socket fd instead of listening")
 	f.IntVar(&statusFd, "status-fd", 0, "write a byte to this fd once listening")
 	f.BoolVar(&lazyPages, "lazy-pages", false, "serve the pages saved in -D to a lazy restore's lazy-pages daemon instead of receiving a dump")
+	f.StringVar(&o.KeyFile, "key-file", "", "the key of a stream a stasis dump sealed with --encrypt")
+	registerTLSFlags(f, &tlsOpts)
 	f.IntVar(&listenFd, listenFdFlag, 0, "")
 	_ = f.MarkHidden(listenFdFlag)
 	lf.register(f)

@@ -21,6 +21,7 @@ func registerMemFlags(f *pflag.FlagSet, o *stasis.MemDumpOptions) {
 	f.IntVar(&o.Port, "port", 0, "page server port")
 	f.IntVar(&o.PsSocket, "ps-socket", 0, "use this connected socket (fd) to the page server")
 	f.BoolVar(&o.AutoDedup, "auto-dedup", false, "punch the pages saved here out of the previous dumps' pages images")
+	registerTLSFlags(f, &o.TLS)
 	f.StringVar(&o.PreDumpMode, "pre-dump-mode", "", "splice or read: how criu copies pages; stasis always reads them (process_vm_readv), both are taken")
 }
 
@@ -77,6 +78,7 @@ func newPreDumpCmd() *cobra.Command {
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell (accepted as criu does)")
 	registerMemFlags(f, &o.Mem)
+	registerSealFlags(f, &o.Seal)
 	lf.register(f)
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

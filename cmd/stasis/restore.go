@@ -115,6 +115,7 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVarP(&o.ImagesDir, "images-dir", "D", "", "directory with the image files")
 	f.StringVarP(&o.WorkDir, "work-dir", "W", "", "directory for logs and stats (default: images dir)")
 	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the restored root task to FILE")
+	f.StringVar(&o.KeyFile, "key-file", "", "the key of images dumped with --encrypt")
 	f.BoolVarP(&detach, "restore-detached", "d", false, "detach from the restored tree instead of waiting for it")
 	f.BoolVarP(&o.Sibling, "restore-sibling", "S", false, "restore the root as a sibling of stasis (a child of its parent), with -d")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "restore into the session and terminal of stasis restore")

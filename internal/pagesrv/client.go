@@ -19,6 +19,11 @@ type Client struct {
 	w     *bufio.Writer
 	addr  string
 	force bool // an inherited socket (--ps-socket): ask the server to end itself
+	// records: each command, and each command's pages, goes out in TLS
+	// records of its own (criu's TLS page server reads a command from
+	// one record and writes whole records of pages to the image).
+	records bool
+	rec     *recWriter
 }
 
 // Dial connects to the page server at addr (host:port).
@@ -47,8 +52,29 @@ func newClient(c net.Conn, addr string, force bool) *Client {
 }
 
 func (c *Client) send(v iov) error {
+	if c.records {
+		if err := c.flush(); err != nil {
+			return c.fail(err)
+		}
+	}
 	if _, err := c.w.Write(v.marshal()); err != nil {
 		return c.fail(err)
+	}
+	if c.records {
+		if err := c.flush(); err != nil {
+			return c.fail(err)
+		}
+	}
+	return nil
+}
+
+// flush sends what is buffered, ending the current TLS record.
+func (c *Client) flush() error {
+	if err := c.w.Flush(); err != nil {
+		return err
+	}
+	if c.rec != nil {
+		return c.rec.flush()
 	}
 	return nil
 }
@@ -59,7 +85,7 @@ func (c *Client) fail(err error) error {
 
 // answer flushes what is buffered and reads n bytes of answer.
 func (c *Client) answer(n int) ([]byte, error) {
-	if err := c.w.Flush(); err != nil {
+	if err := c.flush(); err != nil {
 		return nil, c.fail(err)
 	}
 	b := make([]byte, n)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/seal"
 )
 
 // firstPagesID numbers the server's pages images above the dump's own
@@ -45,6 +46,12 @@ type Stats struct {
 // included) what the session wrote is removed. inherited: c is criu's
 // --ps-socket, whose other end may stay open after the session.
 func Serve(c net.Conn, path string, inherited bool, log *slog.Logger) (Stats, error) {
+	return ServeKey(c, path, inherited, nil, log)
+}
+
+// ServeKey is Serve that also takes a stream sealed by a stasis dump
+// (--compress, --encrypt with key).
+func ServeKey(c net.Conn, path string, inherited bool, key []byte, log *slog.Logger) (Stats, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -53,6 +60,13 @@ func Serve(c net.Conn, path string, inherited bool, log *slog.Logger) (Stats, er
 		return Stats{}, fmt.Errorf("page server: %w", err)
 	}
 	s := &session{dir: dir, r: bufio.NewReaderSize(c, 1<<20), w: c, log: log, nextID: firstPagesID}
+	if seal.Detect(s.r) {
+		sc, err := seal.Server(c, s.r, LabelToServer, LabelToDump, key)
+		if err != nil {
+			return Stats{}, fmt.Errorf("page server session from %s: %w", c.RemoteAddr(), err)
+		}
+		s.r, s.w = bufio.NewReaderSize(sc, 1<<20), sc
+	}
 	err = s.run(inherited)
 	if s.cur != nil {
 		s.cur.Abort()

@@ -61,7 +61,12 @@ func (o Options) config() (*tls.Config, *x509.CertPool, *x509.RevocationList, er
 	} else if o.CACRL != "" {
 		return nil, nil, nil, fmt.Errorf("tls: CRL: %w", err)
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, pool, crl, nil
+	// Whole records (criu writes a record's pages straight to the image,
+	// a chunk of its pipe at a time: records must not straddle them) and
+	// no session tickets after the handshake (criu's reads take one for
+	// a failure).
+	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12,
+		DynamicRecordSizingDisabled: true, SessionTicketsDisabled: true}, pool, crl, nil
 }
 
 func parseCRL(b []byte) (*x509.RevocationList, error) {

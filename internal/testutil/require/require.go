@@ -82,7 +82,7 @@ var toolPackage = map[string]string{
 	"busybox": "busybox-static",
 	// The applications of issue 18.
 	"mariadbd": "mariadb-server", "mariadb-install-db": "mariadb-server", "apache2": "apache2", "apachectl": "apache2",
-	"podman":  "podman", "ctr": "containerd", "containerd": "containerd",
+	"podman": "podman", "ctr": "containerd", "containerd": "containerd",
 }
 
 // CITools are the programs the tests run, all of which CI must have.
