@@ -48,8 +48,12 @@ type Stats struct {
 	Background    uint64 // pages copied by the background transfer
 	Forks         int
 	Started, Done time.Time
-	FirstFault    time.Time
 	Finished      time.Time // the restore said it was finished
+	// FirstFault is the first fault once the tasks run (the restore said
+	// it was finished), InAtFirstFault how many pages had been copied
+	// then: fewer than Pages, a task ran before its memory had arrived.
+	FirstFault     time.Time
+	InAtFirstFault uint64
 }
 
 // iov is a range of a task's memory still to be filled: [start, end) in
@@ -371,8 +375,11 @@ func (d *daemon) exit(t *task) {
 // lazy pages, the zero page otherwise.
 func (d *daemon) fault(t *task, addr uint64) error {
 	d.st.Faults++
-	if d.st.FirstFault.IsZero() {
+	if d.st.FirstFault.IsZero() && !d.st.Finished.IsZero() {
 		d.st.FirstFault = time.Now()
+		d.st.InAtFirstFault = d.st.FaultPages + d.st.Background
+		d.log.Info("lazy-pages: first fault of a running task", "pid", t.pid, "address", fmt.Sprintf("%#x", addr),
+			"pages in", d.st.InAtFirstFault, "of", d.st.Pages, "after", d.st.FirstFault.Sub(d.st.Finished))
 	}
 	d.xferLen = xferMin
 	k := findIov(t.iovs, addr)
