@@ -48,7 +48,7 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	r := RestoreRequest{
 		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: d.log, Notify: s.hook(o, false),
+		Log: d.log, Notify: s.hook(o, false), LazyPages: o.GetLazyPages(),
 	}
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)

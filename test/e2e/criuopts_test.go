@@ -27,7 +27,7 @@ func TestCRIUOptionRefused(t *testing.T) {
 		{[]string{"--timeout=5"}, "dump: --timeout is not implemented yet (criu 4.2 option)"},
 		{[]string{"-r", "/tmp"}, "dump: --root is not implemented yet (criu 4.2 option)"},
 		{[]string{"--orphan-pts-master"}, "dump: --orphan-pts-master is not implemented yet"},
-		{[]string{"--orphan-pts-master", "--lazy-pages"}, "dump: --lazy-pages, --orphan-pts-master are not implemented yet (criu 4.2 options)"},
+		{[]string{"--orphan-pts-master", "--stream"}, "dump: --orphan-pts-master, --stream are not implemented yet (criu 4.2 options)"},
 	} {
 		dir := filepath.Join(t.TempDir(), "images")
 		msg := testutil.DumpFail(t, v.Pid, dir, c.args...)
