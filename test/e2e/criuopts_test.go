@@ -70,7 +70,7 @@ func TestCheckFeatureLikeCRIU(t *testing.T) {
 		return string(out), code
 	}
 	for _, name := range []string{"mnt_id", "timerfd", "fdinfo_lock", "tcp_half_closed", "clone3_set_tid",
-		"kcmp_epoll", "openat2", "network_lock_nftables", "timens", "compat_cr", "no_such_feature"} {
+		"kcmp_epoll", "openat2", "network_lock_nftables", "timens", "compat_cr", "uffd", "uffd-noncoop", "no_such_feature"} {
 		want, wantCode := criuCheck(name)
 		r := testutil.Run(t, 20*time.Second, "check", "--feature", name)
 		if r.Code != wantCode || r.Stdout != want {
@@ -78,7 +78,7 @@ func TestCheckFeatureLikeCRIU(t *testing.T) {
 		}
 	}
 	// criu says yes where the kernel can; stasis cannot use it yet.
-	for _, name := range []string{"uffd", "userns"} {
+	for _, name := range []string{"userns"} {
 		r := testutil.Run(t, 20*time.Second, "check", "--feature", name)
 		if r.Code != 1 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, name+" is not supported: stasis ") {
 			t.Errorf("--feature %s:\n%s", name, r)
