@@ -45,7 +45,7 @@ func main() {
 
 type sample struct {
 	answer, verified, allIn time.Duration
-	resident, pages       int
+	resident, pages         int
 }
 
 func run(mib, runs int, bin string) error {
