@@ -320,3 +320,36 @@ func TestLazyPagesCRIU(t *testing.T) {
 	}
 	testutil.AssertContains(t, victimLog(v), "PASS")
 }
+
+// TestLazyPagesTree: a tree of 20 processes with zombies, sessions and
+// memory shared copy-on-write, dumped with -R and restored lazily (the
+// daemon reading the images) into a new pid namespace: one userfaultfd
+// per process, a zombie's pid sent negated; the copy's tree is the
+// original's and every process passes its own check.
+func TestLazyPagesTree(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	v, tree := startTreeVictim(t, "tree")
+	dir := t.TempDir()
+	testutil.Dump(t, v.Pid, dir, "-R")
+	dlog := filepath.Join(t.TempDir(), "lazy-pages.log")
+	daemon := startBg(t, testutil.StasisBin(t), dlog, true, "lazy-pages", "--status-fd", "3", "-D", dir, "-v4", "-o", dlog)
+	c := testutil.StartRestorePidNS(t, dir, "--lazy-pages")
+	c.WaitRestored(t, v.Pid)
+	testutil.WaitTree(t, c.HostPid, tree, true, 5*time.Second)
+	if code := daemon.wait(t, "lazy-pages", 60*time.Second); code != 0 {
+		t.Fatalf("lazy-pages exited %d\n%s\n%s", code, daemon.stderr.String(), tail(daemon.logText(), 3000))
+	}
+	m := regexp.MustCompile(`every page copied" tasks=(\d+)`).FindStringSubmatch(daemon.logText())
+	if m == nil {
+		t.Fatalf("lazy-pages log:\n%s", tail(daemon.logText(), 2000))
+	}
+	t.Logf("lazy-pages served %s processes", m[1])
+	if err := unix.Kill(c.HostPid, unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code := c.Wait(t, 30*time.Second); code != 0 {
+		t.Fatalf("the copy exited %d\n%s", code, v.LogTail())
+	}
+	v.TermAndCheck(t)
+}
