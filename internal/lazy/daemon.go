@@ -459,9 +459,14 @@ func (d *daemon) fail(err error) error {
 			left += (v.end - v.start) / mem.PageSize
 			for at := v.start; at < v.end; at += mem.PageSize {
 				e := poison(t.uffd, at, at+mem.PageSize)
-				if e == nil {
+				switch {
+				case e == nil:
 					poisoned++
-				} else if !errors.Is(e, unix.EEXIST) && perr == nil {
+				case errors.Is(e, unix.ESRCH), errors.Is(e, unix.ENOSPC):
+					// Gone already (it touched a poisoned page): the
+					// rest of its pages are no one's.
+					at = v.end
+				case !errors.Is(e, unix.EEXIST) && perr == nil:
 					perr = fmt.Errorf("poison %#x of pid %d: %w", at, t.pid, e)
 				}
 			}
@@ -471,7 +476,7 @@ func (d *daemon) fail(err error) error {
 		return fmt.Errorf("lazy-pages: %w", err)
 	}
 	if perr != nil {
-		return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks were %w and could not all be poisoned (%v): kill the restored tree", err, left, ErrIncomplete, perr)
+		return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks: %w, and they could not all be poisoned (%v): kill the restored tree", err, left, ErrIncomplete, perr)
 	}
-	return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks were %w; they were poisoned: a task that touches one dies of SIGBUS", err, left, ErrIncomplete)
+	return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks: %w; they were poisoned: a task that touches one dies of SIGBUS", err, left, ErrIncomplete)
 }

@@ -245,6 +245,8 @@ func cutProxy(t *testing.T, target string, limit int64) int {
 }
 
 // TestLazyPagesDropped: the page server connection is dropped mid-way.
+// (And before that: the images of a lazy dump restored without
+// --lazy-pages, or with it but no daemon, are refused, naming why.)
 // The daemon fails saying how many pages it could not serve, which it
 // poisoned: the copy dies of SIGBUS at the first of them instead of
 // running on with zeroes, and its pid namespace is gone. The dump fails
@@ -258,6 +260,15 @@ func TestLazyPagesDropped(t *testing.T) {
 	dump, port := startLazyDump(t, v.Pid, src)
 	proxy := cutProxy(t, "127.0.0.1:"+strconv.Itoa(port), 4<<20)
 	dst := lazyDest(t, src)
+
+	// Bad input first: a lazy dump's images restored without
+	// --lazy-pages, or with it but no daemon listening, are refused
+	// before anything is made.
+	msg := testutil.RestoreFail(t, dst, "--pidns")
+	testutil.AssertContains(t, msg, "pagemap-"+strconv.Itoa(v.Pid)+".img", "lazy (dump --lazy-pages)", "restore with --lazy-pages")
+	msg = testutil.RestoreFail(t, dst, "--pidns", "--lazy-pages")
+	testutil.AssertContains(t, msg, "connect to the lazy-pages daemon", "lazy-pages.socket")
+
 	dlog := filepath.Join(t.TempDir(), "lazy-pages.log")
 	daemon := startBg(t, testutil.StasisBin(t), dlog, true, "lazy-pages", "--status-fd", "3", "-D", dst,
 		"--page-server", "--address", "127.0.0.1", "--port", strconv.Itoa(proxy), "-v4", "-o", dlog)
@@ -266,9 +277,9 @@ func TestLazyPagesDropped(t *testing.T) {
 	if code := daemon.wait(t, "lazy-pages", 60*time.Second); code == 0 {
 		t.Fatalf("lazy-pages exited 0 though its page server went away\n%s", tail(daemon.logText(), 2000))
 	}
-	msg := daemon.stderr.String()
+	msg = daemon.stderr.String()
 	t.Logf("lazy-pages: %s", strings.TrimSpace(msg))
-	testutil.AssertContains(t, msg, "page server 127.0.0.1:"+strconv.Itoa(proxy), "closed the connection", "pages of the restored tasks were lazy pages not served", "poisoned", "SIGBUS")
+	testutil.AssertContains(t, msg, "page server 127.0.0.1:"+strconv.Itoa(proxy), "closed the connection", "pages of the restored tasks: lazy pages not served", "poisoned", "SIGBUS")
 	if code := c.Wait(t, 30*time.Second); code != 128+int(unix.SIGBUS) {
 		t.Errorf("stasis restore of the copy exited %d, want its root's %d (SIGBUS)\n%s", code, 128+int(unix.SIGBUS), v.LogTail())
 	}
