@@ -364,3 +364,49 @@ func TestLazyPagesTree(t *testing.T) {
 	}
 	v.TermAndCheck(t)
 }
+
+// TestLazyPagesCRIURestore: criu 4.2's restore --lazy-pages, in a pid and
+// mount namespace of its own (unshare: criu has no --pidns), is served by
+// a stasis lazy-pages daemon asking a stasis lazy dump.
+func TestLazyPagesCRIURestore(t *testing.T) {
+	testutil.RequireRoot(t)
+	criu := testutil.RequireCRIU(t)
+	unshare := testutil.RequireTool(t, "unshare")
+	t.Parallel()
+	v := testutil.StartVictim(t, "lazy", lazyMiB())
+	v.WaitReady(t)
+	src := t.TempDir()
+	dump, port := startLazyDump(t, v.Pid, src)
+	dst := lazyDest(t, src)
+	dlog := filepath.Join(t.TempDir(), "lazy-pages.log")
+	daemon := startBg(t, testutil.StasisBin(t), dlog, true, "lazy-pages", "--status-fd", "3", "-D", dst,
+		"--page-server", "--address", "127.0.0.1", "--port", strconv.Itoa(port), "-v4", "-o", dlog)
+	clog := filepath.Join(dst, "criu-restore.log")
+	r := startBg(t, unshare, clog, false, "--pid", "--mount", "--fork", "--mount-proc", criu, "restore", "-D", dst, "--lazy-pages", "-v4", "-o", filepath.Base(clog))
+	if code := daemon.wait(t, "lazy-pages", 60*time.Second); code != 0 {
+		t.Fatalf("lazy-pages exited %d\n%s\ncriu: %s", code, daemon.stderr.String(), testutil.CriuErrors(clog))
+	}
+	checkFirstFault(t, daemon.logText())
+	if code := dump.wait(t, "dump --lazy-pages", 30*time.Second); code != 0 {
+		t.Fatalf("dump --lazy-pages exited %d\n%s", code, tail(dump.logText(), 2000))
+	}
+	v.Reap(t)
+	checkAnswered(t, v)
+	// unshare -> criu (pid 1 there) -> the copy.
+	var copyPid int
+	testutil.WaitFor(t, 10*time.Second, "the copy under criu", func() bool {
+		for _, c := range testutil.Children(r.cmd.Process.Pid) {
+			if kids := testutil.Children(c); len(kids) == 1 {
+				copyPid = kids[0]
+				return true
+			}
+		}
+		return false
+	})
+	if err := unix.Kill(copyPid, unix.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the copy's check", func() bool { return strings.Contains(victimLog(v), "PASS") || strings.Contains(victimLog(v), "check(s) failed") })
+	testutil.AssertContains(t, victimLog(v), "PASS")
+	r.wait(t, "criu restore", 30*time.Second)
+}
