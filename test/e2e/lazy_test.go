@@ -406,7 +406,9 @@ func TestLazyPagesCRIURestore(t *testing.T) {
 	if err := unix.Kill(copyPid, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 30*time.Second, "the copy's check", func() bool { return strings.Contains(victimLog(v), "PASS") || strings.Contains(victimLog(v), "check(s) failed") })
+	testutil.WaitFor(t, 30*time.Second, "the copy's check", func() bool {
+		return strings.Contains(victimLog(v), "PASS") || strings.Contains(victimLog(v), "check(s) failed")
+	})
 	testutil.AssertContains(t, victimLog(v), "PASS")
 	r.wait(t, "criu restore", 30*time.Second)
 }
