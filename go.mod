@@ -5,11 +5,13 @@ go 1.26.8
 require (
 	github.com/checkpoint-restore/go-criu/v8 v8.3.0
 	github.com/google/nftables v0.3.0
+	github.com/klauspost/compress v1.18.0
 	github.com/mdlayher/netlink v1.7.3-0.20250113171957-fbb4dce95f42
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.9
 	github.com/vishvananda/netlink v1.3.1
 	github.com/vishvananda/netns v0.0.5
+	golang.org/x/crypto v0.31.0
 	golang.org/x/sys v0.50.0
 	google.golang.org/protobuf v1.36.12
 )

@@ -100,6 +100,9 @@ func PreDumpContext(ctx context.Context, opts DumpOptions) error {
 		Pid: opts.Pid, ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir,
 		ShellJob: opts.ShellJob, Files: opts.Files, Log: opts.Log, Notify: opts.Notify, Mem: mo,
 	})
+	if err == nil {
+		_, err = sealDir(opts.ImagesDir, opts.Seal, opts.Log)
+	}
 	return priv.Explain("pre-dump", opts.Pid, err)
 }
 

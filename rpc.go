@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 
 	"github.com/stasis-cr/stasis/internal/kerndat"
@@ -18,6 +19,11 @@ var ErrRPCFailed = rpc.ErrFailed
 // itself was refused (malformed, unknown type, keep_open where criu does
 // not keep the connection): `criu swrk` then exits 255, as criu does.
 var ErrRPCBadRequest = rpc.ErrBadRequest
+
+// RPCSplitExit is ServeSwrk's error when the server split for a RESTORE
+// with rst_sibling (see SplitSibling) and the restorer ended before
+// taking it: `criu swrk` exits with that status, the restorer's.
+type RPCSplitExit = rpc.SplitExit
 
 // ServeSwrk serves criu's swrk RPC (go-criu, runc, libcriu) on conn, a
 // SOCK_SEQPACKET socket inherited from the client: one request (more
@@ -36,12 +42,19 @@ type ServiceOptions struct {
 	// e.g. [/usr/bin/stasis, swrk, 3].
 	Swrk  []string
 	Ready func(address string) // called once the socket listens
+	// PidFile (--pidfile), if set, gets the pid of the process that
+	// serves (the daemon's with Daemon) once the socket listens.
+	PidFile string
+	// Log takes the service's messages; DaemonArgs are options the
+	// daemon is started with again (its log: -o ABS -vN).
+	Log        *slog.Logger
+	DaemonArgs []string
 }
 
 // Service serves criu's RPC on a unix socket, each connection in a swrk
 // process of its own, until ctx is done.
 func Service(ctx context.Context, o ServiceOptions) error {
-	return rpc.Service(ctx, rpc.ServiceOptions{Address: o.Address, Daemon: o.Daemon, Swrk: o.Swrk, Ready: o.Ready})
+	return rpc.Service(ctx, rpc.ServiceOptions{Address: o.Address, Daemon: o.Daemon, Swrk: o.Swrk, Ready: o.Ready, PidFile: o.PidFile, Log: o.Log, DaemonArgs: o.DaemonArgs})
 }
 
 var backend = rpc.Backend{
@@ -51,7 +64,7 @@ var backend = rpc.Backend{
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: lazyMem(memFromRPC(r.Mem), r.LazyPages),
-			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts, LazyPages: r.LazyPages,
+			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts, CPUCap: r.CPUCap, LazyPages: r.LazyPages,
 		})
 	},
 	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
@@ -66,7 +79,7 @@ var backend = rpc.Backend{
 			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups, Net: r.Net,
-			Mounts: r.Mounts, LazyPages: r.LazyPages,
+			Mounts: r.Mounts, CPUCap: r.CPUCap, LazyPages: r.LazyPages,
 		})
 		if err != nil {
 			return 0, err

@@ -65,11 +65,15 @@ type DumpOptions struct {
 	Notify Notify
 	// Mem: --track-mem, --prev-images-dir, --page-server (migrate.go).
 	Mem MemDumpOptions
+	// CPUCap (--cpu-cap): when given, cpuinfo.img is written (cpuinfo.go).
+	CPUCap CPUCaps
 	// LazyPages (--lazy-pages): private anonymous pages are not saved; once
 	// the images are written the dump, the tree still frozen, serves them
 	// on Mem.Address:Mem.Port to a lazy-pages daemon, then kills the tree
 	// (lazy.go).
 	LazyPages bool
+	// Seal: --compress, --encrypt --key-file (sealing.go).
+	Seal SealOptions
 }
 
 // Notify is called at criu's action-script points (criu's
@@ -157,10 +161,15 @@ type RestoreOptions struct {
 	// tree runs "post-resume". An error fails the restore there, but for
 	// "post-resume", whose error is only logged.
 	Notify Notify
+	// CPUCap (--cpu-cap): when given, this CPU is checked against the
+	// images' cpuinfo.img for the capabilities it names (cpuinfo.go).
+	CPUCap CPUCaps
 	// LazyPages (--lazy-pages): private anonymous memory is left missing
 	// and filled by the lazy-pages daemon listening in the work dir
 	// (LazyPages) as the tasks touch it: they run before it has arrived.
 	LazyPages bool
+	// KeyFile (--key-file): decrypts images sealed with --encrypt.
+	KeyFile string
 }
 
 // Restored is a restored process tree, running on its own.
@@ -228,7 +237,11 @@ func DumpContext(ctx context.Context, opts DumpOptions) error {
 		LeaveRunning: opts.LeaveRunning, LeaveStopped: opts.LeaveStopped,
 		ShellJob: opts.ShellJob, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Notify: opts.Notify, Cgroups: cgroupDump(opts.Cgroups, priv.Full(), opts.Log), Mounts: dumpMounts(opts),
+		CPUCap: opts.CPUCap,
 	})
+	if err == nil {
+		_, err = sealDir(opts.ImagesDir, opts.Seal, opts.Log)
+	}
 	return priv.Explain("dump", opts.Pid, err)
 }
 
@@ -332,10 +345,16 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 	if err := kerndat.Require(restore.Needs...); err != nil {
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	if opts.KeyFile != "" {
+		if err := UseKeyFile(opts.KeyFile); err != nil {
+			return nil, fmt.Errorf("restore: %w", err)
+		}
+	}
 	r, err := restore.Restore(ctx, restore.Options{
 		ImagesDir: opts.ImagesDir, WorkDir: opts.WorkDir, PidFile: opts.PidFile,
 		ShellJob: opts.ShellJob, PidNS: opts.PidNS, Sibling: opts.Sibling, NetworkLock: lock, Files: opts.Files, Net: opts.Net, Log: opts.Log,
 		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log), Mounts: opts.Mounts,
+		CPUCap:    opts.CPUCap,
 		LazyPages: opts.LazyPages,
 	})
 	return r, priv.Explain("restore", 0, err)
@@ -398,6 +417,9 @@ func Reexec() (code int, ok bool) {
 	}
 	if len(os.Args) == 2 && os.Args[1] == puppet.SiblingArg {
 		return puppet.RunSibling(), true
+	}
+	if len(os.Args) == 3 && os.Args[1] == puppet.WaitArg {
+		return puppet.RunWait(os.Args[2]), true
 	}
 	if len(os.Args) == 3 && os.Args[1] == puppet.InitArg {
 		root, err := strconv.Atoi(os.Args[2])

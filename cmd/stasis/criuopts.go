@@ -138,7 +138,7 @@ var hintOptions = map[string]string{
 	"extra":        "check runs every probe",
 	"experimental": "check runs every probe",
 	"all":          "check runs every probe",
-	"cpu-cap":      "only none (no cpu check), which is what stasis does",
+	"cpu-cap":      "only dump, restore and cpuinfo record or check the CPU, as criu's",
 }
 
 // commandHints are dump options that criu takes at restore too, where
@@ -267,14 +267,6 @@ func refuseCRIUOptions(cmd *cobra.Command) error {
 		switch {
 		case fl.Usage == refusedUsage:
 			set = append(set, "--"+fl.Name)
-		case fl.Name == "cpu-cap" && strings.HasPrefix(fl.Usage, hintUsage):
-			switch v := fl.Value.String(); v {
-			case "none":
-			case "(default)":
-				set = append(set, "--cpu-cap")
-			default:
-				set = append(set, "--cpu-cap="+v)
-			}
 		}
 	})
 	switch len(set) {

@@ -91,6 +91,7 @@ func newDumpCmd() *cobra.Command {
 	addMountDumpFlags(f, &o.Mounts)
 	lf.register(f)
 	registerMemFlags(f, &o.Mem)
+	addCPUCapFlag(f, &o.CPUCap)
 	f.BoolVar(&o.LazyPages, "lazy-pages", false, "do not save private anonymous memory: serve it on --address:--port to a lazy restore's lazy-pages daemon, the tree frozen until it has it all")
 	addUnimplemented(f, dumpUnimplemented)
 	return cmd

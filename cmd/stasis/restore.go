@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -34,6 +35,18 @@ func newRestoreCmd() *cobra.Command {
 			if o.Sibling && !detach {
 				// criu's words: stasis could not wait for the root.
 				return errorf("restore: --restore-sibling only makes sense with --restore-detached")
+			}
+			if o.Sibling && !stasis.SiblingRestorer() {
+				// As criu's own process is: the root's parent is ours
+				// and the root its only new child (LXC takes the first).
+				code, err := stasis.SplitSibling(os.Args)
+				if err != nil {
+					return errorf("restore: %v", err)
+				}
+				if code != 0 {
+					return exitError{code}
+				}
+				return nil
 			}
 			for _, a := range inherit {
 				in, err := stasis.ParseInheritFd(a)
@@ -120,6 +133,7 @@ func newRestoreCmd() *cobra.Command {
 	nf.registerRestore(f, &o.Net)
 	addMountRestoreFlags(f, &o.Mounts)
 	lf.register(f)
+	addCPUCapFlag(f, &o.CPUCap)
 	addUnimplemented(f, restoreUnimplemented)
 	return cmd
 }

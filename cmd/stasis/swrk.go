@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 
 	"github.com/spf13/cobra"
@@ -29,6 +30,11 @@ drive criu. Exits 0 if the request succeeded, 1 if its reply is a failure.`,
 			ctx, release := interruptible()
 			defer release()
 			err = stasis.ServeSwrk(ctx, os.NewFile(uintptr(fd), "criu-xprt-srv"))
+			var split stasis.RPCSplitExit
+			if errors.As(err, &split) {
+				// The restorer served the request and said why.
+				return exitError{int(split)}
+			}
 			if errors.Is(err, stasis.ErrRPCBadRequest) {
 				fmt.Fprintf(os.Stderr, "Error: %v\n", err)
 				return exitError{255}
@@ -45,6 +51,8 @@ drive criu. Exits 0 if the request succeeded, 1 if its reply is a failure.`,
 
 func newServiceCmd() *cobra.Command {
 	var o stasis.ServiceOptions
+	var lf logFlags
+	var work string
 	cmd := &cobra.Command{
 		Use:   "service [--address SOCK] [--daemon]",
 		Short: "serve criu's RPC on a unix socket, each connection as swrk",
@@ -55,6 +63,20 @@ func newServiceCmd() *cobra.Command {
 				return err
 			}
 			o.Swrk = []string{self, "swrk", "3"}
+			log, closeLog, err := lf.open(work)
+			if err != nil {
+				return err
+			}
+			defer closeLog()
+			o.Log = log
+			if o.Daemon && lf.file != "" {
+				// The daemon runs from /: its log by absolute path.
+				abs, err := filepath.Abs(lf.path(work))
+				if err != nil {
+					return err
+				}
+				o.DaemonArgs = []string{"--log-file", abs, fmt.Sprintf("--verbosity=%d", lf.verbosity)}
+			}
 			ctx, release := interruptible()
 			defer release()
 			return stasis.Service(ctx, o)
@@ -63,5 +85,8 @@ func newServiceCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.StringVar(&o.Address, "address", "", "unix socket to listen on (default ./criu_service.socket)")
 	f.BoolVarP(&o.Daemon, "daemon", "d", false, "detach once the socket listens")
+	f.StringVarP(&work, "work-dir", "W", "", "directory of the service's log (-o)")
+	lf.register(f)
+	f.StringVar(&o.PidFile, "pidfile", "", "write the pid of the serving process (the daemon's with --daemon) into FILE")
 	return cmd
 }

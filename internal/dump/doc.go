@@ -1,7 +1,7 @@
 // Package dump checkpoints a process tree into an image directory. Dump
 // is an orchestrator that reads as its list of phases (dump.go run):
 // seize the tree (tree.go, the freeze), check, ids (ids.go; an fd table
-// shared with the parent: sharedfdt.go), task state,
+// shared with the parent: sharedfdt.go; fs info: sharedfs.go), task state,
 // files, memory layout, pages, images (images.go: the list of images in
 // the order they are written), finish. Each phase calls the package that
 // owns the resource: core, mem, files, ns, pstree (pstree.img entries,

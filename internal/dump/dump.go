@@ -17,6 +17,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
@@ -57,6 +58,8 @@ type Options struct {
 	Notify func(script string, pid int) error
 	// Mem: pre-dump, --track-mem, --prev-images-dir, --page-server.
 	Mem MemOptions
+	// CPUCap: --cpu-cap given, cpuinfo.img is written (internal/cpuinfo).
+	CPUCap cpuinfo.Caps
 	// LazyPages (--lazy-pages): private anonymous pages are not saved but
 	// served on this listener once the images are complete (lazy.go).
 	LazyPages net.Listener

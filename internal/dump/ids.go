@@ -42,10 +42,17 @@ func (d *dumper) dumpIDs(p *process) error {
 	if err != nil {
 		return err
 	}
+	sharesFS, err := sharesParentFS(p)
+	if err != nil {
+		return err
+	}
 	for i, k := range sharedObjs {
 		if shares && k.typ == linux.KcmpFiles {
 			p.sharesFiles = true // its parent's (sharedfdt.go)
 			continue
+		}
+		if sharesFS && k.typ == linux.KcmpFS {
+			continue // its parent's (sharedfs.go)
 		}
 		other, at, found, err := d.kobjs[i].Find(p.pid, 0)
 		if err != nil {
@@ -68,6 +75,9 @@ func (d *dumper) dumpIDs(p *process) error {
 	}
 	if p.sharesFiles {
 		p.ids.FilesId = proto.Uint32(p.parent.ids.GetFilesId())
+	}
+	if sharesFS {
+		p.ids.FsId = proto.Uint32(p.parent.ids.GetFsId())
 	}
 	d.ns.SetIDs(p.pid, p.ids)
 	return nil

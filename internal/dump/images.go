@@ -16,6 +16,7 @@ import (
 
 	"github.com/stasis-cr/stasis/internal/checksum"
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/netlock"
@@ -55,6 +56,7 @@ func (d *dumper) writeImages() error {
 		func() error { return d.cg.Write(d.dir) },
 		func() error { return d.files.WriteImages(d.dir) },
 		func() error { return w("seccomp.img", d.seccomp.Entry()) },
+		func() error { return cpuinfo.DumpFor(d.dir, d.opts.CPUCap) },
 		func() error {
 			var mono, boot unix.Timespec
 			_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono)

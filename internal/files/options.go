@@ -47,6 +47,9 @@ type DumpOptions struct {
 	// ShellJob accepts a terminal whose master is outside the tree (the
 	// one a shell job was started from; -j/--shell-job).
 	ShellJob bool
+	// OrphanPtsMaster accepts it too (the RPC's orphan_pts_master: a
+	// container's console, whose master the runtime holds).
+	OrphanPtsMaster bool
 	// Preflight only checks (stasis check --pid): each refusal is kept in
 	// Table.Refused and the dump goes on to the next resource, and nothing
 	// outside stasis is changed (no repair mode, no --link-remap link).
@@ -104,6 +107,10 @@ type RestoreOptions struct {
 	// ShellJob gives the terminal of stasis to a pty slave whose master
 	// was outside the tree (-j/--shell-job).
 	ShellJob bool
+	// OrphanPtsMaster, if set, gives such a slave a new pty pair of its
+	// index instead, and is called with the new master, which the caller
+	// takes a copy of (the RPC's orphan_pts_master: internal/tty/orphan.go).
+	OrphanPtsMaster func(master *os.File) error
 	// Log takes the messages of the restore's steps; nil discards them.
 	Log *slog.Logger
 }

@@ -217,7 +217,7 @@ func (d *Dir) NewReader(name string) (*Reader, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(p)
+	f, err := OpenFile(p)
 	if err != nil {
 		return nil, err
 	}
@@ -359,7 +359,7 @@ func (d *Dir) OpenRaw(name string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
-	return os.Open(p)
+	return OpenFile(p)
 }
 
 func (d *Dir) rawPath(name, op string) (string, error) {

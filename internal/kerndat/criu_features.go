@@ -26,24 +26,19 @@ func init() {
 // notInStasis are criu features stasis has no use for yet: the kernel may
 // well have them, stasis cannot do what they are for.
 var notInStasis = map[string]string{
-	"pidfd_store":          "stasis keeps no pidfd store between pre-dumps (it keeps the tracking's userfaultfds with a holder process)",
-	"tun":                  "stasis does not dump tun/tap devices yet",
-	"tun_ns":               "stasis does not dump tun/tap devices yet",
-	"userns":               "stasis does not dump user namespaces yet",
-	"autofs":               "stasis does not dump autofs mounts",
-	"compat_cr":            "stasis does not dump 32-bit (compat) tasks",
-	"sk_ns":                "stasis does not dump sockets of other network namespaces yet",
-	"nsid":                 "stasis does not dump network namespace ids yet",
-	"link_nsid":            "stasis does not dump links into other network namespaces yet",
-	"external_net_ns":      "stasis does not take external network namespaces yet (--external net[])",
-	"newifindex":           "stasis does not restore network devices yet",
-	"has_ipt_legacy":       "stasis locks the network with nftables only (--network-lock iptables is not implemented)",
-	"ns_pid":               "stasis does not read nested pid namespaces through NS_GET_PID yet",
-	"apparmor_stacking":    "stasis does not restore LSM profiles yet (--lsm-profile)",
-	"memfd_hugetlb":        "stasis does not dump hugetlb memfds yet",
-	"move_mount_set_group": "stasis does not restore mount namespaces yet",
-	"overlayfs_maps":       "stasis does not resolve mappings of overlayfs files through map_files yet",
-	"breakpoints":          "stasis does not restore hardware breakpoints",
+	"pidfd_store":       "stasis keeps no pidfd store between pre-dumps (it keeps the tracking's userfaultfds with a holder process)",
+	"tun":               "stasis does not dump tun/tap devices yet",
+	"tun_ns":            "stasis does not dump tun/tap devices yet",
+	"autofs":            "stasis does not dump autofs mounts",
+	"compat_cr":         "stasis does not dump 32-bit (compat) tasks",
+	"nsid":              "stasis does not dump network namespace ids yet",
+	"link_nsid":         "stasis does not dump links into other network namespaces yet",
+	"has_ipt_legacy":    "stasis locks the network with nftables only (--network-lock iptables is not implemented)",
+	"ns_pid":            "stasis does not read nested pid namespaces through NS_GET_PID yet",
+	"apparmor_stacking": "stasis does not restore LSM profiles yet (--lsm-profile)",
+	"memfd_hugetlb":     "stasis does not dump hugetlb memfds yet",
+	"overlayfs_maps":    "stasis does not resolve mappings of overlayfs files through map_files yet",
+	"breakpoints":       "stasis does not restore hardware breakpoints",
 }
 
 func lacking(why string) func() (bool, string) {

@@ -95,3 +95,12 @@ func (s *KcmpSet[T]) Insert(at, pid, idx int, v T) {
 	copy(s.items[at+1:], s.items[at:])
 	s.items[at] = kcmpItem[T]{pid: pid, idx: idx, v: v}
 }
+
+// Values are the values of the set's objects, in its order.
+func (s *KcmpSet[T]) Values() []T {
+	out := make([]T, len(s.items))
+	for i, it := range s.items {
+		out[i] = it.v
+	}
+	return out
+}

@@ -8,7 +8,9 @@
 // image entries:
 //
 //	vma.go      VMAs: Classify (smaps -> vma_entry, a table of mapping
-//	            kinds) / MapAreas, Protect (mmap, mprotect, madvise)
+//	            kinds; a packet socket's ring is a socket VMA mapped from
+//	            the socket again, its pages not kept) / MapAreas, Protect
+//	            (mmap, mprotect, madvise)
 //	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img;
 //	            PageRuns reads the page map only where PAGEMAP_SCAN finds
 //	            pages) / the pagemap reader, PagedAreas, FillPages (the

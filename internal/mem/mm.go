@@ -28,6 +28,9 @@ type FileTable interface {
 	AddLink(src string, flags uint32) (uint32, error)
 	// AddMemfdMapping records the memfd mapped at start-end of pid.
 	AddMemfdMapping(pid int, start, end uint64, path string) (id, flags uint32, err error)
+	// MappedSocket is the file id of the socket (sockfs dev and ino)
+	// mapped at start-end of pid: one of the tree's fds must hold it.
+	MappedSocket(pid int, start, end, dev, ino uint64) (uint32, error)
 	// Refuse ends the dump with err, or in a preflight lists it and
 	// returns nil to go on.
 	Refuse(err error) error
@@ -114,7 +117,18 @@ func DumpMM(t *ptrace.Task, pid int, st *proc.Stat, areas []*Area, files FileTab
 // addMappedFile records the file a file mapping maps in files and names
 // it in the VMA entry (its shmid is the file id, as in criu).
 func addMappedFile(pid int, a *Area, files FileTable) error {
-	if a.Memfd {
+	if a.Has(AreaSocket) {
+		id, err := files.MappedSocket(pid, a.Start(), a.End(), a.Dev, a.Ino)
+		if err != nil {
+			if err := files.Refuse(err); err != nil {
+				return err
+			}
+		}
+		// As criu writes it; the restore maps the socket itself,
+		// whatever the flags.
+		a.E.Shmid = proto.Uint64(uint64(id))
+		a.E.Fdflags = proto.Uint32(unix.O_RDWR)
+	} else if a.Memfd {
 		id, flags, err := files.AddMemfdMapping(pid, a.Start(), a.End(), a.Path)
 		if err != nil {
 			if err := files.Refuse(err); err != nil {
@@ -155,7 +169,7 @@ func checkMM(file string, m *mm.MmEntry, hasFile func(id uint32) bool, shm *Shme
 			return bad(file, "vma %d: bad range %#x-%#x", i, v.GetStart(), v.GetEnd())
 		}
 		prevEnd = v.GetEnd()
-		if v.GetStatus()&(FilePrivate|FileShared) != 0 && !hasFile(uint32(v.GetShmid())) {
+		if v.GetStatus()&(FilePrivate|FileShared|AreaSocket) != 0 && !hasFile(uint32(v.GetShmid())) {
 			return bad(file, "vma %d maps file id %d, not in files.img", i, v.GetShmid())
 		}
 		if v.GetStatus()&AnonShared != 0 && v.GetStatus()&AreaSysVIPC == 0 {

@@ -130,12 +130,12 @@ func openParentLevel(dir *images.Dir, name string, depth int, seen map[string]bo
 		}
 	}
 	if off > 0 {
-		fi, err := os.Stat(l.pages)
+		size, err := images.Size(l.pages)
 		if err != nil {
 			return nil, fmt.Errorf("%s: pages of pages id %d: %w", filepath.Join(real, name), head.GetPagesId(), err)
 		}
-		if fi.Size() < off {
-			return nil, &images.Error{File: l.pages, Offset: fi.Size(), Err: fmt.Errorf("%w: %s needs %d bytes of pages", images.ErrTruncated, name, off)}
+		if size < off {
+			return nil, &images.Error{File: l.pages, Offset: size, Err: fmt.Errorf("%w: %s needs %d bytes of pages", images.ErrTruncated, name, off)}
 		}
 	}
 	return l, nil
@@ -260,7 +260,7 @@ func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept 
 	for _, s := range img.parents.srcs {
 		m, ok := maps[s.path]
 		if !ok {
-			f, err := os.Open(s.path)
+			f, err := images.OpenFile(s.path)
 			if err != nil {
 				return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
 			}
@@ -299,7 +299,7 @@ func fillFromParents(chain *parentChain, vaddr, n uint64, w io.WriterAt, limit i
 		return fmt.Errorf("%s: pages %#x-%#x in parent: %w", chain.name, vaddr, vaddr+n, err)
 	}
 	for _, s := range srcs {
-		f, err := os.Open(s.path)
+		f, err := images.OpenFile(s.path)
 		if err != nil {
 			return err
 		}

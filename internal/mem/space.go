@@ -147,7 +147,7 @@ func (r *Restorer) opener(t remote.Task) FileOpener {
 			}
 			return t.PassFile(f)
 		}
-		if e.Fdflags == nil {
+		if e.Fdflags == nil || e.GetStatus()&AreaSocket != 0 {
 			fd, err := r.passFile(t, uint32(e.GetShmid()))
 			return int(fd), err
 		}

@@ -154,6 +154,8 @@ var vmaKinds = []vmaKind{
 	// The completion ring of an AIO context (aio.go).
 	{isAioRing, fixed(AreaRegular|AreaAIORing, 0)},
 	{isMemfd, fillMemfd},
+	// The ring of a packet socket (PACKET_RX_RING/TX_RING).
+	{isSocketMap, fillSocketMap},
 	{isFile, fillFile},
 }
 
@@ -258,6 +260,23 @@ func fillFile(pid int, v proc.VMA, a, _ *Area) (uint32, uint32, error) {
 	return AreaRegular | fileStatus(v), 0, nil
 }
 
+// isSocketMap: a socket's own memory mapped by the task: the rings of a
+// packet socket are the only socket memory that can be mapped.
+func isSocketMap(_ int, v proc.VMA) bool { return v.Shared && strings.HasPrefix(v.Path, "socket:[") }
+
+// fillSocketMap: criu's socket VMA. Its pages are the ring's, which the
+// restore does not keep (criu neither): the socket's restore sets a new,
+// empty ring up, mapped again at the same address.
+func fillSocketMap(pid int, v proc.VMA, a, _ *Area) (uint32, uint32, error) {
+	var st unix.Stat_t
+	mf := fmt.Sprintf("/proc/%d/map_files/%x-%x", pid, v.Start, v.End)
+	if err := unix.Stat(mf, &st); err != nil {
+		return 0, 0, fmt.Errorf("vma %#x-%#x of pid %d (%s): %w", v.Start, v.End, pid, v.Path, err)
+	}
+	a.Dev, a.Ino = st.Dev, st.Ino
+	return AreaRegular | AreaSocket, 0, nil
+}
+
 func fileStatus(v proc.VMA) uint32 {
 	if v.Shared {
 		return FileShared
@@ -340,7 +359,7 @@ func SameOrigin(a, b *vma.VmaEntry, sameFile func(a, b uint32) bool) bool {
 		return false
 	}
 	switch {
-	case a.GetStatus()&(FilePrivate|FileShared) != 0:
+	case a.GetStatus()&(FilePrivate|FileShared|AreaSocket) != 0:
 		return sameFile(uint32(a.GetShmid()), uint32(b.GetShmid()))
 	case a.GetStatus()&(AnonShared|AreaSysVIPC) != 0:
 		return a.GetShmid() == b.GetShmid()
@@ -355,7 +374,7 @@ func SameOrigin(a, b *vma.VmaEntry, sameFile func(a, b uint32) bool) bool {
 // host's. The vvar pages cannot be read (they are I/O memory).
 func (a *Area) Dumpable() bool {
 	s := a.E.GetStatus()
-	if s&AreaRegular == 0 || s&(AreaVVAR|FileShared|AnonShared|AreaSysVIPC) != 0 {
+	if s&AreaRegular == 0 || s&(AreaVVAR|FileShared|AnonShared|AreaSysVIPC|AreaSocket) != 0 {
 		return false
 	}
 	return true
@@ -410,9 +429,10 @@ func MapAreas(t remote.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bo
 		}
 		flags := uint64(e.GetFlags()) | unix.MAP_FIXED
 		fd := ^uint64(0)
-		if e.GetStatus()&(FilePrivate|FileShared|AnonShared) != 0 {
+		if e.GetStatus()&(FilePrivate|FileShared|AnonShared|AreaSocket) != 0 {
 			// Shared anonymous memory too is mapped from its object's
-			// file, so that every mapping of it shares it again.
+			// file, so that every mapping of it shares it again; a
+			// socket's ring from its socket.
 			f, err := open(e)
 			if err != nil {
 				return fmt.Errorf("map vma %#x-%#x: %w", e.GetStart(), e.GetEnd(), err)

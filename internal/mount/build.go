@@ -92,6 +92,9 @@ func (b *builder) build() error {
 func (b *builder) mountOne(m *rmount) error {
 	e := m.e
 	what := fmt.Sprintf("mount %d at %s (%s)", e.GetMntId(), e.GetMountpoint(), fsLabel(e))
+	if err := b.devptsSource(m); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
 	if m.parent != nil {
 		if err := b.mountpoint(m); err != nil {
 			return fmt.Errorf("%s: %w", what, err)

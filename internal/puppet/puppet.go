@@ -20,8 +20,11 @@ const PuppetArg = "__stasis_puppet"
 
 // Puppet is the helper process the restored tasks are cloned from.
 type Puppet struct {
-	cmd     *exec.Cmd
-	pid     int // a sibling puppet's (StartSibling), which has no cmd
+	cmd *exec.Cmd
+	pid int // a sibling puppet's (StartSibling), which has no cmd
+	// parent: the puppet is the process that split (split.go), this
+	// process' parent, let go rather than killed.
+	parent  bool
 	Tr      *ptrace.Task
 	Scratch *ptrace.Scratch
 }
@@ -123,7 +126,15 @@ func findVDSO(pid int) (proc.VMA, error) {
 	return proc.VMA{}, fmt.Errorf("pid %d has no [vdso]", pid)
 }
 
+// Kill ends the puppet: killed, or let go if it is the process that
+// split (it then exits with this process' status, see RunWait).
 func (p *Puppet) Kill() {
+	if p.parent {
+		if p.pid != 0 {
+			p.release()
+		}
+		return
+	}
 	if p.pid != 0 {
 		p.killSibling()
 		return

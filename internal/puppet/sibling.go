@@ -16,18 +16,22 @@ import (
 
 // SiblingArg is the argument of the process that becomes the puppet of a
 // restore whose root must be a sibling of stasis (criu's rst_sibling,
-// --restore-sibling): a child of stasis' parent, as runc and go-criu
-// expect of `criu swrk`, which they wait for as their child.
+// --restore-sibling) when stasis has not split (split.go): a child of
+// stasis' parent, as runc and go-criu expect of `criu swrk`, which they
+// wait for as their child.
 //
 // criu forks the root itself with CLONE_PARENT. stasis clones the root
-// from its puppet, so the puppet must be a child of stasis' parent too:
-// stasis starts this process with CLONE_PARENT (a fork of stasis, many
-// threads), seizes its main thread, and lets it exec the puppet. The
-// puppet, traced since before its exec and stopped at the exec event,
-// then clones the root with CLONE_PARENT. What the parent keeps from this:
-// one more child, the puppet, killed once the root exists; a parent that
-// reaps every child (runc, conmon, containerd's shim are subreapers that
-// do) collects it, another finds it as a zombie until it exits.
+// from its puppet, so the puppet must be a child of stasis' parent too.
+// The CLI and swrk split (split.go): the process the parent started
+// becomes the puppet. A program that restores through the library
+// without splitting gets this: stasis starts this process with
+// CLONE_PARENT (a fork of stasis, many threads), seizes its main thread,
+// and lets it exec the puppet. The puppet, traced since before its exec
+// and stopped at the exec event, then clones the root with CLONE_PARENT.
+// What the parent keeps from this: one more child, the puppet, killed
+// once the root exists and listed before it; a parent that reaps every
+// child (runc, conmon, containerd's shim are subreapers that do) collects
+// it, another finds it as a zombie until it exits.
 const SiblingArg = "__stasis_sibling"
 
 // siblingGoFd is where the sibling finds the pipe stasis writes to once
@@ -60,10 +64,15 @@ func RunSibling() int {
 	return 2
 }
 
-// StartSibling starts the puppet as a child of stasis' parent (see
-// SiblingArg). Its children cloned with CLONE_PARENT are then children of
-// stasis' parent. It must run on the tracer thread.
+// StartSibling starts the puppet as a child of stasis' parent: stasis'
+// parent itself when this process is the restorer of a split
+// (split.go), a process of its own otherwise (see SiblingArg). Its
+// children cloned with CLONE_PARENT are then children of stasis' parent.
+// It must run on the tracer thread.
 func StartSibling(unprivileged bool) (*Puppet, error) {
+	if split != nil {
+		return startParent(unprivileged)
+	}
 	opts := restoreOpts
 	if unprivileged {
 		opts &^= unix.PTRACE_O_SUSPEND_SECCOMP
@@ -107,11 +116,21 @@ func StartSibling(unprivileged bool) (*Puppet, error) {
 		p.Kill()
 		return nil, fmt.Errorf("start sibling puppet: %w", err)
 	}
+	if err := p.takeAtExec(pid, opts); err != nil {
+		return nil, fmt.Errorf("start sibling puppet: %w", err)
+	}
+	return p, nil
+}
+
+// takeAtExec waits until the seized process pid has exec'ed the puppet
+// (PTRACE_O_TRACEEXEC), then makes it the puppet, attached with opts. On
+// failure the process is killed (see Kill).
+func (p *Puppet) takeAtExec(pid int, opts int) error {
 	for {
 		st, err := ptrace.Wait(pid)
 		if err != nil {
 			p.pid = 0 // gone
-			return nil, fmt.Errorf("start sibling puppet: %w", err)
+			return err
 		}
 		if st.Signal == unix.SIGTRAP && st.Event == unix.PTRACE_EVENT_EXEC {
 			break
@@ -124,7 +143,7 @@ func StartSibling(unprivileged bool) (*Puppet, error) {
 		}
 		if err := ptrace.Cont(pid, int(sig)); err != nil {
 			p.Kill()
-			return nil, fmt.Errorf("start sibling puppet: %w", err)
+			return err
 		}
 	}
 	// Seized, its children would be seized too, and stop at birth with a
@@ -133,17 +152,17 @@ func StartSibling(unprivileged bool) (*Puppet, error) {
 	// stopped, let go, attached again, its SIGSTOP taken at the entry.
 	if err := p.reattach(pid); err != nil {
 		p.Kill()
-		return nil, fmt.Errorf("start sibling puppet: %w", err)
+		return err
 	}
 	if err := ptrace.SetOptions(pid, opts); err != nil {
 		p.Kill()
-		return nil, err
+		return err
 	}
 	if err := p.attach(pid); err != nil {
 		p.Kill()
-		return nil, err
+		return err
 	}
-	return p, nil
+	return nil
 }
 
 // reattach turns the seized puppet, at its exec stop, into one attached

@@ -12,7 +12,7 @@
 //     and group leaders included (pstree.AddHelpers), and for the pids
 //     of /proc files of processes gone (pstree.AddPidHelper); a child
 //     sharing its parent's fd table is cloned with CLONE_FILES
-//     (sharedfdt.go); a task gets its
+//     (sharedfdt.go), its fs info with CLONE_FS (sharedfs.go); a task gets its
 //     address space (mem, through remote.Task) before its children are
 //     cloned from it.
 //   - per process, parents first (restore.go run, process.go): groups,

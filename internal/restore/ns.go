@@ -46,7 +46,7 @@ func (r *restorer) loadNamespaces() error {
 // namespace level and the namespaces it starts.
 func (r *restorer) cloneProcess(t *ptrace.Task, s *ptrace.Scratch, img *taskImages) (*ptrace.Task, error) {
 	pids, flags := r.ns.Clone(img.Pid())
-	flags |= r.siblingFlag(t) | r.filesFlag(img)
+	flags |= r.siblingFlag(t) | r.filesFlag(img) | r.fsFlag(img)
 	c, err := pstree.CloneWithPids(t, s, pids, flags)
 	if err != nil {
 		return nil, err

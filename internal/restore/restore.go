@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/cgroup"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
@@ -59,6 +60,8 @@ type Options struct {
 	// The restored tasks are traced without PTRACE_O_SUSPEND_SECCOMP,
 	// which needs it, so a tree under seccomp is refused.
 	Unprivileged bool
+	// CPUCap: --cpu-cap given, this CPU is checked against cpuinfo.img.
+	CPUCap cpuinfo.Caps
 	// Notify, if set, is called at criu's action-script points of a
 	// restore ("pre-restore", "setup-namespaces" and
 	// "post-setup-namespaces" when the tree gets namespaces of its own,
@@ -284,6 +287,9 @@ func (r *restorer) prepare() error {
 	var err error
 	if r.imgs, err = readImages(r.opts.ImagesDir); err != nil {
 		return err
+	}
+	if err := cpuinfo.CheckDir(r.imgs.dir, r.opts.CPUCap); err != nil {
+		return fmt.Errorf("restore: %w", err)
 	}
 	if err := r.loadNamespaces(); err != nil {
 		return err

@@ -8,6 +8,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/criuconf"
 )
 
@@ -84,41 +85,6 @@ var confNoRPC = map[string]bool{
 	"all": true, "deprecated": true, "ghost-fiemap": true, "allow-uprobes": true,
 	"status-fd": true, "ps-socket": true, "stream": true, "ms": true, "feature": true,
 	"file-validation": true, "pre-dump-mode": true, "inherit-fd": true, "exec-cmd": true,
-}
-
-// criu's --cpu-cap bits (criu/include/cr_options.h).
-const (
-	cpuCapFPU     = 1 << 0
-	cpuCapCPU     = 1 << 1
-	cpuCapIns     = 1 << 2
-	cpuCapDefault = cpuCapFPU | cpuCapIns
-	cpuCapAll     = cpuCapFPU | cpuCapCPU | cpuCapIns
-)
-
-// cpuCapMask parses criu's --cpu-cap [cap[,cap...]]: none, fpu, cpu, ins,
-// all; without an argument, all (criu's optional argument).
-func cpuCapMask(arg string, hasArg bool) (uint32, error) {
-	if !hasArg {
-		return cpuCapAll, nil
-	}
-	var m uint32
-	for _, c := range strings.Split(arg, ",") {
-		switch c {
-		case "none":
-			m = 0
-		case "fpu":
-			m |= cpuCapFPU
-		case "cpu":
-			m |= cpuCapCPU
-		case "ins":
-			m |= cpuCapIns
-		case "all":
-			m |= cpuCapAll
-		default:
-			return 0, fmt.Errorf("--cpu-cap %q: unknown capability %q (none, fpu, cpu, ins, all): %w", arg, c, ErrBadRequest)
-		}
-	}
-	return m, nil
 }
 
 // applyConfig puts opts into o. With override false (the default files),
@@ -232,11 +198,14 @@ func applyOne(o *rpc.CriuOpts, c criuconf.Option, override bool) error {
 	case "cpu-cap":
 		// Kept as criu's bit mask; served as the request's cpu_cap.
 		if o.CpuCap == nil || override {
-			m, err := cpuCapMask(c.Arg, c.HasArg)
+			m, err := cpuinfo.ParseCaps(c.Arg, c.HasArg)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w: %w", err, ErrBadRequest)
 			}
-			o.CpuCap = proto.Uint32(m)
+			// none alone, as on criu's command line: no image, no check.
+			if m&cpuinfo.CapImage != 0 {
+				o.CpuCap = proto.Uint32(uint32(m & cpuinfo.CapAll))
+			}
 		}
 	case "ext-mount-map", "cgroup-root", "join-ns", "veth-pair":
 		if err := needArg(); err != nil {

@@ -14,11 +14,15 @@
 //   - server.go: the request loop, the reply helpers, the Backend the
 //     root package fills in (this package cannot import it);
 //   - conn.go: the socket (framing, peer, bounds);
-//   - version.go, features.go, dump.go, restore.go, waitpid.go: one file
-//     per request type; unsupported.go: the types stasis refuses;
+//   - version.go, features.go, dump.go, restore.go, waitpid.go,
+//     cpuinfo.go (CPUINFO_DUMP/CHECK and cpu_cap): one file per request
+//     type; unsupported.go: the types stasis refuses;
 //   - opts.go: criu_opts to stasis options, and the options refused;
+//   - errno.go: cr_errno as criu 4.2 sets it;
 //   - notify.go: the notify callbacks (criu's action scripts);
-//   - service.go: `service [--address SOCK] [--daemon]`.
+//     orphanpts.go: orphan_pts_master, the notification that carries an
+//     fd (SCM_RIGHTS);
+//   - service.go: `service [--address SOCK] [--daemon] [--pidfile F]`.
 //
 // Thread rules: a request runs on the goroutine that called Serve; the
 // notify callbacks run on the dump's or restore's tracer thread and use

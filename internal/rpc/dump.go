@@ -39,7 +39,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		Pid: int(o.GetPid()), ImagesDir: d.images, WorkDir: d.work,
 		LeaveRunning: o.GetLeaveRunning(), LeaveStopped: o.GetLeaveStopped(),
 		ShellJob: o.GetShellJob(), Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: d.log, Notify: s.hook(o, true), LazyPages: o.GetLazyPages(),
+		Log: d.log, Notify: s.hook(o, true), CPUCap: cpuCaps(o), LazyPages: o.GetLazyPages(),
 	}
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
@@ -49,6 +49,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 	r.Files.LinkRemap = o.GetLinkRemap()
 	r.Files.EvasiveDevices = o.GetEvasiveDevices()
 	r.Files.External = o.GetExternal()
+	r.Files.OrphanPtsMaster = o.GetOrphanPtsMaster()
 	r.Net = netDumpOptions(o)
 	stdio, err := stdioExternal(r.Pid)
 	if err != nil {

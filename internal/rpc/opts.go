@@ -42,6 +42,11 @@ func openDirs(peer int, o *rpc.CriuOpts) (*dirs, error) {
 		d.images, err = d.peerDir(peer, fd, "images_dir_fd")
 	case o.GetImagesDir() != "":
 		d.images = o.GetImagesDir()
+		if st, serr := os.Stat(d.images); serr != nil {
+			err = fmt.Errorf("rpc: images_dir: %w", serr)
+		} else if !st.IsDir() {
+			err = fmt.Errorf("rpc: images_dir %s: not a directory: %w", d.images, ErrBadRequest)
+		}
 	default:
 		err = fmt.Errorf("rpc: neither images_dir_fd nor images_dir is set: %w", ErrBadRequest)
 	}
@@ -143,7 +148,6 @@ type option struct {
 // ignored.
 var commonRefused = []option{
 	{"auto_dedup", func(o *rpc.CriuOpts) bool { return o.GetAutoDedup() }},
-	{"cpu_cap", func(o *rpc.CriuOpts) bool { return o.CpuCap != nil }},
 	{"force_irmap", func(o *rpc.CriuOpts) bool { return o.GetForceIrmap() }},
 	{"exec_cmd", func(o *rpc.CriuOpts) bool { return len(o.GetExecCmd()) > 0 }},
 	{"skip_mnt", func(o *rpc.CriuOpts) bool { return len(o.GetSkipMnt()) > 0 }},
@@ -202,11 +206,11 @@ func refuse(op string, o *rpc.CriuOpts, list []option) error {
 func (s *server) begin(typ rpc.CriuReqType, o *rpc.CriuOpts, refused []option) (d *dirs, fail func(error) *rpc.CriuResp, failed *rpc.CriuResp) {
 	fail = func(err error) *rpc.CriuResp { return failure(typ, err) }
 	if err := configure(o); err != nil {
-		return nil, fail, fail(err)
+		return nil, fail, fail(asSetup(err))
 	}
 	d, err := openDirs(s.c.peer, o)
 	if err != nil {
-		return nil, fail, fail(err)
+		return nil, fail, fail(asSetup(err))
 	}
 	op, log := typ.String(), d.log
 	fail = func(err error) *rpc.CriuResp {
@@ -215,7 +219,7 @@ func (s *server) begin(typ rpc.CriuReqType, o *rpc.CriuOpts, refused []option) (
 	}
 	logRequest(log, op, o)
 	if err := refuse(op, o, refused); err != nil {
-		failed = fail(err)
+		failed = fail(asSetup(err))
 		d.close()
 		return nil, fail, failed
 	}

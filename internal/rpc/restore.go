@@ -14,13 +14,21 @@ import (
 // the root's pid and the tree runs on once the server has exited.
 //
 // rst_sibling: the root is the client's child, as criu makes it with
-// CLONE_PARENT (stasis' puppet is the client's child and clones it with
-// CLONE_PARENT: puppet.SiblingArg); runc adopts it as the container's
+// CLONE_PARENT (the swrk process splits and becomes the puppet, which
+// clones it with CLONE_PARENT: splitForSibling); runc adopts it as the container's
 // init and waits for it. Without it, stasis adopts the root as child
 // subreaper and, when the server exits after the reply, the tree goes to
 // the client's nearest child subreaper or init. The service refuses it,
 // as criu does: the client is not the parent of the process serving it.
 func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
+	resp := s.doRestore(o)
+	if !resp.GetSuccess() {
+		return restoreFailed(resp)
+	}
+	return resp
+}
+
+func (s *server) doRestore(o *rpc.CriuOpts) *rpc.CriuResp {
 	fail := func(err error) *rpc.CriuResp { return failure(rpc.CriuReqType_RESTORE, err) }
 	if o == nil {
 		return fail(fmt.Errorf("rpc: RESTORE without options: %w", ErrBadRequest))
@@ -48,13 +56,16 @@ func (s *server) restore(o *rpc.CriuOpts) *rpc.CriuResp {
 	r := RestoreRequest{
 		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: d.log, Notify: s.hook(o, false), LazyPages: o.GetLazyPages(),
+		Log: d.log, Notify: s.hook(o, false), CPUCap: cpuCaps(o), LazyPages: o.GetLazyPages(),
 	}
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)
 	}
 	restoreMounts(o, &r)
 	r.Files.InheritFds = inherit
+	if r.Files.OrphanPtsMaster, err = s.orphanPtsMaster(o); err != nil {
+		return fail(err)
+	}
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()
 	r.Files.TCPEstablished = o.GetTcpEstablished()

@@ -91,7 +91,8 @@ func TestBadRequests(t *testing.T) {
 		{name: "iptables", req: &rpc.CriuReq{Type: rpc.CriuReqType_RESTORE.Enum(), Opts: &rpc.CriuOpts{ImagesDirFd: proto.Int32(-1), ImagesDir: proto.String(tmp), NetworkLock: rpc.CriuNetworkLockMethod_IPTABLES.Enum()}}, want: rpc.CriuReqType_RESTORE, msg: "network_lock IPTABLES", err: ErrFailed},
 		{name: "restore with dump options", req: &rpc.CriuReq{Type: rpc.CriuReqType_RESTORE.Enum(), Opts: &rpc.CriuOpts{ImagesDirFd: proto.Int32(-1), ImagesDir: proto.String(tmp), LeaveRunning: proto.Bool(true), Ps: &rpc.CriuPageServerInfo{}}}, want: rpc.CriuReqType_RESTORE, msg: "option leave_running, ps: not implemented", err: ErrFailed},
 		{name: "wait without pid", req: &rpc.CriuReq{Type: rpc.CriuReqType_WAIT_PID.Enum()}, want: rpc.CriuReqType_WAIT_PID, msg: "without a pid", err: nil}, // criu exits 0
-		{name: "cpuinfo", req: &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_CHECK.Enum()}, want: rpc.CriuReqType_CPUINFO_CHECK, msg: "not implemented", err: ErrFailed},
+		{name: "cpuinfo without opts", req: &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_CHECK.Enum()}, want: rpc.CriuReqType_CPUINFO_CHECK, msg: "without options", err: ErrFailed},
+		{name: "cpuinfo without image", req: &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_CHECK.Enum(), Opts: &rpc.CriuOpts{ImagesDirFd: proto.Int32(-1), ImagesDir: proto.String(tmp)}}, want: rpc.CriuReqType_CPUINFO_CHECK, msg: "no cpuinfo image", err: ErrFailed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fd, done := pair(t, Backend{})

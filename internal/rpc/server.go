@@ -7,13 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"syscall"
 
 	"github.com/checkpoint-restore/go-criu/v8/rpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/cgroup"
-	"github.com/stasis-cr/stasis/internal/dump"
+	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
 	"github.com/stasis-cr/stasis/internal/mount"
 	"github.com/stasis-cr/stasis/internal/netns"
@@ -48,6 +47,7 @@ type DumpRequest struct {
 	Mem                        MemRequest         // predump.go
 	Cgroups                    cgroup.DumpOptions // container.go
 	Mounts                     mount.DumpOptions  // mounts.go
+	CPUCap                     cpuinfo.Caps       // cpuinfo.go
 	// LazyPages (lazy_pages): the dump serves the private anonymous pages
 	// on ps.address:ps.port (Mem) once the images are written.
 	LazyPages bool
@@ -66,6 +66,7 @@ type RestoreRequest struct {
 	Notify      func(script string, pid int) error
 	Cgroups     cgroup.RestoreOptions // container.go
 	Mounts      mount.RestoreOptions  // mounts.go
+	CPUCap      cpuinfo.Caps          // cpuinfo.go
 	LazyPages   bool                  // lazy_pages: the lazy-pages daemon fills the memory
 }
 
@@ -95,6 +96,9 @@ func Serve(ctx context.Context, f *os.File, b Backend) error {
 	s := &server{ctx: ctx, c: c, b: b, service: os.Getenv(serviceConnEnv) == "1"}
 	os.Unsetenv(serviceConnEnv)
 	for {
+		if err := s.splitForSibling(); err != nil {
+			return err
+		}
 		req, err := c.recv()
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -125,7 +129,10 @@ func (s *server) handle(req *rpc.CriuReq) (keep bool, err error) {
 	case rpc.CriuReqType_FEATURE_CHECK:
 		return keep, s.reply(featureCheck(req.GetFeatures()))
 	case rpc.CriuReqType_CPUINFO_DUMP, rpc.CriuReqType_CPUINFO_CHECK:
-		return keep, s.reply(unsupported(t))
+		if err := s.allowed(t); err != nil {
+			return false, s.reply(failure(t, err))
+		}
+		return keep, s.reply(s.cpuinfoReq(t, req.GetOpts()))
 	case rpc.CriuReqType_PAGE_SERVER, rpc.CriuReqType_PAGE_SERVER_CHLD:
 		if err := s.allowed(t); err != nil {
 			return false, s.reply(failure(rpc.CriuReqType_PAGE_SERVER, err))
@@ -205,15 +212,4 @@ func failure(t rpc.CriuReqType, err error) *rpc.CriuResp {
 		resp.CrErrno = proto.Int32(int32(n))
 	}
 	return resp
-}
-
-func errnoOf(err error) syscall.Errno {
-	var n syscall.Errno
-	switch {
-	case errors.Is(err, dump.ErrNoProcess):
-		return syscall.ESRCH
-	case errors.As(err, &n):
-		return n
-	}
-	return 0
 }

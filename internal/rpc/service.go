@@ -39,6 +39,12 @@ type ServiceOptions struct {
 	Log  *slog.Logger
 	// Ready, if set, is called once the socket listens.
 	Ready func(address string)
+	// PidFile, if set, gets the pid of the serving process (the
+	// daemon's with Daemon, written before Service returns), as criu's
+	// --pidfile.
+	PidFile string
+	// DaemonArgs are added to the daemon's command line (its log).
+	DaemonArgs []string
 }
 
 // Service listens on a SOCK_SEQPACKET unix socket and serves each
@@ -59,9 +65,14 @@ func Service(ctx context.Context, o ServiceOptions) error {
 		return err
 	}
 	if o.Daemon && !inherited {
-		return daemonize(lfd, o.Address)
+		return daemonize(lfd, o.Address, o.PidFile, o.DaemonArgs)
 	}
 	defer unix.Close(lfd)
+	if o.PidFile != "" && !inherited {
+		if err := writePidFile(o.PidFile, os.Getpid()); err != nil {
+			return err
+		}
+	}
 	if o.Ready != nil {
 		o.Ready(o.Address)
 	}
@@ -133,7 +144,7 @@ func listener(address string) (fd int, inherited bool, err error) {
 
 // daemonize starts the service again in a new session with the bound
 // socket and returns: the caller exits, the daemon serves.
-func daemonize(lfd int, address string) error {
+func daemonize(lfd int, address, pidFile string, args []string) error {
 	defer unix.Close(lfd)
 	self, err := os.Executable()
 	if err != nil {
@@ -148,7 +159,7 @@ func daemonize(lfd int, address string) error {
 		return fmt.Errorf("rpc service --daemon: %w", err)
 	}
 	defer null.Close()
-	cmd := exec.Command(self, "service", "--address", abs)
+	cmd := exec.Command(self, append([]string{"service", "--address", abs}, args...)...)
 	cmd.Env = append(os.Environ(), listenFdEnv+"=3")
 	cmd.ExtraFiles = []*os.File{os.NewFile(uintptr(lfd), "service-listener")}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = null, null, null
@@ -156,6 +167,13 @@ func daemonize(lfd int, address string) error {
 	cmd.SysProcAttr = &unix.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("rpc service --daemon: start: %w", err)
+	}
+	if pidFile != "" {
+		if err := writePidFile(pidFile, cmd.Process.Pid); err != nil {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+			return err
+		}
 	}
 	return cmd.Process.Release()
 }
@@ -179,5 +197,13 @@ func serveConn(cfd int, o ServiceOptions) error {
 			o.Log.Info("rpc service: request failed", "pid", cmd.Process.Pid, "err", err)
 		}
 	}()
+	return nil
+}
+
+// writePidFile writes pid as criu writes its pidfiles: the number alone.
+func writePidFile(path string, pid int) error {
+	if err := os.WriteFile(path, []byte(strconv.Itoa(pid)), 0o644); err != nil {
+		return fmt.Errorf("rpc service --pidfile: %w", err)
+	}
 	return nil
 }

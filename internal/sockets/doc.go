@@ -17,7 +17,8 @@
 //     mptcp.go MPTCP sockets (listening ones, as TCP's; connections
 //     refused); rawsk.go raw IP sockets. ICMP datagram (ping) sockets
 //     go as UDP's, in inetsk.go.
-//   - netlinksk.go and packetsk.go: netlink and packet sockets.
+//   - netlinksk.go and packetsk.go: netlink and packet sockets (rings
+//     set up again for their socket VMAs, internal/mem; SOCK_PACKET).
 //
 // Everything runs on the caller's goroutine, on stasis' own copies of
 // the sockets (pidfd_getfd at dump; made in stasis at restore, passed

@@ -3,6 +3,7 @@ package sockets
 import (
 	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -23,12 +24,18 @@ import (
 // are dropped, as criu drops them (a capture loses them as it would under
 // load).
 //
-// Not supported, refused at dump: rx/tx rings (PACKET_RX_RING,
-// PACKET_TX_RING; criu keeps their geometry and maps them again, stasis
-// has no VMA kind for them yet), SOCK_PACKET sockets, fanout groups that
-// steer by a BPF program (the program cannot be read back), and
-// PACKET_QDISC_BYPASS and PACKET_IGNORE_OUTGOING, which the image has no
-// field for.
+// Rings (PACKET_RX_RING, PACKET_TX_RING, any TPACKET version) are kept as
+// criu keeps them: their geometry from packet_diag, set again after the
+// version; the task's mapping of them is a socket VMA of internal/mem,
+// mapped again from the new socket at its address. What the ring held is
+// not kept (criu neither): the kernel starts again at its first frame.
+// SOCK_PACKET sockets (the obsolete interface, bound by device name) have
+// no SOL_PACKET options; they are bound again by the name of their
+// interface index.
+//
+// Not supported, refused at dump: fanout groups that steer by a BPF
+// program (the program cannot be read back), and PACKET_QDISC_BYPASS and
+// PACKET_IGNORE_OUTGOING, which the image has no field for.
 
 func init() {
 	socketFamilies[unix.AF_PACKET] = dumpPacket
@@ -76,7 +83,7 @@ type packetDiag struct {
 	Tstamp, Flags    uint32
 	Mclist           []packetMc
 	Fanout           uint32 // noFanout if none
-	RxRing, TxRing   bool
+	RxRing, TxRing   *packet_sock.PacketRing
 }
 
 // packetMc is one membership (PACKET_ADD_MEMBERSHIP), Count times.
@@ -141,10 +148,18 @@ func parsePacketDiag(b []byte) (*packetDiag, error) {
 				d.Mclist = append(d.Mclist, packetMc{Ifindex: ne.Uint32(m), Count: ne.Uint32(m[4:]),
 					Type: ne.Uint16(m[8:]), Addr: append([]byte{}, m[12:12+alen]...)})
 			}
-		case packetDiagRxRing:
-			d.RxRing = true
-		case packetDiagTxRing:
-			d.TxRing = true
+		case packetDiagRxRing, packetDiagTxRing:
+			if err := short(packetRingLen); err != nil {
+				return nil, err
+			}
+			u := func(i int) *uint32 { return proto.Uint32(ne.Uint32(v[4*i:])) }
+			ring := &packet_sock.PacketRing{BlockSize: u(0), BlockNr: u(1), FrameSize: u(2), FrameNr: u(3),
+				RetireTmo: u(4), SizeofPriv: u(5), Features: u(6)}
+			if typ == packetDiagRxRing {
+				d.RxRing = ring
+			} else {
+				d.TxRing = ring
+			}
 		case packetDiagFanout:
 			if err := short(4); err != nil {
 				return nil, err
@@ -189,6 +204,7 @@ func dumpPacket(t *files.Table, fd *files.Fd, sk int) (*fdinfo.FileEntry, error)
 		AuxData: proto.Bool(d.Flags&pdiAuxdata != 0), OrigDev: proto.Bool(d.Flags&pdiOrigdev != 0),
 		VnetHdr: proto.Bool(d.Flags&pdiVnethdr != 0), Loss: proto.Bool(d.Flags&pdiLoss != 0),
 		Timestamp: proto.Uint32(d.Tstamp), CopyThresh: proto.Uint32(d.CopyThresh),
+		RxRing: d.RxRing, TxRing: d.TxRing,
 	}
 	// A membership added n times (the kernel counts them) is kept as n
 	// entries: adding each again gives the count back, with criu too.
@@ -218,11 +234,10 @@ func packetSupported(fd *files.Fd, sk int, d *packetDiag) error {
 	refuse := func(what, hint string) error {
 		return &files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Target: fd.Target, Kind: "a packet socket " + what, Hint: hint}
 	}
-	switch {
-	case d.Type == unix.SOCK_PACKET:
-		return refuse("of the obsolete type SOCK_PACKET", "use SOCK_RAW or SOCK_DGRAM")
-	case d.RxRing || d.TxRing:
-		return refuse("with a memory-mapped ring (PACKET_RX_RING/PACKET_TX_RING)", "stasis cannot restore packet rings and their mappings yet")
+	if d.Type == unix.SOCK_PACKET {
+		// No SOL_PACKET option, membership or fanout group exists for
+		// it (getsockopt gives EOPNOTSUPP).
+		return nil
 	}
 	if d.Fanout != noFanout {
 		switch typ := (d.Fanout >> 16) & 0xff; typ {
@@ -266,19 +281,21 @@ func openPacket(r *files.Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
 	what := fmt.Sprintf("packet socket of type %d, protocol %#04x, interface %d (file id %d)",
 		pe.GetType(), htons(uint16(pe.GetProtocol())), pe.GetIfindex(), fe.GetId())
 	switch {
-	case pe.GetType() != unix.SOCK_RAW && pe.GetType() != unix.SOCK_DGRAM:
-		return nil, fmt.Errorf("restore %s: type %d: %w (stasis restores SOCK_RAW and SOCK_DGRAM packet sockets)", what, pe.GetType(), files.ErrUnsupported)
+	case pe.GetType() != unix.SOCK_RAW && pe.GetType() != unix.SOCK_DGRAM && pe.GetType() != unix.SOCK_PACKET:
+		return nil, fmt.Errorf("restore %s: type %d: %w (stasis restores SOCK_RAW, SOCK_DGRAM and SOCK_PACKET packet sockets)", what, pe.GetType(), files.ErrUnsupported)
 	case pe.GetProtocol() > 0xffff:
 		return nil, fmt.Errorf("restore %s: protocol %#x: %w", what, pe.GetProtocol(), images.ErrCorrupt)
-	case pe.RxRing != nil || pe.TxRing != nil:
-		return nil, fmt.Errorf("restore %s: %w: packet rings (PACKET_RX_RING/PACKET_TX_RING)", what, files.ErrUnsupported)
 	}
 	fd, err := socket(r, unix.AF_PACKET, int(pe.GetType())|unix.SOCK_CLOEXEC, int(pe.GetProtocol()))
 	if err != nil {
 		return nil, fmt.Errorf("restore %s: %w", what, os.NewSyscallError("socket", err))
 	}
 	f := files.NewAnonFile(fd, "socket")
-	if err := restorePacket(fd, pe); err != nil {
+	restore := restorePacket
+	if pe.GetType() == unix.SOCK_PACKET {
+		restore = restoreSockPacket
+	}
+	if err := restore(fd, pe); err != nil {
 		f.Close()
 		return nil, fmt.Errorf("restore %s: %w", what, err)
 	}
@@ -320,6 +337,9 @@ func restorePacket(fd int, pe *packet_sock.PacketSockEntry) error {
 			}
 		}
 	}
+	if err := setPacketRings(fd, pe); err != nil {
+		return err
+	}
 	for _, m := range pe.GetMclist() {
 		if err := addPacketMembership(fd, m); err != nil {
 			return err
@@ -357,4 +377,58 @@ func addPacketMembership(fd int, m *packet_sock.PacketMclist) error {
 			m.GetType(), m.GetAddr(), m.GetIndex(), os.NewSyscallError("setsockopt PACKET_ADD_MEMBERSHIP", err))
 	}
 	return nil
+}
+
+// setPacketRings sets the rings of pe up again, after PACKET_VERSION and
+// PACKET_RESERVE (the kernel refuses both once a ring exists). A struct
+// tpacket_req3 is given whatever the version: the kernel reads the
+// tpacket_req at its start for TPACKET_V1 and V2.
+func setPacketRings(fd int, pe *packet_sock.PacketSockEntry) error {
+	for _, r := range []struct {
+		name string
+		opt  int
+		ring *packet_sock.PacketRing
+	}{{"PACKET_RX_RING", unix.PACKET_RX_RING, pe.GetRxRing()}, {"PACKET_TX_RING", unix.PACKET_TX_RING, pe.GetTxRing()}} {
+		if r.ring == nil {
+			continue
+		}
+		// No blocks would free the ring, not make one.
+		if r.ring.GetBlockNr() == 0 || r.ring.GetFrameNr() == 0 || r.ring.GetBlockSize() == 0 || r.ring.GetFrameSize() == 0 {
+			return fmt.Errorf("%s of %d blocks of %d bytes, %d frames of %d bytes: %w", r.name,
+				r.ring.GetBlockNr(), r.ring.GetBlockSize(), r.ring.GetFrameNr(), r.ring.GetFrameSize(), images.ErrCorrupt)
+		}
+		b := make([]byte, 28) // struct tpacket_req3
+		for i, v := range []uint32{r.ring.GetBlockSize(), r.ring.GetBlockNr(), r.ring.GetFrameSize(), r.ring.GetFrameNr(),
+			r.ring.GetRetireTmo(), r.ring.GetSizeofPriv(), r.ring.GetFeatures()} {
+			binary.NativeEndian.PutUint32(b[4*i:], v)
+		}
+		if err := setsockoptBytes(fd, unix.SOL_PACKET, r.opt, b); err != nil {
+			return fmt.Errorf("set up the ring of %d blocks of %d bytes, %d frames of %d bytes (TPACKET version %d): %w",
+				r.ring.GetBlockNr(), r.ring.GetBlockSize(), r.ring.GetFrameNr(), r.ring.GetFrameSize(), pe.GetVersion()+1,
+				os.NewSyscallError("setsockopt "+r.name, err))
+		}
+	}
+	return nil
+}
+
+// restoreSockPacket binds a SOCK_PACKET socket again: by the name of its
+// interface (a struct sockaddr whose sa_data is the name), as bind takes
+// it for that type. It has no SOL_PACKET options.
+func restoreSockPacket(fd int, pe *packet_sock.PacketSockEntry) error {
+	if pe.GetRxRing() != nil || pe.GetTxRing() != nil || len(pe.GetMclist()) > 0 || pe.Fanout != nil && pe.GetFanout() != noFanout {
+		return fmt.Errorf("a SOCK_PACKET socket with rings, memberships or a fanout group: %w", images.ErrCorrupt)
+	}
+	if idx := pe.GetIfindex(); idx != 0 {
+		ifi, err := net.InterfaceByIndex(int(idx))
+		if err != nil {
+			return fmt.Errorf("bind to interface index %d: %w: there is no such interface in this network namespace", idx, err)
+		}
+		if err := bindSockPacket(fd, ifi.Name); err != nil {
+			return fmt.Errorf("bind to interface %s (index %d): %w", ifi.Name, idx, os.NewSyscallError("bind", err))
+		}
+	}
+	if err := restoreSockOpts(fd, pe.GetOpts()); err != nil {
+		return err
+	}
+	return files.AnonSetfl(fd, pe.GetFlags())
 }

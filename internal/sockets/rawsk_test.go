@@ -131,6 +131,11 @@ func TestParsePacketDiag(t *testing.T) {
 	copy(mc[12:], []byte{1, 0, 0x5e, 1, 2, 3})
 	attr(packetDiagMclist, mc)
 	attr(packetDiagFanout, []byte{0xd2, 0x04, 0, 0})
+	ring := make([]byte, packetRingLen)
+	for i, v := range []uint32{16384, 4, 2048, 32, 10, 16, 1} {
+		ne.PutUint32(ring[4*i:], v)
+	}
+	attr(packetDiagTxRing, ring)
 	d, err := parsePacketDiag(msg)
 	if err != nil {
 		t.Fatal(err)
@@ -142,6 +147,16 @@ func TestParsePacketDiag(t *testing.T) {
 	if len(d.Mclist) != 1 || d.Mclist[0].Count != 2 || len(d.Mclist[0].Addr) != 6 {
 		t.Errorf("memberships %+v", d.Mclist)
 	}
+	if r := d.TxRing; d.RxRing != nil || r == nil || r.GetBlockSize() != 16384 || r.GetBlockNr() != 4 || r.GetFrameSize() != 2048 ||
+		r.GetFrameNr() != 32 || r.GetRetireTmo() != 10 || r.GetSizeofPriv() != 16 || r.GetFeatures() != 1 {
+		t.Errorf("rings: rx %v, tx %v", d.RxRing, d.TxRing)
+	}
+	short := append([]byte{}, msg...)
+	attr(packetDiagRxRing, ring[:8])
+	if _, err := parsePacketDiag(msg); err == nil {
+		t.Error("a ring attribute of 8 bytes was taken")
+	}
+	msg = short
 	if _, err := parsePacketDiag(msg[:packetDiagMsgLen]); err == nil {
 		t.Error("a message without PACKET_DIAG_INFO was taken")
 	}
@@ -170,8 +185,12 @@ func TestOpenPacketBadEntries(t *testing.T) {
 		want error
 	}{
 		{"protocol", func(pe *packet_sock.PacketSockEntry) { pe.Protocol = proto.Uint32(0x10000) }, images.ErrCorrupt},
-		{"type", func(pe *packet_sock.PacketSockEntry) { pe.Type = proto.Uint32(unix.SOCK_PACKET) }, files.ErrUnsupported},
-		{"ring", func(pe *packet_sock.PacketSockEntry) { pe.RxRing = &packet_sock.PacketRing{} }, files.ErrUnsupported},
+		{"type", func(pe *packet_sock.PacketSockEntry) { pe.Type = proto.Uint32(unix.SOCK_SEQPACKET) }, files.ErrUnsupported},
+		{"ring", func(pe *packet_sock.PacketSockEntry) { pe.RxRing = &packet_sock.PacketRing{} }, images.ErrCorrupt},
+		{"spkt-ring", func(pe *packet_sock.PacketSockEntry) {
+			pe.Type = proto.Uint32(unix.SOCK_PACKET)
+			pe.TxRing = &packet_sock.PacketRing{BlockSize: proto.Uint32(4096), BlockNr: proto.Uint32(1), FrameSize: proto.Uint32(2048), FrameNr: proto.Uint32(2)}
+		}, images.ErrCorrupt},
 		{"mcaddr", func(pe *packet_sock.PacketSockEntry) {
 			pe.Mclist = []*packet_sock.PacketMclist{{Index: proto.Uint32(1), Type: proto.Uint32(0), Addr: make([]byte, 33)}}
 		}, images.ErrCorrupt},

@@ -28,6 +28,13 @@ func CRIU(t testing.TB) string {
 // LOG in the test's log dir, and returns the result with the log's tail.
 func RunCRIU(t testing.TB, timeout time.Duration, dir string, args ...string) Result {
 	t.Helper()
+	return RunCRIUFiles(t, timeout, dir, nil, args...)
+}
+
+// RunCRIUFiles is RunCRIU with files given to criu as fds 3, 4, ...
+// (for --inherit-fd).
+func RunCRIUFiles(t testing.TB, timeout time.Duration, dir string, files []*os.File, args ...string) Result {
+	t.Helper()
 	bin := CRIU(t)
 	log := logFile(t, "criu-"+args[0])
 	// criu's -o is a name in its work dir: make that the log's dir.
@@ -37,6 +44,7 @@ func RunCRIU(t testing.TB, timeout time.Duration, dir string, args ...string) Re
 	var out, errb bytes.Buffer
 	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = dir
+	cmd.ExtraFiles = files
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
 	err := cmd.Run()

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +20,21 @@ import (
 // on the same victim. criu 4.2 needs --network-lock nftables here.
 func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	t.Helper()
+	return CriuOutcomeWith(t, v, CriuRun{Dump: extra, Restore: extra})
+}
+
+// CriuRun is how CriuOutcomeWith runs criu: extra flags of the dump and of
+// the restore, files given to the restore as fds 3, 4, ... (for
+// --inherit-fd), and what to do once the victim is back, before SIGTERM.
+type CriuRun struct {
+	Dump, Restore []string
+	Files         []*os.File
+	BeforeTerm    func()
+}
+
+// CriuOutcomeWith is CriuOutcome as run says.
+func CriuOutcomeWith(t testing.TB, v *Victim, run CriuRun) string {
+	t.Helper()
 	dir := t.TempDir()
 	// The victim's children (zombies among them) come to the test
 	// process when the dump kills it: they must be reaped to free their
@@ -27,7 +43,7 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 	if ts, err := Tree(v.Pid); err == nil {
 		members = Pids(ts[1:])
 	}
-	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, extra...)
+	args := append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir, "--network-lock", "nftables"}, run.Dump...)
 	r := RunCRIU(t, 60*time.Second, dir, args...)
 	took := r.Took
 	if r.Code != 0 {
@@ -55,12 +71,15 @@ func CriuOutcome(t testing.TB, v *Victim, extra ...string) string {
 		}
 	}
 	pidfile := filepath.Join(t.TempDir(), "criu.pid")
-	r = RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables"}, extra...)...)
+	r = RunCRIUFiles(t, 30*time.Second, dir, run.Files, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables"}, run.Restore...)...)
 	if r.Code != 0 {
 		return fmt.Sprintf("restore failed (exit %d): %s", r.Code, firstLines(CriuErrors(r.Log), 3))
 	}
 	v.restore, v.done, v.exited = nil, false, make(chan int, 1)
 	go waitPid(v.Pid, v.exited)
+	if run.BeforeTerm != nil {
+		run.BeforeTerm()
+	}
 	if err := unix.Kill(v.Pid, unix.SIGTERM); err != nil {
 		return fmt.Sprintf("restore exited 0 but pid %d is not there: %v", v.Pid, err)
 	}

@@ -298,7 +298,7 @@ func termiosOnto(fd int, e *tty.TermiosEntry) (*unix.Termios, error) {
 // checkTtys refuses a pty slave whose master is outside the tree, but
 // with -j.
 func checkTtys(t *files.Table) error {
-	if t.Opts.ShellJob {
+	if t.Opts.ShellJob || t.Opts.OrphanPtsMaster {
 		return nil
 	}
 	d := dumpState(t)
@@ -310,7 +310,7 @@ func checkTtys(t *files.Table) error {
 		if _, paired := d.infos[id|1]; !paired && !hungUp(info) {
 			fd := d.holders[id]
 			if err := t.Refuse(&files.UnsupportedError{Pid: fd.Pid, Fd: fd.Num, Kind: "a terminal whose master is outside the tree", Target: fd.Target,
-				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or with --inherit-fd fd[N]:%s",
+				Hint: fmt.Sprintf("the tree was started from a shell: dump with -j/--shell-job and restore with -j (it then gets the terminal of stasis restore), or dump with --external %[1]s and restore with --inherit-fd fd[N]:%[1]s (the terminal given back)",
 					ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev())))}); err != nil {
 				return err
 			}
@@ -535,6 +535,8 @@ type ptyPair struct {
 	index     int
 	master    *os.File
 	handedOut bool // master is the file of its entry
+	// orphanSent: master went to the caller (orphan.go).
+	orphanSent bool
 }
 
 func restoreState(r *files.Restorer) (*ttyRestore, error) {
@@ -614,6 +616,9 @@ func openTtyInfo(r *files.Restorer, s *ttyRestore, info *tty.TtyInfoEntry, flags
 			return openHungUp(index, flags)
 		}
 		if s.infos[uint32(index)<<1|1] == nil {
+			if r.Opts.OrphanPtsMaster != nil {
+				return orphanSlave(r, s, info, flags)
+			}
 			return ownTerminal(r, s, info, flags)
 		}
 		p, err := pairOf(r, s, index)
@@ -694,40 +699,20 @@ func pairOf(r *files.Restorer, s *ttyRestore, index int) (*ptyPair, error) {
 	if p := s.pairs[index]; p != nil {
 		return p, nil
 	}
-	var extra []int
-	defer func() {
-		for _, fd := range extra {
-			unix.Close(fd)
-		}
-	}()
 	ptmx := "/dev/ptmx"
 	if r.Root != "" {
 		// A container's ptys are of its own devpts instance.
 		ptmx = r.Root + "/dev/pts/ptmx"
 	}
-	master := -1
-	for master < 0 {
-		fd, err := unix.Open(ptmx, unix.O_RDWR|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+	mf := takePrepared(ptmx, index) // made with the mounts (devpts.go)
+	if mf == nil {
+		master, err := openPtmxIndex(ptmx, index)
 		if err != nil {
-			return nil, fmt.Errorf("make pty %d: %w", index, os.NewSyscallError("open /dev/ptmx", err))
+			return nil, err
 		}
-		n, err := unix.IoctlGetInt(fd, unix.TIOCGPTN)
-		if err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("make pty %d: %w", index, os.NewSyscallError("ioctl TIOCGPTN", err))
-		}
-		switch {
-		case n == index:
-			master = fd
-		case n > index:
-			unix.Close(fd)
-			return nil, fmt.Errorf("make pty %d: /dev/pts/%d is in use on this host (%s): the index a pty had cannot be taken from its holder",
-				index, index, ptsHolder(index))
-		default:
-			extra = append(extra, fd)
-		}
+		mf = files.NewAnonFile(master, "/dev/ptmx")
 	}
-	p := &ptyPair{index: index, master: files.NewAnonFile(master, "/dev/ptmx")}
+	p := &ptyPair{index: index, master: mf}
 	r.OnDone(func() error {
 		if p.handedOut {
 			return nil
@@ -899,17 +884,34 @@ func cttysOf(r *files.Restorer) ([]sessionTty, error) {
 	var out []sessionTty
 	for _, id := range slices.Sorted(maps.Keys(s.infos)) {
 		info := s.infos[id]
-		if info.GetType() != tty.TtyType_PTY || id&1 == 1 || info.GetSid() == 0 {
+		ext := info.GetType() == tty.TtyType_EXT_TTY
+		if !ext && (info.GetType() != tty.TtyType_PTY || id&1 == 1) || info.GetSid() == 0 {
 			continue
 		}
 		c := sessionTty{Sid: int(info.GetSid()), Pgrp: int(info.GetPgrp()), Name: ttyName(info)}
-		if s.infos[id|1] == nil {
-			if _, ok := r.Inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); !ok && !r.Opts.ShellJob {
-				continue // openTty says what is missing
-			}
-			c.Own = true
-			if c.File, err = terminal(r); err != nil {
+		if !ext && s.infos[id|1] == nil && r.Opts.OrphanPtsMaster != nil {
+			// A pty whose master is the RPC client's (runc's
+			// console socket): a new pair, its master sent there.
+			p, err := orphanPair(r, s, int(info.GetPty().GetIndex()))
+			if err != nil {
 				return nil, err
+			}
+			c.File = p.master
+		} else if ext || s.infos[id|1] == nil {
+			// A terminal outside the tree (a console, a pty whose
+			// master the caller holds): the one --inherit-fd gives,
+			// which the session's leader takes again, or with -j
+			// stasis' own.
+			if f, ok := r.Inherited(ExternalTtyKey(uint64(info.GetRdev()), uint64(info.GetDev()))); ok {
+				c.File = f
+				r.OnDone(f.Close)
+			} else if ext || !r.Opts.ShellJob {
+				continue // openTty says what is missing
+			} else {
+				c.Own = true
+				if c.File, err = terminal(r); err != nil {
+					return nil, err
+				}
 			}
 		} else {
 			p, err := pairOf(r, s, int(info.GetPty().GetIndex()))

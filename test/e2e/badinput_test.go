@@ -41,6 +41,7 @@ func assertAny(t *testing.T, msg string, alternatives ...string) {
 // what and where, and leaves its target running untouched (not stopped, not
 // traced, its self-check passes).
 func TestDumpBadInput(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 
 	t.Run("no-such-pid", func(t *testing.T) {
@@ -215,6 +216,7 @@ var corruptions = []corruption{
 // and where (the file, and the offset for framed images), and leave no task
 // behind; the intact images then still restore.
 func TestRestoreBadInput(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 
 	t.Run("missing-dir", func(t *testing.T) {

@@ -47,6 +47,7 @@ const (
 // A dir without its parent link, or whose parent lacks pages, fails the
 // restore with the reason and leaves nothing.
 func TestCrossParentChain(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	criu := testutil.CRIU(t)
 	v := testutil.StartVictim(t, "dirty")
@@ -138,22 +139,7 @@ func TestCrossParentChain(t *testing.T) {
 func copyWithoutParent(t *testing.T, dir string) string {
 	t.Helper()
 	out := t.TempDir()
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(out, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyImages(t, dir, out, func(os.DirEntry) bool { return true })
 	return out
 }
 

@@ -16,6 +16,7 @@ import (
 // short form), stops the dump before it touches the tree, with one error
 // that names the option; nothing is written and the victim runs on intact.
 func TestCRIUOptionRefused(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v, _ := counterVictim(t)
 	tree := snapshotTree(t, v.Pid)
@@ -55,6 +56,7 @@ func TestCRIUOptionRefused(t *testing.T) {
 // both can do what the feature is for, and a "not supported" naming what
 // stasis lacks where criu can and stasis cannot.
 func TestCheckFeatureLikeCRIU(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	criu := testutil.RequireCRIU(t)
 	criuCheck := func(name string) (string, int) {
@@ -78,7 +80,7 @@ func TestCheckFeatureLikeCRIU(t *testing.T) {
 		}
 	}
 	// criu says yes where the kernel can; stasis cannot use it yet.
-	for _, name := range []string{"userns"} {
+	for _, name := range []string{"tun"} {
 		r := testutil.Run(t, 20*time.Second, "check", "--feature", name)
 		if r.Code != 1 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, name+" is not supported: stasis ") {
 			t.Errorf("--feature %s:\n%s", name, r)

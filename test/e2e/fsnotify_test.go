@@ -39,6 +39,7 @@ func TestFanotify(t *testing.T) {
 // TestInotifyWatchedFileGone: a watched file removed between dump and
 // restore fails the restore, naming the file; nothing is left behind.
 func TestInotifyWatchedFileGone(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "inotify", work)
@@ -58,6 +59,7 @@ func TestInotifyWatchedFileGone(t *testing.T) {
 // and restore fails the restore, naming the mount point: a mark put on the
 // directory left there would watch the whole mount holding it.
 func TestFanotifyMountGone(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	mnt := fanotifyMount(t)
 	v := testutil.StartVictim(t, "fanotify", t.TempDir(), mnt)
@@ -83,6 +85,7 @@ func TestFanotifyMountGone(t *testing.T) {
 // could not answer) fail the dump with a clear error and leave the victim
 // running untouched.
 func TestFanotifyRefused(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	for _, c := range []struct{ mode, want string }{
 		{"fs", "FAN_MARK_FILESYSTEM"},
@@ -105,6 +108,7 @@ func TestFanotifyRefused(t *testing.T) {
 // then with a watch or mark removed behind their back through a copy of
 // their fd (they must notice): a victim that cannot fail proves nothing.
 func TestFsnotifyVictims(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	t.Run("inotify", func(t *testing.T) {
 		v := testutil.StartVictim(t, "inotify", t.TempDir())

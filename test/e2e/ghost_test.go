@@ -201,6 +201,7 @@ func fdTargets(t *testing.T, pid int) []string {
 // dump with an error naming the file, its size and the limit; the victim
 // goes on untouched.
 func TestGhostLimit(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghost", work, "big")

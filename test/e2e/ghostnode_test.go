@@ -64,6 +64,7 @@ func TestGhostNodes(t *testing.T) {
 // no task and no ghost (not even the directories made before it) is left,
 // and the intact images then restore.
 func TestGhostNodeBadImage(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghostnode", work)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -78,4 +79,26 @@ func sendUSR1(t *testing.T, v *testutil.Victim) {
 		return err != nil || !pendingBit(st["SigPnd"], int(unix.SIGUSR1)) && !pendingBit(st["ShdPnd"], int(unix.SIGUSR1))
 	})
 	time.Sleep(20 * time.Millisecond)
+}
+
+// copyImages copies the regular files of src that keep accepts into dst
+// (links, such as a dump's parent, are left out).
+func copyImages(t *testing.T, src, dst string, keep func(os.DirEntry) bool) {
+	t.Helper()
+	ents, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if !e.Type().IsRegular() || !keep(e) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 // keeps increasing) and is not disturbed (its self-check passes); the images
 // are complete: they restore after the original is gone.
 func TestLeaveRunning(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v, status := counterVictim(t)
 	dir := t.TempDir()
@@ -73,6 +74,7 @@ func TestLeaveRunning(t *testing.T) {
 // registers does not change them (the dumper's remote syscalls must put
 // every register back), and the images restore it later.
 func TestLeaveRunningRegisters(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "fpu", fpuMode(t))
 	v.WaitReady(t)
@@ -90,6 +92,7 @@ func TestLeaveRunningRegisters(t *testing.T) {
 // TestLeaveRunningSignals: dump -R leaves pending and queued signals queued
 // (reading them must not dequeue them) and the handlers in place.
 func TestLeaveRunningSignals(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "signals", strconv.Itoa(os.Getpid()))
 	v.WaitReady(t)
@@ -103,6 +106,7 @@ func TestLeaveRunningSignals(t *testing.T) {
 // TestLeaveStopped: with -s the process is left stopped (SIGSTOP), not
 // traced; SIGCONT resumes it undisturbed.
 func TestLeaveStopped(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v, status := counterVictim(t)
 	testutil.Dump(t, v.Pid, t.TempDir(), "-s")

@@ -190,6 +190,7 @@ func requireChildLock(t *testing.T, dir string, child int, when string) {
 // an error that names pid, lock, file and fd and says what to do, and it
 // goes on running with all its locks.
 func TestFileLocksDumpWithoutFlag(t *testing.T) {
+	t.Parallel()
 	v, work := startLocks(t)
 	msg := testutil.DumpFail(t, v.Pid, t.TempDir())
 	testutil.AssertContains(t, msg, fmt.Sprintf("pid %d holds an flock write lock on %s", v.Pid, filepath.Join(work, "flock-ex")),
@@ -203,6 +204,7 @@ func TestFileLocksDumpWithoutFlag(t *testing.T) {
 // are refused, naming the option, and leave nothing behind; the same
 // images then restore with it.
 func TestFileLocksRestoreWithoutFlag(t *testing.T) {
+	t.Parallel()
 	v, work := startLocks(t)
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir, "-l")
@@ -220,6 +222,7 @@ func TestFileLocksRestoreWithoutFlag(t *testing.T) {
 // the locks the restore had already taken are released with the rest;
 // once the other process lets go, the restore succeeds.
 func TestFileLocksRestoreConflict(t *testing.T) {
+	t.Parallel()
 	v, work := startLocks(t)
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir, "-l")
@@ -265,6 +268,7 @@ func TestFileLocksRestoreConflict(t *testing.T) {
 // notices when its flock and OFD locks are gone: the test takes copies of
 // its fds 50 and 53 (pidfd_getfd: the same open files) and unlocks them.
 func TestFileLocksVictimDetectsLoss(t *testing.T) {
+	t.Parallel()
 	v, _ := startLocks(t)
 	v.TermAndCheck(t)
 

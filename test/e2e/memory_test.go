@@ -17,6 +17,7 @@ import (
 // region stays locked and THP stays disabled; the victim regenerates every
 // pattern after the restore (mem.c).
 func TestMemory(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "mem", "256")
 	v.WaitReady(t)
@@ -94,6 +95,7 @@ func snapshot(t *testing.T, pid int) procSnapshot {
 // line for line (range, permissions, offset, inode, path), and so are its
 // comm, cmdline, environ, auxv, exe, cwd, mm layout fields and signal masks.
 func TestMapsUnchanged(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "counter", filepath.Join(t.TempDir(), "count"))
 	v.WaitReady(t)

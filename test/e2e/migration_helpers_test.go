@@ -129,20 +129,5 @@ func (ps *pageServer) wait(t *testing.T) {
 // of a dump beside the pages its page server received).
 func mergeImages(t *testing.T, src, dst string) {
 	t.Helper()
-	ents, err := os.ReadDir(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range ents {
-		if !e.Type().IsRegular() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(src, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
+	copyImages(t, src, dst, func(os.DirEntry) bool { return true })
 }

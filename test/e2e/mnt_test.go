@@ -246,20 +246,7 @@ func endMntContainer(t *testing.T, c *mntContainer, host int, wait bool) {
 	if !wait {
 		return
 	}
-	var ws unix.WaitStatus
-	done := make(chan error, 1)
-	go func() { _, err := unix.Wait4(host, &ws, 0, nil); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("wait for restored init %d: %v", host, err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("restored init %d did not end after SIGTERM\n%s", host, c.logText())
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 || strings.Count(c.logText(), "PASS") != passes+1 {
-		t.Errorf("restored init ended with %#x, want exit 0 and a PASS\n%s", uint32(ws), c.logText())
-	}
+	waitInitPass(t, host, passes, c.logText)
 }
 
 // checkMountsBack compares the restored container with what was dumped:
@@ -516,31 +503,14 @@ func TestContainerMountsAuto(t *testing.T) {
 // under the host's ext shows in the container).
 func TestContainerMountsExternalMasters(t *testing.T) {
 	t.Parallel()
-	c := startMntContainer(t, "slave", false)
-	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
-	for _, mp := range []string{"/ on - ", "/ext on / "} {
-		i := slices.IndexFunc(wantMounts, func(l string) bool { return strings.HasPrefix(l, mp) })
-		if i < 0 || !strings.Contains(wantMounts[i], "master:") {
-			t.Fatalf("the container's %s is no slave:\n%s", mp, strings.Join(wantMounts, "\n"))
+	externalPropagation(t, "slave", func(wantMounts []string) {
+		for _, mp := range []string{"/ on - ", "/ext on / "} {
+			i := slices.IndexFunc(wantMounts, func(l string) bool { return strings.HasPrefix(l, mp) })
+			if i < 0 || !strings.Contains(wantMounts[i], "master:") {
+				t.Fatalf("the container's %s is no slave:\n%s", mp, strings.Join(wantMounts, "\n"))
+			}
 		}
-	}
-	dir := t.TempDir()
-	testutil.Dump(t, c.init, dir, mntDumpFlags...)
-	c.waitGone(t)
-	host, _ := restoreMntContainer(t, c, dir)
-	checkMountsBack(t, host, wantMounts, wantPids)
-	sub := filepath.Join(c.ext, "sub")
-	if err := os.Mkdir(sub, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := unix.Mount("propagated", sub, "tmpfs", 0, "size=64k"); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Unmount(sub, unix.MNT_DETACH)
-	if got := strings.Join(mountinfo(t, host), "\n"); !strings.Contains(got, "/ext/sub on /ext ") {
-		t.Errorf("a mount made under the host's /ext did not propagate into the restored container:\n%s", got)
-	}
-	endMntContainer(t, c, host, true)
+	})
 }
 
 // TestContainerMountsExternalSharing: the container's /ext is a peer of a
@@ -549,11 +519,21 @@ func TestContainerMountsExternalMasters(t *testing.T) {
 // mounts propagate both ways.
 func TestContainerMountsExternalSharing(t *testing.T) {
 	t.Parallel()
-	c := startMntContainer(t, "peer", false)
+	externalPropagation(t, "peer", func(wantMounts []string) {
+		if i := slices.IndexFunc(wantMounts, func(l string) bool { return strings.HasPrefix(l, "/ext on / ") }); i < 0 || !strings.Contains(wantMounts[i], "shared:") {
+			t.Fatalf("the container's /ext is no peer of the host's:\n%s", strings.Join(wantMounts, "\n"))
+		}
+	})
+}
+
+// externalPropagation starts a container whose /ext is bound from the
+// host in mode (a slave or a peer of the host's mount), has check look
+// at its mounts, dumps it, restores it, and checks that a mount made
+// under the host's /ext afterwards shows in the restored container.
+func externalPropagation(t *testing.T, mode string, check func(wantMounts []string)) {
+	c := startMntContainer(t, mode, false)
 	wantMounts, wantPids := mountinfo(t, c.init), nsPids(t, c.init)
-	if i := slices.IndexFunc(wantMounts, func(l string) bool { return strings.HasPrefix(l, "/ext on / ") }); i < 0 || !strings.Contains(wantMounts[i], "shared:") {
-		t.Fatalf("the container's /ext is no peer of the host's:\n%s", strings.Join(wantMounts, "\n"))
-	}
+	check(wantMounts)
 	dir := t.TempDir()
 	testutil.Dump(t, c.init, dir, mntDumpFlags...)
 	c.waitGone(t)

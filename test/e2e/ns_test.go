@@ -183,20 +183,7 @@ func checkRestoredContainer(t *testing.T, c *container, host int, want []string)
 	if err := unix.Kill(host, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	var ws unix.WaitStatus
-	done := make(chan error, 1)
-	go func() { _, err := unix.Wait4(host, &ws, 0, nil); done <- err }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("wait for restored init %d: %v", host, err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatalf("restored init %d did not end after SIGTERM\n%s", host, c.logText())
-	}
-	if !ws.Exited() || ws.ExitStatus() != 0 || strings.Count(c.logText(), "PASS") != passes+1 {
-		t.Errorf("restored init ended with %#x, want exit 0 and a PASS\n%s", uint32(ws), c.logText())
-	}
+	waitInitPass(t, host, passes, c.logText)
 }
 
 // dumpContainer dumps the container with stasis (killing it) and waits
@@ -225,6 +212,7 @@ func (c *container) waitGone(t *testing.T) {
 // keys, ids, modes and attachment; semaphore values; queued messages and
 // their types) come back in new namespaces, checked from inside.
 func TestContainerPidUtsIpc(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	c := startContainer(t, "flat")
 	want := nsPids(t, c.init)
@@ -240,20 +228,7 @@ func TestContainerPidUtsIpc(t *testing.T) {
 		// A dump without its uts namespace's image (and without the
 		// manifest, as criu writes none) fails before creating a task,
 		// naming the image.
-		bad := t.TempDir()
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if n := e.Name(); !strings.HasPrefix(n, "utsns-") && n != "stasis-checksums.json" {
-				b, err := os.ReadFile(filepath.Join(dir, n))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		testutil.AssertContains(t, testutil.RestoreFail(t, bad), "utsns-")
+		testutil.AssertContains(t, testutil.RestoreFail(t, imagesWithout(t, dir, "utsns-")), "utsns-")
 	})
 	host, rtook := restoreContainer(t, dir)
 	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), rtook.Round(time.Millisecond))
@@ -265,6 +240,7 @@ func TestContainerPidUtsIpc(t *testing.T) {
 // task and thread keeps its pid at every level (clone3 set_tid with one
 // entry per level), each nested init is pid 1 of its own.
 func TestContainerNestedPidNS(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	c := startContainer(t, "nested")
 	// 9 processes and a thread, 3 levels deep; 2 parents whose children
@@ -294,6 +270,7 @@ func TestContainerNestedPidNS(t *testing.T) {
 // needs nothing special for a pid namespace's root dumped from outside;
 // --network-lock nftables because this host has no iptables.
 func TestContainerCrossCRIU(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	t.Run("criu-to-stasis", func(t *testing.T) {
@@ -328,6 +305,7 @@ func TestContainerCrossCRIU(t *testing.T) {
 // TestContainerCriuTimes dumps and restores the same container with criu
 // 4.2 alone, for the times beside stasis'.
 func TestContainerCriuTimes(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	testutil.CRIU(t)
 	c := startContainer(t, "flat")
@@ -352,6 +330,7 @@ func TestContainerCriuTimes(t *testing.T) {
 // tree runs on untouched (a mount namespace's refusals are
 // TestContainerMountsRefused's).
 func TestNamespaceRefused(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	for _, tc := range []struct{ flag, ns, kind, msg string }{
 		{"--pid", "pid_for_children", "pid", "unshared a pid namespace and has not forked its init yet"},
@@ -372,5 +351,37 @@ func TestNamespaceRefused(t *testing.T) {
 			testutil.AssertContains(t, msg, want, tc.msg)
 			assertRunning(t, pid)
 		})
+	}
+}
+
+// imagesWithout copies the images of dir but those whose name starts
+// with prefix (and the checksums, which would name them) into a new
+// dir: a dump with one image missing.
+func imagesWithout(t *testing.T, dir, prefix string) string {
+	t.Helper()
+	bad := t.TempDir()
+	copyImages(t, dir, bad, func(e os.DirEntry) bool {
+		return !strings.HasPrefix(e.Name(), prefix) && e.Name() != "stasis-checksums.json"
+	})
+	return bad
+}
+
+// waitInitPass waits for the restored init host, sent SIGTERM, to exit 0
+// having logged one PASS more than passes (its self-check).
+func waitInitPass(t *testing.T, host, passes int, logText func() string) {
+	t.Helper()
+	var ws unix.WaitStatus
+	done := make(chan error, 1)
+	go func() { _, err := unix.Wait4(host, &ws, 0, nil); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("wait for restored init %d: %v", host, err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("restored init %d did not end after SIGTERM\n%s", host, logText())
+	}
+	if !ws.Exited() || ws.ExitStatus() != 0 || strings.Count(logText(), "PASS") != passes+1 {
+		t.Errorf("restored init ended with %#x, want exit 0 and a PASS\n%s", uint32(ws), logText())
 	}
 }

@@ -22,6 +22,7 @@ import (
 // after SIGTERM; the original then passes its own check. Without --pidns
 // the same restore fails, naming a pid in use.
 func TestPidNSCopies(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	for _, name := range []string{"clock", "tree"} {
 		t.Run(name, func(t *testing.T) {

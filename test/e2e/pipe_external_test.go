@@ -24,6 +24,7 @@ import (
 // passing the same pipe), it goes on writing into the test's pipe with
 // no number lost or repeated.
 func TestPipeOutsideTree(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := startSeqoutOnPipe(t)
 	msg := testutil.DumpFail(t, v.pid, t.TempDir())
@@ -48,6 +49,7 @@ func TestPipeOutsideTree(t *testing.T) {
 // the file stasis got as fd 3 instead of reopening PATH: the counter goes
 // on in that other file, and PATH is left alone.
 func TestInheritFdFile(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v, status := counterVictim(t)
 	dir := t.TempDir()

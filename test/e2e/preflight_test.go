@@ -37,6 +37,7 @@ type refusal struct {
 // bytes still flow both ways over the connection, the datagram peer still
 // gets what it sends).
 func TestPreflightRefusals(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	peerPath := filepath.Join(dir, "peer.sock")
@@ -122,6 +123,7 @@ func TestPreflightRefusals(t *testing.T) {
 // leaves them running untouched; the victims' self-checks pass. A pid
 // that does not exist is an error naming it.
 func TestPreflightClean(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	t.Run("one-process", func(t *testing.T) {
 		v := testutil.StartVictim(t, "fdkind", "eventfd", "unix")
@@ -235,6 +237,7 @@ func matchRefusals(t *testing.T, lines []string, want []refusal) {
 // O_TMPFILE file): the victim's check that orig.txt still has one link
 // and the glob below would see it.
 func TestPreflightGhosts(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghost", work, "linked", "small", "big")
@@ -267,6 +270,7 @@ func TestPreflightGhosts(t *testing.T) {
 // (SCM_RIGHTS) is refused; its peer, in the tree, is not reported as
 // connected to a socket outside it: one refusal, the dump's.
 func TestPreflightUnixInFlight(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "unixsk", "scm-inotify", "-")
 	v.WaitReady(t)

@@ -108,6 +108,7 @@ while True:
 // a file every 50 ms continues from where it was after the restore; its
 // heap (a 200000-int list) is intact when SIGTERM makes it check itself.
 func TestPythonCounter(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	script, status, ready := filepath.Join(work, "counter.py"), filepath.Join(work, "count"), filepath.Join(work, "ready")

@@ -21,6 +21,7 @@ const bashLoop = `i=0; while :; do sleep 0.2; i=$((i+1)); echo $i > "$0"; done`
 // child and goes on forking, and the counter it writes continues from the
 // dumped value, never from 0.
 func TestBashForkLoop(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	file := filepath.Join(t.TempDir(), "count")
 	v := testutil.StartProgram(t, program(t, "bash"), "-c", bashLoop, file)

@@ -28,6 +28,7 @@ func TestRegFileFlags(t *testing.T) {
 // and no task left; once the file is back as it was, the same images
 // restore and the victim finds everything.
 func TestFileChangedSize(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	v := testutil.StartVictim(t, "ghost", work, "flags")

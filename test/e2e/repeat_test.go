@@ -56,6 +56,7 @@ func expectCountingFrom(t *testing.T, status string, from uint64) {
 // the second generation is restored in the foreground, so stasis restore's
 // exit code is the victim's.
 func TestDumpRestoreTwice(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v, status := counterVictim(t)
 	for gen := 1; gen <= 2; gen++ {
@@ -77,6 +78,7 @@ func TestDumpRestoreTwice(t *testing.T) {
 // TestRestoreTwiceFromOneDump: the same images restore a second time after
 // the first restored process has exited.
 func TestRestoreTwiceFromOneDump(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v, status := counterVictim(t)
 	dir := t.TempDir()

@@ -94,6 +94,7 @@ func logStreams(t *testing.T, dir string) int {
 // restored: the download completes with the file's size and sha256, no
 // reset and no byte lost or repeated; a new connection is served too.
 func TestServerPythonHTTP(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	const size = 200 << 20
 	www := t.TempDir()
@@ -157,6 +158,7 @@ func TestServerPythonHTTP(t *testing.T) {
 // (id, name), reads every key back and updates them; a new connection
 // sees the same data.
 func TestServerRedis(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	port := freePort(t, "127.0.0.1")
@@ -277,6 +279,7 @@ databases 2
 // after the restore (one for a file created after it), and a new
 // connection; the worker logs every request to its access log.
 func TestServerNginx(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	work := t.TempDir()
 	html := filepath.Join(work, "html")

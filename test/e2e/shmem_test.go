@@ -58,6 +58,7 @@ func TestSysVSharedMemory(t *testing.T) {
 }
 
 func TestSysVSharedMemoryGone(t *testing.T) {
+	t.Parallel()
 	_, shmid, tree, dir := dumpSysvVictim(t)
 	if _, err := unix.SysvShmCtl(shmid, unix.IPC_RMID, nil); err != nil {
 		t.Fatalf("remove segment %d: %v", shmid, err)
@@ -84,6 +85,7 @@ func dumpSysvVictim(t *testing.T) (*testutil.Victim, int, []testutil.Task, strin
 // TestSysVSharedMemoryRemoved: a segment marked IPC_RMID goes with its
 // last process: the dump refuses, naming it, and the tree runs on.
 func TestSysVSharedMemoryRemoved(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "shmem", "rmid")
 	v.WaitReady(t)

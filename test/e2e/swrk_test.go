@@ -40,6 +40,7 @@ func noText(lines []string) []string {
 // unknown request type gets criu's EMPTY failure; each reply has the
 // fields CRIU 4.2's has.
 func TestSwrkVersionFeatures(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	bin := testutil.StasisBin(t)
 	c := criu.MakeCriu()
@@ -158,6 +159,7 @@ func notifySequences(t *testing.T, bin string, tool string) (dumpR, dump, restor
 // a dump and a restore with rst_sibling, and the final replies, are CRIU
 // 4.2's for the same calls; the counter continues after the restore.
 func TestSwrkNotifySequence(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
 	var ours, theirs [3][]string
@@ -216,6 +218,7 @@ func (r *recorder) PostRestore(p int32) error {
 // the same way in the same test, and the counter resumes and checks
 // itself.
 func TestSwrkGoCriu(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
 	var ours, theirs []string
@@ -327,6 +330,7 @@ func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 // With --daemon the command returns once the socket listens, and the
 // daemon answers VERSION.
 func TestSwrkService(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	bin := testutil.StasisBin(t)
 	sock := filepath.Join(t.TempDir(), "criu_service.socket")
@@ -367,9 +371,20 @@ func TestSwrkService(t *testing.T) {
 	v.TermAndCheck(t)
 
 	dsock := filepath.Join(t.TempDir(), "daemon.socket")
-	r := testutil.Run(t, 10*time.Second, "service", "--daemon", "--address", dsock)
-	if r.Code != 0 {
-		t.Fatalf("service --daemon: %s", r)
+	pidfile := dsock + ".pid"
+	// criu's socket is 0666 whatever the umask; --pidfile names the
+	// daemon once `service --daemon` has returned.
+	out, err := exec.Command("sh", "-c", `umask 077; exec "$0" service --daemon --address "$1" --pidfile "$2"`, bin, dsock, pidfile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("service --daemon: %v\n%s", err, out)
+	}
+	if st, err := os.Stat(dsock); err != nil || st.Mode().Perm() != 0o666 {
+		t.Errorf("daemon socket under umask 077: %v %v, want criu's 0666", st.Mode(), err)
+	}
+	if b, err := os.ReadFile(pidfile); err != nil {
+		t.Errorf("--pidfile: %v", err)
+	} else if pid, _ := strconv.Atoi(string(b)); pid <= 0 || !strings.Contains(readCmdline(pid), dsock) {
+		t.Errorf("--pidfile names %q, not the daemon", b)
 	}
 	cl = connectService(t, dsock)
 	seen, resp = cl.call(&rpc.CriuReq{Type: rpc.CriuReqType_VERSION.Enum()})
@@ -393,6 +408,7 @@ func TestSwrkService(t *testing.T) {
 // victim is untouched: still running, its counter going on, its
 // self-check good; no images are left behind.
 func TestSwrkBadRequests(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	bin := testutil.StasisBin(t)
 	v, status := counterVictim(t)
@@ -447,8 +463,16 @@ func TestSwrkBadRequests(t *testing.T) {
 		fails(t, req, rpc.CriuReqType_DUMP, "auto_dedup", "lsm_profile", "not implemented")
 		untouched(t, dir)
 	})
-	t.Run("unsupported type", func(t *testing.T) {
-		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_DUMP.Enum()}, rpc.CriuReqType_CPUINFO_DUMP, "CPUINFO_DUMP", "not implemented")
+	t.Run("unknown type", func(t *testing.T) {
+		// criu 4.2 replies EMPTY, success false, and exits 255 ("RPC
+		// error: Invalid req"); stasis too, with cr_errmsg.
+		sw := startSwrk(t, bin)
+		_, resp := sw.call(&rpc.CriuReq{Type: rpc.CriuReqType(42).Enum()})
+		if code := sw.exit(); resp == nil || resp.GetSuccess() || resp.GetType() != rpc.CriuReqType_EMPTY || code != 255 {
+			t.Errorf("unknown request type: reply %v, exit %d; want criu's EMPTY failure and exit 255", resp, code)
+		}
+		testutil.AssertContains(t, resp.GetCrErrmsg(), "invalid request type 42")
+		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_CPUINFO_DUMP.Enum()}, rpc.CriuReqType_CPUINFO_DUMP, "CPUINFO_DUMP without options")
 		fails(t, &rpc.CriuReq{Type: rpc.CriuReqType_PAGE_SERVER_CHLD.Enum()}, rpc.CriuReqType_PAGE_SERVER, "without options")
 		untouched(t, "")
 	})
@@ -516,6 +540,29 @@ func TestSwrkBadRequests(t *testing.T) {
 		testutil.AssertContains(t, resp.GetCrErrmsg(), "post-dump", "script error", "resumed")
 		untouched(t, dir)
 	})
+	t.Run("client gone at post-dump", func(t *testing.T) {
+		// The images are complete when post-dump is sent: a client that
+		// leaves then still gets the tree resumed and the images removed.
+		dir := t.TempDir()
+		sw := startSwrk(t, bin)
+		b, _ := dumpReq(t, v.Pid, dir, false).MarshalVT()
+		sw.sendRaw(b)
+		ack, _ := (&rpc.CriuReq{Type: rpc.CriuReqType_NOTIFY.Enum(), NotifySuccess: proto.Bool(true)}).MarshalVT()
+		for {
+			r := sw.recv()
+			if r == nil || r.GetType() != rpc.CriuReqType_NOTIFY {
+				t.Fatalf("no post-dump notification: %v", r)
+			}
+			if r.GetNotify().GetScript() == "post-dump" {
+				break
+			}
+			sw.sendRaw(ack)
+		}
+		if code := sw.exit(); code != 1 {
+			t.Errorf("swrk whose client left at post-dump exited %d, want 1", code)
+		}
+		untouched(t, dir)
+	})
 	t.Run("client gone", func(t *testing.T) {
 		dir := t.TempDir()
 		sw := startSwrk(t, bin)
@@ -578,6 +625,7 @@ func TestSwrkInheritFd(t *testing.T) {
 // (with the root's pid) and post-setup-namespaces, as criu 4.2's do, and
 // the container checks itself after.
 func TestSwrkContainerNotify(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	ref := testutil.CRIU(t)
 	seqs := map[string][2][]string{}
@@ -620,4 +668,9 @@ func TestSwrkContainerNotify(t *testing.T) {
 			t.Errorf("%s: stasis sent %v, criu 4.2 %v", what, ours, theirs)
 		}
 	}
+}
+
+func readCmdline(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return string(b)
 }

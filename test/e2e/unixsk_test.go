@@ -65,6 +65,7 @@ func TestUnixSockets(t *testing.T) {
 // TestUnixSocketsLossDetected: a message taken out of a queue behind the
 // victim's back must make it fail, or TestUnixSockets proves nothing.
 func TestUnixSocketsLossDetected(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "unixsk", "all", t.TempDir())
 	v.WaitReady(t)
@@ -93,6 +94,7 @@ func TestUnixSocketsLossDetected(t *testing.T) {
 // TestUnixFdkind: the fdkind victim's socketpair (the bad-input case of
 // old) is dumped and restored with its queued bytes.
 func TestUnixFdkind(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "fdkind", "unix")
 	v.WaitReady(t)
@@ -149,6 +151,7 @@ func sockIno(t *testing.T, pid, fd int) string {
 // out, and the victim goes on unharmed. With --external unix[INO] it is
 // dumped, and restored on a socket the test hands over with --inherit-fd.
 func TestUnixStreamPeerOutside(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	path, lfd := outsidePeer(t, unix.SOCK_STREAM)
 	v := testutil.StartVictim(t, "unixsk", "outside-stream", path)
@@ -225,6 +228,7 @@ func TestUnixStreamPeerOutside(t *testing.T) {
 // with it; the restore needs -x too and connects it to that name again:
 // what the victim sends after the restore reaches the test.
 func TestUnixDgramPeerOutside(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	path, fd := outsidePeer(t, unix.SOCK_DGRAM)
 	v := testutil.StartVictim(t, "unixsk", "outside-dgram", path)
@@ -301,6 +305,7 @@ func TestUnixSCMRights(t *testing.T) {
 // inotify) fails the dump with the socket, the pid and what is in flight;
 // the victim still receives the message and its file.
 func TestUnixSCMRightsRefused(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "unixsk", "scm-inotify", "-")
 	v.WaitReady(t)
@@ -315,6 +320,7 @@ func TestUnixSCMRightsRefused(t *testing.T) {
 // or of a type other than SCM_RIGHTS, fails the restore with the image
 // and the offset, and leaves nothing behind.
 func TestUnixSCMRightsCorrupt(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "unixsk", "scm", t.TempDir())
 	v.WaitReady(t)
@@ -383,6 +389,7 @@ func TestUnixSCMRightsCorrupt(t *testing.T) {
 // dump, or cut short, fails the restore with the file and the offset,
 // and leaves nothing behind.
 func TestUnixCorruptQueue(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	v := testutil.StartVictim(t, "fdkind", "unix")
 	v.WaitReady(t)

@@ -218,6 +218,7 @@ var crCaps = []string{"checkpoint_restore", "sys_ptrace"}
 // namespace: that needs CAP_SYS_ADMIN); the counter checks its memory and
 // status file.
 func TestUnprivileged(t *testing.T) {
+	t.Parallel()
 	testutil.RequireRoot(t)
 	e := newUserEnv(t)
 	v := e.startVictim(t, "counter", "WORK/status")

@@ -154,20 +154,7 @@ func TestContainerUserTimeNS(t *testing.T) {
 	t.Run("missing-userns", func(t *testing.T) {
 		// A dump without its user namespace's image fails before
 		// creating a task, naming the image.
-		bad := t.TempDir()
-		ents, _ := os.ReadDir(dir)
-		for _, e := range ents {
-			if n := e.Name(); !strings.HasPrefix(n, "userns-") && n != "stasis-checksums.json" {
-				b, err := os.ReadFile(filepath.Join(dir, n))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(filepath.Join(bad, n), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		testutil.AssertContains(t, testutil.RestoreFail(t, bad), "userns-")
+		testutil.AssertContains(t, testutil.RestoreFail(t, imagesWithout(t, dir, "userns-")), "userns-")
 	})
 	time.Sleep(2 * time.Second)
 	host, rtook := restoreContainer(t, dir)

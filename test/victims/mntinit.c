@@ -31,7 +31,9 @@
  * message (type 7) are in its ipc namespace. MODE "badfs" adds a ramfs at
  * /tmp/ram, which no dump can make again; "cgroup" a cgroup2 mount at
  * /tmp/cg2; "net" a TCP echo server (pid 3) on port 7000 of its network
- * namespace (the test makes the container with --net). READY is
+ * namespace (the test makes the container with --net); "nestmnt" a
+ * process (pid 3) in a mount namespace of its own, nested in the
+ * container's (see nest()). READY is
  * /ext/ready.
  *
  * On SIGTERM it checks all of it from inside: its pid and session, cwd,
@@ -115,9 +117,50 @@ static void stage1(const char *root, const char *ext, const char *mode)
 #define KEY_SEM 0x4d4e5402
 #define KEY_MSG 0x4d4e5403
 
-static pid_t child, server;
+static pid_t child, server, nested;
 static char *shm;
 static struct stat f1st;
+
+static void check_fd(int fd, off_t off, const char *want);
+static void check_file(const char *p, const char *want);
+static int mountline(const char *mp, char *opts, size_t n);
+
+/*
+ * nest is pid 3 of MODE "nestmnt": it unshares a mount namespace of its
+ * own, private, where a tmpfs is at /tmp/nest (empty in the container's)
+ * with a file open as fd 12 and cwd, and /rob is unmounted. On SIGTERM
+ * it checks them and exits 0 if all is well.
+ */
+static __attribute__((noreturn)) void nest(void)
+{
+	char opts[512], cwd[256];
+	struct stat st;
+
+	if (unshare(CLONE_NEWNS))
+		die("unshare CLONE_NEWNS: %s", strerror(errno));
+	xmount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	xmount("nest", "/tmp/nest", "tmpfs", 0, "size=1m");
+	put("/tmp/nest/n", "nested\n", 0644);
+	xmkdir("/tmp/nest/dir");
+	if (umount2("/rob", 0))
+		die("umount /rob: %s", strerror(errno));
+	move_to(open("/tmp/nest/n", O_RDONLY), 12);
+	lseek(12, 3, SEEK_SET);
+	if (chdir("/tmp/nest/dir"))
+		die("chdir /tmp/nest/dir: %s", strerror(errno));
+	victim_wait();
+	check_fd(12, 3, "nested\n");
+	check_file("/tmp/nest/n", "nested\n");
+	if (!getcwd(cwd, sizeof(cwd)) || strcmp(cwd, "/tmp/nest/dir"))
+		fail("nested: cwd %s, want /tmp/nest/dir", cwd);
+	if (!mountline("/tmp/nest", opts, sizeof(opts)) || strstr(opts, "shared:"))
+		fail("nested: /tmp/nest is not a private mount here");
+	if (mountline("/rob", opts, sizeof(opts)) || !stat("/rob/r", &st))
+		fail("nested: /rob is mounted in the nested namespace");
+	if (getpid() != 3)
+		fail("nested: pid %d, want 3", getpid());
+	_exit(victim_failures ? 1 : 0);
+}
 
 static void stage2(const char *mode)
 {
@@ -233,6 +276,16 @@ static void stage2(const char *mode)
 	}
 	if (child != 2)
 		die("child is pid %d, want 2", child);
+	if (!strcmp(mode, "nestmnt")) {
+		xmkdir("/tmp/nest");
+		nested = fork();
+		if (nested < 0)
+			die("fork: %s", strerror(errno));
+		if (nested == 0)
+			nest();
+		if (nested != 3)
+			die("nested is pid %d, want 3", nested);
+	}
 	if (!strcmp(mode, "net")) {
 		/* A TCP echo server on port 7000 of its network namespace. */
 		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(7000) };
@@ -403,6 +456,15 @@ static void check(void)
 		/* It has init's SIGTERM handler: its read is cut short, it exits 0. */
 		if (waitpid(server, &status, 0) != 3 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			fail("server 3 ended with %#x", status);
+	}
+	if (nested > 0) {
+		char opts[512];
+
+		if (mountline("/tmp/nest", opts, sizeof(opts)))
+			fail("/tmp/nest of the nested namespace is mounted in the container's");
+		kill(nested, SIGTERM);
+		if (waitpid(nested, &status, 0) != 3 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			fail("nested 3 ended with %#x", status);
 	}
 	kill(child, SIGTERM);
 	if (waitpid(child, &status, 0) != 2 || !WIFSIGNALED(status) || WTERMSIG(status) != SIGTERM)

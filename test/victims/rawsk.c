@@ -24,8 +24,9 @@
  *
  * rawsk READY ring: fd 40 as above with a PACKET_RX_RING (not mapped).
  * rawsk READY ebpf: fd 40 as above with an eBPF filter (SO_ATTACH_BPF).
- * Both must make a dump fail; the victim checks the ring (PACKET_VERSION
- * gives EBUSY) or the eBPF filter (SO_GET_FILTER gives EACCES) is still there.
+ * The ring is restored; the eBPF filter makes a dump fail. The victim
+ * checks the ring (PACKET_VERSION gives EBUSY) or the eBPF filter
+ * (SO_GET_FILTER gives EACCES) is still there.
  */
 #include "victim.h"
 #include <net/if.h> /* before the linux headers, for libc-compat */

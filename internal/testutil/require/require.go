@@ -80,12 +80,15 @@ var toolPackage = map[string]string{
 	"sleep": "coreutils", "sh": "dash", "protoc": "protobuf-compiler",
 	"lxc-create": "lxc", "lxc-start": "lxc", "lxc-checkpoint": "lxc", "lxc-stop": "lxc", "lxc-destroy": "lxc", "lxc-info": "lxc",
 	"busybox": "busybox-static",
+	// The applications of issue 18.
+	"mariadbd": "mariadb-server", "mariadb-install-db": "mariadb-server", "apache2": "apache2", "apachectl": "apache2",
 }
 
 // CITools are the programs the tests run, all of which CI must have.
 var CITools = []string{"gcc", "crit", "python3", "make", "git", "bzip2", "tar", "diff",
 	"redis-server", "nginx", "initdb", "postgres", "tmux", "screen", "vim.basic", "top",
-	"sshd", "ssh", "ssh-keygen", "setpriv", "unshare", "protoc"}
+	"sshd", "ssh", "ssh-keygen", "setpriv", "unshare", "protoc",
+	"mariadbd", "mariadb-install-db", "apache2", "apachectl"}
 
 // LookTool finds a program: on PATH, in /usr/sbin (sshd, nginx are not on
 // a user's PATH), or for postgres' programs in Debian's

@@ -1,0 +1,520 @@
+package stasis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/inventory"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/migrate"
+	"github.com/stasis-cr/stasis/internal/netlock"
+	"github.com/stasis-cr/stasis/internal/seal"
+)
+
+// MigrateOptions are the options of `stasis migrate` (docs/migration.md).
+type MigrateOptions struct {
+	Pid int // -t: the root of the tree to move
+	// To is the target: netns:PATH (a network namespace of this machine,
+	// e.g. /var/run/netns/NAME), ssh://[USER@]HOST[:PORT] (a stasis on
+	// HOST, started over ssh), or tcp://HOST:PORT (a `stasis
+	// migrate-receive --listen` there).
+	To string
+	// ImagesDir (-D): the source's images, one dir per round (1, 2, ...,
+	// final); a temporary dir, removed after a migration, if "".
+	ImagesDir string
+	// TargetDir: the target's images dir (migrate-receive -D); for netns,
+	// a temporary dir of this machine if "", kept after a migration.
+	TargetDir string
+	// TargetStasis: the stasis command on an ssh target ("stasis").
+	TargetStasis string
+	MaxRounds    int  // most pre-copy rounds (0: 8)
+	ShellJob     bool // -j, on both sides
+	// PidFile: the target's restore writes the restored root's pid there.
+	PidFile string
+	// Seal: --compress, --encrypt (the stream; the target gets the key
+	// file's path: it must hold the same key).
+	Seal SealOptions
+	// TLS: for tcp:// targets.
+	TLS TLSOptions
+	// Notify: the action-script points of the final dump ("post-dump":
+	// the images are complete, the network locked, the tree not yet
+	// killed: where a failover moves an address).
+	Notify Notify
+	Log    *slog.Logger
+	// Progress, if set, gets a line per step.
+	Progress io.Writer
+}
+
+// MigrateRound is one pre-copy round or the final dump.
+type MigrateRound struct {
+	Pages  uint64        // pages saved
+	Frozen time.Duration // the tree stopped
+	Wall   time.Duration // the dump
+	Send   time.Duration // sending the images to the target
+	Bytes  int64         // image bytes sent
+}
+
+// MigrateStats are the figures of a migration.
+type MigrateStats struct {
+	Pid    int // the restored root on the target
+	Rounds []MigrateRound
+	Final  MigrateRound
+	// Downtime: from the final freeze to the tree running on the target
+	// (the final dump's frozen time, the final images' transfer, the
+	// restore).
+	Downtime, Restore, Total time.Duration
+	// Sent is the image bytes sent, Wire what went on the stream (sealed).
+	Sent, Wire int64
+}
+
+func (o MigrateOptions) log() *slog.Logger {
+	if o.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Log
+}
+
+func (o MigrateOptions) progress(format string, args ...any) {
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, format+"\n", args...)
+	}
+}
+
+// target is the receiving end of a migration.
+type target struct {
+	conn net.Conn
+	wait func() error // the receiver process, if started here
+}
+
+// Migrate moves the tree rooted at opts.Pid to opts.To: pre-copy rounds
+// (pre-dump, each sending only what was written since the one before)
+// until the pages to send stop shrinking, the final dump (the tree
+// frozen, its TCP connections locked), the transfer of its images and
+// the restore on the target. If the final transfer or restore fails, the
+// tree is restored here again from the final images.
+func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateStats, error) {
+	if opts.Pid <= 0 {
+		return nil, fmt.Errorf("migrate: no pid (-t)")
+	}
+	if opts.MaxRounds <= 0 {
+		opts.MaxRounds = 8
+	}
+	so, err := opts.Seal.load()
+	if err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	root := opts.ImagesDir
+	if root == "" {
+		if root, err = os.MkdirTemp("", "stasis-migrate-"); err != nil {
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+	} else if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	start := time.Now()
+	tg, err := connectTarget(opts)
+	if err != nil {
+		return nil, fmt.Errorf("migrate pid %d to %s: %w", opts.Pid, opts.To, err)
+	}
+	conn := tg.conn
+	var sc *seal.Conn
+	if so.Enabled() {
+		if sc, err = seal.Client(conn, migrate.LabelToTarget, migrate.LabelToSource, so); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("migrate: %w", err)
+		}
+		conn = sc
+	}
+	snd := migrate.NewSender(conn)
+	st, err := migrateOver(ctx, opts, root, snd)
+	st.Sent = snd.Sent
+	if sc != nil {
+		st.Sent, st.Wire = sc.Sent()
+	} else {
+		st.Wire = st.Sent
+	}
+	conn.Close()
+	if werr := tg.wait(); werr != nil && err == nil {
+		opts.log().Warn("migration target ended badly", "err", werr)
+	}
+	st.Total = time.Since(start)
+	if err != nil {
+		return st, fmt.Errorf("migrate pid %d to %s: %w", opts.Pid, opts.To, err)
+	}
+	if opts.ImagesDir == "" {
+		os.RemoveAll(root)
+	}
+	return st, nil
+}
+
+func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migrate.Sender) (*MigrateStats, error) {
+	st := &MigrateStats{}
+	log := opts.log()
+	prev := ""
+	last := uint64(1 << 62)
+	for n := 1; n <= opts.MaxRounds; n++ {
+		name := strconv.Itoa(n)
+		dir := filepath.Join(root, name)
+		d := DumpOptions{Pid: opts.Pid, ImagesDir: dir, ShellJob: opts.ShellJob, Log: log, Mem: MemDumpOptions{TrackMem: true}}
+		if prev != "" {
+			d.Mem.PrevImagesDir = "../" + prev
+		}
+		t0 := time.Now()
+		if err := PreDumpContext(ctx, d); err != nil {
+			s.End(false)
+			return st, fmt.Errorf("pre-copy round %d: %w", n, err)
+		}
+		r := roundOf(dir, time.Since(t0))
+		t1 := time.Now()
+		before := s.Sent
+		if err := s.SendDir(dir, name); err != nil {
+			s.End(false)
+			return st, fmt.Errorf("pre-copy round %d: %w", n, err)
+		}
+		r.Send, r.Bytes = time.Since(t1), s.Sent-before
+		st.Rounds = append(st.Rounds, r)
+		opts.progress("pre-copy round %d: %d pages, frozen %v, dump %v, sent %.1f MiB in %v", n, r.Pages, r.Frozen.Round(time.Microsecond),
+			r.Wall.Round(time.Millisecond), float64(r.Bytes)/(1<<20), r.Send.Round(time.Millisecond))
+		prev = name
+		// Another round is worth it while it sends clearly less than the
+		// one before: a tree writing faster than the link never converges.
+		if r.Pages >= last*9/10 || r.Pages < 64 {
+			break
+		}
+		last = r.Pages
+	}
+	dir := filepath.Join(root, "final")
+	args := []string{"--tcp-established"}
+	if opts.ShellJob {
+		args = append(args, "--shell-job")
+	}
+	// At post-dump the images are complete and the tree still frozen:
+	// they go to the target, which locks their connections, before the
+	// user's post-dump (which moves the address) and the kill.
+	var sentAt time.Time
+	notify := func(point string, pid int) error {
+		if point == "post-dump" {
+			t := time.Now()
+			before := s.Sent
+			if err := s.SendDir(dir, "final"); err != nil {
+				return err
+			}
+			if err := s.Lock("final"); err != nil {
+				return err
+			}
+			st.Final.Send, st.Final.Bytes, sentAt = time.Since(t), s.Sent-before, time.Now()
+		}
+		if opts.Notify != nil {
+			return opts.Notify(point, pid)
+		}
+		return nil
+	}
+	d := DumpOptions{Pid: opts.Pid, ImagesDir: dir, ShellJob: opts.ShellJob, Log: log, Notify: notify,
+		Mem: MemDumpOptions{TrackMem: true, PrevImagesDir: "../" + prev}}
+	d.Files.TCPEstablished = true
+	t0 := time.Now()
+	if err := DumpContext(ctx, d); err != nil {
+		s.End(false)
+		return st, fmt.Errorf("final dump: %w", err)
+	}
+	// The tree is gone here: from now on a failure restores it here.
+	dumped := time.Now()
+	send, bytes := st.Final.Send, st.Final.Bytes
+	st.Final = roundOf(dir, dumped.Sub(t0))
+	st.Final.Send, st.Final.Bytes = send, bytes
+	var err error
+	if sentAt.IsZero() {
+		err = fmt.Errorf("final dump: no post-dump point: the images were not sent")
+	} else {
+		st.Pid, st.Restore, err = s.Restore("final", args)
+	}
+	if err != nil {
+		s.End(false)
+		if rerr := restoreHere(dir, args, log); rerr != nil {
+			return st, fmt.Errorf("%w; and the restore here from %s failed too: %w", err, dir, rerr)
+		}
+		return st, fmt.Errorf("%w (the tree was restored here again from %s)", err, dir)
+	}
+	st.Downtime = st.Final.Frozen + time.Since(dumped)
+	if err := s.End(true); err != nil {
+		log.Warn("migration: end of the stream", "err", err)
+	}
+	opts.progress("final dump: %d pages, frozen %v, sent %.1f MiB in %v; restored as pid %d on the target in %v",
+		st.Final.Pages, st.Final.Frozen.Round(time.Microsecond), float64(st.Final.Bytes)/(1<<20), st.Final.Send.Round(time.Millisecond),
+		st.Pid, st.Restore.Round(time.Millisecond))
+	// The address has left with the tree: the source's lock of its
+	// connections has nothing left to hold.
+	if id := runIDOf(dir); id != "" {
+		if err := netlock.UnlockRun(id); err != nil {
+			log.Warn("migration: remove the source's network lock", "err", err)
+		}
+	}
+	return st, nil
+}
+
+func roundOf(dir string, wall time.Duration) MigrateRound {
+	r := MigrateRound{Wall: wall}
+	d, err := images.Open(dir)
+	if err != nil {
+		return r
+	}
+	e := &stats.StatsEntry{}
+	if d.ReadOne("stats-dump", e) == nil {
+		r.Pages = e.GetDump().GetPagesWritten()
+		r.Frozen = time.Duration(e.GetDump().GetFrozenTime()) * time.Microsecond
+	}
+	return r
+}
+
+func runIDOf(dir string) string {
+	d, err := images.Open(dir)
+	if err != nil {
+		return ""
+	}
+	e := &inventory.InventoryEntry{}
+	if d.ReadOne("inventory.img", e) != nil {
+		return ""
+	}
+	return e.GetDumpCriuRunId()
+}
+
+// restoreHere restores the final images on the source (a failed
+// migration), detached, as `stasis restore -d` would.
+func restoreHere(dir string, args []string, log *slog.Logger) error {
+	cmd := exec.Command("/proc/self/exe", append([]string{"restore", "-D", dir, "-d"}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	log.Info("migration failed: the tree was restored on the source", "dir", dir)
+	return nil
+}
+
+// connectTarget starts or reaches the receiver of opts.To.
+func connectTarget(opts MigrateOptions) (*target, error) {
+	kind, rest, ok := strings.Cut(opts.To, ":")
+	if !ok {
+		return nil, fmt.Errorf("--to %q: netns:PATH, ssh://HOST or tcp://HOST:PORT", opts.To)
+	}
+	recvArgs := func(dir string) []string {
+		a := []string{"migrate-receive", "-D", dir}
+		if opts.Seal.KeyFile != "" {
+			a = append(a, "--key-file", opts.Seal.KeyFile)
+		}
+		if opts.PidFile != "" {
+			a = append(a, "--pidfile", opts.PidFile)
+		}
+		return a
+	}
+	switch kind {
+	case "netns":
+		dir := opts.TargetDir
+		if dir == "" {
+			var err error
+			if dir, err = os.MkdirTemp("", "stasis-migrate-target-"); err != nil {
+				return nil, err
+			}
+		}
+		return startInNetns(rest, append(recvArgs(dir), "--fd", "3"))
+	case "ssh":
+		u, err := url.Parse(opts.To)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("--to %q: ssh://[USER@]HOST[:PORT]", opts.To)
+		}
+		dir := opts.TargetDir
+		if dir == "" {
+			dir = "/var/lib/stasis/migrate/" + strconv.Itoa(opts.Pid) + "-" + strconv.FormatInt(time.Now().Unix(), 10)
+		}
+		bin := opts.TargetStasis
+		if bin == "" {
+			bin = "stasis"
+		}
+		sargs := []string{"-o", "BatchMode=yes"}
+		if u.Port() != "" {
+			sargs = append(sargs, "-p", u.Port())
+		}
+		host := u.Hostname()
+		if u.User != nil {
+			host = u.User.Username() + "@" + host
+		}
+		sargs = append(sargs, host, "mkdir", "-p", dir, "&&", bin)
+		sargs = append(sargs, append(recvArgs(dir), "--stdio")...)
+		cmd := exec.Command("ssh", sargs...)
+		cmd.Stderr = os.Stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, fmt.Errorf("ssh: %w", err)
+		}
+		return &target{conn: migrate.PipeConn(out, in), wait: cmd.Wait}, nil
+	case "tcp":
+		addr := strings.TrimPrefix(rest, "//")
+		c, err := dialTLS(addr, opts.TLS)
+		if err != nil {
+			return nil, err
+		}
+		return &target{conn: c, wait: func() error { return nil }}, nil
+	}
+	return nil, fmt.Errorf("--to %q: netns:PATH, ssh://HOST or tcp://HOST:PORT", opts.To)
+}
+
+// startInNetns starts `stasis ARGS` in the network namespace at path, on
+// one end of a socket pair (its fd 3), from a thread that enters the
+// namespace for the fork only.
+func startInNetns(path string, args []string) (*target, error) {
+	ns, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("target network namespace: %w", err)
+	}
+	defer ns.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("socketpair: %w", err)
+	}
+	mine, theirs := os.NewFile(uintptr(fds[0]), "migration"), os.NewFile(uintptr(fds[1]), "migration")
+	defer theirs.Close()
+	cmd := exec.Command("/proc/self/exe", args...)
+	cmd.ExtraFiles = []*os.File{theirs}
+	cmd.Stderr = os.Stderr
+	if err := startIn(ns, cmd); err != nil {
+		mine.Close()
+		return nil, err
+	}
+	c, err := net.FileConn(mine)
+	mine.Close()
+	if err != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, err
+	}
+	return &target{conn: c, wait: cmd.Wait}, nil
+}
+
+// startIn forks cmd from a thread in the network namespace ns: the child
+// and all it starts live there.
+func startIn(ns *os.File, cmd *exec.Cmd) error {
+	runtime.LockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("own network namespace: %w", err)
+	}
+	defer orig.Close()
+	if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter the target network namespace %s: %w", ns.Name(), err)
+	}
+	serr := cmd.Start()
+	if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+		// The thread stays locked and ends with the goroutine: no other
+		// goroutine runs in the target's namespace.
+		return errors.Join(serr, fmt.Errorf("back to the own network namespace: %w", err))
+	}
+	runtime.UnlockOSThread()
+	if serr != nil {
+		return fmt.Errorf("start the receiver: %w", serr)
+	}
+	return nil
+}
+
+// ReceiveMigration runs the target's side of one migration on c into the
+// images dir root: the restore is `stasis restore -D DIR -d` with the
+// source's flags (docs/migration.md), started from this process (in its
+// namespaces). pidFile, if set, gets the restored root's pid.
+func ReceiveMigration(c net.Conn, root string, keyFile, pidFile string, log *slog.Logger) error {
+	var key []byte
+	if keyFile != "" {
+		var err error
+		if key, err = seal.LoadKey(keyFile); err != nil {
+			return fmt.Errorf("migrate-receive: %w", err)
+		}
+	}
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return fmt.Errorf("migrate-receive: %w", err)
+	}
+	restore := func(dir string, args []string) (int, error) {
+		pf := pidFile
+		if pf == "" {
+			pf = filepath.Join(dir, "restored.pid")
+		}
+		a := append([]string{"restore", "-D", dir, "-d", "--pidfile", pf}, args...)
+		out, err := exec.Command("/proc/self/exe", a...).CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("restore: %w: %s", err, strings.TrimSpace(string(out)))
+		}
+		b, err := os.ReadFile(pf)
+		if err != nil {
+			return 0, fmt.Errorf("restore: pidfile: %w", err)
+		}
+		return strconv.Atoi(strings.TrimSpace(string(b)))
+	}
+	if err := migrate.Receive(c, root, key, lockConns, restore, log); err != nil {
+		return fmt.Errorf("migrate-receive: %w", err)
+	}
+	return nil
+}
+
+// lockConns makes the persistent network lock of the images at dir here,
+// as their dump made on the source: the packets of their connections are
+// dropped, not reset, from the moment their address arrives until the
+// restore (which removes it) has them.
+func lockConns(dir string) (func(), error) {
+	d, err := images.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	inv := &inventory.InventoryEntry{}
+	if err := d.ReadOne("inventory.img", inv); err != nil {
+		return nil, err
+	}
+	ps, err := images.ReadAll(d, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil || len(ps) == 0 {
+		return nil, fmt.Errorf("lock the connections of %s: pstree: %w", dir, err)
+	}
+	var ents []*fdinfo.FileEntry
+	if d.Has("files.img") {
+		if ents, err = images.ReadAll(d, "files.img", func() *fdinfo.FileEntry { return &fdinfo.FileEntry{} }); err != nil {
+			return nil, err
+		}
+	}
+	conns, err := netlock.ConnsOf(slices.Values(ents))
+	if err != nil || len(conns) == 0 {
+		return func() {}, err
+	}
+	l := netlock.New(netlock.Nftables, int(ps[0].GetPid()), nil)
+	l.SetRunID(inv.GetDumpCriuRunId())
+	for _, c := range conns {
+		if err := l.Add(c); err != nil {
+			return nil, errors.Join(err, l.Release())
+		}
+	}
+	if err := l.Persist(); err != nil {
+		return nil, errors.Join(err, l.Release())
+	}
+	id := inv.GetDumpCriuRunId()
+	return func() { _ = netlock.UnlockRun(id) }, nil
+}

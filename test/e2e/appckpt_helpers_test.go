@@ -1,0 +1,132 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// Helpers of the application tests (mariadb_test.go, apache_test.go,
+// gcc_test.go): one checkpoint of a real program's tree by stasis or by
+// the CRIU 4.2 reference, with the figures a user compares.
+
+// ckptTool is who checkpoints: stasis, or CRIU 4.2 for the figures beside
+// stasis' on the same program.
+type ckptTool string
+
+const (
+	byStasis ckptTool = "stasis"
+	byCRIU   ckptTool = "criu 4.2"
+)
+
+// ckptRun is the figures of one dump and restore.
+type ckptRun struct {
+	tool          ckptTool
+	dump, restore time.Duration
+	images        int64  // bytes in the images dir
+	dir           string // the images, for checkImages
+	// refused is why CRIU 4.2 refused to dump the tree, which it left
+	// running: a figure beside stasis', not a failure of the test.
+	refused string
+}
+
+func (r ckptRun) String() string {
+	if r.refused != "" {
+		return fmt.Sprintf("%s: dump refused: %s", r.tool, r.refused)
+	}
+	return fmt.Sprintf("%s: dump %v, restore %v, images %.1f MiB", r.tool,
+		r.dump.Round(time.Millisecond), r.restore.Round(time.Millisecond), float64(r.images)/(1<<20))
+}
+
+// appRoundTrip dumps the tree of v with tool and flags (given to the dump
+// and to the restore alike), which kills it, restores it detached and
+// waits until the whole tree is back; stasis' images are to be checked
+// after the restore (checkImages, later: decoding them takes seconds the
+// program's clients should not wait). It returns the figures and the restored tree; if CRIU 4.2
+// refuses the dump and leaves the tree running, it returns the figures
+// with the reason, and no tree.
+func appRoundTrip(t *testing.T, v *testutil.Victim, tool ckptTool, flags ...string) (ckptRun, []testutil.Task) {
+	t.Helper()
+	tree := testutil.TrackTree(t, v.Pid)
+	dir := t.TempDir()
+	run := ckptRun{tool: tool, dir: dir}
+	switch tool {
+	case byStasis:
+		run.dump = testutil.Dump(t, v.Pid, dir, flags...).Took
+	case byCRIU:
+		// criu 4.2's default network lock is iptables; this machine
+		// locks with nftables, as stasis does.
+		flags = append(flags, "--network-lock", "nftables")
+		r := testutil.RunCRIU(t, 60*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(v.Pid), "-D", dir}, flags...)...)
+		if r.Code != 0 && testutil.ProcessAlive(v.Pid) {
+			run.refused = fmt.Sprintf("exit %d, %s", r.Code, firstLine(testutil.CriuErrors(r.Log)))
+			t.Logf("%s", run)
+			return run, nil
+		}
+		if r.Code != 0 {
+			t.Fatalf("criu 4.2 dump of pid %d failed (exit %d): %s\n%s", v.Pid, r.Code, testutil.CriuErrors(r.Log), r)
+		}
+		run.dump = r.Took
+	default:
+		t.Fatalf("appRoundTrip: no tool %q", tool)
+	}
+	v.Reap(t)
+	testutil.ReapTasks(t, testutil.Pids(tree[1:]))
+	run.images = dirSize(t, dir)
+	start := time.Now()
+	if tool == byStasis {
+		testutil.RestoreDetached(t, dir, v, flags...)
+	} else {
+		testutil.CriuRestoreDetached(t, dir, v, flags...)
+	}
+	got := testutil.WaitTree(t, v.Pid, tree, false, 10*time.Second)
+	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
+	run.restore = time.Since(start)
+	t.Logf("%d process(es), %d thread(s), %s", len(tree), threadCount(tree), run)
+	return run, got
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(strings.TrimSpace(s), "\n")
+	return l
+}
+
+// checkImages decodes the images of stasis' first run with both
+// decoders: a later run of the same tree has images of the same kinds,
+// and each costs seconds of `stasis show` and python on a loaded machine.
+func checkImages(t *testing.T, runs []ckptRun) {
+	t.Helper()
+	for _, r := range runs {
+		if r.tool == byStasis {
+			testutil.CheckImages(t, r.dir)
+			return
+		}
+	}
+}
+
+// ckptTools is stasis, then CRIU 4.2 if it is there (haveCRIU), then
+// stasis again if again is set.
+func ckptTools(t *testing.T, again bool) []ckptTool {
+	t.Helper()
+	tools := []ckptTool{byStasis}
+	if haveCRIU(t) {
+		tools = append(tools, byCRIU)
+	}
+	if again {
+		tools = append(tools, byStasis)
+	}
+	return tools
+}
+
+// figures joins the figures of the runs, for the test's log.
+func figures(runs []ckptRun) string {
+	s := make([]string, len(runs))
+	for i, r := range runs {
+		s[i] = r.String()
+	}
+	return strings.Join(s, "; ")
+}

@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/stasis-cr/stasis/internal/testutil"
+)
+
+// streamer is a client that streams both ways at a slow pace until told
+// to hurry: the migration happens while bytes flow.
+type streamer struct {
+	tc         *tcpClient
+	rxAll      uint64 // what the server sends in all
+	fast       atomic.Bool
+	rerr, werr chan error
+}
+
+func (s *streamer) start() {
+	s.rerr, s.werr = make(chan error, 1), make(chan error, 1)
+	go func() {
+		for !s.fast.Load() {
+			if err := s.tc.read(s.tc.rx + 16<<10); err != nil {
+				s.rerr <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		s.rerr <- s.tc.read(0)
+	}()
+	go func() {
+		for s.tc.tx < s.tc.total {
+			n := min(4096, s.tc.total-s.tc.tx)
+			if s.fast.Load() {
+				n = s.tc.total - s.tc.tx
+			}
+			if err := s.tc.write(n); err != nil {
+				s.werr <- err
+				return
+			}
+			if !s.fast.Load() {
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+		s.werr <- s.tc.c.CloseWrite()
+	}()
+}
+
+func (s *streamer) finish(t *testing.T) {
+	t.Helper()
+	s.fast.Store(true)
+	if err := <-s.werr; err != nil {
+		t.Fatalf("client write after %d bytes: %v", s.tc.tx, err)
+	}
+	if err := <-s.rerr; err != nil {
+		t.Fatalf("client read: %v", err)
+	}
+	if s.tc.rx != s.rxAll {
+		t.Fatalf("client got %d bytes then EOF, want %d", s.tc.rx, s.rxAll)
+	}
+}
+
+// postDumpHook is an action script that, at the final dump's post-dump
+// point, hands over to the test (which moves the address) and waits.
+func postDumpHook(t *testing.T, moved func()) string {
+	t.Helper()
+	d := t.TempDir()
+	in, out := filepath.Join(d, "frozen"), filepath.Join(d, "moved")
+	for _, p := range []string{in, out} {
+		if err := syscall.Mkfifo(p, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	script := filepath.Join(d, "hook.sh")
+	body := fmt.Sprintf("#!/bin/sh\n[ \"$CRTOOLS_SCRIPT_ACTION\" = post-dump ] || exit 0\necho frozen > %s\nread x < %s\n", in, out)
+	if err := os.WriteFile(script, []byte(body), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		if _, err := os.ReadFile(in); err != nil {
+			return
+		}
+		moved()
+		_ = os.WriteFile(out, []byte("ok\n"), 0)
+	}()
+	return script
+}
+
+// TestMigrateTCP (issue 16, test 3): `stasis migrate` moves a TCP server
+// whose client streams both ways from host A to host B (network
+// namespaces with their own image dirs): pre-copy rounds while it runs,
+// the final dump under the network lock, its address moved at post-dump,
+// the restore in B. The client sees every byte once and in order, no
+// reset; the server checks its side; the downtime is printed.
+func TestMigrateTCP(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	for _, flags := range [][]string{nil, {"--compress", "--encrypt"}} {
+		t.Run(strings.Join(append([]string{"plain"}, flags...), ""), func(t *testing.T) {
+			migrateTCP(t, flags)
+		})
+	}
+}
+
+func migrateTCP(t *testing.T, flags []string) {
+	n := newMoveNet(t)
+	port := 20000 + time.Now().Nanosecond()%20000
+	const rxAll, txAll = 4 << 20, 16 << 20
+	var v *testutil.Victim
+	in(t, n.a, func() {
+		v = testutil.StartVictim(t, "tcpsrv", moveServer, strconv.Itoa(port), strconv.Itoa(rxAll), strconv.Itoa(txAll),
+			strconv.Itoa(rxAll), "0")
+		v.WaitReady(t)
+	})
+	var tc *tcpClient
+	in(t, n.c, func() { tc = dialTCPServer(t, moveServer, port) })
+	tc.total = rxAll
+	s := &streamer{tc: tc, rxAll: txAll}
+	s.start()
+	time.Sleep(200 * time.Millisecond)
+
+	src, dst := t.TempDir(), t.TempDir()
+	pidfile := filepath.Join(dst, "restored.pid")
+	hook := postDumpHook(t, func() { n.moveAddress(t) })
+	args := []string{"migrate", "-t", strconv.Itoa(v.Pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), int(n.b)),
+		"-D", src, "--target-dir", dst, "--pidfile", pidfile, "--action-script", hook, "-v4", "-o", "migrate.log"}
+	if len(flags) > 0 {
+		key := filepath.Join(t.TempDir(), "key")
+		if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		args = append(append(args, flags...), "--key-file", key)
+	}
+	var r testutil.Result
+	in(t, n.a, func() { r = testutil.Run(t, 60*time.Second, args...) })
+	if r.Code != 0 {
+		b, _ := os.ReadFile(filepath.Join(src, "migrate.log"))
+		t.Fatalf("%s\nlog:\n%s\n%s", r, tail(string(b), 4000), v.LogTail())
+	}
+	t.Logf("stasis migrate:\n%s", r.Stdout)
+	if !strings.Contains(r.Stdout, "downtime") || !strings.Contains(r.Stdout, "pre-copy round 1") {
+		t.Errorf("migrate printed no downtime or rounds:\n%s", r.Stdout)
+	}
+	// The dump killed it (reaped at once by its waiter); the pid runs
+	// again on B already.
+	if code := v.Wait(t, 10*time.Second); code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("pid %d ended with %d at the final dump, want SIGKILL", v.Pid, code)
+	}
+	v.Adopt(t)
+	if ns, err := netns.GetFromPid(v.Pid); err != nil || !ns.Equal(n.b) {
+		t.Fatalf("migrated pid %d is not in host B's network namespace (%v)", v.Pid, err)
+	} else {
+		ns.Close()
+	}
+	if l := locksIn(t, n.a, v.Pid); len(l) != 0 {
+		t.Errorf("locks left on A after the migration: %v", l)
+	}
+	if l := locksIn(t, n.b, v.Pid); len(l) != 0 {
+		t.Errorf("locks left on B after the migration: %v", l)
+	}
+	s.finish(t)
+	v.TermAndCheck(t)
+}
