@@ -88,3 +88,13 @@ func ServeLazyImages(c net.Conn, imagesDir string, log *slog.Logger) error {
 	_, err = pagesrv.ServeLazy(c, src, log)
 	return err
 }
+
+// lazyMem: in a lazy dump's RPC request, ps is where the dump serves its
+// lazy pages (criu's page server of a lazy dump listens there), not a
+// page server to send pages to.
+func lazyMem(m MemDumpOptions, lazy bool) MemDumpOptions {
+	if lazy {
+		m.PageServer = false
+	}
+	return m
+}

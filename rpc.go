@@ -63,8 +63,8 @@ var backend = rpc.Backend{
 			Pid: r.Pid, ImagesDir: r.ImagesDir, WorkDir: r.WorkDir,
 			LeaveRunning: r.LeaveRunning, LeaveStopped: r.LeaveStopped,
 			ShellJob: r.ShellJob, NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
-			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: memFromRPC(r.Mem),
-			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts, CPUCap: r.CPUCap,
+			Files: r.Files, Log: r.Log, Notify: r.Notify, Mem: lazyMem(memFromRPC(r.Mem), r.LazyPages),
+			Cgroups: r.Cgroups, Net: r.Net, Mounts: r.Mounts, CPUCap: r.CPUCap, LazyPages: r.LazyPages,
 		})
 	},
 	PreDump: func(ctx context.Context, r rpc.DumpRequest) error {
@@ -79,7 +79,7 @@ var backend = rpc.Backend{
 			ImagesDir: r.ImagesDir, WorkDir: r.WorkDir, ShellJob: r.ShellJob, Sibling: r.Sibling,
 			NetworkLock: r.NetworkLock, Unprivileged: r.Unprivileged,
 			Files: r.Files, Log: r.Log, Notify: r.Notify, Cgroups: r.Cgroups, Net: r.Net,
-			Mounts: r.Mounts, CPUCap: r.CPUCap,
+			Mounts: r.Mounts, CPUCap: r.CPUCap, LazyPages: r.LazyPages,
 		})
 		if err != nil {
 			return 0, err

@@ -83,7 +83,7 @@ func TestCheckFeature(t *testing.T) {
 		}
 	}
 	// What stasis cannot do yet is not supported, whatever the kernel.
-	for _, name := range []string{"uffd", "uffd-noncoop", "pidfd_store"} {
+	for _, name := range []string{"pidfd_store"} {
 		out, stderr, err := runCheck(t, "--feature", name)
 		if exitCode(err) != 1 || out != "" || !strings.HasPrefix(stderr, name+" is not supported: stasis ") {
 			t.Errorf("--feature %s: %q %q, %v", name, out, stderr, err)

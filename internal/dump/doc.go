@@ -16,6 +16,11 @@
 // mem.SavePlan) with the tree stopped. The trackers go to a holder
 // process in the new images dir when the tree runs on.
 //
+// A lazy dump (lazy.go, --lazy-pages) saves no private anonymous page
+// (PE_LAZY entries) and, once the images are complete, serves those pages
+// from the frozen tree to a lazy restore's daemon (pagesrv.ServeLazy)
+// before the finish; a daemon gone before it has them all fails the dump.
+//
 // The whole dump runs on one goroutine locked to its OS thread, the
 // tracer thread of package ptrace; only reads of /proc that no ptrace
 // call needs run beside it (threadproc.go: each thread's stat and status

@@ -26,8 +26,6 @@ func init() {
 // notInStasis are criu features stasis has no use for yet: the kernel may
 // well have them, stasis cannot do what they are for.
 var notInStasis = map[string]string{
-	"uffd":              "stasis has no lazy restore yet (--lazy-pages)",
-	"uffd-noncoop":      "stasis has no lazy restore yet (--lazy-pages)",
 	"pidfd_store":       "stasis keeps no pidfd store between pre-dumps (it keeps the tracking's userfaultfds with a holder process)",
 	"tun":               "stasis does not dump tun/tap devices yet",
 	"tun_ns":            "stasis does not dump tun/tap devices yet",
@@ -52,6 +50,8 @@ func lacking(why string) func() (bool, string) {
 var criuProbes = map[string]func() (bool, string){
 	"aio_remap":                since("aio ring mremap", 3, 19),
 	"mem_dirty_track":          probeMemTrack,
+	"uffd":                     all(Userfaultfd), // --lazy-pages, lazy-pages
+	"uffd-noncoop":             all(UffdNonCoop), // a lazy restore of trees that fork, mremap, munmap
 	"kcmp_epoll":               and(all(Kcmp), since("KCMP_EPOLL_TFD", 4, 13)),
 	"tcp_half_closed":          and(tryTCPRepair, since("TCP_REPAIR of half-closed connections", 4, 11)),
 	"pagemap_scan_guard_pages": and(all(PagemapScan), since("PAGE_IS_GUARD", 6, 14)),

@@ -48,8 +48,12 @@ type Stats struct {
 	Background    uint64 // pages copied by the background transfer
 	Forks         int
 	Started, Done time.Time
-	FirstFault    time.Time
 	Finished      time.Time // the restore said it was finished
+	// FirstFault is the first fault once the tasks run (the restore said
+	// it was finished), InAtFirstFault how many pages had been copied
+	// then: fewer than Pages, a task ran before its memory had arrived.
+	FirstFault     time.Time
+	InAtFirstFault uint64
 }
 
 // iov is a range of a task's memory still to be filled: [start, end) in
@@ -371,8 +375,11 @@ func (d *daemon) exit(t *task) {
 // lazy pages, the zero page otherwise.
 func (d *daemon) fault(t *task, addr uint64) error {
 	d.st.Faults++
-	if d.st.FirstFault.IsZero() {
+	if d.st.FirstFault.IsZero() && !d.st.Finished.IsZero() {
 		d.st.FirstFault = time.Now()
+		d.st.InAtFirstFault = d.st.FaultPages + d.st.Background
+		d.log.Info("lazy-pages: first fault of a running task", "pid", t.pid, "address", fmt.Sprintf("%#x", addr),
+			"pages in", d.st.InAtFirstFault, "of", d.st.Pages, "after", d.st.FirstFault.Sub(d.st.Finished))
 	}
 	d.xferLen = xferMin
 	k := findIov(t.iovs, addr)
@@ -452,9 +459,14 @@ func (d *daemon) fail(err error) error {
 			left += (v.end - v.start) / mem.PageSize
 			for at := v.start; at < v.end; at += mem.PageSize {
 				e := poison(t.uffd, at, at+mem.PageSize)
-				if e == nil {
+				switch {
+				case e == nil:
 					poisoned++
-				} else if !errors.Is(e, unix.EEXIST) && perr == nil {
+				case errors.Is(e, unix.ESRCH), errors.Is(e, unix.ENOSPC):
+					// Gone already (it touched a poisoned page): the
+					// rest of its pages are no one's.
+					at = v.end
+				case !errors.Is(e, unix.EEXIST) && perr == nil:
 					perr = fmt.Errorf("poison %#x of pid %d: %w", at, t.pid, e)
 				}
 			}
@@ -464,7 +476,7 @@ func (d *daemon) fail(err error) error {
 		return fmt.Errorf("lazy-pages: %w", err)
 	}
 	if perr != nil {
-		return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks were %w and could not all be poisoned (%v): kill the restored tree", err, left, ErrIncomplete, perr)
+		return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks: %w, and they could not all be poisoned (%v): kill the restored tree", err, left, ErrIncomplete, perr)
 	}
-	return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks were %w; they were poisoned: a task that touches one dies of SIGBUS", err, left, ErrIncomplete)
+	return fmt.Errorf("lazy-pages: %w: %d pages of the restored tasks: %w; they were poisoned: a task that touches one dies of SIGBUS", err, left, ErrIncomplete)
 }

@@ -47,6 +47,9 @@
 //	            parent, or not in it) and SavePlan into an Xfer
 //	xfer.go     ImagesXfer, the Xfer into an images dir (a page server's
 //	            is package pagesrv's)
+//	lazy.go     lazy pages: which VMAs a lazy restore leaves missing
+//	            (LazyVMA, LazyAreas), PE_LAZY in the dump's pagemaps,
+//	            WriteLazyPages (a lazy dump), CheckLazy
 //	dedup.go    criu dedup: the pages a dump saves punched out of its
 //	            parents' pages images
 //	scan_unsafe.go  the PAGEMAP_SCAN ioctl (pages.go, guard.go)

@@ -22,6 +22,6 @@ var ErrTruncatedPages = fmt.Errorf("pages image truncated")
 var ErrNoParent = errors.New("pages not in the parent images")
 
 // ErrLazyPages is wrapped when a pagemap entry's pages are neither in the
-// images nor in a parent: a criu --lazy-pages dump, whose pages a page
-// server sends at restore.
-var ErrLazyPages = fmt.Errorf("lazy pages (criu --lazy-pages) %w", linux.ErrNotSupported)
+// images nor in a parent: a --lazy-pages dump, whose pages its page
+// server sends to the lazy-pages daemon of a restore --lazy-pages.
+var ErrLazyPages = errors.New("lazy pages: in no image, only the lazy dump's page server has them")

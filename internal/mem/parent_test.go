@@ -193,9 +193,9 @@ func TestParentChainErrors(t *testing.T) {
 			writeLevel(t, filepath.Join(root, "1"), "../2", chainEntry{at: 0, n: 2})
 			return writeLevel(t, filepath.Join(root, "2"), "../1", chainEntry{at: 0, n: 2})
 		}, []string{"loop of parent links"}, ErrNoParent},
-		{"lazy", func(t *testing.T, root string) *images.Dir {
-			return writeLevel(t, filepath.Join(root, "2"), "", chainEntry{at: 0, n: 2, flags: peLazy})
-		}, []string{"entry 0", "flags 0x2", "lazy pages"}, ErrLazyPages},
+		{"no-data", func(t *testing.T, root string) *images.Dir {
+			return writeLevel(t, filepath.Join(root, "2"), "", chainEntry{at: 0, n: 2, flags: 1 << 5})
+		}, []string{"entry 0", "flags 0x20", "lazy pages"}, ErrLazyPages},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			d := c.setup(t, t.TempDir())

@@ -8,6 +8,9 @@
 //	client.go  Client: the dump's side (dump.PageServer), one Xfer per
 //	           pagemap
 //	server.go  Serve: one session into an images dir (criu page-server)
+//	lazy.go    lazy pages (PS_IOV_GET): ServeLazy, the page server of a
+//	           lazy dump (or of page-server --lazy-pages), and
+//	           LazyClient, the lazy-pages daemon's side
 //
 // A Client is used by one goroutine at a time (the dump's tracer
 // thread and its page copy, which hand over through mem.SavePlan). The

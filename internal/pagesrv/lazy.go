@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -142,8 +143,9 @@ func (c *LazyClient) Get(pid int, vaddr uint64, buf []byte) (int, error) {
 }
 
 func (c *LazyClient) fail(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		err = ErrClosed
+	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.ErrClosedPipe) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET) {
+		return fmt.Errorf("page server %s: %w (%v)", c.addr, ErrClosed, err)
 	}
 	return fmt.Errorf("page server %s: %w", c.addr, err)
 }

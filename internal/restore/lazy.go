@@ -5,7 +5,7 @@ import (
 )
 
 // Lazy restore (--lazy-pages): the memory phase leaves the pages marked
-// PE_LAZY missing (mem.Restorer.Lazy); before the credentials, each
+// PE_LAZY missing (mem.Restorer.Lazy); before the task state, each
 // process's userfaultfd, its lazy areas registered, goes to the
 // lazy-pages daemon listening in the work dir (package lazy), and once the
 // tasks run the daemon is told the restore is finished (criu's order).

@@ -246,8 +246,11 @@ func (r *restorer) run() (_ *Restored, err error) {
 		// Every mapping and fd is in place: memfds can be sealed.
 		{name: "finish files", once: r.files.Finish},
 		{name: "exits", fn: (*taskRestorer).exitIfDead},
-		{name: "task state", fn: (*taskRestorer).restoreState},
+		// Before the task state: the kernel writes the rseq area of a
+		// thread as soon as it is registered, which must then be a fault
+		// the daemon serves, not a page made here (criu's order too).
 		{name: "lazy pages", once: r.lazyPages},
+		{name: "task state", fn: (*taskRestorer).restoreState},
 		{name: "credentials", fn: (*taskRestorer).restoreCreds},
 		{name: "notify", once: func() error { return r.notify("post-restore", "pre-resume") }},
 		{name: "resume", fn: (*taskRestorer).resume},

@@ -39,7 +39,7 @@ func (s *server) doDump(o *rpc.CriuOpts) *rpc.CriuResp {
 		Pid: int(o.GetPid()), ImagesDir: d.images, WorkDir: d.work,
 		LeaveRunning: o.GetLeaveRunning(), LeaveStopped: o.GetLeaveStopped(),
 		ShellJob: o.GetShellJob(), Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: d.log, Notify: s.hook(o, true), CPUCap: cpuCaps(o),
+		Log: d.log, Notify: s.hook(o, true), CPUCap: cpuCaps(o), LazyPages: o.GetLazyPages(),
 	}
 	r.Files.FileLocks = o.GetFileLocks()
 	r.Files.ExtUnixSk = o.GetExtUnixSk()

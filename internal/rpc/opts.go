@@ -155,7 +155,6 @@ var commonRefused = []option{
 	{"irmap_scan_paths", func(o *rpc.CriuOpts) bool { return len(o.GetIrmapScanPaths()) > 0 }},
 	{"empty_ns", func(o *rpc.CriuOpts) bool { return o.GetEmptyNs()&^unix.CLONE_NEWNET != 0 }}, // net: net.go
 	{"timeout", func(o *rpc.CriuOpts) bool { return o.GetTimeout() != 0 }},
-	{"lazy_pages", func(o *rpc.CriuOpts) bool { return o.GetLazyPages() }},
 	{"status_fd", func(o *rpc.CriuOpts) bool { return o.StatusFd != nil }},
 	{"lsm_profile", func(o *rpc.CriuOpts) bool { return o.GetLsmProfile() != "" }},
 	{"lsm_mount_context", func(o *rpc.CriuOpts) bool { return o.GetLsmMountContext() != "" }},

@@ -56,7 +56,7 @@ func (s *server) doRestore(o *rpc.CriuOpts) *rpc.CriuResp {
 	r := RestoreRequest{
 		ImagesDir: d.images, WorkDir: d.work, ShellJob: o.GetShellJob(), Sibling: o.GetRstSibling(),
 		Unprivileged: o.GetUnprivileged(), NetworkLock: lock,
-		Log: d.log, Notify: s.hook(o, false), CPUCap: cpuCaps(o),
+		Log: d.log, Notify: s.hook(o, false), CPUCap: cpuCaps(o), LazyPages: o.GetLazyPages(),
 	}
 	if err := restoreCgroups(o, &r); err != nil {
 		return fail(err)

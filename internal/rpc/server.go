@@ -48,6 +48,9 @@ type DumpRequest struct {
 	Cgroups                    cgroup.DumpOptions // container.go
 	Mounts                     mount.DumpOptions  // mounts.go
 	CPUCap                     cpuinfo.Caps       // cpuinfo.go
+	// LazyPages (lazy_pages): the dump serves the private anonymous pages
+	// on ps.address:ps.port (Mem) once the images are written.
+	LazyPages bool
 }
 
 // RestoreRequest is a RESTORE's criu_opts in stasis' terms.
@@ -64,6 +67,7 @@ type RestoreRequest struct {
 	Cgroups     cgroup.RestoreOptions // container.go
 	Mounts      mount.RestoreOptions  // mounts.go
 	CPUCap      cpuinfo.Caps          // cpuinfo.go
+	LazyPages   bool                  // lazy_pages: the lazy-pages daemon fills the memory
 }
 
 // ErrFailed is returned by Serve when the request it served failed (its

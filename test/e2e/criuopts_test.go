@@ -28,7 +28,7 @@ func TestCRIUOptionRefused(t *testing.T) {
 		{[]string{"--timeout=5"}, "dump: --timeout is not implemented yet (criu 4.2 option)"},
 		{[]string{"-r", "/tmp"}, "dump: --root is not implemented yet (criu 4.2 option)"},
 		{[]string{"--orphan-pts-master"}, "dump: --orphan-pts-master is not implemented yet"},
-		{[]string{"--orphan-pts-master", "--lazy-pages"}, "dump: --lazy-pages, --orphan-pts-master are not implemented yet (criu 4.2 options)"},
+		{[]string{"--orphan-pts-master", "--stream"}, "dump: --orphan-pts-master, --stream are not implemented yet (criu 4.2 options)"},
 	} {
 		dir := filepath.Join(t.TempDir(), "images")
 		msg := testutil.DumpFail(t, v.Pid, dir, c.args...)
@@ -72,7 +72,7 @@ func TestCheckFeatureLikeCRIU(t *testing.T) {
 		return string(out), code
 	}
 	for _, name := range []string{"mnt_id", "timerfd", "fdinfo_lock", "tcp_half_closed", "clone3_set_tid",
-		"kcmp_epoll", "openat2", "network_lock_nftables", "timens", "compat_cr", "no_such_feature"} {
+		"kcmp_epoll", "openat2", "network_lock_nftables", "timens", "compat_cr", "uffd", "uffd-noncoop", "no_such_feature"} {
 		want, wantCode := criuCheck(name)
 		r := testutil.Run(t, 20*time.Second, "check", "--feature", name)
 		if r.Code != wantCode || r.Stdout != want {
@@ -80,7 +80,7 @@ func TestCheckFeatureLikeCRIU(t *testing.T) {
 		}
 	}
 	// criu says yes where the kernel can; stasis cannot use it yet.
-	for _, name := range []string{"uffd", "tun"} {
+	for _, name := range []string{"tun"} {
 		r := testutil.Run(t, 20*time.Second, "check", "--feature", name)
 		if r.Code != 1 || r.Stdout != "" || !strings.HasPrefix(r.Stderr, name+" is not supported: stasis ") {
 			t.Errorf("--feature %s:\n%s", name, r)

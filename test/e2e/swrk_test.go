@@ -79,8 +79,10 @@ func TestSwrkVersionFeatures(t *testing.T) {
 			f := resp.GetFeatures()
 			// mem_track: as `check --feature mem_dirty_track` answers.
 			tracks := exec.Command(bin, "check", "--feature", "mem_dirty_track").Run() == nil
-			if f.MemTrack == nil || f.LazyPages == nil || f.PidfdStore == nil || f.GetMemTrack() != tracks || f.GetLazyPages() || f.GetPidfdStore() {
-				t.Errorf("FEATURE_CHECK features %v: want all three present, mem_track %v, the others false (stasis has no lazy pages or pidfd store yet)", f, tracks)
+			// lazy_pages: as `check --feature uffd-noncoop` answers.
+			lazy := exec.Command(bin, "check", "--feature", "uffd-noncoop").Run() == nil
+			if f.MemTrack == nil || f.LazyPages == nil || f.PidfdStore == nil || f.GetMemTrack() != tracks || f.GetLazyPages() != lazy || f.GetPidfdStore() {
+				t.Errorf("FEATURE_CHECK features %v: want all three present, mem_track %v, lazy_pages %v, pidfd_store false (stasis has no pidfd store yet)", f, tracks, lazy)
 			}
 		}
 		if r.name == "VERSION" && (resp.GetVersion().GetMajorNumber() != 4 || resp.GetVersion().GetMinorNumber() != 2) {
