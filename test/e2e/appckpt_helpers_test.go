@@ -10,7 +10,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
-// Helpers of the application tests (mariadb_test.go, apache_test.go,
+// Helpers of the application tests (mariadb_test.go, apache_test.go, java_test.go, mail_test.go, vnc_test.go,
 // gcc_test.go): one checkpoint of a real program's tree by stasis or by
 // the CRIU 4.2 reference, with the figures a user compares.
 

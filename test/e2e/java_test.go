@@ -120,14 +120,14 @@ func testJava(t *testing.T, java, classes string, perf, criu bool) {
 	})
 	// CRIU 4.2's round trip first, for the figures: the two dumps see the
 	// same JVM (the checks after stasis' restore grow its heap).
-	var cr cycle
+	var cr ckptRun
 	if criu {
-		cr = appCycle(t, v, true, "--tcp-established")
+		cr, _ = appRoundTrip(t, v, byCRIU, "--tcp-established")
 		get("/hello", "hello ")
 	}
 	gcBefore := jstatGCs(t, v.Pid, perf)
 
-	st := appCycle(t, v, false, "--tcp-established")
+	st, _ := appRoundTrip(t, v, byStasis, "--tcp-established")
 	busy.end(t, busy.n.Load())
 	if diff := setDiff(threads, threadNames(t, v.Pid)); diff != "" {
 		t.Errorf("the JVM's threads after the restore: %s", diff)

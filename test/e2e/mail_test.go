@@ -267,7 +267,7 @@ func TestMailPostfix(t *testing.T) {
 
 	// The master holds a lock on its pid file (as CRIU, stasis wants
 	// --file-locks for that).
-	st := appCycle(t, v, false, "--tcp-established", "--file-locks")
+	st, _ := appRoundTrip(t, v, byStasis, "--tcp-established", "--file-locks")
 
 	s.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if _, err := s.c.Write([]byte(b2[half:] + ".\r\n")); err != nil {
@@ -277,9 +277,9 @@ func TestMailPostfix(t *testing.T) {
 	s.cmd(t, "QUIT", 221)
 	t.Logf("the restored smtpd: %s", queued)
 
-	var cr cycle
+	var cr ckptRun
 	if haveCRIU(t) {
-		cr = appCycle(t, v, true, "--tcp-established", "--file-locks")
+		cr, _ = appRoundTrip(t, v, byCRIU, "--tcp-established", "--file-locks")
 	}
 
 	// A new connection after the restore, a third message.

@@ -96,7 +96,7 @@ func TestVNC(t *testing.T) {
 	before := grabPNG(t, port, filepath.Join(art, "vnc-before.png"))
 
 	at := count()
-	st := appCycle(t, v, false)
+	st, _ := appRoundTrip(t, v, byStasis)
 	n1 := count()
 	testutil.WaitFor(t, 10*time.Second, "the xterm's counter to move on after the restore", func() bool { return count() > n1 })
 	if n1 < at {
@@ -127,9 +127,9 @@ func TestVNC(t *testing.T) {
 		t.Errorf("xdpyinfo after the restore does not name %s", display)
 	}
 
-	var cr cycle
+	var cr ckptRun
 	if haveCRIU(t) {
-		cr = appCycle(t, v, true)
+		cr, _ = appRoundTrip(t, v, byCRIU)
 		n2 := count()
 		testutil.WaitFor(t, 10*time.Second, "the counter to move on after the CRIU restore", func() bool { return count() > n2 })
 	}
