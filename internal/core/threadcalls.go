@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
 )
 
 // ThreadCalls is what a dump learns of one thread by injecting calls
@@ -95,6 +96,81 @@ func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
 			SsSize:  proto.Uint64(le.Uint64(sl[slotSas+16:])),
 		}
 		out[i].PdeathSig = le.Uint32(sl[slotPdeath:])
+	}
+	return nil
+}
+
+// restoreBatch is how many threads RestoreThreadCalls names at once:
+// their names take 16 bytes each of the process's scratch memory.
+const restoreBatch = 256
+
+// RestoreThreadCalls makes, in every thread of a process at once
+// (ptrace.Each), the calls RestoreThread would inject into each in turn
+// that every thread needs: set_robust_list, set_tid_address and
+// PR_SET_NAME. ts and cores are the process's threads and their core
+// entries (leader first), p the process's task, whose scratch holds the
+// names. RestoreThreadRest does the rest of RestoreThread.
+func RestoreThreadCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreEntry) error {
+	for lo := 0; lo < len(ts); lo += restoreBatch {
+		hi := min(lo+restoreBatch, len(ts))
+		if err := restoreBatchCalls(p, ts[lo:hi], cores[lo:hi]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func restoreBatchCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreEntry) error {
+	names := make([]byte, 16*len(ts))
+	for i, ce := range cores {
+		name := ce.GetThreadCore().GetComm()
+		if name == "" {
+			name = ce.GetTc().GetComm()
+		}
+		copy(names[16*i:16*i+15], name)
+	}
+	base, err := p.Put(0, names)
+	if err != nil {
+		return fmt.Errorf("restore the names of the threads of pid %d: %w", p.HostPid(), err)
+	}
+	calls := []struct {
+		name, what string
+		nr         uintptr
+		want       func(ce *criucore.CoreEntry) bool
+		args       func(i int, ce *criucore.CoreEntry) []uint64
+	}{
+		{"robust list", "set_robust_list", unix.SYS_SET_ROBUST_LIST,
+			func(ce *criucore.CoreEntry) bool { return ce.GetThreadCore().GetFutexRla() != 0 },
+			func(_ int, ce *criucore.CoreEntry) []uint64 {
+				return []uint64{ce.GetThreadCore().GetFutexRla(), uint64(ce.GetThreadCore().GetFutexRlaLen())}
+			}},
+		{"clear_child_tid", "set_tid_address", unix.SYS_SET_TID_ADDRESS,
+			func(*criucore.CoreEntry) bool { return true },
+			func(_ int, ce *criucore.CoreEntry) []uint64 { return []uint64{ce.GetThreadInfo().GetClearTidAddr()} }},
+		{"comm", "prctl(PR_SET_NAME)", unix.SYS_PRCTL,
+			func(*criucore.CoreEntry) bool { return true },
+			func(i int, _ *criucore.CoreEntry) []uint64 { return []uint64{unix.PR_SET_NAME, base + uint64(16*i)} }},
+	}
+	for _, c := range calls {
+		var sub []*ptrace.Task
+		var idx []int
+		for i, ce := range cores {
+			if c.want(ce) {
+				sub, idx = append(sub, ts[i]), append(idx, i)
+			}
+		}
+		if len(sub) == 0 {
+			continue
+		}
+		_, errs, err := ptrace.Each(sub, c.nr, func(j int) []uint64 { return c.args(idx[j], cores[idx[j]]) })
+		if err != nil {
+			return fmt.Errorf("restore %s of the threads of pid %d: %w", c.name, p.HostPid(), err)
+		}
+		for j, e := range errs {
+			if e != nil {
+				return fmt.Errorf("restore %s of tid %d: %s in pid %d: %w", c.name, sub[j].Tid, c.what, sub[j].Tid, e)
+			}
+		}
 	}
 	return nil
 }

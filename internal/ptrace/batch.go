@@ -19,7 +19,9 @@ import (
 // any, so that their round trips overlap (the kernel runs them on every
 // CPU, and one wait covers the others' scheduling delays). Seized tasks
 // go through the same steps as syscallSeized, one pass over all tasks
-// per step; other tasks take Syscall one after the other.
+// per step; the tasks of a restore are single-stepped as by Syscall,
+// all started before the first wait; a task with a SIGTRAP queued (see
+// syscallTrapQueued) takes Syscall after the others.
 //
 // args(i) gives the arguments of task i's call. Like Syscall, Each must
 // run on the tracer thread.
@@ -27,11 +29,19 @@ func Each(ts []*Task, nr uintptr, args func(i int) []uint64) (res []uint64, errs
 	res = make([]uint64, len(ts))
 	errs = make([]error, len(ts))
 	fail := make([]error, len(ts))
-	// step: 0 not seized (Syscall), 1 on its way to the entry stop,
-	// 2 on its way to the exit stop, 3 done or failed.
+	// step: 0 left to Syscall, 1 on its way to the entry stop, 2 on its
+	// way to the exit stop, 3 done or failed, 4 single-stepped.
 	step := make([]int, len(ts))
 	for i, t := range ts {
 		if !t.seized {
+			if stepped(t, nr, args(i)) {
+				if err := t.startStep(nr, args(i)); err != nil {
+					fail[i] = err
+					step[i] = 3
+				} else {
+					step[i] = 4
+				}
+			}
 			continue
 		}
 		if t.SyscallIP == 0 {
@@ -93,6 +103,15 @@ func Each(ts []*Task, nr uintptr, args func(i int) []uint64) (res []uint64, errs
 			continue
 		case 3:
 			continue
+		case 4:
+			r, err := t.finishStep(nr)
+			var errno unix.Errno
+			if err != nil && !errors.As(err, &errno) {
+				fail[i] = err
+				continue
+			}
+			res[i], errs[i] = r, err
+			continue
 		}
 		if err := t.waitSyscallStop(); err != nil {
 			fail[i] = fmt.Errorf("inject syscall %d: %w", nr, err)
@@ -138,6 +157,52 @@ func (t *Task) waitSyscallStop() error {
 		}
 		if err := syscallResume(t.Tid, 0); err != nil {
 			return err
+		}
+	}
+}
+
+// stepped tells whether Each single-steps t for call nr (Syscall's
+// default for a task that is not seized and has no SIGTRAP queued).
+func stepped(t *Task, nr uintptr, args []uint64) bool {
+	return !t.seized && !t.trapQueued && !queuesTrap(nr, args) && t.SyscallIP != 0 && t.onTracer() == nil
+}
+
+// startStep gives t the registers of call nr and single-steps it over
+// the syscall instruction; finishStep waits for the step's trap.
+func (t *Task) startStep(nr uintptr, args []uint64) error {
+	regs := t.injected(nr, args)
+	if err := SetRegs(t.Tid, &regs); err != nil {
+		return err
+	}
+	t.Forked = t.Forked[:0]
+	return singleStep(t.Tid, 0)
+}
+
+func (t *Task) finishStep(nr uintptr) (uint64, error) {
+	for {
+		st, err := Wait(t.Tid)
+		if err != nil {
+			return 0, fmt.Errorf("inject syscall %d: %w", nr, err)
+		}
+		switch {
+		case st.Signal == unix.SIGTRAP && st.Event == 0:
+			out, err := GetRegs(t.Tid)
+			if err != nil {
+				return 0, err
+			}
+			return t.result(nr, &out)
+		case st.Event == unix.PTRACE_EVENT_FORK || st.Event == unix.PTRACE_EVENT_CLONE || st.Event == unix.PTRACE_EVENT_VFORK:
+			msg, err := GetEventMsg(t.Tid)
+			if err != nil {
+				return 0, err
+			}
+			t.Forked = append(t.Forked, int(msg))
+		case st.Event != 0:
+		default:
+			t.Signals = append(t.Signals, st.Signal)
+		}
+		if err := singleStep(t.Tid, 0); err != nil {
+			return 0, err
 		}
 	}
 }
