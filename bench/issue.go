@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,7 +81,16 @@ func (b *bencher) issueVictims(c config) ([]issueVictim, error) {
 	if c.files > 0 {
 		vs = append(vs, issueVictim{label: fmt.Sprintf("%s open files", fmtCount(c.files)), bin: files, args: []string{strconv.Itoa(c.files)}, ready: []string{"ready"}})
 	}
-	return vs, nil
+	if len(c.rows) == 0 {
+		return vs, nil
+	}
+	var kept []issueVictim
+	for _, v := range vs {
+		if slices.ContainsFunc(c.rows, func(r string) bool { return r != "" && strings.Contains(v.label, r) }) {
+			kept = append(kept, v)
+		}
+	}
+	return kept, nil
 }
 
 func sizeLabel(n int64) string {

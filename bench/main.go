@@ -48,8 +48,9 @@ type config struct {
 	killPoints int
 	criu       string
 	// issue group
-	huge  int64 // memory of the huge row (0: none)
-	files int   // open files of the files row (0: none)
+	huge  int64    // memory of the huge row (0: none)
+	files int      // open files of the files row (0: none)
+	rows  []string // issue: the rows to measure (a label contains one), all if empty
 }
 
 // groups are the victims bench can measure, in the order they run;
@@ -84,7 +85,11 @@ func main() {
 	flag.StringVar(&c.criu, "criu", "", "killsafe, issue: CRIU binary to compare with (default "+criuDefault+"; off: none)")
 	huge := flag.String("huge", "8GiB", "issue: memory of the huge row (0: no such row)")
 	flag.IntVar(&c.files, "files", 100000, "issue: open files of the files row (0: no such row)")
+	rows := flag.String("rows", "", "issue: only the rows whose label contains one of these, comma-separated (e.g. mem8g,files; default all)")
 	flag.Parse()
+	if *rows != "" {
+		c.rows = strings.Split(*rows, ",")
+	}
 	var err error
 	if c.size, err = parseSize(size); err != nil || c.size < pageSize {
 		fmt.Fprintf(os.Stderr, "bench: bad -size %q\n", size)

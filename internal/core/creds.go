@@ -27,11 +27,17 @@ const (
 )
 
 func dumpCreds(t *ptrace.Task, s *ptrace.Scratch, st *proc.Status) (*creds.CredsEntry, error) {
-	st, err := userView(t.Tid, st)
+	sb, err := t.Call("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
 	if err != nil {
 		return nil, err
 	}
-	sb, err := t.Call("prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL, unix.PR_GET_SECUREBITS)
+	return userCreds(t.Tid, st, uint32(sb))
+}
+
+// userCreds is the creds_entry of thread tid from its /proc status and
+// securebits (which only prctl shows).
+func userCreds(tid int, st *proc.Status, sb uint32) (*creds.CredsEntry, error) {
+	st, err := userView(tid, st)
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +46,7 @@ func dumpCreds(t *ptrace.Task, s *ptrace.Scratch, st *proc.Status) (*creds.Creds
 		Uid: proto.Uint32(st.Uid[0]), Euid: proto.Uint32(st.Uid[1]), Suid: proto.Uint32(st.Uid[2]), Fsuid: proto.Uint32(st.Uid[3]),
 		Gid: proto.Uint32(st.Gid[0]), Egid: proto.Uint32(st.Gid[1]), Sgid: proto.Uint32(st.Gid[2]), Fsgid: proto.Uint32(st.Gid[3]),
 		CapInh: caps(st.CapInh), CapPrm: caps(st.CapPrm), CapEff: caps(st.CapEff), CapBnd: caps(st.CapBnd), CapAmb: caps(st.CapAmb),
-		Secbits:    proto.Uint32(uint32(sb)),
+		Secbits:    proto.Uint32(sb),
 		Groups:     st.Groups,
 		NoNewPrivs: proto.Uint32(uint32(st.NoNewPrivs)),
 	}, nil

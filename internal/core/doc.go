@@ -10,5 +10,11 @@
 // Task) and the POSIX timers (RestorePosixTimers); ptrace only blocks
 // signals and gives the final registers.
 //
+// threadcalls.go holds the per-thread calls made into every thread of a
+// process at once (ptrace.Each): AskThreads for the dump (clear_child_tid,
+// sigaltstack, pdeath signal, securebits) and RestoreThreadCalls for the
+// restore (robust list, clear_child_tid, name; RestoreThreadRest does
+// the rest of RestoreThread).
+//
 // All functions run on the tracer thread (see package ptrace).
 package core

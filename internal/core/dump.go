@@ -123,8 +123,17 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 // (robust list, clear_child_tid, sigaltstack, rseq, credentials, name,
 // scheduling). st and status are the thread's /proc/TID files; blocked is
 // its mask at seize time (stasis blocks everything while it works).
-func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, blocked uint64) (*criucore.CoreEntry, error) {
+// calls holds the answers of its injected calls (AskThreads, which
+// asks all threads of a process at once); nil asks them here.
+func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, blocked uint64, calls *ThreadCalls) (*criucore.CoreEntry, error) {
 	tid := t.Tid
+	if calls == nil {
+		cs, err := AskThreads([]*ptrace.Task{t}, s)
+		if err != nil {
+			return nil, err
+		}
+		calls = &cs[0]
+	}
 	xstate, err := ptrace.GetXState(tid)
 	if err != nil {
 		return nil, err
@@ -142,7 +151,10 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 		SchedPolicy: proto.Uint32(st.Policy),
 		SchedPrio:   proto.Uint32(st.RtPriority),
 		SeccompMode: criucore.SeccompMode_disabled.Enum(),
+		Sas:         calls.Sas,
+		PdeathSig:   proto.Uint32(calls.PdeathSig),
 	}
+	ti.ClearTidAddr = proto.Uint64(calls.ClearTid)
 	steps := []struct {
 		name string
 		fn   func() error
@@ -172,38 +184,6 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 			th.FutexRla, th.FutexRlaLen = proto.Uint64(head), proto.Uint32(uint32(size))
 			return nil
 		}},
-		{"clear_child_tid", func() error {
-			if _, err := t.Call("prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL, unix.PR_GET_TID_ADDRESS, s.Addr); err != nil {
-				return err
-			}
-			b, err := s.Get(0, 8)
-			ti.ClearTidAddr = proto.Uint64(binary.LittleEndian.Uint64(b))
-			return err
-		}},
-		{"sigaltstack", func() error {
-			if _, err := t.Call("sigaltstack", unix.SYS_SIGALTSTACK, 0, s.Addr); err != nil {
-				return err
-			}
-			b, err := s.Get(0, 24)
-			if err != nil {
-				return err
-			}
-			le := binary.LittleEndian
-			th.Sas = &criucore.ThreadSasEntry{
-				SsSp:    proto.Uint64(le.Uint64(b[0:])),
-				SsFlags: proto.Uint32(le.Uint32(b[8:])),
-				SsSize:  proto.Uint64(le.Uint64(b[16:])),
-			}
-			return nil
-		}},
-		{"pdeath_signal", func() error {
-			if _, err := t.Call("prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_GET_PDEATHSIG, s.Addr); err != nil {
-				return err
-			}
-			b, err := s.Get(0, 4)
-			th.PdeathSig = proto.Uint32(binary.LittleEndian.Uint32(b))
-			return err
-		}},
 		{"rseq", func() error {
 			c, err := ptrace.GetRseqConfig(tid)
 			if err != nil {
@@ -219,7 +199,7 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 			return nil
 		}},
 		{"credentials", func() error {
-			c, err := dumpCreds(t, s, status)
+			c, err := userCreds(tid, status, calls.Securebits)
 			th.Creds = c
 			return err
 		}},

@@ -133,6 +133,16 @@ func RestoreProcess(t remote.Task, tc *criucore.TaskCoreEntry) error {
 // (RestoreCreds), registers last (FinalRegs). t is the thread's own Task,
 // pid the pid of its process as the images know it.
 func RestoreThread(t remote.Task, pid int, ce *criucore.CoreEntry) error {
+	return restoreThread(t, pid, ce, false)
+}
+
+// RestoreThreadRest is RestoreThread without the calls
+// RestoreThreadCalls made into every thread of the process at once.
+func RestoreThreadRest(t remote.Task, pid int, ce *criucore.CoreEntry) error {
+	return restoreThread(t, pid, ce, true)
+}
+
+func restoreThread(t remote.Task, pid int, ce *criucore.CoreEntry, batched bool) error {
 	tid := t.HostPid()
 	th := ce.GetThreadCore()
 	tc := ce.GetTc()
@@ -158,13 +168,16 @@ func RestoreThread(t remote.Task, pid int, ce *criucore.CoreEntry) error {
 			return err
 		}},
 		{"robust list", func() error {
-			if th.GetFutexRla() == 0 {
+			if batched || th.GetFutexRla() == 0 {
 				return nil
 			}
 			_, err := t.Call("set_robust_list", unix.SYS_SET_ROBUST_LIST, th.GetFutexRla(), uint64(th.GetFutexRlaLen()))
 			return err
 		}},
 		{"clear_child_tid", func() error {
+			if batched {
+				return nil
+			}
 			_, err := t.Call("set_tid_address", unix.SYS_SET_TID_ADDRESS, ce.GetThreadInfo().GetClearTidAddr())
 			return err
 		}},
@@ -184,6 +197,9 @@ func RestoreThread(t remote.Task, pid int, ce *criucore.CoreEntry) error {
 			return err
 		}},
 		{"comm", func() error {
+			if batched {
+				return nil
+			}
 			name := th.GetComm()
 			if name == "" {
 				name = tc.GetComm()

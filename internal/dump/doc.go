@@ -25,4 +25,6 @@
 // tracer thread of package ptrace; only reads of /proc that no ptrace
 // call needs run beside it (threadproc.go: each thread's stat and status
 // while the tracer injects the calls of the threads before it).
+// seizeahead.go seizes and interrupts every thread of a process before
+// the first wait for a stop, so that the threads' stops overlap.
 package dump

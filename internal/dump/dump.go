@@ -502,6 +502,14 @@ func (d *dumper) dumpCore(p *process) (err error) {
 	tids := make([]int, len(p.threads))
 	modes := make([]int, len(p.threads))
 	tps := readThreadProcs(p)
+	trs := make([]*ptrace.Task, len(p.threads))
+	for i, th := range p.threads {
+		trs[i] = th.tr
+	}
+	calls, err := core.AskThreads(trs, p.scratch)
+	if err != nil {
+		return err
+	}
 	for i, th := range p.threads {
 		st, status := p.stat, p.status
 		if th.tid != p.pid {
@@ -511,7 +519,7 @@ func (d *dumper) dumpCore(p *process) (err error) {
 			}
 			st, status = tps[i].stat, tps[i].status
 		}
-		if th.core, err = core.DumpThread(th.tr, p.scratch, st, status, th.blocked); err != nil {
+		if th.core, err = core.DumpThread(th.tr, p.scratch, st, status, th.blocked, &calls[i]); err != nil {
 			return err
 		}
 		tids[i], modes[i] = th.tid, status.Seccomp

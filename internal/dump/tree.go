@@ -86,6 +86,7 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 		if err != nil {
 			return p, d.unlessGone(p, err)
 		}
+		d.interruptAhead(tids, seized)
 		fresh := 0
 		for _, tid := range tids {
 			if seized[tid] {

@@ -10,6 +10,8 @@
 //   - locked.go: RunLocked, the tracer thread.
 //   - ptrace_unsafe.go: the requests, one function each.
 //   - task.go: Task (a stopped tracee), Wait, seizing, injected calls.
+//   - batch.go: Each, one call injected into many tasks at once (the
+//     threads of a process), their stops overlapped.
 //   - scratch.go: memory mapped inside a task for pointer arguments.
 //   - mem_unsafe.go: tracee memory I/O (process_vm_readv/writev and
 //     /proc/PID/mem).

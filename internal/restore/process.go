@@ -207,8 +207,11 @@ func (tr *taskRestorer) restoreState() error {
 		return err
 	}
 	ts, cores := tr.allThreads()
+	if err := core.RestoreThreadCalls(tr, ts, cores); err != nil {
+		return err
+	}
 	for i, t := range ts {
-		if err := core.RestoreThread(tr.thread(t), tr.Pid(), cores[i]); err != nil {
+		if err := core.RestoreThreadRest(tr.thread(t), tr.Pid(), cores[i]); err != nil {
 			return err
 		}
 	}

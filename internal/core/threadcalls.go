@@ -1,0 +1,176 @@
+package core
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
+	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/ptrace"
+	"github.com/stasis-cr/stasis/internal/remote"
+)
+
+// ThreadCalls is what a dump learns of one thread by injecting calls
+// into it: no /proc file nor ptrace request shows these per-thread
+// values (criu's parasite asks them from inside the thread).
+type ThreadCalls struct {
+	ClearTid   uint64 // prctl(PR_GET_TID_ADDRESS)
+	Sas        *criucore.ThreadSasEntry
+	PdeathSig  uint32 // prctl(PR_GET_PDEATHSIG)
+	Securebits uint32 // prctl(PR_GET_SECUREBITS)
+}
+
+// Where each thread's answers go in its slot of the scratch memory.
+const (
+	slotTidAddr  = 0  // 8 bytes
+	slotSas      = 8  // stack_t: 24 bytes
+	slotPdeath   = 32 // int
+	threadSlotSz = 64
+)
+
+// AskThreads asks every thread of ts (threads of one process, whose
+// scratch s is) for its ThreadCalls. Each call is injected into a batch
+// of threads at once (ptrace.Each), each thread writing into its own
+// slot of s, read back in one go: 10,000 threads take four overlapped
+// round trips per batch instead of 40,000 one after the other.
+func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch) ([]ThreadCalls, error) {
+	out := make([]ThreadCalls, len(ts))
+	batch := int(s.Size / threadSlotSz)
+	if batch == 0 {
+		return nil, fmt.Errorf("ask threads: scratch of %d bytes holds no slot of %d", s.Size, threadSlotSz)
+	}
+	for lo := 0; lo < len(ts); lo += batch {
+		hi := min(lo+batch, len(ts))
+		if err := askBatch(ts[lo:hi], s, out[lo:hi]); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
+	slot := func(i int, off uint64) uint64 { return s.Addr + uint64(i)*threadSlotSz + off }
+	calls := []struct {
+		name, what string
+		nr         uintptr
+		args       func(i int) []uint64
+		keep       func(i int, r uint64)
+	}{
+		{"clear_child_tid", "prctl(PR_GET_TID_ADDRESS)", unix.SYS_PRCTL,
+			func(i int) []uint64 { return []uint64{unix.PR_GET_TID_ADDRESS, slot(i, slotTidAddr)} }, nil},
+		{"sigaltstack", "sigaltstack", unix.SYS_SIGALTSTACK,
+			func(i int) []uint64 { return []uint64{0, slot(i, slotSas)} }, nil},
+		{"pdeath_signal", "prctl(PR_GET_PDEATHSIG)", unix.SYS_PRCTL,
+			func(i int) []uint64 { return []uint64{unix.PR_GET_PDEATHSIG, slot(i, slotPdeath)} }, nil},
+		{"credentials", "prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL,
+			func(int) []uint64 { return []uint64{unix.PR_GET_SECUREBITS} },
+			func(i int, r uint64) { out[i].Securebits = uint32(r) }},
+	}
+	for _, c := range calls {
+		res, errs, err := ptrace.Each(ts, c.nr, c.args)
+		if err != nil {
+			return fmt.Errorf("dump %s of the threads of pid %d: %w", c.name, ts[0].Tgid(), err)
+		}
+		for i, e := range errs {
+			if e != nil {
+				return fmt.Errorf("dump %s of tid %d: %s in pid %d: %w", c.name, ts[i].Tid, c.what, ts[i].Tid, e)
+			}
+			if c.keep != nil {
+				c.keep(i, res[i])
+			}
+		}
+	}
+	b, err := s.Get(0, len(ts)*threadSlotSz)
+	if err != nil {
+		return fmt.Errorf("dump the injected calls' answers of pid %d: %w", ts[0].Tgid(), err)
+	}
+	le := binary.LittleEndian
+	for i := range out {
+		sl := b[i*threadSlotSz:]
+		out[i].ClearTid = le.Uint64(sl[slotTidAddr:])
+		out[i].Sas = &criucore.ThreadSasEntry{
+			SsSp:    proto.Uint64(le.Uint64(sl[slotSas:])),
+			SsFlags: proto.Uint32(le.Uint32(sl[slotSas+8:])),
+			SsSize:  proto.Uint64(le.Uint64(sl[slotSas+16:])),
+		}
+		out[i].PdeathSig = le.Uint32(sl[slotPdeath:])
+	}
+	return nil
+}
+
+// restoreBatch is how many threads RestoreThreadCalls names at once:
+// their names take 16 bytes each of the process's scratch memory.
+const restoreBatch = 256
+
+// RestoreThreadCalls makes, in every thread of a process at once
+// (ptrace.Each), the calls RestoreThread would inject into each in turn
+// that every thread needs: set_robust_list, set_tid_address and
+// PR_SET_NAME. ts and cores are the process's threads and their core
+// entries (leader first), p the process's task, whose scratch holds the
+// names. RestoreThreadRest does the rest of RestoreThread.
+func RestoreThreadCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreEntry) error {
+	for lo := 0; lo < len(ts); lo += restoreBatch {
+		hi := min(lo+restoreBatch, len(ts))
+		if err := restoreBatchCalls(p, ts[lo:hi], cores[lo:hi]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func restoreBatchCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreEntry) error {
+	names := make([]byte, 16*len(ts))
+	for i, ce := range cores {
+		name := ce.GetThreadCore().GetComm()
+		if name == "" {
+			name = ce.GetTc().GetComm()
+		}
+		copy(names[16*i:16*i+15], name)
+	}
+	base, err := p.Put(0, names)
+	if err != nil {
+		return fmt.Errorf("restore the names of the threads of pid %d: %w", p.HostPid(), err)
+	}
+	calls := []struct {
+		name, what string
+		nr         uintptr
+		want       func(ce *criucore.CoreEntry) bool
+		args       func(i int, ce *criucore.CoreEntry) []uint64
+	}{
+		{"robust list", "set_robust_list", unix.SYS_SET_ROBUST_LIST,
+			func(ce *criucore.CoreEntry) bool { return ce.GetThreadCore().GetFutexRla() != 0 },
+			func(_ int, ce *criucore.CoreEntry) []uint64 {
+				return []uint64{ce.GetThreadCore().GetFutexRla(), uint64(ce.GetThreadCore().GetFutexRlaLen())}
+			}},
+		{"clear_child_tid", "set_tid_address", unix.SYS_SET_TID_ADDRESS,
+			func(*criucore.CoreEntry) bool { return true },
+			func(_ int, ce *criucore.CoreEntry) []uint64 { return []uint64{ce.GetThreadInfo().GetClearTidAddr()} }},
+		{"comm", "prctl(PR_SET_NAME)", unix.SYS_PRCTL,
+			func(*criucore.CoreEntry) bool { return true },
+			func(i int, _ *criucore.CoreEntry) []uint64 { return []uint64{unix.PR_SET_NAME, base + uint64(16*i)} }},
+	}
+	for _, c := range calls {
+		var sub []*ptrace.Task
+		var idx []int
+		for i, ce := range cores {
+			if c.want(ce) {
+				sub, idx = append(sub, ts[i]), append(idx, i)
+			}
+		}
+		if len(sub) == 0 {
+			continue
+		}
+		_, errs, err := ptrace.Each(sub, c.nr, func(j int) []uint64 { return c.args(idx[j], cores[idx[j]]) })
+		if err != nil {
+			return fmt.Errorf("restore %s of the threads of pid %d: %w", c.name, p.HostPid(), err)
+		}
+		for j, e := range errs {
+			if e != nil {
+				return fmt.Errorf("restore %s of tid %d: %s in pid %d: %w", c.name, sub[j].Tid, c.what, sub[j].Tid, e)
+			}
+		}
+	}
+	return nil
+}
