@@ -2,9 +2,7 @@ package main
 
 import (
 	"os"
-	"os/exec"
 	"strconv"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -93,32 +91,17 @@ func startLazyDaemon(pidfile string) error {
 		return errorf("lazy-pages: %v", err)
 	}
 	defer r.Close()
-	var args []string
-	for _, a := range os.Args[1:] {
-		if a == "--daemon" || a == "-d" {
-			continue
-		}
-		args = append(args, a)
-	}
-	args = append(args, "--"+lazyReadyFdFlag+"=3")
-	c := exec.Command("/proc/self/exe", args...)
-	c.Args[0] = os.Args[0]
-	c.ExtraFiles = []*os.File{w}
-	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := c.Start(); err != nil {
-		w.Close()
-		return errorf("lazy-pages: --daemon: %v", err)
-	}
+	c, err := reexecDaemon("lazy-pages", lazyReadyFdFlag, w)
 	w.Close()
+	if err != nil {
+		return err
+	}
 	if n, _ := r.Read(make([]byte, 1)); n != 1 {
 		_ = c.Wait()
 		return errorf("lazy-pages: the daemon ended before it listened (see its log)")
 	}
-	if pidfile != "" {
-		if err := os.WriteFile(pidfile, []byte(strconv.Itoa(c.Process.Pid)), 0o600); err != nil {
-			_ = c.Process.Kill()
-			return errorf("lazy-pages: --pidfile: %v", err)
-		}
+	if err := writeDaemonPid("lazy-pages", pidfile, c); err != nil {
+		return err
 	}
 	return c.Process.Release()
 }

@@ -115,6 +115,16 @@ func startDaemon(l net.Listener, pidfile string) error {
 		return errorf("page-server: %v", err)
 	}
 	defer lf.Close()
+	c, err := reexecDaemon("page-server", listenFdFlag, lf)
+	if err != nil {
+		return err
+	}
+	return writeDaemonPid("page-server", pidfile, c)
+}
+
+// reexecDaemon starts this command again without --daemon, in a session
+// of its own, with f as fd 3 named by the hidden flag fdFlag.
+func reexecDaemon(name, fdFlag string, f *os.File) (*exec.Cmd, error) {
 	var args []string
 	for _, a := range os.Args[1:] {
 		if a == "--daemon" || a == "-d" {
@@ -122,19 +132,26 @@ func startDaemon(l net.Listener, pidfile string) error {
 		}
 		args = append(args, a)
 	}
-	args = append(args, "--"+listenFdFlag+"=3")
+	args = append(args, "--"+fdFlag+"=3")
 	c := exec.Command("/proc/self/exe", args...)
 	c.Args[0] = os.Args[0]
-	c.ExtraFiles = []*os.File{lf}
+	c.ExtraFiles = []*os.File{f}
 	c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := c.Start(); err != nil {
-		return errorf("page-server: --daemon: %v", err)
+		return nil, errorf("%s: --daemon: %v", name, err)
 	}
-	if pidfile != "" {
-		if err := os.WriteFile(pidfile, []byte(strconv.Itoa(c.Process.Pid)), 0o600); err != nil {
-			_ = c.Process.Kill()
-			return errorf("page-server: --pidfile: %v", err)
-		}
+	return c, nil
+}
+
+// writeDaemonPid writes the pid of the daemon c to pidfile, if one is
+// asked for; the daemon is killed if it cannot be.
+func writeDaemonPid(name, pidfile string, c *exec.Cmd) error {
+	if pidfile == "" {
+		return nil
+	}
+	if err := os.WriteFile(pidfile, []byte(strconv.Itoa(c.Process.Pid)), 0o600); err != nil {
+		_ = c.Process.Kill()
+		return errorf("%s: --pidfile: %v", name, err)
 	}
 	return nil
 }
