@@ -78,25 +78,10 @@ func (im *Image) BuildNested(t remote.Task, parent *Image) error {
 	}
 	defer proc.Close()
 	b := &builder{im: im, yard: "/", task: t, calls: make(chan func()), proc: proc}
-	done := make(chan error, 1)
-	go func() { done <- inMountNS(t.HostPid(), true, func() error { return b.nested(parent) }) }()
-	for {
-		select {
-		case call := <-b.calls:
-			call()
-		case err := <-done:
-			for _, m := range im.mounts {
-				if m.fd != nil {
-					m.fd.Close()
-					m.fd = nil
-				}
-			}
-			if err != nil {
-				return fmt.Errorf("restore the nested mount namespace of pid %d: %w", t.Pid(), err)
-			}
-			return nil
-		}
+	if err := b.run(func() error { return b.nested(parent) }); err != nil {
+		return fmt.Errorf("restore the nested mount namespace of pid %d: %w", t.Pid(), err)
 	}
+	return nil
 }
 
 // PrepareNested is Prepare for a nested namespace's image: its mounts

@@ -215,23 +215,30 @@ func (im *Image) Build(t remote.Task) error {
 		}
 	}
 	b := &builder{im: im, yard: yard, stage: stage, task: t, calls: make(chan func())}
+	if err := b.run(b.build); err != nil {
+		return fmt.Errorf("restore mounts of pid %d: %w", t.Pid(), err)
+	}
+	return nil
+}
+
+// run runs fn on a thread in the task's mount namespace, serving the
+// calls fn sends back to this goroutine (onTracer: those that must run on
+// the tracer thread), and closes the mounts' fds once it is done.
+func (b *builder) run(fn func() error) error {
 	done := make(chan error, 1)
-	go func() { done <- inMountNS(t.HostPid(), true, b.build) }()
+	go func() { done <- inMountNS(b.task.HostPid(), true, fn) }()
 	for {
 		select {
 		case call := <-b.calls:
 			call()
 		case err := <-done:
-			for _, m := range im.mounts {
+			for _, m := range b.im.mounts {
 				if m.fd != nil {
 					m.fd.Close()
 					m.fd = nil
 				}
 			}
-			if err != nil {
-				return fmt.Errorf("restore mounts of pid %d: %w", t.Pid(), err)
-			}
-			return nil
+			return err
 		}
 	}
 }
