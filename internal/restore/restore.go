@@ -420,6 +420,9 @@ func (r *restorer) createTree() error {
 	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
 		return err
 	}
+	if err := r.ns.JoinPid(r.puppet.Tr, r.channelFd); err != nil {
+		return err
+	}
 	// Last: the steps above take files through the pidfd.
 	if r.ns.NewUserNS() {
 		if err := r.openSocketChannel(); err != nil {
