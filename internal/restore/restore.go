@@ -440,8 +440,8 @@ func (r *restorer) createTree() error {
 	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.Scratch.Addr, Size: r.puppet.Scratch.Size}
 	t, err := r.cloneProcess(from, scratch, root)
 	if err != nil {
-		if errors.Is(err, pstree.ErrPidInUse) {
-			return pstree.PidInUse(root.Pid())
+		if errors.Is(err, pstree.ErrPidInUse) && !r.ns.NewPidNS() {
+			return pstree.PidInUse(root.Pid()) // names the host's task
 		}
 		return err
 	}
