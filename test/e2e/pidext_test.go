@@ -18,13 +18,16 @@ import (
 )
 
 // TestPidNSExternal: a runtime's pid namespace, as criu 4.2 does it. The
-// namespace's init (a sleep under `unshare --pid --fork`) stays; a
-// victim started inside it (nsenter, setsid) is dumped alone with
-// --external pid[INO]:KEY, killed, and restored into the same namespace
-// with --inherit-fd fd[N]:KEY, the test's fd of /proc/INIT/ns/pid. The
-// victim (clock) checks getpid() from the inside; the harness checks its
-// NSpid and namespace. Without the key the restore is refused naming it,
-// leaving nothing in the namespace. Dumped by criu 4.2 too (cross).
+// namespace's init (a bash loop under `unshare --pid --fork`, which reaps
+// the orphans the dump's kill leaves it) stays; a victim tree started
+// inside it (nsenter, setsid) is dumped alone with --external
+// pid[INO]:KEY, killed, and restored into the same namespace with
+// --inherit-fd fd[N]:KEY, the test's fd of /proc/INIT/ns/pid. The victim
+// (tree: 20 processes, zombies, sessions and groups) checks every pid,
+// parent, group and session from the inside; the harness checks the
+// root's NSpid and namespace. Without the key the restore is refused
+// naming it, leaving nothing in the namespace. Dumped by criu 4.2 too
+// (cross).
 func TestPidNSExternal(t *testing.T) {
 	t.Parallel()
 	testutil.RequireRoot(t)
@@ -42,7 +45,8 @@ func testPidNSExternal(t *testing.T, dumper string) {
 	unshare := testutil.RequireTool(t, "unshare")
 	nsenter := testutil.RequireTool(t, "nsenter")
 	setsid := testutil.RequireTool(t, "setsid")
-	bin := testutil.BuildVictim(t, "clock")
+	bash := testutil.RequireTool(t, "bash")
+	bin := testutil.BuildVictim(t, "tree")
 	if err := testutil.CloseInheritedFDs(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,15 +56,15 @@ func testPidNSExternal(t *testing.T, dumper string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.unshare = exec.Command(unshare, "--pid", "--fork", "sleep", "1000")
+	c.unshare = exec.Command(unshare, "--pid", "--fork", bash, "-c", "while :; do sleep 1; done")
 	err = c.start(t, f)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 10*time.Second, "the namespace's init to run sleep", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the namespace's init to run bash", func() bool {
 		kids := testutil.Children(c.unshare.Process.Pid)
-		if len(kids) == 1 && testutil.Comm(kids[0]) == "sleep" {
+		if len(kids) == 1 && testutil.Comm(kids[0]) == "bash" {
 			c.init = kids[0]
 		}
 		return c.init != 0
@@ -104,11 +108,21 @@ func testPidNSExternal(t *testing.T, dumper string) {
 	if code := enter.Wait(t, 10*time.Second); code == 0 {
 		t.Fatalf("nsenter exited 0: the dump left the victim running\n%s", enter.LogTail())
 	}
+	// The init reaps the tree's orphans; the init's own sleep comes and goes.
+	alone := func() bool {
+		for _, p := range pidNSMembers(t, st.Ino) {
+			if p != c.init && testutil.Comm(p) != "sleep" {
+				return false
+			}
+		}
+		return true
+	}
+	testutil.WaitFor(t, 10*time.Second, "the killed tree to be reaped in the namespace", alone)
 
 	msg := testutil.RestoreFail(t, dir)
 	testutil.AssertContains(t, msg, `key "ctpid"`, "--inherit-fd fd[N]:ctpid")
-	if left := pidNSMembers(t, st.Ino); len(left) != 1 || left[0] != c.init {
-		t.Fatalf("the refused restore left tasks in the namespace: %v, want its init %d only", left, c.init)
+	if !alone() {
+		t.Fatalf("the refused restore left tasks in the namespace: %v, want its init %d (and its sleep) only", pidNSMembers(t, st.Ino), c.init)
 	}
 
 	pidfile := filepath.Join(t.TempDir(), "pid")
@@ -137,7 +151,7 @@ func testPidNSExternal(t *testing.T, dumper string) {
 	}
 	// A child of the test process, the subreaper, once stasis exited.
 	var code int
-	testutil.WaitFor(t, 15*time.Second, "the restored victim to check itself", func() bool {
+	testutil.WaitFor(t, 20*time.Second, "the restored victim to check itself", func() bool {
 		var ws unix.WaitStatus
 		p, err := linux.Wait4(restored, &ws, unix.WALL|unix.WNOHANG)
 		if err == nil && p == restored {
