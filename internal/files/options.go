@@ -63,6 +63,7 @@ var externalKinds = []*regexp.Regexp{
 	regexp.MustCompile(`^tty\[[0-9a-f]+:[0-9a-f]+\]$`), // a terminal by device numbers (ExternalTtyKey)
 	regexp.MustCompile(`^mnt\[[^]]+\]:.+$`),            // a mount bound from outside the container (internal/mount)
 	regexp.MustCompile(`^net\[[0-9]+\]:.+$`),           // a network namespace by inode, and its key (internal/netns)
+	regexp.MustCompile(`^pid\[[0-9]+\]:.+$`),           // a pid namespace by inode whose init is not dumped, and its key (internal/ns)
 }
 
 // Check refuses options the dump cannot honour, before anything is
@@ -74,7 +75,7 @@ func (o DumpOptions) Check() error {
 			known = known || re.MatchString(e)
 		}
 		if !known {
-			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex), net[INO]:KEY (a network namespace) and mnt[MOUNTPOINT]:KEY (a mount bound from outside the container) only so far", e)
+			return fmt.Errorf("--external %s: stasis takes pipe:[INO] (the link of a pipe fd), unix[INO] (a unix socket's inode), tty[RDEV:DEV] (a terminal's device numbers, hex), net[INO]:KEY (a network namespace), pid[INO]:KEY (a pid namespace whose init is not dumped) and mnt[MOUNTPOINT]:KEY (a mount bound from outside the container) only so far", e)
 		}
 	}
 	if o.GhostLimit < 0 {

@@ -14,6 +14,10 @@
 //     cannot dump nested pid namespaces and ignores them), and the
 //     restore clones each task with a set_tid entry per level,
 //     CLONE_NEWPID for the init of each namespace.
+//   - pidext.go: an external pid namespace (--external pid[INO]:KEY at
+//     dump: a root that is not its namespace's init, pidns-ID.img with
+//     the key only; --inherit-fd fd[N]:KEY at restore: the puppet joins
+//     it before the root is cloned).
 //   - uts.go: hostname and domainname (utsns-ID.img).
 //   - ipc.go, ipc_shm.go, ipc_sem.go, ipc_msg.go: the IPC namespace's
 //     sysctls (ipcns-var-ID.img), System V shared memory (ipcns-shm-ID.img,

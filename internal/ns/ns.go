@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -30,6 +31,7 @@ type Dumper struct {
 	// namespace, and that child (host pids).
 	forChildren map[int]int
 	pids        pidTable
+	pidExtKey   string // --external pid[INO]:KEY of the root's (pidext.go)
 	written     bool
 	clocks      *timens.TimensEntry // of the root's time namespace, read when it was frozen
 	// MountOpts are the dump's options about mounts (external ones);
@@ -71,7 +73,11 @@ func (d *Dumper) Check(pid int, root bool) error {
 	}
 	if root {
 		d.root, d.rootIn = pid, in
-		if err := d.pids.setRoot(pid, in[kPid] != d.self[kPid]); err != nil {
+		// Every --external value is in Net.External (internal/dump).
+		if in[kPid] != d.self[kPid] {
+			d.pidExtKey = externalPidKey(d.Net.External, in[kPid])
+		}
+		if err := d.pids.setRoot(pid, in[kPid] != d.self[kPid], in[kPid], d.pidExtKey != ""); err != nil {
 			return err
 		}
 		if in[kMnt] != d.self[kMnt] && !d.MemOnly {
@@ -208,6 +214,9 @@ func (d *Dumper) Write(dir *images.Dir, nextPages func() int) error {
 		}
 	}
 	d.dir = dir
+	if err := d.writePidExt(); err != nil {
+		return err
+	}
 	if err := d.dumpNet(); err != nil {
 		return err
 	}
@@ -272,6 +281,10 @@ type Restorer struct {
 	// each task's (nsfile.go).
 	own     *criucore.TaskKobjIdsEntry
 	taskIDs map[int]*criucore.TaskKobjIdsEntry
+	// pidExtKey is the key of the images' external pid namespace,
+	// pidJoin its --inherit-fd (pidext.go).
+	pidExtKey string
+	pidJoin   *os.File
 }
 
 const cloneNewPid = 0x20000000 // CLONE_NEWPID
@@ -351,6 +364,15 @@ func (r *Restorer) rootNamespaces(own, root *criucore.TaskKobjIdsEntry) error {
 			r.cgroupNS = true
 			continue
 		}
+		if k == kPid {
+			key, err := readPidExt(r.dir, id)
+			if err != nil {
+				return err
+			}
+			if r.pidExtKey = key; key != "" {
+				continue // joined, not made: LoadPid
+			}
+		}
 		r.root.flags |= kd.flag
 		var err error
 		switch k {
@@ -389,9 +411,9 @@ func (r *Restorer) NewUserNS() bool { return r.user != nil }
 // internal/cgroup has it unshare one from the namespace's root cgroup.
 func (r *Restorer) NewCgroupNS() bool { return r.cgroupNS }
 
-// NewPidNS tells whether the root starts a pid namespace: the pids of the
+// NewPidNS tells whether the root starts or joins a pid namespace: the pids of the
 // images are that namespace's, not the host's.
-func (r *Restorer) NewPidNS() bool { return r.root.flags&cloneNewPid != 0 }
+func (r *Restorer) NewPidNS() bool { return r.root.flags&cloneNewPid != 0 || r.pidExtKey != "" }
 
 // Clone returns clone3's set_tid (innermost pid first) and the namespace
 // flags that create process pid. A pid the images do not list (a helper)

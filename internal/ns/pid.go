@@ -55,17 +55,17 @@ type pidTable struct {
 
 // setRoot takes the level of the root's pid namespace. A root in a pid
 // namespace other than stasis' must be its init, whose tree is the whole
-// namespace (as criu needs).
-func (t *pidTable) setRoot(pid int, foreign bool) error {
+// namespace (as criu needs), unless the namespace is external (pidext.go).
+func (t *pidTable) setRoot(pid int, foreign bool, ino uint64, external bool) error {
 	st, err := proc.ReadStatus(pid)
 	if err != nil {
 		return err
 	}
 	if n := len(st.NSpid); n > 0 {
 		t.level = n - 1
-		if foreign && st.NSpid[n-1] != 1 {
-			return fmt.Errorf("pid %d is pid %d of its pid namespace, whose init is not dumped: dump the namespace's init (pid 1 there) with its whole tree; a part of a pid namespace is %w yet",
-				pid, st.NSpid[n-1], ErrNotSupported)
+		if foreign && !external && st.NSpid[n-1] != 1 {
+			return fmt.Errorf("pid %d is pid %d of its pid namespace, whose init is not dumped: dump the namespace's init (pid 1 there) with its whole tree, or name the namespace with --external pid[%d]:KEY; a part of a pid namespace is %w otherwise",
+				pid, st.NSpid[n-1], ino, ErrNotSupported)
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -57,9 +58,11 @@ func CloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) 
 		}
 		return nil, fmt.Errorf("create pid %d with clone3 in pid %d: %w", pid, t.Tid, err)
 	}
-	if flags&unix.CLONE_NEWPID == 0 && int(r) != pid {
-		return nil, fmt.Errorf("clone3 for pid %d returned %d", pid, r)
-	}
+	// clone3 returns the pid in the cloner's own pid namespace, which is
+	// the innermost one unless the cloner joined another for its children
+	// (setns: an external pid namespace, `unshare --pid --fork`'s parent);
+	// then the new task's NSpid says.
+	checkInner := flags&unix.CLONE_NEWPID == 0 && int(r) != pid
 	if len(t.Forked) != 1 {
 		return nil, fmt.Errorf("clone3 for pid %d: no ptrace event for the new task", pid)
 	}
@@ -71,6 +74,12 @@ func CloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) 
 	if st.Signal != unix.SIGSTOP {
 		Kill(host)
 		return nil, fmt.Errorf("new task %d stopped by %v, not SIGSTOP", pid, st.Signal)
+	}
+	if checkInner {
+		if ps, err := proc.ReadStatus(host); err != nil || len(ps.NSpid) == 0 || ps.NSpid[len(ps.NSpid)-1] != pid {
+			Kill(host)
+			return nil, fmt.Errorf("clone3 for pid %d returned %d, whose own pid is not %d (%v)", pid, r, pid, err)
+		}
 	}
 	nt, err := ptrace.Attached(host, t.SyscallIP)
 	if err != nil {

@@ -35,6 +35,9 @@ func (r *restorer) loadNamespaces() error {
 	if err := r.ns.LoadNet(r.netOptions(), r.log); err != nil {
 		return err
 	}
+	if err := r.ns.LoadPid(r.netOptions().Inherit, r.opts.PidNS); err != nil {
+		return err
+	}
 	if k := r.ns.NewKinds(); len(k) > 0 && r.opts.Unprivileged {
 		return fmt.Errorf("restore: the tree's own %s namespaces: creating them needs CAP_SYS_ADMIN, which --unprivileged has not: %w",
 			strings.Join(k, ", "), kerndat.ErrPrivilege)

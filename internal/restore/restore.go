@@ -420,6 +420,9 @@ func (r *restorer) createTree() error {
 	if err := r.ns.JoinNet(r.puppet.Tr, r.channelFd); err != nil {
 		return err
 	}
+	if err := r.ns.JoinPid(r.puppet.Tr, r.channelFd); err != nil {
+		return err
+	}
 	// Last: the steps above take files through the pidfd.
 	if r.ns.NewUserNS() {
 		if err := r.openSocketChannel(); err != nil {
@@ -437,8 +440,8 @@ func (r *restorer) createTree() error {
 	scratch := &ptrace.Scratch{Pid: from.Tid, Addr: r.puppet.Scratch.Addr, Size: r.puppet.Scratch.Size}
 	t, err := r.cloneProcess(from, scratch, root)
 	if err != nil {
-		if errors.Is(err, pstree.ErrPidInUse) {
-			return pstree.PidInUse(root.Pid())
+		if errors.Is(err, pstree.ErrPidInUse) && !r.ns.NewPidNS() {
+			return pstree.PidInUse(root.Pid()) // names the host's task
 		}
 		return err
 	}
