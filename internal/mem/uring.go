@@ -45,8 +45,10 @@ func placeUring(t remote.Task, e *vma.VmaEntry, fd, prot uint64) error {
 		}
 	}
 	var holes [][2]uint64
-	fill := func(a, b uint64) error {
-		if b <= a || b-a < size {
+	// A free range too small for the mapping is left as it is, but for
+	// the ranges next to the mapping's own, which would make it larger.
+	fill := func(a, b uint64, adjacent bool) error {
+		if b <= a || b-a < size && !adjacent {
 			return nil
 		}
 		r, err := t.Call("mmap", unix.SYS_MMAP, a, b-a, unix.PROT_NONE,
@@ -96,15 +98,15 @@ func placeUring(t remote.Task, e *vma.VmaEntry, fd, prot uint64) error {
 }
 
 // fillAround fills the free range a-b but for the part s-e in it.
-func fillAround(fill func(a, b uint64) error, a, b, s, e uint64) error {
+func fillAround(fill func(a, b uint64, adjacent bool) error, a, b, s, e uint64) error {
 	if e <= a || s >= b {
-		return fill(a, b)
+		return fill(a, b, false)
 	}
 	if s < a || e > b {
 		return fmt.Errorf("io_uring vma %#x-%#x overlaps a mapping: %w", s, e, ErrUnsupportedVMA)
 	}
-	if err := fill(a, s); err != nil {
+	if err := fill(a, s, true); err != nil {
 		return err
 	}
-	return fill(e, b)
+	return fill(e, b, true)
 }
