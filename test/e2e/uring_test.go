@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -39,4 +44,41 @@ func TestIOUringInFlight(t *testing.T) {
 		}
 	}
 	v.TermAndCheck(t)
+}
+
+// dumpIdleRing is testutil.Dump, tried again while the dump is refused
+// for an io_uring with requests in flight (an application's I/O between
+// two idle moments), which leaves the tree running.
+func dumpIdleRing(t *testing.T, pid int, dir string, flags ...string) time.Duration {
+	t.Helper()
+	for try := 1; ; try++ {
+		log := filepath.Join(t.TempDir(), "dump.log")
+		r := testutil.Run(t, 60*time.Second, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir, "-v4", "-o", log}, flags...)...)
+		if r.Code == 0 {
+			t.Logf("dumped pid %d in %v (try %d)", pid, r.Took.Round(time.Millisecond), try)
+			return r.Took
+		}
+		if try < 20 && r.Code == 1 && strings.Contains(r.Stderr, "io_uring") && strings.Contains(r.Stderr, "in flight") && testutil.ProcessAlive(pid) {
+			t.Logf("try %d: %s", try, strings.TrimSpace(r.Stderr))
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		t.Fatalf("dump of pid %d failed\n%s", pid, r)
+	}
+}
+
+// uringFds counts the io_uring fds of pid.
+func uringFds(t *testing.T, pid int) int {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); l == "anon_inode:[io_uring]" {
+			n++
+		}
+	}
+	return n
 }
