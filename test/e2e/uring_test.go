@@ -19,7 +19,7 @@ import (
 func TestIOUring(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
-	for _, mode := range []string{"idle", "unreaped"} {
+	for _, mode := range []string{"idle", "unreaped", "nosqarray"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			v := testutil.StartVictim(t, "uring", t.TempDir(), mode)

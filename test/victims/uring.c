@@ -3,7 +3,7 @@
  * does (both rings in one mapping, the SQ array filled once with 0..n-1),
  * used before the dump and again after the restore.
  *
- *   uring READY DIR [unreaped|inflight]
+ *   uring READY DIR [unreaped|inflight|nosqarray]
  *
  * Sets up a ring of 8 SQEs and 32 CQEs (IORING_SETUP_CQSIZE), writes a
  * file DIR/uring.data, submits 37 NOPs and a read of the file through the
@@ -15,12 +15,17 @@
  * through the same ring at the same addresses complete with the file's
  * bytes. With "inflight", a read of an empty pipe is left in flight (the
  * dump must refuse the ring and leave it working): on SIGTERM the pipe
- * gets a byte and the read completes.
+ * gets a byte and the read completes. With "nosqarray" the ring has no SQ
+ * array (IORING_SETUP_NO_SQARRAY, as liburing 2.6+ makes them).
  */
 #include "victim.h"
 #include <linux/io_uring.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+
+#ifndef IORING_SETUP_NO_SQARRAY
+#define IORING_SETUP_NO_SQARRAY (1U << 16)
+#endif
 
 #define SQ_ENTRIES 8
 #define CQ_ENTRIES 32
@@ -98,6 +103,7 @@ int main(int argc, char **argv)
 {
 	int unreaped = argc > 3 && !strcmp(argv[3], "unreaped");
 	int inflight = argc > 3 && !strcmp(argv[3], "inflight");
+	int noarray = argc > 3 && !strcmp(argv[3], "nosqarray");
 	int pfd[2];
 	struct io_uring_cqe cqe;
 	char buf[64];
@@ -111,13 +117,13 @@ int main(int argc, char **argv)
 	if (write(DATA_FD, text, sizeof(text)) != sizeof(text))
 		die("write uring.data: %s", strerror(errno));
 
-	p.flags = IORING_SETUP_CQSIZE;
+	p.flags = IORING_SETUP_CQSIZE | (noarray ? IORING_SETUP_NO_SQARRAY : 0);
 	p.cq_entries = CQ_ENTRIES;
 	move_to(syscall(SYS_io_uring_setup, SQ_ENTRIES, &p), RING_FD);
 	ring_fd = RING_FD;
 	if (!(p.features & IORING_FEAT_SINGLE_MMAP))
 		die("no IORING_FEAT_SINGLE_MMAP");
-	size_t sqlen = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+	size_t sqlen = noarray ? 0 : p.sq_off.array + p.sq_entries * sizeof(unsigned);
 	size_t cqlen = p.cq_off.cqes + p.cq_entries * sizeof(struct io_uring_cqe);
 	size_t rlen = sqlen > cqlen ? sqlen : cqlen;
 	rings = mmap(NULL, rlen, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring_fd, IORING_OFF_SQ_RING);
@@ -136,7 +142,7 @@ int main(int argc, char **argv)
 	cq_mask = (unsigned *)(rings + p.cq_off.ring_mask);
 	cqes = (struct io_uring_cqe *)(rings + p.cq_off.cqes);
 	/* As liburing 2.x: the array is the identity, set once. */
-	for (unsigned i = 0; i < p.sq_entries; i++)
+	for (unsigned i = 0; i < p.sq_entries && !noarray; i++)
 		sq_array[i] = i;
 
 	for (int i = 0; i < 37; i++) {
@@ -191,7 +197,7 @@ int main(int argc, char **argv)
 		fail("the rings moved");
 	if (*sq_head != want || *sq_tail != want || *cq_tail != want || *cq_head != (unreaped ? want - 3 : want))
 		fail("counters sq %u/%u cq %u/%u, want %u", *sq_head, *sq_tail, *cq_head, *cq_tail, want);
-	for (unsigned i = 0; i < p.sq_entries; i++)
+	for (unsigned i = 0; i < p.sq_entries && !noarray; i++)
 		if (sq_array[i] != i) {
 			fail("sq array[%u] is %u", i, sq_array[i]);
 			break;
