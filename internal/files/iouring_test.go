@@ -131,7 +131,7 @@ func TestUringRemake(t *testing.T) {
 // FuzzUringOf: no bytes in an EXT entry's fields make the decoder panic
 // or let a ring of a bad geometry through.
 func FuzzUringOf(f *testing.F) {
-	f.Add(uringEntry(8, 32, 41, 41, 512).GetExt().ProtoReflect().GetUnknown())
+	f.Add([]byte(uringEntry(8, 32, 41, 41, 512).GetExt().ProtoReflect().GetUnknown()))
 	f.Add([]byte{0xc0, 0x07, 0x08})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e := &ext_file.ExtFileEntry{Id: proto.Uint32(1)}
