@@ -15,16 +15,33 @@ import (
 // TestIOUring: an idle io_uring instance (its counters past several turns
 // of both rings) comes back at the same fd and addresses with its
 // counters, SQ array and unreaped CQEs, and takes a read and a NOP after
-// the restore (uring.c). criu 4.2 refuses io_uring.
+// the restore (uring.c); with "fork" a child shares the ring and its
+// mappings and uses them after the restore. criu 4.2 refuses io_uring.
 func TestIOUring(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
-	for _, mode := range []string{"idle", "unreaped", "nosqarray"} {
+	for _, mode := range []string{"idle", "unreaped", "nosqarray", "fork"} {
 		t.Run(mode, func(t *testing.T) {
 			t.Parallel()
 			v := testutil.StartVictim(t, "uring", t.TempDir(), mode)
 			v.WaitReady(t)
-			testutil.DumpRestore(t, v)
+			if mode != "fork" {
+				testutil.DumpRestore(t, v)
+				v.TermAndCheck(t)
+				return
+			}
+			// The child holding the inherited ring is reaped too
+			// before the restore, which needs its pid.
+			tree := testutil.TrackTree(t, v.Pid)
+			if len(tree) != 2 {
+				t.Fatalf("want the victim and its child:\n%s", testutil.FormatTree(tree))
+			}
+			dir := t.TempDir()
+			testutil.Dump(t, v.Pid, dir)
+			v.Reap(t)
+			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
+			testutil.CheckImages(t, dir)
+			testutil.RestoreDetached(t, dir, v)
 			v.TermAndCheck(t)
 		})
 	}

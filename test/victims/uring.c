@@ -3,7 +3,7 @@
  * does (both rings in one mapping, the SQ array filled once with 0..n-1),
  * used before the dump and again after the restore.
  *
- *   uring READY DIR [unreaped|inflight|nosqarray]
+ *   uring READY DIR [unreaped|inflight|nosqarray|fork]
  *
  * Sets up a ring of 8 SQEs and 32 CQEs (IORING_SETUP_CQSIZE), writes a
  * file DIR/uring.data, submits 37 NOPs and a read of the file through the
@@ -16,8 +16,11 @@
  * bytes. With "inflight", a read of an empty pipe is left in flight (the
  * dump must refuse the ring and leave it working): on SIGTERM the pipe
  * gets a byte and the read completes. With "nosqarray" the ring has no SQ
- * array (IORING_SETUP_NO_SQARRAY, as liburing 2.6+ makes them).
+ * array (IORING_SETUP_NO_SQARRAY, as liburing 2.6+ makes them). With
+ * "fork" a child holds the ring and its mappings too (inherited); after
+ * the restore it submits a NOP through them, then the parent checks.
  */
+#include <sys/wait.h>
 #include "victim.h"
 #include <linux/io_uring.h>
 #include <sys/mman.h>
@@ -104,6 +107,9 @@ int main(int argc, char **argv)
 	int unreaped = argc > 3 && !strcmp(argv[3], "unreaped");
 	int inflight = argc > 3 && !strcmp(argv[3], "inflight");
 	int noarray = argc > 3 && !strcmp(argv[3], "nosqarray");
+	int forked = argc > 3 && !strcmp(argv[3], "fork");
+	pid_t child = -1;
+	int go[2];
 	int pfd[2];
 	struct io_uring_cqe cqe;
 	char buf[64];
@@ -178,6 +184,27 @@ int main(int argc, char **argv)
 			die("submit a read of a pipe: %s", strerror(errno));
 	}
 	void *rings0 = rings, *sqes0 = sqes;
+	if (forked) {
+		if (pipe(go))
+			die("pipe: %s", strerror(errno));
+		child = fork();
+		if (child < 0)
+			die("fork: %s", strerror(errno));
+		if (child == 0) {
+			char c;
+
+			/* Woken by the parent after the restore: a NOP of its own. */
+			signal(SIGTERM, SIG_DFL);
+			close(go[1]);
+			if (read(go[0], &c, 1) != 1)
+				_exit(3);
+			nop(4242);
+			if (enter(1, 1) != 1 || reap(&cqe) || cqe.user_data != 4242)
+				_exit(4);
+			_exit(rings == rings0 ? 0 : 5);
+		}
+		close(go[0]);
+	}
 
 	victim_ready(argv[1]);
 	victim_wait();
@@ -186,6 +213,13 @@ int main(int argc, char **argv)
 		if (write(pfd[1], "x", 1) != 1 || reap(&cqe) || cqe.user_data != 77 || cqe.res != 1 || buf[0] != 'x')
 			fail("the read in flight: data %llu res %d", (unsigned long long)cqe.user_data, cqe.res);
 		victim_finish();
+	}
+	if (forked) {
+		int st;
+
+		if (write(go[1], "g", 1) != 1 || waitpid(child, &st, 0) != child || !WIFEXITED(st) || WEXITSTATUS(st))
+			fail("the child's NOP through the inherited ring: status %#x", st);
+		want++;
 	}
 	if (fcntl(RING_FD, F_GETFD) < 0)
 		fail("fd %d is gone: %s", RING_FD, strerror(errno));
