@@ -18,6 +18,9 @@
 // (fds_task.go), file owners (fown_task.go), locks and leases
 // (locks_task.go), epoll items (epoll.go), a POSIX message queue's
 // notification (mqueue.go, registered by its owner from fown_task.go).
+// iouring.go keeps an idle io_uring instance (an EXT entry with fields
+// of stasis: geometry, counters, the rings' bytes) and makes it again in
+// stasis, its counters brought back by NOPs; package mem maps its rings.
 // devices.go checks that a device is dumped by a path that still names
 // it (--evasive-devices). nsfile.go keeps fds of namespaces by the ids
 // internal/ns gives them (Table.NsID, Restorer.NsPath); procdead.go

@@ -158,6 +158,13 @@ func mqOf(fe *fdinfo.FileEntry) (m mqFile, ok bool, err error) {
 }
 
 func openMqueue(r *Restorer, fe *fdinfo.FileEntry) (*os.File, error) {
+	// stasis' other external file (iouring.go).
+	if u, ok, err := uringOf(fe); ok || err != nil {
+		if err != nil {
+			return nil, err
+		}
+		return openUring(fe.GetId(), u)
+	}
 	m, ok, err := mqOf(fe)
 	if err == nil && !ok {
 		err = fmt.Errorf("external file %d: no plugin of criu's is %w", fe.GetId(), ErrUnsupported)

@@ -31,6 +31,10 @@
 //	            DumpShmem, DumpSharedAnon / FillShmem, ShmemObjects
 //	sysvshm.go  System V attachments: checked at dump / shmat at restore
 //	aio.go      AIO rings: AioRing / restoreAioRings
+//	uring.go    io_uring rings (socket VMAs of an io_uring file): MapAreas
+//	            places them last, the kernel choosing the address (it
+//	            refuses any given one) among placeholders that leave it
+//	            only the original (placeUring)
 //	guard.go    guard regions (MADV_GUARD_INSTALL): GuardAreas, as
 //	            criu's VMA_AREA_GUARD entries after the VMAs / splitGuards
 //	            (ReadImage), installGuards

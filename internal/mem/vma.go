@@ -156,6 +156,9 @@ var vmaKinds = []vmaKind{
 	{isMemfd, fillMemfd},
 	// The ring of a packet socket (PACKET_RX_RING/TX_RING).
 	{isSocketMap, fillSocketMap},
+	// The rings of an io_uring instance: kept as a socket's ring is,
+	// mapped again from the instance package files makes anew.
+	{isUringMap, fillSocketMap},
 	{isFile, fillFile},
 }
 
@@ -263,6 +266,8 @@ func fillFile(pid int, v proc.VMA, a, _ *Area) (uint32, uint32, error) {
 // isSocketMap: a socket's own memory mapped by the task: the rings of a
 // packet socket are the only socket memory that can be mapped.
 func isSocketMap(_ int, v proc.VMA) bool { return v.Shared && strings.HasPrefix(v.Path, "socket:[") }
+
+func isUringMap(_ int, v proc.VMA) bool { return v.Shared && v.Path == "anon_inode:[io_uring]" }
 
 // fillSocketMap: criu's socket VMA. Its pages are the ring's, which the
 // restore does not keep (criu neither): the socket's restore sets a new,
@@ -398,6 +403,11 @@ type FileOpener func(e *vma.VmaEntry) (int, error)
 // (process_vm_writev cannot write read-only memory); Protect sets the
 // final protection.
 func MapAreas(t remote.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bool, open FileOpener) error {
+	type ring struct {
+		e        *vma.VmaEntry
+		fd, prot uint64
+	}
+	var rings []ring // io_uring mappings, placed once all else is (uring.go)
 	for _, e := range vmas {
 		if !Mappable(e) {
 			continue
@@ -439,6 +449,10 @@ func MapAreas(t remote.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bo
 			}
 			fd = uint64(f)
 			flags &^= unix.MAP_ANONYMOUS
+			if e.GetStatus()&AreaSocket != 0 && isUringFd(t.HostPid(), fd) {
+				rings = append(rings, ring{e, fd, p})
+				continue
+			}
 		} else {
 			flags |= unix.MAP_ANONYMOUS
 		}
@@ -453,6 +467,14 @@ func MapAreas(t remote.Task, vmas []*vma.VmaEntry, withPages, kept map[uint64]bo
 			if _, err := t.Call("close", unix.SYS_CLOSE, fd); err != nil {
 				return err
 			}
+		}
+	}
+	for _, r := range rings {
+		if err := placeUring(t, r.e, r.fd, r.prot); err != nil {
+			return fmt.Errorf("pid %d: %w", t.HostPid(), err)
+		}
+		if _, err := t.Call("close", unix.SYS_CLOSE, r.fd); err != nil {
+			return err
 		}
 	}
 	return nil

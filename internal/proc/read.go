@@ -70,7 +70,13 @@ func ReadAuxv(pid int) ([]uint64, error) {
 	return v, named(p, err)
 }
 
-// Tasks lists the thread ids in /proc/PID/task, sorted.
+// PFIOWorker is PF_IO_WORKER (include/linux/sched.h): an io_uring
+// worker thread (iou-wrk-PID, iou-sqp-PID), the kernel's, which shows in
+// /proc/PID/task but cannot be stopped by ptrace.
+const PFIOWorker = 0x10
+
+// Tasks lists the thread ids in /proc/PID/task, sorted, without io_uring's
+// worker threads: the kernel starts new ones when the process needs them.
 func Tasks(pid int) ([]int, error) {
 	p := path(pid, "task")
 	ents, err := os.ReadDir(p)
@@ -82,6 +88,9 @@ func Tasks(pid int) ([]int, error) {
 		tid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			return nil, named(p, syntaxErr("task", 0, "entry %q is not a tid", e.Name()))
+		}
+		if st, err := ReadStat(tid); err == nil && st.Flags&PFIOWorker != 0 {
+			continue
 		}
 		tids = append(tids, tid)
 	}

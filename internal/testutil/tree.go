@@ -49,6 +49,10 @@ func readTask(pid int) (Task, error) {
 	}
 	t := Task{Pid: pid, State: st.State, PPid: st.PPid, Pgid: st.Pgrp, Sid: st.Session,
 		Threads: st.NumThreads, Comm: st.Comm, NSPid: pid}
+	// io_uring's workers come and go with the process's I/O: not its own.
+	if tids, err := proc.Tasks(pid); err == nil {
+		t.Threads = len(tids)
+	}
 	if status, err := proc.ReadStatus(pid); err == nil && len(status.NSpid) > 0 {
 		t.NSPid = status.NSpid[len(status.NSpid)-1]
 	}

@@ -56,7 +56,7 @@ func appRoundTrip(t *testing.T, v *testutil.Victim, tool ckptTool, flags ...stri
 	run := ckptRun{tool: tool, dir: dir}
 	switch tool {
 	case byStasis:
-		run.dump = testutil.Dump(t, v.Pid, dir, flags...).Took
+		run.dump = dumpIdleRing(t, v.Pid, dir, flags...)
 	case byCRIU:
 		// criu 4.2's default network lock is iptables; this machine
 		// locks with nftables, as stasis does.
