@@ -25,14 +25,14 @@ type refusal struct {
 }
 
 // TestPreflightRefusals: a victim holds at once every kind of resource a
-// dump refuses: an io_uring, a userfaultfd, a perf_event fd, a pidfd of
+// dump refuses (and an idle io_uring, which it takes): a userfaultfd, a perf_event fd, a pidfd of
 // the test (outside the tree), a pipe whose other end the test holds, an
 // established TCP connection, an flock'ed file, a unix datagram socket
 // connected to the test's, and it is in the test's session. `stasis check
 // --pid` lists every one of them in one run, one line each with its fix,
 // in the dump's own words (the dump's error is the first line, and with
 // -j the next one), and exits 1; with the flags that fix them, only the
-// four without a flag are left. The victim is left running untouched
+// three without a flag are left. The victim is left running untouched
 // (not stopped, not traced, its self-check passes: the lock still held,
 // bytes still flow both ways over the connection, the datagram peer still
 // gets what it sends).
@@ -67,7 +67,6 @@ func TestPreflightRefusals(t *testing.T) {
 	of := func(fd int) string { return fmt.Sprintf("fd %d of pid %d ", fd, pid) }
 	all := []refusal{
 		{[]string{fmt.Sprintf("pid %d (fdkind) belongs to session", pid), "-j/--shell-job"}, "-j"},
-		{[]string{of(42) + "is io_uring: not supported"}, ""},
 		{[]string{of(46) + "is userfaultfd: not supported"}, ""},
 		{[]string{of(50) + "is perf_event: not supported"}, ""},
 		{[]string{of(54) + fmt.Sprintf("is a pidfd of pid %d", self), "dump a tree that holds that process too"}, ""},
