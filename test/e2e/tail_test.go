@@ -63,12 +63,17 @@ func runTail(t *testing.T, victim string, cases []tailCase) {
 				}
 				return a
 			}
+			// Both victims' trees are killed at the end: a refused dump
+			// leaves their children (a traced child, one sharing its fs
+			// or fd table) running, which a SIGTERM to the root does not end.
 			w := testutil.StartVictimWith(t, c.setup, victim, args()...)
 			w.WaitReady(t)
+			testutil.TrackTree(t, w.Pid)
 			t.Logf("criu 4.2 on %s %s: %s", victim, c.scenario, testutil.CriuOutcome(t, w, c.dump...))
 
 			v := testutil.StartVictimWith(t, c.setup, victim, args()...)
 			v.WaitReady(t)
+			testutil.TrackTree(t, v.Pid)
 			dir := t.TempDir()
 			if c.refused != "" {
 				testutil.AssertContains(t, testutil.DumpFail(t, v.Pid, dir, c.dump...), c.refused)
