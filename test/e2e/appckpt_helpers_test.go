@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -83,7 +84,7 @@ func appRoundTrip(t *testing.T, v *testutil.Victim, tool ckptTool, flags ...stri
 	} else {
 		testutil.CriuRestoreDetached(t, dir, v, flags...)
 	}
-	got := testutil.WaitTree(t, v.Pid, tree, false, 10*time.Second)
+	got := testutil.WaitTree(t, v.Pid, withThreadsBack(v.Pid, tree, 10*time.Second), false, 10*time.Second)
 	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 	run.restore = time.Since(start)
 	t.Logf("%d process(es), %d thread(s), %s", len(tree), threadCount(tree), run)
@@ -129,4 +130,37 @@ func figures(runs []ckptRun) string {
 		s[i] = r.String()
 	}
 	return strings.Join(s, "; ")
+}
+
+// withThreadsBack waits until every task of want is back under root with
+// at least its dumped threads and returns want with the thread counts
+// found then: an application may start a thread of its own as soon as it
+// runs again (a pool's worker for a client's request), which is no loss.
+// If that does not happen within timeout, want is returned as it is, for
+// WaitTree to report the difference.
+func withThreadsBack(root int, want []testutil.Task, timeout time.Duration) []testutil.Task {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		got, err := testutil.Tree(root)
+		if err != nil {
+			continue
+		}
+		threads := map[int]int{}
+		for _, g := range got {
+			threads[g.Pid] = g.Threads
+		}
+		out := slices.Clone(want)
+		back := true
+		for i, w := range want {
+			n, ok := threads[w.Pid]
+			if !ok || n < w.Threads {
+				back = false
+				break
+			}
+			out[i].Threads = n
+		}
+		if back {
+			return out
+		}
+	}
+	return want
 }

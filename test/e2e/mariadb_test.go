@@ -51,8 +51,10 @@ func testServerMariaDB(t *testing.T, uring bool) {
 	work := t.TempDir()
 	data := filepath.Join(work, "data")
 	// The server's own options, the same for the bootstrap and every
-	// start; everything else is MariaDB's default.
-	opts := []string{"--no-defaults", "--datadir=" + data, "--user=root", "--skip-name-resolve"}
+	// start; everything else is MariaDB's default. Its own tmpdir: two
+	// bootstraps at once in /tmp collide on their temporary tables'
+	// names ("Could not remove temporary table", then the install fails).
+	opts := []string{"--no-defaults", "--datadir=" + data, "--tmpdir=" + work, "--user=root", "--skip-name-resolve"}
 	tools := []ckptTool{byStasis}
 	if !uring {
 		opts = append(opts, "--innodb-use-native-aio=0")
