@@ -18,6 +18,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"github.com/stasis-cr/stasis/bench/benchenv"
 	"net"
 	"os"
 	"os/exec"
@@ -49,29 +50,12 @@ type sample struct {
 }
 
 func run(mib, runs int, bin string) error {
-	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
-		for _, e := range ents {
-			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
-				unix.CloseOnExec(fd)
-			}
-		}
-	}
-	tmp, err := os.MkdirTemp("", "stasis-lazy-")
+	env, err := benchenv.Setup("stasis-lazy-", bin, "lazy")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	if bin == "" {
-		bin = filepath.Join(tmp, "stasis")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/stasis").CombinedOutput(); err != nil {
-			return fmt.Errorf("build stasis: %v\n%s", err, out)
-		}
-	}
-	victim := filepath.Join(tmp, "lazyvictim")
-	if out, err := exec.Command("gcc", "-O2", "-o", victim, "test/victims/lazy.c").CombinedOutput(); err != nil {
-		return fmt.Errorf("build victim: %v\n%s", err, out)
-	}
+	defer env.Close()
+	tmp, bin, victim := env.Tmp, env.Bin, env.Victim
 	b := &bench{bin: bin, victim: victim, tmp: tmp, mib: mib}
 	var full, lazy []sample
 	for i := 0; i < runs; i++ {

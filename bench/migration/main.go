@@ -15,6 +15,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"github.com/stasis-cr/stasis/bench/benchenv"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,31 +43,12 @@ func main() {
 }
 
 func run(mib, rate int, bin string, rounds int) error {
-	_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-	// The victim gets no fd of ours but /dev/null: one inherited from the
-	// shell would be a pipe shared with a process outside its tree.
-	if ents, err := os.ReadDir("/proc/self/fd"); err == nil {
-		for _, e := range ents {
-			if fd, err := strconv.Atoi(e.Name()); err == nil && fd > 2 {
-				unix.CloseOnExec(fd)
-			}
-		}
-	}
-	tmp, err := os.MkdirTemp("", "stasis-migration-")
+	env, err := benchenv.Setup("stasis-migration-", bin, "track")
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(tmp)
-	if bin == "" {
-		bin = filepath.Join(tmp, "stasis")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/stasis").CombinedOutput(); err != nil {
-			return fmt.Errorf("build stasis: %v\n%s", err, out)
-		}
-	}
-	victim := filepath.Join(tmp, "track")
-	if out, err := exec.Command("gcc", "-O2", "-o", victim, "test/victims/track.c").CombinedOutput(); err != nil {
-		return fmt.Errorf("build victim: %v\n%s", err, out)
-	}
+	defer env.Close()
+	tmp, bin, victim := env.Tmp, env.Bin, env.Victim
 	ready := filepath.Join(tmp, "ready")
 	v := exec.Command(victim, ready, strconv.Itoa(mib), strconv.Itoa(rate))
 	v.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
