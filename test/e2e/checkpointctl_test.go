@@ -125,9 +125,12 @@ func compareExportStats(t *testing.T, ours, criu string) {
 // inspectJSON runs checkpointctl inspect --all --format json on archive.
 func inspectJSON(t *testing.T, ctl, archive string) map[string]any {
 	t.Helper()
-	out, err := exec.Command(ctl, "inspect", "--all", "--format", "json", archive).Output()
+	var stderr strings.Builder
+	cmd := exec.Command(ctl, "inspect", "--all", "--format", "json", archive)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("checkpointctl inspect --all %s: %v\n%s", archive, err, out)
+		t.Fatalf("checkpointctl inspect --all %s: %v\n%s%s", archive, err, out, stderr.String())
 	}
 	var v []map[string]any
 	if err := json.Unmarshal(out, &v); err != nil || len(v) != 1 {

@@ -23,8 +23,13 @@ import (
 // a criu on $PATH, the host state the runtimes leave behind.
 
 // counterScript is the container's command: a shell counting in memory
-// into /count, so that a counter that started over shows.
-const counterScript = "i=0; while true; do i=$((i+1)); echo $i > /count; sleep 0.05; done"
+// into /count, so that a counter that started over shows. It waits on a
+// FIFO of the image (/tick) nobody writes to, with a timeout, rather than
+// in a sleep process: the container has no short-lived tasks, so no
+// checkpoint catches a zombie between its exit and its reaping (which
+// checkpointctl cannot inspect: a zombie has no memory images, with criu
+// as with stasis).
+const counterScript = "exec 9<>/tick; i=0; while true; do i=$((i+1)); echo $i > /count; read -t 0.05 -u 9 x; done"
 
 // busyboxLayer is a tar of a root filesystem with a static busybox
 // (busybox-static) and the applets the containers run.
@@ -53,6 +58,7 @@ func busyboxLayer(t *testing.T) []byte {
 	for _, c := range []string{"sh", "sleep", "cat"} {
 		hdr(&tar.Header{Typeflag: tar.TypeSymlink, Name: "bin/" + c, Linkname: "busybox", Mode: 0o777})
 	}
+	hdr(&tar.Header{Typeflag: tar.TypeFifo, Name: "tick", Mode: 0o600})
 	if err := tw.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -19,7 +19,7 @@ import (
 // READY once its connect is under way, and sends "hello" once connected.
 // On SIGTERM it exits 0 if the connect succeeded and the bytes were sent.
 const pythonConnect = `
-import os, select, signal, socket, sys, threading
+import os, select, signal, socket, sys
 port, mode, ready = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 state = {"sent": False}
 def on_term(*a):
@@ -42,7 +42,10 @@ if mode == "nonblock":
         os._exit(1)
     s.setblocking(True)
 else:
-    threading.Timer(0.3, lambda: open(ready, "w").close()).start()
+    # READY before the connect, from this thread: the test waits for the
+    # SYN_SENT socket anyway, and a timer thread still alive when SIGTERM
+    # comes could take the signal while this one sleeps in pause().
+    open(ready, "w").close()
     s.connect(("127.0.0.1", port))
 # SIGTERM comes once the test has read the bytes, which can be before
 # sendall returns here: held back until "sent" is recorded.
