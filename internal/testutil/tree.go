@@ -49,14 +49,21 @@ func readTask(pid int) (Task, error) {
 	}
 	t := Task{Pid: pid, State: st.State, PPid: st.PPid, Pgid: st.Pgrp, Sid: st.Session,
 		Threads: st.NumThreads, Comm: st.Comm, NSPid: pid}
-	// io_uring's workers come and go with the process's I/O: not its own.
-	if tids, err := proc.Tasks(pid); err == nil {
+	return t, nil
+}
+
+// readDetails completes t with what costs a read per thread: its threads
+// (io_uring's workers come and go with the process's I/O: not its own)
+// and its pid in its own pid namespace. Tree does it only for the tasks
+// of the tree, not for every process of the machine (some have 10,000
+// threads).
+func readDetails(t *Task) {
+	if tids, err := proc.Tasks(t.Pid); err == nil {
 		t.Threads = len(tids)
 	}
-	if status, err := proc.ReadStatus(pid); err == nil && len(status.NSpid) > 0 {
+	if status, err := proc.ReadStatus(t.Pid); err == nil && len(status.NSpid) > 0 {
 		t.NSPid = status.NSpid[len(status.NSpid)-1]
 	}
-	return t, nil
 }
 
 // Tree lists root and all its descendants, zombies included, parents
@@ -90,6 +97,7 @@ func Tree(root int) ([]Task, error) {
 		c := kids[out[i].Pid]
 		slices.SortFunc(c, func(a, b Task) int { return a.Pid - b.Pid })
 		out = append(out, c...)
+		readDetails(&out[i])
 	}
 	return out, nil
 }

@@ -15,7 +15,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
-// TestGCC: gcc compiling a C file of 2000 functions is
+// TestGCC: gcc compiling a C file of 4000 functions (some 3 s of cc1) is
 // checkpointed while its cc1 compiles, twice (by stasis, then by CRIU 4.2
 // for the figures beside stasis'), and the object file it writes in the
 // end is byte for byte the one an uninterrupted build of the same file
@@ -27,7 +27,7 @@ func TestGCC(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
 	gcc := testutil.RequireTool(t, "gcc")
-	src := bigCSource(2000)
+	src := bigCSource(4000)
 	// The reference: the same file compiled without interruption, beside
 	// the checkpointed builds.
 	refDir := t.TempDir()
@@ -72,7 +72,7 @@ func TestGCC(t *testing.T) {
 			var runs []ckptRun
 			for i, tool := range ckptTools(t, false) {
 				// cc1 has parsed the file and written a little of its
-				// 1.7 MB of assembly (64 KiB, then 256 KiB): it has seconds
+				// 3.4 MB of assembly (64 KiB, then 256 KiB): it has seconds
 				// of work left after the restore, the tree is still whole
 				// when the test looks at it.
 				cc1 := waitCC1(t, v.Pid, int64(64+192*i)<<10, mode == "pipe")

@@ -12,9 +12,11 @@ import (
 // echo identifier and get echo replies after the restore (icmp.c checks
 // from inside). They need the group in net.ipv4.ping_group_range: the
 // victim runs in a network namespace of the test's where it is. criu
-// 4.2's result is logged.
+// 4.2's result is logged (its self-check waits out the replies criu's
+// restore loses: ~30 s, beside the other parallel tests).
 func TestICMPDatagramSockets(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	ns := newLoopbackNS(t)
 	in(t, ns, func() {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ping_group_range", []byte("0 2147483647"), 0); err != nil {

@@ -129,8 +129,10 @@ func TestPipelineTarBzip2(t *testing.T) {
 }
 
 // TestPipelineSort: `sort` of a 40 MB file with a small buffer (so that
-// it spills to temporary files and merges them, on 2 threads), dumped
-// mid-way; the output equals an uninterrupted run's.
+// it spills to some ten temporary files and merges them, on 2 threads),
+// dumped mid-way (after its first spill: the window is most of the run,
+// which is under a second on a quiet machine); the output equals an
+// uninterrupted run's.
 func TestPipelineSort(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
@@ -138,7 +140,7 @@ func TestPipelineSort(t *testing.T) {
 	writeTextTree(t, filepath.Join(work, "in"), 1, 40<<20, 2)
 	in := filepath.Join(work, "in", "d00", "f0000.txt")
 	script := func(out string) string {
-		return fmt.Sprintf("cd %s && LC_ALL=C sort -S 8M --parallel=2 -T %s %s -o %s", work, work, in, out)
+		return fmt.Sprintf("cd %s && LC_ALL=C sort -S 4M --parallel=2 -T %s %s -o %s", work, work, in, out)
 	}
 	ref := filepath.Join(work, "ref.txt")
 	start := time.Now()
@@ -152,7 +154,7 @@ func TestPipelineSort(t *testing.T) {
 			return false
 		}
 		tmp, _ := filepath.Glob(filepath.Join(work, "sort*"))
-		return len(tmp) >= 2 // spilled at least twice: mid-way
+		return len(tmp) >= 1 // spilled: mid-way
 	})
 	want, _ := os.ReadFile(ref)
 	got, _ := os.ReadFile(out)
