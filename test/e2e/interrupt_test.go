@@ -116,8 +116,11 @@ var dumpPoints = []string{"dump-seize", "dump-task-state", "dump-page-copy", "du
 // times does not cut the rollback short. Then a few signals at random
 // times: either the dump rolled back, or it was past its point of no
 // return and is complete. The victim finally checks its whole memory.
+// Parallel: a dump makes no puppet nor child, and the hook signals only
+// the stasis it is set for.
 func TestInterruptDump(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v := testutil.StartVictim(t, "mem", "1024")
 	waitReadyLong(t, v)
 	before := signalState(t, v.Pid)

@@ -55,8 +55,10 @@ func testProcessTree(t *testing.T, args ...string) {
 // their parent; after the restore the pages must still be shared, not one
 // copy per process: the tree's total Pss may grow by at most 25 % (+16 MiB).
 // Each process checks the whole region (cowtree.c). The figures are logged.
+// Pss counts only the tree's own pages: other tests do not move it.
 func TestTreeCOWMemory(t *testing.T) {
 	testutil.RequireRoot(t)
+	t.Parallel()
 	v, tree := startTreeVictim(t, "cowtree", "256", "8")
 	if len(tree) != 9 {
 		t.Fatalf("the tree has %d tasks, want 9", len(tree))
