@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -359,6 +360,8 @@ func connectTarget(opts MigrateOptions) (*target, error) {
 		sargs = append(sargs, append(recvArgs(dir), "--stdio")...)
 		cmd := exec.Command("ssh", sargs...)
 		cmd.Stderr = os.Stderr
+		// Killed with stasis: a left ssh would keep the receiver waiting.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		in, err := cmd.StdinPipe()
 		if err != nil {
 			return nil, err

@@ -35,6 +35,7 @@ func runStasisEnv(t *testing.T, env []string, args ...string) testutil.Result {
 	cmd := exec.CommandContext(ctx, testutil.StasisBin(t), args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = 5 * time.Second // a child stasis left holding its stderr
 	start := time.Now()
 	err := cmd.Run()
 	r := testutil.Result{Args: args, Stdout: out.String(), Stderr: errb.String(), Took: time.Since(start)}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -106,12 +108,60 @@ func TestMigrateTCP(t *testing.T) {
 	t.Parallel()
 	for _, flags := range [][]string{nil, {"--compress", "--encrypt"}} {
 		t.Run(strings.Join(append([]string{"plain"}, flags...), ""), func(t *testing.T) {
-			migrateTCP(t, flags)
+			migrateTCP(t, flags, false)
 		})
 	}
 }
 
-func migrateTCP(t *testing.T, flags []string) {
+// TestMigrateSSH: TestMigrateTCP's migration to host B over ssh, as to
+// another machine: `--to ssh://root@B` with B's own sshd (its config and
+// keys; stasis' ssh finds the key the way a user's ~/.ssh/config would
+// give it), which runs `stasis migrate-receive --stdio` there.
+func TestMigrateSSH(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	migrateTCP(t, nil, true)
+}
+
+// Hosts' own addresses, which do not move: A's ssh goes from adminA to
+// B's sshd on adminB (from the server's address, which moves to B at
+// post-dump, the connection would break). A subnet of their own: a
+// second address of the server's subnet on A would go with it (the
+// kernel removes the secondaries with the primary).
+const adminA, adminB = "10.78.0.4", "10.78.0.3"
+
+// sshTarget starts B's sshd and returns migrate's --to and the
+// environment under which stasis' ssh logs in to it.
+func sshTarget(t *testing.T, n *moveNet) (string, []string) {
+	t.Helper()
+	for _, h := range []struct {
+		h          *netlink.Handle
+		link, addr string
+	}{{n.ha, "va", adminA}, {n.hb, "vb", adminB}} {
+		// A host reaches its own address through its loopback.
+		lo, err := h.h.LinkByName("lo")
+		if err == nil {
+			err = h.h.LinkSetUp(lo)
+		}
+		l, err2 := h.h.LinkByName(h.link)
+		if err = errors.Join(err, err2); err == nil {
+			err = h.h.AddrAdd(l, mustAddr(t, h.addr+"/24"))
+		}
+		if err != nil {
+			t.Fatalf("address %s: %v", h.addr, err)
+		}
+	}
+	srv := startSshd(t, n.b, adminB, 22)
+	bin := t.TempDir()
+	wrapper := fmt.Sprintf("#!/bin/sh\nexec %s -b %s -i %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \"$@\"\n",
+		testutil.RequireTool(t, "ssh"), adminA, srv.userKey)
+	if err := os.WriteFile(filepath.Join(bin, "ssh"), []byte(wrapper), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return "ssh://root@" + adminB, []string{"PATH=" + bin + ":" + os.Getenv("PATH")}
+}
+
+func migrateTCP(t *testing.T, flags []string, viaSSH bool) {
 	n := newMoveNet(t)
 	port := 20000 + time.Now().Nanosecond()%20000
 	const rxAll, txAll = 4 << 20, 16 << 20
@@ -133,6 +183,11 @@ func migrateTCP(t *testing.T, flags []string) {
 	hook := postDumpHook(t, func() { n.moveAddress(t) })
 	args := []string{"migrate", "-t", strconv.Itoa(v.Pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), int(n.b)),
 		"-D", src, "--target-dir", dst, "--pidfile", pidfile, "--action-script", hook, "-v4", "-o", "migrate.log"}
+	var env []string
+	if viaSSH {
+		args[4], env = sshTarget(t, n)
+		args = append(args, "--target-stasis", testutil.StasisBin(t))
+	}
 	if len(flags) > 0 {
 		key := filepath.Join(t.TempDir(), "key")
 		if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
@@ -141,7 +196,7 @@ func migrateTCP(t *testing.T, flags []string) {
 		args = append(append(args, flags...), "--key-file", key)
 	}
 	var r testutil.Result
-	in(t, n.a, func() { r = testutil.Run(t, 60*time.Second, args...) })
+	in(t, n.a, func() { r = runStasisEnv(t, env, args...) })
 	if r.Code != 0 {
 		b, _ := os.ReadFile(filepath.Join(src, "migrate.log"))
 		t.Fatalf("%s\nlog:\n%s\n%s", r, tail(string(b), 4000), v.LogTail())

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
@@ -27,82 +28,13 @@ import (
 // in the same shell (its variable is kept).
 func TestSshdSession(t *testing.T) {
 	testutil.RequireRoot(t)
-	sshd := testutil.RequireTool(t, "sshd")
-	testutil.RequireTool(t, "ssh")
-	testutil.RequireTool(t, "ssh-keygen")
-	// sshd's privilege separation directory; the Debian package makes it
-	// at boot through its service only.
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	work := t.TempDir()
-	keygen := func(name string) string {
-		t.Helper()
-		p := filepath.Join(work, name)
-		if out, err := exec.Command("timeout", "20", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", p).CombinedOutput(); err != nil {
-			t.Fatalf("ssh-keygen %s: %v\n%s", p, err, out)
-		}
-		return p
-	}
-	hostKey, userKey := keygen("host_key"), keygen("user_key")
-	pub, err := os.ReadFile(userKey + ".pub")
-	if err != nil {
-		t.Fatal(err)
-	}
-	authorized := writeConfig(t, work, "authorized_keys", string(pub))
-	port := freePort(t, "127.0.0.1")
-	cfg := writeConfig(t, work, "sshd_config", fmt.Sprintf(`Port %d
-ListenAddress 127.0.0.1
-HostKey %s
-PidFile none
-AuthorizedKeysFile %s
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes no
-PrintMotd no
-PrintLastLog no
-UseDNS no
-`, port, hostKey, authorized))
-
 	// A network namespace of the test's: sshd, the ssh client (nsenter)
 	// and stasis (which dumps only trees of its own namespace) run there.
 	ns := newLoopbackNS(t)
-	listener := exec.Command(sshd, "-D", "-e", "-f", cfg)
-	slog := filepath.Join(work, "sshd.log")
-	lf, err := os.Create(slog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lf.Close()
-	listener.Stdout, listener.Stderr = lf, lf
-	var serr error
-	in(t, ns, func() { serr = listener.Start() })
-	if serr != nil {
-		t.Fatal(serr)
-	}
-	if a, b := nsOf(t, listener.Process.Pid), nsOf(t, os.Getpid()); a == b {
-		t.Fatalf("sshd is in the test's network namespace %s", a)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("sshd log:\n%s", readFile(slog))
-		}
-	})
+	srv := startSshd(t, ns, "127.0.0.1", 0)
+	listener, userKey, port, slog := srv.listener, srv.userKey, srv.port, srv.log
 	var conn int
-	t.Cleanup(func() { endTree(t, &listener.Process.Pid, &conn) })
-	testutil.WaitFor(t, 5*time.Second, "sshd to listen", func() bool {
-		var err error
-		in(t, ns, func() {
-			var c net.Conn
-			if c, err = net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second); err == nil {
-				c.Close()
-			}
-		})
-		return err == nil
-	})
+	t.Cleanup(func() { endTree(t, &conn) })
 
 	tm := startTmux(t)
 	p := tm.firstPane()
@@ -150,7 +82,7 @@ UseDNS no
 	// goes on untouched.
 	dir := t.TempDir()
 	var msg string
-	in(t, ns, func() { msg = testutil.DumpFail(t, conn, filepath.Join(work, "refused")) })
+	in(t, ns, func() { msg = testutil.DumpFail(t, conn, filepath.Join(t.TempDir(), "refused")) })
 	testutil.AssertContains(t, msg, "--tcp-established")
 	n := last()
 	testutil.WaitFor(t, 5*time.Second, "the counter to go on after the refused dump", func() bool { return last() > n })
@@ -170,7 +102,7 @@ UseDNS no
 	in(t, ns, func() { msg = testutil.RestoreFail(t, dir) })
 	testutil.AssertContains(t, msg, "--tcp-established")
 
-	log := filepath.Join(work, "restore.log")
+	log := filepath.Join(t.TempDir(), "restore.log")
 	var r testutil.Result
 	in(t, ns, func() {
 		r = testutil.Run(t, 30*time.Second, "restore", "-D", dir, "-d", "--tcp-established", "-v4", "-o", log)
@@ -234,4 +166,92 @@ func nsOf(t *testing.T, pid int) string {
 		t.Fatal(err)
 	}
 	return l
+}
+
+// sshServer is an sshd of the test's (Debian's, with its own config, host
+// key and an authorized user key for root) listening on addr:port in a
+// network namespace of the test's; ended with the test.
+type sshServer struct {
+	listener *exec.Cmd
+	userKey  string // the private key that logs in as root
+	port     int
+	log      string
+}
+
+// startSshd starts an sshServer on addr in ns, on port (0: a free one).
+func startSshd(t *testing.T, ns netns.NsHandle, addr string, port int) *sshServer {
+	t.Helper()
+	sshd := testutil.RequireTool(t, "sshd")
+	testutil.RequireTool(t, "ssh")
+	testutil.RequireTool(t, "ssh-keygen")
+	// sshd's privilege separation directory; the Debian package makes it
+	// at boot through its service only.
+	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	keygen := func(name string) string {
+		t.Helper()
+		p := filepath.Join(work, name)
+		if out, err := exec.Command("timeout", "20", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", p).CombinedOutput(); err != nil {
+			t.Fatalf("ssh-keygen %s: %v\n%s", p, err, out)
+		}
+		return p
+	}
+	hostKey, userKey := keygen("host_key"), keygen("user_key")
+	pub, err := os.ReadFile(userKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	authorized := writeConfig(t, work, "authorized_keys", string(pub))
+	if port == 0 {
+		in(t, ns, func() { port = freePort(t, addr) })
+	}
+	cfg := writeConfig(t, work, "sshd_config", fmt.Sprintf(`Port %d
+ListenAddress %s
+HostKey %s
+PidFile none
+AuthorizedKeysFile %s
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PrintMotd no
+PrintLastLog no
+UseDNS no
+`, port, addr, hostKey, authorized))
+	s := &sshServer{listener: exec.Command(sshd, "-D", "-e", "-f", cfg), userKey: userKey, port: port, log: filepath.Join(work, "sshd.log")}
+	lf, err := os.Create(s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	s.listener.Stdout, s.listener.Stderr = lf, lf
+	var serr error
+	in(t, ns, func() { serr = s.listener.Start() })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if a, b := nsOf(t, s.listener.Process.Pid), nsOf(t, os.Getpid()); a == b {
+		t.Fatalf("sshd is in the test's network namespace %s", a)
+	}
+	t.Cleanup(func() {
+		endTree(t, &s.listener.Process.Pid)
+		if t.Failed() {
+			t.Logf("sshd log:\n%s", readFile(s.log))
+		}
+	})
+	testutil.WaitFor(t, 5*time.Second, "sshd to listen", func() bool {
+		var err error
+		in(t, ns, func() {
+			var c net.Conn
+			if c, err = net.DialTimeout("tcp", net.JoinHostPort(addr, strconv.Itoa(port)), time.Second); err == nil {
+				c.Close()
+			}
+		})
+		return err == nil
+	})
+	return s
 }
