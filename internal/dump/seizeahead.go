@@ -1,6 +1,33 @@
 package dump
 
-import "github.com/stasis-cr/stasis/internal/ptrace"
+import (
+	"github.com/stasis-cr/stasis/internal/proc"
+	"github.com/stasis-cr/stasis/internal/ptrace"
+)
+
+// unseized lists the threads of pid that seen does not hold, and adds
+// the io_uring workers among them to it (they cannot be stopped and are
+// no part of the image). The seize lists a process's threads until a
+// pass finds no new one: looking only at the new ones keeps a pass of
+// 10,000 threads to one directory read.
+func unseized(pid int, seen map[int]bool) ([]int, error) {
+	tids, err := proc.TaskIDs(pid)
+	if err != nil {
+		return nil, err
+	}
+	out := tids[:0]
+	for _, tid := range tids {
+		if seen[tid] {
+			continue
+		}
+		if proc.IOWorker(pid, tid) {
+			seen[tid] = true
+			continue
+		}
+		out = append(out, tid)
+	}
+	return out, nil
+}
 
 // interruptAhead seizes and interrupts every thread of tids that is not
 // held yet, without waiting for any to stop: seizeTid then only waits
@@ -11,7 +38,7 @@ import "github.com/stasis-cr/stasis/internal/ptrace"
 // here is left for seizeTid, which tries again and reports why; one
 // that is interrupted but never reached (the dump failed before) is
 // let go by releaseFrozen.
-func (d *dumper) interruptAhead(tids []int, seized map[int]bool) {
+func (d *dumper) interruptAhead(tids []int) {
 	if len(tids) < 2 {
 		return
 	}
@@ -19,7 +46,7 @@ func (d *dumper) interruptAhead(tids []int, seized map[int]bool) {
 		d.preseized = map[int]bool{}
 	}
 	for _, tid := range tids {
-		if seized[tid] || d.preseized[tid] {
+		if d.preseized[tid] {
 			continue
 		}
 		if ptrace.SeizeInterrupt(tid) == nil {

@@ -1,9 +1,6 @@
 package dump
 
 import (
-	"fmt"
-	"io"
-	"os"
 	"runtime"
 	"sync/atomic"
 
@@ -40,35 +37,15 @@ func readThreadProcs(p *process) []*threadProc {
 			for i := int(next.Add(1) - 1); i < len(tps); i = int(next.Add(1) - 1) {
 				tp := tps[i]
 				tid := p.threads[i].tid
-				if tp.stat, tp.err = readTaskFile(p.pid, tid, "stat", proc.ParseStat); tp.err == nil {
-					tp.status, tp.err = readTaskFile(p.pid, tid, "status", proc.ParseStatus)
+				// The task directory's files are the thread's own: its
+				// /proc/TID/stat would sum the whole group (see
+				// proc.IOWorker), O(N^2) for N threads.
+				if tp.stat, tp.err = proc.ReadTaskStat(p.pid, tid); tp.err == nil {
+					tp.status, tp.err = proc.ReadTaskStatus(p.pid, tid)
 				}
 				close(tp.done)
 			}
 		}()
 	}
 	return tps
-}
-
-// readTaskFile parses /proc/PID/task/TID/name. /proc/TID/stat of a
-// thread that is not the leader is the whole process's view: the kernel
-// sums the times and faults of every thread of the group for it
-// (do_task_stat with whole=1), so reading it for each of N threads costs
-// O(N^2): 10,000 threads spent seconds of system time there. The task
-// directory's file is the thread's own (whole=0); the fields a thread's
-// core entry takes from stat (comm, nice, policy, priority) and status
-// (ids, caps, seccomp) are per thread in both.
-func readTaskFile[T any](pid, tid int, name string, parse func(io.Reader) (T, error)) (T, error) {
-	p := fmt.Sprintf("/proc/%d/task/%d/%s", pid, tid, name)
-	f, err := os.Open(p)
-	if err != nil {
-		var zero T
-		return zero, err
-	}
-	defer f.Close()
-	v, err := parse(f)
-	if err != nil {
-		return v, fmt.Errorf("%s: %w", p, err)
-	}
-	return v, nil
 }

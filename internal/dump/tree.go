@@ -80,18 +80,15 @@ func (d *dumper) seizeProcess(pid int, parent *process) (*process, error) {
 		p.exitCode = st.ExitCode
 		return p, nil
 	}
-	seized := map[int]bool{}
+	seized := map[int]bool{} // and io_uring workers, which are not seized
 	for {
-		tids, err := proc.Tasks(pid)
+		tids, err := unseized(pid, seized)
 		if err != nil {
 			return p, d.unlessGone(p, err)
 		}
-		d.interruptAhead(tids, seized)
+		d.interruptAhead(tids)
 		fresh := 0
 		for _, tid := range tids {
-			if seized[tid] {
-				continue
-			}
 			tr, sig, err := d.seizeTid(tid)
 			if err != nil {
 				if errors.Is(err, unix.ESRCH) || errors.Is(err, ptrace.ErrExited) || errors.Is(err, unix.EPERM) && exited(tid) {

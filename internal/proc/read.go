@@ -6,9 +6,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 func path(pid int, name string) string { return fmt.Sprintf("/proc/%d/%s", pid, name) }
@@ -27,13 +30,13 @@ func named(p string, err error) error {
 }
 
 func parseFile[T any](p string, parse func(io.Reader) (T, error)) (T, error) {
-	f, err := os.Open(p)
+	fd, err := linux.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		var zero T
 		return zero, err
 	}
-	defer f.Close()
-	v, err := parse(f)
+	defer unix.Close(fd)
+	v, err := parse(rawFile{fd: fd, path: p})
 	return v, named(p, err)
 }
 
@@ -68,34 +71,6 @@ func ReadAuxv(pid int) ([]uint64, error) {
 	}
 	v, err := ParseAuxv(b)
 	return v, named(p, err)
-}
-
-// PFIOWorker is PF_IO_WORKER (include/linux/sched.h): an io_uring
-// worker thread (iou-wrk-PID, iou-sqp-PID), the kernel's, which shows in
-// /proc/PID/task but cannot be stopped by ptrace.
-const PFIOWorker = 0x10
-
-// Tasks lists the thread ids in /proc/PID/task, sorted, without io_uring's
-// worker threads: the kernel starts new ones when the process needs them.
-func Tasks(pid int) ([]int, error) {
-	p := path(pid, "task")
-	ents, err := os.ReadDir(p)
-	if err != nil {
-		return nil, err
-	}
-	tids := make([]int, 0, len(ents))
-	for _, e := range ents {
-		tid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			return nil, named(p, syntaxErr("task", 0, "entry %q is not a tid", e.Name()))
-		}
-		if st, err := ReadStat(tid); err == nil && st.Flags&PFIOWorker != 0 {
-			continue
-		}
-		tids = append(tids, tid)
-	}
-	slices.Sort(tids)
-	return tids, nil
 }
 
 // Children reads /proc/PID/task/TID/children: the children forked by that

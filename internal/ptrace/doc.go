@@ -15,6 +15,8 @@
 //   - scratch.go: memory mapped inside a task for pointer arguments.
 //   - mem_unsafe.go: tracee memory I/O (process_vm_readv/writev and
 //     /proc/PID/mem).
+//   - sigchld_unsafe.go: no SIGCHLD for tracee stops while a tracer
+//     runs (SA_NOCLDSTOP).
 //   - errors.go: ErrExited, ErrNotTracer.
 //
 // Thread rule: the kernel binds a tracee to the OS thread that attached

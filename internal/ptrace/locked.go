@@ -15,6 +15,7 @@ import (
 // discarding it. If the goroutine lands there, it keeps the main thread
 // locked (idle) while f runs on another thread.
 func RunLocked(f func() error) error {
+	defer quietStops()()
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
