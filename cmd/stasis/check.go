@@ -11,7 +11,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newCheckCmd) }
+func init() { subcommands = append(subcommands, subcommand{"check", newCheckCmd}) }
 
 type checkOptions struct {
 	feature           string

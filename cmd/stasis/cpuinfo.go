@@ -7,7 +7,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newCPUInfoCmd) }
+func init() { subcommands = append(subcommands, subcommand{"cpuinfo", newCPUInfoCmd}) }
 
 // cpuCapNoArg is what pflag sets for --cpu-cap given without "=VALUE"
 // (criu's optional argument: all).

@@ -15,7 +15,7 @@ import (
 // and including the argument check, without running it.
 func parseOnly(t *testing.T, name string, args ...string) error {
 	t.Helper()
-	root := newRoot()
+	root := newRoot(nil)
 	var cmd *cobra.Command
 	for _, c := range root.Commands() {
 		if c.Name() == name {
@@ -101,7 +101,7 @@ func TestCRIUOptionsAccepted(t *testing.T) {
 			}
 		}
 		kind := "refused"
-		root := newRoot()
+		root := newRoot(nil)
 		for _, name := range []string{"dump", "restore", "check"} {
 			c, _, _ := root.Find([]string{name})
 			fl := c.Flags().Lookup(o.name)

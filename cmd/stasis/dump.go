@@ -10,7 +10,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newDumpCmd) }
+func init() { subcommands = append(subcommands, subcommand{"dump", newDumpCmd}) }
 
 func newDumpCmd() *cobra.Command {
 	var o stasis.DumpOptions

@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 )
 
-func init() { subcommands = append(subcommands, newInstallCmd) }
+func init() { subcommands = append(subcommands, subcommand{"install-as-criu", newInstallCmd}) }
 
 // newInstallCmd links stasis as `criu` in a directory of $PATH: runc (1.4
 // has no --criu), podman, containerd and go-criu exec "criu" from $PATH,

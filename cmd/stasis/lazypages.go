@@ -9,7 +9,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newLazyPagesCmd) }
+func init() { subcommands = append(subcommands, subcommand{"lazy-pages", newLazyPagesCmd}) }
 
 // lazyReadyFdFlag is the hidden flag a daemonized lazy-pages is
 // re-executed with: the pipe to say it listens.

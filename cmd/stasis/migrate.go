@@ -12,7 +12,9 @@ import (
 	"github.com/stasis-cr/stasis/internal/migrate"
 )
 
-func init() { subcommands = append(subcommands, newMigrateCmd, newMigrateReceiveCmd) }
+func init() {
+	subcommands = append(subcommands, subcommand{"migrate", newMigrateCmd}, subcommand{"migrate-receive", newMigrateReceiveCmd})
+}
 
 func newMigrateCmd() *cobra.Command {
 	var o stasis.MigrateOptions

@@ -12,7 +12,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newPageServerCmd) }
+func init() { subcommands = append(subcommands, subcommand{"page-server", newPageServerCmd}) }
 
 // listenFdFlag is the hidden flag a daemonized page server is re-executed
 // with: its listening socket, made by the command that was started.

@@ -9,7 +9,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newPreDumpCmd) }
+func init() { subcommands = append(subcommands, subcommand{"pre-dump", newPreDumpCmd}) }
 
 // memFlags are the flags of iterative dumps and page servers, on dump and
 // pre-dump.
@@ -84,7 +84,7 @@ func newPreDumpCmd() *cobra.Command {
 	return cmd
 }
 
-func init() { subcommands = append(subcommands, newDedupCmd) }
+func init() { subcommands = append(subcommands, subcommand{"dedup", newDedupCmd}) }
 
 func newDedupCmd() *cobra.Command {
 	var dir string

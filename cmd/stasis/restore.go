@@ -9,7 +9,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newRestoreCmd) }
+func init() { subcommands = append(subcommands, subcommand{"restore", newRestoreCmd}) }
 
 func newRestoreCmd() *cobra.Command {
 	var o stasis.RestoreOptions

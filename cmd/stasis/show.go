@@ -6,7 +6,7 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newShowCmd) }
+func init() { subcommands = append(subcommands, subcommand{"show", newShowCmd}) }
 
 func newShowCmd() *cobra.Command {
 	var o stasis.ShowOptions

@@ -23,7 +23,7 @@ import (
 // which also checks that show is registered.
 func runShow(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	root := newRoot()
+	root := newRoot(nil)
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)

@@ -12,7 +12,9 @@ import (
 	"github.com/stasis-cr/stasis"
 )
 
-func init() { subcommands = append(subcommands, newSwrkCmd, newServiceCmd) }
+func init() {
+	subcommands = append(subcommands, subcommand{"swrk", newSwrkCmd}, subcommand{"service", newServiceCmd})
+}
 
 func newSwrkCmd() *cobra.Command {
 	return &cobra.Command{

@@ -263,7 +263,7 @@ var kinds = []*kind{
 	{pattern: "autofs-%u.img", magic: "AUTOFS", rest: &autofs.AutofsEntry{}},
 	{pattern: "binfmt-misc.img", magic: "BINFMT_MISC", rest: &binfmt_misc.BinfmtMiscEntry{}},
 	{pattern: "binfmt-misc-%u.img", magic: "BINFMT_MISC", rest: &binfmt_misc.BinfmtMiscEntry{}},
-	{pattern: "mqueue-%u.img", magic: "STASIS_MQUEUE", rest: MqueueEntry.New().Interface()},
+	{pattern: "mqueue-%u.img", magic: "STASIS_MQUEUE", rest: lazyMessage{MqueueEntry.(lazyType)}},
 
 	// Raw images: no header, written by external tools or as-is data.
 	{pattern: "ifaddr-%u.img"},

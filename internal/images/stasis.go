@@ -1,15 +1,18 @@
 package images
 
 import (
+	"sync"
+
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/runtime/protoimpl"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 )
 
 // stasis' own images: what criu has no image for. Their messages are
-// described here (no generated code: the descriptor is built at init) and
+// described here (no generated code: the descriptor is built on first use) and
 // framed as criu's, with a magic of their own that criu and crit do not
 // know, so criu ignores the file (it opens images by name) and `stasis
 // show` decodes it. In proto2 terms:
@@ -27,7 +30,35 @@ import (
 //		required int64 msgsize = 6;
 //		repeated mq_message messages = 7; // in the order they are received
 //	}
-var MqueueEntry, MqMessage = stasisTypes() // initialised before kinds, which uses them
+//
+// The types are built on first use, not at init: protodesc.NewFile pulls in
+// descriptor.proto's reflection (~2 ms of every command's start-up, most
+// of which never meet an mqueue image).
+var MqueueEntry, MqMessage protoreflect.MessageType = lazyType{0}, lazyType{1}
+
+var stasisTypesOnce = sync.OnceValues(stasisTypes)
+
+// lazyType is one of the types stasisTypes builds, built when first asked.
+type lazyType struct{ which int }
+
+func (l lazyType) get() protoreflect.MessageType {
+	e, m := stasisTypesOnce()
+	if l.which == 0 {
+		return e
+	}
+	return m
+}
+
+func (l lazyType) New() protoreflect.Message                  { return l.get().New() }
+func (l lazyType) Zero() protoreflect.Message                 { return l.get().Zero() }
+func (l lazyType) Descriptor() protoreflect.MessageDescriptor { return l.get().Descriptor() }
+
+// lazyMessage stands for an empty message of a lazyType in the kinds
+// table, which only asks for its type (ProtoReflect) when an image of
+// the kind is read or written.
+type lazyMessage struct{ t lazyType }
+
+func (l lazyMessage) ProtoReflect() protoreflect.Message { return l.t.Zero() }
 
 func stasisTypes() (protoreflect.MessageType, protoreflect.MessageType) {
 	req, rep := descriptorpb.FieldDescriptorProto_LABEL_REQUIRED.Enum(), descriptorpb.FieldDescriptorProto_LABEL_REPEATED.Enum()
@@ -61,9 +92,13 @@ func stasisTypes() (protoreflect.MessageType, protoreflect.MessageType) {
 			}},
 		},
 	}
-	f, err := protodesc.NewFile(fd, nil)
+	// Built from its raw form as generated code is, in a registry of its
+	// own: protodesc.NewFile would link protodesc, whose init costs every
+	// command ~2 ms.
+	raw, err := proto.Marshal(fd)
 	if err != nil {
 		panic("images: stasis/mqueue.proto: " + err.Error())
 	}
+	f := protoimpl.DescBuilder{RawDescriptor: raw, FileRegistry: new(protoregistry.Files)}.Build().File
 	return dynamicpb.NewMessageType(f.Messages().ByName("mqueue_entry")), dynamicpb.NewMessageType(f.Messages().ByName("mq_message"))
 }
