@@ -27,7 +27,7 @@ type RestoreFunc func(dir string, args []string) (int, error)
 // restoreFlags are the restore flags a source may ask for: those a
 // migration needs, nothing that runs a program or reads a file of the
 // target's choosing.
-var restoreFlags = []string{"--tcp-established", "--shell-job", "-j", "--tcp-close", "--ext-unix-sk", "--file-locks", "-l", "--link-remap", "--skip-in-flight"}
+var restoreFlags = []string{"--tcp-established", "--lazy-pages", "--shell-job", "-j", "--tcp-close", "--ext-unix-sk", "--file-locks", "-l", "--link-remap", "--skip-in-flight"}
 
 // checkArgs refuses the restore flags outside restoreFlags (and
 // --pidfile, which the target gives itself).
