@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -104,7 +105,7 @@ func postDumpHook(t *testing.T, moved func()) string {
 func TestMigrateTCP(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
-	for _, flags := range [][]string{nil, {"--compress", "--encrypt"}} {
+	for _, flags := range [][]string{nil, {"--compress", "--encrypt"}, {"--lazy-pages"}} {
 		t.Run(strings.Join(append([]string{"plain"}, flags...), ""), func(t *testing.T) {
 			migrateTCP(t, flags)
 		})
@@ -133,13 +134,14 @@ func migrateTCP(t *testing.T, flags []string) {
 	hook := postDumpHook(t, func() { n.moveAddress(t) })
 	args := []string{"migrate", "-t", strconv.Itoa(v.Pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), int(n.b)),
 		"-D", src, "--target-dir", dst, "--pidfile", pidfile, "--action-script", hook, "-v4", "-o", "migrate.log"}
-	if len(flags) > 0 {
+	if slices.Contains(flags, "--encrypt") {
 		key := filepath.Join(t.TempDir(), "key")
 		if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		args = append(append(args, flags...), "--key-file", key)
+		args = append(args, "--key-file", key)
 	}
+	args = append(args, flags...)
 	var r testutil.Result
 	in(t, n.a, func() { r = testutil.Run(t, 60*time.Second, args...) })
 	if r.Code != 0 {
