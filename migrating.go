@@ -1,6 +1,7 @@
 package stasis
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,6 +46,9 @@ type MigrateOptions struct {
 	TargetDir string
 	// TargetStasis: the stasis command on an ssh target ("stasis").
 	TargetStasis string
+	// TargetLog: the target's log (-v4 -o TargetLog, in its images dir),
+	// its restore's in restore.log beside it; none if "".
+	TargetLog string
 	MaxRounds    int  // most pre-copy rounds (0: 8)
 	ShellJob     bool // -j, on both sides
 	// LazyPages (--lazy-pages): the target restores the tree lazily, at
@@ -260,6 +264,11 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 			if err := s.Lock("final"); err != nil {
 				return err
 			}
+			// The target reads the final images while the tree here is
+			// let go of (the scripts, the kill).
+			if err := s.Prepare("final", targs); err != nil {
+				return err
+			}
 			lock, sentAt = time.Since(t), time.Now()
 		}
 		if opts.Notify == nil {
@@ -445,6 +454,9 @@ func connectTarget(opts MigrateOptions) (*target, error) {
 		if opts.PidFile != "" {
 			a = append(a, "--pidfile", opts.PidFile)
 		}
+		if opts.TargetLog != "" {
+			a = append(a, "-v4", "-o", opts.TargetLog)
+		}
 		return a
 	}
 	switch kind {
@@ -580,29 +592,82 @@ func ReceiveMigration(c net.Conn, root string, keyFile, pidFile string, log *slo
 		return fmt.Errorf("migrate-receive: %w", err)
 	}
 	var post postCopy
-	restore := func(dir string, args []string) (int, error) {
-		pf := pidFile
-		if pf == "" {
-			pf = filepath.Join(dir, "restored.pid")
-		}
-		if slices.Contains(args, "--lazy-pages") {
-			if err := post.start(dir, log); err != nil {
-				return 0, err
-			}
-		}
-		a := append([]string{"restore", "-D", dir, "-d", "--pidfile", pf}, args...)
-		out, err := exec.Command("/proc/self/exe", a...).CombinedOutput()
-		if err != nil {
-			post.cancel()
-			return 0, fmt.Errorf("restore: %w: %s", err, strings.TrimSpace(string(out)))
-		}
+	pidOf := func(pf string) (int, error) {
 		b, err := os.ReadFile(pf)
 		if err != nil {
 			return 0, fmt.Errorf("restore: pidfile: %w", err)
 		}
 		return strconv.Atoi(strings.TrimSpace(string(b)))
 	}
-	err := migrate.Receive(c, root, key, lockConns, restore, log)
+	// start starts `stasis restore -D dir -d ARGS` (goes, if set: the
+	// restore waits there once its images are read, migrateGoFdFlag).
+	start := func(dir string, args []string, goes *os.File) (*exec.Cmd, *bytes.Buffer, string, error) {
+		pf := pidFile
+		if pf == "" {
+			pf = filepath.Join(dir, "restored.pid")
+		}
+		if slices.Contains(args, "--lazy-pages") {
+			if err := post.start(dir, log); err != nil {
+				return nil, nil, "", err
+			}
+		}
+		a := append([]string{"restore", "-D", dir, "-d", "--pidfile", pf}, args...)
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			a = append(a, "-v4", "-o", "restore.log")
+		}
+		cmd := exec.Command("/proc/self/exe", a...)
+		if goes != nil {
+			cmd.Args = append(cmd.Args, "--stasis-go-fd", "3")
+			cmd.ExtraFiles = []*os.File{goes}
+		}
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			post.cancel()
+			return nil, nil, "", fmt.Errorf("restore: %w", err)
+		}
+		return cmd, out, pf, nil
+	}
+	wait := func(cmd *exec.Cmd, out *bytes.Buffer, pf string) (int, error) {
+		if err := cmd.Wait(); err != nil {
+			post.cancel()
+			return 0, fmt.Errorf("restore: %w: %s", err, strings.TrimSpace(out.String()))
+		}
+		return pidOf(pf)
+	}
+	restore := func(dir string, args []string) (int, error) {
+		cmd, out, pf, err := start(dir, args, nil)
+		if err != nil {
+			return 0, err
+		}
+		return wait(cmd, out, pf)
+	}
+	// The final restore starts while the source still holds the tree: it
+	// reads its images, then waits for the tree (and its pids) to be gone.
+	prepare := func(dir string, args []string) (func() (int, error), func(), error) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd, out, pf, err := start(dir, args, r)
+		r.Close()
+		if err != nil {
+			w.Close()
+			return nil, nil, err
+		}
+		run := func() (int, error) {
+			_, _ = w.Write([]byte{1}) // a restore that failed already says why
+			w.Close()
+			return wait(cmd, out, pf)
+		}
+		abort := func() {
+			w.Close()
+			_ = cmd.Wait()
+			post.cancel()
+		}
+		return run, abort, nil
+	}
+	err := migrate.Receive(c, root, key, lockConns, restore, prepare, log)
 	// The tree runs here already: what is left is its memory (the source
 	// waits for this end of the stream to close).
 	if perr := post.wait(); perr != nil {

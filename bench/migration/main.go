@@ -40,19 +40,24 @@ func main() {
 	bin := flag.String("stasis", "", "stasis binary (default: built from this checkout)")
 	full := flag.Bool("full", true, "also time a full dump -R of the victim, for comparison")
 	lazy := flag.Bool("lazy", false, "migrate --lazy-pages: the target restores at once, the memory follows")
+	keep := flag.Bool("keep", false, "keep the temporary dir (images, logs)")
 	flag.Parse()
-	if err := run(*mib, *rate, *bin, *full, *lazy, flag.Args()); err != nil {
+	if err := run(*mib, *rate, *bin, *full, *lazy, *keep, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "migration:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mib, rate int, bin string, full, lazy bool, extra []string) error {
+func run(mib, rate int, bin string, full, lazy, keep bool, extra []string) error {
 	env, err := benchenv.Setup("stasis-migration-", bin, "track")
 	if err != nil {
 		return err
 	}
-	defer env.Close()
+	if keep {
+		fmt.Println("kept:", env.Tmp)
+	} else {
+		defer env.Close()
+	}
 	tmp, bin, victim := env.Tmp, env.Bin, env.Victim
 	ns, err := newNetns()
 	if err != nil {
@@ -97,7 +102,7 @@ func run(mib, rate int, bin string, full, lazy bool, extra []string) error {
 	}
 	src, dst := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
 	args := []string{"migrate", "-t", strconv.Itoa(pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), ns.Fd()),
-		"-D", src, "--target-dir", dst, "--shell-job", "-v4", "-o", "migrate.log"}
+		"-D", src, "--target-dir", dst, "--shell-job", "-v4", "-o", "migrate.log", "--target-log", "migrate-receive.log"}
 	if lazy {
 		args = append(args, "--lazy-pages")
 	}

@@ -73,6 +73,7 @@ func newMigrateCmd() *cobra.Command {
 	f.StringVarP(&o.ImagesDir, "images-dir", "D", "", "the source's images, a dir per round (default: a temporary dir, removed after)")
 	f.StringVar(&o.TargetDir, "target-dir", "", "the target's images dir (migrate-receive -D)")
 	f.StringVar(&o.TargetStasis, "target-stasis", "stasis", "the stasis command on an ssh target")
+	f.StringVar(&o.TargetLog, "target-log", "", "the target logs (-v4) to FILE in its images dir, its restore to restore.log beside it")
 	f.IntVar(&o.MaxRounds, "max-rounds", 8, "most pre-copy rounds")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell (dump and restore)")
 	f.BoolVar(&o.LazyPages, "lazy-pages", false, "the target restores at once and fills the memory while the tree runs (post-copy)")
@@ -142,4 +143,22 @@ func newMigrateReceiveCmd() *cobra.Command {
 	registerTLSFlags(f, &tlsOpts)
 	lf.register(f)
 	return cmd
+}
+
+// migrateGoFdFlag is the hidden restore flag of a migration's target: the
+// restore reads its images, then waits for a byte on this fd (the source's
+// tree is gone) before it makes the first task; EOF: the migration gave
+// up.
+const migrateGoFdFlag = "stasis-go-fd"
+
+func migrateGo(fd int) func() error {
+	return func() error {
+		f := os.NewFile(uintptr(fd), "go")
+		defer f.Close()
+		var b [1]byte
+		if n, _ := f.Read(b[:]); n != 1 {
+			return errorf("restore: the migration gave up before the restore could go on")
+		}
+		return nil
+	}
 }
