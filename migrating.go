@@ -49,8 +49,8 @@ type MigrateOptions struct {
 	// TargetLog: the target's log (-v4 -o TargetLog, in its images dir),
 	// its restore's in restore.log beside it; none if "".
 	TargetLog string
-	MaxRounds    int  // most pre-copy rounds (0: 8)
-	ShellJob     bool // -j, on both sides
+	MaxRounds int  // most pre-copy rounds (0: 8)
+	ShellJob  bool // -j, on both sides
 	// LazyPages (--lazy-pages): the target restores the tree lazily, at
 	// once, and a lazy-pages daemon there fills its private memory from
 	// the images of every round while it runs (post-copy of what the
