@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -67,6 +68,25 @@ func (s *streamer) finish(t *testing.T) {
 	}
 	if s.tc.rx != s.rxAll {
 		t.Fatalf("client got %d bytes then EOF, want %d", s.tc.rx, s.rxAll)
+	}
+	// Written is not received: wait until the server's end has acked
+	// every byte (the server reads what is queued at SIGTERM).
+	rc, err := s.tc.c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var outq int
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { outq, ierr = unix.IoctlGetInt(int(fd), unix.TIOCOUTQ) }); err != nil || ierr != nil {
+			t.Fatalf("client send queue: %v %v", err, ierr)
+		}
+		if outq == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client: %d bytes sent but never acked by the server", outq)
+		}
 	}
 }
 
