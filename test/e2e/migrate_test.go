@@ -192,3 +192,65 @@ func migrateTCP(t *testing.T, flags []string) {
 	s.finish(t)
 	v.TermAndCheck(t)
 }
+
+// TestMigrateRollback: the restore on the target fails after the final
+// dump killed the tree (its listening address was not moved there: no
+// post-dump script), so migrate restores it here again from the final
+// images, as it was; its client streams on without losing a byte, and
+// no lock is left on either host.
+func TestMigrateRollback(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	for _, flags := range [][]string{nil, {"--lazy-pages"}} {
+		t.Run(strings.Join(append([]string{"plain"}, flags...), ""), func(t *testing.T) {
+			migrateRollback(t, flags)
+		})
+	}
+}
+
+func migrateRollback(t *testing.T, flags []string) {
+	n := newMoveNet(t)
+	port := 20000 + time.Now().Nanosecond()%20000
+	const rxAll, txAll = 1 << 20, 4 << 20
+	var v *testutil.Victim
+	in(t, n.a, func() {
+		v = testutil.StartVictim(t, "tcpsrv", moveServer, strconv.Itoa(port), strconv.Itoa(rxAll), strconv.Itoa(txAll),
+			strconv.Itoa(rxAll), "0")
+		v.WaitReady(t)
+	})
+	var tc *tcpClient
+	in(t, n.c, func() { tc = dialTCPServer(t, moveServer, port) })
+	tc.total = rxAll
+	s := &streamer{tc: tc, rxAll: txAll}
+	s.start()
+	time.Sleep(100 * time.Millisecond)
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "target")
+	args := append([]string{"migrate", "-t", strconv.Itoa(v.Pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), int(n.b)),
+		"-D", src, "--target-dir", dst, "-v4", "-o", "migrate.log"}, flags...)
+	var r testutil.Result
+	in(t, n.a, func() { r = testutil.Run(t, 60*time.Second, args...) })
+	if r.Code == 0 || !strings.Contains(r.Stderr, "restored here again") {
+		b, _ := os.ReadFile(filepath.Join(src, "migrate.log"))
+		t.Fatalf("migrate to a host without the address: want a failure and the tree restored here\n%s\nlog:\n%s", r, tail(string(b), 3000))
+	}
+	t.Logf("stasis migrate failed as it should:\n%s", r.Stderr)
+	if code := v.Wait(t, 10*time.Second); code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("pid %d ended with %d at the final dump, want SIGKILL", v.Pid, code)
+	}
+	v.Adopt(t)
+	if ns, err := netns.GetFromPid(v.Pid); err != nil || !ns.Equal(n.a) {
+		t.Fatalf("pid %d, restored again, is not in host A's network namespace (%v)", v.Pid, err)
+	} else {
+		ns.Close()
+	}
+	for _, h := range []netns.NsHandle{n.a, n.b} {
+		if l := locksIn(t, h, v.Pid); len(l) != 0 {
+			t.Errorf("locks left after the failed migration: %v", l)
+		}
+	}
+	if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+		t.Errorf("the target kept what it got of a failed migration: %v", ents)
+	}
+	s.finish(t)
+	v.TermAndCheck(t)
+}
