@@ -102,7 +102,10 @@ func run(mib, rate int, bin string, full, lazy, keep bool, extra []string) error
 	}
 	src, dst := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
 	args := []string{"migrate", "-t", strconv.Itoa(pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), ns.Fd()),
-		"-D", src, "--target-dir", dst, "--shell-job", "-v4", "-o", "migrate.log", "--target-log", "migrate-receive.log"}
+		"-D", src, "--target-dir", dst, "--shell-job", "-v4", "-o", "migrate.log"}
+	if keep {
+		args = append(args, "--target-log", "migrate-receive.log")
+	}
 	if lazy {
 		args = append(args, "--lazy-pages")
 	}
