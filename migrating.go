@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -230,7 +231,16 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 			perPage = cp / time.Duration(r.Pages)
 		}
 		if converged(last, r, perPage) {
-			break
+			// The final dump must not wait, frozen, for earlier rounds
+			// still on their way (the first, whole memory, round takes
+			// longest): one more round covers what was written while
+			// they went.
+			if !q.busy() || n == opts.MaxRounds {
+				break
+			}
+			if err := q.sync(); err != nil {
+				return fail(err)
+			}
 		}
 		last = r
 	}
@@ -356,29 +366,42 @@ func converged(last, r *MigrateRound, perPage time.Duration) bool {
 // sendQueue sends the rounds' images dirs to the target in order, one
 // at a time, on a goroutine of its own.
 type sendQueue struct {
-	s    *migrate.Sender
-	work chan func() error
-	done chan error
-	err  error
+	s       *migrate.Sender
+	work    chan func() error
+	done    chan error
+	pending sync.WaitGroup
+	mu      sync.Mutex
+	err     error // the first failure
 }
 
 func newSendQueue(s *migrate.Sender) *sendQueue {
 	q := &sendQueue{s: s, work: make(chan func() error, 64), done: make(chan error, 1)}
 	go func() {
-		var first error
 		for f := range q.work {
-			if first == nil {
-				first = f()
+			if q.failed() == nil {
+				if err := f(); err != nil {
+					q.mu.Lock()
+					q.err = err
+					q.mu.Unlock()
+				}
 			}
+			q.pending.Done()
 		}
-		q.done <- first
+		q.done <- q.failed()
 	}()
 	return q
+}
+
+func (q *sendQueue) failed() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
 }
 
 // send queues dir, to be stored as name on the target; r gets the
 // transfer's figures and is passed to report once sent.
 func (q *sendQueue) send(dir, name string, r *MigrateRound, report func(*MigrateRound)) {
+	q.pending.Add(1)
 	q.work <- func() error {
 		t := time.Now()
 		before := q.s.Sent
@@ -391,15 +414,33 @@ func (q *sendQueue) send(dir, name string, r *MigrateRound, report func(*Migrate
 	}
 }
 
-// wait returns once every queued dir is stored on the target (the
-// first error if one was not); the queue takes no more.
+// busy reports whether a dir is still being sent.
+func (q *sendQueue) busy() bool {
+	idle := make(chan struct{})
+	go func() { q.pending.Wait(); close(idle) }()
+	select {
+	case <-idle:
+		return false
+	case <-time.After(time.Millisecond):
+		return true
+	}
+}
+
+// sync waits until every queued dir is stored on the target (the first
+// error if one was not).
+func (q *sendQueue) sync() error {
+	q.pending.Wait()
+	return q.failed()
+}
+
+// wait is sync, after which the queue takes no more.
 func (q *sendQueue) wait() error {
 	if q.work != nil {
 		close(q.work)
 		q.work = nil
-		q.err = <-q.done
+		<-q.done
 	}
-	return q.err
+	return q.failed()
 }
 
 func roundOf(dir string, wall time.Duration) MigrateRound {
