@@ -697,6 +697,7 @@ func ReceiveMigration(c net.Conn, root string, keyFile, pidFile string, log *slo
 			return nil, nil, err
 		}
 		run := func() (int, error) {
+			waitReaped(dir, 2*time.Second)
 			_, _ = w.Write([]byte{1}) // a restore that failed already says why
 			w.Close()
 			return wait(cmd, out, pf)
@@ -768,6 +769,32 @@ func (p *postCopy) wait() error {
 	<-p.done
 	p.stop()
 	return p.err
+}
+
+// waitReaped waits, up to limit, while a pid of the images at dir is a
+// zombie: on one machine, the tree the source has just killed, which its
+// parent reaps at once (the restore refuses a pid still held); a live
+// process holding one is not waited for (the restore says so).
+func waitReaped(dir string, limit time.Duration) {
+	d, err := images.Open(dir)
+	if err != nil {
+		return
+	}
+	ps, err := images.ReadAll(d, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for _, e := range ps {
+		for time.Now().Before(deadline) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.GetPid()))
+			i := strings.LastIndexByte(string(b), ')')
+			if err != nil || i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X') {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // lockConns makes the persistent network lock of the images at dir here,
