@@ -1,6 +1,7 @@
 package stasis
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"sync"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/fdinfo"
@@ -46,8 +48,17 @@ type MigrateOptions struct {
 	TargetDir string
 	// TargetStasis: the stasis command on an ssh target ("stasis").
 	TargetStasis string
-	MaxRounds    int  // most pre-copy rounds (0: 8)
-	ShellJob     bool // -j, on both sides
+	// TargetLog: the target's log (-v4 -o TargetLog, in its images dir),
+	// its restore's in restore.log beside it; none if "".
+	TargetLog string
+	MaxRounds int  // most pre-copy rounds (0: 8)
+	ShellJob  bool // -j, on both sides
+	// LazyPages (--lazy-pages): the target restores the tree lazily, at
+	// once, and a lazy-pages daemon there fills its private memory from
+	// the images of every round while it runs (post-copy of what the
+	// pre-copy rounds sent): the downtime no longer grows with the
+	// memory.
+	LazyPages bool
 	// PidFile: the target's restore writes the restored root's pid there.
 	PidFile string
 	// Seal: --compress, --encrypt (the stream; the target gets the key
@@ -78,12 +89,21 @@ type MigrateStats struct {
 	Pid    int // the restored root on the target
 	Rounds []MigrateRound
 	Final  MigrateRound
-	// Downtime: from the final freeze to the tree running on the target
-	// (the final dump's frozen time, the final images' transfer, the
-	// restore).
-	Downtime, Restore, Total time.Duration
+	// Downtime: from the final freeze to the tree running on the target.
+	// Its parts: the final dump until its images are complete
+	// (Final.Frozen), their transfer (Final.Send), the lock of their
+	// connections on the target (Lock), the post-dump action scripts
+	// (Hook), the kill of the tree here (Kill), the restore there
+	// (Restore, as the target measured it); Other is what is left (the
+	// round trips, starting the restore).
+	Downtime, Lock, Hook, Kill, Restore, Other time.Duration
+	// PostCopy (--lazy-pages): from the tree running on the target until
+	// its memory is all there; Total: the whole migration.
+	PostCopy, Total time.Duration
 	// Sent is the image bytes sent, Wire what went on the stream (sealed).
 	Sent, Wire int64
+
+	restored time.Time // the target answered the restore
 }
 
 func (o MigrateOptions) log() *slog.Logger {
@@ -153,7 +173,14 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateStats, error) {
 		st.Wire = st.Sent
 	}
 	conn.Close()
-	if werr := tg.wait(); werr != nil && err == nil {
+	werr := tg.wait()
+	if st.Pid > 0 && opts.LazyPages {
+		// The target ends once its lazy-pages daemon has every page in.
+		st.PostCopy = time.Since(st.restored)
+		if werr != nil && err == nil {
+			err = fmt.Errorf("post-copy on the target (the tree runs there, its memory is incomplete): %w", werr)
+		}
+	} else if werr != nil && err == nil {
 		opts.log().Warn("migration target ended badly", "err", werr)
 	}
 	st.Total = time.Since(start)
@@ -169,8 +196,20 @@ func Migrate(ctx context.Context, opts MigrateOptions) (*MigrateStats, error) {
 func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migrate.Sender) (*MigrateStats, error) {
 	st := &MigrateStats{}
 	log := opts.log()
+	// Each round's images go to the target while the next round runs:
+	// a round is not made longer (and the next dirty set bigger) by the
+	// transfer of the one before.
+	q := newSendQueue(s)
+	fail := func(err error) (*MigrateStats, error) {
+		q.wait()
+		s.End(false)
+		return st, err
+	}
 	prev := ""
-	last := uint64(1 << 62)
+	var last *MigrateRound
+	var perPage time.Duration // the cheapest copy of a page seen
+	// Room for every round: the queue fills them in while rounds go on.
+	st.Rounds = make([]MigrateRound, 0, opts.MaxRounds)
 	for n := 1; n <= opts.MaxRounds; n++ {
 		name := strconv.Itoa(n)
 		dir := filepath.Join(root, name)
@@ -180,72 +219,97 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 		}
 		t0 := time.Now()
 		if err := PreDumpContext(ctx, d); err != nil {
-			s.End(false)
-			return st, fmt.Errorf("pre-copy round %d: %w", n, err)
+			return fail(fmt.Errorf("pre-copy round %d: %w", n, err))
 		}
-		r := roundOf(dir, time.Since(t0))
-		t1 := time.Now()
-		before := s.Sent
-		if err := s.SendDir(dir, name); err != nil {
-			s.End(false)
-			return st, fmt.Errorf("pre-copy round %d: %w", n, err)
-		}
-		r.Send, r.Bytes = time.Since(t1), s.Sent-before
-		st.Rounds = append(st.Rounds, r)
-		opts.progress("pre-copy round %d: %d pages, frozen %v, dump %v, sent %.1f MiB in %v", n, r.Pages, r.Frozen.Round(time.Microsecond),
-			r.Wall.Round(time.Millisecond), float64(r.Bytes)/(1<<20), r.Send.Round(time.Millisecond))
+		st.Rounds = append(st.Rounds, roundOf(dir, time.Since(t0)))
+		r := &st.Rounds[len(st.Rounds)-1]
+		q.send(dir, name, r, func(r *MigrateRound) {
+			opts.progress("pre-copy round %d: %d pages, frozen %v, dump %v, sent %.1f MiB in %v", n, r.Pages, r.Frozen.Round(time.Microsecond),
+				r.Wall.Round(time.Millisecond), float64(r.Bytes)/(1<<20), r.Send.Round(time.Millisecond))
+		})
 		prev = name
-		// Another round is worth it while it sends clearly less than the
-		// one before: a tree writing faster than the link never converges.
-		if r.Pages >= last*9/10 || r.Pages < 64 {
-			break
+		if cp := r.Wall - r.Frozen; r.Pages > 0 && cp > 0 && (perPage == 0 || cp/time.Duration(r.Pages) < perPage) {
+			perPage = cp / time.Duration(r.Pages)
 		}
-		last = r.Pages
+		if converged(last, r, perPage) {
+			// The final dump must not wait, frozen, for earlier rounds
+			// still on their way (the first, whole memory, round takes
+			// longest): one more round covers what was written while
+			// they went.
+			if !q.busy() || n == opts.MaxRounds {
+				break
+			}
+			if err := q.sync(); err != nil {
+				return fail(err)
+			}
+		}
+		last = r
 	}
 	dir := filepath.Join(root, "final")
 	args := []string{"--tcp-established"}
 	if opts.ShellJob {
 		args = append(args, "--shell-job")
 	}
+	targs := args
+	if opts.LazyPages {
+		targs = append(slices.Clone(args), "--lazy-pages")
+	}
 	// At post-dump the images are complete and the tree still frozen:
 	// they go to the target, which locks their connections, before the
 	// user's post-dump (which moves the address) and the kill.
-	var sentAt time.Time
+	var postDump, sentAt time.Time
+	var send, lock, hook time.Duration
+	var bytes int64
 	notify := func(point string, pid int) error {
 		if point == "post-dump" {
-			t := time.Now()
+			postDump = time.Now()
+			if err := q.wait(); err != nil {
+				return err
+			}
 			before := s.Sent
 			if err := s.SendDir(dir, "final"); err != nil {
 				return err
 			}
+			send, bytes = time.Since(postDump), s.Sent-before
+			t := time.Now()
 			if err := s.Lock("final"); err != nil {
 				return err
 			}
-			st.Final.Send, st.Final.Bytes, sentAt = time.Since(t), s.Sent-before, time.Now()
+			// The target reads the final images while the tree here is
+			// let go of (the scripts, the kill).
+			if err := s.Prepare("final", targs); err != nil {
+				return err
+			}
+			lock, sentAt = time.Since(t), time.Now()
 		}
-		if opts.Notify != nil {
-			return opts.Notify(point, pid)
+		if opts.Notify == nil {
+			return nil
 		}
-		return nil
+		t := time.Now()
+		err := opts.Notify(point, pid)
+		if point == "post-dump" {
+			hook = time.Since(t)
+		}
+		return err
 	}
 	d := DumpOptions{Pid: opts.Pid, ImagesDir: dir, ShellJob: opts.ShellJob, Log: log, Notify: notify,
 		Mem: MemDumpOptions{TrackMem: true, PrevImagesDir: "../" + prev}}
 	d.Files.TCPEstablished = true
 	t0 := time.Now()
 	if err := DumpContext(ctx, d); err != nil {
-		s.End(false)
-		return st, fmt.Errorf("final dump: %w", err)
+		return fail(fmt.Errorf("final dump: %w", err))
 	}
 	// The tree is gone here: from now on a failure restores it here.
 	dumped := time.Now()
-	send, bytes := st.Final.Send, st.Final.Bytes
 	st.Final = roundOf(dir, dumped.Sub(t0))
-	st.Final.Send, st.Final.Bytes = send, bytes
+	st.Final.Send, st.Final.Bytes, st.Lock, st.Hook = send, bytes, lock, hook
 	var err error
 	if sentAt.IsZero() {
 		err = fmt.Errorf("final dump: no post-dump point: the images were not sent")
 	} else {
-		st.Pid, st.Restore, err = s.Restore("final", args)
+		st.Kill = dumped.Sub(postDump) - send - lock - hook
+		st.Pid, st.Restore, err = s.Restore("final", targs)
+		st.restored = time.Now()
 	}
 	if err != nil {
 		s.End(false)
@@ -254,7 +318,10 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 		}
 		return st, fmt.Errorf("%w (the tree was restored here again from %s)", err, dir)
 	}
-	st.Downtime = st.Final.Frozen + time.Since(dumped)
+	// From the freeze (the images were complete Final.Frozen after it) to
+	// the target's answer.
+	st.Downtime = st.restored.Sub(postDump) + st.Final.Frozen
+	st.Other = st.Downtime - st.Final.Frozen - send - lock - hook - st.Kill - st.Restore
 	if err := s.End(true); err != nil {
 		log.Warn("migration: end of the stream", "err", err)
 	}
@@ -269,6 +336,112 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 		}
 	}
 	return st, nil
+}
+
+// Pre-copy rounds converge when each is shorter than the one before: the
+// pages written during a round are the next round's. They stop once the
+// final dump would copy about as many pages as the last round within
+// finalCopyBudget (at the cheapest copy rate of a round, the first's
+// usually: its fixed costs are spread over the whole memory), when they
+// no longer shrink by a tenth (a tree writing faster than the copy never
+// converges), or at MaxRounds.
+const (
+	finalCopyBudget = 10 * time.Millisecond
+	fewPages        = 64
+)
+
+// converged reports whether the rounds may stop after r (last: the round
+// before it, nil for the first), a page being copied in perPage.
+func converged(last, r *MigrateRound, perPage time.Duration) bool {
+	switch {
+	case r.Pages < fewPages:
+		return true
+	case last == nil:
+		return false
+	case perPage*time.Duration(r.Pages) <= finalCopyBudget:
+		return true
+	}
+	return r.Pages >= last.Pages*9/10
+}
+
+// sendQueue sends the rounds' images dirs to the target in order, one
+// at a time, on a goroutine of its own.
+type sendQueue struct {
+	s       *migrate.Sender
+	work    chan func() error
+	done    chan error
+	pending sync.WaitGroup
+	mu      sync.Mutex
+	err     error // the first failure
+}
+
+func newSendQueue(s *migrate.Sender) *sendQueue {
+	q := &sendQueue{s: s, work: make(chan func() error, 64), done: make(chan error, 1)}
+	go func() {
+		for f := range q.work {
+			if q.failed() == nil {
+				if err := f(); err != nil {
+					q.mu.Lock()
+					q.err = err
+					q.mu.Unlock()
+				}
+			}
+			q.pending.Done()
+		}
+		q.done <- q.failed()
+	}()
+	return q
+}
+
+func (q *sendQueue) failed() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.err
+}
+
+// send queues dir, to be stored as name on the target; r gets the
+// transfer's figures and is passed to report once sent.
+func (q *sendQueue) send(dir, name string, r *MigrateRound, report func(*MigrateRound)) {
+	q.pending.Add(1)
+	q.work <- func() error {
+		t := time.Now()
+		before := q.s.Sent
+		if err := q.s.SendDir(dir, name); err != nil {
+			return fmt.Errorf("pre-copy round %s: %w", name, err)
+		}
+		r.Send, r.Bytes = time.Since(t), q.s.Sent-before
+		report(r)
+		return nil
+	}
+}
+
+// busy reports whether a dir is still being sent.
+func (q *sendQueue) busy() bool {
+	idle := make(chan struct{})
+	go func() { q.pending.Wait(); close(idle) }()
+	select {
+	case <-idle:
+		return false
+	case <-time.After(time.Millisecond):
+		return true
+	}
+}
+
+// sync waits until every queued dir is stored on the target (the first
+// error if one was not).
+func (q *sendQueue) sync() error {
+	q.pending.Wait()
+	return q.failed()
+}
+
+// wait is sync, after which the queue takes no more.
+func (q *sendQueue) wait() error {
+	if q.work != nil {
+		close(q.work)
+		q.work = nil
+		<-q.done
+	}
+	return q.failed()
 }
 
 func roundOf(dir string, wall time.Duration) MigrateRound {
@@ -322,6 +495,9 @@ func connectTarget(opts MigrateOptions) (*target, error) {
 		}
 		if opts.PidFile != "" {
 			a = append(a, "--pidfile", opts.PidFile)
+		}
+		if opts.TargetLog != "" {
+			a = append(a, "-v4", "-o", opts.TargetLog)
 		}
 		return a
 	}
@@ -459,26 +635,169 @@ func ReceiveMigration(c net.Conn, root string, keyFile, pidFile string, log *slo
 	if err := os.MkdirAll(root, 0o700); err != nil {
 		return fmt.Errorf("migrate-receive: %w", err)
 	}
-	restore := func(dir string, args []string) (int, error) {
-		pf := pidFile
-		if pf == "" {
-			pf = filepath.Join(dir, "restored.pid")
-		}
-		a := append([]string{"restore", "-D", dir, "-d", "--pidfile", pf}, args...)
-		out, err := exec.Command("/proc/self/exe", a...).CombinedOutput()
-		if err != nil {
-			return 0, fmt.Errorf("restore: %w: %s", err, strings.TrimSpace(string(out)))
-		}
+	var post postCopy
+	pidOf := func(pf string) (int, error) {
 		b, err := os.ReadFile(pf)
 		if err != nil {
 			return 0, fmt.Errorf("restore: pidfile: %w", err)
 		}
 		return strconv.Atoi(strings.TrimSpace(string(b)))
 	}
-	if err := migrate.Receive(c, root, key, lockConns, restore, log); err != nil {
+	// start starts `stasis restore -D dir -d ARGS` (goes, if set: the
+	// restore waits there once its images are read, migrateGoFdFlag).
+	start := func(dir string, args []string, goes *os.File) (*exec.Cmd, *bytes.Buffer, string, error) {
+		pf := pidFile
+		if pf == "" {
+			pf = filepath.Join(dir, "restored.pid")
+		}
+		if slices.Contains(args, "--lazy-pages") {
+			if err := post.start(dir, log); err != nil {
+				return nil, nil, "", err
+			}
+		}
+		a := append([]string{"restore", "-D", dir, "-d", "--pidfile", pf}, args...)
+		if log.Enabled(context.Background(), slog.LevelDebug) {
+			a = append(a, "-v4", "-o", "restore.log")
+		}
+		cmd := exec.Command("/proc/self/exe", a...)
+		if goes != nil {
+			cmd.Args = append(cmd.Args, "--stasis-go-fd", "3")
+			cmd.ExtraFiles = []*os.File{goes}
+		}
+		out := &bytes.Buffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			post.cancel()
+			return nil, nil, "", fmt.Errorf("restore: %w", err)
+		}
+		return cmd, out, pf, nil
+	}
+	wait := func(cmd *exec.Cmd, out *bytes.Buffer, pf string) (int, error) {
+		if err := cmd.Wait(); err != nil {
+			post.cancel()
+			return 0, fmt.Errorf("restore: %w: %s", err, strings.TrimSpace(out.String()))
+		}
+		return pidOf(pf)
+	}
+	restore := func(dir string, args []string) (int, error) {
+		cmd, out, pf, err := start(dir, args, nil)
+		if err != nil {
+			return 0, err
+		}
+		return wait(cmd, out, pf)
+	}
+	// The final restore starts while the source still holds the tree: it
+	// reads its images, then waits for the tree (and its pids) to be gone.
+	prepare := func(dir string, args []string) (func() (int, error), func(), error) {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd, out, pf, err := start(dir, args, r)
+		r.Close()
+		if err != nil {
+			w.Close()
+			return nil, nil, err
+		}
+		run := func() (int, error) {
+			waitReaped(dir, 2*time.Second)
+			_, _ = w.Write([]byte{1}) // a restore that failed already says why
+			w.Close()
+			return wait(cmd, out, pf)
+		}
+		abort := func() {
+			w.Close()
+			_ = cmd.Wait()
+			post.cancel()
+		}
+		return run, abort, nil
+	}
+	err := migrate.Receive(c, root, key, lockConns, restore, prepare, log)
+	// The tree runs here already: what is left is its memory (the source
+	// waits for this end of the stream to close).
+	if perr := post.wait(); perr != nil {
+		err = errors.Join(err, perr)
+	}
+	if err != nil {
 		return fmt.Errorf("migrate-receive: %w", err)
 	}
 	return nil
+}
+
+// postCopy is the lazy-pages daemon of a migration's lazy restore
+// (migrate --lazy-pages), run in the receiver: it fills the restored
+// tree's memory from the images of every round while the tree runs.
+type postCopy struct {
+	done chan struct{}
+	stop context.CancelFunc
+	err  error
+}
+
+// start starts the daemon for the images at dir and returns once it
+// listens.
+func (p *postCopy) start(dir string, log *slog.Logger) error {
+	ctx, stop := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	p.done, p.stop = make(chan struct{}), stop
+	go func() {
+		defer close(p.done)
+		t0 := time.Now()
+		st, err := LazyPages(ctx, LazyPagesOptions{ImagesDir: dir, Log: log, Ready: func() error { close(ready); return nil }})
+		if err != nil {
+			p.err = fmt.Errorf("post-copy: %w", err)
+			return
+		}
+		log.Info("post-copy done", "pages", st.Pages, "faults", st.Faults, "background", st.Background, "took", time.Since(t0))
+	}()
+	select {
+	case <-ready:
+		return nil
+	case <-p.done:
+		return p.err
+	}
+}
+
+// cancel stops a daemon whose restore failed.
+func (p *postCopy) cancel() {
+	if p.stop != nil {
+		p.stop()
+	}
+}
+
+// wait waits for the daemon, if one was started.
+func (p *postCopy) wait() error {
+	if p.done == nil {
+		return nil
+	}
+	<-p.done
+	p.stop()
+	return p.err
+}
+
+// waitReaped waits, up to limit, while a pid of the images at dir is a
+// zombie: on one machine, the tree the source has just killed, which its
+// parent reaps at once (the restore refuses a pid still held); a live
+// process holding one is not waited for (the restore says so).
+func waitReaped(dir string, limit time.Duration) {
+	d, err := images.Open(dir)
+	if err != nil {
+		return
+	}
+	ps, err := images.ReadAll(d, "pstree.img", func() *pstree.PstreeEntry { return &pstree.PstreeEntry{} })
+	if err != nil {
+		return
+	}
+	deadline := time.Now().Add(limit)
+	for _, e := range ps {
+		for time.Now().Before(deadline) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", e.GetPid()))
+			i := strings.LastIndexByte(string(b), ')')
+			if err != nil || i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X') {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 }
 
 // lockConns makes the persistent network lock of the images at dir here,

@@ -170,6 +170,10 @@ type RestoreOptions struct {
 	LazyPages bool
 	// KeyFile (--key-file): decrypts images sealed with --encrypt.
 	KeyFile string
+	// Prepared, if set, is called once the images are read and checked,
+	// before the first task is made (stasis migrate's target waits there
+	// for the source's tree to be gone); an error fails the restore.
+	Prepared func() error
 }
 
 // Restored is a restored process tree, running on its own.
@@ -357,6 +361,7 @@ func RestoreContext(ctx context.Context, opts RestoreOptions) (*Restored, error)
 		Unprivileged: !priv.Full(), Notify: opts.Notify, Cgroups: cgroupRestore(opts.Cgroups, priv.Full(), opts.Log), Mounts: opts.Mounts,
 		CPUCap:    opts.CPUCap,
 		LazyPages: opts.LazyPages,
+		Prepared:  opts.Prepared,
 	})
 	return r, priv.Explain("restore", 0, err)
 }

@@ -1,24 +1,27 @@
-// Command migration measures iterative migration of a process that keeps
-// writing its memory (issue 16): pre-copy rounds (stasis pre-dump, each
-// with --prev-images-dir of the one before) until the pages saved stop
-// shrinking, then the final dump --track-mem, whose freeze is the
-// downtime; beside it a full dump of the same process, and the restore.
+// Command migration measures `stasis migrate` of a process that keeps
+// writing its memory (issue 16): pre-copy rounds while it runs, the final
+// dump, the transfer and the restore in another network namespace (the
+// "target host"); it prints what migrate prints (each round, the downtime
+// and its parts), a full dump of the same process beside it, and checks
+// the restored process.
 //
-//	go run ./bench/migration [-mib 1024] [-rate 100] [-stasis PATH]
+//	go run ./bench/migration [-mib 1024] [-rate 100] [-stasis PATH] [-lazy] [-- MIGRATE FLAGS]
 //
 // -rate is the share of its pages the victim rewrites per second, in
-// thousandths (100: 10%/s). The victim is test/victims/track.c, built with
-// gcc into a temporary dir; bench is a child subreaper and kills what it
-// started (the victim, its restored self) by pid.
+// thousandths (100: 10%/s). -lazy is migrate --lazy-pages (the target
+// runs the process before its memory is in). The victim is
+// test/victims/track.c, built with gcc into a temporary dir; bench is a
+// child subreaper and kills what it started (the victim, its restored
+// self) by pid.
 package main
 
 import (
 	"flag"
 	"fmt"
-	"github.com/stasis-cr/stasis/bench/benchenv"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +30,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/stats"
 	"golang.org/x/sys/unix"
 
+	"github.com/stasis-cr/stasis/bench/benchenv"
 	"github.com/stasis-cr/stasis/internal/images"
 )
 
@@ -34,21 +38,32 @@ func main() {
 	mib := flag.Int("mib", 1024, "victim memory, MiB")
 	rate := flag.Int("rate", 100, "pages rewritten per second, in thousandths of all")
 	bin := flag.String("stasis", "", "stasis binary (default: built from this checkout)")
-	rounds := flag.Int("rounds", 6, "most pre-copy rounds")
+	full := flag.Bool("full", true, "also time a full dump -R of the victim, for comparison")
+	lazy := flag.Bool("lazy", false, "migrate --lazy-pages: the target restores at once, the memory follows")
+	keep := flag.Bool("keep", false, "keep the temporary dir (images, logs)")
 	flag.Parse()
-	if err := run(*mib, *rate, *bin, *rounds); err != nil {
+	if err := run(*mib, *rate, *bin, *full, *lazy, *keep, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "migration:", err)
 		os.Exit(1)
 	}
 }
 
-func run(mib, rate int, bin string, rounds int) error {
+func run(mib, rate int, bin string, full, lazy, keep bool, extra []string) error {
 	env, err := benchenv.Setup("stasis-migration-", bin, "track")
 	if err != nil {
 		return err
 	}
-	defer env.Close()
+	if keep {
+		fmt.Println("kept:", env.Tmp)
+	} else {
+		defer env.Close()
+	}
 	tmp, bin, victim := env.Tmp, env.Bin, env.Victim
+	ns, err := newNetns()
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
 	ready := filepath.Join(tmp, "ready")
 	v := exec.Command(victim, ready, strconv.Itoa(mib), strconv.Itoa(rate))
 	v.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -63,74 +78,54 @@ func run(mib, rate int, bin string, rounds int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	fmt.Printf("victim: %d MiB, rewriting %.1f%% of its pages per second\n\n", mib, float64(rate)/10)
-	stasis := func(args ...string) (time.Duration, error) {
+	// Let it write for a while: the first round then meets a steady rate.
+	time.Sleep(time.Second)
+	fmt.Printf("victim: %d MiB, rewriting %.1f%% of its pages per second; load %s\n\n", mib, float64(rate)/10, loadavg())
+	stasis := func(args ...string) (string, time.Duration, error) {
 		start := time.Now()
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err != nil {
-			return 0, fmt.Errorf("stasis %s: %v\n%s", strings.Join(args, " "), err, out)
+			return "", 0, fmt.Errorf("stasis %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
-		return time.Since(start), nil
+		return string(out), time.Since(start), nil
 	}
-	// A full dump first (-R), for the comparison.
-	full := filepath.Join(tmp, "full")
-	took, err := stasis("dump", "-t", strconv.Itoa(pid), "-D", full, "-R", "--shell-job")
-	if err != nil {
-		return err
-	}
-	fst, _ := readStats(full)
-	fmt.Printf("%-22s %10s %10s %12s %10s\n", "step", "wall", "frozen", "pages saved", "MiB sent")
-	line := func(name string, wall time.Duration, st *stats.DumpStatsEntry, dir string) {
-		fmt.Printf("%-22s %10v %10v %12d %10.1f\n", name, wall.Round(time.Millisecond),
-			(time.Duration(st.GetFrozenTime()) * time.Microsecond).Round(time.Microsecond), st.GetPagesWritten(), float64(pagesBytes(dir))/(1<<20))
-	}
-	line("full dump -R", took, fst, full)
-	os.RemoveAll(full)
-	var total int64
-	start := time.Now()
-	prev := ""
-	last := uint64(1 << 62)
-	for n := 1; n <= rounds; n++ {
-		dir := filepath.Join(tmp, strconv.Itoa(n))
-		args := []string{"pre-dump", "-t", strconv.Itoa(pid), "-D", dir}
-		if prev != "" {
-			args = append(args, "--prev-images-dir", "../"+filepath.Base(prev))
-		}
-		took, err := stasis(args...)
+	if full {
+		dir := filepath.Join(tmp, "full")
+		_, took, err := stasis("dump", "-t", strconv.Itoa(pid), "-D", dir, "-R", "--shell-job")
 		if err != nil {
 			return err
 		}
 		st, _ := readStats(dir)
-		line(fmt.Sprintf("pre-copy round %d", n), took, st, dir)
-		total += pagesBytes(dir)
-		prev = dir
-		if st.GetPagesWritten() >= last*9/10 {
-			break // the dirty set stopped shrinking
-		}
-		last = st.GetPagesWritten()
+		fmt.Printf("full dump -R: %v, frozen %v, %d pages\n\n", took.Round(time.Millisecond),
+			(time.Duration(st.GetFrozenTime()) * time.Microsecond).Round(time.Millisecond), st.GetPagesWritten())
+		os.RemoveAll(dir)
 	}
-	final := filepath.Join(tmp, "final")
-	took, err = stasis("dump", "-t", strconv.Itoa(pid), "-D", final, "--prev-images-dir", "../"+filepath.Base(prev), "--track-mem", "--shell-job")
+	src, dst := filepath.Join(tmp, "src"), filepath.Join(tmp, "dst")
+	args := []string{"migrate", "-t", strconv.Itoa(pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), ns.Fd()),
+		"-D", src, "--target-dir", dst, "--shell-job", "-v4", "-o", "migrate.log"}
+	if keep {
+		args = append(args, "--target-log", "migrate-receive.log")
+	}
+	if lazy {
+		args = append(args, "--lazy-pages")
+	}
+	// The final dump kills the victim: reap it at once, or its pid is
+	// taken when the target restores it.
+	reaped := make(chan struct{})
+	go func() { _ = v.Wait(); close(reaped) }()
+	out, took, err := stasis(append(args, extra...)...)
 	if err != nil {
 		return err
 	}
+	<-reaped
+	fmt.Print(out)
+	fmt.Printf("migrate took %v; images: %.1f MiB on the source, %.1f MiB on the target; load %s\n",
+		took.Round(time.Millisecond), float64(dirBytes(src))/(1<<20), float64(dirBytes(dst))/(1<<20), loadavg())
+	// The dump killed the victim; the restored one is ours again (we are
+	// a subreaper): it checks itself on SIGTERM.
 	var ws unix.WaitStatus
-	unix.Wait4(pid, &ws, 0, nil)
-	st, _ := readStats(final)
-	line("final dump --track-mem", took, st, final)
-	total += pagesBytes(final)
-	migr := time.Since(start)
-	rtook, err := stasis("restore", "-D", final, "-d", "--shell-job")
-	if err != nil {
-		return err
-	}
-	fmt.Printf("\nrestore (chain of %s): %v\n", filepath.Base(prev), rtook.Round(time.Millisecond))
-	fmt.Printf("downtime (final dump frozen): %v; full dump frozen: %v\n",
-		time.Duration(st.GetFrozenTime())*time.Microsecond, time.Duration(fst.GetFrozenTime())*time.Microsecond)
-	fmt.Printf("total: %v, %.1f MiB written for a %d MiB process\n", migr.Round(time.Millisecond), float64(total)/(1<<20), mib)
-	// The restored victim checks itself.
 	_ = unix.Kill(pid, unix.SIGTERM)
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		if wp, _ := unix.Wait4(pid, &ws, unix.WNOHANG, nil); wp == pid {
 			if ws.ExitStatus() != 0 {
@@ -142,6 +137,32 @@ func run(mib, rate int, bin string, rounds int) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("the restored victim did not end its self-check")
+}
+
+// newNetns makes a network namespace, the target "host", and returns an
+// fd of it; this process stays in its own.
+func newNetns() (*os.File, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		return nil, fmt.Errorf("new network namespace: %w", err)
+	}
+	ns, err := os.Open("/proc/thread-self/ns/net")
+	if serr := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); serr != nil {
+		// This thread is lost to the new namespace: end with it.
+		panic(fmt.Sprintf("back to the own network namespace: %v", serr))
+	}
+	return ns, err
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.Join(strings.Fields(string(b))[:3], " ")
 }
 
 func readStats(dir string) (*stats.DumpStatsEntry, error) {
@@ -156,13 +177,13 @@ func readStats(dir string) (*stats.DumpStatsEntry, error) {
 	return e.GetDump(), nil
 }
 
-func pagesBytes(dir string) int64 {
+func dirBytes(dir string) int64 {
 	var n int64
-	names, _ := filepath.Glob(filepath.Join(dir, "pages-*.img"))
-	for _, p := range names {
-		if fi, err := os.Stat(p); err == nil {
+	_ = filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
 			n += fi.Size()
 		}
-	}
+		return nil
+	})
 	return n
 }

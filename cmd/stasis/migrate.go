@@ -59,8 +59,13 @@ func newMigrateCmd() *cobra.Command {
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "migrated pid %d to %s in %v: %d pre-copy rounds, %.1f MiB of images sent (%.1f MiB on the wire)\n",
 				st.Pid, o.To, st.Total.Round(time.Millisecond), len(st.Rounds), float64(st.Sent)/(1<<20), float64(st.Wire)/(1<<20))
-			fmt.Fprintf(out, "downtime %v (final dump frozen %v, images sent in %v, restore %v)\n", st.Downtime.Round(time.Microsecond),
-				st.Final.Frozen.Round(time.Microsecond), st.Final.Send.Round(time.Millisecond), st.Restore.Round(time.Millisecond))
+			ms := func(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond)) }
+			fmt.Fprintf(out, "downtime %s: final dump frozen %s (%d pages), images sent %s (%.1f MiB), lock on the target %s, post-dump scripts %s, kill %s, restore on the target %s, other %s\n",
+				ms(st.Downtime), ms(st.Final.Frozen), st.Final.Pages, ms(st.Final.Send), float64(st.Final.Bytes)/(1<<20), ms(st.Lock), ms(st.Hook),
+				ms(st.Kill), ms(st.Restore), ms(st.Other))
+			if o.LazyPages {
+				fmt.Fprintf(out, "post-copy: the memory was all on the target %v after the restore\n", st.PostCopy.Round(time.Millisecond))
+			}
 			return nil
 		},
 	}
@@ -70,8 +75,10 @@ func newMigrateCmd() *cobra.Command {
 	f.StringVarP(&o.ImagesDir, "images-dir", "D", "", "the source's images, a dir per round (default: a temporary dir, removed after)")
 	f.StringVar(&o.TargetDir, "target-dir", "", "the target's images dir (migrate-receive -D)")
 	f.StringVar(&o.TargetStasis, "target-stasis", "stasis", "the stasis command on an ssh target")
+	f.StringVar(&o.TargetLog, "target-log", "", "the target logs (-v4) to FILE in its images dir, its restore to restore.log beside it")
 	f.IntVar(&o.MaxRounds, "max-rounds", 8, "most pre-copy rounds")
 	f.BoolVarP(&o.ShellJob, "shell-job", "j", false, "the tree was started from a shell (dump and restore)")
+	f.BoolVar(&o.LazyPages, "lazy-pages", false, "the target restores at once and fills the memory while the tree runs (post-copy)")
 	f.StringVar(&o.PidFile, "pidfile", "", "the target writes the restored root's pid to FILE (a path there)")
 	f.StringArrayVar(&scripts, "action-script", nil, "run this script at the final dump's action points (post-dump: move the address)")
 	registerSealFlags(f, &o.Seal)
@@ -138,4 +145,22 @@ func newMigrateReceiveCmd() *cobra.Command {
 	registerTLSFlags(f, &tlsOpts)
 	lf.register(f)
 	return cmd
+}
+
+// migrateGoFdFlag is the hidden restore flag of a migration's target: the
+// restore reads its images, then waits for a byte on this fd (the source's
+// tree is gone) before it makes the first task; EOF: the migration gave
+// up.
+const migrateGoFdFlag = "stasis-go-fd"
+
+func migrateGo(fd int) func() error {
+	return func() error {
+		f := os.NewFile(uintptr(fd), "go")
+		defer f.Close()
+		var b [1]byte
+		if n, _ := f.Read(b[:]); n != 1 {
+			return errorf("restore: the migration gave up before the restore could go on")
+		}
+		return nil
+	}
 }

@@ -15,6 +15,7 @@ func newRestoreCmd() *cobra.Command {
 	var o stasis.RestoreOptions
 	var lf logFlags
 	var detach bool
+	var goFd int
 	var inherit []string
 	var scripts []string
 	var cf cgroupFlags
@@ -79,6 +80,9 @@ func newRestoreCmd() *cobra.Command {
 				defer as.Close()
 				o.Notify = as.Notify
 			}
+			if goFd > 0 {
+				o.Prepared = migrateGo(goFd)
+			}
 			ctx, release := interruptible()
 			ctx, endProgress := withProgress(ctx, lf.quiet(cmd))
 			r, err := stasis.RestoreContext(ctx, o)
@@ -130,6 +134,8 @@ func newRestoreCmd() *cobra.Command {
 	f.StringVar(&o.NetworkLock, "network-lock", "nftables", "lock the connections while they are restored, then remove every lock of the tree: nftables or skip")
 	f.BoolVar(&o.Unprivileged, "unprivileged", false, "run without CAP_SYS_ADMIN (with CAP_CHECKPOINT_RESTORE), accepting the limits that brings")
 	f.StringArrayVar(&scripts, "action-script", nil, "run SCRIPT at each action point, with CRTOOLS_SCRIPT_ACTION set (repeatable)")
+	f.IntVar(&goFd, migrateGoFdFlag, 0, "")
+	_ = f.MarkHidden(migrateGoFdFlag)
 	cf.registerRestore(f)
 	nf.registerRestore(f, &o.Net)
 	addMountRestoreFlags(f, &o.Mounts)

@@ -65,6 +65,9 @@ type iteration struct {
 	planStats map[*process]mem.PlanStats // for the log
 	pids      map[*process][2]int        // host pid, image pid (the tree is gone from d.all once resumed)
 	uptime    uint64                     // inventory dump_uptime, µs
+	// parents: the parent's pagemaps, by image pid, read before the
+	// freeze (parentAhead), the frozen tree does not wait for them.
+	parents map[int]*mem.Parent
 }
 
 // iterating reports whether the dump takes part in a chain or a page server.
@@ -124,7 +127,30 @@ func (d *dumper) prepareIteration() error {
 		return fmt.Errorf("dump: --prev-images-dir %s (%s): no complete dump there: %w: %w", prev, abs, ErrBadParent, err)
 	}
 	it.parent, it.parentInv = abs, inv
+	it.parents = parentAhead(abs, d.opts.Mem)
 	return nil
+}
+
+// parentAhead reads the pagemaps of the parent dir at abs that a dump
+// with these options plans against (a complete dump's: they do not
+// change), by image pid; those it cannot read are read again when
+// planned, and fail there.
+func parentAhead(abs string, o MemOptions) map[int]*mem.Parent {
+	if !o.TrackMem || o.PageServer != nil {
+		return nil
+	}
+	names, _ := filepath.Glob(filepath.Join(abs, "pagemap-*.img"))
+	out := map[int]*mem.Parent{}
+	for _, n := range names {
+		pid, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(filepath.Base(n), "pagemap-"), ".img"))
+		if err != nil {
+			continue // a shmem pagemap
+		}
+		if p, err := mem.ReadParent(abs, pid); err == nil && p != nil {
+			out[pid] = p
+		}
+	}
+	return out
 }
 
 // linkParent makes the "parent" link of the new images dir, as criu,
@@ -197,6 +223,8 @@ func (d *dumper) planPages(p *process, serverParent bool) ([]mem.PlanRun, error)
 			if serverParent {
 				parent = &mem.Parent{All: true}
 			}
+		} else if ahead := it.parents[d.ns.ImagePid(p.pid)]; ahead != nil {
+			parent = ahead
 		} else {
 			var err error
 			if parent, err = mem.ReadParent(it.parent, d.ns.ImagePid(p.pid)); err != nil {

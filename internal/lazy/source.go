@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/mm"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/mem"
@@ -29,27 +31,33 @@ type Source interface {
 }
 
 // lazyRun is a run of lazy pages of a pagemap: off is its offset in the
-// pages image, -1 if the image does not hold them.
+// pages image, -1 if the image does not hold them, offParent if they are
+// in the parent images (a chain restored lazily: mem.LazyParents).
 type lazyRun struct {
 	start, end uint64
 	off        int64
 }
 
-// pagemapRuns reads the lazy runs of pagemap-PID.img and the pages image
-// they are in.
-func pagemapRuns(dir *images.Dir, pid int) ([]lazyRun, uint32, error) {
+const offParent = -2
+
+// pagemapRuns reads the lazy runs of pagemap-PID.img, the pages image they
+// are in and the VMAs of mm-PID.img.
+func pagemapRuns(dir *images.Dir, pid int) ([]lazyRun, uint32, []*vma.VmaEntry, error) {
+	m := &mm.MmEntry{}
+	if err := dir.ReadOne(fmt.Sprintf("mm-%d.img", pid), m); err != nil {
+		return nil, 0, nil, err
+	}
 	name := fmt.Sprintf("pagemap-%d.img", pid)
 	r, err := dir.NewReader(name)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
 	defer r.Close()
 	head := &pagemap.PagemapHead{}
 	if err := r.Must(head); err != nil {
-		return nil, 0, err
+		return nil, 0, nil, err
 	}
-	var runs []lazyRun
-	var off int64
+	var ents []*pagemap.PagemapEntry
 	for {
 		at := r.Offset()
 		pe := &pagemap.PagemapEntry{}
@@ -57,37 +65,46 @@ func pagemapRuns(dir *images.Dir, pid int) ([]lazyRun, uint32, error) {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			return nil, 0, err
+			return nil, 0, nil, err
 		}
 		n := mem.NrPages(pe)
 		if pe.GetVaddr()%mem.PageSize != 0 || n == 0 || n > 1<<36 || pe.GetVaddr()+n*mem.PageSize < pe.GetVaddr() {
-			return nil, 0, &images.Error{File: name, Offset: at, Err: fmt.Errorf("%w: bad range %#x + %d pages", images.ErrInconsistent, pe.GetVaddr(), n)}
+			return nil, 0, nil, &images.Error{File: name, Offset: at, Err: fmt.Errorf("%w: bad range %#x + %d pages", images.ErrInconsistent, pe.GetVaddr(), n)}
 		}
+		ents = append(ents, pe)
+	}
+	parents := mem.LazyParents(ents, m.GetVmas())
+	var runs []lazyRun
+	var off int64
+	for _, pe := range ents {
+		n := mem.NrPages(pe)
 		run := lazyRun{start: pe.GetVaddr(), end: pe.GetVaddr() + n*mem.PageSize, off: -1}
 		if mem.HasData(pe) {
 			run.off = off
 			off += int64(n * mem.PageSize)
 		}
-		if mem.IsLazy(pe) && !mem.InParent(pe) {
+		switch {
+		case mem.InParent(pe):
+			if parents {
+				run.off = offParent
+				runs = append(runs, run)
+			}
+		case mem.IsLazy(pe):
 			runs = append(runs, run)
 		}
 	}
-	return runs, head.GetPagesId(), nil
+	return runs, head.GetPagesId(), m.GetVmas(), nil
 }
 
 // taskRanges returns the ranges of process pid that the daemon must fill:
 // its lazy runs cut at the VMA bounds of mm-PID.img (one UFFDIO_COPY
 // stays in one VMA).
 func taskRanges(dir *images.Dir, pid int) ([]iov, uint64, error) {
-	runs, _, err := pagemapRuns(dir, pid)
+	runs, _, vmas, err := pagemapRuns(dir, pid)
 	if err != nil {
 		return nil, 0, err
 	}
-	m := &mm.MmEntry{}
-	if err := dir.ReadOne(fmt.Sprintf("mm-%d.img", pid), m); err != nil {
-		return nil, 0, err
-	}
-	vmas := m.GetVmas()
+	vmas = slices.Clone(vmas)
 	sort.Slice(vmas, func(i, j int) bool { return vmas[i].GetStart() < vmas[j].GetStart() })
 	var out []iov
 	var pages uint64
@@ -112,8 +129,9 @@ type imagesSource struct {
 }
 
 type imagesTask struct {
-	runs  []lazyRun
-	pages *os.File
+	runs   []lazyRun
+	pages  *os.File
+	parent *mem.ParentReader // pages in parent, if any
 }
 
 // NewImagesSource serves the lazy pages saved in the images dir (a dump
@@ -127,7 +145,7 @@ func (s *imagesSource) task(pid int) (*imagesTask, error) {
 	if t := s.tasks[pid]; t != nil {
 		return t, nil
 	}
-	runs, id, err := pagemapRuns(s.dir, pid)
+	runs, id, _, err := pagemapRuns(s.dir, pid)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +154,9 @@ func (s *imagesSource) task(pid int) (*imagesTask, error) {
 		return nil, err
 	}
 	t := &imagesTask{runs: runs, pages: f}
+	if slices.ContainsFunc(runs, func(r lazyRun) bool { return r.off == offParent }) {
+		t.parent = mem.NewParentReader(s.dir, fmt.Sprintf("pagemap-%d.img", pid))
+	}
 	s.tasks[pid] = t
 	return t, nil
 }
@@ -150,10 +171,16 @@ func (s *imagesSource) Read(pid int, vaddr uint64, buf []byte) (int, error) {
 		return 0, fmt.Errorf("pid %d: no lazy page at %#x in the images", pid, vaddr)
 	}
 	r := t.runs[k]
+	n := min(uint64(len(buf)), r.end-vaddr)
+	if r.off == offParent {
+		if err := t.parent.ReadAt(buf[:n], vaddr); err != nil {
+			return 0, fmt.Errorf("pid %d: %w", pid, err)
+		}
+		return int(n / mem.PageSize), nil
+	}
 	if r.off < 0 {
 		return 0, fmt.Errorf("pid %d: the pages at %#x are not in the images (a lazy dump's): start lazy-pages with --page-server", pid, vaddr)
 	}
-	n := min(uint64(len(buf)), r.end-vaddr)
 	if _, err := t.pages.ReadAt(buf[:n], r.off+int64(vaddr-r.start)); err != nil {
 		return 0, fmt.Errorf("%s at %d: %w", t.pages.Name(), r.off+int64(vaddr-r.start), err)
 	}
@@ -163,6 +190,9 @@ func (s *imagesSource) Read(pid int, vaddr uint64, buf []byte) (int, error) {
 func (s *imagesSource) Close() error {
 	for _, t := range s.tasks {
 		t.pages.Close()
+		if t.parent != nil {
+			t.parent.Close()
+		}
 	}
 	return nil
 }

@@ -245,10 +245,15 @@ func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntr
 
 // fillParents writes the pages of img's entries in parent into pid, as
 // FillPages does the image's own, from the parents' pages images mapped
-// whole (no copy), and adds their figures to st.
-func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error) (FillStats, error) {
+// whole (no copy), and adds their figures to st. With lazy, those of lazy
+// areas are left to the lazy-pages daemon (lazyparent.go).
+func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, lazy bool) (FillStats, error) {
 	if img.parents == nil {
 		return st, nil
+	}
+	inLazy := func(uint64) bool { return false }
+	if lazy {
+		inLazy = areaLookup(vmas, LazyVMA)
 	}
 	maps := map[string][]byte{}
 	defer func() {
@@ -258,6 +263,9 @@ func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept 
 	}()
 	ios := make([]ptrace.VMIO, 0, len(img.parents.srcs))
 	for _, s := range img.parents.srcs {
+		if inLazy(s.vaddr) {
+			continue
+		}
 		m, ok := maps[s.path]
 		if !ok {
 			f, err := images.OpenFile(s.path)

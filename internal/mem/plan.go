@@ -29,6 +29,7 @@ type PlanRun struct {
 	InParent    bool
 	Shared      bool // read without pinning (see Run)
 	area        int  // index of its area: entries never cross areas
+	lazy        bool // its area may be restored lazily: data entries get PE_LAZY
 }
 
 // Parent is what the previous iteration holds of one process.
@@ -127,7 +128,7 @@ func Plan(pid int, areas []*Area, smaps []proc.VMA, tr *Tracker, parent *Parent)
 		}
 		if parent == nil || !tracked {
 			for _, r := range runs {
-				plan = appendRun(plan, PlanRun{Addr: r.Addr, Pages: r.Pages, Shared: r.Shared, area: i})
+				plan = appendRun(plan, PlanRun{Addr: r.Addr, Pages: r.Pages, Shared: r.Shared, area: i, lazy: LazyVMA(a.E)})
 				st.Written += r.Pages
 			}
 			continue
@@ -144,7 +145,7 @@ func Plan(pid int, areas []*Area, smaps []proc.VMA, tr *Tracker, parent *Parent)
 				if !isDirty && !in {
 					st.NotInParent++
 				}
-				plan = appendRun(plan, PlanRun{Addr: addr, Pages: 1, InParent: in, Shared: r.Shared && !in, area: i})
+				plan = appendRun(plan, PlanRun{Addr: addr, Pages: 1, InParent: in, Shared: r.Shared && !in, area: i, lazy: LazyVMA(a.E)})
 				if in {
 					st.InParent++
 				} else {
@@ -195,6 +196,9 @@ func entries(plan []PlanRun) []*pagemap.PagemapEntry {
 	lastArea := -1
 	for _, r := range plan {
 		flags := uint32(PEPresent)
+		if r.lazy {
+			flags |= peLazy // as every other dump's (lazy.go)
+		}
 		if r.InParent {
 			flags = peParent
 		}

@@ -121,7 +121,7 @@ func (r *Restorer) RestoreMemory(t remote.Task, img, parent *Image, stop func() 
 	if err != nil {
 		return st, fmt.Errorf("%s: %w", pages.Name(), err)
 	}
-	if st, err = img.fillParents(t.HostPid(), st, vmas, kept, stop); err != nil {
+	if st, err = img.fillParents(t.HostPid(), st, vmas, kept, stop, r.Lazy && LazyParents(img.Pagemap, vmas)); err != nil {
 		return st, err
 	}
 	if err := restoreAioRings(t, img.MM); err != nil {

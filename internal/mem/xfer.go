@@ -1,6 +1,7 @@
 package mem
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 
@@ -18,6 +19,7 @@ type ImagesXfer struct {
 	name string // of the pagemap image
 	id   int
 	f    *os.File
+	bw   *bufio.Writer // the plan's runs come a page at a time where pages in parent are between them
 	h    *checksum.Hasher
 	ents []proto.Message
 	// Sum is the checksum of the pages image, once closed.
@@ -36,7 +38,8 @@ func NewPagemapXfer(dir *images.Dir, name string, pagesID int) (*ImagesXfer, err
 	if err != nil {
 		return nil, err
 	}
-	return &ImagesXfer{dir: dir, name: name, id: pagesID, f: f, h: checksum.NewHasher(f, checksum.PagesBlock),
+	bw := bufio.NewWriterSize(f, 1<<20)
+	return &ImagesXfer{dir: dir, name: name, id: pagesID, f: f, bw: bw, h: checksum.NewHasher(bw, checksum.PagesBlock),
 		ents: []proto.Message{&pagemap.PagemapHead{PagesId: proto.Uint32(uint32(pagesID))}}}, nil
 }
 
@@ -50,7 +53,10 @@ func (x *ImagesXfer) Close() error {
 		return nil
 	}
 	x.Sum = x.h.Sum()
-	err := x.f.Close()
+	err := x.bw.Flush()
+	if cerr := x.f.Close(); err == nil {
+		err = cerr
+	}
 	x.f = nil
 	if err != nil {
 		return err

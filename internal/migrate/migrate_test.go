@@ -24,7 +24,7 @@ func run(t *testing.T, root string, key []byte, o seal.Options, send func(s *Sen
 					return 0, err
 				}
 				return 42, nil
-			}, nil)
+			}, nil, nil)
 		b.Close()
 	}()
 	var c net.Conn = a

@@ -18,6 +18,7 @@ const (
 	frameRestore = 5 // name: the dir to restore; payload: restore flags, NUL-separated
 	frameEnd     = 6 // the source is done (after a failure: remove what came)
 	frameLock    = 7 // name: a dir whose connections the target locks now
+	framePrepare = 8 // name: the dir to restore next; payload: restore flags (no answer)
 
 	maxName = 4096
 	maxLink = 4096

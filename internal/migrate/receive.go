@@ -24,10 +24,16 @@ type LockFunc func(dir string) (func(), error)
 // and returns the restored root's pid.
 type RestoreFunc func(dir string, args []string) (int, error)
 
+// PrepareFunc starts the restore of the images dir at dir with the
+// restore flags args ahead of time: it reads and checks the images and
+// waits. run lets it go on and returns the restored root's pid; abort
+// gives it up.
+type PrepareFunc func(dir string, args []string) (run func() (int, error), abort func(), err error)
+
 // restoreFlags are the restore flags a source may ask for: those a
 // migration needs, nothing that runs a program or reads a file of the
 // target's choosing.
-var restoreFlags = []string{"--tcp-established", "--shell-job", "-j", "--tcp-close", "--ext-unix-sk", "--file-locks", "-l", "--link-remap", "--skip-in-flight"}
+var restoreFlags = []string{"--tcp-established", "--lazy-pages", "--shell-job", "-j", "--tcp-close", "--ext-unix-sk", "--file-locks", "-l", "--link-remap", "--skip-in-flight"}
 
 // checkArgs refuses the restore flags outside restoreFlags (and
 // --pidfile, which the target gives itself).
@@ -43,7 +49,10 @@ func checkArgs(args []string) error {
 // Receive runs the target's side of one migration on c: the dirs go under
 // root, the restore is done by restore. key decrypts a sealed stream. If
 // the stream ends before a restore succeeded, what came is removed.
-func Receive(c net.Conn, root string, key []byte, lock LockFunc, restore RestoreFunc, log *slog.Logger) error {
+//
+// prepare (may be nil) starts a restore the source announces (Prepare)
+// before it asks for it.
+func Receive(c net.Conn, root string, key []byte, lock LockFunc, restore RestoreFunc, prepare PrepareFunc, log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -59,8 +68,11 @@ func Receive(c net.Conn, root string, key []byte, lock LockFunc, restore Restore
 		}
 		rw = sc
 	}
-	r := &receiver{root: root, r: bufio.NewReaderSize(rw, 1<<20), w: rw, lock: lock, restore: restore, log: log}
+	r := &receiver{root: root, r: bufio.NewReaderSize(rw, 1<<20), w: rw, lock: lock, restore: restore, prepare: prepare, log: log}
 	err := r.run()
+	if r.prepared != nil {
+		r.prepared.abort() // announced, never asked for
+	}
 	if r.unlock != nil && (err != nil || !r.kept) {
 		r.unlock()
 	}
@@ -77,12 +89,16 @@ type receiver struct {
 	r       *bufio.Reader
 	w       io.Writer
 	restore RestoreFunc
-	lock    LockFunc
-	unlock  func()
-	log     *slog.Logger
-	dirs    []string // made here, in order
-	kept    bool     // a restore succeeded: the images stay
-	failed  error    // the first failure, reported at the next sync
+	prepare PrepareFunc
+	// prepared: the restore started by a Prepare frame, until a Restore
+	// frame takes it.
+	prepared *prepared
+	lock     LockFunc
+	unlock   func()
+	log      *slog.Logger
+	dirs     []string // made here, in order
+	kept     bool     // a restore succeeded: the images stay
+	failed   error    // the first failure, reported at the next sync
 }
 
 func (r *receiver) run() error {
@@ -144,6 +160,10 @@ func (r *receiver) run() error {
 			if err := r.doRestore(name, n); err != nil {
 				return err
 			}
+		case framePrepare:
+			if err := r.doPrepare(name, n); err != nil {
+				return err
+			}
 		case frameEnd:
 			if name != "ok" {
 				r.kept = false
@@ -182,31 +202,77 @@ func (r *receiver) file(name string, n int64) error {
 	return nil
 }
 
-func (r *receiver) doRestore(name string, n int64) error {
+// prepared is a restore started ahead (PrepareFunc).
+type prepared struct {
+	name, args string
+	run        func() (int, error)
+	abort      func()
+}
+
+// restoreArgs reads and checks the flags of a restore or prepare frame
+// for dir name.
+func (r *receiver) restoreArgs(name string, n int64) ([]string, error) {
 	if err := cleanName(name, 1); err != nil {
-		return err
+		return nil, err
 	}
 	if n > maxArgs {
-		return fmt.Errorf("%w: restore flags of %d bytes", ErrProtocol, n)
+		return nil, fmt.Errorf("%w: restore flags of %d bytes", ErrProtocol, n)
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r.r, b); err != nil {
-		return fmt.Errorf("migration stream: %w", err)
+		return nil, fmt.Errorf("migration stream: %w", err)
 	}
 	var args []string
 	if len(b) > 0 {
 		args = strings.Split(string(b), "\x00")
 	}
+	if err := checkArgs(args); err != nil {
+		return nil, err
+	}
+	if !slices.Contains(r.dirs, name) {
+		return nil, fmt.Errorf("%w: restore of %q, not a dir of this migration", ErrProtocol, name)
+	}
+	return args, nil
+}
+
+func (r *receiver) doPrepare(name string, n int64) error {
+	args, err := r.restoreArgs(name, n)
+	if err != nil {
+		return err
+	}
+	if r.prepare == nil || r.prepared != nil || r.failed != nil {
+		return nil // the restore will be started when asked for
+	}
+	r.log.Info("preparing the restore", "dir", name, "flags", args)
+	p := &prepared{name: name, args: strings.Join(args, "\x00")}
+	if p.run, p.abort, err = r.prepare(filepath.Join(r.root, name), args); err != nil {
+		// Started when asked for, as without Prepare.
+		r.log.Warn("preparing the restore failed", "dir", name, "err", err)
+		return nil
+	}
+	r.prepared = p
+	return nil
+}
+
+func (r *receiver) doRestore(name string, n int64) error {
+	args, err := r.restoreArgs(name, n)
 	a := answer{}
-	err := checkArgs(args)
 	start := time.Now()
-	if err == nil {
-		if !slices.Contains(r.dirs, name) {
-			err = fmt.Errorf("%w: restore of %q, not a dir of this migration", ErrProtocol, name)
+	if p := r.prepared; err == nil && p != nil {
+		r.prepared = nil
+		if p.name == name && p.args == strings.Join(args, "\x00") {
+			r.log.Info("restoring (prepared)", "dir", name, "flags", args)
+			a.pid, err = p.run()
 		} else {
-			r.log.Info("restoring", "dir", name, "flags", args)
+			p.abort()
+			p = nil
+		}
+		if p == nil {
 			a.pid, err = r.restore(filepath.Join(r.root, name), args)
 		}
+	} else if err == nil {
+		r.log.Info("restoring", "dir", name, "flags", args)
+		a.pid, err = r.restore(filepath.Join(r.root, name), args)
 	}
 	a.restore = time.Since(start).Microseconds()
 	if err != nil {

@@ -107,21 +107,37 @@ func (s *Sender) sync() error {
 	return nil
 }
 
+// Prepare asks the target to start the restore of its dir name with the
+// restore flags args now, while the tree is still here: it reads and
+// checks the images, then waits for Restore with the same dir and flags
+// (or for the end of the stream: it gives up). It does not wait for an
+// answer; a failure comes with Restore's.
+func (s *Sender) Prepare(name string, args []string) error {
+	return s.restoreFrame(framePrepare, name, args)
+}
+
+func (s *Sender) restoreFrame(typ byte, name string, args []string) error {
+	if err := cleanName(name, 1); err != nil {
+		return err
+	}
+	a := strings.Join(args, "\x00")
+	if err := writeFrame(s.w, typ, name, int64(len(a))); err != nil {
+		return s.fail(err)
+	}
+	if _, err := s.w.WriteString(a); err != nil {
+		return s.fail(err)
+	}
+	if err := s.w.Flush(); err != nil {
+		return s.fail(err)
+	}
+	return nil
+}
+
 // Restore asks the target to restore its dir name with the restore flags
 // args, and returns the restored root's pid and the restore's time there.
 func (s *Sender) Restore(name string, args []string) (int, time.Duration, error) {
-	if err := cleanName(name, 1); err != nil {
+	if err := s.restoreFrame(frameRestore, name, args); err != nil {
 		return 0, 0, err
-	}
-	a := strings.Join(args, "\x00")
-	if err := writeFrame(s.w, frameRestore, name, int64(len(a))); err != nil {
-		return 0, 0, s.fail(err)
-	}
-	if _, err := s.w.WriteString(a); err != nil {
-		return 0, 0, s.fail(err)
-	}
-	if err := s.w.Flush(); err != nil {
-		return 0, 0, s.fail(err)
 	}
 	ans, err := readAnswer(s.r)
 	if err != nil {

@@ -38,6 +38,11 @@ type Options struct {
 	WorkDir   string
 	PidFile   string
 	ShellJob  bool
+	// Prepared, if set, is called once the images are read and checked,
+	// before the pids are checked free and the first task is made: stasis
+	// migrate prepares the restore on the target while the source still
+	// holds the tree (and its pids), and goes on when it is gone.
+	Prepared func() error
 	// PidNS restores the tree into a new pid namespace, where every task
 	// gets its original pid whatever this host uses. A small init (stasis
 	// itself) is the namespace's pid 1 and the root's parent.
@@ -317,6 +322,11 @@ func (r *restorer) prepare() error {
 	r.files = files.NewRestorer(r.opts.Files, r.imgs.dir, r.imgs.files, r.imgs.memfds)
 	r.files.HostPids = map[int]int{}
 	r.files.NsPath = r.nsPath
+	if r.opts.Prepared != nil {
+		if err := r.opts.Prepared(); err != nil {
+			return err
+		}
+	}
 	if !r.opts.PidNS && !r.ns.NewPidNS() {
 		for _, pid := range r.imgs.allPids() {
 			if err := pstree.CheckPidFree(pid); err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
@@ -69,6 +71,25 @@ func (s *streamer) finish(t *testing.T) {
 	if s.tc.rx != s.rxAll {
 		t.Fatalf("client got %d bytes then EOF, want %d", s.tc.rx, s.rxAll)
 	}
+	// Written is not received: wait until the server's end has acked
+	// every byte (the server reads what is queued at SIGTERM).
+	rc, err := s.tc.c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var outq int
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { outq, ierr = unix.IoctlGetInt(int(fd), unix.TIOCOUTQ) }); err != nil || ierr != nil {
+			t.Fatalf("client send queue: %v %v", err, ierr)
+		}
+		if outq == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("client: %d bytes sent but never acked by the server", outq)
+		}
+	}
 }
 
 // postDumpHook is an action script that, at the final dump's post-dump
@@ -106,7 +127,7 @@ func postDumpHook(t *testing.T, moved func()) string {
 func TestMigrateTCP(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
-	for _, flags := range [][]string{nil, {"--compress", "--encrypt"}} {
+	for _, flags := range [][]string{nil, {"--compress", "--encrypt"}, {"--lazy-pages"}} {
 		t.Run(strings.Join(append([]string{"plain"}, flags...), ""), func(t *testing.T) {
 			migrateTCP(t, flags, false)
 		})
@@ -188,13 +209,14 @@ func migrateTCP(t *testing.T, flags []string, viaSSH bool) {
 		args[4], env = sshTarget(t, n)
 		args = append(args, "--target-stasis", testutil.StasisBin(t))
 	}
-	if len(flags) > 0 {
+	if slices.Contains(flags, "--encrypt") {
 		key := filepath.Join(t.TempDir(), "key")
 		if err := os.WriteFile(key, []byte(strings.Repeat("ab", 32)), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		args = append(append(args, flags...), "--key-file", key)
+		args = append(args, "--key-file", key)
 	}
+	args = append(args, flags...)
 	var r testutil.Result
 	in(t, n.a, func() { r = runStasisEnv(t, env, args...) })
 	if r.Code != 0 {
@@ -221,6 +243,68 @@ func migrateTCP(t *testing.T, flags []string, viaSSH bool) {
 	}
 	if l := locksIn(t, n.b, v.Pid); len(l) != 0 {
 		t.Errorf("locks left on B after the migration: %v", l)
+	}
+	s.finish(t)
+	v.TermAndCheck(t)
+}
+
+// TestMigrateRollback: the restore on the target fails after the final
+// dump killed the tree (its listening address was not moved there: no
+// post-dump script), so migrate restores it here again from the final
+// images, as it was; its client streams on without losing a byte, and
+// no lock is left on either host.
+func TestMigrateRollback(t *testing.T) {
+	testutil.RequireRoot(t)
+	t.Parallel()
+	for _, flags := range [][]string{nil, {"--lazy-pages"}} {
+		t.Run(strings.Join(append([]string{"plain"}, flags...), ""), func(t *testing.T) {
+			migrateRollback(t, flags)
+		})
+	}
+}
+
+func migrateRollback(t *testing.T, flags []string) {
+	n := newMoveNet(t)
+	port := 20000 + time.Now().Nanosecond()%20000
+	const rxAll, txAll = 1 << 20, 4 << 20
+	var v *testutil.Victim
+	in(t, n.a, func() {
+		v = testutil.StartVictim(t, "tcpsrv", moveServer, strconv.Itoa(port), strconv.Itoa(rxAll), strconv.Itoa(txAll),
+			strconv.Itoa(rxAll), "0")
+		v.WaitReady(t)
+	})
+	var tc *tcpClient
+	in(t, n.c, func() { tc = dialTCPServer(t, moveServer, port) })
+	tc.total = rxAll
+	s := &streamer{tc: tc, rxAll: txAll}
+	s.start()
+	time.Sleep(100 * time.Millisecond)
+	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "target")
+	args := append([]string{"migrate", "-t", strconv.Itoa(v.Pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), int(n.b)),
+		"-D", src, "--target-dir", dst, "-v4", "-o", "migrate.log"}, flags...)
+	var r testutil.Result
+	in(t, n.a, func() { r = testutil.Run(t, 60*time.Second, args...) })
+	if r.Code == 0 || !strings.Contains(r.Stderr, "restored here again") {
+		b, _ := os.ReadFile(filepath.Join(src, "migrate.log"))
+		t.Fatalf("migrate to a host without the address: want a failure and the tree restored here\n%s\nlog:\n%s", r, tail(string(b), 3000))
+	}
+	t.Logf("stasis migrate failed as it should:\n%s", r.Stderr)
+	if code := v.Wait(t, 10*time.Second); code != 128+int(syscall.SIGKILL) {
+		t.Fatalf("pid %d ended with %d at the final dump, want SIGKILL", v.Pid, code)
+	}
+	v.Adopt(t)
+	if ns, err := netns.GetFromPid(v.Pid); err != nil || !ns.Equal(n.a) {
+		t.Fatalf("pid %d, restored again, is not in host A's network namespace (%v)", v.Pid, err)
+	} else {
+		ns.Close()
+	}
+	for _, h := range []netns.NsHandle{n.a, n.b} {
+		if l := locksIn(t, h, v.Pid); len(l) != 0 {
+			t.Errorf("locks left after the failed migration: %v", l)
+		}
+	}
+	if ents, _ := os.ReadDir(dst); len(ents) != 0 {
+		t.Errorf("the target kept what it got of a failed migration: %v", ents)
 	}
 	s.finish(t)
 	v.TermAndCheck(t)
