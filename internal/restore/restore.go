@@ -178,6 +178,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.prepare(); err != nil {
 		return nil, err
 	}
+	r.log.Debug("restore phase", "phase", "images read and checked", "processes", len(r.imgs.all), "took", time.Since(r.stats.start))
 	var runID string
 	if r.imgs.inv.NetworkLockMethod != nil && r.imgs.inv.GetNetworkLockMethod() == netlock.InventoryMethod(netlock.Nftables) {
 		runID = r.imgs.inv.GetDumpCriuRunId()
@@ -229,6 +230,7 @@ func (r *restorer) run() (_ *Restored, err error) {
 	if err := r.cg.Prepare(); err != nil {
 		return nil, err
 	}
+	r.log.Debug("restore phase", "phase", "create tree (processes, memory)")
 	if err := r.createTree(); err != nil {
 		return nil, err
 	}
