@@ -70,8 +70,15 @@ func copyToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progr
 		total += int64(r.Pages * PageSize)
 	}
 	sum := &checksum.Sum{Size: total, Block: checksum.PagesBlock}
-	if err := f.Truncate(0); err != nil {
+	// Only a file that holds something is truncated: ext4 flushes a file
+	// truncated to nothing when it is closed (auto_da_alloc), which
+	// would start writing the whole image to disk at once.
+	if fi, err := f.Stat(); err != nil {
 		return nil, err
+	} else if fi.Size() > 0 {
+		if err := f.Truncate(0); err != nil {
+			return nil, err
+		}
 	}
 	if total == 0 {
 		return sum, nil
