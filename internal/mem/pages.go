@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
@@ -552,6 +553,9 @@ func areaLookup(vmas []*vma.VmaEntry, pick func(*vma.VmaEntry) bool) func(uint64
 	}
 }
 
+// compareBufs holds differing's read buffers.
+var compareBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 // differing reads the task's current pages for each range and returns the
 // runs of pages whose content differs from the image's.
 func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
@@ -559,7 +563,11 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	if len(ios) == 0 {
 		return nil, nil
 	}
-	buf := make([]byte, 1<<20)
+	// The fill asks for each 1 MiB window of an inherited mapping: a
+	// buffer each time would be a gigabyte of garbage for a big tree.
+	bp := compareBufs.Get().(*[]byte)
+	defer compareBufs.Put(bp)
+	buf := *bp
 	for _, io := range ios {
 		for done := 0; done < len(io.Local); {
 			n := min(len(buf), len(io.Local)-done)
