@@ -16,8 +16,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 )
 
 // FileName is the manifest's name inside the images directory.
@@ -73,6 +76,13 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 		block = blockFor(fi.Size())
 	}
 	s := &Sum{Size: fi.Size(), Block: block}
+	if s.Size/block >= parallelBlocks && runtime.GOMAXPROCS(0) > 1 {
+		if crc, ok := sumParallel(f, s.Size, block); ok {
+			s.CRC = crc
+			return s, nil
+		}
+		// Shorter than it was a moment ago: read what there is.
+	}
 	// The block comes from the manifest, which may be damaged: a small
 	// file needs no more than its size, whatever block it claims.
 	buf := make([]byte, max(min(s.Block, fi.Size()), 1))
@@ -88,6 +98,39 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 			return nil, err
 		}
 	}
+}
+
+// parallelBlocks is the size, in blocks, from which a file is summed on
+// several CPUs: a restore verifies the pages images before it creates
+// anything, a read of every byte (1 GiB: ~120 ms on one CPU of these VMs).
+const parallelBlocks = 8
+
+// sumParallel sums the size bytes of f in blocks on up to four
+// goroutines, each reading its blocks with pread into a buffer of its
+// own; false if the file is shorter than size.
+func sumParallel(f *os.File, size, block int64) ([]uint32, bool) {
+	nb := (size + block - 1) / block
+	crc := make([]uint32, nb)
+	var next atomic.Int64
+	var short atomic.Bool
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), 4) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, block)
+			for i := next.Add(1) - 1; i < nb && !short.Load(); i = next.Add(1) - 1 {
+				b := buf[:min(block, size-i*block)]
+				if _, err := f.ReadAt(b, i*block); err != nil {
+					short.Store(true)
+					return
+				}
+				crc[i] = crc32.Checksum(b, table)
+			}
+		}()
+	}
+	wg.Wait()
+	return crc, !short.Load()
 }
 
 // Hasher computes a file's Sum while it is written, so that the big

@@ -75,3 +75,36 @@ func TestNoManifest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSumParallel: a file of many blocks is summed on several CPUs into
+// the same sums as one CPU gives, and a flipped byte names its block.
+func TestSumParallel(t *testing.T) {
+	dir := t.TempDir()
+	const block = 4096
+	data := make([]byte, 20*block+77)
+	for i := range data {
+		data[i] = byte(i * 13)
+	}
+	path := filepath.Join(dir, "pages-1.img")
+	os.WriteFile(path, data, 0o644)
+	got, err := sumFileBlocks(path, block)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.CRC) != 21 {
+		t.Fatalf("%d blocks, want 21", len(got.CRC))
+	}
+	for i := range got.CRC {
+		if want := BlockCRC(data[i*block : min((i+1)*block, len(data))]); got.CRC[i] != want {
+			t.Fatalf("block %d: %#x, want %#x", i, got.CRC[i], want)
+		}
+	}
+	if err := Write(dir, map[string]*Sum{"pages-1.img": got}); err != nil {
+		t.Fatal(err)
+	}
+	data[17*block+3] ^= 0x40
+	os.WriteFile(path, data, 0o644)
+	if err := Verify(dir); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "at offset 69632") {
+		t.Fatalf("flipped byte in block 17: %v", err)
+	}
+}

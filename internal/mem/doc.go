@@ -13,13 +13,14 @@
 //	            (mmap, mprotect, madvise)
 //	pages.go    pages: DumpPages, WritePages (pages-N.img, pagemap-PID.img;
 //	            PageRuns reads the page map only where PAGEMAP_SCAN finds
-//	            pages) / the pagemap reader, PagedAreas, FillPages (the
-//	            image mapped 128 MiB at a time, process_vm_writev on four
-//	            goroutines)
-//	pagecopy.go how the dump copies pages into pages-N.img: populated
-//	            mmap windows of the image filled by process_vm_readv on
-//	            parallel workers, block sums from the windows (copyToFile);
-//	            streamToFile for files that cannot be mapped
+//	            pages) / the pagemap reader, PagedAreas, FillPages
+//	pagecopy.go how the dump copies pages into pages-N.img: 1 MiB
+//	            windows, each read by process_vm_readv into a worker's
+//	            cache-sized buffer, summed there and pwritten at its
+//	            offset, two workers (copyToFile)
+//	pagefill.go how the restore fills a task from pages-N.img: 1 MiB
+//	            windows pread into a worker's cache-sized buffer and
+//	            written with process_vm_writev, two workers (fillFromFile)
 //	mm.go       the mm entry: DumpMM / checkMM, RestoreMM (PR_SET_MM_MAP)
 //	vdso.go     the vDSO: SyscallInsn (the dump injects through it, or
 //	            through any executable mapping without one) /

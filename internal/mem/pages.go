@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"sync"
 	"sync/atomic"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
@@ -331,38 +332,6 @@ func copyBuffer(size int) ([]byte, func()) {
 	return b, func() { unix.Munmap(b) }
 }
 
-// streamToFile is copyToFile through a buffer and write(2), for files that
-// cannot be mapped.
-func streamToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progress.Meter) (*checksum.Sum, error) {
-	if err := f.Truncate(0); err != nil {
-		return nil, err
-	}
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, err
-	}
-	var total uint64
-	for _, r := range runs {
-		total += r.Pages * PageSize
-	}
-	meter.Expect(total)
-	h := checksum.NewHasher(f, checksum.PagesBlock)
-	err := copyRuns(runs, h, func(ios []ptrace.VMIO) error {
-		if stop != nil {
-			if err := stop(); err != nil {
-				return err
-			}
-		}
-		if err := ptrace.ReadvMem(pid, ios); err != nil {
-			return err
-		}
-		for _, io := range ios {
-			meter.Add(uint64(len(io.Local)))
-		}
-		return nil
-	})
-	return h.Sum(), err
-}
-
 // gaps returns the parts of [start, end) that no pagemap entry covers.
 func gaps(start, end uint64, entries []*pagemap.PagemapEntry) [][2]uint64 {
 	var out [][2]uint64
@@ -461,8 +430,9 @@ func HasData(pe *pagemap.PagemapEntry) bool {
 	return pe.GetFlags()&PEPresent != 0
 }
 
-// FillPages copies the pages of the image into pid's memory. The pages
-// file is mapped and written with process_vm_writev in large batches.
+// FillPages copies the pages of the image into pid's memory: read in
+// windows into buffers and written with process_vm_writev on parallel
+// workers (pagefill.go).
 // Pages inside kept VMAs (inherited from the parent) are compared with
 // what the task has and written only where they differ, so that pages
 // still shared with the parent stay shared. stop is called before each
@@ -491,13 +461,7 @@ func fillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 	if fi.Size() < want {
 		return st, fmt.Errorf("%s is truncated: pagemap needs %d bytes, file has %d: %w", fi.Name(), want, fi.Size(), ErrTruncatedPages)
 	}
-	// The image is mapped a window at a time: stasis' memory stays the
-	// same whatever the dump's size (a whole 8 GiB image mapped would be
-	// 8 GiB of resident pages in stasis).
-	type span struct {
-		vaddr, off, n uint64
-	}
-	var spans []span
+	var spans []fillSpan
 	var off uint64
 	for _, pe := range entries {
 		if !HasData(pe) {
@@ -505,40 +469,13 @@ func fillPages(pid int, entries []*pagemap.PagemapEntry, pages *os.File, vmas []
 		}
 		n := NrPages(pe) * PageSize
 		if !lazy || !IsLazy(pe) {
-			spans = append(spans, span{pe.GetVaddr(), off, n})
+			spans = append(spans, fillSpan{pe.GetVaddr(), off, n})
 		}
 		off += n
 	}
 	meter.Expect(uint64(want))
-	for lo := uint64(0); lo < uint64(want); lo += fillWindow {
-		hi := min(lo+fillWindow, uint64(want))
-		data, err := unix.Mmap(int(pages.Fd()), int64(lo), int(hi-lo), unix.PROT_READ, unix.MAP_PRIVATE|unix.MAP_POPULATE)
-		if err != nil {
-			return st, fmt.Errorf("map %s at %d: %w", fi.Name(), lo, err)
-		}
-		var ios []ptrace.VMIO
-		for _, sp := range spans {
-			a, b := max(sp.off, lo), min(sp.off+sp.n, hi)
-			if a >= b {
-				continue
-			}
-			ios = append(ios, ptrace.VMIO{Remote: sp.vaddr + (a - sp.off), Local: data[a-lo : b-lo]})
-		}
-		wst, err := fillIOsMeter(pid, ios, vmas, kept, stop, meter)
-		unix.Munmap(data)
-		st.Compared += wst.Compared
-		st.SkippedCOW += wst.SkippedCOW
-		st.Restored += wst.Restored
-		if err != nil {
-			return st, err
-		}
-	}
-	return st, nil
+	return fillFromFile(pid, spans, pages, vmas, kept, stop, meter)
 }
-
-// fillWindow is how much of a pages image the fill maps at once: four
-// writers' worth (writeParallel).
-const fillWindow = 4 * fillChunk
 
 // fillIOs writes the runs of pages of all (each inside one VMA) into pid:
 // not those of the kernel's areas, and in kept VMAs only the pages that
@@ -549,9 +486,18 @@ func fillIOs(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]b
 
 // fillIOsMeter is fillIOs counting the bytes written in meter (may be nil).
 func fillIOsMeter(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uint64]bool, stop func() error, meter *progress.Meter) (FillStats, error) {
+	ios, st, err := planFill(pid, all, keptLookup(vmas, kept), areaLookup(vmas, kernelArea), meter)
+	if err != nil {
+		return st, err
+	}
+	return st, writeParallel(pid, ios, stop, meter)
+}
+
+// planFill returns the writes of all that fill pid: not those into the
+// kernel's areas, and in kept VMAs (inKept) only the pages that differ
+// from what pid has. meter counts what is left out as done.
+func planFill(pid int, all []ptrace.VMIO, inKept, inKernel func(uint64) bool, meter *progress.Meter) ([]ptrace.VMIO, FillStats, error) {
 	var st FillStats
-	inKept := keptLookup(vmas, kept)
-	inKernel := areaLookup(vmas, kernelArea)
 	ios := make([]ptrace.VMIO, 0, len(all))
 	var cmp []ptrace.VMIO
 	for _, io := range all {
@@ -566,7 +512,7 @@ func fillIOsMeter(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uin
 	}
 	diff, err := differing(pid, cmp)
 	if err != nil {
-		return st, err
+		return nil, st, err
 	}
 	ios = append(ios, diff...)
 	// What is not written (the kernel's areas, pages equal to the
@@ -589,7 +535,7 @@ func fillIOsMeter(pid int, all []ptrace.VMIO, vmas []*vma.VmaEntry, kept map[uin
 	for _, io := range diff {
 		st.SkippedCOW -= uint64(len(io.Local) / PageSize)
 	}
-	return st, writeParallel(pid, ios, stop, meter)
+	return ios, st, nil
 }
 
 // FillStats counts pages as criu's stats-restore does.
@@ -624,11 +570,21 @@ func areaLookup(vmas []*vma.VmaEntry, pick func(*vma.VmaEntry) bool) func(uint64
 	}
 }
 
+// compareBufs holds differing's read buffers.
+var compareBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
+
 // differing reads the task's current pages for each range and returns the
 // runs of pages whose content differs from the image's.
 func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	var out []ptrace.VMIO
-	buf := make([]byte, 1<<20)
+	if len(ios) == 0 {
+		return nil, nil
+	}
+	// The fill asks for each 1 MiB window of an inherited mapping: a
+	// buffer each time would be a gigabyte of garbage for a big tree.
+	bp := compareBufs.Get().(*[]byte)
+	defer compareBufs.Put(bp)
+	buf := *bp
 	for _, io := range ios {
 		for done := 0; done < len(io.Local); {
 			n := min(len(buf), len(io.Local)-done)
@@ -802,9 +758,6 @@ func writePages(dir *images.Dir, pid, imgPid, pagesID int, areas []*Area, stop f
 	var sum *checksum.Sum
 	if err == nil {
 		sum, err = copyToFile(pid, runs, f, stop, meter)
-		if errors.Is(err, errNoMap) {
-			sum, err = streamToFile(pid, runs, f, stop, meter)
-		}
 		if err != nil {
 			err = fmt.Errorf("dump pages of pid %d: %w", pid, err)
 		}
