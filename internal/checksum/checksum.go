@@ -90,6 +90,19 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 	}
 }
 
+// Of returns the Sum of a whole file's content b, as the manifest lists
+// it (the block size chosen by b's length): for an image written from
+// memory in one go, which need not be read back.
+func Of(b []byte) *Sum {
+	s := &Sum{Size: int64(len(b)), Block: blockFor(int64(len(b)))}
+	for q := b; len(q) > 0; {
+		n := min(len(q), int(s.Block))
+		s.CRC = append(s.CRC, crc32.Checksum(q[:n], table))
+		q = q[n:]
+	}
+	return s
+}
+
 // Hasher computes a file's Sum while it is written, so that the big
 // pages images need not be read again.
 type Hasher struct {
