@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -106,5 +107,29 @@ func TestSumParallel(t *testing.T) {
 	os.WriteFile(path, data, 0o644)
 	if err := Verify(dir); !errors.Is(err, ErrMismatch) || !strings.Contains(err.Error(), "at offset 69632") {
 		t.Fatalf("flipped byte in block 17: %v", err)
+	}
+}
+
+// TestOfMatchesFile checks that Of sums a buffer as the manifest sums
+// the file it is written to, at the block sizes' edges.
+func TestOfMatchesFile(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []int{0, 1, 4095, 4096, 4097, 3 * 4096, PagesBlock, PagesBlock + 1, 3*PagesBlock + 7} {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(i*7 + n)
+		}
+		p := filepath.Join(dir, "core-1.img")
+		if err := os.WriteFile(p, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		want, err := sumFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := Of(data)
+		if got.Size != want.Size || got.Block != want.Block || !slices.Equal(got.CRC, want.CRC) {
+			t.Fatalf("%d bytes: Of gives %+v, the file %+v", n, got, want)
+		}
 	}
 }

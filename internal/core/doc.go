@@ -13,8 +13,12 @@
 // threadcalls.go holds the per-thread calls made into every thread of a
 // process at once (ptrace.Each): AskThreads for the dump (clear_child_tid,
 // sigaltstack, pdeath signal, securebits) and RestoreThreadCalls for the
-// restore (robust list, clear_child_tid, name; RestoreThreadRest does
-// the rest of RestoreThread).
+// restore (robust list, clear_child_tid, name, rseq, sigaltstack, pdeath
+// signal; RestoreThreadRest does the rest of RestoreThread).
+// threadproc.go reads what a dump needs of a thread without its tracer
+// (ReadThreadProc: /proc files, sched_getattr, get_robust_list, the
+// credentials' user namespace view), on any goroutine.
 //
-// All functions run on the tracer thread (see package ptrace).
+// All functions run on the tracer thread (see package ptrace), but
+// ReadThreadProc and ReadImages' reading, which may run on any.
 package core

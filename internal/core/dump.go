@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
@@ -121,11 +122,11 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 // DumpThread collects the state of one stopped thread: registers, blocked
 // mask and private pending signals, and what each thread has of its own
 // (robust list, clear_child_tid, sigaltstack, rseq, credentials, name,
-// scheduling). st and status are the thread's /proc/TID files; blocked is
-// its mask at seize time (stasis blocks everything while it works).
-// calls holds the answers of its injected calls (AskThreads, which
-// asks all threads of a process at once); nil asks them here.
-func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, blocked uint64, calls *ThreadCalls) (*criucore.CoreEntry, error) {
+// scheduling). tp is what ReadThreadProc read of it; blocked is its mask
+// at seize time. calls holds the answers of its injected calls
+// (AskThreads, which asks all threads of a process at once); nil asks
+// them here.
+func DumpThread(t *ptrace.Task, s *ptrace.Scratch, tp *ThreadProc, blocked uint64, calls *ThreadCalls) (*criucore.CoreEntry, error) {
 	tid := t.Tid
 	if calls == nil {
 		cs, err := AskThreads([]*ptrace.Task{t}, s)
@@ -144,6 +145,7 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 	if err != nil {
 		return nil, fmt.Errorf("registers of tid %d: %w", tid, err)
 	}
+	st := tp.Stat
 	th := &criucore.ThreadCoreEntry{
 		BlkSigset:   proto.Uint64(blocked),
 		Comm:        proto.String(st.Comm),
@@ -153,36 +155,29 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 		SeccompMode: criucore.SeccompMode_disabled.Enum(),
 		Sas:         calls.Sas,
 		PdeathSig:   proto.Uint32(calls.PdeathSig),
+		FutexRla:    proto.Uint64(tp.robustHead),
+		FutexRlaLen: proto.Uint32(uint32(tp.robustLen)),
+	}
+	if tp.resetOnFork {
+		th.SchedPolicy = proto.Uint32(st.Policy | unix.SCHED_RESET_ON_FORK)
 	}
 	ti.ClearTidAddr = proto.Uint64(calls.ClearTid)
+	c := proto.Clone(tp.creds).(*creds.CredsEntry)
+	c.Secbits = proto.Uint32(calls.Securebits)
+	th.Creds = c
 	steps := []struct {
 		name string
 		fn   func() error
 	}{
-		{"scheduling policy", func() error {
-			// /proc's stat shows the policy without its reset-on-fork
-			// flag; criu saves sched_getscheduler's, which has it.
-			a, err := unix.SchedGetAttr(tid, 0)
-			if err != nil {
-				return err
-			}
-			if a.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0 {
-				th.SchedPolicy = proto.Uint32(a.Policy | unix.SCHED_RESET_ON_FORK)
-			}
-			return nil
-		}},
 		{"pending signals", func() error {
+			if tp.Status.SigPnd == 0 {
+				// /proc says no signal is pending on the thread itself
+				// (a stopped thread takes none off its queue).
+				return nil
+			}
 			private, err := ptrace.PeekSiginfo(tid, false)
 			th.SignalsP = sigQueue(private)
 			return err
-		}},
-		{"robust list", func() error {
-			head, size, err := linux.GetRobustList(tid)
-			if err != nil {
-				return err
-			}
-			th.FutexRla, th.FutexRlaLen = proto.Uint64(head), proto.Uint32(uint32(size))
-			return nil
 		}},
 		{"rseq", func() error {
 			c, err := ptrace.GetRseqConfig(tid)
@@ -197,11 +192,6 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.S
 				}
 			}
 			return nil
-		}},
-		{"credentials", func() error {
-			c, err := userCreds(tid, status, calls.Securebits)
-			th.Creds = c
-			return err
 		}},
 	}
 	for _, step := range steps {

@@ -2,6 +2,9 @@ package core
 
 import (
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
 	pstreepb "github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
@@ -48,16 +51,9 @@ func ReadImages(d *images.Dir, pe *pstreepb.PstreeEntry, filters []*seccomp.Secc
 	if err := ValidatePosixTimers(ci.Core.GetTc().GetTimers().GetPosix()); err != nil {
 		return nil, bad(name, "%v", err)
 	}
-	for _, tid := range pe.GetThreads()[1:] {
-		f := fmt.Sprintf("core-%d.img", tid)
-		c := &criucore.CoreEntry{}
-		if err := d.ReadOne(f, c); err != nil {
-			return nil, err
-		}
-		if err := ValidateThread(c); err != nil {
-			return nil, bad(f, "%v", err)
-		}
-		ci.Threads = append(ci.Threads, c)
+	var err error
+	if ci.Threads, err = readThreadCores(d, pe.GetThreads()[1:]); err != nil {
+		return nil, err
 	}
 	for _, c := range append([]*criucore.CoreEntry{ci.Core}, ci.Threads...) {
 		th := c.GetThreadCore()
@@ -71,4 +67,42 @@ func ReadImages(d *images.Dir, pe *pstreepb.PstreeEntry, filters []*seccomp.Secc
 // bad is the error of images that decode but are inconsistent.
 func bad(file string, format string, args ...any) error {
 	return fmt.Errorf("image %s: %w: %s", file, images.ErrInconsistent, fmt.Sprintf(format, args...))
+}
+
+// readThreadCores reads and checks the core images of threads tids, on a
+// few goroutines: a process of 10,000 threads has as many files to open,
+// read and decode. On errors, the one of the first failing thread read
+// is returned.
+func readThreadCores(d *images.Dir, tids []uint32) ([]*criucore.CoreEntry, error) {
+	cores := make([]*criucore.CoreEntry, len(tids))
+	errs := make([]error, len(tids))
+	var next atomic.Int64
+	var failed atomic.Bool
+	var wg sync.WaitGroup
+	for w := min(runtime.GOMAXPROCS(0), len(tids)); w > 0; w-- {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(tids) && !failed.Load(); i = int(next.Add(1) - 1) {
+				f := fmt.Sprintf("core-%d.img", tids[i])
+				c := &criucore.CoreEntry{}
+				if err := d.ReadOne(f, c); err != nil {
+					errs[i] = err
+				} else if err := ValidateThread(c); err != nil {
+					errs[i] = bad(f, "%v", err)
+				}
+				if errs[i] != nil {
+					failed.Store(true)
+				}
+				cores[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return cores, nil
 }

@@ -152,7 +152,7 @@ func restoreThread(t remote.Task, pid int, ce *criucore.CoreEntry, batched bool)
 	}{
 		{"sigaltstack", func() error {
 			sas := th.GetSas()
-			if sas == nil || sas.GetSsFlags()&ssDisable != 0 {
+			if batched || !wantSas(ce) {
 				return nil
 			}
 			b := make([]byte, 24)
@@ -183,14 +183,14 @@ func restoreThread(t remote.Task, pid int, ce *criucore.CoreEntry, batched bool)
 		}},
 		{"rseq", func() error {
 			r := th.GetRseqEntry()
-			if r == nil || r.GetRseqAbiPointer() == 0 {
+			if batched || !wantRseq(ce) {
 				return nil
 			}
 			_, err := t.Call("rseq", unix.SYS_RSEQ, r.GetRseqAbiPointer(), uint64(r.GetRseqAbiSize()), 0, uint64(r.GetSignature()))
 			return err
 		}},
 		{"pdeath_signal", func() error {
-			if th.GetPdeathSig() == 0 {
+			if batched || th.GetPdeathSig() == 0 {
 				return nil // a new task has none
 			}
 			_, err := t.Call("prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL, unix.PR_SET_PDEATHSIG, uint64(th.GetPdeathSig()))
@@ -356,12 +356,12 @@ func queueSignals(t remote.Task, infos []*siginfo.SiginfoEntry, pid int, thread 
 	return nil
 }
 
-// FinalRegs returns the registers and XSAVE area the task resumes with.
-func FinalRegs(tid int, ce *criucore.CoreEntry) (unix.PtraceRegs, []byte, error) {
-	tmpl, err := ptrace.GetXState(tid)
-	if err != nil {
-		return unix.PtraceRegs{}, nil, err
-	}
+// FinalRegs returns the registers and XSAVE area thread tid resumes
+// with. tmpl is the XSAVE area of a task of this restore (ptrace's
+// GetXState): it gives only the size and the format this CPU and kernel
+// use, the same for every task, so that the threads of a process need
+// not read theirs one by one.
+func FinalRegs(tmpl []byte, tid int, ce *criucore.CoreEntry) (unix.PtraceRegs, []byte, error) {
 	r, xs, err := regs.FromImage(ce.GetThreadInfo(), tmpl)
 	if err != nil {
 		return r, nil, fmt.Errorf("registers of pid %d: %w", tid, err)

@@ -100,16 +100,25 @@ func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
 	return nil
 }
 
-// restoreBatch is how many threads RestoreThreadCalls names at once:
-// their names take 16 bytes each of the process's scratch memory.
+// restoreBatch is how many threads RestoreThreadCalls handles at once:
+// each takes a slot of the process's scratch memory for its name and its
+// sigaltstack.
 const restoreBatch = 256
 
+// Where each thread's arguments go in its slot of the scratch memory.
+const (
+	restSlotName = 0  // comm: 16 bytes
+	restSlotSas  = 16 // stack_t: 24 bytes
+	restSlotSz   = 40
+)
+
 // RestoreThreadCalls makes, in every thread of a process at once
-// (ptrace.Each), the calls RestoreThread would inject into each in turn
-// that every thread needs: set_robust_list, set_tid_address and
-// PR_SET_NAME. ts and cores are the process's threads and their core
-// entries (leader first), p the process's task, whose scratch holds the
-// names. RestoreThreadRest does the rest of RestoreThread.
+// (ptrace.Each), the calls RestoreThread would inject into each in turn:
+// set_robust_list, set_tid_address, PR_SET_NAME, rseq, sigaltstack and
+// PR_SET_PDEATHSIG (the last three only where the image has them). ts
+// and cores are the process's threads and their core entries (leader
+// first), p the process's task, whose scratch holds the arguments.
+// RestoreThreadRest does the rest of RestoreThread.
 func RestoreThreadCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreEntry) error {
 	for lo := 0; lo < len(ts); lo += restoreBatch {
 		hi := min(lo+restoreBatch, len(ts))
@@ -120,19 +129,40 @@ func RestoreThreadCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.Core
 	return nil
 }
 
+// wantSas tells whether a thread's image has a sigaltstack to restore.
+func wantSas(ce *criucore.CoreEntry) bool {
+	sas := ce.GetThreadCore().GetSas()
+	return sas != nil && sas.GetSsFlags()&ssDisable == 0
+}
+
+// wantRseq tells whether a thread's image has an rseq area to register.
+func wantRseq(ce *criucore.CoreEntry) bool {
+	r := ce.GetThreadCore().GetRseqEntry()
+	return r != nil && r.GetRseqAbiPointer() != 0
+}
+
 func restoreBatchCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreEntry) error {
-	names := make([]byte, 16*len(ts))
+	args := make([]byte, restSlotSz*len(ts))
+	le := binary.LittleEndian
 	for i, ce := range cores {
+		sl := args[restSlotSz*i:]
 		name := ce.GetThreadCore().GetComm()
 		if name == "" {
 			name = ce.GetTc().GetComm()
 		}
-		copy(names[16*i:16*i+15], name)
+		copy(sl[restSlotName:restSlotName+15], name)
+		if wantSas(ce) {
+			sas := ce.GetThreadCore().GetSas()
+			le.PutUint64(sl[restSlotSas:], sas.GetSsSp())
+			le.PutUint32(sl[restSlotSas+8:], sas.GetSsFlags()&^ssOnstack)
+			le.PutUint64(sl[restSlotSas+16:], sas.GetSsSize())
+		}
 	}
-	base, err := p.Put(0, names)
+	base, err := p.Put(0, args)
 	if err != nil {
 		return fmt.Errorf("restore the names of the threads of pid %d: %w", p.HostPid(), err)
 	}
+	slot := func(i int, off uint64) uint64 { return base + uint64(restSlotSz*i) + off }
 	calls := []struct {
 		name, what string
 		nr         uintptr
@@ -149,7 +179,20 @@ func restoreBatchCalls(p remote.Task, ts []*ptrace.Task, cores []*criucore.CoreE
 			func(_ int, ce *criucore.CoreEntry) []uint64 { return []uint64{ce.GetThreadInfo().GetClearTidAddr()} }},
 		{"comm", "prctl(PR_SET_NAME)", unix.SYS_PRCTL,
 			func(*criucore.CoreEntry) bool { return true },
-			func(i int, _ *criucore.CoreEntry) []uint64 { return []uint64{unix.PR_SET_NAME, base + uint64(16*i)} }},
+			func(i int, _ *criucore.CoreEntry) []uint64 { return []uint64{unix.PR_SET_NAME, slot(i, restSlotName)} }},
+		{"sigaltstack", "sigaltstack", unix.SYS_SIGALTSTACK, wantSas,
+			func(i int, _ *criucore.CoreEntry) []uint64 { return []uint64{slot(i, restSlotSas), 0} }},
+		{"rseq", "rseq", unix.SYS_RSEQ, wantRseq,
+			func(_ int, ce *criucore.CoreEntry) []uint64 {
+				r := ce.GetThreadCore().GetRseqEntry()
+				return []uint64{r.GetRseqAbiPointer(), uint64(r.GetRseqAbiSize()), 0, uint64(r.GetSignature())}
+			}},
+		{"pdeath_signal", "prctl(PR_SET_PDEATHSIG)", unix.SYS_PRCTL,
+			// A new task has none.
+			func(ce *criucore.CoreEntry) bool { return ce.GetThreadCore().GetPdeathSig() != 0 },
+			func(_ int, ce *criucore.CoreEntry) []uint64 {
+				return []uint64{unix.PR_SET_PDEATHSIG, uint64(ce.GetThreadCore().GetPdeathSig())}
+			}},
 	}
 	for _, c := range calls {
 		var sub []*ptrace.Task

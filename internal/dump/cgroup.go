@@ -14,12 +14,16 @@ import (
 // dumpCgroups records the cgroups of p and of each of its threads
 // (internal/cgroup): criu 4.2 keeps each thread's set in its core image.
 func (d *dumper) dumpCgroups(p *process) error {
+	tids := make([]int, len(p.threads))
 	for i, th := range p.threads {
-		id, err := d.cg.Thread(p.pid, th.tid, p == d.root && i == 0)
-		if err != nil {
-			return fmt.Errorf("cgroups of pid %d: %w", p.pid, err)
-		}
-		if id != 0 && th.core != nil && th.core.ThreadCore != nil {
+		tids[i] = th.tid
+	}
+	ids, err := d.cg.Threads(p.pid, tids, p == d.root)
+	if err != nil {
+		return fmt.Errorf("cgroups of pid %d: %w", p.pid, err)
+	}
+	for i, th := range p.threads {
+		if id := ids[i]; id != 0 && th.core != nil && th.core.ThreadCore != nil {
 			th.core.ThreadCore.CgSet = proto.Uint32(id)
 		}
 	}

@@ -511,18 +511,14 @@ func (d *dumper) dumpCore(p *process) (err error) {
 		return err
 	}
 	for i, th := range p.threads {
-		st, status := p.stat, p.status
-		if th.tid != p.pid {
-			<-tps[i].done
-			if err := tps[i].err; err != nil {
-				return err
-			}
-			st, status = tps[i].stat, tps[i].status
-		}
-		if th.core, err = core.DumpThread(th.tr, p.scratch, st, status, th.blocked, &calls[i]); err != nil {
+		<-tps[i].done
+		if err := tps[i].err; err != nil {
 			return err
 		}
-		tids[i], modes[i] = th.tid, status.Seccomp
+		if th.core, err = core.DumpThread(th.tr, p.scratch, tps[i].tp, th.blocked, &calls[i]); err != nil {
+			return err
+		}
+		tids[i], modes[i] = th.tid, tps[i].tp.Status.Seccomp
 	}
 	smodes, filters, err := d.seccomp.DumpProcess(tids, modes)
 	if err != nil {

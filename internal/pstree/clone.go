@@ -30,10 +30,21 @@ func CloneWithPid(t *ptrace.Task, s *ptrace.Scratch, pid int, flags uint64) (*pt
 // the task is to have, innermost first (clone3's set_tid): a task of a
 // nested pid namespace keeps its pid in each.
 func CloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) (*ptrace.Task, error) {
-	// struct clone_args (include/uapi/linux/sched.h) up to cgroup; the
-	// set_tid array follows it.
-	const cloneArgsSize = unix.CLONE_ARGS_SIZE_VER2
-	pid := pids[0]
+	a, err := s.Put(0, cloneArgs(s.Addr, pids, flags))
+	if err != nil {
+		return nil, err
+	}
+	r, err := t.Syscall(unix.SYS_CLONE3, a, cloneArgsSize)
+	return cloned(t, pids, flags, r, err)
+}
+
+// cloneArgsSize is struct clone_args (include/uapi/linux/sched.h) up to
+// cgroup; the set_tid array follows it.
+const cloneArgsSize = unix.CLONE_ARGS_SIZE_VER2
+
+// cloneArgs returns clone3's arguments for a task with pids (innermost
+// first), to be put at addr of the cloner's memory.
+func cloneArgs(addr uint64, pids []int, flags uint64) []byte {
 	args := make([]byte, cloneArgsSize+8*len(pids))
 	le := binary.LittleEndian
 	le.PutUint64(args[0:], flags)
@@ -42,16 +53,18 @@ func CloneWithPids(t *ptrace.Task, s *ptrace.Scratch, pids []int, flags uint64) 
 	if flags&(unix.CLONE_THREAD|unix.CLONE_PARENT) == 0 {
 		le.PutUint64(args[32:], uint64(unix.SIGCHLD)) // exit_signal
 	}
-	le.PutUint64(args[64:], s.Addr+cloneArgsSize) // set_tid
-	le.PutUint64(args[72:], uint64(len(pids)))    // set_tid_size
+	le.PutUint64(args[64:], addr+cloneArgsSize) // set_tid
+	le.PutUint64(args[72:], uint64(len(pids)))  // set_tid_size
 	for i, p := range pids {
 		le.PutUint32(args[cloneArgsSize+4*i:], uint32(p)) // pid_t
 	}
-	a, err := s.Put(0, args)
-	if err != nil {
-		return nil, err
-	}
-	r, err := t.Syscall(unix.SYS_CLONE3, a, cloneArgsSize)
+	return args
+}
+
+// cloned takes the task that t's injected clone3 for pids created (r and
+// err are the call's result): it waits for its first stop and wraps it.
+func cloned(t *ptrace.Task, pids []int, flags uint64, r uint64, err error) (*ptrace.Task, error) {
+	pid := pids[0]
 	if err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			return nil, fmt.Errorf("create pid %d: %w", pid, ErrPidInUse)

@@ -7,6 +7,8 @@
 //     /proc directory a file of the tree is inside (AddPidHelper);
 //   - clone.go: creating a task with exactly its pids (clone3 with
 //     set_tid, one pid per pid namespace level), traced from birth;
+//   - threads.go: creating a process's threads many at once, each new
+//     thread cloning another in the next round (CloneThreads);
 //   - session.go: a task starting its session or group, joining its
 //     group (run inside the task through remote.Task);
 //   - pids.go: checking before a restore that every pid of the images is

@@ -54,7 +54,7 @@ func Each(ts []*Task, nr uintptr, args func(i int) []uint64) (res []uint64, errs
 		}
 		regs := t.injected(nr, args(i))
 		step[i] = 3
-		if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+		if err := t.blockAll(); err != nil {
 			fail[i] = err
 			continue
 		}
@@ -82,7 +82,7 @@ func Each(ts []*Task, nr uintptr, args func(i int) []uint64) (res []uint64, errs
 			}
 			continue
 		}
-		if err := SetSigmask(t.Tid, t.Blocked); err != nil {
+		if err := t.unblock(); err != nil {
 			fail[i] = errors.Join(err, t.putBack())
 			continue
 		}

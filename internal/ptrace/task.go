@@ -3,6 +3,7 @@ package ptrace
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -116,7 +117,48 @@ func SeizeAndStop(tid int) (*Task, unix.Signal, error) {
 // (--freeze-cgroup seizes the whole cgroup so, then thaws it). StopSeized
 // waits for the stop.
 func SeizeInterrupt(tid int) error {
-	opts := unix.PTRACE_O_TRACESYSGOOD
+	if err := seize(tid); err != nil {
+		return err
+	}
+	if err := Interrupt(tid); err != nil {
+		_ = Detach(tid, 0)
+		return err
+	}
+	return nil
+}
+
+// suspendRefused records that the kernel refused PTRACE_O_SUSPEND_SECCOMP
+// to stasis (it needs CAP_SYS_ADMIN, a kernel with
+// CONFIG_CHECKPOINT_RESTORE, a tracer under no seccomp filter itself).
+var suspendRefused atomic.Bool
+
+// seize attaches to tid with PTRACE_O_SUSPEND_SECCOMP where the kernel
+// allows it: the option changes nothing for a thread under no filter,
+// and asking for it at once spares reading /proc/TID/status (which
+// says whether the thread has one) for every thread of a big process.
+// Where it is refused, only threads under seccomp ask for it, and their
+// seize fails saying why.
+func seize(tid int) error {
+	const opts = unix.PTRACE_O_TRACESYSGOOD
+	if !suspendRefused.Load() {
+		err := Seize(tid, opts|unix.PTRACE_O_SUSPEND_SECCOMP)
+		if !errors.Is(err, unix.EPERM) && !errors.Is(err, unix.EINVAL) {
+			return err
+		}
+		// The option refused, or the thread not attachable: without
+		// the option, the thread tells which.
+		if err := seizeChecked(tid, opts); err != nil {
+			return err
+		}
+		suspendRefused.Store(true)
+		return nil
+	}
+	return seizeChecked(tid, opts)
+}
+
+// seizeChecked attaches to tid, with PTRACE_O_SUSPEND_SECCOMP only if
+// the thread is under seccomp.
+func seizeChecked(tid int, opts int) error {
 	seccomp := underSeccomp(tid)
 	if seccomp {
 		opts |= unix.PTRACE_O_SUSPEND_SECCOMP
@@ -126,10 +168,6 @@ func SeizeInterrupt(tid int) error {
 			// The kernel wants CAP_SYS_ADMIN for this option alone.
 			return fmt.Errorf("tid %d is under seccomp: its filter is suspended with PTRACE_O_SUSPEND_SECCOMP, which needs CAP_SYS_ADMIN: %w", tid, err)
 		}
-		return err
-	}
-	if err := Interrupt(tid); err != nil {
-		_ = Detach(tid, 0)
 		return err
 	}
 	return nil
@@ -299,7 +337,7 @@ func (t *Task) injected(nr uintptr, args []uint64) unix.PtraceRegs {
 // detach (PTRACE_SYSCALL, PTRACE_CONT) would not restart the call, but
 // stasis resumes a seized task only into another injected call.
 func (t *Task) syscallSeized(nr uintptr, regs *unix.PtraceRegs) (uint64, error) {
-	if err := SetSigmask(t.Tid, ^uint64(0)); err != nil {
+	if err := t.blockAll(); err != nil {
 		return 0, err
 	}
 	if err := SetRegs(t.Tid, regs); err != nil {
@@ -317,7 +355,7 @@ func (t *Task) syscallSeized(nr uintptr, regs *unix.PtraceRegs) (uint64, error) 
 		// dump injects do not wait, so a pending signal cannot cut them
 		// short either.
 		if stop == 0 {
-			if err := SetSigmask(t.Tid, t.Blocked); err != nil {
+			if err := t.unblock(); err != nil {
 				return 0, errors.Join(err, t.putBack())
 			}
 		}
@@ -415,6 +453,28 @@ func (t *Task) toSyscallStop() error {
 		}
 	}
 }
+
+// blockAll blocks every signal of a seized task for an injected call,
+// and unblock gives it back its own mask once the call is entered
+// (syscallSeized says why). A task that blocks every signal it can
+// already (a thread of a pool often does) needs neither request: the
+// kernel never blocks SIGKILL and SIGSTOP, whatever the mask asks.
+func (t *Task) blockAll() error {
+	if t.Blocked|unblockable == ^uint64(0) {
+		return nil
+	}
+	return SetSigmask(t.Tid, ^uint64(0))
+}
+
+func (t *Task) unblock() error {
+	if t.Blocked|unblockable == ^uint64(0) {
+		return nil
+	}
+	return SetSigmask(t.Tid, t.Blocked)
+}
+
+// unblockable are the bits of SIGKILL and SIGSTOP in a signal mask.
+const unblockable = 1<<(unix.SIGKILL-1) | 1<<(unix.SIGSTOP-1)
 
 // putBack gives the task its registers and signal mask of the seize.
 func (t *Task) putBack() error {

@@ -122,25 +122,6 @@ func (tr *taskRestorer) joinGroup() error {
 	return pstree.JoinGroup(tr, pgid, tr.img == tr.r.imgs.root && tr.r.opts.ShellJob)
 }
 
-// createThreads creates the other threads of the process with their tids.
-func (tr *taskRestorer) createThreads() error {
-	if !tr.img.Live() {
-		return nil
-	}
-	for i, tid := range tr.img.Entry.GetThreads()[1:] {
-		t, err := pstree.CloneWithPids(tr.t, tr.s, tr.r.ns.ThreadTid(tr.img.Pid(), i+1, int(tid)), pstree.ThreadFlags)
-		if err != nil {
-			return err
-		}
-		tr.threads = append(tr.threads, t)
-		tr.r.files.HostPids[int(tid)] = t.Tid
-		if err := tr.moveThread(i+1, t); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // restoreFiles gives the process its root, cwd, umask and fds.
 func (tr *taskRestorer) restoreFiles() error {
 	if !tr.img.Live() {
@@ -260,8 +241,12 @@ func (tr *taskRestorer) resume() error {
 		xstate []byte
 	}
 	finals := make([]final, len(ts))
+	tmpl, err := ptrace.GetXState(tr.t.Tid)
+	if err != nil {
+		return err
+	}
 	for i, t := range ts {
-		r, xs, err := core.FinalRegs(t.Tid, cores[i])
+		r, xs, err := core.FinalRegs(tmpl, t.Tid, cores[i])
 		if err != nil {
 			return err
 		}
