@@ -48,14 +48,18 @@ func covered(name string) bool {
 	return strings.HasSuffix(name, ".img")
 }
 
-// PagesBlock is the block size of big files' sums.
-const PagesBlock = 1 << 20
+// PagesBlock is the block size of big files' sums, SmallBlock that of
+// files up to PagesBlock bytes.
+const (
+	PagesBlock = 1 << 20
+	SmallBlock = 4096
+)
 
 func blockFor(size int64) int64 {
 	if size > PagesBlock {
 		return PagesBlock
 	}
-	return 4096
+	return SmallBlock
 }
 
 func sumFile(path string) (*Sum, error) { return sumFileBlocks(path, 0) }
