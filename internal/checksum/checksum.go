@@ -20,6 +20,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // FileName is the manifest's name inside the images directory.
@@ -66,7 +68,7 @@ func sumFile(path string) (*Sum, error) { return sumFileBlocks(path, 0) }
 
 // sumFileBlocks sums path in blocks of block bytes (0: by its size).
 func sumFileBlocks(path string, block int64) (*Sum, error) {
-	f, err := os.Open(path)
+	f, err := linux.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/stasis-cr/stasis/internal/checksum"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Dir is a directory of images (criu -D). It holds no open files: methods
@@ -328,7 +329,7 @@ func (d *Dir) NewWriter(name string) (*Writer, error) {
 	}
 	tmp := p + ".tmp"
 	d.Track(name, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := linux.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
