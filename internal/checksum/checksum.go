@@ -20,7 +20,8 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // FileName is the manifest's name inside the images directory.
@@ -49,21 +50,25 @@ func covered(name string) bool {
 	return strings.HasSuffix(name, ".img")
 }
 
-// PagesBlock is the block size of big files' sums.
-const PagesBlock = 1 << 20
+// PagesBlock is the block size of big files' sums, SmallBlock that of
+// files up to PagesBlock bytes.
+const (
+	PagesBlock = 1 << 20
+	SmallBlock = 4096
+)
 
 func blockFor(size int64) int64 {
 	if size > PagesBlock {
 		return PagesBlock
 	}
-	return 4096
+	return SmallBlock
 }
 
 func sumFile(path string) (*Sum, error) { return sumFileBlocks(path, 0) }
 
 // sumFileBlocks sums path in blocks of block bytes (0: by its size).
 func sumFileBlocks(path string, block int64) (*Sum, error) {
-	f, err := os.Open(path)
+	f, err := linux.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -76,61 +81,40 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 		block = blockFor(fi.Size())
 	}
 	s := &Sum{Size: fi.Size(), Block: block}
-	if s.Size/block >= parallelBlocks && runtime.GOMAXPROCS(0) > 1 {
-		if crc, ok := sumParallel(f, s.Size, block); ok {
-			s.CRC = crc
-			return s, nil
-		}
-		// Shorter than it was a moment ago: read what there is.
-	}
+	nblk := int((s.Size + block - 1) / block)
+	s.CRC = make([]uint32, nblk)
 	// The block comes from the manifest, which may be damaged: a small
 	// file needs no more than its size, whatever block it claims.
-	buf := make([]byte, max(min(s.Block, fi.Size()), 1))
-	for {
-		n, err := io.ReadFull(f, buf)
-		if n > 0 {
-			s.CRC = append(s.CRC, crc32.Checksum(buf[:n], table))
-		}
-		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return s, nil
-		}
-		if err != nil {
-			return nil, err
-		}
+	bufSize := max(min(s.Block, s.Size), 1)
+	// A big file (a pages image) is summed by several goroutines, each
+	// taking every n-th block.
+	n := 1
+	if nblk >= 8 {
+		n = runtime.GOMAXPROCS(0)
 	}
-}
-
-// parallelBlocks is the size, in blocks, from which a file is summed on
-// several CPUs: a restore verifies the pages images before it creates
-// anything, a read of every byte (1 GiB: ~120 ms on one CPU of these VMs).
-const parallelBlocks = 8
-
-// sumParallel sums the size bytes of f in blocks on up to four
-// goroutines, each reading its blocks with pread into a buffer of its
-// own; false if the file is shorter than size.
-func sumParallel(f *os.File, size, block int64) ([]uint32, bool) {
-	nb := (size + block - 1) / block
-	crc := make([]uint32, nb)
-	var next atomic.Int64
-	var short atomic.Bool
+	errs := make([]error, n)
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), 4) {
+	for w := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, block)
-			for i := next.Add(1) - 1; i < nb && !short.Load(); i = next.Add(1) - 1 {
-				b := buf[:min(block, size-i*block)]
-				if _, err := f.ReadAt(b, i*block); err != nil {
-					short.Store(true)
+			buf := make([]byte, bufSize)
+			for i := w; i < nblk; i += n {
+				off := int64(i) * block
+				k, err := f.ReadAt(buf[:min(block, s.Size-off)], off)
+				if err != nil && !(err == io.EOF && off+int64(k) == s.Size) {
+					errs[w] = err
 					return
 				}
-				crc[i] = crc32.Checksum(b, table)
+				s.CRC[i] = crc32.Checksum(buf[:k], table)
 			}
 		}()
 	}
 	wg.Wait()
-	return crc, !short.Load()
+	if err := firstErr(errs); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Of returns the Sum of a whole file's content b, as the manifest lists
@@ -223,7 +207,9 @@ func Write(dir string, known map[string]*Sum) error {
 }
 
 // Verify checks every file the manifest of dir lists. A directory without
-// a manifest verifies trivially.
+// a manifest verifies trivially. The files, and the blocks of big ones,
+// are read and summed on GOMAXPROCS goroutines; the error is the one of
+// the first file by name, whichever finishes first.
 func Verify(dir string) error {
 	b, err := os.ReadFile(filepath.Join(dir, FileName))
 	if errors.Is(err, os.ErrNotExist) {
@@ -241,22 +227,33 @@ func Verify(dir string) error {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	// A few files at a time: a dump of 10,000 threads has as many core
-	// images, each an open, a read and a close. The error reported is
-	// the first in name order, as one file after the other would.
+	for _, n := range names {
+		want := m.Files[n]
+		if strings.ContainsRune(n, '/') || want == nil || want.Block <= 0 || want.Block > 64<<20 {
+			return fmt.Errorf("%s lists a bad entry %q: %w", FileName, n, ErrMismatch)
+		}
+	}
 	errs := make([]error, len(names))
-	var next atomic.Int64
+	work := make(chan int)
 	var wg sync.WaitGroup
-	for w := min(verifiers, len(names)); w > 0; w-- {
+	for range min(runtime.GOMAXPROCS(0), len(names)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := int(next.Add(1) - 1); i < len(names); i = int(next.Add(1) - 1) {
+			for i := range work {
 				errs[i] = verifyFile(dir, names[i], m.Files[names[i]])
 			}
 		}()
 	}
+	for i := range names {
+		work <- i
+	}
+	close(work)
 	wg.Wait()
+	return firstErr(errs)
+}
+
+func firstErr(errs []error) error {
 	for _, err := range errs {
 		if err != nil {
 			return err
@@ -265,14 +262,8 @@ func Verify(dir string) error {
 	return nil
 }
 
-// verifiers is how many files Verify reads at once.
-const verifiers = 4
-
-// verifyFile checks file n of dir against its sum in the manifest.
+// verifyFile checks one file against its sum.
 func verifyFile(dir, n string, want *Sum) error {
-	if strings.ContainsRune(n, '/') || want == nil || want.Block <= 0 || want.Block > 64<<20 {
-		return fmt.Errorf("%s lists a bad entry %q: %w", FileName, n, ErrMismatch)
-	}
 	got, err := sumFileBlocks(filepath.Join(dir, n), want.Block)
 	if err != nil {
 		return fmt.Errorf("image %s: %w", n, err)

@@ -174,6 +174,7 @@ func newDumper(ctx context.Context, opts Options, preflight bool) *dumper {
 
 func (d *dumper) run() (err error) {
 	d.stats.Start = time.Now()
+	images.Warm() // the image encoders, while the tree is seized
 	// First deferred, so last run: once the tree is resumed or killed.
 	defer func() {
 		if lerr := d.lock.Release(); lerr != nil {

@@ -2,6 +2,7 @@ package dump
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"time"
 
@@ -79,7 +80,9 @@ func (d *dumper) writeImages() error {
 		func() error {
 			d.log.Debug("dump phase", "phase", "checksums")
 			d.dir.Track(checksum.FileName, checksum.FileName+".tmp")
-			return checksum.Write(d.dir.Path, d.sums)
+			known := d.dir.Sums() // the images' own, taken as they were written
+			maps.Copy(known, d.sums)
+			return checksum.Write(d.dir.Path, known)
 		},
 	}
 	if err := d.runSteps(steps); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
@@ -11,6 +12,9 @@ import (
 	"sync"
 
 	"google.golang.org/protobuf/proto"
+
+	"github.com/stasis-cr/stasis/internal/checksum"
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // Dir is a directory of images (criu -D). It holds no open files: methods
@@ -21,7 +25,31 @@ type Dir struct {
 	Created bool
 
 	mu      sync.Mutex
-	written map[string]bool // names this Dir created or truncated: see RemoveWritten
+	written map[string]bool          // names this Dir created or truncated: see RemoveWritten
+	sums    map[string]*checksum.Sum // of the images its writers completed: see Sums
+}
+
+// Sums returns the checksums of the images this Dir's writers completed,
+// taken from the bytes as they were written, so that the manifest need
+// not read them back. Images over checksum.PagesBlock are left out (the
+// manifest sums them in bigger blocks).
+func (d *Dir) Sums() map[string]*checksum.Sum {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.sums)
+}
+
+func (d *Dir) addSum(name string, s *checksum.Sum) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.sums == nil {
+		d.sums = map[string]*checksum.Sum{}
+	}
+	if s.Size > checksum.PagesBlock {
+		delete(d.sums, name)
+		return
+	}
+	d.sums[name] = s
 }
 
 // Track records names written into the directory by other means than
@@ -285,6 +313,9 @@ func (r *Reader) Close() error { return r.f.Close() }
 type Writer struct {
 	enc       *encoder
 	f         *os.File
+	sum       *checksum.Hasher
+	dir       *Dir
+	name      string
 	path, tmp string
 	err       error
 	closed    bool
@@ -298,11 +329,12 @@ func (d *Dir) NewWriter(name string) (*Writer, error) {
 	}
 	tmp := p + ".tmp"
 	d.Track(name, name+".tmp")
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := linux.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return nil, err
 	}
-	w := &Writer{enc: newEncoder(f, p, k), f: f, path: p, tmp: tmp}
+	h := checksum.NewHasher(f, checksum.SmallBlock)
+	w := &Writer{enc: newEncoder(h, p, k), f: f, sum: h, dir: d, name: name, path: p, tmp: tmp}
 	w.err = w.enc.header()
 	return w, nil
 }
@@ -345,6 +377,9 @@ func (w *Writer) Close() error {
 		if err := os.Rename(w.tmp, w.path); err != nil {
 			w.err = fmt.Errorf("write image %s: %w", w.path, err)
 		}
+	}
+	if w.err == nil {
+		w.dir.addSum(w.name, w.sum.Sum())
 	}
 	if w.err != nil {
 		os.Remove(w.tmp)

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/seal"
 )
 
@@ -37,7 +38,7 @@ func key() []byte {
 // checked and decoded (an error names the file and offset of the chunk
 // that fails).
 func OpenFile(path string) (*os.File, error) {
-	f, err := os.Open(path)
+	f, err := linux.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil || !seal.IsSealed(f) {
 		return f, err
 	}

@@ -150,6 +150,11 @@ func flush() {
 		return
 	}
 	cache.dirty = false
+	// Under strace -f or gdb the probes' ptrace of their own children
+	// fails (EPERM): answers that would make every later dump refuse.
+	if traced() {
+		return
+	}
 	fs := make([]cachedFeature, 0, len(cache.fs))
 	for _, g := range groups {
 		for _, n := range g.names {
@@ -328,4 +333,20 @@ func goNote(b []byte) (string, bool) {
 			return string(d[:n]), true
 		}
 	}
+}
+
+// traced tells whether this process is being ptraced (TracerPid in
+// /proc/self/status).
+func traced() bool {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return false
+	}
+	_, rest, ok := strings.Cut(string(b), "\nTracerPid:")
+	if !ok {
+		return false
+	}
+	pid, _, _ := strings.Cut(rest, "\n")
+	pid = strings.TrimSpace(pid)
+	return pid != "" && pid != "0"
 }

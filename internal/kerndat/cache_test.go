@@ -225,3 +225,11 @@ func TestBuildID(t *testing.T) {
 		t.Errorf("build ID %q: want Go's action/content form", id)
 	}
 }
+
+// TestNotTraced: a test binary run plainly is not traced, so its probes
+// are cached (under strace -f they would not be).
+func TestNotTraced(t *testing.T) {
+	if traced() {
+		t.Skip("this test binary runs under a tracer")
+	}
+}

@@ -69,10 +69,23 @@ func readImages(path string) (*imageSet, error) {
 		return nil, fmt.Errorf("restore from %s: no inventory.img: %w (a dump that failed or was interrupted leaves none; dump again)", path, ErrIncomplete)
 	}
 	// A manifest written by stasis at dump time catches damage the framing
-	// cannot see (a flipped register or page byte still decodes).
-	if err := checksum.Verify(path); err != nil {
-		return nil, err
+	// cannot see (a flipped register or page byte still decodes). It is
+	// checked while the images are decoded (nothing is created before
+	// both are done); its error, which names the byte range, comes first.
+	verified := make(chan error, 1)
+	go func() { verified <- checksum.Verify(path) }()
+	s, err := decodeImages(dir)
+	if verr := <-verified; verr != nil {
+		if s != nil {
+			s.shmem.Close()
+		}
+		return nil, verr
 	}
+	return s, err
+}
+
+// decodeImages reads every image of dir that the restore needs up front.
+func decodeImages(dir *images.Dir) (*imageSet, error) {
 	s := &imageSet{dir: dir, shmem: mem.NewShmemObjects(dir), byProc: map[*pstree.Proc]*taskImages{}}
 	s.inv = &inventory.InventoryEntry{}
 	if err := dir.ReadOne("inventory.img", s.inv); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/stasis-cr/stasis/internal/cgroup"
 	"github.com/stasis-cr/stasis/internal/cpuinfo"
 	"github.com/stasis-cr/stasis/internal/files"
+	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/interrupt"
 	"github.com/stasis-cr/stasis/internal/kerndat"
 	"github.com/stasis-cr/stasis/internal/lazy"
@@ -172,6 +173,7 @@ func Restore(ctx context.Context, opts Options) (*Restored, error) {
 
 func (r *restorer) run() (_ *Restored, err error) {
 	r.stats.start = time.Now()
+	images.Warm() // the image decoders, beside the first reads
 	if err := r.notify("pre-restore"); err != nil {
 		return nil, err
 	}
