@@ -150,12 +150,8 @@ func (d *dumper) writeProcess(p *process) error {
 		}
 		cores[i] = images.Single{Name: fmt.Sprintf("core-%d.img", d.ns.ThreadPid(p.pid, th.tid)), Msg: c}
 	}
-	sums, err := d.dir.WriteParallel(cores)
-	if err != nil {
+	if err := d.dir.WriteParallel(cores); err != nil {
 		return err
-	}
-	for i, im := range cores {
-		d.sums[im.Name] = sums[i]
 	}
 	fds := make([]proto.Message, len(p.fds))
 	for i, e := range p.fds {

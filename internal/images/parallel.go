@@ -3,6 +3,7 @@ package images
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -25,14 +26,13 @@ type Single struct {
 const parallelWriters = 4
 
 // WriteParallel writes many single-entry images (a core image per
-// thread: ten thousand for a big process) on a few goroutines, and
-// returns the checksum of each, so that the manifest need not read them
-// back. Each image is encoded into a buffer its goroutine reuses (a
+// thread: ten thousand for a big process) on a few goroutines; their
+// checksums go to Sums, as other writers' do, so that the manifest need
+// not read them back. Each image is encoded into a buffer its goroutine reuses (a
 // Writer's 64 KiB buffer apiece made gigabytes of garbage), written with
 // one write(2) to a temporary file and renamed into place, as Writer
 // does: nothing appears under an image's name before it is complete.
-func (d *Dir) WriteParallel(imgs []Single) ([]*checksum.Sum, error) {
-	sums := make([]*checksum.Sum, len(imgs))
+func (d *Dir) WriteParallel(imgs []Single) error {
 	var (
 		next   atomic.Int64
 		failed atomic.Bool
@@ -50,20 +50,18 @@ func (d *Dir) WriteParallel(imgs []Single) ([]*checksum.Sum, error) {
 				if i >= len(imgs) {
 					return
 				}
-				if sums[i], errs[w] = d.writeSingle(imgs[i], &buf, bw); errs[w] != nil {
+				s, err := d.writeSingle(imgs[i], &buf, bw)
+				if err != nil {
+					errs[w] = err
 					failed.Store(true)
 					return
 				}
+				d.addSum(imgs[i].Name, s)
 			}
 		}()
 	}
 	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
-	}
-	return sums, nil
+	return errors.Join(errs...)
 }
 
 // writeSingle encodes im into buf (through bw) and writes it to its file.

@@ -27,11 +27,11 @@ func TestWriteParallel(t *testing.T) {
 			ThreadCore: &criu_core.ThreadCoreEntry{FutexRla: proto.Uint64(uint64(i)), FutexRlaLen: proto.Uint32(24), Comm: proto.String("w")},
 		}})
 	}
-	sums, err := d.WriteParallel(imgs)
-	if err != nil {
+	if err := d.WriteParallel(imgs); err != nil {
 		t.Fatal(err)
 	}
-	for i, im := range imgs {
+	sums := d.Sums()
+	for _, im := range imgs {
 		if err := ref.Write(im.Name, im.Msg); err != nil {
 			t.Fatal(err)
 		}
@@ -43,15 +43,15 @@ func TestWriteParallel(t *testing.T) {
 		if !bytes.Equal(got, want) {
 			t.Fatalf("%s differs from Write's", im.Name)
 		}
-		if s := checksum.Of(want); sums[i] == nil || sums[i].Size != s.Size || fmt.Sprint(sums[i].CRC) != fmt.Sprint(s.CRC) {
-			t.Fatalf("%s: sum %+v, want %+v", im.Name, sums[i], s)
+		if s, got := checksum.Of(want), sums[im.Name]; got == nil || got.Size != s.Size || fmt.Sprint(got.CRC) != fmt.Sprint(s.CRC) {
+			t.Fatalf("%s: sum %+v, want %+v", im.Name, got, s)
 		}
 	}
 	if left, _ := filepath.Glob(filepath.Join(d.Path, "*.tmp")); len(left) != 0 {
 		t.Fatalf("temporary files left: %v", left)
 	}
 	bad := append(imgs[:1:1], Single{Name: "core-99.img", Msg: &pstree.PstreeEntry{Pid: proto.Uint32(1)}})
-	if _, err := d.WriteParallel(bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte("core-99.img")) {
+	if err := d.WriteParallel(bad); err == nil || !bytes.Contains([]byte(err.Error()), []byte("core-99.img")) {
 		t.Fatalf("a pstree entry as a core image: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(d.Path, "core-99.img")); !os.IsNotExist(err) {
