@@ -12,8 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// bashLoop forks a sleep every 0.2 s and writes how many it ran to $0.
-const bashLoop = `i=0; while :; do sleep 0.2; i=$((i+1)); echo $i > "$0"; done`
+// bashLoop forks a sleep every 0.2 s and writes how many it ran to $0
+// (renamed into place: a reader, or a dump between the truncation and the
+// write of an echo >, would see it empty).
+const bashLoop = `i=0; while :; do sleep 0.2; i=$((i+1)); echo $i > "$0.new"; mv "$0.new" "$0"; done`
 
 // TestBashForkLoop: bash running a loop that forks `sleep` children (no
 // pipes: stdin /dev/null, stdout and stderr a log file) is dumped with
