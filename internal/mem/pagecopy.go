@@ -91,23 +91,39 @@ func copyToFile(pid int, runs []Run, f *os.File, stop func() error, meter *progr
 	meter.Expect(uint64(total))
 	wins := windows(runs, copyWindowSize)
 	sum.CRC = make([]uint32, (total+checksum.PagesBlock-1)/checksum.PagesBlock)
-	workers := min(runtime.GOMAXPROCS(0), copyWorkers, len(wins))
-	work := make(chan copyWindow, workers)
+	err := eachWindow(wins, copyWorkers, int(min(int64(copyWindowSize), total)), stop, func(win copyWindow, buf []byte) error {
+		err := copyWindowTo(pid, f, win, buf, sum.CRC)
+		meter.Add(uint64(win.size))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return sum, nil
+}
+
+// eachWindow runs do on every window, on up to workers goroutines (no
+// more than the CPUs), each with a buffer of bufSize bytes of its own.
+// stop is asked before each window is handed out; the first error, of
+// stop or of a window, ends the run (the windows under way finish) and is
+// returned.
+func eachWindow[W any](wins []W, workers, bufSize int, stop func() error, do func(W, []byte) error) error {
+	workers = min(runtime.GOMAXPROCS(0), workers, len(wins))
+	work := make(chan W, workers)
 	errs := make(chan error, workers)
 	var failed sync.Once
 	quit := make(chan struct{})
 	for w := 0; w < workers; w++ {
 		go func() {
-			buf := make([]byte, min(int64(copyWindowSize), total))
+			buf := make([]byte, bufSize)
 			var first error
 			for win := range work {
 				if first != nil {
 					continue
 				}
-				if first = copyWindowTo(pid, f, win, buf, sum.CRC); first != nil {
+				if first = do(win, buf); first != nil {
 					failed.Do(func() { close(quit) })
 				}
-				meter.Add(uint64(win.size))
 			}
 			errs <- first
 		}()
@@ -132,10 +148,7 @@ dispatch:
 			first = err
 		}
 	}
-	if first != nil {
-		return nil, first
-	}
-	return sum, nil
+	return first
 }
 
 // windows cuts runs into windows of size bytes of the file (the last one

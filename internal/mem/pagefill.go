@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"sync"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
@@ -80,52 +79,15 @@ func fillFromFile(pid int, spans []fillSpan, f *os.File, vmas []*vma.VmaEntry, k
 	}
 	inKept := keptLookup(vmas, kept)
 	inKernel := areaLookup(vmas, kernelArea)
-	workers := min(runtime.GOMAXPROCS(0), fillWorkers, len(wins))
-	work := make(chan fillWin, workers)
-	errs := make(chan error, workers)
 	var mu sync.Mutex
-	var failed sync.Once
-	quit := make(chan struct{})
-	for w := 0; w < workers; w++ {
-		go func() {
-			buf := make([]byte, fillWindowSize)
-			var first error
-			for win := range work {
-				if first != nil {
-					continue
-				}
-				wst, err := fillWindow(pid, f, win, buf, inKept, inKernel, meter)
-				mu.Lock()
-				st.add(wst)
-				mu.Unlock()
-				if first = err; err != nil {
-					failed.Do(func() { close(quit) })
-				}
-			}
-			errs <- first
-		}()
-	}
-	var first error
-dispatch:
-	for _, win := range wins {
-		if stop != nil {
-			if first = stop(); first != nil {
-				break
-			}
-		}
-		select {
-		case work <- win:
-		case <-quit:
-			break dispatch
-		}
-	}
-	close(work)
-	for w := 0; w < workers; w++ {
-		if err := <-errs; err != nil && first == nil {
-			first = err
-		}
-	}
-	return st, first
+	err := eachWindow(wins, fillWorkers, fillWindowSize, stop, func(win fillWin, buf []byte) error {
+		wst, err := fillWindow(pid, f, win, buf, inKept, inKernel, meter)
+		mu.Lock()
+		st.add(wst)
+		mu.Unlock()
+		return err
+	})
+	return st, err
 }
 
 // fillWindow reads win out of f into buf and writes its parts into pid.

@@ -182,22 +182,30 @@ func sshTarget(t *testing.T, n *moveNet) (string, []string) {
 	return "ssh://root@" + adminB, []string{"PATH=" + bin + ":" + os.Getenv("PATH")}
 }
 
-func migrateTCP(t *testing.T, flags []string, viaSSH bool) {
+// startStreaming makes hosts A, B and a client C, starts on A a TCP
+// server that takes rx bytes and sends tx, and C's client streaming both
+// ways with it for a while.
+func startStreaming(t *testing.T, rx, tx int, after time.Duration) (*moveNet, *testutil.Victim, *streamer) {
+	t.Helper()
 	n := newMoveNet(t)
 	port := 20000 + time.Now().Nanosecond()%20000
-	const rxAll, txAll = 4 << 20, 16 << 20
 	var v *testutil.Victim
 	in(t, n.a, func() {
-		v = testutil.StartVictim(t, "tcpsrv", moveServer, strconv.Itoa(port), strconv.Itoa(rxAll), strconv.Itoa(txAll),
-			strconv.Itoa(rxAll), "0")
+		v = testutil.StartVictim(t, "tcpsrv", moveServer, strconv.Itoa(port), strconv.Itoa(rx), strconv.Itoa(tx),
+			strconv.Itoa(rx), "0")
 		v.WaitReady(t)
 	})
 	var tc *tcpClient
 	in(t, n.c, func() { tc = dialTCPServer(t, moveServer, port) })
-	tc.total = rxAll
-	s := &streamer{tc: tc, rxAll: txAll}
+	tc.total = uint64(rx)
+	s := &streamer{tc: tc, rxAll: uint64(tx)}
 	s.start()
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(after)
+	return n, v, s
+}
+
+func migrateTCP(t *testing.T, flags []string, viaSSH bool) {
+	n, v, s := startStreaming(t, 4<<20, 16<<20, 200*time.Millisecond)
 
 	src, dst := t.TempDir(), t.TempDir()
 	pidfile := filepath.Join(dst, "restored.pid")
@@ -264,21 +272,7 @@ func TestMigrateRollback(t *testing.T) {
 }
 
 func migrateRollback(t *testing.T, flags []string) {
-	n := newMoveNet(t)
-	port := 20000 + time.Now().Nanosecond()%20000
-	const rxAll, txAll = 1 << 20, 4 << 20
-	var v *testutil.Victim
-	in(t, n.a, func() {
-		v = testutil.StartVictim(t, "tcpsrv", moveServer, strconv.Itoa(port), strconv.Itoa(rxAll), strconv.Itoa(txAll),
-			strconv.Itoa(rxAll), "0")
-		v.WaitReady(t)
-	})
-	var tc *tcpClient
-	in(t, n.c, func() { tc = dialTCPServer(t, moveServer, port) })
-	tc.total = rxAll
-	s := &streamer{tc: tc, rxAll: txAll}
-	s.start()
-	time.Sleep(100 * time.Millisecond)
+	n, v, s := startStreaming(t, 1<<20, 4<<20, 100*time.Millisecond)
 	src, dst := t.TempDir(), filepath.Join(t.TempDir(), "target")
 	args := append([]string{"migrate", "-t", strconv.Itoa(v.Pid), "--to", fmt.Sprintf("netns:/proc/%d/fd/%d", os.Getpid(), int(n.b)),
 		"-D", src, "--target-dir", dst, "-v4", "-o", "migrate.log"}, flags...)
