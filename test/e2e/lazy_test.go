@@ -174,7 +174,15 @@ func TestLazyPages(t *testing.T) {
 	t.Parallel()
 	for _, mode := range []string{"page-server", "local"} {
 		t.Run(mode, func(t *testing.T) {
-			v := testutil.StartVictim(t, "lazy", lazyMiB())
+			// Read from the images, the background copy is quick (64 MiB
+			// in ~40 ms on an idle VM, sometimes all done before the
+			// restored task first runs): more memory keeps it going
+			// until the task faults.
+			mib := lazyMiB()
+			if n, err := strconv.Atoi(mib); err == nil && mode == "local" {
+				mib = strconv.Itoa(4 * n)
+			}
+			v := testutil.StartVictim(t, "lazy", mib)
 			v.WaitReady(t)
 			src := t.TempDir()
 			var dump *bgProc
