@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stasis-cr/stasis/internal/images"
+	"github.com/stasis-cr/stasis/internal/pstree"
 	"github.com/stasis-cr/stasis/internal/testutil"
 )
 
@@ -84,7 +87,7 @@ func appRoundTrip(t *testing.T, v *testutil.Victim, tool ckptTool, flags ...stri
 	} else {
 		testutil.CriuRestoreDetached(t, dir, v, flags...)
 	}
-	got := testutil.WaitTree(t, v.Pid, withThreadsBack(v.Pid, tree, 10*time.Second), false, 10*time.Second)
+	got := waitAppTree(t, v.Pid, dir, tree, 10*time.Second)
 	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 	run.restore = time.Since(start)
 	t.Logf("%d process(es), %d thread(s), %s", len(tree), threadCount(tree), run)
@@ -132,35 +135,74 @@ func figures(runs []ckptRun) string {
 	return strings.Join(s, "; ")
 }
 
-// withThreadsBack waits until every task of want is back under root with
-// at least its dumped threads and returns want with the thread counts
-// found then: an application may start a thread of its own as soon as it
-// runs again (a pool's worker for a client's request), which is no loss.
-// If that does not happen within timeout, want is returned as it is, for
-// WaitTree to report the difference.
-func withThreadsBack(root int, want []testutil.Task, timeout time.Duration) []testutil.Task {
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		got, err := testutil.Tree(root)
-		if err != nil {
-			continue
-		}
-		threads := map[int]int{}
-		for _, g := range got {
-			threads[g.Pid] = g.Threads
-		}
-		out := slices.Clone(want)
-		back := true
-		for i, w := range want {
-			n, ok := threads[w.Pid]
-			if !ok || n < w.Threads {
-				back = false
-				break
-			}
-			out[i].Threads = n
-		}
-		if back {
-			return out
+// waitAppTree waits until the tree under root, restored from dir, is the
+// dumped one (want, read before the dump) with every thread of the images
+// back under its own tid. The thread count itself may differ: a server's
+// pools start and end threads as its clients come (mariadbd's InnoDB
+// pool had 15 a second after a restore of 13, with its busy client), so
+// one read of the tree is compared with want's counts taken from that
+// read, and the threads the images hold are looked up in it by tid. If
+// that does not happen within timeout, the differences fail the test.
+func waitAppTree(t *testing.T, root int, dir string, want []testutil.Task, timeout time.Duration) []testutil.Task {
+	t.Helper()
+	dumped := map[int][]int{} // pid -> its tids, as the images hold them
+	d, err := images.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := pstree.ReadImage(d)
+	if err != nil {
+		t.Fatalf("%s: %v", dir, err)
+	}
+	for _, e := range entries {
+		for _, tid := range e.GetThreads() {
+			dumped[int(e.GetPid())] = append(dumped[int(e.GetPid())], int(tid))
 		}
 	}
-	return want
+	var diff []string
+	var got []testutil.Task
+	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
+		got, err = testutil.Tree(root)
+		if err != nil {
+			diff = []string{err.Error()}
+		} else {
+			diff = appTreeDiff(want, got, dumped)
+		}
+		if len(diff) == 0 {
+			return got
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("the restored tree of %d: %v", root, err)
+	}
+	t.Errorf("the restored tree of %d differs from the dumped one after %v:\n  %s\n--- dumped ---\n%s--- restored ---\n%s",
+		root, timeout, strings.Join(diff, "\n  "), testutil.FormatTree(want), testutil.FormatTree(got))
+	return got
+}
+
+// appTreeDiff is DiffTrees with the thread counts of got, and the dumped
+// threads missing from got.
+func appTreeDiff(want, got []testutil.Task, dumped map[int][]int) []string {
+	threads := map[int]int{}
+	for _, g := range got {
+		threads[g.Pid] = g.Threads
+	}
+	w := slices.Clone(want)
+	for i := range w {
+		if n, ok := threads[w[i].Pid]; ok {
+			w[i].Threads = n
+		}
+	}
+	diff := testutil.DiffTrees(w, got, false)
+	for pid, tids := range dumped {
+		for _, tid := range tids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", pid, tid)); err != nil {
+				diff = append(diff, fmt.Sprintf("pid %d: its thread %d is not back", pid, tid))
+			}
+		}
+	}
+	return diff
 }
