@@ -45,7 +45,7 @@ func serverRoundTrip(t *testing.T, v *testutil.Victim) (int, []testutil.Task) {
 	outq := logStreams(t, dir)
 	start := time.Now()
 	testutil.RestoreDetached(t, dir, v, "--tcp-established")
-	got := testutil.WaitTree(t, v.Pid, tree, false, 5*time.Second)
+	got := waitAppTree(t, v.Pid, dir, tree, 5*time.Second)
 	testutil.Track(t, testutil.Pids(got[1:]), v.Pid)
 	took := time.Since(start)
 	// After the restore: busy clients wait for the server meanwhile.
