@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
@@ -293,7 +292,7 @@ func sigQueue(infos [][]byte) *siginfo.SignalQueueEntry {
 }
 
 func readProcInt(pid int, name string) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + name)
+	b, err := proc.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + name)
 	if err != nil {
 		return 0, err
 	}
