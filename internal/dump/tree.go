@@ -34,6 +34,7 @@ type process struct {
 	status  *proc.Status
 	smaps   []proc.VMA
 	scratch *ptrace.Scratch
+	asked   *asked // the task state's injected calls (taskstate.go)
 	ids     *criucore.TaskKobjIdsEntry
 
 	tc      *criucore.TaskCoreEntry
