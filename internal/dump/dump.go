@@ -538,7 +538,11 @@ func (d *dumper) dumpFiles(p *process) error {
 // dumpMM records the mm entry of p: its VMAs with the files they map,
 // mm fields, auxv, AIO rings (mem).
 func (d *dumper) dumpMM(p *process) (err error) {
-	p.mm, err = mem.DumpMM(p.leader().tr, p.pid, p.stat, p.areas, d.files)
+	var calls *mem.MMCalls
+	if p.asked != nil {
+		calls = &p.asked.mm
+	}
+	p.mm, err = mem.DumpMM(p.leader().tr, p.pid, p.stat, p.areas, d.files, calls)
 	return err
 }
 

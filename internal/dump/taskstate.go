@@ -25,6 +25,7 @@ import (
 type asked struct {
 	proc    core.ProcessCalls
 	threads []core.ThreadCalls // in p.threads' order
+	mm      mem.MMCalls        // for the memory layout phase
 	posix   []*timer.PosixTimerEntry
 }
 
@@ -55,7 +56,8 @@ func (d *dumper) askTree() error {
 // ask maps a scratch area into every process of ps, injects the calls
 // of the task state phase into all of them at once (core.AskProcesses,
 // core.AskThreadsOf; the posix timers, rare, one process after the
-// other) and unmaps the scratch areas, leaving the answers in p.asked.
+// other) and those of the memory layout phase (mem.AskMM), and unmaps
+// the scratch areas, leaving the answers in p.asked.
 // On failure, the scratch areas it could not unmap are left in
 // p.scratch, for resume.
 func (d *dumper) ask(ps []*process) error {
@@ -92,8 +94,12 @@ func (d *dumper) askMapped(ps []*process, leaders []*ptrace.Task, ss []*ptrace.S
 	if err != nil {
 		return err
 	}
+	mms, err := mem.AskMM(leaders)
+	if err != nil {
+		return err
+	}
 	for i, p := range ps {
-		a := &asked{proc: pcs[i], threads: tcs[i]}
+		a := &asked{proc: pcs[i], threads: tcs[i], mm: mms[i]}
 		if a.posix, err = core.DumpPosixTimers(leaders[i], ss[i]); err != nil {
 			return err
 		}
