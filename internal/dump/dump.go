@@ -308,7 +308,7 @@ func (d *dumper) runPhases() error {
 		// What only the whole tree tells (a pipe or a peer outside it),
 		// before a page is copied.
 		{name: "check tree", tree: d.files.CheckTree, checks: true},
-		{name: "pages", fn: d.dumpPages},
+		{name: "pages", tree: d.dumpAllPages},
 	}
 	for _, ph := range phases {
 		if d.preflight && !ph.checks {

@@ -7,7 +7,7 @@ import "sync"
 const winBufSize = 1 << 20
 
 // winBufs keeps the window buffers of eachWindow between runs, as many
-// as run at once (2 MiB for the life of stasis). A tree's dump copies
+// as run at once (4 MiB for the life of stasis). A tree's dump copies
 // the pages of each process in turn; a buffer made for each one is fresh
 // memory every time (Go's heap hands freed spans back to the kernel, or
 // grows), and on these VMs every first touch of a page is a fault of
@@ -19,8 +19,9 @@ var winBufs struct {
 	free [][]byte
 }
 
-// maxWinBufs bounds the buffers kept: the workers of eachWindow.
-const maxWinBufs = max(copyWorkers, fillWorkers)
+// maxWinBufs bounds the buffers kept: the workers of eachWindow, for two
+// runs at once (a dump copies two processes' pages at a time).
+const maxWinBufs = 2 * max(copyWorkers, fillWorkers)
 
 // getWinBuf returns a buffer of n bytes, a kept one when n is not more
 // than winBufSize, and the function that gives it back.
