@@ -36,22 +36,67 @@ const (
 // slot of s, read back in one go: 10,000 threads take four overlapped
 // round trips per batch instead of 40,000 one after the other.
 func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch) ([]ThreadCalls, error) {
-	out := make([]ThreadCalls, len(ts))
-	batch := int(s.Size / threadSlotSz)
-	if batch == 0 {
-		return nil, fmt.Errorf("ask threads: scratch of %d bytes holds no slot of %d", s.Size, threadSlotSz)
+	out, err := AskThreadsOf([][]*ptrace.Task{ts}, []*ptrace.Scratch{s})
+	if err != nil {
+		return nil, err
 	}
-	for lo := 0; lo < len(ts); lo += batch {
-		hi := min(lo+batch, len(ts))
-		if err := askBatch(ts[lo:hi], s, out[lo:hi]); err != nil {
+	return out[0], nil
+}
+
+// AskThreadsOf is AskThreads for the threads of many processes at once
+// (groups[k], whose scratch is ss[k]): a batch takes as many threads of
+// each process as its scratch has slots, so that the processes of a tree
+// share each batch's round trips.
+func AskThreadsOf(groups [][]*ptrace.Task, ss []*ptrace.Scratch) ([][]ThreadCalls, error) {
+	out := make([][]ThreadCalls, len(groups))
+	rounds := 0
+	for k, ts := range groups {
+		out[k] = make([]ThreadCalls, len(ts))
+		per := int(ss[k].Size / threadSlotSz)
+		if per == 0 {
+			return nil, fmt.Errorf("ask threads: scratch of %d bytes holds no slot of %d", ss[k].Size, threadSlotSz)
+		}
+		rounds = max(rounds, (len(ts)+per-1)/per)
+	}
+	for r := 0; r < rounds; r++ {
+		var b threadBatch
+		for k, ts := range groups {
+			per := int(ss[k].Size / threadSlotSz)
+			lo, hi := min(r*per, len(ts)), min((r+1)*per, len(ts))
+			if lo == hi {
+				continue
+			}
+			b.ts = append(b.ts, ts[lo:hi]...)
+			for i := range hi - lo {
+				b.slots = append(b.slots, ss[k].Addr+uint64(i)*threadSlotSz)
+			}
+			b.reads = append(b.reads, threadRead{s: ss[k], out: out[k][lo:hi]})
+		}
+		if err := b.ask(); err != nil {
 			return nil, err
 		}
 	}
 	return out, nil
 }
 
-func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
-	slot := func(i int, off uint64) uint64 { return s.Addr + uint64(i)*threadSlotSz + off }
+// threadBatch is one batch of AskThreadsOf: its threads, the address of
+// each one's slot, and where each process's slots are read back to.
+type threadBatch struct {
+	ts    []*ptrace.Task
+	slots []uint64
+	reads []threadRead
+}
+
+// threadRead is the answers of the first len(out) slots of s.
+type threadRead struct {
+	s   *ptrace.Scratch
+	out []ThreadCalls
+}
+
+func (b *threadBatch) ask() error {
+	ts := b.ts
+	slot := func(i int, off uint64) uint64 { return b.slots[i] + off }
+	secbits := make([]uint32, len(ts))
 	calls := []struct {
 		name, what string
 		nr         uintptr
@@ -66,12 +111,15 @@ func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
 			func(i int) []uint64 { return []uint64{unix.PR_GET_PDEATHSIG, slot(i, slotPdeath)} }, nil},
 		{"credentials", "prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL,
 			func(int) []uint64 { return []uint64{unix.PR_GET_SECUREBITS} },
-			func(i int, r uint64) { out[i].Securebits = uint32(r) }},
+			func(i int, r uint64) { secbits[i] = uint32(r) }},
 	}
 	for _, c := range calls {
 		res, errs, err := ptrace.Each(ts, c.nr, c.args)
-		if err != nil {
+		if err != nil && len(b.reads) == 1 {
 			return fmt.Errorf("dump %s of the threads of pid %d: %w", c.name, ts[0].Tgid(), err)
+		}
+		if err != nil { // (Each's error names each task)
+			return fmt.Errorf("dump %s of the threads of %d processes: %w", c.name, len(b.reads), err)
 		}
 		for i, e := range errs {
 			if e != nil {
@@ -82,20 +130,25 @@ func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
 			}
 		}
 	}
-	b, err := s.Get(0, len(ts)*threadSlotSz)
-	if err != nil {
-		return fmt.Errorf("dump the injected calls' answers of pid %d: %w", ts[0].Tgid(), err)
-	}
 	le := binary.LittleEndian
-	for i := range out {
-		sl := b[i*threadSlotSz:]
-		out[i].ClearTid = le.Uint64(sl[slotTidAddr:])
-		out[i].Sas = &criucore.ThreadSasEntry{
-			SsSp:    proto.Uint64(le.Uint64(sl[slotSas:])),
-			SsFlags: proto.Uint32(le.Uint32(sl[slotSas+8:])),
-			SsSize:  proto.Uint64(le.Uint64(sl[slotSas+16:])),
+	n := 0
+	for _, rd := range b.reads {
+		buf, err := rd.s.Get(0, len(rd.out)*threadSlotSz)
+		if err != nil {
+			return fmt.Errorf("dump the injected calls' answers of pid %d: %w", rd.s.Pid, err)
 		}
-		out[i].PdeathSig = le.Uint32(sl[slotPdeath:])
+		for i := range rd.out {
+			sl := buf[i*threadSlotSz:]
+			rd.out[i].ClearTid = le.Uint64(sl[slotTidAddr:])
+			rd.out[i].Sas = &criucore.ThreadSasEntry{
+				SsSp:    proto.Uint64(le.Uint64(sl[slotSas:])),
+				SsFlags: proto.Uint32(le.Uint32(sl[slotSas+8:])),
+				SsSize:  proto.Uint64(le.Uint64(sl[slotSas+16:])),
+			}
+			rd.out[i].PdeathSig = le.Uint32(sl[slotPdeath:])
+			rd.out[i].Securebits = secbits[n]
+			n++
+		}
 	}
 	return nil
 }
