@@ -30,6 +30,7 @@
 #include <sys/wait.h>
 
 #define END 0xffffffffu
+#define READY 0xfffffffeu
 
 static volatile uint64_t counts[2];
 
@@ -69,6 +70,11 @@ static void child(int pipe_r, int sk)
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	signal(SIGTERM, SIG_IGN); /* the root ends it over the socket */
+	/* Set up: the root is ready only then (a test snapshots every
+	 * thread's signal state at ready). */
+	n = READY;
+	if (full(sk, &n, sizeof(n), 1))
+		die("child: write unix socket: %s", strerror(errno));
 	for (;;) {
 		if (full(sk, &n, sizeof(n), 0))
 			die("child: read unix socket: %s", errno ? strerror(errno) : "EOF");
@@ -137,6 +143,13 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 2; i++)
 		if (pthread_create(&th[i], NULL, counter, (void *)&counts[i]))
 			die("pthread_create");
+	/* Ready once the child has set itself up and both threads run (a new
+	 * thread starts with every signal blocked until glibc's start code
+	 * unblocks them). */
+	if (full(sk[0], &n, sizeof(n), 0) || n != READY)
+		die("the child did not say it was ready");
+	while (!counts[0] || !counts[1])
+		sleep_ms(1);
 	victim_ready(argv[1]);
 	while (!got_term) {
 		char buf[24];
