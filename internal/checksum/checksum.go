@@ -98,7 +98,8 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf := make([]byte, bufSize)
+			buf, put := getBlockBuf(bufSize)
+			defer put()
 			for i := w; i < nblk; i += n {
 				off := int64(i) * block
 				k, err := f.ReadAt(buf[:min(block, s.Size-off)], off)

@@ -14,7 +14,11 @@
 // process at once (ptrace.Each): AskThreads for the dump (clear_child_tid,
 // sigaltstack, pdeath signal, securebits) and RestoreThreadCalls for the
 // restore (robust list, clear_child_tid, name, rseq, sigaltstack, pdeath
-// signal; RestoreThreadRest does the rest of RestoreThread).
+// signal; RestoreThreadRest does the rest of RestoreThread); AskThreadsOf
+// asks the threads of many processes at once. processcalls.go holds the
+// dump's process-wide calls (personality, sigactions, itimers,
+// child_subreaper, membarrier), asked of many processes at once
+// (AskProcesses), whose answers DumpProcess takes.
 // threadproc.go reads what a dump needs of a thread without its tracer
 // (ReadThreadProc: /proc files, sched_getattr, get_robust_list, the
 // credentials' user namespace view), on any goroutine.

@@ -26,5 +26,12 @@
 // call needs run beside it (threadproc.go: each thread's stat and status
 // while the tracer injects the calls of the threads before it).
 // seizeahead.go seizes and interrupts every thread of a process before
-// the first wait for a stop, so that the threads' stops overlap.
+// the first wait for a stop, so that the threads' stops overlap (and the
+// children of a process once it is stopped). taskstate.go asks the
+// injected calls of the task state and memory layout phases of every
+// process of a tree at once (askTree), their stops overlapped, before the
+// task state phase collects each process; pagesall.go copies the pages of
+// two processes at a time on goroutines beside the tracer (no ptrace
+// request: process_vm_readv and /proc/PID/mem), the phase's safe point
+// taken before each.
 package dump

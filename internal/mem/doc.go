@@ -58,6 +58,10 @@
 //	dedup.go    criu dedup: the pages a dump saves punched out of its
 //	            parents' pages images
 //	scan_unsafe.go  the PAGEMAP_SCAN ioctl (pages.go, guard.go)
+//	mmcalls.go  the mm entry's injected calls (dumpable, brk, THP),
+//	            asked of many processes at once (AskMM)
+//	winbuf.go   the 1 MiB window buffers of the page copy and fill,
+//	            kept between runs (fresh memory faults per page here)
 //	track_unsafe.go the userfaultfd ioctls and the WP_MATCHING scan
 //	errors.go   sentinels
 //

@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 	"sort"
-	"sync"
 	"sync/atomic"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
@@ -570,9 +569,6 @@ func areaLookup(vmas []*vma.VmaEntry, pick func(*vma.VmaEntry) bool) func(uint64
 	}
 }
 
-// compareBufs holds differing's read buffers.
-var compareBufs = sync.Pool{New: func() any { b := make([]byte, 1<<20); return &b }}
-
 // differing reads the task's current pages for each range and returns the
 // runs of pages whose content differs from the image's.
 func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
@@ -581,14 +577,20 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 		return nil, nil
 	}
 	// The fill asks for each 1 MiB window of an inherited mapping: a
-	// buffer each time would be a gigabyte of garbage for a big tree.
-	bp := compareBufs.Get().(*[]byte)
-	defer compareBufs.Put(bp)
-	buf := *bp
+	// buffer each time would be a gigabyte of garbage for a big tree,
+	// and fresh memory, a fault per page (winbuf.go). One open of the
+	// task's memory for all its ranges.
+	buf, put := getWinBuf(winBufSize)
+	defer put()
+	mr, err := ptrace.OpenMemReader(pid)
+	if err != nil {
+		return nil, fmt.Errorf("compare inherited memory of pid %d: %w", pid, err)
+	}
+	defer mr.Close()
 	for _, io := range ios {
 		for done := 0; done < len(io.Local); {
 			n := min(len(buf), len(io.Local)-done)
-			if err := ptrace.ReadMemNoPin(pid, io.Remote+uint64(done), buf[:n]); err != nil {
+			if err := mr.Read(io.Remote+uint64(done), buf[:n]); err != nil {
 				return nil, fmt.Errorf("compare inherited memory of pid %d: %w", pid, err)
 			}
 			for p := 0; p < n; p += PageSize {

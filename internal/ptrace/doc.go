@@ -12,7 +12,8 @@
 //   - task.go: Task (a stopped tracee), Wait, seizing, injected calls.
 //   - batch.go: Each, one call injected into many tasks at once (the
 //     threads of a process), their stops overlapped.
-//   - scratch.go: memory mapped inside a task for pointer arguments.
+//   - scratch.go: memory mapped inside a task for pointer arguments;
+//     scratcheach.go maps and unmaps it in many tasks at once (Each).
 //   - mem_unsafe.go: tracee memory I/O (process_vm_readv/writev and
 //     /proc/PID/mem).
 //   - sigchld_unsafe.go: no SIGCHLD for tracee stops while a tracer
@@ -30,7 +31,7 @@
 // other thread consumes its stops.
 //
 // What may run off the tracer thread: the memory I/O of mem_unsafe.go
-// (ReadMem, WriteMem, ReadvMem, WritevMem, ReadMemNoPin and Scratch's
+// (ReadMem, WriteMem, ReadvMem, WritevMem, ReadMemNoPin, MemReader and Scratch's
 // Put and Get), which are process_vm_readv/writev and /proc/PID/mem
 // rather than ptrace requests and need only ptrace access to the task
 // (PTRACE_MODE_ATTACH), not its stop: the dump's page copy and the

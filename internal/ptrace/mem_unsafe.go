@@ -86,6 +86,30 @@ type VMIO struct {
 	NoPin bool
 }
 
+// MemReader reads a task's memory without pinning, as ReadMemNoPin
+// does, through one open of its /proc/PID/mem for all its reads.
+type MemReader struct {
+	pid int
+	f   *os.File
+}
+
+// OpenMemReader opens pid's memory for reading.
+func OpenMemReader(pid int) (*MemReader, error) {
+	f, err := linux.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &MemReader{pid: pid, f: f}, nil
+}
+
+// Read reads len(buf) bytes at addr.
+func (r *MemReader) Read(addr uint64, buf []byte) error {
+	return memFileIO(r.f, r.pid, addr, buf, false)
+}
+
+// Close closes the task's memory.
+func (r *MemReader) Close() error { return r.f.Close() }
+
 // ReadMemNoPin reads like ReadMem without pinning (see VMIO.NoPin).
 func ReadMemNoPin(pid int, addr uint64, buf []byte) error {
 	return procMemIO(pid, addr, buf, false)
