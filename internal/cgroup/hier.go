@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/proc"
 )
 
 // member is one line of /proc/PID/cgroup: the cgroup of a task in one
@@ -57,7 +59,7 @@ func readMembers(pid, tid int, skip func(string) bool) ([]member, error) {
 	if pid == 0 {
 		p = "/proc/self/cgroup"
 	}
-	b, err := os.ReadFile(p)
+	b, err := proc.ReadFile(p)
 	if err != nil {
 		return nil, fmt.Errorf("cgroups of tid %d of pid %d: %w", tid, pid, err)
 	}

@@ -40,6 +40,30 @@ func parseFile[T any](p string, parse func(io.Reader) (T, error)) (T, error) {
 	return v, named(p, err)
 }
 
+// ReadFile reads a whole /proc file as os.ReadFile does, through a bare
+// descriptor (rawFile says why).
+func ReadFile(p string) ([]byte, error) {
+	fd, err := linux.Open(p, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	b := make([]byte, 0, 512)
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := linux.Read(fd, b[len(b):cap(b)])
+		if err != nil {
+			return nil, &os.PathError{Op: "read", Path: p, Err: err}
+		}
+		if n == 0 {
+			return b, nil
+		}
+		b = b[:len(b)+n]
+	}
+}
+
 // ReadMaps reads /proc/PID/maps.
 func ReadMaps(pid int) ([]VMA, error) { return parseFile(path(pid, "maps"), ParseMaps) }
 
@@ -78,7 +102,7 @@ func ReadAuxv(pid int) ([]uint64, error) {
 // stable while the tree is frozen.
 func Children(pid, tid int) ([]int, error) {
 	p := path(pid, "task/"+strconv.Itoa(tid)+"/children")
-	b, err := os.ReadFile(p)
+	b, err := ReadFile(p)
 	if err != nil {
 		return nil, err
 	}
