@@ -479,7 +479,7 @@ func (d *dumper) inTree(pid int) bool {
 // killed at any later moment (files, pages, images) leaves no trace of it.
 func (d *dumper) dumpCore(p *process) (err error) {
 	l := p.leader()
-	if p.scratch, err = ptrace.MapScratch(l.tr, 0, 4*mem.PageSize); err != nil {
+	if p.scratch, err = mapCoreScratch(p); err != nil {
 		return err
 	}
 	defer func() {

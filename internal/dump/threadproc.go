@@ -4,7 +4,11 @@ import (
 	"runtime"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/stasis-cr/stasis/internal/core"
+	"github.com/stasis-cr/stasis/internal/mem"
+	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
 // threadProc is what core.ReadThreadProc reads of one thread (its /proc
@@ -19,8 +23,8 @@ type threadProc struct {
 }
 
 // readThreadProcs starts reading every thread of p, on up to GOMAXPROCS
-// goroutines, in thread order; the leader's /proc stat and status are
-// p.stat and p.status, read already. Entry i is ready once its done is
+// goroutines, in thread order; the leader's /proc status is p.status,
+// read already. Entry i is ready once its done is
 // closed. A caller that stops waiting leaves the goroutines to finish
 // the reads.
 func readThreadProcs(p *process) []*threadProc {
@@ -34,13 +38,35 @@ func readThreadProcs(p *process) []*threadProc {
 			for i := int(next.Add(1) - 1); i < len(tps); i = int(next.Add(1) - 1) {
 				tp := tps[i]
 				if tid := p.threads[i].tid; tid == p.pid {
-					tp.tp, tp.err = core.ReadThreadProc(p.pid, tid, p.stat, p.status)
+					tp.tp, tp.err = core.ReadThreadProc(p.pid, tid, p.status)
 				} else {
-					tp.tp, tp.err = core.ReadThreadProc(p.pid, tid, nil, nil)
+					tp.tp, tp.err = core.ReadThreadProc(p.pid, tid, nil)
 				}
 				close(tp.done)
 			}
 		}()
 	}
 	return tps
+}
+
+// mapCoreScratch maps the scratch memory of p's task state phase. It is
+// executable, so that each thread runs the calls it is asked as one
+// table (ptrace.EachSeq), and sized for the tables of a batch of
+// threads; where the process may not have a writable and executable
+// mapping (an LSM's execmem rule), it is the data-only scratch, and the
+// calls are injected one by one. Each thread is told how its process
+// takes the SIGTRAP that ends a table.
+func mapCoreScratch(p *process) (*ptrace.Scratch, error) {
+	l := p.leader()
+	const trap = 1 << (unix.SIGTRAP - 1)
+	for _, th := range p.threads {
+		th.tr.NoSeq = (p.status.SigIgn|p.status.ShdPnd)&trap != 0
+		th.tr.TrapCaught = p.status.SigCgt&trap != 0
+	}
+	l.tr.NoSeq = l.tr.NoSeq || p.status.SigPnd&trap != 0
+	s, err := ptrace.MapExecScratch(l.tr, core.ScratchFor(len(p.threads)))
+	if err == nil {
+		return s, nil
+	}
+	return ptrace.MapScratch(l.tr, 0, 4*mem.PageSize)
 }
