@@ -96,7 +96,8 @@ type Seq struct {
 // Each (one injection per call) costs every task two ptrace stops and
 // nine requests per call; a table costs one stop and five requests for
 // all its calls in a task of the restore, three stops and eleven
-// requests in a seized task:
+// requests in a seized task (ten where its process has no SIGTRAP
+// handler):
 //
 //   - The task gets the code's registers and runs free (PTRACE_CONT) to
 //     the int3, whose SIGTRAP stops it. A seized task runs with every
@@ -244,7 +245,14 @@ func (t *Task) backIfSeized() error {
 // int3 (trap is the address after it). Other stops are stepped over: an
 // event stop (a group stop begun meanwhile); a signal (SIGSTOP, or a
 // SIGTRAP sent from outside, which stops the task elsewhere), recorded
-// to be sent again when the task is let go.
+// to be sent again when the task is let go. A fault (a table or an
+// argument that points nowhere) is an error: the faulting instruction
+// would only fault again.
+//
+// A seized task whose process has no SIGTRAP handler runs the table with
+// every signal blocked: no SIGTRAP can stop it but the int3's (one sent
+// from outside stays pending until then), so its registers need not be
+// read to tell.
 func (t *Task) waitSeqTrap(trap uint64) error {
 	for {
 		st, err := Wait(t.Tid)
@@ -253,6 +261,9 @@ func (t *Task) waitSeqTrap(trap uint64) error {
 		}
 		switch {
 		case st.Signal == unix.SIGTRAP && st.Event == 0:
+			if t.seized && !t.TrapCaught {
+				return nil
+			}
 			r, err := GetRegs(t.Tid)
 			if err != nil {
 				return err
@@ -262,6 +273,9 @@ func (t *Task) waitSeqTrap(trap uint64) error {
 			}
 			t.Signals = append(t.Signals, st.Signal)
 		case st.Event != 0:
+		case st.Signal == unix.SIGSEGV || st.Signal == unix.SIGBUS || st.Signal == unix.SIGILL || st.Signal == unix.SIGFPE:
+			r, _ := GetRegs(t.Tid)
+			return fmt.Errorf("%v at %#x while running a call table: %w", st.Signal, r.Rip, ErrSeqFault)
 		default:
 			t.Signals = append(t.Signals, st.Signal)
 		}

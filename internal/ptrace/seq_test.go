@@ -108,3 +108,38 @@ func TestEachSeq(t *testing.T) {
 		}
 	}
 }
+
+// TestEachSeqFault gives a task a table that points nowhere: the fault
+// is an error (not a loop on the faulting instruction), and the task
+// gets its registers back and sleeps on.
+func TestEachSeqFault(t *testing.T) {
+	s := startSleeper(t, "nanosleep", 300)
+	err := RunLocked(func() error {
+		tr, err := seizeForTest(s.pid)
+		if err != nil {
+			return err
+		}
+		scr, err := MapExecScratch(tr, 4096)
+		if err != nil {
+			return err
+		}
+		if _, err := scr.Put(0, SeqCode); err != nil {
+			return err
+		}
+		err = EachSeq([]*Task{tr}, []Seq{{Code: scr.Addr, Addr: 8, N: 1}})
+		if !errors.Is(err, ErrSeqFault) {
+			t.Errorf("a table at address 8: %v, want ErrSeqFault", err)
+		}
+		if regs, err := GetRegs(tr.Tid); err != nil || regs != tr.Base {
+			t.Errorf("registers after the fault: %+v (%v), want %+v", regs, err, tr.Base)
+		}
+		if err := scr.Unmap(tr); err != nil {
+			return err
+		}
+		return Detach(tr.Tid, 0)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.checkAlive(t, 0)
+}
