@@ -122,6 +122,11 @@ type Seq struct {
 //     and two stops) leaves that task inside the injected code, as one
 //     killed during an injected call leaves it inside the call.
 //
+// The tasks a table's calls create (clone3 in a task of the restore, which
+// traces them from birth) are in the task's Forked, in the order of the
+// calls, each stopped before its first instruction: it never runs the
+// rest of the table.
+//
 // Like Each, EachSeq must run on the tracer thread.
 func EachSeq(ts []*Task, seqs []Seq) error {
 	fail := make([]error, len(ts))
@@ -137,6 +142,7 @@ func EachSeq(ts []*Task, seqs []Seq) error {
 			continue
 		}
 		step[i] = 4
+		t.Forked = t.Forked[:0]
 		regs := t.Base
 		regs.Rip, regs.Rbx, regs.R12 = seqs[i].Code, seqs[i].Addr, uint64(seqs[i].N)
 		regs.Orig_rax = ^uint64(0)
@@ -186,7 +192,9 @@ func EachSeq(ts []*Task, seqs []Seq) error {
 			fail[i] = seqTailErr(t, err)
 			continue
 		}
-		if t.Blocked|unblockable != t.seqMask() {
+		// The trap, forced through a blocked SIGTRAP, unblocked it: the
+		// mask is the task's own only once set again.
+		if t.Blocked|unblockable != t.seqMask() || !t.TrapCaught {
 			if err := SetSigmask(t.Tid, t.Blocked); err != nil {
 				fail[i] = errors.Join(err, t.putBack())
 				continue
@@ -272,6 +280,14 @@ func (t *Task) waitSeqTrap(trap uint64) error {
 				return nil
 			}
 			t.Signals = append(t.Signals, st.Signal)
+		case st.Event == unix.PTRACE_EVENT_FORK || st.Event == unix.PTRACE_EVENT_CLONE || st.Event == unix.PTRACE_EVENT_VFORK:
+			// A clone3 of the table (a restore's): the new task, in
+			// the order of the table's calls.
+			msg, err := GetEventMsg(t.Tid)
+			if err != nil {
+				return err
+			}
+			t.Forked = append(t.Forked, int(msg))
 		case st.Event != 0:
 		case st.Signal == unix.SIGSEGV || st.Signal == unix.SIGBUS || st.Signal == unix.SIGILL || st.Signal == unix.SIGFPE:
 			r, _ := GetRegs(t.Tid)
