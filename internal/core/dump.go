@@ -129,7 +129,7 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 func DumpThread(t *ptrace.Task, s *ptrace.Scratch, tp *ThreadProc, blocked uint64, calls *ThreadCalls) (*criucore.CoreEntry, error) {
 	tid := t.Tid
 	if calls == nil {
-		cs, err := AskThreads([]*ptrace.Task{t}, s)
+		cs, err := AskThreads([]*ptrace.Task{t}, s, nil)
 		if err != nil {
 			return nil, err
 		}

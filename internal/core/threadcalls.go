@@ -43,7 +43,11 @@ const (
 // call is injected into the batch at once (ptrace.Each, two stops a
 // call). 10,000 threads take overlapped round trips per batch instead of
 // 40,000 one after the other.
-func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch) ([]ThreadCalls, error) {
+//
+// before, if set, is called with each batch's bounds before it is asked:
+// the dump sets each thread's ptrace.Task.NoSeq there from its /proc
+// status, read in the background.
+func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch, before func(lo, hi int)) ([]ThreadCalls, error) {
 	out := make([]ThreadCalls, len(ts))
 	slot, ask := threadSlotSz, askBatch
 	room := uint64(0)
@@ -59,6 +63,9 @@ func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch) ([]ThreadCalls, error) {
 	}
 	for lo := 0; lo < len(ts); lo += batch {
 		hi := min(lo+batch, len(ts))
+		if before != nil {
+			before(lo, hi)
+		}
 		if err := ask(ts[lo:hi], s, out[lo:hi]); err != nil {
 			return nil, err
 		}

@@ -507,7 +507,7 @@ func (d *dumper) dumpCore(p *process) (err error) {
 	for i, th := range p.threads {
 		trs[i] = th.tr
 	}
-	calls, err := core.AskThreads(trs, p.scratch)
+	calls, err := core.AskThreads(trs, p.scratch, func(lo, hi int) { noSeqIfTrapPending(tps[lo:hi], trs[lo:hi]) })
 	if err != nil {
 		return err
 	}

@@ -63,10 +63,22 @@ func mapCoreScratch(p *process) (*ptrace.Scratch, error) {
 		th.tr.NoSeq = (p.status.SigIgn|p.status.ShdPnd)&trap != 0
 		th.tr.TrapCaught = p.status.SigCgt&trap != 0
 	}
-	l.tr.NoSeq = l.tr.NoSeq || p.status.SigPnd&trap != 0
 	s, err := ptrace.MapExecScratch(l.tr, core.ScratchFor(len(p.threads)))
 	if err == nil {
 		return s, nil
 	}
 	return ptrace.MapScratch(l.tr, 0, 4*mem.PageSize)
+}
+
+// noSeqIfTrapPending waits for the /proc status of threads ts (tps) and
+// has those with a SIGTRAP of their own pending asked one call at a time:
+// the trap that ends a call table would merge with it, and take it.
+func noSeqIfTrapPending(tps []*threadProc, ts []*ptrace.Task) {
+	const trap = 1 << (unix.SIGTRAP - 1)
+	for i, tp := range tps {
+		<-tp.done
+		if tp.err == nil && tp.tp.Status.SigPnd&trap != 0 {
+			ts[i].NoSeq = true
+		}
+	}
 }
