@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -199,9 +198,9 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 	// Each round's images go to the target while the next round runs:
 	// a round is not made longer (and the next dirty set bigger) by the
 	// transfer of the one before.
-	q := newSendQueue(s)
+	q := migrate.NewQueue()
 	fail := func(err error) (*MigrateStats, error) {
-		q.wait()
+		q.Close()
 		s.End(false)
 		return st, err
 	}
@@ -223,9 +222,15 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 		}
 		st.Rounds = append(st.Rounds, roundOf(dir, time.Since(t0)))
 		r := &st.Rounds[len(st.Rounds)-1]
-		q.send(dir, name, r, func(r *MigrateRound) {
+		q.Add(func() error {
+			t, before := time.Now(), s.Sent
+			if err := s.SendDir(dir, name); err != nil {
+				return fmt.Errorf("pre-copy round %s: %w", name, err)
+			}
+			r.Send, r.Bytes = time.Since(t), s.Sent-before
 			opts.progress("pre-copy round %d: %d pages, frozen %v, dump %v, sent %.1f MiB in %v", n, r.Pages, r.Frozen.Round(time.Microsecond),
 				r.Wall.Round(time.Millisecond), float64(r.Bytes)/(1<<20), r.Send.Round(time.Millisecond))
+			return nil
 		})
 		prev = name
 		if cp := r.Wall - r.Frozen; r.Pages > 0 && cp > 0 && (perPage == 0 || cp/time.Duration(r.Pages) < perPage) {
@@ -236,10 +241,10 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 			// still on their way (the first, whole memory, round takes
 			// longest): one more round covers what was written while
 			// they went.
-			if !q.busy() || n == opts.MaxRounds {
+			if !q.Busy() || n == opts.MaxRounds {
 				break
 			}
-			if err := q.sync(); err != nil {
+			if err := q.Sync(); err != nil {
 				return fail(err)
 			}
 		}
@@ -263,7 +268,7 @@ func migrateOver(ctx context.Context, opts MigrateOptions, root string, s *migra
 	notify := func(point string, pid int) error {
 		if point == "post-dump" {
 			postDump = time.Now()
-			if err := q.wait(); err != nil {
+			if err := q.Close(); err != nil {
 				return err
 			}
 			before := s.Sent
@@ -362,86 +367,6 @@ func converged(last, r *MigrateRound, perPage time.Duration) bool {
 		return true
 	}
 	return r.Pages >= last.Pages*9/10
-}
-
-// sendQueue sends the rounds' images dirs to the target in order, one
-// at a time, on a goroutine of its own.
-type sendQueue struct {
-	s       *migrate.Sender
-	work    chan func() error
-	done    chan error
-	pending sync.WaitGroup
-	mu      sync.Mutex
-	err     error // the first failure
-}
-
-func newSendQueue(s *migrate.Sender) *sendQueue {
-	q := &sendQueue{s: s, work: make(chan func() error, 64), done: make(chan error, 1)}
-	go func() {
-		for f := range q.work {
-			if q.failed() == nil {
-				if err := f(); err != nil {
-					q.mu.Lock()
-					q.err = err
-					q.mu.Unlock()
-				}
-			}
-			q.pending.Done()
-		}
-		q.done <- q.failed()
-	}()
-	return q
-}
-
-func (q *sendQueue) failed() error {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	return q.err
-}
-
-// send queues dir, to be stored as name on the target; r gets the
-// transfer's figures and is passed to report once sent.
-func (q *sendQueue) send(dir, name string, r *MigrateRound, report func(*MigrateRound)) {
-	q.pending.Add(1)
-	q.work <- func() error {
-		t := time.Now()
-		before := q.s.Sent
-		if err := q.s.SendDir(dir, name); err != nil {
-			return fmt.Errorf("pre-copy round %s: %w", name, err)
-		}
-		r.Send, r.Bytes = time.Since(t), q.s.Sent-before
-		report(r)
-		return nil
-	}
-}
-
-// busy reports whether a dir is still being sent.
-func (q *sendQueue) busy() bool {
-	idle := make(chan struct{})
-	go func() { q.pending.Wait(); close(idle) }()
-	select {
-	case <-idle:
-		return false
-	case <-time.After(time.Millisecond):
-		return true
-	}
-}
-
-// sync waits until every queued dir is stored on the target (the first
-// error if one was not).
-func (q *sendQueue) sync() error {
-	q.pending.Wait()
-	return q.failed()
-}
-
-// wait is sync, after which the queue takes no more.
-func (q *sendQueue) wait() error {
-	if q.work != nil {
-		close(q.work)
-		q.work = nil
-		<-q.done
-	}
-	return q.failed()
 }
 
 func roundOf(dir string, wall time.Duration) MigrateRound {

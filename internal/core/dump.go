@@ -2,24 +2,18 @@ package core
 
 import (
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/creds"
 	criucore "github.com/checkpoint-restore/go-criu/v8/crit/images/criu-core"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/criu-sa"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rlimit"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/rseq"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/siginfo"
-	"github.com/checkpoint-restore/go-criu/v8/crit/images/timer"
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/proc"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/regs"
@@ -52,9 +46,18 @@ func stateOf(stopSig unix.Signal) uint32 {
 // its thread t (any thread; stasis uses the leader): signal handlers,
 // itimers, rlimits, shared pending signals, personality and prctl bits.
 // blocked is the leader's blocked mask at seize time (criu keeps it in
-// task_core too).
-func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, stopSig unix.Signal, blocked uint64) (*criucore.TaskCoreEntry, error) {
+// task_core too). calls holds the answers of its injected calls
+// (AskProcesses, which asks many processes at once); nil asks them here,
+// through the scratch memory s.
+func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.Status, stopSig unix.Signal, blocked uint64, calls *ProcessCalls) (*criucore.TaskCoreEntry, error) {
 	pid := t.Tid
+	if calls == nil {
+		cs, err := AskProcesses([]*ptrace.Task{t}, []*ptrace.Scratch{s}, []uint64{status.SigIgn | status.SigCgt})
+		if err != nil {
+			return nil, err
+		}
+		calls = &cs[0]
+	}
 	tc := &criucore.TaskCoreEntry{
 		TaskState: proto.Uint32(stateOf(stopSig)),
 		ExitCode:  proto.Uint32(0),
@@ -69,25 +72,10 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 		name string
 		fn   func() error
 	}{
-		{"personality", func() error {
-			p, err := t.Call("personality", unix.SYS_PERSONALITY, 0xffffffff)
-			tc.Personality = proto.Uint32(uint32(p))
-			return err
-		}},
-		{"sigactions", func() error { return dumpSigactions(t, s, tc, status.SigIgn|status.SigCgt) }},
-		{"itimers", func() error { return dumpItimers(t, s, tc) }},
 		{"rlimits", func() error { return dumpRlimits(pid, tc) }},
 		{"shared pending signals", func() error {
 			shared, err := ptrace.PeekSiginfo(pid, true)
 			tc.SignalsS = sigQueue(shared)
-			return err
-		}},
-		{"child_subreaper", func() error {
-			if _, err := t.Call("prctl(PR_GET_CHILD_SUBREAPER)", unix.SYS_PRCTL, unix.PR_GET_CHILD_SUBREAPER, s.Addr); err != nil {
-				return err
-			}
-			b, err := s.Get(0, 4)
-			tc.ChildSubreaper = proto.Bool(binary.LittleEndian.Uint32(b) != 0)
 			return err
 		}},
 		{"oom_score_adj", func() error {
@@ -100,16 +88,13 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 			tc.Loginuid = proto.Uint32(uint32(v))
 			return err
 		}},
-		{"membarrier registrations", func() error {
-			m, err := t.Call("membarrier(MEMBARRIER_CMD_GET_REGISTRATIONS)", unix.SYS_MEMBARRIER, linux.MembarrierCmdGetRegistrations, 0, 0)
-			if errors.Is(err, unix.EINVAL) {
-				return nil // a kernel before 6.3 cannot tell
-			}
-			if m != 0 {
-				tc.MembarrierRegistrationMask = proto.Uint32(uint32(m))
-			}
-			return err
-		}},
+	}
+	tc.Personality = proto.Uint32(calls.Personality)
+	tc.Sigactions = calls.Sigactions
+	tc.Timers = calls.Itimers
+	tc.ChildSubreaper = proto.Bool(calls.ChildSubreaper)
+	if calls.Membarrier != 0 {
+		tc.MembarrierRegistrationMask = proto.Uint32(calls.Membarrier)
 	}
 	for _, step := range steps {
 		if err := step.fn(); err != nil {
@@ -129,7 +114,7 @@ func DumpProcess(t *ptrace.Task, s *ptrace.Scratch, st *proc.Stat, status *proc.
 func DumpThread(t *ptrace.Task, s *ptrace.Scratch, tp *ThreadProc, blocked uint64, calls *ThreadCalls) (*criucore.CoreEntry, error) {
 	tid := t.Tid
 	if calls == nil {
-		cs, err := AskThreads([]*ptrace.Task{t}, s, nil)
+		cs, err := AskThreads([]*ptrace.Task{t}, s)
 		if err != nil {
 			return nil, err
 		}
@@ -205,62 +190,6 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, tp *ThreadProc, blocked uint6
 	}, nil
 }
 
-// dumpSigactions records every handler but SIGKILL's and SIGSTOP's, in
-// criu's order. Only signals that are caught or ignored (SigCgt, SigIgn)
-// and SIGCHLD (SA_NOCLDWAIT/SA_NOCLDSTOP matter with SIG_DFL) are asked
-// with an injected rt_sigaction: the others are at their defaults, and
-// each injection costs tens of microseconds.
-func dumpSigactions(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry, handled uint64) error {
-	for sig := 1; sig <= sigMax; sig++ {
-		if sig == int(unix.SIGKILL) || sig == int(unix.SIGSTOP) {
-			continue
-		}
-		if handled&(1<<(sig-1)) == 0 && sig != int(unix.SIGCHLD) {
-			zero := proto.Uint64(0)
-			tc.Sigactions = append(tc.Sigactions, &criu_sa.SaEntry{Sigaction: zero, Flags: zero, Restorer: zero, Mask: zero})
-			continue
-		}
-		if _, err := t.Call("rt_sigaction", unix.SYS_RT_SIGACTION, uint64(sig), 0, s.Addr, 8); err != nil {
-			return fmt.Errorf("signal %d: %w", sig, err)
-		}
-		b, err := s.Get(0, kernelSigaSize)
-		if err != nil {
-			return err
-		}
-		le := binary.LittleEndian
-		tc.Sigactions = append(tc.Sigactions, &criu_sa.SaEntry{
-			Sigaction: proto.Uint64(le.Uint64(b[0:])),
-			Flags:     proto.Uint64(le.Uint64(b[8:])),
-			Restorer:  proto.Uint64(le.Uint64(b[16:])),
-			Mask:      proto.Uint64(le.Uint64(b[24:])),
-		})
-	}
-	return nil
-}
-
-func dumpItimers(t *ptrace.Task, s *ptrace.Scratch, tc *criucore.TaskCoreEntry) error {
-	var it [3]*timer.ItimerEntry
-	for which := 0; which < 3; which++ {
-		if _, err := t.Call("getitimer", unix.SYS_GETITIMER, uint64(which), s.Addr); err != nil {
-			return err
-		}
-		b, err := s.Get(0, 32)
-		if err != nil {
-			return err
-		}
-		le := binary.LittleEndian
-		// struct itimerval: it_interval then it_value, each {sec, usec}.
-		it[which] = &timer.ItimerEntry{
-			Isec:  proto.Uint64(le.Uint64(b[0:])),
-			Iusec: proto.Uint64(le.Uint64(b[8:])),
-			Vsec:  proto.Uint64(le.Uint64(b[16:])),
-			Vusec: proto.Uint64(le.Uint64(b[24:])),
-		}
-	}
-	tc.Timers = &timer.TaskTimersEntry{Real: it[0], Virt: it[1], Prof: it[2]}
-	return nil
-}
-
 // dumpRlimits reads /proc/PID/limits: prlimit on another process needs
 // CAP_SYS_RESOURCE or the same uids, and stasis has neither for a process
 // that dropped privileges.
@@ -292,7 +221,7 @@ func sigQueue(infos [][]byte) *siginfo.SignalQueueEntry {
 }
 
 func readProcInt(pid int, name string) (int64, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + name)
+	b, err := proc.ReadFile("/proc/" + strconv.Itoa(pid) + "/" + name)
 	if err != nil {
 		return 0, err
 	}

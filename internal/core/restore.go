@@ -229,7 +229,10 @@ func restoreThread(t remote.Task, pid int, ce *criucore.CoreEntry, batched bool)
 				_, err = t.Call("sched_setscheduler", unix.SYS_SCHED_SETSCHEDULER, 0, uint64(p), a)
 				return err
 			}
-			return nil
+			// The default policy: the thread inherited stasis' own,
+			// which is not always the default (stasis run by chrt, or
+			// under SCHED_BATCH by a job scheduler).
+			return resetSchedPolicy(tid)
 		}},
 		{"pending signals", func() error { return queueSignals(t, th.GetSignalsP().GetSignals(), pid, true) }},
 	}
@@ -237,6 +240,23 @@ func restoreThread(t remote.Task, pid int, ce *criucore.CoreEntry, batched bool)
 		if err := step.fn(); err != nil {
 			return fmt.Errorf("restore %s of tid %d: %w", step.name, tid, err)
 		}
+	}
+	return nil
+}
+
+// resetSchedPolicy gives thread tid the default policy (SCHED_OTHER, no
+// reset-on-fork) if it has another, keeping its nice value.
+func resetSchedPolicy(tid int) error {
+	a, err := unix.SchedGetAttr(tid, 0)
+	if err != nil {
+		return fmt.Errorf("sched_getattr: %w", err)
+	}
+	if a.Policy == unix.SCHED_NORMAL && a.Flags&unix.SCHED_FLAG_RESET_ON_FORK == 0 {
+		return nil
+	}
+	a.Policy, a.Flags, a.Priority = unix.SCHED_NORMAL, 0, 0
+	if err := unix.SchedSetAttr(tid, a, 0); err != nil {
+		return fmt.Errorf("sched_setattr: %w", err)
 	}
 	return nil
 }

@@ -36,37 +36,79 @@ const (
 )
 
 // AskThreads asks every thread of ts (threads of one process, whose
-// scratch s is) for its ThreadCalls. A batch of threads is asked at
-// once, each thread writing into its own slot of s, read back in one go:
-// where s is executable, each thread runs its four calls as one table
-// (ptrace.EachSeq: three ptrace stops for the four calls); otherwise each
-// call is injected into the batch at once (ptrace.Each, two stops a
-// call). 10,000 threads take overlapped round trips per batch instead of
-// 40,000 one after the other.
+// scratch s is) for its ThreadCalls (AskThreadsOf).
+func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch) ([]ThreadCalls, error) {
+	out, err := AskThreadsOf([][]*ptrace.Task{ts}, []*ptrace.Scratch{s}, nil)
+	if err != nil {
+		return nil, err
+	}
+	return out[0], nil
+}
+
+// AskThreadsOf asks the threads of many processes at once (groups[k],
+// whose scratch is ss[k]) for their ThreadCalls: a batch takes as many
+// threads of each process as its scratch has slots, so that the
+// processes of a tree share each batch's round trips, and each thread
+// writes into its own slot, read back in one go per process. Where every
+// scratch of a batch is executable, each thread runs its five calls as
+// one table (ptrace.EachSeq: three ptrace stops for them all); otherwise
+// each call is injected into the batch at once (ptrace.Each, two stops
+// a call). 10,000 threads take overlapped round trips per batch instead
+// of 50,000 one after the other.
 //
-// before, if set, is called with each batch's bounds before it is asked:
-// the dump sets each thread's ptrace.Task.NoSeq there from its /proc
-// status, read in the background.
-func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch, before func(lo, hi int)) ([]ThreadCalls, error) {
-	out := make([]ThreadCalls, len(ts))
-	slot, ask := threadSlotSz, askBatch
-	room := uint64(0)
-	if s.Exec {
-		slot, ask, room = seqSlotSz, askSeq, seqCodeRoom
+// before, if set, is called with each process's share of a batch
+// (threads lo to hi of groups[k]) before the batch is asked: the dump
+// sets each thread's ptrace.Task.NoSeq there from its /proc status.
+func AskThreadsOf(groups [][]*ptrace.Task, ss []*ptrace.Scratch, before func(k, lo, hi int)) ([][]ThreadCalls, error) {
+	out := make([][]ThreadCalls, len(groups))
+	exec := true
+	for _, s := range ss {
+		exec = exec && s.Exec
 	}
-	batch := 0
-	if s.Size > room {
-		batch = min(maxAskBatch, int((s.Size-room)/uint64(slot)))
-	}
-	if batch == 0 {
-		return nil, fmt.Errorf("ask threads: scratch of %d bytes holds no slot of %d", s.Size, slot)
-	}
-	for lo := 0; lo < len(ts); lo += batch {
-		hi := min(lo+batch, len(ts))
-		if before != nil {
-			before(lo, hi)
+	per := func(s *ptrace.Scratch) int {
+		if exec {
+			if s.Size <= seqCodeRoom {
+				return 0
+			}
+			return min(maxAskBatch, int((s.Size-seqCodeRoom)/seqSlotSz))
 		}
-		if err := ask(ts[lo:hi], s, out[lo:hi]); err != nil {
+		return int(s.Size / threadSlotSz)
+	}
+	rounds := 0
+	for k, ts := range groups {
+		out[k] = make([]ThreadCalls, len(ts))
+		n := per(ss[k])
+		if n == 0 {
+			return nil, fmt.Errorf("ask threads: scratch of %d bytes holds no slot of %d", ss[k].Size, threadSlotSz)
+		}
+		rounds = max(rounds, (len(ts)+n-1)/n)
+	}
+	for r := 0; r < rounds; r++ {
+		var b threadBatch
+		for k, ts := range groups {
+			n := per(ss[k])
+			lo, hi := min(r*n, len(ts)), min((r+1)*n, len(ts))
+			if lo == hi {
+				continue
+			}
+			if before != nil {
+				before(k, lo, hi)
+			}
+			b.ts = append(b.ts, ts[lo:hi]...)
+			for i := range hi - lo {
+				if exec {
+					b.slots = append(b.slots, ss[k].Addr+seqCodeRoom+uint64(i)*seqSlotSz)
+				} else {
+					b.slots = append(b.slots, ss[k].Addr+uint64(i)*threadSlotSz)
+				}
+			}
+			b.reads = append(b.reads, threadRead{s: ss[k], out: out[k][lo:hi]})
+		}
+		ask := b.ask
+		if exec {
+			ask = b.askSeq
+		}
+		if err := ask(); err != nil {
 			return nil, err
 		}
 	}
@@ -74,12 +116,12 @@ func AskThreads(ts []*ptrace.Task, s *ptrace.Scratch, before func(lo, hi int)) (
 }
 
 const (
-	// maxAskBatch bounds the threads asked at once: enough to overlap
-	// their stops on two CPUs.
+	// maxAskBatch bounds the threads of a process asked at once: enough
+	// to overlap their stops on two CPUs.
 	maxAskBatch = 256
-	// seqCodeRoom is where ptrace.SeqCode goes, at the start of the
-	// scratch; seqSlotSz is a thread's slot after it: its call table,
-	// then the answers (slot*).
+	// seqCodeRoom is where ptrace.SeqCode goes, at the start of an
+	// executable scratch; seqSlotSz is a thread's slot after it: its
+	// call table, then its answers (slot*).
 	seqCodeRoom = 64
 	seqCalls    = 5
 	seqSlotSz   = seqCalls*ptrace.SeqEntrySize + threadSlotSz
@@ -94,59 +136,24 @@ func ScratchFor(n int) uint64 {
 	return max(4*page, (size+page-1)&^(page-1))
 }
 
-// askSeq asks a batch of threads with one call table each
-// (ptrace.EachSeq).
-func askSeq(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
-	buf := make([]byte, seqCodeRoom+len(ts)*seqSlotSz)
-	copy(buf, ptrace.SeqCode)
-	seqs := make([]ptrace.Seq, len(ts))
-	for i := range ts {
-		off := seqCodeRoom + i*seqSlotSz
-		ans := s.Addr + uint64(off+seqCalls*ptrace.SeqEntrySize)
-		ptrace.PutSeq(buf[off:], []ptrace.SeqCall{
-			{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_TID_ADDRESS, ans + slotTidAddr}},
-			{Nr: unix.SYS_SIGALTSTACK, Args: [6]uint64{0, ans + slotSas}},
-			{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_PDEATHSIG, ans + slotPdeath}},
-			{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_SECUREBITS}},
-			{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_NAME, ans + slotName}},
-		})
-		seqs[i] = ptrace.Seq{Code: s.Addr, Addr: s.Addr + uint64(off), N: seqCalls}
-	}
-	if _, err := s.Put(0, buf); err != nil {
-		return fmt.Errorf("dump the threads of pid %d: %w", ts[0].Tgid(), err)
-	}
-	if err := ptrace.EachSeq(ts, seqs); err != nil {
-		return fmt.Errorf("dump the threads of pid %d: %w", ts[0].Tgid(), err)
-	}
-	b, err := s.Get(0, len(buf))
-	if err != nil {
-		return fmt.Errorf("dump the injected calls' answers of pid %d: %w", ts[0].Tgid(), err)
-	}
-	what := [seqCalls][2]string{
-		{"clear_child_tid", "prctl(PR_GET_TID_ADDRESS)"},
-		{"sigaltstack", "sigaltstack"},
-		{"pdeath_signal", "prctl(PR_GET_PDEATHSIG)"},
-		{"credentials", "prctl(PR_GET_SECUREBITS)"},
-		{"comm", "prctl(PR_GET_NAME)"},
-	}
-	for i := range out {
-		tab := b[seqCodeRoom+i*seqSlotSz:]
-		for k := range seqCalls {
-			r, err := ptrace.SeqResult(tab, k)
-			if err != nil {
-				return fmt.Errorf("dump %s of tid %d: %s in pid %d: %w", what[k][0], ts[i].Tid, what[k][1], ts[i].Tid, err)
-			}
-			if k == 3 {
-				out[i].Securebits = uint32(r)
-			}
-		}
-		decodeAnswers(tab[seqCalls*ptrace.SeqEntrySize:], &out[i])
-	}
-	return nil
+// threadBatch is one batch of AskThreadsOf: its threads, the address of
+// each one's slot, and where each process's slots are read back to.
+type threadBatch struct {
+	ts    []*ptrace.Task
+	slots []uint64
+	reads []threadRead
 }
 
-func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
-	slot := func(i int, off uint64) uint64 { return s.Addr + uint64(i)*threadSlotSz + off }
+// threadRead is the answers of the first len(out) slots of s.
+type threadRead struct {
+	s   *ptrace.Scratch
+	out []ThreadCalls
+}
+
+func (b *threadBatch) ask() error {
+	ts := b.ts
+	slot := func(i int, off uint64) uint64 { return b.slots[i] + off }
+	secbits := make([]uint32, len(ts))
 	calls := []struct {
 		name, what string
 		nr         uintptr
@@ -163,12 +170,15 @@ func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
 			func(i int) []uint64 { return []uint64{unix.PR_GET_NAME, slot(i, slotName)} }, nil},
 		{"credentials", "prctl(PR_GET_SECUREBITS)", unix.SYS_PRCTL,
 			func(int) []uint64 { return []uint64{unix.PR_GET_SECUREBITS} },
-			func(i int, r uint64) { out[i].Securebits = uint32(r) }},
+			func(i int, r uint64) { secbits[i] = uint32(r) }},
 	}
 	for _, c := range calls {
 		res, errs, err := ptrace.Each(ts, c.nr, c.args)
-		if err != nil {
+		if err != nil && len(b.reads) == 1 {
 			return fmt.Errorf("dump %s of the threads of pid %d: %w", c.name, ts[0].Tgid(), err)
+		}
+		if err != nil { // (Each's error names each task)
+			return fmt.Errorf("dump %s of the threads of %d processes: %w", c.name, len(b.reads), err)
 		}
 		for i, e := range errs {
 			if e != nil {
@@ -179,12 +189,79 @@ func askBatch(ts []*ptrace.Task, s *ptrace.Scratch, out []ThreadCalls) error {
 			}
 		}
 	}
-	b, err := s.Get(0, len(ts)*threadSlotSz)
-	if err != nil {
-		return fmt.Errorf("dump the injected calls' answers of pid %d: %w", ts[0].Tgid(), err)
+	n := 0
+	for _, rd := range b.reads {
+		buf, err := rd.s.Get(0, len(rd.out)*threadSlotSz)
+		if err != nil {
+			return fmt.Errorf("dump the injected calls' answers of pid %d: %w", rd.s.Pid, err)
+		}
+		for i := range rd.out {
+			decodeAnswers(buf[i*threadSlotSz:], &rd.out[i])
+			rd.out[i].Securebits = secbits[n]
+			n++
+		}
 	}
-	for i := range out {
-		decodeAnswers(b[i*threadSlotSz:], &out[i])
+	return nil
+}
+
+// askSeq asks a batch with one call table per thread (ptrace.EachSeq):
+// each process's code and tables go into its scratch in one write, the
+// answers come back in one read.
+func (b *threadBatch) askSeq() error {
+	seqs := make([]ptrace.Seq, 0, len(b.ts))
+	bufs := make([][]byte, len(b.reads))
+	t := 0
+	for r, rd := range b.reads {
+		buf := make([]byte, seqCodeRoom+len(rd.out)*seqSlotSz)
+		copy(buf, ptrace.SeqCode)
+		for i := range rd.out {
+			off := seqCodeRoom + i*seqSlotSz
+			ans := rd.s.Addr + uint64(off+seqCalls*ptrace.SeqEntrySize)
+			ptrace.PutSeq(buf[off:], []ptrace.SeqCall{
+				{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_TID_ADDRESS, ans + slotTidAddr}},
+				{Nr: unix.SYS_SIGALTSTACK, Args: [6]uint64{0, ans + slotSas}},
+				{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_PDEATHSIG, ans + slotPdeath}},
+				{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_SECUREBITS}},
+				{Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_NAME, ans + slotName}},
+			})
+			seqs = append(seqs, ptrace.Seq{Code: rd.s.Addr, Addr: rd.s.Addr + uint64(off), N: seqCalls})
+			t++
+		}
+		if _, err := rd.s.Put(0, buf); err != nil {
+			return fmt.Errorf("dump the threads of pid %d: %w", rd.s.Pid, err)
+		}
+		bufs[r] = buf
+	}
+	if err := ptrace.EachSeq(b.ts, seqs); err != nil {
+		return fmt.Errorf("dump the threads of %d processes: %w", len(b.reads), err)
+	}
+	what := [seqCalls][2]string{
+		{"clear_child_tid", "prctl(PR_GET_TID_ADDRESS)"},
+		{"sigaltstack", "sigaltstack"},
+		{"pdeath_signal", "prctl(PR_GET_PDEATHSIG)"},
+		{"credentials", "prctl(PR_GET_SECUREBITS)"},
+		{"comm", "prctl(PR_GET_NAME)"},
+	}
+	t = 0
+	for r, rd := range b.reads {
+		buf, err := rd.s.Get(0, len(bufs[r]))
+		if err != nil {
+			return fmt.Errorf("dump the injected calls' answers of pid %d: %w", rd.s.Pid, err)
+		}
+		for i := range rd.out {
+			tab := buf[seqCodeRoom+i*seqSlotSz:]
+			for k := range seqCalls {
+				v, err := ptrace.SeqResult(tab, k)
+				if err != nil {
+					return fmt.Errorf("dump %s of tid %d: %s in pid %d: %w", what[k][0], b.ts[t].Tid, what[k][1], b.ts[t].Tid, err)
+				}
+				if k == 3 {
+					rd.out[i].Securebits = uint32(v)
+				}
+			}
+			decodeAnswers(tab[seqCalls*ptrace.SeqEntrySize:], &rd.out[i])
+			t++
+		}
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/stasis-cr/stasis/internal/linux"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 	"github.com/stasis-cr/stasis/internal/remote"
 )
@@ -55,7 +56,7 @@ const (
 // notify_thread_id is a tid as seen in stasis's /proc (its pid namespace);
 // a dump of a nested pid namespace must translate it.
 func DumpPosixTimers(t *ptrace.Task, s *ptrace.Scratch) ([]*timer.PosixTimerEntry, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/timers", t.Tid))
+	f, err := linux.OpenFile(fmt.Sprintf("/proc/%d/timers", t.Tid), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, fmt.Errorf("posix timers of pid %d: %w", t.Tid, err)
 	}

@@ -300,6 +300,7 @@ func (d *dumper) runPhases() error {
 	}{
 		{name: "check", fn: d.check, checks: true},
 		{name: "ids", fn: d.dumpIDs, checks: true},
+		{name: "task state", tree: d.askTree, checks: true},
 		{name: "task state", fn: d.dumpCore, checks: true},
 		{name: "cgroups", fn: d.dumpCgroups, checks: true},
 		{name: "files", fn: d.dumpFiles, checks: true},
@@ -307,7 +308,7 @@ func (d *dumper) runPhases() error {
 		// What only the whole tree tells (a pipe or a peer outside it),
 		// before a page is copied.
 		{name: "check tree", tree: d.files.CheckTree, checks: true},
-		{name: "pages", fn: d.dumpPages},
+		{name: "pages", tree: d.dumpAllPages},
 	}
 	for _, ph := range phases {
 		if d.preflight && !ph.checks {
@@ -475,25 +476,26 @@ func (d *dumper) inTree(pid int) bool {
 
 // dumpCore collects the task state of p and its threads, the only phase
 // whose injected calls take pointer arguments: they go through a scratch
-// mapping that lives in the process only for this phase, so that a stasis
-// killed at any later moment (files, pages, images) leaves no trace of it.
+// mapping that lives in the process only while they are asked (askTree,
+// or ask here), so that a stasis killed at any later moment (files,
+// pages, images) leaves no trace of it.
 func (d *dumper) dumpCore(p *process) (err error) {
 	l := p.leader()
-	if p.scratch, err = mapCoreScratch(p); err != nil {
-		return err
+	if p.tps == nil {
+		p.tps = readThreadProcs(p)
 	}
-	defer func() {
-		if uerr := d.unmapScratch(p); err == nil {
-			err = uerr
+	tps := p.tps
+	if p.asked == nil {
+		if err := d.ask([]*process{p}); err != nil {
+			return err
 		}
-	}()
-	if p.tc, err = core.DumpProcess(l.tr, p.scratch, p.stat, p.status, l.stopSig, l.blocked); err != nil {
+	}
+	a := p.asked
+	if p.tc, err = core.DumpProcess(l.tr, nil, p.stat, p.status, l.stopSig, l.blocked, &a.proc); err != nil {
 		return err
 	}
 	if p.tc.Timers != nil {
-		if p.tc.Timers.Posix, err = core.DumpPosixTimers(l.tr, p.scratch); err != nil {
-			return err
-		}
+		p.tc.Timers.Posix = a.posix
 		for _, pt := range p.tc.Timers.Posix {
 			if pt.NotifyThreadId != nil { // a host tid: the images' is the root's pid namespace's
 				pt.NotifyThreadId = proto.Int32(int32(d.ns.ThreadPid(p.pid, int(pt.GetNotifyThreadId()))))
@@ -502,21 +504,12 @@ func (d *dumper) dumpCore(p *process) (err error) {
 	}
 	tids := make([]int, len(p.threads))
 	modes := make([]int, len(p.threads))
-	tps := readThreadProcs(p)
-	trs := make([]*ptrace.Task, len(p.threads))
-	for i, th := range p.threads {
-		trs[i] = th.tr
-	}
-	calls, err := core.AskThreads(trs, p.scratch, func(lo, hi int) { noSeqIfTrapPending(tps[lo:hi], trs[lo:hi]) })
-	if err != nil {
-		return err
-	}
 	for i, th := range p.threads {
 		<-tps[i].done
 		if err := tps[i].err; err != nil {
 			return err
 		}
-		if th.core, err = core.DumpThread(th.tr, p.scratch, tps[i].tp, th.blocked, &calls[i]); err != nil {
+		if th.core, err = core.DumpThread(th.tr, nil, tps[i].tp, th.blocked, &a.threads[i]); err != nil {
 			return err
 		}
 		tids[i], modes[i] = th.tid, tps[i].tp.Status.Seccomp
@@ -548,16 +541,11 @@ func (d *dumper) dumpFiles(p *process) error {
 // dumpMM records the mm entry of p: its VMAs with the files they map,
 // mm fields, auxv, AIO rings (mem).
 func (d *dumper) dumpMM(p *process) (err error) {
-	p.mm, err = mem.DumpMM(p.leader().tr, p.pid, p.stat, p.areas, d.files)
-	return err
-}
-
-func (d *dumper) unmapScratch(p *process) error {
-	if p.scratch == nil {
-		return nil
+	var calls *mem.MMCalls
+	if p.asked != nil {
+		calls = &p.asked.mm
 	}
-	err := p.scratch.Unmap(p.leader().tr)
-	p.scratch = nil
+	p.mm, err = mem.DumpMM(p.leader().tr, p.pid, p.stat, p.areas, d.files, calls)
 	return err
 }
 

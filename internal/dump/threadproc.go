@@ -7,7 +7,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stasis-cr/stasis/internal/core"
-	"github.com/stasis-cr/stasis/internal/mem"
 	"github.com/stasis-cr/stasis/internal/ptrace"
 )
 
@@ -49,25 +48,16 @@ func readThreadProcs(p *process) []*threadProc {
 	return tps
 }
 
-// mapCoreScratch maps the scratch memory of p's task state phase. It is
-// executable, so that each thread runs the calls it is asked as one
-// table (ptrace.EachSeq), and sized for the tables of a batch of
-// threads; where the process may not have a writable and executable
-// mapping (an LSM's execmem rule), it is the data-only scratch, and the
-// calls are injected one by one. Each thread is told how its process
-// takes the SIGTRAP that ends a table.
-func mapCoreScratch(p *process) (*ptrace.Scratch, error) {
-	l := p.leader()
+// trapRules tells each thread of p how its process takes the SIGTRAP
+// that ends a call table (ptrace.EachSeq): a process that ignores
+// SIGTRAP, or has one pending, has its threads' calls made one by one;
+// one with a handler runs the tables with SIGTRAP unblocked.
+func trapRules(p *process) {
 	const trap = 1 << (unix.SIGTRAP - 1)
 	for _, th := range p.threads {
 		th.tr.NoSeq = (p.status.SigIgn|p.status.ShdPnd)&trap != 0
 		th.tr.TrapCaught = p.status.SigCgt&trap != 0
 	}
-	s, err := ptrace.MapExecScratch(l.tr, core.ScratchFor(len(p.threads)))
-	if err == nil {
-		return s, nil
-	}
-	return ptrace.MapScratch(l.tr, 0, 4*mem.PageSize)
 }
 
 // noSeqIfTrapPending waits for the /proc status of threads ts (tps) and

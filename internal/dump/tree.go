@@ -34,6 +34,8 @@ type process struct {
 	status  *proc.Status
 	smaps   []proc.VMA
 	scratch *ptrace.Scratch
+	asked   *asked        // the task state's injected calls (taskstate.go)
+	tps     []*threadProc // its threads' /proc files, read in the background
 	ids     *criucore.TaskKobjIdsEntry
 
 	tc      *criucore.TaskCoreEntry
@@ -189,6 +191,9 @@ func (d *dumper) seizeTree(pid int, parent *process) (*process, error) {
 		kids = append(kids, c...)
 	}
 	sort.Ints(kids)
+	// The children stop while their elder siblings' subtrees are seized
+	// (interruptAhead): their stops overlap instead of adding up.
+	d.interruptAhead(kids)
 	for _, k := range kids {
 		// A big tree takes a while to seize.
 		if err := interrupt.Check(d.ctx, fmt.Sprintf("dump phase seize (pid %d)", k)); err != nil {

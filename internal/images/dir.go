@@ -295,6 +295,13 @@ func (r *Reader) Must(m proto.Message) error {
 // entry not fetched with ReadExtra is skipped.
 func (r *Reader) Next(m proto.Message) error { return r.fr.next(m) }
 
+// NextRaw returns the bytes of the next entry undecoded, valid until the
+// next read, and the offset of its frame; io.EOF at a clean end of image.
+// It is for a caller that decodes many small entries itself (a pagemap
+// of a migration's chain has tens of thousands); images whose entries
+// carry extra data refuse it.
+func (r *Reader) NextRaw() ([]byte, int64, error) { return r.fr.nextRaw() }
+
 // ReadExtra returns the raw bytes that follow the entry just read (pipe
 // data, socket queue, TCP queues, ghost file content, ipc data), nil if
 // it has none. Its length is bounded by what the file holds.

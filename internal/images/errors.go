@@ -21,6 +21,8 @@ var (
 	// ErrInconsistent: images that each decode but contradict each other
 	// (a VMA naming a file id files.img lacks, pages outside every VMA).
 	ErrInconsistent = errors.New("inconsistent image")
+	// errClosed: an image written to after it was closed (a caller's bug).
+	errClosed = errors.New("image already closed")
 )
 
 // Error locates a decoding or encoding failure in an image file.

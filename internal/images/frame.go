@@ -197,37 +197,12 @@ func (fr *frameReader) next(m proto.Message) error {
 		return fr.fail(fr.off, fmt.Errorf("entry %d of a %s image is a %s, cannot decode it into %s",
 			fr.idx, fr.kind.magic, fullName(want), fullName(m)))
 	}
-	if _, err := fr.consumeExtra(false); err != nil {
+	eoff := fr.off
+	b, err := fr.nextFrame()
+	if err != nil {
 		return err
 	}
-	if fr.restDone {
-		return io.EOF
-	}
-	eoff := fr.off
-	size, n, err := fr.readU32()
-	switch {
-	case n == 0 && errors.Is(err, io.EOF):
-		return io.EOF
-	case isEOF(err):
-		return fr.truncated(eoff, "entry size field", 4, int64(n))
-	case err != nil:
-		return fr.fail(eoff, err)
-	}
-	if size > MaxEntrySize {
-		return fr.fail(eoff, fmt.Errorf("%w entry: size %d exceeds the %d byte limit", ErrCorrupt, size, MaxEntrySize))
-	}
-	if rem := fr.remaining(); rem >= 0 && int64(size) > rem {
-		return fr.truncated(eoff, "entry", uint64(size), rem)
-	}
-	var got int64
-	fr.buf, got, err = fr.readN(uint64(size), fr.buf)
-	if err != nil {
-		if isEOF(err) {
-			return fr.truncated(eoff, "entry", uint64(size), got)
-		}
-		return fr.fail(eoff, err)
-	}
-	if err := proto.Unmarshal(fr.buf, m); err != nil {
+	if err := proto.Unmarshal(b, m); err != nil {
 		return fr.fail(eoff, fmt.Errorf("%w entry: %s: %w", ErrCorrupt, fullName(m), err))
 	}
 	if fr.kind.extra != nil {
@@ -235,6 +210,58 @@ func (fr *frameReader) next(m proto.Message) error {
 	}
 	fr.idx++
 	return nil
+}
+
+// nextRaw returns the bytes of the next entry, valid until the next read,
+// and its offset; io.EOF at a clean end of image. Only for images whose
+// entries have no extra data (which the decoded entry would size).
+func (fr *frameReader) nextRaw() ([]byte, int64, error) {
+	if fr.kind.extra != nil {
+		return nil, fr.off, fr.fail(fr.off, fmt.Errorf("a %s image has extra data after its entries: it cannot be read raw", fr.kind.magic))
+	}
+	eoff := fr.off
+	b, err := fr.nextFrame()
+	if err != nil {
+		return nil, eoff, err
+	}
+	fr.idx++
+	return b, eoff, nil
+}
+
+// nextFrame reads the next entry's frame, after the extra data of the
+// one before, into fr.buf.
+func (fr *frameReader) nextFrame() ([]byte, error) {
+	if _, err := fr.consumeExtra(false); err != nil {
+		return nil, err
+	}
+	if fr.restDone {
+		return nil, io.EOF
+	}
+	eoff := fr.off
+	size, n, err := fr.readU32()
+	switch {
+	case n == 0 && errors.Is(err, io.EOF):
+		return nil, io.EOF
+	case isEOF(err):
+		return nil, fr.truncated(eoff, "entry size field", 4, int64(n))
+	case err != nil:
+		return nil, fr.fail(eoff, err)
+	}
+	if size > MaxEntrySize {
+		return nil, fr.fail(eoff, fmt.Errorf("%w entry: size %d exceeds the %d byte limit", ErrCorrupt, size, MaxEntrySize))
+	}
+	if rem := fr.remaining(); rem >= 0 && int64(size) > rem {
+		return nil, fr.truncated(eoff, "entry", uint64(size), rem)
+	}
+	var got int64
+	fr.buf, got, err = fr.readN(uint64(size), fr.buf)
+	if err != nil {
+		if isEOF(err) {
+			return nil, fr.truncated(eoff, "entry", uint64(size), got)
+		}
+		return nil, fr.fail(eoff, err)
+	}
+	return fr.buf, nil
 }
 
 // consumeExtra reads (keep) or skips the extra blob of the last entry.

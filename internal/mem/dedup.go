@@ -100,21 +100,17 @@ func DedupImage(dir *images.Dir, name string) (uint64, error) {
 // their data, and out of its parents where it has them in parent.
 func (l *parentLevel) punch(lo, hi uint64) (uint64, error) {
 	var done uint64
-	k := sort.Search(len(l.entries), func(k int) bool {
-		pe := l.entries[k]
-		return pe.GetVaddr()+NrPages(pe)*PageSize > lo
-	})
-	for ; k < len(l.entries) && l.entries[k].GetVaddr() < hi; k++ {
-		pe := l.entries[k]
-		a, b := max(lo, pe.GetVaddr()), min(hi, pe.GetVaddr()+NrPages(pe)*PageSize)
+	k := sort.Search(len(l.entries), func(k int) bool { return l.entries[k].end > lo })
+	for ; k < len(l.entries) && l.entries[k].vaddr < hi; k++ {
+		e := &l.entries[k]
+		a, b := max(lo, e.vaddr), min(hi, e.end)
 		switch {
-		case HasData(pe):
-			off := l.offs[k] + int64(a-pe.GetVaddr())
-			if err := punchFile(l.pages, off, int64(b-a)); err != nil {
+		case e.off >= 0:
+			if err := punchFile(l.pages, e.off+int64(a-e.vaddr), int64(b-a)); err != nil {
 				return done, err
 			}
 			done += (b - a) / PageSize
-		case InParent(pe):
+		case e.inParent:
 			if l.parent == nil {
 				p, err := openParentLevel(l.dir, l.name, l.depth+1, l.seen)
 				if err != nil {

@@ -35,7 +35,7 @@ const (
 // have them: PAGE_IS_GUARD came after MADV_GUARD_INSTALL by three
 // releases, a gap this ignores).
 func GuardAreas(pid int) ([]*vma.VmaEntry, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	f, err := linux.OpenFile(fmt.Sprintf("/proc/%d/pagemap", pid), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -45,6 +45,7 @@ func LazyParents(entries []*pagemap.PagemapEntry, vmas []*vma.VmaEntry) bool {
 type ParentReader struct {
 	chain *parentChain
 	files map[string]*os.File
+	srcs  []pageSource // of the last read, kept for the next
 }
 
 // NewParentReader reads the pages in parent of the pagemap image name of
@@ -56,13 +57,14 @@ func NewParentReader(dir *images.Dir, name string) *ParentReader {
 // ReadAt fills buf (whole pages) with the pages at vaddr, which the
 // pagemap has in parent.
 func (p *ParentReader) ReadAt(buf []byte, vaddr uint64) error {
-	srcs, err := p.chain.sources(vaddr, uint64(len(buf)))
-	if err != nil {
+	p.srcs = p.srcs[:0]
+	if err := p.chain.sources(vaddr, uint64(len(buf)), &p.srcs); err != nil {
 		return fmt.Errorf("%s: pages %#x-%#x in parent: %w", p.chain.name, vaddr, vaddr+uint64(len(buf)), err)
 	}
-	for _, s := range srcs {
+	for _, s := range p.srcs {
 		f := p.files[s.path]
 		if f == nil {
+			var err error
 			if f, err = images.OpenFile(s.path); err != nil {
 				return err
 			}

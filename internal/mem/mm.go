@@ -38,8 +38,9 @@ type FileTable interface {
 
 // DumpMM returns the mm entry of the process whose leader is t, with
 // areas its classified VMAs (Classify), whose file mappings it records
-// in files.
-func DumpMM(t *ptrace.Task, pid int, st *proc.Stat, areas []*Area, files FileTable) (*mm.MmEntry, error) {
+// in files. calls holds the answers of its injected calls (AskMM, which
+// asks many processes at once); nil asks them here.
+func DumpMM(t *ptrace.Task, pid int, st *proc.Stat, areas []*Area, files FileTable, calls *MMCalls) (*mm.MmEntry, error) {
 	exeID, err := files.AddLink(fmt.Sprintf("/proc/%d/exe", pid), unix.O_RDONLY)
 	if err != nil {
 		if err := files.Refuse(fmt.Errorf("exe of pid %d: %w", pid, err)); err != nil {
@@ -56,17 +57,12 @@ func DumpMM(t *ptrace.Task, pid int, st *proc.Stat, areas []*Area, files FileTab
 	if n := len(auxv); n >= 2 && auxv[n-2] == 0 {
 		auxv = auxv[:n-2]
 	}
-	dumpable, err := t.Call("prctl(PR_GET_DUMPABLE)", unix.SYS_PRCTL, unix.PR_GET_DUMPABLE)
-	if err != nil {
-		return nil, err
-	}
-	brk, err := t.Call("brk", unix.SYS_BRK, 0)
-	if err != nil {
-		return nil, err
-	}
-	thpOff, err := t.Call("prctl(PR_GET_THP_DISABLE)", unix.SYS_PRCTL, unix.PR_GET_THP_DISABLE)
-	if err != nil {
-		return nil, err
+	if calls == nil {
+		cs, err := AskMM([]*ptrace.Task{t})
+		if err != nil {
+			return nil, err
+		}
+		calls = &cs[0]
 	}
 	m := &mm.MmEntry{
 		MmStartCode:  proto.Uint64(st.StartCode),
@@ -75,16 +71,16 @@ func DumpMM(t *ptrace.Task, pid int, st *proc.Stat, areas []*Area, files FileTab
 		MmEndData:    proto.Uint64(st.EndData),
 		MmStartStack: proto.Uint64(st.StartStack),
 		MmStartBrk:   proto.Uint64(st.StartBrk),
-		MmBrk:        proto.Uint64(brk),
+		MmBrk:        proto.Uint64(calls.Brk),
 		MmArgStart:   proto.Uint64(st.ArgStart),
 		MmArgEnd:     proto.Uint64(st.ArgEnd),
 		MmEnvStart:   proto.Uint64(st.EnvStart),
 		MmEnvEnd:     proto.Uint64(st.EnvEnd),
 		ExeFileId:    proto.Uint32(exeID),
 		MmSavedAuxv:  auxv,
-		Dumpable:     proto.Int32(int32(dumpable)),
+		Dumpable:     proto.Int32(int32(calls.Dumpable)),
 	}
-	if thpOff != 0 {
+	if calls.ThpDisabled {
 		m.ThpDisabled = proto.Bool(true)
 	}
 	for _, a := range areas {

@@ -115,7 +115,8 @@ func eachWindow[W any](wins []W, workers, bufSize int, stop func() error, do fun
 	quit := make(chan struct{})
 	for w := 0; w < workers; w++ {
 		go func() {
-			buf := make([]byte, bufSize)
+			buf, put := getWinBuf(bufSize)
+			defer put()
 			var first error
 			for win := range work {
 				if first != nil {

@@ -201,7 +201,7 @@ func DumpPages(pid int, areas []*Area, w io.Writer, stop func() error) ([]*pagem
 // there instead, not to be saved (lazy.go).
 func pageList(pid int, areas []*Area, lazy *[]Run) ([]Run, []*pagemap.PagemapEntry, DumpStats, error) {
 	var st DumpStats
-	pm, err := os.Open(fmt.Sprintf("/proc/%d/pagemap", pid))
+	pm, err := linux.OpenFile(fmt.Sprintf("/proc/%d/pagemap", pid), os.O_RDONLY, 0)
 	if err != nil {
 		return nil, nil, st, err
 	}

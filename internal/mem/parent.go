@@ -11,6 +11,7 @@ import (
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/vma"
 	"golang.org/x/sys/unix"
+	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/stasis-cr/stasis/internal/images"
 	"github.com/stasis-cr/stasis/internal/ptrace"
@@ -58,12 +59,21 @@ type pageSource struct {
 type parentLevel struct {
 	dir     *images.Dir
 	name    string
-	entries []*pagemap.PagemapEntry // by address
-	offs    []int64                 // where each entry's pages start in pages; -1 if it has none
-	pages   string                  // path of its pages image
+	entries []levelEntry // by address
+	pages   string       // path of its pages image
 	depth   int
 	parent  *parentLevel // opened on first use
 	seen    map[string]bool
+}
+
+// levelEntry is a pagemap entry of a parent level as sources needs it: a
+// level of a migration's chain has tens of thousands (the pages written
+// during one round, scattered), kept without a message each.
+type levelEntry struct {
+	vaddr, end uint64
+	off        int64 // where its pages start in the pages image; -1 if it has none
+	inParent   bool
+	flags      uint32
 }
 
 // openParentLevel opens the parent images dir of dir and reads its
@@ -104,30 +114,35 @@ func openParentLevel(dir *images.Dir, name string, depth int, seen map[string]bo
 	}
 	l := &parentLevel{dir: pdir, name: name, depth: depth, seen: seen,
 		pages: filepath.Join(real, fmt.Sprintf("pages-%d.img", head.GetPagesId()))}
+	if size, err := images.Size(filepath.Join(real, name)); err == nil {
+		l.entries = make([]levelEntry, 0, size/16) // an entry takes 12-24 bytes
+	}
 	var off int64
 	var end uint64
 	for {
-		at := r.Offset()
-		pe := &pagemap.PagemapEntry{}
-		if err := r.Next(pe); err != nil {
+		b, at, err := r.NextRaw()
+		if err != nil {
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			return nil, err
 		}
-		n := NrPages(pe)
-		if pe.GetVaddr()%PageSize != 0 || n == 0 || n > (^uint64(0)-pe.GetVaddr())/PageSize || pe.GetVaddr() < end {
+		e, n, hasData, err := decodeLevelEntry(b)
+		if err != nil {
 			return nil, &images.Error{File: filepath.Join(real, name), Offset: at,
-				Err: fmt.Errorf("%w: entry %d: pages %#x + %d out of order or out of range", images.ErrCorrupt, len(l.entries), pe.GetVaddr(), n)}
+				Err: fmt.Errorf("%w entry: pagemap_entry %d: %w", images.ErrCorrupt, len(l.entries), err)}
 		}
-		end = pe.GetVaddr() + n*PageSize
-		l.entries = append(l.entries, pe)
-		if HasData(pe) {
-			l.offs = append(l.offs, off)
+		if e.vaddr%PageSize != 0 || n == 0 || n > (^uint64(0)-e.vaddr)/PageSize || e.vaddr < end {
+			return nil, &images.Error{File: filepath.Join(real, name), Offset: at,
+				Err: fmt.Errorf("%w: entry %d: pages %#x + %d out of order or out of range", images.ErrCorrupt, len(l.entries), e.vaddr, n)}
+		}
+		end = e.vaddr + n*PageSize
+		e.end = end
+		if hasData {
+			e.off = off
 			off += int64(n * PageSize)
-		} else {
-			l.offs = append(l.offs, -1)
 		}
+		l.entries = append(l.entries, e)
 	}
 	if off > 0 {
 		size, err := images.Size(l.pages)
@@ -141,47 +156,44 @@ func openParentLevel(dir *images.Dir, name string, depth int, seen map[string]bo
 	return l, nil
 }
 
-// sources finds the pages [vaddr, vaddr+n) in this level, or in its
-// parents for those it has in parent.
-func (l *parentLevel) sources(vaddr, n uint64) ([]pageSource, error) {
-	var out []pageSource
+// sources appends to out where the pages [vaddr, vaddr+n) are in this
+// level, or in its parents for those it has in parent; with out nil, it
+// only checks that the chain has them all.
+func (l *parentLevel) sources(vaddr, n uint64, out *[]pageSource) error {
 	end := vaddr + n
-	k := sort.Search(len(l.entries), func(k int) bool {
-		pe := l.entries[k]
-		return pe.GetVaddr()+NrPages(pe)*PageSize > vaddr
-	})
+	k := sort.Search(len(l.entries), func(k int) bool { return l.entries[k].end > vaddr })
 	for at := vaddr; at < end; k++ {
-		if k == len(l.entries) || l.entries[k].GetVaddr() > at {
+		if k == len(l.entries) || l.entries[k].vaddr > at {
 			hi := end
 			if k < len(l.entries) {
-				hi = min(end, l.entries[k].GetVaddr())
+				hi = min(end, l.entries[k].vaddr)
 			}
-			return nil, fmt.Errorf("pages %#x-%#x are not in %s of parent images dir %s: %w", at, hi, l.name, l.dir.Path, ErrNoParent)
+			return fmt.Errorf("pages %#x-%#x are not in %s of parent images dir %s: %w", at, hi, l.name, l.dir.Path, ErrNoParent)
 		}
-		pe := l.entries[k]
-		hi := min(end, pe.GetVaddr()+NrPages(pe)*PageSize)
+		e := &l.entries[k]
+		hi := min(end, e.end)
 		switch {
-		case HasData(pe):
-			out = append(out, pageSource{path: l.pages, off: l.offs[k] + int64(at-pe.GetVaddr()), n: hi - at, vaddr: at})
-		case InParent(pe):
+		case e.off >= 0:
+			if out != nil {
+				*out = append(*out, pageSource{path: l.pages, off: e.off + int64(at-e.vaddr), n: hi - at, vaddr: at})
+			}
+		case e.inParent:
 			if l.parent == nil {
 				p, err := openParentLevel(l.dir, l.name, l.depth+1, l.seen)
 				if err != nil {
-					return nil, fmt.Errorf("%s of %s: pages %#x-%#x in parent: %w", l.name, l.dir.Path, at, hi, err)
+					return fmt.Errorf("%s of %s: pages %#x-%#x in parent: %w", l.name, l.dir.Path, at, hi, err)
 				}
 				l.parent = p
 			}
-			more, err := l.parent.sources(at, hi-at)
-			if err != nil {
-				return nil, err
+			if err := l.parent.sources(at, hi-at, out); err != nil {
+				return err
 			}
-			out = append(out, more...)
 		default:
-			return nil, fmt.Errorf("%s of %s: pages %#x-%#x (flags %#x): %w", l.name, l.dir.Path, at, hi, pe.GetFlags(), ErrLazyPages)
+			return fmt.Errorf("%s of %s: pages %#x-%#x (flags %#x): %w", l.name, l.dir.Path, at, hi, e.flags, ErrLazyPages)
 		}
 		at = hi
 	}
-	return out, nil
+	return nil
 }
 
 // parentChain finds pages in the parents of one pagemap image.
@@ -191,22 +203,26 @@ type parentChain struct {
 	first *parentLevel
 }
 
-func (c *parentChain) sources(vaddr, n uint64) ([]pageSource, error) {
+func (c *parentChain) sources(vaddr, n uint64, out *[]pageSource) error {
 	if c.first == nil {
 		l, err := openParentLevel(c.dir, c.name, 1, map[string]bool{})
 		if err != nil {
-			return nil, err
+			return err
 		}
 		c.first = l
 	}
-	return c.first.sources(vaddr, n)
+	return c.first.sources(vaddr, n, out)
 }
 
-// ParentPages is where the pages of a pagemap's entries in parent are,
-// in the pages images of the parent dirs.
+// ParentPages is a pagemap's entries in parent, found in the chain of
+// parent dirs when the images were read. Where their pages lie in the
+// parents' pages images is looked up again when they are written: a lazy
+// restore leaves most of them to the daemon, and a migration's chain
+// holds tens of thousands of pieces.
 type ParentPages struct {
-	name string // the pagemap image, for messages
-	srcs []pageSource
+	name   string // the pagemap image, for messages
+	chain  *parentChain
+	ranges [][2]uint64 // address and length in bytes of each entry in parent
 }
 
 // ResolveParents checks the entries of pagemap image name of dir (after
@@ -229,16 +245,17 @@ func ResolveParents(dir *images.Dir, name string, entries []*pagemap.PagemapEntr
 			return nil, fmt.Errorf("%s entry %d: pages %#x-%#x (flags %#x): %w", name, i, pe.GetVaddr(), pe.GetVaddr()+n, pe.GetFlags(), ErrLazyPages)
 		}
 		if p == nil {
-			p, chain = &ParentPages{name: name}, &parentChain{dir: dir, name: name}
+			chain = &parentChain{dir: dir, name: name}
+			p = &ParentPages{name: name, chain: chain}
 		}
-		srcs, err := chain.sources(pe.GetVaddr(), n)
+		err := chain.sources(pe.GetVaddr(), n, nil)
 		if errors.Is(err, ErrNoParent) && chain.first == nil {
 			return nil, fmt.Errorf("%s entry %d: pages %#x-%#x are in the parent, but %w", name, i, pe.GetVaddr(), pe.GetVaddr()+n, err)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s entry %d in parent: %w", name, i, err)
 		}
-		p.srcs = append(p.srcs, srcs...)
+		p.ranges = append(p.ranges, [2]uint64{pe.GetVaddr(), n})
 	}
 	return p, nil
 }
@@ -251,9 +268,21 @@ func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept 
 	if img.parents == nil {
 		return st, nil
 	}
-	inLazy := func(uint64) bool { return false }
+	var lazyAreas [][2]uint64
 	if lazy {
-		inLazy = areaLookup(vmas, LazyVMA)
+		for _, e := range vmas {
+			if LazyVMA(e) {
+				lazyAreas = append(lazyAreas, [2]uint64{e.GetStart(), e.GetEnd()})
+			}
+		}
+	}
+	inLazy := func(a, end uint64) bool {
+		for _, r := range lazyAreas {
+			if a >= r[0] && end <= r[1] {
+				return true
+			}
+		}
+		return false
 	}
 	maps := map[string][]byte{}
 	defer func() {
@@ -261,32 +290,42 @@ func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept 
 			unix.Munmap(m)
 		}
 	}()
-	ios := make([]ptrace.VMIO, 0, len(img.parents.srcs))
-	for _, s := range img.parents.srcs {
-		if inLazy(s.vaddr) {
-			continue
+	var ios []ptrace.VMIO
+	var srcs []pageSource
+	for _, r := range img.parents.ranges {
+		if inLazy(r[0], r[0]+r[1]) {
+			continue // the daemon's
 		}
-		m, ok := maps[s.path]
-		if !ok {
-			f, err := images.OpenFile(s.path)
-			if err != nil {
-				return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
-			}
-			fi, err := f.Stat()
-			if err == nil {
-				m, err = unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
-			}
-			f.Close()
-			if err != nil {
-				return st, fmt.Errorf("map %s: %w", s.path, err)
-			}
-			maps[s.path] = m
+		srcs = srcs[:0]
+		if err := img.parents.chain.sources(r[0], r[1], &srcs); err != nil {
+			return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
 		}
-		if s.off < 0 || uint64(s.off)+s.n > uint64(len(m)) {
-			// Checked when the chain was read; the file shrank since.
-			return st, fmt.Errorf("%s: %d bytes at offset %d: %w", s.path, s.n, s.off, ErrTruncatedPages)
+		for _, s := range srcs {
+			if inLazy(s.vaddr, s.vaddr+1) {
+				continue
+			}
+			m, ok := maps[s.path]
+			if !ok {
+				f, err := images.OpenFile(s.path)
+				if err != nil {
+					return st, fmt.Errorf("pages of %s in parent: %w", img.parents.name, err)
+				}
+				fi, err := f.Stat()
+				if err == nil {
+					m, err = unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_PRIVATE)
+				}
+				f.Close()
+				if err != nil {
+					return st, fmt.Errorf("map %s: %w", s.path, err)
+				}
+				maps[s.path] = m
+			}
+			if s.off < 0 || uint64(s.off)+s.n > uint64(len(m)) {
+				// Checked when the chain was read; the file shrank since.
+				return st, fmt.Errorf("%s: %d bytes at offset %d: %w", s.path, s.n, s.off, ErrTruncatedPages)
+			}
+			ios = append(ios, ptrace.VMIO{Remote: s.vaddr, Local: m[s.off : uint64(s.off)+s.n]})
 		}
-		ios = append(ios, ptrace.VMIO{Remote: s.vaddr, Local: m[s.off : uint64(s.off)+s.n]})
 	}
 	pst, err := fillIOs(pid, ios, vmas, kept, stop)
 	if err != nil {
@@ -302,8 +341,8 @@ func (img *Image) fillParents(pid int, st FillStats, vmas []*vma.VmaEntry, kept 
 // pagemap image, which are in parent, from the parents' pages images to w
 // at vaddr (the offset in a shmem object), up to limit bytes of w.
 func fillFromParents(chain *parentChain, vaddr, n uint64, w io.WriterAt, limit int64, buf []byte) error {
-	srcs, err := chain.sources(vaddr, n)
-	if err != nil {
+	var srcs []pageSource
+	if err := chain.sources(vaddr, n, &srcs); err != nil {
 		return fmt.Errorf("%s: pages %#x-%#x in parent: %w", chain.name, vaddr, vaddr+n, err)
 	}
 	for _, s := range srcs {
@@ -329,4 +368,60 @@ func fillFromParents(chain *parentChain, vaddr, n uint64, w io.WriterAt, limit i
 		f.Close()
 	}
 	return nil
+}
+
+// decodeLevelEntry decodes a pagemap_entry (pagemap.proto: vaddr 1,
+// compat_nr_pages 2, in_parent 3, flags 4, nr_pages 5, all varints) as
+// proto.Unmarshal would, without a message and its fields' allocations:
+// the levels of a chain hold tens of thousands of entries each.
+func decodeLevelEntry(b []byte) (e levelEntry, nrPages uint64, hasData bool, err error) {
+	var vaddr, compat, nr uint64
+	var flags uint32
+	var haveVaddr, haveCompat, haveNr, haveFlags, inParent bool
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return e, 0, false, protowire.ParseError(n)
+		}
+		b = b[n:]
+		if num < 1 || num > 5 || typ != protowire.VarintType {
+			// Unknown, or a known field of another wire type, which
+			// proto.Unmarshal keeps as unknown too.
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				return e, 0, false, protowire.ParseError(n)
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeVarint(b)
+		if n < 0 {
+			return e, 0, false, protowire.ParseError(n)
+		}
+		b = b[n:]
+		switch num {
+		case 1:
+			vaddr, haveVaddr = v, true
+		case 2:
+			compat, haveCompat = uint64(uint32(v)), true
+		case 3:
+			inParent = protowire.DecodeBool(v)
+		case 4:
+			flags, haveFlags = uint32(v), true
+		case 5:
+			nr, haveNr = v, true
+		}
+	}
+	if !haveVaddr || !haveCompat {
+		return e, 0, false, errors.New("required field vaddr or compat_nr_pages not set")
+	}
+	if !haveNr {
+		nr = compat
+	}
+	e = levelEntry{vaddr: vaddr, off: -1, flags: flags}
+	if haveFlags {
+		e.inParent, hasData = flags&peParent != 0, flags&PEPresent != 0
+	} else {
+		e.inParent, hasData = inParent, !inParent
+	}
+	return e, nr, hasData, nil
 }

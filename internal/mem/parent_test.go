@@ -105,7 +105,12 @@ func merged(t *testing.T, d *images.Dir) []byte {
 	}
 	var b []byte
 	var off uint64
-	srcs := p.srcs
+	var srcs []pageSource
+	for _, r := range p.ranges {
+		if err := p.chain.sources(r[0], r[1], &srcs); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, pe := range ents {
 		n := NrPages(pe) * PageSize
 		if HasData(pe) {

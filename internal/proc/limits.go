@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"strings"
 )
@@ -63,15 +62,5 @@ func parseLimit(s string) (uint64, error) {
 
 // ReadLimits reads /proc/PID/limits.
 func ReadLimits(pid int) ([]Limit, error) {
-	path := fmt.Sprintf("/proc/%d/limits", pid)
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	l, err := ParseLimits(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return l, nil
+	return parseFile(path(pid, "limits"), ParseLimits)
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stasis-cr/stasis/internal/linux"
 )
 
 // ReadMem copies len(buf) bytes at addr of process pid into buf. It uses
@@ -46,12 +48,18 @@ func procMemIO(pid int, addr uint64, buf []byte, write bool) error {
 	if write {
 		flag = os.O_RDWR
 	}
-	f, err := os.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", flag, 0)
+	f, err := linux.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", flag, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	return memFileIO(f, pid, addr, buf, write)
+}
+
+// memFileIO reads or writes buf at addr through f, pid's /proc/PID/mem.
+func memFileIO(f *os.File, pid int, addr uint64, buf []byte, write bool) error {
 	var n int
+	var err error
 	if write {
 		n, err = f.WriteAt(buf, int64(addr))
 	} else {
@@ -95,12 +103,24 @@ const iovMax = 1024
 func vmIO(pid int, ios []VMIO, write bool) error {
 	if !write {
 		pinned := ios[:0:0]
+		var mem *os.File // opened once for all the ranges not pinned
+		defer func() {
+			if mem != nil {
+				mem.Close()
+			}
+		}()
 		for _, io := range ios {
 			if !io.NoPin {
 				pinned = append(pinned, io)
 				continue
 			}
-			if err := ReadMemNoPin(pid, io.Remote, io.Local); err != nil {
+			if mem == nil {
+				var err error
+				if mem, err = linux.OpenFile("/proc/"+strconv.Itoa(pid)+"/mem", os.O_RDONLY, 0); err != nil {
+					return err
+				}
+			}
+			if err := memFileIO(mem, pid, io.Remote, io.Local, false); err != nil {
 				return err
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	sk_packet "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-packet"
 	sk_unix "github.com/checkpoint-restore/go-criu/v8/crit/images/sk-unix"
@@ -220,7 +221,7 @@ func (b *unixBuild) bindAside(s *usk, a *unix.SockaddrUnix, want string) (err er
 		return err
 	}
 	if err := bindUnix(s, a, b.r.Root); err != nil {
-		return fmt.Errorf("bind to %s: %w", unixName(s.ue.GetName()), err)
+		return fmt.Errorf("bind a unix socket to %s: %w", strings.TrimPrefix(unixName(s.ue.GetName()), "bound to "), err)
 	}
 	if err := setUnixPerms(s, host); err != nil {
 		return err

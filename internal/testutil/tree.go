@@ -210,16 +210,22 @@ func DiffTrees(want, got []Task, byNSPid bool) []string {
 // if root is gone.
 func WaitTree(t testing.TB, root int, want []Task, byNSPid bool, timeout time.Duration) []Task {
 	t.Helper()
+	return WaitTreeDiff(t, root, want, timeout, func(got []Task) []string { return DiffTrees(want, got, byNSPid) })
+}
+
+// WaitTreeDiff is WaitTree with the differences given by diff.
+func WaitTreeDiff(t testing.TB, root int, want []Task, timeout time.Duration, diff func(got []Task) []string) []Task {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		got, err := Tree(root)
-		var diff []string
+		var d []string
 		if err != nil {
-			diff = []string{err.Error()}
+			d = []string{err.Error()}
 		} else {
-			diff = DiffTrees(want, got, byNSPid)
+			d = diff(got)
 		}
-		if len(diff) == 0 {
+		if len(d) == 0 {
 			return got
 		}
 		if time.Now().After(deadline) {
@@ -227,7 +233,7 @@ func WaitTree(t testing.TB, root int, want []Task, byNSPid bool, timeout time.Du
 				t.Fatalf("the restored tree of %d: %v", root, err)
 			}
 			t.Errorf("the restored tree of %d differs from the dumped one after %v:\n  %s\n--- dumped ---\n%s--- restored ---\n%s",
-				root, timeout, strings.Join(diff, "\n  "), FormatTree(want), FormatTree(got))
+				root, timeout, strings.Join(d, "\n  "), FormatTree(want), FormatTree(got))
 			return got
 		}
 		time.Sleep(20 * time.Millisecond)

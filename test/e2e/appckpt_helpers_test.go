@@ -159,28 +159,7 @@ func waitAppTree(t *testing.T, root int, dir string, want []testutil.Task, timeo
 			dumped[int(e.GetPid())] = append(dumped[int(e.GetPid())], int(tid))
 		}
 	}
-	var diff []string
-	var got []testutil.Task
-	for deadline := time.Now().Add(timeout); ; time.Sleep(20 * time.Millisecond) {
-		got, err = testutil.Tree(root)
-		if err != nil {
-			diff = []string{err.Error()}
-		} else {
-			diff = appTreeDiff(want, got, dumped)
-		}
-		if len(diff) == 0 {
-			return got
-		}
-		if time.Now().After(deadline) {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("the restored tree of %d: %v", root, err)
-	}
-	t.Errorf("the restored tree of %d differs from the dumped one after %v:\n  %s\n--- dumped ---\n%s--- restored ---\n%s",
-		root, timeout, strings.Join(diff, "\n  "), testutil.FormatTree(want), testutil.FormatTree(got))
-	return got
+	return testutil.WaitTreeDiff(t, root, want, timeout, func(got []testutil.Task) []string { return appTreeDiff(want, got, dumped) })
 }
 
 // appTreeDiff is DiffTrees with the thread counts of got, and the dumped

@@ -214,12 +214,12 @@ func TestInterruptDump(t *testing.T) {
 var restorePoints = []string{"restore-create-tree", "restore-page-fill", "restore-files", "restore-task-state", "restore-resume"}
 
 // TestInterruptRestore: SIGINT and SIGTERM at each of restorePoints of a
-// restore of a 1 GiB victim make stasis kill whatever it created and exit
+// restore of a 256 MiB victim make stasis kill whatever it created and exit
 // 130/143: no task holds the victim's pid and the test process got no
 // stray child. The images then restore and the victim checks its memory.
 func TestInterruptRestore(t *testing.T) {
 	testutil.RequireRoot(t)
-	v := testutil.StartVictim(t, "mem", "1024")
+	v := testutil.StartVictim(t, "mem", "256")
 	waitReadyLong(t, v)
 	dir := t.TempDir()
 	testutil.Dump(t, v.Pid, dir)

@@ -3,6 +3,7 @@ package e2e
 import (
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"testing"
 	"time"
@@ -25,6 +26,10 @@ var memtailCases = []struct {
 	// refused: the dump must fail with this in its error and leave the
 	// victim running as it was.
 	refused string
+	// batchRestore: the restore runs under SCHED_BATCH at nice 5, which
+	// its tasks inherit: each thread must get its own policy back, the
+	// default one too.
+	batchRestore bool
 }{
 	{scenario: "novdso"},
 	{scenario: "droppable"},
@@ -34,7 +39,7 @@ var memtailCases = []struct {
 	{scenario: "memfdpriv-only"},
 	{scenario: "execmemfd"},
 	{scenario: "execmemfd-ro"},
-	{scenario: "sched"},
+	{scenario: "sched", batchRestore: true},
 	{scenario: "loginuid"},
 	// A dump that leaves the task running (-R) must leave its pending,
 	// blocked SIGTRAP as it was: stasis' own single steps trap too.
@@ -105,10 +110,28 @@ func TestMemTail(t *testing.T) {
 			v.Reap(t)
 			testutil.ReapTasks(t, testutil.Pids(tree[1:]))
 			testutil.CheckImages(t, dir)
+			if c.batchRestore {
+				runAsBatch(t)
+			}
 			testutil.RestoreDetached(t, dir, v)
 			v.TermAndCheck(t)
 			t.Logf("stasis on memtail %s: PASS", c.scenario)
 		})
+	}
+}
+
+// runAsBatch puts the test's goroutine on a thread of its own running
+// SCHED_BATCH at nice 5, which the programs it starts inherit. The thread
+// is never given back: it ends with the goroutine, its policy with it.
+func runAsBatch(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	tid := unix.Gettid()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, tid, 5); err != nil {
+		t.Fatalf("setpriority: %v", err)
+	}
+	if err := unix.SchedSetAttr(tid, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: 3 /* SCHED_BATCH */}, 0); err != nil {
+		t.Fatalf("sched_setattr: %v", err)
 	}
 }
 

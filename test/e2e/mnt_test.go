@@ -267,15 +267,21 @@ func checkMountsBack(t *testing.T, host int, wantMounts, wantPids []string) {
 }
 
 // hostMounts is stasis' own mount table, to find a mount a failed
-// restore left behind.
-func hostMounts(t *testing.T) []string {
+// restore left behind: the mounts under the temporary directory are
+// other tests' (an overlay rootfs mounted meanwhile failed a run), but
+// those under own, this test's directory.
+func hostMounts(t *testing.T, own string) []string {
 	t.Helper()
 	ms, err := proc.ReadMountinfo(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
+	tmp := os.TempDir() + "/"
 	var out []string
 	for _, m := range ms {
+		if strings.HasPrefix(m.MountPoint, tmp) && !strings.HasPrefix(m.MountPoint+"/", own+"/") {
+			continue // another test's, running beside this one
+		}
 		out = append(out, m.MountPoint+" "+m.FSType+" "+m.Root)
 	}
 	slices.Sort(out)
@@ -319,11 +325,11 @@ func TestContainerMounts(t *testing.T) {
 		}
 	}
 	t.Run("missing-external", func(t *testing.T) {
-		before := hostMounts(t)
+		before := hostMounts(t, filepath.Dir(c.rootfs))
 		yards, _ := filepath.Glob(filepath.Join(os.TempDir(), ".stasis-mntns-*"))
 		msg := testutil.RestoreFail(t, dir, "--root", c.rootfs, "--external", "mnt[NULL]:/dev/null")
 		testutil.AssertContains(t, msg, `external mount "EXT"`, "mnt[EXT]:PATH")
-		if after := hostMounts(t); !slices.Equal(after, before) {
+		if after := hostMounts(t, filepath.Dir(c.rootfs)); !slices.Equal(after, before) {
 			t.Errorf("host mounts changed by a failed restore:\n%q\nwere\n%q", after, before)
 		}
 		if after, _ := filepath.Glob(filepath.Join(os.TempDir(), ".stasis-mntns-*")); len(after) > len(yards) {

@@ -127,10 +127,10 @@ func criuOnContainer(t *testing.T, c *container) {
 // caller mapped to root (`unshare --user --map-root-user`, setgroups
 // "deny") and a time namespace with offsets (monotonic 100000 s, boottime
 // 200000 s), with pid, uts and ipc namespaces: dumped from the host,
-// kept dumped 2 s, restored. Inside, the victim finds its maps, setgroups
+// kept dumped 4 s, restored. Inside, the victim finds its maps, setgroups
 // "deny", ids, groups, capabilities, the owners of its files, and clocks
 // that continued from where they were (no jump back by the offsets, no
-// jump forward by the 2 s); from outside, new user and time namespaces
+// jump forward by the 4 s); from outside, new user and time namespaces
 // with the same maps and the offsets less the time spent dumped.
 func TestContainerUserTimeNS(t *testing.T) {
 	testutil.RequireRoot(t)
@@ -156,7 +156,7 @@ func TestContainerUserTimeNS(t *testing.T) {
 		// creating a task, naming the image.
 		testutil.AssertContains(t, testutil.RestoreFail(t, imagesWithout(t, dir, "userns-")), "userns-")
 	})
-	time.Sleep(2 * time.Second)
+	time.Sleep(4 * time.Second)
 	host, rtook := restoreContainer(t, dir)
 	t.Logf("stasis: dump %v, restore %v", took.Round(time.Millisecond), rtook.Round(time.Millisecond))
 	for _, kind := range []string{"user", "time"} {
@@ -176,8 +176,8 @@ func TestContainerUserTimeNS(t *testing.T) {
 		t.Fatalf("timens_offsets %q", off)
 	}
 	mono, _ := strconv.Atoi(off[1])
-	if mono > 100000-2 || mono < 100000-600 {
-		t.Errorf("monotonic offset %d s: want 100000 s less the 2 s and more spent dumped", mono)
+	if mono > 100000-4 || mono < 100000-600 {
+		t.Errorf("monotonic offset %d s: want 100000 s less the 4 s and more spent dumped", mono)
 	}
 	checkRestoredContainer(t, c, host, want)
 }
@@ -244,7 +244,7 @@ func TestContainerTimeCrossCRIU(t *testing.T) {
 		want := nsPids(t, c.init)
 		dir := t.TempDir()
 		dumpContainer(t, c, dir)
-		time.Sleep(2 * time.Second)
+		time.Sleep(4 * time.Second)
 		pidfile := filepath.Join(t.TempDir(), "pid")
 		r := testutil.RunCRIU(t, 30*time.Second, dir, "restore", "-D", dir, "-d", "--pidfile", pidfile, "--network-lock", "nftables")
 		if r.Code != 0 {

@@ -29,8 +29,8 @@
  *   execveat(50, "", AT_EMPTY_PATH) it (not ETXTBSY) and exits 0.
  * - execmemfd-ro: the same, fd 50 a read-only reopen (writable fd closed).
  * - sched: main thread SCHED_RR priority 7 with SCHED_RESET_ON_FORK and
- *   nice 3; a second thread SCHED_BATCH nice 7; checks both with
- *   sched_getattr and getpriority.
+ *   nice 3; a second thread SCHED_BATCH nice 7, a third SCHED_OTHER nice 0;
+ *   checks all three with sched_getattr and getpriority.
  * - loginuid: writes 4242 to /proc/self/loginuid; checks it reads 4242.
  * - sigtrap: SIGTRAP blocked and sent to itself with kill(), so pending; checks it is still
  *   pending and blocked, then takes it with sigtimedwait (si_code SI_USER,
@@ -399,17 +399,25 @@ struct sched_attr_k {
 	uint32_t util_min, util_max;
 };
 
-static volatile pid_t worker_tid;
+static volatile pid_t worker_tid, plain_tid;
 static volatile int worker_stop;
 
+/* sched_worker runs SCHED_BATCH nice 7, or with arg set, as it was
+ * created: SCHED_OTHER nice 0, which a restore must give it back even
+ * when the restorer runs under another policy. */
 static void *sched_worker(void *arg)
 {
 	struct sched_param sp = { 0 };
 
-	(void)arg;
-	if (sched_setscheduler(0, SCHED_BATCH, &sp) || setpriority(PRIO_PROCESS, 0, 7))
-		die("worker: sched_setscheduler/setpriority: %s", strerror(errno));
-	worker_tid = gettid();
+	if (arg) {
+		if (sched_setscheduler(0, SCHED_OTHER, &sp) || setpriority(PRIO_PROCESS, 0, 0))
+			die("plain worker: sched_setscheduler/setpriority: %s", strerror(errno));
+		plain_tid = gettid();
+	} else {
+		if (sched_setscheduler(0, SCHED_BATCH, &sp) || setpriority(PRIO_PROCESS, 0, 7))
+			die("worker: sched_setscheduler/setpriority: %s", strerror(errno));
+		worker_tid = gettid();
+	}
 	while (!worker_stop)
 		sleep_ms(10);
 	return NULL;
@@ -442,9 +450,9 @@ static void setup_sched(void)
 		die("setpriority: %s", strerror(errno));
 	if (sched_setscheduler(0, SCHED_RR | SCHED_RESET_ON_FORK, &sp))
 		die("sched_setscheduler: %s", strerror(errno));
-	if (pthread_create(&th, NULL, sched_worker, NULL))
+	if (pthread_create(&th, NULL, sched_worker, NULL) || pthread_create(&th, NULL, sched_worker, "plain"))
 		die("pthread_create");
-	while (!worker_tid)
+	while (!worker_tid || !plain_tid)
 		sleep_ms(1);
 }
 
@@ -452,6 +460,7 @@ static void check_sched(void)
 {
 	check_sched_of(0, "main thread", SCHED_RR, 1 /* SCHED_FLAG_RESET_ON_FORK */, 7, 3);
 	check_sched_of(worker_tid, "worker thread", SCHED_BATCH, 0, 0, 7);
+	check_sched_of(plain_tid, "plain thread", SCHED_OTHER, 0, 0, 0);
 }
 
 /* ---- loginuid ---- */

@@ -20,8 +20,8 @@
  * On SIGTERM: the child checks its ids; init checks everything recorded is
  * the same, the owners of both files (by fd and by path), and that the clock
  * never went back and, with "time" (a time namespace), never jumped forward
- * by more than 1.5 s (the time the tree spent dumped must not show: the
- * test keeps it dumped for 2 s).
+ * by more than 3 s (the time the tree spent dumped must not show: the
+ * test keeps it dumped for 4 s).
  */
 #include "victim.h"
 
@@ -227,7 +227,9 @@ int main(int argc, char **argv)
 	check_owner("chowned (fd)", &st, other, other);
 	if (back > 0)
 		fail("CLOCK_MONOTONIC went back by %.3f s", back);
-	if (timens && maxstep > 1.5)
+	/* The test keeps the tree dumped 4 s; a restore on a loaded machine
+	 * (criu's sets the offsets well before the task runs) may take 2. */
+	if (timens && maxstep > 3.0)
 		fail("CLOCK_MONOTONIC jumped forward by %.3f s: the time spent dumped shows", maxstep);
 	if (now_s(CLOCK_MONOTONIC) < mono0 || now_s(CLOCK_BOOTTIME) < boot0)
 		fail("clocks %.3f/%.3f are below their values at setup %.3f/%.3f",
