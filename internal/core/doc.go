@@ -11,8 +11,10 @@
 // signals and gives the final registers.
 //
 // threadcalls.go holds the per-thread calls made into every thread of a
-// process at once (ptrace.Each): AskThreads for the dump (clear_child_tid,
-// sigaltstack, pdeath signal, securebits) and RestoreThreadCalls for the
+// process at once, as one table of calls per thread (ptrace.EachSeq) or
+// one injection per call (ptrace.Each): AskThreads and AskThreadsOf for
+// the dump (clear_child_tid, sigaltstack, pdeath signal, securebits,
+// name) and RestoreThreadCalls for the
 // restore (robust list, clear_child_tid, name, rseq, sigaltstack, pdeath
 // signal; RestoreThreadRest does the rest of RestoreThread); AskThreadsOf
 // asks the threads of many processes at once. processcalls.go holds the

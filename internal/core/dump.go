@@ -130,13 +130,12 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, tp *ThreadProc, blocked uint6
 	if err != nil {
 		return nil, fmt.Errorf("registers of tid %d: %w", tid, err)
 	}
-	st := tp.Stat
 	th := &criucore.ThreadCoreEntry{
 		BlkSigset:   proto.Uint64(blocked),
-		Comm:        proto.String(st.Comm),
-		SchedNice:   proto.Int32(int32(st.Nice)),
-		SchedPolicy: proto.Uint32(st.Policy),
-		SchedPrio:   proto.Uint32(st.RtPriority),
+		Comm:        proto.String(calls.Comm),
+		SchedNice:   proto.Int32(tp.nice),
+		SchedPolicy: proto.Uint32(tp.policy),
+		SchedPrio:   proto.Uint32(tp.rtPrio),
 		SeccompMode: criucore.SeccompMode_disabled.Enum(),
 		Sas:         calls.Sas,
 		PdeathSig:   proto.Uint32(calls.PdeathSig),
@@ -144,7 +143,7 @@ func DumpThread(t *ptrace.Task, s *ptrace.Scratch, tp *ThreadProc, blocked uint6
 		FutexRlaLen: proto.Uint32(uint32(tp.robustLen)),
 	}
 	if tp.resetOnFork {
-		th.SchedPolicy = proto.Uint32(st.Policy | unix.SCHED_RESET_ON_FORK)
+		th.SchedPolicy = proto.Uint32(tp.policy | unix.SCHED_RESET_ON_FORK)
 	}
 	ti.ClearTidAddr = proto.Uint64(calls.ClearTid)
 	c := proto.Clone(tp.creds).(*creds.CredsEntry)

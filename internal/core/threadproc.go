@@ -16,27 +16,26 @@ import (
 // reads it for thousands of threads while the tracer injects calls
 // (DumpThread then makes only the ptrace requests).
 type ThreadProc struct {
-	Stat   *proc.Stat
 	Status *proc.Status
 
-	resetOnFork bool              // sched_getattr: SCHED_FLAG_RESET_ON_FORK
-	robustHead  uint64            // get_robust_list
-	robustLen   uint64            //
-	creds       *creds.CredsEntry // from Status, in the thread's user namespace; Secbits unset
+	// Scheduling, from sched_getattr (and getpriority for the nice
+	// value of a real-time thread, which sched_getattr does not give):
+	// what /proc/PID/task/TID/stat shows, without reading it.
+	policy, rtPrio uint32
+	nice           int32
+	resetOnFork    bool              // sched_getattr: SCHED_FLAG_RESET_ON_FORK
+	robustHead     uint64            // get_robust_list
+	robustLen      uint64            //
+	creds          *creds.CredsEntry // from Status, in the thread's user namespace; Secbits unset
 }
 
 // ReadThreadProc reads what ThreadProc holds of thread tid of process
-// pid. st and status are its /proc stat and status if read already; nil
-// reads them from /proc/PID/task/TID, the thread's own view (its
-// /proc/TID/stat would sum the whole group: see proc.IOWorker).
-func ReadThreadProc(pid, tid int, st *proc.Stat, status *proc.Status) (*ThreadProc, error) {
-	tp := &ThreadProc{Stat: st, Status: status}
+// pid. status is its /proc status if read already; nil reads it from
+// /proc/PID/task/TID, the thread's own view. The thread's name, the one
+// thing its /proc stat would add, is asked by AskThreads.
+func ReadThreadProc(pid, tid int, status *proc.Status) (*ThreadProc, error) {
+	tp := &ThreadProc{Status: status}
 	var err error
-	if tp.Stat == nil {
-		if tp.Stat, err = proc.ReadTaskStat(pid, tid); err != nil {
-			return nil, err
-		}
-	}
 	if tp.Status == nil {
 		if tp.Status, err = proc.ReadTaskStatus(pid, tid); err != nil {
 			return nil, err
@@ -54,6 +53,15 @@ func ReadThreadProc(pid, tid int, st *proc.Stat, status *proc.Status) (*ThreadPr
 				return err
 			}
 			tp.resetOnFork = a.Flags&unix.SCHED_FLAG_RESET_ON_FORK != 0
+			tp.policy, tp.rtPrio, tp.nice = a.Policy, a.Priority, a.Nice
+			if a.Policy != schedOther && a.Policy != schedBatch && a.Policy != schedIdle {
+				// sched_getattr gives the nice value of a fair policy only.
+				prio, err := unix.Getpriority(unix.PRIO_PROCESS, tid)
+				if err != nil {
+					return err
+				}
+				tp.nice = int32(20 - prio) // the raw call returns 20 - nice
+			}
 			return nil
 		}},
 		{"robust list", func() error {
@@ -75,3 +83,11 @@ func ReadThreadProc(pid, tid int, st *proc.Stat, status *proc.Status) (*ThreadPr
 	}
 	return tp, nil
 }
+
+// Fair scheduling policies (include/uapi/linux/sched.h), whose nice value
+// sched_getattr gives.
+const (
+	schedOther = 0
+	schedBatch = 3
+	schedIdle  = 5
+)

@@ -481,7 +481,10 @@ func (d *dumper) inTree(pid int) bool {
 // pages, images) leaves no trace of it.
 func (d *dumper) dumpCore(p *process) (err error) {
 	l := p.leader()
-	tps := readThreadProcs(p)
+	if p.tps == nil {
+		p.tps = readThreadProcs(p)
+	}
+	tps := p.tps
 	if p.asked == nil {
 		if err := d.ask([]*process{p}); err != nil {
 			return err

@@ -29,10 +29,6 @@ type asked struct {
 	posix   []*timer.PosixTimerEntry
 }
 
-// scratchSize is the scratch memory mapped in each process for the
-// injected calls' pointer arguments: the answers of 256 threads a batch.
-const scratchSize = 4 * mem.PageSize
-
 // askTree asks every process of the tree at once, before the task state
 // phase collects each one. A preflight leaves each process to dumpCore,
 // which asks it alone, so that a refusal names its process and the
@@ -70,8 +66,14 @@ func (d *dumper) ask(ps []*process) error {
 		for _, th := range p.threads {
 			groups[i] = append(groups[i], th.tr)
 		}
+		// The threads' /proc status, which tells AskThreadsOf which of
+		// them cannot run a call table (trapRules).
+		if p.tps == nil {
+			p.tps = readThreadProcs(p)
+		}
+		trapRules(p)
 	}
-	ss, err := ptrace.MapScratchEach(leaders, scratchSize)
+	ss, err := ptrace.MapScratchEach(leaders, func(i int) uint64 { return core.ScratchFor(len(ps[i].threads)) })
 	for i, p := range ps {
 		p.scratch = ss[i]
 	}
@@ -90,7 +92,9 @@ func (d *dumper) askMapped(ps []*process, leaders []*ptrace.Task, ss []*ptrace.S
 	if err != nil {
 		return err
 	}
-	tcs, err := core.AskThreadsOf(groups, ss)
+	tcs, err := core.AskThreadsOf(groups, ss, func(k, lo, hi int) {
+		noSeqIfTrapPending(ps[k].tps[lo:hi], groups[k][lo:hi])
+	})
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,8 @@ type process struct {
 	status  *proc.Status
 	smaps   []proc.VMA
 	scratch *ptrace.Scratch
-	asked   *asked // the task state's injected calls (taskstate.go)
+	asked   *asked        // the task state's injected calls (taskstate.go)
+	tps     []*threadProc // its threads' /proc files, read in the background
 	ids     *criucore.TaskKobjIdsEntry
 
 	tc      *criucore.TaskCoreEntry

@@ -75,11 +75,17 @@ func cloned(t *ptrace.Task, pids []int, flags uint64, r uint64, err error) (*ptr
 	// the innermost one unless the cloner joined another for its children
 	// (setns: an external pid namespace, `unshare --pid --fork`'s parent);
 	// then the new task's NSpid says.
-	checkInner := flags&unix.CLONE_NEWPID == 0 && int(r) != pid
 	if len(t.Forked) != 1 {
 		return nil, fmt.Errorf("clone3 for pid %d: no ptrace event for the new task", pid)
 	}
-	host := t.Forked[0]
+	return take(t, t.Forked[0], pids, flags, r)
+}
+
+// take wraps host, the task that t's clone3 for pids made (r is what the
+// call returned), once it has stopped.
+func take(t *ptrace.Task, host int, pids []int, flags uint64, r uint64) (*ptrace.Task, error) {
+	pid := pids[0]
+	checkInner := flags&unix.CLONE_NEWPID == 0 && int(r) != pid
 	st, err := ptrace.Wait(host)
 	if err != nil {
 		return nil, fmt.Errorf("new task %d: %w", pid, err)

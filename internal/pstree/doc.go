@@ -8,7 +8,8 @@
 //   - clone.go: creating a task with exactly its pids (clone3 with
 //     set_tid, one pid per pid namespace level), traced from birth;
 //   - threads.go: creating a process's threads many at once, each new
-//     thread cloning another in the next round (CloneThreads);
+//     thread cloning up to eight more in the next round, as one table of
+//     clone3 calls (CloneThreads);
 //   - session.go: a task starting its session or group, joining its
 //     group (run inside the task through remote.Task);
 //   - pids.go: checking before a restore that every pid of the images is

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -32,14 +33,25 @@ func CheckPidFree(pid int) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	max, err := os.ReadFile("/proc/sys/kernel/pid_max")
-	if err == nil {
-		if m, err := strconv.Atoi(string(max[:len(max)-1])); err == nil && pid >= m {
-			return fmt.Errorf("pid %d is above this host's pid_max %d (raise /proc/sys/kernel/pid_max)", pid, m)
-		}
+	if m := pidMax(); m > 0 && pid >= m {
+		return fmt.Errorf("pid %d is above this host's pid_max %d (raise /proc/sys/kernel/pid_max)", pid, m)
 	}
 	return nil
 }
+
+// pidMax is /proc/sys/kernel/pid_max, 0 if unknown, read once: a restore
+// checks every pid and tid of its images (10,000 for as many threads).
+var pidMax = sync.OnceValue(func() int {
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil || len(b) == 0 {
+		return 0
+	}
+	m, err := strconv.Atoi(string(b[:len(b)-1]))
+	if err != nil {
+		return 0
+	}
+	return m
+})
 
 func PidInUse(pid int) error {
 	who := " (by a task gone since: try again)"

@@ -12,13 +12,17 @@
 //   - task.go: Task (a stopped tracee), Wait, seizing, injected calls.
 //   - batch.go: Each, one call injected into many tasks at once (the
 //     threads of a process), their stops overlapped.
-//   - scratch.go: memory mapped inside a task for pointer arguments;
-//     scratcheach.go maps and unmaps it in many tasks at once (Each).
+//   - seq.go: EachSeq, a table of calls run by each task in one go
+//     (SeqCode, a 55-byte fragment ending on a trap): one to three
+//     stops for all of a thread's calls.
+//   - scratch.go: memory mapped inside a task for pointer arguments
+//     (executable where it holds SeqCode); scratcheach.go: in many at
+//     once.
 //   - mem_unsafe.go: tracee memory I/O (process_vm_readv/writev and
 //     /proc/PID/mem).
 //   - sigchld_unsafe.go: no SIGCHLD for tracee stops while a tracer
 //     runs (SA_NOCLDSTOP).
-//   - errors.go: ErrExited, ErrNotTracer.
+//   - errors.go: ErrExited, ErrNotTracer, ErrSeqFault.
 //
 // Thread rule: the kernel binds a tracee to the OS thread that attached
 // it, and only that thread may issue requests for it (from any other the

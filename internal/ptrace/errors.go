@@ -14,3 +14,8 @@ var ErrNotTracer = errors.New("not on the tracer thread (ptrace requests must co
 // ErrNoSyscallInsn is wrapped when a range of a task's memory holds no
 // syscall instruction to inject through.
 var ErrNoSyscallInsn = errors.New("no syscall instruction")
+
+// ErrSeqFault is wrapped when a task faulted while running a call table
+// (EachSeq): a bug of stasis, which gave it a table or an argument that
+// points nowhere.
+var ErrSeqFault = errors.New("fault in injected code")

@@ -12,6 +12,7 @@ type Scratch struct {
 	Pid  int
 	Addr uint64
 	Size uint64
+	Exec bool // executable: it can hold SeqCode (MapExecScratch)
 }
 
 // MapScratch injects an mmap of size bytes into t. With addr != 0 the
@@ -32,6 +33,16 @@ func MapScratch(t *Task, addr, size uint64) (*Scratch, error) {
 		return nil, fmt.Errorf("map scratch memory in pid %d: got %#x, want %#x", t.Tid, r, addr)
 	}
 	return &Scratch{Pid: t.Tid, Addr: r, Size: size}, nil
+}
+
+// MapExecScratch is MapScratch at any address, executable too: it holds
+// SeqCode besides the arguments (EachSeq).
+func MapExecScratch(t *Task, size uint64) (*Scratch, error) {
+	r, err := t.Syscall(unix.SYS_MMAP, 0, size, unix.PROT_READ|unix.PROT_WRITE|unix.PROT_EXEC, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS, ^uint64(0), 0)
+	if err != nil {
+		return nil, fmt.Errorf("map scratch memory in pid %d: %w", t.Tid, err)
+	}
+	return &Scratch{Pid: t.Tid, Addr: r, Size: size, Exec: true}, nil
 }
 
 // Put writes b at offset off and returns its address in the task.

@@ -59,6 +59,11 @@ type Task struct {
 	Forked []int
 	// Blocked is the task's own signal mask at the seize (seized tasks).
 	Blocked uint64
+	// NoSeq makes EachSeq run this task's calls one injection each: its
+	// process ignores SIGTRAP (the trap of SeqCode would reset that) or
+	// has one pending (the trap would merge with it). TrapCaught says
+	// that the process has a SIGTRAP handler (see EachSeq).
+	NoSeq, TrapCaught bool
 
 	// seized marks a task of someone else's tree (SeizeAndStop): stasis
 	// must be able to die at any moment without harming it, so calls are

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 // tracerMain seizes the pid of spec "PID[,signal]", injects getpid three
-// times, sends the task SIGUSR1 if asked, says "ready" and sleeps until it
+// times and runs a call table, sends the task SIGUSR1 if asked, says "ready" and sleeps until it
 // is killed.
 func tracerMain(spec string) int {
 	f := strings.Split(spec, ",")
@@ -50,6 +50,27 @@ func tracerMain(spec string) int {
 			if r, err := t.Syscall(unix.SYS_GETPID); err != nil || int(r) != pid {
 				return fmt.Errorf("getpid in %d: %d, %v", pid, r, err)
 			}
+		}
+		// A call table too (EachSeq): it must leave nothing behind
+		// either (mask, SIGTRAP handler, pending signals, trap flag).
+		t.TrapCaught = true // the sleeper has a SIGTRAP handler
+		scr, err := MapExecScratch(t, 4096)
+		if err != nil {
+			return err
+		}
+		tab := make([]byte, 2*SeqEntrySize)
+		PutSeq(tab, []SeqCall{{Nr: unix.SYS_GETPID}, {Nr: unix.SYS_PRCTL, Args: [6]uint64{unix.PR_GET_PDEATHSIG, scr.Addr + 512}}})
+		if _, err := scr.Put(0, append(append([]byte(nil), SeqCode...), make([]byte, 256-len(SeqCode))...)); err != nil {
+			return err
+		}
+		if _, err := scr.Put(256, tab); err != nil {
+			return err
+		}
+		if err := EachSeq([]*Task{t}, []Seq{{Code: scr.Addr, Addr: scr.Addr + 256, N: 2}}); err != nil {
+			return err
+		}
+		if err := scr.Unmap(t); err != nil {
+			return err
 		}
 		if len(f) > 1 && f[1] == "signal" {
 			// Queued while the task is held: delivered once it runs.

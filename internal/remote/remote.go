@@ -36,3 +36,19 @@ type Task interface {
 	// and returns its number there.
 	PassFile(f *os.File) (int, error)
 }
+
+// Call is one system call of a Seq.
+type Call struct {
+	Nr   uintptr
+	Args [6]uint64
+}
+
+// Seq is what a Task may offer besides: many calls made in a row inside
+// the task with one round trip through ptrace (the restore's tasks run
+// them as a table, ptrace.EachSeq), where Call costs one each. res[i]
+// is call i's result and errs[i] its errno; err is set if the calls
+// could not be run (some may have been). A caller type-asserts a Task
+// to Seq and makes its calls one by one where it is not one.
+type Seq interface {
+	Seq(calls []Call) (res []uint64, errs []error, err error)
+}

@@ -188,7 +188,7 @@ func (tr *taskRestorer) restoreState() error {
 		return err
 	}
 	ts, cores := tr.allThreads()
-	if err := core.RestoreThreadCalls(tr, ts, cores); err != nil {
+	if err := core.RestoreThreadCalls(tr, ts, cores, tr.r.scratchBase+seqCodeOff); err != nil {
 		return err
 	}
 	for i, t := range ts {

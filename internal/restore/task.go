@@ -16,6 +16,9 @@ const (
 	scratchPages     = 16
 	scratchSize      = scratchPages * mem.PageSize
 	syscallTrapBytes = "\x0f\x05\xcc" // syscall; int3
+	// seqCodeOff is where ptrace.SeqCode sits in the injection page:
+	// the threads of a process run their calls through it as tables.
+	seqCodeOff = 64
 )
 
 // taskRestorer turns one freshly cloned process into its image.
@@ -62,13 +65,17 @@ func scratchHole(s *imageSet, puppetPid int) (uint64, error) {
 }
 
 // mapScratch creates the injection page in the root task (children
-// inherit it): syscall; int3 at its start, pointer arguments after.
+// inherit it): syscall; int3 at its start, then ptrace.SeqCode, pointer
+// arguments in the pages after.
 func (tr *taskRestorer) mapScratch(via uint64) error {
 	tr.t.SyscallIP = via
 	if _, err := ptrace.MapScratch(tr.t, tr.r.scratchBase, scratchSize); err != nil {
 		return err
 	}
-	if err := ptrace.WriteMem(tr.t.Tid, tr.r.scratchBase, []byte(syscallTrapBytes)); err != nil {
+	page := make([]byte, seqCodeOff+len(ptrace.SeqCode))
+	copy(page, syscallTrapBytes)
+	copy(page[seqCodeOff:], ptrace.SeqCode)
+	if err := ptrace.WriteMem(tr.t.Tid, tr.r.scratchBase, page); err != nil {
 		return err
 	}
 	tr.t.SyscallIP = tr.r.scratchBase

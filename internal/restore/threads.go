@@ -16,7 +16,7 @@ func (tr *taskRestorer) createThreads() error {
 	for i, tid := range tids {
 		pids[i] = tr.r.ns.ThreadTid(tr.img.Pid(), i+1, int(tid))
 	}
-	ts, err := pstree.CloneThreads(tr.t, tr.s, pids, pstree.ThreadFlags)
+	ts, err := pstree.CloneThreads(tr.t, tr.s, pids, pstree.ThreadFlags, tr.r.scratchBase+seqCodeOff)
 	// The threads made before an error too: the rollback reaps them.
 	for i, t := range ts {
 		if t != nil {
