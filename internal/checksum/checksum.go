@@ -98,7 +98,7 @@ func sumFileBlocks(path string, block int64) (*Sum, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			buf, put := getBlockBuf(bufSize)
+			buf, put := blockBufs.Get(int(bufSize))
 			defer put()
 			for i := w; i < nblk; i += n {
 				off := int64(i) * block

@@ -115,7 +115,7 @@ func eachWindow[W any](wins []W, workers, bufSize int, stop func() error, do fun
 	quit := make(chan struct{})
 	for w := 0; w < workers; w++ {
 		go func() {
-			buf, put := getWinBuf(bufSize)
+			buf, put := winBufs.Get(bufSize)
 			defer put()
 			var first error
 			for win := range work {

@@ -580,7 +580,7 @@ func differing(pid int, ios []ptrace.VMIO) ([]ptrace.VMIO, error) {
 	// buffer each time would be a gigabyte of garbage for a big tree,
 	// and fresh memory, a fault per page (winbuf.go). One open of the
 	// task's memory for all its ranges.
-	buf, put := getWinBuf(winBufSize)
+	buf, put := winBufs.Get(winBufSize)
 	defer put()
 	mr, err := ptrace.OpenMemReader(pid)
 	if err != nil {
