@@ -109,7 +109,7 @@ func errDetail(what string, err error) (bool, string) {
 }
 
 func tryTCPRepair() (bool, string) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM, 0)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return errDetail("TCP_REPAIR", err)
 	}
@@ -173,7 +173,7 @@ func probeLoginuid() (bool, string) {
 const siocUnixFile = 0x89e0
 
 func probeUnixFile() (bool, string) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return errDetail("SIOCUNIXFILE: socket", err)
 	}
@@ -198,7 +198,7 @@ func probeNftables() (bool, string) {
 }
 
 func probeBufLock() (bool, string) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return errDetail("SO_BUF_LOCK: socket", err)
 	}
@@ -216,7 +216,7 @@ func probeOpenat2() (bool, string) {
 }
 
 func probeFreebind() (bool, string) {
-	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM, 0)
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return errDetail("IPV6_FREEBIND: socket", err)
 	}

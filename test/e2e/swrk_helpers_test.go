@@ -28,18 +28,22 @@ type swrkClient struct {
 
 func startSwrk(t *testing.T, bin string) *swrkClient {
 	t.Helper()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET, 0)
+	// Both ends close-on-exec, the server's passed as fd 3: tests run in
+	// parallel, and a victim forked by another one must not inherit it.
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	unix.CloseOnExec(fds[0])
-	cmd := exec.Command(bin, "swrk", strconv.Itoa(fds[1]))
+	srv := os.NewFile(uintptr(fds[1]), "swrk-srv")
+	cmd := exec.Command(bin, "swrk", "3")
+	cmd.ExtraFiles = []*os.File{srv}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	srv.Close()
+	if err != nil {
 		t.Fatal(err)
 	}
-	unix.Close(fds[1])
 	c := &swrkClient{t: t, sk: fds[0], cmd: cmd}
 	t.Cleanup(func() { c.close() })
 	return c

@@ -181,7 +181,7 @@ func TestUnixStreamPeerOutside(t *testing.T) {
 	testutil.AssertContains(t, msg, "socket:["+ino+"]", "--inherit-fd fd[N]:socket:["+ino+"]")
 
 	// The restored victim gets a new connection to the listener.
-	nfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM, 0)
+	nfd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
