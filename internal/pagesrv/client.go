@@ -2,11 +2,13 @@ package pagesrv
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"os"
+	"time"
 
 	"github.com/checkpoint-restore/go-criu/v8/crit/images/pagemap"
 
@@ -136,8 +138,39 @@ func (c *Client) Close() error {
 	if st := int32(binary.LittleEndian.Uint32(b)); st != 0 {
 		return c.fail(fmt.Errorf("%w: the server ended with status %d", ErrProtocol, st))
 	}
+	c.shutdown()
 	return nil
 }
+
+// shutdown ends the connection the way criu's dump does: our side of the
+// stream first (TLS close_notify, then FIN), then the server's is read to
+// its end before the socket is closed. Closed with the server's
+// close_notify still unread, the socket would be reset, and criu's page
+// server, which reads its socket to EOF once the session is over, exits
+// 1 on the reset (a dump that had succeeded; seen under load).
+func (c *Client) shutdown() {
+	switch conn := c.conn.(type) {
+	case *tls.Conn:
+		if conn.CloseWrite() != nil {
+			return
+		}
+		if tcp, ok := conn.NetConn().(*net.TCPConn); ok {
+			_ = tcp.CloseWrite()
+		}
+	case *net.TCPConn:
+		if conn.CloseWrite() != nil {
+			return
+		}
+	default: // a sealed stream: its end is stasis', which needs none of this
+		return
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(shutdownWait))
+	_, _ = io.Copy(io.Discard, c.conn)
+}
+
+// shutdownWait bounds how long a dump waits for the page server to close
+// its side after a successful session.
+const shutdownWait = 5 * time.Second
 
 // Abort drops the connection without closing the session: the server
 // discards what it got.

@@ -68,6 +68,7 @@ type pageServer struct {
 	cmd  *exec.Cmd
 	port int
 	done chan error
+	log  string // its -o log, shown when it fails
 }
 
 // startPageServer starts `BIN page-server -D DIR --port P --status-fd 3`
@@ -88,7 +89,7 @@ func startPageServer(t *testing.T, bin, dir string, extra ...string) *pageServer
 			t.Fatal(err)
 		}
 		w.Close()
-		ps := &pageServer{cmd: cmd, port: port, done: make(chan error, 1)}
+		ps := &pageServer{cmd: cmd, port: port, done: make(chan error, 1), log: log}
 		go func() { ps.done <- cmd.Wait() }()
 		b := make([]byte, 1)
 		_ = r.SetReadDeadline(time.Now().Add(20 * time.Second))
@@ -118,7 +119,8 @@ func (ps *pageServer) wait(t *testing.T) {
 	case err := <-ps.done:
 		ps.done <- err
 		if err != nil {
-			t.Fatalf("page server: %v", err)
+			lb, _ := os.ReadFile(ps.log)
+			t.Fatalf("page server: %v\n%s", err, tail(string(lb), 3000))
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("page server still running 30 s after the dump")
