@@ -72,9 +72,9 @@ func (c *NSCopy) WaitRestored(t testing.TB, origPid int) {
 				code, origPid, strings.TrimSpace(c.stderr.String()), c.Log, tail(c.Log, 40))
 		case <-time.After(10 * time.Millisecond):
 		}
-		if time.Since(start) > 20*time.Second {
+		if time.Since(start) > 60*time.Second {
 			b, _ := os.ReadFile(c.pidfile)
-			t.Fatalf("restore --pidns of pid %d: copy not back after 20s (pidfile %q)\n--- %s (tail) ---\n%s", origPid, b, c.Log, tail(c.Log, 40))
+			t.Fatalf("restore --pidns of pid %d: copy not back after 60s (pidfile %q)\n--- %s (tail) ---\n%s", origPid, b, c.Log, tail(c.Log, 40))
 		}
 	}
 	if ns, my := pidNS(c.HostPid), pidNS(os.Getpid()); ns == "" || ns == my {

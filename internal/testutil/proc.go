@@ -111,10 +111,18 @@ func CurrentSyscall(pid int) (int, error) {
 	return strconv.Atoi(f[0])
 }
 
-// WaitFor polls cond every 10 ms until it holds; after timeout it fails the
-// test with "timed out after D waiting for WHAT".
+// MinWait is the shortest deadline WaitFor and WaitTreeDiff give a
+// condition: CI runs four tests at a time on two cores, some restoring
+// hundreds of MiB or starting database servers, where a task may get no
+// CPU for seconds. A deadline only bounds how long a failing test takes;
+// a condition that holds passes at once.
+const MinWait = 30 * time.Second
+
+// WaitFor polls cond every 10 ms until it holds; after timeout (at least
+// MinWait) it fails the test with "timed out after D waiting for WHAT".
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -125,10 +133,11 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // AssertNoTask fails the test if a task (zombies included) holds PID, after
-// a 1 s grace period for the kernel to finish tearing it down.
+// a 10 s grace period for the kernel to finish tearing it down (long: the
+// machine may be loaded).
 func AssertNoTask(t testing.TB, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for Exists(pid) {
 		if time.Now().After(deadline) {
 			st, _ := ReadStat(pid)
@@ -144,7 +153,7 @@ func AssertNoTask(t testing.TB, pid int) {
 func AssertRunning(t testing.TB, pid int) {
 	t.Helper()
 	var last string
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		st, err := Status(pid)
 		if err != nil {

@@ -123,7 +123,7 @@ func dump(t testing.TB, pid int, dir string, extra ...string) Result {
 	t.Helper()
 	log := logFile(t, "dump")
 	args := append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir, "-v4", "-o", log}, extra...)
-	r := Run(t, 25*time.Second, args...)
+	r := Run(t, 90*time.Second, args...)
 	r.Log = log
 	return r
 }
@@ -148,7 +148,7 @@ func RestoreFail(t testing.TB, dir string, extra ...string) string {
 	log := logFile(t, "restore")
 	pidfile := log + ".pid"
 	args := append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "-v4", "-o", log}, extra...)
-	r := Run(t, 25*time.Second, args...)
+	r := Run(t, 90*time.Second, args...)
 	r.Log = log
 	if r.Code == 0 {
 		if b, err := os.ReadFile(pidfile); err == nil {
