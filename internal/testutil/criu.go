@@ -32,9 +32,11 @@ func RunCRIU(t testing.TB, timeout time.Duration, dir string, args ...string) Re
 }
 
 // RunCRIUFiles is RunCRIU with files given to criu as fds 3, 4, ...
-// (for --inherit-fd).
+// (for --inherit-fd). It kills criu after timeout (at least
+// MinRunTimeout).
 func RunCRIUFiles(t testing.TB, timeout time.Duration, dir string, files []*os.File, args ...string) Result {
 	t.Helper()
+	timeout = max(timeout, MinRunTimeout)
 	bin := CRIU(t)
 	log := logFile(t, "criu-"+args[0])
 	// criu's -o is a name in its work dir: make that the log's dir.

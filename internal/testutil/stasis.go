@@ -41,7 +41,13 @@ func (r Result) String() string {
 	return s
 }
 
-// Run runs the stasis binary to completion, killing it after timeout.
+// MinRunTimeout is the shortest time Run and RunCRIU let a run take
+// before they kill it: a dump or restore that takes a second alone may
+// take ten beside three other tests on two cores.
+const MinRunTimeout = 90 * time.Second
+
+// Run runs the stasis binary to completion, killing it after timeout (at
+// least MinRunTimeout).
 func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
 	return runUnder(t, timeout, nil, args...)
@@ -51,6 +57,7 @@ func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 // (say prlimit with its options), which must exec it.
 func runUnder(t testing.TB, timeout time.Duration, prefix []string, args ...string) Result {
 	t.Helper()
+	timeout = max(timeout, MinRunTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out, errb bytes.Buffer
