@@ -266,23 +266,25 @@ func imagePidSet(dir string) map[int]bool {
 	}
 }
 
-// FreePID returns a PID that no task holds now, from the top of the range
-// where the kernel rarely allocates.
+// FreePID returns a PID that no task holds, now or while the test runs:
+// pid_max, one above the kernel's range. A free pid within the range may
+// be given to a fork of a parallel test at any moment (a small pid_max,
+// 32768 in many containers, wraps several times in a run), and a dump of
+// it would then take that test's task.
 func FreePID(t testing.TB) int {
 	t.Helper()
-	max := 32768
-	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			max = n
-		}
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for pid := max - 1; pid > max/2; pid-- {
-		if !Exists(pid) {
-			return pid
-		}
+	max, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("/proc/sys/kernel/pid_max: %v", err)
 	}
-	t.Fatal("no free pid")
-	return 0
+	if Exists(max) {
+		t.Fatalf("pid %d (pid_max) exists", max)
+	}
+	return max
 }
 
 // MapsLine is one line of /proc/PID/maps without the device column, which
