@@ -237,6 +237,7 @@ func TestPageServerCRIU(t *testing.T) {
 		}
 		pid := strconv.Itoa(v.Pid)
 		ps := startPageServer(t, criu, d("srv1"))
+		began := time.Now()
 		stasisRun(t, "pre-dump", "-t", pid, "-D", d("loc1"), "--page-server", "--address", "127.0.0.1", "--port", strconv.Itoa(ps.port))
 		ps.wait(t)
 		nextChange(t, v, 1)
@@ -245,12 +246,18 @@ func TestPageServerCRIU(t *testing.T) {
 		stasisRun(t, "dump", "-t", pid, "-D", d("loc2"), "--prev-images-dir", "../loc1", "--track-mem",
 			"--page-server", "--address", "127.0.0.1", "--port", strconv.Itoa(ps.port))
 		ps.wait(t)
+		window := time.Since(began)
 		v.Reap(t)
 		first, _ := pagesOf(t, d("srv1"), v.Pid)
 		own, parent := pagesOf(t, d("srv2"), v.Pid)
-		t.Logf("criu's page server: %d pages, then %d and %d in parent", first, own, parent)
-		if parent == 0 || own*5 > first {
-			t.Errorf("second dump sent %d pages and %d in parent (first %d)", own, parent, first)
+		// The victim rewrites 200 pages a second (50 per mille of 16
+		// MiB) whatever the load: the dump sends what it wrote since the
+		// pre-dump and the change's area B, well under 20% of the first
+		// on a quiet machine, as much as the time allows on a loaded one.
+		limit := max(first/5, uint64(200*window.Seconds())+512)
+		t.Logf("criu's page server: %d pages, then %d and %d in parent (%v from the pre-dump to the end of the dump: at most %d)", first, own, parent, window.Round(time.Millisecond), limit)
+		if parent == 0 || own > limit && limit <= first*3/4 {
+			t.Errorf("second dump sent %d pages and %d in parent (first %d; at most %d)", own, parent, first, limit)
 		}
 		mergeImages(t, d("loc2"), d("srv2"))
 		testutil.RestoreDetached(t, d("srv2"), v)
