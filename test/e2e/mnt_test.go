@@ -74,11 +74,19 @@ func buildMntinit(t *testing.T) string {
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
+	copyExecutable(t, src, dst, mode)
+}
+
+// copyExecutable copies the program src to dst with mode by cp: the test
+// process must never hold a writable fd of a program it runs, since a
+// child that a parallel test forks meanwhile keeps a copy of it until its
+// exec, and an exec of the program then fails with ETXTBSY.
+func copyExecutable(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	if out, err := exec.Command("cp", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s %s: %v\n%s", src, dst, err, out)
 	}
-	if err := os.WriteFile(dst, b, mode); err != nil {
+	if err := os.Chmod(dst, mode); err != nil {
 		t.Fatal(err)
 	}
 }

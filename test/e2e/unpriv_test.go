@@ -53,14 +53,8 @@ func newUserEnv(t *testing.T) *userEnv {
 // copyExe copies an executable into dir, runnable by nobody.
 func copyExe(t *testing.T, src, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dst := filepath.Join(dir, filepath.Base(src))
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	copyExecutable(t, src, dst, 0o755)
 	return dst
 }
 
