@@ -330,9 +330,9 @@ func TestUnprivilegedRefused(t *testing.T) {
 		}
 		testutil.AssertContains(t, r.Stderr, "restore pid "+strconv.Itoa(v.pid), "under seccomp (mode 1)", "CAP_SYS_ADMIN", "insufficient privilege")
 		testutil.AssertNoTask(t, v.pid)
-		if after := testutil.Children(os.Getpid()); len(after) != len(before) {
-			t.Errorf("children of the test before the restore %v, after %v", before, after)
-		}
+		// Only the new children the restore could have made: the other
+		// parallel tests' victims come and go meanwhile.
+		testutil.AssertNoNewChildren(t, before, imgs)
 		rr := testutil.Run(t, 25*time.Second, "restore", "-d", "-D", imgs)
 		if rr.Code != 0 {
 			t.Fatalf("restore as root failed\n%s", rr)
