@@ -188,7 +188,7 @@ func (c *mntContainer) waitGone(t *testing.T) {
 	t.Helper()
 	select {
 	case <-c.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testutil.MinWait):
 		t.Fatalf("unshare %d still runs after its container was dumped", c.unshare.Process.Pid)
 	}
 	c.init = 0

@@ -170,11 +170,11 @@ func waitExit(t *testing.T, pid int, ch <-chan int) int {
 		select {
 		case c := <-ch:
 			return c
-		case <-time.After(15 * time.Second):
+		case <-time.After(testutil.MinWait):
 			t.Fatalf("pid %d did not exit", pid)
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testutil.MinWait)
 	for time.Now().Before(deadline) {
 		var ws unix.WaitStatus
 		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
