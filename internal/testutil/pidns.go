@@ -114,9 +114,10 @@ func pidNS(pid int) string {
 }
 
 // Wait waits for stasis restore to end and returns its exit code, which is
-// the copy's root's.
+// the copy's root's; it fails the test after timeout (at least MinWait).
 func (c *NSCopy) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	select {
 	case code := <-c.exited:
 		c.done = true

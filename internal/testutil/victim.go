@@ -126,9 +126,11 @@ func (v *Victim) LogTail() string {
 }
 
 // Wait waits for the current incarnation to end and returns its exit code
-// (128+signal if killed by one).
+// (128+signal if killed by one); it fails the test after timeout (at
+// least MinWait).
 func (v *Victim) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	if v.done {
 		t.Fatalf("pid %d: incarnation already ended", v.Pid)
 	}
