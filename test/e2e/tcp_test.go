@@ -116,6 +116,21 @@ func (tc *tcpClient) outq(t *testing.T) int {
 	return n
 }
 
+// state is the TCP state of the client's end (tcpi_state).
+func (tc *tcpClient) state(t *testing.T) uint8 {
+	rc, err := tc.c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return info.State
+}
+
 // startTCPServer starts tcpsrv and streams both ways until phase A is
 // done; then the client stops reading: the server's writes block, it
 // stops reading, and the client's next 16 KiB stay in its receive queue.
@@ -321,7 +336,12 @@ func TestTCPHalfClosed(t *testing.T) {
 	if n, err := tc.c.Read(make([]byte, 16)); n != 0 || err != io.EOF {
 		t.Fatalf("after EOF the client reads %d bytes, %v; want EOF again", n, err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The server checks at SIGTERM what it received: every byte and the
+	// FIN must have reached it by then (acknowledged: the client's end,
+	// which had its FIN already, is closed), however slowly it reads.
+	testutil.WaitFor(t, 10*time.Second, "the server to acknowledge the client's bytes and FIN", func() bool {
+		return tc.state(t) == unix.BPF_TCP_CLOSE
+	})
 	v.TermAndCheck(t)
 }
 
