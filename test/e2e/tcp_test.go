@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -159,7 +161,11 @@ func startTCPServerRx(t *testing.T, addr string, rxTotal int) (*testutil.Victim,
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the server fills every buffer on its way and blocks
+	// The server fills every buffer on its way and blocks: bytes it
+	// wrote wait in its send queue, unsent (the client's window is shut).
+	testutil.WaitFor(t, 10*time.Second, "the server's send queue to hold bytes it cannot send", func() bool {
+		return serverNotsent(t, v.Pid) > 0
+	})
 	if err := tc.write(tcpPhaseB); err != nil {
 		t.Fatal(err)
 	}
@@ -172,6 +178,38 @@ func startTCPServerRx(t *testing.T, addr string, rxTotal int) (*testutil.Victim,
 	testutil.WaitFor(t, 5*time.Second, "the server's kernel acknowledges the client's bytes", func() bool { return tc.outq(t) == 0 })
 	time.Sleep(100 * time.Millisecond)
 	return v, tc, port
+}
+
+// serverNotsent is tcpi_notsent_bytes of tcpsrv's connection: what it
+// wrote that TCP has not sent yet. It looks at a copy of each of pid's
+// sockets (pidfd_getfd) for the established one.
+func serverNotsent(t *testing.T, pid int) uint32 {
+	t.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err != nil || !strings.HasPrefix(l, "socket:") {
+			continue
+		}
+		cp, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.GetsockoptTCPInfo(cp, unix.IPPROTO_TCP, unix.TCP_INFO)
+		unix.Close(cp)
+		if err == nil && info.State == unix.BPF_TCP_ESTABLISHED {
+			return info.Notsent_bytes
+		}
+	}
+	return 0
 }
 
 // finishStream resumes both streams to their ends: the client must get
