@@ -32,9 +32,11 @@ func RunCRIU(t testing.TB, timeout time.Duration, dir string, args ...string) Re
 }
 
 // RunCRIUFiles is RunCRIU with files given to criu as fds 3, 4, ...
-// (for --inherit-fd).
+// (for --inherit-fd). It kills criu after timeout (at least
+// MinRunTimeout).
 func RunCRIUFiles(t testing.TB, timeout time.Duration, dir string, files []*os.File, args ...string) Result {
 	t.Helper()
+	timeout = max(timeout, MinRunTimeout)
 	bin := CRIU(t)
 	log := logFile(t, "criu-"+args[0])
 	// criu's -o is a name in its work dir: make that the log's dir.
@@ -100,7 +102,7 @@ func CriuErrors(log string) string {
 // unless it succeeds.
 func CriuDump(t testing.TB, pid int, dir string, extra ...string) {
 	t.Helper()
-	r := RunCRIU(t, 30*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir}, extra...)...)
+	r := RunCRIU(t, 90*time.Second, dir, append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir}, extra...)...)
 	if r.Code != 0 {
 		t.Fatalf("criu 4.2 dump of pid %d failed (exit %d): %s\n%s", pid, r.Code, CriuErrors(r.Log), r)
 	}
@@ -114,18 +116,15 @@ func CriuRestoreDetached(t testing.TB, dir string, v *Victim, extra ...string) {
 	t.Helper()
 	v.expectEnded(t)
 	pidfile := filepath.Join(t.TempDir(), "criu.pid")
-	r := RunCRIU(t, 30*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile}, extra...)...)
+	r := RunCRIU(t, 90*time.Second, dir, append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile}, extra...)...)
 	if r.Code != 0 {
 		t.Fatalf("criu 4.2 restore of pid %d failed (exit %d): %s\n%s", v.Pid, r.Code, CriuErrors(r.Log), r)
 	}
 	v.restore, v.done, v.exited = nil, false, make(chan int, 1)
 	go waitPid(v.Pid, v.exited)
-	if !v.restored(pidfile) {
-		time.Sleep(100 * time.Millisecond)
-		if !v.restored(pidfile) {
-			st, _ := Status(v.Pid)
-			t.Fatalf("criu restore -d exited 0 but pid %d is not back: comm %q (want %q), state %q", v.Pid, Comm(v.Pid), v.Comm, st["State"])
-		}
+	if !v.restoredWithin(pidfile, 10*time.Second) {
+		st, _ := Status(v.Pid)
+		t.Fatalf("criu restore -d exited 0 but pid %d is not back: comm %q (want %q), state %q", v.Pid, Comm(v.Pid), v.Comm, st["State"])
 	}
 	t.Logf("criu 4.2 restored pid %d in %v", v.Pid, r.Took.Round(time.Millisecond))
 }

@@ -72,9 +72,9 @@ func (c *NSCopy) WaitRestored(t testing.TB, origPid int) {
 				code, origPid, strings.TrimSpace(c.stderr.String()), c.Log, tail(c.Log, 40))
 		case <-time.After(10 * time.Millisecond):
 		}
-		if time.Since(start) > 20*time.Second {
+		if time.Since(start) > 60*time.Second {
 			b, _ := os.ReadFile(c.pidfile)
-			t.Fatalf("restore --pidns of pid %d: copy not back after 20s (pidfile %q)\n--- %s (tail) ---\n%s", origPid, b, c.Log, tail(c.Log, 40))
+			t.Fatalf("restore --pidns of pid %d: copy not back after 60s (pidfile %q)\n--- %s (tail) ---\n%s", origPid, b, c.Log, tail(c.Log, 40))
 		}
 	}
 	if ns, my := pidNS(c.HostPid), pidNS(os.Getpid()); ns == "" || ns == my {
@@ -114,9 +114,10 @@ func pidNS(pid int) string {
 }
 
 // Wait waits for stasis restore to end and returns its exit code, which is
-// the copy's root's.
+// the copy's root's; it fails the test after timeout (at least MinWait).
 func (c *NSCopy) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	select {
 	case code := <-c.exited:
 		c.done = true

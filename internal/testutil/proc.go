@@ -111,10 +111,18 @@ func CurrentSyscall(pid int) (int, error) {
 	return strconv.Atoi(f[0])
 }
 
-// WaitFor polls cond every 10 ms until it holds; after timeout it fails the
-// test with "timed out after D waiting for WHAT".
+// MinWait is the shortest deadline WaitFor and WaitTreeDiff give a
+// condition: CI runs four tests at a time on two cores, some restoring
+// hundreds of MiB or starting database servers, where a task may get no
+// CPU for seconds. A deadline only bounds how long a failing test takes;
+// a condition that holds passes at once.
+const MinWait = 30 * time.Second
+
+// WaitFor polls cond every 10 ms until it holds; after timeout (at least
+// MinWait) it fails the test with "timed out after D waiting for WHAT".
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	deadline := time.Now().Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
@@ -125,10 +133,11 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 }
 
 // AssertNoTask fails the test if a task (zombies included) holds PID, after
-// a 1 s grace period for the kernel to finish tearing it down.
+// a 10 s grace period for the kernel to finish tearing it down (long: the
+// machine may be loaded).
 func AssertNoTask(t testing.TB, pid int) {
 	t.Helper()
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for Exists(pid) {
 		if time.Now().After(deadline) {
 			st, _ := ReadStat(pid)
@@ -144,7 +153,7 @@ func AssertNoTask(t testing.TB, pid int) {
 func AssertRunning(t testing.TB, pid int) {
 	t.Helper()
 	var last string
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
 		st, err := Status(pid)
 		if err != nil {
@@ -257,23 +266,25 @@ func imagePidSet(dir string) map[int]bool {
 	}
 }
 
-// FreePID returns a PID that no task holds now, from the top of the range
-// where the kernel rarely allocates.
+// FreePID returns a PID that no task holds, now or while the test runs:
+// pid_max, one above the kernel's range. A free pid within the range may
+// be given to a fork of a parallel test at any moment (a small pid_max,
+// 32768 in many containers, wraps several times in a run), and a dump of
+// it would then take that test's task.
 func FreePID(t testing.TB) int {
 	t.Helper()
-	max := 32768
-	if b, err := os.ReadFile("/proc/sys/kernel/pid_max"); err == nil {
-		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			max = n
-		}
+	b, err := os.ReadFile("/proc/sys/kernel/pid_max")
+	if err != nil {
+		t.Fatal(err)
 	}
-	for pid := max - 1; pid > max/2; pid-- {
-		if !Exists(pid) {
-			return pid
-		}
+	max, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("/proc/sys/kernel/pid_max: %v", err)
 	}
-	t.Fatal("no free pid")
-	return 0
+	if Exists(max) {
+		t.Fatalf("pid %d (pid_max) exists", max)
+	}
+	return max
 }
 
 // MapsLine is one line of /proc/PID/maps without the device column, which

@@ -41,7 +41,13 @@ func (r Result) String() string {
 	return s
 }
 
-// Run runs the stasis binary to completion, killing it after timeout.
+// MinRunTimeout is the shortest time Run and RunCRIU let a run take
+// before they kill it: a dump or restore that takes a second alone may
+// take ten beside three other tests on two cores.
+const MinRunTimeout = 90 * time.Second
+
+// Run runs the stasis binary to completion, killing it after timeout (at
+// least MinRunTimeout).
 func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 	t.Helper()
 	return runUnder(t, timeout, nil, args...)
@@ -51,6 +57,7 @@ func Run(t testing.TB, timeout time.Duration, args ...string) Result {
 // (say prlimit with its options), which must exec it.
 func runUnder(t testing.TB, timeout time.Duration, prefix []string, args ...string) Result {
 	t.Helper()
+	timeout = max(timeout, MinRunTimeout)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var out, errb bytes.Buffer
@@ -123,7 +130,7 @@ func dump(t testing.TB, pid int, dir string, extra ...string) Result {
 	t.Helper()
 	log := logFile(t, "dump")
 	args := append([]string{"dump", "-t", strconv.Itoa(pid), "-D", dir, "-v4", "-o", log}, extra...)
-	r := Run(t, 25*time.Second, args...)
+	r := Run(t, 90*time.Second, args...)
 	r.Log = log
 	return r
 }
@@ -148,7 +155,7 @@ func RestoreFail(t testing.TB, dir string, extra ...string) string {
 	log := logFile(t, "restore")
 	pidfile := log + ".pid"
 	args := append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "-v4", "-o", log}, extra...)
-	r := Run(t, 25*time.Second, args...)
+	r := Run(t, 90*time.Second, args...)
 	r.Log = log
 	if r.Code == 0 {
 		if b, err := os.ReadFile(pidfile); err == nil {

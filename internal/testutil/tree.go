@@ -204,7 +204,7 @@ func DiffTrees(want, got []Task, byNSPid bool) []string {
 }
 
 // WaitTree waits until the tree under root (a restored one) matches want
-// (see DiffTrees). If it does not within timeout, it reports the
+// (see DiffTrees). If it does not within timeout (at least MinWait), it reports the
 // differences as an error (the test goes on: the victims' own checks say
 // more) and returns the tree as last read; it fails the test at once only
 // if root is gone.
@@ -216,6 +216,7 @@ func WaitTree(t testing.TB, root int, want []Task, byNSPid bool, timeout time.Du
 // WaitTreeDiff is WaitTree with the differences given by diff.
 func WaitTreeDiff(t testing.TB, root int, want []Task, timeout time.Duration, diff func(got []Task) []string) []Task {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	deadline := time.Now().Add(timeout)
 	for {
 		got, err := Tree(root)

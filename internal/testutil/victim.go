@@ -103,7 +103,7 @@ const notChild = -1
 // WaitReady waits until the victim has created its ready file.
 func (v *Victim) WaitReady(t testing.TB) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if _, err := os.Stat(v.Ready); err == nil {
 			return
@@ -115,7 +115,7 @@ func (v *Victim) WaitReady(t testing.TB) {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("victim pid %d not ready after 20s\n%s", v.Pid, v.LogTail())
+			t.Fatalf("victim pid %d not ready after 60s\n%s", v.Pid, v.LogTail())
 		}
 	}
 }
@@ -126,9 +126,11 @@ func (v *Victim) LogTail() string {
 }
 
 // Wait waits for the current incarnation to end and returns its exit code
-// (128+signal if killed by one).
+// (128+signal if killed by one); it fails the test after timeout (at
+// least MinWait).
 func (v *Victim) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	timeout = max(timeout, MinWait)
 	if v.done {
 		t.Fatalf("pid %d: incarnation already ended", v.Pid)
 	}
@@ -150,7 +152,7 @@ func (v *Victim) Wait(t testing.TB, timeout time.Duration) int {
 // PID for the restore, and checks that SIGKILL is what ended it.
 func (v *Victim) Reap(t testing.TB) {
 	t.Helper()
-	if code := v.Wait(t, 10*time.Second); code != 128+int(unix.SIGKILL) {
+	if code := v.Wait(t, 30*time.Second); code != 128+int(unix.SIGKILL) {
 		t.Fatalf("pid %d: after the dump it ended with %d, want %d (SIGKILL)\n%s", v.Pid, code, 128+int(unix.SIGKILL), v.LogTail())
 	}
 	if v.restore != nil && v.rstderr.Len() > 0 {
@@ -171,7 +173,7 @@ func (v *Victim) Signal(t testing.TB, sig unix.Signal) {
 // whole state. On failure it quotes the victim's "FAIL:" lines.
 func (v *Victim) TermAndCheck(t testing.TB) {
 	t.Helper()
-	v.TermAndCheckWithin(t, 15*time.Second)
+	v.TermAndCheckWithin(t, 30*time.Second)
 }
 
 // TermAndCheckWithin is TermAndCheck for a victim whose self-check takes
@@ -233,7 +235,7 @@ func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 		cmd.Wait()
 		exited <- exitCode(cmd.ProcessState.Sys().(syscall.WaitStatus))
 	}()
-	deadline := start.Add(20 * time.Second)
+	deadline := start.Add(60 * time.Second)
 	for !v.restored(pidfile) {
 		select {
 		case code := <-exited:
@@ -244,7 +246,7 @@ func Restore(t testing.TB, dir string, v *Victim, extra ...string) {
 		case <-time.After(10 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("restore of pid %d: task not back after 20s (pidfile, comm %q, no tracer)\n--- log tail ---\n%s", v.Pid, v.Comm, tail(log, 40))
+			t.Fatalf("restore of pid %d: task not back after 60s (pidfile, comm %q, no tracer)\n--- log tail ---\n%s", v.Pid, v.Comm, tail(log, 40))
 		}
 	}
 	if ppid := mustStat(t, v.Pid).PPid; ppid != cmd.Process.Pid {
@@ -271,7 +273,7 @@ func RestoreDetachedUnder(t testing.TB, prefix []string, dir string, v *Victim, 
 	log := logFile(t, "restore")
 	pidfile := log + ".pid"
 	args := append([]string{"restore", "-D", dir, "-d", "--pidfile", pidfile, "-v4", "-o", log}, extra...)
-	r := runUnder(t, 25*time.Second, prefix, args...)
+	r := runUnder(t, 90*time.Second, prefix, args...)
 	r.Log = log
 	if r.Code != 0 {
 		checkNoNewChildren(t, before, dir)
@@ -279,14 +281,11 @@ func RestoreDetachedUnder(t testing.TB, prefix []string, dir string, v *Victim, 
 	}
 	v.restore, v.done, v.exited = nil, false, make(chan int, 1)
 	go waitPid(v.Pid, v.exited)
-	if !v.restored(pidfile) {
-		time.Sleep(100 * time.Millisecond) // let a slow detach finish, then judge
-		if !v.restored(pidfile) {
-			st, _ := Status(v.Pid)
-			b, _ := os.ReadFile(pidfile)
-			t.Fatalf("restore -d exited 0 but pid %d is not back: pidfile %q, comm %q (want %q), state %q, TracerPid %q\n%s",
-				v.Pid, b, Comm(v.Pid), v.Comm, st["State"], st["TracerPid"], r)
-		}
+	if !v.restoredWithin(pidfile, 10*time.Second) { // let a slow detach finish, then judge
+		st, _ := Status(v.Pid)
+		b, _ := os.ReadFile(pidfile)
+		t.Fatalf("restore -d exited 0 but pid %d is not back: pidfile %q, comm %q (want %q), state %q, TracerPid %q\n%s",
+			v.Pid, b, Comm(v.Pid), v.Comm, st["State"], st["TracerPid"], r)
 	}
 	if ppid := mustStat(t, v.Pid).PPid; ppid != os.Getpid() {
 		t.Errorf("restored pid %d has parent %d, want the test process %d (subreaper)", v.Pid, ppid, os.Getpid())
@@ -303,6 +302,16 @@ func (v *Victim) restored(pidfile string) bool {
 	}
 	st, err := Status(v.Pid)
 	return err == nil && st["TracerPid"] == "0" && st["Name"] == v.Comm && !strings.HasPrefix(st["State"], "Z")
+}
+
+// restoredWithin polls restored for up to timeout.
+func (v *Victim) restoredWithin(pidfile string, timeout time.Duration) bool {
+	for deadline := time.Now().Add(timeout); !v.restored(pidfile); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *Victim) expectEnded(t testing.TB) {
@@ -370,7 +379,7 @@ func DumpRestore(t testing.TB, v *Victim, dumpArgs ...string) string {
 func execComm(pid int) string {
 	own := Comm(os.Getpid())
 	c := Comm(pid)
-	for deadline := time.Now().Add(time.Second); c == own && time.Now().Before(deadline); c = Comm(pid) {
+	for deadline := time.Now().Add(10 * time.Second); c == own && time.Now().Before(deadline); c = Comm(pid) {
 		time.Sleep(time.Millisecond)
 	}
 	return c

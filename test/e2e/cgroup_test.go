@@ -213,12 +213,13 @@ func (l *cgLayout) remove(t *testing.T) {
 		})
 	}
 	for i := len(all) - 1; i >= 0; i-- {
+		// EBUSY while the killed tasks in it have not exited yet: seconds
+		// on a loaded machine.
 		var err error
-		for try := 0; try < 200; try++ {
-			if err = unix.Rmdir(all[i]); err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) {
+		for deadline := time.Now().Add(testutil.MinWait); ; time.Sleep(10 * time.Millisecond) {
+			if err = unix.Rmdir(all[i]); err == nil || errors.Is(err, unix.ENOENT) || !errors.Is(err, unix.EBUSY) || time.Now().After(deadline) {
 				break
 			}
-			time.Sleep(10 * time.Millisecond)
 		}
 		if err != nil && !errors.Is(err, unix.ENOENT) {
 			t.Errorf("cgroup %s left behind: %v", all[i], err)

@@ -22,9 +22,12 @@ import (
 // and works: in stasis' namespaces, dumped by criu 4.2 too, and in a user namespace (root mapped
 // to root, setgroups "deny") with uts and ipc namespaces of its own. criu
 // 4.2's outcome on the same victim is logged.
+//
+// Not parallel: the victim's pty is on the host's devpts, whose index
+// its dump frees and its restore needs back; a pty that a parallel test
+// opens meanwhile (TestConsoleExternal, TestTTYExternal) takes it.
 func TestDevices(t *testing.T) {
 	testutil.RequireRoot(t)
-	t.Parallel()
 	t.Run("criu-4.2", func(t *testing.T) {
 		testutil.CRIU(t)
 		v := testutil.StartVictim(t, "devices")

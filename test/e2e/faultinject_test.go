@@ -207,7 +207,9 @@ func faultDump(t *testing.T, v *testutil.Victim, status, point string, sig unix.
 func waitTalking(t *testing.T, v *testutil.Victim, status, when string) {
 	t.Helper()
 	n := testutil.ReadCounter(t, status)
-	deadline := time.Now().Add(10 * time.Second)
+	// Long: segments the network lock dropped come back at the next
+	// retransmission, whose backoff doubled meanwhile.
+	deadline := time.Now().Add(testutil.MinWait)
 	for testutil.ReadCounter(t, status) <= n+2 {
 		if time.Now().After(deadline) {
 			var where []string

@@ -79,14 +79,8 @@ func TestGhostDeletedExe(t *testing.T) {
 	testutil.RequireRoot(t)
 	t.Parallel()
 	work := t.TempDir()
-	bin, err := os.ReadFile(testutil.BuildVictim(t, "ghost"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	prog := filepath.Join(work, "ghost-prog")
-	if err := os.WriteFile(prog, bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	copyExecutable(t, testutil.BuildVictim(t, "ghost"), prog, 0o755)
 	ready := filepath.Join(t.TempDir(), "ready")
 	v := testutil.StartProgram(t, prog, ready, work, "exe")
 	v.Ready = ready

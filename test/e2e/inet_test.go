@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"fmt"
 	"net"
+	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -79,12 +82,19 @@ func askAll(t *testing.T, p inetPorts) {
 	askUDP(t, "udp6", "::1", p[6])
 	askUDP(t, "udp4", "127.0.0.1", p[6])
 	// IPv6-only stays so: nothing listens for IPv4 on L6's port, nothing
-	// receives IPv4 datagrams on U6's.
-	if c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p[1])), time.Second); err == nil {
+	// receives IPv4 datagrams on U6's. (The ports were free on ::1 only:
+	// an IPv4 socket of another test may have the same number, and answer
+	// for it; it shows in the IPv4 tables, where the victim's, being IPv6
+	// sockets, never do.)
+	if ipv4Bound(t, "tcp", p[1]) {
+		t.Logf("an IPv4 listener of another test has port %d: the IPv6-only check of L6 is left out", p[1])
+	} else if c, err := net.DialTimeout("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p[1])), time.Second); err == nil {
 		c.Close()
 		t.Errorf("127.0.0.1:%d accepted a connection: the IPv6-only listener became dual stack", p[1])
 	}
-	if c, err := net.Dial("udp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p[5]))); err == nil {
+	if ipv4Bound(t, "udp", p[5]) {
+		t.Logf("an IPv4 UDP socket of another test has port %d: the IPv6-only check of U6 is left out", p[5])
+	} else if c, err := net.Dial("udp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p[5]))); err == nil {
 		c.SetDeadline(time.Now().Add(300 * time.Millisecond))
 		c.Write([]byte("v4"))
 		if n, err := c.Read(make([]byte, 8)); err == nil {
@@ -92,6 +102,24 @@ func askAll(t *testing.T, p inetPorts) {
 		}
 		c.Close()
 	}
+}
+
+// ipv4Bound reports whether /proc/net/tcp (a listener) or /proc/net/udp
+// (any socket) of the test's network namespace lists one on port.
+func ipv4Bound(t *testing.T, proto string, port int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/" + proto)
+	if err != nil {
+		t.Fatal(err)
+	}
+	suffix := fmt.Sprintf(":%04X", port)
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && strings.HasSuffix(f[1], suffix) && (proto == "udp" || f[3] == "0A") {
+			return true
+		}
+	}
+	return false
 }
 
 // TestInetSockets: listening TCP sockets (IPv4, IPv6-only, dual stack)

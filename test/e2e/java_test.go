@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v8/crit/images/pstree"
+
 	"github.com/stasis-cr/stasis/internal/testutil"
 	"golang.org/x/sys/unix"
 )
@@ -127,10 +129,17 @@ func testJava(t *testing.T, java, classes string, perf, criu bool) {
 	}
 	gcBefore := jstatGCs(t, v.Pid, perf)
 
+	comms := threadComms(t, v.Pid)
 	st, _ := appRoundTrip(t, v, byStasis, "--tcp-established")
 	busy.end(t, busy.n.Load())
-	if diff := setDiff(threads, threadNames(t, v.Pid)); diff != "" {
+	if diff := dumpedThreadsDiff(comms, threadComms(t, v.Pid), testutil.ImageTree(t, st.dir), v.Pid); diff != "" {
 		t.Errorf("the JVM's threads after the restore: %s", diff)
+	}
+	after := threadNames(t, v.Pid)
+	for _, want := range []string{"VM Thread", "C2 CompilerThre", "C1 CompilerThre", "G1 Conc#0", "GC Thread#0", "Signal Dispatch", "stasis-worker-1", "pool-1-thread-3"} {
+		if !slices.Contains(after, want) {
+			t.Errorf("no JVM thread %q after the restore: %q", want, after)
+		}
 	}
 	if m := mapsWith(t, v.Pid, "hsperfdata"); perf && !strings.Contains(m, " rw-s ") {
 		t.Errorf("the restored JVM's hsperfdata mapping is %q, want a shared rw mapping of %s", m, perfFile)
@@ -206,21 +215,53 @@ func threadNames(t *testing.T, pid int) []string {
 	return names
 }
 
-// setDiff says what is in one sorted list of names and not in the other.
-func setDiff(want, got []string) string {
-	var lost, extra []string
-	for _, w := range want {
-		if i := slices.Index(got, w); i >= 0 {
-			got = slices.Delete(slices.Clone(got), i, i+1)
-		} else {
-			lost = append(lost, w)
+// threadComms is the comm of every thread of pid, by tid.
+func threadComms(t *testing.T, pid int) map[int]string {
+	t.Helper()
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	comms := map[int]string{}
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/comm", pid, tid)); err == nil {
+			comms[tid] = strings.TrimSpace(string(b))
 		}
 	}
-	extra = got
-	if len(lost) == 0 && len(extra) == 0 {
-		return ""
+	return comms
+}
+
+// dumpedThreadsDiff says which threads of pid that the images (their
+// pstree entries) hold are not back under their tid with the comm they
+// had before the dump (before, read shortly before it). The JVM starts
+// and ends threads of its own (compiler threads come and go with the
+// JIT's queue, GC workers start on demand): a thread that ended before
+// the dump, or started after before was read, is not compared, and one
+// the restored JVM started is not a difference.
+func dumpedThreadsDiff(before, after map[int]string, tree []*pstree.PstreeEntry, pid int) string {
+	var d []string
+	for _, e := range tree {
+		if int(e.GetPid()) != pid {
+			continue
+		}
+		for _, tid := range e.GetThreads() {
+			was, ok := before[int(tid)]
+			if !ok {
+				continue
+			}
+			switch is, back := after[int(tid)]; {
+			case !back:
+				d = append(d, fmt.Sprintf("thread %d (%q) is not back", tid, was))
+			case is != was:
+				d = append(d, fmt.Sprintf("thread %d was %q, is %q", tid, was, is))
+			}
+		}
 	}
-	return fmt.Sprintf("lost %q, new %q", lost, extra)
+	return strings.Join(d, "; ")
 }
 
 // jstatGCs is the JVM's young and full GC count as jstat reads it from the

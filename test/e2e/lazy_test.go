@@ -98,6 +98,18 @@ func (p *bgProc) wait(t *testing.T, what string, timeout time.Duration) int {
 	return -1
 }
 
+// startLazyDaemon starts `stasis ARGS` (lazy-pages ... --status-fd 3)
+// at nice 19, every thread of it, and waits until it listens. Its
+// background copy starts as the restore ends: on a loaded machine a
+// daemon at the copy's priority may have copied every page before the
+// copy first gets the CPU, and checkFirstFault wants the copy to run
+// before its memory has arrived; at nice 19 the daemon yields the CPU
+// to the copy, whose faults it still serves.
+func startLazyDaemon(t *testing.T, log string, args ...string) *bgProc {
+	t.Helper()
+	return startBg(t, program(t, "nice"), log, true, append([]string{"-n", "19", testutil.StasisBin(t)}, args...)...)
+}
+
 // startLazyDump starts `stasis dump --lazy-pages` of pid on a free port
 // and waits until its images are complete (it then serves the pages).
 func startLazyDump(t *testing.T, pid int, dir string) (*bgProc, int) {
@@ -197,7 +209,7 @@ func TestLazyPages(t *testing.T) {
 			}
 			dst := lazyDest(t, src)
 			dlog := filepath.Join(t.TempDir(), "lazy-pages.log")
-			daemon := startBg(t, testutil.StasisBin(t), dlog, true, append(args, "-D", dst, "-o", dlog)...)
+			daemon := startLazyDaemon(t, dlog, append(args, "-D", dst, "-o", dlog)...)
 			c := testutil.StartRestorePidNS(t, dst, "--lazy-pages")
 			c.WaitRestored(t, v.Pid)
 			if code := daemon.wait(t, "lazy-pages", 60*time.Second); code != 0 {
@@ -387,7 +399,7 @@ func TestLazyPagesCRIURestore(t *testing.T) {
 	dump, port := startLazyDump(t, v.Pid, src)
 	dst := lazyDest(t, src)
 	dlog := filepath.Join(t.TempDir(), "lazy-pages.log")
-	daemon := startBg(t, testutil.StasisBin(t), dlog, true, "lazy-pages", "--status-fd", "3", "-D", dst,
+	daemon := startLazyDaemon(t, dlog, "lazy-pages", "--status-fd", "3", "-D", dst,
 		"--page-server", "--address", "127.0.0.1", "--port", strconv.Itoa(port), "-v4", "-o", dlog)
 	clog := filepath.Join(dst, "criu-restore.log")
 	r := startBg(t, unshare, clog, false, "--pid", "--mount", "--fork", "--mount-proc", criu, "restore", "-D", dst, "--lazy-pages", "-v4", "-o", filepath.Base(clog))

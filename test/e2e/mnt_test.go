@@ -74,11 +74,19 @@ func buildMntinit(t *testing.T) string {
 
 func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
+	copyExecutable(t, src, dst, mode)
+}
+
+// copyExecutable copies the program src to dst with mode by cp: the test
+// process must never hold a writable fd of a program it runs, since a
+// child that a parallel test forks meanwhile keeps a copy of it until its
+// exec, and an exec of the program then fails with ETXTBSY.
+func copyExecutable(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	if out, err := exec.Command("cp", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp %s %s: %v\n%s", src, dst, err, out)
 	}
-	if err := os.WriteFile(dst, b, mode); err != nil {
+	if err := os.Chmod(dst, mode); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -180,7 +188,7 @@ func (c *mntContainer) waitGone(t *testing.T) {
 	t.Helper()
 	select {
 	case <-c.exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testutil.MinWait):
 		t.Fatalf("unshare %d still runs after its container was dumped", c.unshare.Process.Pid)
 	}
 	c.init = 0
@@ -332,8 +340,19 @@ func TestContainerMounts(t *testing.T) {
 		if after := hostMounts(t, filepath.Dir(c.rootfs)); !slices.Equal(after, before) {
 			t.Errorf("host mounts changed by a failed restore:\n%q\nwere\n%q", after, before)
 		}
-		if after, _ := filepath.Glob(filepath.Join(os.TempDir(), ".stasis-mntns-*")); len(after) > len(yards) {
-			t.Errorf("the failed restore left %v", after)
+		// The restores of the tests that run in parallel make (and
+		// remove) yards of their own there meanwhile: a new one that
+		// stays is the failed restore's.
+		var left []string
+		for deadline := time.Now().Add(testutil.MinWait); ; time.Sleep(50 * time.Millisecond) {
+			after, _ := filepath.Glob(filepath.Join(os.TempDir(), ".stasis-mntns-*"))
+			left = slices.DeleteFunc(after, func(y string) bool { return slices.Contains(yards, y) })
+			if len(left) == 0 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if len(left) > 0 {
+			t.Errorf("the failed restore left %v", left)
 		}
 	})
 	t.Run("missing-root", func(t *testing.T) {

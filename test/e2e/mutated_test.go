@@ -294,7 +294,7 @@ func ours(pid int, d *mutDump) bool {
 // pid of the dump. It kills and reaps what it finds.
 func leftBehind(t *testing.T, desc string, d *mutDump, kids []int) {
 	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(testutil.MinWait) // a killed tree may take seconds to go
 	for {
 		var stray []int
 		for _, k := range testutil.Children(os.Getpid()) {

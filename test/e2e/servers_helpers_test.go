@@ -166,7 +166,7 @@ func (d *download) read(n int64, pause time.Duration) error {
 	}
 	buf := make([]byte, 64<<10)
 	for d.got < n {
-		d.c.SetDeadline(time.Now().Add(30 * time.Second))
+		d.c.SetDeadline(time.Now().Add(requestTimeout))
 		start := time.Now()
 		k, err := d.body.Read(buf[:min(int64(len(buf)), n-d.got)])
 		d.maxGap = max(d.maxGap, time.Since(start))
@@ -183,6 +183,13 @@ func (d *download) read(n int64, pause time.Duration) error {
 	return nil
 }
 
+// requestTimeout bounds one request of a client, or one read of a
+// download. It is long: a busy client's request spans the checkpoint -
+// the dump and the restore (seconds each on a loaded machine) and then
+// the sender's next retransmission, whose backoff doubles meanwhile
+// (0.2, 0.4, ... 6.4 s): 10 s of checkpoint may mean 12 s more of it.
+const requestTimeout = 60 * time.Second
+
 // httpGet sends GET path on a keep-alive connection and returns the body
 // of a 200 response; br must be the one reader of c across requests.
 func httpGet(c net.Conn, br *bufio.Reader, path string) (string, error) {
@@ -190,7 +197,7 @@ func httpGet(c net.Conn, br *bufio.Reader, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(requestTimeout))
 	if err := req.Write(c); err != nil {
 		return "", fmt.Errorf("GET %s: send: %w", path, err)
 	}
@@ -227,7 +234,7 @@ func (r *resp) do(args ...string) (string, error) {
 	if err := r.send(args...); err != nil {
 		return "", err
 	}
-	return r.reply(args[0], 10*time.Second)
+	return r.reply(args[0], requestTimeout)
 }
 
 // send sends a command without waiting for its reply.
@@ -237,7 +244,7 @@ func (r *resp) send(args ...string) error {
 	for _, a := range args {
 		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
 	}
-	r.c.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	r.c.SetWriteDeadline(time.Now().Add(requestTimeout))
 	if _, err := io.WriteString(r.c, b.String()); err != nil {
 		return fmt.Errorf("%s: send: %w", args[0], err)
 	}

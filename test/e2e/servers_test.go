@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -111,11 +112,12 @@ func TestServerPythonHTTP(t *testing.T) {
 		t.Fatalf("Content-Length %d, want %d", d.total, size)
 	}
 	// First the client stops reading at 32 MiB: the server fills both
-	// socket buffers and blocks in its write; it is dumped so.
+	// socket buffers and blocks in its write; it is dumped so, with bytes
+	// in its send queue (however slow the machine, it gets there).
 	if err := d.read(32<<20, 5*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	waitSendQueue(t, port, d.c.LocalAddr().(*net.TCPAddr).Port)
 	if outq, _ := serverRoundTrip(t, v); outq == 0 {
 		t.Errorf("the server had nothing queued to the client at the dump, 32 MiB into the download: not mid-way")
 	}

@@ -71,6 +71,7 @@ func (s *tmuxServer) screen(pane string) string { return s.run("capture-pane", "
 // waitScreen waits until the pane shows want.
 func (s *tmuxServer) waitScreen(pane, want string, timeout time.Duration) string {
 	s.t.Helper()
+	timeout = max(timeout, testutil.MinWait) // a loaded machine draws late
 	deadline := time.Now().Add(timeout)
 	for {
 		sc := s.screen(pane)

@@ -111,7 +111,13 @@ func tcpStateRoundTrip(t *testing.T, v *testutil.Victim, tc *tcpClient, port int
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The server checks at SIGTERM what it received: every byte and the
+	// FIN must have reached it by then (acknowledged: the client's end,
+	// which had the server's FIN, is closed or in TIME_WAIT).
+	testutil.WaitFor(t, 10*time.Second, "the server to acknowledge the client's bytes and FIN", func() bool {
+		s := tc.state(t)
+		return s == unix.BPF_TCP_CLOSE || s == unix.BPF_TCP_TIME_WAIT
+	})
 	v.TermAndCheck(t)
 }
 

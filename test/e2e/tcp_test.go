@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -116,6 +118,21 @@ func (tc *tcpClient) outq(t *testing.T) int {
 	return n
 }
 
+// state is the TCP state of the client's end (tcpi_state).
+func (tc *tcpClient) state(t *testing.T) uint8 {
+	rc, err := tc.c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info *unix.TCPInfo
+	var ierr error
+	rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return info.State
+}
+
 // startTCPServer starts tcpsrv and streams both ways until phase A is
 // done; then the client stops reading: the server's writes block, it
 // stops reading, and the client's next 16 KiB stay in its receive queue.
@@ -144,7 +161,11 @@ func startTCPServerRx(t *testing.T, addr string, rxTotal int) (*testutil.Victim,
 	if err := <-werr; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond) // the server fills every buffer on its way and blocks
+	// The server fills every buffer on its way and blocks: bytes it
+	// wrote wait in its send queue, unsent (the client's window is shut).
+	testutil.WaitFor(t, 10*time.Second, "the server's send queue to hold bytes it cannot send", func() bool {
+		return serverNotsent(t, v.Pid) > 0
+	})
 	if err := tc.write(tcpPhaseB); err != nil {
 		t.Fatal(err)
 	}
@@ -157,6 +178,38 @@ func startTCPServerRx(t *testing.T, addr string, rxTotal int) (*testutil.Victim,
 	testutil.WaitFor(t, 5*time.Second, "the server's kernel acknowledges the client's bytes", func() bool { return tc.outq(t) == 0 })
 	time.Sleep(100 * time.Millisecond)
 	return v, tc, port
+}
+
+// serverNotsent is tcpi_notsent_bytes of tcpsrv's connection: what it
+// wrote that TCP has not sent yet. It looks at a copy of each of pid's
+// sockets (pidfd_getfd) for the established one.
+func serverNotsent(t *testing.T, pid int) uint32 {
+	t.Helper()
+	pidfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(pidfd)
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		fd, err := strconv.Atoi(e.Name())
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); err != nil || !strings.HasPrefix(l, "socket:") {
+			continue
+		}
+		cp, err := unix.PidfdGetfd(pidfd, fd, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.GetsockoptTCPInfo(cp, unix.IPPROTO_TCP, unix.TCP_INFO)
+		unix.Close(cp)
+		if err == nil && info.State == unix.BPF_TCP_ESTABLISHED {
+			return info.Notsent_bytes
+		}
+	}
+	return 0
 }
 
 // finishStream resumes both streams to their ends: the client must get
@@ -321,7 +374,12 @@ func TestTCPHalfClosed(t *testing.T) {
 	if n, err := tc.c.Read(make([]byte, 16)); n != 0 || err != io.EOF {
 		t.Fatalf("after EOF the client reads %d bytes, %v; want EOF again", n, err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	// The server checks at SIGTERM what it received: every byte and the
+	// FIN must have reached it by then (acknowledged: the client's end,
+	// which had its FIN already, is closed), however slowly it reads.
+	testutil.WaitFor(t, 10*time.Second, "the server to acknowledge the client's bytes and FIN", func() bool {
+		return tc.state(t) == unix.BPF_TCP_CLOSE
+	})
 	v.TermAndCheck(t)
 }
 

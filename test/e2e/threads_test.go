@@ -61,7 +61,7 @@ func testThreads(t *testing.T, n int) (dump, restore time.Duration) {
 	restored := time.Since(start)
 	var diff []string
 	ok := false
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testutil.MinWait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		after, err := testutil.Threads(v.Pid)
 		if err != nil {
 			t.Fatal(err)

@@ -277,7 +277,7 @@ func (before treeSnapshot) diff(after treeSnapshot) []string {
 func assertUntouched(t *testing.T, before treeSnapshot) {
 	t.Helper()
 	var problems []string
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(testutil.MinWait)
 	for {
 		after, errs := readTreeState(before.root)
 		problems = append(errs, before.diff(after)...)
@@ -298,7 +298,7 @@ func assertUntouched(t *testing.T, before treeSnapshot) {
 func assertRunning(t *testing.T, pid int) {
 	t.Helper()
 	var errs []string
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testutil.MinWait); ; time.Sleep(20 * time.Millisecond) {
 		if _, errs = readTreeState(pid); len(errs) == 0 || time.Now().After(deadline) {
 			break
 		}

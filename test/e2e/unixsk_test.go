@@ -215,7 +215,7 @@ func TestUnixStreamPeerOutside(t *testing.T) {
 		if !ws.Exited() || ws.ExitStatus() != 0 {
 			t.Fatalf("restored victim: status %#x\n%s", ws, v.LogTail())
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testutil.MinWait):
 		t.Fatalf("restored victim did not exit on SIGTERM\n%s", v.LogTail())
 	}
 	if got := recvWithin(t, sfd); got != "after" {

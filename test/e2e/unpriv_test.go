@@ -53,14 +53,8 @@ func newUserEnv(t *testing.T) *userEnv {
 // copyExe copies an executable into dir, runnable by nobody.
 func copyExe(t *testing.T, src, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dst := filepath.Join(dir, filepath.Base(src))
-	if err := os.WriteFile(dst, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	copyExecutable(t, src, dst, 0o755)
 	return dst
 }
 
@@ -176,11 +170,11 @@ func waitExit(t *testing.T, pid int, ch <-chan int) int {
 		select {
 		case c := <-ch:
 			return c
-		case <-time.After(15 * time.Second):
+		case <-time.After(testutil.MinWait):
 			t.Fatalf("pid %d did not exit", pid)
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testutil.MinWait)
 	for time.Now().Before(deadline) {
 		var ws unix.WaitStatus
 		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
@@ -336,9 +330,9 @@ func TestUnprivilegedRefused(t *testing.T) {
 		}
 		testutil.AssertContains(t, r.Stderr, "restore pid "+strconv.Itoa(v.pid), "under seccomp (mode 1)", "CAP_SYS_ADMIN", "insufficient privilege")
 		testutil.AssertNoTask(t, v.pid)
-		if after := testutil.Children(os.Getpid()); len(after) != len(before) {
-			t.Errorf("children of the test before the restore %v, after %v", before, after)
-		}
+		// Only the new children the restore could have made: the other
+		// parallel tests' victims come and go meanwhile.
+		testutil.AssertNoNewChildren(t, before, imgs)
 		rr := testutil.Run(t, 25*time.Second, "restore", "-d", "-D", imgs)
 		if rr.Code != 0 {
 			t.Fatalf("restore as root failed\n%s", rr)

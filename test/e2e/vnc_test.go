@@ -104,10 +104,11 @@ func TestVNC(t *testing.T) {
 	}
 	// The xclock ticks again once its poll, re-executed whole by the
 	// restore (as by criu: a poll's remaining time is not kept), times out:
-	// up to a second after the restore, plus its own catching up.
+	// up to a second after the restore, plus its own catching up (and
+	// seconds more on a loaded machine: the loop ends once both changed).
 	term, clock := image.Rect(10, 10, 300, 110), image.Rect(400, 10, 550, 160)
 	var after image.Image
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	for deadline := time.Now().Add(30 * time.Second); ; {
 		time.Sleep(500 * time.Millisecond)
 		after = grabPNG(t, port, filepath.Join(art, "vnc-after.png"))
 		if differs(before, after, term) && differs(before, after, clock) || time.Now().After(deadline) {
