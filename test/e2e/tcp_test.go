@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -36,8 +37,36 @@ const (
 )
 
 // freePort returns a TCP (and UDP) port free on addr now.
+//
+// It is below the kernel's ephemeral range (ip_local_port_range): a port
+// of that range, free between this call and the server's bind, or
+// between the dump of the server and its restore, which needs it back,
+// may meanwhile become the source port of a connect of a parallel test.
 func freePort(t *testing.T, addr string) int {
 	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			lo, _ = strconv.Atoi(f[0])
+		}
+	}
+	const base = 10000
+	for range 200 {
+		if lo <= base+1000 {
+			break // no room below the range: take one of it
+		}
+		port := base + rand.IntN(lo-base)
+		hp := net.JoinHostPort(addr, strconv.Itoa(port))
+		l, err := net.Listen("tcp", hp)
+		if err != nil {
+			continue
+		}
+		l.Close()
+		if u, err := net.ListenPacket("udp", hp); err == nil {
+			u.Close()
+			return port
+		}
+	}
 	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
 		t.Fatal(err)
