@@ -4,4 +4,24 @@
 // nothing was lost. They need root; see internal/testutil for the helpers.
 //
 // Run them with: go test ./test/e2e/ -v (or -run TestName).
+//
+// The tests run four at a time on two cores in CI, in one process, beside
+// the unit tests of other packages. What that asks of a test, each rule
+// learned from a test that failed CI:
+//
+//   - Every fd the test process opens is close-on-exec (a victim another
+//     test forks would inherit it, and its dump rightly refuses a socket
+//     connected outside the tree). go-criu makes its swrk socketpair without
+//     SOCK_CLOEXEC: tests that use it are not parallel. Programs a test runs
+//     are copied with cp, never written by the test process (ETXTBSY).
+//   - Check what was dumped, not what the application may change by
+//     itself: every tid of pstree.img back (waitAppTree,
+//     testutil.WaitTreeDiff), not a thread count.
+//   - Wait for a state with testutil.WaitFor (at least testutil.MinWait),
+//     never for a time; a victim says ready only once all it sets up is
+//     done. Deadlines are long: a condition that holds passes at once.
+//   - Host-wide state is shared: compare only what the test made (mounts
+//     under its own dirs, its own /tmp names), take ports from freePort
+//     (below the ephemeral range), pids from testutil.FreePID (pid_max).
+//     A test whose restore needs a host pty index back is not parallel.
 package e2e
