@@ -74,8 +74,10 @@ func TestSleepRemainingTime(t *testing.T) {
 	if code != 0 {
 		t.Errorf("sleep exited %d, want 0\n%s", code, v.LogTail())
 	}
-	if took < time.Second || took > 6*time.Second {
-		t.Errorf("sleep ended %v after the restore, want 1 s .. 6 s", took)
+	// About 2 s are left at the dump; the restore itself may take seconds
+	// on a loaded machine.
+	if took < time.Second || took > 10*time.Second {
+		t.Errorf("sleep ended %v after the restore, want 1 s .. 10 s", took)
 	}
 }
 
