@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -136,16 +135,18 @@ func figures(runs []ckptRun) string {
 }
 
 // waitAppTree waits until the tree under root, restored from dir, is the
-// dumped one (want, read before the dump) with every thread of the images
-// back under its own tid. The thread count itself may differ: a server's
-// pools start and end threads as its clients come (mariadbd's InnoDB
-// pool had 15 a second after a restore of 13, with its busy client), so
-// one read of the tree is compared with want's counts taken from that
-// read, and the threads the images hold are looked up in it by tid. If
-// that does not happen within timeout, the differences fail the test.
+// dumped one: every process of the images back with its parent, group
+// and session, the comm it had before the dump (want, read then), and
+// every thread of the images back under its own tid. What a program
+// changes by itself is not compared: the thread count (a server's pools
+// start and end threads as clients come: mariadbd's InnoDB pool had 15 a
+// second after a restore of 13, with its busy client), the processes it
+// started or ended between the read of want and the freeze (the images
+// say what was dumped), and children a restored process starts after the
+// restore (a mail master's smtpd for the next client). If that does not
+// happen within timeout, the differences fail the test.
 func waitAppTree(t *testing.T, root int, dir string, want []testutil.Task, timeout time.Duration) []testutil.Task {
 	t.Helper()
-	dumped := map[int][]int{} // pid -> its tids, as the images hold them
 	d, err := images.Open(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -154,34 +155,74 @@ func waitAppTree(t *testing.T, root int, dir string, want []testutil.Task, timeo
 	if err != nil {
 		t.Fatalf("%s: %v", dir, err)
 	}
+	var dumped []appTask
 	for _, e := range entries {
-		for _, tid := range e.GetThreads() {
-			dumped[int(e.GetPid())] = append(dumped[int(e.GetPid())], int(tid))
+		tids := make([]int, len(e.GetThreads()))
+		for i, tid := range e.GetThreads() {
+			tids[i] = int(tid)
 		}
+		dumped = append(dumped, appTask{testutil.Task{Pid: int(e.GetPid()), PPid: int(e.GetPpid()), Pgid: int(e.GetPgid()), Sid: int(e.GetSid())}, tids})
 	}
-	return testutil.WaitTreeDiff(t, root, want, timeout, func(got []testutil.Task) []string { return appTreeDiff(want, got, dumped) })
+	logged := map[int]bool{}
+	return testutil.WaitTreeDiff(t, root, want, timeout, func(got []testutil.Task) []string {
+		diff, started := appTreeDiff(want, got, dumped)
+		for _, s := range started {
+			if !logged[s.Pid] {
+				logged[s.Pid] = true
+				t.Logf("started by the restored program: %s", s)
+			}
+		}
+		return diff
+	})
 }
 
-// appTreeDiff is DiffTrees with the thread counts of got, and the dumped
-// threads missing from got.
-func appTreeDiff(want, got []testutil.Task, dumped map[int][]int) []string {
-	threads := map[int]int{}
+// appTask is a process of the images and its threads.
+type appTask struct {
+	testutil.Task
+	tids []int
+}
+
+// appTreeDiff is DiffTrees of the dumped processes (comm and zombie state
+// from before, where read, thread counts from got) against got, with the
+// dumped threads missing from got. Processes of got the images do not
+// hold whose parent they do are the program's own, started after the
+// restore: returned apart, not differences.
+func appTreeDiff(before, got []testutil.Task, dumped []appTask) (diff []string, started []testutil.Task) {
+	prev := map[int]testutil.Task{}
+	for _, b := range before {
+		prev[b.Pid] = b
+	}
+	now := map[int]testutil.Task{}
 	for _, g := range got {
-		threads[g.Pid] = g.Threads
+		now[g.Pid] = g
 	}
-	w := slices.Clone(want)
-	for i := range w {
-		if n, ok := threads[w[i].Pid]; ok {
-			w[i].Threads = n
+	inImages := map[int]bool{}
+	w := make([]testutil.Task, len(dumped))
+	for i, d := range dumped {
+		inImages[d.Pid] = true
+		w[i] = d.Task
+		if b, ok := prev[d.Pid]; ok {
+			w[i].Comm, w[i].State = b.Comm, b.State
+		} else { // started after want was read: whatever it is now
+			w[i].Comm, w[i].State = now[d.Pid].Comm, now[d.Pid].State
 		}
+		w[i].Threads = now[d.Pid].Threads
 	}
-	diff := testutil.DiffTrees(w, got, false)
-	for pid, tids := range dumped {
-		for _, tid := range tids {
-			if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", pid, tid)); err != nil {
-				diff = append(diff, fmt.Sprintf("pid %d: its thread %d is not back", pid, tid))
+	var restored []testutil.Task
+	for _, g := range got {
+		if !inImages[g.Pid] && inImages[g.PPid] && !g.Zombie() {
+			started = append(started, g)
+			continue
+		}
+		restored = append(restored, g)
+	}
+	diff = testutil.DiffTrees(w, restored, false)
+	for _, d := range dumped {
+		for _, tid := range d.tids {
+			if _, err := os.Stat(fmt.Sprintf("/proc/%d/task/%d", d.Pid, tid)); err != nil {
+				diff = append(diff, fmt.Sprintf("pid %d: its thread %d is not back", d.Pid, tid))
 			}
 		}
 	}
-	return diff
+	return diff, started
 }
