@@ -101,7 +101,8 @@ func (e *podmanEnv) must(args ...string) string {
 	if err != nil {
 		for _, l := range strings.Split(out, "\n") {
 			if i := strings.Index(l, "log file: "); i >= 0 {
-				out += "\n" + logTail(filepath.Dir(l[i+10:]), filepath.Base(l[i+10:]))
+				log := strings.TrimRight(l[i+10:], `"`) // the end of podman's quoted msg="..."
+				out += "\n" + logTail(filepath.Dir(log), filepath.Base(log))
 			}
 		}
 		e.t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
