@@ -48,12 +48,15 @@ else:
     open(ready, "w").close()
     s.connect(("127.0.0.1", port))
 # SIGTERM comes once the test has read the bytes, which can be before
-# sendall returns here: held back until "sent" is recorded.
+# sendall returns here: it stays blocked and is taken by sigwait. (A
+# handler and pause() would race: a SIGTERM landing between the unblock's
+# check for signals and pause() would run the C handler and leave pause()
+# asleep for good.)
 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 s.sendall(b"hello")
 state["sent"] = True
-signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-signal.pause()
+signal.sigwait({signal.SIGTERM})
+on_term()
 `
 
 // TestTCPConnecting: a connect still under way (SYN_SENT: the listener's
