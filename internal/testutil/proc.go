@@ -122,13 +122,20 @@ const MinWait = 30 * time.Second
 // MinWait) it fails the test with "timed out after D waiting for WHAT".
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	asked := timeout
 	timeout = max(timeout, MinWait)
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	deadline := start.Add(timeout)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out after %v waiting for %s", timeout, what)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+	// A wait past what its caller asked for passes, but says so: the
+	// verbose logs of loaded runs show which waits come near MinWait.
+	if took := time.Since(start); took > asked {
+		t.Logf("slow: waited %v for %s (asked %v, limit %v)", took.Round(time.Millisecond), what, asked, timeout)
 	}
 }
 
