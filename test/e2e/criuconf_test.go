@@ -67,10 +67,10 @@ func configScripts(t *testing.T, bin string) []string {
 	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dir, "dump.log"))
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
-	resetCounterFile(t, status)
+	reset := resetCounterFile(t, status)
 	runTool(t, bin, "restore", "-D", dir, "-d", "-S", "--action-script", script)
 	v.Adopt(t)
-	expectCountingFrom(t, status, from)
+	expectCountingFrom(t, status, from, reset)
 	v.TermAndCheck(t)
 	b, err := os.ReadFile(log)
 	if err != nil {

@@ -94,9 +94,9 @@ func TestGoCounter(t *testing.T) {
 	v.Reap(t)
 	at := testutil.ReadCounter(t, status)
 	testutil.CheckImages(t, dir)
-	resetCounterFile(t, status)
+	reset := resetCounterFile(t, status)
 	testutil.RestoreDetached(t, dir, v)
-	expectCountingFrom(t, status, at)
+	expectCountingFrom(t, status, at, reset)
 	goUSR1(t, v, 2)
 	v.TermAndCheck(t)
 }

@@ -24,32 +24,43 @@ func counterVictim(t *testing.T) (*testutil.Victim, string) {
 
 // resetCounterFile overwrites the status file with 0 (same size, so that the
 // restore does not see a changed file), to tell fresh writes from stale ones.
-func resetCounterFile(t *testing.T, status string) {
+// It returns when, just before the restore: the restored counter may count
+// from then on.
+func resetCounterFile(t *testing.T, status string) time.Time {
 	t.Helper()
 	if err := os.WriteFile(status, []byte("                   0\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return time.Now()
 }
 
 // expectCountingFrom waits until the restored counter writes values above
-// from (the status file was reset to 0), and checks it resumed from there:
-// no value in 1..from (a reset), no jump far ahead.
-func expectCountingFrom(t *testing.T, status string, from uint64) {
+// from (the status file was reset to 0 at since, then restored), and checks
+// it resumed from there: no value in 1..from (a reset), no jump far ahead.
+func expectCountingFrom(t *testing.T, status string, from uint64, since time.Time) {
 	t.Helper()
-	start := time.Now()
+	expectCountingBetween(t, status, from, from, since)
+}
+
+// expectCountingBetween is expectCountingFrom for a dump that saw the
+// counter at some value in lo..hi (a dump -R, the counter running around
+// it): a value at or below lo is a reset, one far above hi plus a step per
+// 10 ms since is a jump.
+func expectCountingBetween(t *testing.T, status string, lo, hi uint64, since time.Time) {
+	t.Helper()
 	var n uint64
 	testutil.WaitFor(t, 5*time.Second, "the restored counter to advance", func() bool {
 		n = testutil.ReadCounter(t, status)
-		if n != 0 && n <= from {
-			t.Fatalf("the restored counter wrote %d, dumped at %d: it started over", n, from)
+		if n != 0 && n <= lo {
+			t.Fatalf("the restored counter wrote %d, dumped at %d or later: it started over", n, lo)
 		}
-		return n > from
+		return n > lo
 	})
 	// 10 ms per step: anything far above means it did not resume from the dump.
-	if limit := from + uint64(time.Since(start)/(10*time.Millisecond)) + 50; n > limit {
-		t.Errorf("counter is %d after the restore, want it to resume from %d (at most %d)", n, from, limit)
+	if limit := hi + uint64(time.Since(since)/(10*time.Millisecond)) + 50; n > limit {
+		t.Errorf("counter is %d after the restore, want it to resume from %d..%d (at most %d)", n, lo, hi, limit)
 	}
-	t.Logf("counter resumed: %d -> %d", from, n)
+	t.Logf("counter resumed: %d..%d -> %d", lo, hi, n)
 }
 
 // TestDumpRestoreTwice: dump -> restore -> dump -> restore of one process;
@@ -64,13 +75,13 @@ func TestDumpRestoreTwice(t *testing.T) {
 		testutil.Dump(t, v.Pid, dir)
 		v.Reap(t)
 		at := testutil.ReadCounter(t, status)
-		resetCounterFile(t, status)
+		reset := resetCounterFile(t, status)
 		if gen == 1 {
 			testutil.RestoreDetached(t, dir, v)
 		} else {
 			testutil.Restore(t, dir, v)
 		}
-		expectCountingFrom(t, status, at)
+		expectCountingFrom(t, status, at, reset)
 	}
 	v.TermAndCheck(t)
 }
@@ -86,9 +97,9 @@ func TestRestoreTwiceFromOneDump(t *testing.T) {
 	v.Reap(t)
 	at := testutil.ReadCounter(t, status)
 	for i := 1; i <= 2; i++ {
-		resetCounterFile(t, status)
+		reset := resetCounterFile(t, status)
 		testutil.RestoreDetached(t, dir, v)
-		expectCountingFrom(t, status, at)
+		expectCountingFrom(t, status, at, reset)
 		v.TermAndCheck(t)
 		testutil.AssertNoTask(t, v.Pid)
 	}

@@ -22,7 +22,7 @@ func siblingChildren(t *testing.T, bin string) string {
 	testutil.RemoveCRIULockAtEnd(t, filepath.Join(dir, "dump.log"))
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
-	resetCounterFile(t, status)
+	reset := resetCounterFile(t, status)
 	script := `"$0" restore -D "$1" -d -S -o restore.log -v4 || exit 1; read -r c < /proc/$$/task/$$/children; echo "$c"`
 	out, err := exec.Command("/bin/sh", "-c", script, bin, dir).CombinedOutput()
 	if err != nil {
@@ -30,7 +30,7 @@ func siblingChildren(t *testing.T, bin string) string {
 	}
 	// The shell has exited: the root is the test's (a subreaper) now.
 	v.Adopt(t)
-	expectCountingFrom(t, status, from)
+	expectCountingFrom(t, status, from, reset)
 	v.TermAndCheck(t)
 	return strings.ReplaceAll(strings.TrimSpace(string(out)), strconv.Itoa(v.Pid), "ROOT")
 }

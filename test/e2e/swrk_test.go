@@ -139,7 +139,7 @@ func notifySequences(t *testing.T, bin string, tool string) (dumpR, dump, restor
 	}
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
-	resetCounterFile(t, status)
+	reset := resetCounterFile(t, status)
 
 	start := time.Now()
 	sw = startSwrk(t, bin)
@@ -152,7 +152,7 @@ func notifySequences(t *testing.T, bin string, tool string) (dumpR, dump, restor
 	}
 	t.Logf("%s: restore over swrk took %v", tool, time.Since(start).Round(time.Millisecond))
 	v.Adopt(t)
-	expectCountingFrom(t, status, from)
+	expectCountingFrom(t, status, from, reset)
 	v.TermAndCheck(t)
 	return withPid(dumpR, v.Pid), withPid(dump, v.Pid), withPid(restore, v.Pid)
 }
@@ -297,7 +297,7 @@ func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 	all = append(all, rec.seen...)
 	v.Reap(t)
 	from := testutil.ReadCounter(t, status)
-	resetCounterFile(t, status)
+	reset := resetCounterFile(t, status)
 	rec = recorder{}
 	o = opts(dir, "restore.log")
 	o.RstSibling = proto.Bool(true)
@@ -314,7 +314,7 @@ func goCriuFlow(t *testing.T, bin string, ours bool) []string {
 		t.Errorf("rst_sibling: at post-restore the root's parent is %d, want the client %d", rec.ppid, os.Getpid())
 	}
 	v.Adopt(t)
-	expectCountingFrom(t, status, from)
+	expectCountingFrom(t, status, from, reset)
 	v.TermAndCheck(t)
 	for i, l := range all {
 		all[i] = strings.ReplaceAll(l, " "+strconv.Itoa(v.Pid), " ROOT")
