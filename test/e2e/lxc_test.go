@@ -217,10 +217,12 @@ func lxcCycle(t *testing.T, base *lxcBase, criu string) {
 	if st := e.state(); st != "STOPPED" {
 		t.Fatalf("after lxc-checkpoint -s the container is %s", st)
 	}
+	// The file is left as the checkpoint found it: the shell may have
+	// been frozen mid-redirection with /count open and truncated, and
+	// both criu and stasis refuse to restore an open file whose size
+	// changed. A restarted counter shows as a value below from (0 is an
+	// empty file, between a truncation and its write).
 	from := e.count()
-	if err := os.WriteFile(filepath.Join(e.rootfs(), "count"), []byte("0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	restore := e.lxc("lxc-checkpoint", "-r", "-D", img)
 	var got uint64
 	testutil.WaitFor(t, 10*time.Second, "the restored counter to go on", func() bool {
@@ -229,7 +231,7 @@ func lxcCycle(t *testing.T, base *lxcBase, criu string) {
 			b, _ := os.ReadFile(filepath.Join(e.path, "lxc-checkpoint.log"))
 			t.Fatalf("after lxc-checkpoint -r the container stopped (counter %d, checkpointed at %d):\n%s", got, from, lxcLogErrors(string(b)))
 		}
-		if got != 0 && got <= from {
+		if got != 0 && got < from {
 			t.Fatalf("the restored counter wrote %d, checkpointed at %d: it started over", got, from)
 		}
 		return got > from
