@@ -24,4 +24,14 @@
 //     under its own dirs, its own /tmp names), take ports from freePort
 //     (below the ephemeral range), pids from testutil.FreePID (pid_max).
 //     A test whose restore needs a host pty index back is not parallel.
+//   - A victim takes the signal the test sends without a window between
+//     checking for it and blocking: a flag polled every 10 ms (C),
+//     signal.Notify (Go), sigwait with the signal blocked (Python), never
+//     a handler and then pause().
+//   - Between a dump and its restore, leave alone the size of any file the
+//     victim may hold open (a shell can be frozen mid-redirection): a
+//     restore refuses an open file whose size changed. Reset a counter with
+//     a value of the same width, or not at all.
+//   - A dump -R lets the tree run until the freeze: what the images hold
+//     lies between the readings before and after the dump.
 package e2e
